@@ -1,0 +1,1 @@
+//! Cgroups v1 and v2 behind one trait.
