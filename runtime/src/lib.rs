@@ -1,12 +1,30 @@
 //! The kernel side of one hutch system container: namespaces, root filesystem and mounts,
 //! id maps, cgroups, capabilities, the console, the per-container monitor and exec by setns.
 //! It takes a plain [`ContainerSpec`] and knows nothing of the database or the API.
+//!
+//! Entry points: [`start`] boots a container under its own monitor process, [`exec`] runs
+//! a command in it, the functions in [`container`] stop, freeze and measure it. The hutchd
+//! binary must call [`monitor_main`] and [`exec_main`] for its hidden `__monitor` and
+//! `__exec` modes before it starts any thread.
 
 pub mod cgroup;
+pub mod console;
+pub mod container;
+mod create;
 pub mod error;
+pub mod exec;
 pub mod idmap;
+pub mod monitor;
+pub mod rootfs;
 pub mod spec;
+pub mod state;
+mod sys;
+pub mod userns;
 
+pub use container::Status;
 pub use error::{ErrorKind, Result, RuntimeError};
+pub use exec::{exec, exec_main, ExecExit, ExecRequest, ExecSession, ExecStdio, WindowSize};
 pub use idmap::{IdMap, IdMapEntry};
+pub use monitor::{monitor_main, start, MonitorClient, Started};
 pub use spec::{BindMount, ContainerSpec, CpuAllowance, DeviceNode, Limits};
+pub use state::{ExitRecord, MonitorState, RuntimeDir};

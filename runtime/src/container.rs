@@ -1,0 +1,71 @@
+//! Operations on a container by its runtime directory: status, stop, freeze, limits and
+//! usage. Cgroup work reads state.json and goes straight to the cgroup, not via the monitor.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cgroup::{self, CgroupDriver, CgroupUsage, RealCgroupFs};
+use crate::console;
+use crate::error::{Result, RuntimeError};
+use crate::monitor::MonitorClient;
+use crate::spec::Limits;
+use crate::state::{read_json, ExitRecord, MonitorState, RuntimeDir};
+
+/// Whether a container runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Running(Box<MonitorState>),
+    /// Not running; how it last ended, when known.
+    Stopped(Option<ExitRecord>),
+}
+
+/// Asks the monitor (the only authority on whether init lives).
+pub fn status(dir: &Path) -> Result<Status> {
+    match MonitorClient::connect(dir).and_then(|mut c| c.state()) {
+        Ok(state) => Ok(Status::Running(Box::new(state))),
+        Err(RuntimeError::NotRunning { .. }) => Ok(Status::Stopped(read_json(&RuntimeDir::new(dir).exit())?)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Stops the container: init's halt signal, then SIGKILL after `timeout`; at once if `force`.
+pub fn stop(dir: &Path, timeout: Duration, force: bool) -> Result<ExitRecord> {
+    MonitorClient::connect(dir)?.stop(timeout, force)
+}
+
+/// The container's console output so far.
+pub fn console_log(dir: &Path) -> Result<Vec<u8>> {
+    console::read_log(&RuntimeDir::new(dir).console_log())
+}
+
+/// The cgroup of a running container.
+pub fn cgroup_of(dir: &Path) -> Result<Box<dyn CgroupDriver>> {
+    let state: MonitorState = read_json(&RuntimeDir::new(dir).state())?.ok_or_else(|| RuntimeError::NotRunning { dir: dir.to_path_buf() })?;
+    Ok(cgroup::open(&state.cgroup_layout, &state.cgroup, Arc::new(RealCgroupFs)))
+}
+
+/// Freezes every process of the container.
+pub fn freeze(dir: &Path) -> Result<()> {
+    cgroup_of(dir)?.freeze()
+}
+
+/// Thaws a frozen container.
+pub fn thaw(dir: &Path) -> Result<()> {
+    cgroup_of(dir)?.thaw()
+}
+
+/// Whether the container is frozen.
+pub fn is_frozen(dir: &Path) -> Result<bool> {
+    cgroup_of(dir)?.is_frozen()
+}
+
+/// Applies new limits to a running container.
+pub fn set_limits(dir: &Path, limits: &Limits) -> Result<()> {
+    cgroup_of(dir)?.apply_limits(limits)
+}
+
+/// Memory, CPU and process usage.
+pub fn usage(dir: &Path) -> Result<CgroupUsage> {
+    cgroup_of(dir)?.usage()
+}

@@ -1,0 +1,392 @@
+//! Creating a container, run inside its monitor: cgroup, user namespace, idmapped root,
+//! console, then the fork dance that leaves init as PID 1 of fresh namespaces, a child of
+//! the monitor, and exec'ing the image's own init.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{dup2, execve, fork, getpid, pipe2, sethostname, setsid, ForkResult, Pid};
+
+use crate::cgroup::{self, CgroupDriver, CgroupLayout, RealCgroupFs};
+use crate::console::{self, ConsolePty};
+use crate::error::{Result, RuntimeError};
+use crate::rootfs;
+use crate::spec::ContainerSpec;
+use crate::sys;
+use crate::userns::{self, RootTree};
+
+/// Default PATH for init and exec'd commands.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A container whose init is running.
+#[derive(Debug)]
+pub struct Created {
+    pub init_pid: Pid,
+    pub console: ConsolePty,
+    pub cgroup: Arc<dyn CgroupDriver>,
+    pub cgroup_layout: CgroupLayout,
+    pub halt_signal: i32,
+    pub idmapped: bool,
+}
+
+/// Creates and boots the container. On failure nothing of it is left behind.
+pub fn create(spec: &ContainerSpec) -> Result<Created> {
+    spec.validate()?;
+    let meta = std::fs::metadata(&spec.rootfs).map_err(|e| RuntimeError::io("open root filesystem", &spec.rootfs, e))?;
+    if !meta.is_dir() {
+        return Err(RuntimeError::InvalidSpec { field: "rootfs".into(), reason: "is not a directory".into() });
+    }
+    let layout = CgroupLayout::detect()?;
+    let cg: Arc<dyn CgroupDriver> = Arc::from(cgroup::open(&layout, &spec.cgroup, Arc::new(RealCgroupFs)));
+    let mut undo = CgroupUndo(Some(cg.clone()));
+    cg.create()?;
+    cg.apply_limits(&spec.limits)?;
+
+    let (root_uid, root_gid, tty_gid) = match &spec.idmap {
+        Some(map) if !spec.privileged => {
+            let uid = map.host_uid(0).expect("validated: root is mapped");
+            let gid = map.host_gid(0).expect("validated: root is mapped");
+            (uid, gid, map.host_gid(5).unwrap_or(gid))
+        }
+        _ => (0, 0, 5),
+    };
+    if !spec.privileged {
+        cg.delegate(root_uid, root_gid)?;
+    }
+    let userns = match (&spec.idmap, spec.privileged) {
+        (Some(map), false) => Some(userns::create(map)?),
+        _ => None,
+    };
+    let tree = match (&userns, &spec.idmap) {
+        (Some(ns), Some(map)) => match userns::prepare_root(&spec.rootfs, ns, map)? {
+            RootTree::Idmapped(fd) => Some(fd),
+            RootTree::Shifted => None,
+        },
+        _ => None,
+    };
+    let console = console::open(root_uid, tty_gid)?;
+    let mut plan_spec = spec.clone();
+    // A shifted root is presented by a plain bind, as for privileged containers.
+    let attach_tree = tree.is_some();
+    plan_spec.privileged = spec.privileged || !attach_tree;
+    let mut ops = rootfs::plan(&plan_spec, &console.slave_path, &cg.container_mounts(), rootfs::has_run_dir(&spec.rootfs));
+    if !spec.privileged && !attach_tree {
+        // Unprivileged but shifted: bind the rootfs, and keep /proc/sys as the kernel scopes it.
+        ops.retain(|op| !matches!(op, rootfs::MountOp::Bind { target, .. } if target.starts_with("proc")));
+    }
+    let halt_signal = spec.halt_signal.unwrap_or_else(|| detect_halt_signal(&spec.rootfs));
+
+    let init_pid = spawn_init(spec, &cg, userns.as_ref(), tree.as_ref(), &console, &ops)?;
+    undo.0 = None;
+    Ok(Created { init_pid, console, cgroup: cg, cgroup_layout: layout, halt_signal, idmapped: attach_tree })
+}
+
+/// Kills and removes the cgroup unless disarmed.
+struct CgroupUndo(Option<Arc<dyn CgroupDriver>>);
+
+impl Drop for CgroupUndo {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            let _ = cg.kill_all();
+            let _ = cg.destroy();
+        }
+    }
+}
+
+/// Messages from the container's setup processes to the monitor, one per line.
+const MSG_PID: &str = "pid ";
+const MSG_MOUNTED: &str = "mounted";
+const MSG_ERROR: &str = "error ";
+
+fn spawn_init(
+    spec: &ContainerSpec,
+    cg: &Arc<dyn CgroupDriver>,
+    userns: Option<&OwnedFd>,
+    tree: Option<&OwnedFd>,
+    console: &ConsolePty,
+    ops: &[rootfs::MountOp],
+) -> Result<Pid> {
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let (report_r, report_w) = pipe2(cloexec).map_err(|e| RuntimeError::sys("create pipe", e))?;
+    let (release_r, release_w) = pipe2(cloexec).map_err(|e| RuntimeError::sys("create pipe", e))?;
+    // Prepared before fork: the children must not allocate what they can avoid.
+    let argv = to_cstrings(&spec.init_command())?;
+    let envp = to_cstrings(&init_environment(spec))?;
+
+    // SAFETY: the monitor is single-threaded while it creates the container.
+    match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
+        ForkResult::Child => {
+            drop(report_r);
+            drop(release_w);
+            let mut report = File::from(report_w);
+            let err = intermediate(spec, cg, userns, tree, console, ops, &argv, &envp, &mut report, release_r);
+            let _ = writeln!(report, "{MSG_ERROR}{}", chain(&err));
+            // SAFETY: _exit skips the parent's destructors, which is what a forked child needs.
+            unsafe { libc::_exit(1) }
+        }
+        ForkResult::Parent { child } => {
+            drop(report_w);
+            drop(release_r);
+            let _ = waitpid(child, None);
+            let mut lines = BufReader::new(File::from(report_r));
+            let init = match read_report(&mut lines)? {
+                Some(pid) => Pid::from_raw(pid.parse().map_err(|_| protocol("init pid", &pid))?),
+                None => return Err(RuntimeError::StartFailed { reason: "setup process died".into() }),
+            };
+            let result = release_init(spec, init, &mut lines, release_w);
+            if result.is_err() {
+                let _ = kill(init, Signal::SIGKILL);
+                let _ = waitpid(init, None);
+            }
+            result.map(|()| init)
+        }
+    }
+}
+
+/// Waits for init to finish its mounts, runs the hooks, lets it exec, and waits for the exec.
+fn release_init(spec: &ContainerSpec, init: Pid, lines: &mut BufReader<File>, release: OwnedFd) -> Result<()> {
+    match read_report(lines)? {
+        Some(m) if m == MSG_MOUNTED => {}
+        Some(other) => return Err(protocol(MSG_MOUNTED, &other)),
+        None => return Err(RuntimeError::StartFailed { reason: "init died while mounting".into() }),
+    }
+    for hook in &spec.pre_start_hooks {
+        run_hook(hook, spec, init)?;
+    }
+    File::from(release).write_all(b"1").map_err(|e| RuntimeError::io("release", "init", e))?;
+    // EOF without a message means the exec succeeded (the pipe is close-on-exec).
+    match read_report(lines)? {
+        None => Ok(()),
+        Some(other) => Err(protocol("exec", &other)),
+    }
+}
+
+fn run_hook(hook: &[String], spec: &ContainerSpec, init: Pid) -> Result<()> {
+    let out = Command::new(&hook[0])
+        .args(&hook[1..])
+        .env("HUTCH_PID", init.to_string())
+        .env("HUTCH_NETNS", format!("/proc/{init}/ns/net"))
+        .env("HUTCH_NAME", &spec.name)
+        .output()
+        .map_err(|e| RuntimeError::io("run hook", &hook[0], e))?;
+    if !out.status.success() {
+        return Err(RuntimeError::StartFailed {
+            reason: format!("hook {} failed ({}): {}", hook[0], out.status, String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    Ok(())
+}
+
+/// Reads one report line; `Ok(None)` on EOF. An error line becomes the start error.
+fn read_report(lines: &mut BufReader<File>) -> Result<Option<String>> {
+    let mut line = String::new();
+    let n = lines.read_line(&mut line).map_err(|e| RuntimeError::io("read", "setup report", e))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let line = line.trim_end().to_string();
+    if let Some(reason) = line.strip_prefix(MSG_ERROR) {
+        return Err(RuntimeError::StartFailed { reason: reason.to_string() });
+    }
+    Ok(Some(line.strip_prefix(MSG_PID).map(str::to_string).unwrap_or(line)))
+}
+
+fn protocol(expected: &'static str, got: &str) -> RuntimeError {
+    RuntimeError::Protocol { peer: "container setup", expected, got: got.to_string() }
+}
+
+/// The first child: joins the cgroup and user namespace, unshares the rest, and forks
+/// init into the new pid namespace. Returns only on error.
+#[allow(clippy::too_many_arguments)]
+fn intermediate(
+    spec: &ContainerSpec,
+    cg: &Arc<dyn CgroupDriver>,
+    userns: Option<&OwnedFd>,
+    tree: Option<&OwnedFd>,
+    console: &ConsolePty,
+    ops: &[rootfs::MountOp],
+    argv: &[CString],
+    envp: &[CString],
+    report: &mut File,
+    release: OwnedFd,
+) -> RuntimeError {
+    let step = || -> Result<Pid> {
+        cg.add_process(getpid().as_raw())?;
+        if let Some(ns) = userns {
+            userns::enter(ns)?;
+        }
+        let flags = CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWCGROUP
+            | CloneFlags::CLONE_NEWPID;
+        unshare(flags).map_err(|e| RuntimeError::sys("unshare namespaces", e))?;
+        // SAFETY: single-threaded process (forked from the single-threaded monitor).
+        match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork init", e))? {
+            ForkResult::Child => {
+                let err = init_process(spec, tree, console, ops, argv, envp, report, release);
+                let _ = writeln!(report, "{MSG_ERROR}{}", chain(&err));
+                // SAFETY: see above; a forked child leaves with _exit.
+                unsafe { libc::_exit(1) }
+            }
+            ForkResult::Parent { child } => Ok(child),
+        }
+    };
+    match step() {
+        Ok(init) => {
+            let _ = writeln!(report, "{MSG_PID}{init}");
+            // SAFETY: see above.
+            unsafe { libc::_exit(0) }
+        }
+        Err(e) => e,
+    }
+}
+
+/// PID 1 of the container: mounts, pivots, waits for the monitor, then execs init.
+/// Returns only on error.
+#[allow(clippy::too_many_arguments)]
+fn init_process(
+    spec: &ContainerSpec,
+    tree: Option<&OwnedFd>,
+    console: &ConsolePty,
+    ops: &[rootfs::MountOp],
+    argv: &[CString],
+    envp: &[CString],
+    report: &mut File,
+    release: OwnedFd,
+) -> RuntimeError {
+    let mut step = || -> Result<()> {
+        sethostname(&spec.name).map_err(|e| RuntimeError::sys("set hostname", e))?;
+        rootfs::apply(ops, &spec.rootfs, tree)?;
+        writeln!(report, "{MSG_MOUNTED}").map_err(|e| RuntimeError::io("report", "monitor", e))?;
+        let mut byte = [0u8; 1];
+        let n = nix::unistd::read(release.as_raw_fd(), &mut byte).map_err(|e| RuntimeError::sys("wait for release", e))?;
+        if n != 1 {
+            return Err(RuntimeError::StartFailed { reason: "monitor gave up before release".into() });
+        }
+        setsid().map_err(|e| RuntimeError::sys("setsid", e))?;
+        let slave = console.slave.as_raw_fd();
+        // SAFETY: TIOCSCTTY with arg 0 on an fd we own.
+        if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(RuntimeError::sys("set the console as controlling tty", nix::errno::Errno::last()));
+        }
+        for fd in 0..3 {
+            dup2(slave, fd).map_err(|e| RuntimeError::sys("dup the console", e))?;
+        }
+        sys::drop_bounding_caps(spec.nesting).map_err(|e| RuntimeError::sys("drop capabilities", e))?;
+        sys::reset_signals();
+        sys::cloexec_from(3).map_err(|e| RuntimeError::sys("mark fds close-on-exec", e))?;
+        let e = execve(&argv[0], argv, envp).unwrap_err();
+        Err(RuntimeError::sys(format!("exec {}", argv[0].to_string_lossy()), e))
+    };
+    match step() {
+        Ok(()) => unreachable!("exec returned without error"),
+        Err(e) => e,
+    }
+}
+
+/// The environment init gets: what LXD gives, plus the spec's own.
+fn init_environment(spec: &ContainerSpec) -> Vec<String> {
+    let mut env = vec![
+        "container=lxc".to_string(),
+        format!("PATH={DEFAULT_PATH}"),
+        "TERM=linux".to_string(),
+        "HOME=/root".to_string(),
+    ];
+    for (k, v) in &spec.env {
+        env.retain(|e| !e.starts_with(&format!("{k}=")));
+        env.push(format!("{k}={v}"));
+    }
+    env
+}
+
+fn to_cstrings(items: &[String]) -> Result<Vec<CString>> {
+    items
+        .iter()
+        .map(|s| CString::new(s.as_bytes()).map_err(|_| RuntimeError::InvalidSpec { field: "command".into(), reason: "contains NUL".into() }))
+        .collect()
+}
+
+/// The error and its causes on one line.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out.replace('\n', " ")
+}
+
+/// systemd halts on SIGRTMIN+3; busybox init and sysvinit on SIGPWR.
+pub fn detect_halt_signal(rootfs: &Path) -> i32 {
+    match resolve_in_root(rootfs, Path::new("/sbin/init")) {
+        Some(p) if p.to_string_lossy().contains("systemd") => libc::SIGRTMIN() + 3,
+        _ => libc::SIGPWR,
+    }
+}
+
+/// Follows symlinks of `path` as the container would see them, never leaving `root`.
+fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..16 {
+        let rel: PathBuf = current.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect();
+        let host = root.join(&rel);
+        match std::fs::read_link(&host) {
+            Ok(target) if target.is_absolute() => current = target,
+            Ok(target) => current = Path::new("/").join(rel.parent().unwrap_or(Path::new(""))).join(target),
+            Err(_) => return Some(current),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn halt_signal_follows_init_symlinks_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sbin")).unwrap();
+        std::fs::create_dir_all(dir.path().join("lib/systemd")).unwrap();
+        symlink("/lib/systemd/systemd", dir.path().join("sbin/init")).unwrap();
+        assert_eq!(detect_halt_signal(dir.path()), libc::SIGRTMIN() + 3);
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sbin")).unwrap();
+        symlink("../bin/busybox", dir.path().join("sbin/init")).unwrap();
+        assert_eq!(detect_halt_signal(dir.path()), libc::SIGPWR);
+    }
+
+    #[test]
+    fn symlink_loops_do_not_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sbin")).unwrap();
+        symlink("/sbin/init", dir.path().join("sbin/init")).unwrap();
+        assert_eq!(detect_halt_signal(dir.path()), libc::SIGPWR);
+    }
+
+    #[test]
+    fn spec_environment_overrides_defaults() {
+        let mut spec = ContainerSpec::new("c", "/r", None, "h/c");
+        spec.env.insert("TERM".into(), "xterm".into());
+        spec.env.insert("FOO".into(), "bar".into());
+        let env = init_environment(&spec);
+        assert!(env.contains(&"container=lxc".to_string()));
+        assert!(env.contains(&"TERM=xterm".to_string()));
+        assert!(!env.contains(&"TERM=linux".to_string()));
+        assert!(env.contains(&"FOO=bar".to_string()));
+    }
+}

@@ -1,0 +1,281 @@
+//! The exec helper: the hidden `__exec` mode of hutchd. A fresh single-threaded process
+//! that joins the container's cgroup and namespaces with setns, starts the command as the
+//! requested user, forwards signals, and reports how it ended.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use nix::fcntl::{open, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{dup2, execve, fork, setgroups, setresgid, setresuid, setsid, ForkResult, Gid, Pid, Uid};
+
+use super::protocol::{recv_msg, send_msg, ExecControl, ExecEvent, ExecRequest, WindowSize};
+use crate::cgroup::{self, RealCgroupFs};
+use crate::create::{chain, DEFAULT_PATH};
+use crate::error::{Result, RuntimeError};
+use crate::state::{read_json, MonitorState, RuntimeDir};
+use crate::sys;
+use crate::userns;
+
+/// The fd of the SOCK_SEQPACKET control socket the caller hands the helper.
+pub const CONTROL_FD: i32 = 3;
+
+/// Entry point of `hutchd __exec <dir>`. Must run before any thread is started.
+pub fn exec_main(dir: &Path) -> ! {
+    // SAFETY: the caller put the control socket on this fd for us alone.
+    let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    let _ = sys::set_cloexec(control.as_raw_fd(), true);
+    let code = match run(dir, control.as_fd()) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = send_msg(control.as_fd(), &ExecEvent::Failed { message: chain(&e) }, None);
+            1
+        }
+    };
+    // SAFETY: _exit is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+fn run(dir: &Path, control: BorrowedFd<'_>) -> Result<()> {
+    let (req, _) = recv_msg::<ExecRequest>(control, "an exec request")?
+        .ok_or_else(|| RuntimeError::ExecFailed { reason: "the caller hung up before sending a request".into() })?;
+    if req.command.is_empty() {
+        return Err(RuntimeError::ExecFailed { reason: "no command given".into() });
+    }
+    let state = read_json::<MonitorState>(&RuntimeDir::new(dir).state())?
+        .ok_or_else(|| RuntimeError::NotRunning { dir: dir.to_path_buf() })?;
+    join_container(&state, dir)?;
+    let pty = match req.pty {
+        Some(size) => Some(open_pty(size, req.uid, req.gid)?),
+        None => None,
+    };
+    let argv = cstrings(&req.command)?;
+    let env = environment(&req);
+    let envp = cstrings(&env)?;
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string();
+
+    // SAFETY: the helper is single-threaded.
+    match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
+        ForkResult::Child => {
+            let code = start_command(&req, pty.as_ref().map(|p| &p.1), &argv, &envp, &path);
+            // SAFETY: a forked child leaves with _exit.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            let master = pty.map(|(master, slave)| {
+                drop(slave);
+                master
+            });
+            // Our copies of the caller's stdio must not keep its pipes open.
+            if let Ok(null) = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
+                for fd in 0..3 {
+                    let _ = dup2(null, fd);
+                }
+                let _ = nix::unistd::close(null);
+            }
+            send_msg(control, &ExecEvent::Started { pid: child.as_raw() }, master.as_ref().map(|m| m.as_raw_fd()))?;
+            drop(master);
+            supervise(control, child)
+        }
+    }
+}
+
+/// Joins the container's cgroup, then all its namespaces at once through a pidfd.
+fn join_container(state: &MonitorState, dir: &Path) -> Result<()> {
+    // The pid must still be the init the monitor started, not a recycled pid.
+    if sys::process_start_time(state.init_pid) != Some(state.init_start_time) {
+        return Err(RuntimeError::NotRunning { dir: dir.to_path_buf() });
+    }
+    let pidfd = sys::pidfd_open(state.init_pid).map_err(|_| RuntimeError::NotRunning { dir: dir.to_path_buf() })?;
+    let cg = cgroup::open(&state.cgroup_layout, &state.cgroup, Arc::new(RealCgroupFs));
+    cg.add_exec_process(std::process::id() as i32)?;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWCGROUP;
+    if !state.privileged {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    nix::sched::setns(pidfd.as_fd(), flags).map_err(|e| RuntimeError::sys("join the container's namespaces", e))?;
+    if !state.privileged {
+        userns::become_root()?;
+    }
+    sys::drop_bounding_caps(state.nesting).map_err(|e| RuntimeError::sys("drop capabilities", e))
+}
+
+/// A pty from the container's own devpts, so the command sees /dev/pts/N inside.
+fn open_pty(size: WindowSize, uid: u32, gid: u32) -> Result<(OwnedFd, OwnedFd)> {
+    let master = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| RuntimeError::sys("open /dev/ptmx in the container", e))?;
+    // SAFETY: open returned a new fd that we own.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let mut unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK takes a pointer to an int; TIOCGPTPEER returns a new fd.
+    let slave = unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) < 0 {
+            return Err(RuntimeError::sys("unlock the pty", nix::errno::Errno::last()));
+        }
+        libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+    };
+    if slave < 0 {
+        return Err(RuntimeError::sys("open the pty peer", nix::errno::Errno::last()));
+    }
+    // SAFETY: TIOCGPTPEER returned a new fd that we own.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    set_window_size(master.as_fd(), size)?;
+    nix::unistd::fchown(slave.as_raw_fd(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .map_err(|e| RuntimeError::sys("chown the pty", e))?;
+    Ok((master, slave))
+}
+
+/// Sets a pty's window size.
+pub fn set_window_size(fd: BorrowedFd<'_>, size: WindowSize) -> Result<()> {
+    let ws = libc::winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(RuntimeError::sys("set the window size", nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
+/// In the forked child: become the user, then exec. Returns an exit code on failure,
+/// shell style (127 not found, 126 not executable), with the reason on stderr.
+fn start_command(req: &ExecRequest, slave: Option<&OwnedFd>, argv: &[CString], envp: &[CString], path: &str) -> i32 {
+    let fail = |what: &str, e: nix::errno::Errno| {
+        eprintln!("hutch exec: {what}: {}", e.desc());
+        match e {
+            nix::errno::Errno::ENOENT => 127,
+            nix::errno::Errno::EACCES | nix::errno::Errno::ENOEXEC => 126,
+            _ => 1,
+        }
+    };
+    let _ = setsid();
+    if let Some(slave) = slave {
+        // SAFETY: TIOCSCTTY with arg 0 on an fd we own.
+        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) };
+        for fd in 0..3 {
+            let _ = dup2(slave.as_raw_fd(), fd);
+        }
+    }
+    if let Err(e) = setgroups(&[]).and_then(|_| {
+        let g = Gid::from_raw(req.gid);
+        setresgid(g, g, g)
+    }) {
+        return fail("set group", e);
+    }
+    let u = Uid::from_raw(req.uid);
+    if let Err(e) = setresuid(u, u, u) {
+        return fail("set user", e);
+    }
+    let cwd = req.cwd.as_deref().unwrap_or("/");
+    if let Err(e) = nix::unistd::chdir(cwd) {
+        if req.cwd.is_some() {
+            return fail(&format!("change directory to {cwd}"), e);
+        }
+    }
+    sys::reset_signals();
+    let _ = sys::cloexec_from(3);
+    let program = match resolve(&req.command[0], path) {
+        Some(p) => p,
+        None => return fail(&format!("{}: command not found", req.command[0]), nix::errno::Errno::ENOENT),
+    };
+    let e = execve(&program, argv, envp).unwrap_err();
+    fail(&format!("exec {}", req.command[0]), e)
+}
+
+/// Finds `cmd` in `path` as seen from inside the container (we are in its mount namespace).
+fn resolve(cmd: &str, path: &str) -> Option<CString> {
+    if cmd.contains('/') {
+        return CString::new(cmd).ok();
+    }
+    path.split(':').filter(|d| !d.is_empty()).find_map(|dir| {
+        let full = format!("{dir}/{cmd}");
+        let c = CString::new(full).ok()?;
+        // SAFETY: c is a valid NUL-terminated path.
+        (unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0).then_some(c)
+    })
+}
+
+/// Forwards signals from the caller until the command ends, then reports its end.
+fn supervise(control: BorrowedFd<'_>, child: Pid) -> Result<()> {
+    let child_fd = sys::pidfd_open(child.as_raw()).map_err(|e| RuntimeError::sys("watch the command", e))?;
+    let mut caller_gone = false;
+    loop {
+        let mut fds = vec![PollFd::new(child_fd.as_fd(), PollFlags::POLLIN)];
+        if !caller_gone {
+            fds.push(PollFd::new(control, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(RuntimeError::sys("poll", e)),
+            Ok(_) => {}
+        }
+        let child_done = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let control_ready = fds.get(1).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+        if control_ready {
+            match recv_msg::<ExecControl>(control, "an exec control message") {
+                Ok(Some((ExecControl::Signal { signal }, _))) => {
+                    if let Ok(sig) = Signal::try_from(signal) {
+                        let _ = kill(child, sig);
+                    }
+                }
+                // The caller is gone: the command runs on to its end all the same.
+                Ok(None) | Err(_) => caller_gone = true,
+            }
+        }
+        if child_done {
+            let event = match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => ExecEvent::Exited { code: Some(code), signal: None },
+                Ok(WaitStatus::Signaled(_, sig, _)) => ExecEvent::Exited { code: None, signal: Some(sig as i32) },
+                Ok(other) => return Err(RuntimeError::ExecFailed { reason: format!("unexpected wait status {other:?}") }),
+                Err(e) => return Err(RuntimeError::sys("wait for the command", e)),
+            };
+            let _ = send_msg(control, &event, None);
+            return Ok(());
+        }
+    }
+}
+
+/// The command's environment: the request's, with a default PATH.
+fn environment(req: &ExecRequest) -> Vec<String> {
+    let mut env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !req.env.contains_key("PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    env
+}
+
+fn cstrings(items: &[String]) -> Result<Vec<CString>> {
+    items
+        .iter()
+        .map(|s| CString::new(s.as_bytes()).map_err(|_| RuntimeError::ExecFailed { reason: format!("{s:?} contains NUL") }))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_found_on_the_path() {
+        assert_eq!(resolve("sh", "/nonexistent:/bin").unwrap().to_str().unwrap(), "/bin/sh");
+        assert!(resolve("no-such-command-here", "/bin:/usr/bin").is_none());
+        assert_eq!(resolve("./x", "").unwrap().to_str().unwrap(), "./x");
+    }
+
+    #[test]
+    fn path_defaults_when_the_request_has_none() {
+        let mut req = ExecRequest { command: vec!["true".into()], env: Default::default(), cwd: None, uid: 0, gid: 0, pty: None };
+        assert!(environment(&req).contains(&format!("PATH={DEFAULT_PATH}")));
+        req.env.insert("PATH".into(), "/x".into());
+        assert_eq!(environment(&req), vec!["PATH=/x".to_string()]);
+    }
+}

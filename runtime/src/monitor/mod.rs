@@ -1,0 +1,188 @@
+//! The per-container monitor: starting it, and talking to it.
+
+mod process;
+pub mod protocol;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use serde::{Deserialize, Serialize};
+
+pub use process::monitor_main;
+use process::STATUS_FD;
+use protocol::{recv, send, MonitorReply, MonitorRequest};
+
+use crate::error::{Result, RuntimeError};
+use crate::spec::ContainerSpec;
+use crate::state::{write_json_atomic, ExitRecord, MonitorState, RuntimeDir};
+
+/// How long a start may take before the starter gives up waiting for the monitor.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the monitor tells its starter once the container runs or failed to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartReport {
+    Started { init_pid: i32, monitor_pid: i32 },
+    Failed { message: String, invalid_spec: bool },
+}
+
+/// A container that was just started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    pub init_pid: i32,
+    pub monitor_pid: i32,
+}
+
+/// Starts `spec` under a new monitor (`<hutchd> __monitor <dir>`), detached from the
+/// caller, and returns once init runs. `dir` becomes the container's runtime directory.
+pub fn start(hutchd: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Started> {
+    spec.validate()?;
+    if MonitorClient::connect(dir).is_ok() {
+        return Err(RuntimeError::AlreadyRunning { dir: dir.to_path_buf() });
+    }
+    let rd = RuntimeDir::new(dir);
+    rd.create()?;
+    write_json_atomic(&rd.spec(), spec)?;
+    let _ = std::fs::remove_file(rd.exit());
+
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("create pipe", e))?;
+    let log = OpenOptions::new().create(true).append(true).open(rd.monitor_log()).map_err(|e| RuntimeError::io("open", rd.monitor_log(), e))?;
+    let log2 = log.try_clone().map_err(|e| RuntimeError::io("dup", rd.monitor_log(), e))?;
+    let mut cmd = Command::new(hutchd);
+    cmd.arg("__monitor").arg(dir).stdin(Stdio::null()).stdout(log).stderr(log2);
+    let fd = status_w.as_raw_fd();
+    // SAFETY: the closure only calls async-signal-safe dup2/fcntl on fds we own.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == STATUS_FD { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(fd, STATUS_FD) };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| RuntimeError::io("run", hutchd, e))?;
+    drop(cmd);
+    drop(status_w);
+    // The first monitor process forks the real one and exits at once.
+    let _ = child.wait();
+    let report = read_report(File::from(status_r))?;
+    match report {
+        StartReport::Started { init_pid, monitor_pid } => Ok(Started { init_pid, monitor_pid }),
+        StartReport::Failed { message, invalid_spec: true } => {
+            Err(RuntimeError::InvalidSpec { field: "spec".into(), reason: message })
+        }
+        StartReport::Failed { message, .. } => Err(RuntimeError::StartFailed { reason: message }),
+    }
+}
+
+fn read_report(mut pipe: File) -> Result<StartReport> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(RuntimeError::Timeout { what: "the monitor to start the container", millis: START_TIMEOUT.as_millis() as u64 });
+        }
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(RuntimeError::sys("wait for the monitor", e)),
+        }
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(RuntimeError::io("read", "monitor status", e)),
+        }
+    }
+    serde_json::from_slice(&data).map_err(|_| RuntimeError::StartFailed {
+        reason: format!("the monitor died before reporting ({})", String::from_utf8_lossy(&data).trim()),
+    })
+}
+
+/// A connection to a running container's monitor.
+#[derive(Debug)]
+pub struct MonitorClient {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl MonitorClient {
+    /// Connects to the monitor of the container in `dir`; `NotRunning` if there is none.
+    pub fn connect(dir: &Path) -> Result<Self> {
+        let sock = RuntimeDir::new(dir).socket();
+        let stream = UnixStream::connect(&sock).map_err(|_| RuntimeError::NotRunning { dir: dir.to_path_buf() })?;
+        let writer = stream.try_clone().map_err(|e| RuntimeError::io("dup", &sock, e))?;
+        Ok(MonitorClient { reader: BufReader::new(stream), writer })
+    }
+
+    fn request(&mut self, req: &MonitorRequest, expected: &'static str) -> Result<MonitorReply> {
+        send(&mut self.writer, req)?;
+        match recv::<MonitorReply>(&mut self.reader, "monitor", expected)? {
+            Some(MonitorReply::Error { message }) => Err(RuntimeError::StartFailed { reason: message }),
+            Some(reply) => Ok(reply),
+            None => Err(RuntimeError::Protocol { peer: "monitor", expected, got: "end of stream".into() }),
+        }
+    }
+
+    /// What the monitor knows of its container.
+    pub fn state(&mut self) -> Result<MonitorState> {
+        match self.request(&MonitorRequest::State, "state")? {
+            MonitorReply::State(s) => Ok(*s),
+            other => Err(unexpected("state", &other)),
+        }
+    }
+
+    /// Sends `signal` to init.
+    pub fn signal(&mut self, signal: i32) -> Result<()> {
+        match self.request(&MonitorRequest::Signal { signal }, "ok")? {
+            MonitorReply::Ok => Ok(()),
+            other => Err(unexpected("ok", &other)),
+        }
+    }
+
+    /// Stops the container and returns once it is gone and cleaned up.
+    pub fn stop(mut self, timeout: Duration, force: bool) -> Result<ExitRecord> {
+        let req = MonitorRequest::Stop { timeout_ms: timeout.as_millis() as u64, force };
+        match self.request(&req, "stopped") {
+            Ok(MonitorReply::Stopped(record)) => Ok(record),
+            Ok(other) => Err(unexpected("stopped", &other)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Attaches to the console: the returned stream carries raw console bytes both ways.
+    pub fn attach_console(mut self) -> Result<UnixStream> {
+        send(&mut self.writer, &MonitorRequest::AttachConsole)?;
+        // Read the reply a byte at a time: console bytes may follow it at once.
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while byte[0] != b'\n' {
+            match self.reader.get_mut().read(&mut byte) {
+                Ok(1) => line.push(byte[0]),
+                Ok(_) => return Err(RuntimeError::Protocol { peer: "monitor", expected: "ok", got: "end of stream".into() }),
+                Err(e) => return Err(RuntimeError::io("read from", "monitor socket", e)),
+            }
+        }
+        match serde_json::from_slice::<MonitorReply>(&line) {
+            Ok(MonitorReply::Ok) => Ok(self.writer),
+            _ => Err(RuntimeError::Protocol { peer: "monitor", expected: "ok", got: String::from_utf8_lossy(&line).trim().to_string() }),
+        }
+    }
+}
+
+fn unexpected(expected: &'static str, got: &MonitorReply) -> RuntimeError {
+    RuntimeError::Protocol { peer: "monitor", expected, got: format!("{got:?}") }
+}

@@ -1,0 +1,308 @@
+//! The monitor process: the hidden `__monitor` mode of hutchd. It detaches from the
+//! daemon, creates the container, then supervises it: reaps, logs the console, answers
+//! on its socket, and cleans up when init exits.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, signal, SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, setsid, ForkResult, Pid};
+
+use super::protocol::{recv, send, MonitorReply, MonitorRequest};
+use super::StartReport;
+use crate::console::BoundedLog;
+use crate::create::{self, chain, Created};
+use crate::error::{Result, RuntimeError};
+use crate::spec::ContainerSpec;
+use crate::state::{read_json, unix_now, write_json_atomic, ExitRecord, MonitorState, RuntimeDir};
+use crate::sys;
+
+/// The fd on which the starter waits for the monitor's [`StartReport`].
+pub const STATUS_FD: i32 = 3;
+
+/// Entry point of `hutchd __monitor <dir>`. Must run before any thread is started.
+pub fn monitor_main(dir: &Path) -> ! {
+    // SAFETY: the starter put the write end of its status pipe on this fd for us alone.
+    let status = unsafe { OwnedFd::from_raw_fd(STATUS_FD) };
+    let _ = sys::set_cloexec(status.as_raw_fd(), true);
+    let _ = setsid();
+    // Fork once more so the starter can reap us at once and the monitor is nobody's child.
+    // SAFETY: no threads exist yet.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => unsafe_exit(0),
+        Ok(ForkResult::Child) => {}
+        Err(_) => unsafe_exit(1),
+    }
+    let _ = std::env::set_current_dir("/");
+    let _ = sys::set_child_subreaper();
+    // SAFETY: ignoring signals installs no handler code.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigIgn);
+        let _ = signal(Signal::SIGHUP, SigHandler::SigIgn);
+    }
+    let rd = RuntimeDir::new(dir);
+    let mut status = File::from(status);
+    let started = read_json::<ContainerSpec>(&rd.spec()).and_then(|spec| {
+        let spec = spec.ok_or_else(|| RuntimeError::StartFailed { reason: "spec.json is missing".into() })?;
+        let created = create::create(&spec)?;
+        publish(&rd, &spec, created)
+    });
+    match started {
+        Ok((monitor, listener)) => {
+            let report = StartReport::Started { init_pid: monitor.state.init_pid, monitor_pid: monitor.state.monitor_pid };
+            let _ = send(&mut status, &report);
+            drop(status);
+            serve(monitor, listener)
+        }
+        Err(e) => {
+            eprintln!("monitor: {}", chain(&e));
+            // The starter wraps the message in its own StartFailed; do not say it twice.
+            let message = match &e {
+                RuntimeError::StartFailed { reason } => reason.clone(),
+                other => chain(other),
+            };
+            let _ = send(&mut status, &StartReport::Failed { message, invalid_spec: matches!(e, RuntimeError::InvalidSpec { .. }) });
+            unsafe_exit(1)
+        }
+    }
+}
+
+fn unsafe_exit(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// Shared between the monitor's threads.
+struct Monitor {
+    rd: RuntimeDir,
+    state: MonitorState,
+    created: Created,
+    /// `Some` once init has exited and the cleanup is done.
+    exited: Mutex<Option<ExitRecord>>,
+    exited_cond: Condvar,
+    /// Connections waiting for the end of a stop.
+    stop_waiters: Mutex<Vec<UnixStream>>,
+    /// Attached console clients.
+    consoles: Mutex<Vec<UnixStream>>,
+    log_limit: u64,
+}
+
+/// Writes state.json and binds the socket: after this the container is visible.
+fn publish(rd: &RuntimeDir, spec: &ContainerSpec, created: Created) -> Result<(Arc<Monitor>, UnixListener)> {
+    let init_pid = created.init_pid.as_raw();
+    let state = MonitorState {
+        name: spec.name.clone(),
+        init_pid,
+        init_start_time: sys::process_start_time(init_pid).unwrap_or(0),
+        monitor_pid: std::process::id() as i32,
+        privileged: spec.privileged,
+        nesting: spec.nesting,
+        cgroup_layout: created.cgroup_layout.clone(),
+        cgroup: spec.cgroup.clone(),
+        halt_signal: created.halt_signal,
+        started_at: unix_now(),
+        idmapped: created.idmapped,
+    };
+    let result = (|| {
+        write_json_atomic(&rd.state(), &state)?;
+        let _ = std::fs::remove_file(rd.socket());
+        UnixListener::bind(rd.socket()).map_err(|e| RuntimeError::io("bind", rd.socket(), e))
+    })();
+    let listener = match result {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = kill(created.init_pid, Signal::SIGKILL);
+            let _ = waitpid(created.init_pid, None);
+            let _ = created.cgroup.kill_all();
+            let _ = created.cgroup.destroy();
+            let _ = std::fs::remove_file(rd.state());
+            return Err(e);
+        }
+    };
+    let monitor = Monitor {
+        rd: rd.clone(),
+        state,
+        created,
+        exited: Mutex::new(None),
+        exited_cond: Condvar::new(),
+        stop_waiters: Mutex::new(Vec::new()),
+        consoles: Mutex::new(Vec::new()),
+        log_limit: spec.console_log_limit,
+    };
+    Ok((Arc::new(monitor), listener))
+}
+
+fn serve(m: Arc<Monitor>, listener: UnixListener) -> ! {
+    let console = m.clone();
+    thread::spawn(move || pump_console(&console));
+    let accept = m.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let m = accept.clone();
+            thread::spawn(move || handle(&m, conn));
+        }
+    });
+    let record = reap_until_init_exits(m.created.init_pid);
+    finish(&m, record)
+}
+
+/// Reaps every child (we are their subreaper) until init itself exits.
+fn reap_until_init_exits(init: Pid) -> ExitRecord {
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == init => {
+                return ExitRecord { code: Some(code), signal: None, stopped_at: unix_now() }
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => {
+                return ExitRecord { code: None, signal: Some(sig as i32), stopped_at: unix_now() }
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => {
+                // No children left without init having been seen: it is gone.
+                return ExitRecord { code: None, signal: None, stopped_at: unix_now() };
+            }
+        }
+    }
+}
+
+/// Cleans up after init, answers everyone waiting for the stop, and exits.
+fn finish(m: &Monitor, record: ExitRecord) -> ! {
+    let _ = std::fs::remove_file(m.rd.socket());
+    let _ = m.created.cgroup.thaw();
+    let _ = m.created.cgroup.kill_all();
+    if let Err(e) = m.created.cgroup.destroy() {
+        eprintln!("monitor: {}", chain(&e));
+    }
+    if let Err(e) = write_json_atomic(&m.rd.exit(), &record) {
+        eprintln!("monitor: {}", chain(&e));
+    }
+    let _ = std::fs::remove_file(m.rd.state());
+    *m.exited.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.clone());
+    m.exited_cond.notify_all();
+    let waiters = std::mem::take(&mut *m.stop_waiters.lock().unwrap_or_else(|e| e.into_inner()));
+    for mut w in waiters {
+        let _ = send(&mut w, &MonitorReply::Stopped(record.clone()));
+    }
+    unsafe_exit(0)
+}
+
+fn handle(m: &Arc<Monitor>, conn: UnixStream) {
+    let Ok(write_half) = conn.try_clone() else { return };
+    let mut reader = BufReader::new(conn);
+    let mut writer = write_half;
+    loop {
+        let req = match recv::<MonitorRequest>(&mut reader, "client", "a monitor request") {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = send(&mut writer, &MonitorReply::Error { message: e.to_string() });
+                return;
+            }
+        };
+        let reply = match req {
+            MonitorRequest::State => MonitorReply::State(Box::new(m.state.clone())),
+            MonitorRequest::Signal { signal } => match signal_init(m, signal) {
+                Ok(()) => MonitorReply::Ok,
+                Err(e) => MonitorReply::Error { message: e.to_string() },
+            },
+            MonitorRequest::Stop { timeout_ms, force } => {
+                let Ok(waiter) = writer.try_clone() else { return };
+                return stop(m, timeout_ms, force, waiter);
+            }
+            MonitorRequest::AttachConsole => {
+                if send(&mut writer, &MonitorReply::Ok).is_err() {
+                    return;
+                }
+                return attach_console(m, reader, writer);
+            }
+        };
+        if send(&mut writer, &reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn signal_init(m: &Monitor, signal: i32) -> Result<()> {
+    let sig = Signal::try_from(signal).map_err(|e| RuntimeError::sys(format!("use signal {signal}"), e))?;
+    kill(m.created.init_pid, sig).map_err(|e| RuntimeError::sys("signal init", e))
+}
+
+/// Asks init to halt (or kills it), escalating to SIGKILL after the timeout. The reply is
+/// sent by `finish` once everything is cleaned up.
+fn stop(m: &Arc<Monitor>, timeout_ms: u64, force: bool, mut waiter: UnixStream) {
+    {
+        let exited = m.exited.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(record) = exited.as_ref() {
+            let _ = send(&mut waiter, &MonitorReply::Stopped(record.clone()));
+            return;
+        }
+        m.stop_waiters.lock().unwrap_or_else(|e| e.into_inner()).push(waiter);
+    }
+    // A frozen init cannot act on a signal.
+    let _ = m.created.cgroup.thaw();
+    let init = m.created.init_pid;
+    if force {
+        let _ = kill(init, Signal::SIGKILL);
+        return;
+    }
+    let _ = signal_init(m, m.state.halt_signal);
+    let exited = m.exited.lock().unwrap_or_else(|e| e.into_inner());
+    let (exited, _) = m
+        .exited_cond
+        .wait_timeout_while(exited, Duration::from_millis(timeout_ms), |e| e.is_none())
+        .unwrap_or_else(|e| e.into_inner());
+    if exited.is_none() {
+        let _ = kill(init, Signal::SIGKILL);
+    }
+}
+
+/// Reads the console forever: into the bounded log and out to attached clients.
+fn pump_console(m: &Monitor) {
+    let mut log = BoundedLog::open(&m.rd.console_log(), m.log_limit).ok();
+    let mut master = match m.created.console.master.try_clone() {
+        Ok(fd) => File::from(fd),
+        Err(_) => return,
+    };
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match master.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // EIO while nobody holds the slave; the monitor keeps it open, so this is the end.
+            Err(_) => return,
+        };
+        if let Some(log) = log.as_mut() {
+            let _ = log.append(&buf[..n]);
+        }
+        let mut clients = m.consoles.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain_mut(|c| c.write_all(&buf[..n]).is_ok());
+    }
+}
+
+/// Copies what an attached client types into the console until it hangs up.
+fn attach_console(m: &Monitor, mut reader: BufReader<UnixStream>, writer: UnixStream) {
+    m.consoles.lock().unwrap_or_else(|e| e.into_inner()).push(writer);
+    let Ok(fd) = m.created.console.master.try_clone() else { return };
+    let mut master = File::from(fd);
+    let mut buf = [0u8; 4096];
+    // Bytes the JSON reader already buffered belong to the console.
+    let pending = reader.buffer().to_vec();
+    if !pending.is_empty() && master.write_all(&pending).is_err() {
+        return;
+    }
+    let inner = reader.get_mut();
+    while let Ok(n) = inner.read(&mut buf) {
+        if n == 0 || master.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Thin, safe wrappers over the few kernel calls that neither std nor nix offer.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+
+fn cstring(path: &Path) -> Result<CString, Errno> {
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// Clones the mount tree at `path` into a detached mount (`open_tree(OPEN_TREE_CLONE)`).
+pub fn open_tree_clone(path: &Path, recursive: bool) -> Result<OwnedFd, Errno> {
+    let c = cstring(path)?;
+    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Marks a detached mount as idmapped through the user namespace `userns`.
+pub fn mount_setattr_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) -> Result<(), Errno> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    let empty = c"";
+    // SAFETY: `attr` and `empty` are valid for the duration of the call and the size passed
+    // matches the struct.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Attaches a detached mount at `target`.
+pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> Result<(), Errno> {
+    let c = cstring(target)?;
+    let empty = c"";
+    // SAFETY: both strings are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// A pollable handle on a process that cannot be confused with a later one of the same pid.
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Marks every fd from `first` upward close-on-exec, so nothing leaks into a container.
+pub fn cloexec_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: close_range only changes flags on fds of this process.
+    let rc = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Sets or clears close-on-exec on one fd.
+pub fn set_cloexec(fd: RawFd, on: bool) -> Result<(), Errno> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let flags = if on { FdFlag::FD_CLOEXEC } else { FdFlag::empty() };
+    fcntl(fd, FcntlArg::F_SETFD(flags)).map(|_| ())
+}
+
+/// Starts time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat), used
+/// to tell a process from a later one that reuses its pid.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Resets every signal to its default action and unblocks all, as a fresh process expects.
+pub fn reset_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL cannot violate any handler invariants.
+        let _ = unsafe { sigaction(sig, &default) };
+    }
+    let _ = SigSet::all().thread_unblock();
+}
+
+/// Capabilities no container may keep: they act on the whole host.
+const CAPS_ALWAYS_DROPPED: &[u32] = &[
+    16, // sys_module
+    25, // sys_time
+    32, // mac_override
+    33, // mac_admin
+];
+/// Dropped unless the container asks for privileged nesting.
+const CAPS_DROPPED_UNLESS_NESTING: &[u32] = &[17 /* sys_rawio */];
+
+/// Drops host-wide capabilities from the bounding set of this process and its descendants.
+pub fn drop_bounding_caps(nesting: bool) -> Result<(), Errno> {
+    let extra: &[u32] = if nesting { &[] } else { CAPS_DROPPED_UNLESS_NESTING };
+    for &cap in CAPS_ALWAYS_DROPPED.iter().chain(extra) {
+        // SAFETY: prctl with integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if rc < 0 && Errno::last() != Errno::EINVAL {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}
+
+/// Makes this process the reaper of its orphaned descendants.
+pub fn set_child_subreaper() -> Result<(), Errno> {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_self_is_readable() {
+        let pid = std::process::id() as i32;
+        assert!(process_start_time(pid).is_some());
+        assert_eq!(process_start_time(pid), process_start_time(pid));
+        assert!(process_start_time(i32::MAX).is_none());
+    }
+}
