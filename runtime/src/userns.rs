@@ -182,8 +182,8 @@ mod tests {
         fs::create_dir_all(root.join("bin")).unwrap();
         fs::write(root.join("bin/su"), b"x").unwrap();
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(root.join("bin/su"), fs::Permissions::from_mode(0o4755)).unwrap();
         lchown(root.join("bin/su"), Some(0), Some(5)).unwrap();
+        fs::set_permissions(root.join("bin/su"), fs::Permissions::from_mode(0o4755)).unwrap();
         symlink("su", root.join("bin/link")).unwrap();
         let map = IdMap::single(1_000_000, 65536);
         shift_tree(&root, &map).unwrap();

@@ -1,0 +1,192 @@
+//! The tiny I/O seam under the cgroup drivers: the real cgroupfs, and an in-memory fake.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// File operations the cgroup drivers need. Paths are absolute host paths.
+pub trait CgroupFs: Send + Sync + std::fmt::Debug {
+    fn read(&self, path: &Path) -> io::Result<String>;
+    fn write(&self, path: &Path, value: &str) -> io::Result<()>;
+    /// Creates a directory; succeeds when it already exists.
+    fn mkdir(&self, path: &Path) -> io::Result<()>;
+    /// Removes an empty cgroup directory; succeeds when it does not exist.
+    fn rmdir(&self, path: &Path) -> io::Result<()>;
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
+    fn exists(&self, path: &Path) -> bool;
+    /// The sub-directories (child cgroups) of `path`.
+    fn subdirs(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
+}
+
+/// The host's cgroup filesystems.
+#[derive(Debug, Default)]
+pub struct RealCgroupFs;
+
+impl CgroupFs for RealCgroupFs {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        fs::read_to_string(path)
+    }
+    fn write(&self, path: &Path, value: &str) -> io::Result<()> {
+        // One write(2) per value: cgroupfs parses each write on its own.
+        use std::io::Write;
+        fs::OpenOptions::new().write(true).open(path)?.write_all(value.as_bytes())
+    }
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        match fs::create_dir(path) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+    fn rmdir(&self, path: &Path) -> io::Result<()> {
+        match fs::remove_dir(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+    fn subdirs(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                out.push(entry.path());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An in-memory cgroupfs for unit tests: directories, files, a log of writes, and
+/// injected failures.
+#[derive(Debug, Default)]
+pub struct FakeCgroupFs {
+    inner: Mutex<FakeState>,
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    dirs: std::collections::BTreeSet<PathBuf>,
+    files: BTreeMap<PathBuf, String>,
+    writes: Vec<(PathBuf, String)>,
+    chowns: Vec<(PathBuf, u32, u32)>,
+    fail_write: Option<(usize, i32)>,
+    /// Files whose writes fail with the given errno.
+    fail_files: BTreeMap<PathBuf, i32>,
+}
+
+impl FakeCgroupFs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a directory (and its parents).
+    pub fn add_dir(&self, path: impl AsRef<Path>) {
+        let mut s = self.inner.lock().unwrap();
+        for p in path.as_ref().ancestors() {
+            s.dirs.insert(p.to_path_buf());
+        }
+    }
+    /// Adds a file with content (and its directory).
+    pub fn add_file(&self, path: impl AsRef<Path>, content: &str) {
+        if let Some(parent) = path.as_ref().parent() {
+            self.add_dir(parent);
+        }
+        self.inner.lock().unwrap().files.insert(path.as_ref().to_path_buf(), content.to_string());
+    }
+    /// Every write so far, in order.
+    pub fn writes(&self) -> Vec<(PathBuf, String)> {
+        self.inner.lock().unwrap().writes.clone()
+    }
+    /// Every chown so far, in order.
+    pub fn chowns(&self) -> Vec<(PathBuf, u32, u32)> {
+        self.inner.lock().unwrap().chowns.clone()
+    }
+    /// Makes the `n`th write from now (0-based) fail with `errno`.
+    pub fn fail_nth_write(&self, n: usize, errno: i32) {
+        let mut s = self.inner.lock().unwrap();
+        let base = s.writes.len();
+        s.fail_write = Some((base + n, errno));
+    }
+    /// Makes every write to `path` fail with `errno`.
+    pub fn fail_writes_to(&self, path: impl AsRef<Path>, errno: i32) {
+        self.inner.lock().unwrap().fail_files.insert(path.as_ref().to_path_buf(), errno);
+    }
+    /// Current content of a file.
+    pub fn content(&self, path: impl AsRef<Path>) -> Option<String> {
+        self.inner.lock().unwrap().files.get(path.as_ref()).cloned()
+    }
+    pub fn has_dir(&self, path: impl AsRef<Path>) -> bool {
+        self.inner.lock().unwrap().dirs.contains(path.as_ref())
+    }
+}
+
+impl CgroupFs for FakeCgroupFs {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        self.inner.lock().unwrap().files.get(path).cloned().ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+    fn write(&self, path: &Path, value: &str) -> io::Result<()> {
+        let mut s = self.inner.lock().unwrap();
+        if let Some((n, errno)) = s.fail_write {
+            if n == s.writes.len() {
+                s.fail_write = None;
+                s.writes.push((path.to_path_buf(), format!("FAILED {value}")));
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+        }
+        if let Some(errno) = s.fail_files.get(path).copied() {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        if !s.dirs.contains(path.parent().unwrap_or(Path::new("/"))) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        s.writes.push((path.to_path_buf(), value.to_string()));
+        s.files.insert(path.to_path_buf(), value.to_string());
+        Ok(())
+    }
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.inner.lock().unwrap();
+        if !s.dirs.contains(path.parent().unwrap_or(Path::new("/"))) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        s.dirs.insert(path.to_path_buf());
+        Ok(())
+    }
+    fn rmdir(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.inner.lock().unwrap();
+        if s.dirs.iter().any(|d| d.parent() == Some(path)) {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        let procs = s.files.get(&path.join("cgroup.procs")).cloned().unwrap_or_default();
+        if !procs.trim().is_empty() {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        s.dirs.remove(path);
+        s.files.retain(|f, _| f.parent() != Some(path));
+        Ok(())
+    }
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        let mut s = self.inner.lock().unwrap();
+        if !s.dirs.contains(path) && !s.files.contains_key(path) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        s.chowns.push((path.to_path_buf(), uid, gid));
+        Ok(())
+    }
+    fn exists(&self, path: &Path) -> bool {
+        let s = self.inner.lock().unwrap();
+        s.dirs.contains(path) || s.files.contains_key(path)
+    }
+    fn subdirs(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let s = self.inner.lock().unwrap();
+        if !s.dirs.contains(path) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        Ok(s.dirs.iter().filter(|d| d.parent() == Some(path)).cloned().collect())
+    }
+}
