@@ -80,7 +80,7 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
     let mut ops = rootfs::plan(&plan_spec, &console.slave_path, &cg.container_mounts(), rootfs::has_run_dir(&spec.rootfs));
     if !spec.privileged && !attach_tree {
         // Unprivileged but shifted: bind the rootfs, and keep /proc/sys as the kernel scopes it.
-        ops.retain(|op| !matches!(op, rootfs::MountOp::Bind { target, .. } if target.starts_with("proc")));
+        ops.retain(|op| !matches!(op, rootfs::MountOp::ProtectReadOnly { .. }));
     }
     let halt_signal = spec.halt_signal.unwrap_or_else(|| detect_halt_signal(&spec.rootfs));
 

@@ -34,6 +34,8 @@ pub enum MountOp {
     Mount { fstype: &'static str, at: PathBuf, flags: MsFlags, data: Option<String> },
     /// Bind a host path (file or directory) at `target`, creating the mount point.
     Bind { source: PathBuf, target: PathBuf, readonly: bool },
+    /// Bind `at` onto itself read-only, when it exists (kernel files that may be missing).
+    ProtectReadOnly { at: PathBuf },
     /// Remount an existing mount read-only.
     RemountReadOnly { at: PathBuf, flags: MsFlags, data: Option<String> },
     /// Create a directory.
@@ -56,7 +58,7 @@ pub fn plan(spec: &ContainerSpec, console: &Path, cgroup_steps: &[CgroupMountSte
     if spec.privileged {
         // Without a user namespace, /proc/sys and sysrq would reach the host kernel.
         for p in ["proc/sys", "proc/sysrq-trigger"] {
-            ops.push(MountOp::Bind { source: spec.rootfs.join(p), target: rel(p), readonly: true });
+            ops.push(MountOp::ProtectReadOnly { at: rel(p) });
         }
     }
     ops.push(MountOp::Mount { fstype: "sysfs", at: rel("sys"), flags: hardened | MsFlags::MS_RDONLY, data: None });
@@ -180,6 +182,15 @@ fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>) -> Result<()> {
                 remount_bind_readonly(&target)?;
             }
             Ok(())
+        }
+        MountOp::ProtectReadOnly { at } => {
+            let target = root.join(at);
+            if fs::symlink_metadata(&target).is_err() {
+                return Ok(());
+            }
+            mount(Some(&target), &target, none, MsFlags::MS_BIND, none)
+                .map_err(|e| RuntimeError::sys(format!("bind {} on itself", target.display()), e))?;
+            remount_bind_readonly(&target)
         }
         MountOp::RemountReadOnly { at, flags, data } => {
             let target = root.join(at);
@@ -330,7 +341,7 @@ mod tests {
     fn privileged_plan_binds_rootfs_and_protects_proc_sys() {
         let ops = plan(&spec(true), Path::new("/dev/pts/0"), &[], false);
         assert_eq!(ops[1], MountOp::BindRootfsOnItself);
-        assert!(ops.contains(&MountOp::Bind { source: "/r/proc/sys".into(), target: "proc/sys".into(), readonly: true }));
+        assert!(ops.contains(&MountOp::ProtectReadOnly { at: "proc/sys".into() }));
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, pipe, ForkResult};
+use nix::fcntl::OFlag;
+use nix::unistd::{fork, pipe2, ForkResult};
 
 use crate::error::{Result, RuntimeError};
 use crate::idmap::IdMap;
@@ -22,8 +23,8 @@ pub const SHIFTED_XATTR: &str = "trusted.hutch.shifted";
 /// Creates a user namespace with `map` and returns a handle on it. A short-lived child
 /// unshares it; the namespace lives on as long as the returned fd.
 pub fn create(map: &IdMap) -> Result<OwnedFd> {
-    let (ready_r, ready_w) = pipe().map_err(|e| RuntimeError::sys("create pipe", e))?;
-    let (done_r, done_w) = pipe().map_err(|e| RuntimeError::sys("create pipe", e))?;
+    let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("create pipe", e))?;
+    let (done_r, done_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("create pipe", e))?;
     // SAFETY: the monitor is single-threaded when it creates a container; the child only
     // calls async-signal-safe functions before _exit.
     match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {

@@ -19,7 +19,7 @@ fn run(rd: &std::path::Path, command: &[&str]) -> (i32, String) {
         gid: 0,
         pty: None,
     };
-    let (out_r, out_w) = nix::unistd::pipe().unwrap();
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let null = || -> std::os::fd::OwnedFd { fs::File::options().read(true).write(true).open("/dev/null").unwrap().into() };
     let session = hutch_runtime::exec(&hutchd_bin(), rd, &req, ExecStdio::Pipes { stdin: null(), stdout: out_w, stderr: null() }).expect("exec");
     let mut out = String::new();
