@@ -32,3 +32,5 @@ fi
 flock -u 9
 mkdir -p "$dest"
 tar -C "$dest" --numeric-owner --xattrs -xzf "$tarball"
+# debootstrap copied the build host's name; without one, systemd keeps the container's.
+rm -f "$dest/etc/hostname"

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{dup2, execve, fork, setgroups, setresgid, setresuid, setsid, ForkResult, Gid, Pid, Uid};
@@ -223,9 +222,9 @@ fn supervise(control: BorrowedFd<'_>, child: Pid) -> Result<()> {
         if control_ready {
             match recv_msg::<ExecControl>(control, "an exec control message") {
                 Ok(Some((ExecControl::Signal { signal }, _))) => {
-                    if let Ok(sig) = Signal::try_from(signal) {
-                        let _ = kill(child, sig);
-                    }
+                    // Raw numbers: real-time signals are forwarded too.
+                    // SAFETY: kill with plain integers.
+                    unsafe { libc::kill(child.as_raw(), signal) };
                 }
                 // The caller is gone: the command runs on to its end all the same.
                 Ok(None) | Err(_) => caller_gone = true,

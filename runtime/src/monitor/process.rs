@@ -230,9 +230,14 @@ fn handle(m: &Arc<Monitor>, conn: UnixStream) {
     }
 }
 
+/// Sends a raw signal number: nix's `Signal` has no real-time signals, and systemd halts
+/// on SIGRTMIN+3.
 fn signal_init(m: &Monitor, signal: i32) -> Result<()> {
-    let sig = Signal::try_from(signal).map_err(|e| RuntimeError::sys(format!("use signal {signal}"), e))?;
-    kill(m.created.init_pid, sig).map_err(|e| RuntimeError::sys("signal init", e))
+    // SAFETY: kill with plain integers.
+    if unsafe { libc::kill(m.created.init_pid.as_raw(), signal) } < 0 {
+        return Err(RuntimeError::sys(format!("send signal {signal} to init"), Errno::last()));
+    }
+    Ok(())
 }
 
 /// Asks init to halt (or kills it), escalating to SIGKILL after the timeout. The reply is
