@@ -63,22 +63,57 @@ fn cgroup_path(dir: &Path, name: &str) -> String {
 pub fn run(dir: &Path, cmd: ContainerCommand) -> anyhow::Result<i32> {
     let hutchd = std::env::current_exe().context("find the hutchd binary")?;
     match cmd {
-        ContainerCommand::Start { name, rootfs, privileged, memory } => {
-            let idmap = if privileged { None } else { Some(IdMap::for_root(Path::new("/etc"))?) };
-            let rootfs = std::fs::canonicalize(&rootfs).with_context(|| format!("open {}", rootfs.display()))?;
+        ContainerCommand::Start {
+            name,
+            rootfs,
+            privileged,
+            memory,
+        } => {
+            let idmap = if privileged {
+                None
+            } else {
+                Some(IdMap::for_root(Path::new("/etc"))?)
+            };
+            let rootfs = std::fs::canonicalize(&rootfs)
+                .with_context(|| format!("open {}", rootfs.display()))?;
             let mut spec = ContainerSpec::new(&name, rootfs, idmap, &cgroup_path(dir, &name));
-            spec.limits = Limits { memory, ..spec.limits };
+            spec.limits = Limits {
+                memory,
+                ..spec.limits
+            };
             let started = hutch_runtime::start(&hutchd, &runtime_dir(dir, &name), &spec)?;
             println!("{}", started.init_pid);
             Ok(0)
         }
-        ContainerCommand::Exec { name, uid, gid, cwd, command } => {
-            let env = [("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), ("HOME", "/root"), ("TERM", "xterm")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let req = ExecRequest { command, env, cwd, uid, gid, pty: None };
-            let dup = |fd: std::os::fd::BorrowedFd<'_>| -> anyhow::Result<OwnedFd> { Ok(fd.try_clone_to_owned()?) };
+        ContainerCommand::Exec {
+            name,
+            uid,
+            gid,
+            cwd,
+            command,
+        } => {
+            let env = [
+                (
+                    "PATH",
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                ),
+                ("HOME", "/root"),
+                ("TERM", "xterm"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let req = ExecRequest {
+                command,
+                env,
+                cwd,
+                uid,
+                gid,
+                pty: None,
+            };
+            let dup = |fd: std::os::fd::BorrowedFd<'_>| -> anyhow::Result<OwnedFd> {
+                Ok(fd.try_clone_to_owned()?)
+            };
             let stdio = ExecStdio::Pipes {
                 stdin: dup(std::io::stdin().as_fd())?,
                 stdout: dup(std::io::stdout().as_fd())?,
@@ -87,9 +122,20 @@ pub fn run(dir: &Path, cmd: ContainerCommand) -> anyhow::Result<i32> {
             let session = hutch_runtime::exec(&hutchd, &runtime_dir(dir, &name), &req, stdio)?;
             Ok(session.wait()?.code())
         }
-        ContainerCommand::Stop { name, force, timeout } => {
-            let record = container::stop(&runtime_dir(dir, &name), Duration::from_secs(timeout), force)?;
-            println!("{}", serde_json::json!({ "code": record.code, "signal": record.signal }));
+        ContainerCommand::Stop {
+            name,
+            force,
+            timeout,
+        } => {
+            let record = container::stop(
+                &runtime_dir(dir, &name),
+                Duration::from_secs(timeout),
+                force,
+            )?;
+            println!(
+                "{}",
+                serde_json::json!({ "code": record.code, "signal": record.signal })
+            );
             Ok(0)
         }
         ContainerCommand::State { name } => {
@@ -98,8 +144,12 @@ pub fn run(dir: &Path, cmd: ContainerCommand) -> anyhow::Result<i32> {
                 bail!("container {name} not found");
             }
             let out = match container::status(&rd)? {
-                Status::Running(state) => serde_json::json!({ "status": "running", "init_pid": state.init_pid, "monitor_pid": state.monitor_pid, "started_at": state.started_at }),
-                Status::Stopped(exit) => serde_json::json!({ "status": "stopped", "last_exit": exit.map(|e| serde_json::json!({ "code": e.code, "signal": e.signal })) }),
+                Status::Running(state) => {
+                    serde_json::json!({ "status": "running", "init_pid": state.init_pid, "monitor_pid": state.monitor_pid, "started_at": state.started_at })
+                }
+                Status::Stopped(exit) => {
+                    serde_json::json!({ "status": "stopped", "last_exit": exit.map(|e| serde_json::json!({ "code": e.code, "signal": e.signal })) })
+                }
             };
             println!("{out}");
             Ok(0)

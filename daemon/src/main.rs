@@ -13,7 +13,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "hutchd", version, about = "The hutch system-container daemon")]
 struct Cli {
     /// State directory.
-    #[arg(long, env = "HUTCH_DIR", default_value = "/var/lib/hutch", global = true)]
+    #[arg(
+        long,
+        env = "HUTCH_DIR",
+        default_value = "/var/lib/hutch",
+        global = true
+    )]
     dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -38,7 +43,10 @@ fn main() -> anyhow::Result<()> {
             hutch_runtime::exec_main(dir);
         }
     }
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Container(cmd) => {

@@ -22,15 +22,31 @@ pub struct ConsolePty {
 
 /// Opens a console pty (80x25) with the slave owned by the container's root and tty group.
 pub fn open(owner_uid: u32, tty_gid: u32) -> Result<ConsolePty> {
-    let size = Winsize { ws_row: 25, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
-    let pty = openpty(Some(&size), None).map_err(|e| RuntimeError::sys("open the console pty", e))?;
-    sys::set_cloexec(pty.master.as_raw_fd(), true).map_err(|e| RuntimeError::sys("set cloexec", e))?;
-    sys::set_cloexec(pty.slave.as_raw_fd(), true).map_err(|e| RuntimeError::sys("set cloexec", e))?;
+    let size = Winsize {
+        ws_row: 25,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty =
+        openpty(Some(&size), None).map_err(|e| RuntimeError::sys("open the console pty", e))?;
+    sys::set_cloexec(pty.master.as_raw_fd(), true)
+        .map_err(|e| RuntimeError::sys("set cloexec", e))?;
+    sys::set_cloexec(pty.slave.as_raw_fd(), true)
+        .map_err(|e| RuntimeError::sys("set cloexec", e))?;
     let slave_path = fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd()))
         .map_err(|e| RuntimeError::io("resolve", "console pty slave", e))?;
-    nix::unistd::fchown(pty.slave.as_raw_fd(), Some(owner_uid.into()), Some(tty_gid.into()))
-        .map_err(|e| RuntimeError::sys("chown the console pty", e))?;
-    Ok(ConsolePty { master: pty.master, slave: pty.slave, slave_path })
+    nix::unistd::fchown(
+        pty.slave.as_raw_fd(),
+        Some(owner_uid.into()),
+        Some(tty_gid.into()),
+    )
+    .map_err(|e| RuntimeError::sys("chown the console pty", e))?;
+    Ok(ConsolePty {
+        master: pty.master,
+        slave: pty.slave,
+        slave_path,
+    })
 }
 
 /// A log file that never grows past `limit` bytes: when full it becomes `<name>.1` (the
@@ -46,9 +62,18 @@ pub struct BoundedLog {
 impl BoundedLog {
     /// Opens (appending to) the log at `path`.
     pub fn open(path: &Path, limit: u64) -> Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| RuntimeError::io("open", path, e))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| RuntimeError::io("open", path, e))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(BoundedLog { path: path.to_path_buf(), file, size, limit: limit.max(1024) })
+        Ok(BoundedLog {
+            path: path.to_path_buf(),
+            file,
+            size,
+            limit: limit.max(1024),
+        })
     }
 
     /// Appends `data`, rotating first when it would pass the limit.
@@ -57,7 +82,9 @@ impl BoundedLog {
             self.rotate()?;
         }
         let keep = &data[data.len().saturating_sub(self.limit as usize)..];
-        self.file.write_all(keep).map_err(|e| RuntimeError::io("write", &self.path, e))?;
+        self.file
+            .write_all(keep)
+            .map_err(|e| RuntimeError::io("write", &self.path, e))?;
         self.size += keep.len() as u64;
         Ok(())
     }
@@ -65,7 +92,11 @@ impl BoundedLog {
     fn rotate(&mut self) -> Result<()> {
         let old = rotated_path(&self.path);
         fs::rename(&self.path, &old).map_err(|e| RuntimeError::io("rotate", &self.path, e))?;
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| RuntimeError::io("open", &self.path, e))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| RuntimeError::io("open", &self.path, e))?;
         self.size = 0;
         Ok(())
     }
@@ -101,7 +132,8 @@ mod tests {
         for i in 0..100u8 {
             log.append(&[b'a' + (i % 26); 100]).unwrap();
         }
-        let total = fs::metadata(&path).unwrap().len() + fs::metadata(rotated_path(&path)).unwrap().len();
+        let total =
+            fs::metadata(&path).unwrap().len() + fs::metadata(rotated_path(&path)).unwrap().len();
         assert!(total <= 2048, "{total}");
         let all = read_log(&path).unwrap();
         assert_eq!(*all.last().unwrap(), b'a' + (99 % 26));

@@ -24,7 +24,9 @@ pub enum Status {
 pub fn status(dir: &Path) -> Result<Status> {
     match MonitorClient::connect(dir).and_then(|mut c| c.state()) {
         Ok(state) => Ok(Status::Running(Box::new(state))),
-        Err(RuntimeError::NotRunning { .. }) => Ok(Status::Stopped(read_json(&RuntimeDir::new(dir).exit())?)),
+        Err(RuntimeError::NotRunning { .. }) => {
+            Ok(Status::Stopped(read_json(&RuntimeDir::new(dir).exit())?))
+        }
         Err(e) => Err(e),
     }
 }
@@ -41,8 +43,15 @@ pub fn console_log(dir: &Path) -> Result<Vec<u8>> {
 
 /// The cgroup of a running container.
 pub fn cgroup_of(dir: &Path) -> Result<Box<dyn CgroupDriver>> {
-    let state: MonitorState = read_json(&RuntimeDir::new(dir).state())?.ok_or_else(|| RuntimeError::NotRunning { dir: dir.to_path_buf() })?;
-    Ok(cgroup::open(&state.cgroup_layout, &state.cgroup, Arc::new(RealCgroupFs)))
+    let state: MonitorState =
+        read_json(&RuntimeDir::new(dir).state())?.ok_or_else(|| RuntimeError::NotRunning {
+            dir: dir.to_path_buf(),
+        })?;
+    Ok(cgroup::open(
+        &state.cgroup_layout,
+        &state.cgroup,
+        Arc::new(RealCgroupFs),
+    ))
 }
 
 /// Freezes every process of the container.

@@ -40,12 +40,17 @@ pub struct Created {
 /// Creates and boots the container. On failure nothing of it is left behind.
 pub fn create(spec: &ContainerSpec) -> Result<Created> {
     spec.validate()?;
-    let meta = std::fs::metadata(&spec.rootfs).map_err(|e| RuntimeError::io("open root filesystem", &spec.rootfs, e))?;
+    let meta = std::fs::metadata(&spec.rootfs)
+        .map_err(|e| RuntimeError::io("open root filesystem", &spec.rootfs, e))?;
     if !meta.is_dir() {
-        return Err(RuntimeError::InvalidSpec { field: "rootfs".into(), reason: "is not a directory".into() });
+        return Err(RuntimeError::InvalidSpec {
+            field: "rootfs".into(),
+            reason: "is not a directory".into(),
+        });
     }
     let layout = CgroupLayout::detect()?;
-    let cg: Arc<dyn CgroupDriver> = Arc::from(cgroup::open(&layout, &spec.cgroup, Arc::new(RealCgroupFs)));
+    let cg: Arc<dyn CgroupDriver> =
+        Arc::from(cgroup::open(&layout, &spec.cgroup, Arc::new(RealCgroupFs)));
     let mut undo = CgroupUndo(Some(cg.clone()));
     cg.create()?;
     cg.apply_limits(&spec.limits)?;
@@ -77,16 +82,30 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
     // A shifted root is presented by a plain bind, as for privileged containers.
     let attach_tree = tree.is_some();
     plan_spec.privileged = spec.privileged || !attach_tree;
-    let mut ops = rootfs::plan(&plan_spec, &console.slave_path, &cg.container_mounts(), rootfs::has_run_dir(&spec.rootfs));
+    let mut ops = rootfs::plan(
+        &plan_spec,
+        &console.slave_path,
+        &cg.container_mounts(),
+        rootfs::has_run_dir(&spec.rootfs),
+    );
     if !spec.privileged && !attach_tree {
         // Unprivileged but shifted: bind the rootfs, and keep /proc/sys as the kernel scopes it.
         ops.retain(|op| !matches!(op, rootfs::MountOp::ProtectReadOnly { .. }));
     }
-    let halt_signal = spec.halt_signal.unwrap_or_else(|| detect_halt_signal(&spec.rootfs));
+    let halt_signal = spec
+        .halt_signal
+        .unwrap_or_else(|| detect_halt_signal(&spec.rootfs));
 
     let init_pid = spawn_init(spec, &cg, userns.as_ref(), tree.as_ref(), &console, &ops)?;
     undo.0 = None;
-    Ok(Created { init_pid, console, cgroup: cg, cgroup_layout: layout, halt_signal, idmapped: attach_tree })
+    Ok(Created {
+        init_pid,
+        console,
+        cgroup: cg,
+        cgroup_layout: layout,
+        halt_signal,
+        idmapped: attach_tree,
+    })
 }
 
 /// Kills and removes the cgroup unless disarmed.
@@ -127,7 +146,18 @@ fn spawn_init(
             drop(report_r);
             drop(release_w);
             let mut report = File::from(report_w);
-            let err = intermediate(spec, cg, userns, tree, console, ops, &argv, &envp, &mut report, release_r);
+            let err = intermediate(
+                spec,
+                cg,
+                userns,
+                tree,
+                console,
+                ops,
+                &argv,
+                &envp,
+                &mut report,
+                release_r,
+            );
             let _ = writeln!(report, "{MSG_ERROR}{}", chain(&err));
             // SAFETY: _exit skips the parent's destructors, which is what a forked child needs.
             unsafe { libc::_exit(1) }
@@ -139,7 +169,11 @@ fn spawn_init(
             let mut lines = BufReader::new(File::from(report_r));
             let init = match read_report(&mut lines)? {
                 Some(pid) => Pid::from_raw(pid.parse().map_err(|_| protocol("init pid", &pid))?),
-                None => return Err(RuntimeError::StartFailed { reason: "setup process died".into() }),
+                None => {
+                    return Err(RuntimeError::StartFailed {
+                        reason: "setup process died".into(),
+                    })
+                }
             };
             let result = release_init(spec, init, &mut lines, release_w);
             if result.is_err() {
@@ -152,16 +186,27 @@ fn spawn_init(
 }
 
 /// Waits for init to finish its mounts, runs the hooks, lets it exec, and waits for the exec.
-fn release_init(spec: &ContainerSpec, init: Pid, lines: &mut BufReader<File>, release: OwnedFd) -> Result<()> {
+fn release_init(
+    spec: &ContainerSpec,
+    init: Pid,
+    lines: &mut BufReader<File>,
+    release: OwnedFd,
+) -> Result<()> {
     match read_report(lines)? {
         Some(m) if m == MSG_MOUNTED => {}
         Some(other) => return Err(protocol(MSG_MOUNTED, &other)),
-        None => return Err(RuntimeError::StartFailed { reason: "init died while mounting".into() }),
+        None => {
+            return Err(RuntimeError::StartFailed {
+                reason: "init died while mounting".into(),
+            })
+        }
     }
     for hook in &spec.pre_start_hooks {
         run_hook(hook, spec, init)?;
     }
-    File::from(release).write_all(b"1").map_err(|e| RuntimeError::io("release", "init", e))?;
+    File::from(release)
+        .write_all(b"1")
+        .map_err(|e| RuntimeError::io("release", "init", e))?;
     // EOF without a message means the exec succeeded (the pipe is close-on-exec).
     match read_report(lines)? {
         None => Ok(()),
@@ -179,7 +224,12 @@ fn run_hook(hook: &[String], spec: &ContainerSpec, init: Pid) -> Result<()> {
         .map_err(|e| RuntimeError::io("run hook", &hook[0], e))?;
     if !out.status.success() {
         return Err(RuntimeError::StartFailed {
-            reason: format!("hook {} failed ({}): {}", hook[0], out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            reason: format!(
+                "hook {} failed ({}): {}",
+                hook[0],
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         });
     }
     Ok(())
@@ -188,19 +238,31 @@ fn run_hook(hook: &[String], spec: &ContainerSpec, init: Pid) -> Result<()> {
 /// Reads one report line; `Ok(None)` on EOF. An error line becomes the start error.
 fn read_report(lines: &mut BufReader<File>) -> Result<Option<String>> {
     let mut line = String::new();
-    let n = lines.read_line(&mut line).map_err(|e| RuntimeError::io("read", "setup report", e))?;
+    let n = lines
+        .read_line(&mut line)
+        .map_err(|e| RuntimeError::io("read", "setup report", e))?;
     if n == 0 {
         return Ok(None);
     }
     let line = line.trim_end().to_string();
     if let Some(reason) = line.strip_prefix(MSG_ERROR) {
-        return Err(RuntimeError::StartFailed { reason: reason.to_string() });
+        return Err(RuntimeError::StartFailed {
+            reason: reason.to_string(),
+        });
     }
-    Ok(Some(line.strip_prefix(MSG_PID).map(str::to_string).unwrap_or(line)))
+    Ok(Some(
+        line.strip_prefix(MSG_PID)
+            .map(str::to_string)
+            .unwrap_or(line),
+    ))
 }
 
 fn protocol(expected: &'static str, got: &str) -> RuntimeError {
-    RuntimeError::Protocol { peer: "container setup", expected, got: got.to_string() }
+    RuntimeError::Protocol {
+        peer: "container setup",
+        expected,
+        got: got.to_string(),
+    }
 }
 
 /// The first child: joins the cgroup and user namespace, unshares the rest, and forks
@@ -269,24 +331,34 @@ fn init_process(
         rootfs::apply(ops, &spec.rootfs, tree)?;
         writeln!(report, "{MSG_MOUNTED}").map_err(|e| RuntimeError::io("report", "monitor", e))?;
         let mut byte = [0u8; 1];
-        let n = nix::unistd::read(release.as_raw_fd(), &mut byte).map_err(|e| RuntimeError::sys("wait for release", e))?;
+        let n = nix::unistd::read(release.as_raw_fd(), &mut byte)
+            .map_err(|e| RuntimeError::sys("wait for release", e))?;
         if n != 1 {
-            return Err(RuntimeError::StartFailed { reason: "monitor gave up before release".into() });
+            return Err(RuntimeError::StartFailed {
+                reason: "monitor gave up before release".into(),
+            });
         }
         setsid().map_err(|e| RuntimeError::sys("setsid", e))?;
         let slave = console.slave.as_raw_fd();
         // SAFETY: TIOCSCTTY with arg 0 on an fd we own.
         if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } < 0 {
-            return Err(RuntimeError::sys("set the console as controlling tty", nix::errno::Errno::last()));
+            return Err(RuntimeError::sys(
+                "set the console as controlling tty",
+                nix::errno::Errno::last(),
+            ));
         }
         for fd in 0..3 {
             dup2(slave, fd).map_err(|e| RuntimeError::sys("dup the console", e))?;
         }
-        sys::drop_bounding_caps(spec.nesting).map_err(|e| RuntimeError::sys("drop capabilities", e))?;
+        sys::drop_bounding_caps(spec.nesting)
+            .map_err(|e| RuntimeError::sys("drop capabilities", e))?;
         sys::reset_signals();
         sys::cloexec_from(3).map_err(|e| RuntimeError::sys("mark fds close-on-exec", e))?;
         let e = execve(&argv[0], argv, envp).unwrap_err();
-        Err(RuntimeError::sys(format!("exec {}", argv[0].to_string_lossy()), e))
+        Err(RuntimeError::sys(
+            format!("exec {}", argv[0].to_string_lossy()),
+            e,
+        ))
     };
     match step() {
         Ok(()) => unreachable!("exec returned without error"),
@@ -312,7 +384,12 @@ fn init_environment(spec: &ContainerSpec) -> Vec<String> {
 fn to_cstrings(items: &[String]) -> Result<Vec<CString>> {
     items
         .iter()
-        .map(|s| CString::new(s.as_bytes()).map_err(|_| RuntimeError::InvalidSpec { field: "command".into(), reason: "contains NUL".into() }))
+        .map(|s| {
+            CString::new(s.as_bytes()).map_err(|_| RuntimeError::InvalidSpec {
+                field: "command".into(),
+                reason: "contains NUL".into(),
+            })
+        })
         .collect()
 }
 
@@ -340,11 +417,18 @@ pub fn detect_halt_signal(rootfs: &Path) -> i32 {
 fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
     let mut current = path.to_path_buf();
     for _ in 0..16 {
-        let rel: PathBuf = current.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect();
+        let rel: PathBuf = current
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
         let host = root.join(&rel);
         match std::fs::read_link(&host) {
             Ok(target) if target.is_absolute() => current = target,
-            Ok(target) => current = Path::new("/").join(rel.parent().unwrap_or(Path::new(""))).join(target),
+            Ok(target) => {
+                current = Path::new("/")
+                    .join(rel.parent().unwrap_or(Path::new("")))
+                    .join(target)
+            }
             Err(_) => return Some(current),
         }
     }

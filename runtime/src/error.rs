@@ -21,7 +21,11 @@ pub enum RuntimeError {
     InvalidSpec { field: String, reason: String },
 
     #[error("failed to parse {path} line {line}: {reason}")]
-    IdMapParse { path: PathBuf, line: usize, reason: String },
+    IdMapParse {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 
     #[error("failed to {action} {path}")]
     Io {
@@ -39,7 +43,11 @@ pub enum RuntimeError {
     },
 
     #[error("cgroup {path}: invalid value {value:?} in {key}")]
-    CgroupValue { path: PathBuf, key: String, value: String },
+    CgroupValue {
+        path: PathBuf,
+        key: String,
+        value: String,
+    },
 
     #[error("cgroup controller {controller} is not available on this host")]
     CgroupControllerMissing { controller: String },
@@ -60,7 +68,11 @@ pub enum RuntimeError {
     ExecFailed { reason: String },
 
     #[error("unexpected message from {peer}: expected {expected}, got {got}")]
-    Protocol { peer: &'static str, expected: &'static str, got: String },
+    Protocol {
+        peer: &'static str,
+        expected: &'static str,
+        got: String,
+    },
 
     #[error("timed out after {millis} ms waiting for {what}")]
     Timeout { what: &'static str, millis: u64 },
@@ -75,9 +87,8 @@ impl RuntimeError {
             }
             RuntimeError::NotRunning { .. } => ErrorKind::InvalidInput,
             RuntimeError::AlreadyRunning { .. } => ErrorKind::InUse,
-            RuntimeError::CgroupControllerMissing { .. } | RuntimeError::CgroupNotMounted { .. } => {
-                ErrorKind::Unsupported
-            }
+            RuntimeError::CgroupControllerMissing { .. }
+            | RuntimeError::CgroupNotMounted { .. } => ErrorKind::Unsupported,
             RuntimeError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
@@ -87,12 +98,19 @@ impl RuntimeError {
 
     /// Shorthand for an I/O error on a path.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        RuntimeError::Io { action, path: path.into(), source }
+        RuntimeError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 
     /// Shorthand for a failed system call.
     pub fn sys(action: impl Into<String>, source: nix::Error) -> Self {
-        RuntimeError::Sys { action: action.into(), source }
+        RuntimeError::Sys {
+            action: action.into(),
+            source,
+        }
     }
 }
 

@@ -30,8 +30,15 @@ pub struct IdMap {
 impl IdMap {
     /// Ids 0..count inside map to host_base.. outside, for both uids and gids.
     pub fn single(host_base: u32, count: u32) -> Self {
-        let entry = IdMapEntry { inside: 0, outside: host_base, count };
-        IdMap { uid: vec![entry], gid: vec![entry] }
+        let entry = IdMapEntry {
+            inside: 0,
+            outside: host_base,
+            count,
+        };
+        IdMap {
+            uid: vec![entry],
+            gid: vec![entry],
+        }
     }
 
     /// The map for containers of a daemon run by root: root's first range in `<etc>/subuid`
@@ -39,8 +46,15 @@ impl IdMap {
     pub fn for_root(etc: &Path) -> Result<Self> {
         let uid = root_range(&etc.join("subuid"))?;
         let gid = root_range(&etc.join("subgid"))?;
-        let default = IdMapEntry { inside: 0, outside: DEFAULT_HOST_BASE, count: DEFAULT_RANGE };
-        Ok(IdMap { uid: vec![uid.unwrap_or(default)], gid: vec![gid.unwrap_or(default)] })
+        let default = IdMapEntry {
+            inside: 0,
+            outside: DEFAULT_HOST_BASE,
+            count: DEFAULT_RANGE,
+        };
+        Ok(IdMap {
+            uid: vec![uid.unwrap_or(default)],
+            gid: vec![gid.unwrap_or(default)],
+        })
     }
 
     /// Host uid of container uid `inside`, if mapped.
@@ -66,7 +80,10 @@ impl IdMap {
     /// Refuses empty maps, zero-sized or overflowing ranges, overlaps, and maps without root.
     pub fn validate(&self) -> Result<()> {
         for (which, entries) in [("idmap.uid", &self.uid), ("idmap.gid", &self.gid)] {
-            let bad = |reason: &str| RuntimeError::InvalidSpec { field: which.into(), reason: reason.into() };
+            let bad = |reason: &str| RuntimeError::InvalidSpec {
+                field: which.into(),
+                reason: reason.into(),
+            };
             if entries.is_empty() || entries.len() > 340 {
                 return Err(bad("needs between 1 and 340 ranges"));
             }
@@ -74,7 +91,9 @@ impl IdMap {
                 if e.count == 0 {
                     return Err(bad("a range has no ids"));
                 }
-                if e.inside.checked_add(e.count).is_none() || e.outside.checked_add(e.count).is_none() {
+                if e.inside.checked_add(e.count).is_none()
+                    || e.outside.checked_add(e.count).is_none()
+                {
                     return Err(bad("a range overflows 32 bits"));
                 }
             }
@@ -102,7 +121,10 @@ fn map_id(entries: &[IdMapEntry], inside: u32) -> Option<u32> {
 }
 
 fn render(entries: &[IdMapEntry]) -> String {
-    entries.iter().map(|e| format!("{} {} {}\n", e.inside, e.outside, e.count)).collect()
+    entries
+        .iter()
+        .map(|e| format!("{} {} {}\n", e.inside, e.outside, e.count))
+        .collect()
 }
 
 /// Root's first range in a subuid/subgid file; `None` when the file or entry is missing.
@@ -123,7 +145,11 @@ pub fn parse_sub_ids(path: &Path, text: &str, user: &str, id: u32) -> Result<Opt
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let err = |reason: &str| RuntimeError::IdMapParse { path: path.into(), line: n + 1, reason: reason.into() };
+        let err = |reason: &str| RuntimeError::IdMapParse {
+            path: path.into(),
+            line: n + 1,
+            reason: reason.into(),
+        };
         let fields: Vec<&str> = line.split(':').collect();
         let [owner, start, count] = fields[..] else {
             return Err(err("expected owner:start:count"));
@@ -136,7 +162,11 @@ pub fn parse_sub_ids(path: &Path, text: &str, user: &str, id: u32) -> Result<Opt
         if count == 0 || start.checked_add(count).is_none() {
             return Err(err("range is empty or overflows"));
         }
-        return Ok(Some(IdMapEntry { inside: 0, outside: start, count }));
+        return Ok(Some(IdMapEntry {
+            inside: 0,
+            outside: start,
+            count,
+        }));
     }
     Ok(None)
 }
@@ -148,11 +178,29 @@ mod tests {
     #[test]
     fn subuid_entry_for_root_is_used() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("subuid"), "alice:100000:65536\nroot:200000:65536\n").unwrap();
+        fs::write(
+            dir.path().join("subuid"),
+            "alice:100000:65536\nroot:200000:65536\n",
+        )
+        .unwrap();
         fs::write(dir.path().join("subgid"), "0:300000:1000\n").unwrap();
         let map = IdMap::for_root(dir.path()).unwrap();
-        assert_eq!(map.uid, vec![IdMapEntry { inside: 0, outside: 200000, count: 65536 }]);
-        assert_eq!(map.gid, vec![IdMapEntry { inside: 0, outside: 300000, count: 1000 }]);
+        assert_eq!(
+            map.uid,
+            vec![IdMapEntry {
+                inside: 0,
+                outside: 200000,
+                count: 65536
+            }]
+        );
+        assert_eq!(
+            map.gid,
+            vec![IdMapEntry {
+                inside: 0,
+                outside: 300000,
+                count: 1000
+            }]
+        );
         assert_eq!(map.uid_map_text(), "0 200000 65536\n");
     }
 
@@ -166,8 +214,12 @@ mod tests {
 
     #[test]
     fn malformed_lines_name_the_line() {
-        let err = parse_sub_ids(Path::new("/etc/subuid"), "# c\nroot:x:5\n", "root", 0).unwrap_err();
-        assert_eq!(err.to_string(), "failed to parse /etc/subuid line 2: start is not a number");
+        let err =
+            parse_sub_ids(Path::new("/etc/subuid"), "# c\nroot:x:5\n", "root", 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "failed to parse /etc/subuid line 2: start is not a number"
+        );
         assert!(parse_sub_ids(Path::new("f"), "root:1\n", "root", 0).is_err());
         assert!(parse_sub_ids(Path::new("f"), "root:4294967295:2\n", "root", 0).is_err());
     }
@@ -176,10 +228,22 @@ mod tests {
     fn ids_map_through_ranges() {
         let map = IdMap {
             uid: vec![
-                IdMapEntry { inside: 0, outside: 1000, count: 10 },
-                IdMapEntry { inside: 10, outside: 5000, count: 5 },
+                IdMapEntry {
+                    inside: 0,
+                    outside: 1000,
+                    count: 10,
+                },
+                IdMapEntry {
+                    inside: 10,
+                    outside: 5000,
+                    count: 5,
+                },
             ],
-            gid: vec![IdMapEntry { inside: 0, outside: 1000, count: 10 }],
+            gid: vec![IdMapEntry {
+                inside: 0,
+                outside: 1000,
+                count: 10,
+            }],
         };
         map.validate().unwrap();
         assert_eq!(map.host_uid(0), Some(1000));
@@ -192,18 +256,43 @@ mod tests {
     fn bad_maps_are_refused() {
         let overlapping = IdMap {
             uid: vec![
-                IdMapEntry { inside: 0, outside: 1000, count: 10 },
-                IdMapEntry { inside: 5, outside: 2000, count: 10 },
+                IdMapEntry {
+                    inside: 0,
+                    outside: 1000,
+                    count: 10,
+                },
+                IdMapEntry {
+                    inside: 5,
+                    outside: 2000,
+                    count: 10,
+                },
             ],
-            gid: vec![IdMapEntry { inside: 0, outside: 1000, count: 10 }],
+            gid: vec![IdMapEntry {
+                inside: 0,
+                outside: 1000,
+                count: 10,
+            }],
         };
         assert!(overlapping.validate().is_err());
         let no_root = IdMap {
-            uid: vec![IdMapEntry { inside: 1, outside: 1000, count: 10 }],
-            gid: vec![IdMapEntry { inside: 0, outside: 1000, count: 10 }],
+            uid: vec![IdMapEntry {
+                inside: 1,
+                outside: 1000,
+                count: 10,
+            }],
+            gid: vec![IdMapEntry {
+                inside: 0,
+                outside: 1000,
+                count: 10,
+            }],
         };
         assert!(no_root.validate().is_err());
         assert!(IdMap::single(u32::MAX - 1, 10).validate().is_err());
-        assert!(IdMap { uid: vec![], gid: vec![] }.validate().is_err());
+        assert!(IdMap {
+            uid: vec![],
+            gid: vec![]
+        }
+        .validate()
+        .is_err());
     }
 }

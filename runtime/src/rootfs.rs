@@ -31,13 +31,26 @@ pub enum MountOp {
     /// Bind the rootfs onto itself, so it is a mount point (privileged containers).
     BindRootfsOnItself,
     /// Mount a filesystem of `fstype` at `at`, creating the directory when missing.
-    Mount { fstype: &'static str, at: PathBuf, flags: MsFlags, data: Option<String> },
+    Mount {
+        fstype: &'static str,
+        at: PathBuf,
+        flags: MsFlags,
+        data: Option<String>,
+    },
     /// Bind a host path (file or directory) at `target`, creating the mount point.
-    Bind { source: PathBuf, target: PathBuf, readonly: bool },
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
     /// Bind `at` onto itself read-only, when it exists (kernel files that may be missing).
     ProtectReadOnly { at: PathBuf },
     /// Remount an existing mount read-only.
-    RemountReadOnly { at: PathBuf, flags: MsFlags, data: Option<String> },
+    RemountReadOnly {
+        at: PathBuf,
+        flags: MsFlags,
+        data: Option<String>,
+    },
     /// Create a directory.
     Mkdir { at: PathBuf },
     /// Create a symlink at `at` pointing to `to`.
@@ -48,20 +61,39 @@ pub enum MountOp {
 
 /// Renders the mount plan for `spec`. `console` is the host path of the console pty's
 /// slave; `cgroup_steps` come from the cgroup driver.
-pub fn plan(spec: &ContainerSpec, console: &Path, cgroup_steps: &[CgroupMountStep], has_run_dir: bool) -> Vec<MountOp> {
+pub fn plan(
+    spec: &ContainerSpec,
+    console: &Path,
+    cgroup_steps: &[CgroupMountStep],
+    has_run_dir: bool,
+) -> Vec<MountOp> {
     let rel = PathBuf::from;
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut ops = vec![MountOp::MakeRslave];
-    ops.push(if spec.privileged { MountOp::BindRootfsOnItself } else { MountOp::AttachRootTree });
+    ops.push(if spec.privileged {
+        MountOp::BindRootfsOnItself
+    } else {
+        MountOp::AttachRootTree
+    });
 
-    ops.push(MountOp::Mount { fstype: "proc", at: rel("proc"), flags: hardened, data: None });
+    ops.push(MountOp::Mount {
+        fstype: "proc",
+        at: rel("proc"),
+        flags: hardened,
+        data: None,
+    });
     if spec.privileged {
         // Without a user namespace, /proc/sys and sysrq would reach the host kernel.
         for p in ["proc/sys", "proc/sysrq-trigger"] {
             ops.push(MountOp::ProtectReadOnly { at: rel(p) });
         }
     }
-    ops.push(MountOp::Mount { fstype: "sysfs", at: rel("sys"), flags: hardened | MsFlags::MS_RDONLY, data: None });
+    ops.push(MountOp::Mount {
+        fstype: "sysfs",
+        at: rel("sys"),
+        flags: hardened | MsFlags::MS_RDONLY,
+        data: None,
+    });
     cgroup_ops(cgroup_steps, &mut ops);
 
     ops.push(MountOp::Mount {
@@ -71,7 +103,11 @@ pub fn plan(spec: &ContainerSpec, console: &Path, cgroup_steps: &[CgroupMountSte
         data: Some("mode=755,size=65536k".into()),
     });
     for dev in STANDARD_DEVICES {
-        ops.push(MountOp::Bind { source: Path::new("/dev").join(dev), target: rel("dev").join(dev), readonly: false });
+        ops.push(MountOp::Bind {
+            source: Path::new("/dev").join(dev),
+            target: rel("dev").join(dev),
+            readonly: false,
+        });
     }
     ops.push(MountOp::Mount {
         fstype: "devpts",
@@ -79,15 +115,25 @@ pub fn plan(spec: &ContainerSpec, console: &Path, cgroup_steps: &[CgroupMountSte
         flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         data: Some("newinstance,ptmxmode=0666,mode=0620,gid=5".into()),
     });
-    ops.push(MountOp::Symlink { at: rel("dev/ptmx"), to: "pts/ptmx".into() });
-    ops.push(MountOp::Bind { source: console.to_path_buf(), target: rel("dev/console"), readonly: false });
+    ops.push(MountOp::Symlink {
+        at: rel("dev/ptmx"),
+        to: "pts/ptmx".into(),
+    });
+    ops.push(MountOp::Bind {
+        source: console.to_path_buf(),
+        target: rel("dev/console"),
+        readonly: false,
+    });
     for (name, to) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        ops.push(MountOp::Symlink { at: rel("dev").join(name), to: to.into() });
+        ops.push(MountOp::Symlink {
+            at: rel("dev").join(name),
+            to: to.into(),
+        });
     }
     ops.push(MountOp::Mount {
         fstype: "tmpfs",
@@ -104,10 +150,18 @@ pub fn plan(spec: &ContainerSpec, console: &Path, cgroup_steps: &[CgroupMountSte
         });
     }
     for d in &spec.devices {
-        ops.push(MountOp::Bind { source: d.source.clone(), target: strip_root(&d.target), readonly: false });
+        ops.push(MountOp::Bind {
+            source: d.source.clone(),
+            target: strip_root(&d.target),
+            readonly: false,
+        });
     }
     for m in &spec.mounts {
-        ops.push(MountOp::Bind { source: m.source.clone(), target: strip_root(&m.target), readonly: m.readonly });
+        ops.push(MountOp::Bind {
+            source: m.source.clone(),
+            target: strip_root(&m.target),
+            readonly: m.readonly,
+        });
     }
     ops.push(MountOp::PivotRoot);
     ops
@@ -119,19 +173,32 @@ fn cgroup_ops(steps: &[CgroupMountStep], ops: &mut Vec<MountOp>) {
     let tmpfs_data = Some("mode=755,size=1024k".to_string());
     for step in steps {
         ops.push(match step {
-            CgroupMountStep::Tmpfs => {
-                MountOp::Mount { fstype: "tmpfs", at: base.clone(), flags: hardened, data: tmpfs_data.clone() }
-            }
-            CgroupMountStep::Cgroup2 { dir } => {
-                MountOp::Mount { fstype: "cgroup2", at: join_dir(&base, dir), flags: hardened, data: None }
-            }
-            CgroupMountStep::Bind { source, dir } => {
-                MountOp::Bind { source: source.clone(), target: join_dir(&base, dir), readonly: false }
-            }
-            CgroupMountStep::Symlink { name, target } => MountOp::Symlink { at: base.join(name), to: target.clone() },
-            CgroupMountStep::ReadOnlyTmpfs => {
-                MountOp::RemountReadOnly { at: base.clone(), flags: hardened, data: tmpfs_data.clone() }
-            }
+            CgroupMountStep::Tmpfs => MountOp::Mount {
+                fstype: "tmpfs",
+                at: base.clone(),
+                flags: hardened,
+                data: tmpfs_data.clone(),
+            },
+            CgroupMountStep::Cgroup2 { dir } => MountOp::Mount {
+                fstype: "cgroup2",
+                at: join_dir(&base, dir),
+                flags: hardened,
+                data: None,
+            },
+            CgroupMountStep::Bind { source, dir } => MountOp::Bind {
+                source: source.clone(),
+                target: join_dir(&base, dir),
+                readonly: false,
+            },
+            CgroupMountStep::Symlink { name, target } => MountOp::Symlink {
+                at: base.join(name),
+                to: target.clone(),
+            },
+            CgroupMountStep::ReadOnlyTmpfs => MountOp::RemountReadOnly {
+                at: base.clone(),
+                flags: hardened,
+                data: tmpfs_data.clone(),
+            },
         });
     }
 }
@@ -145,7 +212,9 @@ fn join_dir(base: &Path, dir: &str) -> PathBuf {
 }
 
 fn strip_root(path: &Path) -> PathBuf {
-    path.components().filter(|c| matches!(c, Component::Normal(_))).collect()
+    path.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect()
 }
 
 /// Applies a plan in the current (new, private) mount namespace. `tree` is the detached,
@@ -163,21 +232,58 @@ fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>) -> Result<()> {
         MountOp::MakeRslave => mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none)
             .map_err(|e| RuntimeError::sys("make / a recursive slave", e)),
         MountOp::AttachRootTree => {
-            let tree = tree.ok_or_else(|| RuntimeError::StartFailed { reason: "no idmapped root tree".into() })?;
-            sys::move_mount_to(tree, root).map_err(|e| RuntimeError::sys(format!("attach idmapped {}", root.display()), e))
+            let tree = tree.ok_or_else(|| RuntimeError::StartFailed {
+                reason: "no idmapped root tree".into(),
+            })?;
+            sys::move_mount_to(tree, root)
+                .map_err(|e| RuntimeError::sys(format!("attach idmapped {}", root.display()), e))
         }
-        MountOp::BindRootfsOnItself => mount(Some(root), root, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)
-            .map_err(|e| RuntimeError::sys(format!("bind {} on itself", root.display()), e)),
-        MountOp::Mount { fstype, at, flags, data } => {
+        MountOp::BindRootfsOnItself => mount(
+            Some(root),
+            root,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(|e| RuntimeError::sys(format!("bind {} on itself", root.display()), e)),
+        MountOp::Mount {
+            fstype,
+            at,
+            flags,
+            data,
+        } => {
             let target = ensure_target(root, at, true)?;
-            mount(Some(*fstype), &target, Some(*fstype), *flags, data.as_deref())
-                .map_err(|e| RuntimeError::sys(format!("mount {fstype} on {}", target.display()), e))
+            mount(
+                Some(*fstype),
+                &target,
+                Some(*fstype),
+                *flags,
+                data.as_deref(),
+            )
+            .map_err(|e| RuntimeError::sys(format!("mount {fstype} on {}", target.display()), e))
         }
-        MountOp::Bind { source, target, readonly } => {
-            let is_dir = fs::metadata(source).map_err(|e| RuntimeError::io("stat", source, e))?.is_dir();
+        MountOp::Bind {
+            source,
+            target,
+            readonly,
+        } => {
+            let is_dir = fs::metadata(source)
+                .map_err(|e| RuntimeError::io("stat", source, e))?
+                .is_dir();
             let target = ensure_target(root, target, is_dir)?;
-            mount(Some(source.as_path()), &target, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)
-                .map_err(|e| RuntimeError::sys(format!("bind {} on {}", source.display(), target.display()), e))?;
+            mount(
+                Some(source.as_path()),
+                &target,
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )
+            .map_err(|e| {
+                RuntimeError::sys(
+                    format!("bind {} on {}", source.display(), target.display()),
+                    e,
+                )
+            })?;
             if *readonly {
                 remount_bind_readonly(&target)?;
             }
@@ -188,21 +294,25 @@ fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>) -> Result<()> {
             if fs::symlink_metadata(&target).is_err() {
                 return Ok(());
             }
-            mount(Some(&target), &target, none, MsFlags::MS_BIND, none)
-                .map_err(|e| RuntimeError::sys(format!("bind {} on itself", target.display()), e))?;
+            mount(Some(&target), &target, none, MsFlags::MS_BIND, none).map_err(|e| {
+                RuntimeError::sys(format!("bind {} on itself", target.display()), e)
+            })?;
             remount_bind_readonly(&target)
         }
         MountOp::RemountReadOnly { at, flags, data } => {
             let target = root.join(at);
             let flags = *flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-            mount(none, &target, none, flags, data.as_deref())
-                .map_err(|e| RuntimeError::sys(format!("remount {} read-only", target.display()), e))
+            mount(none, &target, none, flags, data.as_deref()).map_err(|e| {
+                RuntimeError::sys(format!("remount {} read-only", target.display()), e)
+            })
         }
         MountOp::Mkdir { at } => ensure_target(root, at, true).map(|_| ()),
         MountOp::Symlink { at, to } => {
             let link = ensure_parent(root, at)?;
             match symlink(to, &link) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(RuntimeError::io("symlink", link, e)),
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    Err(RuntimeError::io("symlink", link, e))
+                }
                 _ => Ok(()),
             }
         }
@@ -212,7 +322,8 @@ fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>) -> Result<()> {
 
 /// A read-only bind must be remounted, keeping the flags the kernel locked on it.
 fn remount_bind_readonly(target: &Path) -> Result<()> {
-    let st = nix::sys::statvfs::statvfs(target).map_err(|e| RuntimeError::sys(format!("statvfs {}", target.display()), e))?;
+    let st = nix::sys::statvfs::statvfs(target)
+        .map_err(|e| RuntimeError::sys(format!("statvfs {}", target.display()), e))?;
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     use nix::sys::statvfs::FsFlags;
     for (have, keep) in [
@@ -228,7 +339,8 @@ fn remount_bind_readonly(target: &Path) -> Result<()> {
         }
     }
     let none: Option<&str> = None;
-    mount(none, target, none, flags, none).map_err(|e| RuntimeError::sys(format!("remount {} read-only", target.display()), e))
+    mount(none, target, none, flags, none)
+        .map_err(|e| RuntimeError::sys(format!("remount {} read-only", target.display()), e))
 }
 
 /// Creates the parents of `rel` under `root`, refusing any symlink on the way, so a
@@ -238,14 +350,20 @@ fn ensure_parent(root: &Path, rel: &Path) -> Result<PathBuf> {
     let parents: Vec<_> = rel.components().collect();
     for comp in &parents[..parents.len().saturating_sub(1)] {
         let Component::Normal(name) = comp else {
-            return Err(RuntimeError::InvalidSpec { field: "mount target".into(), reason: format!("{} is not a plain path", rel.display()) });
+            return Err(RuntimeError::InvalidSpec {
+                field: "mount target".into(),
+                reason: format!("{} is not a plain path", rel.display()),
+            });
         };
         path.push(name);
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(not_a_dir(&path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::DirBuilder::new().mode(0o755).create(&path).map_err(|e| RuntimeError::io("create directory", &path, e))?;
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&path)
+                    .map_err(|e| RuntimeError::io("create directory", &path, e))?;
             }
             Err(e) => return Err(RuntimeError::io("stat", &path, e)),
         }
@@ -263,7 +381,12 @@ fn ensure_target(root: &Path, rel: &Path, dir: bool) -> Result<PathBuf> {
             let made = if dir {
                 fs::DirBuilder::new().mode(0o755).create(&path)
             } else {
-                fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&path).map(|_| ())
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .open(&path)
+                    .map(|_| ())
             };
             made.map_err(|e| RuntimeError::io("create mount point", &path, e))?;
             Ok(path)
@@ -276,21 +399,27 @@ fn not_a_dir(path: &Path) -> RuntimeError {
     RuntimeError::io(
         "use as mount point",
         path,
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "a symlink or wrong file type is in the way"),
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a symlink or wrong file type is in the way",
+        ),
     )
 }
 
 /// `pivot_root(".", ".")` then detach the old root: no directory for it is needed.
 fn enter_root(root: &Path) -> Result<()> {
     chdir(root).map_err(|e| RuntimeError::sys(format!("chdir {}", root.display()), e))?;
-    pivot_root(".", ".").map_err(|e| RuntimeError::sys(format!("pivot_root into {}", root.display()), e))?;
+    pivot_root(".", ".")
+        .map_err(|e| RuntimeError::sys(format!("pivot_root into {}", root.display()), e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| RuntimeError::sys("detach the old root", e))?;
     chdir("/").map_err(|e| RuntimeError::sys("chdir /", e))
 }
 
 /// Whether the image has a /run directory (then it gets a tmpfs there).
 pub fn has_run_dir(rootfs: &Path) -> bool {
-    fs::symlink_metadata(rootfs.join("run")).map(|m| m.is_dir()).unwrap_or(false)
+    fs::symlink_metadata(rootfs.join("run"))
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -321,18 +450,44 @@ mod tests {
         assert_eq!(ops[1], MountOp::AttachRootTree);
         assert_eq!(ops.last(), Some(&MountOp::PivotRoot));
         let t = targets(&ops);
-        for want in ["proc", "sys", "dev", "dev/null", "dev/pts", "dev/console", "dev/shm", "run"] {
+        for want in [
+            "proc",
+            "sys",
+            "dev",
+            "dev/null",
+            "dev/pts",
+            "dev/console",
+            "dev/shm",
+            "run",
+        ] {
             assert!(t.contains(&want.to_string()), "{want} missing from {t:?}");
         }
         assert!(!t.contains(&"proc/sys".to_string()));
-        assert!(ops.contains(&MountOp::Bind { source: "/dev/pts/7".into(), target: "dev/console".into(), readonly: false }));
+        assert!(ops.contains(&MountOp::Bind {
+            source: "/dev/pts/7".into(),
+            target: "dev/console".into(),
+            readonly: false
+        }));
     }
 
     #[test]
     fn sysfs_is_read_only() {
         let ops = plan(&spec(false), Path::new("/dev/pts/0"), &[], false);
-        let sys = ops.iter().find(|op| matches!(op, MountOp::Mount { fstype: "sysfs", .. })).unwrap();
-        let MountOp::Mount { flags, .. } = sys else { unreachable!() };
+        let sys = ops
+            .iter()
+            .find(|op| {
+                matches!(
+                    op,
+                    MountOp::Mount {
+                        fstype: "sysfs",
+                        ..
+                    }
+                )
+            })
+            .unwrap();
+        let MountOp::Mount { flags, .. } = sys else {
+            unreachable!()
+        };
         assert!(flags.contains(MsFlags::MS_RDONLY));
         assert!(!targets(&ops).contains(&"run".to_string()));
     }
@@ -341,34 +496,76 @@ mod tests {
     fn privileged_plan_binds_rootfs_and_protects_proc_sys() {
         let ops = plan(&spec(true), Path::new("/dev/pts/0"), &[], false);
         assert_eq!(ops[1], MountOp::BindRootfsOnItself);
-        assert!(ops.contains(&MountOp::ProtectReadOnly { at: "proc/sys".into() }));
+        assert!(ops.contains(&MountOp::ProtectReadOnly {
+            at: "proc/sys".into()
+        }));
     }
 
     #[test]
     fn cgroup_steps_land_under_sys_fs_cgroup_after_sysfs() {
         let steps = vec![
             CgroupMountStep::Tmpfs,
-            CgroupMountStep::Bind { source: "/sys/fs/cgroup/memory/hutch/c1".into(), dir: "memory".into() },
-            CgroupMountStep::Symlink { name: "cpu".into(), target: "cpu,cpuacct".into() },
-            CgroupMountStep::Cgroup2 { dir: "unified".into() },
+            CgroupMountStep::Bind {
+                source: "/sys/fs/cgroup/memory/hutch/c1".into(),
+                dir: "memory".into(),
+            },
+            CgroupMountStep::Symlink {
+                name: "cpu".into(),
+                target: "cpu,cpuacct".into(),
+            },
+            CgroupMountStep::Cgroup2 {
+                dir: "unified".into(),
+            },
             CgroupMountStep::ReadOnlyTmpfs,
         ];
         let ops = plan(&spec(false), Path::new("/dev/pts/0"), &steps, false);
-        let sys_at = ops.iter().position(|op| matches!(op, MountOp::Mount { fstype: "sysfs", .. })).unwrap();
+        let sys_at = ops
+            .iter()
+            .position(|op| {
+                matches!(
+                    op,
+                    MountOp::Mount {
+                        fstype: "sysfs",
+                        ..
+                    }
+                )
+            })
+            .unwrap();
         let tmpfs_at = ops.iter().position(|op| matches!(op, MountOp::Mount { fstype: "tmpfs", at, .. } if at == Path::new("sys/fs/cgroup"))).unwrap();
         assert!(sys_at < tmpfs_at);
-        assert!(ops.contains(&MountOp::Bind { source: "/sys/fs/cgroup/memory/hutch/c1".into(), target: "sys/fs/cgroup/memory".into(), readonly: false }));
-        assert!(ops.contains(&MountOp::Symlink { at: "sys/fs/cgroup/cpu".into(), to: "cpu,cpuacct".into() }));
-        assert!(matches!(&ops[tmpfs_at + 4], MountOp::RemountReadOnly { .. }));
+        assert!(ops.contains(&MountOp::Bind {
+            source: "/sys/fs/cgroup/memory/hutch/c1".into(),
+            target: "sys/fs/cgroup/memory".into(),
+            readonly: false
+        }));
+        assert!(ops.contains(&MountOp::Symlink {
+            at: "sys/fs/cgroup/cpu".into(),
+            to: "cpu,cpuacct".into()
+        }));
+        assert!(matches!(
+            &ops[tmpfs_at + 4],
+            MountOp::RemountReadOnly { .. }
+        ));
     }
 
     #[test]
     fn disk_mounts_come_after_the_system_mounts() {
         let mut s = spec(false);
-        s.mounts.push(BindMount { source: "/srv/www".into(), target: "/var/www".into(), readonly: true });
+        s.mounts.push(BindMount {
+            source: "/srv/www".into(),
+            target: "/var/www".into(),
+            readonly: true,
+        });
         let ops = plan(&s, Path::new("/dev/pts/0"), &[], false);
         let n = ops.len();
-        assert_eq!(ops[n - 2], MountOp::Bind { source: "/srv/www".into(), target: "var/www".into(), readonly: true });
+        assert_eq!(
+            ops[n - 2],
+            MountOp::Bind {
+                source: "/srv/www".into(),
+                target: "var/www".into(),
+                readonly: true
+            }
+        );
     }
 
     #[test]
@@ -379,6 +576,8 @@ mod tests {
         assert!(ensure_target(dir.path(), Path::new("evil"), true).is_err());
         let made = ensure_target(dir.path(), Path::new("a/b/c"), false).unwrap();
         assert!(made.is_file());
-        assert!(ensure_target(dir.path(), Path::new("a/b"), true).unwrap().is_dir());
+        assert!(ensure_target(dir.path(), Path::new("a/b"), true)
+            .unwrap()
+            .is_dir());
     }
 }

@@ -116,7 +116,10 @@ impl ContainerSpec {
             privileged: idmap.is_none(),
             idmap,
             cgroup: cgroup.to_string(),
-            limits: Limits { memory_swap: true, ..Limits::default() },
+            limits: Limits {
+                memory_swap: true,
+                ..Limits::default()
+            },
             mounts: Vec::new(),
             devices: Vec::new(),
             env: BTreeMap::new(),
@@ -145,7 +148,9 @@ impl ContainerSpec {
         }
         match (&self.idmap, self.privileged) {
             (None, false) => return Err(invalid("idmap", "required for unprivileged containers")),
-            (Some(_), true) => return Err(invalid("idmap", "must be empty for privileged containers")),
+            (Some(_), true) => {
+                return Err(invalid("idmap", "must be empty for privileged containers"))
+            }
             (Some(map), false) => map.validate()?,
             (None, true) => {}
         }
@@ -153,13 +158,19 @@ impl ContainerSpec {
         self.limits.validate()?;
         for (i, m) in self.mounts.iter().enumerate() {
             if !m.source.is_absolute() {
-                return Err(invalid(&format!("mounts[{i}].source"), "must be an absolute path"));
+                return Err(invalid(
+                    &format!("mounts[{i}].source"),
+                    "must be an absolute path",
+                ));
             }
             validate_container_path(&format!("mounts[{i}].target"), &m.target)?;
         }
         for (i, d) in self.devices.iter().enumerate() {
             if !d.source.is_absolute() {
-                return Err(invalid(&format!("devices[{i}].source"), "must be an absolute path"));
+                return Err(invalid(
+                    &format!("devices[{i}].source"),
+                    "must be an absolute path",
+                ));
             }
             validate_container_path(&format!("devices[{i}].target"), &d.target)?;
         }
@@ -176,7 +187,10 @@ impl ContainerSpec {
         }
         if let Some(sig) = self.halt_signal {
             if !(1..=64).contains(&sig) {
-                return Err(invalid("halt_signal", &format!("{sig} is not a signal number")));
+                return Err(invalid(
+                    "halt_signal",
+                    &format!("{sig} is not a signal number"),
+                ));
             }
         }
         if self.pre_start_hooks.iter().any(|h| h.is_empty()) {
@@ -202,7 +216,10 @@ impl Limits {
                 return Err(invalid("limits.cpu_allowance", "period must be 1ms to 1s"));
             }
             if a.quota_us < 1000 {
-                return Err(invalid("limits.cpu_allowance", "quota must be at least 1ms"));
+                return Err(invalid(
+                    "limits.cpu_allowance",
+                    "quota must be at least 1ms",
+                ));
             }
         }
         if self.processes == Some(0) {
@@ -217,7 +234,10 @@ pub fn parse_cpu_list(list: &str) -> std::result::Result<Vec<u32>, String> {
     let mut cpus = Vec::new();
     for part in list.trim().split(',') {
         let part = part.trim();
-        let parse = |s: &str| s.parse::<u32>().map_err(|_| format!("{part:?} is not a CPU number or range"));
+        let parse = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| format!("{part:?} is not a CPU number or range"))
+        };
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (parse(a)?, parse(b)?);
@@ -235,7 +255,10 @@ pub fn parse_cpu_list(list: &str) -> std::result::Result<Vec<u32>, String> {
 }
 
 fn invalid(field: &str, reason: &str) -> RuntimeError {
-    RuntimeError::InvalidSpec { field: field.to_string(), reason: reason.to_string() }
+    RuntimeError::InvalidSpec {
+        field: field.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Hostnames as the kernel and DNS accept them: 1-63 chars of letters, digits and dashes.
@@ -248,13 +271,19 @@ fn validate_hostname(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(invalid("name", &format!("{name:?} is not a valid host name")))
+        Err(invalid(
+            "name",
+            &format!("{name:?} is not a valid host name"),
+        ))
     }
 }
 
 fn validate_cgroup_path(path: &str) -> Result<()> {
     let p = Path::new(path);
-    if path.is_empty() || p.is_absolute() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+    if path.is_empty()
+        || p.is_absolute()
+        || p.components().any(|c| !matches!(c, Component::Normal(_)))
+    {
         return Err(invalid("cgroup", "must be a relative path without '..'"));
     }
     Ok(())
@@ -279,7 +308,12 @@ mod tests {
     use crate::idmap::IdMap;
 
     fn spec() -> ContainerSpec {
-        ContainerSpec::new("web", "/var/lib/hutch/c/web/rootfs", Some(IdMap::single(1_000_000, 65536)), "hutch/web")
+        ContainerSpec::new(
+            "web",
+            "/var/lib/hutch/c/web/rootfs",
+            Some(IdMap::single(1_000_000, 65536)),
+            "hutch/web",
+        )
     }
 
     #[test]
@@ -322,7 +356,11 @@ mod tests {
     fn mount_targets_must_be_absolute_and_not_escape() {
         for target in ["rel", "/a/../../etc", "/"] {
             let mut s = spec();
-            s.mounts.push(BindMount { source: "/srv".into(), target: target.into(), readonly: false });
+            s.mounts.push(BindMount {
+                source: "/srv".into(),
+                target: target.into(),
+                readonly: false,
+            });
             assert!(s.validate().is_err(), "{target} accepted");
         }
     }
@@ -336,7 +374,10 @@ mod tests {
         s.limits.cpu_set = Some("3-1".into());
         assert!(s.validate().is_err());
         let mut s = spec();
-        s.limits.cpu_allowance = Some(CpuAllowance { quota_us: 50_000, period_us: 100_000 });
+        s.limits.cpu_allowance = Some(CpuAllowance {
+            quota_us: 50_000,
+            period_us: 100_000,
+        });
         s.validate().unwrap();
     }
 

@@ -101,7 +101,10 @@ pub struct ExitRecord {
 
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Writes JSON to a temporary name, syncs, and renames it into place.
@@ -109,8 +112,10 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     let data = serde_json::to_vec(value).expect("runtime records serialize");
     let mut f = fs::File::create(&tmp).map_err(|e| RuntimeError::io("create", &tmp, e))?;
-    f.write_all(&data).map_err(|e| RuntimeError::io("write", &tmp, e))?;
-    f.sync_all().map_err(|e| RuntimeError::io("sync", &tmp, e))?;
+    f.write_all(&data)
+        .map_err(|e| RuntimeError::io("write", &tmp, e))?;
+    f.sync_all()
+        .map_err(|e| RuntimeError::io("sync", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| RuntimeError::io("rename into place", path, e))
 }
 
@@ -118,7 +123,11 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fs::read(path) {
         Ok(data) => serde_json::from_slice(&data).map(Some).map_err(|e| {
-            RuntimeError::io("parse", path, std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            RuntimeError::io(
+                "parse",
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(RuntimeError::io("read", path, e)),
@@ -133,7 +142,11 @@ mod tests {
     fn records_round_trip_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let rd = RuntimeDir::new(dir.path());
-        let rec = ExitRecord { code: Some(0), signal: None, stopped_at: 5 };
+        let rec = ExitRecord {
+            code: Some(0),
+            signal: None,
+            stopped_at: 5,
+        };
         write_json_atomic(&rd.exit(), &rec).unwrap();
         assert_eq!(read_json::<ExitRecord>(&rd.exit()).unwrap(), Some(rec));
         assert!(!rd.exit().with_extension("json.tmp").exists());

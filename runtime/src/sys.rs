@@ -102,7 +102,11 @@ pub fn cloexec_from(first: u32) -> Result<(), Errno> {
 /// Sets or clears close-on-exec on one fd.
 pub fn set_cloexec(fd: RawFd, on: bool) -> Result<(), Errno> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    let flags = if on { FdFlag::FD_CLOEXEC } else { FdFlag::empty() };
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
     fcntl(fd, FcntlArg::F_SETFD(flags)).map(|_| ())
 }
 
@@ -141,7 +145,11 @@ const CAPS_DROPPED_UNLESS_NESTING: &[u32] = &[17 /* sys_rawio */];
 
 /// Drops host-wide capabilities from the bounding set of this process and its descendants.
 pub fn drop_bounding_caps(nesting: bool) -> Result<(), Errno> {
-    let extra: &[u32] = if nesting { &[] } else { CAPS_DROPPED_UNLESS_NESTING };
+    let extra: &[u32] = if nesting {
+        &[]
+    } else {
+        CAPS_DROPPED_UNLESS_NESTING
+    };
     for &cap in CAPS_ALWAYS_DROPPED.iter().chain(extra) {
         // SAFETY: prctl with integer arguments only.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };

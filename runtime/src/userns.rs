@@ -7,9 +7,9 @@ use std::os::unix::fs::{lchown, MetadataExt};
 use std::path::Path;
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::waitpid;
-use nix::fcntl::OFlag;
 use nix::unistd::{fork, pipe2, ForkResult};
 
 use crate::error::{Result, RuntimeError};
@@ -23,8 +23,10 @@ pub const SHIFTED_XATTR: &str = "trusted.hutch.shifted";
 /// Creates a user namespace with `map` and returns a handle on it. A short-lived child
 /// unshares it; the namespace lives on as long as the returned fd.
 pub fn create(map: &IdMap) -> Result<OwnedFd> {
-    let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("create pipe", e))?;
-    let (done_r, done_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("create pipe", e))?;
+    let (ready_r, ready_w) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("create pipe", e))?;
+    let (done_r, done_w) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("create pipe", e))?;
     // SAFETY: the monitor is single-threaded when it creates a container; the child only
     // calls async-signal-safe functions before _exit.
     match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
@@ -50,17 +52,26 @@ pub fn create(map: &IdMap) -> Result<OwnedFd> {
 
 fn map_child(pid: i32, map: &IdMap, ready: OwnedFd) -> Result<OwnedFd> {
     let mut byte = [0u8; 1];
-    let n = fs::File::from(ready).read(&mut byte).map_err(|e| RuntimeError::io("read", "userns pipe", e))?;
+    let n = fs::File::from(ready)
+        .read(&mut byte)
+        .map_err(|e| RuntimeError::io("read", "userns pipe", e))?;
     if n != 1 || byte[0] != b'1' {
-        return Err(RuntimeError::StartFailed { reason: "could not create a user namespace".into() });
+        return Err(RuntimeError::StartFailed {
+            reason: "could not create a user namespace".into(),
+        });
     }
     let proc = format!("/proc/{pid}");
-    for (file, text) in [("uid_map", map.uid_map_text()), ("gid_map", map.gid_map_text())] {
+    for (file, text) in [
+        ("uid_map", map.uid_map_text()),
+        ("gid_map", map.gid_map_text()),
+    ] {
         let path = format!("{proc}/{file}");
         fs::write(&path, text).map_err(|e| RuntimeError::io("write", path, e))?;
     }
     let ns = format!("{proc}/ns/user");
-    fs::File::open(&ns).map(OwnedFd::from).map_err(|e| RuntimeError::io("open", ns, e))
+    fs::File::open(&ns)
+        .map(OwnedFd::from)
+        .map_err(|e| RuntimeError::io("open", ns, e))
 }
 
 /// How the root filesystem is presented to the container.
@@ -83,7 +94,10 @@ pub fn prepare_root(rootfs: &Path, userns: &OwnedFd, map: &IdMap) -> Result<Root
             shift_once(rootfs, map)?;
             Ok(RootTree::Shifted)
         }
-        Err(e) => Err(RuntimeError::sys(format!("idmap the mount of {}", rootfs.display()), e)),
+        Err(e) => Err(RuntimeError::sys(
+            format!("idmap the mount of {}", rootfs.display()),
+            e,
+        )),
     }
 }
 
@@ -95,7 +109,9 @@ pub fn shift_once(rootfs: &Path, map: &IdMap) -> Result<()> {
         return Ok(());
     }
     if read_xattr(rootfs, SHIFTED_XATTR).is_some() {
-        return Err(RuntimeError::StartFailed { reason: format!("{} was shifted to another id map", rootfs.display()) });
+        return Err(RuntimeError::StartFailed {
+            reason: format!("{} was shifted to another id map", rootfs.display()),
+        });
     }
     shift_tree(rootfs, map)?;
     write_xattr(rootfs, SHIFTED_XATTR, want.as_bytes())
@@ -104,7 +120,9 @@ pub fn shift_once(rootfs: &Path, map: &IdMap) -> Result<()> {
 /// Maps the owner of every inode below `root` (not following symlinks or crossing mounts)
 /// from container ids to host ids.
 pub fn shift_tree(root: &Path, map: &IdMap) -> Result<()> {
-    let dev = fs::symlink_metadata(root).map_err(|e| RuntimeError::io("stat", root, e))?.dev();
+    let dev = fs::symlink_metadata(root)
+        .map_err(|e| RuntimeError::io("stat", root, e))?
+        .dev();
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
         let meta = fs::symlink_metadata(&path).map_err(|e| RuntimeError::io("stat", &path, e))?;
@@ -121,8 +139,14 @@ pub fn shift_tree(root: &Path, map: &IdMap) -> Result<()> {
                 .map_err(|e| RuntimeError::io("chmod", &path, e))?;
         }
         if meta.is_dir() {
-            for entry in fs::read_dir(&path).map_err(|e| RuntimeError::io("read directory", &path, e))? {
-                stack.push(entry.map_err(|e| RuntimeError::io("read directory", &path, e))?.path());
+            for entry in
+                fs::read_dir(&path).map_err(|e| RuntimeError::io("read directory", &path, e))?
+            {
+                stack.push(
+                    entry
+                        .map_err(|e| RuntimeError::io("read directory", &path, e))?
+                        .path(),
+                );
             }
         }
     }
@@ -134,7 +158,8 @@ fn read_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let n = std::ffi::CString::new(name).ok()?;
     let mut buf = vec![0u8; 4096];
     // SAFETY: the strings are NUL-terminated and buf is valid for buf.len() bytes.
-    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if len < 0 {
         return None;
     }
@@ -143,27 +168,43 @@ fn read_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 fn write_xattr(path: &Path, name: &str, value: &[u8]) -> Result<()> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| RuntimeError::io("encode", path, Errno::EINVAL.into()))?;
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| RuntimeError::io("encode", path, Errno::EINVAL.into()))?;
     let n = std::ffi::CString::new(name).expect("xattr name has no NUL");
     // SAFETY: the strings are NUL-terminated and value is valid for value.len() bytes.
-    let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if rc < 0 {
-        return Err(RuntimeError::io("set xattr on", path, std::io::Error::last_os_error()));
+        return Err(RuntimeError::io(
+            "set xattr on",
+            path,
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
 
 /// Joins `userns` and becomes its root, keeping full capabilities inside it.
 pub fn enter(userns: &OwnedFd) -> Result<()> {
-    nix::sched::setns(userns.as_fd(), CloneFlags::CLONE_NEWUSER).map_err(|e| RuntimeError::sys("join the user namespace", e))?;
+    nix::sched::setns(userns.as_fd(), CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| RuntimeError::sys("join the user namespace", e))?;
     become_root()
 }
 
 /// Sets all uids and gids to 0 of the current user namespace and drops supplementary groups.
 pub fn become_root() -> Result<()> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).map_err(|e| RuntimeError::sys("setresgid 0", e))?;
-    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).map_err(|e| RuntimeError::sys("setresuid 0", e))?;
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(|e| RuntimeError::sys("setresgid 0", e))?;
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(|e| RuntimeError::sys("setresuid 0", e))?;
     setgroups(&[]).map_err(|e| RuntimeError::sys("setgroups", e))
 }
 
@@ -189,7 +230,13 @@ mod tests {
         let map = IdMap::single(1_000_000, 65536);
         shift_tree(&root, &map).unwrap();
         let m = fs::metadata(root.join("bin/su")).unwrap();
-        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1_000_000, 1_000_005, 0o4755));
-        assert_eq!(fs::symlink_metadata(root.join("bin/link")).unwrap().uid(), 1_000_000);
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (1_000_000, 1_000_005, 0o4755)
+        );
+        assert_eq!(
+            fs::symlink_metadata(root.join("bin/link")).unwrap().uid(),
+            1_000_000
+        );
     }
 }

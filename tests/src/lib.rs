@@ -27,9 +27,16 @@ pub fn hutchd_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
     let bin = profile_dir.join("hutchd");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p hutchd` first (scripts/test.sh does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p hutchd` first (scripts/test.sh does)",
+        bin.display()
+    );
     bin
 }
 
@@ -38,9 +45,16 @@ fn images_dir() -> PathBuf {
 }
 
 fn run_script(script: &str, dest: &Path) -> anyhow::Result<()> {
-    let out = Command::new("bash").arg(images_dir().join(script)).arg(dest).output()?;
+    let out = Command::new("bash")
+        .arg(images_dir().join(script))
+        .arg(dest)
+        .output()?;
     if !out.status.success() {
-        anyhow::bail!("{script} {} failed: {}", dest.display(), String::from_utf8_lossy(&out.stderr).trim());
+        anyhow::bail!(
+            "{script} {} failed: {}",
+            dest.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -61,9 +75,17 @@ pub fn debian_rootfs(dest: &Path) -> anyhow::Result<()> {
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let mix = (std::process::id() as u64) << 20 ^ (n as u64) << 12 ^ (nanos as u64 >> 8);
-    let prefix: String = prefix.chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect::<String>().to_lowercase();
+    let prefix: String = prefix
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(5)
+        .collect::<String>()
+        .to_lowercase();
     let mut suffix = String::new();
     let mut v = mix;
     for _ in 0..(14 - prefix.len()).min(9) {
@@ -105,7 +127,10 @@ impl Drop for TestDir {
                 break;
             }
             for pid in pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -158,13 +183,18 @@ pub fn processes_under(dir: &Path) -> Vec<i32> {
     let needle = dir.to_string_lossy().into_owned();
     let mut out = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if pid == me {
             continue;
         }
         let p = entry.path();
-        let inside = ["root", "cwd", "exe"].iter().any(|l| fs::read_link(p.join(l)).is_ok_and(|t| t.starts_with(dir) && t != Path::new("/")));
-        let named = fs::read(p.join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle));
+        let inside = ["root", "cwd", "exe"].iter().any(|l| {
+            fs::read_link(p.join(l)).is_ok_and(|t| t.starts_with(dir) && t != Path::new("/"))
+        });
+        let named = fs::read(p.join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle));
         if inside || named {
             out.push(pid);
         }
@@ -177,9 +207,19 @@ pub fn cgroup_dirs(rel: &str) -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
     let mut bases = vec![root.to_path_buf()];
     if !root.join("cgroup.controllers").exists() {
-        bases = fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        bases = fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
     }
-    bases.into_iter().map(|b| b.join(rel)).filter(|p| p.exists()).collect()
+    bases
+        .into_iter()
+        .map(|b| b.join(rel))
+        .filter(|p| p.exists())
+        .collect()
 }
 
 /// Removes a test's cgroup (and its then-empty parent) in every hierarchy on drop, after
@@ -190,7 +230,9 @@ pub struct CgroupGuard {
 
 impl CgroupGuard {
     pub fn new(rel: &str) -> Self {
-        CgroupGuard { rel: rel.to_string() }
+        CgroupGuard {
+            rel: rel.to_string(),
+        }
     }
 }
 
@@ -208,14 +250,26 @@ impl Drop for CgroupGuard {
 }
 
 fn remove_cgroup_tree(dir: &Path) {
-    let children: Vec<PathBuf> = fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let children: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     for c in children {
         remove_cgroup_tree(&c);
     }
     for _ in 0..100 {
         let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        for pid in procs
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         if fs::remove_dir(dir).is_ok() || !dir.exists() {
             return;
@@ -240,7 +294,10 @@ pub fn assert_no_leftovers(dir: &Path, cgroup_rel: &str) {
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -256,7 +313,11 @@ mod tests {
         assert_ne!(a, b);
         for n in [&a, &b, &unique_name("x")] {
             assert!(n.len() <= 15, "{n}");
-            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{n}"
+            );
             assert!(!n.ends_with('-'), "{n}");
         }
     }
@@ -266,6 +327,9 @@ mod tests {
         let info = "1 0 0:1 / / rw - ext4 /dev/vda rw\n\
                     2 1 0:2 / /tmp/t/a\\040b rw - tmpfs tmpfs rw\n\
                     3 1 0:3 / /tmp/tt rw - tmpfs tmpfs rw\n";
-        assert_eq!(parse_mounts_under(info, Path::new("/tmp/t")), vec![PathBuf::from("/tmp/t/a b")]);
+        assert_eq!(
+            parse_mounts_under(info, Path::new("/tmp/t")),
+            vec![PathBuf::from("/tmp/t/a b")]
+        );
     }
 }

@@ -11,8 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hutch_runtime::{container, ContainerSpec, ExecRequest, ExecStdio, IdMap, RuntimeError, Status, WindowSize};
-use hutch_tests::{assert_no_leftovers, busybox_rootfs, hutchd_bin, require_root, unique_name, wait_until, CgroupGuard, TestDir};
+use hutch_runtime::{
+    container, ContainerSpec, ExecRequest, ExecStdio, IdMap, RuntimeError, Status, WindowSize,
+};
+use hutch_tests::{
+    assert_no_leftovers, busybox_rootfs, hutchd_bin, require_root, unique_name, wait_until,
+    CgroupGuard, TestDir,
+};
 
 const HOST_BASE: u32 = 1_000_000;
 
@@ -48,7 +53,15 @@ fn prepare(privileged: bool) -> (TestDir, ContainerSpec, CgroupGuard) {
 fn boot_spec(dir: TestDir, spec: ContainerSpec, guard: CgroupGuard) -> Booted {
     let rd = dir.path().join("run");
     let started = hutch_runtime::start(&hutchd_bin(), &rd, &spec).expect("start container");
-    Booted { name: spec.name.clone(), rd, rootfs: spec.rootfs.clone(), cgroup: spec.cgroup.clone(), init_pid: started.init_pid, _cg: guard, dir }
+    Booted {
+        name: spec.name.clone(),
+        rd,
+        rootfs: spec.rootfs.clone(),
+        cgroup: spec.cgroup.clone(),
+        init_pid: started.init_pid,
+        _cg: guard,
+        dir,
+    }
 }
 
 fn boot() -> Booted {
@@ -75,7 +88,17 @@ fn exec_as(c: &Booted, uid: u32, command: &[&str], stdin: &[u8]) -> Output {
     let (in_r, in_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let session = hutch_runtime::exec(&hutchd_bin(), &c.rd, &req, ExecStdio::Pipes { stdin: in_r, stdout: out_w, stderr: err_w }).expect("exec");
+    let session = hutch_runtime::exec(
+        &hutchd_bin(),
+        &c.rd,
+        &req,
+        ExecStdio::Pipes {
+            stdin: in_r,
+            stdout: out_w,
+            stderr: err_w,
+        },
+    )
+    .expect("exec");
     let input = stdin.to_vec();
     let writer = std::thread::spawn(move || {
         let mut f = fs::File::from(in_w);
@@ -91,7 +114,12 @@ fn exec_as(c: &Booted, uid: u32, command: &[&str], stdin: &[u8]) -> Output {
     let (out, err) = (read_all(out_r), read_all(err_r));
     let exit = session.wait().expect("wait for exec");
     writer.join().unwrap();
-    Output { code: exit.code(), signal: exit.signal, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+    Output {
+        code: exit.code(),
+        signal: exit.signal,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }
 
 fn exec(c: &Booted, command: &[&str]) -> Output {
@@ -99,9 +127,19 @@ fn exec(c: &Booted, command: &[&str]) -> Output {
 }
 
 fn cgroup_file(c: &Booted, v1_controller: &str, v1_file: &str, v2_file: &str) -> String {
-    let v1 = Path::new("/sys/fs/cgroup").join(v1_controller).join(&c.cgroup).join(v1_file);
-    let path = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() { Path::new("/sys/fs/cgroup").join(&c.cgroup).join(v2_file) } else { v1 };
-    fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())).trim().to_string()
+    let v1 = Path::new("/sys/fs/cgroup")
+        .join(v1_controller)
+        .join(&c.cgroup)
+        .join(v1_file);
+    let path = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Path::new("/sys/fs/cgroup").join(&c.cgroup).join(v2_file)
+    } else {
+        v1
+    };
+    fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -111,7 +149,12 @@ fn busybox_boots_as_pid_1_and_exec_sees_init() {
     }
     let c = boot();
     let out = exec(&c, &["cat", "/proc/1/comm"]);
-    assert_eq!((out.code, out.stdout.trim()), (0, "init"), "stderr: {}", out.stderr);
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (0, "init"),
+        "stderr: {}",
+        out.stderr
+    );
     assert_eq!(exec(&c, &["hostname"]).stdout.trim(), c.name);
     let env = fs::read(format!("/proc/{}/environ", c.init_pid)).unwrap();
     assert!(env.split(|b| *b == 0).any(|v| v == b"container=lxc"));
@@ -123,15 +166,38 @@ fn busybox_boots_as_pid_1_and_exec_sees_init() {
     }
     // The standard mounts and devices are there.
     let mounts = exec(&c, &["cat", "/proc/mounts"]).stdout;
-    for want in [" /proc proc", " /sys sysfs ro", " /dev tmpfs", " /dev/pts devpts", " /dev/shm tmpfs", " /run tmpfs"] {
+    for want in [
+        " /proc proc",
+        " /sys sysfs ro",
+        " /dev tmpfs",
+        " /dev/pts devpts",
+        " /dev/shm tmpfs",
+        " /run tmpfs",
+    ] {
         assert!(mounts.contains(want), "{want} missing from\n{mounts}");
     }
-    let devs = exec(&c, &["sh", "-c", "echo x > /dev/null && head -c 4 /dev/zero | wc -c && ls /dev"]);
+    let devs = exec(
+        &c,
+        &[
+            "sh",
+            "-c",
+            "echo x > /dev/null && head -c 4 /dev/zero | wc -c && ls /dev",
+        ],
+    );
     assert_eq!(devs.code, 0, "{}", devs.stderr);
-    for want in ["console", "full", "null", "ptmx", "pts", "random", "tty", "urandom", "zero", "shm"] {
-        assert!(devs.stdout.split_whitespace().any(|w| w == want), "/dev/{want} missing: {}", devs.stdout);
+    for want in [
+        "console", "full", "null", "ptmx", "pts", "random", "tty", "urandom", "zero", "shm",
+    ] {
+        assert!(
+            devs.stdout.split_whitespace().any(|w| w == want),
+            "/dev/{want} missing: {}",
+            devs.stdout
+        );
     }
-    assert!(mounts.contains("/sys/fs/cgroup"), "no cgroup view:\n{mounts}");
+    assert!(
+        mounts.contains("/sys/fs/cgroup"),
+        "no cgroup view:\n{mounts}"
+    );
 }
 
 #[test]
@@ -144,7 +210,12 @@ fn exec_reports_exit_codes_signals_and_keeps_streams_apart() {
     assert_eq!(exec(&c, &["true"]).code, 0);
     let killed = exec(&c, &["sh", "-c", "kill -9 $$"]);
     assert_eq!((killed.signal, killed.code), (Some(9), 137));
-    let out = exec_as(&c, 0, &["sh", "-c", "cat; echo to-stderr >&2; exit 3"], b"from-stdin");
+    let out = exec_as(
+        &c,
+        0,
+        &["sh", "-c", "cat; echo to-stderr >&2; exit 3"],
+        b"from-stdin",
+    );
     assert_eq!(out.code, 3);
     assert_eq!(out.stdout, "from-stdin");
     assert_eq!(out.stderr, "to-stderr\n");
@@ -160,14 +231,22 @@ fn exec_on_a_pty_has_a_terminal_of_the_right_size() {
     }
     let c = boot();
     let req = ExecRequest {
-        command: vec!["sh".into(), "-c".into(), "tty; stty size; read line; echo got:$line; stty size".into()],
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "tty; stty size; read line; echo got:$line; stty size".into(),
+        ],
         env: BTreeMap::new(),
         cwd: None,
         uid: 0,
         gid: 0,
-        pty: Some(WindowSize { cols: 100, rows: 30 }),
+        pty: Some(WindowSize {
+            cols: 100,
+            rows: 30,
+        }),
     };
-    let mut session = hutch_runtime::exec(&hutchd_bin(), &c.rd, &req, ExecStdio::Pty).expect("exec on pty");
+    let mut session =
+        hutch_runtime::exec(&hutchd_bin(), &c.rd, &req, ExecStdio::Pty).expect("exec on pty");
     let mut master = session.take_pty().expect("pty master");
     let mut reader = master.try_clone().unwrap();
     let collected = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -178,15 +257,30 @@ fn exec_on_a_pty_has_a_terminal_of_the_right_size() {
             if n == 0 {
                 break;
             }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    wait_until("the pty to show the first size", Duration::from_secs(10), || collected.lock().unwrap().contains("30 100"));
-    hutch_runtime::exec::set_window_size(std::os::fd::AsFd::as_fd(&master), WindowSize { cols: 120, rows: 40 }).unwrap();
+    wait_until(
+        "the pty to show the first size",
+        Duration::from_secs(10),
+        || collected.lock().unwrap().contains("30 100"),
+    );
+    hutch_runtime::exec::set_window_size(
+        std::os::fd::AsFd::as_fd(&master),
+        WindowSize {
+            cols: 120,
+            rows: 40,
+        },
+    )
+    .unwrap();
     master.write_all(b"hello\n").unwrap();
     let exit = session.wait().unwrap();
     drop(master);
-    wait_until("the resized pty", Duration::from_secs(10), || collected.lock().unwrap().contains("40 120"));
+    wait_until("the resized pty", Duration::from_secs(10), || {
+        collected.lock().unwrap().contains("40 120")
+    });
     let text = collected.lock().unwrap().clone();
     assert_eq!(exit.code(), 0, "{text}");
     assert!(text.contains("/dev/pts/"), "{text}");
@@ -200,9 +294,33 @@ fn exec_forwards_signals() {
         return;
     }
     let c = boot();
-    let req = ExecRequest { command: vec!["sleep".into(), "30".into()], env: BTreeMap::new(), cwd: None, uid: 0, gid: 0, pty: None };
-    let null = || -> OwnedFd { fs::File::options().read(true).write(true).open("/dev/null").unwrap().into() };
-    let session = hutch_runtime::exec(&hutchd_bin(), &c.rd, &req, ExecStdio::Pipes { stdin: null(), stdout: null(), stderr: null() }).unwrap();
+    let req = ExecRequest {
+        command: vec!["sleep".into(), "30".into()],
+        env: BTreeMap::new(),
+        cwd: None,
+        uid: 0,
+        gid: 0,
+        pty: None,
+    };
+    let null = || -> OwnedFd {
+        fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap()
+            .into()
+    };
+    let session = hutch_runtime::exec(
+        &hutchd_bin(),
+        &c.rd,
+        &req,
+        ExecStdio::Pipes {
+            stdin: null(),
+            stdout: null(),
+            stderr: null(),
+        },
+    )
+    .unwrap();
     session.signal(15).unwrap();
     let exit = session.wait().unwrap();
     assert_eq!(exit.signal, Some(15));
@@ -231,7 +349,12 @@ fn root_inside_is_an_unprivileged_host_range() {
     assert_eq!(through("/tmp/made-by-1000").uid(), HOST_BASE + 1000);
     assert_eq!(through("/tmp/made-by-1000").gid(), HOST_BASE + 1000);
     // ...while on disk the idmapped mount stored them unshifted: nothing was chowned.
-    assert_eq!(fs::metadata(c.rootfs.join("root/made-by-root")).unwrap().uid(), 0);
+    assert_eq!(
+        fs::metadata(c.rootfs.join("root/made-by-root"))
+            .unwrap()
+            .uid(),
+        0
+    );
     assert_eq!(fs::metadata(c.rootfs.join("bin/busybox")).unwrap().uid(), 0);
     // Host-wide capabilities are gone from init's bounding set.
     let bnd = status.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
@@ -250,7 +373,10 @@ fn no_descriptor_leaks_into_the_container() {
         return;
     }
     let c = boot();
-    let init_fds: Vec<String> = fs::read_dir(format!("/proc/{}/fd", c.init_pid)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let init_fds: Vec<String> = fs::read_dir(format!("/proc/{}/fd", c.init_pid))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     let mut sorted = init_fds.clone();
     sorted.sort();
     assert_eq!(sorted, vec!["0", "1", "2"], "init has extra fds");
@@ -258,9 +384,15 @@ fn no_descriptor_leaks_into_the_container() {
     let mut fds: Vec<&str> = out.stdout.split_whitespace().collect();
     fds.sort();
     // sh's own fds plus the directory ls reads: nothing of the helper's or ours.
-    assert!(fds.iter().all(|fd| ["0", "1", "2", "10", "3"].contains(fd)), "{fds:?}");
+    assert!(
+        fds.iter().all(|fd| ["0", "1", "2", "10", "3"].contains(fd)),
+        "{fds:?}"
+    );
     let nnp = fs::read_to_string(format!("/proc/{}/status", c.init_pid)).unwrap();
-    assert!(nnp.contains("NoNewPrivs:\t0"), "init must not have no_new_privs");
+    assert!(
+        nnp.contains("NoNewPrivs:\t0"),
+        "init must not have no_new_privs"
+    );
 }
 
 #[test]
@@ -272,18 +404,27 @@ fn limits_apply_and_read_back_from_the_host() {
     spec.limits.memory = Some(128 << 20);
     spec.limits.processes = Some(200);
     let c = boot_spec(dir, spec.clone(), guard);
-    assert_eq!(cgroup_file(&c, "memory", "memory.limit_in_bytes", "memory.max"), (128u64 << 20).to_string());
+    assert_eq!(
+        cgroup_file(&c, "memory", "memory.limit_in_bytes", "memory.max"),
+        (128u64 << 20).to_string()
+    );
     assert_eq!(cgroup_file(&c, "pids", "pids.max", "pids.max"), "200");
     // Live change on the running container.
     let mut limits = spec.limits.clone();
     limits.memory = Some(64 << 20);
     container::set_limits(&c.rd, &limits).unwrap();
-    assert_eq!(cgroup_file(&c, "memory", "memory.limit_in_bytes", "memory.max"), (64u64 << 20).to_string());
+    assert_eq!(
+        cgroup_file(&c, "memory", "memory.limit_in_bytes", "memory.max"),
+        (64u64 << 20).to_string()
+    );
     let usage = container::usage(&c.rd).unwrap();
     assert!(usage.memory_bytes > 0 && usage.processes >= 1, "{usage:?}");
     // The container sees its own cgroup as the root of its view.
     let inside = exec(&c, &["cat", "/proc/self/cgroup"]).stdout;
-    assert!(!inside.contains(&c.cgroup), "host cgroup path leaks inside: {inside}");
+    assert!(
+        !inside.contains(&c.cgroup),
+        "host cgroup path leaks inside: {inside}"
+    );
 }
 
 #[test]
@@ -296,7 +437,10 @@ fn freeze_and_thaw() {
     assert!(container::is_frozen(&c.rd).unwrap());
     let state = fs::read_to_string(format!("/proc/{}/stat", c.init_pid)).unwrap();
     let after = &state[state.rfind(')').unwrap() + 2..];
-    assert!(after.starts_with('D') || after.starts_with('S') || after.starts_with('T'), "{state}");
+    assert!(
+        after.starts_with('D') || after.starts_with('S') || after.starts_with('T'),
+        "{state}"
+    );
     container::thaw(&c.rd).unwrap();
     assert!(!container::is_frozen(&c.rd).unwrap());
     assert_eq!(exec(&c, &["true"]).code, 0);
@@ -317,11 +461,25 @@ fn killing_the_starter_leaves_the_container_running() {
         spec.name,
         spec.rootfs.display()
     );
-    let mut starter = Command::new("sh").arg("-c").arg(&script).stdout(Stdio::piped()).process_group(0).spawn().unwrap();
+    let mut starter = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(starter.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(starter.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     let init_pid: i32 = line.trim().parse().expect("starter printed the init pid");
-    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(starter.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(starter.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     starter.wait().unwrap();
 
     let rd = state_dir.join("containers").join(&spec.name);
@@ -333,7 +491,15 @@ fn killing_the_starter_leaves_the_container_running() {
         other => panic!("container died with its starter: {other:?}"),
     };
     let _cg = CgroupGuard::new(&cgroup);
-    let c = Booted { name: spec.name.clone(), rd, rootfs: spec.rootfs.clone(), cgroup, init_pid, _cg: guard, dir };
+    let c = Booted {
+        name: spec.name.clone(),
+        rd,
+        rootfs: spec.rootfs.clone(),
+        cgroup,
+        init_pid,
+        _cg: guard,
+        dir,
+    };
     assert_eq!(exec(&c, &["cat", "/proc/1/comm"]).stdout.trim(), "init");
 }
 
@@ -349,12 +515,30 @@ fn clean_stop_is_quick_and_leaves_nothing() {
     };
     let record = container::stop(&c.rd, Duration::from_secs(20), false).unwrap();
     // busybox init halts on SIGPWR: it ends by itself, not by our SIGKILL.
-    assert_ne!(record.signal, Some(9), "init ignored its halt signal: {record:?}");
-    assert_eq!(container::status(&c.rd).unwrap(), Status::Stopped(Some(record)));
+    assert_ne!(
+        record.signal,
+        Some(9),
+        "init ignored its halt signal: {record:?}"
+    );
+    assert_eq!(
+        container::status(&c.rd).unwrap(),
+        Status::Stopped(Some(record))
+    );
     assert!(!Path::new(&format!("/proc/{}", c.init_pid)).exists());
-    wait_until("the monitor to exit", Duration::from_secs(5), || !Path::new(&format!("/proc/{monitor_pid}")).exists());
+    wait_until("the monitor to exit", Duration::from_secs(5), || {
+        !Path::new(&format!("/proc/{monitor_pid}")).exists()
+    });
     assert_no_leftovers(c.dir.path(), &c.cgroup);
-    assert!(matches!(hutch_runtime::exec(&hutchd_bin(), &c.rd, &ExecRequest { command: vec!["true".into()], env: BTreeMap::new(), cwd: None, uid: 0, gid: 0, pty: None }, ExecStdio::Pty), Err(_)));
+    let req = ExecRequest {
+        command: vec!["true".into()],
+        env: BTreeMap::new(),
+        cwd: None,
+        uid: 0,
+        gid: 0,
+        pty: Some(WindowSize { cols: 80, rows: 24 }),
+    };
+    let err = hutch_runtime::exec(&hutchd_bin(), &c.rd, &req, ExecStdio::Pty).unwrap_err();
+    assert!(matches!(err, RuntimeError::NotRunning { .. }), "{err}");
 }
 
 #[test]
@@ -374,9 +558,17 @@ fn console_output_is_logged_and_attachable() {
         return;
     }
     let c = boot();
-    let mut console = hutch_runtime::MonitorClient::connect(&c.rd).unwrap().attach_console().unwrap();
-    console.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    assert_eq!(exec(&c, &["sh", "-c", "echo hello-console > /dev/console"]).code, 0);
+    let mut console = hutch_runtime::MonitorClient::connect(&c.rd)
+        .unwrap()
+        .attach_console()
+        .unwrap();
+    console
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        exec(&c, &["sh", "-c", "echo hello-console > /dev/console"]).code,
+        0
+    );
     let mut seen = String::new();
     let mut buf = [0u8; 256];
     while !seen.contains("hello-console") {
@@ -396,10 +588,16 @@ fn privileged_containers_run_without_a_user_namespace() {
     }
     let (dir, spec, guard) = prepare(true);
     let c = boot_spec(dir, spec, guard);
-    assert_eq!(fs::read_link(format!("/proc/{}/ns/user", c.init_pid)).unwrap(), fs::read_link("/proc/self/ns/user").unwrap());
+    assert_eq!(
+        fs::read_link(format!("/proc/{}/ns/user", c.init_pid)).unwrap(),
+        fs::read_link("/proc/self/ns/user").unwrap()
+    );
     assert_eq!(exec(&c, &["cat", "/proc/1/comm"]).stdout.trim(), "init");
     // /proc/sys is read-only without a user namespace to scope it.
-    assert_ne!(exec(&c, &["sh", "-c", "echo 1 > /proc/sys/kernel/sysrq"]).code, 0);
+    assert_ne!(
+        exec(&c, &["sh", "-c", "echo 1 > /proc/sys/kernel/sysrq"]).code,
+        0
+    );
 }
 
 #[test]
@@ -422,7 +620,10 @@ fn failed_starts_say_why_and_leave_nothing() {
     let err = hutch_runtime::start(&hutchd_bin(), &rd, &spec).unwrap_err();
     assert!(matches!(err, RuntimeError::StartFailed { .. }), "{err}");
     assert!(err.to_string().contains("/sbin/init"), "{err}");
-    assert!(matches!(container::status(&rd).unwrap(), Status::Stopped(_)));
+    assert!(matches!(
+        container::status(&rd).unwrap(),
+        Status::Stopped(_)
+    ));
     assert_no_leftovers(dir.path(), &spec.cgroup);
 
     // An invalid spec is refused before anything is made.
@@ -434,7 +635,11 @@ fn failed_starts_say_why_and_leave_nothing() {
 
     // A failing pre-start hook aborts the start and cleans up.
     let (dir, mut spec, _guard) = prepare(false);
-    spec.pre_start_hooks = vec![vec!["/bin/sh".into(), "-c".into(), "echo no-network >&2; exit 1".into()]];
+    spec.pre_start_hooks = vec![vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "echo no-network >&2; exit 1".into(),
+    ]];
     let err = hutch_runtime::start(&hutchd_bin(), &dir.path().join("run4"), &spec).unwrap_err();
     assert!(err.to_string().contains("no-network"), "{err}");
     assert_no_leftovers(dir.path(), &spec.cgroup);
@@ -447,10 +652,19 @@ fn starting_twice_is_refused_and_hooks_see_the_netns() {
     }
     let (dir, mut spec, guard) = prepare(false);
     let marker = dir.path().join("hook-saw");
-    spec.pre_start_hooks = vec![vec!["/bin/sh".into(), "-c".into(), format!("readlink $HUTCH_NETNS > {}", marker.display())]];
+    spec.pre_start_hooks = vec![vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("readlink $HUTCH_NETNS > {}", marker.display()),
+    ]];
     let c = boot_spec(dir, spec.clone(), guard);
     let err = hutch_runtime::start(&hutchd_bin(), &c.rd, &spec).unwrap_err();
     assert!(matches!(err, RuntimeError::AlreadyRunning { .. }), "{err}");
     let saw = fs::read_to_string(&marker).unwrap();
-    assert_eq!(saw.trim(), fs::read_link(format!("/proc/{}/ns/net", c.init_pid)).unwrap().to_string_lossy());
+    assert_eq!(
+        saw.trim(),
+        fs::read_link(format!("/proc/{}/ns/net", c.init_pid))
+            .unwrap()
+            .to_string_lossy()
+    );
 }

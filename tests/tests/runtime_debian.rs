@@ -8,7 +8,9 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use hutch_runtime::{container, ContainerSpec, ExecRequest, ExecStdio, IdMap};
-use hutch_tests::{assert_no_leftovers, debian_rootfs, hutchd_bin, require_root, unique_name, CgroupGuard, TestDir};
+use hutch_tests::{
+    assert_no_leftovers, debian_rootfs, hutchd_bin, require_root, unique_name, CgroupGuard, TestDir,
+};
 
 fn run(rd: &std::path::Path, command: &[&str]) -> (i32, String) {
     let req = ExecRequest {
@@ -20,8 +22,25 @@ fn run(rd: &std::path::Path, command: &[&str]) -> (i32, String) {
         pty: None,
     };
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let null = || -> std::os::fd::OwnedFd { fs::File::options().read(true).write(true).open("/dev/null").unwrap().into() };
-    let session = hutch_runtime::exec(&hutchd_bin(), rd, &req, ExecStdio::Pipes { stdin: null(), stdout: out_w, stderr: null() }).expect("exec");
+    let null = || -> std::os::fd::OwnedFd {
+        fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap()
+            .into()
+    };
+    let session = hutch_runtime::exec(
+        &hutchd_bin(),
+        rd,
+        &req,
+        ExecStdio::Pipes {
+            stdin: null(),
+            stdout: out_w,
+            stderr: null(),
+        },
+    )
+    .expect("exec");
     let mut out = String::new();
     fs::File::from(out_r).read_to_string(&mut out).unwrap();
     (session.wait().unwrap().code(), out.trim().to_string())
@@ -32,7 +51,9 @@ fn debian_boots_systemd_unprivileged() {
     if !require_root("debian_boots_systemd_unprivileged") {
         return;
     }
-    if std::env::var("HUTCH_TEST_DEBIAN").as_deref() == Ok("0") && std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1") {
+    if std::env::var("HUTCH_TEST_DEBIAN").as_deref() == Ok("0")
+        && std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1")
+    {
         eprintln!("skipping debian_boots_systemd_unprivileged: HUTCH_TEST_DEBIAN=0");
         return;
     }
@@ -42,7 +63,12 @@ fn debian_boots_systemd_unprivileged() {
     debian_rootfs(&rootfs).expect("build the Debian root filesystem");
     let cgroup = format!("hutch-test-{name}/{name}");
     let _cg = CgroupGuard::new(&cgroup);
-    let spec = ContainerSpec::new(&name, &rootfs, Some(IdMap::single(1_000_000, 65536)), &cgroup);
+    let spec = ContainerSpec::new(
+        &name,
+        &rootfs,
+        Some(IdMap::single(1_000_000, 65536)),
+        &cgroup,
+    );
     let rd = dir.path().join("run");
     hutch_runtime::start(&hutchd_bin(), &rd, &spec).expect("start");
 
@@ -64,8 +90,11 @@ fn debian_boots_systemd_unprivileged() {
         }
         let failed = run(&rd, &["systemctl", "--failed", "--no-legend"]).1;
         eprintln!("systemd reached {state:?}; failed units: {failed}");
-        assert!(state == "running" || state == "degraded", "systemd is {state:?}; failed units:\n{failed}\nconsole:\n{}",
-            String::from_utf8_lossy(&container::console_log(&rd).unwrap_or_default()));
+        assert!(
+            state == "running" || state == "degraded",
+            "systemd is {state:?}; failed units:\n{failed}\nconsole:\n{}",
+            String::from_utf8_lossy(&container::console_log(&rd).unwrap_or_default())
+        );
         assert_eq!(run(&rd, &["hostname"]).1, name);
     });
     // systemd halts on SIGRTMIN+3; a clean stop must end it without our SIGKILL.
@@ -73,6 +102,10 @@ fn debian_boots_systemd_unprivileged() {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
-    assert_ne!(record.signal, Some(9), "systemd did not halt cleanly: {record:?}");
+    assert_ne!(
+        record.signal,
+        Some(9),
+        "systemd did not halt cleanly: {record:?}"
+    );
     assert_no_leftovers(dir.path(), &cgroup);
 }

@@ -31,7 +31,10 @@ impl CgroupFs for RealCgroupFs {
     fn write(&self, path: &Path, value: &str) -> io::Result<()> {
         // One write(2) per value: cgroupfs parses each write on its own.
         use std::io::Write;
-        fs::OpenOptions::new().write(true).open(path)?.write_all(value.as_bytes())
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .write_all(value.as_bytes())
     }
     fn mkdir(&self, path: &Path) -> io::Result<()> {
         match fs::create_dir(path) {
@@ -97,7 +100,11 @@ impl FakeCgroupFs {
         if let Some(parent) = path.as_ref().parent() {
             self.add_dir(parent);
         }
-        self.inner.lock().unwrap().files.insert(path.as_ref().to_path_buf(), content.to_string());
+        self.inner
+            .lock()
+            .unwrap()
+            .files
+            .insert(path.as_ref().to_path_buf(), content.to_string());
     }
     /// Every write so far, in order.
     pub fn writes(&self) -> Vec<(PathBuf, String)> {
@@ -115,7 +122,11 @@ impl FakeCgroupFs {
     }
     /// Makes every write to `path` fail with `errno`.
     pub fn fail_writes_to(&self, path: impl AsRef<Path>, errno: i32) {
-        self.inner.lock().unwrap().fail_files.insert(path.as_ref().to_path_buf(), errno);
+        self.inner
+            .lock()
+            .unwrap()
+            .fail_files
+            .insert(path.as_ref().to_path_buf(), errno);
     }
     /// Current content of a file.
     pub fn content(&self, path: impl AsRef<Path>) -> Option<String> {
@@ -128,14 +139,21 @@ impl FakeCgroupFs {
 
 impl CgroupFs for FakeCgroupFs {
     fn read(&self, path: &Path) -> io::Result<String> {
-        self.inner.lock().unwrap().files.get(path).cloned().ok_or_else(|| io::ErrorKind::NotFound.into())
+        self.inner
+            .lock()
+            .unwrap()
+            .files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
     }
     fn write(&self, path: &Path, value: &str) -> io::Result<()> {
         let mut s = self.inner.lock().unwrap();
         if let Some((n, errno)) = s.fail_write {
             if n == s.writes.len() {
                 s.fail_write = None;
-                s.writes.push((path.to_path_buf(), format!("FAILED {value}")));
+                s.writes
+                    .push((path.to_path_buf(), format!("FAILED {value}")));
                 return Err(io::Error::from_raw_os_error(errno));
             }
         }
@@ -162,7 +180,11 @@ impl CgroupFs for FakeCgroupFs {
         if s.dirs.iter().any(|d| d.parent() == Some(path)) {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
-        let procs = s.files.get(&path.join("cgroup.procs")).cloned().unwrap_or_default();
+        let procs = s
+            .files
+            .get(&path.join("cgroup.procs"))
+            .cloned()
+            .unwrap_or_default();
         if !procs.trim().is_empty() {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
@@ -187,6 +209,10 @@ impl CgroupFs for FakeCgroupFs {
         if !s.dirs.contains(path) {
             return Err(io::ErrorKind::NotFound.into());
         }
-        Ok(s.dirs.iter().filter(|d| d.parent() == Some(path)).cloned().collect())
+        Ok(s.dirs
+            .iter()
+            .filter(|d| d.parent() == Some(path))
+            .cloned()
+            .collect())
     }
 }

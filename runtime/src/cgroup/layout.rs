@@ -12,8 +12,20 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// v1 controllers the kernel knows; other super options of a cgroup mount are flags.
 const V1_CONTROLLERS: &[&str] = &[
-    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio", "blkio", "perf_event", "hugetlb",
-    "pids", "rdma", "misc",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "net_prio",
+    "blkio",
+    "perf_event",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
 ];
 
 /// One mounted hierarchy.
@@ -41,7 +53,8 @@ pub struct CgroupLayout {
 impl CgroupLayout {
     /// Reads the layout of this host.
     pub fn detect() -> Result<Self> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| RuntimeError::io("read", "/proc/self/mountinfo", e))?;
+        let text = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| RuntimeError::io("read", "/proc/self/mountinfo", e))?;
         Self::from_mountinfo(&text, &super::RealCgroupFs)
     }
 
@@ -49,14 +62,18 @@ impl CgroupLayout {
     pub fn from_mountinfo(mountinfo: &str, fs: &dyn CgroupFs) -> Result<Self> {
         let mut hierarchies: Vec<Hierarchy> = Vec::new();
         for line in mountinfo.lines() {
-            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
             let left: Vec<&str> = left.split(' ').collect();
             let right: Vec<&str> = right.split(' ').collect();
             if left.len() < 5 || right.len() < 3 || left[3] != "/" {
                 continue;
             }
             let mountpoint = PathBuf::from(unescape(left[4]));
-            if !mountpoint.starts_with(CGROUP_ROOT) || hierarchies.iter().any(|h| h.mountpoint == mountpoint) {
+            if !mountpoint.starts_with(CGROUP_ROOT)
+                || hierarchies.iter().any(|h| h.mountpoint == mountpoint)
+            {
                 continue;
             }
             let h = match right[0] {
@@ -67,24 +84,38 @@ impl CgroupLayout {
                         .map(str::to_string)
                         .collect();
                     // The same hierarchy can be mounted twice; keep the first.
-                    if controllers.is_empty() || hierarchies.iter().any(|h| !h.v2 && h.controllers == controllers) {
+                    if controllers.is_empty()
+                        || hierarchies
+                            .iter()
+                            .any(|h| !h.v2 && h.controllers == controllers)
+                    {
                         continue;
                     }
-                    Hierarchy { mountpoint, controllers, v2: false }
+                    Hierarchy {
+                        mountpoint,
+                        controllers,
+                        v2: false,
+                    }
                 }
                 "cgroup2" => {
                     let controllers = fs
                         .read(&mountpoint.join("cgroup.controllers"))
                         .map(|s| s.split_whitespace().map(str::to_string).collect())
                         .unwrap_or_default();
-                    Hierarchy { mountpoint, controllers, v2: true }
+                    Hierarchy {
+                        mountpoint,
+                        controllers,
+                        v2: true,
+                    }
                 }
                 _ => continue,
             };
             hierarchies.push(h);
         }
         if hierarchies.is_empty() {
-            return Err(RuntimeError::CgroupNotMounted { root: CGROUP_ROOT.into() });
+            return Err(RuntimeError::CgroupNotMounted {
+                root: CGROUP_ROOT.into(),
+            });
         }
         Ok(CgroupLayout { hierarchies })
     }
@@ -111,7 +142,12 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() + 0 && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let n = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(n);
             i += 4;
@@ -161,7 +197,10 @@ pub(crate) mod tests {
         let layout = CgroupLayout::from_mountinfo(HYBRID, &fs).unwrap();
         assert_eq!(layout.hierarchies.len(), 10);
         assert!(!layout.is_unified());
-        assert_eq!(layout.v1("memory").unwrap().mountpoint, Path::new("/sys/fs/cgroup/memory"));
+        assert_eq!(
+            layout.v1("memory").unwrap().mountpoint,
+            Path::new("/sys/fs/cgroup/memory")
+        );
         assert!(layout.v1("name=systemd").is_some());
         let v2 = layout.v2().unwrap();
         assert_eq!(v2.mountpoint, Path::new("/sys/fs/cgroup/unified"));
@@ -171,10 +210,16 @@ pub(crate) mod tests {
     #[test]
     fn unified_layout_reads_controllers() {
         let fs = FakeCgroupFs::new();
-        fs.add_file("/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+        fs.add_file(
+            "/sys/fs/cgroup/cgroup.controllers",
+            "cpuset cpu io memory pids\n",
+        );
         let layout = CgroupLayout::from_mountinfo(UNIFIED, &fs).unwrap();
         assert!(layout.is_unified());
-        assert_eq!(layout.v2().unwrap().controllers, vec!["cpuset", "cpu", "io", "memory", "pids"]);
+        assert_eq!(
+            layout.v2().unwrap().controllers,
+            vec!["cpuset", "cpu", "io", "memory", "pids"]
+        );
     }
 
     #[test]
@@ -183,11 +228,18 @@ pub(crate) mod tests {
                     2 0 0:2 / /sys/fs/cgroup/we\\040ird rw - cgroup cgroup rw,pids\n";
         let layout = CgroupLayout::from_mountinfo(text, &FakeCgroupFs::new()).unwrap();
         assert_eq!(layout.hierarchies[0].controllers, vec!["cpu", "cpuacct"]);
-        assert_eq!(layout.hierarchies[1].mountpoint, Path::new("/sys/fs/cgroup/we ird"));
+        assert_eq!(
+            layout.hierarchies[1].mountpoint,
+            Path::new("/sys/fs/cgroup/we ird")
+        );
     }
 
     #[test]
     fn no_cgroups_is_an_error() {
-        assert!(CgroupLayout::from_mountinfo("1 0 0:1 / / rw - ext4 /dev/vda rw\n", &FakeCgroupFs::new()).is_err());
+        assert!(CgroupLayout::from_mountinfo(
+            "1 0 0:1 / / rw - ext4 /dev/vda rw\n",
+            &FakeCgroupFs::new()
+        )
+        .is_err());
     }
 }

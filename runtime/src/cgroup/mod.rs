@@ -98,7 +98,9 @@ fn write(fs: &dyn CgroupFs, path: &Path, value: &str) -> Result<()> {
 }
 
 fn read(fs: &dyn CgroupFs, path: &Path) -> Result<String> {
-    fs.read(path).map(|s| s.trim().to_string()).map_err(|e| io_err("read", path, e))
+    fs.read(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| io_err("read", path, e))
 }
 
 fn read_u64(fs: &dyn CgroupFs, path: &Path) -> Option<u64> {
@@ -106,13 +108,19 @@ fn read_u64(fs: &dyn CgroupFs, path: &Path) -> Option<u64> {
 }
 
 /// Creates each level of `rel` under `mountpoint`; calls `made(parent, dir)` for each new one.
-fn make_levels(fs: &dyn CgroupFs, mountpoint: &Path, rel: &str, mut made: impl FnMut(&Path, &Path) -> Result<()>) -> Result<()> {
+fn make_levels(
+    fs: &dyn CgroupFs,
+    mountpoint: &Path,
+    rel: &str,
+    mut made: impl FnMut(&Path, &Path) -> Result<()>,
+) -> Result<()> {
     let mut dir = mountpoint.to_path_buf();
     for comp in Path::new(rel).components() {
         let parent = dir.clone();
         dir.push(comp);
         if !fs.exists(&dir) {
-            fs.mkdir(&dir).map_err(|e| io_err("create cgroup", &dir, e))?;
+            fs.mkdir(&dir)
+                .map_err(|e| io_err("create cgroup", &dir, e))?;
             made(&parent, &dir)?;
         }
     }
@@ -128,7 +136,11 @@ fn procs_below(fs: &dyn CgroupFs, dir: &Path) -> Result<Vec<i32>> {
             continue;
         }
         let procs = fs.read(&d.join("cgroup.procs")).unwrap_or_default();
-        out.extend(procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        out.extend(
+            procs
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
         stack.extend(fs.subdirs(&d).map_err(|e| io_err("list", &d, e))?);
     }
     Ok(out)
@@ -143,10 +155,16 @@ fn kill_until_empty(fs: &dyn CgroupFs, dir: &Path) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(RuntimeError::Timeout { what: "the cgroup to empty", millis: SETTLE_TIMEOUT.as_millis() as u64 });
+            return Err(RuntimeError::Timeout {
+                what: "the cgroup to empty",
+                millis: SETTLE_TIMEOUT.as_millis() as u64,
+            });
         }
         for pid in pids {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -198,7 +216,8 @@ fn add_to_dir_or_leaf(fs: &dyn CgroupFs, dir: &Path, pid: i32) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EOPNOTSUPP)) => {
             let leaf = dir.join(EXEC_LEAF);
-            fs.mkdir(&leaf).map_err(|e| io_err("create cgroup", &leaf, e))?;
+            fs.mkdir(&leaf)
+                .map_err(|e| io_err("create cgroup", &leaf, e))?;
             write(fs, &leaf.join("cgroup.procs"), &pid.to_string())
         }
         Err(e) => Err(io_err("write", &procs, e)),
@@ -210,7 +229,10 @@ fn wait_for(what: &'static str, mut check: impl FnMut() -> Result<bool>) -> Resu
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     while !check()? {
         if Instant::now() > deadline {
-            return Err(RuntimeError::Timeout { what, millis: SETTLE_TIMEOUT.as_millis() as u64 });
+            return Err(RuntimeError::Timeout {
+                what,
+                millis: SETTLE_TIMEOUT.as_millis() as u64,
+            });
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -218,10 +240,18 @@ fn wait_for(what: &'static str, mut check: impl FnMut() -> Result<bool>) -> Resu
 }
 
 /// Files a nested systemd writes in its delegated cgroup.
-const DELEGATED_FILES: &[&str] = &["cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "tasks", "cgroup.clone_children", "notify_on_release"];
+const DELEGATED_FILES: &[&str] = &[
+    "cgroup.procs",
+    "cgroup.threads",
+    "cgroup.subtree_control",
+    "tasks",
+    "cgroup.clone_children",
+    "notify_on_release",
+];
 
 fn delegate_dir(fs: &dyn CgroupFs, dir: &Path, uid: u32, gid: u32) -> Result<()> {
-    fs.chown(dir, uid, gid).map_err(|e| io_err("chown", dir, e))?;
+    fs.chown(dir, uid, gid)
+        .map_err(|e| io_err("chown", dir, e))?;
     for f in DELEGATED_FILES {
         let p = dir.join(f);
         if fs.exists(&p) {

@@ -21,7 +21,10 @@ fn hybrid() -> (Arc<FakeCgroupFs>, Box<dyn CgroupDriver>) {
 
 fn unified() -> (Arc<FakeCgroupFs>, Box<dyn CgroupDriver>) {
     let fs = Arc::new(FakeCgroupFs::new());
-    fs.add_file("/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory hugetlb pids\n");
+    fs.add_file(
+        "/sys/fs/cgroup/cgroup.controllers",
+        "cpuset cpu io memory hugetlb pids\n",
+    );
     let layout = CgroupLayout::from_mountinfo(UNIFIED, fs.as_ref()).unwrap();
     let cg = open(&layout, "hutch-x/c1", fs.clone());
     (fs, cg)
@@ -29,7 +32,16 @@ fn unified() -> (Arc<FakeCgroupFs>, Box<dyn CgroupDriver>) {
 
 /// What the kernel would show in a freshly made v2 cgroup.
 fn populate_v2(fs: &FakeCgroupFs, dir: &str) {
-    for (f, v) in [("cgroup.controllers", "cpuset cpu io memory pids"), ("memory.max", "max"), ("memory.swap.max", "max"), ("cpu.max", "max 100000"), ("pids.max", "max"), ("cpuset.cpus", ""), ("cgroup.procs", ""), ("cgroup.events", "populated 0\nfrozen 0\n")] {
+    for (f, v) in [
+        ("cgroup.controllers", "cpuset cpu io memory pids"),
+        ("memory.max", "max"),
+        ("memory.swap.max", "max"),
+        ("cpu.max", "max 100000"),
+        ("pids.max", "max"),
+        ("cpuset.cpus", ""),
+        ("cgroup.procs", ""),
+        ("cgroup.events", "populated 0\nfrozen 0\n"),
+    ] {
         fs.add_file(Path::new(dir).join(f), v);
     }
 }
@@ -41,11 +53,25 @@ fn v1_create_initialises_cpusets_and_devices() {
     assert!(fs.has_dir("/sys/fs/cgroup/memory/hutch-x/c1"));
     assert!(fs.has_dir("/sys/fs/cgroup/systemd/hutch-x/c1"));
     assert!(fs.has_dir("/sys/fs/cgroup/unified/hutch-x/c1"));
-    assert_eq!(fs.content("/sys/fs/cgroup/cpuset/hutch-x/cpuset.cpus").as_deref(), Some("0-3"));
-    assert_eq!(fs.content("/sys/fs/cgroup/cpuset/hutch-x/c1/cpuset.mems").as_deref(), Some("0"));
+    assert_eq!(
+        fs.content("/sys/fs/cgroup/cpuset/hutch-x/cpuset.cpus")
+            .as_deref(),
+        Some("0-3")
+    );
+    assert_eq!(
+        fs.content("/sys/fs/cgroup/cpuset/hutch-x/c1/cpuset.mems")
+            .as_deref(),
+        Some("0")
+    );
     let writes = fs.writes();
-    let deny = writes.iter().position(|(p, v)| p.ends_with("c1/devices.deny") && v == "a").unwrap();
-    let allow = writes.iter().position(|(p, v)| p.ends_with("c1/devices.allow") && v == "c 1:3 rwm").unwrap();
+    let deny = writes
+        .iter()
+        .position(|(p, v)| p.ends_with("c1/devices.deny") && v == "a")
+        .unwrap();
+    let allow = writes
+        .iter()
+        .position(|(p, v)| p.ends_with("c1/devices.allow") && v == "c 1:3 rwm")
+        .unwrap();
     assert!(deny < allow);
     // Idempotent: nothing is written again.
     let n = fs.writes().len();
@@ -57,13 +83,35 @@ fn v1_create_initialises_cpusets_and_devices() {
 fn v1_memory_limits_keep_memsw_above_memory() {
     let (fs, cg) = hybrid();
     cg.create().unwrap();
-    fs.add_file("/sys/fs/cgroup/memory/hutch-x/c1/memory.memsw.limit_in_bytes", "9223372036854771712");
-    fs.add_file("/sys/fs/cgroup/cpuset/hutch-x/c1/cpuset.effective_cpus", "0-3");
+    fs.add_file(
+        "/sys/fs/cgroup/memory/hutch-x/c1/memory.memsw.limit_in_bytes",
+        "9223372036854771712",
+    );
+    fs.add_file(
+        "/sys/fs/cgroup/cpuset/hutch-x/c1/cpuset.effective_cpus",
+        "0-3",
+    );
     let before = fs.writes().len();
-    let limits = Limits { memory: Some(1 << 20), memory_swap: false, ..Limits::default() };
+    let limits = Limits {
+        memory: Some(1 << 20),
+        memory_swap: false,
+        ..Limits::default()
+    };
     cg.apply_limits(&limits).unwrap();
-    let mem: Vec<_> = fs.writes()[before..].iter().filter(|(p, _)| p.starts_with("/sys/fs/cgroup/memory")).cloned().collect();
-    let names: Vec<(String, String)> = mem.iter().map(|(p, v)| (p.file_name().unwrap().to_string_lossy().into_owned(), v.clone())).collect();
+    let mem: Vec<_> = fs.writes()[before..]
+        .iter()
+        .filter(|(p, _)| p.starts_with("/sys/fs/cgroup/memory"))
+        .cloned()
+        .collect();
+    let names: Vec<(String, String)> = mem
+        .iter()
+        .map(|(p, v)| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                v.clone(),
+            )
+        })
+        .collect();
     assert_eq!(
         names,
         vec![
@@ -73,10 +121,26 @@ fn v1_memory_limits_keep_memsw_above_memory() {
         ]
     );
     // Clearing goes back to unlimited.
-    cg.apply_limits(&Limits { memory_swap: true, ..Limits::default() }).unwrap();
-    assert_eq!(fs.content("/sys/fs/cgroup/memory/hutch-x/c1/memory.limit_in_bytes").as_deref(), Some("-1"));
-    assert_eq!(fs.content("/sys/fs/cgroup/memory/hutch-x/c1/memory.memsw.limit_in_bytes").as_deref(), Some("-1"));
-    assert_eq!(fs.content("/sys/fs/cgroup/pids/hutch-x/c1/pids.max").as_deref(), Some("max"));
+    cg.apply_limits(&Limits {
+        memory_swap: true,
+        ..Limits::default()
+    })
+    .unwrap();
+    assert_eq!(
+        fs.content("/sys/fs/cgroup/memory/hutch-x/c1/memory.limit_in_bytes")
+            .as_deref(),
+        Some("-1")
+    );
+    assert_eq!(
+        fs.content("/sys/fs/cgroup/memory/hutch-x/c1/memory.memsw.limit_in_bytes")
+            .as_deref(),
+        Some("-1")
+    );
+    assert_eq!(
+        fs.content("/sys/fs/cgroup/pids/hutch-x/c1/pids.max")
+            .as_deref(),
+        Some("max")
+    );
 }
 
 #[test]
@@ -84,13 +148,40 @@ fn v1_cpu_limits() {
     let (fs, cg) = hybrid();
     cg.create().unwrap();
     fs.add_file("/sys/fs/cgroup/cpuset/hutch-x/cpuset.effective_cpus", "0-3");
-    let limits = Limits { cpu_count: Some(2), cpu_allowance: Some(CpuAllowance { quota_us: 50_000, period_us: 100_000 }), processes: Some(10), ..Limits::default() };
+    let limits = Limits {
+        cpu_count: Some(2),
+        cpu_allowance: Some(CpuAllowance {
+            quota_us: 50_000,
+            period_us: 100_000,
+        }),
+        processes: Some(10),
+        ..Limits::default()
+    };
     cg.apply_limits(&limits).unwrap();
-    assert_eq!(fs.content("/sys/fs/cgroup/cpuset/hutch-x/c1/cpuset.cpus").as_deref(), Some("0-1"));
-    assert_eq!(fs.content("/sys/fs/cgroup/cpu/hutch-x/c1/cpu.cfs_quota_us").as_deref(), Some("50000"));
-    assert_eq!(fs.content("/sys/fs/cgroup/pids/hutch-x/c1/pids.max").as_deref(), Some("10"));
-    let too_many = Limits { cpu_count: Some(8), ..Limits::default() };
-    assert!(cg.apply_limits(&too_many).unwrap_err().to_string().contains("8 CPUs"));
+    assert_eq!(
+        fs.content("/sys/fs/cgroup/cpuset/hutch-x/c1/cpuset.cpus")
+            .as_deref(),
+        Some("0-1")
+    );
+    assert_eq!(
+        fs.content("/sys/fs/cgroup/cpu/hutch-x/c1/cpu.cfs_quota_us")
+            .as_deref(),
+        Some("50000")
+    );
+    assert_eq!(
+        fs.content("/sys/fs/cgroup/pids/hutch-x/c1/pids.max")
+            .as_deref(),
+        Some("10")
+    );
+    let too_many = Limits {
+        cpu_count: Some(8),
+        ..Limits::default()
+    };
+    assert!(cg
+        .apply_limits(&too_many)
+        .unwrap_err()
+        .to_string()
+        .contains("8 CPUs"));
 }
 
 #[test]
@@ -98,7 +189,12 @@ fn a_failed_write_names_the_file() {
     let (fs, cg) = hybrid();
     cg.create().unwrap();
     fs.fail_nth_write(0, libc::EINVAL);
-    let err = cg.apply_limits(&Limits { memory: Some(4096), ..Limits::default() }).unwrap_err();
+    let err = cg
+        .apply_limits(&Limits {
+            memory: Some(4096),
+            ..Limits::default()
+        })
+        .unwrap_err();
     assert!(err.to_string().contains("memory.limit_in_bytes"), "{err}");
 }
 
@@ -108,9 +204,17 @@ fn v1_container_mounts_bind_each_hierarchy() {
     let steps = cg.container_mounts();
     assert_eq!(steps.first(), Some(&CgroupMountStep::Tmpfs));
     assert_eq!(steps.last(), Some(&CgroupMountStep::ReadOnlyTmpfs));
-    assert!(steps.contains(&CgroupMountStep::Bind { source: "/sys/fs/cgroup/memory/hutch-x/c1".into(), dir: "memory".into() }));
-    assert!(steps.contains(&CgroupMountStep::Bind { source: "/sys/fs/cgroup/systemd/hutch-x/c1".into(), dir: "systemd".into() }));
-    assert!(steps.contains(&CgroupMountStep::Cgroup2 { dir: "unified".into() }));
+    assert!(steps.contains(&CgroupMountStep::Bind {
+        source: "/sys/fs/cgroup/memory/hutch-x/c1".into(),
+        dir: "memory".into()
+    }));
+    assert!(steps.contains(&CgroupMountStep::Bind {
+        source: "/sys/fs/cgroup/systemd/hutch-x/c1".into(),
+        dir: "systemd".into()
+    }));
+    assert!(steps.contains(&CgroupMountStep::Cgroup2 {
+        dir: "unified".into()
+    }));
 }
 
 #[test]
@@ -129,20 +233,44 @@ fn v1_delegate_chowns_dirs_and_files() {
 fn v1_usage_reads_the_counters() {
     let (fs, cg) = hybrid();
     cg.create().unwrap();
-    fs.add_file("/sys/fs/cgroup/memory/hutch-x/c1/memory.usage_in_bytes", "1000\n");
-    fs.add_file("/sys/fs/cgroup/memory/hutch-x/c1/memory.max_usage_in_bytes", "2000\n");
-    fs.add_file("/sys/fs/cgroup/memory/hutch-x/c1/memory.memsw.usage_in_bytes", "1500\n");
-    fs.add_file("/sys/fs/cgroup/cpuacct/hutch-x/c1/cpuacct.usage", "123456\n");
+    fs.add_file(
+        "/sys/fs/cgroup/memory/hutch-x/c1/memory.usage_in_bytes",
+        "1000\n",
+    );
+    fs.add_file(
+        "/sys/fs/cgroup/memory/hutch-x/c1/memory.max_usage_in_bytes",
+        "2000\n",
+    );
+    fs.add_file(
+        "/sys/fs/cgroup/memory/hutch-x/c1/memory.memsw.usage_in_bytes",
+        "1500\n",
+    );
+    fs.add_file(
+        "/sys/fs/cgroup/cpuacct/hutch-x/c1/cpuacct.usage",
+        "123456\n",
+    );
     fs.add_file("/sys/fs/cgroup/pids/hutch-x/c1/pids.current", "4\n");
     let u = cg.usage().unwrap();
-    assert_eq!(u, CgroupUsage { memory_bytes: 1000, memory_peak_bytes: Some(2000), swap_bytes: Some(500), cpu_time_ns: 123456, processes: 4 });
+    assert_eq!(
+        u,
+        CgroupUsage {
+            memory_bytes: 1000,
+            memory_peak_bytes: Some(2000),
+            swap_bytes: Some(500),
+            cpu_time_ns: 123456,
+            processes: 4
+        }
+    );
 }
 
 #[test]
 fn v1_freeze_waits_for_frozen() {
     let (fs, cg) = hybrid();
     cg.create().unwrap();
-    fs.add_file("/sys/fs/cgroup/freezer/hutch-x/c1/freezer.state", "THAWED\n");
+    fs.add_file(
+        "/sys/fs/cgroup/freezer/hutch-x/c1/freezer.state",
+        "THAWED\n",
+    );
     cg.freeze().unwrap();
     assert!(cg.is_frozen().unwrap());
     cg.thaw().unwrap();
@@ -158,7 +286,10 @@ fn destroy_removes_children_and_empty_parents_and_is_idempotent() {
     cg.destroy().unwrap();
     assert!(!fs.has_dir("/sys/fs/cgroup/systemd/hutch-x/c1"));
     assert!(!fs.has_dir("/sys/fs/cgroup/systemd/hutch-x"));
-    assert!(fs.has_dir("/sys/fs/cgroup/memory/hutch-x/other"), "a sibling's cgroup must stay");
+    assert!(
+        fs.has_dir("/sys/fs/cgroup/memory/hutch-x/other"),
+        "a sibling's cgroup must stay"
+    );
     assert!(fs.has_dir("/sys/fs/cgroup/memory"));
     cg.destroy().unwrap();
 }
@@ -166,13 +297,29 @@ fn destroy_removes_children_and_empty_parents_and_is_idempotent() {
 #[test]
 fn v2_create_enables_controllers_down_the_tree() {
     let (fs, cg) = unified();
-    fs.add_file("/sys/fs/cgroup/hutch-x/cgroup.controllers", "cpuset cpu io memory pids");
+    fs.add_file(
+        "/sys/fs/cgroup/hutch-x/cgroup.controllers",
+        "cpuset cpu io memory pids",
+    );
     cg.create().unwrap();
-    assert_eq!(fs.content("/sys/fs/cgroup/cgroup.subtree_control").as_deref(), Some("+cpuset +cpu +io +memory +pids"));
-    assert_eq!(fs.content("/sys/fs/cgroup/hutch-x/cgroup.subtree_control").as_deref(), Some("+cpuset +cpu +io +memory +pids"));
+    assert_eq!(
+        fs.content("/sys/fs/cgroup/cgroup.subtree_control")
+            .as_deref(),
+        Some("+cpuset +cpu +io +memory +pids")
+    );
+    assert_eq!(
+        fs.content("/sys/fs/cgroup/hutch-x/cgroup.subtree_control")
+            .as_deref(),
+        Some("+cpuset +cpu +io +memory +pids")
+    );
     assert!(fs.has_dir("/sys/fs/cgroup/hutch-x/c1"));
-    assert!(fs.content("/sys/fs/cgroup/hutch-x/c1/cgroup.subtree_control").is_none());
-    assert_eq!(cg.container_mounts(), vec![CgroupMountStep::Cgroup2 { dir: String::new() }]);
+    assert!(fs
+        .content("/sys/fs/cgroup/hutch-x/c1/cgroup.subtree_control")
+        .is_none());
+    assert_eq!(
+        cg.container_mounts(),
+        vec![CgroupMountStep::Cgroup2 { dir: String::new() }]
+    );
 }
 
 #[test]
@@ -185,18 +332,28 @@ fn v2_limits_render_and_clear() {
         memory: Some(64 << 20),
         memory_swap: false,
         cpu_count: Some(3),
-        cpu_allowance: Some(CpuAllowance { quota_us: 20_000, period_us: 100_000 }),
+        cpu_allowance: Some(CpuAllowance {
+            quota_us: 20_000,
+            period_us: 100_000,
+        }),
         processes: Some(99),
         ..Limits::default()
     };
     cg.apply_limits(&limits).unwrap();
-    let c = |f: &str| fs.content(format!("/sys/fs/cgroup/hutch-x/c1/{f}")).unwrap();
+    let c = |f: &str| {
+        fs.content(format!("/sys/fs/cgroup/hutch-x/c1/{f}"))
+            .unwrap()
+    };
     assert_eq!(c("memory.max"), "67108864");
     assert_eq!(c("memory.swap.max"), "0");
     assert_eq!(c("cpuset.cpus"), "0-2");
     assert_eq!(c("cpu.max"), "20000 100000");
     assert_eq!(c("pids.max"), "99");
-    cg.apply_limits(&Limits { memory_swap: true, ..Limits::default() }).unwrap();
+    cg.apply_limits(&Limits {
+        memory_swap: true,
+        ..Limits::default()
+    })
+    .unwrap();
     assert_eq!(c("memory.max"), "max");
     assert_eq!(c("memory.swap.max"), "max");
     assert_eq!(c("cpu.max"), "max 100000");
@@ -208,7 +365,12 @@ fn v2_missing_controller_is_named() {
     let (fs, cg) = unified();
     cg.create().unwrap();
     fs.add_file("/sys/fs/cgroup/hutch-x/c1/cgroup.controllers", "cpu");
-    let err = cg.apply_limits(&Limits { memory: Some(1 << 20), ..Limits::default() }).unwrap_err();
+    let err = cg
+        .apply_limits(&Limits {
+            memory: Some(1 << 20),
+            ..Limits::default()
+        })
+        .unwrap_err();
     assert!(err.to_string().contains("memory"), "{err}");
 }
 
@@ -219,7 +381,13 @@ fn v2_exec_falls_back_to_a_leaf_when_the_cgroup_is_busy() {
     populate_v2(&fs, "/sys/fs/cgroup/hutch-x/c1");
     fs.fail_writes_to("/sys/fs/cgroup/hutch-x/c1/cgroup.procs", libc::EBUSY);
     cg.add_exec_process(42).unwrap();
-    assert_eq!(fs.content(format!("/sys/fs/cgroup/hutch-x/c1/{EXEC_LEAF}/cgroup.procs")).as_deref(), Some("42"));
+    assert_eq!(
+        fs.content(format!(
+            "/sys/fs/cgroup/hutch-x/c1/{EXEC_LEAF}/cgroup.procs"
+        ))
+        .as_deref(),
+        Some("42")
+    );
     assert!(cg.add_process(43).is_err());
 }
 
@@ -229,12 +397,26 @@ fn v2_usage_and_freeze() {
     cg.create().unwrap();
     populate_v2(&fs, "/sys/fs/cgroup/hutch-x/c1");
     fs.add_file("/sys/fs/cgroup/hutch-x/c1/memory.current", "4096");
-    fs.add_file("/sys/fs/cgroup/hutch-x/c1/cpu.stat", "usage_usec 7\nuser_usec 5\n");
+    fs.add_file(
+        "/sys/fs/cgroup/hutch-x/c1/cpu.stat",
+        "usage_usec 7\nuser_usec 5\n",
+    );
     fs.add_file("/sys/fs/cgroup/hutch-x/c1/pids.current", "2");
     let u = cg.usage().unwrap();
-    assert_eq!((u.memory_bytes, u.cpu_time_ns, u.processes, u.memory_peak_bytes), (4096, 7000, 2, None));
+    assert_eq!(
+        (
+            u.memory_bytes,
+            u.cpu_time_ns,
+            u.processes,
+            u.memory_peak_bytes
+        ),
+        (4096, 7000, 2, None)
+    );
     // The fake does not flip cgroup.events by itself; pretend the kernel did.
-    fs.add_file("/sys/fs/cgroup/hutch-x/c1/cgroup.events", "populated 1\nfrozen 1\n");
+    fs.add_file(
+        "/sys/fs/cgroup/hutch-x/c1/cgroup.events",
+        "populated 1\nfrozen 1\n",
+    );
     cg.freeze().unwrap();
     assert!(cg.is_frozen().unwrap());
 }
@@ -243,7 +425,10 @@ fn v2_usage_and_freeze() {
 #[test]
 fn real_host_cgroup_lifecycle() {
     if !nix::unistd::geteuid().is_root() {
-        assert!(std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1"), "real_host_cgroup_lifecycle needs root");
+        assert!(
+            std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1"),
+            "real_host_cgroup_lifecycle needs root"
+        );
         eprintln!("skipping real_host_cgroup_lifecycle: needs root");
         return;
     }
@@ -264,10 +449,31 @@ fn real_host_cgroup_lifecycle() {
     let mut g = Cleanup(open(&layout, &rel, Arc::new(RealCgroupFs)), None);
     let cg = &g.0;
     cg.create().unwrap();
-    cg.apply_limits(&Limits { memory: Some(64 << 20), processes: Some(50), memory_swap: true, ..Limits::default() }).unwrap();
-    let mem = if layout.is_unified() { cg.paths()[0].join("memory.max") } else { layout.v1("memory").unwrap().mountpoint.join(&rel).join("memory.limit_in_bytes") };
-    assert_eq!(std::fs::read_to_string(mem).unwrap().trim(), (64u64 << 20).to_string());
-    let child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    cg.apply_limits(&Limits {
+        memory: Some(64 << 20),
+        processes: Some(50),
+        memory_swap: true,
+        ..Limits::default()
+    })
+    .unwrap();
+    let mem = if layout.is_unified() {
+        cg.paths()[0].join("memory.max")
+    } else {
+        layout
+            .v1("memory")
+            .unwrap()
+            .mountpoint
+            .join(&rel)
+            .join("memory.limit_in_bytes")
+    };
+    assert_eq!(
+        std::fs::read_to_string(mem).unwrap().trim(),
+        (64u64 << 20).to_string()
+    );
+    let child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     cg.add_process(child.id() as i32).unwrap();
     g.1 = Some(child);
     let cg = &g.0;
@@ -283,6 +489,10 @@ fn real_host_cgroup_lifecycle() {
     cg.destroy().unwrap();
     for p in cg.paths() {
         assert!(!p.exists(), "{} left behind", p.display());
-        assert!(!p.parent().unwrap().exists(), "{} left behind", p.parent().unwrap().display());
+        assert!(
+            !p.parent().unwrap().exists(),
+            "{} left behind",
+            p.parent().unwrap().display()
+        );
     }
 }

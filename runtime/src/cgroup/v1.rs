@@ -10,8 +10,19 @@ use super::*;
 
 /// Devices every container may use (v1 devices controller).
 const DEVICE_ALLOW: &[&str] = &[
-    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm",
-    "c 5:2 rwm", "c 136:* rwm", "c 10:229 rwm", "c 10:200 rwm",
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:229 rwm",
+    "c 10:200 rwm",
 ];
 
 #[derive(Debug)]
@@ -23,7 +34,11 @@ pub struct V1Cgroup {
 
 impl V1Cgroup {
     pub fn new(layout: &CgroupLayout, rel: &str, fs: Arc<dyn CgroupFs>) -> Self {
-        V1Cgroup { layout: layout.clone(), rel: rel.to_string(), fs }
+        V1Cgroup {
+            layout: layout.clone(),
+            rel: rel.to_string(),
+            fs,
+        }
     }
 
     fn dir(&self, controller: &str) -> Option<PathBuf> {
@@ -37,7 +52,9 @@ impl V1Cgroup {
     fn apply_memory(&self, limits: &Limits) -> Result<()> {
         let Some(dir) = self.dir("memory") else {
             return match limits.memory {
-                Some(_) => Err(RuntimeError::CgroupControllerMissing { controller: "memory".into() }),
+                Some(_) => Err(RuntimeError::CgroupControllerMissing {
+                    controller: "memory".into(),
+                }),
                 None => Ok(()),
             };
         };
@@ -48,7 +65,10 @@ impl V1Cgroup {
         if has_memsw {
             write(fs, &memsw, "-1")?;
         }
-        let limit = limits.memory.map(|m| m.to_string()).unwrap_or_else(|| "-1".into());
+        let limit = limits
+            .memory
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "-1".into());
         write(fs, &dir.join("memory.limit_in_bytes"), &limit)?;
         if has_memsw && !limits.memory_swap && limits.memory.is_some() {
             write(fs, &memsw, &limit)?;
@@ -61,15 +81,24 @@ impl V1Cgroup {
         if limits.cpu_set.is_some() || limits.cpu_count.is_some() || self.dir("cpuset").is_some() {
             if let Some(dir) = self.dir("cpuset") {
                 let parent = dir.parent().unwrap_or(&dir).to_path_buf();
-                let parent_cpus = read(fs, &parent.join("cpuset.effective_cpus")).or_else(|_| read(fs, &parent.join("cpuset.cpus")))?;
-                let value = cpuset_for(limits, &parent_cpus).map_err(|reason| RuntimeError::CgroupValue {
-                    path: dir.clone(),
-                    key: "cpuset.cpus".into(),
-                    value: reason,
+                let parent_cpus = read(fs, &parent.join("cpuset.effective_cpus"))
+                    .or_else(|_| read(fs, &parent.join("cpuset.cpus")))?;
+                let value = cpuset_for(limits, &parent_cpus).map_err(|reason| {
+                    RuntimeError::CgroupValue {
+                        path: dir.clone(),
+                        key: "cpuset.cpus".into(),
+                        value: reason,
+                    }
                 })?;
-                write(fs, &dir.join("cpuset.cpus"), value.as_deref().unwrap_or(&parent_cpus))?;
+                write(
+                    fs,
+                    &dir.join("cpuset.cpus"),
+                    value.as_deref().unwrap_or(&parent_cpus),
+                )?;
             } else {
-                return Err(RuntimeError::CgroupControllerMissing { controller: "cpuset".into() });
+                return Err(RuntimeError::CgroupControllerMissing {
+                    controller: "cpuset".into(),
+                });
             }
         }
         match (self.dir("cpu"), limits.cpu_allowance) {
@@ -78,7 +107,9 @@ impl V1Cgroup {
                 write(fs, &dir.join("cpu.cfs_quota_us"), &a.quota_us.to_string())
             }
             (Some(dir), None) => write(fs, &dir.join("cpu.cfs_quota_us"), "-1"),
-            (None, Some(_)) => Err(RuntimeError::CgroupControllerMissing { controller: "cpu".into() }),
+            (None, Some(_)) => Err(RuntimeError::CgroupControllerMissing {
+                controller: "cpu".into(),
+            }),
             (None, None) => Ok(()),
         }
     }
@@ -90,7 +121,9 @@ impl V1Cgroup {
         }
         match self.layout.v2() {
             Some(h) => Ok((dir_of(h, &self.rel), true)),
-            None => Err(RuntimeError::CgroupControllerMissing { controller: "freezer".into() }),
+            None => Err(RuntimeError::CgroupControllerMissing {
+                controller: "freezer".into(),
+            }),
         }
     }
 
@@ -134,15 +167,25 @@ impl CgroupDriver for V1Cgroup {
         self.apply_memory(limits)?;
         self.apply_cpu(limits)?;
         match (self.dir("pids"), limits.processes) {
-            (Some(dir), p) => write(self.fs.as_ref(), &dir.join("pids.max"), &super::values::max_or(p)),
-            (None, Some(_)) => Err(RuntimeError::CgroupControllerMissing { controller: "pids".into() }),
+            (Some(dir), p) => write(
+                self.fs.as_ref(),
+                &dir.join("pids.max"),
+                &super::values::max_or(p),
+            ),
+            (None, Some(_)) => Err(RuntimeError::CgroupControllerMissing {
+                controller: "pids".into(),
+            }),
             (None, None) => Ok(()),
         }
     }
 
     fn add_process(&self, pid: i32) -> Result<()> {
         for h in &self.layout.hierarchies {
-            write(self.fs.as_ref(), &dir_of(h, &self.rel).join("cgroup.procs"), &pid.to_string())?;
+            write(
+                self.fs.as_ref(),
+                &dir_of(h, &self.rel).join("cgroup.procs"),
+                &pid.to_string(),
+            )?;
         }
         Ok(())
     }
@@ -164,15 +207,25 @@ impl CgroupDriver for V1Cgroup {
     fn container_mounts(&self) -> Vec<CgroupMountStep> {
         let mut steps = vec![CgroupMountStep::Tmpfs];
         for h in &self.layout.hierarchies {
-            let name = h.mountpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = h
+                .mountpoint
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if h.v2 {
                 steps.push(CgroupMountStep::Cgroup2 { dir: name });
                 continue;
             }
-            steps.push(CgroupMountStep::Bind { source: dir_of(h, &self.rel), dir: name.clone() });
+            steps.push(CgroupMountStep::Bind {
+                source: dir_of(h, &self.rel),
+                dir: name.clone(),
+            });
             if name.contains(',') {
                 for c in name.split(',') {
-                    steps.push(CgroupMountStep::Symlink { name: c.to_string(), target: name.clone() });
+                    steps.push(CgroupMountStep::Symlink {
+                        name: c.to_string(),
+                        target: name.clone(),
+                    });
                 }
             }
         }
@@ -209,7 +262,9 @@ impl CgroupDriver for V1Cgroup {
             return super::v2::freeze_dir(fs, &path);
         }
         write(fs, &path, "FROZEN")?;
-        wait_for("the container to freeze", || Ok(read(fs, &path)? == "FROZEN"))
+        wait_for("the container to freeze", || {
+            Ok(read(fs, &path)? == "FROZEN")
+        })
     }
 
     fn thaw(&self) -> Result<()> {
@@ -257,7 +312,10 @@ impl CgroupDriver for V1Cgroup {
     }
 
     fn paths(&self) -> Vec<PathBuf> {
-        self.layout.hierarchies.iter().map(|h| dir_of(h, &self.rel)).collect()
+        self.layout
+            .hierarchies
+            .iter()
+            .map(|h| dir_of(h, &self.rel))
+            .collect()
     }
 }
-

@@ -21,33 +21,57 @@ pub struct V2Cgroup {
 
 impl V2Cgroup {
     pub fn new(layout: &CgroupLayout, rel: &str, fs: Arc<dyn CgroupFs>) -> Self {
-        let hierarchy = layout.v2().cloned().expect("a unified layout has a v2 hierarchy");
+        let hierarchy = layout
+            .v2()
+            .cloned()
+            .expect("a unified layout has a v2 hierarchy");
         let dir = dir_of(&hierarchy, rel);
-        V2Cgroup { hierarchy, rel: rel.to_string(), dir, fs }
+        V2Cgroup {
+            hierarchy,
+            rel: rel.to_string(),
+            dir,
+            fs,
+        }
     }
 
     fn has(&self, controller: &str) -> bool {
         self.fs.exists(&self.dir.join(format!("{controller}.max")))
-            || self.fs.read(&self.dir.join("cgroup.controllers")).map(|c| c.split_whitespace().any(|x| x == controller)).unwrap_or(false)
+            || self
+                .fs
+                .read(&self.dir.join("cgroup.controllers"))
+                .map(|c| c.split_whitespace().any(|x| x == controller))
+                .unwrap_or(false)
     }
 
     fn need(&self, controller: &str) -> Result<()> {
         if self.has(controller) {
             Ok(())
         } else {
-            Err(RuntimeError::CgroupControllerMissing { controller: controller.into() })
+            Err(RuntimeError::CgroupControllerMissing {
+                controller: controller.into(),
+            })
         }
     }
 }
 
 /// Enables in `parent` the wanted controllers it has.
 fn enable_controllers(fs: &dyn CgroupFs, parent: &Path) -> Result<()> {
-    let available = fs.read(&parent.join("cgroup.controllers")).unwrap_or_default();
-    let enable: Vec<String> = available.split_whitespace().filter(|c| WANTED.contains(c)).map(|c| format!("+{c}")).collect();
+    let available = fs
+        .read(&parent.join("cgroup.controllers"))
+        .unwrap_or_default();
+    let enable: Vec<String> = available
+        .split_whitespace()
+        .filter(|c| WANTED.contains(c))
+        .map(|c| format!("+{c}"))
+        .collect();
     if enable.is_empty() {
         return Ok(());
     }
-    write(fs, &parent.join("cgroup.subtree_control"), &enable.join(" "))
+    write(
+        fs,
+        &parent.join("cgroup.subtree_control"),
+        &enable.join(" "),
+    )
 }
 
 pub(super) fn freeze_dir(fs: &dyn CgroupFs, dir: &Path) -> Result<()> {
@@ -76,7 +100,8 @@ impl CgroupDriver for V2Cgroup {
         // Every level above the container passes the controllers down (levels may be shared
         // with other containers and made earlier; enabling again is harmless).
         for level in self.dir.ancestors().skip(1) {
-            if level == self.hierarchy.mountpoint || !level.starts_with(&self.hierarchy.mountpoint) {
+            if level == self.hierarchy.mountpoint || !level.starts_with(&self.hierarchy.mountpoint)
+            {
                 break;
             }
             enable_controllers(fs, level)?;
@@ -93,7 +118,11 @@ impl CgroupDriver for V2Cgroup {
             write(fs, &self.dir.join("memory.max"), &max_or(limits.memory))?;
             let swap = self.dir.join("memory.swap.max");
             if fs.exists(&swap) {
-                let v = if !limits.memory_swap && limits.memory.is_some() { "0" } else { "max" };
+                let v = if !limits.memory_swap && limits.memory.is_some() {
+                    "0"
+                } else {
+                    "max"
+                };
                 write(fs, &swap, v)?;
             }
         }
@@ -101,10 +130,21 @@ impl CgroupDriver for V2Cgroup {
             self.need("cpuset")?;
             let parent = self.dir.parent().unwrap_or(&self.dir).to_path_buf();
             let parent_cpus = read(fs, &parent.join("cpuset.cpus.effective"))?;
-            let value = cpuset_for(limits, &parent_cpus)
-                .map_err(|reason| RuntimeError::CgroupValue { path: self.dir.clone(), key: "cpuset.cpus".into(), value: reason })?;
-            write(fs, &self.dir.join("cpuset.cpus"), value.as_deref().unwrap_or(""))?;
-        } else if fs.read(&self.dir.join("cpuset.cpus")).is_ok_and(|c| !c.trim().is_empty()) {
+            let value =
+                cpuset_for(limits, &parent_cpus).map_err(|reason| RuntimeError::CgroupValue {
+                    path: self.dir.clone(),
+                    key: "cpuset.cpus".into(),
+                    value: reason,
+                })?;
+            write(
+                fs,
+                &self.dir.join("cpuset.cpus"),
+                value.as_deref().unwrap_or(""),
+            )?;
+        } else if fs
+            .read(&self.dir.join("cpuset.cpus"))
+            .is_ok_and(|c| !c.trim().is_empty())
+        {
             // An empty cpuset inherits the parent's; a lone newline is how to write one.
             write(fs, &self.dir.join("cpuset.cpus"), "\n")?;
         }
@@ -124,7 +164,11 @@ impl CgroupDriver for V2Cgroup {
     }
 
     fn add_process(&self, pid: i32) -> Result<()> {
-        write(self.fs.as_ref(), &self.dir.join("cgroup.procs"), &pid.to_string())
+        write(
+            self.fs.as_ref(),
+            &self.dir.join("cgroup.procs"),
+            &pid.to_string(),
+        )
     }
 
     fn add_exec_process(&self, pid: i32) -> Result<()> {
@@ -142,7 +186,11 @@ impl CgroupDriver for V2Cgroup {
     fn usage(&self) -> Result<CgroupUsage> {
         let fs = self.fs.as_ref();
         let get = |f: &str| read_u64(fs, &self.dir.join(f));
-        let cpu = fs.read(&self.dir.join("cpu.stat")).ok().and_then(|s| stat_field(&s, "usage_usec")).unwrap_or(0);
+        let cpu = fs
+            .read(&self.dir.join("cpu.stat"))
+            .ok()
+            .and_then(|s| stat_field(&s, "usage_usec"))
+            .unwrap_or(0);
         let processes = match get("pids.current") {
             Some(n) => n,
             None => self.procs()?.len() as u64,

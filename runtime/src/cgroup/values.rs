@@ -13,7 +13,11 @@ pub fn render_cpu_list(cpus: &[u32]) -> String {
             i += 1;
             end = cpus[i];
         }
-        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
         i += 1;
     }
     out.join(",")
@@ -49,7 +53,8 @@ pub fn render_cpu_max(limits: &Limits) -> String {
 
 /// A v2 limit value: the number or "max".
 pub fn max_or(v: Option<u64>) -> String {
-    v.map(|n| n.to_string()).unwrap_or_else(|| "max".to_string())
+    v.map(|n| n.to_string())
+        .unwrap_or_else(|| "max".to_string())
 }
 
 /// `key value` lines (cpu.stat, memory.stat) → the value of `key`.
@@ -74,16 +79,26 @@ mod tests {
 
     #[test]
     fn cpu_count_takes_the_first_available() {
-        let limits = Limits { cpu_count: Some(2), ..Limits::default() };
+        let limits = Limits {
+            cpu_count: Some(2),
+            ..Limits::default()
+        };
         assert_eq!(cpuset_for(&limits, "2-5").unwrap().as_deref(), Some("2-3"));
-        let too_many = Limits { cpu_count: Some(9), ..Limits::default() };
+        let too_many = Limits {
+            cpu_count: Some(9),
+            ..Limits::default()
+        };
         assert!(cpuset_for(&too_many, "0-1").unwrap_err().contains("9 CPUs"));
         assert_eq!(cpuset_for(&Limits::default(), "0-1").unwrap(), None);
     }
 
     #[test]
     fn explicit_cpu_sets_must_be_available() {
-        let limits = Limits { cpu_set: Some("1,3".into()), cpu_count: Some(1), ..Limits::default() };
+        let limits = Limits {
+            cpu_set: Some("1,3".into()),
+            cpu_count: Some(1),
+            ..Limits::default()
+        };
         assert_eq!(cpuset_for(&limits, "0-3").unwrap().as_deref(), Some("1,3"));
         assert!(cpuset_for(&limits, "0-1").is_err());
     }
@@ -92,7 +107,10 @@ mod tests {
     fn cpu_max_renders_allowance_or_max() {
         let mut limits = Limits::default();
         assert_eq!(render_cpu_max(&limits), "max 100000");
-        limits.cpu_allowance = Some(CpuAllowance { quota_us: 50_000, period_us: 100_000 });
+        limits.cpu_allowance = Some(CpuAllowance {
+            quota_us: 50_000,
+            period_us: 100_000,
+        });
         assert_eq!(render_cpu_max(&limits), "50000 100000");
     }
 

@@ -12,7 +12,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{dup2, execve, fork, setgroups, setresgid, setresuid, setsid, ForkResult, Gid, Pid, Uid};
+use nix::unistd::{
+    dup2, execve, fork, setgroups, setresgid, setresuid, setsid, ForkResult, Gid, Pid, Uid,
+};
 
 use super::protocol::{recv_msg, send_msg, ExecControl, ExecEvent, ExecRequest, WindowSize};
 use crate::cgroup::{self, RealCgroupFs};
@@ -33,7 +35,11 @@ pub fn exec_main(dir: &Path) -> ! {
     let code = match run(dir, control.as_fd()) {
         Ok(()) => 0,
         Err(e) => {
-            let _ = send_msg(control.as_fd(), &ExecEvent::Failed { message: chain(&e) }, None);
+            let _ = send_msg(
+                control.as_fd(),
+                &ExecEvent::Failed { message: chain(&e) },
+                None,
+            );
             1
         }
     };
@@ -42,13 +48,21 @@ pub fn exec_main(dir: &Path) -> ! {
 }
 
 fn run(dir: &Path, control: BorrowedFd<'_>) -> Result<()> {
-    let (req, _) = recv_msg::<ExecRequest>(control, "an exec request")?
-        .ok_or_else(|| RuntimeError::ExecFailed { reason: "the caller hung up before sending a request".into() })?;
+    let (req, _) = recv_msg::<ExecRequest>(control, "an exec request")?.ok_or_else(|| {
+        RuntimeError::ExecFailed {
+            reason: "the caller hung up before sending a request".into(),
+        }
+    })?;
     if req.command.is_empty() {
-        return Err(RuntimeError::ExecFailed { reason: "no command given".into() });
+        return Err(RuntimeError::ExecFailed {
+            reason: "no command given".into(),
+        });
     }
-    let state = read_json::<MonitorState>(&RuntimeDir::new(dir).state())?
-        .ok_or_else(|| RuntimeError::NotRunning { dir: dir.to_path_buf() })?;
+    let state = read_json::<MonitorState>(&RuntimeDir::new(dir).state())?.ok_or_else(|| {
+        RuntimeError::NotRunning {
+            dir: dir.to_path_buf(),
+        }
+    })?;
     join_container(&state, dir)?;
     let pty = match req.pty {
         Some(size) => Some(open_pty(size, req.uid, req.gid)?),
@@ -57,7 +71,11 @@ fn run(dir: &Path, control: BorrowedFd<'_>) -> Result<()> {
     let argv = cstrings(&req.command)?;
     let env = environment(&req);
     let envp = cstrings(&env)?;
-    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string();
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
 
     // SAFETY: the helper is single-threaded.
     match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
@@ -78,7 +96,13 @@ fn run(dir: &Path, control: BorrowedFd<'_>) -> Result<()> {
                 }
                 let _ = nix::unistd::close(null);
             }
-            send_msg(control, &ExecEvent::Started { pid: child.as_raw() }, master.as_ref().map(|m| m.as_raw_fd()))?;
+            send_msg(
+                control,
+                &ExecEvent::Started {
+                    pid: child.as_raw(),
+                },
+                master.as_ref().map(|m| m.as_raw_fd()),
+            )?;
             drop(master);
             supervise(control, child)
         }
@@ -89,9 +113,13 @@ fn run(dir: &Path, control: BorrowedFd<'_>) -> Result<()> {
 fn join_container(state: &MonitorState, dir: &Path) -> Result<()> {
     // The pid must still be the init the monitor started, not a recycled pid.
     if sys::process_start_time(state.init_pid) != Some(state.init_start_time) {
-        return Err(RuntimeError::NotRunning { dir: dir.to_path_buf() });
+        return Err(RuntimeError::NotRunning {
+            dir: dir.to_path_buf(),
+        });
     }
-    let pidfd = sys::pidfd_open(state.init_pid).map_err(|_| RuntimeError::NotRunning { dir: dir.to_path_buf() })?;
+    let pidfd = sys::pidfd_open(state.init_pid).map_err(|_| RuntimeError::NotRunning {
+        dir: dir.to_path_buf(),
+    })?;
     let cg = cgroup::open(&state.cgroup_layout, &state.cgroup, Arc::new(RealCgroupFs));
     cg.add_exec_process(std::process::id() as i32)?;
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -103,7 +131,8 @@ fn join_container(state: &MonitorState, dir: &Path) -> Result<()> {
     if !state.privileged {
         flags |= CloneFlags::CLONE_NEWUSER;
     }
-    nix::sched::setns(pidfd.as_fd(), flags).map_err(|e| RuntimeError::sys("join the container's namespaces", e))?;
+    nix::sched::setns(pidfd.as_fd(), flags)
+        .map_err(|e| RuntimeError::sys("join the container's namespaces", e))?;
     if !state.privileged {
         userns::become_root()?;
     }
@@ -112,42 +141,74 @@ fn join_container(state: &MonitorState, dir: &Path) -> Result<()> {
 
 /// A pty from the container's own devpts, so the command sees /dev/pts/N inside.
 fn open_pty(size: WindowSize, uid: u32, gid: u32) -> Result<(OwnedFd, OwnedFd)> {
-    let master = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| RuntimeError::sys("open /dev/ptmx in the container", e))?;
+    let master = open(
+        "/dev/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| RuntimeError::sys("open /dev/ptmx in the container", e))?;
     // SAFETY: open returned a new fd that we own.
     let master = unsafe { OwnedFd::from_raw_fd(master) };
     let mut unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK takes a pointer to an int; TIOCGPTPEER returns a new fd.
     let slave = unsafe {
         if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) < 0 {
-            return Err(RuntimeError::sys("unlock the pty", nix::errno::Errno::last()));
+            return Err(RuntimeError::sys(
+                "unlock the pty",
+                nix::errno::Errno::last(),
+            ));
         }
-        libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
     };
     if slave < 0 {
-        return Err(RuntimeError::sys("open the pty peer", nix::errno::Errno::last()));
+        return Err(RuntimeError::sys(
+            "open the pty peer",
+            nix::errno::Errno::last(),
+        ));
     }
     // SAFETY: TIOCGPTPEER returned a new fd that we own.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
     set_window_size(master.as_fd(), size)?;
-    nix::unistd::fchown(slave.as_raw_fd(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-        .map_err(|e| RuntimeError::sys("chown the pty", e))?;
+    nix::unistd::fchown(
+        slave.as_raw_fd(),
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+    )
+    .map_err(|e| RuntimeError::sys("chown the pty", e))?;
     Ok((master, slave))
 }
 
 /// Sets a pty's window size.
 pub fn set_window_size(fd: BorrowedFd<'_>, size: WindowSize) -> Result<()> {
-    let ws = libc::winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
-        return Err(RuntimeError::sys("set the window size", nix::errno::Errno::last()));
+        return Err(RuntimeError::sys(
+            "set the window size",
+            nix::errno::Errno::last(),
+        ));
     }
     Ok(())
 }
 
 /// In the forked child: become the user, then exec. Returns an exit code on failure,
 /// shell style (127 not found, 126 not executable), with the reason on stderr.
-fn start_command(req: &ExecRequest, slave: Option<&OwnedFd>, argv: &[CString], envp: &[CString], path: &str) -> i32 {
+fn start_command(
+    req: &ExecRequest,
+    slave: Option<&OwnedFd>,
+    argv: &[CString],
+    envp: &[CString],
+    path: &str,
+) -> i32 {
     let fail = |what: &str, e: nix::errno::Errno| {
         eprintln!("hutch exec: {what}: {}", e.desc());
         match e {
@@ -184,7 +245,12 @@ fn start_command(req: &ExecRequest, slave: Option<&OwnedFd>, argv: &[CString], e
     let _ = sys::cloexec_from(3);
     let program = match resolve(&req.command[0], path) {
         Some(p) => p,
-        None => return fail(&format!("{}: command not found", req.command[0]), nix::errno::Errno::ENOENT),
+        None => {
+            return fail(
+                &format!("{}: command not found", req.command[0]),
+                nix::errno::Errno::ENOENT,
+            )
+        }
     };
     let e = execve(&program, argv, envp).unwrap_err();
     fail(&format!("exec {}", req.command[0]), e)
@@ -205,7 +271,8 @@ fn resolve(cmd: &str, path: &str) -> Option<CString> {
 
 /// Forwards signals from the caller until the command ends, then reports its end.
 fn supervise(control: BorrowedFd<'_>, child: Pid) -> Result<()> {
-    let child_fd = sys::pidfd_open(child.as_raw()).map_err(|e| RuntimeError::sys("watch the command", e))?;
+    let child_fd =
+        sys::pidfd_open(child.as_raw()).map_err(|e| RuntimeError::sys("watch the command", e))?;
     let mut caller_gone = false;
     loop {
         let mut fds = vec![PollFd::new(child_fd.as_fd(), PollFlags::POLLIN)];
@@ -218,7 +285,10 @@ fn supervise(control: BorrowedFd<'_>, child: Pid) -> Result<()> {
             Ok(_) => {}
         }
         let child_done = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let control_ready = fds.get(1).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+        let control_ready = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| !r.is_empty());
         if control_ready {
             match recv_msg::<ExecControl>(control, "an exec control message") {
                 Ok(Some((ExecControl::Signal { signal }, _))) => {
@@ -232,9 +302,19 @@ fn supervise(control: BorrowedFd<'_>, child: Pid) -> Result<()> {
         }
         if child_done {
             let event = match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => ExecEvent::Exited { code: Some(code), signal: None },
-                Ok(WaitStatus::Signaled(_, sig, _)) => ExecEvent::Exited { code: None, signal: Some(sig as i32) },
-                Ok(other) => return Err(RuntimeError::ExecFailed { reason: format!("unexpected wait status {other:?}") }),
+                Ok(WaitStatus::Exited(_, code)) => ExecEvent::Exited {
+                    code: Some(code),
+                    signal: None,
+                },
+                Ok(WaitStatus::Signaled(_, sig, _)) => ExecEvent::Exited {
+                    code: None,
+                    signal: Some(sig as i32),
+                },
+                Ok(other) => {
+                    return Err(RuntimeError::ExecFailed {
+                        reason: format!("unexpected wait status {other:?}"),
+                    })
+                }
                 Err(e) => return Err(RuntimeError::sys("wait for the command", e)),
             };
             let _ = send_msg(control, &event, None);
@@ -255,7 +335,11 @@ fn environment(req: &ExecRequest) -> Vec<String> {
 fn cstrings(items: &[String]) -> Result<Vec<CString>> {
     items
         .iter()
-        .map(|s| CString::new(s.as_bytes()).map_err(|_| RuntimeError::ExecFailed { reason: format!("{s:?} contains NUL") }))
+        .map(|s| {
+            CString::new(s.as_bytes()).map_err(|_| RuntimeError::ExecFailed {
+                reason: format!("{s:?} contains NUL"),
+            })
+        })
         .collect()
 }
 
@@ -265,14 +349,27 @@ mod tests {
 
     #[test]
     fn commands_are_found_on_the_path() {
-        assert_eq!(resolve("sh", "/nonexistent:/bin").unwrap().to_str().unwrap(), "/bin/sh");
+        assert_eq!(
+            resolve("sh", "/nonexistent:/bin")
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "/bin/sh"
+        );
         assert!(resolve("no-such-command-here", "/bin:/usr/bin").is_none());
         assert_eq!(resolve("./x", "").unwrap().to_str().unwrap(), "./x");
     }
 
     #[test]
     fn path_defaults_when_the_request_has_none() {
-        let mut req = ExecRequest { command: vec!["true".into()], env: Default::default(), cwd: None, uid: 0, gid: 0, pty: None };
+        let mut req = ExecRequest {
+            command: vec!["true".into()],
+            env: Default::default(),
+            cwd: None,
+            uid: 0,
+            gid: 0,
+            pty: None,
+        };
         assert!(environment(&req).contains(&format!("PATH={DEFAULT_PATH}")));
         req.env.insert("PATH".into(), "/x".into());
         assert_eq!(environment(&req), vec!["PATH=/x".to_string()]);

@@ -13,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
-pub use helper::{exec_main, set_window_size};
 use helper::CONTROL_FD;
-pub use protocol::{ExecRequest, WindowSize};
+pub use helper::{exec_main, set_window_size};
 use protocol::{recv_msg, send_msg, ExecControl, ExecEvent};
+pub use protocol::{ExecRequest, WindowSize};
 
 use crate::error::{Result, RuntimeError};
 
@@ -24,7 +24,11 @@ use crate::error::{Result, RuntimeError};
 #[derive(Debug)]
 pub enum ExecStdio {
     /// Three separate fds, handed to the command as they are (no copying through us).
-    Pipes { stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd },
+    Pipes {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
     /// A new pty inside the container; its master comes back in the session.
     Pty,
 }
@@ -56,45 +60,83 @@ pub struct ExecSession {
 /// Starts `req` in the container whose runtime directory is `dir`.
 pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> Result<ExecSession> {
     if req.command.is_empty() {
-        return Err(RuntimeError::ExecFailed { reason: "no command given".into() });
+        return Err(RuntimeError::ExecFailed {
+            reason: "no command given".into(),
+        });
     }
     if req.pty.is_some() != matches!(stdio, ExecStdio::Pty) {
-        return Err(RuntimeError::ExecFailed { reason: "a pty size is given exactly when stdio is a pty".into() });
+        return Err(RuntimeError::ExecFailed {
+            reason: "a pty size is given exactly when stdio is a pty".into(),
+        });
     }
-    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|e| RuntimeError::sys("create the exec socket", e))?;
+    // Refuse a stopped container here, with a typed error, rather than in the helper.
+    if !crate::state::RuntimeDir::new(dir).state().exists() {
+        return Err(RuntimeError::NotRunning {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| RuntimeError::sys("create the exec socket", e))?;
     let mut cmd = Command::new(hutchd);
     cmd.arg("__exec").arg(dir);
     match stdio {
-        ExecStdio::Pipes { stdin, stdout, stderr } => {
-            cmd.stdin(Stdio::from(stdin)).stdout(Stdio::from(stdout)).stderr(Stdio::from(stderr));
+        ExecStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            cmd.stdin(Stdio::from(stdin))
+                .stdout(Stdio::from(stdout))
+                .stderr(Stdio::from(stderr));
         }
         ExecStdio::Pty => {
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
         }
     }
     let fd = theirs.as_raw_fd();
     // SAFETY: the closure only calls async-signal-safe dup2/fcntl on fds we own.
     unsafe {
         cmd.pre_exec(move || {
-            let rc = if fd == CONTROL_FD { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(fd, CONTROL_FD) };
+            let rc = if fd == CONTROL_FD {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, CONTROL_FD)
+            };
             if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let helper = cmd.spawn().map_err(|e| RuntimeError::io("run", hutchd, e))?;
+    let helper = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io("run", hutchd, e))?;
     drop(cmd);
     drop(theirs);
-    let mut session = ExecSession { control: ours, helper, pty: None, pid: 0 };
+    let mut session = ExecSession {
+        control: ours,
+        helper,
+        pty: None,
+        pid: 0,
+    };
     send_msg(session.control.as_fd(), req, None)?;
     match recv_msg::<ExecEvent>(session.control.as_fd(), "started")? {
         Some((ExecEvent::Started { pid }, fd)) => {
             session.pid = pid;
             session.pty = fd.map(File::from);
             if req.pty.is_some() && session.pty.is_none() {
-                return Err(RuntimeError::Protocol { peer: "exec helper", expected: "a pty", got: "none".into() });
+                return Err(RuntimeError::Protocol {
+                    peer: "exec helper",
+                    expected: "a pty",
+                    got: "none".into(),
+                });
             }
             Ok(session)
         }
@@ -102,10 +144,16 @@ pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> R
             let _ = session.helper.wait();
             Err(RuntimeError::ExecFailed { reason: message })
         }
-        Some((other, _)) => Err(RuntimeError::Protocol { peer: "exec helper", expected: "started", got: format!("{other:?}") }),
+        Some((other, _)) => Err(RuntimeError::Protocol {
+            peer: "exec helper",
+            expected: "started",
+            got: format!("{other:?}"),
+        }),
         None => {
             let _ = session.helper.wait();
-            Err(RuntimeError::ExecFailed { reason: "the exec helper died".into() })
+            Err(RuntimeError::ExecFailed {
+                reason: "the exec helper died".into(),
+            })
         }
     }
 }
@@ -125,7 +173,9 @@ impl ExecSession {
     pub fn resize(&self, size: WindowSize) -> Result<()> {
         match &self.pty {
             Some(master) => set_window_size(master.as_fd(), size),
-            None => Err(RuntimeError::ExecFailed { reason: "not a pty session".into() }),
+            None => Err(RuntimeError::ExecFailed {
+                reason: "not a pty session".into(),
+            }),
         }
     }
 
@@ -140,9 +190,17 @@ impl ExecSession {
         let _ = self.helper.wait();
         match event? {
             Some((ExecEvent::Exited { code, signal }, _)) => Ok(ExecExit { code, signal }),
-            Some((ExecEvent::Failed { message }, _)) => Err(RuntimeError::ExecFailed { reason: message }),
-            Some((other, _)) => Err(RuntimeError::Protocol { peer: "exec helper", expected: "exited", got: format!("{other:?}") }),
-            None => Err(RuntimeError::ExecFailed { reason: "the exec helper died before the command ended".into() }),
+            Some((ExecEvent::Failed { message }, _)) => {
+                Err(RuntimeError::ExecFailed { reason: message })
+            }
+            Some((other, _)) => Err(RuntimeError::Protocol {
+                peer: "exec helper",
+                expected: "exited",
+                got: format!("{other:?}"),
+            }),
+            None => Err(RuntimeError::ExecFailed {
+                reason: "the exec helper died before the command ended".into(),
+            }),
         }
     }
 }

@@ -47,7 +47,10 @@ pub enum ExecEvent {
     /// The command runs; with a pty, the master fd travels with this message.
     Started { pid: i32 },
     /// The command ended with an exit code or by a signal.
-    Exited { code: Option<i32>, signal: Option<i32> },
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     /// The command could not be started.
     Failed { message: String },
 }
@@ -65,22 +68,37 @@ pub fn send_msg<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fd: Option<RawFd>) 
     let data = serde_json::to_vec(msg).expect("exec messages serialize");
     let iov = [IoSlice::new(&data)];
     let fds: Vec<RawFd> = fd.into_iter().collect();
-    let cmsgs: Vec<ControlMessage> = if fds.is_empty() { vec![] } else { vec![ControlMessage::ScmRights(&fds)] };
+    let cmsgs: Vec<ControlMessage> = if fds.is_empty() {
+        vec![]
+    } else {
+        vec![ControlMessage::ScmRights(&fds)]
+    };
     sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)
         .map_err(|e| RuntimeError::sys("send on the exec socket", e))?;
     Ok(())
 }
 
 /// Receives one message and any fd sent with it; `Ok(None)` when the peer hung up.
-pub fn recv_msg<T: DeserializeOwned>(sock: BorrowedFd<'_>, expected: &'static str) -> Result<Option<(T, Option<OwnedFd>)>> {
+pub fn recv_msg<T: DeserializeOwned>(
+    sock: BorrowedFd<'_>,
+    expected: &'static str,
+) -> Result<Option<(T, Option<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let (len, fd) = loop {
         let mut iov = [IoSliceMut::new(&mut buf)];
-        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
             Ok(msg) => {
                 let mut fd = None;
-                for c in msg.cmsgs().map_err(|e| RuntimeError::sys("read control message", e))? {
+                for c in msg
+                    .cmsgs()
+                    .map_err(|e| RuntimeError::sys("read control message", e))?
+                {
                     if let ControlMessageOwned::ScmRights(fds) = c {
                         for raw in fds {
                             // SAFETY: SCM_RIGHTS gave us a new fd that nothing else owns.
@@ -113,20 +131,45 @@ mod tests {
     use std::os::fd::AsFd;
 
     fn pair() -> (OwnedFd, OwnedFd) {
-        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap()
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap()
     }
 
     #[test]
     fn messages_keep_their_boundaries_and_carry_fds() {
         let (a, b) = pair();
         let file = tempfile::tempfile().unwrap();
-        send_msg(a.as_fd(), &ExecEvent::Started { pid: 7 }, Some(file.as_raw_fd())).unwrap();
-        send_msg(a.as_fd(), &ExecEvent::Exited { code: Some(3), signal: None }, None).unwrap();
+        send_msg(
+            a.as_fd(),
+            &ExecEvent::Started { pid: 7 },
+            Some(file.as_raw_fd()),
+        )
+        .unwrap();
+        send_msg(
+            a.as_fd(),
+            &ExecEvent::Exited {
+                code: Some(3),
+                signal: None,
+            },
+            None,
+        )
+        .unwrap();
         let (m, fd) = recv_msg::<ExecEvent>(b.as_fd(), "event").unwrap().unwrap();
         assert_eq!(m, ExecEvent::Started { pid: 7 });
         assert!(fd.is_some());
         let (m, fd) = recv_msg::<ExecEvent>(b.as_fd(), "event").unwrap().unwrap();
-        assert_eq!(m, ExecEvent::Exited { code: Some(3), signal: None });
+        assert_eq!(
+            m,
+            ExecEvent::Exited {
+                code: Some(3),
+                signal: None
+            }
+        );
         assert!(fd.is_none());
         drop(a);
         assert!(recv_msg::<ExecEvent>(b.as_fd(), "event").unwrap().is_none());

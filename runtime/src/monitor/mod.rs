@@ -46,40 +46,69 @@ pub struct Started {
 pub fn start(hutchd: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Started> {
     spec.validate()?;
     if MonitorClient::connect(dir).is_ok() {
-        return Err(RuntimeError::AlreadyRunning { dir: dir.to_path_buf() });
+        return Err(RuntimeError::AlreadyRunning {
+            dir: dir.to_path_buf(),
+        });
     }
     let rd = RuntimeDir::new(dir);
     rd.create()?;
     write_json_atomic(&rd.spec(), spec)?;
     let _ = std::fs::remove_file(rd.exit());
 
-    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("create pipe", e))?;
-    let log = OpenOptions::new().create(true).append(true).open(rd.monitor_log()).map_err(|e| RuntimeError::io("open", rd.monitor_log(), e))?;
-    let log2 = log.try_clone().map_err(|e| RuntimeError::io("dup", rd.monitor_log(), e))?;
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::sys("create pipe", e))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(rd.monitor_log())
+        .map_err(|e| RuntimeError::io("open", rd.monitor_log(), e))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| RuntimeError::io("dup", rd.monitor_log(), e))?;
     let mut cmd = Command::new(hutchd);
-    cmd.arg("__monitor").arg(dir).stdin(Stdio::null()).stdout(log).stderr(log2);
+    cmd.arg("__monitor")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
     let fd = status_w.as_raw_fd();
     // SAFETY: the closure only calls async-signal-safe dup2/fcntl on fds we own.
     unsafe {
         cmd.pre_exec(move || {
-            let rc = if fd == STATUS_FD { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(fd, STATUS_FD) };
+            let rc = if fd == STATUS_FD {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, STATUS_FD)
+            };
             if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| RuntimeError::io("run", hutchd, e))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io("run", hutchd, e))?;
     drop(cmd);
     drop(status_w);
     // The first monitor process forks the real one and exits at once.
     let _ = child.wait();
     let report = read_report(File::from(status_r))?;
     match report {
-        StartReport::Started { init_pid, monitor_pid } => Ok(Started { init_pid, monitor_pid }),
-        StartReport::Failed { message, invalid_spec: true } => {
-            Err(RuntimeError::InvalidSpec { field: "spec".into(), reason: message })
-        }
+        StartReport::Started {
+            init_pid,
+            monitor_pid,
+        } => Ok(Started {
+            init_pid,
+            monitor_pid,
+        }),
+        StartReport::Failed {
+            message,
+            invalid_spec: true,
+        } => Err(RuntimeError::InvalidSpec {
+            field: "spec".into(),
+            reason: message,
+        }),
         StartReport::Failed { message, .. } => Err(RuntimeError::StartFailed { reason: message }),
     }
 }
@@ -91,10 +120,14 @@ fn read_report(mut pipe: File) -> Result<StartReport> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(RuntimeError::Timeout { what: "the monitor to start the container", millis: START_TIMEOUT.as_millis() as u64 });
+            return Err(RuntimeError::Timeout {
+                what: "the monitor to start the container",
+                millis: START_TIMEOUT.as_millis() as u64,
+            });
         }
         let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
@@ -108,7 +141,10 @@ fn read_report(mut pipe: File) -> Result<StartReport> {
         }
     }
     serde_json::from_slice(&data).map_err(|_| RuntimeError::StartFailed {
-        reason: format!("the monitor died before reporting ({})", String::from_utf8_lossy(&data).trim()),
+        reason: format!(
+            "the monitor died before reporting ({})",
+            String::from_utf8_lossy(&data).trim()
+        ),
     })
 }
 
@@ -123,17 +159,30 @@ impl MonitorClient {
     /// Connects to the monitor of the container in `dir`; `NotRunning` if there is none.
     pub fn connect(dir: &Path) -> Result<Self> {
         let sock = RuntimeDir::new(dir).socket();
-        let stream = UnixStream::connect(&sock).map_err(|_| RuntimeError::NotRunning { dir: dir.to_path_buf() })?;
-        let writer = stream.try_clone().map_err(|e| RuntimeError::io("dup", &sock, e))?;
-        Ok(MonitorClient { reader: BufReader::new(stream), writer })
+        let stream = UnixStream::connect(&sock).map_err(|_| RuntimeError::NotRunning {
+            dir: dir.to_path_buf(),
+        })?;
+        let writer = stream
+            .try_clone()
+            .map_err(|e| RuntimeError::io("dup", &sock, e))?;
+        Ok(MonitorClient {
+            reader: BufReader::new(stream),
+            writer,
+        })
     }
 
     fn request(&mut self, req: &MonitorRequest, expected: &'static str) -> Result<MonitorReply> {
         send(&mut self.writer, req)?;
         match recv::<MonitorReply>(&mut self.reader, "monitor", expected)? {
-            Some(MonitorReply::Error { message }) => Err(RuntimeError::StartFailed { reason: message }),
+            Some(MonitorReply::Error { message }) => {
+                Err(RuntimeError::StartFailed { reason: message })
+            }
             Some(reply) => Ok(reply),
-            None => Err(RuntimeError::Protocol { peer: "monitor", expected, got: "end of stream".into() }),
+            None => Err(RuntimeError::Protocol {
+                peer: "monitor",
+                expected,
+                got: "end of stream".into(),
+            }),
         }
     }
 
@@ -155,7 +204,10 @@ impl MonitorClient {
 
     /// Stops the container and returns once it is gone and cleaned up.
     pub fn stop(mut self, timeout: Duration, force: bool) -> Result<ExitRecord> {
-        let req = MonitorRequest::Stop { timeout_ms: timeout.as_millis() as u64, force };
+        let req = MonitorRequest::Stop {
+            timeout_ms: timeout.as_millis() as u64,
+            force,
+        };
         match self.request(&req, "stopped") {
             Ok(MonitorReply::Stopped(record)) => Ok(record),
             Ok(other) => Err(unexpected("stopped", &other)),
@@ -172,17 +224,31 @@ impl MonitorClient {
         while byte[0] != b'\n' {
             match self.reader.get_mut().read(&mut byte) {
                 Ok(1) => line.push(byte[0]),
-                Ok(_) => return Err(RuntimeError::Protocol { peer: "monitor", expected: "ok", got: "end of stream".into() }),
+                Ok(_) => {
+                    return Err(RuntimeError::Protocol {
+                        peer: "monitor",
+                        expected: "ok",
+                        got: "end of stream".into(),
+                    })
+                }
                 Err(e) => return Err(RuntimeError::io("read from", "monitor socket", e)),
             }
         }
         match serde_json::from_slice::<MonitorReply>(&line) {
             Ok(MonitorReply::Ok) => Ok(self.writer),
-            _ => Err(RuntimeError::Protocol { peer: "monitor", expected: "ok", got: String::from_utf8_lossy(&line).trim().to_string() }),
+            _ => Err(RuntimeError::Protocol {
+                peer: "monitor",
+                expected: "ok",
+                got: String::from_utf8_lossy(&line).trim().to_string(),
+            }),
         }
     }
 }
 
 fn unexpected(expected: &'static str, got: &MonitorReply) -> RuntimeError {
-    RuntimeError::Protocol { peer: "monitor", expected, got: format!("{got:?}") }
+    RuntimeError::Protocol {
+        peer: "monitor",
+        expected,
+        got: format!("{got:?}"),
+    }
 }

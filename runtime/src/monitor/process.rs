@@ -51,13 +51,18 @@ pub fn monitor_main(dir: &Path) -> ! {
     let rd = RuntimeDir::new(dir);
     let mut status = File::from(status);
     let started = read_json::<ContainerSpec>(&rd.spec()).and_then(|spec| {
-        let spec = spec.ok_or_else(|| RuntimeError::StartFailed { reason: "spec.json is missing".into() })?;
+        let spec = spec.ok_or_else(|| RuntimeError::StartFailed {
+            reason: "spec.json is missing".into(),
+        })?;
         let created = create::create(&spec)?;
         publish(&rd, &spec, created)
     });
     match started {
         Ok((monitor, listener)) => {
-            let report = StartReport::Started { init_pid: monitor.state.init_pid, monitor_pid: monitor.state.monitor_pid };
+            let report = StartReport::Started {
+                init_pid: monitor.state.init_pid,
+                monitor_pid: monitor.state.monitor_pid,
+            };
             let _ = send(&mut status, &report);
             drop(status);
             serve(monitor, listener)
@@ -69,7 +74,13 @@ pub fn monitor_main(dir: &Path) -> ! {
                 RuntimeError::StartFailed { reason } => reason.clone(),
                 other => chain(other),
             };
-            let _ = send(&mut status, &StartReport::Failed { message, invalid_spec: matches!(e, RuntimeError::InvalidSpec { .. }) });
+            let _ = send(
+                &mut status,
+                &StartReport::Failed {
+                    message,
+                    invalid_spec: matches!(e, RuntimeError::InvalidSpec { .. }),
+                },
+            );
             unsafe_exit(1)
         }
     }
@@ -96,7 +107,11 @@ struct Monitor {
 }
 
 /// Writes state.json and binds the socket: after this the container is visible.
-fn publish(rd: &RuntimeDir, spec: &ContainerSpec, created: Created) -> Result<(Arc<Monitor>, UnixListener)> {
+fn publish(
+    rd: &RuntimeDir,
+    spec: &ContainerSpec,
+    created: Created,
+) -> Result<(Arc<Monitor>, UnixListener)> {
     let init_pid = created.init_pid.as_raw();
     let state = MonitorState {
         name: spec.name.clone(),
@@ -159,15 +174,27 @@ fn reap_until_init_exits(init: Pid) -> ExitRecord {
     loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == init => {
-                return ExitRecord { code: Some(code), signal: None, stopped_at: unix_now() }
+                return ExitRecord {
+                    code: Some(code),
+                    signal: None,
+                    stopped_at: unix_now(),
+                }
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => {
-                return ExitRecord { code: None, signal: Some(sig as i32), stopped_at: unix_now() }
+                return ExitRecord {
+                    code: None,
+                    signal: Some(sig as i32),
+                    stopped_at: unix_now(),
+                }
             }
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => {
                 // No children left without init having been seen: it is gone.
-                return ExitRecord { code: None, signal: None, stopped_at: unix_now() };
+                return ExitRecord {
+                    code: None,
+                    signal: None,
+                    stopped_at: unix_now(),
+                };
             }
         }
     }
@@ -195,7 +222,9 @@ fn finish(m: &Monitor, record: ExitRecord) -> ! {
 }
 
 fn handle(m: &Arc<Monitor>, conn: UnixStream) {
-    let Ok(write_half) = conn.try_clone() else { return };
+    let Ok(write_half) = conn.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(conn);
     let mut writer = write_half;
     loop {
@@ -203,7 +232,12 @@ fn handle(m: &Arc<Monitor>, conn: UnixStream) {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(e) => {
-                let _ = send(&mut writer, &MonitorReply::Error { message: e.to_string() });
+                let _ = send(
+                    &mut writer,
+                    &MonitorReply::Error {
+                        message: e.to_string(),
+                    },
+                );
                 return;
             }
         };
@@ -211,10 +245,14 @@ fn handle(m: &Arc<Monitor>, conn: UnixStream) {
             MonitorRequest::State => MonitorReply::State(Box::new(m.state.clone())),
             MonitorRequest::Signal { signal } => match signal_init(m, signal) {
                 Ok(()) => MonitorReply::Ok,
-                Err(e) => MonitorReply::Error { message: e.to_string() },
+                Err(e) => MonitorReply::Error {
+                    message: e.to_string(),
+                },
             },
             MonitorRequest::Stop { timeout_ms, force } => {
-                let Ok(waiter) = writer.try_clone() else { return };
+                let Ok(waiter) = writer.try_clone() else {
+                    return;
+                };
                 return stop(m, timeout_ms, force, waiter);
             }
             MonitorRequest::AttachConsole => {
@@ -235,7 +273,10 @@ fn handle(m: &Arc<Monitor>, conn: UnixStream) {
 fn signal_init(m: &Monitor, signal: i32) -> Result<()> {
     // SAFETY: kill with plain integers.
     if unsafe { libc::kill(m.created.init_pid.as_raw(), signal) } < 0 {
-        return Err(RuntimeError::sys(format!("send signal {signal} to init"), Errno::last()));
+        return Err(RuntimeError::sys(
+            format!("send signal {signal} to init"),
+            Errno::last(),
+        ));
     }
     Ok(())
 }
@@ -249,7 +290,10 @@ fn stop(m: &Arc<Monitor>, timeout_ms: u64, force: bool, mut waiter: UnixStream) 
             let _ = send(&mut waiter, &MonitorReply::Stopped(record.clone()));
             return;
         }
-        m.stop_waiters.lock().unwrap_or_else(|e| e.into_inner()).push(waiter);
+        m.stop_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(waiter);
     }
     // A frozen init cannot act on a signal.
     let _ = m.created.cgroup.thaw();
@@ -295,8 +339,13 @@ fn pump_console(m: &Monitor) {
 
 /// Copies what an attached client types into the console until it hangs up.
 fn attach_console(m: &Monitor, mut reader: BufReader<UnixStream>, writer: UnixStream) {
-    m.consoles.lock().unwrap_or_else(|e| e.into_inner()).push(writer);
-    let Ok(fd) = m.created.console.master.try_clone() else { return };
+    m.consoles
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(writer);
+    let Ok(fd) = m.created.console.master.try_clone() else {
+        return;
+    };
     let mut master = File::from(fd);
     let mut buf = [0u8; 4096];
     // Bytes the JSON reader already buffered belong to the console.

@@ -37,17 +37,30 @@ pub enum MonitorReply {
 pub fn send<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<()> {
     let mut line = serde_json::to_vec(msg).expect("protocol messages serialize");
     line.push(b'\n');
-    w.write_all(&line).map_err(|e| RuntimeError::io("write to", "monitor socket", e))
+    w.write_all(&line)
+        .map_err(|e| RuntimeError::io("write to", "monitor socket", e))
 }
 
 /// Reads one JSON line; `Ok(None)` on EOF.
-pub fn recv<T: DeserializeOwned>(r: &mut impl BufRead, peer: &'static str, expected: &'static str) -> Result<Option<T>> {
+pub fn recv<T: DeserializeOwned>(
+    r: &mut impl BufRead,
+    peer: &'static str,
+    expected: &'static str,
+) -> Result<Option<T>> {
     let mut line = String::new();
-    let n = r.read_line(&mut line).map_err(|e| RuntimeError::io("read from", "monitor socket", e))?;
+    let n = r
+        .read_line(&mut line)
+        .map_err(|e| RuntimeError::io("read from", "monitor socket", e))?;
     if n == 0 {
         return Ok(None);
     }
-    serde_json::from_str(&line).map(Some).map_err(|_| RuntimeError::Protocol { peer, expected, got: line.trim().to_string() })
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|_| RuntimeError::Protocol {
+            peer,
+            expected,
+            got: line.trim().to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -58,11 +71,27 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         let mut buf = Vec::new();
-        send(&mut buf, &MonitorRequest::Stop { timeout_ms: 5, force: true }).unwrap();
+        send(
+            &mut buf,
+            &MonitorRequest::Stop {
+                timeout_ms: 5,
+                force: true,
+            },
+        )
+        .unwrap();
         send(&mut buf, &MonitorRequest::State).unwrap();
         let mut r = BufReader::new(&buf[..]);
-        assert_eq!(recv::<MonitorRequest>(&mut r, "t", "req").unwrap(), Some(MonitorRequest::Stop { timeout_ms: 5, force: true }));
-        assert_eq!(recv::<MonitorRequest>(&mut r, "t", "req").unwrap(), Some(MonitorRequest::State));
+        assert_eq!(
+            recv::<MonitorRequest>(&mut r, "t", "req").unwrap(),
+            Some(MonitorRequest::Stop {
+                timeout_ms: 5,
+                force: true
+            })
+        );
+        assert_eq!(
+            recv::<MonitorRequest>(&mut r, "t", "req").unwrap(),
+            Some(MonitorRequest::State)
+        );
         assert_eq!(recv::<MonitorRequest>(&mut r, "t", "req").unwrap(), None);
     }
 
@@ -70,6 +99,9 @@ mod tests {
     fn garbage_is_a_protocol_error_naming_what_came() {
         let mut r = BufReader::new(&b"{\"bogus\":1}\n"[..]);
         let err = recv::<MonitorRequest>(&mut r, "monitor", "a request").unwrap_err();
-        assert_eq!(err.to_string(), "unexpected message from monitor: expected a request, got {\"bogus\":1}");
+        assert_eq!(
+            err.to_string(),
+            "unexpected message from monitor: expected a request, got {\"bogus\":1}"
+        );
     }
 }

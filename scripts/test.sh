@@ -1,0 +1,27 @@
+#!/bin/bash
+# Runs every check and test of hutch: formatting, clippy, unit tests and the root
+# end-to-end tests that boot real containers. Run as root on Debian 12:
+#   sudo ./scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh: run as root: the end-to-end tests create namespaces, mounts and cgroups" >&2
+    exit 1
+fi
+
+# System tools the tests use, installed only when missing.
+need=()
+for pkg in busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace
+HUTCH_REQUIRED_TESTS=1 cargo test --workspace "$@"
