@@ -1,7 +1,7 @@
 //! `hutchd container ...`: start, exec, stop and inspect one container straight through
 //! the runtime. A developer tool until the REST API exists.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -156,5 +156,3 @@ pub fn run(dir: &Path, cmd: ContainerCommand) -> anyhow::Result<i32> {
         }
     }
 }
-
-use std::os::fd::AsFd;

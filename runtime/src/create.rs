@@ -78,20 +78,17 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
         _ => None,
     };
     let console = console::open(root_uid, tty_gid)?;
-    let mut plan_spec = spec.clone();
-    // A shifted root is presented by a plain bind, as for privileged containers.
-    let attach_tree = tree.is_some();
-    plan_spec.privileged = spec.privileged || !attach_tree;
-    let mut ops = rootfs::plan(
-        &plan_spec,
+    let (root, idmapped) = match tree {
+        Some(_) => (rootfs::RootMount::IdmappedTree, true),
+        None => (rootfs::RootMount::Bind, false),
+    };
+    let ops = rootfs::plan(
+        spec,
+        root,
         &console.slave_path,
         &cg.container_mounts(),
         rootfs::has_run_dir(&spec.rootfs),
     );
-    if !spec.privileged && !attach_tree {
-        // Unprivileged but shifted: bind the rootfs, and keep /proc/sys as the kernel scopes it.
-        ops.retain(|op| !matches!(op, rootfs::MountOp::ProtectReadOnly { .. }));
-    }
     let halt_signal = spec
         .halt_signal
         .unwrap_or_else(|| detect_halt_signal(&spec.rootfs));
@@ -104,7 +101,7 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
         cgroup: cg,
         cgroup_layout: layout,
         halt_signal,
-        idmapped: attach_tree,
+        idmapped,
     })
 }
 

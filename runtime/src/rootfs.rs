@@ -28,7 +28,7 @@ pub enum MountOp {
     MakeRslave,
     /// Attach the prepared (idmapped) root tree on the rootfs path.
     AttachRootTree,
-    /// Bind the rootfs onto itself, so it is a mount point (privileged containers).
+    /// Bind the rootfs onto itself, so it is a mount point.
     BindRootfsOnItself,
     /// Mount a filesystem of `fstype` at `at`, creating the directory when missing.
     Mount {
@@ -59,10 +59,20 @@ pub enum MountOp {
     PivotRoot,
 }
 
+/// How the root filesystem becomes the container's `/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootMount {
+    /// Attach the detached idmapped tree prepared by the monitor.
+    IdmappedTree,
+    /// Bind the rootfs on itself (privileged, or ownership already shifted).
+    Bind,
+}
+
 /// Renders the mount plan for `spec`. `console` is the host path of the console pty's
 /// slave; `cgroup_steps` come from the cgroup driver.
 pub fn plan(
     spec: &ContainerSpec,
+    root: RootMount,
     console: &Path,
     cgroup_steps: &[CgroupMountStep],
     has_run_dir: bool,
@@ -70,10 +80,9 @@ pub fn plan(
     let rel = PathBuf::from;
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut ops = vec![MountOp::MakeRslave];
-    ops.push(if spec.privileged {
-        MountOp::BindRootfsOnItself
-    } else {
-        MountOp::AttachRootTree
+    ops.push(match root {
+        RootMount::IdmappedTree => MountOp::AttachRootTree,
+        RootMount::Bind => MountOp::BindRootfsOnItself,
     });
 
     ops.push(MountOp::Mount {
@@ -445,7 +454,13 @@ mod tests {
 
     #[test]
     fn unprivileged_plan_attaches_the_idmapped_tree_and_pivots_last() {
-        let ops = plan(&spec(false), Path::new("/dev/pts/7"), &[], true);
+        let ops = plan(
+            &spec(false),
+            RootMount::IdmappedTree,
+            Path::new("/dev/pts/7"),
+            &[],
+            true,
+        );
         assert_eq!(ops[0], MountOp::MakeRslave);
         assert_eq!(ops[1], MountOp::AttachRootTree);
         assert_eq!(ops.last(), Some(&MountOp::PivotRoot));
@@ -472,7 +487,13 @@ mod tests {
 
     #[test]
     fn sysfs_is_read_only() {
-        let ops = plan(&spec(false), Path::new("/dev/pts/0"), &[], false);
+        let ops = plan(
+            &spec(false),
+            RootMount::IdmappedTree,
+            Path::new("/dev/pts/0"),
+            &[],
+            false,
+        );
         let sys = ops
             .iter()
             .find(|op| {
@@ -494,7 +515,13 @@ mod tests {
 
     #[test]
     fn privileged_plan_binds_rootfs_and_protects_proc_sys() {
-        let ops = plan(&spec(true), Path::new("/dev/pts/0"), &[], false);
+        let ops = plan(
+            &spec(true),
+            RootMount::Bind,
+            Path::new("/dev/pts/0"),
+            &[],
+            false,
+        );
         assert_eq!(ops[1], MountOp::BindRootfsOnItself);
         assert!(ops.contains(&MountOp::ProtectReadOnly {
             at: "proc/sys".into()
@@ -518,7 +545,13 @@ mod tests {
             },
             CgroupMountStep::ReadOnlyTmpfs,
         ];
-        let ops = plan(&spec(false), Path::new("/dev/pts/0"), &steps, false);
+        let ops = plan(
+            &spec(false),
+            RootMount::IdmappedTree,
+            Path::new("/dev/pts/0"),
+            &steps,
+            false,
+        );
         let sys_at = ops
             .iter()
             .position(|op| {
@@ -556,7 +589,13 @@ mod tests {
             target: "/var/www".into(),
             readonly: true,
         });
-        let ops = plan(&s, Path::new("/dev/pts/0"), &[], false);
+        let ops = plan(
+            &s,
+            RootMount::IdmappedTree,
+            Path::new("/dev/pts/0"),
+            &[],
+            false,
+        );
         let n = ops.len();
         assert_eq!(
             ops[n - 2],

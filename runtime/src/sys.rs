@@ -99,6 +99,16 @@ pub fn cloexec_from(first: u32) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Closes every fd from `first` upward: what a parent leaked must not reach a container.
+pub fn close_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: closes only fds of this process; callers own none of them above `first`.
+    let rc = unsafe { libc::close_range(first, u32::MAX, 0) };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// Sets or clears close-on-exec on one fd.
 pub fn set_cloexec(fd: RawFd, on: bool) -> Result<(), Errno> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};

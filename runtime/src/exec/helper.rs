@@ -31,6 +31,7 @@ pub const CONTROL_FD: i32 = 3;
 pub fn exec_main(dir: &Path) -> ! {
     // SAFETY: the caller put the control socket on this fd for us alone.
     let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    let _ = sys::close_from(CONTROL_FD as u32 + 1);
     let _ = sys::set_cloexec(control.as_raw_fd(), true);
     let code = match run(dir, control.as_fd()) {
         Ok(()) => 0,

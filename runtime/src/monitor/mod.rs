@@ -209,7 +209,13 @@ impl MonitorClient {
             force,
         };
         match self.request(&req, "stopped") {
-            Ok(MonitorReply::Stopped(record)) => Ok(record),
+            Ok(MonitorReply::Stopped(record)) => {
+                // The monitor exits right after this reply; its end closes the socket, so
+                // waiting for EOF means nothing of the container is left when we return.
+                let mut rest = Vec::new();
+                let _ = self.reader.read_to_end(&mut rest);
+                Ok(record)
+            }
             Ok(other) => Err(unexpected("stopped", &other)),
             Err(e) => Err(e),
         }

@@ -32,6 +32,7 @@ pub const STATUS_FD: i32 = 3;
 pub fn monitor_main(dir: &Path) -> ! {
     // SAFETY: the starter put the write end of its status pipe on this fd for us alone.
     let status = unsafe { OwnedFd::from_raw_fd(STATUS_FD) };
+    let _ = sys::close_from(STATUS_FD as u32 + 1);
     let _ = sys::set_cloexec(status.as_raw_fd(), true);
     let _ = setsid();
     // Fork once more so the starter can reap us at once and the monitor is nobody's child.
