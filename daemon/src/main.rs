@@ -1,12 +1,21 @@
-//! hutchd: the hutch daemon. Today it carries the runtime's hidden modes (the per-container
-//! monitor and the exec helper) and developer subcommands that drive the runtime directly;
-//! the REST API arrives with the daemon issue.
+//! hutchd: the hutch daemon. Serves LXD's `/1.0` REST API on `$HUTCH_DIR/unix.socket`,
+//! and is also re-executed in two hidden modes: the per-container monitor and the exec
+//! helper.
 
+mod api;
+mod daemon;
+mod db;
 mod dev;
+mod engine;
+mod error;
+mod events;
+mod operations;
+mod serve;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -20,15 +29,46 @@ struct Cli {
         global = true
     )]
     dir: PathBuf,
+    /// Log what the daemon does.
+    #[arg(long, global = true)]
+    verbose: bool,
+    /// Log everything.
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Set up the state directory with working defaults.
+    Init {
+        /// Do not ask anything (the only mode for now).
+        #[arg(long)]
+        auto: bool,
+    },
     /// Drive one container through the runtime, without the API (developer tool).
     #[command(subcommand)]
     Container(dev::ContainerCommand),
+}
+
+/// The current time as LXD writes it (RFC 3339, UTC).
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// An error and its causes on one line.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,13 +83,29 @@ fn main() -> anyhow::Result<()> {
             hutch_runtime::exec_main(dir);
         }
     }
+    let cli = Cli::parse();
+    let level = if cli.debug {
+        "debug"
+    } else if cli.verbose {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let hutchd = std::env::current_exe().context("find the hutchd binary")?;
+    std::fs::create_dir_all(&cli.dir).with_context(|| format!("create {}", cli.dir.display()))?;
     match cli.command {
-        Command::Container(cmd) => {
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve::serve(&cli.dir, hutchd)),
+        Some(Command::Init { .. }) => serve::init_auto(&cli.dir, hutchd),
+        Some(Command::Container(cmd)) => {
             let code = dev::run(&cli.dir, cmd)?;
             std::process::exit(code)
         }

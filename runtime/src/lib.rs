@@ -23,7 +23,9 @@ pub mod userns;
 
 pub use container::Status;
 pub use error::{ErrorKind, Result, RuntimeError};
-pub use exec::{exec, exec_main, ExecExit, ExecRequest, ExecSession, ExecStdio, WindowSize};
+pub use exec::{
+    exec, exec_main, ExecController, ExecExit, ExecRequest, ExecSession, ExecStdio, WindowSize,
+};
 pub use idmap::{IdMap, IdMapEntry};
 pub use monitor::{monitor_main, start, MonitorClient, Started};
 pub use spec::{BindMount, ContainerSpec, CpuAllowance, DeviceNode, Limits};

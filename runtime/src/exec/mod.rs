@@ -158,7 +158,47 @@ pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> R
     }
 }
 
+/// A handle that can signal and resize a running command while another thread waits for it.
+#[derive(Debug)]
+pub struct ExecController {
+    control: OwnedFd,
+    pty: Option<File>,
+}
+
+impl ExecController {
+    /// Forwards a signal to the command.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        send_msg(self.control.as_fd(), &ExecControl::Signal { signal }, None)
+    }
+
+    /// Resizes the pty (an error when the command has none).
+    pub fn resize(&self, size: WindowSize) -> Result<()> {
+        match &self.pty {
+            Some(master) => set_window_size(master.as_fd(), size),
+            None => Err(RuntimeError::ExecFailed {
+                reason: "not a pty session".into(),
+            }),
+        }
+    }
+}
+
 impl ExecSession {
+    /// A controller sharing this session's control socket and pty.
+    pub fn controller(&self) -> Result<ExecController> {
+        let control = self
+            .control
+            .try_clone()
+            .map_err(|e| RuntimeError::io("dup", "exec control socket", e))?;
+        let pty = match &self.pty {
+            Some(p) => Some(
+                p.try_clone()
+                    .map_err(|e| RuntimeError::io("dup", "exec pty", e))?,
+            ),
+            None => None,
+        };
+        Ok(ExecController { control, pty })
+    }
+
     /// The pty master, in pty mode.
     pub fn pty(&self) -> Option<&File> {
         self.pty.as_ref()

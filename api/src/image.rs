@@ -1,0 +1,69 @@
+//! Images and their aliases.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// An image alias as listed on an image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageAliasRef {
+    pub name: String,
+    pub description: String,
+}
+
+/// The writable part of an image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImagePut {
+    #[serde(default)]
+    pub auto_update: bool,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub expires_at: String,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+}
+
+/// An image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Image {
+    pub aliases: Vec<ImageAliasRef>,
+    pub architecture: String,
+    pub auto_update: bool,
+    pub cached: bool,
+    pub fingerprint: String,
+    pub filename: String,
+    pub public: bool,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: i64,
+    pub profiles: Vec<String>,
+    pub properties: BTreeMap<String, String>,
+    pub expires_at: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub uploaded_at: String,
+}
+
+/// An alias: `GET /1.0/images/aliases/<name>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageAlias {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub target: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+/// `PUT`/`PATCH /1.0/images/aliases/<name>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageAliasPut {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub target: String,
+}

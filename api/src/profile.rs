@@ -1,0 +1,42 @@
+//! Profiles: config and devices shared by instances.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Devices by name, each a map of string options with a `type`.
+pub type Devices = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The writable part of a profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfilePut {
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub devices: Devices,
+}
+
+/// A profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub name: String,
+    #[serde(flatten)]
+    pub put: ProfilePut,
+    pub used_by: Vec<String>,
+}
+
+/// `POST /1.0/profiles`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfilesPost {
+    pub name: String,
+    #[serde(flatten)]
+    pub put: ProfilePut,
+}
+
+/// `POST /1.0/profiles/<name>` (rename).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfilePost {
+    pub name: String,
+}

@@ -1,0 +1,78 @@
+//! `GET /1.0`: what the server is and what it implements.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// API extensions hutch really implements, in LXD's order of names. Clients check for them.
+pub const API_EXTENSIONS: &[&str] = &[
+    "storage",
+    "file_delete",
+    "file_append",
+    "network",
+    "directory_manipulation",
+    "container_exec_recording",
+    "container_exec_user_group_cwd",
+    "api_filtering",
+    "instances",
+    "instance_get_full",
+    "file_symlinks",
+    "image_create_aliases",
+    "resources",
+    "resources_v2",
+    "console",
+    "projects",
+];
+
+/// Server info.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Server {
+    pub api_extensions: Vec<String>,
+    pub api_status: String,
+    pub api_version: String,
+    pub auth: String,
+    pub public: bool,
+    pub auth_methods: Vec<String>,
+    pub config: BTreeMap<String, serde_json::Value>,
+    pub environment: ServerEnvironment,
+}
+
+/// The `environment` of server info.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerEnvironment {
+    pub addresses: Vec<String>,
+    pub architectures: Vec<String>,
+    pub certificate: String,
+    pub certificate_fingerprint: String,
+    pub driver: String,
+    pub driver_version: String,
+    pub firewall: String,
+    pub kernel: String,
+    pub kernel_architecture: String,
+    pub kernel_features: BTreeMap<String, String>,
+    pub kernel_version: String,
+    pub lxc_features: BTreeMap<String, String>,
+    pub os_name: String,
+    pub os_version: String,
+    pub project: String,
+    pub server: String,
+    pub server_clustered: bool,
+    pub server_event_mode: String,
+    pub server_name: String,
+    pub server_pid: i64,
+    pub server_version: String,
+    pub storage: String,
+    pub storage_version: String,
+    pub storage_supported_drivers: Vec<StorageDriverInfo>,
+}
+
+/// One entry of `storage_supported_drivers` (capitalised keys, as LXD).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StorageDriverInfo {
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "Version")]
+    pub version: String,
+    #[serde(rename = "Remote")]
+    pub remote: bool,
+}

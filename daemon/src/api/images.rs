@@ -1,0 +1,447 @@
+//! `/1.0/images`: upload (unified tarballs), list, get, update, delete, export, aliases.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::StreamExt;
+use hutch_api::image::{Image, ImageAlias, ImageAliasPut, ImageAliasRef, ImagePut};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{accepted, created, empty, parse_json, sync, sync_etag};
+use crate::daemon::AppState;
+use crate::db::images::{AliasRow, ImageRow};
+use crate::error::{DaemonError, Result};
+
+/// Largest image upload accepted.
+const MAX_UPLOAD: u64 = 16 << 30;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/1.0/images", get(list).post(upload))
+        .route("/1.0/images/aliases", get(list_aliases).post(create_alias))
+        .route(
+            "/1.0/images/aliases/:name",
+            get(one_alias)
+                .put(put_alias)
+                .patch(put_alias)
+                .post(rename_alias)
+                .delete(delete_alias),
+        )
+        .route(
+            "/1.0/images/:fp",
+            get(one).put(put).patch(put).delete(delete),
+        )
+        .route("/1.0/images/:fp/export", get(export))
+}
+
+fn image_object(d: &AppState, row: &ImageRow) -> Result<Image> {
+    let aliases =
+        d.db.aliases()?
+            .into_iter()
+            .filter(|a| a.fingerprint == row.fingerprint)
+            .map(|a| ImageAliasRef {
+                name: a.name,
+                description: a.description,
+            })
+            .collect();
+    Ok(Image {
+        aliases,
+        architecture: row.architecture.clone(),
+        auto_update: row.auto_update,
+        cached: row.cached,
+        fingerprint: row.fingerprint.clone(),
+        filename: row.filename.clone(),
+        public: row.public,
+        kind: row.kind.clone(),
+        size: row.size,
+        profiles: row.profiles.clone(),
+        properties: row.properties.clone(),
+        expires_at: row.expires_at.clone(),
+        created_at: row.created_at.clone(),
+        last_used_at: row.last_used_at.clone(),
+        uploaded_at: row.uploaded_at.clone(),
+    })
+}
+
+async fn list(
+    State(d): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let rows = d.db.images()?;
+    if super::recursion(&q) > 0 {
+        Ok(sync(
+            rows.iter()
+                .map(|r| image_object(&d, r))
+                .collect::<Result<Vec<_>>>()?,
+        ))
+    } else {
+        Ok(sync(
+            rows.iter()
+                .map(|r| format!("/1.0/images/{}", r.fingerprint))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+async fn one(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
+    let row = d.db.image_by_prefix(&fp)?;
+    let obj = image_object(&d, &row)?;
+    let tag = json!([
+        row.auto_update,
+        row.properties,
+        row.public,
+        row.expires_at,
+        row.profiles
+    ]);
+    Ok(sync_etag(obj, &tag))
+}
+
+async fn put(State(d): State<AppState>, Path(fp): Path<String>, body: Bytes) -> Result<Response> {
+    let mut row = d.db.image_by_prefix(&fp)?;
+    let req: ImagePut = parse_json(&body)?;
+    row.auto_update = req.auto_update;
+    row.properties = req.properties;
+    row.public = req.public;
+    if !req.expires_at.is_empty() {
+        row.expires_at = req.expires_at;
+    }
+    row.profiles = req.profiles;
+    d.db.update_image(&row)?;
+    Ok(empty())
+}
+
+async fn delete(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
+    let row = d.db.image_by_prefix(&fp)?;
+    let op = d.ops.create(
+        "task",
+        "Deleting image",
+        BTreeMap::from([(
+            "images".to_string(),
+            vec![format!("/1.0/images/{}", row.fingerprint)],
+        )]),
+        Value::Null,
+    );
+    let d2 = d.clone();
+    d.ops.run(op.clone(), async move {
+        // Instances own full copies of their root filesystems: nothing of theirs goes here.
+        d2.db.delete_image(&row.fingerprint)?;
+        let (file, vol) = (
+            d2.image_file(&row.fingerprint),
+            d2.image_volume(&row.fingerprint),
+        );
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_dir_all(&vol);
+        })
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))?;
+        d2.events.lifecycle(
+            "image-deleted",
+            &format!("/1.0/images/{}", row.fingerprint),
+            json!({}),
+        );
+        Ok(None)
+    });
+    Ok(accepted(&op))
+}
+
+async fn export(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
+    let row = d.db.image_by_prefix(&fp)?;
+    let path = d.image_file(&row.fingerprint);
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| DaemonError::io("open", &path, e))?;
+    let body = Body::from_stream(tokio_util_stream(file));
+    Ok((
+        [
+            ("Content-Type", "application/octet-stream".to_string()),
+            (
+                "Content-Disposition",
+                format!(
+                    "attachment;filename={}",
+                    if row.filename.is_empty() {
+                        format!("{}.tar.gz", row.fingerprint)
+                    } else {
+                        row.filename.clone()
+                    }
+                ),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// A file as a stream of chunks.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 16];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+}
+
+/// `POST /1.0/images` with a raw unified tarball as the body.
+async fn upload(State(d): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response> {
+    let ctype = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ctype.starts_with("application/json") {
+        return Err(DaemonError::BadRequest(
+            "Creating images from instances or remotes is not supported yet".into(),
+        ));
+    }
+    if ctype.starts_with("multipart/") {
+        return Err(DaemonError::BadRequest(
+            "Split images are not supported yet".into(),
+        ));
+    }
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let expected = header("x-lxd-fingerprint");
+    let filename = header("x-lxd-filename").unwrap_or_default();
+    let public =
+        header("x-lxd-public").is_some_and(|v| hutch_api::config::parse_bool(&v).unwrap_or(false));
+    // Receive the upload to a temporary file, hashing as it comes.
+    let tmp = d
+        .dir
+        .join("images")
+        .join(format!(".upload-{}", uuid::Uuid::new_v4()));
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let received = async {
+        let mut file =
+            std::fs::File::create(&tmp).map_err(|e| DaemonError::io("create", &tmp, e))?;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| DaemonError::BadRequest(format!("upload failed: {e}")))?;
+            size += chunk.len() as u64;
+            if size > MAX_UPLOAD {
+                return Err(DaemonError::BadRequest(format!(
+                    "Image is larger than the {MAX_UPLOAD} bytes allowed"
+                )));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .map_err(|e| DaemonError::io("write", &tmp, e))?;
+        }
+        file.sync_all()
+            .map_err(|e| DaemonError::io("sync", &tmp, e))
+    }
+    .await;
+    if let Err(e) = received {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let fp = hex::encode(hasher.finalize());
+    if let Some(want) = expected.filter(|w| !w.is_empty()) {
+        if want != fp {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(DaemonError::BadRequest(format!(
+                "fingerprints don't match, got {fp} expected {want}"
+            )));
+        }
+    }
+    let op = d
+        .ops
+        .create("task", "Downloading image", BTreeMap::new(), Value::Null);
+    let d2 = d.clone();
+    d.ops.run(op.clone(), async move {
+        let result = import(&d2, &tmp, &fp, size, filename, public).await;
+        let _ = std::fs::remove_file(&tmp);
+        result?;
+        d2.events
+            .lifecycle("image-created", &format!("/1.0/images/{fp}"), json!({}));
+        Ok(Some(json!({"fingerprint": fp, "size": size.to_string()})))
+    });
+    Ok(accepted(&op))
+}
+
+/// Unpacks the image once into its volume (temporary name, renamed when complete), then
+/// records it. A corrupt tarball leaves neither a row nor files.
+async fn import(
+    d: &AppState,
+    tmp: &std::path::Path,
+    fp: &str,
+    size: u64,
+    filename: String,
+    public: bool,
+) -> Result<()> {
+    if d.db.image_by_prefix(fp).is_ok_and(|r| r.fingerprint == fp) {
+        return Err(DaemonError::Conflict(
+            "Image with same fingerprint already exists".into(),
+        ));
+    }
+    let vol = d.image_volume(fp);
+    let staging = vol.with_file_name(format!(".{fp}.unpacking"));
+    let (tmp2, staging2, vol2, file) = (
+        tmp.to_path_buf(),
+        staging.clone(),
+        vol.clone(),
+        d.image_file(fp),
+    );
+    let meta = tokio::task::spawn_blocking(move || -> Result<hutch_images::ImageMetadata> {
+        let _ = std::fs::remove_dir_all(&staging2);
+        std::fs::create_dir_all(&staging2).map_err(|e| DaemonError::io("create", &staging2, e))?;
+        let meta = hutch_images::unpack_unified(
+            &tmp2,
+            &staging2.join("rootfs"),
+            hutch_images::UnpackLimits::default(),
+        )
+        .map_err(|e| DaemonError::BadRequest(crate::chain(&e)))?;
+        std::fs::rename(&staging2, &vol2)
+            .map_err(|e| DaemonError::io("rename into place", &vol2, e))?;
+        std::fs::rename(&tmp2, &file).map_err(|e| DaemonError::io("store", &file, e))?;
+        Ok(meta)
+    })
+    .await
+    .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    let meta = match meta {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    let now = crate::now();
+    let created_at = time::OffsetDateTime::from_unix_timestamp(meta.creation_date)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| now.clone());
+    let row = ImageRow {
+        fingerprint: fp.to_string(),
+        filename,
+        size: size as i64,
+        architecture: meta.lxd_architecture(),
+        kind: "container".into(),
+        public,
+        auto_update: false,
+        cached: false,
+        properties: meta.properties.clone(),
+        profiles: vec!["default".into()],
+        created_at,
+        uploaded_at: now,
+        last_used_at: "0001-01-01T00:00:00Z".into(),
+        expires_at: "0001-01-01T00:00:00Z".into(),
+    };
+    if let Err(e) = d.db.insert_image(&row) {
+        let _ = std::fs::remove_dir_all(&vol);
+        let _ = std::fs::remove_file(d.image_file(fp));
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn list_aliases(
+    State(d): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let rows = d.db.aliases()?;
+    if super::recursion(&q) > 0 {
+        Ok(sync(rows.into_iter().map(alias_object).collect::<Vec<_>>()))
+    } else {
+        Ok(sync(
+            rows.iter()
+                .map(|a| format!("/1.0/images/aliases/{}", a.name))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+fn alias_object(a: AliasRow) -> ImageAlias {
+    ImageAlias {
+        name: a.name,
+        description: a.description,
+        target: a.fingerprint,
+        kind: a.kind,
+    }
+}
+
+fn alias_or_404(d: &AppState, name: &str) -> Result<AliasRow> {
+    d.db.alias(name)?
+        .ok_or_else(|| DaemonError::NotFound("Image alias not found".into()))
+}
+
+async fn create_alias(State(d): State<AppState>, body: Bytes) -> Result<Response> {
+    let req: ImageAlias = parse_json(&body)?;
+    if req.name.is_empty() || req.name.contains('/') && req.name.starts_with('/') {
+        return Err(DaemonError::BadRequest("Invalid alias name".into()));
+    }
+    let image = d.db.image_by_prefix(&req.target)?;
+    d.db.insert_alias(&AliasRow {
+        name: req.name.clone(),
+        fingerprint: image.fingerprint,
+        description: req.description,
+        kind: "container".into(),
+    })?;
+    Ok(created(&format!("/1.0/images/aliases/{}", req.name)))
+}
+
+async fn one_alias(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    let a = alias_object(alias_or_404(&d, &name)?);
+    let tag = json!([a.target, a.description]);
+    Ok(sync_etag(a, &tag))
+}
+
+async fn put_alias(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response> {
+    let mut a = alias_or_404(&d, &name)?;
+    let req: ImageAliasPut = parse_json(&body)?;
+    if !req.target.is_empty() {
+        a.fingerprint = d.db.image_by_prefix(&req.target)?.fingerprint;
+    }
+    a.description = req.description;
+    d.db.update_alias(&a)?;
+    Ok(empty())
+}
+
+async fn rename_alias(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response> {
+    alias_or_404(&d, &name)?;
+    let req: ImageAlias = parse_json(&body)?;
+    if d.db.alias(&req.name)?.is_some() {
+        return Err(DaemonError::Conflict(format!(
+            "Alias {:?} already exists",
+            req.name
+        )));
+    }
+    d.db.rename_alias(&name, &req.name)?;
+    Ok(created(&format!("/1.0/images/aliases/{}", req.name)))
+}
+
+async fn delete_alias(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    alias_or_404(&d, &name)?;
+    d.db.delete_alias(&name)?;
+    Ok(empty())
+}

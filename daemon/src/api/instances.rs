@@ -1,0 +1,406 @@
+//! `/1.0/instances` (and the legacy `/1.0/containers`): list, create, get, update,
+//! rename, delete, state and the console log.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hutch_api::config::validate_instance_config;
+use hutch_api::instance::{InstancePost, InstancePut, InstanceStatePut, InstancesPost};
+use serde_json::{json, Value};
+
+use super::{accepted, check_if_match, empty, parse_json, sync, sync_etag};
+use crate::daemon::AppState;
+use crate::db::instances::InstanceRow;
+use crate::engine;
+use crate::error::{DaemonError, Result};
+use crate::operations::instance_resources;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(list).post(create))
+        .route(
+            "/:name",
+            get(one).put(put).patch(patch).post(rename).delete(delete),
+        )
+        .route("/:name/state", get(state).put(change_state))
+        .route("/:name/console", get(console_log))
+}
+
+/// What an instance's ETag covers: its writable fields.
+fn tag_of(row: &InstanceRow) -> Value {
+    json!([
+        row.architecture,
+        row.config,
+        row.devices,
+        row.ephemeral,
+        row.profiles
+    ])
+}
+
+fn full(d: &AppState, row: &InstanceRow, level: u8) -> Result<Value> {
+    let obj = engine::instance_object(d, row)?;
+    let mut v = serde_json::to_value(obj).unwrap_or_default();
+    if level >= 2 {
+        v["state"] =
+            serde_json::to_value(engine::instance_state(d, &row.name)?).unwrap_or_default();
+        v["snapshots"] = Value::Null;
+        v["backups"] = Value::Null;
+    }
+    Ok(v)
+}
+
+async fn list(
+    State(d): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let rows = d.db.instances()?;
+    let level = super::recursion(&q);
+    let filter = q.get("filter").map(String::as_str).unwrap_or("");
+    if level == 0 {
+        return Ok(sync(
+            rows.iter()
+                .map(|r| format!("/1.0/instances/{}", r.name))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let d2 = d.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        rows.iter()
+            .map(|r| full(&d2, r, level))
+            .collect::<Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    let out: Vec<Value> = out
+        .into_iter()
+        .filter(|v| matches_filter(v, filter))
+        .collect();
+    Ok(sync(out))
+}
+
+/// LXD's `filter=` with `eq`/`ne` on dotted fields, joined by `and`; empty matches all.
+fn matches_filter(v: &Value, filter: &str) -> bool {
+    let filter = filter.trim();
+    if filter.is_empty() {
+        return true;
+    }
+    filter.split(" and ").all(|clause| {
+        let parts: Vec<&str> = clause.trim().splitn(3, ' ').collect();
+        let [field, op, want] = parts[..] else {
+            return true;
+        };
+        let found = lookup(v, field);
+        let have = found
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| x.to_string())
+            })
+            .unwrap_or_default();
+        let eq = have.eq_ignore_ascii_case(want.trim_matches('"'));
+        match op {
+            "eq" => eq,
+            "ne" => !eq,
+            _ => true,
+        }
+    })
+}
+
+/// A dotted path into JSON, where keys may themselves contain dots (`config.image.os`).
+fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    if let Some(x) = v.get(path) {
+        return Some(x);
+    }
+    let mut at = 0;
+    while let Some(i) = path[at..].find('.') {
+        let (head, tail) = (&path[..at + i], &path[at + i + 1..]);
+        if let Some(next) = v.get(head).and_then(|n| lookup(n, tail)) {
+            return Some(next);
+        }
+        at += i + 1;
+    }
+    None
+}
+
+async fn create(State(d): State<AppState>, body: Bytes) -> Result<Response> {
+    let mut req: InstancesPost = parse_json(&body)?;
+    let image = engine::validate_create(&d, &mut req)?;
+    let op = d.ops.create(
+        "task",
+        "Creating instance",
+        instance_resources(&req.name),
+        Value::Null,
+    );
+    let d2 = d.clone();
+    d.ops.run(op.clone(), async move {
+        engine::create_instance(d2, req, image).await.map(|_| None)
+    });
+    Ok(accepted(&op))
+}
+
+async fn one(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let row = d.db.instance_or_404(&name)?;
+    let level = if super::recursion(&q) > 0 { 2 } else { 1 };
+    let v = full(&d, &row, level)?;
+    Ok(sync_etag(v, &tag_of(&row)))
+}
+
+fn validate_put(d: &AppState, put: &InstancePut) -> Result<()> {
+    validate_instance_config(&put.config)?;
+    for p in put.profiles.iter().flatten() {
+        if d.db.profile(p)?.is_none() {
+            return Err(DaemonError::BadRequest(format!(
+                "Requested profile {p:?} doesn't exist"
+            )));
+        }
+    }
+    for (name, dev) in &put.devices {
+        if !dev.contains_key("type") {
+            return Err(DaemonError::BadRequest(format!(
+                "Device {name:?} has no type"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Applies an update to the row and, for live keys, to the running container.
+async fn apply_update(d: &AppState, mut row: InstanceRow, put: InstancePut) -> Result<()> {
+    // The daemon's volatile keys survive a client's full replace.
+    let volatile: Vec<(String, String)> = row
+        .config
+        .iter()
+        .filter(|(k, _)| k.starts_with("volatile."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    row.config = put.config;
+    for (k, v) in volatile {
+        row.config.entry(k).or_insert(v);
+    }
+    row.devices = put.devices;
+    if let Some(p) = put.profiles {
+        row.profiles = p;
+    }
+    row.ephemeral = put.ephemeral;
+    row.description = put.description;
+    let expanded = engine::expand(d, &row)?;
+    let limits = engine::limits_of(&expanded.config)?;
+    d.db.update_instance(&row)?;
+    if engine::runtime_status(d, &row.name).0 != hutch_api::operation::StatusCode::Stopped {
+        let rd = d.runtime_dir(&row.name);
+        tokio::task::spawn_blocking(move || hutch_runtime::container::set_limits(&rd, &limits))
+            .await
+            .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    }
+    d.events.lifecycle(
+        "instance-updated",
+        &format!("/1.0/instances/{}", row.name),
+        json!({}),
+    );
+    Ok(())
+}
+
+async fn put(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let row = d.db.instance_or_404(&name)?;
+    check_if_match(&headers, &tag_of(&row))?;
+    let put: InstancePut = parse_json(&body)?;
+    if !put.restore.is_empty() {
+        return Err(DaemonError::BadRequest(
+            "Snapshots are not supported yet".into(),
+        ));
+    }
+    validate_put(&d, &put)?;
+    let op = d.ops.create(
+        "task",
+        "Updating instance",
+        instance_resources(&name),
+        Value::Null,
+    );
+    let d2 = d.clone();
+    d.ops.run(op.clone(), async move {
+        apply_update(&d2, row, put).await.map(|_| None)
+    });
+    Ok(accepted(&op))
+}
+
+async fn patch(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let row = d.db.instance_or_404(&name)?;
+    check_if_match(&headers, &tag_of(&row))?;
+    let req: Value = parse_json(&body)?;
+    let mut put = InstancePut {
+        architecture: row.architecture.clone(),
+        config: row.config.clone(),
+        devices: row.devices.clone(),
+        ephemeral: row.ephemeral,
+        profiles: Some(row.profiles.clone()),
+        stateful: row.stateful,
+        description: row.description.clone(),
+        restore: String::new(),
+    };
+    let patch: InstancePut = serde_json::from_value(req.clone())
+        .map_err(|e| DaemonError::BadRequest(format!("Invalid JSON: {e}")))?;
+    if !patch.restore.is_empty() {
+        return Err(DaemonError::BadRequest(
+            "PATCH cannot restore a snapshot".into(),
+        ));
+    }
+    put.config.extend(patch.config);
+    put.devices.extend(patch.devices);
+    if patch.profiles.is_some() {
+        put.profiles = patch.profiles;
+    }
+    if req.get("ephemeral").is_some() {
+        put.ephemeral = patch.ephemeral;
+    }
+    if req.get("description").is_some() {
+        put.description = patch.description;
+    }
+    validate_put(&d, &put)?;
+    apply_update(&d, row, put).await?;
+    Ok(empty())
+}
+
+async fn rename(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response> {
+    let req: InstancePost = parse_json(&body)?;
+    d.db.instance_or_404(&name)?;
+    if req.migration {
+        return Err(DaemonError::BadRequest(
+            "Migration is not supported yet".into(),
+        ));
+    }
+    engine::validate_name(&req.name)?;
+    if d.db.instance(&req.name)?.is_some() {
+        return Err(DaemonError::Conflict(format!(
+            "Name {:?} already in use",
+            req.name
+        )));
+    }
+    let op = d.ops.create(
+        "task",
+        "Renaming instance",
+        instance_resources(&name),
+        Value::Null,
+    );
+    let d2 = d.clone();
+    d.ops.run(op.clone(), async move {
+        engine::rename_instance(d2, name, req.name)
+            .await
+            .map(|_| None)
+    });
+    Ok(accepted(&op))
+}
+
+async fn delete(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    d.db.instance_or_404(&name)?;
+    if engine::runtime_status(&d, &name).0 != hutch_api::operation::StatusCode::Stopped {
+        return Err(DaemonError::BadRequest("Instance is running".into()));
+    }
+    let op = d.ops.create(
+        "task",
+        "Deleting instance",
+        instance_resources(&name),
+        Value::Null,
+    );
+    let d2 = d.clone();
+    d.ops.run(op.clone(), async move {
+        engine::delete_instance(d2, name).await.map(|_| None)
+    });
+    Ok(accepted(&op))
+}
+
+async fn state(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    d.db.instance_or_404(&name)?;
+    let d2 = d.clone();
+    let st = tokio::task::spawn_blocking(move || engine::instance_state(&d2, &name))
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    Ok(sync(st))
+}
+
+async fn change_state(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response> {
+    let req: InstanceStatePut = parse_json(&body)?;
+    d.db.instance_or_404(&name)?;
+    let (desc, action) = match req.action.as_str() {
+        "start" => ("Starting instance", req.action.clone()),
+        "stop" => ("Stopping instance", req.action.clone()),
+        "restart" => ("Restarting instance", req.action.clone()),
+        "freeze" => ("Freezing instance", req.action.clone()),
+        "unfreeze" => ("Unfreezing instance", req.action.clone()),
+        other => {
+            return Err(DaemonError::BadRequest(format!(
+                "Unknown action: '{other}'"
+            )))
+        }
+    };
+    let mut resources = std::collections::BTreeMap::new();
+    resources.insert(
+        "instances".to_string(),
+        vec![format!("/1.0/instances/{name}")],
+    );
+    let op = d.ops.create("task", desc, resources, Value::Null);
+    let d2 = d.clone();
+    d.ops.run(op.clone(), async move {
+        match action.as_str() {
+            "start" => engine::start_instance(d2, name).await,
+            "stop" => engine::stop_instance(d2, name, req.timeout, req.force).await,
+            "restart" => {
+                engine::stop_instance(d2.clone(), name.clone(), req.timeout, req.force).await?;
+                engine::start_instance(d2, name).await
+            }
+            "freeze" => engine::freeze_instance(d2, name).await,
+            _ => engine::unfreeze_instance(d2, name).await,
+        }
+        .map(|_| None)
+    });
+    Ok(accepted(&op))
+}
+
+async fn console_log(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    d.db.instance_or_404(&name)?;
+    let log = hutch_runtime::container::console_log(&d.runtime_dir(&name))?;
+    Ok(([("Content-Type", "application/octet-stream")], log).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_dotted_fields() {
+        let v = json!({"name": "c1", "status": "Running", "config": {"image.os": "Debian"}});
+        assert!(matches_filter(&v, ""));
+        assert!(matches_filter(&v, "status eq running"));
+        assert!(matches_filter(
+            &v,
+            "config.image.os eq debian and name eq c1"
+        ));
+        assert!(!matches_filter(&v, "name ne c1"));
+    }
+}

@@ -1,0 +1,123 @@
+//! The REST API: one module per resource, each handler extracting and validating, calling
+//! one engine function, and wrapping the result in LXD's envelope.
+
+mod events;
+mod exec;
+mod images;
+mod instances;
+mod operations;
+mod profiles;
+mod server;
+mod storage;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hutch_api::Response as Envelope;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::daemon::AppState;
+use crate::error::DaemonError;
+use crate::operations::OpEntry;
+
+/// The whole API, for the unix socket or for in-process tests.
+pub fn router(state: AppState) -> Router {
+    let instance_routes = instances::routes().merge(exec::routes());
+    Router::new()
+        .route("/", get(|| async { Json(vec!["/1.0"]) }))
+        .merge(server::routes())
+        .merge(events::routes())
+        .merge(operations::routes())
+        .nest("/1.0/instances", instance_routes.clone())
+        .nest("/1.0/containers", instance_routes)
+        .merge(images::routes())
+        .merge(profiles::routes())
+        .merge(storage::routes())
+        .fallback(|| async { DaemonError::NotFound("not found".into()) })
+        .method_not_allowed_fallback(|| async { DaemonError::NotImplemented })
+        .with_state(state)
+}
+
+/// A sync 200 response.
+pub fn sync<T: Serialize>(value: T) -> Response {
+    Json(Envelope::sync(
+        serde_json::to_value(value).unwrap_or(Value::Null),
+    ))
+    .into_response()
+}
+
+/// A sync 200 with an ETag over `tag_source`.
+pub fn sync_etag<T: Serialize, E: Serialize>(value: T, tag_source: &E) -> Response {
+    let mut resp = sync(value);
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", etag(tag_source))) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// An empty sync 200.
+pub fn empty() -> Response {
+    sync(serde_json::json!({}))
+}
+
+/// A 201 with `Location` and null metadata.
+pub fn created(location: &str) -> Response {
+    let mut body = Envelope::sync(Value::Null);
+    body.status_code = 200;
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// A 202 for a new operation.
+pub fn accepted(op: &Arc<OpEntry>) -> Response {
+    let snapshot = op.snapshot();
+    let url = format!("/1.0/operations/{}", snapshot.id);
+    let body = Envelope::async_op(&url, serde_json::to_value(&snapshot).unwrap_or(Value::Null));
+    let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// A stable digest of a value, for ETags.
+pub fn etag<T: Serialize>(value: &T) -> String {
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(value).unwrap_or_default(),
+    ))
+}
+
+/// Refuses a write whose If-Match does not match the current ETag.
+pub fn check_if_match<T: Serialize>(headers: &HeaderMap, current: &T) -> Result<(), DaemonError> {
+    let Some(client) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let client = client.trim_matches('"');
+    let server = etag(current);
+    if client.is_empty() || client == server {
+        Ok(())
+    } else {
+        Err(DaemonError::PreconditionFailed {
+            server,
+            client: client.to_string(),
+        })
+    }
+}
+
+/// `recursion` query value (0 when missing or malformed).
+pub fn recursion(q: &std::collections::HashMap<String, String>) -> u8 {
+    q.get("recursion").and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A JSON body, or LXD's 400 for malformed JSON.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DaemonError> {
+    serde_json::from_slice(body).map_err(|e| DaemonError::BadRequest(format!("Invalid JSON: {e}")))
+}

@@ -1,0 +1,114 @@
+//! The `profiles` table.
+
+use hutch_api::profile::{Profile, ProfilePut};
+use rusqlite::{params, OptionalExtension};
+
+use super::{from_json, to_json, Db};
+use crate::error::{DaemonError, Result};
+
+impl Db {
+    pub fn profile(&self, name: &str) -> Result<Option<ProfilePut>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT description, config, devices FROM profiles WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(ProfilePut {
+                        description: r.get(0)?,
+                        config: from_json(&r.get::<_, String>(1)?),
+                        devices: from_json(&r.get::<_, String>(2)?),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn profile_or_404(&self, name: &str) -> Result<ProfilePut> {
+        self.profile(name)?
+            .ok_or_else(|| DaemonError::NotFound("Profile not found".into()))
+    }
+
+    pub fn profile_names(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name FROM profiles ORDER BY name")?;
+        let names = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(names)
+    }
+
+    /// Creates a profile; a taken name is a conflict.
+    pub fn insert_profile(&self, name: &str, put: &ProfilePut) -> Result<()> {
+        let res = self.conn().execute(
+            "INSERT INTO profiles (name, description, config, devices) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                name,
+                put.description,
+                to_json(&put.config),
+                to_json(&put.devices)
+            ],
+        );
+        match res {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(DaemonError::Conflict("The profile already exists".into()))
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    pub fn update_profile(&self, name: &str, put: &ProfilePut) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE profiles SET description = ?2, config = ?3, devices = ?4 WHERE name = ?1",
+            params![
+                name,
+                put.description,
+                to_json(&put.config),
+                to_json(&put.devices)
+            ],
+        )?;
+        if n == 0 {
+            return Err(DaemonError::NotFound("Profile not found".into()));
+        }
+        Ok(())
+    }
+
+    pub fn rename_profile(&self, old: &str, new: &str) -> Result<()> {
+        let res = self.conn().execute(
+            "UPDATE profiles SET name = ?2 WHERE name = ?1",
+            params![old, new],
+        );
+        match res {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(DaemonError::Conflict("The profile already exists".into()))
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    pub fn delete_profile(&self, name: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM profiles WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    /// A profile with the instances that use it.
+    pub fn full_profile(&self, name: &str) -> Result<Profile> {
+        let put = self.profile_or_404(name)?;
+        let used_by = self
+            .instances()?
+            .into_iter()
+            .filter(|i| i.profiles.iter().any(|p| p == name))
+            .map(|i| format!("/1.0/instances/{}", i.name))
+            .collect();
+        Ok(Profile {
+            name: name.to_string(),
+            put,
+            used_by,
+        })
+    }
+}

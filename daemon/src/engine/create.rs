@@ -1,0 +1,175 @@
+//! Creating an instance from a local image: a row in state `creating` first, then the
+//! root filesystem cloned from the image volume, then the row made `ready`. A failure at
+//! any step removes what was made; a crash is cleaned up at the next start.
+
+use hutch_api::config::validate_instance_config;
+use hutch_api::instance::InstancesPost;
+use serde_json::json;
+
+use crate::daemon::AppState;
+use crate::db::images::ImageRow;
+use crate::db::instances::InstanceRow;
+use crate::error::{DaemonError, Result};
+
+/// Checks a create request before anything is made; returns the name and the image.
+pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<ImageRow> {
+    if req.name.is_empty() {
+        req.name = format!("hutch-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    }
+    validate_name(&req.name)?;
+    if !matches!(req.kind.as_str(), "" | "container") {
+        return Err(DaemonError::BadRequest(format!(
+            "Instance type {:?} is not supported",
+            req.kind
+        )));
+    }
+    match req.source.kind.as_str() {
+        "image" => {}
+        "none" | "copy" | "migration" => {
+            return Err(DaemonError::BadRequest(format!(
+                "Source type {:?} is not supported yet",
+                req.source.kind
+            )))
+        }
+        other => {
+            return Err(DaemonError::BadRequest(format!(
+                "Unknown source type {other}"
+            )))
+        }
+    }
+    if !req.source.server.is_empty() {
+        return Err(DaemonError::BadRequest(
+            "Remote image servers are not supported yet".into(),
+        ));
+    }
+    let profiles = req
+        .put
+        .profiles
+        .get_or_insert_with(|| vec!["default".to_string()]);
+    for p in profiles.iter() {
+        if d.db.profile(p)?.is_none() {
+            return Err(DaemonError::BadRequest(format!(
+                "Requested profile {p:?} doesn't exist"
+            )));
+        }
+    }
+    validate_instance_config(&req.put.config)?;
+    if d.db.instance(&req.name)?.is_some() {
+        return Err(DaemonError::Conflict(format!(
+            "Instance {:?} already exists",
+            req.name
+        )));
+    }
+    let image = if !req.source.alias.is_empty() {
+        match d.db.alias(&req.source.alias)? {
+            Some(a) => d.db.image_by_prefix(&a.fingerprint)?,
+            None => d.db.image_by_prefix(&req.source.alias)?,
+        }
+    } else {
+        d.db.image_by_prefix(&req.source.fingerprint)?
+    };
+    Ok(image)
+}
+
+/// LXD's instance name rules: a host name, not starting with a digit or a dash.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DaemonError::BadRequest(format!(
+            "Invalid instance name {name:?}"
+        )))
+    }
+}
+
+/// Creates the instance (the body of the create operation).
+pub async fn create_instance(d: AppState, req: InstancesPost, image: ImageRow) -> Result<()> {
+    let now = crate::now();
+    let mut config = req.put.config.clone();
+    for (k, v) in &image.properties {
+        config.insert(format!("image.{k}"), v.clone());
+    }
+    config.insert("volatile.base_image".into(), image.fingerprint.clone());
+    let row = InstanceRow {
+        name: req.name.clone(),
+        kind: "container".into(),
+        architecture: image.architecture.clone(),
+        ephemeral: req.put.ephemeral,
+        stateful: false,
+        description: req.put.description.clone(),
+        created_at: now.clone(),
+        last_used_at: "1970-01-01T00:00:00Z".into(),
+        config,
+        devices: req.put.devices.clone(),
+        profiles: req.put.profiles.clone().unwrap_or_default(),
+        state: "creating".into(),
+    };
+    d.db.insert_instance(&row)?;
+    let lock = d.instance_lock(&row.name);
+    let _guard = lock.lock().await;
+    let d2 = d.clone();
+    let (name, fp) = (row.name.clone(), image.fingerprint.clone());
+    let made = tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &fp))
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    if let Err(e) = made.and_then(|()| d.db.set_instance_state(&row.name, "ready")) {
+        remove_leftovers(&d, &row.name);
+        return Err(e);
+    }
+    d.events.lifecycle(
+        "instance-created",
+        &format!("/1.0/instances/{}", row.name),
+        json!({"type": "container", "storage-pool": "default"}),
+    );
+    Ok(())
+}
+
+/// The instance's root filesystem, cloned from the image volume under a temporary name
+/// and renamed into place once complete.
+fn clone_volume(d: &AppState, name: &str, fingerprint: &str) -> Result<()> {
+    let src = d.image_volume(fingerprint).join("rootfs");
+    let vol = d.instance_volume(name);
+    let tmp = vol.with_file_name(format!(".{name}.creating"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| DaemonError::io("create", &tmp, e))?;
+    hutch_storage::clone_tree(&src, &tmp.join("rootfs"))
+        .map_err(|e| DaemonError::Internal(crate::chain(&e)))?;
+    std::fs::rename(&tmp, &vol).map_err(|e| DaemonError::io("rename into place", &vol, e))
+}
+
+/// Removes the row and volume of a half-made instance.
+pub fn remove_leftovers(d: &AppState, name: &str) {
+    let vol = d.instance_volume(name);
+    let _ = std::fs::remove_dir_all(vol.with_file_name(format!(".{name}.creating")));
+    let _ = std::fs::remove_dir_all(&vol);
+    let _ = d.db.delete_instance(name);
+}
+
+/// At daemon start: finish nothing, roll back every create a crash interrupted.
+pub fn reconcile_creates(d: &AppState) -> Result<()> {
+    for name in d.db.creating_instances()? {
+        tracing::info!(instance = %name, "removing an instance whose create was interrupted");
+        remove_leftovers(d, &name);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_lxd_rules() {
+        for ok in ["c1", "web-01", "a"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "1abc", "-a", "a-", "a/b", "a_b", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

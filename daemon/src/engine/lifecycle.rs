@@ -1,0 +1,177 @@
+//! Start, stop, freeze, unfreeze, rename and delete, each under the instance's lock.
+
+use std::time::Duration;
+
+use hutch_api::operation::StatusCode;
+use hutch_runtime::container;
+use serde_json::json;
+
+use super::runtime_status;
+use super::spec::{build_spec, expand};
+use crate::daemon::AppState;
+use crate::error::{DaemonError, Result};
+
+/// How long a stop with timeout -1 (no limit) may take before init is killed anyway.
+const UNLIMITED_STOP: Duration = Duration::from_secs(24 * 3600);
+
+fn source(name: &str) -> String {
+    format!("/1.0/instances/{name}")
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))?
+}
+
+pub async fn start_instance(d: AppState, name: String) -> Result<()> {
+    let lock = d.instance_lock(&name);
+    let _g = lock.lock().await;
+    let row = d.db.instance_or_404(&name)?;
+    if runtime_status(&d, &name).0 != StatusCode::Stopped {
+        return Err(DaemonError::BadRequest(
+            "The instance is already running".into(),
+        ));
+    }
+    let expanded = expand(&d, &row)?;
+    let spec = build_spec(&d, &row, &expanded)?;
+    let (hutchd, rd) = (d.hutchd.clone(), d.runtime_dir(&name));
+    blocking(move || Ok(hutch_runtime::start(&hutchd, &rd, &spec)?)).await?;
+    let mut row = row;
+    row.last_used_at = crate::now();
+    d.db.update_instance(&row)?;
+    d.db.set_instance_config_key(&name, "volatile.last_state.power", Some("RUNNING"))?;
+    d.events
+        .lifecycle("instance-started", &source(&name), json!({}));
+    Ok(())
+}
+
+/// Stops the instance: a clean halt waiting `timeout` seconds (-1: no limit), or a kill
+/// when `force` or `timeout` is 0. Ephemeral instances are deleted after.
+pub async fn stop_instance(d: AppState, name: String, timeout: i64, force: bool) -> Result<()> {
+    let ephemeral = {
+        let lock = d.instance_lock(&name);
+        let _g = lock.lock().await;
+        let row = d.db.instance_or_404(&name)?;
+        if runtime_status(&d, &name).0 == StatusCode::Stopped {
+            return Err(DaemonError::BadRequest(
+                "The instance is already stopped".into(),
+            ));
+        }
+        let force = force || timeout == 0;
+        let wait = if timeout < 0 {
+            UNLIMITED_STOP
+        } else {
+            Duration::from_secs(timeout as u64)
+        };
+        let rd = d.runtime_dir(&name);
+        blocking(move || Ok(container::stop(&rd, wait, force)?)).await?;
+        d.db.set_instance_config_key(&name, "volatile.last_state.power", Some("STOPPED"))?;
+        d.events.lifecycle(
+            if force {
+                "instance-stopped"
+            } else {
+                "instance-shutdown"
+            },
+            &source(&name),
+            json!({}),
+        );
+        row.ephemeral
+    };
+    if ephemeral {
+        delete_instance(d, name).await?;
+    }
+    Ok(())
+}
+
+pub async fn freeze_instance(d: AppState, name: String) -> Result<()> {
+    let lock = d.instance_lock(&name);
+    let _g = lock.lock().await;
+    d.db.instance_or_404(&name)?;
+    match runtime_status(&d, &name).0 {
+        StatusCode::Running => {}
+        StatusCode::Frozen => {
+            return Err(DaemonError::BadRequest(
+                "The instance is already frozen".into(),
+            ))
+        }
+        _ => return Err(DaemonError::BadRequest("The instance isn't running".into())),
+    }
+    let rd = d.runtime_dir(&name);
+    blocking(move || Ok(container::freeze(&rd)?)).await?;
+    d.events
+        .lifecycle("instance-paused", &source(&name), json!({}));
+    Ok(())
+}
+
+pub async fn unfreeze_instance(d: AppState, name: String) -> Result<()> {
+    let lock = d.instance_lock(&name);
+    let _g = lock.lock().await;
+    d.db.instance_or_404(&name)?;
+    if runtime_status(&d, &name).0 != StatusCode::Frozen {
+        return Err(DaemonError::BadRequest("The instance is not frozen".into()));
+    }
+    let rd = d.runtime_dir(&name);
+    blocking(move || Ok(container::thaw(&rd)?)).await?;
+    d.events
+        .lifecycle("instance-resumed", &source(&name), json!({}));
+    Ok(())
+}
+
+pub async fn delete_instance(d: AppState, name: String) -> Result<()> {
+    let lock = d.instance_lock(&name);
+    let _g = lock.lock().await;
+    let row = d.db.instance_or_404(&name)?;
+    if runtime_status(&d, &name).0 != StatusCode::Stopped {
+        return Err(DaemonError::BadRequest("Instance is running".into()));
+    }
+    if super::spec::flag(&row.config, "security.protection.delete") {
+        return Err(DaemonError::BadRequest("Instance is protected".into()));
+    }
+    // The row goes first: a crash after it leaves only files, which no record owns.
+    d.db.delete_instance(&name)?;
+    let (vol, rd) = (d.instance_volume(&name), d.runtime_dir(&name));
+    blocking(move || {
+        let _ = std::fs::remove_dir_all(&rd);
+        std::fs::remove_dir_all(&vol)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| DaemonError::io("remove", &vol, e))
+    })
+    .await?;
+    d.events
+        .lifecycle("instance-deleted", &source(&name), json!({}));
+    Ok(())
+}
+
+pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<()> {
+    super::create::validate_name(&new)?;
+    let lock = d.instance_lock(&name);
+    let _g = lock.lock().await;
+    d.db.instance_or_404(&name)?;
+    if runtime_status(&d, &name).0 != StatusCode::Stopped {
+        return Err(DaemonError::BadRequest(
+            "Renaming of running container not allowed".into(),
+        ));
+    }
+    if d.db.instance(&new)?.is_some() {
+        return Err(DaemonError::Conflict(format!(
+            "Name {new:?} already in use"
+        )));
+    }
+    let (old_vol, new_vol) = (d.instance_volume(&name), d.instance_volume(&new));
+    std::fs::rename(&old_vol, &new_vol).map_err(|e| DaemonError::io("rename", &old_vol, e))?;
+    let _ = std::fs::rename(d.runtime_dir(&name), d.runtime_dir(&new));
+    if let Err(e) = d.db.rename_instance(&name, &new) {
+        let _ = std::fs::rename(&new_vol, &old_vol);
+        return Err(e);
+    }
+    d.events
+        .lifecycle("instance-renamed", &source(&new), json!({"old_name": name}));
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! Profiles expanded into the final config and devices, and the runtime spec built from them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use hutch_api::config::{parse_bool, parse_cpu, parse_cpu_allowance, parse_memory, CpuLimit};
+use hutch_api::profile::Devices;
+use hutch_runtime::{BindMount, ContainerSpec, CpuAllowance, Limits};
+
+use crate::daemon::Daemon;
+use crate::db::instances::InstanceRow;
+use crate::error::{DaemonError, Result};
+
+/// Config and devices after profiles, in order, with the instance's own last.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expanded {
+    pub config: BTreeMap<String, String>,
+    pub devices: Devices,
+}
+
+pub fn expand(d: &Daemon, row: &InstanceRow) -> Result<Expanded> {
+    let mut out = Expanded::default();
+    for name in &row.profiles {
+        if let Some(p) = d.db.profile(name)? {
+            out.config.extend(p.config);
+            out.devices.extend(p.devices);
+        }
+    }
+    out.config.extend(row.config.clone());
+    out.devices.extend(row.devices.clone());
+    // A device of type none masks the profile's device of the same name.
+    out.devices
+        .retain(|_, dev| dev.get("type").map(String::as_str) != Some("none"));
+    Ok(out)
+}
+
+fn host_memory() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Limits from `limits.*` keys.
+pub fn limits_from(config: &BTreeMap<String, String>) -> Result<Limits> {
+    let bad = |k: &str, e: String| {
+        DaemonError::BadRequest(format!("invalid value for config key {k:?}: {e}"))
+    };
+    let mut limits = Limits {
+        memory_swap: true,
+        ..Limits::default()
+    };
+    if let Some(v) = config.get("limits.memory").filter(|v| !v.is_empty()) {
+        limits.memory = Some(parse_memory(v, host_memory()).map_err(|e| bad("limits.memory", e))?);
+    }
+    if let Some(v) = config.get("limits.memory.swap").filter(|v| !v.is_empty()) {
+        limits.memory_swap = parse_bool(v).map_err(|e| bad("limits.memory.swap", e))?;
+    }
+    let mut cpus = 1;
+    if let Some(v) = config.get("limits.cpu").filter(|v| !v.is_empty()) {
+        match parse_cpu(v).map_err(|e| bad("limits.cpu", e))? {
+            CpuLimit::Count(n) => {
+                limits.cpu_count = Some(n);
+                cpus = n;
+            }
+            CpuLimit::Set(s) => limits.cpu_set = Some(s),
+        }
+    }
+    if let Some(v) = config.get("limits.cpu.allowance").filter(|v| !v.is_empty()) {
+        let (quota_us, period_us) =
+            parse_cpu_allowance(v, cpus).map_err(|e| bad("limits.cpu.allowance", e))?;
+        limits.cpu_allowance = Some(CpuAllowance {
+            quota_us,
+            period_us,
+        });
+    }
+    if let Some(v) = config.get("limits.processes").filter(|v| !v.is_empty()) {
+        limits.processes = Some(
+            v.parse()
+                .map_err(|_| bad("limits.processes", "not a number".into()))?,
+        );
+    }
+    Ok(limits)
+}
+
+/// Whether a boolean key is true.
+pub fn flag(config: &BTreeMap<String, String>, key: &str) -> bool {
+    config
+        .get(key)
+        .is_some_and(|v| parse_bool(v).unwrap_or(false))
+}
+
+/// The runtime spec for starting `row`.
+pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<ContainerSpec> {
+    let privileged = flag(&expanded.config, "security.privileged");
+    let idmap = (!privileged).then(|| d.idmap.clone());
+    let mut spec = ContainerSpec::new(
+        &row.name,
+        d.instance_volume(&row.name).join("rootfs"),
+        idmap,
+        &d.cgroup_path(&row.name),
+    );
+    spec.limits = limits_from(&expanded.config)?;
+    spec.nesting = flag(&expanded.config, "security.nesting");
+    for (k, v) in &expanded.config {
+        if let Some(var) = k.strip_prefix("environment.") {
+            spec.env.insert(var.to_string(), v.clone());
+        }
+    }
+    for (name, dev) in &expanded.devices {
+        if dev.get("type").map(String::as_str) != Some("disk") {
+            continue;
+        }
+        let path = dev.get("path").cloned().unwrap_or_default();
+        if path == "/" {
+            continue;
+        }
+        let source = dev.get("source").cloned().unwrap_or_default();
+        if !source.starts_with('/') || !path.starts_with('/') {
+            return Err(DaemonError::BadRequest(format!(
+                "disk device {name:?} needs an absolute source and path"
+            )));
+        }
+        spec.mounts.push(BindMount {
+            source: PathBuf::from(source),
+            target: PathBuf::from(path),
+            readonly: flag(dev, "readonly"),
+        });
+    }
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_come_from_config() {
+        let cfg: BTreeMap<String, String> = [
+            ("limits.memory", "64MiB"),
+            ("limits.cpu", "2"),
+            ("limits.cpu.allowance", "50%"),
+            ("limits.processes", "100"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let l = limits_from(&cfg).unwrap();
+        assert_eq!(l.memory, Some(64 << 20));
+        assert_eq!(l.cpu_count, Some(2));
+        assert_eq!(
+            l.cpu_allowance,
+            Some(CpuAllowance {
+                quota_us: 100_000,
+                period_us: 100_000
+            })
+        );
+        assert_eq!(l.processes, Some(100));
+    }
+}

@@ -1,0 +1,72 @@
+//! The event hub: lifecycle, operation and logging events fanned out to `/1.0/events`
+//! subscribers over a bounded broadcast channel (slow subscribers lose events, the
+//! daemon never grows).
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+/// How many events a slow subscriber may lag behind.
+const CAPACITY: usize = 1024;
+
+/// One serialized event and its type, shared by every subscriber.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: &'static str,
+    pub json: Arc<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventHub {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventHub {
+    pub fn new() -> Self {
+        EventHub {
+            tx: broadcast::channel(CAPACITY).0,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+
+    /// Sends an event of `kind` (`operation`, `lifecycle`, `logging`).
+    pub fn send(&self, kind: &'static str, metadata: Value) {
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        let event = json!({
+            "type": kind,
+            "timestamp": crate::now(),
+            "location": "none",
+            "project": "default",
+            "metadata": metadata,
+        });
+        let _ = self.tx.send(Event {
+            kind,
+            json: Arc::new(event.to_string()),
+        });
+    }
+
+    /// A lifecycle event such as `instance-started` about `source` (an API path).
+    pub fn lifecycle(&self, action: &str, source: &str, context: Value) {
+        self.send(
+            "lifecycle",
+            json!({
+                "action": action,
+                "source": source,
+                "context": context,
+                "requestor": {"username": "root", "protocol": "unix", "address": "@"},
+            }),
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Operations: the registry of background work, its websockets, and the events that
+//! report every change. Finished operations stay readable for five seconds, then go.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::WebSocket;
+use hutch_api::operation::{Operation, StatusCode};
+use serde_json::Value;
+use tokio::sync::{oneshot, watch};
+
+use crate::error::DaemonError;
+use crate::events::EventHub;
+
+/// How long a finished operation stays readable.
+const KEEP_FINISHED: Duration = Duration::from_secs(5);
+
+/// One operation.
+#[derive(Debug)]
+pub struct OpEntry {
+    op: Mutex<Operation>,
+    done: watch::Sender<bool>,
+    /// Websockets the operation waits for, by secret.
+    sockets: Mutex<HashMap<String, oneshot::Sender<WebSocket>>>,
+    events: EventHub,
+}
+
+impl OpEntry {
+    pub fn id(&self) -> String {
+        self.lock().id.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Operation> {
+        self.op.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the operation as clients see it.
+    pub fn snapshot(&self) -> Operation {
+        self.lock().clone()
+    }
+
+    fn publish(&self, op: &Operation) {
+        self.events
+            .send("operation", serde_json::to_value(op).unwrap_or(Value::Null));
+    }
+
+    /// Merges keys into an object metadata.
+    pub fn extend_metadata(&self, extra: serde_json::Map<String, Value>) {
+        let op = {
+            let mut op = self.lock();
+            if !op.metadata.is_object() {
+                op.metadata = Value::Object(Default::default());
+            }
+            if let Some(m) = op.metadata.as_object_mut() {
+                m.extend(extra);
+            }
+            op.updated_at = crate::now();
+            op.clone()
+        };
+        self.publish(&op);
+    }
+
+    /// Registers a websocket secret; the receiver gets the socket when a client connects.
+    pub fn expect_socket(&self, secret: &str) -> oneshot::Receiver<WebSocket> {
+        let (tx, rx) = oneshot::channel();
+        self.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(secret.to_string(), tx);
+        rx
+    }
+
+    /// The waiting end for `secret`, taken once.
+    pub fn take_socket(&self, secret: &str) -> Option<oneshot::Sender<WebSocket>> {
+        self.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(secret)
+    }
+
+    fn finish(&self, result: Result<Option<Value>, String>) {
+        let op = {
+            let mut op = self.lock();
+            let code = match &result {
+                Ok(_) => StatusCode::Success,
+                Err(_) => StatusCode::Failure,
+            };
+            op.status = code.text().into();
+            op.status_code = code as u16;
+            match result {
+                Ok(Some(m)) => op.metadata = m,
+                Ok(None) => {}
+                Err(e) => op.err = e,
+            }
+            op.updated_at = crate::now();
+            op.may_cancel = false;
+            op.clone()
+        };
+        self.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.publish(&op);
+        let _ = self.done.send(true);
+    }
+
+    /// Waits until the operation is final or `timeout` passes.
+    pub async fn wait(&self, timeout: Option<Duration>) {
+        let mut rx = self.done.subscribe();
+        let fut = rx.wait_for(|d| *d);
+        match timeout {
+            Some(t) => {
+                let _ = tokio::time::timeout(t, fut).await;
+            }
+            None => {
+                let _ = fut.await;
+            }
+        }
+    }
+}
+
+/// Every operation the daemon knows.
+#[derive(Debug, Clone)]
+pub struct Operations {
+    ops: Arc<Mutex<BTreeMap<String, Arc<OpEntry>>>>,
+    events: EventHub,
+}
+
+impl Operations {
+    pub fn new(events: EventHub) -> Self {
+        Operations {
+            ops: Arc::default(),
+            events,
+        }
+    }
+
+    /// Registers a running operation.
+    pub fn create(
+        &self,
+        class: &str,
+        description: &str,
+        resources: BTreeMap<String, Vec<String>>,
+        metadata: Value,
+    ) -> Arc<OpEntry> {
+        let now = crate::now();
+        let id = uuid::Uuid::new_v4().to_string();
+        let op = Operation {
+            id: id.clone(),
+            class: class.into(),
+            description: description.into(),
+            created_at: now.clone(),
+            updated_at: now,
+            status: StatusCode::Running.text().into(),
+            status_code: StatusCode::Running as u16,
+            resources,
+            metadata,
+            may_cancel: false,
+            err: String::new(),
+            location: "none".into(),
+        };
+        let entry = Arc::new(OpEntry {
+            op: Mutex::new(op),
+            done: watch::channel(false).0,
+            sockets: Mutex::default(),
+            events: self.events.clone(),
+        });
+        self.ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, entry.clone());
+        entry.publish(&entry.snapshot());
+        entry
+    }
+
+    /// Runs `work` as the body of `entry`, records how it ended, and forgets the
+    /// operation a little after.
+    pub fn run<F>(&self, entry: Arc<OpEntry>, work: F)
+    where
+        F: Future<Output = Result<Option<Value>, DaemonError>> + Send + 'static,
+    {
+        let ops = self.clone();
+        tokio::spawn(async move {
+            let result = work.await.map_err(|e| e.chain());
+            if let Err(e) = &result {
+                tracing::info!(operation = %entry.id(), error = %e, "operation failed");
+            }
+            entry.finish(result);
+            tokio::time::sleep(KEEP_FINISHED).await;
+            ops.ops
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&entry.id());
+        });
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<OpEntry>> {
+        self.ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<OpEntry>> {
+        self.ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// The resources map of an operation on one instance.
+pub fn instance_resources(name: &str) -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([
+        (
+            "instances".to_string(),
+            vec![format!("/1.0/instances/{name}")],
+        ),
+        (
+            "containers".to_string(),
+            vec![format!("/1.0/containers/{name}")],
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn operations_run_finish_and_report_events() {
+        let events = EventHub::new();
+        let mut sub = events.subscribe();
+        let ops = Operations::new(events);
+        let entry = ops.create("task", "Testing", instance_resources("c1"), Value::Null);
+        assert_eq!(entry.snapshot().status_code, 103);
+        ops.run(entry.clone(), async {
+            Ok(Some(serde_json::json!({"x": 1})))
+        });
+        entry.wait(Some(Duration::from_secs(5))).await;
+        let op = entry.snapshot();
+        assert_eq!((op.status_code, op.status.as_str()), (200, "Success"));
+        assert_eq!(op.metadata["x"], 1);
+        let first = sub.recv().await.unwrap();
+        assert!(first.json.contains("\"status_code\":103"));
+        let last = sub.recv().await.unwrap();
+        assert!(last.json.contains("\"status_code\":200"));
+        assert!(ops.get(&op.id).is_some());
+    }
+
+    #[tokio::test]
+    async fn failures_carry_the_error() {
+        let ops = Operations::new(EventHub::new());
+        let entry = ops.create("task", "Testing", BTreeMap::new(), Value::Null);
+        ops.run(entry.clone(), async {
+            Err(DaemonError::BadRequest("nope".into()))
+        });
+        entry.wait(None).await;
+        let op = entry.snapshot();
+        assert_eq!((op.status_code, op.err.as_str()), (400, "nope"));
+    }
+}

@@ -1,0 +1,95 @@
+//! Serving the API on `$HUTCH_DIR/unix.socket`, and the start-up reconciliation.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::UnixListener;
+
+use crate::daemon::{AppState, Daemon};
+
+/// Opens the state, reconciles it, and serves until SIGTERM or SIGINT. Containers keep
+/// running when the daemon stops.
+pub async fn serve(dir: &Path, hutchd: std::path::PathBuf) -> anyhow::Result<()> {
+    let state: AppState = Arc::new(Daemon::open(dir, hutchd).context("open the state directory")?);
+    crate::engine::reconcile_creates(&state).context("reconcile interrupted creates")?;
+    ensure_default_profile(&state)?;
+    let sock = dir.join("unix.socket");
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("hutch") {
+        let _ = nix::unistd::chown(&sock, None, Some(group.gid));
+    }
+    tracing::info!(socket = %sock.display(), "hutchd listening");
+    let app = crate::api::router(state);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // Upgrades carry the exec, console and event websockets.
+            if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("hutchd stopped; containers keep running");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// LXD always has a `default` profile.
+pub fn ensure_default_profile(d: &AppState) -> anyhow::Result<()> {
+    if d.db.profile("default")?.is_none() {
+        let put = hutch_api::profile::ProfilePut {
+            description: "Default hutch profile".into(),
+            ..Default::default()
+        };
+        d.db.insert_profile("default", &put)?;
+    }
+    Ok(())
+}
+
+/// `hutchd init --auto`: the default pool (dir, under the state directory) and a default
+/// profile with a root disk on it.
+pub fn init_auto(dir: &Path, hutchd: std::path::PathBuf) -> anyhow::Result<()> {
+    let d: AppState = Arc::new(Daemon::open(dir, hutchd)?);
+    ensure_default_profile(&d)?;
+    let mut put = d.db.profile_or_404("default")?;
+    put.devices.entry("root".into()).or_insert_with(|| {
+        [("type", "disk"), ("path", "/"), ("pool", "default")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    });
+    d.db.update_profile("default", &put)?;
+    println!(
+        "hutch is initialised in {}: storage pool \"default\" (dir), profile \"default\"",
+        dir.display()
+    );
+    Ok(())
+}

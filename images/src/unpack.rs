@@ -1,0 +1,294 @@
+//! Unpacking a unified image tarball (metadata.yaml + rootfs/) safely.
+
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Seek};
+use std::path::{Component, Path, PathBuf};
+
+use crate::{ImageError, ImageMetadata};
+
+/// Bounds on what an image may unpack to.
+#[derive(Debug, Clone, Copy)]
+pub struct UnpackLimits {
+    /// Total bytes of file content.
+    pub max_bytes: u64,
+    /// Keep character and block device nodes (only for privileged use).
+    pub allow_devices: bool,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits {
+            max_bytes: 64 << 30,
+            allow_devices: false,
+        }
+    }
+}
+
+/// Opens a possibly compressed tarball (gzip, xz or none, told by magic bytes).
+fn open_tar(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, ImageError> {
+    let mut f = File::open(path).map_err(|e| ImageError::io("open", path, e))?;
+    let mut magic = [0u8; 6];
+    let n = f
+        .read(&mut magic)
+        .map_err(|e| ImageError::io("read", path, e))?;
+    f.rewind().map_err(|e| ImageError::io("read", path, e))?;
+    let reader = BufReader::new(f);
+    let inner: Box<dyn Read> = match &magic[..n] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(reader)),
+        [0xfd, b'7', b'z', b'X', b'Z', 0x00] => Box::new(xz2::read::XzDecoder::new(reader)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
+            return Err(ImageError::Invalid(
+                "zstd compression is not supported yet".into(),
+            ))
+        }
+        _ => Box::new(reader),
+    };
+    let mut archive = tar::Archive::new(inner);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(true);
+    Ok(archive)
+}
+
+/// Path of an entry below `rootfs/`, checked to be plain relative components.
+fn rootfs_relative(path: &Path) -> Option<PathBuf> {
+    let mut comps = path
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir));
+    match comps.next() {
+        Some(Component::Normal(first)) if first == "rootfs" => {}
+        _ => return None,
+    }
+    let rest: Vec<Component> = comps.collect();
+    if rest.iter().all(|c| matches!(c, Component::Normal(_))) {
+        Some(rest.iter().collect())
+    } else {
+        None
+    }
+}
+
+/// Refuses to write through a symlink the archive itself planted.
+fn check_parents(dest: &Path, rel: &Path) -> Result<(), ImageError> {
+    let mut p = dest.to_path_buf();
+    let parents: Vec<_> = rel.components().collect();
+    for c in &parents[..parents.len().saturating_sub(1)] {
+        p.push(c);
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(ImageError::Invalid(format!(
+                "{} passes through a symlink",
+                rel.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks `tarball` (a unified LXD image) so that its `rootfs/` becomes `dest`, which must
+/// not exist yet; returns its metadata. On error `dest` may hold a partial tree: the caller
+/// unpacks into a temporary name and renames into place.
+pub fn unpack_unified(
+    tarball: &Path,
+    dest: &Path,
+    limits: UnpackLimits,
+) -> Result<ImageMetadata, ImageError> {
+    let mut archive = open_tar(tarball)?;
+    fs::create_dir(dest).map_err(|e| ImageError::io("create", dest, e))?;
+    let mut metadata = None;
+    let mut total: u64 = 0;
+    let entries = archive
+        .entries()
+        .map_err(|e| ImageError::io("read", tarball, e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| ImageError::Invalid(format!("corrupt tarball: {e}")))?;
+        let path = entry
+            .path()
+            .map_err(|e| ImageError::Invalid(format!("bad path in tarball: {e}")))?
+            .into_owned();
+        let clean: PathBuf = path
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect();
+        if clean == Path::new("metadata.yaml") {
+            let mut text = String::new();
+            entry
+                .by_ref()
+                .take(1 << 20)
+                .read_to_string(&mut text)
+                .map_err(|e| ImageError::Invalid(format!("metadata.yaml: {e}")))?;
+            metadata = Some(ImageMetadata::parse(&text)?);
+            continue;
+        }
+        let Some(rel) = rootfs_relative(&path) else {
+            if path
+                .components()
+                .any(|c| matches!(c, Component::ParentDir | Component::RootDir))
+            {
+                return Err(ImageError::Invalid(format!(
+                    "{} escapes the image",
+                    path.display()
+                )));
+            }
+            continue; // templates/ and other metadata files
+        };
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        if (kind.is_character_special() || kind.is_block_special()) && !limits.allow_devices {
+            continue;
+        }
+        total = total.saturating_add(entry.header().size().unwrap_or(0));
+        if total > limits.max_bytes {
+            return Err(ImageError::TooLarge {
+                limit: limits.max_bytes,
+            });
+        }
+        check_parents(dest, &rel)?;
+        let target = dest.join(&rel);
+        if kind.is_hard_link() {
+            let link = entry.link_name().ok().flatten().ok_or_else(|| {
+                ImageError::Invalid(format!("{} has no link target", rel.display()))
+            })?;
+            let link_rel = rootfs_relative(&link).ok_or_else(|| {
+                ImageError::Invalid(format!("{} links outside the image", rel.display()))
+            })?;
+            check_parents(dest, &link_rel)?;
+            fs::hard_link(dest.join(&link_rel), &target)
+                .map_err(|e| ImageError::io("link", &target, e))?;
+            continue;
+        }
+        entry
+            .unpack(&target)
+            .map_err(|e| ImageError::io("unpack", &target, e))?;
+    }
+    metadata.ok_or_else(|| ImageError::Invalid("no metadata.yaml in the tarball".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(
+        entries: &[(&str, &[u8])],
+        links: &[(&str, &str, tar::EntryType)],
+    ) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let gz = flate2::write::GzEncoder::new(file.reopen().unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(if name.ends_with('/') { 0o755 } else { 0o644 });
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_entry_type(if name.ends_with('/') {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        for (name, target, kind) in links {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_size(0);
+            h.set_mode(0o777);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            b.append_link(&mut h, name, target).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+        file
+    }
+
+    const META: &[u8] = b"architecture: x86_64\ncreation_date: 1\nproperties:\n  os: busybox\n";
+
+    #[test]
+    fn a_unified_image_unpacks_its_rootfs() {
+        let t = build(
+            &[
+                ("metadata.yaml", META),
+                ("rootfs/", b""),
+                ("rootfs/etc/", b""),
+                ("rootfs/etc/hostname", b"x\n"),
+            ],
+            &[("rootfs/etc/h2", "rootfs/etc/hostname", tar::EntryType::Link)],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("rootfs");
+        let meta = unpack_unified(t.path(), &dest, UnpackLimits::default()).unwrap();
+        assert_eq!(meta.properties["os"], "busybox");
+        assert_eq!(fs::read(dest.join("etc/hostname")).unwrap(), b"x\n");
+        assert_eq!(fs::read(dest.join("etc/h2")).unwrap(), b"x\n");
+    }
+
+    #[test]
+    fn escapes_through_symlinks_are_refused() {
+        let t = build(
+            &[("metadata.yaml", META), ("rootfs/", b"")],
+            &[("rootfs/evil", "/etc", tar::EntryType::Symlink)],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("rootfs");
+        unpack_unified(t.path(), &dest, UnpackLimits::default()).unwrap();
+        // The symlink itself is fine; writing through it is not.
+        let t = build(
+            &[("metadata.yaml", META), ("rootfs/evil/passwd", b"x")],
+            &[],
+        );
+        let dest2 = dir.path().join("r2");
+        fs::create_dir(&dest2).unwrap();
+        std::os::unix::fs::symlink("/etc", dest2.join("evil")).unwrap();
+        assert!(check_parents(&dest2, Path::new("evil/passwd")).is_err());
+        drop(t);
+    }
+
+    #[test]
+    fn missing_metadata_and_oversize_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = build(&[("rootfs/a", b"x")], &[]);
+        assert!(
+            unpack_unified(t.path(), &dir.path().join("a"), UnpackLimits::default())
+                .unwrap_err()
+                .to_string()
+                .contains("metadata.yaml")
+        );
+        let t = build(
+            &[("metadata.yaml", META), ("rootfs/big", &[0u8; 4096])],
+            &[],
+        );
+        let err = unpack_unified(
+            t.path(),
+            &dir.path().join("b"),
+            UnpackLimits {
+                max_bytes: 100,
+                allow_devices: false,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge { .. }));
+        let garbage = tempfile::NamedTempFile::new().unwrap();
+        fs::write(garbage.path(), b"\x1f\x8bnot really gzip").unwrap();
+        assert!(unpack_unified(
+            garbage.path(),
+            &dir.path().join("c"),
+            UnpackLimits::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn rootfs_paths_must_be_plain() {
+        assert_eq!(
+            rootfs_relative(Path::new("./rootfs/bin/sh")),
+            Some(PathBuf::from("bin/sh"))
+        );
+        assert_eq!(rootfs_relative(Path::new("rootfs/../etc")), None);
+        assert_eq!(rootfs_relative(Path::new("/rootfs/x")), None);
+        assert_eq!(rootfs_relative(Path::new("templates/x")), None);
+    }
+}
