@@ -13,7 +13,7 @@ fi
 
 # System tools the tests use, installed only when missing.
 need=()
-for pkg in busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap; do
+for pkg in busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap lxd-client; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

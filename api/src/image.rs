@@ -16,13 +16,13 @@ pub struct ImageAliasRef {
 pub struct ImagePut {
     #[serde(default)]
     pub auto_update: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
     pub properties: BTreeMap<String, String>,
     #[serde(default)]
     pub public: bool,
     #[serde(default)]
     pub expires_at: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
     pub profiles: Vec<String>,
 }
 
@@ -51,7 +51,7 @@ pub struct Image {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImageAlias {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
     pub description: String,
     #[serde(default)]
     pub target: String,
@@ -62,7 +62,7 @@ pub struct ImageAlias {
 /// `PUT`/`PATCH /1.0/images/aliases/<name>`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImageAliasPut {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
     pub description: String,
     #[serde(default)]
     pub target: String,

@@ -10,11 +10,11 @@ pub type Devices = BTreeMap<String, BTreeMap<String, String>>;
 /// The writable part of a profile.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProfilePut {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
     pub config: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
     pub description: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
     pub devices: Devices,
 }
 

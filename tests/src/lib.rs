@@ -1,11 +1,15 @@
 //! Shared harness for the end-to-end tests: root checks, test images, unique names, and
 //! guards that leave the machine as the test found it even when the test panics.
 
+pub mod daemon;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use daemon::{busybox_image, TestDaemon};
 
 /// True when running as root. Otherwise prints why the test is skipped, or panics when
 /// `HUTCH_REQUIRED_TESTS=1` (CI) so that nothing is skipped silently there.

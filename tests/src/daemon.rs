@@ -1,0 +1,197 @@
+//! A real hutchd for a test: its own state directory, its own socket, and the `lxc`
+//! client pointed at it. Dropping it stops its containers and the daemon.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::{hutchd_bin, wait_until, TestDir};
+
+/// A running hutchd in a fresh `HUTCH_DIR`.
+pub struct TestDaemon {
+    pub dir: TestDir,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    /// `hutchd init --auto`, then the daemon, waiting for its socket.
+    pub fn start() -> Self {
+        let dir = TestDir::new();
+        let status = Command::new(hutchd_bin())
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["init", "--auto"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run hutchd init");
+        assert!(status.success(), "hutchd init --auto failed");
+        let mut d = TestDaemon { dir, child: None };
+        d.spawn();
+        d
+    }
+
+    /// The state directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("unix.socket")
+    }
+
+    /// Starts the daemon process (again, after `kill`).
+    pub fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::File::create(self.path().join("hutchd.log")).expect("daemon log");
+        let child = Command::new(hutchd_bin())
+            .arg("--dir")
+            .arg(self.path())
+            .arg("--verbose")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn hutchd");
+        self.child = Some(child);
+        let sock = self.socket();
+        wait_until("hutchd's socket", Duration::from_secs(10), || {
+            UnixStream::connect(&sock).is_ok()
+        });
+    }
+
+    /// `kill -9` of the daemon: containers must not notice.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `lxc` (Debian's lxd-client) against this daemon.
+    pub fn lxc(&self, args: &[&str]) -> Output {
+        self.lxc_with_stdin(args, b"")
+    }
+
+    pub fn lxc_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let conf = self.path().join("lxc-conf");
+        let mut child = Command::new("lxc")
+            .args(args)
+            .env("LXD_DIR", self.path())
+            .env("LXD_CONF", &conf)
+            .env("HOME", self.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run lxc (apt-get install lxd-client)");
+        let mut input = child.stdin.take().expect("stdin");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("lxc output");
+        let _ = writer.join();
+        out
+    }
+
+    /// `lxc ...` that must succeed; returns its stdout.
+    pub fn lxc_ok(&self, args: &[&str]) -> String {
+        let out = self.lxc(args);
+        assert!(
+            out.status.success(),
+            "lxc {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// One raw HTTP/1.1 request on the unix socket; returns status and body.
+    pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let mut s = UnixStream::connect(self.socket()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: unix.socket\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        s.write_all(head.as_bytes())
+            .and_then(|_| s.write_all(body))
+            .expect("send");
+        let mut resp = Vec::new();
+        let _ = s.read_to_end(&mut resp);
+        let text = String::from_utf8_lossy(&resp).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, dechunk(&body))
+    }
+}
+
+/// Undoes chunked transfer encoding when present (good enough for JSON bodies).
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_string();
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill();
+        // Stop every container this daemon started, through its monitor.
+        if let Ok(entries) = std::fs::read_dir(self.path().join("containers")) {
+            for e in entries.flatten() {
+                let _ = hutch_runtime::container::stop(&e.path(), Duration::from_secs(1), true);
+            }
+        }
+        // Cgroups of this daemon are named after its state directory.
+        let prefix = cgroup_prefix(self.path());
+        for dir in crate::cgroup_dirs(&prefix) {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// The daemon's cgroup prefix (as hutchd computes it from its state directory).
+pub fn cgroup_prefix(dir: &Path) -> String {
+    let mut hash: u32 = 2166136261;
+    for b in dir.as_os_str().as_encoded_bytes() {
+        hash = (hash ^ *b as u32).wrapping_mul(16777619);
+    }
+    format!("hutch-{hash:08x}")
+}
+
+/// A unified busybox image tarball (metadata.yaml + rootfs/) at `dest`.
+pub fn busybox_image(work: &Path, dest: &Path) -> anyhow::Result<()> {
+    let tree = work.join("image-tree");
+    std::fs::create_dir_all(&tree)?;
+    crate::busybox_rootfs(&tree.join("rootfs"))?;
+    std::fs::write(tree.join("metadata.yaml"), "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: busybox\n  description: busybox test image\n")?;
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-czf")
+        .arg(dest)
+        .args(["metadata.yaml", "rootfs"])
+        .status()?;
+    anyhow::ensure!(status.success(), "tar failed");
+    std::fs::remove_dir_all(&tree)?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! End-to-end: a real hutchd driven by LXD's own `lxc` client (Debian's lxd-client) and by
+//! raw HTTP on its unix socket. Needs root; each test has its own daemon and cleans up.
+
+use std::fs;
+use std::path::Path;
+
+use hutch_tests::{assert_no_leftovers, busybox_image, require_root, TestDaemon};
+
+/// A daemon with the busybox image imported under alias `bb`.
+fn daemon_with_image() -> TestDaemon {
+    let d = TestDaemon::start();
+    let image = d.path().join("bb.tar.gz");
+    busybox_image(d.path(), &image).expect("build the image");
+    let out = d.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    assert!(out.contains("Image imported with fingerprint"), "{out}");
+    d
+}
+
+fn status_of(d: &TestDaemon, name: &str) -> String {
+    d.lxc_ok(&["list", name, "--format", "csv", "-c", "s"])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn lxc_launches_execs_and_manages_a_container() {
+    if !require_root("lxc_launches_execs_and_manages_a_container") {
+        return;
+    }
+    let d = daemon_with_image();
+    d.lxc_ok(&["launch", "bb", "c1"]);
+    assert_eq!(status_of(&d, "c1"), "RUNNING");
+    assert_eq!(
+        d.lxc_ok(&["exec", "c1", "--", "cat", "/proc/1/comm"])
+            .trim(),
+        "init"
+    );
+
+    // Exit codes, stdin, and stdout/stderr kept apart.
+    let out = d.lxc_with_stdin(
+        &["exec", "c1", "--", "sh", "-c", "cat; echo err >&2; exit 3"],
+        b"from-stdin",
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-stdin");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(
+        d.lxc(&["exec", "c1", "--", "no-such-command"])
+            .status
+            .code(),
+        Some(127)
+    );
+
+    // Live limits, read back from the host.
+    d.lxc_ok(&["config", "set", "c1", "limits.memory", "64MiB"]);
+    assert_eq!(
+        d.lxc_ok(&["config", "get", "c1", "limits.memory"]).trim(),
+        "64MiB"
+    );
+    let v1 = Path::new("/sys/fs/cgroup/memory")
+        .join(hutch_tests::daemon::cgroup_prefix(d.path()))
+        .join("c1/memory.limit_in_bytes");
+    let v2 = Path::new("/sys/fs/cgroup")
+        .join(hutch_tests::daemon::cgroup_prefix(d.path()))
+        .join("c1/memory.max");
+    let limit = fs::read_to_string(&v1)
+        .or_else(|_| fs::read_to_string(&v2))
+        .expect("memory limit file");
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    let bad = d.lxc(&["config", "set", "c1", "bogus.key", "1"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bogus.key"));
+
+    // Pause and resume, stop and start, then delete.
+    d.lxc_ok(&["pause", "c1"]);
+    assert_eq!(status_of(&d, "c1"), "FROZEN");
+    d.lxc_ok(&["start", "c1"]);
+    assert_eq!(status_of(&d, "c1"), "RUNNING");
+    d.lxc_ok(&["stop", "c1", "--force"]);
+    assert_eq!(status_of(&d, "c1"), "STOPPED");
+    d.lxc_ok(&["start", "c1"]);
+    d.lxc_ok(&["restart", "c1", "--force"]);
+    assert_eq!(status_of(&d, "c1"), "RUNNING");
+    let refused = d.lxc(&["delete", "c1"]);
+    assert!(!refused.status.success(), "a running instance was deleted");
+    d.lxc_ok(&["delete", "c1", "--force"]);
+    assert_eq!(d.lxc_ok(&["list", "--format", "csv"]).trim(), "");
+    assert!(!d
+        .path()
+        .join("storage-pools/default/containers/c1")
+        .exists());
+    let prefix = hutch_tests::daemon::cgroup_prefix(d.path());
+    assert_no_leftovers(&d.path().join("storage-pools"), &format!("{prefix}/c1"));
+}
+
+#[test]
+fn containers_survive_a_killed_daemon() {
+    if !require_root("containers_survive_a_killed_daemon") {
+        return;
+    }
+    let mut d = daemon_with_image();
+    d.lxc_ok(&["launch", "bb", "c1"]);
+    d.kill();
+    d.spawn();
+    assert_eq!(status_of(&d, "c1"), "RUNNING");
+    assert_eq!(
+        d.lxc_ok(&["exec", "c1", "--", "cat", "/proc/1/comm"])
+            .trim(),
+        "init"
+    );
+    d.lxc_ok(&["delete", "c1", "--force"]);
+}
+
+#[test]
+fn bad_requests_get_lxd_errors_and_change_nothing() {
+    if !require_root("bad_requests_get_lxd_errors_and_change_nothing") {
+        return;
+    }
+    let d = daemon_with_image();
+    let (code, body) = d.http("GET", "/1.0/instances/nope", b"");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("\"error\":\"Instance not found\""), "{body}");
+    assert!(body.contains("\"type\":\"error\""), "{body}");
+
+    let (code, body) = d.http("POST", "/1.0/instances", b"{not json");
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = d.http(
+        "POST",
+        "/1.0/instances",
+        br#"{"name":"bad_name!","source":{"type":"image","alias":"bb"}}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = d.http("POST", "/1.0/instances", br#"{"name":"c2","config":{"limits.memory":"lots"},"source":{"type":"image","alias":"bb"}}"#);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("limits.memory"), "{body}");
+    let (code, body) = d.http(
+        "POST",
+        "/1.0/instances",
+        br#"{"name":"c2","source":{"type":"image","alias":"no-such-image"}}"#,
+    );
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(
+        d.lxc_ok(&["list", "--format", "csv"]).trim(),
+        "",
+        "a failed create left an instance"
+    );
+
+    d.lxc_ok(&["init", "bb", "c3"]);
+    let (code, body) = d.http(
+        "POST",
+        "/1.0/instances",
+        br#"{"name":"c3","source":{"type":"image","alias":"bb"}}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+    let (code, _) = d.http("PUT", "/1.0/instances/c3/state", br#"{"action":"dance"}"#);
+    assert_eq!(code, 400);
+    let (code, _) = d.http("GET", "/1.0/no-such-endpoint", b"");
+    assert_eq!(code, 404);
+
+    // A corrupt image is refused and leaves neither a row nor files.
+    let junk = d.path().join("junk.tar.gz");
+    fs::write(&junk, b"\x1f\x8bthis is not a tarball").unwrap();
+    let before = d.lxc_ok(&["image", "list", "--format", "csv"]);
+    let out = d.lxc(&["image", "import", junk.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert_eq!(d.lxc_ok(&["image", "list", "--format", "csv"]), before);
+    let leftovers: Vec<_> = fs::read_dir(d.path().join("storage-pools/default/images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let uploads: Vec<_> = fs::read_dir(d.path().join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".upload"))
+        .collect();
+    assert!(uploads.is_empty(), "{uploads:?}");
+}
+
+#[test]
+fn profiles_and_images_are_managed_with_lxc() {
+    if !require_root("profiles_and_images_are_managed_with_lxc") {
+        return;
+    }
+    let d = daemon_with_image();
+    d.lxc_ok(&["profile", "create", "small"]);
+    d.lxc_ok(&["profile", "set", "small", "limits.processes", "100"]);
+    assert_eq!(
+        d.lxc_ok(&["profile", "get", "small", "limits.processes"])
+            .trim(),
+        "100"
+    );
+    d.lxc_ok(&["launch", "bb", "c1", "-p", "default", "-p", "small"]);
+    let pids_max = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|base| {
+            fs::read_to_string(
+                Path::new(base)
+                    .join(hutch_tests::daemon::cgroup_prefix(d.path()))
+                    .join("c1/pids.max"),
+            )
+            .ok()
+        })
+        .expect("pids.max");
+    assert_eq!(pids_max.trim(), "100");
+    assert!(
+        !d.lxc(&["profile", "delete", "small"]).status.success(),
+        "a profile in use was deleted"
+    );
+    d.lxc_ok(&["delete", "c1", "--force"]);
+    d.lxc_ok(&["profile", "delete", "small"]);
+    let images = d.lxc_ok(&["image", "list", "--format", "csv"]);
+    assert!(images.contains("bb"), "{images}");
+    d.lxc_ok(&["image", "delete", "bb"]);
+    assert_eq!(d.lxc_ok(&["image", "list", "--format", "csv"]).trim(), "");
+}
