@@ -215,3 +215,77 @@ fn profiles_and_images_are_managed_with_lxc() {
     d.lxc_ok(&["image", "delete", "bb"]);
     assert_eq!(d.lxc_ok(&["image", "list", "--format", "csv"]).trim(), "");
 }
+
+#[test]
+fn files_round_trip_with_owner_and_mode() {
+    if !require_root("files_round_trip_with_owner_and_mode") {
+        return;
+    }
+    let d = daemon_with_image();
+    d.lxc_ok(&["launch", "bb", "c1"]);
+    let local = d.path().join("payload.bin");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(&local, &data).unwrap();
+    d.lxc_ok(&[
+        "file",
+        "push",
+        local.to_str().unwrap(),
+        "c1/root/payload.bin",
+        "--uid",
+        "1000",
+        "--gid",
+        "1001",
+        "--mode",
+        "0640",
+    ]);
+    assert_eq!(
+        d.lxc_ok(&[
+            "exec",
+            "c1",
+            "--",
+            "stat",
+            "-c",
+            "%u %g %a %s",
+            "/root/payload.bin"
+        ])
+        .trim(),
+        "1000 1001 640 300000"
+    );
+    let back = d.path().join("back.bin");
+    d.lxc_ok(&[
+        "file",
+        "pull",
+        "c1/root/payload.bin",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read(&back).unwrap(), data);
+    // Seen from the host, the owner is in the container's id range.
+    let (code, body) = d.http("GET", "/1.0/instances/c1/files?path=/root", b"");
+    assert_eq!(code, 200);
+    assert!(body.contains("payload.bin"), "{body}");
+    d.lxc_ok(&["file", "delete", "c1/root/payload.bin"]);
+    assert!(!d
+        .lxc(&[
+            "file",
+            "pull",
+            "c1/root/payload.bin",
+            back.to_str().unwrap()
+        ])
+        .status
+        .success());
+    let (code, _) = d.http("GET", "/1.0/instances/c1/files", b"");
+    assert_eq!(code, 400, "a missing path is a 400");
+    // Symlinks cannot lead out of the container.
+    d.lxc_ok(&["exec", "c1", "--", "ln", "-s", "/", "/root/escape"]);
+    let (code, body) = d.http(
+        "GET",
+        "/1.0/instances/c1/files?path=/root/escape/etc/hostname",
+        b"",
+    );
+    assert_ne!(
+        body,
+        fs::read_to_string("/etc/hostname").unwrap_or_default(),
+        "read a host file (status {code})"
+    );
+    d.lxc_ok(&["delete", "c1", "--force"]);
+}

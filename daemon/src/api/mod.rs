@@ -3,6 +3,7 @@
 
 mod events;
 mod exec;
+mod files;
 mod images;
 mod instances;
 mod operations;
@@ -27,7 +28,9 @@ use crate::operations::OpEntry;
 
 /// The whole API, for the unix socket or for in-process tests.
 pub fn router(state: AppState) -> Router {
-    let instance_routes = instances::routes().merge(exec::routes());
+    let instance_routes = instances::routes()
+        .merge(exec::routes())
+        .merge(files::routes());
     Router::new()
         .route("/", get(|| async { Json(vec!["/1.0"]) }))
         .merge(server::routes())

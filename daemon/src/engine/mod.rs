@@ -3,6 +3,7 @@
 
 mod create;
 mod exec;
+pub mod files;
 mod lifecycle;
 mod spec;
 

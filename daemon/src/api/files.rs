@@ -1,0 +1,223 @@
+//! `/1.0/instances/<name>/files?path=`: read, write, list and delete files with LXD's
+//! X-LXD-* headers (uid, gid, mode, type, write).
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::{empty, sync};
+use crate::daemon::AppState;
+use crate::engine::files::{FileKind, InstanceRoot};
+use crate::error::{DaemonError, Result};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/:name/files",
+            get(read).head(read).post(write).delete(delete),
+        )
+        .layer(DefaultBodyLimit::disable())
+}
+
+fn path_arg(q: &HashMap<String, String>) -> Result<String> {
+    let p = q
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| DaemonError::BadRequest("Missing path argument".into()))?;
+    Ok(if p.starts_with('/') {
+        p.clone()
+    } else {
+        format!("/{p}")
+    })
+}
+
+fn root(d: &AppState, name: &str) -> Result<InstanceRoot> {
+    d.db.instance_or_404(name)?;
+    InstanceRoot::open(d, name)
+}
+
+async fn read(
+    State(d): State<AppState>,
+    method: Method,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let path = path_arg(&q)?;
+    let root = root(&d, &name)?;
+    let info = root.stat(&path)?;
+    let modified = time::OffsetDateTime::from_unix_timestamp(info.modified)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    let headers = [
+        ("X-LXD-uid", info.uid.to_string()),
+        ("X-LXD-gid", info.gid.to_string()),
+        ("X-LXD-mode", format!("{:04o}", info.mode)),
+        ("X-LXD-type", info.kind.as_str().to_string()),
+        ("X-LXD-modified", modified),
+    ];
+    let mut resp = match (info.kind, method == Method::HEAD) {
+        (_, true) => ().into_response(),
+        (FileKind::Directory, false) => sync(root.list(&path)?),
+        (FileKind::Symlink, false) => root.read_link(&path)?.into_response(),
+        (FileKind::File, false) => {
+            let file = tokio::fs::File::from_std(root.read(&path)?);
+            let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+            let base = std::path::Path::new(&path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut r = Body::from_stream(tokio_util_read(file)).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                "Content-Type",
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("inline;filename={base}")) {
+                h.insert("Content-Disposition", v);
+            }
+            h.insert("Content-Length", HeaderValue::from(len));
+            r
+        }
+    };
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    Ok(resp)
+}
+
+fn tokio_util_read(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 17];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+}
+
+/// X-LXD-mode: a decimal-looking number read with base detection (0644 is octal); only
+/// the permission bits count, so pylxd's 0100644 works.
+fn parse_mode(v: &str) -> Result<u32> {
+    if v.is_empty() || !v.chars().all(|c| c.is_ascii_digit()) {
+        return Err(DaemonError::BadRequest(format!("Invalid file mode {v:?}")));
+    }
+    let n = if v.len() > 1 && v.starts_with('0') {
+        u32::from_str_radix(&v[1..], 8)
+    } else {
+        v.parse()
+    };
+    n.map(|m| m & 0o7777)
+        .map_err(|_| DaemonError::BadRequest(format!("Invalid file mode {v:?}")))
+}
+
+async fn write(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let path = path_arg(&q)?;
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let id = |k: &str| -> Result<u32> {
+        let v = h(k);
+        if v.is_empty() {
+            Ok(0)
+        } else {
+            v.parse()
+                .map_err(|_| DaemonError::BadRequest(format!("Invalid {k} {v:?}")))
+        }
+    };
+    let (uid, gid) = (id("X-LXD-uid")?, id("X-LXD-gid")?);
+    let mode = match h("X-LXD-mode") {
+        m if m.is_empty() => None,
+        m => Some(parse_mode(&m)?),
+    };
+    let append = match h("X-LXD-write").as_str() {
+        "" | "overwrite" => false,
+        "append" => true,
+        _ => return Err(DaemonError::BadRequest("Bad file write mode".into())),
+    };
+    let root = root(&d, &name)?;
+    match h("X-LXD-type").as_str() {
+        "" | "file" => {
+            let file = root.open_write(&path, uid, gid, mode.unwrap_or(0o644), append)?;
+            let mut file = tokio::fs::File::from_std(file);
+            let mut stream = body.into_data_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk =
+                    chunk.map_err(|e| DaemonError::BadRequest(format!("upload failed: {e}")))?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| DaemonError::io("write", &path, e))?;
+            }
+            file.flush()
+                .await
+                .map_err(|e| DaemonError::io("write", &path, e))?;
+        }
+        "directory" => root.mkdir(&path, uid, gid, mode.unwrap_or(0o750))?,
+        "symlink" => {
+            let target = axum::body::to_bytes(body, 4096)
+                .await
+                .map_err(|e| DaemonError::BadRequest(format!("symlink target: {e}")))?;
+            root.symlink(&path, &String::from_utf8_lossy(&target), uid, gid)?;
+        }
+        other => return Err(DaemonError::BadRequest(format!("Bad file type: {other}"))),
+    }
+    d.events.lifecycle(
+        "instance-file-pushed",
+        &format!("/1.0/instances/{name}"),
+        serde_json::json!({"file-path": path}),
+    );
+    Ok(empty())
+}
+
+async fn delete(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let path = path_arg(&q)?;
+    root(&d, &name)?.remove(&path)?;
+    Ok(empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_like_lxd() {
+        assert_eq!(parse_mode("0644").unwrap(), 0o644);
+        assert_eq!(parse_mode("0100644").unwrap(), 0o644);
+        assert_eq!(parse_mode("420").unwrap(), 0o644);
+        assert!(parse_mode("rw").is_err());
+        assert!(parse_mode("0999").is_err());
+    }
+}

@@ -1,0 +1,389 @@
+//! Files inside an instance, reached from the host through `openat2(RESOLVE_IN_ROOT)` on
+//! its root filesystem, so no path or symlink can lead out of it, and no process is
+//! spawned per file. Owners are container ids (the root filesystem is stored unshifted
+//! and presented through an idmapped mount).
+
+use std::ffi::CString;
+use std::fs::File;
+#[cfg(test)]
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+
+use crate::daemon::Daemon;
+use crate::error::{DaemonError, Result};
+
+/// What is at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Directory,
+    Symlink,
+}
+
+impl FileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symlink",
+        }
+    }
+}
+
+/// Owner, mode and kind of a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    pub kind: FileKind,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub modified: i64,
+}
+
+/// The root directory of an instance, opened once per request.
+pub struct InstanceRoot {
+    fd: OwnedFd,
+}
+
+fn errno_to(path: &str, e: Errno) -> DaemonError {
+    match e {
+        Errno::ENOENT | Errno::ENOTDIR => DaemonError::NotFound(format!("{path}: not found")),
+        Errno::EEXIST => DaemonError::Conflict(format!("{path}: already exists")),
+        Errno::ENOTEMPTY => DaemonError::BadRequest(format!("{path}: directory not empty")),
+        Errno::EISDIR => DaemonError::BadRequest(format!("{path}: is a directory")),
+        Errno::EXDEV | Errno::ELOOP => {
+            DaemonError::BadRequest(format!("{path}: leads outside the instance"))
+        }
+        other => DaemonError::Internal(format!("{path}: {}", other.desc())),
+    }
+}
+
+/// Splits an absolute container path into parent and final name; `/` has no name.
+fn split(path: &str) -> Result<(PathBuf, String)> {
+    let p = Path::new(path);
+    if p.components().any(|c| matches!(c, Component::ParentDir)) && !p.is_absolute() {
+        return Err(DaemonError::BadRequest(format!("Invalid path {path:?}")));
+    }
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| DaemonError::BadRequest(format!("Invalid path {path:?}")))?;
+    let parent = p.parent().unwrap_or(Path::new("/")).to_path_buf();
+    Ok((parent, name))
+}
+
+fn cstr(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| DaemonError::BadRequest("path contains NUL".into()))
+}
+
+impl InstanceRoot {
+    pub fn open(d: &Daemon, name: &str) -> Result<Self> {
+        let root = d.instance_volume(name).join("rootfs");
+        let f = File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&root)
+            .map_err(|e| DaemonError::io("open", &root, e))?;
+        Ok(InstanceRoot { fd: f.into() })
+    }
+
+    /// openat2 below the root: `..` and absolute symlinks stay inside it.
+    fn open_at(&self, path: &str, flags: i32, mode: u32) -> std::result::Result<OwnedFd, Errno> {
+        let c = CString::new(path).map_err(|_| Errno::EINVAL)?;
+        // SAFETY: open_how is plain data; all zeroes is its empty value.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (flags | libc::O_CLOEXEC) as u64;
+        how.mode = mode as u64;
+        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: `how` and `c` live across the call; the size matches the struct.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: the kernel returned a new fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+
+    fn parent_dir(&self, path: &str) -> Result<(OwnedFd, String)> {
+        let (parent, name) = split(path)?;
+        let p = parent.to_string_lossy().into_owned();
+        let fd = self
+            .open_at(&p, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .map_err(|e| errno_to(&p, e))?;
+        Ok((fd, name))
+    }
+
+    /// Kind, owner and mode of `path` (not following a final symlink).
+    pub fn stat(&self, path: &str) -> Result<FileInfo> {
+        let fd = self
+            .open_at(path, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            .map_err(|e| errno_to(path, e))?;
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| errno_to(path, e))?;
+        let kind = match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => FileKind::Directory,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFREG => FileKind::File,
+            _ => {
+                return Err(DaemonError::BadRequest(format!(
+                    "{path}: not a file, directory or symlink"
+                )))
+            }
+        };
+        Ok(FileInfo {
+            kind,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            modified: st.st_mtime,
+        })
+    }
+
+    /// Opens a regular file for reading.
+    pub fn read(&self, path: &str) -> Result<File> {
+        self.open_at(path, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+            .map(File::from)
+            .map_err(|e| errno_to(path, e))
+    }
+
+    /// Names in a directory, sorted.
+    pub fn list(&self, path: &str) -> Result<Vec<String>> {
+        let fd = self
+            .open_at(path, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(|e| errno_to(path, e))?;
+        let dir = nix::dir::Dir::from_fd(fd.as_raw_fd()).map_err(|e| errno_to(path, e))?;
+        std::mem::forget(fd); // Dir owns and closes the fd now.
+        let mut names: Vec<String> = dir
+            .into_iter()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The target of a symlink, resolved inside the instance to an absolute path.
+    pub fn read_link(&self, path: &str) -> Result<String> {
+        let (parent, name) = self.parent_dir(path)?;
+        let target = nix::fcntl::readlinkat(Some(parent.as_raw_fd()), name.as_str())
+            .map_err(|e| errno_to(path, e))?;
+        let target = target.to_string_lossy().into_owned();
+        if target.starts_with('/') {
+            return Ok(target);
+        }
+        let (dir, _) = split(path)?;
+        Ok(normalize(&dir.join(target)))
+    }
+
+    /// Opens a file for writing: created with `mode`/`uid`/`gid` when new (LXD applies
+    /// them only then), truncated or appended to when it exists.
+    pub fn open_write(
+        &self,
+        path: &str,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        append: bool,
+    ) -> Result<File> {
+        let (parent, name) = self.parent_dir(path)?;
+        let c = cstr(&name)?;
+        let create =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: openat with a valid dirfd and NUL-terminated name.
+        let fd = unsafe { libc::openat(parent.as_raw_fd(), c.as_ptr(), create, mode) };
+        if fd >= 0 {
+            // SAFETY: a new fd from openat.
+            let file = unsafe { File::from_raw_fd(fd) };
+            nix::unistd::fchown(file.as_raw_fd(), Some(uid.into()), Some(gid.into()))
+                .map_err(|e| errno_to(path, e))?;
+            nix::sys::stat::fchmod(
+                file.as_raw_fd(),
+                nix::sys::stat::Mode::from_bits_truncate(mode),
+            )
+            .map_err(|e| errno_to(path, e))?;
+            return Ok(file);
+        }
+        if Errno::last() != Errno::EEXIST {
+            return Err(errno_to(path, Errno::last()));
+        }
+        let flags = libc::O_WRONLY
+            | libc::O_NOFOLLOW
+            | libc::O_CLOEXEC
+            | if append {
+                libc::O_APPEND
+            } else {
+                libc::O_TRUNC
+            };
+        // SAFETY: as above.
+        let fd = unsafe { libc::openat(parent.as_raw_fd(), c.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(errno_to(path, Errno::last()));
+        }
+        // SAFETY: a new fd from openat.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Writes a whole file (see `open_write`).
+    #[cfg(test)]
+    pub fn write(
+        &self,
+        path: &str,
+        data: &[u8],
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        append: bool,
+    ) -> Result<()> {
+        self.open_write(path, uid, gid, mode, append)?
+            .write_all(data)
+            .map_err(|e| DaemonError::Internal(format!("{path}: {e}")))
+    }
+
+    /// Creates a directory; an existing one is fine.
+    pub fn mkdir(&self, path: &str, uid: u32, gid: u32, mode: u32) -> Result<()> {
+        let (parent, name) = self.parent_dir(path)?;
+        match nix::sys::stat::mkdirat(
+            Some(parent.as_raw_fd()),
+            name.as_str(),
+            nix::sys::stat::Mode::from_bits_truncate(mode),
+        ) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => return Ok(()),
+            Err(e) => return Err(errno_to(path, e)),
+        }
+        let fd = self
+            .open_at(
+                path,
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            )
+            .map_err(|e| errno_to(path, e))?;
+        nix::unistd::fchown(fd.as_raw_fd(), Some(uid.into()), Some(gid.into()))
+            .map_err(|e| errno_to(path, e))?;
+        nix::sys::stat::fchmod(
+            fd.as_raw_fd(),
+            nix::sys::stat::Mode::from_bits_truncate(mode),
+        )
+        .map_err(|e| errno_to(path, e))
+    }
+
+    /// Creates a symlink; an identical existing one is fine.
+    pub fn symlink(&self, path: &str, target: &str, uid: u32, gid: u32) -> Result<()> {
+        let (parent, name) = self.parent_dir(path)?;
+        match nix::unistd::symlinkat(target, Some(parent.as_raw_fd()), name.as_str()) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                let existing = nix::fcntl::readlinkat(Some(parent.as_raw_fd()), name.as_str())
+                    .map_err(|e| errno_to(path, e))?;
+                return if existing.to_string_lossy() == target {
+                    Ok(())
+                } else {
+                    Err(errno_to(path, Errno::EEXIST))
+                };
+            }
+            Err(e) => return Err(errno_to(path, e)),
+        }
+        nix::unistd::fchownat(
+            Some(parent.as_raw_fd()),
+            name.as_str(),
+            Some(uid.into()),
+            Some(gid.into()),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| errno_to(path, e))
+    }
+
+    /// Removes a file, a symlink or an empty directory.
+    pub fn remove(&self, path: &str) -> Result<()> {
+        let info = self.stat(path)?;
+        let (parent, name) = self.parent_dir(path)?;
+        let flag = if info.kind == FileKind::Directory {
+            nix::unistd::UnlinkatFlags::RemoveDir
+        } else {
+            nix::unistd::UnlinkatFlags::NoRemoveDir
+        };
+        nix::unistd::unlinkat(Some(parent.as_raw_fd()), name.as_str(), flag)
+            .map_err(|e| errno_to(path, e))
+    }
+}
+
+/// Lexically resolves `.` and `..` of an absolute path.
+fn normalize(p: &Path) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(dir: &Path) -> InstanceRoot {
+        let f = File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dir)
+            .unwrap();
+        InstanceRoot { fd: f.into() }
+    }
+
+    #[test]
+    fn files_round_trip_and_stay_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../..", dir.path().join("etc/up")).unwrap();
+        let r = root(dir.path());
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        r.write("/etc/motd", b"hello", me.0, me.1, 0o640, false)
+            .unwrap();
+        r.write("/etc/motd", b" again", me.0, me.1, 0o600, true)
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("etc/motd")).unwrap(),
+            b"hello again"
+        );
+        let info = r.stat("/etc/motd").unwrap();
+        assert_eq!((info.kind, info.mode), (FileKind::File, 0o640));
+        // Symlinks resolve inside the root: /escape/etc/motd is our file, not the host's.
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut r.read("/escape/etc/motd").unwrap(), &mut s).unwrap();
+        assert_eq!(s, "hello again");
+        r.write("/etc/up/etc/escaped", b"x", me.0, me.1, 0o644, false)
+            .unwrap();
+        assert!(dir.path().join("etc/escaped").exists());
+        assert_eq!(r.read_link("/etc/up").unwrap(), "/");
+        r.mkdir("/srv", me.0, me.1, 0o750).unwrap();
+        r.mkdir("/srv", me.0, me.1, 0o750).unwrap();
+        assert_eq!(r.list("/").unwrap(), vec!["escape", "etc", "srv"]);
+        r.symlink("/srv/l", "/etc/motd", me.0, me.1).unwrap();
+        assert_eq!(r.stat("/srv/l").unwrap().kind, FileKind::Symlink);
+        r.remove("/srv/l").unwrap();
+        r.remove("/srv").unwrap();
+        assert!(matches!(r.stat("/srv"), Err(DaemonError::NotFound(_))));
+        assert!(matches!(r.remove("/etc"), Err(DaemonError::BadRequest(_))));
+    }
+}
