@@ -23,6 +23,7 @@ pub async fn serve(dir: &Path, hutchd: std::path::PathBuf) -> anyhow::Result<()>
         let _ = nix::unistd::chown(&sock, None, Some(group.gid));
     }
     tracing::info!(socket = %sock.display(), "hutchd listening");
+    crate::engine::autostart(state.clone());
     let app = crate::api::router(state);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

@@ -289,3 +289,34 @@ fn files_round_trip_with_owner_and_mode() {
     );
     d.lxc_ok(&["delete", "c1", "--force"]);
 }
+
+#[test]
+fn autostart_and_last_state_after_a_host_restart() {
+    if !require_root("autostart_and_last_state_after_a_host_restart") {
+        return;
+    }
+    let mut d = daemon_with_image();
+    d.lxc_ok(&["launch", "bb", "auto", "-c", "boot.autostart=true"]);
+    d.lxc_ok(&["launch", "bb", "was-running"]);
+    d.lxc_ok(&["init", "bb", "stopped"]);
+    d.lxc_ok(&["launch", "bb", "never", "-c", "boot.autostart=false"]);
+    // A host restart: the daemon dies and every container with it.
+    d.kill();
+    for name in ["auto", "was-running", "never"] {
+        hutch_runtime::container::stop(
+            &d.path().join("containers").join(name),
+            std::time::Duration::from_secs(1),
+            true,
+        )
+        .unwrap();
+    }
+    d.spawn();
+    hutch_tests::wait_until("autostart", std::time::Duration::from_secs(20), || {
+        status_of(&d, "auto") == "RUNNING" && status_of(&d, "was-running") == "RUNNING"
+    });
+    assert_eq!(status_of(&d, "stopped"), "STOPPED");
+    assert_eq!(status_of(&d, "never"), "STOPPED");
+    for name in ["auto", "was-running"] {
+        d.lxc_ok(&["delete", name, "--force"]);
+    }
+}

@@ -1,12 +1,14 @@
 //! The instance lifecycle: what creating, starting, stopping, deleting and inspecting an
 //! instance means, tying database, storage, images and runtime together. No HTTP here.
 
+mod autostart;
 mod create;
 mod exec;
 pub mod files;
 mod lifecycle;
 mod spec;
 
+pub use autostart::autostart;
 pub use create::validate_name;
 pub use create::{create_instance, reconcile_creates, validate_create};
 pub use exec::{exec_instance, exec_request};
