@@ -45,7 +45,7 @@ pub fn autostart_plan(rows: &[InstanceRow]) -> Vec<(String, i64, u64)> {
         })
         .collect();
     // Stable: equal priorities keep name order.
-    plan.sort_by(|a, b| b.1.cmp(&a.1));
+    plan.sort_by_key(|p| std::cmp::Reverse(p.1));
     plan
 }
 
