@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs every check and test of hutch: formatting, clippy, unit tests and the root
 # end-to-end tests that boot real containers. Run as root on Debian 12:
-#   sudo ./scripts/test.sh [extra cargo test args]
+#   sudo ./scripts/test.sh [extra cargo test args, e.g. -p hutch-tests --test images]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -11,15 +11,19 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-# System tools the tests use, installed only when missing.
+# System tools the tests use (lxd-client: LXD's own `lxc`, to drive hutchd), installed only
+# when missing.
 need=()
-for pkg in busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap lxd-client; do
+for pkg in busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap zstd \
+    lxd-client; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
 fi
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

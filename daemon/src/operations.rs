@@ -103,7 +103,8 @@ impl OpEntry {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.publish(&op);
-        let _ = self.done.send(true);
+        // send_replace stores the value even when nobody is subscribed yet.
+        self.done.send_replace(true);
     }
 
     /// Waits until the operation is final or `timeout` passes.

@@ -1,51 +1,63 @@
 #!/bin/bash
-# Builds a minimal busybox-init root filesystem at DEST, offline, from the busybox binary of
-# Debian's busybox-static package. Fast (well under a second) and refuses a non-empty DEST.
+# Builds a minimal busybox-init root filesystem at DEST, offline, from the static busybox of
+# Debian's busybox-static package. Fast (well under a second); refuses a non-empty DEST.
 set -euo pipefail
 dest=${1:?usage: busybox.sh DEST}
 bb=/bin/busybox
-[ -x "$bb" ] || { echo "busybox.sh: $bb missing: apt-get install busybox-static" >&2; exit 1; }
+die() { echo "busybox.sh: $*" >&2; exit 1; }
+
+[ -x "$bb" ] || die "$bb is missing: apt-get install busybox-static"
+# ldd succeeds only on dynamic executables (Debian's "busybox" package ships one there).
 if ldd "$bb" >/dev/null 2>&1; then
-    echo "busybox.sh: $bb is not static: apt-get install busybox-static" >&2; exit 1
+    die "$bb is not static: apt-get install busybox-static"
 fi
 if [ -e "$dest" ] && [ -n "$(ls -A "$dest")" ]; then
-    echo "busybox.sh: $dest is not empty" >&2; exit 1
+    die "$dest is not empty"
 fi
+
 mkdir -p "$dest"
 cd "$dest"
 mkdir -p bin sbin etc/init.d proc sys dev run tmp root var/log usr/bin usr/sbin home
 chmod 1777 tmp
 chmod 700 root
 cp "$bb" bin/busybox
-# One symlink per applet, relative so they resolve inside the container.
+
+# One relative symlink per applet, so they resolve inside the container.
 "$bb" --list-full | while read -r applet; do
-    [ -e "$applet" ] || [ -L "$applet" ] && continue
+    [ -e "$applet" ] && continue # bin/busybox itself
     case "$applet" in
         bin/*) ln -s busybox "$applet" ;;
         sbin/*) ln -s ../bin/busybox "$applet" ;;
-        usr/bin/*|usr/sbin/*) ln -s ../../bin/busybox "$applet" ;;
+        usr/bin/* | usr/sbin/*) ln -s ../../bin/busybox "$applet" ;;
     esac
 done
-ln -sf ../bin/busybox sbin/init
-cat > etc/inittab <<'INITTAB'
+ln -sfn ../bin/busybox sbin/init
+
+# Quiet init: no console shell, no ctrl-alt-del action.
+cat >etc/inittab <<'EOF'
 ::sysinit:/etc/init.d/rcS
 ::shutdown:/bin/sync
-INITTAB
-cat > etc/init.d/rcS <<'RCS'
+EOF
+cat >etc/init.d/rcS <<'EOF'
 #!/bin/sh
 # The runtime has mounted /proc, /sys, /dev and /run already.
 ip link set lo up 2>/dev/null
-echo "busybox container up"
-RCS
+exit 0
+EOF
 chmod 755 etc/init.d/rcS
-cat > etc/passwd <<'PASSWD'
+
+cat >etc/passwd <<'EOF'
 root:x:0:0:root:/root:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false
-PASSWD
-cat > etc/group <<'GROUP'
+EOF
+cat >etc/group <<'EOF'
 root:x:0:
 tty:x:5:
 nogroup:x:65534:
-GROUP
-: > etc/hostname
-printf 'ID=busybox\nNAME="BusyBox"\nPRETTY_NAME="BusyBox (hutch test image)"\n' > etc/os-release
+EOF
+: >etc/hostname
+cat >etc/os-release <<'EOF'
+ID=busybox
+NAME="BusyBox"
+PRETTY_NAME="BusyBox (hutch test image)"
+EOF

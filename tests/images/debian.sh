@@ -1,36 +1,68 @@
 #!/bin/bash
-# Makes a Debian 12 root filesystem with systemd as init at DEST. debootstrap runs once;
-# its result is cached as a tarball ($HUTCH_TEST_CACHE, default /var/cache/hutch-tests)
-# and later calls only unpack it. Concurrent callers are serialised with flock.
+# Makes a Debian 12 root filesystem with systemd as init at DEST, as root. debootstrap runs
+# once per machine; its result is cached as a tarball in $HUTCH_TEST_CACHE (default
+# /var/cache/hutch-tests), built aside and renamed into place, so later calls (concurrent
+# ones too, serialised by flock) only unpack it. Refuses a non-empty DEST.
 set -euo pipefail
 dest=${1:?usage: debian.sh DEST}
+die() { echo "debian.sh: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root (file owners and device nodes)"
+if [ -e "$dest" ] && [ -n "$(ls -A "$dest")" ]; then
+    die "$dest is not empty"
+fi
 cache=${HUTCH_TEST_CACHE:-/var/cache/hutch-tests}
 arch=$(dpkg --print-architecture)
-tarball="$cache/debian-12-$arch.tar.gz"
+if command -v zstd >/dev/null; then ext=zst comp=--zstd; else ext=gz comp=--gzip; fi
+tarball="$cache/debian-12-$arch.tar.$ext"
+tar_opts=(--numeric-owner --xattrs --xattrs-include='*' "$comp")
+
+# Removes a build tree without crossing into anything a killed debootstrap left mounted.
+remove_tree() {
+    awk -v p="$1/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+        while read -r m; do umount -l "$m" || true; done
+    rm -rf --one-file-system "$1"
+}
+
+build() {
+    command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"
+    local old
+    for old in "$cache"/build.*; do [ -d "$old" ] && remove_tree "$old"; done
+    work=$(mktemp -d "$cache/build.XXXXXX")
+    trap 'remove_tree "$work"' EXIT
+    trap 'exit 130' INT TERM
+    local root=$work/root
+    echo "debian.sh: debootstrap bookworm (once, cached in $cache)" >&2
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,iproute2 \
+        bookworm "$root" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
+        { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
+
+    chroot "$root" apt-get clean
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
+    chroot "$root" passwd -l root >/dev/null
+    # Units for hardware or host kernel facilities a container does not have.
+    local unit
+    for unit in systemd-journald-audit.socket getty@tty1.service systemd-modules-load.service \
+        sys-kernel-config.mount sys-kernel-debug.mount sys-kernel-tracing.mount dev-hugepages.mount; do
+        ln -sfn /dev/null "$root/etc/systemd/system/$unit"
+    done
+    # Per-machine identity: systemd makes a machine id at boot, the runtime sets the hostname.
+    : >"$root/etc/machine-id"
+    rm -f "$root/etc/hostname" "$root/var/lib/dbus/machine-id"
+
+    tar -C "$root" "${tar_opts[@]}" -cf "$work/rootfs.tar" .
+    sync "$work/rootfs.tar"
+    mv -T "$work/rootfs.tar" "$tarball"
+    remove_tree "$work"
+    trap - EXIT INT TERM
+}
+
 mkdir -p "$cache"
 exec 9>"$cache/.debian.lock"
 flock 9
-if [ ! -s "$tarball" ]; then
-    command -v debootstrap >/dev/null || { echo "debian.sh: debootstrap missing: apt-get install debootstrap" >&2; exit 1; }
-    work=$(mktemp -d "$cache/build.XXXXXX")
-    trap 'rm -rf "$work"' EXIT
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,iproute2 bookworm "$work/root" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 \
-        || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
-    chroot "$work/root" apt-get clean
-    rm -rf "$work/root/var/lib/apt/lists/"*
-    # Units that need hardware or a real kernel console have no place in a container.
-    for unit in getty@tty1.service serial-getty@console.service systemd-journald-audit.socket \
-        sys-kernel-config.mount sys-kernel-debug.mount sys-kernel-tracing.mount dev-hugepages.mount \
-        systemd-modules-load.service; do
-        ln -sf /dev/null "$work/root/etc/systemd/system/$unit"
-    done
-    passwd_root_locked=$(chroot "$work/root" passwd -l root 2>&1) || echo "$passwd_root_locked" >&2
-    : > "$work/root/etc/machine-id"
-    tar -C "$work/root" --numeric-owner --xattrs -czf "$work/rootfs.tar.gz" .
-    mv "$work/rootfs.tar.gz" "$tarball"
-fi
+[ -s "$tarball" ] || build
 flock -u 9
+exec 9>&-
+
 mkdir -p "$dest"
-tar -C "$dest" --numeric-owner --xattrs -xzf "$tarball"
-# debootstrap copied the build host's name; without one, systemd keeps the container's.
-rm -f "$dest/etc/hostname"
+tar -C "$dest" "${tar_opts[@]}" -xpf "$tarball"

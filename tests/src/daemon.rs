@@ -96,6 +96,38 @@ impl TestDaemon {
         out
     }
 
+    /// Runs the `hutch` client against this daemon.
+    pub fn hutch(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(crate::hutch_bin())
+            .args(args)
+            .env("HUTCH_DIR", self.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run hutch");
+        let mut input = child.stdin.take().expect("stdin");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("hutch output");
+        let _ = writer.join();
+        out
+    }
+
+    /// `hutch ...` that must succeed; returns its stdout.
+    pub fn hutch_ok(&self, args: &[&str]) -> String {
+        let out = self.hutch(args, b"");
+        assert!(
+            out.status.success(),
+            "hutch {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `lxc ...` that must succeed; returns its stdout.
     pub fn lxc_ok(&self, args: &[&str]) -> String {
         let out = self.lxc(args);

@@ -1,0 +1,247 @@
+//! `hutch exec`: a command inside an instance over the operation's websockets, with a real
+//! terminal (raw mode, window size, resize) when interactive. And `hutch console --show-log`.
+
+use std::io::{IsTerminal, Read, Write};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+use serde_json::{json, Value};
+use tungstenite::Message;
+
+use crate::http::{encode, Client};
+
+#[derive(Args)]
+pub struct ExecArgs {
+    pub name: String,
+    /// Force a terminal.
+    #[arg(short = 't', long = "force-interactive")]
+    pub tty: bool,
+    /// Never use a terminal.
+    #[arg(short = 'T', long = "force-noninteractive")]
+    pub no_tty: bool,
+    /// Environment variables, KEY=VALUE.
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub user: u32,
+    #[arg(long, default_value_t = 0)]
+    pub group: u32,
+    #[arg(long, default_value = "")]
+    pub cwd: String,
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+fn window_size() -> (u16, u16) {
+    let mut ws = libc::winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills the struct we pass.
+    unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
+    (
+        if ws.ws_col > 0 { ws.ws_col } else { 80 },
+        if ws.ws_row > 0 { ws.ws_row } else { 24 },
+    )
+}
+
+/// Runs the command; returns its exit code.
+pub fn exec(client: &Client, args: &ExecArgs) -> Result<i32> {
+    let interactive = !args.no_tty
+        && (args.tty || (std::io::stdin().is_terminal() && std::io::stdout().is_terminal()));
+    let (cols, rows) = window_size();
+    let mut env = super::pairs(&args.env)?;
+    if interactive {
+        env.entry("TERM").or_insert_with(|| {
+            Value::String(std::env::var("TERM").unwrap_or_else(|_| "xterm".into()))
+        });
+    }
+    let body = json!({
+        "command": args.command, "environment": env, "wait-for-websocket": true, "interactive": interactive,
+        "width": cols, "height": rows, "record-output": false, "user": args.user, "group": args.group, "cwd": args.cwd,
+    });
+    let env_resp = client.request(
+        "POST",
+        &format!("/1.0/instances/{}/exec", encode(&args.name)),
+        Some(&body),
+    )?;
+    let op = env_resp.operation.clone();
+    let fds = env_resp.metadata["metadata"]["fds"].clone();
+    let ws_path = |fd: &str| -> Result<String> {
+        Ok(format!(
+            "{op}/websocket?secret={}",
+            fds[fd]
+                .as_str()
+                .ok_or_else(|| anyhow!("no websocket {fd}"))?
+        ))
+    };
+    let control = client.websocket(&ws_path("control")?)?;
+    if interactive {
+        let ws0 = client.websocket(&ws_path("0")?)?;
+        run_interactive(ws0, control)?;
+    } else {
+        let ws0 = client.websocket(&ws_path("0")?)?;
+        let ws1 = client.websocket(&ws_path("1")?)?;
+        let ws2 = client.websocket(&ws_path("2")?)?;
+        std::thread::spawn(move || pump_stdin(ws0));
+        let out = std::thread::spawn(move || pump_out(ws1, std::io::stdout()));
+        let err = std::thread::spawn(move || pump_out(ws2, std::io::stderr()));
+        let _ = out.join();
+        let _ = err.join();
+        drop(control);
+    }
+    let result = client.get(&format!("{op}/wait?timeout=-1"))?;
+    match result["metadata"]["return"].as_i64() {
+        Some(code) => Ok(code as i32),
+        None => Err(anyhow!(
+            "{}",
+            result["err"].as_str().unwrap_or("exec failed")
+        )),
+    }
+}
+
+fn pump_stdin(mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>) {
+    let mut buf = [0u8; 65536];
+    let mut stdin = std::io::stdin();
+    while let Ok(n) = stdin.read(&mut buf) {
+        if n == 0 || ws.send(Message::Binary(buf[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    let _ = ws.send(Message::Text(String::new()));
+}
+
+fn pump_out(mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>, mut out: impl Write) {
+    while let Ok(msg) = ws.read() {
+        match msg {
+            Message::Binary(b) => {
+                let _ = out.write_all(&b);
+                let _ = out.flush();
+            }
+            Message::Text(t) if t.is_empty() => break,
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+}
+
+/// SIGWINCH sets this; the loop sends the new size.
+static RESIZED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_winch(_: libc::c_int) {
+    RESIZED.store(1, Ordering::SeqCst);
+}
+
+/// Puts the terminal in raw mode until dropped.
+struct RawMode(Option<nix::sys::termios::Termios>);
+
+impl RawMode {
+    fn enter() -> Self {
+        let stdin = std::io::stdin();
+        match nix::sys::termios::tcgetattr(stdin.as_fd()) {
+            Ok(orig) => {
+                let mut raw = orig.clone();
+                nix::sys::termios::cfmakeraw(&mut raw);
+                let _ = nix::sys::termios::tcsetattr(
+                    stdin.as_fd(),
+                    nix::sys::termios::SetArg::TCSANOW,
+                    &raw,
+                );
+                RawMode(Some(orig))
+            }
+            Err(_) => RawMode(None),
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(orig) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin().as_fd(),
+                nix::sys::termios::SetArg::TCSANOW,
+                orig,
+            );
+        }
+    }
+}
+
+fn run_interactive(
+    mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>,
+    mut control: tungstenite::WebSocket<std::os::unix::net::UnixStream>,
+) -> Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let _raw = RawMode::enter();
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGWINCH,
+            nix::sys::signal::SigHandler::Handler(on_winch),
+        );
+    }
+    let sock = ws.get_ref().try_clone()?;
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    let mut buf = [0u8; 16384];
+    let mut stdin_open = true;
+    loop {
+        if RESIZED.swap(0, Ordering::SeqCst) == 1 {
+            let (cols, rows) = window_size();
+            let msg = json!({"command": "window-resize", "args": {"width": cols.to_string(), "height": rows.to_string()}, "signal": 0});
+            let _ = control.send(Message::Text(msg.to_string()));
+        }
+        let mut fds = vec![PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::from(200u16)) {
+            Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        let sock_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let stdin_ready = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| !r.is_empty());
+        if stdin_ready {
+            let n = stdin.lock().read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                stdin_open = false;
+            } else {
+                ws.send(Message::Binary(buf[..n].to_vec()))?;
+            }
+        }
+        if sock_ready {
+            match ws.read() {
+                Ok(Message::Binary(b)) => {
+                    stdout.write_all(&b)?;
+                    stdout.flush()?;
+                }
+                Ok(Message::Text(t)) if t.is_empty() => break,
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `hutch console NAME --show-log`.
+pub fn console_log(client: &Client, name: &str) -> Result<()> {
+    let raw = client.raw(
+        "GET",
+        &format!("/1.0/instances/{}/console", encode(name)),
+        &[],
+        b"",
+    )?;
+    if raw.status != 200 {
+        crate::http::parse_envelope(&raw)?;
+    }
+    std::io::stdout().write_all(&raw.body)?;
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! `hutch image import|list|info|delete|export|alias`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+use crate::http::{encode, parse_envelope, Client};
+use crate::output::{self, Format};
+
+pub fn import(client: &Client, file: &Path, aliases: &[String], public: bool) -> Result<()> {
+    let data = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+    let filename = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let headers = [
+        ("Content-Type", "application/octet-stream".to_string()),
+        ("X-LXD-filename", filename),
+        ("X-LXD-public", if public { "1" } else { "0" }.to_string()),
+    ];
+    let raw = client.raw("POST", "/1.0/images", &headers, &data)?;
+    let env = parse_envelope(&raw)?;
+    let op = client.wait_op(&env)?;
+    let fp = op["metadata"]["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for a in aliases {
+        // As lxc does: replace an alias of that name.
+        let _ = client.request(
+            "DELETE",
+            &format!("/1.0/images/aliases/{}", encode(a)),
+            None,
+        );
+        client.request(
+            "POST",
+            "/1.0/images/aliases",
+            Some(&json!({"name": a, "target": fp, "description": ""})),
+        )?;
+    }
+    println!("Image imported with fingerprint: {fp}");
+    Ok(())
+}
+
+pub fn list(client: &Client, format: Format) -> Result<()> {
+    let all = client.get("/1.0/images?recursion=1")?;
+    let items = all.as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            let aliases = i["aliases"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x["name"].as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default();
+            vec![
+                aliases,
+                i["fingerprint"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(12)
+                    .collect(),
+                if i["public"].as_bool().unwrap_or(false) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+                i["properties"]["description"].as_str().unwrap_or("").into(),
+                i["architecture"].as_str().unwrap_or("").into(),
+                format!("{:.2}MiB", i["size"].as_f64().unwrap_or(0.0) / 1048576.0),
+            ]
+        })
+        .collect();
+    let headers = [
+        "ALIAS",
+        "FINGERPRINT",
+        "PUBLIC",
+        "DESCRIPTION",
+        "ARCHITECTURE",
+        "SIZE",
+    ]
+    .map(String::from);
+    print!(
+        "{}",
+        output::render(format, &headers, &rows, &Value::Array(items))?
+    );
+    Ok(())
+}
+
+pub fn info(client: &Client, name: &str) -> Result<()> {
+    let fp = super::resolve_image(client, name)?;
+    print!(
+        "{}",
+        serde_yaml::to_string(&client.get(&format!("/1.0/images/{fp}"))?)?
+    );
+    Ok(())
+}
+
+pub fn delete(client: &Client, names: &[String]) -> Result<()> {
+    for n in names {
+        let fp = super::resolve_image(client, n)?;
+        client.run("DELETE", &format!("/1.0/images/{fp}"), None)?;
+    }
+    Ok(())
+}
+
+pub fn export(client: &Client, name: &str, dest: &Path) -> Result<()> {
+    let fp = super::resolve_image(client, name)?;
+    let raw = client.raw("GET", &format!("/1.0/images/{fp}/export"), &[], b"")?;
+    if raw.status != 200 {
+        parse_envelope(&raw)?;
+    }
+    let to = if dest.is_dir() {
+        dest.join(format!("{fp}.tar.gz"))
+    } else {
+        dest.to_path_buf()
+    };
+    std::fs::write(&to, &raw.body)?;
+    println!("Image exported to {}", to.display());
+    Ok(())
+}
+
+pub fn alias_create(client: &Client, alias: &str, target: &str) -> Result<()> {
+    let fp = super::resolve_image(client, target)?;
+    client.request(
+        "POST",
+        "/1.0/images/aliases",
+        Some(&json!({"name": alias, "target": fp, "description": ""})),
+    )?;
+    Ok(())
+}
+
+pub fn alias_delete(client: &Client, alias: &str) -> Result<()> {
+    client.request(
+        "DELETE",
+        &format!("/1.0/images/aliases/{}", encode(alias)),
+        None,
+    )?;
+    Ok(())
+}
+
+pub fn alias_list(client: &Client, format: Format) -> Result<()> {
+    let all = client.get("/1.0/images/aliases?recursion=1")?;
+    let items = all.as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|a| {
+            vec![
+                a["name"].as_str().unwrap_or("").into(),
+                a["target"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(12)
+                    .collect(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        output::render(
+            format,
+            &["ALIAS".into(), "FINGERPRINT".into()],
+            &rows,
+            &Value::Array(items)
+        )?
+    );
+    Ok(())
+}

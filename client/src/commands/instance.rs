@@ -1,0 +1,228 @@
+//! Instance lifecycle: launch, init, start, stop, restart, pause, delete, rename, list, info.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::{pairs, resolve_image};
+use crate::http::{encode, Client};
+use crate::output::{self, Format};
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Image: a local alias or fingerprint.
+    pub image: String,
+    /// Instance name (generated when missing).
+    pub name: Option<String>,
+    /// Profiles to apply, in order (default: "default").
+    #[arg(short = 'p', long = "profile")]
+    pub profiles: Vec<String>,
+    /// Config keys, KEY=VALUE.
+    #[arg(short = 'c', long = "config")]
+    pub config: Vec<String>,
+    /// Create without any profile.
+    #[arg(long)]
+    pub no_profiles: bool,
+    /// Delete the instance when it stops.
+    #[arg(short = 'e', long)]
+    pub ephemeral: bool,
+}
+
+/// `hutch init` / `hutch launch`.
+pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
+    let fingerprint = resolve_image(client, &args.image)?;
+    let profiles = if args.no_profiles {
+        Some(vec![])
+    } else if args.profiles.is_empty() {
+        None
+    } else {
+        Some(args.profiles.clone())
+    };
+    let body = json!({
+        "name": args.name.clone().unwrap_or_default(),
+        "type": "container",
+        "profiles": profiles,
+        "config": pairs(&args.config)?,
+        "devices": {},
+        "ephemeral": args.ephemeral,
+        "source": {"type": "image", "fingerprint": fingerprint},
+    });
+    let env = client.request("POST", "/1.0/instances", Some(&body))?;
+    let name = env.metadata["resources"]["instances"][0]
+        .as_str()
+        .and_then(|u| u.rsplit('/').next())
+        .unwrap_or_default()
+        .to_string();
+    println!("Creating {name}");
+    client.wait_op(&env)?;
+    if start {
+        println!("Starting {name}");
+        state(client, &name, "start", -1, false)?;
+    }
+    Ok(())
+}
+
+/// `PUT /state` and wait.
+pub fn state(client: &Client, name: &str, action: &str, timeout: i64, force: bool) -> Result<()> {
+    client.run(
+        "PUT",
+        &format!("/1.0/instances/{}/state", encode(name)),
+        Some(&json!({"action": action, "timeout": timeout, "force": force})),
+    )?;
+    Ok(())
+}
+
+pub fn status_of(client: &Client, name: &str) -> Result<String> {
+    let st = client.get(&format!("/1.0/instances/{}/state", encode(name)))?;
+    Ok(st["status"].as_str().unwrap_or("").to_string())
+}
+
+/// `hutch start`: thaws a frozen instance, as lxc does.
+pub fn start(client: &Client, names: &[String]) -> Result<()> {
+    for n in names {
+        let action = if status_of(client, n)? == "Frozen" {
+            "unfreeze"
+        } else {
+            "start"
+        };
+        state(client, n, action, -1, false)?;
+    }
+    Ok(())
+}
+
+pub fn delete(client: &Client, names: &[String], force: bool) -> Result<()> {
+    for n in names {
+        if status_of(client, n)? != "Stopped" {
+            if !force {
+                bail!("The instance is currently running, stop it first or pass --force");
+            }
+            state(client, n, "stop", -1, true)?;
+        }
+        // An ephemeral instance is gone once stopped.
+        if client.get(&format!("/1.0/instances/{}", encode(n))).is_ok() {
+            client.run("DELETE", &format!("/1.0/instances/{}", encode(n)), None)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn rename(client: &Client, from: &str, to: &str) -> Result<()> {
+    client.run(
+        "POST",
+        &format!("/1.0/instances/{}", encode(from)),
+        Some(&json!({"name": to})),
+    )?;
+    Ok(())
+}
+
+fn ipv4(v: &Value) -> String {
+    let mut out = Vec::new();
+    if let Some(net) = v["state"]["network"].as_object() {
+        for (dev, n) in net {
+            for a in n["addresses"].as_array().into_iter().flatten() {
+                if a["family"] == "inet" && a["scope"] == "global" {
+                    out.push(format!("{} ({dev})", a["address"].as_str().unwrap_or("")));
+                }
+            }
+        }
+    }
+    out.join("\n")
+}
+
+fn column(v: &Value, c: char) -> (String, String) {
+    let s = |x: &Value| x.as_str().unwrap_or("").to_string();
+    match c {
+        'n' => ("NAME".into(), s(&v["name"])),
+        's' => ("STATE".into(), s(&v["status"]).to_uppercase()),
+        '4' => ("IPV4".into(), ipv4(v)),
+        '6' => ("IPV6".into(), String::new()),
+        't' => ("TYPE".into(), s(&v["type"]).to_uppercase()),
+        'S' => ("SNAPSHOTS".into(), "0".into()),
+        'p' => (
+            "PID".into(),
+            v["state"]["pid"]
+                .as_i64()
+                .filter(|p| *p > 0)
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+        ),
+        'P' => (
+            "PROFILES".into(),
+            v["profiles"]
+                .as_array()
+                .map(|a| a.iter().map(s).collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default(),
+        ),
+        'l' => ("LAST USED AT".into(), s(&v["last_used_at"])),
+        'b' => ("STORAGE POOL".into(), "default".into()),
+        'c' => ("CREATED AT".into(), s(&v["created_at"])),
+        _ => ("DESCRIPTION".into(), s(&v["description"])),
+    }
+}
+
+pub fn list(client: &Client, filter: Option<&str>, format: Format, cols: &str) -> Result<()> {
+    let cols = output::columns(cols)?;
+    let all = client.get("/1.0/instances?recursion=2")?;
+    let items: Vec<Value> = all
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| filter.is_none_or(|f| v["name"].as_str().is_some_and(|n| n.starts_with(f))))
+        .collect();
+    let headers: Vec<String> = cols.iter().map(|c| column(&Value::Null, *c).0).collect();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|v| cols.iter().map(|c| column(v, *c).1).collect())
+        .collect();
+    print!(
+        "{}",
+        output::render(format, &headers, &rows, &Value::Array(items))?
+    );
+    Ok(())
+}
+
+pub fn info(client: &Client, name: &str) -> Result<()> {
+    let v = client.get(&format!("/1.0/instances/{}?recursion=1", encode(name)))?;
+    let st = &v["state"];
+    println!("Name: {}", v["name"].as_str().unwrap_or(""));
+    println!(
+        "Status: {}",
+        v["status"].as_str().unwrap_or("").to_uppercase()
+    );
+    println!("Type: {}", v["type"].as_str().unwrap_or(""));
+    println!("Architecture: {}", v["architecture"].as_str().unwrap_or(""));
+    if st["pid"].as_i64().unwrap_or(0) > 0 {
+        println!("PID: {}", st["pid"]);
+    }
+    println!("Created: {}", v["created_at"].as_str().unwrap_or(""));
+    println!("Last Used: {}", v["last_used_at"].as_str().unwrap_or(""));
+    if v["status"] == "Running" || v["status"] == "Frozen" {
+        println!("\nResources:");
+        println!("  Processes: {}", st["processes"]);
+        println!(
+            "  CPU usage (in seconds): {}",
+            st["cpu"]["usage"].as_i64().unwrap_or(0) / 1_000_000_000
+        );
+        println!(
+            "  Memory (current): {}",
+            human(st["memory"]["usage"].as_i64().unwrap_or(0))
+        );
+        println!(
+            "  Memory (peak): {}",
+            human(st["memory"]["usage_peak"].as_i64().unwrap_or(0))
+        );
+    }
+    Ok(())
+}
+
+fn human(bytes: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.2}{}", units[i])
+}

@@ -1,0 +1,45 @@
+//! One module per command group, each with clap arguments and a `run`.
+
+pub mod config;
+pub mod exec;
+pub mod file;
+pub mod image;
+pub mod instance;
+pub mod operation;
+pub mod profile;
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use crate::http::Client;
+
+/// Resolves a local image reference (alias, fingerprint prefix) to a fingerprint.
+pub fn resolve_image(client: &Client, name: &str) -> Result<String> {
+    if let Some((remote, _)) = name.split_once(':') {
+        bail!("remote {remote:?}: image remotes are not supported yet; import the image with `hutch image import`");
+    }
+    if let Ok(alias) = client.get(&format!(
+        "/1.0/images/aliases/{}",
+        crate::http::encode(name)
+    )) {
+        if let Some(t) = alias["target"].as_str() {
+            return Ok(t.to_string());
+        }
+    }
+    let img = client
+        .get(&format!("/1.0/images/{}", crate::http::encode(name)))
+        .map_err(|_| anyhow::anyhow!("Image {name:?} not found"))?;
+    Ok(img["fingerprint"].as_str().unwrap_or_default().to_string())
+}
+
+/// `KEY=VALUE` pairs into a JSON map.
+pub fn pairs(items: &[String]) -> Result<serde_json::Map<String, Value>> {
+    let mut m = serde_json::Map::new();
+    for item in items {
+        let Some((k, v)) = item.split_once('=') else {
+            bail!("{item:?} is not KEY=VALUE")
+        };
+        m.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    Ok(m)
+}

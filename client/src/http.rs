@@ -1,0 +1,184 @@
+//! A small synchronous HTTP/1.1 client for hutchd's unix socket, with LXD's envelope,
+//! operations and websockets.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use hutch_api::Response as Envelope;
+use serde_json::Value;
+
+/// The daemon's socket: `$HUTCH_DIR/unix.socket`, default /var/lib/hutch.
+pub fn socket_path() -> PathBuf {
+    let dir = std::env::var_os("HUTCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/hutch"));
+    dir.join("unix.socket")
+}
+
+/// A raw response.
+pub struct Raw {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Raw {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new() -> Self {
+        Client {
+            socket: socket_path(),
+        }
+    }
+
+    fn connect(&self) -> Result<UnixStream> {
+        UnixStream::connect(&self.socket).with_context(|| {
+            format!(
+                "cannot reach hutchd at {} (is it running?)",
+                self.socket.display()
+            )
+        })
+    }
+
+    /// Sends one request and reads the whole response.
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<Raw> {
+        let mut s = self.connect()?;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: unix.socket\r\nUser-Agent: hutch\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes())?;
+        s.write_all(body)?;
+        let mut reader = BufReader::new(s);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line)?;
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| anyhow!("bad response from hutchd: {status_line:?}"))?;
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                let mut chunk = vec![0u8; n + 2];
+                reader.read_exact(&mut chunk)?;
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else {
+            reader.read_to_end(&mut body)?;
+        }
+        Ok(Raw {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// A JSON request; LXD's error envelope becomes an error with its message.
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Envelope> {
+        let data = body
+            .map(|b| serde_json::to_vec(b).expect("json"))
+            .unwrap_or_default();
+        let raw = self.raw(
+            method,
+            path,
+            &[("Content-Type", "application/json".into())],
+            &data,
+        )?;
+        parse_envelope(&raw)
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        Ok(self.request("GET", path, None)?.metadata)
+    }
+
+    /// Sends a request that creates an operation and waits for it to end.
+    pub fn wait_op(&self, env: &Envelope) -> Result<Value> {
+        if env.operation.is_empty() {
+            return Ok(env.metadata.clone());
+        }
+        let op = self.get(&format!("{}/wait?timeout=-1", env.operation))?;
+        if op["status_code"].as_u64().unwrap_or(0) >= 400 {
+            bail!("{}", op["err"].as_str().unwrap_or("operation failed"));
+        }
+        Ok(op)
+    }
+
+    /// A request whose operation is waited for.
+    pub fn run(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let env = self.request(method, path, body)?;
+        self.wait_op(&env)
+    }
+
+    /// Opens a websocket on `path`.
+    pub fn websocket(&self, path: &str) -> Result<tungstenite::WebSocket<UnixStream>> {
+        let stream = self.connect()?;
+        let url = format!("ws://unix.socket{path}");
+        let (ws, _) = tungstenite::client(url.as_str(), stream)
+            .map_err(|e| anyhow!("websocket {path}: {e}"))?;
+        Ok(ws)
+    }
+}
+
+pub fn parse_envelope(raw: &Raw) -> Result<Envelope> {
+    let env: Envelope = serde_json::from_slice(&raw.body)
+        .map_err(|_| anyhow!("unexpected response from hutchd (HTTP {})", raw.status))?;
+    if env.kind == hutch_api::ResponseType::Error {
+        bail!("{}", env.error);
+    }
+    Ok(env)
+}
+
+/// Percent-encodes a query value.
+pub fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,387 @@
+//! hutch: the command-line client of hutchd, shaped like LXD's `lxc`.
+
+mod commands;
+mod http;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use commands::{config, exec, file, image, instance, operation, profile};
+use http::Client;
+use output::Format;
+
+#[derive(Parser)]
+#[command(name = "hutch", version, about = "Manage hutch system containers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create and start an instance from an image.
+    Launch(instance::CreateArgs),
+    /// Create an instance from an image.
+    Init(instance::CreateArgs),
+    /// Start instances.
+    Start { names: Vec<String> },
+    /// Stop instances.
+    Stop {
+        names: Vec<String>,
+        #[arg(short, long)]
+        force: bool,
+        #[arg(long, default_value_t = -1)]
+        timeout: i64,
+    },
+    /// Restart instances.
+    Restart {
+        names: Vec<String>,
+        #[arg(short, long)]
+        force: bool,
+        #[arg(long, default_value_t = -1)]
+        timeout: i64,
+    },
+    /// Freeze instances.
+    Pause { names: Vec<String> },
+    /// Delete instances.
+    Delete {
+        names: Vec<String>,
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Rename an instance.
+    #[command(alias = "move")]
+    Rename { from: String, to: String },
+    /// List instances.
+    List {
+        filter: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+        #[arg(short, long, default_value = "ns46tS")]
+        columns: String,
+    },
+    /// Show an instance's state and resources.
+    Info { name: String },
+    /// Run a command in an instance.
+    Exec(exec::ExecArgs),
+    /// Show an instance's console log.
+    Console {
+        name: String,
+        #[arg(long)]
+        show_log: bool,
+    },
+    /// Transfer files.
+    #[command(subcommand)]
+    File(FileCmd),
+    /// Instance configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Profiles.
+    #[command(subcommand)]
+    Profile(ProfileCmd),
+    /// Images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Background operations.
+    #[command(subcommand)]
+    Operation(OperationCmd),
+}
+
+#[derive(Subcommand)]
+enum FileCmd {
+    /// Copy local files into an instance (DEST is INSTANCE/PATH).
+    Push {
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<String>,
+        #[arg(short, long)]
+        recursive: bool,
+        #[arg(short = 'p', long)]
+        create_dirs: bool,
+        #[arg(long)]
+        uid: Option<u32>,
+        #[arg(long)]
+        gid: Option<u32>,
+        /// Octal mode, e.g. 0644.
+        #[arg(long)]
+        mode: Option<String>,
+    },
+    /// Copy files out of an instance (sources are INSTANCE/PATH).
+    Pull {
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<String>,
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Delete files in an instance.
+    Delete { targets: Vec<String> },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    Get {
+        name: String,
+        key: String,
+    },
+    Set {
+        name: String,
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+    Unset {
+        name: String,
+        key: String,
+    },
+    Show {
+        name: String,
+        #[arg(long)]
+        expanded: bool,
+    },
+    /// Replace the configuration with YAML from stdin.
+    Edit {
+        name: String,
+    },
+    #[command(subcommand)]
+    Device(DeviceCmd),
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Add a device: NAME DEVICE TYPE [KEY=VALUE...].
+    Add {
+        name: String,
+        device: String,
+        kind: String,
+        props: Vec<String>,
+    },
+    Remove {
+        name: String,
+        device: String,
+    },
+    List {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfileCmd {
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    Show {
+        name: String,
+    },
+    Create {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    Get {
+        name: String,
+        key: String,
+    },
+    Set {
+        name: String,
+        key: String,
+        value: String,
+    },
+    Unset {
+        name: String,
+        key: String,
+    },
+    Rename {
+        name: String,
+        new: String,
+    },
+    /// Replace the profile with YAML from stdin.
+    Edit {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Import a unified image tarball.
+    Import {
+        file: PathBuf,
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        #[arg(long)]
+        public: bool,
+    },
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    Info {
+        name: String,
+    },
+    Delete {
+        names: Vec<String>,
+    },
+    Export {
+        name: String,
+        dest: PathBuf,
+    },
+    #[command(subcommand)]
+    Alias(AliasCmd),
+}
+
+#[derive(Subcommand)]
+enum AliasCmd {
+    Create {
+        alias: String,
+        target: String,
+    },
+    Delete {
+        alias: String,
+    },
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperationCmd {
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let c = Client::new();
+    match cli.command {
+        Cmd::Launch(a) => instance::create(&c, &a, true)?,
+        Cmd::Init(a) => instance::create(&c, &a, false)?,
+        Cmd::Start { names } => instance::start(&c, &names)?,
+        Cmd::Stop {
+            names,
+            force,
+            timeout,
+        } => names
+            .iter()
+            .try_for_each(|n| instance::state(&c, n, "stop", timeout, force))?,
+        Cmd::Restart {
+            names,
+            force,
+            timeout,
+        } => names
+            .iter()
+            .try_for_each(|n| instance::state(&c, n, "restart", timeout, force))?,
+        Cmd::Pause { names } => names
+            .iter()
+            .try_for_each(|n| instance::state(&c, n, "freeze", -1, false))?,
+        Cmd::Delete { names, force } => instance::delete(&c, &names, force)?,
+        Cmd::Rename { from, to } => instance::rename(&c, &from, &to)?,
+        Cmd::List {
+            filter,
+            format,
+            columns,
+        } => instance::list(&c, filter.as_deref(), format, &columns)?,
+        Cmd::Info { name } => instance::info(&c, &name)?,
+        Cmd::Exec(a) => return exec::exec(&c, &a),
+        Cmd::Console { name, .. } => exec::console_log(&c, &name)?,
+        Cmd::File(FileCmd::Push {
+            mut paths,
+            recursive,
+            create_dirs,
+            uid,
+            gid,
+            mode,
+        }) => {
+            let dest = paths.pop().expect("clap requires two paths");
+            let mode = mode
+                .map(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8))
+                .transpose()
+                .map_err(|_| anyhow::anyhow!("--mode must be octal"))?;
+            if recursive && (uid.is_some() || gid.is_some() || mode.is_some()) {
+                anyhow::bail!("--uid, --gid and --mode cannot be used with -r");
+            }
+            let sources: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
+            file::push(
+                &c,
+                &sources,
+                &dest,
+                &file::PushOptions {
+                    recursive,
+                    create_dirs,
+                    uid,
+                    gid,
+                    mode,
+                },
+            )?
+        }
+        Cmd::File(FileCmd::Pull {
+            mut paths,
+            recursive,
+        }) => {
+            let dest = PathBuf::from(paths.pop().expect("clap requires two paths"));
+            file::pull(&c, &paths, &dest, recursive)?
+        }
+        Cmd::File(FileCmd::Delete { targets }) => file::delete(&c, &targets)?,
+        Cmd::Config(cmd) => match cmd {
+            ConfigCmd::Get { name, key } => config::get(&c, &name, &key)?,
+            ConfigCmd::Set { name, pairs } => config::set(&c, &name, &pairs)?,
+            ConfigCmd::Unset { name, key } => config::unset(&c, &name, &key)?,
+            ConfigCmd::Show { name, expanded } => config::show(&c, &name, expanded)?,
+            ConfigCmd::Edit { name } => config::edit(&c, &name)?,
+            ConfigCmd::Device(DeviceCmd::Add {
+                name,
+                device,
+                kind,
+                props,
+            }) => config::device_add(&c, &name, &device, &kind, &props)?,
+            ConfigCmd::Device(DeviceCmd::Remove { name, device }) => {
+                config::device_remove(&c, &name, &device)?
+            }
+            ConfigCmd::Device(DeviceCmd::List { name }) => config::device_list(&c, &name)?,
+        },
+        Cmd::Profile(cmd) => match cmd {
+            ProfileCmd::List { format } => profile::list(&c, format)?,
+            ProfileCmd::Show { name } => profile::show(&c, &name)?,
+            ProfileCmd::Create { name } => profile::create(&c, &name)?,
+            ProfileCmd::Delete { name } => profile::delete(&c, &name)?,
+            ProfileCmd::Get { name, key } => profile::get(&c, &name, &key)?,
+            ProfileCmd::Set { name, key, value } => profile::set(&c, &name, &key, &value)?,
+            ProfileCmd::Unset { name, key } => profile::unset(&c, &name, &key)?,
+            ProfileCmd::Rename { name, new } => profile::rename(&c, &name, &new)?,
+            ProfileCmd::Edit { name } => profile::edit(&c, &name)?,
+        },
+        Cmd::Image(cmd) => match cmd {
+            ImageCmd::Import {
+                file,
+                aliases,
+                public,
+            } => image::import(&c, &file, &aliases, public)?,
+            ImageCmd::List { format } => image::list(&c, format)?,
+            ImageCmd::Info { name } => image::info(&c, &name)?,
+            ImageCmd::Delete { names } => image::delete(&c, &names)?,
+            ImageCmd::Export { name, dest } => image::export(&c, &name, &dest)?,
+            ImageCmd::Alias(AliasCmd::Create { alias, target }) => {
+                image::alias_create(&c, &alias, &target)?
+            }
+            ImageCmd::Alias(AliasCmd::Delete { alias }) => image::alias_delete(&c, &alias)?,
+            ImageCmd::Alias(AliasCmd::List { format }) => image::alias_list(&c, format)?,
+        },
+        Cmd::Operation(OperationCmd::List { format }) => operation::list(&c, format)?,
+    }
+    Ok(0)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // One clear line: the error and its causes.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("Error: {}", msg.join(": "));
+            std::process::exit(1);
+        }
+    }
+}
