@@ -1,7 +1,8 @@
 #!/bin/bash
 # Sets up hutch on a fresh Debian 12 machine, as root: installs the system packages and Rust
-# (when missing), builds and installs hutchd, and boots a first container, "first", from a
-# busybox root filesystem. Safe to run again.
+# (when missing), builds and installs hutchd and hutch, initialises hutchd with working
+# defaults, starts it, imports a busybox image and launches a first container, "first".
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,22 +21,51 @@ if ! command -v cargo >/dev/null; then
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
 fi
 
-cargo build --release
+cargo build --release -p hutchd -p hutch
 install -m 0755 target/release/hutchd /usr/local/bin/hutchd
+install -m 0755 target/release/hutch /usr/local/bin/hutch
 
-dir=${HUTCH_DIR:-/var/lib/hutch}
-rootfs="$dir/rootfs/first"
-if [ ! -e "$rootfs/sbin/init" ]; then
-    rm -rf "$rootfs"
-    tests/images/busybox.sh "$rootfs"
-fi
+export HUTCH_DIR=${HUTCH_DIR:-/var/lib/hutch}
+hutchd init --auto
 
-if hutchd --dir "$dir" container state first 2>/dev/null | grep -q '"status": *"running"'; then
-    echo "container first is already running"
+# Start the daemon: as a systemd service where systemd runs, else in the background.
+if [ -S "$HUTCH_DIR/unix.socket" ] && hutch list >/dev/null 2>&1; then
+    echo "hutchd is already running"
+elif [ -d /run/systemd/system ]; then
+    cat >/etc/systemd/system/hutchd.service <<UNIT
+[Unit]
+Description=hutch system-container daemon
+After=network.target
+
+[Service]
+Environment=HUTCH_DIR=$HUTCH_DIR
+ExecStart=/usr/local/bin/hutchd --verbose
+KillMode=process
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable --now hutchd
 else
-    pid=$(hutchd --dir "$dir" container start first --rootfs "$rootfs")
-    echo "started container first (init is host pid $pid)"
+    setsid nohup hutchd --verbose >>/var/log/hutchd.log 2>&1 </dev/null &
 fi
-echo "PID 1 in first is: $(hutchd --dir "$dir" container exec first -- cat /proc/1/comm)"
-echo "try:  hutchd container exec first -- sh -c 'ps; id; hostname'"
-echo "stop: hutchd container stop first"
+for _ in $(seq 50); do hutch list >/dev/null 2>&1 && break; sleep 0.1; done
+
+# A first image, built offline from busybox-static, and a first container.
+if ! hutch image info busybox >/dev/null 2>&1; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    tests/images/busybox.sh "$work/rootfs"
+    printf 'architecture: %s\ncreation_date: %s\nproperties:\n  os: busybox\n  description: BusyBox\n' \
+        "$(uname -m)" "$(date +%s)" >"$work/metadata.yaml"
+    tar -C "$work" -czf "$work/busybox.tar.gz" metadata.yaml rootfs
+    hutch image import "$work/busybox.tar.gz" --alias busybox
+fi
+if ! hutch info first >/dev/null 2>&1; then
+    hutch launch busybox first
+fi
+hutch list
+echo "PID 1 in first is: $(hutch exec first -- cat /proc/1/comm)"
+echo "try: hutch exec first -- sh"

@@ -285,7 +285,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => instance::list(&c, filter.as_deref(), format, &columns)?,
         Cmd::Info { name } => instance::info(&c, &name)?,
         Cmd::Exec(a) => return exec::exec(&c, &a),
-        Cmd::Console { name, .. } => exec::console_log(&c, &name)?,
+        Cmd::Console {
+            name,
+            show_log: true,
+        } => exec::console_log(&c, &name)?,
+        Cmd::Console {
+            name,
+            show_log: false,
+        } => exec::console_attach(&c, &name)?,
         Cmd::File(FileCmd::Push {
             mut paths,
             recursive,

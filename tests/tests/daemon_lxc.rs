@@ -101,7 +101,20 @@ fn containers_survive_a_killed_daemon() {
     let mut d = daemon_with_image();
     d.lxc_ok(&["launch", "bb", "c1"]);
     d.kill();
+    // What a crash could leave: a volume no row owns, a half-unpacked image, an upload.
+    let orphan = d
+        .path()
+        .join("storage-pools/default/containers/orphan/rootfs");
+    fs::create_dir_all(&orphan).unwrap();
+    let unpacking = d.path().join("storage-pools/default/images/.abc.unpacking");
+    fs::create_dir_all(&unpacking).unwrap();
+    let upload = d.path().join("images/.upload-1234");
+    fs::write(&upload, b"partial").unwrap();
     d.spawn();
+    assert!(
+        !orphan.exists() && !unpacking.exists() && !upload.exists(),
+        "startup left crash debris"
+    );
     assert_eq!(status_of(&d, "c1"), "RUNNING");
     assert_eq!(
         d.lxc_ok(&["exec", "c1", "--", "cat", "/proc/1/comm"])

@@ -82,7 +82,7 @@ pub fn exec(client: &Client, args: &ExecArgs) -> Result<i32> {
     let control = client.websocket(&ws_path("control")?)?;
     if interactive {
         let ws0 = client.websocket(&ws_path("0")?)?;
-        run_interactive(ws0, control)?;
+        run_interactive(ws0, control, false)?;
     } else {
         let ws0 = client.websocket(&ws_path("0")?)?;
         let ws1 = client.websocket(&ws_path("1")?)?;
@@ -170,9 +170,12 @@ impl Drop for RawMode {
     }
 }
 
+/// Bridges the terminal and a websocket until the far end ends; with `detachable`,
+/// ctrl+a q ends it from this side (as `lxc console` does).
 fn run_interactive(
     mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>,
     mut control: tungstenite::WebSocket<std::os::unix::net::UnixStream>,
+    detachable: bool,
 ) -> Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let _raw = RawMode::enter();
@@ -188,6 +191,7 @@ fn run_interactive(
     let mut stdout = std::io::stdout();
     let mut buf = [0u8; 16384];
     let mut stdin_open = true;
+    let mut ctrl_a = false;
     loop {
         if RESIZED.swap(0, Ordering::SeqCst) == 1 {
             let (cols, rows) = window_size();
@@ -213,6 +217,16 @@ fn run_interactive(
             if n == 0 {
                 stdin_open = false;
             } else {
+                if detachable {
+                    for &b in &buf[..n] {
+                        if ctrl_a && b == b'q' {
+                            let _ = control.close(None);
+                            let _ = control.flush();
+                            return Ok(());
+                        }
+                        ctrl_a = b == 0x01;
+                    }
+                }
                 ws.send(Message::Binary(buf[..n].to_vec()))?;
             }
         }
@@ -229,6 +243,28 @@ fn run_interactive(
         }
     }
     Ok(())
+}
+
+/// `hutch console NAME`: attach to the console (ctrl+a q detaches).
+pub fn console_attach(client: &Client, name: &str) -> Result<()> {
+    let (cols, rows) = window_size();
+    let env = client.request(
+        "POST",
+        &format!("/1.0/instances/{}/console", encode(name)),
+        Some(&json!({"width": cols, "height": rows, "type": "console"})),
+    )?;
+    let op = env.operation.clone();
+    let fds = env.metadata["metadata"]["fds"].clone();
+    let path = |fd: &str| {
+        format!(
+            "{op}/websocket?secret={}",
+            fds[fd].as_str().unwrap_or_default()
+        )
+    };
+    let control = client.websocket(&path("control"))?;
+    let data = client.websocket(&path("0"))?;
+    eprintln!("To detach from the console, press: <ctrl>+a q\r");
+    run_interactive(data, control, true)
 }
 
 /// `hutch console NAME --show-log`.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use hutch_api::config::validate_instance_config;
@@ -28,7 +28,6 @@ pub fn routes() -> Router<AppState> {
             get(one).put(put).patch(patch).post(rename).delete(delete),
         )
         .route("/:name/state", get(state).put(change_state))
-        .route("/:name/console", get(console_log))
 }
 
 /// What an instance's ETag covers: its writable fields.
@@ -380,12 +379,6 @@ async fn change_state(
         .map(|_| None)
     });
     Ok(accepted(&op))
-}
-
-async fn console_log(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    d.db.instance_or_404(&name)?;
-    let log = hutch_runtime::container::console_log(&d.runtime_dir(&name))?;
-    Ok(([("Content-Type", "application/octet-stream")], log).into_response())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The REST API: one module per resource, each handler extracting and validating, calling
 //! one engine function, and wrapping the result in LXD's envelope.
 
+mod console;
 mod events;
 mod exec;
 mod files;
@@ -30,7 +31,8 @@ use crate::operations::OpEntry;
 pub fn router(state: AppState) -> Router {
     let instance_routes = instances::routes()
         .merge(exec::routes())
-        .merge(files::routes());
+        .merge(files::routes())
+        .merge(console::routes());
     Router::new()
         .route("/", get(|| async { Json(vec!["/1.0"]) }))
         .merge(server::routes())

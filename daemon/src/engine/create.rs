@@ -156,6 +156,34 @@ pub fn reconcile_creates(d: &AppState) -> Result<()> {
         tracing::info!(instance = %name, "removing an instance whose create was interrupted");
         remove_leftovers(d, &name);
     }
+    // Volumes no row owns: a crash during a delete or between a clone and its row.
+    let known: std::collections::HashSet<String> =
+        d.db.instances()?.into_iter().map(|r| r.name).collect();
+    let vols = d.dir.join("storage-pools/default/containers");
+    for entry in std::fs::read_dir(&vols)
+        .map_err(|e| DaemonError::io("read", &vols, e))?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !known.contains(&name) && !d.db.creating_instances()?.contains(&name) {
+            tracing::info!(volume = %name, "removing a volume no instance owns");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    // Image volumes and uploads whose import never finished.
+    for sub in ["storage-pools/default/images", "images"] {
+        let dir = d.dir.join(sub);
+        for entry in std::fs::read_dir(&dir)
+            .map_err(|e| DaemonError::io("read", &dir, e))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".unpacking") || name.starts_with(".upload-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     Ok(())
 }
 

@@ -221,6 +221,14 @@ impl MonitorClient {
         }
     }
 
+    /// Sets the console's window size.
+    pub fn resize_console(&mut self, cols: u16, rows: u16) -> Result<()> {
+        match self.request(&MonitorRequest::ResizeConsole { cols, rows }, "ok")? {
+            MonitorReply::Ok => Ok(()),
+            other => Err(unexpected("ok", &other)),
+        }
+    }
+
     /// Attaches to the console: the returned stream carries raw console bytes both ways.
     pub fn attach_console(mut self) -> Result<UnixStream> {
         send(&mut self.writer, &MonitorRequest::AttachConsole)?;

@@ -256,6 +256,18 @@ fn handle(m: &Arc<Monitor>, conn: UnixStream) {
                 };
                 return stop(m, timeout_ms, force, waiter);
             }
+            MonitorRequest::ResizeConsole { cols, rows } => {
+                use std::os::fd::AsFd;
+                match crate::exec::set_window_size(
+                    m.created.console.master.as_fd(),
+                    crate::exec::WindowSize { cols, rows },
+                ) {
+                    Ok(()) => MonitorReply::Ok,
+                    Err(e) => MonitorReply::Error {
+                        message: e.to_string(),
+                    },
+                }
+            }
             MonitorRequest::AttachConsole => {
                 if send(&mut writer, &MonitorReply::Ok).is_err() {
                     return;

@@ -21,6 +21,8 @@ pub enum MonitorRequest {
     Signal { signal: i32 },
     /// After the `Ok` reply the connection carries raw console bytes both ways.
     AttachConsole,
+    /// Sets the console's window size.
+    ResizeConsole { cols: u16, rows: u16 },
 }
 
 /// The monitor's answer.
