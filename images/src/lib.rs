@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-pub use unpack::{unpack_unified, UnpackLimits};
+pub use unpack::{read_split_metadata, unpack_split_rootfs, unpack_unified, UnpackLimits};
 
 /// Every image error, naming what it concerns.
 #[derive(Debug, thiserror::Error)]

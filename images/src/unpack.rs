@@ -92,8 +92,51 @@ pub fn unpack_unified(
     dest: &Path,
     limits: UnpackLimits,
 ) -> Result<ImageMetadata, ImageError> {
-    let mut archive = open_tar(tarball)?;
     fs::create_dir(dest).map_err(|e| ImageError::io("create", dest, e))?;
+    unpack(tarball, Some(dest), rootfs_relative, true, limits)?
+        .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the tarball".into()))
+}
+
+/// Reads metadata.yaml from the metadata tarball of a split image.
+pub fn read_split_metadata(tarball: &Path) -> Result<ImageMetadata, ImageError> {
+    unpack(tarball, None, |_| None, true, UnpackLimits::default())?
+        .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the metadata tarball".into()))
+}
+
+/// Unpacks the rootfs tarball of a split image (rooted at `/`) into `dest`, which must not
+/// exist yet.
+pub fn unpack_split_rootfs(
+    tarball: &Path,
+    dest: &Path,
+    limits: UnpackLimits,
+) -> Result<(), ImageError> {
+    fs::create_dir(dest).map_err(|e| ImageError::io("create", dest, e))?;
+    unpack(tarball, Some(dest), plain_relative, false, limits).map(|_| ())
+}
+
+/// A path rooted at `/` made relative, refusing `..`.
+fn plain_relative(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Walks a tarball: metadata.yaml at its top is parsed when `read_metadata`; entries that
+/// `map` places below `dest` are unpacked (when `dest` is given); the rest is skipped.
+fn unpack(
+    tarball: &Path,
+    dest: Option<&Path>,
+    map: fn(&Path) -> Option<PathBuf>,
+    read_metadata: bool,
+    limits: UnpackLimits,
+) -> Result<Option<ImageMetadata>, ImageError> {
+    let mut archive = open_tar(tarball)?;
     let mut metadata = None;
     let mut total: u64 = 0;
     let entries = archive
@@ -109,7 +152,7 @@ pub fn unpack_unified(
             .components()
             .filter(|c| !matches!(c, Component::CurDir))
             .collect();
-        if clean == Path::new("metadata.yaml") {
+        if read_metadata && clean == Path::new("metadata.yaml") {
             let mut text = String::new();
             entry
                 .by_ref()
@@ -119,11 +162,9 @@ pub fn unpack_unified(
             metadata = Some(ImageMetadata::parse(&text)?);
             continue;
         }
-        let Some(rel) = rootfs_relative(&path) else {
-            if path
-                .components()
-                .any(|c| matches!(c, Component::ParentDir | Component::RootDir))
-            {
+        let Some(dest) = dest else { continue };
+        let Some(rel) = map(&path) else {
+            if path.components().any(|c| matches!(c, Component::ParentDir)) {
                 return Err(ImageError::Invalid(format!(
                     "{} escapes the image",
                     path.display()
@@ -150,7 +191,7 @@ pub fn unpack_unified(
             let link = entry.link_name().ok().flatten().ok_or_else(|| {
                 ImageError::Invalid(format!("{} has no link target", rel.display()))
             })?;
-            let link_rel = rootfs_relative(&link).ok_or_else(|| {
+            let link_rel = map(&link).ok_or_else(|| {
                 ImageError::Invalid(format!("{} links outside the image", rel.display()))
             })?;
             check_parents(dest, &link_rel)?;
@@ -162,7 +203,7 @@ pub fn unpack_unified(
             .unpack(&target)
             .map_err(|e| ImageError::io("unpack", &target, e))?;
     }
-    metadata.ok_or_else(|| ImageError::Invalid("no metadata.yaml in the tarball".into()))
+    Ok(metadata)
 }
 
 #[cfg(test)]
@@ -279,6 +320,33 @@ mod tests {
             UnpackLimits::default()
         )
         .is_err());
+    }
+
+    #[test]
+    fn split_images_unpack_their_rootfs_from_the_root() {
+        let meta = build(&[("metadata.yaml", META), ("templates/", b"")], &[]);
+        assert_eq!(
+            read_split_metadata(meta.path()).unwrap().properties["os"],
+            "busybox"
+        );
+        let root = build(
+            &[
+                ("./", b""),
+                ("./etc/", b""),
+                ("./etc/hostname", b"h\n"),
+                ("metadata.yaml", b"part of the rootfs"),
+            ],
+            &[],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("rootfs");
+        unpack_split_rootfs(root.path(), &dest, UnpackLimits::default()).unwrap();
+        assert_eq!(fs::read(dest.join("etc/hostname")).unwrap(), b"h\n");
+        assert_eq!(
+            fs::read(dest.join("metadata.yaml")).unwrap(),
+            b"part of the rootfs"
+        );
+        assert_eq!(plain_relative(Path::new("/a/../b")), None);
     }
 
     #[test]

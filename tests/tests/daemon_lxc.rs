@@ -333,3 +333,72 @@ fn autostart_and_last_state_after_a_host_restart() {
         d.lxc_ok(&["delete", name, "--force"]);
     }
 }
+
+#[test]
+fn split_images_import_and_launch() {
+    if !require_root("split_images_import_and_launch") {
+        return;
+    }
+    use std::process::Command;
+    let d = TestDaemon::start();
+    let work = d.path().join("split");
+    fs::create_dir_all(&work).unwrap();
+    hutch_tests::busybox_rootfs(&work.join("rootfs")).unwrap();
+    fs::write(work.join("metadata.yaml"), "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: busybox\n  description: split busybox\n").unwrap();
+    let meta = work.join("meta.tar.xz");
+    let root = work.join("rootfs.tar.gz");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&work)
+        .arg("-cJf")
+        .arg(&meta)
+        .arg("metadata.yaml")
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(work.join("rootfs"))
+        .arg("-czf")
+        .arg(&root)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    let out = d.lxc_ok(&[
+        "image",
+        "import",
+        meta.to_str().unwrap(),
+        root.to_str().unwrap(),
+        "--alias",
+        "split",
+    ]);
+    // The fingerprint of a split image is sha256(metadata || rootfs).
+    let mut both = fs::read(&meta).unwrap();
+    both.extend(fs::read(&root).unwrap());
+    let sum = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sum = sum;
+    std::io::Write::write_all(sum.stdin.as_mut().unwrap(), &both).unwrap();
+    drop(sum.stdin.take());
+    let expected = String::from_utf8(sum.wait_with_output().unwrap().stdout).unwrap();
+    let expected = expected.split_whitespace().next().unwrap();
+    assert!(out.contains(expected), "{out} vs {expected}");
+    d.lxc_ok(&["launch", "split", "s1"]);
+    assert_eq!(
+        d.lxc_ok(&["exec", "s1", "--", "cat", "/proc/1/comm"])
+            .trim(),
+        "init"
+    );
+    d.lxc_ok(&["delete", "s1", "--force"]);
+    d.lxc_ok(&["image", "delete", "split"]);
+    let left: Vec<_> = fs::read_dir(d.path().join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

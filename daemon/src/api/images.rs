@@ -4,8 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -137,6 +136,10 @@ async fn delete(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Res
             d2.image_volume(&row.fingerprint),
         );
         tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_file(file.with_file_name(format!(
+                "{}.rootfs",
+                file.file_name().unwrap_or_default().to_string_lossy()
+            )));
             let _ = std::fs::remove_file(&file);
             let _ = std::fs::remove_dir_all(&vol);
         })
@@ -155,6 +158,14 @@ async fn delete(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Res
 async fn export(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
     let row = d.db.image_by_prefix(&fp)?;
     let path = d.image_file(&row.fingerprint);
+    if path
+        .with_file_name(format!("{}.rootfs", row.fingerprint))
+        .exists()
+    {
+        return Err(DaemonError::BadRequest(
+            "Exporting split images is not supported yet".into(),
+        ));
+    }
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| DaemonError::io("open", &path, e))?;
@@ -197,20 +208,70 @@ fn tokio_util_stream(
     })
 }
 
-/// `POST /1.0/images` with a raw unified tarball as the body.
-async fn upload(State(d): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response> {
+/// What an upload brought: one unified tarball, or the two files of a split image.
+enum Upload {
+    Unified(std::path::PathBuf),
+    Split {
+        metadata: std::path::PathBuf,
+        rootfs: std::path::PathBuf,
+    },
+}
+
+impl Upload {
+    fn remove(&self) {
+        match self {
+            Upload::Unified(p) => {
+                let _ = std::fs::remove_file(p);
+            }
+            Upload::Split { metadata, rootfs } => {
+                let _ = std::fs::remove_file(metadata);
+                let _ = std::fs::remove_file(rootfs);
+            }
+        }
+    }
+}
+
+/// Streams `stream` into `path`, feeding `hasher` and counting into `size`.
+async fn receive<S, E>(
+    stream: S,
+    path: &std::path::Path,
+    hasher: &mut Sha256,
+    size: &mut u64,
+) -> Result<()>
+where
+    S: futures_util::Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut stream = stream;
+    let mut file = std::fs::File::create(path).map_err(|e| DaemonError::io("create", path, e))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| DaemonError::BadRequest(format!("upload failed: {e}")))?;
+        *size += chunk.len() as u64;
+        if *size > MAX_UPLOAD {
+            return Err(DaemonError::BadRequest(format!(
+                "Image is larger than the {MAX_UPLOAD} bytes allowed"
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .map_err(|e| DaemonError::io("write", path, e))?;
+    }
+    file.sync_all()
+        .map_err(|e| DaemonError::io("sync", path, e))
+}
+
+/// `POST /1.0/images` with an image as the body: a unified tarball, or a split image as
+/// multipart/form-data (`metadata` first, then `rootfs`).
+async fn upload(State(d): State<AppState>, req: Request) -> Result<Response> {
+    let headers = req.headers().clone();
     let ctype = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+        .unwrap_or("")
+        .to_string();
     if ctype.starts_with("application/json") {
         return Err(DaemonError::BadRequest(
             "Creating images from instances or remotes is not supported yet".into(),
-        ));
-    }
-    if ctype.starts_with("multipart/") {
-        return Err(DaemonError::BadRequest(
-            "Split images are not supported yet".into(),
         ));
     }
     let header = |k: &str| {
@@ -220,45 +281,74 @@ async fn upload(State(d): State<AppState>, headers: HeaderMap, body: Body) -> Re
             .map(str::to_string)
     };
     let expected = header("x-lxd-fingerprint");
-    let filename = header("x-lxd-filename").unwrap_or_default();
     let public =
         header("x-lxd-public").is_some_and(|v| hutch_api::config::parse_bool(&v).unwrap_or(false));
-    // Receive the upload to a temporary file, hashing as it comes.
-    let tmp = d
-        .dir
-        .join("images")
-        .join(format!(".upload-{}", uuid::Uuid::new_v4()));
+    let tmp = |what: &str| {
+        d.dir
+            .join("images")
+            .join(format!(".upload-{}-{what}", uuid::Uuid::new_v4()))
+    };
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
-    let received = async {
-        let mut file =
-            std::fs::File::create(&tmp).map_err(|e| DaemonError::io("create", &tmp, e))?;
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| DaemonError::BadRequest(format!("upload failed: {e}")))?;
-            size += chunk.len() as u64;
-            if size > MAX_UPLOAD {
-                return Err(DaemonError::BadRequest(format!(
-                    "Image is larger than the {MAX_UPLOAD} bytes allowed"
-                )));
+    let (upload, filename, received) = if ctype.starts_with("multipart/") {
+        let (metadata, rootfs) = (tmp("meta"), tmp("rootfs"));
+        let mut filename = String::new();
+        let received = async {
+            let mut mp = Multipart::from_request(req, &())
+                .await
+                .map_err(|e| DaemonError::BadRequest(format!("Invalid multipart image: {e}")))?;
+            let invalid = || DaemonError::BadRequest("Invalid multipart image".into());
+            let meta = mp
+                .next_field()
+                .await
+                .map_err(|_| invalid())?
+                .ok_or_else(invalid)?;
+            if meta.name() != Some("metadata") {
+                return Err(invalid());
             }
-            hasher.update(&chunk);
-            file.write_all(&chunk)
-                .map_err(|e| DaemonError::io("write", &tmp, e))?;
+            receive(meta, &metadata, &mut hasher, &mut size).await?;
+            let root = mp
+                .next_field()
+                .await
+                .map_err(|_| invalid())?
+                .ok_or_else(invalid)?;
+            match root.name() {
+                Some("rootfs") => {}
+                Some("rootfs.img") => {
+                    return Err(DaemonError::BadRequest(
+                        "Virtual-machine images are not supported".into(),
+                    ))
+                }
+                _ => return Err(invalid()),
+            }
+            filename = root.file_name().unwrap_or_default().to_string();
+            receive(root, &rootfs, &mut hasher, &mut size).await
         }
-        file.sync_all()
-            .map_err(|e| DaemonError::io("sync", &tmp, e))
-    }
-    .await;
+        .await;
+        (Upload::Split { metadata, rootfs }, filename, received)
+    } else {
+        let file = tmp("unified");
+        let received = receive(
+            req.into_body().into_data_stream(),
+            &file,
+            &mut hasher,
+            &mut size,
+        )
+        .await;
+        (
+            Upload::Unified(file),
+            header("x-lxd-filename").unwrap_or_default(),
+            received,
+        )
+    };
     if let Err(e) = received {
-        let _ = std::fs::remove_file(&tmp);
+        upload.remove();
         return Err(e);
     }
     let fp = hex::encode(hasher.finalize());
     if let Some(want) = expected.filter(|w| !w.is_empty()) {
         if want != fp {
-            let _ = std::fs::remove_file(&tmp);
+            upload.remove();
             return Err(DaemonError::BadRequest(format!(
                 "fingerprints don't match, got {fp} expected {want}"
             )));
@@ -269,8 +359,8 @@ async fn upload(State(d): State<AppState>, headers: HeaderMap, body: Body) -> Re
         .create("task", "Downloading image", BTreeMap::new(), Value::Null);
     let d2 = d.clone();
     d.ops.run(op.clone(), async move {
-        let result = import(&d2, &tmp, &fp, size, filename, public).await;
-        let _ = std::fs::remove_file(&tmp);
+        let result = import(&d2, &upload, &fp, size, filename, public).await;
+        upload.remove();
         result?;
         d2.events
             .lifecycle("image-created", &format!("/1.0/images/{fp}"), json!({}));
@@ -279,11 +369,12 @@ async fn upload(State(d): State<AppState>, headers: HeaderMap, body: Body) -> Re
     Ok(accepted(&op))
 }
 
-/// Unpacks the image once into its volume (temporary name, renamed when complete), then
-/// records it. A corrupt tarball leaves neither a row nor files.
+/// Unpacks the image once into its volume (temporary name, renamed when complete), keeps
+/// the uploaded files for export, then records it. A corrupt tarball leaves neither a row
+/// nor files.
 async fn import(
     d: &AppState,
-    tmp: &std::path::Path,
+    upload: &Upload,
     fp: &str,
     size: u64,
     filename: String,
@@ -296,24 +387,35 @@ async fn import(
     }
     let vol = d.image_volume(fp);
     let staging = vol.with_file_name(format!(".{fp}.unpacking"));
-    let (tmp2, staging2, vol2, file) = (
-        tmp.to_path_buf(),
-        staging.clone(),
-        vol.clone(),
-        d.image_file(fp),
-    );
+    let file = d.image_file(fp);
+    let stored_rootfs = file.with_file_name(format!("{fp}.rootfs"));
+    let (staging2, vol2) = (staging.clone(), vol.clone());
+    let paths = match upload {
+        Upload::Unified(p) => (p.clone(), None),
+        Upload::Split { metadata, rootfs } => (metadata.clone(), Some(rootfs.clone())),
+    };
+    let (file2, stored2) = (file.clone(), stored_rootfs.clone());
     let meta = tokio::task::spawn_blocking(move || -> Result<hutch_images::ImageMetadata> {
+        let bad = |e: hutch_images::ImageError| DaemonError::BadRequest(crate::chain(&e));
         let _ = std::fs::remove_dir_all(&staging2);
         std::fs::create_dir_all(&staging2).map_err(|e| DaemonError::io("create", &staging2, e))?;
-        let meta = hutch_images::unpack_unified(
-            &tmp2,
-            &staging2.join("rootfs"),
-            hutch_images::UnpackLimits::default(),
-        )
-        .map_err(|e| DaemonError::BadRequest(crate::chain(&e)))?;
+        let limits = hutch_images::UnpackLimits::default();
+        let meta = match &paths.1 {
+            None => hutch_images::unpack_unified(&paths.0, &staging2.join("rootfs"), limits)
+                .map_err(bad)?,
+            Some(rootfs) => {
+                let meta = hutch_images::read_split_metadata(&paths.0).map_err(bad)?;
+                hutch_images::unpack_split_rootfs(rootfs, &staging2.join("rootfs"), limits)
+                    .map_err(bad)?;
+                meta
+            }
+        };
         std::fs::rename(&staging2, &vol2)
             .map_err(|e| DaemonError::io("rename into place", &vol2, e))?;
-        std::fs::rename(&tmp2, &file).map_err(|e| DaemonError::io("store", &file, e))?;
+        std::fs::rename(&paths.0, &file2).map_err(|e| DaemonError::io("store", &file2, e))?;
+        if let Some(rootfs) = &paths.1 {
+            std::fs::rename(rootfs, &stored2).map_err(|e| DaemonError::io("store", &stored2, e))?;
+        }
         Ok(meta)
     })
     .await
@@ -322,6 +424,9 @@ async fn import(
         Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
+            let _ = std::fs::remove_dir_all(&vol);
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(&stored_rootfs);
             return Err(e);
         }
     };
@@ -351,7 +456,8 @@ async fn import(
     };
     if let Err(e) = d.db.insert_image(&row) {
         let _ = std::fs::remove_dir_all(&vol);
-        let _ = std::fs::remove_file(d.image_file(fp));
+        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(&stored_rootfs);
         return Err(e);
     }
     Ok(())

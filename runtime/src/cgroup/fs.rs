@@ -1,6 +1,6 @@
 //! The tiny I/O seam under the cgroup drivers: the real cgroupfs, and an in-memory fake.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -8,13 +8,17 @@ use std::sync::Mutex;
 
 /// File operations the cgroup drivers need. Paths are absolute host paths.
 pub trait CgroupFs: Send + Sync + std::fmt::Debug {
+    /// The whole content of a cgroup file.
     fn read(&self, path: &Path) -> io::Result<String>;
+    /// Writes `value` to a cgroup file in one write(2).
     fn write(&self, path: &Path, value: &str) -> io::Result<()>;
     /// Creates a directory; succeeds when it already exists.
     fn mkdir(&self, path: &Path) -> io::Result<()>;
     /// Removes an empty cgroup directory; succeeds when it does not exist.
     fn rmdir(&self, path: &Path) -> io::Result<()>;
+    /// Changes the owner of a cgroup directory or file.
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
+    /// Whether a cgroup directory or file exists.
     fn exists(&self, path: &Path) -> bool;
     /// The sub-directories (child cgroups) of `path`.
     fn subdirs(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
@@ -49,7 +53,12 @@ impl CgroupFs for RealCgroupFs {
         }
     }
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(io::Error::from)
     }
     fn exists(&self, path: &Path) -> bool {
         path.exists()
@@ -75,16 +84,19 @@ pub struct FakeCgroupFs {
 
 #[derive(Debug, Default)]
 struct FakeState {
-    dirs: std::collections::BTreeSet<PathBuf>,
+    dirs: BTreeSet<PathBuf>,
     files: BTreeMap<PathBuf, String>,
     writes: Vec<(PathBuf, String)>,
     chowns: Vec<(PathBuf, u32, u32)>,
     fail_write: Option<(usize, i32)>,
     /// Files whose writes fail with the given errno.
     fail_files: BTreeMap<PathBuf, i32>,
+    /// Values the next reads of a file return, one per read, before its content does.
+    queued_reads: BTreeMap<PathBuf, VecDeque<String>>,
 }
 
 impl FakeCgroupFs {
+    /// An empty filesystem: not even `/` exists until a directory or file is added.
     pub fn new() -> Self {
         Self::default()
     }
@@ -132,17 +144,39 @@ impl FakeCgroupFs {
     pub fn content(&self, path: impl AsRef<Path>) -> Option<String> {
         self.inner.lock().unwrap().files.get(path.as_ref()).cloned()
     }
+    /// Whether a directory exists.
     pub fn has_dir(&self, path: impl AsRef<Path>) -> bool {
         self.inner.lock().unwrap().dirs.contains(path.as_ref())
+    }
+    /// Makes the next reads of `path` return `values`, one per read, as a kernel file
+    /// changes while it is polled; later reads see the file's content again.
+    pub fn queue_reads(&self, path: impl AsRef<Path>, values: &[&str]) {
+        self.inner
+            .lock()
+            .unwrap()
+            .queued_reads
+            .entry(path.as_ref().to_path_buf())
+            .or_default()
+            .extend(values.iter().map(|v| v.to_string()));
+    }
+    /// How many queued reads of `path` have not happened yet.
+    pub fn pending_reads(&self, path: impl AsRef<Path>) -> usize {
+        self.inner
+            .lock()
+            .unwrap()
+            .queued_reads
+            .get(path.as_ref())
+            .map_or(0, VecDeque::len)
     }
 }
 
 impl CgroupFs for FakeCgroupFs {
     fn read(&self, path: &Path) -> io::Result<String> {
-        self.inner
-            .lock()
-            .unwrap()
-            .files
+        let mut s = self.inner.lock().unwrap();
+        if let Some(v) = s.queued_reads.get_mut(path).and_then(VecDeque::pop_front) {
+            return Ok(v);
+        }
+        s.files
             .get(path)
             .cloned()
             .ok_or_else(|| io::ErrorKind::NotFound.into())
