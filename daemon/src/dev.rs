@@ -51,13 +51,9 @@ fn runtime_dir(dir: &Path, name: &str) -> PathBuf {
     dir.join("containers").join(name)
 }
 
-/// A cgroup path unique to this state directory, so daemons side by side never collide.
+/// The cgroup path the daemon would give this container.
 fn cgroup_path(dir: &Path, name: &str) -> String {
-    let mut hash: u32 = 2166136261;
-    for b in dir.as_os_str().as_encoded_bytes() {
-        hash = (hash ^ *b as u32).wrapping_mul(16777619);
-    }
-    format!("hutch-{hash:08x}/{name}")
+    format!("{}/{name}", crate::daemon::cgroup_prefix(dir))
 }
 
 pub fn run(dir: &Path, cmd: ContainerCommand) -> anyhow::Result<i32> {

@@ -302,3 +302,36 @@ fn hutch_console_attaches_and_detaches() {
     assert!(log.contains("HELLO-CONSOLE"), "{log}");
     d.hutch_ok(&["delete", "c1", "--force"]);
 }
+
+#[test]
+fn interactive_exec_gets_a_terminal() {
+    if !require_root("interactive_exec_gets_a_terminal") {
+        return;
+    }
+    use std::process::Command;
+    let d = daemon_with_image();
+    d.hutch_ok(&["launch", "bb", "c1"]);
+    // `script` gives the client a terminal, so exec is interactive (a pty inside).
+    for (client, env_key) in [
+        (hutch_tests::hutch_bin().display().to_string(), "HUTCH_DIR"),
+        ("lxc".to_string(), "LXD_DIR"),
+    ] {
+        let cmd =
+            format!("stty cols 123 rows 45; {client} exec c1 -- sh -c 'tty; stty size; exit 3'");
+        let out = Command::new("script")
+            .args(["-qfec", &cmd, "/dev/null"])
+            .env(env_key, d.path())
+            .env("LXD_CONF", d.path().join("lxc-conf"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("/dev/pts/"), "{client}: {text}");
+        assert!(
+            text.contains("45 123"),
+            "{client}: window size not passed: {text}"
+        );
+        assert_eq!(out.status.code(), Some(3), "{client}: {text}");
+    }
+    d.hutch_ok(&["delete", "c1", "--force"]);
+}

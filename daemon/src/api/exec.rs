@@ -265,6 +265,8 @@ async fn run_pty(
     control: Option<oneshot::Receiver<WebSocket>>,
 ) -> Result<i32> {
     let mut session = start(d, name, run, ExecStdio::Pty).await?;
+    // The controller shares the pty, for window-resize; take it before the pty goes.
+    let controller = session.controller()?;
     let master = session
         .take_pty()
         .ok_or_else(|| DaemonError::Internal("no pty".into()))?;
@@ -272,13 +274,9 @@ async fn run_pty(
         .try_clone()
         .map_err(|e| DaemonError::io("dup", "pty", e))?;
     if let Some(rx) = control {
-        let s = session.controller()?;
-        let m = master
-            .try_clone()
-            .map_err(|e| DaemonError::io("dup", "pty", e))?;
         tokio::spawn(async move {
             if let Ok(Ok(ws)) = tokio::time::timeout(CONNECT_TIMEOUT, rx).await {
-                handle_control_pty(ws, s, m).await;
+                handle_control(ws, controller).await;
             }
         });
     }
@@ -310,34 +308,6 @@ async fn run_pty(
     let _ = tx.close().await;
     input.abort();
     wait(session).await
-}
-
-async fn handle_control_pty(
-    mut ws: WebSocket,
-    session: hutch_runtime::ExecController,
-    master: std::fs::File,
-) {
-    while let Some(Ok(msg)) = ws.next().await {
-        let Message::Text(text) = msg else { continue };
-        let Ok(ctl) = serde_json::from_str::<ExecControl>(&text) else {
-            continue;
-        };
-        match ctl.command.as_str() {
-            "window-resize" => {
-                let num = |k: &str| ctl.args.get(k).and_then(|v| v.parse::<u16>().ok());
-                if let (Some(cols), Some(rows)) = (num("width"), num("height")) {
-                    let _ = hutch_runtime::exec::set_window_size(
-                        std::os::fd::AsFd::as_fd(&master),
-                        WindowSize { cols, rows },
-                    );
-                }
-            }
-            "signal" if ctl.signal > 0 => {
-                let _ = session.signal(ctl.signal);
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Websocket frames into a pipe; an empty text frame or a close ends the input.

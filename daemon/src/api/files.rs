@@ -77,7 +77,7 @@ async fn read(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let mut r = Body::from_stream(tokio_util_read(file)).into_response();
+            let mut r = Body::from_stream(super::file_stream(file)).into_response();
             let h = r.headers_mut();
             h.insert(
                 "Content-Type",
@@ -96,23 +96,6 @@ async fn read(
         }
     }
     Ok(resp)
-}
-
-fn tokio_util_read(
-    file: tokio::fs::File,
-) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
-    futures_util::stream::unfold(file, |mut f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 1 << 17];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(buf), f))
-            }
-            Err(e) => Some((Err(e), f)),
-        }
-    })
 }
 
 /// X-LXD-mode: a decimal-looking number read with base detection (0644 is octal); only

@@ -169,7 +169,7 @@ async fn export(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Res
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| DaemonError::io("open", &path, e))?;
-    let body = Body::from_stream(tokio_util_stream(file));
+    let body = Body::from_stream(super::file_stream(file));
     Ok((
         [
             ("Content-Type", "application/octet-stream".to_string()),
@@ -188,24 +188,6 @@ async fn export(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Res
         body,
     )
         .into_response())
-}
-
-/// A file as a stream of chunks.
-fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
-    futures_util::stream::unfold(file, |mut f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 1 << 16];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(buf), f))
-            }
-            Err(e) => Some((Err(e), f)),
-        }
-    })
 }
 
 /// What an upload brought: one unified tarball, or the two files of a split image.

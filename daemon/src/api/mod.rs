@@ -126,3 +126,21 @@ pub fn recursion(q: &std::collections::HashMap<String, String>) -> u8 {
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DaemonError> {
     serde_json::from_slice(body).map_err(|e| DaemonError::BadRequest(format!("Invalid JSON: {e}")))
 }
+
+/// A file as a stream of body chunks, for downloads.
+pub fn file_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 17];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+}
