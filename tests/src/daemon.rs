@@ -142,9 +142,24 @@ impl TestDaemon {
 
     /// One raw HTTP/1.1 request on the unix socket; returns status and body.
     pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        self.http_with(method, path, &[], body)
+    }
+
+    /// A raw request with extra headers.
+    pub fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
         let mut s = UnixStream::connect(self.socket()).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-        let head = format!("{method} {path} HTTP/1.1\r\nHost: unix.socket\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: unix.socket\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n", body.len());
         s.write_all(head.as_bytes())
             .and_then(|_| s.write_all(body))
             .expect("send");

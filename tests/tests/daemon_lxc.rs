@@ -402,3 +402,48 @@ fn split_images_import_and_launch() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn etags_recorded_output_and_logs() {
+    if !require_root("etags_recorded_output_and_logs") {
+        return;
+    }
+    let d = daemon_with_image();
+    d.lxc_ok(&["launch", "bb", "c1"]);
+    // A write with a stale ETag is refused with 412 and changes nothing.
+    let (code, body) = d.http_with(
+        "PUT",
+        "/1.0/instances/c1",
+        &[("If-Match", "\"stale\"")],
+        br#"{"config":{"user.x":"1"},"devices":{},"profiles":["default"]}"#,
+    );
+    assert_eq!(code, 412, "{body}");
+    assert_eq!(d.lxc_ok(&["config", "get", "c1", "user.x"]).trim(), "");
+    // Exec without websockets, with its output recorded in the instance's logs.
+    let (code, body) = d.http("POST", "/1.0/instances/c1/exec", br#"{"command":["sh","-c","echo recorded; echo oops >&2; exit 2"],"wait-for-websocket":false,"record-output":true}"#);
+    assert_eq!(code, 202, "{body}");
+    let op: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (_, waited) = d.http(
+        "GET",
+        &format!("{}/wait?timeout=10", op["operation"].as_str().unwrap()),
+        b"",
+    );
+    let waited: serde_json::Value = serde_json::from_str(&waited).unwrap();
+    assert_eq!(waited["metadata"]["metadata"]["return"], 2, "{waited}");
+    let stdout_url = waited["metadata"]["metadata"]["output"]["1"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, out) = d.http("GET", &stdout_url, b"");
+    assert_eq!((code, out.as_str()), (200, "recorded\n"));
+    let (_, list) = d.http("GET", "/1.0/instances/c1/logs", b"");
+    assert!(list.contains("lxc.log") && list.contains("exec_"), "{list}");
+    let (code, _) = d.http(
+        "GET",
+        "/1.0/instances/c1/logs/..%2F..%2Fdatabase%2Flocal.db",
+        b"",
+    );
+    assert_eq!(code, 404);
+    d.lxc_ok(&["delete", "c1", "--force"]);
+    assert!(!d.path().join("logs/c1").exists());
+}

@@ -7,6 +7,7 @@ mod exec;
 mod files;
 mod images;
 mod instances;
+mod logs;
 mod operations;
 mod profiles;
 mod server;
@@ -32,7 +33,8 @@ pub fn router(state: AppState) -> Router {
     let instance_routes = instances::routes()
         .merge(exec::routes())
         .merge(files::routes())
-        .merge(console::routes());
+        .merge(console::routes())
+        .merge(logs::routes());
     Router::new()
         .route("/", get(|| async { Json(vec!["/1.0"]) }))
         .merge(server::routes())

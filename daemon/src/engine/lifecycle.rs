@@ -130,9 +130,14 @@ pub async fn delete_instance(d: AppState, name: String) -> Result<()> {
     }
     // The row goes first: a crash after it leaves only files, which no record owns.
     d.db.delete_instance(&name)?;
-    let (vol, rd) = (d.instance_volume(&name), d.runtime_dir(&name));
+    let (vol, rd, logs) = (
+        d.instance_volume(&name),
+        d.runtime_dir(&name),
+        d.dir.join("logs").join(&name),
+    );
     blocking(move || {
         let _ = std::fs::remove_dir_all(&rd);
+        let _ = std::fs::remove_dir_all(&logs);
         std::fs::remove_dir_all(&vol)
             .or_else(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
@@ -167,6 +172,10 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
     let (old_vol, new_vol) = (d.instance_volume(&name), d.instance_volume(&new));
     std::fs::rename(&old_vol, &new_vol).map_err(|e| DaemonError::io("rename", &old_vol, e))?;
     let _ = std::fs::rename(d.runtime_dir(&name), d.runtime_dir(&new));
+    let _ = std::fs::rename(
+        d.dir.join("logs").join(&name),
+        d.dir.join("logs").join(&new),
+    );
     if let Err(e) = d.db.rename_instance(&name, &new) {
         let _ = std::fs::rename(&new_vol, &old_vol);
         return Err(e);
