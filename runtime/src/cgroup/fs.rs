@@ -250,3 +250,62 @@ impl CgroupFs for FakeCgroupFs {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_fs_mkdir_and_rmdir_are_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = RealCgroupFs;
+        let dir = tmp.path().join("c1");
+        fs.mkdir(&dir).unwrap();
+        fs.mkdir(&dir).unwrap();
+        fs.write(&dir.join("pids.max"), "max").unwrap_err();
+        std::fs::write(dir.join("pids.max"), "").unwrap();
+        fs.write(&dir.join("pids.max"), "50").unwrap();
+        assert_eq!(fs.read(&dir.join("pids.max")).unwrap(), "50");
+        fs.mkdir(&dir.join("sub")).unwrap();
+        assert_eq!(fs.subdirs(&dir).unwrap(), vec![dir.join("sub")]);
+        fs.rmdir(&dir.join("sub")).unwrap();
+        fs.rmdir(&dir.join("sub")).unwrap();
+        assert!(fs.exists(&dir) && !fs.exists(&dir.join("sub")));
+        let me = nix::unistd::geteuid().as_raw();
+        let group = nix::unistd::getegid().as_raw();
+        fs.chown(&dir, me, group).unwrap();
+    }
+
+    #[test]
+    fn fake_fails_the_nth_write_and_keeps_going() {
+        let fs = FakeCgroupFs::new();
+        fs.add_dir("/cg");
+        fs.write(Path::new("/cg/a"), "1").unwrap();
+        fs.fail_nth_write(1, libc::EINVAL);
+        fs.write(Path::new("/cg/b"), "2").unwrap();
+        let err = fs.write(Path::new("/cg/c"), "3").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        fs.write(Path::new("/cg/d"), "4").unwrap();
+        let log: Vec<String> = fs.writes().into_iter().map(|(_, v)| v).collect();
+        assert_eq!(log, ["1", "2", "FAILED 3", "4"]);
+        assert_eq!(fs.content("/cg/c"), None);
+        // Writes need the directory, as on cgroupfs.
+        assert!(fs.write(Path::new("/nope/x"), "1").is_err());
+    }
+
+    #[test]
+    fn fake_rmdir_refuses_busy_cgroups() {
+        let fs = FakeCgroupFs::new();
+        fs.add_file("/cg/c1/cgroup.procs", "7\n");
+        fs.add_dir("/cg/c2/child");
+        let busy = |p: &str| fs.rmdir(Path::new(p)).unwrap_err().raw_os_error();
+        assert_eq!(busy("/cg/c1"), Some(libc::EBUSY));
+        assert_eq!(busy("/cg/c2"), Some(libc::EBUSY));
+        fs.rmdir(Path::new("/cg/c2/child")).unwrap();
+        fs.rmdir(Path::new("/cg/c2")).unwrap();
+        fs.rmdir(Path::new("/cg/gone")).unwrap();
+        fs.queue_reads("/cg/c1/cgroup.procs", &["1\n"]);
+        assert_eq!(fs.read(Path::new("/cg/c1/cgroup.procs")).unwrap(), "1\n");
+        assert_eq!(fs.read(Path::new("/cg/c1/cgroup.procs")).unwrap(), "7\n");
+    }
+}

@@ -1,8 +1,13 @@
 //! Cgroups v1 (including hybrid hosts) and v2 behind one trait, [`CgroupDriver`], over a
 //! tiny file seam ([`CgroupFs`]) so the logic is unit-tested without root.
+//!
+//! Layout: `fs` (the seam, real and fake), `layout` (which hierarchies the host mounts),
+//! `values` (pure rendering and parsing of cgroup file values), `tree` (steps shared by
+//! both drivers), `v1` and `v2` (the drivers). [`open`] is the one factory.
 
 mod fs;
 mod layout;
+mod tree;
 mod v1;
 mod v2;
 mod values;
@@ -10,7 +15,7 @@ mod values;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use fs::{CgroupFs, FakeCgroupFs, RealCgroupFs};
 pub use layout::{CgroupLayout, Hierarchy, CGROUP_ROOT};
@@ -20,7 +25,9 @@ use crate::spec::Limits;
 
 /// How long freezing or emptying a cgroup may take before it is an error.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Leaf used for exec'd processes when the container's own cgroup cannot take them.
+
+/// Leaf used for exec'd processes when the container's own cgroup cannot take them
+/// (LXC uses `.lxc` the same way).
 pub const EXEC_LEAF: &str = ".hutch-exec";
 
 /// What the container sees at /sys/fs/cgroup, applied in order after it joined its
@@ -29,9 +36,10 @@ pub const EXEC_LEAF: &str = ".hutch-exec";
 pub enum CgroupMountStep {
     /// A tmpfs on /sys/fs/cgroup to hold the v1 hierarchies.
     Tmpfs,
-    /// A fresh cgroup2 mount; inside the cgroup namespace its root is the container's cgroup.
+    /// A fresh cgroup2 mount ("" = /sys/fs/cgroup itself); inside the cgroup namespace its
+    /// root is the container's cgroup.
     Cgroup2 { dir: String },
-    /// The container's own directory of a v1 hierarchy.
+    /// The container's own directory of a v1 hierarchy, bound from the host.
     Bind { source: PathBuf, dir: String },
     /// A name for one controller of a co-mounted hierarchy (cpu -> cpu,cpuacct).
     Symlink { name: String, target: String },
@@ -39,52 +47,64 @@ pub enum CgroupMountStep {
     ReadOnlyTmpfs,
 }
 
-/// Resource usage of a container.
+/// Resource usage of a container. Counters the host cannot report are 0 or `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CgroupUsage {
+    /// Memory in use now, page cache included.
     pub memory_bytes: u64,
+    /// The most memory ever in use (v2 memory.peak is missing on kernels before 5.19).
     pub memory_peak_bytes: Option<u64>,
+    /// Swap in use, where swap accounting is on.
     pub swap_bytes: Option<u64>,
+    /// CPU time used by all processes, ever.
     pub cpu_time_ns: u64,
+    /// Processes (tasks, with pids.current) in the cgroup.
     pub processes: u64,
 }
 
 /// One container's cgroup.
 pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
-    /// Creates the cgroup in every hierarchy (idempotent).
+    /// Creates the cgroup in every hierarchy (idempotent): v1 cpusets of new levels get
+    /// their parent's cpus and mems and the devices allowlist is set; v2 ancestors pass the
+    /// controllers down.
     fn create(&self) -> Result<()>;
     /// Applies limits; `None` resets a limit to unlimited. Works on a running container.
     fn apply_limits(&self, limits: &Limits) -> Result<()>;
     /// Moves a process into the container's cgroup in every hierarchy.
     fn add_process(&self, pid: i32) -> Result<()>;
-    /// Like `add_process`, falling back to a leaf where the container's own cgroup
-    /// cannot take processes (v2, once systemd inside enabled controllers).
+    /// Like `add_process`, falling back to the [`EXEC_LEAF`] where the container's own
+    /// cgroup cannot take processes (v2, once systemd inside enabled controllers).
     fn add_exec_process(&self, pid: i32) -> Result<()>;
     /// Hands the cgroup to the container's root, so a nested systemd can manage it.
     fn delegate(&self, uid: u32, gid: u32) -> Result<()>;
     /// The container's view of /sys/fs/cgroup.
     fn container_mounts(&self) -> Vec<CgroupMountStep>;
+    /// Current resource usage.
     fn usage(&self) -> Result<CgroupUsage>;
-    /// Freezes every process and waits until they are.
+    /// Freezes every process and waits until they are (bounded; undone on timeout).
     fn freeze(&self) -> Result<()>;
+    /// Lets frozen processes run again.
     fn thaw(&self) -> Result<()>;
+    /// Whether the cgroup is completely frozen.
     fn is_frozen(&self) -> Result<bool>;
-    /// Every pid in the cgroup and its children.
+    /// Every pid in the cgroup and its children, sorted.
     fn procs(&self) -> Result<Vec<i32>>;
-    /// Kills every process in the cgroup and waits until it is empty.
+    /// Kills every process in the cgroup and waits until it is empty (bounded).
     fn kill_all(&self) -> Result<()>;
     /// Removes the cgroup and its children everywhere, then the empty parents made for it.
+    /// Idempotent.
     fn destroy(&self) -> Result<()>;
     /// The container's directory in each hierarchy.
     fn paths(&self) -> Vec<PathBuf>;
 }
 
 /// The one factory: v2 on a unified host, v1 (with the hybrid v2 beside) otherwise.
+/// `rel_path` ("hutch-1a2b3c/web") is placed under the root of each hierarchy.
 pub fn open(layout: &CgroupLayout, rel_path: &str, fs: Arc<dyn CgroupFs>) -> Box<dyn CgroupDriver> {
-    if layout.is_unified() {
-        Box::new(v2::V2Cgroup::new(layout, rel_path, fs))
-    } else {
-        Box::new(v1::V1Cgroup::new(layout, rel_path, fs))
+    let rel = rel_path.trim_matches('/');
+    match layout.unified_hierarchy() {
+        Some(h) => Box::new(v2::V2Cgroup::new(h, rel, fs)),
+        None => Box::new(v1::V1Cgroup::new(layout, rel, fs)),
     }
 }
 
@@ -97,169 +117,18 @@ fn write(fs: &dyn CgroupFs, path: &Path, value: &str) -> Result<()> {
     fs.write(path, value).map_err(|e| io_err("write", path, e))
 }
 
+/// Reads one cgroup file, trimmed, naming it on failure.
 fn read(fs: &dyn CgroupFs, path: &Path) -> Result<String> {
     fs.read(path)
         .map(|s| s.trim().to_string())
         .map_err(|e| io_err("read", path, e))
 }
 
+/// A number from a one-value file; `None` when missing or not a number.
 fn read_u64(fs: &dyn CgroupFs, path: &Path) -> Option<u64> {
     fs.read(path).ok()?.trim().parse().ok()
 }
 
-/// Creates each level of `rel` under `mountpoint`; calls `made(parent, dir)` for each new one.
-fn make_levels(
-    fs: &dyn CgroupFs,
-    mountpoint: &Path,
-    rel: &str,
-    mut made: impl FnMut(&Path, &Path) -> Result<()>,
-) -> Result<()> {
-    let mut dir = mountpoint.to_path_buf();
-    for comp in Path::new(rel).components() {
-        let parent = dir.clone();
-        dir.push(comp);
-        if !fs.exists(&dir) {
-            fs.mkdir(&dir)
-                .map_err(|e| io_err("create cgroup", &dir, e))?;
-            made(&parent, &dir)?;
-        }
-    }
-    Ok(())
-}
-
-/// All pids in `dir` and its sub-cgroups.
-fn procs_below(fs: &dyn CgroupFs, dir: &Path) -> Result<Vec<i32>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if !fs.exists(&d) {
-            continue;
-        }
-        let procs = fs.read(&d.join("cgroup.procs")).unwrap_or_default();
-        out.extend(
-            procs
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok()),
-        );
-        stack.extend(fs.subdirs(&d).map_err(|e| io_err("list", &d, e))?);
-    }
-    Ok(out)
-}
-
-/// SIGKILLs what is in `dir` until it stays empty.
-fn kill_until_empty(fs: &dyn CgroupFs, dir: &Path) -> Result<()> {
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        let pids = procs_below(fs, dir)?;
-        if pids.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(RuntimeError::Timeout {
-                what: "the cgroup to empty",
-                millis: SETTLE_TIMEOUT.as_millis() as u64,
-            });
-        }
-        for pid in pids {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Removes `dir` and its children, deepest first, retrying while dying processes linger;
-/// then removes the now-empty parents of `rel` up to the mountpoint.
-fn remove_tree(fs: &dyn CgroupFs, mountpoint: &Path, rel: &str) -> Result<()> {
-    let dir = mountpoint.join(rel);
-    let mut order = Vec::new();
-    let mut stack = vec![dir.clone()];
-    while let Some(d) = stack.pop() {
-        if !fs.exists(&d) {
-            continue;
-        }
-        stack.extend(fs.subdirs(&d).map_err(|e| io_err("list", &d, e))?);
-        order.push(d);
-    }
-    for d in order.iter().rev() {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            match fs.rmdir(d) {
-                Ok(()) => break,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                Err(e) => return Err(io_err("remove cgroup", d, e)),
-            }
-        }
-    }
-    let mut parent = dir.parent().map(Path::to_path_buf);
-    while let Some(p) = parent {
-        if p == mountpoint || !p.starts_with(mountpoint) {
-            break;
-        }
-        // Shared by other containers when not empty: that is fine.
-        if fs.rmdir(&p).is_err() {
-            break;
-        }
-        parent = p.parent().map(Path::to_path_buf);
-    }
-    Ok(())
-}
-
-/// Adds `pid` to `dir`, or to its exec leaf when the kernel refuses (no internal processes).
-fn add_to_dir_or_leaf(fs: &dyn CgroupFs, dir: &Path, pid: i32) -> Result<()> {
-    let procs = dir.join("cgroup.procs");
-    match fs.write(&procs, &pid.to_string()) {
-        Ok(()) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EOPNOTSUPP)) => {
-            let leaf = dir.join(EXEC_LEAF);
-            fs.mkdir(&leaf)
-                .map_err(|e| io_err("create cgroup", &leaf, e))?;
-            write(fs, &leaf.join("cgroup.procs"), &pid.to_string())
-        }
-        Err(e) => Err(io_err("write", &procs, e)),
-    }
-}
-
-/// Polls `check` until true or the settle timeout passes.
-fn wait_for(what: &'static str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    while !check()? {
-        if Instant::now() > deadline {
-            return Err(RuntimeError::Timeout {
-                what,
-                millis: SETTLE_TIMEOUT.as_millis() as u64,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(())
-}
-
-/// Files a nested systemd writes in its delegated cgroup.
-const DELEGATED_FILES: &[&str] = &[
-    "cgroup.procs",
-    "cgroup.threads",
-    "cgroup.subtree_control",
-    "tasks",
-    "cgroup.clone_children",
-    "notify_on_release",
-];
-
-fn delegate_dir(fs: &dyn CgroupFs, dir: &Path, uid: u32, gid: u32) -> Result<()> {
-    fs.chown(dir, uid, gid)
-        .map_err(|e| io_err("chown", dir, e))?;
-    for f in DELEGATED_FILES {
-        let p = dir.join(f);
-        if fs.exists(&p) {
-            fs.chown(&p, uid, gid).map_err(|e| io_err("chown", &p, e))?;
-        }
-    }
-    Ok(())
-}
-
+/// Unit tests of both drivers over the fake filesystem, and the one root test on the host.
 #[cfg(test)]
 mod tests;

@@ -1,30 +1,25 @@
 //! cgroup v1, including hybrid hosts where an (often controller-less) v2 tree sits at
 //! /sys/fs/cgroup/unified: per-controller hierarchies, each with the container's directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::layout::dir_of;
-use super::values::{cpuset_for, stat_field};
-use super::*;
+use super::tree::{
+    add_to_dir_or_leaf, delegate_dir, freeze_file, kill_until_empty, make_levels, procs_below,
+    remove_tree,
+};
+use super::values::{
+    cpuset_for, devices_match, max_or, stat_field, v1_cpu_writes, v1_memory_writes, DEVICE_ALLOW,
+};
+use super::{
+    read, read_u64, write, CgroupDriver, CgroupFs, CgroupLayout, CgroupMountStep, CgroupUsage,
+    SETTLE_TIMEOUT,
+};
+use crate::error::{Result, RuntimeError};
+use crate::spec::Limits;
 
-/// Devices every container may use (v1 devices controller).
-const DEVICE_ALLOW: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-    "c 10:229 rwm",
-    "c 10:200 rwm",
-];
-
+/// The v1 driver: one directory per hierarchy (the hybrid v2 one included).
 #[derive(Debug)]
 pub struct V1Cgroup {
     layout: CgroupLayout,
@@ -32,7 +27,20 @@ pub struct V1Cgroup {
     fs: Arc<dyn CgroupFs>,
 }
 
+/// Where freezing happens: v1's freezer, or cgroup.freeze of the hybrid v2 tree.
+enum Freezer {
+    V1(PathBuf),
+    V2(PathBuf),
+}
+
+fn missing(controller: &str) -> RuntimeError {
+    RuntimeError::CgroupControllerMissing {
+        controller: controller.into(),
+    }
+}
+
 impl V1Cgroup {
+    /// The driver for `rel` under each hierarchy of `layout`.
     pub fn new(layout: &CgroupLayout, rel: &str, fs: Arc<dyn CgroupFs>) -> Self {
         V1Cgroup {
             layout: layout.clone(),
@@ -49,141 +57,161 @@ impl V1Cgroup {
         self.dir(controller).map(|d| d.join(name))
     }
 
-    fn apply_memory(&self, limits: &Limits) -> Result<()> {
-        let Some(dir) = self.dir("memory") else {
-            return match limits.memory {
-                Some(_) => Err(RuntimeError::CgroupControllerMissing {
-                    controller: "memory".into(),
-                }),
-                None => Ok(()),
-            };
-        };
-        let fs = self.fs.as_ref();
-        let memsw = dir.join("memory.memsw.limit_in_bytes");
-        let has_memsw = fs.exists(&memsw);
-        // memsw must never be below the memory limit: lift it first, set memory, then lower.
-        if has_memsw {
-            write(fs, &memsw, "-1")?;
-        }
-        let limit = limits
-            .memory
-            .map(|m| m.to_string())
-            .unwrap_or_else(|| "-1".into());
-        write(fs, &dir.join("memory.limit_in_bytes"), &limit)?;
-        if has_memsw && !limits.memory_swap && limits.memory.is_some() {
-            write(fs, &memsw, &limit)?;
+    /// Writes `(file, value)` pairs in `dir`, in order.
+    fn write_all(&self, dir: &Path, writes: &[(&str, String)]) -> Result<()> {
+        for (file, value) in writes {
+            write(self.fs.as_ref(), &dir.join(file), value)?;
         }
         Ok(())
     }
 
-    fn apply_cpu(&self, limits: &Limits) -> Result<()> {
+    /// A new cpuset has no cpus or mems and refuses tasks until given some; so does one a
+    /// crash left half made. Cloning makes cpusets nested managers create inherit too.
+    fn init_cpuset(&self, parent: &Path, dir: &Path, made: bool) -> Result<()> {
         let fs = self.fs.as_ref();
-        if limits.cpu_set.is_some() || limits.cpu_count.is_some() || self.dir("cpuset").is_some() {
-            if let Some(dir) = self.dir("cpuset") {
-                let parent = dir.parent().unwrap_or(&dir).to_path_buf();
-                let parent_cpus = read(fs, &parent.join("cpuset.effective_cpus"))
-                    .or_else(|_| read(fs, &parent.join("cpuset.cpus")))?;
-                let value = cpuset_for(limits, &parent_cpus).map_err(|reason| {
-                    RuntimeError::CgroupValue {
-                        path: dir.clone(),
-                        key: "cpuset.cpus".into(),
-                        value: reason,
-                    }
-                })?;
-                write(
-                    fs,
-                    &dir.join("cpuset.cpus"),
-                    value.as_deref().unwrap_or(&parent_cpus),
-                )?;
-            } else {
-                return Err(RuntimeError::CgroupControllerMissing {
-                    controller: "cpuset".into(),
-                });
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let empty = fs.read(&dir.join(f)).is_ok_and(|v| v.trim().is_empty());
+            if made || empty {
+                let v = read(fs, &parent.join(f))?;
+                write(fs, &dir.join(f), &v)?;
             }
         }
-        match (self.dir("cpu"), limits.cpu_allowance) {
-            (Some(dir), Some(a)) => {
-                write(fs, &dir.join("cpu.cfs_period_us"), &a.period_us.to_string())?;
-                write(fs, &dir.join("cpu.cfs_quota_us"), &a.quota_us.to_string())
+        let clone = dir.join("cgroup.clone_children");
+        if made && fs.exists(&clone) {
+            write(fs, &clone, "1")?;
+        }
+        Ok(())
+    }
+
+    /// `deny a` then the allowlist, unless devices.list already shows exactly that.
+    fn init_devices(&self, dir: &Path, made: bool) -> Result<()> {
+        let fs = self.fs.as_ref();
+        let differs = fs
+            .read(&dir.join("devices.list"))
+            .is_ok_and(|l| !devices_match(&l));
+        if made || differs {
+            write(fs, &dir.join("devices.deny"), "a")?;
+            for rule in DEVICE_ALLOW {
+                write(fs, &dir.join("devices.allow"), rule)?;
             }
-            (Some(dir), None) => write(fs, &dir.join("cpu.cfs_quota_us"), "-1"),
-            (None, Some(_)) => Err(RuntimeError::CgroupControllerMissing {
-                controller: "cpu".into(),
-            }),
-            (None, None) => Ok(()),
+        }
+        Ok(())
+    }
+
+    fn apply_memory(&self, limits: &Limits) -> Result<()> {
+        match self.dir("memory") {
+            Some(dir) => {
+                let has_memsw = self.fs.exists(&dir.join("memory.memsw.limit_in_bytes"));
+                self.write_all(&dir, &v1_memory_writes(limits, has_memsw))
+            }
+            None if limits.memory.is_some() => Err(missing("memory")),
+            None => Ok(()),
         }
     }
 
-    /// The freezer to use: v1's, else cgroup.freeze of the hybrid v2 tree.
-    fn freezer(&self) -> Result<(PathBuf, bool)> {
+    fn apply_cpuset(&self, limits: &Limits) -> Result<()> {
+        let wanted = limits.cpu_set.is_some() || limits.cpu_count.is_some();
+        let Some(dir) = self.dir("cpuset") else {
+            return if wanted {
+                Err(missing("cpuset"))
+            } else {
+                Ok(())
+            };
+        };
+        let fs = self.fs.as_ref();
+        let parent = dir.parent().unwrap_or(&dir);
+        let parent_cpus = read(fs, &parent.join("cpuset.effective_cpus"))
+            .or_else(|_| read(fs, &parent.join("cpuset.cpus")))?;
+        let value =
+            cpuset_for(limits, &parent_cpus).map_err(|reason| RuntimeError::CgroupValue {
+                path: dir.clone(),
+                key: "cpuset.cpus".into(),
+                value: reason,
+            })?;
+        // No pinning: all the parent has (v1 has no "inherit" value).
+        let value = value.unwrap_or(parent_cpus);
+        write(fs, &dir.join("cpuset.cpus"), &value)
+    }
+
+    fn apply_cpu(&self, limits: &Limits) -> Result<()> {
+        match self.dir("cpu") {
+            Some(dir) => self.write_all(&dir, &v1_cpu_writes(limits)),
+            None if limits.cpu_allowance.is_some() => Err(missing("cpu")),
+            None => Ok(()),
+        }
+    }
+
+    fn apply_pids(&self, limits: &Limits) -> Result<()> {
+        match self.dir("pids") {
+            Some(dir) => write(
+                self.fs.as_ref(),
+                &dir.join("pids.max"),
+                &max_or(limits.processes),
+            ),
+            None if limits.processes.is_some() => Err(missing("pids")),
+            None => Ok(()),
+        }
+    }
+
+    fn freezer(&self) -> Result<Freezer> {
         if let Some(f) = self.file("freezer", "freezer.state") {
-            return Ok((f, false));
+            return Ok(Freezer::V1(f));
         }
         match self.layout.v2() {
-            Some(h) => Ok((dir_of(h, &self.rel), true)),
-            None => Err(RuntimeError::CgroupControllerMissing {
-                controller: "freezer".into(),
-            }),
+            Some(h) => Ok(Freezer::V2(dir_of(h, &self.rel))),
+            None => Err(missing("freezer")),
         }
     }
 
     /// The hierarchy used to list processes: any will do, all hold every process.
-    fn primary(&self) -> PathBuf {
+    fn primary(&self) -> Option<PathBuf> {
         ["pids", "memory", "freezer"]
             .iter()
             .find_map(|c| self.dir(c))
-            .unwrap_or_else(|| dir_of(&self.layout.hierarchies[0], &self.rel))
+            .or_else(|| {
+                self.layout
+                    .hierarchies
+                    .first()
+                    .map(|h| dir_of(h, &self.rel))
+            })
     }
 }
 
 impl CgroupDriver for V1Cgroup {
     fn create(&self) -> Result<()> {
-        let fs = self.fs.as_ref();
         for h in &self.layout.hierarchies {
-            let cpuset = h.has("cpuset");
-            let devices = h.has("devices");
+            let (cpuset, devices) = (h.has("cpuset"), h.has("devices"));
             let leaf = dir_of(h, &self.rel);
-            make_levels(fs, &h.mountpoint, &self.rel, |parent, dir| {
-                if cpuset {
-                    // A new cpuset is empty and refuses tasks until given cpus and mems.
-                    for f in ["cpuset.cpus", "cpuset.mems"] {
-                        let v = read(fs, &parent.join(f))?;
-                        write(fs, &dir.join(f), &v)?;
+            make_levels(
+                self.fs.as_ref(),
+                &h.mountpoint,
+                &self.rel,
+                |parent, dir, made| {
+                    if cpuset {
+                        self.init_cpuset(parent, dir, made)?;
                     }
-                }
-                if devices && dir == leaf {
-                    write(fs, &dir.join("devices.deny"), "a")?;
-                    for rule in DEVICE_ALLOW {
-                        write(fs, &dir.join("devices.allow"), rule)?;
+                    if devices && dir == leaf {
+                        self.init_devices(dir, made)?;
                     }
-                }
-                Ok(())
-            })?;
+                    Ok(())
+                },
+            )?;
         }
         Ok(())
     }
 
     fn apply_limits(&self, limits: &Limits) -> Result<()> {
         self.apply_memory(limits)?;
+        self.apply_cpuset(limits)?;
         self.apply_cpu(limits)?;
-        match (self.dir("pids"), limits.processes) {
-            (Some(dir), p) => write(
-                self.fs.as_ref(),
-                &dir.join("pids.max"),
-                &super::values::max_or(p),
-            ),
-            (None, Some(_)) => Err(RuntimeError::CgroupControllerMissing {
-                controller: "pids".into(),
-            }),
-            (None, None) => Ok(()),
-        }
+        self.apply_pids(limits)
     }
 
     fn add_process(&self, pid: i32) -> Result<()> {
-        for h in &self.layout.hierarchies {
+        for dir in self.paths() {
             write(
                 self.fs.as_ref(),
-                &dir_of(h, &self.rel).join("cgroup.procs"),
+                &dir.join("cgroup.procs"),
                 &pid.to_string(),
             )?;
         }
@@ -191,15 +219,15 @@ impl CgroupDriver for V1Cgroup {
     }
 
     fn add_exec_process(&self, pid: i32) -> Result<()> {
-        for h in &self.layout.hierarchies {
-            add_to_dir_or_leaf(self.fs.as_ref(), &dir_of(h, &self.rel), pid)?;
+        for dir in self.paths() {
+            add_to_dir_or_leaf(self.fs.as_ref(), &dir, pid)?;
         }
         Ok(())
     }
 
     fn delegate(&self, uid: u32, gid: u32) -> Result<()> {
-        for h in &self.layout.hierarchies {
-            delegate_dir(self.fs.as_ref(), &dir_of(h, &self.rel), uid, gid)?;
+        for dir in self.paths() {
+            delegate_dir(self.fs.as_ref(), &dir, uid, gid)?;
         }
         Ok(())
     }
@@ -207,11 +235,10 @@ impl CgroupDriver for V1Cgroup {
     fn container_mounts(&self) -> Vec<CgroupMountStep> {
         let mut steps = vec![CgroupMountStep::Tmpfs];
         for h in &self.layout.hierarchies {
-            let name = h
-                .mountpoint
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let Some(name) = h.mountpoint.file_name() else {
+                continue;
+            };
+            let name = name.to_string_lossy().into_owned();
             if h.v2 {
                 steps.push(CgroupMountStep::Cgroup2 { dir: name });
                 continue;
@@ -220,14 +247,17 @@ impl CgroupDriver for V1Cgroup {
                 source: dir_of(h, &self.rel),
                 dir: name.clone(),
             });
-            if name.contains(',') {
-                for c in name.split(',') {
-                    steps.push(CgroupMountStep::Symlink {
-                        name: c.to_string(),
-                        target: name.clone(),
-                    });
-                }
-            }
+            // Co-mounted controllers: each name leads to the one directory, as on the host.
+            let links: Vec<CgroupMountStep> = h
+                .controllers
+                .iter()
+                .filter(|c| !c.starts_with("name=") && **c != name)
+                .map(|c| CgroupMountStep::Symlink {
+                    name: c.clone(),
+                    target: name.clone(),
+                })
+                .collect();
+            steps.extend(links);
         }
         steps.push(CgroupMountStep::ReadOnlyTmpfs);
         steps
@@ -239,7 +269,10 @@ impl CgroupDriver for V1Cgroup {
         let memory = get("memory", "memory.usage_in_bytes").unwrap_or(0);
         let swap = get("memory", "memory.memsw.usage_in_bytes").map(|t| t.saturating_sub(memory));
         let cpu = get("cpuacct", "cpuacct.usage").or_else(|| {
-            let stat = fs.read(&self.dir("cpu")?.join("cpu.stat")).ok()?;
+            // No cpuacct: the hybrid v2 tree may still count CPU time (cpu.stat is core).
+            let stat = fs
+                .read(&dir_of(self.layout.v2()?, &self.rel).join("cpu.stat"))
+                .ok()?;
             stat_field(&stat, "usage_usec").map(|u| u * 1000)
         });
         let processes = match get("pids", "pids.current") {
@@ -256,52 +289,57 @@ impl CgroupDriver for V1Cgroup {
     }
 
     fn freeze(&self) -> Result<()> {
-        let (path, v2) = self.freezer()?;
         let fs = self.fs.as_ref();
-        if v2 {
-            return super::v2::freeze_dir(fs, &path);
+        match self.freezer()? {
+            // Reading freezer.state also moves FREEZING on to FROZEN once every task stopped.
+            Freezer::V1(state) => {
+                freeze_file(fs, &state, ("FROZEN", "THAWED"), SETTLE_TIMEOUT, || {
+                    Ok(read(fs, &state)? == "FROZEN")
+                })
+            }
+            Freezer::V2(dir) => super::v2::freeze_dir(fs, &dir),
         }
-        write(fs, &path, "FROZEN")?;
-        wait_for("the container to freeze", || {
-            Ok(read(fs, &path)? == "FROZEN")
-        })
     }
 
     fn thaw(&self) -> Result<()> {
-        let (path, v2) = self.freezer()?;
         let fs = self.fs.as_ref();
-        if v2 {
-            return super::v2::thaw_dir(fs, &path);
+        match self.freezer()? {
+            Freezer::V1(state) if fs.exists(&state) => write(fs, &state, "THAWED"),
+            Freezer::V1(_) => Ok(()),
+            Freezer::V2(dir) => super::v2::thaw_dir(fs, &dir),
         }
-        if !fs.exists(&path) {
-            return Ok(());
-        }
-        write(fs, &path, "THAWED")
     }
 
     fn is_frozen(&self) -> Result<bool> {
-        let (path, v2) = self.freezer()?;
-        if v2 {
-            return super::v2::is_frozen_dir(self.fs.as_ref(), &path);
+        let fs = self.fs.as_ref();
+        match self.freezer()? {
+            Freezer::V1(state) => Ok(read(fs, &state)? == "FROZEN"),
+            Freezer::V2(dir) => super::v2::is_frozen_dir(fs, &dir),
         }
-        Ok(read(self.fs.as_ref(), &path)? == "FROZEN")
     }
 
     fn procs(&self) -> Result<Vec<i32>> {
-        procs_below(self.fs.as_ref(), &self.primary())
+        match self.primary() {
+            Some(dir) => procs_below(self.fs.as_ref(), &dir),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn kill_all(&self) -> Result<()> {
-        // Frozen tasks do not die of SIGKILL under the v1 freezer.
+        // Tasks stopped by the v1 freezer do not die of SIGKILL until thawed.
         let _ = self.thaw();
         let fs = self.fs.as_ref();
         if let Some(h) = self.layout.v2() {
+            // The hybrid v2 tree may have cgroup.kill (5.14+): one write kills everything.
             let kill = dir_of(h, &self.rel).join("cgroup.kill");
             if fs.exists(&kill) {
                 let _ = fs.write(&kill, "1");
             }
         }
-        kill_until_empty(fs, &self.primary())
+        match self.primary() {
+            Some(dir) => kill_until_empty(fs, &dir, SETTLE_TIMEOUT),
+            None => Ok(()),
+        }
     }
 
     fn destroy(&self) -> Result<()> {
