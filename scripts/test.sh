@@ -22,6 +22,9 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
 fi
+# pylxd, for the compatibility test with the Python client.
+python3 -c 'import pylxd' 2>/dev/null || python3 -m pip install -q pylxd ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pylxd
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
