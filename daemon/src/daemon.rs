@@ -32,7 +32,7 @@ pub type AppState = Arc<Daemon>;
 
 impl Daemon {
     /// Opens the state directory (creating its layout and database).
-    pub fn open(dir: &Path, hutchd: PathBuf) -> Result<Self> {
+    pub fn open(dir: &Path, hutchd: PathBuf, events: EventHub) -> Result<Self> {
         for sub in [
             "database",
             "images",
@@ -46,7 +46,6 @@ impl Daemon {
                 .map_err(|e| crate::error::DaemonError::io("create", &p, e))?;
         }
         let db = Db::open(&dir.join("database/local.db"))?;
-        let events = EventHub::new();
         let idmap = IdMap::for_root(Path::new("/etc"))?;
         Ok(Daemon {
             dir: dir.to_path_buf(),

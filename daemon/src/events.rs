@@ -59,6 +59,7 @@ impl EventHub {
 
     /// A lifecycle event such as `instance-started` about `source` (an API path).
     pub fn lifecycle(&self, action: &str, source: &str, context: Value) {
+        tracing::info!(action, source, "lifecycle");
         self.send(
             "lifecycle",
             json!({

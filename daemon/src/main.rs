@@ -9,6 +9,7 @@ mod dev;
 mod engine;
 mod error;
 mod events;
+mod logging;
 mod operations;
 mod serve;
 
@@ -91,20 +92,16 @@ fn main() -> anyhow::Result<()> {
     } else {
         "warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let events = events::EventHub::new();
+    logging::init(level, events.clone());
     let hutchd = std::env::current_exe().context("find the hutchd binary")?;
     std::fs::create_dir_all(&cli.dir).with_context(|| format!("create {}", cli.dir.display()))?;
     match cli.command {
         None => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(serve::serve(&cli.dir, hutchd)),
-        Some(Command::Init { .. }) => serve::init_auto(&cli.dir, hutchd),
+            .block_on(serve::serve(&cli.dir, hutchd, events)),
+        Some(Command::Init { .. }) => serve::init_auto(&cli.dir, hutchd, events),
         Some(Command::Container(cmd)) => {
             let code = dev::run(&cli.dir, cmd)?;
             std::process::exit(code)

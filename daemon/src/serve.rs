@@ -11,8 +11,13 @@ use crate::daemon::{AppState, Daemon};
 
 /// Opens the state, reconciles it, and serves until SIGTERM or SIGINT. Containers keep
 /// running when the daemon stops.
-pub async fn serve(dir: &Path, hutchd: std::path::PathBuf) -> anyhow::Result<()> {
-    let state: AppState = Arc::new(Daemon::open(dir, hutchd).context("open the state directory")?);
+pub async fn serve(
+    dir: &Path,
+    hutchd: std::path::PathBuf,
+    events: crate::events::EventHub,
+) -> anyhow::Result<()> {
+    let state: AppState =
+        Arc::new(Daemon::open(dir, hutchd, events).context("open the state directory")?);
     crate::engine::reconcile_creates(&state).context("reconcile interrupted creates")?;
     ensure_default_profile(&state)?;
     let sock = dir.join("unix.socket");
@@ -77,8 +82,12 @@ pub fn ensure_default_profile(d: &AppState) -> anyhow::Result<()> {
 
 /// `hutchd init --auto`: the default pool (dir, under the state directory) and a default
 /// profile with a root disk on it.
-pub fn init_auto(dir: &Path, hutchd: std::path::PathBuf) -> anyhow::Result<()> {
-    let d: AppState = Arc::new(Daemon::open(dir, hutchd)?);
+pub fn init_auto(
+    dir: &Path,
+    hutchd: std::path::PathBuf,
+    events: crate::events::EventHub,
+) -> anyhow::Result<()> {
+    let d: AppState = Arc::new(Daemon::open(dir, hutchd, events)?);
     ensure_default_profile(&d)?;
     let mut put = d.db.profile_or_404("default")?;
     put.devices.entry("root".into()).or_insert_with(|| {

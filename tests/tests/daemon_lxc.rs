@@ -447,3 +447,33 @@ fn etags_recorded_output_and_logs() {
     d.lxc_ok(&["delete", "c1", "--force"]);
     assert!(!d.path().join("logs/c1").exists());
 }
+
+#[test]
+fn events_reach_lxc_monitor() {
+    if !require_root("events_reach_lxc_monitor") {
+        return;
+    }
+    use std::process::{Command, Stdio};
+    let d = TestDaemon::start();
+    let mut monitor = Command::new("lxc")
+        .args([
+            "monitor",
+            "--type=logging",
+            "--type=lifecycle",
+            "--type=operation",
+        ])
+        .env("LXD_DIR", d.path())
+        .env("LXD_CONF", d.path().join("lxc-conf"))
+        .env("HOME", d.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("lxc monitor");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    d.lxc_ok(&["profile", "create", "watched"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = monitor.kill();
+    let out = monitor.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("action: profile-created"), "{text}");
+    assert!(text.contains("type: logging"), "{text}");
+}
