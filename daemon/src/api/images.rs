@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::{accepted, created, empty, parse_json, sync, sync_etag};
 use crate::daemon::AppState;
 use crate::db::images::{AliasRow, ImageRow};
+use crate::engine::{self, Upload};
 use crate::error::{DaemonError, Result};
 
 /// Largest image upload accepted.
@@ -190,29 +191,6 @@ async fn export(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Res
         .into_response())
 }
 
-/// What an upload brought: one unified tarball, or the two files of a split image.
-enum Upload {
-    Unified(std::path::PathBuf),
-    Split {
-        metadata: std::path::PathBuf,
-        rootfs: std::path::PathBuf,
-    },
-}
-
-impl Upload {
-    fn remove(&self) {
-        match self {
-            Upload::Unified(p) => {
-                let _ = std::fs::remove_file(p);
-            }
-            Upload::Split { metadata, rootfs } => {
-                let _ = std::fs::remove_file(metadata);
-                let _ = std::fs::remove_file(rootfs);
-            }
-        }
-    }
-}
-
 /// Streams `stream` into `path`, feeding `hasher` and counting into `size`.
 async fn receive<S, E>(
     stream: S,
@@ -341,7 +319,7 @@ async fn upload(State(d): State<AppState>, req: Request) -> Result<Response> {
         .create("task", "Downloading image", BTreeMap::new(), Value::Null);
     let d2 = d.clone();
     d.ops.run(op.clone(), async move {
-        let result = import(&d2, &upload, &fp, size, filename, public).await;
+        let result = engine::import_image(&d2, &upload, &fp, size, filename, public).await;
         upload.remove();
         result?;
         d2.events
@@ -349,100 +327,6 @@ async fn upload(State(d): State<AppState>, req: Request) -> Result<Response> {
         Ok(Some(json!({"fingerprint": fp, "size": size.to_string()})))
     });
     Ok(accepted(&op))
-}
-
-/// Unpacks the image once into its volume (temporary name, renamed when complete), keeps
-/// the uploaded files for export, then records it. A corrupt tarball leaves neither a row
-/// nor files.
-async fn import(
-    d: &AppState,
-    upload: &Upload,
-    fp: &str,
-    size: u64,
-    filename: String,
-    public: bool,
-) -> Result<()> {
-    if d.db.image_by_prefix(fp).is_ok_and(|r| r.fingerprint == fp) {
-        return Err(DaemonError::Conflict(
-            "Image with same fingerprint already exists".into(),
-        ));
-    }
-    let vol = d.image_volume(fp);
-    let staging = vol.with_file_name(format!(".{fp}.unpacking"));
-    let file = d.image_file(fp);
-    let stored_rootfs = file.with_file_name(format!("{fp}.rootfs"));
-    let (staging2, vol2) = (staging.clone(), vol.clone());
-    let paths = match upload {
-        Upload::Unified(p) => (p.clone(), None),
-        Upload::Split { metadata, rootfs } => (metadata.clone(), Some(rootfs.clone())),
-    };
-    let (file2, stored2) = (file.clone(), stored_rootfs.clone());
-    let meta = tokio::task::spawn_blocking(move || -> Result<hutch_images::ImageMetadata> {
-        let bad = |e: hutch_images::ImageError| DaemonError::BadRequest(crate::chain(&e));
-        let _ = std::fs::remove_dir_all(&staging2);
-        std::fs::create_dir_all(&staging2).map_err(|e| DaemonError::io("create", &staging2, e))?;
-        let limits = hutch_images::UnpackLimits::default();
-        let meta = match &paths.1 {
-            None => hutch_images::unpack_unified(&paths.0, &staging2.join("rootfs"), limits)
-                .map_err(bad)?,
-            Some(rootfs) => {
-                let meta = hutch_images::read_split_metadata(&paths.0).map_err(bad)?;
-                hutch_images::unpack_split_rootfs(rootfs, &staging2.join("rootfs"), limits)
-                    .map_err(bad)?;
-                meta
-            }
-        };
-        std::fs::rename(&staging2, &vol2)
-            .map_err(|e| DaemonError::io("rename into place", &vol2, e))?;
-        std::fs::rename(&paths.0, &file2).map_err(|e| DaemonError::io("store", &file2, e))?;
-        if let Some(rootfs) = &paths.1 {
-            std::fs::rename(rootfs, &stored2).map_err(|e| DaemonError::io("store", &stored2, e))?;
-        }
-        Ok(meta)
-    })
-    .await
-    .map_err(|e| DaemonError::Internal(e.to_string()))?;
-    let meta = match meta {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            let _ = std::fs::remove_dir_all(&vol);
-            let _ = std::fs::remove_file(&file);
-            let _ = std::fs::remove_file(&stored_rootfs);
-            return Err(e);
-        }
-    };
-    let now = crate::now();
-    let created_at = time::OffsetDateTime::from_unix_timestamp(meta.creation_date)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| now.clone());
-    let row = ImageRow {
-        fingerprint: fp.to_string(),
-        filename,
-        size: size as i64,
-        architecture: meta.lxd_architecture(),
-        kind: "container".into(),
-        public,
-        auto_update: false,
-        cached: false,
-        properties: meta.properties.clone(),
-        profiles: vec!["default".into()],
-        created_at,
-        uploaded_at: now,
-        last_used_at: "0001-01-01T00:00:00Z".into(),
-        expires_at: "0001-01-01T00:00:00Z".into(),
-    };
-    if let Err(e) = d.db.insert_image(&row) {
-        let _ = std::fs::remove_dir_all(&vol);
-        let _ = std::fs::remove_file(&file);
-        let _ = std::fs::remove_file(&stored_rootfs);
-        return Err(e);
-    }
-    Ok(())
 }
 
 async fn list_aliases(

@@ -5,6 +5,7 @@ mod autostart;
 mod create;
 mod exec;
 pub mod files;
+mod images;
 mod lifecycle;
 mod spec;
 
@@ -12,6 +13,7 @@ pub use autostart::autostart;
 pub use create::validate_name;
 pub use create::{create_instance, reconcile_creates, validate_create};
 pub use exec::{exec_instance, exec_request};
+pub use images::{import_image, Upload};
 pub use lifecycle::{
     delete_instance, freeze_instance, rename_instance, start_instance, stop_instance,
     unfreeze_instance,
