@@ -10,10 +10,7 @@ use crate::error::{DaemonError, Result};
 /// What an upload brought: one unified tarball, or the two files of a split image.
 pub enum Upload {
     Unified(PathBuf),
-    Split {
-        metadata: PathBuf,
-        rootfs: PathBuf,
-    },
+    Split { metadata: PathBuf, rootfs: PathBuf },
 }
 
 impl Upload {

@@ -1,0 +1,207 @@
+//! The `btrfs` driver: volumes are subvolumes, clones and snapshots are btrfs snapshots
+//! (instant, sharing extents), driven through the `btrfs` command as LXD does.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::driver::{DriverInfo, StorageDriver};
+use crate::error::StorageError;
+use crate::runner::CommandRunner;
+
+#[derive(Debug)]
+pub struct BtrfsDriver {
+    root: PathBuf,
+    runner: Arc<dyn CommandRunner>,
+}
+
+impl BtrfsDriver {
+    pub fn new(root: &Path, runner: Arc<dyn CommandRunner>) -> Self {
+        BtrfsDriver {
+            root: root.to_path_buf(),
+            runner,
+        }
+    }
+
+    fn btrfs(&self, args: &[&str], path: &Path) -> Result<String, StorageError> {
+        let mut argv: Vec<String> = std::iter::once("btrfs")
+            .chain(args.iter().copied())
+            .map(str::to_string)
+            .collect();
+        argv.push(path.display().to_string());
+        self.runner.run(&argv)
+    }
+
+    fn ensure_parent(&self, p: &Path) -> Result<(), StorageError> {
+        match p.parent() {
+            Some(parent) => {
+                std::fs::create_dir_all(parent).map_err(|e| StorageError::io("create", parent, e))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Subvolumes nested below `path` (a subvolume root has its own device number), deepest
+/// first, so they can be deleted before their parent.
+fn nested_subvolumes(path: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(top) = std::fs::symlink_metadata(path) else {
+        return found;
+    };
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(m) = entry.metadata() else { continue };
+            if !m.is_dir() || entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                continue;
+            }
+            if m.dev() != top.dev() && m.ino() == 256 {
+                found.push(entry.path());
+            }
+            stack.push(entry.path());
+        }
+    }
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
+impl StorageDriver for BtrfsDriver {
+    fn info(&self) -> DriverInfo {
+        DriverInfo {
+            name: "btrfs",
+            instant_clone: true,
+            atomic_snapshots: true,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn create_volume(&self, vol: &Path) -> Result<(), StorageError> {
+        let p = self.path(vol);
+        self.ensure_parent(&p)?;
+        self.btrfs(&["subvolume", "create"], &p).map(|_| ())
+    }
+
+    fn clone_volume(&self, from: &Path, to: &Path, readonly: bool) -> Result<(), StorageError> {
+        let dst = self.path(to);
+        self.ensure_parent(&dst)?;
+        let mut argv: Vec<String> = ["btrfs", "subvolume", "snapshot"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if readonly {
+            argv.push("-r".into());
+        }
+        argv.push(self.path(from).display().to_string());
+        argv.push(dst.display().to_string());
+        self.runner.run(&argv).map(|_| ())
+    }
+
+    fn delete_volume(&self, vol: &Path) -> Result<(), StorageError> {
+        let p = self.path(vol);
+        if std::fs::symlink_metadata(&p).is_err() {
+            return Ok(());
+        }
+        // Read-only snapshots (images, instance snapshots) must be made writable to delete
+        // what a container nested inside them; the subvolume itself goes either way.
+        for nested in nested_subvolumes(&p) {
+            let _ = self.runner.run(&[
+                "btrfs".into(),
+                "property".into(),
+                "set".into(),
+                "-ts".into(),
+                nested.display().to_string(),
+                "ro".into(),
+                "false".into(),
+            ]);
+            self.btrfs(&["subvolume", "delete"], &nested)?;
+        }
+        self.btrfs(&["subvolume", "delete"], &p).map(|_| ())
+    }
+
+    fn set_readonly(&self, vol: &Path, readonly: bool) -> Result<(), StorageError> {
+        let argv = vec![
+            "btrfs".to_string(),
+            "property".into(),
+            "set".into(),
+            "-ts".into(),
+            self.path(vol).display().to_string(),
+            "ro".into(),
+            readonly.to_string(),
+        ];
+        self.runner.run(&argv).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::FakeRunner;
+
+    #[test]
+    fn commands_are_the_btrfs_ones() {
+        let runner = Arc::new(FakeRunner::default());
+        let d = BtrfsDriver::new(Path::new("/pool"), runner.clone());
+        d.clone_volume(Path::new("images/fp"), Path::new("containers/c1"), false)
+            .unwrap();
+        d.clone_volume(
+            Path::new("containers/c1"),
+            Path::new("containers-snapshots/c1/s0"),
+            true,
+        )
+        .unwrap();
+        d.set_readonly(Path::new("images/fp"), true).unwrap();
+        let calls = runner.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls[0],
+            [
+                "btrfs",
+                "subvolume",
+                "snapshot",
+                "/pool/images/fp",
+                "/pool/containers/c1"
+            ]
+        );
+        assert_eq!(
+            calls[1],
+            [
+                "btrfs",
+                "subvolume",
+                "snapshot",
+                "-r",
+                "/pool/containers/c1",
+                "/pool/containers-snapshots/c1/s0"
+            ]
+        );
+        assert_eq!(
+            calls[2],
+            [
+                "btrfs",
+                "property",
+                "set",
+                "-ts",
+                "/pool/images/fp",
+                "ro",
+                "true"
+            ]
+        );
+    }
+
+    #[test]
+    fn failures_carry_the_command_and_its_stderr() {
+        let runner = Arc::new(FakeRunner::default());
+        *runner.fail_on.lock().unwrap() = Some("snapshot".into());
+        let d = BtrfsDriver::new(Path::new("/pool"), runner);
+        let err = d
+            .clone_volume(Path::new("a"), Path::new("b"), false)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("btrfs subvolume snapshot /pool/a /pool/b failed"),
+            "{err}"
+        );
+    }
+}

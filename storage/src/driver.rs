@@ -1,0 +1,72 @@
+//! The one trait every storage driver implements. Volumes are named by their path relative
+//! to the pool's mount point (`images/<fp>`, `containers/<name>`,
+//! `containers-snapshots/<name>/<snap>`), so the daemon's layout is the same on every driver.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::StorageError;
+use crate::runner::CommandRunner;
+
+/// What a driver can do; callers branch on these, never on the driver's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriverInfo {
+    pub name: &'static str,
+    /// Clones and snapshots share data and cost about the same whatever the size.
+    pub instant_clone: bool,
+    /// Snapshots of a running volume are consistent without freezing it.
+    pub atomic_snapshots: bool,
+}
+
+pub trait StorageDriver: Send + Sync + std::fmt::Debug {
+    fn info(&self) -> DriverInfo;
+    /// The pool's mount point.
+    fn root(&self) -> &Path;
+    /// An empty volume.
+    fn create_volume(&self, vol: &Path) -> Result<(), StorageError>;
+    /// A new volume `to` with the content of `from` (snapshot or copy); read-only if asked.
+    fn clone_volume(&self, from: &Path, to: &Path, readonly: bool) -> Result<(), StorageError>;
+    /// Removes a volume; a missing one is fine.
+    fn delete_volume(&self, vol: &Path) -> Result<(), StorageError>;
+    /// Makes a volume read-only (image volumes) or writable again.
+    fn set_readonly(&self, vol: &Path, readonly: bool) -> Result<(), StorageError>;
+
+    /// Full path of a volume.
+    fn path(&self, vol: &Path) -> PathBuf {
+        self.root().join(vol)
+    }
+
+    /// Replaces `vol` with the content of `snapshot`: clone aside, then swap by renames,
+    /// so a failure leaves the original in place.
+    fn restore(&self, vol: &Path, snapshot: &Path) -> Result<(), StorageError> {
+        let name = vol
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let fresh = vol.with_file_name(format!(".{name}.restoring"));
+        let old = vol.with_file_name(format!(".{name}.old"));
+        let _ = self.delete_volume(&fresh);
+        let _ = self.delete_volume(&old);
+        self.clone_volume(snapshot, &fresh, false)?;
+        std::fs::rename(self.path(vol), self.path(&old))
+            .map_err(|e| StorageError::io("move aside", self.path(vol), e))?;
+        if let Err(e) = std::fs::rename(self.path(&fresh), self.path(vol)) {
+            let _ = std::fs::rename(self.path(&old), self.path(vol));
+            return Err(StorageError::io("put in place", self.path(vol), e));
+        }
+        self.delete_volume(&old)
+    }
+}
+
+/// The one place driver names are matched.
+pub fn open_driver(
+    name: &str,
+    root: &Path,
+    runner: Arc<dyn CommandRunner>,
+) -> Result<Box<dyn StorageDriver>, StorageError> {
+    match name {
+        "dir" => Ok(Box::new(crate::dir::DirDriver::new(root))),
+        "btrfs" => Ok(Box::new(crate::btrfs::BtrfsDriver::new(root, runner))),
+        other => Err(StorageError::UnknownDriver(other.to_string())),
+    }
+}

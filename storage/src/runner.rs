@@ -1,0 +1,67 @@
+//! Running the system tools that own a storage job (`btrfs`, `mkfs.btrfs`), behind a trait
+//! so the drivers' logic is tested without them.
+
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::error::StorageError;
+
+/// Runs a command to completion; an exit other than 0 is an error carrying its stderr.
+pub trait CommandRunner: Send + Sync + std::fmt::Debug {
+    fn run(&self, argv: &[String]) -> Result<String, StorageError>;
+}
+
+/// The real one.
+#[derive(Debug, Default)]
+pub struct SystemRunner;
+
+impl CommandRunner for SystemRunner {
+    fn run(&self, argv: &[String]) -> Result<String, StorageError> {
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+            .map_err(|source| StorageError::Spawn {
+                program: argv[0].clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(StorageError::Command {
+                program: argv.join(" "),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Records every command; can be told to fail commands containing a word.
+#[derive(Debug, Default)]
+pub struct FakeRunner {
+    pub calls: Mutex<Vec<Vec<String>>>,
+    pub fail_on: Mutex<Option<String>>,
+}
+
+impl CommandRunner for FakeRunner {
+    fn run(&self, argv: &[String]) -> Result<String, StorageError> {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(argv.to_vec());
+        if let Some(word) = self
+            .fail_on
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if argv.iter().any(|a| a.contains(word.as_str())) {
+                return Err(StorageError::Command {
+                    program: argv.join(" "),
+                    status: "exit status: 1".into(),
+                    stderr: "injected".into(),
+                });
+            }
+        }
+        Ok(String::new())
+    }
+}
