@@ -51,6 +51,15 @@ enum Cmd {
         #[arg(short, long)]
         force: bool,
     },
+    /// Snapshot an instance.
+    Snapshot {
+        name: String,
+        snapshot: Option<String>,
+    },
+    /// Restore an instance from one of its snapshots.
+    Restore { name: String, snapshot: String },
+    /// Copy an instance or a snapshot (SOURCE[/SNAPSHOT]) to a new instance.
+    Copy { source: String, name: String },
     /// Rename an instance.
     #[command(alias = "move")]
     Rename { from: String, to: String },
@@ -278,6 +287,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             .try_for_each(|n| instance::state(&c, n, "freeze", -1, false))?,
         Cmd::Delete { names, force } => instance::delete(&c, &names, force)?,
         Cmd::Rename { from, to } => instance::rename(&c, &from, &to)?,
+        Cmd::Snapshot { name, snapshot } => instance::snapshot(&c, &name, snapshot.as_deref())?,
+        Cmd::Restore { name, snapshot } => instance::restore(&c, &name, &snapshot)?,
+        Cmd::Copy { source, name } => instance::copy(&c, &source, &name)?,
         Cmd::List {
             filter,
             format,

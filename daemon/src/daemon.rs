@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hutch_runtime::IdMap;
+use hutch_storage::{StorageDriver, SystemRunner};
 
 use crate::db::Db;
 use crate::error::Result;
@@ -23,6 +24,8 @@ pub struct Daemon {
     pub hutchd: PathBuf,
     /// The id range of unprivileged containers.
     pub idmap: IdMap,
+    /// The `default` storage pool.
+    pub pool: Box<dyn StorageDriver>,
     /// Cgroup directory of this daemon's containers, unique per state directory.
     pub cgroup_prefix: String,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -31,25 +34,32 @@ pub struct Daemon {
 pub type AppState = Arc<Daemon>;
 
 impl Daemon {
-    /// Opens the state directory (creating its layout and database).
+    /// Opens the state directory (creating its layout and database) and mounts the pool.
     pub fn open(dir: &Path, hutchd: PathBuf, events: EventHub) -> Result<Self> {
         for sub in [
             "database",
             "images",
             "containers",
-            "storage-pools/default/images",
-            "storage-pools/default/containers",
+            "storage-pools/default",
             "logs",
+            "disks",
         ] {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p)
                 .map_err(|e| crate::error::DaemonError::io("create", &p, e))?;
         }
         let db = Db::open(&dir.join("database/local.db"))?;
+        let pool = open_pool(dir, &db)?;
+        for sub in ["images", "containers", "containers-snapshots"] {
+            let p = pool.root().join(sub);
+            std::fs::create_dir_all(&p)
+                .map_err(|e| crate::error::DaemonError::io("create", &p, e))?;
+        }
         let idmap = IdMap::for_root(Path::new("/etc"))?;
         Ok(Daemon {
             dir: dir.to_path_buf(),
             db,
+            pool,
             ops: Operations::new(events.clone()),
             events,
             hutchd,
@@ -74,16 +84,9 @@ impl Daemon {
         self.dir.join("containers").join(name)
     }
 
-    /// Root filesystem of an instance on the default pool.
+    /// Volume of an instance on the default pool (its root filesystem is `rootfs` in it).
     pub fn instance_volume(&self, name: &str) -> PathBuf {
-        self.dir.join("storage-pools/default/containers").join(name)
-    }
-
-    /// Unpacked image volume on the default pool.
-    pub fn image_volume(&self, fingerprint: &str) -> PathBuf {
-        self.dir
-            .join("storage-pools/default/images")
-            .join(fingerprint)
+        self.pool.path(&instance_vol(name))
     }
 
     /// The uploaded image file.
@@ -95,6 +98,43 @@ impl Daemon {
     pub fn cgroup_path(&self, name: &str) -> String {
         format!("{}/{name}", self.cgroup_prefix)
     }
+}
+
+/// The pool-relative name of an instance's volume.
+pub fn instance_vol(name: &str) -> PathBuf {
+    Path::new("containers").join(name)
+}
+
+/// The pool-relative name of an image's volume.
+pub fn image_vol(fingerprint: &str) -> PathBuf {
+    Path::new("images").join(fingerprint)
+}
+
+/// The pool-relative name of an instance snapshot's volume.
+pub fn snapshot_vol(instance: &str, snapshot: &str) -> PathBuf {
+    Path::new("containers-snapshots")
+        .join(instance)
+        .join(snapshot)
+}
+
+/// The default pool as the database describes it, mounted (a `dir` pool when none is
+/// recorded yet).
+fn open_pool(dir: &Path, db: &Db) -> Result<Box<dyn StorageDriver>> {
+    let root = dir.join("storage-pools/default");
+    let row = db.pool("default")?;
+    let driver = row.as_ref().map(|r| r.driver.as_str()).unwrap_or("dir");
+    if let Some(source) = row
+        .as_ref()
+        .and_then(|r| r.config.get("source"))
+        .filter(|s| s.ends_with(".img"))
+    {
+        hutch_storage::attach_and_mount(Path::new(source), &root)?;
+    }
+    Ok(hutch_storage::open_driver(
+        driver,
+        &root,
+        Arc::new(SystemRunner),
+    )?)
 }
 
 /// `hutch-<hash of the state directory>`, so daemons side by side never share cgroups.

@@ -27,6 +27,8 @@ pub enum DaemonError {
     Database(#[from] rusqlite::Error),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Storage(#[from] hutch_storage::StorageError),
     #[error("failed to {action} {path}")]
     Io {
         action: &'static str,
@@ -68,9 +70,10 @@ impl DaemonError {
                 ErrorKind::AlreadyExists | ErrorKind::InUse => StatusCode::CONFLICT,
                 ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            DaemonError::Database(_) | DaemonError::Io { .. } | DaemonError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            DaemonError::Database(_)
+            | DaemonError::Io { .. }
+            | DaemonError::Internal(_)
+            | DaemonError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

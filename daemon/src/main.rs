@@ -47,6 +47,9 @@ enum Command {
         /// Do not ask anything (the only mode for now).
         #[arg(long)]
         auto: bool,
+        /// Storage driver of the default pool: btrfs (on a loop file) or dir.
+        #[arg(long)]
+        storage_backend: Option<String>,
     },
     /// Drive one container through the runtime, without the API (developer tool).
     #[command(subcommand)]
@@ -101,7 +104,9 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(serve::serve(&cli.dir, hutchd, events)),
-        Some(Command::Init { .. }) => serve::init_auto(&cli.dir, hutchd, events),
+        Some(Command::Init {
+            storage_backend, ..
+        }) => serve::init_auto(&cli.dir, hutchd, events, storage_backend),
         Some(Command::Container(cmd)) => {
             let code = dev::run(&cli.dir, cmd)?;
             std::process::exit(code)

@@ -80,13 +80,53 @@ pub fn ensure_default_profile(d: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `hutchd init --auto`: the default pool (dir, under the state directory) and a default
-/// profile with a root disk on it.
+/// `hutchd init --auto`: the default pool (`backend`, else btrfs on a loop file when btrfs
+/// is available, else dir) and a default profile with a root disk on it.
 pub fn init_auto(
     dir: &Path,
     hutchd: std::path::PathBuf,
     events: crate::events::EventHub,
+    backend: Option<String>,
 ) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("database"))?;
+    let db = crate::db::Db::open(&dir.join("database/local.db"))?;
+    if db.pool("default")?.is_none() {
+        let driver = backend.unwrap_or_else(|| {
+            if btrfs_available() {
+                "btrfs".into()
+            } else {
+                "dir".into()
+            }
+        });
+        let mut config = std::collections::BTreeMap::new();
+        match driver.as_str() {
+            "dir" => {
+                config.insert(
+                    "source".to_string(),
+                    dir.join("storage-pools/default").display().to_string(),
+                );
+            }
+            "btrfs" => {
+                let file = dir.join("disks/default.img");
+                if !file.exists() {
+                    hutch_storage::create_loop_pool(
+                        &file,
+                        loop_size(dir),
+                        &hutch_storage::SystemRunner,
+                    )
+                    .context("create the btrfs pool")?;
+                }
+                config.insert("source".to_string(), file.display().to_string());
+            }
+            other => anyhow::bail!("unknown storage backend {other:?} (known: dir, btrfs)"),
+        }
+        db.insert_pool(&crate::db::pools::PoolRow {
+            name: "default".into(),
+            driver: driver.clone(),
+            config,
+        })?;
+    }
+    drop(db);
     let d: AppState = Arc::new(Daemon::open(dir, hutchd, events)?);
     ensure_default_profile(&d)?;
     let mut put = d.db.profile_or_404("default")?;
@@ -98,8 +138,32 @@ pub fn init_auto(
     });
     d.db.update_profile("default", &put)?;
     println!(
-        "hutch is initialised in {}: storage pool \"default\" (dir), profile \"default\"",
-        dir.display()
+        "hutch is initialised in {}: storage pool \"default\" ({}), profile \"default\"",
+        dir.display(),
+        d.pool.info().name
     );
     Ok(())
+}
+
+/// btrfs needs its tools and the kernel's support.
+fn btrfs_available() -> bool {
+    let tools = std::process::Command::new("mkfs.btrfs")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let kernel = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("btrfs"))
+        || std::path::Path::new("/sys/module/btrfs").exists()
+        || std::process::Command::new("modprobe")
+            .arg("btrfs")
+            .status()
+            .is_ok_and(|s| s.success());
+    tools && kernel
+}
+
+/// Like LXD: a fifth of the free space, between 5 GiB and 30 GiB (sparse).
+fn loop_size(dir: &Path) -> u64 {
+    let free = nix::sys::statvfs::statvfs(dir)
+        .map(|s| s.blocks_available() * s.fragment_size())
+        .unwrap_or(0);
+    (free / 5).clamp(5 << 30, 30 << 30)
 }

@@ -102,8 +102,12 @@ impl StorageDriver for BtrfsDriver {
 
     fn delete_volume(&self, vol: &Path) -> Result<(), StorageError> {
         let p = self.path(vol);
-        if std::fs::symlink_metadata(&p).is_err() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
             return Ok(());
+        };
+        // Not a subvolume (a subvolume's root is inode 256): a plain leftover directory.
+        if meta.ino() != 256 {
+            return std::fs::remove_dir_all(&p).map_err(|e| StorageError::io("delete", &p, e));
         }
         // Read-only snapshots (images, instance snapshots) must be made writable to delete
         // what a container nested inside them; the subvolume itself goes either way.

@@ -18,11 +18,18 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// `hutchd init --auto`, then the daemon, waiting for its socket.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like `start`, with extra `hutchd init --auto` arguments
+    /// (`--storage-backend dir`).
+    pub fn start_with(init_args: &[&str]) -> Self {
         let dir = TestDir::new();
         let status = Command::new(hutchd_bin())
             .arg("--dir")
             .arg(dir.path())
             .args(["init", "--auto"])
+            .args(init_args)
             .stdout(Stdio::null())
             .status()
             .expect("run hutchd init");

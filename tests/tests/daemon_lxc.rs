@@ -90,7 +90,10 @@ fn lxc_launches_execs_and_manages_a_container() {
         .join("storage-pools/default/containers/c1")
         .exists());
     let prefix = hutch_tests::daemon::cgroup_prefix(d.path());
-    assert_no_leftovers(&d.path().join("storage-pools"), &format!("{prefix}/c1"));
+    assert_no_leftovers(
+        &d.path().join("storage-pools/default/containers"),
+        &format!("{prefix}/c1"),
+    );
 }
 
 #[test]
@@ -111,10 +114,13 @@ fn containers_survive_a_killed_daemon() {
     let upload = d.path().join("images/.upload-1234");
     fs::write(&upload, b"partial").unwrap();
     d.spawn();
-    assert!(
-        !orphan.exists() && !unpacking.exists() && !upload.exists(),
-        "startup left crash debris"
-    );
+    for debris in [&orphan, &unpacking, &upload] {
+        assert!(
+            !debris.exists(),
+            "startup left crash debris: {}",
+            debris.display()
+        );
+    }
     assert_eq!(status_of(&d, "c1"), "RUNNING");
     assert_eq!(
         d.lxc_ok(&["exec", "c1", "--", "cat", "/proc/1/comm"])

@@ -92,6 +92,14 @@ pub fn start(client: &Client, names: &[String]) -> Result<()> {
 
 pub fn delete(client: &Client, names: &[String], force: bool) -> Result<()> {
     for n in names {
+        if let Some((inst, snap)) = n.split_once('/') {
+            client.run(
+                "DELETE",
+                &format!("/1.0/instances/{}/snapshots/{}", encode(inst), encode(snap)),
+                None,
+            )?;
+            continue;
+        }
         if status_of(client, n)? != "Stopped" {
             if !force {
                 bail!("The instance is currently running, stop it first or pass --force");
@@ -137,7 +145,14 @@ fn column(v: &Value, c: char) -> (String, String) {
         '4' => ("IPV4".into(), ipv4(v)),
         '6' => ("IPV6".into(), String::new()),
         't' => ("TYPE".into(), s(&v["type"]).to_uppercase()),
-        'S' => ("SNAPSHOTS".into(), "0".into()),
+        'S' => (
+            "SNAPSHOTS".into(),
+            v["snapshots"]
+                .as_array()
+                .map(|a| a.len())
+                .unwrap_or(0)
+                .to_string(),
+        ),
         'p' => (
             "PID".into(),
             v["state"]["pid"]
@@ -197,6 +212,16 @@ pub fn info(client: &Client, name: &str) -> Result<()> {
     }
     println!("Created: {}", v["created_at"].as_str().unwrap_or(""));
     println!("Last Used: {}", v["last_used_at"].as_str().unwrap_or(""));
+    if let Some(snaps) = v["snapshots"].as_array().filter(|a| !a.is_empty()) {
+        println!("\nSnapshots:");
+        for s in snaps {
+            println!(
+                "  {} (taken at {})",
+                s["name"].as_str().unwrap_or(""),
+                s["created_at"].as_str().unwrap_or("")
+            );
+        }
+    }
     if v["status"] == "Running" || v["status"] == "Frozen" {
         println!("\nResources:");
         println!("  Processes: {}", st["processes"]);
@@ -225,4 +250,45 @@ fn human(bytes: i64) -> String {
         i += 1;
     }
     format!("{v:.2}{}", units[i])
+}
+
+/// `hutch snapshot NAME [SNAP]`.
+pub fn snapshot(client: &Client, name: &str, snap: Option<&str>) -> Result<()> {
+    client.run(
+        "POST",
+        &format!("/1.0/instances/{}/snapshots", encode(name)),
+        Some(&json!({"name": snap.unwrap_or(""), "stateful": false})),
+    )?;
+    Ok(())
+}
+
+/// `hutch restore NAME SNAP`.
+pub fn restore(client: &Client, name: &str, snap: &str) -> Result<()> {
+    client.run(
+        "PUT",
+        &format!("/1.0/instances/{}", encode(name)),
+        Some(&json!({"restore": snap})),
+    )?;
+    Ok(())
+}
+
+/// `hutch copy SOURCE[/SNAP] NAME`: a new, stopped instance with the source's config.
+pub fn copy(client: &Client, source: &str, name: &str) -> Result<()> {
+    let base = source.split('/').next().unwrap_or(source);
+    let src = client.get(&format!("/1.0/instances/{}", encode(base)))?;
+    let config: serde_json::Map<String, Value> = src["config"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.starts_with("volatile.") || k.as_str() == "volatile.base_image")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = json!({
+        "name": name, "type": "container", "config": config, "devices": src["devices"], "profiles": src["profiles"],
+        "ephemeral": false, "source": {"type": "copy", "source": source},
+    });
+    client.run("POST", "/1.0/instances", Some(&body))?;
+    Ok(())
 }

@@ -130,22 +130,19 @@ async fn delete(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Res
     );
     let d2 = d.clone();
     d.ops.run(op.clone(), async move {
-        // Instances own full copies of their root filesystems: nothing of theirs goes here.
+        // Instances are independent clones (btrfs snapshots keep their shared extents):
+        // deleting the image volume takes nothing of theirs.
         d2.db.delete_image(&row.fingerprint)?;
-        let (file, vol) = (
-            d2.image_file(&row.fingerprint),
-            d2.image_volume(&row.fingerprint),
-        );
+        let d3 = d2.clone();
+        let fp = row.fingerprint.clone();
         tokio::task::spawn_blocking(move || {
-            let _ = std::fs::remove_file(file.with_file_name(format!(
-                "{}.rootfs",
-                file.file_name().unwrap_or_default().to_string_lossy()
-            )));
+            let file = d3.image_file(&fp);
+            let _ = std::fs::remove_file(file.with_file_name(format!("{fp}.rootfs")));
             let _ = std::fs::remove_file(&file);
-            let _ = std::fs::remove_dir_all(&vol);
+            d3.pool.delete_volume(&crate::daemon::image_vol(&fp))
         })
         .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))?;
+        .map_err(|e| DaemonError::Internal(e.to_string()))??;
         d2.events.lifecycle(
             "image-deleted",
             &format!("/1.0/images/{}", row.fingerprint),

@@ -47,7 +47,13 @@ fn full(d: &AppState, row: &InstanceRow, level: u8) -> Result<Value> {
     if level >= 2 {
         v["state"] =
             serde_json::to_value(engine::instance_state(d, &row.name)?).unwrap_or_default();
-        v["snapshots"] = Value::Null;
+        let snaps = d.db.snapshots(&row.name)?;
+        v["snapshots"] = Value::Array(
+            snaps
+                .iter()
+                .map(super::snapshots::snapshot_object)
+                .collect(),
+        );
         v["backups"] = Value::Null;
     }
     Ok(v)
@@ -218,9 +224,30 @@ async fn put(
     check_if_match(&headers, &tag_of(&row))?;
     let put: InstancePut = parse_json(&body)?;
     if !put.restore.is_empty() {
-        return Err(DaemonError::BadRequest(
-            "Snapshots are not supported yet".into(),
-        ));
+        // Restore mode: every other field is ignored, as LXD does. lxc names the snapshot
+        // in full ("c1/snap0"), pylxd alone ("snap0").
+        let put = InstancePut {
+            restore: put
+                .restore
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            ..put
+        };
+        d.db.snapshot(&name, &put.restore)?;
+        let op = d.ops.create(
+            "task",
+            "Restoring snapshot",
+            instance_resources(&name),
+            Value::Null,
+        );
+        let d2 = d.clone();
+        let snap = put.restore.clone();
+        d.ops.run(op.clone(), async move {
+            engine::restore_snapshot(d2, name, snap).await.map(|_| None)
+        });
+        return Ok(accepted(&op));
     }
     validate_put(&d, &put)?;
     let op = d.ops.create(

@@ -11,6 +11,7 @@ mod logs;
 mod operations;
 mod profiles;
 mod server;
+mod snapshots;
 mod storage;
 
 use std::sync::Arc;
@@ -34,7 +35,8 @@ pub fn router(state: AppState) -> Router {
         .merge(exec::routes())
         .merge(files::routes())
         .merge(console::routes())
-        .merge(logs::routes());
+        .merge(logs::routes())
+        .merge(snapshots::routes());
     Router::new()
         .route("/", get(|| async { Json(vec!["/1.0"]) }))
         .merge(server::routes())

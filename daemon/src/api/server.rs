@@ -45,7 +45,7 @@ fn os_release() -> (String, String) {
     (field("NAME"), field("VERSION_ID"))
 }
 
-async fn info(State(_d): State<AppState>) -> Response {
+async fn info(State(d): State<AppState>) -> Response {
     let (kernel, version, arch) = uname();
     let (os_name, os_version) = os_release();
     let config: BTreeMap<String, serde_json::Value> = BTreeMap::new();
@@ -81,13 +81,16 @@ async fn info(State(_d): State<AppState>) -> Response {
                 .unwrap_or_default(),
             server_pid: std::process::id() as i64,
             server_version: "5.0.2".into(),
-            storage: "dir".into(),
+            storage: d.pool.info().name.into(),
             storage_version: "1".into(),
-            storage_supported_drivers: vec![StorageDriverInfo {
-                name: "dir".into(),
-                version: "1".into(),
-                remote: false,
-            }],
+            storage_supported_drivers: ["dir", "btrfs"]
+                .iter()
+                .map(|n| StorageDriverInfo {
+                    name: n.to_string(),
+                    version: "1".into(),
+                    remote: false,
+                })
+                .collect(),
         },
     };
     sync_etag(server, &config)

@@ -1,6 +1,6 @@
 //! `/1.0/storage-pools`: the default `dir` pool.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -26,12 +26,9 @@ fn default_pool(d: &AppState) -> Result<StoragePool> {
             .collect();
     Ok(StoragePool {
         name: "default".into(),
-        driver: "dir".into(),
+        driver: d.pool.info().name.into(),
         description: String::new(),
-        config: BTreeMap::from([(
-            "source".to_string(),
-            d.dir.join("storage-pools/default").display().to_string(),
-        )]),
+        config: d.db.pool("default")?.map(|p| p.config).unwrap_or_default(),
         used_by,
         status: "Created".into(),
         locations: vec!["none".into()],

@@ -3,7 +3,9 @@
 
 pub mod images;
 pub mod instances;
+pub mod pools;
 pub mod profiles;
+pub mod snapshots;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -63,6 +65,19 @@ const MIGRATIONS: &[&str] = &[
         driver TEXT NOT NULL,
         description TEXT NOT NULL,
         config TEXT NOT NULL
+    );",
+    // 2: instance snapshots.
+    "CREATE TABLE snapshots (
+        instance TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        architecture TEXT NOT NULL,
+        config TEXT NOT NULL,
+        devices TEXT NOT NULL,
+        profiles TEXT NOT NULL,
+        ephemeral INTEGER NOT NULL,
+        PRIMARY KEY (instance, name)
     );",
 ];
 

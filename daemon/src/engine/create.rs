@@ -2,17 +2,31 @@
 //! root filesystem cloned from the image volume, then the row made `ready`. A failure at
 //! any step removes what was made; a crash is cleaned up at the next start.
 
+use std::path::Path;
+
 use hutch_api::config::validate_instance_config;
 use hutch_api::instance::InstancesPost;
 use serde_json::json;
 
-use crate::daemon::AppState;
+use crate::daemon::{image_vol, instance_vol, snapshot_vol, AppState};
 use crate::db::images::ImageRow;
 use crate::db::instances::InstanceRow;
 use crate::error::{DaemonError, Result};
 
 /// Checks a create request before anything is made; returns the name and the image.
-pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<ImageRow> {
+/// Where a new instance's root filesystem comes from.
+#[derive(Debug)]
+pub enum CreateSource {
+    Image(ImageRow),
+    /// Another instance (`instance`) or one of its snapshots.
+    Copy {
+        instance: String,
+        snapshot: Option<String>,
+        architecture: String,
+    },
+}
+
+pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSource> {
     if req.name.is_empty() {
         req.name = format!("hutch-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     }
@@ -24,8 +38,8 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<ImageRow
         )));
     }
     match req.source.kind.as_str() {
-        "image" => {}
-        "none" | "copy" | "migration" => {
+        "image" | "copy" => {}
+        "none" | "migration" => {
             return Err(DaemonError::BadRequest(format!(
                 "Source type {:?} is not supported yet",
                 req.source.kind
@@ -60,6 +74,21 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<ImageRow
             req.name
         )));
     }
+    if req.source.kind == "copy" {
+        let (instance, snapshot) = match req.source.source.split_once('/') {
+            Some((i, s)) => (i.to_string(), Some(s.to_string())),
+            None => (req.source.source.clone(), None),
+        };
+        let src = d.db.instance_or_404(&instance)?;
+        if let Some(s) = &snapshot {
+            d.db.snapshot(&instance, s)?;
+        }
+        return Ok(CreateSource::Copy {
+            instance,
+            snapshot,
+            architecture: src.architecture,
+        });
+    }
     let image = if !req.source.alias.is_empty() {
         match d.db.alias(&req.source.alias)? {
             Some(a) => d.db.image_by_prefix(&a.fingerprint)?,
@@ -68,7 +97,7 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<ImageRow
     } else {
         d.db.image_by_prefix(&req.source.fingerprint)?
     };
-    Ok(image)
+    Ok(CreateSource::Image(image))
 }
 
 /// LXD's instance name rules: a host name, not starting with a digit or a dash.
@@ -88,17 +117,27 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 /// Creates the instance (the body of the create operation).
-pub async fn create_instance(d: AppState, req: InstancesPost, image: ImageRow) -> Result<()> {
+pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSource) -> Result<()> {
     let now = crate::now();
     let mut config = req.put.config.clone();
-    for (k, v) in &image.properties {
-        config.insert(format!("image.{k}"), v.clone());
-    }
-    config.insert("volatile.base_image".into(), image.fingerprint.clone());
+    let architecture = match &source {
+        CreateSource::Image(image) => {
+            for (k, v) in &image.properties {
+                config.insert(format!("image.{k}"), v.clone());
+            }
+            config.insert("volatile.base_image".into(), image.fingerprint.clone());
+            image.architecture.clone()
+        }
+        CreateSource::Copy { architecture, .. } => {
+            // A copy starts its own life: no power state or NIC addresses of the source.
+            config.retain(|k, _| !k.starts_with("volatile.") || k == "volatile.base_image");
+            architecture.clone()
+        }
+    };
     let row = InstanceRow {
         name: req.name.clone(),
         kind: "container".into(),
-        architecture: image.architecture.clone(),
+        architecture,
         ephemeral: req.put.ephemeral,
         stateful: false,
         description: req.put.description.clone(),
@@ -113,8 +152,8 @@ pub async fn create_instance(d: AppState, req: InstancesPost, image: ImageRow) -
     let lock = d.instance_lock(&row.name);
     let _guard = lock.lock().await;
     let d2 = d.clone();
-    let (name, fp) = (row.name.clone(), image.fingerprint.clone());
-    let made = tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &fp))
+    let name = row.name.clone();
+    let made = tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &source))
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))?;
     if let Err(e) = made.and_then(|()| d.db.set_instance_state(&row.name, "ready")) {
@@ -131,22 +170,46 @@ pub async fn create_instance(d: AppState, req: InstancesPost, image: ImageRow) -
 
 /// The instance's root filesystem, cloned from the image volume under a temporary name
 /// and renamed into place once complete.
-fn clone_volume(d: &AppState, name: &str, fingerprint: &str) -> Result<()> {
-    let src = d.image_volume(fingerprint).join("rootfs");
-    let vol = d.instance_volume(name);
-    let tmp = vol.with_file_name(format!(".{name}.creating"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| DaemonError::io("create", &tmp, e))?;
-    hutch_storage::clone_tree(&src, &tmp.join("rootfs"))
-        .map_err(|e| DaemonError::Internal(crate::chain(&e)))?;
-    std::fs::rename(&tmp, &vol).map_err(|e| DaemonError::io("rename into place", &vol, e))
+fn clone_volume(d: &AppState, name: &str, source: &CreateSource) -> Result<()> {
+    // A btrfs snapshot, or a copy made aside and renamed into place, per driver.
+    let from = match source {
+        CreateSource::Image(image) => image_vol(&image.fingerprint),
+        CreateSource::Copy {
+            instance,
+            snapshot: Some(s),
+            ..
+        } => snapshot_vol(instance, s),
+        CreateSource::Copy {
+            instance,
+            snapshot: None,
+            ..
+        } => {
+            // A copy of a live tree is only consistent while the source is frozen.
+            let rd = d.runtime_dir(instance);
+            let running = matches!(
+                hutch_runtime::container::status(&rd),
+                Ok(hutch_runtime::Status::Running(_))
+            );
+            if running && !d.pool.info().atomic_snapshots {
+                hutch_runtime::container::freeze(&rd)?;
+                let cloned =
+                    d.pool
+                        .clone_volume(&instance_vol(instance), &instance_vol(name), false);
+                let _ = hutch_runtime::container::thaw(&rd);
+                return Ok(cloned?);
+            }
+            instance_vol(instance)
+        }
+    };
+    Ok(d.pool.clone_volume(&from, &instance_vol(name), false)?)
 }
 
 /// Removes the row and volume of a half-made instance.
 pub fn remove_leftovers(d: &AppState, name: &str) {
-    let vol = d.instance_volume(name);
-    let _ = std::fs::remove_dir_all(vol.with_file_name(format!(".{name}.creating")));
-    let _ = std::fs::remove_dir_all(&vol);
+    let _ = d.pool.delete_volume(&instance_vol(name));
+    let _ = d
+        .pool
+        .delete_volume(&Path::new("containers").join(format!(".{name}.copying")));
     let _ = d.db.delete_instance(name);
 }
 
@@ -159,7 +222,7 @@ pub fn reconcile_creates(d: &AppState) -> Result<()> {
     // Volumes no row owns: a crash during a delete or between a clone and its row.
     let known: std::collections::HashSet<String> =
         d.db.instances()?.into_iter().map(|r| r.name).collect();
-    let vols = d.dir.join("storage-pools/default/containers");
+    let vols = d.pool.root().join("containers");
     for entry in std::fs::read_dir(&vols)
         .map_err(|e| DaemonError::io("read", &vols, e))?
         .flatten()
@@ -167,19 +230,19 @@ pub fn reconcile_creates(d: &AppState) -> Result<()> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !known.contains(&name) && !d.db.creating_instances()?.contains(&name) {
             tracing::info!(volume = %name, "removing a volume no instance owns");
-            let _ = std::fs::remove_dir_all(entry.path());
+            let _ = d.pool.delete_volume(&Path::new("containers").join(&name));
         }
     }
     // Image volumes and uploads whose import never finished.
-    for sub in ["storage-pools/default/images", "images"] {
-        let dir = d.dir.join(sub);
+    for dir in [d.pool.root().join("images"), d.dir.join("images")] {
         for entry in std::fs::read_dir(&dir)
             .map_err(|e| DaemonError::io("read", &dir, e))?
             .flatten()
         {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".unpacking") || name.starts_with(".upload-") {
-                let _ = std::fs::remove_dir_all(entry.path());
+            if name.ends_with(".unpacking") {
+                let _ = d.pool.delete_volume(&Path::new("images").join(&name));
+            } else if name.starts_with(".upload-") {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

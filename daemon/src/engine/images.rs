@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::daemon::AppState;
+use crate::daemon::{image_vol, AppState};
 use crate::db::images::ImageRow;
 use crate::error::{DaemonError, Result};
 
@@ -44,11 +44,11 @@ pub async fn import_image(
             "Image with same fingerprint already exists".into(),
         ));
     }
-    let vol = d.image_volume(fp);
-    let staging = vol.with_file_name(format!(".{fp}.unpacking"));
+    let vol = image_vol(fp);
+    let staging = std::path::Path::new("images").join(format!(".{fp}.unpacking"));
     let file = d.image_file(fp);
     let stored_rootfs = file.with_file_name(format!("{fp}.rootfs"));
-    let (staging2, vol2) = (staging.clone(), vol.clone());
+    let (staging2, vol2, d2) = (staging.clone(), vol.clone(), d.clone());
     let paths = match upload {
         Upload::Unified(p) => (p.clone(), None),
         Upload::Split { metadata, rootfs } => (metadata.clone(), Some(rootfs.clone())),
@@ -56,21 +56,23 @@ pub async fn import_image(
     let (file2, stored2) = (file.clone(), stored_rootfs.clone());
     let meta = tokio::task::spawn_blocking(move || -> Result<hutch_images::ImageMetadata> {
         let bad = |e: hutch_images::ImageError| DaemonError::BadRequest(crate::chain(&e));
-        let _ = std::fs::remove_dir_all(&staging2);
-        std::fs::create_dir_all(&staging2).map_err(|e| DaemonError::io("create", &staging2, e))?;
+        let _ = d2.pool.delete_volume(&staging2);
+        d2.pool.create_volume(&staging2)?;
+        let target = d2.pool.path(&staging2).join("rootfs");
         let limits = hutch_images::UnpackLimits::default();
         let meta = match &paths.1 {
-            None => hutch_images::unpack_unified(&paths.0, &staging2.join("rootfs"), limits)
-                .map_err(bad)?,
+            None => hutch_images::unpack_unified(&paths.0, &target, limits).map_err(bad)?,
             Some(rootfs) => {
                 let meta = hutch_images::read_split_metadata(&paths.0).map_err(bad)?;
-                hutch_images::unpack_split_rootfs(rootfs, &staging2.join("rootfs"), limits)
-                    .map_err(bad)?;
+                hutch_images::unpack_split_rootfs(rootfs, &target, limits).map_err(bad)?;
                 meta
             }
         };
-        std::fs::rename(&staging2, &vol2)
-            .map_err(|e| DaemonError::io("rename into place", &vol2, e))?;
+        let dest = d2.pool.path(&vol2);
+        std::fs::rename(d2.pool.path(&staging2), &dest)
+            .map_err(|e| DaemonError::io("rename into place", &dest, e))?;
+        // Instances are cloned from it; nothing may change it.
+        d2.pool.set_readonly(&vol2, true)?;
         std::fs::rename(&paths.0, &file2).map_err(|e| DaemonError::io("store", &file2, e))?;
         if let Some(rootfs) = &paths.1 {
             std::fs::rename(rootfs, &stored2).map_err(|e| DaemonError::io("store", &stored2, e))?;
@@ -82,8 +84,8 @@ pub async fn import_image(
     let meta = match meta {
         Ok(m) => m,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            let _ = std::fs::remove_dir_all(&vol);
+            let _ = d.pool.delete_volume(&staging);
+            let _ = d.pool.delete_volume(&vol);
             let _ = std::fs::remove_file(&file);
             let _ = std::fs::remove_file(&stored_rootfs);
             return Err(e);
@@ -114,7 +116,7 @@ pub async fn import_image(
         expires_at: "0001-01-01T00:00:00Z".into(),
     };
     if let Err(e) = d.db.insert_image(&row) {
-        let _ = std::fs::remove_dir_all(&vol);
+        let _ = d.pool.delete_volume(&vol);
         let _ = std::fs::remove_file(&file);
         let _ = std::fs::remove_file(&stored_rootfs);
         return Err(e);

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::runtime_status;
 use super::spec::{build_spec, expand};
-use crate::daemon::AppState;
+use crate::daemon::{instance_vol, snapshot_vol, AppState};
 use crate::error::{DaemonError, Result};
 
 /// How long a stop with timeout -1 (no limit) may take before init is killed anyway.
@@ -130,23 +130,21 @@ pub async fn delete_instance(d: AppState, name: String) -> Result<()> {
     }
     // The row goes first: a crash after it leaves only files, which no record owns.
     d.db.delete_instance(&name)?;
-    let (vol, rd, logs) = (
-        d.instance_volume(&name),
-        d.runtime_dir(&name),
-        d.dir.join("logs").join(&name),
-    );
+    let (rd, logs) = (d.runtime_dir(&name), d.dir.join("logs").join(&name));
+    let d2 = d.clone();
+    let name2 = name.clone();
     blocking(move || {
         let _ = std::fs::remove_dir_all(&rd);
         let _ = std::fs::remove_dir_all(&logs);
-        std::fs::remove_dir_all(&vol)
-            .or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|e| DaemonError::io("remove", &vol, e))
+        for snap in d2.db.snapshots(&name2)? {
+            d2.pool.delete_volume(&snapshot_vol(&name2, &snap.name))?;
+        }
+        d2.db.delete_instance_snapshots(&name2)?;
+        let _ = std::fs::remove_dir(
+            d2.pool
+                .path(&std::path::Path::new("containers-snapshots").join(&name2)),
+        );
+        Ok(d2.pool.delete_volume(&instance_vol(&name2))?)
     })
     .await?;
     d.events
@@ -176,10 +174,20 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
         d.dir.join("logs").join(&name),
         d.dir.join("logs").join(&new),
     );
+    let snaps = std::path::Path::new("containers-snapshots");
+    let _ = std::fs::rename(
+        d.pool.path(&snaps.join(&name)),
+        d.pool.path(&snaps.join(&new)),
+    );
     if let Err(e) = d.db.rename_instance(&name, &new) {
         let _ = std::fs::rename(&new_vol, &old_vol);
+        let _ = std::fs::rename(
+            d.pool.path(&snaps.join(&new)),
+            d.pool.path(&snaps.join(&name)),
+        );
         return Err(e);
     }
+    d.db.rename_instance_snapshots(&name, &new)?;
     d.events
         .lifecycle("instance-renamed", &source(&new), json!({"old_name": name}));
     Ok(())

@@ -7,6 +7,7 @@ mod exec;
 pub mod files;
 mod images;
 mod lifecycle;
+mod snapshot;
 mod spec;
 
 pub use autostart::autostart;
@@ -17,6 +18,9 @@ pub use images::{import_image, Upload};
 pub use lifecycle::{
     delete_instance, freeze_instance, rename_instance, start_instance, stop_instance,
     unfreeze_instance,
+};
+pub use snapshot::{
+    create_snapshot, delete_snapshot, rename_snapshot, restore_snapshot, validate_snapshot_name,
 };
 pub use spec::{expand, limits_from as limits_of};
 

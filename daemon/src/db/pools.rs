@@ -1,0 +1,43 @@
+//! The `storage_pools` table.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{from_json, to_json, Db};
+use crate::error::Result;
+
+/// A pool as stored: its driver and config (`source`: the loop file or directory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolRow {
+    pub name: String,
+    pub driver: String,
+    pub config: BTreeMap<String, String>,
+}
+
+impl Db {
+    pub fn pool(&self, name: &str) -> Result<Option<PoolRow>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT name, driver, config FROM storage_pools WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(PoolRow {
+                        name: r.get(0)?,
+                        driver: r.get(1)?,
+                        config: from_json(&r.get::<_, String>(2)?),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn insert_pool(&self, pool: &PoolRow) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO storage_pools (name, driver, description, config) VALUES (?1, ?2, '', ?3)",
+            params![pool.name, pool.driver, to_json(&pool.config)],
+        )?;
+        Ok(())
+    }
+}
