@@ -123,18 +123,39 @@ fn open_pool(dir: &Path, db: &Db) -> Result<Box<dyn StorageDriver>> {
     let root = dir.join("storage-pools/default");
     let row = db.pool("default")?;
     let driver = row.as_ref().map(|r| r.driver.as_str()).unwrap_or("dir");
-    if let Some(source) = row
+    let source = row
         .as_ref()
         .and_then(|r| r.config.get("source"))
-        .filter(|s| s.ends_with(".img"))
-    {
-        hutch_storage::attach_and_mount(Path::new(source), &root)?;
+        .filter(|s| s.ends_with(".img"));
+    match (driver, source) {
+        ("btrfs", Some(source)) => hutch_storage::attach_and_mount(Path::new(source), &root)?,
+        (zfs, Some(source)) if zfs.starts_with("zfs:") => {
+            import_zpool(&zfs[4..], Path::new(source))
+        }
+        _ => {}
     }
     Ok(hutch_storage::open_driver(
         driver,
         &root,
         Arc::new(SystemRunner),
     )?)
+}
+
+/// Imports a loop-file zpool after a reboot (`zpool import -d <dir of the file>`).
+fn import_zpool(name: &str, file: &Path) {
+    let imported = std::process::Command::new("zpool")
+        .args(["list", name])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !imported {
+        let dir = file.parent().unwrap_or(Path::new("/"));
+        let _ = std::process::Command::new("zpool")
+            .arg("import")
+            .arg("-d")
+            .arg(dir)
+            .arg(name)
+            .status();
+    }
 }
 
 /// `hutch-<hash of the state directory>`, so daemons side by side never share cgroups.

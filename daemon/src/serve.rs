@@ -118,11 +118,39 @@ pub fn init_auto(
                 }
                 config.insert("source".to_string(), file.display().to_string());
             }
-            other => anyhow::bail!("unknown storage backend {other:?} (known: dir, btrfs)"),
+            "zfs" => {
+                anyhow::ensure!(
+                    std::path::Path::new("/sys/module/zfs").exists(),
+                    "zfs is not available on this host (no zfs kernel module)"
+                );
+                let file = dir.join("disks/default.img");
+                let zpool = crate::daemon::cgroup_prefix(dir);
+                if !file.exists() {
+                    let f = std::fs::File::create(&file)?;
+                    f.set_len(loop_size(dir))?;
+                    let status = std::process::Command::new("zpool")
+                        .args(["create", "-m", "none", "-O", "mountpoint=none", &zpool])
+                        .arg(&file)
+                        .status()
+                        .context("run zpool")?;
+                    if !status.success() {
+                        let _ = std::fs::remove_file(&file);
+                        anyhow::bail!("zpool create {zpool} failed");
+                    }
+                }
+                config.insert("source".to_string(), file.display().to_string());
+                config.insert("zfs.pool_name".to_string(), zpool);
+            }
+            other => anyhow::bail!("unknown storage backend {other:?} (known: dir, btrfs, zfs)"),
         }
+        // zfs pools name their dataset in the driver (`zfs:<zpool>`).
+        let driver = match config.get("zfs.pool_name") {
+            Some(zpool) => format!("zfs:{zpool}"),
+            None => driver,
+        };
         db.insert_pool(&crate::db::pools::PoolRow {
             name: "default".into(),
-            driver: driver.clone(),
+            driver,
             config,
         })?;
     }

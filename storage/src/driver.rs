@@ -31,6 +31,12 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
     /// Makes a volume read-only (image volumes) or writable again.
     fn set_readonly(&self, vol: &Path, readonly: bool) -> Result<(), StorageError>;
 
+    /// Renames a volume (a plain rename on dir and btrfs; zfs renames the dataset).
+    fn rename_volume(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
+        std::fs::rename(self.path(from), self.path(to))
+            .map_err(|e| StorageError::io("rename", self.path(from), e))
+    }
+
     /// Full path of a volume.
     fn path(&self, vol: &Path) -> PathBuf {
         self.root().join(vol)
@@ -48,17 +54,17 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
         let _ = self.delete_volume(&fresh);
         let _ = self.delete_volume(&old);
         self.clone_volume(snapshot, &fresh, false)?;
-        std::fs::rename(self.path(vol), self.path(&old))
-            .map_err(|e| StorageError::io("move aside", self.path(vol), e))?;
-        if let Err(e) = std::fs::rename(self.path(&fresh), self.path(vol)) {
-            let _ = std::fs::rename(self.path(&old), self.path(vol));
-            return Err(StorageError::io("put in place", self.path(vol), e));
+        self.rename_volume(vol, &old)?;
+        if let Err(e) = self.rename_volume(&fresh, vol) {
+            let _ = self.rename_volume(&old, vol);
+            return Err(e);
         }
         self.delete_volume(&old)
     }
 }
 
-/// The one place driver names are matched.
+/// The one place driver names are matched. A zfs pool is named `zfs:<dataset>`, the
+/// dataset below which its volumes live.
 pub fn open_driver(
     name: &str,
     root: &Path,
@@ -67,6 +73,11 @@ pub fn open_driver(
     match name {
         "dir" => Ok(Box::new(crate::dir::DirDriver::new(root))),
         "btrfs" => Ok(Box::new(crate::btrfs::BtrfsDriver::new(root, runner))),
+        name if name.starts_with("zfs:") => Ok(Box::new(crate::zfs::ZfsDriver::new(
+            root,
+            &name[4..],
+            runner,
+        ))),
         other => Err(StorageError::UnknownDriver(other.to_string())),
     }
 }

@@ -1,6 +1,7 @@
 //! Storage pools for hutch: volumes (image, instance, snapshot) behind one
 //! [`StorageDriver`] trait, with a `dir` driver (copies, reflinked where possible) and a
-//! `btrfs` driver (subvolumes and instant snapshots), and loop-file-backed pools.
+//! `btrfs` driver (subvolumes and instant snapshots), a `zfs` driver (datasets and clones,
+//! driven through the `zfs` command), and loop-file-backed pools.
 
 mod btrfs;
 mod copy;
@@ -9,6 +10,7 @@ mod driver;
 mod error;
 mod loopdev;
 mod runner;
+mod zfs;
 
 pub use btrfs::BtrfsDriver;
 pub use copy::clone_tree;
@@ -17,3 +19,4 @@ pub use driver::{open_driver, DriverInfo, StorageDriver};
 pub use error::StorageError;
 pub use loopdev::{attach_and_mount, create_loop_pool};
 pub use runner::{CommandRunner, FakeRunner, SystemRunner};
+pub use zfs::ZfsDriver;

@@ -35,7 +35,7 @@ impl CommandRunner for SystemRunner {
     }
 }
 
-/// Records every command; can be told to fail commands containing a word.
+/// Records every command; can be told to fail commands that have a given argument.
 #[derive(Debug, Default)]
 pub struct FakeRunner {
     pub calls: Mutex<Vec<Vec<String>>>,
@@ -54,7 +54,7 @@ impl CommandRunner for FakeRunner {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            if argv.iter().any(|a| a.contains(word.as_str())) {
+            if argv.iter().any(|a| a == word) {
                 return Err(StorageError::Command {
                     program: argv.join(" "),
                     status: "exit status: 1".into(),

@@ -76,13 +76,25 @@ fn snapshots_restore_copy(backend: &str) {
     assert!(!d.hutch(&["restore", "c1", "nope"], b"").status.success());
     assert!(!d.hutch(&["snapshot", "c1", "before"], b"").status.success());
 
+    // Renaming carries the snapshots along.
+    d.hutch_ok(&["snapshot", "c3", "kept"]);
+    d.hutch_ok(&["stop", "c3", "--force"]);
+    d.hutch_ok(&["rename", "c3", "c4"]);
+    assert_eq!(
+        d.hutch_ok(&["list", "c4", "--format", "csv", "-c", "nS"])
+            .trim(),
+        "c4,1"
+    );
+    d.hutch_ok(&["restore", "c4", "kept"]);
+    d.hutch_ok(&["delete", "c4"]);
+
     d.hutch_ok(&["delete", "c1/before"]);
     assert_eq!(
         d.hutch_ok(&["list", "c1", "--format", "csv", "-c", "S"])
             .trim(),
         "1"
     );
-    for name in ["c1", "c2", "c3"] {
+    for name in ["c1", "c2"] {
         d.hutch_ok(&["delete", name, "--force"]);
     }
     let pool_root = d.path().join("storage-pools/default");

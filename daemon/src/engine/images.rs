@@ -68,9 +68,7 @@ pub async fn import_image(
                 meta
             }
         };
-        let dest = d2.pool.path(&vol2);
-        std::fs::rename(d2.pool.path(&staging2), &dest)
-            .map_err(|e| DaemonError::io("rename into place", &dest, e))?;
+        d2.pool.rename_volume(&staging2, &vol2)?;
         // Instances are cloned from it; nothing may change it.
         d2.pool.set_readonly(&vol2, true)?;
         std::fs::rename(&paths.0, &file2).map_err(|e| DaemonError::io("store", &file2, e))?;

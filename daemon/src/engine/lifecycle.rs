@@ -167,24 +167,24 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
             "Name {new:?} already in use"
         )));
     }
-    let (old_vol, new_vol) = (d.instance_volume(&name), d.instance_volume(&new));
-    std::fs::rename(&old_vol, &new_vol).map_err(|e| DaemonError::io("rename", &old_vol, e))?;
+    let (old_vol, new_vol) = (instance_vol(&name), instance_vol(&new));
+    d.pool.rename_volume(&old_vol, &new_vol)?;
     let _ = std::fs::rename(d.runtime_dir(&name), d.runtime_dir(&new));
     let _ = std::fs::rename(
         d.dir.join("logs").join(&name),
         d.dir.join("logs").join(&new),
     );
     let snaps = std::path::Path::new("containers-snapshots");
-    let _ = std::fs::rename(
-        d.pool.path(&snaps.join(&name)),
-        d.pool.path(&snaps.join(&new)),
-    );
+    let has_snapshots = d.pool.path(&snaps.join(&name)).exists();
+    if has_snapshots {
+        d.pool
+            .rename_volume(&snaps.join(&name), &snaps.join(&new))?;
+    }
     if let Err(e) = d.db.rename_instance(&name, &new) {
-        let _ = std::fs::rename(&new_vol, &old_vol);
-        let _ = std::fs::rename(
-            d.pool.path(&snaps.join(&new)),
-            d.pool.path(&snaps.join(&name)),
-        );
+        let _ = d.pool.rename_volume(&new_vol, &old_vol);
+        if has_snapshots {
+            let _ = d.pool.rename_volume(&snaps.join(&new), &snaps.join(&name));
+        }
         return Err(e);
     }
     d.db.rename_instance_snapshots(&name, &new)?;

@@ -127,13 +127,10 @@ pub async fn rename_snapshot(d: AppState, name: String, snap: String, new: Strin
             "Snapshot {new:?} already exists"
         )));
     }
-    let (from, to) = (
-        d.pool.path(&snapshot_vol(&name, &snap)),
-        d.pool.path(&snapshot_vol(&name, &new)),
-    );
-    std::fs::rename(&from, &to).map_err(|e| DaemonError::io("rename", &from, e))?;
+    let (from, to) = (snapshot_vol(&name, &snap), snapshot_vol(&name, &new));
+    d.pool.rename_volume(&from, &to)?;
     if let Err(e) = d.db.rename_snapshot(&name, &snap, &new) {
-        let _ = std::fs::rename(&to, &from);
+        let _ = d.pool.rename_volume(&to, &from);
         return Err(e);
     }
     Ok(())
