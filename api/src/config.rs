@@ -116,6 +116,40 @@ pub static INSTANCE_KEYS: &[ConfigKey] = &[
         doc: "refuse deletion",
         validate: is_bool,
     },
+    ConfigKey {
+        name: "snapshots.schedule",
+        default: "",
+        live: true,
+        doc: "automatic snapshots (cron, or @hourly, @daily, @weekly, @monthly)",
+        validate: |v| crate::schedule::Schedule::parse(v).map(|_| ()),
+    },
+    ConfigKey {
+        name: "snapshots.schedule.stopped",
+        default: "false",
+        live: true,
+        doc: "also take scheduled snapshots while stopped",
+        validate: is_bool,
+    },
+    ConfigKey {
+        name: "snapshots.pattern",
+        default: "snap%d",
+        live: true,
+        doc: "names of snapshots taken without a name (%d: lowest free number)",
+        validate: |v| {
+            if v.contains('/') {
+                Err("must not contain '/'".into())
+            } else {
+                Ok(())
+            }
+        },
+    },
+    ConfigKey {
+        name: "snapshots.expiry",
+        default: "",
+        live: true,
+        doc: "how long snapshots are kept (1M 2H 3d 4w 5m 6y)",
+        validate: |v| crate::schedule::parse_expiry(v).map(|_| ()),
+    },
 ];
 
 /// Keys matched by prefix: free-form values.

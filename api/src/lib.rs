@@ -7,6 +7,7 @@ pub mod instance;
 pub mod operation;
 pub mod profile;
 pub mod response;
+pub mod schedule;
 pub mod server;
 pub mod storage;
 

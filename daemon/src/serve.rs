@@ -29,6 +29,7 @@ pub async fn serve(
     }
     tracing::info!(socket = %sock.display(), "hutchd listening");
     crate::engine::autostart(state.clone());
+    crate::engine::start_scheduler(state.clone());
     let app = crate::api::router(state);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

@@ -179,3 +179,60 @@ fn du(path: &Path) -> u64 {
         .parse()
         .unwrap_or(0)
 }
+
+#[test]
+fn scheduled_snapshots_are_taken_and_expired_ones_removed() {
+    if !require_root("scheduled_snapshots_are_taken_and_expired_ones_removed") {
+        return;
+    }
+    // The daemon checks its schedule every 200 ms instead of every 20 s.
+    std::env::set_var("HUTCH_SCHEDULER_INTERVAL_MS", "200");
+    let d = daemon("btrfs");
+    d.hutch_ok(&[
+        "launch",
+        "bb",
+        "c1",
+        "-c",
+        "snapshots.pattern=auto-%d",
+        "-c",
+        "snapshots.expiry=2w",
+    ]);
+    // An expired snapshot goes away by itself.
+    let (code, body) = d.http(
+        "POST",
+        "/1.0/instances/c1/snapshots",
+        br#"{"name":"old","expires_at":"2001-01-01T00:00:00Z"}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    hutch_tests::wait_until(
+        "the expired snapshot to go",
+        std::time::Duration::from_secs(10),
+        || {
+            !d.http("GET", "/1.0/instances/c1/snapshots", b"")
+                .1
+                .contains("/old")
+        },
+    );
+    // A schedule that fires every minute takes one now, named by the pattern, expiring in 2w.
+    d.hutch_ok(&["config", "set", "c1", "snapshots.schedule", "* * * * *"]);
+    hutch_tests::wait_until(
+        "a scheduled snapshot",
+        std::time::Duration::from_secs(10),
+        || {
+            d.http("GET", "/1.0/instances/c1/snapshots", b"")
+                .1
+                .contains("auto-0")
+        },
+    );
+    let (_, snap) = d.http("GET", "/1.0/instances/c1/snapshots/auto-0", b"");
+    let snap: serde_json::Value = serde_json::from_str(&snap).unwrap();
+    let expires = snap["metadata"]["expires_at"].as_str().unwrap().to_string();
+    assert!(!expires.starts_with("0001"), "{expires}");
+    // Bad schedules are refused, naming the key.
+    let bad = d.hutch(
+        &["config", "set", "c1", "snapshots.schedule", "every tuesday"],
+        b"",
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("snapshots.schedule"));
+    d.hutch_ok(&["delete", "c1", "--force"]);
+}

@@ -101,9 +101,20 @@ async fn create(
         resources(&name),
         Value::Null,
     );
+    // A null expiry means `snapshots.expiry` applies.
+    let expires_at = req["expires_at"]
+        .as_str()
+        .filter(|e| !e.is_empty())
+        .map(str::to_string);
+    if let Some(e) = &expires_at {
+        time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| DaemonError::BadRequest(format!("Invalid expires_at {e:?}")))?;
+    }
     let d2 = d.clone();
     d.ops.run(op.clone(), async move {
-        engine::create_snapshot(d2, name, snap).await.map(|_| None)
+        engine::create_snapshot(d2, name, snap, expires_at)
+            .await
+            .map(|_| None)
     });
     Ok(accepted(&op))
 }

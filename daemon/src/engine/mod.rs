@@ -7,6 +7,7 @@ mod exec;
 pub mod files;
 mod images;
 mod lifecycle;
+mod schedule;
 mod snapshot;
 mod spec;
 
@@ -19,6 +20,7 @@ pub use lifecycle::{
     delete_instance, freeze_instance, rename_instance, start_instance, stop_instance,
     unfreeze_instance,
 };
+pub use schedule::start_scheduler;
 pub use snapshot::{
     create_snapshot, delete_snapshot, rename_snapshot, restore_snapshot, validate_snapshot_name,
 };

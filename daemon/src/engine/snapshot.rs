@@ -39,20 +39,42 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// Takes a snapshot; returns its name.
-pub async fn create_snapshot(d: AppState, name: String, snap: Option<String>) -> Result<String> {
+pub async fn create_snapshot(
+    d: AppState,
+    name: String,
+    snap: Option<String>,
+    expires_at: Option<String>,
+) -> Result<String> {
     let lock = d.instance_lock(&name);
     let _g = lock.lock().await;
     let row = d.db.instance_or_404(&name)?;
+    let expanded = super::expand(&d, &row)?;
     let taken: Vec<String> = d.db.snapshots(&name)?.into_iter().map(|s| s.name).collect();
+    let pattern = expanded
+        .config
+        .get("snapshots.pattern")
+        .map(String::as_str)
+        .unwrap_or("snap%d");
     let snap = match snap.filter(|s| !s.is_empty()) {
         Some(s) => s,
-        None => next_name(
-            row.config
-                .get("snapshots.pattern")
-                .map(String::as_str)
-                .unwrap_or("snap%d"),
-            &taken,
-        ),
+        None => next_name(pattern, &taken),
+    };
+    // An explicit expiry wins; else `snapshots.expiry` from now; else never.
+    let expires_at = match expires_at {
+        Some(e) => e,
+        None => match expanded
+            .config
+            .get("snapshots.expiry")
+            .filter(|e| !e.is_empty())
+        {
+            Some(e) => {
+                let secs = hutch_api::schedule::parse_expiry(e).map_err(DaemonError::BadRequest)?;
+                let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs as i64);
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            }
+            None => "0001-01-01T00:00:00Z".into(),
+        },
     };
     validate_snapshot_name(&snap)?;
     if taken.contains(&snap) {
@@ -82,7 +104,7 @@ pub async fn create_snapshot(d: AppState, name: String, snap: Option<String>) ->
         instance: name.clone(),
         name: snap.clone(),
         created_at: crate::now(),
-        expires_at: "0001-01-01T00:00:00Z".into(),
+        expires_at,
         architecture: row.architecture.clone(),
         config: row.config.clone(),
         devices: row.devices.clone(),
