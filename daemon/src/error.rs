@@ -70,6 +70,9 @@ impl DaemonError {
                 ErrorKind::AlreadyExists | ErrorKind::InUse => StatusCode::CONFLICT,
                 ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            DaemonError::Storage(hutch_storage::StorageError::Unsupported(_)) => {
+                StatusCode::BAD_REQUEST
+            }
             DaemonError::Database(_)
             | DaemonError::Io { .. }
             | DaemonError::Internal(_)

@@ -72,6 +72,7 @@ impl StorageDriver for BtrfsDriver {
             name: "btrfs",
             instant_clone: true,
             atomic_snapshots: true,
+            quotas: true,
         }
     }
 
@@ -124,6 +125,16 @@ impl StorageDriver for BtrfsDriver {
             self.btrfs(&["subvolume", "delete"], &nested)?;
         }
         self.btrfs(&["subvolume", "delete"], &p).map(|_| ())
+    }
+
+    fn set_quota(&self, vol: &Path, bytes: Option<u64>) -> Result<(), StorageError> {
+        // Quotas are off on a new filesystem; enabling them again is harmless.
+        self.btrfs(&["quota", "enable"], &self.root)?;
+        let limit = bytes
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "none".into());
+        self.btrfs(&["qgroup", "limit", &limit], &self.path(vol))
+            .map(|_| ())
     }
 
     fn set_readonly(&self, vol: &Path, readonly: bool) -> Result<(), StorageError> {

@@ -25,6 +25,7 @@ impl StorageDriver for DirDriver {
             name: "dir",
             instant_clone: false,
             atomic_snapshots: false,
+            quotas: false,
         }
     }
 

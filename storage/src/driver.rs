@@ -16,6 +16,8 @@ pub struct DriverInfo {
     pub instant_clone: bool,
     /// Snapshots of a running volume are consistent without freezing it.
     pub atomic_snapshots: bool,
+    /// Volumes can be limited in size.
+    pub quotas: bool,
 }
 
 pub trait StorageDriver: Send + Sync + std::fmt::Debug {
@@ -35,6 +37,15 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
     fn rename_volume(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
         std::fs::rename(self.path(from), self.path(to))
             .map_err(|e| StorageError::io("rename", self.path(from), e))
+    }
+
+    /// Limits a volume to `bytes` (`None` lifts the limit). Drivers without quotas refuse.
+    fn set_quota(&self, vol: &Path, bytes: Option<u64>) -> Result<(), StorageError> {
+        let _ = (vol, bytes);
+        Err(StorageError::Unsupported(format!(
+            "{} pools cannot limit the size of a volume",
+            self.info().name
+        )))
     }
 
     /// Full path of a volume.

@@ -30,7 +30,9 @@ pub enum StorageError {
         #[source]
         source: nix::Error,
     },
-    #[error("unknown storage driver {0:?} (known: dir, btrfs)")]
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("unknown storage driver {0:?} (known: dir, btrfs, zfs)")]
     UnknownDriver(String),
 }
 

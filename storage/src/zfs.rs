@@ -51,6 +51,7 @@ impl StorageDriver for ZfsDriver {
             name: "zfs",
             instant_clone: true,
             atomic_snapshots: true,
+            quotas: true,
         }
     }
 
@@ -132,6 +133,14 @@ impl StorageDriver for ZfsDriver {
             "readonly=off"
         };
         self.zfs(&[Self::s("set"), Self::s(v), self.dataset(vol)])
+            .map(|_| ())
+    }
+
+    fn set_quota(&self, vol: &Path, bytes: Option<u64>) -> Result<(), StorageError> {
+        let v = bytes
+            .map(|b| format!("refquota={b}"))
+            .unwrap_or_else(|| "refquota=none".into());
+        self.zfs(&[Self::s("set"), v, self.dataset(vol)])
             .map(|_| ())
     }
 

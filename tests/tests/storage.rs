@@ -236,3 +236,78 @@ fn scheduled_snapshots_are_taken_and_expired_ones_removed() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("snapshots.schedule"));
     d.hutch_ok(&["delete", "c1", "--force"]);
 }
+
+#[test]
+fn root_disk_size_is_enforced_on_btrfs_and_refused_on_dir() {
+    if !require_root("root_disk_size_is_enforced_on_btrfs_and_refused_on_dir") {
+        return;
+    }
+    let d = daemon("btrfs");
+    d.hutch_ok(&["launch", "bb", "c1"]);
+    d.hutch_ok(&[
+        "config",
+        "device",
+        "add",
+        "c1",
+        "root",
+        "disk",
+        "path=/",
+        "pool=default",
+        "size=20MiB",
+    ]);
+    let out = d.hutch(
+        &[
+            "exec",
+            "c1",
+            "--",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/root/big bs=1M count=60 && sync",
+        ],
+        b"",
+    );
+    assert_ne!(out.status.code(), Some(0), "wrote past the quota");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("quota"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Lifting the limit lets it write.
+    d.hutch_ok(&["exec", "c1", "--", "rm", "-f", "/root/big"]);
+    d.hutch_ok(&["config", "device", "remove", "c1", "root"]);
+    d.hutch_ok(&[
+        "exec",
+        "c1",
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/root/big bs=1M count=60 && sync",
+    ]);
+    d.hutch_ok(&["delete", "c1", "--force"]);
+
+    let d = daemon("dir");
+    d.hutch_ok(&["init", "bb", "c2"]);
+    let out = d.hutch(
+        &[
+            "config",
+            "device",
+            "add",
+            "c2",
+            "root",
+            "disk",
+            "path=/",
+            "pool=default",
+            "size=20MiB",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot limit the size"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.hutch_ok(&["delete", "c2"]);
+}

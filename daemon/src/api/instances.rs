@@ -175,11 +175,18 @@ fn validate_put(d: &AppState, put: &InstancePut) -> Result<()> {
             )));
         }
     }
+    let mut devices = hutch_api::profile::Devices::new();
+    for p in put.profiles.iter().flatten() {
+        devices.extend(d.db.profile_or_404(p)?.devices);
+    }
+    devices.extend(put.devices.clone());
+    engine::check_root_size(d, &devices)?;
     Ok(())
 }
 
 /// Applies an update to the row and, for live keys, to the running container.
 async fn apply_update(d: &AppState, mut row: InstanceRow, put: InstancePut) -> Result<()> {
+    let old_size = engine::check_root_size(d, &engine::expand(d, &row)?.devices).unwrap_or(None);
     // The daemon's volatile keys survive a client's full replace.
     let volatile: Vec<(String, String)> = row
         .config
@@ -200,6 +207,16 @@ async fn apply_update(d: &AppState, mut row: InstanceRow, put: InstancePut) -> R
     let expanded = engine::expand(d, &row)?;
     let limits = engine::limits_of(&expanded.config)?;
     d.db.update_instance(&row)?;
+    // A changed root disk size applies at once, running or not.
+    let size = engine::check_root_size(d, &expanded.devices)?;
+    if size != old_size {
+        let (d2, name) = (d.clone(), row.name.clone());
+        tokio::task::spawn_blocking(move || {
+            d2.pool.set_quota(&crate::daemon::instance_vol(&name), size)
+        })
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    }
     if engine::runtime_status(d, &row.name).0 != hutch_api::operation::StatusCode::Stopped {
         let rd = d.runtime_dir(&row.name);
         tokio::task::spawn_blocking(move || hutch_runtime::container::set_limits(&rd, &limits))

@@ -68,6 +68,12 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSo
         }
     }
     validate_instance_config(&req.put.config)?;
+    let mut devices = hutch_api::profile::Devices::new();
+    for p in req.put.profiles.iter().flatten() {
+        devices.extend(d.db.profile_or_404(p)?.devices);
+    }
+    devices.extend(req.put.devices.clone());
+    super::check_root_size(d, &devices)?;
     if d.db.instance(&req.name)?.is_some() {
         return Err(DaemonError::Conflict(format!(
             "Instance {:?} already exists",
@@ -156,7 +162,18 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
     let made = tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &source))
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))?;
-    if let Err(e) = made.and_then(|()| d.db.set_instance_state(&row.name, "ready")) {
+    // The root disk's size, from the profiles and the instance's own devices.
+    let quota = || -> Result<()> {
+        let size = super::spec::root_size(&super::expand(&d, &row)?.devices)?;
+        if size.is_some() {
+            d.pool.set_quota(&instance_vol(&row.name), size)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = made
+        .and_then(|()| quota())
+        .and_then(|()| d.db.set_instance_state(&row.name, "ready"))
+    {
         remove_leftovers(&d, &row.name);
         return Err(e);
     }

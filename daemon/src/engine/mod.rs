@@ -24,7 +24,7 @@ pub use schedule::start_scheduler;
 pub use snapshot::{
     create_snapshot, delete_snapshot, rename_snapshot, restore_snapshot, validate_snapshot_name,
 };
-pub use spec::{expand, limits_from as limits_of};
+pub use spec::{check_root_size, expand, limits_from as limits_of};
 
 use hutch_api::instance::{Instance, InstanceState};
 use hutch_api::operation::StatusCode;

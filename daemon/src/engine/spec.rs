@@ -132,6 +132,32 @@ pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<
     Ok(spec)
 }
 
+/// The `size` of the root disk (`path=/`) among expanded devices, in bytes.
+pub fn root_size(devices: &hutch_api::profile::Devices) -> Result<Option<u64>> {
+    let root = devices.values().find(|d| {
+        d.get("type").map(String::as_str) == Some("disk")
+            && d.get("path").map(String::as_str) == Some("/")
+    });
+    match root.and_then(|d| d.get("size")).filter(|s| !s.is_empty()) {
+        Some(size) => parse_memory(size, 0)
+            .map(Some)
+            .map_err(|e| DaemonError::BadRequest(format!("invalid root disk size: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// Refuses a root disk size on a pool that cannot enforce one, before anything is made.
+pub fn check_root_size(d: &Daemon, devices: &hutch_api::profile::Devices) -> Result<Option<u64>> {
+    let size = root_size(devices)?;
+    if size.is_some() && !d.pool.info().quotas {
+        return Err(DaemonError::BadRequest(format!(
+            "{} pools cannot limit the size of a volume",
+            d.pool.info().name
+        )));
+    }
+    Ok(size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
