@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use commands::{config, exec, file, image, instance, operation, profile};
+use commands::{config, exec, file, image, instance, operation, profile, storage};
 use http::Client;
 use output::Format;
 
@@ -93,6 +93,9 @@ enum Cmd {
     /// Images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Storage pools and custom volumes.
+    #[command(subcommand)]
+    Storage(StorageCmd),
     /// Background operations.
     #[command(subcommand)]
     Operation(OperationCmd),
@@ -255,6 +258,56 @@ enum AliasCmd {
 }
 
 #[derive(Subcommand)]
+enum StorageCmd {
+    /// List storage pools.
+    List,
+    /// Space used and available on a pool.
+    Info { pool: String },
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+}
+
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// Create a custom volume (KEY=VALUE config, e.g. size=1GiB).
+    Create {
+        pool: String,
+        name: String,
+        config: Vec<String>,
+    },
+    List {
+        pool: String,
+    },
+    Show {
+        pool: String,
+        name: String,
+    },
+    Delete {
+        pool: String,
+        name: String,
+    },
+    /// Attach a custom volume to an instance at PATH (as a disk device named after it).
+    Attach {
+        pool: String,
+        name: String,
+        instance: String,
+        path: String,
+    },
+    /// Detach a custom volume from an instance.
+    Detach {
+        pool: String,
+        name: String,
+        instance: String,
+    },
+    /// Snapshot a custom volume.
+    Snapshot {
+        pool: String,
+        name: String,
+        snapshot: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum OperationCmd {
     List {
         #[arg(short, long, value_enum, default_value = "table")]
@@ -388,6 +441,42 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             ImageCmd::Alias(AliasCmd::List { format }) => image::alias_list(&c, format)?,
         },
         Cmd::Operation(OperationCmd::List { format }) => operation::list(&c, format)?,
+        Cmd::Storage(cmd) => match cmd {
+            StorageCmd::List => storage::list(&c)?,
+            StorageCmd::Info { pool } => storage::info(&c, &pool)?,
+            StorageCmd::Volume(VolumeCmd::Create { pool, name, config }) => {
+                storage::create(&c, &pool, &name, &config)?
+            }
+            StorageCmd::Volume(VolumeCmd::List { pool }) => storage::list_volumes(&c, &pool)?,
+            StorageCmd::Volume(VolumeCmd::Show { pool, name }) => storage::show(&c, &pool, &name)?,
+            StorageCmd::Volume(VolumeCmd::Delete { pool, name }) => {
+                storage::delete(&c, &pool, &name)?
+            }
+            StorageCmd::Volume(VolumeCmd::Attach {
+                pool,
+                name,
+                instance,
+                path,
+            }) => config::device_add(
+                &c,
+                &instance,
+                &name,
+                "disk",
+                &[
+                    format!("pool={pool}"),
+                    format!("source={name}"),
+                    format!("path={path}"),
+                ],
+            )?,
+            StorageCmd::Volume(VolumeCmd::Detach { name, instance, .. }) => {
+                config::device_remove(&c, &instance, &name)?
+            }
+            StorageCmd::Volume(VolumeCmd::Snapshot {
+                pool,
+                name,
+                snapshot,
+            }) => storage::snapshot(&c, &pool, &name, snapshot.as_deref())?,
+        },
     }
     Ok(0)
 }

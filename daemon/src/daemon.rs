@@ -50,7 +50,13 @@ impl Daemon {
         }
         let db = Db::open(&dir.join("database/local.db"))?;
         let pool = open_pool(dir, &db)?;
-        for sub in ["images", "containers", "containers-snapshots"] {
+        for sub in [
+            "images",
+            "containers",
+            "containers-snapshots",
+            "custom",
+            "custom-snapshots",
+        ] {
             let p = pool.root().join(sub);
             std::fs::create_dir_all(&p)
                 .map_err(|e| crate::error::DaemonError::io("create", &p, e))?;
@@ -108,6 +114,11 @@ pub fn instance_vol(name: &str) -> PathBuf {
 /// The pool-relative name of an image's volume.
 pub fn image_vol(fingerprint: &str) -> PathBuf {
     Path::new("images").join(fingerprint)
+}
+
+/// The pool-relative name of a custom volume.
+pub fn custom_vol(name: &str) -> PathBuf {
+    Path::new("custom").join(name)
 }
 
 /// The pool-relative name of an instance snapshot's volume.

@@ -93,7 +93,15 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
         .halt_signal
         .unwrap_or_else(|| detect_halt_signal(&spec.rootfs));
 
-    let init_pid = spawn_init(spec, &cg, userns.as_ref(), tree.as_ref(), &console, &ops)?;
+    let binds = match (&userns, spec.privileged) {
+        (Some(ns), false) => idmapped_binds(spec, ns)?,
+        _ => Vec::new(),
+    };
+    let trees = Trees {
+        root: tree.as_ref(),
+        binds: &binds,
+    };
+    let init_pid = spawn_init(spec, &cg, userns.as_ref(), &trees, &console, &ops)?;
     undo.0 = None;
     Ok(Created {
         init_pid,
@@ -103,6 +111,34 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
         halt_signal,
         idmapped,
     })
+}
+
+/// The detached mounts init attaches: the idmapped root and idmapped binds.
+struct Trees<'a> {
+    root: Option<&'a OwnedFd>,
+    binds: &'a [OwnedFd],
+}
+
+/// Idmapped detached mounts for the spec's `idmapped` binds, in spec order (the mount
+/// plan refers to them by that order).
+fn idmapped_binds(spec: &ContainerSpec, userns: &OwnedFd) -> Result<Vec<OwnedFd>> {
+    let mut out = Vec::new();
+    for m in spec.mounts.iter().filter(|m| m.idmapped) {
+        let tree = sys::open_tree_clone(&m.source, true).map_err(|e| {
+            RuntimeError::sys(format!("clone mount tree of {}", m.source.display()), e)
+        })?;
+        sys::mount_setattr_idmap(&tree, userns, true).map_err(|e| {
+            RuntimeError::sys(
+                format!(
+                    "idmap the mount of {} (the filesystem may not support idmapped mounts)",
+                    m.source.display()
+                ),
+                e,
+            )
+        })?;
+        out.push(tree);
+    }
+    Ok(out)
 }
 
 /// Kills and removes the cgroup unless disarmed.
@@ -126,7 +162,7 @@ fn spawn_init(
     spec: &ContainerSpec,
     cg: &Arc<dyn CgroupDriver>,
     userns: Option<&OwnedFd>,
-    tree: Option<&OwnedFd>,
+    trees: &Trees<'_>,
     console: &ConsolePty,
     ops: &[rootfs::MountOp],
 ) -> Result<Pid> {
@@ -147,7 +183,7 @@ fn spawn_init(
                 spec,
                 cg,
                 userns,
-                tree,
+                trees,
                 console,
                 ops,
                 &argv,
@@ -269,7 +305,7 @@ fn intermediate(
     spec: &ContainerSpec,
     cg: &Arc<dyn CgroupDriver>,
     userns: Option<&OwnedFd>,
-    tree: Option<&OwnedFd>,
+    trees: &Trees<'_>,
     console: &ConsolePty,
     ops: &[rootfs::MountOp],
     argv: &[CString],
@@ -292,7 +328,7 @@ fn intermediate(
         // SAFETY: single-threaded process (forked from the single-threaded monitor).
         match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork init", e))? {
             ForkResult::Child => {
-                let err = init_process(spec, tree, console, ops, argv, envp, report, release);
+                let err = init_process(spec, trees, console, ops, argv, envp, report, release);
                 let _ = writeln!(report, "{MSG_ERROR}{}", chain(&err));
                 // SAFETY: see above; a forked child leaves with _exit.
                 unsafe { libc::_exit(1) }
@@ -315,7 +351,7 @@ fn intermediate(
 #[allow(clippy::too_many_arguments)]
 fn init_process(
     spec: &ContainerSpec,
-    tree: Option<&OwnedFd>,
+    trees: &Trees<'_>,
     console: &ConsolePty,
     ops: &[rootfs::MountOp],
     argv: &[CString],
@@ -325,7 +361,7 @@ fn init_process(
 ) -> RuntimeError {
     let mut step = || -> Result<()> {
         sethostname(&spec.name).map_err(|e| RuntimeError::sys("set hostname", e))?;
-        rootfs::apply(ops, &spec.rootfs, tree)?;
+        rootfs::apply(ops, &spec.rootfs, trees.root, trees.binds)?;
         writeln!(report, "{MSG_MOUNTED}").map_err(|e| RuntimeError::io("report", "monitor", e))?;
         let mut byte = [0u8; 1];
         let n = nix::unistd::read(release.as_raw_fd(), &mut byte)

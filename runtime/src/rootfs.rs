@@ -28,6 +28,12 @@ pub enum MountOp {
     MakeRslave,
     /// Attach the prepared (idmapped) root tree on the rootfs path.
     AttachRootTree,
+    /// Attach the `index`th prepared idmapped bind tree at `target`.
+    AttachBindTree {
+        index: usize,
+        target: PathBuf,
+        readonly: bool,
+    },
     /// Bind the rootfs onto itself, so it is a mount point.
     BindRootfsOnItself,
     /// Mount a filesystem of `fstype` at `at`, creating the directory when missing.
@@ -165,7 +171,18 @@ pub fn plan(
             readonly: false,
         });
     }
+    // Idmapped binds are prepared by the monitor in this same order.
+    let mut trees = 0;
     for m in &spec.mounts {
+        if m.idmapped && root == RootMount::IdmappedTree {
+            ops.push(MountOp::AttachBindTree {
+                index: trees,
+                target: strip_root(&m.target),
+                readonly: m.readonly,
+            });
+            trees += 1;
+            continue;
+        }
         ops.push(MountOp::Bind {
             source: m.source.clone(),
             target: strip_root(&m.target),
@@ -227,19 +244,42 @@ fn strip_root(path: &Path) -> PathBuf {
 }
 
 /// Applies a plan in the current (new, private) mount namespace. `tree` is the detached,
-/// idmapped root tree for `AttachRootTree`.
-pub fn apply(ops: &[MountOp], rootfs: &Path, tree: Option<&OwnedFd>) -> Result<()> {
+/// idmapped root tree for `AttachRootTree`; `binds` the idmapped bind trees.
+pub fn apply(
+    ops: &[MountOp],
+    rootfs: &Path,
+    tree: Option<&OwnedFd>,
+    binds: &[OwnedFd],
+) -> Result<()> {
     for op in ops {
-        apply_one(op, rootfs, tree)?;
+        apply_one(op, rootfs, tree, binds)?;
     }
     Ok(())
 }
 
-fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>) -> Result<()> {
+fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>, binds: &[OwnedFd]) -> Result<()> {
     let none: Option<&str> = None;
     match op {
         MountOp::MakeRslave => mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none)
             .map_err(|e| RuntimeError::sys("make / a recursive slave", e)),
+        MountOp::AttachBindTree {
+            index,
+            target,
+            readonly,
+        } => {
+            let fd = binds.get(*index).ok_or_else(|| RuntimeError::StartFailed {
+                reason: "missing idmapped bind tree".into(),
+            })?;
+            let is_dir = crate::sys::fd_is_dir(fd);
+            let target = ensure_target(root, target, is_dir)?;
+            sys::move_mount_to(fd, &target).map_err(|e| {
+                RuntimeError::sys(format!("attach idmapped {}", target.display()), e)
+            })?;
+            if *readonly {
+                remount_bind_readonly(&target)?;
+            }
+            Ok(())
+        }
         MountOp::AttachRootTree => {
             let tree = tree.ok_or_else(|| RuntimeError::StartFailed {
                 reason: "no idmapped root tree".into(),
@@ -588,6 +628,7 @@ mod tests {
             source: "/srv/www".into(),
             target: "/var/www".into(),
             readonly: true,
+            idmapped: false,
         });
         let ops = plan(
             &s,

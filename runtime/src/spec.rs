@@ -97,6 +97,10 @@ pub struct BindMount {
     pub target: PathBuf,
     #[serde(default)]
     pub readonly: bool,
+    /// Present host ids 0.. as the container's 0.. (an idmapped bind, for volumes that
+    /// unprivileged containers own); ignored for privileged containers.
+    #[serde(default)]
+    pub idmapped: bool,
 }
 
 /// A host device node made visible inside the container.
@@ -360,6 +364,7 @@ mod tests {
                 source: "/srv".into(),
                 target: target.into(),
                 readonly: false,
+                idmapped: false,
             });
             assert!(s.validate().is_err(), "{target} accepted");
         }

@@ -78,6 +78,11 @@ pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Whether a detached mount (or any fd) is a directory.
+pub fn fd_is_dir(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd.as_raw_fd()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
 /// A pollable handle on a process that cannot be confused with a later one of the same pid.
 pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: plain syscall with integer arguments.

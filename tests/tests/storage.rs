@@ -311,3 +311,86 @@ fn root_disk_size_is_enforced_on_btrfs_and_refused_on_dir() {
     );
     d.hutch_ok(&["delete", "c2"]);
 }
+
+/// A custom volume shared by two unprivileged containers, written by one, read by the other.
+fn shared_custom_volume(backend: &str) {
+    let d = daemon(backend);
+    d.hutch_ok(&["storage", "volume", "create", "default", "shared"]);
+    d.hutch_ok(&["launch", "bb", "a"]);
+    d.hutch_ok(&["launch", "bb", "b"]);
+    d.hutch_ok(&[
+        "storage",
+        "volume",
+        "attach",
+        "default",
+        "shared",
+        "a",
+        "/srv/shared",
+    ]);
+    d.hutch_ok(&[
+        "storage",
+        "volume",
+        "attach",
+        "default",
+        "shared",
+        "b",
+        "/srv/shared",
+    ]);
+    d.hutch_ok(&["restart", "a", "b", "--force"]);
+    // Container root owns the volume's files (idmapped), so it can write there.
+    d.hutch_ok(&[
+        "exec",
+        "a",
+        "--",
+        "sh",
+        "-c",
+        "echo hello > /srv/shared/note && chown 1000:1000 /srv/shared/note",
+    ]);
+    assert_eq!(
+        d.hutch_ok(&["exec", "b", "--", "cat", "/srv/shared/note"]),
+        "hello\n"
+    );
+    assert_eq!(
+        d.hutch_ok(&["exec", "b", "--", "stat", "-c", "%u", "/srv/shared/note"])
+            .trim(),
+        "1000"
+    );
+    // On disk the file is stored unshifted, like the root filesystems.
+    let on_disk = d.path().join("storage-pools/default/custom/shared/note");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&fs::metadata(&on_disk).unwrap()),
+        1000
+    );
+    assert!(d
+        .hutch_ok(&["storage", "volume", "list", "default"])
+        .contains("shared"));
+    d.hutch_ok(&["storage", "volume", "snapshot", "default", "shared", "s0"]);
+    assert!(
+        !d.hutch(&["storage", "volume", "delete", "default", "shared"], b"")
+            .status
+            .success(),
+        "deleted a volume in use"
+    );
+    d.hutch_ok(&["delete", "a", "b", "--force"]);
+    d.hutch_ok(&["storage", "volume", "delete", "default", "shared"]);
+    assert!(!on_disk.exists());
+    assert!(d
+        .hutch_ok(&["storage", "info", "default"])
+        .contains(&format!("driver: {backend}")));
+}
+
+#[test]
+fn custom_volumes_are_shared_on_btrfs() {
+    if !require_root("custom_volumes_are_shared_on_btrfs") {
+        return;
+    }
+    shared_custom_volume("btrfs");
+}
+
+#[test]
+fn custom_volumes_are_shared_on_dir() {
+    if !require_root("custom_volumes_are_shared_on_dir") {
+        return;
+    }
+    shared_custom_volume("dir");
+}

@@ -7,6 +7,7 @@ pub mod image;
 pub mod instance;
 pub mod operation;
 pub mod profile;
+pub mod storage;
 
 use anyhow::{bail, Result};
 use serde_json::Value;

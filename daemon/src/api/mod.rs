@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(images::routes())
         .merge(profiles::routes())
         .merge(storage::routes())
+        .merge(storage::volume_routes())
         .fallback(|| async { DaemonError::NotFound("not found".into()) })
         .method_not_allowed_fallback(|| async { DaemonError::NotImplemented })
         .with_state(state)

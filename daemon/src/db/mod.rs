@@ -6,6 +6,7 @@ pub mod instances;
 pub mod pools;
 pub mod profiles;
 pub mod snapshots;
+pub mod volumes;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -78,6 +79,15 @@ const MIGRATIONS: &[&str] = &[
         profiles TEXT NOT NULL,
         ephemeral INTEGER NOT NULL,
         PRIMARY KEY (instance, name)
+    );",
+    // 3: custom storage volumes.
+    "CREATE TABLE volumes (
+        pool TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        config TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (pool, name)
     );",
 ];
 

@@ -118,15 +118,29 @@ pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<
             continue;
         }
         let source = dev.get("source").cloned().unwrap_or_default();
-        if !source.starts_with('/') || !path.starts_with('/') {
+        if !path.starts_with('/') || source.is_empty() {
             return Err(DaemonError::BadRequest(format!(
-                "disk device {name:?} needs an absolute source and path"
+                "disk device {name:?} needs a source and an absolute path"
             )));
         }
+        // A source that is not a host path names a custom volume of the pool; unprivileged
+        // containers own its files, so it is presented through an idmapped mount.
+        let (source, idmapped) = if source.starts_with('/') {
+            (PathBuf::from(source), flag(dev, "shift"))
+        } else {
+            let vol = crate::daemon::custom_vol(&source);
+            if !d.pool.path(&vol).exists() {
+                return Err(DaemonError::BadRequest(format!(
+                    "disk device {name:?}: storage volume {source:?} not found"
+                )));
+            }
+            (d.pool.path(&vol), true)
+        };
         spec.mounts.push(BindMount {
-            source: PathBuf::from(source),
+            source,
             target: PathBuf::from(path),
             readonly: flag(dev, "readonly"),
+            idmapped,
         });
     }
     Ok(spec)

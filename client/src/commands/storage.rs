@@ -1,0 +1,138 @@
+//! `hutch storage list|info` and `hutch storage volume ...`.
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use crate::http::{encode, Client};
+use crate::output;
+
+fn vol_url(pool: &str, name: &str) -> String {
+    format!(
+        "/1.0/storage-pools/{}/volumes/custom/{}",
+        encode(pool),
+        encode(name)
+    )
+}
+
+pub fn list(client: &Client) -> Result<()> {
+    let pools = client.get("/1.0/storage-pools?recursion=1")?;
+    let rows: Vec<Vec<String>> = pools
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            vec![
+                p["name"].as_str().unwrap_or("").into(),
+                p["driver"].as_str().unwrap_or("").into(),
+                p["config"]["source"].as_str().unwrap_or("").into(),
+                p["used_by"]
+                    .as_array()
+                    .map(|a| a.len())
+                    .unwrap_or(0)
+                    .to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        output::table(
+            &[
+                "NAME".into(),
+                "DRIVER".into(),
+                "SOURCE".into(),
+                "USED BY".into()
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+pub fn info(client: &Client, pool: &str) -> Result<()> {
+    let p = client.get(&format!("/1.0/storage-pools/{}", encode(pool)))?;
+    let r = client.get(&format!("/1.0/storage-pools/{}/resources", encode(pool)))?;
+    let gib = |v: &Value| v.as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64;
+    println!(
+        "info:\n  name: {}\n  driver: {}\n  used by: {}",
+        p["name"].as_str().unwrap_or(""),
+        p["driver"].as_str().unwrap_or(""),
+        p["used_by"].as_array().map(|a| a.len()).unwrap_or(0)
+    );
+    println!(
+        "  space used: {:.2}GiB\n  total space: {:.2}GiB",
+        gib(&r["space"]["used"]),
+        gib(&r["space"]["total"])
+    );
+    Ok(())
+}
+
+pub fn create(client: &Client, pool: &str, name: &str, config: &[String]) -> Result<()> {
+    let config = super::pairs(config)?;
+    client.request(
+        "POST",
+        &format!("/1.0/storage-pools/{}/volumes/custom", encode(pool)),
+        Some(&json!({"name": name, "type": "custom", "config": config})),
+    )?;
+    println!("Storage volume {name} created");
+    Ok(())
+}
+
+pub fn list_volumes(client: &Client, pool: &str) -> Result<()> {
+    let vols = client.get(&format!(
+        "/1.0/storage-pools/{}/volumes/custom?recursion=1",
+        encode(pool)
+    ))?;
+    let rows: Vec<Vec<String>> = vols
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            vec![
+                "custom".into(),
+                v["name"].as_str().unwrap_or("").into(),
+                v["config"]["size"].as_str().unwrap_or("").into(),
+                v["used_by"]
+                    .as_array()
+                    .map(|a| a.len())
+                    .unwrap_or(0)
+                    .to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        output::table(
+            &[
+                "TYPE".into(),
+                "NAME".into(),
+                "SIZE".into(),
+                "USED BY".into()
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+pub fn show(client: &Client, pool: &str, name: &str) -> Result<()> {
+    print!(
+        "{}",
+        serde_yaml::to_string(&client.get(&vol_url(pool, name))?)?
+    );
+    Ok(())
+}
+
+pub fn delete(client: &Client, pool: &str, name: &str) -> Result<()> {
+    client.request("DELETE", &vol_url(pool, name), None)?;
+    println!("Storage volume {name} deleted");
+    Ok(())
+}
+
+pub fn snapshot(client: &Client, pool: &str, name: &str, snap: Option<&str>) -> Result<()> {
+    client.run(
+        "POST",
+        &format!("{}/snapshots", vol_url(pool, name)),
+        Some(&json!({"name": snap.unwrap_or("")})),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! The `volumes` table: custom storage volumes.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{from_json, to_json, Db};
+use crate::error::{DaemonError, Result};
+
+/// A custom volume as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeRow {
+    pub pool: String,
+    pub name: String,
+    pub description: String,
+    pub config: BTreeMap<String, String>,
+    pub created_at: String,
+}
+
+impl Db {
+    pub fn insert_volume(&self, v: &VolumeRow) -> Result<()> {
+        let res = self.conn().execute(
+            "INSERT INTO volumes (pool, name, description, config, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![v.pool, v.name, v.description, to_json(&v.config), v.created_at],
+        );
+        match res {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(DaemonError::Conflict(format!(
+                    "Volume by that name already exists: {}",
+                    v.name
+                )))
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    pub fn volume(&self, pool: &str, name: &str) -> Result<VolumeRow> {
+        let conn = self.conn();
+        conn.query_row("SELECT pool, name, description, config, created_at FROM volumes WHERE pool = ?1 AND name = ?2", [pool, name], |r| {
+            Ok(VolumeRow { pool: r.get(0)?, name: r.get(1)?, description: r.get(2)?, config: from_json(&r.get::<_, String>(3)?), created_at: r.get(4)? })
+        })
+        .optional()?
+        .ok_or_else(|| DaemonError::NotFound("Storage volume not found".into()))
+    }
+
+    pub fn volumes(&self, pool: &str) -> Result<Vec<VolumeRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT pool, name, description, config, created_at FROM volumes WHERE pool = ?1 ORDER BY name")?;
+        let rows = stmt
+            .query_map([pool], |r| {
+                Ok(VolumeRow {
+                    pool: r.get(0)?,
+                    name: r.get(1)?,
+                    description: r.get(2)?,
+                    config: from_json(&r.get::<_, String>(3)?),
+                    created_at: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn delete_volume(&self, pool: &str, name: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM volumes WHERE pool = ?1 AND name = ?2",
+            [pool, name],
+        )?;
+        Ok(())
+    }
+}
