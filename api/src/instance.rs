@@ -76,6 +76,9 @@ pub struct InstanceSource {
     pub mode: String,
     #[serde(default)]
     pub source: String,
+    /// Copies: leave the source's snapshots behind.
+    #[serde(default)]
+    pub instance_only: bool,
 }
 
 /// `POST /1.0/instances`.

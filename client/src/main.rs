@@ -59,7 +59,13 @@ enum Cmd {
     /// Restore an instance from one of its snapshots.
     Restore { name: String, snapshot: String },
     /// Copy an instance or a snapshot (SOURCE[/SNAPSHOT]) to a new instance.
-    Copy { source: String, name: String },
+    Copy {
+        source: String,
+        name: String,
+        /// Leave the source's snapshots behind.
+        #[arg(long)]
+        instance_only: bool,
+    },
     /// Rename an instance.
     #[command(alias = "move")]
     Rename { from: String, to: String },
@@ -342,7 +348,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Rename { from, to } => instance::rename(&c, &from, &to)?,
         Cmd::Snapshot { name, snapshot } => instance::snapshot(&c, &name, snapshot.as_deref())?,
         Cmd::Restore { name, snapshot } => instance::restore(&c, &name, &snapshot)?,
-        Cmd::Copy { source, name } => instance::copy(&c, &source, &name)?,
+        Cmd::Copy {
+            source,
+            name,
+            instance_only,
+        } => instance::copy(&c, &source, &name, instance_only)?,
         Cmd::List {
             filter,
             format,

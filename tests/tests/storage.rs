@@ -54,6 +54,19 @@ fn snapshots_restore_copy(backend: &str) {
 
     // Copies from an instance and from a snapshot.
     d.hutch_ok(&["copy", "c1", "c2"]);
+    assert_eq!(
+        d.hutch_ok(&["list", "c2", "--format", "csv", "-c", "nS"])
+            .trim(),
+        "c2,2",
+        "a copy keeps the snapshots"
+    );
+    d.hutch_ok(&["copy", "c1", "c5", "--instance-only"]);
+    assert_eq!(
+        d.hutch_ok(&["list", "c5", "--format", "csv", "-c", "nS"])
+            .trim(),
+        "c5,0"
+    );
+    d.hutch_ok(&["delete", "c5"]);
     d.hutch_ok(&["copy", "c1/snap0", "c3"]);
     d.hutch_ok(&["start", "c2", "c3"]);
     assert_eq!(

@@ -273,7 +273,7 @@ pub fn restore(client: &Client, name: &str, snap: &str) -> Result<()> {
 }
 
 /// `hutch copy SOURCE[/SNAP] NAME`: a new, stopped instance with the source's config.
-pub fn copy(client: &Client, source: &str, name: &str) -> Result<()> {
+pub fn copy(client: &Client, source: &str, name: &str, instance_only: bool) -> Result<()> {
     let base = source.split('/').next().unwrap_or(source);
     let src = client.get(&format!("/1.0/instances/{}", encode(base)))?;
     let config: serde_json::Map<String, Value> = src["config"]
@@ -287,7 +287,7 @@ pub fn copy(client: &Client, source: &str, name: &str) -> Result<()> {
         .unwrap_or_default();
     let body = json!({
         "name": name, "type": "container", "config": config, "devices": src["devices"], "profiles": src["profiles"],
-        "ephemeral": false, "source": {"type": "copy", "source": source},
+        "ephemeral": false, "source": {"type": "copy", "source": source, "instance_only": instance_only},
     });
     client.run("POST", "/1.0/instances", Some(&body))?;
     Ok(())

@@ -23,6 +23,8 @@ pub enum CreateSource {
         instance: String,
         snapshot: Option<String>,
         architecture: String,
+        /// Copy the source's snapshots too (a copy of a whole instance, unless instance-only).
+        with_snapshots: bool,
     },
 }
 
@@ -89,10 +91,12 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSo
         if let Some(s) = &snapshot {
             d.db.snapshot(&instance, s)?;
         }
+        let with_snapshots = snapshot.is_none() && !req.source.instance_only;
         return Ok(CreateSource::Copy {
             instance,
             snapshot,
             architecture: src.architecture,
+            with_snapshots,
         });
     }
     let image = if !req.source.alias.is_empty() {
@@ -159,6 +163,14 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
     let _guard = lock.lock().await;
     let d2 = d.clone();
     let name = row.name.clone();
+    let snapshots_of = match &source {
+        CreateSource::Copy {
+            instance,
+            with_snapshots: true,
+            ..
+        } => Some(instance.clone()),
+        _ => None,
+    };
     let made = tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &source))
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))?;
@@ -170,10 +182,21 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         }
         Ok(())
     };
+    let snapshots = || -> Result<()> {
+        match &snapshots_of {
+            Some(from) => copy_snapshots(&d, from, &row.name),
+            None => Ok(()),
+        }
+    };
     if let Err(e) = made
         .and_then(|()| quota())
+        .and_then(|()| snapshots())
         .and_then(|()| d.db.set_instance_state(&row.name, "ready"))
     {
+        for s in d.db.snapshots(&row.name).unwrap_or_default() {
+            let _ = d.pool.delete_volume(&snapshot_vol(&row.name, &s.name));
+        }
+        let _ = d.db.delete_instance_snapshots(&row.name);
         remove_leftovers(&d, &row.name);
         return Err(e);
     }
@@ -219,6 +242,20 @@ fn clone_volume(d: &AppState, name: &str, source: &CreateSource) -> Result<()> {
         }
     };
     Ok(d.pool.clone_volume(&from, &instance_vol(name), false)?)
+}
+
+/// Copies every snapshot of `from` (volumes and records) to the new instance `to`.
+fn copy_snapshots(d: &AppState, from: &str, to: &str) -> Result<()> {
+    for mut s in d.db.snapshots(from)? {
+        d.pool.clone_volume(
+            &snapshot_vol(from, &s.name),
+            &snapshot_vol(to, &s.name),
+            true,
+        )?;
+        s.instance = to.to_string();
+        d.db.insert_snapshot(&s)?;
+    }
+    Ok(())
 }
 
 /// Removes the row and volume of a half-made instance.
