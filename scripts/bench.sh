@@ -1,0 +1,10 @@
+#!/bin/bash
+# Runs the benchmark harness (release build) as root: a fresh hutchd per storage driver,
+# each operation driven by hutch and by LXD's lxc, medians with min and max; the table goes
+# to stdout and the numbers to bench-results.json. Extra arguments go to hutch-bench
+# (--runs N, --drivers btrfs,dir, --clients hutch,lxc, --list-size N, --json FILE).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release -p hutchd -p hutch -p hutch-bench
+exec target/release/hutch-bench "$@"
