@@ -91,11 +91,20 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 /// Panics, listing them, if mounts or processes under `dir` or cgroups named `cgroup_rel`
-/// are left.
+/// are left. A process that is still exiting gets a moment to finish.
 pub fn assert_no_leftovers(dir: &Path, cgroup_rel: &str) {
-    let mounts = mounts_under(dir);
-    let cgroups = cgroup_dirs(cgroup_rel);
-    let procs = processes_under(dir);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (mut mounts, mut cgroups, mut procs);
+    loop {
+        mounts = mounts_under(dir);
+        cgroups = cgroup_dirs(cgroup_rel);
+        procs = processes_under(dir);
+        let clean = mounts.is_empty() && cgroups.is_empty() && procs.is_empty();
+        if clean || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         mounts.is_empty() && cgroups.is_empty() && procs.is_empty(),
         "leftovers of {}: mounts {mounts:?}, cgroups {cgroups:?}, processes {procs:?}",

@@ -3,14 +3,13 @@
 
 use std::collections::HashMap;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use super::{empty, sync};
 use crate::daemon::AppState;
@@ -71,8 +70,8 @@ async fn read(
         (FileKind::Directory, false) => sync(root.list(&path)?),
         (FileKind::Symlink, false) => root.read_link(&path)?.into_response(),
         (FileKind::File, false) => {
-            let file = tokio::fs::File::from_std(root.read(&path)?);
-            let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+            let file = root.read(&path)?;
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             let base = std::path::Path::new(&path)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -151,18 +150,41 @@ async fn write(
     match h("X-LXD-type").as_str() {
         "" | "file" => {
             let file = root.open_write(&path, uid, gid, mode.unwrap_or(0o644), append)?;
-            let mut file = tokio::fs::File::from_std(file);
+            // One blocking writer per upload, fed through a small channel: a thread hop per
+            // chunk (what tokio::fs does) costs more than the write itself.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+            let target = path.clone();
+            let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+                let mut file = file;
+                while let Some(chunk) = rx.blocking_recv() {
+                    std::io::Write::write_all(&mut file, &chunk)
+                        .map_err(|e| DaemonError::io("write", &target, e))?;
+                }
+                Ok(())
+            });
             let mut stream = body.into_data_stream();
+            let mut failed = None;
             while let Some(chunk) = stream.next().await {
-                let chunk =
-                    chunk.map_err(|e| DaemonError::BadRequest(format!("upload failed: {e}")))?;
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| DaemonError::io("write", &path, e))?;
+                match chunk {
+                    Ok(c) => {
+                        // A closed channel means the writer failed; its error is reported below.
+                        if tx.send(c).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(DaemonError::BadRequest(format!("upload failed: {e}")));
+                        break;
+                    }
+                }
             }
-            file.flush()
+            drop(tx);
+            writer
                 .await
-                .map_err(|e| DaemonError::io("write", &path, e))?;
+                .map_err(|e| DaemonError::Internal(e.to_string()))??;
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
         "directory" => root.mkdir(&path, uid, gid, mode.unwrap_or(0o750))?,
         "symlink" => {

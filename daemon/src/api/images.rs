@@ -164,9 +164,7 @@ async fn export(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Res
             "Exporting split images is not supported yet".into(),
         ));
     }
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| DaemonError::io("open", &path, e))?;
+    let file = std::fs::File::open(&path).map_err(|e| DaemonError::io("open", &path, e))?;
     let body = Body::from_stream(super::file_stream(file));
     Ok((
         [
