@@ -13,7 +13,7 @@ use hutch_api::config::validate_instance_config;
 use hutch_api::instance::{InstancePost, InstancePut, InstanceStatePut, InstancesPost};
 use serde_json::{json, Value};
 
-use super::{accepted, check_if_match, empty, parse_json, sync, sync_etag};
+use super::{check_if_match, empty, parse_json, sync, sync_etag};
 use crate::daemon::AppState;
 use crate::db::instances::InstanceRow;
 use crate::engine;
@@ -135,17 +135,12 @@ fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 async fn create(State(d): State<AppState>, body: Bytes) -> Result<Response> {
     let mut req: InstancesPost = parse_json(&body)?;
     let image = engine::validate_create(&d, &mut req)?;
-    let op = d.ops.create(
-        "task",
+    Ok(super::run_task(
+        &d,
         "Creating instance",
         instance_resources(&req.name),
-        Value::Null,
-    );
-    let d2 = d.clone();
-    d.ops.run(op.clone(), async move {
-        engine::create_instance(d2, req, image).await.map(|_| None)
-    });
-    Ok(accepted(&op))
+        engine::create_instance(d.clone(), req, image),
+    ))
 }
 
 async fn one(
@@ -253,31 +248,23 @@ async fn put(
             ..put
         };
         d.db.snapshot(&name, &put.restore)?;
-        let op = d.ops.create(
-            "task",
+        let restore = engine::restore_snapshot(d.clone(), name.clone(), put.restore);
+        return Ok(super::run_task(
+            &d,
             "Restoring snapshot",
             instance_resources(&name),
-            Value::Null,
-        );
-        let d2 = d.clone();
-        let snap = put.restore.clone();
-        d.ops.run(op.clone(), async move {
-            engine::restore_snapshot(d2, name, snap).await.map(|_| None)
-        });
-        return Ok(accepted(&op));
+            restore,
+        ));
     }
     validate_put(&d, &put)?;
-    let op = d.ops.create(
-        "task",
+    let d2 = d.clone();
+    let update = async move { apply_update(&d2, row, put).await };
+    Ok(super::run_task(
+        &d,
         "Updating instance",
         instance_resources(&name),
-        Value::Null,
-    );
-    let d2 = d.clone();
-    d.ops.run(op.clone(), async move {
-        apply_update(&d2, row, put).await.map(|_| None)
-    });
-    Ok(accepted(&op))
+        update,
+    ))
 }
 
 async fn patch(
@@ -341,19 +328,12 @@ async fn rename(
             req.name
         )));
     }
-    let op = d.ops.create(
-        "task",
+    Ok(super::run_task(
+        &d,
         "Renaming instance",
         instance_resources(&name),
-        Value::Null,
-    );
-    let d2 = d.clone();
-    d.ops.run(op.clone(), async move {
-        engine::rename_instance(d2, name, req.name)
-            .await
-            .map(|_| None)
-    });
-    Ok(accepted(&op))
+        engine::rename_instance(d.clone(), name, req.name),
+    ))
 }
 
 async fn delete(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
@@ -361,17 +341,12 @@ async fn delete(State(d): State<AppState>, Path(name): Path<String>) -> Result<R
     if engine::runtime_status(&d, &name).0 != hutch_api::operation::StatusCode::Stopped {
         return Err(DaemonError::BadRequest("Instance is running".into()));
     }
-    let op = d.ops.create(
-        "task",
+    Ok(super::run_task(
+        &d,
         "Deleting instance",
         instance_resources(&name),
-        Value::Null,
-    );
-    let d2 = d.clone();
-    d.ops.run(op.clone(), async move {
-        engine::delete_instance(d2, name).await.map(|_| None)
-    });
-    Ok(accepted(&op))
+        engine::delete_instance(d.clone(), name),
+    ))
 }
 
 async fn state(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
@@ -407,9 +382,8 @@ async fn change_state(
         "instances".to_string(),
         vec![format!("/1.0/instances/{name}")],
     );
-    let op = d.ops.create("task", desc, resources, Value::Null);
     let d2 = d.clone();
-    d.ops.run(op.clone(), async move {
+    let work = async move {
         match action.as_str() {
             "start" => engine::start_instance(d2, name).await,
             "stop" => engine::stop_instance(d2, name, req.timeout, req.force).await,
@@ -420,9 +394,8 @@ async fn change_state(
             "freeze" => engine::freeze_instance(d2, name).await,
             _ => engine::unfreeze_instance(d2, name).await,
         }
-        .map(|_| None)
-    });
-    Ok(accepted(&op))
+    };
+    Ok(super::run_task(&d, desc, resources, work))
 }
 
 #[cfg(test)]

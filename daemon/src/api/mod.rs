@@ -98,6 +98,22 @@ pub fn accepted(op: &Arc<OpEntry>) -> Response {
     resp
 }
 
+/// Runs `work` as a task operation and answers 202 at once.
+pub fn run_task<F>(
+    d: &AppState,
+    description: &str,
+    resources: std::collections::BTreeMap<String, Vec<String>>,
+    work: F,
+) -> Response
+where
+    F: std::future::Future<Output = Result<(), DaemonError>> + Send + 'static,
+{
+    let op = d.ops.create("task", description, resources, Value::Null);
+    d.ops
+        .run(op.clone(), async move { work.await.map(|()| None) });
+    accepted(&op)
+}
+
 /// A stable digest of a value, for ETags.
 pub fn etag<T: Serialize>(value: &T) -> String {
     hex::encode(Sha256::digest(

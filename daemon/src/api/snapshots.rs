@@ -95,12 +95,6 @@ async fn create(
             )));
         }
     }
-    let op = d.ops.create(
-        "task",
-        "Snapshotting instance",
-        resources(&name),
-        Value::Null,
-    );
     // A null expiry means `snapshots.expiry` applies.
     let expires_at = req["expires_at"]
         .as_str()
@@ -110,13 +104,13 @@ async fn create(
         time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
             .map_err(|_| DaemonError::BadRequest(format!("Invalid expires_at {e:?}")))?;
     }
-    let d2 = d.clone();
-    d.ops.run(op.clone(), async move {
+    let (d2, res) = (d.clone(), resources(&name));
+    let work = async move {
         engine::create_snapshot(d2, name, snap, expires_at)
             .await
-            .map(|_| None)
-    });
-    Ok(accepted(&op))
+            .map(|_| ())
+    };
+    Ok(super::run_task(&d, "Snapshotting instance", res, work))
 }
 
 async fn one(
