@@ -85,6 +85,12 @@ impl Daemon {
             .clone()
     }
 
+    /// Drops the lock of a deleted instance, so the map does not grow with every name
+    /// ever used (holders keep their own reference).
+    pub fn forget_instance_lock(&self, name: &str) {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+    }
+
     /// Runtime directory (monitor socket, console log) of an instance.
     pub fn runtime_dir(&self, name: &str) -> PathBuf {
         self.dir.join("containers").join(name)

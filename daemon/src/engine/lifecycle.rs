@@ -147,6 +147,7 @@ pub async fn delete_instance(d: AppState, name: String) -> Result<()> {
         Ok(d2.pool.delete_volume(&instance_vol(&name2))?)
     })
     .await?;
+    d.forget_instance_lock(&name);
     d.events
         .lifecycle("instance-deleted", &source(&name), json!({}));
     Ok(())
@@ -188,6 +189,7 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
         return Err(e);
     }
     d.db.rename_instance_snapshots(&name, &new)?;
+    d.forget_instance_lock(&name);
     d.events
         .lifecycle("instance-renamed", &source(&new), json!({"old_name": name}));
     Ok(())
