@@ -88,7 +88,10 @@ impl Daemon {
     /// Drops the lock of a deleted instance, so the map does not grow with every name
     /// ever used (holders keep their own reference).
     pub fn forget_instance_lock(&self, name: &str) {
-        self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
     }
 
     /// Runtime directory (monitor socket, console log) of an instance.

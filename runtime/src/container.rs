@@ -31,6 +31,19 @@ pub fn status(dir: &Path) -> Result<Status> {
     }
 }
 
+/// What the monitor published, if its container runs: read from state.json, with init's
+/// start time checked against /proc so a recycled pid never passes. No round trip to the
+/// monitor: this is what listing many containers uses.
+pub fn running_state(dir: &Path) -> Option<MonitorState> {
+    let state: MonitorState = read_json(&RuntimeDir::new(dir).state()).ok()??;
+    (crate::sys::process_start_time(state.init_pid) == Some(state.init_start_time)).then_some(state)
+}
+
+/// The cgroup of a running container, from its published state.
+pub fn cgroup_of_state(state: &MonitorState) -> Box<dyn CgroupDriver> {
+    cgroup::open(&state.cgroup_layout, &state.cgroup, Arc::new(RealCgroupFs))
+}
+
 /// Stops the container: init's halt signal, then SIGKILL after `timeout`; at once if `force`.
 pub fn stop(dir: &Path, timeout: Duration, force: bool) -> Result<ExitRecord> {
     MonitorClient::connect(dir)?.stop(timeout, force)

@@ -42,11 +42,12 @@ fn tag_of(row: &InstanceRow) -> Value {
 }
 
 fn full(d: &AppState, row: &InstanceRow, level: u8) -> Result<Value> {
-    let obj = engine::instance_object(d, row)?;
+    // The runtime is asked once per instance, for both the object and its state.
+    let info = engine::runtime_info(d, &row.name);
+    let obj = engine::instance_object_with(d, row, info.code)?;
     let mut v = serde_json::to_value(obj).unwrap_or_default();
     if level >= 2 {
-        v["state"] =
-            serde_json::to_value(engine::instance_state(d, &row.name)?).unwrap_or_default();
+        v["state"] = serde_json::to_value(engine::instance_state_with(&info)).unwrap_or_default();
         let snaps = d.db.snapshots(&row.name)?;
         v["snapshots"] = Value::Array(
             snaps

@@ -28,35 +28,56 @@ pub use spec::{check_root_size, expand, limits_from as limits_of};
 
 use hutch_api::instance::{Instance, InstanceState};
 use hutch_api::operation::StatusCode;
-use hutch_runtime::{container, Status};
+use hutch_runtime::container;
 
 use crate::daemon::Daemon;
 use crate::db::instances::InstanceRow;
 use crate::error::Result;
 
-/// The runtime status of an instance: status text, code, init pid.
-pub fn runtime_status(d: &Daemon, name: &str) -> (StatusCode, i64) {
-    let rd = d.runtime_dir(name);
-    match container::status(&rd) {
-        Ok(Status::Running(state)) => {
-            let frozen = container::is_frozen(&rd).unwrap_or(false);
-            (
-                if frozen {
-                    StatusCode::Frozen
-                } else {
-                    StatusCode::Running
-                },
-                state.init_pid as i64,
-            )
+/// What the runtime says of an instance: status, init pid and, when it runs, the state its
+/// monitor published.
+pub struct RuntimeInfo {
+    pub code: StatusCode,
+    pub pid: i64,
+    pub state: Option<hutch_runtime::MonitorState>,
+}
+
+/// The runtime status of an instance, read from its published state (no monitor round
+/// trip) and its freezer.
+pub fn runtime_info(d: &Daemon, name: &str) -> RuntimeInfo {
+    match container::running_state(&d.runtime_dir(name)) {
+        Some(state) => {
+            let frozen = container::cgroup_of_state(&state)
+                .is_frozen()
+                .unwrap_or(false);
+            let code = if frozen {
+                StatusCode::Frozen
+            } else {
+                StatusCode::Running
+            };
+            RuntimeInfo {
+                code,
+                pid: state.init_pid as i64,
+                state: Some(state),
+            }
         }
-        _ => (StatusCode::Stopped, -1),
+        None => RuntimeInfo {
+            code: StatusCode::Stopped,
+            pid: -1,
+            state: None,
+        },
     }
 }
 
-/// The API object of an instance.
-pub fn instance_object(d: &Daemon, row: &InstanceRow) -> Result<Instance> {
+/// The runtime status of an instance: status code and init pid.
+pub fn runtime_status(d: &Daemon, name: &str) -> (StatusCode, i64) {
+    let info = runtime_info(d, name);
+    (info.code, info.pid)
+}
+
+/// The API object of an instance whose status is already known.
+pub fn instance_object_with(d: &Daemon, row: &InstanceRow, code: StatusCode) -> Result<Instance> {
     let expanded = expand(d, row)?;
-    let (code, _) = runtime_status(d, &row.name);
     Ok(Instance {
         architecture: row.architecture.clone(),
         config: row.config.clone(),
@@ -80,18 +101,22 @@ pub fn instance_object(d: &Daemon, row: &InstanceRow) -> Result<Instance> {
 
 /// `GET .../state`.
 pub fn instance_state(d: &Daemon, name: &str) -> Result<InstanceState> {
-    let (code, pid) = runtime_status(d, name);
+    Ok(instance_state_with(&runtime_info(d, name)))
+}
+
+/// `GET .../state` from runtime information already gathered.
+pub fn instance_state_with(info: &RuntimeInfo) -> InstanceState {
     let mut state = InstanceState {
-        status: code.text().into(),
-        status_code: code as u16,
-        pid,
+        status: info.code.text().into(),
+        status_code: info.code as u16,
+        pid: info.pid,
         ..Default::default()
     };
-    if code == StatusCode::Stopped {
+    let Some(published) = &info.state else {
         state.pid = 0;
-        return Ok(state);
-    }
-    if let Ok(u) = container::usage(&d.runtime_dir(name)) {
+        return state;
+    };
+    if let Ok(u) = container::cgroup_of_state(published).usage() {
         state.processes = u.processes as i64;
         state.cpu.usage = u.cpu_time_ns as i64;
         state.memory.usage = u.memory_bytes as i64;
@@ -99,5 +124,5 @@ pub fn instance_state(d: &Daemon, name: &str) -> Result<InstanceState> {
         state.memory.swap_usage = u.swap_bytes.unwrap_or(0) as i64;
     }
     state.network = Some(Default::default());
-    Ok(state)
+    state
 }
