@@ -30,6 +30,9 @@ struct Args {
     /// Running containers for the `list` measurement.
     #[arg(long, default_value_t = 20)]
     list_size: usize,
+    /// Containers launched at once for the parallel-launch measurement (0: skip).
+    #[arg(long, default_value_t = 100)]
+    parallel: usize,
 }
 
 /// A daemon in its own directory, torn down (containers, pool mount, files) on drop.
@@ -237,6 +240,24 @@ fn measure(
     }
     let mut delete = t(&mut |n| d.time(client, &["delete", n]))?;
     record("delete", &mut delete);
+    // Exec throughput: 1 GB through stdout (discarded by the client).
+    let mut thru: Vec<Duration> = Vec::new();
+    d.time(client, &["launch", "bb", &format!("x{client}")])?;
+    for _ in 0..runs.min(3) {
+        thru.push(d.time(
+            client,
+            &[
+                "exec",
+                &format!("x{client}"),
+                "--",
+                "sh",
+                "-c",
+                "head -c 1000000000 /dev/zero",
+            ],
+        )?);
+    }
+    record("exec 1 GB stdout", &mut thru);
+    d.time("hutch", &["delete", &format!("x{client}"), "--force"])?;
     // list with `list_size` running containers.
     let many: Vec<String> = (0..list_size).map(|i| format!("l{client}{i}")).collect();
     for n in &many {
@@ -307,6 +328,53 @@ fn main() -> Result<()> {
             rss / 1024.0,
             rss / 1024.0,
             rss / 1024.0,
+        ));
+    }
+    // Parallel launches: `parallel` containers at once, from one image, with hutch.
+    if args.parallel > 0 {
+        let driver = args
+            .drivers
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "btrfs".into());
+        let d = Daemon::start(&bin, &driver)?;
+        d.time(
+            "hutch",
+            &[
+                "image",
+                "import",
+                image.to_str().unwrap_or_default(),
+                "--alias",
+                "bb",
+            ],
+        )?;
+        let start = Instant::now();
+        let handles: Vec<_> = (0..args.parallel)
+            .map(|i| {
+                let mut c = d.cmd("hutch", &["launch", "bb", &format!("p{i}")]);
+                std::thread::spawn(move || c.status().is_ok_and(|s| s.success()))
+            })
+            .collect();
+        let launched = handles
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .filter(|ok| *ok)
+            .count();
+        let took = start.elapsed();
+        if launched != args.parallel {
+            bail!(
+                "only {launched} of {} parallel launches succeeded",
+                args.parallel
+            );
+        }
+        let secs = took.as_secs_f64();
+        rows.push((
+            format!("launch {} parallel", args.parallel),
+            "hutch".into(),
+            driver.clone(),
+            secs,
+            secs,
+            secs,
         ));
     }
     let _ = std::fs::remove_dir_all(&work);
