@@ -5,6 +5,7 @@
 mod cgroup;
 pub mod daemon;
 mod images;
+pub mod terminal;
 mod testdir;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use cgroup::{cgroup_dirs, CgroupGuard};
 pub use daemon::{busybox_image, TestDaemon};
 pub use images::{busybox_rootfs, debian_rootfs};
+pub use terminal::TerminalSession;
 pub use testdir::{mounts_under, processes_under, TestDir};
 
 /// True when running as root. Otherwise prints why the test is skipped, or panics when

@@ -247,40 +247,12 @@ fn hutch_console_attaches_and_detaches() {
     if !require_root("hutch_console_attaches_and_detaches") {
         return;
     }
-    use std::io::{Read, Write};
-    use std::process::{Command, Stdio};
     let d = daemon_with_image();
     d.hutch_ok(&["launch", "bb", "c1"]);
-    // `script` gives the client the terminal a console needs.
     let cmd = format!("{} console c1", hutch_tests::hutch_bin().display());
-    let mut child = Command::new("script")
-        .args(["-qfec", &cmd, "/dev/null"])
-        .env("HUTCH_DIR", d.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run script (bsdutils)");
-    let mut out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0
-                || tx
-                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                    .is_err()
-            {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !seen.contains("HELLO-CONSOLE") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no console output: {seen:?}"
-        );
+    let mut term =
+        hutch_tests::TerminalSession::start(&cmd, &[("HUTCH_DIR", d.path().as_os_str())]);
+    term.wait_for("HELLO-CONSOLE", |seen| {
         if seen.contains("detach") {
             d.hutch_ok(&[
                 "exec",
@@ -291,12 +263,9 @@ fn hutch_console_attaches_and_detaches() {
                 "echo HELLO-CONSOLE > /dev/console",
             ]);
         }
-        if let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
-            seen.push_str(&chunk);
-        }
-    }
-    child.stdin.as_mut().unwrap().write_all(b"\x01q").unwrap();
-    let status = child.wait().unwrap();
+    });
+    term.type_keys(&[b"\x01", b"q"]);
+    let status = term.wait();
     assert!(status.success(), "console did not detach cleanly: {status}");
     let log = d.hutch_ok(&["console", "c1", "--show-log"]);
     assert!(log.contains("HELLO-CONSOLE"), "{log}");

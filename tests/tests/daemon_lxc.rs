@@ -489,41 +489,16 @@ fn lxc_console_attaches_and_detaches() {
     if !require_root("lxc_console_attaches_and_detaches") {
         return;
     }
-    use std::io::{Read, Write};
-    use std::process::{Command, Stdio};
     let d = daemon_with_image();
     d.lxc_ok(&["launch", "bb", "c1"]);
-    // `script` gives lxc the terminal a console needs.
-    let mut child = Command::new("script")
-        .args(["-qfec", "lxc console c1", "/dev/null"])
-        .env("LXD_DIR", d.path())
-        .env("LXD_CONF", d.path().join("lxc-conf"))
-        .env("HOME", d.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run script (bsdutils)");
-    let mut out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0
-                || tx
-                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                    .is_err()
-            {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !seen.contains("VIA-LXC") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no console output: {seen:?}"
-        );
+    let conf = d.path().join("lxc-conf");
+    let env = [
+        ("LXD_DIR", d.path().as_os_str()),
+        ("LXD_CONF", conf.as_os_str()),
+        ("HOME", d.path().as_os_str()),
+    ];
+    let mut term = hutch_tests::TerminalSession::start("lxc console c1", &env);
+    term.wait_for("VIA-LXC", |seen| {
         if seen.contains("detach") {
             d.lxc_ok(&[
                 "exec",
@@ -534,18 +509,9 @@ fn lxc_console_attaches_and_detaches() {
                 "echo VIA-LXC > /dev/console",
             ]);
         }
-        if let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
-            seen.push_str(&chunk);
-        }
-    }
-    // lxc looks for ctrl+a and q in separate reads.
-    let stdin = child.stdin.as_mut().unwrap();
-    stdin.write_all(b"\x01").unwrap();
-    stdin.flush().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    stdin.write_all(b"q").unwrap();
-    stdin.flush().unwrap();
-    let status = child.wait().unwrap();
+    });
+    term.type_keys(&[b"\x01", b"q"]);
+    let status = term.wait();
     assert!(status.success(), "lxc console did not detach: {status}");
     d.lxc_ok(&["delete", "c1", "--force"]);
 }
