@@ -4,6 +4,7 @@
 pub mod config;
 pub mod image;
 pub mod instance;
+pub mod network;
 pub mod operation;
 pub mod profile;
 pub mod response;

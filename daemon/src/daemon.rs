@@ -28,6 +28,8 @@ pub struct Daemon {
     pub pool: Box<dyn StorageDriver>,
     /// Cgroup directory of this daemon's containers, unique per state directory.
     pub cgroup_prefix: String,
+    /// Live network state: dnsmasq children, proxies, the nftables runner.
+    pub net: crate::engine::network::NetState,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -43,6 +45,7 @@ impl Daemon {
             "storage-pools/default",
             "logs",
             "disks",
+            "networks",
         ] {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p)
@@ -71,6 +74,10 @@ impl Daemon {
             hutchd,
             idmap,
             cgroup_prefix: cgroup_prefix(dir),
+            net: crate::engine::network::NetState::new(
+                Box::new(hutch_network::nft::SystemNft),
+                &cgroup_prefix(dir),
+            ),
             locks: Mutex::default(),
         })
     }

@@ -50,6 +50,9 @@ enum Command {
         /// Storage driver of the default pool: btrfs (on a loop file) or dir.
         #[arg(long)]
         storage_backend: Option<String>,
+        /// Managed bridge to create and put in the default profile (`none`: no network).
+        #[arg(long, default_value = "hutchbr0")]
+        network_bridge: String,
     },
     /// Drive one container through the runtime, without the API (developer tool).
     #[command(subcommand)]
@@ -86,6 +89,9 @@ fn main() -> anyhow::Result<()> {
         if args[1] == "__exec" {
             hutch_runtime::exec_main(dir);
         }
+        if args[1] == "__nic-plug" {
+            engine::network::nic_plug_main(dir);
+        }
     }
     let cli = Cli::parse();
     let level = if cli.debug {
@@ -105,8 +111,10 @@ fn main() -> anyhow::Result<()> {
             .build()?
             .block_on(serve::serve(&cli.dir, hutchd, events)),
         Some(Command::Init {
-            storage_backend, ..
-        }) => serve::init_auto(&cli.dir, hutchd, events, storage_backend),
+            storage_backend,
+            network_bridge,
+            ..
+        }) => serve::init_auto(&cli.dir, hutchd, events, storage_backend, &network_bridge),
         Some(Command::Container(cmd)) => {
             let code = dev::run(&cli.dir, cmd)?;
             std::process::exit(code)

@@ -20,6 +20,12 @@ pub async fn serve(
         Arc::new(Daemon::open(dir, hutchd, events).context("open the state directory")?);
     crate::engine::reconcile_creates(&state).context("reconcile interrupted creates")?;
     ensure_default_profile(&state)?;
+    {
+        let s = state.clone();
+        tokio::task::spawn_blocking(move || crate::engine::network::start_networks(&s)).await?;
+    }
+    crate::engine::network::restore_proxies(&state).await;
+    crate::engine::network::start_supervisor(state.clone());
     let sock = dir.join("unix.socket");
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
@@ -82,12 +88,14 @@ pub fn ensure_default_profile(d: &AppState) -> anyhow::Result<()> {
 }
 
 /// `hutchd init --auto`: the default pool (`backend`, else btrfs on a loop file when btrfs
-/// is available, else dir) and a default profile with a root disk on it.
+/// is available, else dir), a managed bridge `bridge` (unless `none`) with automatic
+/// addresses, and a default profile with a root disk on the pool and `eth0` on the bridge.
 pub fn init_auto(
     dir: &Path,
     hutchd: std::path::PathBuf,
     events: crate::events::EventHub,
     backend: Option<String>,
+    bridge: &str,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("database"))?;
     let db = crate::db::Db::open(&dir.join("database/local.db"))?;
@@ -165,9 +173,41 @@ pub fn init_auto(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     });
+    let mut network_note = String::new();
+    if bridge != "none" {
+        let existing = d.db.network(bridge)?.is_some();
+        if !existing
+            && crate::engine::network::host_links()?
+                .iter()
+                .any(|l| l.name == bridge)
+        {
+            eprintln!(
+                "hutchd init: an interface named {bridge:?} exists already; no network is made"
+            );
+        } else {
+            crate::engine::network::init_network(&d, bridge)
+                .map_err(|e| anyhow::anyhow!(e.chain()))
+                .with_context(|| format!("create network {bridge}"))?;
+            put.devices.entry("eth0".into()).or_insert_with(|| {
+                [("type", "nic"), ("network", bridge), ("name", "eth0")]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            });
+            let net = d.db.network_or_404(bridge)?;
+            network_note = format!(
+                ", network {bridge:?} ({})",
+                net.put
+                    .config
+                    .get("ipv4.address")
+                    .cloned()
+                    .unwrap_or_default()
+            );
+        }
+    }
     d.db.update_profile("default", &put)?;
     println!(
-        "hutch is initialised in {}: storage pool \"default\" ({}), profile \"default\"",
+        "hutch is initialised in {}: storage pool \"default\" ({}){network_note}, profile \"default\"",
         dir.display(),
         d.pool.info().name
     );

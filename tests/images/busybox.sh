@@ -42,9 +42,36 @@ cat >etc/init.d/rcS <<'EOF'
 #!/bin/sh
 # The runtime has mounted /proc, /sys, /dev and /run already.
 ip link set lo up 2>/dev/null
+# DHCP on every NIC hutch plugged in; udhcpc goes to the background once it has a lease
+# (or after a few tries) and keeps renewing it.
+for dev in /sys/class/net/*; do
+    dev=${dev##*/}
+    [ "$dev" = lo ] && continue
+    udhcpc -i "$dev" -b -t 5 -T 1 -A 1 -x "hostname:$(hostname)" -s /etc/udhcpc.script >/dev/null 2>&1
+done
 exit 0
 EOF
 chmod 755 etc/init.d/rcS
+cat >etc/udhcpc.script <<'EOF'
+#!/bin/sh
+# udhcpc's hook: applies a lease to $interface (busybox passes ip, mask, router, dns, domain).
+case "$1" in
+deconfig)
+    ip -4 addr flush dev "$interface"
+    ip link set "$interface" up
+    ;;
+bound | renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    : >/etc/resolv.conf
+    [ -n "$domain" ] && echo "search $domain" >>/etc/resolv.conf
+    for s in $dns; do echo "nameserver $s" >>/etc/resolv.conf; done
+    ;;
+esac
+exit 0
+EOF
+chmod 755 etc/udhcpc.script
 
 cat >etc/passwd <<'EOF'
 root:x:0:0:root:/root:/bin/sh

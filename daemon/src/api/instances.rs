@@ -47,7 +47,8 @@ fn full(d: &AppState, row: &InstanceRow, level: u8) -> Result<Value> {
     let obj = engine::instance_object_with(d, row, info.code)?;
     let mut v = serde_json::to_value(obj).unwrap_or_default();
     if level >= 2 {
-        v["state"] = serde_json::to_value(engine::instance_state_with(&info)).unwrap_or_default();
+        v["state"] =
+            serde_json::to_value(engine::instance_state_with(d, row, &info)?).unwrap_or_default();
         let snaps = d.db.snapshots(&row.name)?;
         v["snapshots"] = Value::Array(
             snaps
@@ -177,12 +178,14 @@ fn validate_put(d: &AppState, put: &InstancePut) -> Result<()> {
     }
     devices.extend(put.devices.clone());
     engine::check_root_size(d, &devices)?;
+    engine::network::validate_devices(d, &devices)?;
     Ok(())
 }
 
 /// Applies an update to the row and, for live keys, to the running container.
 async fn apply_update(d: &AppState, mut row: InstanceRow, put: InstancePut) -> Result<()> {
-    let old_size = engine::check_root_size(d, &engine::expand(d, &row)?.devices).unwrap_or(None);
+    let old_expanded = engine::expand(d, &row)?;
+    let old_size = engine::check_root_size(d, &old_expanded.devices).unwrap_or(None);
     // The daemon's volatile keys survive a client's full replace.
     let volatile: Vec<(String, String)> = row
         .config
@@ -213,11 +216,15 @@ async fn apply_update(d: &AppState, mut row: InstanceRow, put: InstancePut) -> R
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))??;
     }
-    if engine::runtime_status(d, &row.name).0 != hutch_api::operation::StatusCode::Stopped {
+    let (status, pid) = engine::runtime_status(d, &row.name);
+    if status != hutch_api::operation::StatusCode::Stopped {
         let rd = d.runtime_dir(&row.name);
         tokio::task::spawn_blocking(move || hutch_runtime::container::set_limits(&rd, &limits))
             .await
             .map_err(|e| DaemonError::Internal(e.to_string()))??;
+        // NICs and proxies are plugged and unplugged live.
+        engine::network::apply_device_changes(d, &row, pid as i32, &old_expanded, &expanded)
+            .await?;
     }
     d.events.lifecycle(
         "instance-updated",

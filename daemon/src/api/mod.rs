@@ -8,6 +8,7 @@ mod files;
 mod images;
 mod instances;
 mod logs;
+mod networks;
 mod operations;
 mod profiles;
 mod server;
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/1.0/containers", instance_routes)
         .merge(images::routes())
         .merge(profiles::routes())
+        .merge(networks::routes())
         .merge(storage::routes())
         .merge(storage::volume_routes())
         .fallback(|| async { DaemonError::NotFound("not found".into()) })

@@ -24,7 +24,8 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-fn validate(put: &ProfilePut) -> Result<()> {
+fn validate(d: &AppState, put: &ProfilePut) -> Result<()> {
+    crate::engine::network::validate_devices(d, &put.devices)?;
     hutch_api::config::validate_instance_config(&put.config)?;
     for (name, dev) in &put.devices {
         if !dev.contains_key("type") {
@@ -62,7 +63,7 @@ async fn create(State(d): State<AppState>, body: Bytes) -> Result<Response> {
     if req.name.is_empty() || req.name.contains('/') {
         return Err(DaemonError::BadRequest("Invalid profile name".into()));
     }
-    validate(&req.put)?;
+    validate(&d, &req.put)?;
     d.db.insert_profile(&req.name, &req.put)?;
     d.events.lifecycle(
         "profile-created",
@@ -87,7 +88,7 @@ async fn put(
     let current = d.db.profile_or_404(&name)?;
     check_if_match(&headers, &current)?;
     let req: ProfilePut = parse_json(&body)?;
-    validate(&req)?;
+    validate(&d, &req)?;
     d.db.update_profile(&name, &req)?;
     d.events.lifecycle(
         "profile-updated",
@@ -119,7 +120,7 @@ async fn patch(
     if let Some(desc) = req.get("description").and_then(|v| v.as_str()) {
         current.description = desc.to_string();
     }
-    validate(&current)?;
+    validate(&d, &current)?;
     d.db.update_profile(&name, &current)?;
     Ok(empty())
 }

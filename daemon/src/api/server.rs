@@ -17,7 +17,6 @@ pub fn routes() -> Router<AppState> {
         .route("/1.0", get(info).put(update).patch(update))
         .route("/1.0/projects", get(projects))
         .route("/1.0/projects/default", get(project))
-        .route("/1.0/networks", get(networks))
 }
 
 fn uname() -> (String, String, String) {
@@ -114,8 +113,4 @@ async fn projects(Query(q): Query<HashMap<String, String>>) -> Response {
 
 async fn project() -> Response {
     sync(default_project())
-}
-
-async fn networks() -> Response {
-    sync(Vec::<String>::new())
 }

@@ -3,6 +3,7 @@
 
 pub mod images;
 pub mod instances;
+pub mod networks;
 pub mod pools;
 pub mod profiles;
 pub mod snapshots;
@@ -88,6 +89,13 @@ const MIGRATIONS: &[&str] = &[
         config TEXT NOT NULL,
         created_at TEXT NOT NULL,
         PRIMARY KEY (pool, name)
+    );",
+    // 4: managed networks.
+    "CREATE TABLE networks (
+        name TEXT PRIMARY KEY,
+        description TEXT NOT NULL,
+        type TEXT NOT NULL,
+        config TEXT NOT NULL
     );",
 ];
 

@@ -7,6 +7,7 @@ mod exec;
 pub mod files;
 mod images;
 mod lifecycle;
+pub mod network;
 mod schedule;
 mod snapshot;
 mod spec;
@@ -101,11 +102,16 @@ pub fn instance_object_with(d: &Daemon, row: &InstanceRow, code: StatusCode) -> 
 
 /// `GET .../state`.
 pub fn instance_state(d: &Daemon, name: &str) -> Result<InstanceState> {
-    Ok(instance_state_with(&runtime_info(d, name)))
+    let row = d.db.instance_or_404(name)?;
+    instance_state_with(d, &row, &runtime_info(d, name))
 }
 
 /// `GET .../state` from runtime information already gathered.
-pub fn instance_state_with(info: &RuntimeInfo) -> InstanceState {
+pub fn instance_state_with(
+    d: &Daemon,
+    row: &InstanceRow,
+    info: &RuntimeInfo,
+) -> Result<InstanceState> {
     let mut state = InstanceState {
         status: info.code.text().into(),
         status_code: info.code as u16,
@@ -114,7 +120,7 @@ pub fn instance_state_with(info: &RuntimeInfo) -> InstanceState {
     };
     let Some(published) = &info.state else {
         state.pid = 0;
-        return state;
+        return Ok(state);
     };
     if let Ok(u) = container::cgroup_of_state(published).usage() {
         state.processes = u.processes as i64;
@@ -123,6 +129,11 @@ pub fn instance_state_with(info: &RuntimeInfo) -> InstanceState {
         state.memory.usage_peak = u.memory_peak_bytes.unwrap_or(0) as i64;
         state.memory.swap_usage = u.swap_bytes.unwrap_or(0) as i64;
     }
-    state.network = Some(Default::default());
-    state
+    let expanded = expand(d, row)?;
+    state.network = Some(network::instance_network(
+        info.pid as i32,
+        &row.config,
+        &expanded.devices,
+    ));
+    Ok(state)
 }

@@ -1,0 +1,353 @@
+//! One dnsmasq per managed network: its command line, its per-NIC host entries, its lease
+//! file, and the process itself (detached, so it outlives a daemon restart).
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::config::BridgeConfig;
+use crate::error::{NetworkError, Result};
+
+/// The files of one network's dnsmasq, under `networks/<name>/`.
+#[derive(Debug, Clone)]
+pub struct DnsmasqFiles {
+    pub dir: PathBuf,
+}
+
+impl DnsmasqFiles {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DnsmasqFiles { dir: dir.into() }
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("dnsmasq.pid")
+    }
+    pub fn leases(&self) -> PathBuf {
+        self.dir.join("dnsmasq.leases")
+    }
+    /// One file per NIC (`<instance>.<device>`); dnsmasq watches the directory.
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.dir.join("dnsmasq.hosts")
+    }
+    pub fn raw_conf(&self) -> PathBuf {
+        self.dir.join("dnsmasq.raw")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("dnsmasq.log")
+    }
+}
+
+/// dnsmasq's arguments for `bridge`, in the manner of LXD's: bound to the bridge only,
+/// authoritative DHCP over the ranges, names from the hosts directory and leases.
+pub fn dnsmasq_args(bridge: &str, cfg: &BridgeConfig, files: &DnsmasqFiles) -> Vec<String> {
+    let p = |p: PathBuf| p.display().to_string();
+    let mut a: Vec<String> = vec![
+        "--keep-in-foreground".into(),
+        "--strict-order".into(),
+        "--bind-interfaces".into(),
+        "--except-interface=lo".into(),
+        "--no-ping".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        format!("--interface={bridge}"),
+        "--dhcp-rapid-commit".into(),
+        "--no-negcache".into(),
+        "--quiet-dhcp".into(),
+        "--quiet-dhcp6".into(),
+        "--quiet-ra".into(),
+        format!("--pid-file={}", p(files.pid_file())),
+        format!("--dhcp-leasefile={}", p(files.leases())),
+        format!("--dhcp-hostsdir={}", p(files.hosts_dir())),
+        format!("--conf-file={}", p(files.raw_conf())),
+        "--dhcp-no-override".into(),
+        "--dhcp-authoritative".into(),
+        format!("--domain={}", cfg.dns_domain),
+        format!("--local=/{}/", cfg.dns_domain),
+        format!("--interface-name=_gateway.{},{bridge}", cfg.dns_domain),
+        "--expand-hosts".into(),
+    ];
+    if let Some(v4) = cfg.ipv4 {
+        a.push(format!("--listen-address={}", v4.addr));
+        if cfg.ipv4_dhcp {
+            for (start, end) in cfg.dhcp_ranges() {
+                a.push(format!("--dhcp-range={start},{end},{},1h", v4.netmask()));
+            }
+        }
+    }
+    if let Some(v6) = cfg.ipv6 {
+        a.push(format!("--listen-address={}", v6.addr));
+        a.push("--enable-ra".into());
+        a.push(format!(
+            "--dhcp-range=::,constructor:{bridge},ra-stateless,ra-names"
+        ));
+    }
+    a
+}
+
+/// The content of a NIC's host entry: its MAC, its static address if any, its name.
+pub fn host_entry(hwaddr: &str, ipv4: Option<Ipv4Addr>, hostname: &str) -> String {
+    match ipv4 {
+        Some(ip) => format!("{hwaddr},{ip},{hostname}\n"),
+        None => format!("{hwaddr},{hostname}\n"),
+    }
+}
+
+/// Writes (atomically) the host entry of `instance`'s `device`.
+pub fn write_host_entry(
+    files: &DnsmasqFiles,
+    instance: &str,
+    device: &str,
+    entry: &str,
+) -> Result<()> {
+    let dir = files.hosts_dir();
+    fs::create_dir_all(&dir).map_err(|e| NetworkError::io("create", &dir, e))?;
+    let path = dir.join(format!("{instance}.{device}"));
+    let tmp = dir.join(format!(".{instance}.{device}.tmp"));
+    fs::write(&tmp, entry).map_err(|e| NetworkError::io("write", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| NetworkError::io("rename", &path, e))
+}
+
+/// Removes every host entry of `instance` (all its devices).
+pub fn remove_host_entries(files: &DnsmasqFiles, instance: &str) {
+    let prefix = format!("{instance}.");
+    if let Ok(rd) = fs::read_dir(files.hosts_dir()) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Removes one device's host entry.
+pub fn remove_host_entry(files: &DnsmasqFiles, instance: &str, device: &str) {
+    let _ = fs::remove_file(files.hosts_dir().join(format!("{instance}.{device}")));
+}
+
+/// The static entries: (hwaddr, address, hostname) of entries that name an address.
+pub fn static_entries(files: &DnsmasqFiles) -> Vec<(String, Ipv4Addr, String)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(files.hosts_dir()) {
+        for e in rd.flatten() {
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            for line in text.lines() {
+                let f: Vec<&str> = line.split(',').collect();
+                if let [mac, ip, name] = f[..] {
+                    if let Ok(ip) = ip.parse() {
+                        out.push((mac.to_string(), ip, name.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One line of dnsmasq's lease file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub expiry: u64,
+    pub hwaddr: String,
+    pub address: String,
+    pub hostname: String,
+}
+
+/// Parses a lease file: `<expiry> <mac> <ip> <hostname|*> <client-id|*>` per line;
+/// the `duid` line of DHCPv6 and malformed lines are skipped.
+pub fn parse_leases(text: &str) -> Vec<Lease> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 4 || f[0] == "duid" {
+                return None;
+            }
+            Some(Lease {
+                expiry: f[0].parse().ok()?,
+                hwaddr: f[1].to_string(),
+                address: f[2].to_string(),
+                hostname: if f[3] == "*" {
+                    String::new()
+                } else {
+                    f[3].to_string()
+                },
+            })
+        })
+        .collect()
+}
+
+pub fn read_leases(files: &DnsmasqFiles) -> Vec<Lease> {
+    parse_leases(&fs::read_to_string(files.leases()).unwrap_or_default())
+}
+
+/// The pid in the pid file, if that process is alive and is dnsmasq serving `bridge`.
+pub fn running_pid(files: &DnsmasqFiles, bridge: &str) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(files.pid_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let wanted = format!("--interface={bridge}");
+    let is_ours = args.first().is_some_and(|a| a.ends_with(b"dnsmasq"))
+        && args.iter().any(|a| *a == wanted.as_bytes());
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
+        .unwrap_or(true);
+    (is_ours && !zombie).then_some(pid)
+}
+
+/// Starts dnsmasq for `bridge` in its own session, so it outlives the daemon; returns the
+/// child, which the caller reaps. The raw configuration file is rewritten first.
+pub fn spawn(
+    bridge: &str,
+    cfg: &BridgeConfig,
+    files: &DnsmasqFiles,
+) -> Result<std::process::Child> {
+    fs::create_dir_all(files.hosts_dir())
+        .map_err(|e| NetworkError::io("create", files.hosts_dir(), e))?;
+    let raw = files.raw_conf();
+    fs::write(&raw, format!("{}\n", cfg.raw_dnsmasq))
+        .map_err(|e| NetworkError::io("write", &raw, e))?;
+    let _ = fs::remove_file(files.pid_file());
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(files.log())
+        .map_err(|e| NetworkError::io("open", files.log(), e))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| NetworkError::io("open", files.log(), e))?;
+    let mut cmd = Command::new("dnsmasq");
+    cmd.args(dnsmasq_args(bridge, cfg, files))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| NetworkError::Spawn {
+        program: "dnsmasq".into(),
+        source: e,
+    })
+}
+
+/// Waits up to `timeout` for dnsmasq to write its pid file, i.e. to be listening.
+pub fn wait_ready(
+    files: &DnsmasqFiles,
+    bridge: &str,
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if running_pid(files, bridge).is_some() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = fs::read_to_string(files.log()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            return Err(NetworkError::Command {
+                program: "dnsmasq".into(),
+                status: status.to_string(),
+                stderr: tail.into_iter().rev().collect::<Vec<_>>().join("; "),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(NetworkError::Command {
+        program: "dnsmasq".into(),
+        status: "timeout".into(),
+        stderr: "did not write its pid file".into(),
+    })
+}
+
+/// Stops the dnsmasq of `bridge`, if one runs, and waits for it to go.
+pub fn stop(files: &DnsmasqFiles, bridge: &str) {
+    if let Some(pid) = running_pid(files, bridge) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let start = Instant::now();
+        while running_pid(files, bridge).is_some() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if running_pid(files, bridge).is_some() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    let _ = fs::remove_file(files.pid_file());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn args_bind_to_the_bridge_and_serve_the_ranges() {
+        let mut c = BTreeMap::new();
+        c.insert("ipv4.address".to_string(), "10.9.8.1/24".to_string());
+        let cfg = BridgeConfig::parse(&c).unwrap();
+        let files = DnsmasqFiles::new("/var/lib/hutch/networks/br0");
+        let a = dnsmasq_args("br0", &cfg, &files);
+        assert!(a.contains(&"--interface=br0".to_string()));
+        assert!(a.contains(&"--listen-address=10.9.8.1".to_string()));
+        assert!(a.contains(&"--dhcp-range=10.9.8.2,10.9.8.254,255.255.255.0,1h".to_string()));
+        assert!(a.contains(&"--domain=hutch".to_string()));
+        assert!(
+            a.contains(&"--dhcp-hostsdir=/var/lib/hutch/networks/br0/dnsmasq.hosts".to_string())
+        );
+        assert!(!a.iter().any(|x| x.contains("enable-ra")));
+    }
+
+    #[test]
+    fn leases_parse_and_skip_junk() {
+        let text = "1700000000 00:16:3e:aa:bb:cc 10.9.8.5 c1 01:00:16:3e:aa:bb:cc\n\
+                    1700000001 00:16:3e:aa:bb:cd 10.9.8.6 * *\n\
+                    duid 00:01:00:01\n\
+                    garbage\n";
+        let l = parse_leases(text);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].hostname, "c1");
+        assert_eq!(l[0].address, "10.9.8.5");
+        assert_eq!(l[1].hostname, "");
+    }
+
+    #[test]
+    fn host_entries_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = DnsmasqFiles::new(dir.path());
+        let ip = "10.9.8.50".parse().unwrap();
+        write_host_entry(
+            &files,
+            "c1",
+            "eth0",
+            &host_entry("00:16:3e:00:00:01", Some(ip), "c1"),
+        )
+        .unwrap();
+        write_host_entry(
+            &files,
+            "c2",
+            "eth0",
+            &host_entry("00:16:3e:00:00:02", None, "c2"),
+        )
+        .unwrap();
+        let s = static_entries(&files);
+        assert_eq!(
+            s,
+            vec![("00:16:3e:00:00:01".to_string(), ip, "c1".to_string())]
+        );
+        remove_host_entries(&files, "c1");
+        assert!(static_entries(&files).is_empty());
+        assert!(files.hosts_dir().join("c2.eth0").exists());
+    }
+}
