@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use commands::{config, exec, file, image, instance, operation, profile, storage};
+use commands::{config, exec, file, image, instance, network, operation, profile, storage};
 use http::Client;
 use output::Format;
 
@@ -96,6 +96,9 @@ enum Cmd {
     /// Profiles.
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Managed networks (bridges with DHCP, DNS and NAT).
+    #[command(subcommand)]
+    Network(NetworkCmd),
     /// Images.
     #[command(subcommand)]
     Image(ImageCmd),
@@ -217,6 +220,68 @@ enum ProfileCmd {
     /// Replace the profile with YAML from stdin.
     Edit {
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NetworkCmd {
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    Show {
+        name: String,
+    },
+    /// Create a bridge: NAME [KEY=VALUE...] (ipv4.address defaults to auto).
+    Create {
+        name: String,
+        config: Vec<String>,
+    },
+    Delete {
+        name: String,
+    },
+    Get {
+        name: String,
+        key: String,
+    },
+    /// Set config keys: NAME KEY=VALUE...
+    Set {
+        name: String,
+        #[arg(required = true)]
+        config: Vec<String>,
+    },
+    Unset {
+        name: String,
+        key: String,
+    },
+    Rename {
+        name: String,
+        new: String,
+    },
+    /// Replace the network's config with YAML from stdin.
+    Edit {
+        name: String,
+    },
+    /// The bridge's addresses, counters and leases.
+    Info {
+        name: String,
+    },
+    ListLeases {
+        name: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Give INSTANCE a NIC on NETWORK: NETWORK INSTANCE [DEVICE [INTERFACE]].
+    Attach {
+        network: String,
+        instance: String,
+        device: Option<String>,
+        interface: Option<String>,
+    },
+    /// Remove INSTANCE's NICs on NETWORK.
+    Detach {
+        network: String,
+        instance: String,
     },
 }
 
@@ -422,6 +487,29 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 config::device_remove(&c, &name, &device)?
             }
             ConfigCmd::Device(DeviceCmd::List { name }) => config::device_list(&c, &name)?,
+        },
+        Cmd::Network(cmd) => match cmd {
+            NetworkCmd::List { format } => network::list(&c, format)?,
+            NetworkCmd::Show { name } => network::show(&c, &name)?,
+            NetworkCmd::Create { name, config } => network::create(&c, &name, &config)?,
+            NetworkCmd::Delete { name } => network::delete(&c, &name)?,
+            NetworkCmd::Get { name, key } => network::get(&c, &name, &key)?,
+            NetworkCmd::Set { name, config } => network::set(&c, &name, &config)?,
+            NetworkCmd::Unset { name, key } => network::unset(&c, &name, &key)?,
+            NetworkCmd::Rename { name, new } => network::rename(&c, &name, &new)?,
+            NetworkCmd::Edit { name } => network::edit(&c, &name)?,
+            NetworkCmd::Info { name } => network::info(&c, &name)?,
+            NetworkCmd::ListLeases { name, format } => network::list_leases(&c, &name, format)?,
+            NetworkCmd::Attach {
+                network: n,
+                instance: i,
+                device,
+                interface,
+            } => network::attach(&c, &n, &i, device.as_deref(), interface.as_deref())?,
+            NetworkCmd::Detach {
+                network: n,
+                instance: i,
+            } => network::detach(&c, &n, &i)?,
         },
         Cmd::Profile(cmd) => match cmd {
             ProfileCmd::List { format } => profile::list(&c, format)?,

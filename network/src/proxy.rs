@@ -242,9 +242,15 @@ impl Forwarder {
         Ok(Forwarder { tasks })
     }
 
-    /// Stops forwarding now.
+    /// Stops forwarding; the listeners close soon after.
     pub fn stop(mut self) {
         self.tasks.abort_all();
+    }
+
+    /// Stops forwarding and waits until the listeners are closed (so their ports can be
+    /// bound again at once).
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
     }
 }
 

@@ -22,14 +22,21 @@ impl TestDaemon {
     }
 
     /// Like `start`, with extra `hutchd init --auto` arguments
-    /// (`--storage-backend dir`).
+    /// (`--storage-backend dir`). No network is made unless `--network-bridge` is given
+    /// (bridge names are global: tests pick unique ones).
     pub fn start_with(init_args: &[&str]) -> Self {
         let dir = TestDir::new();
+        let network = if init_args.contains(&"--network-bridge") {
+            &[][..]
+        } else {
+            &["--network-bridge", "none"][..]
+        };
         let status = Command::new(hutchd_bin())
             .arg("--dir")
             .arg(dir.path())
             .args(["init", "--auto"])
             .args(init_args)
+            .args(network)
             .stdout(Stdio::null())
             .status()
             .expect("run hutchd init");
@@ -220,6 +227,7 @@ impl Drop for TestDaemon {
         for dir in crate::cgroup_dirs(&prefix) {
             let _ = std::fs::remove_dir(&dir);
         }
+        crate::network::remove_daemon_networks(self.path(), &prefix);
     }
 }
 

@@ -5,6 +5,7 @@
 mod cgroup;
 pub mod daemon;
 mod images;
+pub mod network;
 pub mod terminal;
 mod testdir;
 

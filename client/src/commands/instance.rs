@@ -26,6 +26,9 @@ pub struct CreateArgs {
     /// Delete the instance when it stops.
     #[arg(short = 'e', long)]
     pub ephemeral: bool,
+    /// Put eth0 on this network instead of the profiles' NIC.
+    #[arg(short = 'n', long)]
+    pub network: Option<String>,
 }
 
 /// `hutch init` / `hutch launch`.
@@ -43,7 +46,10 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
         "type": "container",
         "profiles": profiles,
         "config": pairs(&args.config)?,
-        "devices": {},
+        "devices": match &args.network {
+            Some(n) => json!({"eth0": {"type": "nic", "network": n, "name": "eth0"}}),
+            None => json!({}),
+        },
         "ephemeral": args.ephemeral,
         "source": {"type": "image", "fingerprint": fingerprint},
     });

@@ -5,6 +5,7 @@ pub mod exec;
 pub mod file;
 pub mod image;
 pub mod instance;
+pub mod network;
 pub mod operation;
 pub mod profile;
 pub mod storage;

@@ -50,7 +50,7 @@ async fn list(
         let unmanaged = links
             .iter()
             .filter(|l| !rows.iter().any(|r| r.name == l.name))
-            .filter(|l| l.kind.is_empty() || l.kind == "bridge");
+            .filter(|l| (l.kind.is_empty() || l.kind == "bridge") && l.link_type != "loopback");
         if recursion > 0 {
             let mut all = rows
                 .iter()

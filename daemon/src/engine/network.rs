@@ -37,7 +37,7 @@ pub struct NetState {
     /// dnsmasq processes this daemon started, reaped by the supervisor.
     dnsmasq: Mutex<HashMap<String, Child>>,
     /// Running proxies by instance: userspace forwarders, and whether a DNAT table exists.
-    proxies: Mutex<HashMap<String, (Vec<Forwarder>, bool)>>,
+    proxies: Mutex<HashMap<String, InstanceProxies>>,
 }
 
 impl std::fmt::Debug for NetState {
@@ -723,20 +723,58 @@ fn static_ipv4(expanded: &Expanded) -> Option<IpAddr> {
     })
 }
 
+/// The running proxies of one instance: userspace forwarders by device, and whether its
+/// DNAT table exists.
+#[derive(Default)]
+pub struct InstanceProxies {
+    forwarders: BTreeMap<String, Forwarder>,
+    table: bool,
+}
+
 /// Starts the proxy devices of a running instance whose init is `pid`.
 pub async fn start_proxies(d: &AppState, name: &str, pid: i32, expanded: &Expanded) -> Result<()> {
-    let mut forwarders = Vec::new();
+    sync_proxies(d, name, pid, &Expanded::default(), expanded).await
+}
+
+/// Brings the proxies of instance `name` from the `old` devices to the `new` ones: changed
+/// and removed forwarders are shut down, new ones started, the DNAT table rewritten.
+async fn sync_proxies(
+    d: &AppState,
+    name: &str,
+    pid: i32,
+    old: &Expanded,
+    new: &Expanded,
+) -> Result<()> {
+    let old_p: BTreeMap<_, _> = proxy_devices(&old.devices).collect();
+    let new_p: BTreeMap<_, _> = proxy_devices(&new.devices).collect();
+    let mut running = lock(&d.net.proxies).remove(name).unwrap_or_default();
+    let stale: Vec<String> = running
+        .forwarders
+        .keys()
+        .filter(|k| old_p.get(*k) != new_p.get(*k) || !new_p.contains_key(*k))
+        .cloned()
+        .collect();
+    for k in stale {
+        if let Some(f) = running.forwarders.remove(&k) {
+            f.shutdown().await;
+        }
+    }
     let mut dnat = Vec::new();
-    for (devname, dev) in proxy_devices(&expanded.devices) {
+    let mut failed = None;
+    for (devname, dev) in &new_p {
         let listen: ProxyAddr = opt(dev, "listen").unwrap_or_default().parse()?;
         let connect: ProxyAddr = opt(dev, "connect").unwrap_or_default().parse()?;
         if flag(dev, "nat") {
             let target = if connect.addr.is_unspecified() || connect.addr.is_loopback() {
-                static_ipv4(expanded).ok_or_else(|| {
-                    DaemonError::BadRequest(format!(
-                        "Proxy {devname:?}: nat needs a NIC with a static ipv4.address on a managed network"
-                    ))
-                })?
+                match static_ipv4(new) {
+                    Some(ip) => ip,
+                    None => {
+                        failed = Some(DaemonError::BadRequest(format!(
+                            "Proxy {devname:?}: nat needs a NIC with a static ipv4.address on a managed network"
+                        )));
+                        break;
+                    }
+                }
             } else {
                 connect.addr
             };
@@ -750,50 +788,53 @@ pub async fn start_proxies(d: &AppState, name: &str, pid: i32, expanded: &Expand
             });
             continue;
         }
+        if running.forwarders.contains_key(*devname) {
+            continue;
+        }
         let (lns, cns) = if opt(dev, "bind") == Some("instance") {
             (Netns::Pid(pid), Netns::Host)
         } else {
             (Netns::Host, Netns::Pid(pid))
         };
         match Forwarder::start(lns, listen, cns, connect).await {
-            Ok(f) => forwarders.push(f),
+            Ok(f) => {
+                running.forwarders.insert(devname.to_string(), f);
+            }
             Err(e) => {
-                for f in forwarders {
-                    f.stop();
-                }
-                return Err(DaemonError::BadRequest(format!("Proxy {devname:?}: {e}")));
+                failed = Some(DaemonError::BadRequest(format!("Proxy {devname:?}: {e}")));
+                break;
             }
         }
     }
-    let has_table = !dnat.is_empty();
-    if has_table {
+    if failed.is_none() && (running.table || !dnat.is_empty()) {
         let script = nft::proxy_ruleset(&nft::proxy_table(&d.net.scope, name), &dnat);
         let d2 = d.clone();
         let applied = tokio::task::spawn_blocking(move || d2.net.nft.apply(&script))
             .await
             .map_err(|e| DaemonError::Internal(e.to_string()))?;
-        if let Err(e) = applied {
-            for f in forwarders {
-                f.stop();
-            }
-            return Err(e.into());
+        match applied {
+            Ok(()) => running.table = !dnat.is_empty(),
+            Err(e) => failed = Some(e.into()),
         }
     }
-    if !forwarders.is_empty() || has_table {
-        lock(&d.net.proxies).insert(name.to_string(), (forwarders, has_table));
+    if !running.forwarders.is_empty() || running.table {
+        lock(&d.net.proxies).insert(name.to_string(), running);
     }
-    Ok(())
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Stops the proxies of an instance (before a stop, or when it died on its own).
 pub fn stop_proxies(d: &Daemon, name: &str) {
-    let Some((forwarders, has_table)) = lock(&d.net.proxies).remove(name) else {
+    let Some(running) = lock(&d.net.proxies).remove(name) else {
         return;
     };
-    for f in forwarders {
+    for f in running.forwarders.into_values() {
         f.stop();
     }
-    if has_table {
+    if running.table {
         let script = nft::delete_table_script(&nft::proxy_table(&d.net.scope, name));
         if let Err(e) = d.net.nft.apply(&script) {
             tracing::warn!(instance = name, error = %crate::chain(&e), "remove proxy rules");
@@ -838,13 +879,7 @@ pub async fn apply_device_changes(
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))??;
     }
-    let old_proxies: BTreeMap<_, _> = proxy_devices(&old.devices).collect();
-    let new_proxies: BTreeMap<_, _> = proxy_devices(&new.devices).collect();
-    if old_proxies != new_proxies {
-        stop_proxies(d, &row.name);
-        start_proxies(d, &row.name, pid, new).await?;
-    }
-    Ok(())
+    sync_proxies(d, &row.name, pid, old, new).await
 }
 
 /// The `network` of an instance's state: its interfaces, read inside its namespace.
