@@ -66,6 +66,7 @@ fi
 if ! hutch info first >/dev/null 2>&1; then
     hutch launch busybox first
 fi
+for _ in $(seq 50); do hutch list -c 4 --format csv first | grep -q . && break; sleep 0.1; done
 hutch list
 echo "PID 1 in first is: $(hutch exec first -- cat /proc/1/comm)"
 echo "try: hutch exec first -- sh"

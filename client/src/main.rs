@@ -180,6 +180,13 @@ enum DeviceCmd {
         name: String,
         device: String,
     },
+    /// Set device keys: NAME DEVICE KEY=VALUE... (a profile's device is overridden).
+    Set {
+        name: String,
+        device: String,
+        #[arg(required = true)]
+        props: Vec<String>,
+    },
     List {
         name: String,
     },
@@ -487,6 +494,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 config::device_remove(&c, &name, &device)?
             }
             ConfigCmd::Device(DeviceCmd::List { name }) => config::device_list(&c, &name)?,
+            ConfigCmd::Device(DeviceCmd::Set {
+                name,
+                device,
+                props,
+            }) => config::device_set(&c, &name, &device, &props)?,
         },
         Cmd::Network(cmd) => match cmd {
             NetworkCmd::List { format } => network::list(&c, format)?,

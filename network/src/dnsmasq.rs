@@ -194,8 +194,8 @@ pub fn running_pid(files: &DnsmasqFiles, bridge: &str) -> Option<i32> {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let wanted = format!("--interface={bridge}");
-    let is_ours = args.first().is_some_and(|a| a.ends_with(b"dnsmasq"))
-        && args.iter().any(|a| *a == wanted.as_bytes());
+    let is_ours =
+        args.first().is_some_and(|a| a.ends_with(b"dnsmasq")) && args.contains(&wanted.as_bytes());
     let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))

@@ -347,6 +347,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn forwards_udp_both_ways_on_loopback() {
+        let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let echo_port = echo.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut b = [0u8; 64];
+            let (n, from) = echo.recv_from(&mut b).await.unwrap();
+            echo.send_to(&b[..n], from).await.unwrap();
+        });
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen: ProxyAddr = format!("udp:127.0.0.1:{port}").parse().unwrap();
+        let connect: ProxyAddr = format!("udp:127.0.0.1:{echo_port}").parse().unwrap();
+        let fwd = Forwarder::start(Netns::Host, listen, Netns::Host, connect)
+            .await
+            .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(("127.0.0.1", port)).await.unwrap();
+        client.send(b"ping").await.unwrap();
+        let mut b = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&b[..n], b"ping");
+        fwd.shutdown().await;
+        // The port is free again at once.
+        std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    }
+
+    #[tokio::test]
     async fn forwards_tcp_on_loopback() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();

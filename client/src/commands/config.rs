@@ -92,6 +92,25 @@ pub fn device_add(
     Ok(())
 }
 
+/// Sets keys of an instance device; a device that only a profile has is copied into the
+/// instance first (LXD's `config device override`).
+pub fn device_set(client: &Client, name: &str, device: &str, props: &[String]) -> Result<()> {
+    let v = client.get(&url(name))?;
+    let mut put = writable(&v);
+    let current = match v["devices"].get(device) {
+        Some(d) => d.clone(),
+        None => match v["expanded_devices"].get(device) {
+            Some(d) => d.clone(),
+            None => bail!("The device doesn't exist"),
+        },
+    };
+    let mut dev = current.as_object().cloned().unwrap_or_default();
+    dev.extend(super::pairs(props)?);
+    put["devices"][device] = Value::Object(dev);
+    client.run("PUT", &url(name), Some(&put))?;
+    Ok(())
+}
+
 pub fn device_remove(client: &Client, name: &str, device: &str) -> Result<()> {
     let v = client.get(&url(name))?;
     let mut put = writable(&v);

@@ -3,25 +3,15 @@
 use std::io::Read;
 
 use anyhow::{bail, Result};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+
+use super::pairs;
 
 use crate::http::{encode, Client};
 use crate::output::{self, Format};
 
 fn url(name: &str) -> String {
     format!("/1.0/networks/{}", encode(name))
-}
-
-/// `KEY=VALUE` arguments as a config map.
-fn pairs(args: &[String]) -> Result<Map<String, Value>> {
-    let mut out = Map::new();
-    for a in args {
-        let Some((k, v)) = a.split_once('=') else {
-            bail!("{a:?} is not KEY=VALUE");
-        };
-        out.insert(k.to_string(), Value::String(v.to_string()));
-    }
-    Ok(out)
 }
 
 fn s(v: &Value) -> String {
