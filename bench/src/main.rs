@@ -35,11 +35,13 @@ struct Args {
     parallel: usize,
 }
 
-/// A daemon in its own directory, torn down (containers, pool mount, files) on drop.
+/// A daemon in its own directory, torn down (containers, network, pool mount, files) on
+/// drop. Its containers have a NIC on its own bridge, as after a real `init --auto`.
 struct Daemon {
     dir: PathBuf,
     child: Child,
     bin: PathBuf,
+    bridge: String,
 }
 
 impl Daemon {
@@ -47,10 +49,12 @@ impl Daemon {
         let dir = PathBuf::from(format!("/tmp/hutch-bench-{}-{driver}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let hutchd = bin.join("hutchd");
+        let bridge = format!("hbench{}", std::process::id() % 100_000);
         let ok = Command::new(&hutchd)
             .arg("--dir")
             .arg(&dir)
             .args(["init", "--auto", "--storage-backend", driver])
+            .args(["--network-bridge", &bridge])
             .stdout(Stdio::null())
             .status()?
             .success();
@@ -67,6 +71,7 @@ impl Daemon {
             dir,
             child,
             bin: bin.to_path_buf(),
+            bridge,
         };
         for _ in 0..100 {
             if std::os::unix::net::UnixStream::connect(d.dir.join("unix.socket")).is_ok() {
@@ -125,12 +130,47 @@ impl Drop for Daemon {
                     .status();
             }
         }
+        // The network: its dnsmasq, its bridge, and the daemon's nftables tables.
+        let net = self.dir.join("networks").join(&self.bridge);
+        if let Ok(pid) = std::fs::read_to_string(net.join("dnsmasq.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+        let tables = Command::new("nft").args(["list", "tables"]).output();
+        let prefix = format!("{}_", hutch_prefix(&self.dir).replace('-', "_"));
+        for line in tables
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Some(t) = line
+                .split_whitespace()
+                .nth(2)
+                .filter(|t| t.starts_with(&prefix))
+            {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", "inet", t])
+                    .status();
+            }
+        }
         let _ = nix::mount::umount2(
             &self.dir.join("storage-pools/default"),
             nix::mount::MntFlags::MNT_DETACH,
         );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// hutchd's per-directory prefix of cgroups and nftables tables.
+fn hutch_prefix(dir: &Path) -> String {
+    let mut hash: u32 = 2166136261;
+    for b in dir.as_os_str().as_encoded_bytes() {
+        hash = (hash ^ *b as u32).wrapping_mul(16777619);
+    }
+    format!("hutch-{hash:08x}")
 }
 
 /// Median, min and max in seconds.

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
 use nix::sched::{setns, CloneFlags};
@@ -62,9 +62,36 @@ pub struct PeerSpec<'a> {
 }
 
 /// A netlink connection in one namespace. Made by [`with_netlink`].
-pub struct Netlink {
-    rt: tokio::runtime::Runtime,
+pub struct Netlink<'rt> {
+    rt: &'rt tokio::runtime::Runtime,
     handle: rtnetlink::Handle,
+}
+
+fn join_netns(path: &Path) -> Result<()> {
+    let file = File::open(path).map_err(|e| NetworkError::io("open", path, e))?;
+    setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| NetworkError::Sys {
+        action: format!("join the network namespace {}", path.display()),
+        source: e,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| NetworkError::netlink("start a runtime", e))
+}
+
+/// A connection in the thread's current namespace (a netlink socket belongs for good to
+/// the namespace it was made in).
+fn connect(rt: &tokio::runtime::Runtime) -> Result<Netlink<'_>> {
+    let handle = rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| NetworkError::netlink("open a netlink socket", e))?;
+        tokio::spawn(conn);
+        Ok::<_, NetworkError>(handle)
+    })?;
+    Ok(Netlink { rt, handle })
 }
 
 /// Runs `f` with a netlink connection in the namespace at `netns` (the caller's when `None`).
@@ -75,26 +102,49 @@ pub fn with_netlink<T: Send>(
     std::thread::scope(|s| {
         s.spawn(move || {
             if let Some(path) = netns {
-                let file = File::open(path).map_err(|e| NetworkError::io("open", path, e))?;
-                setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| NetworkError::Sys {
-                    action: format!("join the network namespace {}", path.display()),
-                    source: e,
-                })?;
+                join_netns(path)?;
             }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| NetworkError::netlink("start a runtime", e))?;
-            let handle = rt.block_on(async {
-                let (conn, handle, _) = rtnetlink::new_connection()
-                    .map_err(|e| NetworkError::netlink("open a netlink socket", e))?;
-                tokio::spawn(conn);
-                Ok::<_, NetworkError>(handle)
-            })?;
-            f(&Netlink { rt, handle })
+            let rt = runtime()?;
+            f(&connect(&rt)?)
         })
         .join()
         .unwrap_or_else(|_| Err(NetworkError::netlink("run", "netlink thread panicked")))
+    })
+}
+
+/// Runs `f` in each namespace of `netns`, one after the other on one thread with one
+/// runtime: listing many instances costs one thread, not one each.
+pub fn with_netlink_each<T: Send>(
+    netns: &[PathBuf],
+    f: impl Fn(&Netlink) -> Result<T> + Send + Sync,
+) -> Vec<Result<T>> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let msg = e.to_string();
+                    return netns
+                        .iter()
+                        .map(|_| Err(NetworkError::netlink("run", &msg)))
+                        .collect();
+                }
+            };
+            netns
+                .iter()
+                .map(|path| {
+                    join_netns(path)?;
+                    f(&connect(&rt)?)
+                })
+                .collect()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            netns
+                .iter()
+                .map(|_| Err(NetworkError::netlink("run", "netlink thread panicked")))
+                .collect()
+        })
     })
 }
 
@@ -153,7 +203,7 @@ fn nl_err(action: &str) -> impl Fn(rtnetlink::Error) -> NetworkError + '_ {
     move |e| NetworkError::netlink(action, e)
 }
 
-impl Netlink {
+impl Netlink<'_> {
     /// Every link in the namespace.
     pub fn links(&self) -> Result<Vec<Link>> {
         self.rt.block_on(async {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::addr::parse_hwaddr;
 use crate::error::{NetworkError, Result};
-use crate::netlink::{with_netlink, Address, Link, PeerSpec};
+use crate::netlink::{with_netlink, with_netlink_each, Address, Link, PeerSpec};
 
 /// How a NIC reaches the network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,12 +79,11 @@ pub fn unplug(pid: i32, name: &str) -> Result<()> {
     with_netlink(Some(&netns_of(pid)), |nl| nl.delete_link(name))
 }
 
-/// An instance's interfaces and addresses, read inside its namespace.
-pub fn interfaces(pid: i32) -> Result<Vec<(Link, Vec<Address>)>> {
-    let (links, addrs) = with_netlink(Some(&netns_of(pid)), |nl| {
-        Ok((nl.links()?, nl.addresses()?))
-    })?;
-    Ok(links
+/// Each interface with its addresses.
+pub type Interfaces = Vec<(Link, Vec<Address>)>;
+
+fn pair_up(links: Vec<Link>, addrs: Vec<Address>) -> Interfaces {
+    links
         .into_iter()
         .map(|l| {
             let a = addrs
@@ -94,7 +93,21 @@ pub fn interfaces(pid: i32) -> Result<Vec<(Link, Vec<Address>)>> {
                 .collect();
             (l, a)
         })
-        .collect())
+        .collect()
+}
+
+/// An instance's interfaces and addresses, read inside its namespace.
+pub fn interfaces(pid: i32) -> Result<Interfaces> {
+    let (links, addrs) = with_netlink(Some(&netns_of(pid)), |nl| {
+        Ok((nl.links()?, nl.addresses()?))
+    })?;
+    Ok(pair_up(links, addrs))
+}
+
+/// The interfaces of many instances at once (for listings): one thread for all.
+pub fn interfaces_of_many(pids: &[i32]) -> Vec<Result<Interfaces>> {
+    let paths: Vec<PathBuf> = pids.iter().map(|p| netns_of(*p)).collect();
+    with_netlink_each(&paths, |nl| Ok(pair_up(nl.links()?, nl.addresses()?)))
 }
 
 /// The first global IPv4 address of every interface but loopback, by interface name.

@@ -41,14 +41,21 @@ fn tag_of(row: &InstanceRow) -> Value {
     ])
 }
 
-fn full(d: &AppState, row: &InstanceRow, level: u8) -> Result<Value> {
-    // The runtime is asked once per instance, for both the object and its state.
-    let info = engine::runtime_info(d, &row.name);
+/// The instance object (with state and snapshots from `level` 2). The runtime is asked
+/// once per instance, for both the object and its state; `ifaces` are its interfaces when a
+/// listing has read them already.
+fn full(
+    d: &AppState,
+    row: &InstanceRow,
+    info: &engine::RuntimeInfo,
+    ifaces: Option<hutch_network::nic::Interfaces>,
+    level: u8,
+) -> Result<Value> {
     let obj = engine::instance_object_with(d, row, info.code)?;
     let mut v = serde_json::to_value(obj).unwrap_or_default();
     if level >= 2 {
-        v["state"] =
-            serde_json::to_value(engine::instance_state_with(d, row, &info)?).unwrap_or_default();
+        v["state"] = serde_json::to_value(engine::instance_state_with(d, row, info, ifaces)?)
+            .unwrap_or_default();
         let snaps = d.db.snapshots(&row.name)?;
         v["snapshots"] = Value::Array(
             snaps
@@ -77,8 +84,27 @@ async fn list(
     }
     let d2 = d.clone();
     let out = tokio::task::spawn_blocking(move || {
+        let infos: Vec<_> = rows
+            .iter()
+            .map(|r| engine::runtime_info(&d2, &r.name))
+            .collect();
+        // Interfaces of every running instance, read in one pass over their namespaces.
+        let mut ifaces: HashMap<i64, hutch_network::nic::Interfaces> = HashMap::new();
+        if level >= 2 {
+            let pids: Vec<i64> = infos.iter().map(|i| i.pid).filter(|p| *p > 0).collect();
+            let pids32: Vec<i32> = pids.iter().map(|p| *p as i32).collect();
+            for (pid, res) in pids
+                .iter()
+                .zip(hutch_network::nic::interfaces_of_many(&pids32))
+            {
+                if let Ok(i) = res {
+                    ifaces.insert(*pid, i);
+                }
+            }
+        }
         rows.iter()
-            .map(|r| full(&d2, r, level))
+            .zip(infos.iter())
+            .map(|(r, info)| full(&d2, r, info, ifaces.remove(&info.pid), level))
             .collect::<Result<Vec<_>>>()
     })
     .await
@@ -152,7 +178,8 @@ async fn one(
 ) -> Result<Response> {
     let row = d.db.instance_or_404(&name)?;
     let level = if super::recursion(&q) > 0 { 2 } else { 1 };
-    let v = full(&d, &row, level)?;
+    let info = engine::runtime_info(&d, &row.name);
+    let v = full(&d, &row, &info, None, level)?;
     Ok(sync_etag(v, &tag_of(&row)))
 }
 

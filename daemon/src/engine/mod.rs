@@ -103,7 +103,7 @@ pub fn instance_object_with(d: &Daemon, row: &InstanceRow, code: StatusCode) -> 
 /// `GET .../state`.
 pub fn instance_state(d: &Daemon, name: &str) -> Result<InstanceState> {
     let row = d.db.instance_or_404(name)?;
-    instance_state_with(d, &row, &runtime_info(d, name))
+    instance_state_with(d, &row, &runtime_info(d, name), None)
 }
 
 /// `GET .../state` from runtime information already gathered.
@@ -111,6 +111,7 @@ pub fn instance_state_with(
     d: &Daemon,
     row: &InstanceRow,
     info: &RuntimeInfo,
+    ifaces: Option<hutch_network::nic::Interfaces>,
 ) -> Result<InstanceState> {
     let mut state = InstanceState {
         status: info.code.text().into(),
@@ -132,6 +133,7 @@ pub fn instance_state_with(
     let expanded = expand(d, row)?;
     state.network = Some(network::instance_network(
         info.pid as i32,
+        ifaces,
         &row.config,
         &expanded.devices,
     ));

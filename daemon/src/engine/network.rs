@@ -883,13 +883,20 @@ pub async fn apply_device_changes(
 }
 
 /// The `network` of an instance's state: its interfaces, read inside its namespace.
+/// `ifaces` are the instance's interfaces when already read (listings read them all at
+/// once), else they are read now.
 pub fn instance_network(
     pid: i32,
+    ifaces: Option<nic::Interfaces>,
     config: &BTreeMap<String, String>,
     devices: &Devices,
 ) -> BTreeMap<String, Value> {
-    let Ok(ifaces) = nic::interfaces(pid) else {
-        return BTreeMap::new();
+    let ifaces = match ifaces {
+        Some(i) => i,
+        None => match nic::interfaces(pid) {
+            Ok(i) => i,
+            Err(_) => return BTreeMap::new(),
+        },
     };
     ifaces
         .into_iter()
