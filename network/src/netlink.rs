@@ -13,7 +13,7 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressScope};
 use rtnetlink::packet_route::link::{
     InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage, MacVlanMode,
 };
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
 use rtnetlink::{
     LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -274,7 +274,11 @@ impl Netlink<'_> {
             Ok::<_, NetworkError>(
                 routes
                     .iter()
+                    // Main-table unicast routes only: the local table holds every
+                    // address's /32 and broadcast, which the addresses cover anyway.
                     .filter(|r| r.header.destination_prefix_length > 0)
+                    .filter(|r| r.header.table == RouteHeader::RT_TABLE_MAIN)
+                    .filter(|r| r.header.kind == RouteType::Unicast)
                     .filter_map(|r| {
                         r.attributes.iter().find_map(|a| match a {
                             RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(Ipv4Net {

@@ -361,6 +361,38 @@ fn init_network_nat_and_port_forwarding_survive_a_daemon_restart() {
         "connect=tcp:127.0.0.1:80",
     ]);
     assert!(!bad.status.success());
+    // The other way round: a port inside the container forwarded to a server on the host.
+    let host_server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = host_server.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = host_server.accept().unwrap();
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf);
+        s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 15\r\n\r\nhello-from-host")
+            .unwrap();
+    });
+    d.lxc_ok(&[
+        "config",
+        "device",
+        "add",
+        "web",
+        "back",
+        "proxy",
+        "bind=instance",
+        "listen=tcp:127.0.0.1:8081",
+        &format!("connect=tcp:127.0.0.1:{host_port}"),
+    ]);
+    let got = d.lxc_ok(&[
+        "exec",
+        "web",
+        "--",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:8081/",
+    ]);
+    assert_eq!(got, "hello-from-host");
+    server.join().unwrap();
+    d.lxc_ok(&["config", "device", "remove", "web", "back"]);
 
     // kill -9 of the daemon: dnsmasq and the container's address stay; proxies come back.
     let dnsmasq_pid =
@@ -557,6 +589,57 @@ fn network_api_objects_follow_lxd() {
         d.hutch_ok(&["network", "get", &net, "ipv4.address"]).trim(),
         "10.251.252.1/24"
     );
+    // IPv6 with router advertisements, and the bridge's MTU.
+    d.hutch_ok(&[
+        "network",
+        "set",
+        &net,
+        "ipv6.address=auto",
+        "bridge.mtu=1400",
+    ]);
+    let state = json(&d, &format!("/1.0/networks/{net}/state"));
+    assert_eq!(state["mtu"], 1400);
+    let v6: Vec<&Value> = state["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["family"] == "inet6" && a["scope"] == "global")
+        .collect();
+    assert!(
+        v6[0]["address"].as_str().unwrap().starts_with("fd42:"),
+        "{state}"
+    );
+    let info = d.hutch_ok(&["network", "info", &net]);
+    assert!(
+        info.contains("10.251.252.1/24") && info.contains("MTU: 1400"),
+        "{info}"
+    );
+    let list = d.hutch_ok(&["network", "list", "--format", "csv"]);
+    assert!(
+        list.contains(&format!("{net},bridge,YES,10.251.252.1/24")),
+        "{list}"
+    );
+
+    // A network whose dnsmasq cannot start is not created, and leaves nothing behind.
+    let broken = unique_name("hbx");
+    let (code, body) = d.http(
+        "POST",
+        "/1.0/networks",
+        format!(r#"{{"name":"{broken}","config":{{"ipv4.nat":"false","raw.dnsmasq":"no-such-option=1"}}}}"#)
+            .as_bytes(),
+    );
+    assert!(code >= 400, "{code} {body}");
+    assert!(body.contains("dnsmasq"), "{body}");
+    assert!(!link_exists(&broken));
+    assert!(nft_tables(&format!(
+        "{}net_{}",
+        nft_prefix(&cgroup_prefix(d.path())),
+        broken.replace('-', "_")
+    ))
+    .is_empty());
+    let (code, _) = d.http("GET", &format!("/1.0/networks/{broken}"), b"");
+    assert_eq!(code, 404);
+
     let new = unique_name("hbb");
     d.hutch_ok(&["network", "rename", &net, &new]);
     assert!(link_exists(&new) && !link_exists(&net));

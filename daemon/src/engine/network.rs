@@ -124,7 +124,8 @@ fn check_overlaps(d: &Daemon, name: &str, cfg: &BridgeConfig, host4: &[Ipv4Net])
         }
     }
     for h in host4 {
-        let is_own = own.is_some_and(|o| o.network() == h.network() && o.prefix == h.prefix);
+        // The bridge's own address and route, when it is being changed.
+        let is_own = own.is_some_and(|o| o.contains(h.network()) && h.prefix >= o.prefix);
         if !is_own && h.overlaps(&v4) {
             return Err(DaemonError::BadRequest(format!(
                 "Subnet {}/{} overlaps with {}/{}, already in use on the host",
