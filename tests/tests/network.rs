@@ -550,6 +550,11 @@ fn network_api_objects_follow_lxd() {
     }
     let d = TestDaemon::start();
     let net = unique_name("hba");
+    let forwarding = |v: &str| std::fs::read_to_string(format!("/proc/sys/net/{v}")).unwrap();
+    let before = (
+        forwarding("ipv4/ip_forward"),
+        forwarding("ipv6/conf/all/forwarding"),
+    );
     let (code, body) = d.http(
         "POST",
         "/1.0/networks",
@@ -595,6 +600,7 @@ fn network_api_objects_follow_lxd() {
         "set",
         &net,
         "ipv6.address=auto",
+        "ipv6.nat=false",
         "bridge.mtu=1400",
     ]);
     let state = json(&d, &format!("/1.0/networks/{net}/state"));
@@ -645,4 +651,12 @@ fn network_api_objects_follow_lxd() {
     assert!(link_exists(&new) && !link_exists(&net));
     d.hutch_ok(&["network", "delete", &new]);
     assert_no_network_leftovers(&cgroup_prefix(d.path()), &[&net, &new]);
+    let after = (
+        forwarding("ipv4/ip_forward"),
+        forwarding("ipv6/conf/all/forwarding"),
+    );
+    assert_eq!(
+        before, after,
+        "networks without NAT leave the host's forwarding alone"
+    );
 }
