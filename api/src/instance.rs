@@ -101,6 +101,9 @@ pub struct InstancePost {
     pub name: String,
     #[serde(default)]
     pub migration: bool,
+    /// Move the instance's volumes to this pool (LXD's `instance_pool_move`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub pool: String,
 }
 
 /// `PUT /1.0/instances/<name>/state`.

@@ -66,9 +66,15 @@ enum Cmd {
         #[arg(long)]
         instance_only: bool,
     },
-    /// Rename an instance.
+    /// Rename an instance, or move it to another storage pool (`--storage`).
     #[command(alias = "move")]
-    Rename { from: String, to: String },
+    Rename {
+        from: String,
+        to: Option<String>,
+        /// Move the instance's volumes to this storage pool (it must be stopped).
+        #[arg(short, long)]
+        storage: Option<String>,
+    },
     /// List instances.
     List {
         filter: Option<String>,
@@ -339,8 +345,16 @@ enum AliasCmd {
 enum StorageCmd {
     /// List storage pools.
     List,
-    /// Space used and available on a pool.
+    /// Space used and available on a pool, and what uses it.
     Info { pool: String },
+    /// Create a pool: NAME DRIVER [KEY=VALUE...] (dir, btrfs, zfs; source=, size=).
+    Create {
+        pool: String,
+        driver: String,
+        config: Vec<String>,
+    },
+    /// Delete an unused pool.
+    Delete { pool: String },
     #[command(subcommand)]
     Volume(VolumeCmd),
 }
@@ -357,6 +371,11 @@ enum VolumeCmd {
         pool: String,
     },
     Show {
+        pool: String,
+        name: String,
+    },
+    /// Space used by a volume: POOL [TYPE/]NAME (type: custom, container or image).
+    Info {
         pool: String,
         name: String,
     },
@@ -417,7 +436,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             .iter()
             .try_for_each(|n| instance::state(&c, n, "freeze", -1, false))?,
         Cmd::Delete { names, force } => instance::delete(&c, &names, force)?,
-        Cmd::Rename { from, to } => instance::rename(&c, &from, &to)?,
+        Cmd::Rename { from, to, storage } => {
+            instance::rename(&c, &from, to.as_deref(), storage.as_deref())?
+        }
         Cmd::Snapshot { name, snapshot } => instance::snapshot(&c, &name, snapshot.as_deref())?,
         Cmd::Restore { name, snapshot } => instance::restore(&c, &name, &snapshot)?,
         Cmd::Copy {
@@ -554,6 +575,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Storage(cmd) => match cmd {
             StorageCmd::List => storage::list(&c)?,
             StorageCmd::Info { pool } => storage::info(&c, &pool)?,
+            StorageCmd::Create {
+                pool,
+                driver,
+                config,
+            } => storage::create_pool(&c, &pool, &driver, &config)?,
+            StorageCmd::Delete { pool } => storage::delete_pool(&c, &pool)?,
+            StorageCmd::Volume(VolumeCmd::Info { pool, name }) => {
+                storage::volume_info(&c, &pool, &name)?
+            }
             StorageCmd::Volume(VolumeCmd::Create { pool, name, config }) => {
                 storage::create(&c, &pool, &name, &config)?
             }

@@ -1,15 +1,16 @@
 //! The daemon's shared state: directories, database, operations, events and the
 //! per-instance locks that serialise lifecycle actions on one instance.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use hutch_runtime::IdMap;
 use hutch_storage::{StorageDriver, SystemRunner};
 
+use crate::db::pools::PoolRow;
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{DaemonError, Result};
 use crate::events::EventHub;
 use crate::operations::Operations;
 
@@ -24,8 +25,8 @@ pub struct Daemon {
     pub hutchd: PathBuf,
     /// The id range of unprivileged containers.
     pub idmap: IdMap,
-    /// The `default` storage pool.
-    pub pool: Box<dyn StorageDriver>,
+    /// Storage pools by name, each mounted under `storage-pools/<name>`.
+    pools: RwLock<BTreeMap<String, Arc<dyn StorageDriver>>>,
     /// Cgroup directory of this daemon's containers, unique per state directory.
     pub cgroup_prefix: String,
     /// Live network state: dnsmasq children, proxies, the nftables runner.
@@ -52,23 +53,29 @@ impl Daemon {
                 .map_err(|e| crate::error::DaemonError::io("create", &p, e))?;
         }
         let db = Db::open(&dir.join("database/local.db"))?;
-        let pool = open_pool(dir, &db)?;
-        for sub in [
-            "images",
-            "containers",
-            "containers-snapshots",
-            "custom",
-            "custom-snapshots",
-        ] {
-            let p = pool.root().join(sub);
-            std::fs::create_dir_all(&p)
-                .map_err(|e| crate::error::DaemonError::io("create", &p, e))?;
+        let mut pools = BTreeMap::new();
+        let mut rows = db.pools()?;
+        if rows.is_empty() {
+            // Before `init`: a `dir` pool, so the daemon still works.
+            rows.push(PoolRow {
+                name: "default".into(),
+                driver: "dir".into(),
+                config: BTreeMap::new(),
+            });
+        }
+        for row in rows {
+            match open_pool(dir, &row) {
+                Ok(pool) => {
+                    pools.insert(row.name.clone(), pool);
+                }
+                Err(e) => tracing::error!(pool = row.name, error = %e.chain(), "open storage pool"),
+            }
         }
         let idmap = IdMap::for_root(Path::new("/etc"))?;
         Ok(Daemon {
             dir: dir.to_path_buf(),
             db,
-            pool,
+            pools: RwLock::new(pools),
             ops: Operations::new(events.clone()),
             events,
             hutchd,
@@ -106,9 +113,61 @@ impl Daemon {
         self.dir.join("containers").join(name)
     }
 
-    /// Volume of an instance on the default pool (its root filesystem is `rootfs` in it).
-    pub fn instance_volume(&self, name: &str) -> PathBuf {
-        self.pool.path(&instance_vol(name))
+    /// Pool `name`, or LXD's 404.
+    pub fn pool(&self, name: &str) -> Result<Arc<dyn StorageDriver>> {
+        self.pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DaemonError::NotFound("Storage pool not found".into()))
+    }
+
+    /// The names of the open pools.
+    pub fn pool_names(&self) -> Vec<String> {
+        self.pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The `default` pool, where images are unpacked first.
+    pub fn default_pool(&self) -> Result<Arc<dyn StorageDriver>> {
+        self.pool("default")
+    }
+
+    /// The pool holding instance `name`'s volumes.
+    pub fn instance_pool(&self, name: &str) -> Result<Arc<dyn StorageDriver>> {
+        let row = self
+            .db
+            .instance(name)?
+            .ok_or_else(|| DaemonError::NotFound("Instance not found".into()))?;
+        self.pool(&row.pool)
+    }
+
+    /// Volume of an instance (its root filesystem is `rootfs` in it).
+    pub fn instance_volume(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.instance_pool(name)?.path(&instance_vol(name)))
+    }
+
+    /// Opens (mounting) a pool just recorded, and makes it available.
+    pub fn add_pool(&self, row: &PoolRow) -> Result<()> {
+        let pool = open_pool(&self.dir, row)?;
+        self.pools
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(row.name.clone(), pool);
+        Ok(())
+    }
+
+    /// Forgets a pool (its volumes are gone; the caller unmounts and removes it).
+    pub fn remove_pool(&self, name: &str) -> Option<Arc<dyn StorageDriver>> {
+        self.pools
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
     }
 
     /// The uploaded image file.
@@ -144,16 +203,13 @@ pub fn snapshot_vol(instance: &str, snapshot: &str) -> PathBuf {
         .join(snapshot)
 }
 
-/// The default pool as the database describes it, mounted (a `dir` pool when none is
-/// recorded yet).
-fn open_pool(dir: &Path, db: &Db) -> Result<Box<dyn StorageDriver>> {
-    let root = dir.join("storage-pools/default");
-    let row = db.pool("default")?;
-    let driver = row.as_ref().map(|r| r.driver.as_str()).unwrap_or("dir");
-    let source = row
-        .as_ref()
-        .and_then(|r| r.config.get("source"))
-        .filter(|s| s.ends_with(".img"));
+/// A pool as the database describes it, mounted at `storage-pools/<name>`, with the
+/// daemon's layout of volume directories in it.
+fn open_pool(dir: &Path, row: &PoolRow) -> Result<Arc<dyn StorageDriver>> {
+    let root = dir.join("storage-pools").join(&row.name);
+    std::fs::create_dir_all(&root).map_err(|e| DaemonError::io("create", &root, e))?;
+    let driver = row.driver.as_str();
+    let source = row.config.get("source").filter(|s| s.ends_with(".img"));
     match (driver, source) {
         ("btrfs", Some(source)) => hutch_storage::attach_and_mount(Path::new(source), &root)?,
         (zfs, Some(source)) if zfs.starts_with("zfs:") => {
@@ -161,11 +217,46 @@ fn open_pool(dir: &Path, db: &Db) -> Result<Box<dyn StorageDriver>> {
         }
         _ => {}
     }
-    Ok(hutch_storage::open_driver(
+    // A directory source (a `dir` pool elsewhere, an existing btrfs directory) is
+    // bind-mounted at the pool's root.
+    if let Some(src) = row.config.get("source").filter(|s| !s.ends_with(".img")) {
+        if Path::new(src) != root && !is_mounted(&root) {
+            nix::mount::mount(
+                Some(Path::new(src)),
+                &root,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| {
+                DaemonError::Internal(format!("bind-mount {src} at {}: {e}", root.display()))
+            })?;
+        }
+    }
+    let pool: Arc<dyn StorageDriver> = Arc::from(hutch_storage::open_driver(
         driver,
         &root,
         Arc::new(SystemRunner),
-    )?)
+    )?);
+    for sub in [
+        "images",
+        "containers",
+        "containers-snapshots",
+        "custom",
+        "custom-snapshots",
+    ] {
+        let p = pool.root().join(sub);
+        std::fs::create_dir_all(&p).map_err(|e| DaemonError::io("create", &p, e))?;
+    }
+    Ok(pool)
+}
+
+/// Whether something is mounted at `path` (per /proc/self/mountinfo).
+fn is_mounted(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = path.to_string_lossy();
+    text.lines()
+        .any(|l| l.split_whitespace().nth(4).is_some_and(|m| m == want))
 }
 
 /// Imports a loop-file zpool after a reboot (`zpool import -d <dir of the file>`).

@@ -107,61 +107,15 @@ pub fn init_auto(
                 "dir".into()
             }
         });
-        let mut config = std::collections::BTreeMap::new();
-        match driver.as_str() {
-            "dir" => {
-                config.insert(
-                    "source".to_string(),
-                    dir.join("storage-pools/default").display().to_string(),
-                );
-            }
-            "btrfs" => {
-                let file = dir.join("disks/default.img");
-                if !file.exists() {
-                    hutch_storage::create_loop_pool(
-                        &file,
-                        loop_size(dir),
-                        &hutch_storage::SystemRunner,
-                    )
-                    .context("create the btrfs pool")?;
-                }
-                config.insert("source".to_string(), file.display().to_string());
-            }
-            "zfs" => {
-                anyhow::ensure!(
-                    std::path::Path::new("/sys/module/zfs").exists(),
-                    "zfs is not available on this host (no zfs kernel module)"
-                );
-                let file = dir.join("disks/default.img");
-                let zpool = crate::daemon::cgroup_prefix(dir);
-                if !file.exists() {
-                    let f = std::fs::File::create(&file)?;
-                    f.set_len(loop_size(dir))?;
-                    let status = std::process::Command::new("zpool")
-                        .args(["create", "-m", "none", "-O", "mountpoint=none", &zpool])
-                        .arg(&file)
-                        .status()
-                        .context("run zpool")?;
-                    if !status.success() {
-                        let _ = std::fs::remove_file(&file);
-                        anyhow::bail!("zpool create {zpool} failed");
-                    }
-                }
-                config.insert("source".to_string(), file.display().to_string());
-                config.insert("zfs.pool_name".to_string(), zpool);
-            }
-            other => anyhow::bail!("unknown storage backend {other:?} (known: dir, btrfs, zfs)"),
-        }
-        // zfs pools name their dataset in the driver (`zfs:<zpool>`).
-        let driver = match config.get("zfs.pool_name") {
-            Some(zpool) => format!("zfs:{zpool}"),
-            None => driver,
-        };
-        db.insert_pool(&crate::db::pools::PoolRow {
-            name: "default".into(),
-            driver,
-            config,
-        })?;
+        let row = crate::engine::pools::prepare_pool(
+            dir,
+            "default",
+            &driver,
+            std::collections::BTreeMap::new(),
+        )
+        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .context("create the default storage pool")?;
+        db.insert_pool(&row)?;
     }
     drop(db);
     let d: AppState = Arc::new(Daemon::open(dir, hutchd, events)?);
@@ -209,7 +163,9 @@ pub fn init_auto(
     println!(
         "hutch is initialised in {}: storage pool \"default\" ({}){network_note}, profile \"default\"",
         dir.display(),
-        d.pool.info().name
+        d.default_pool()
+            .map(|p| p.info().name)
+            .unwrap_or("dir")
     );
     Ok(())
 }
@@ -227,12 +183,4 @@ fn btrfs_available() -> bool {
             .status()
             .is_ok_and(|s| s.success());
     tools && kernel
-}
-
-/// Like LXD: a fifth of the free space, between 5 GiB and 30 GiB (sparse).
-fn loop_size(dir: &Path) -> u64 {
-    let free = nix::sys::statvfs::statvfs(dir)
-        .map(|s| s.blocks_available() * s.fragment_size())
-        .unwrap_or(0);
-    (free / 5).clamp(5 << 30, 30 << 30)
 }

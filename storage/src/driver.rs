@@ -92,3 +92,69 @@ pub fn open_driver(
         other => Err(StorageError::UnknownDriver(other.to_string())),
     }
 }
+
+/// Copies volume `from` of pool `src` into a new volume `to` of pool `dst` (another pool,
+/// perhaps of another driver): a fresh volume filled by a file copy (reflinked where the
+/// filesystems allow) under a temporary name, renamed into place when complete, so a
+/// failure leaves nothing that looks whole.
+pub fn copy_volume_across(
+    src: &dyn StorageDriver,
+    from: &Path,
+    dst: &dyn StorageDriver,
+    to: &Path,
+    readonly: bool,
+) -> Result<(), StorageError> {
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = to.with_file_name(format!(".{name}.copying"));
+    let _ = dst.delete_volume(&staging);
+    if let Some(parent) = dst.path(&staging).parent() {
+        std::fs::create_dir_all(parent).map_err(|e| StorageError::io("create", parent, e))?;
+    }
+    let copied = (|| {
+        dst.create_volume(&staging)?;
+        let from_path = src.path(from);
+        let entries =
+            std::fs::read_dir(&from_path).map_err(|e| StorageError::io("read", &from_path, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io("read", &from_path, e))?;
+            crate::copy::clone_tree(&entry.path(), &dst.path(&staging).join(entry.file_name()))?;
+        }
+        dst.rename_volume(&staging, to)?;
+        if readonly {
+            dst.set_readonly(to, true)?;
+        }
+        Ok(())
+    })();
+    if copied.is_err() {
+        let _ = dst.delete_volume(&staging);
+    }
+    copied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DirDriver;
+
+    #[test]
+    fn volumes_are_copied_across_pools_whole_or_not_at_all() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (src, dst) = (DirDriver::new(a.path()), DirDriver::new(b.path()));
+        let vol = Path::new("containers/c1");
+        std::fs::create_dir_all(src.path(vol).join("rootfs/etc")).unwrap();
+        std::fs::write(src.path(vol).join("rootfs/etc/hostname"), "c1\n").unwrap();
+        copy_volume_across(&src, vol, &dst, vol, false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dst.path(vol).join("rootfs/etc/hostname")).unwrap(),
+            "c1\n"
+        );
+        // A source that is missing fails and leaves nothing on the target.
+        let missing = Path::new("containers/none");
+        assert!(copy_volume_across(&src, missing, &dst, missing, false).is_err());
+        assert!(!dst.path(missing).exists());
+        assert!(!dst.path(Path::new("containers/.none.copying")).exists());
+    }
+}

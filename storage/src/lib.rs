@@ -15,7 +15,7 @@ mod zfs;
 pub use btrfs::BtrfsDriver;
 pub use copy::clone_tree;
 pub use dir::DirDriver;
-pub use driver::{open_driver, DriverInfo, StorageDriver};
+pub use driver::{copy_volume_across, open_driver, DriverInfo, StorageDriver};
 pub use error::StorageError;
 pub use loopdev::{attach_and_mount, create_loop_pool};
 pub use runner::{CommandRunner, FakeRunner, SystemRunner};

@@ -407,3 +407,157 @@ fn custom_volumes_are_shared_on_dir() {
     }
     shared_custom_volume("dir");
 }
+
+fn json_of(d: &TestDaemon, path: &str) -> serde_json::Value {
+    let (code, body) = d.http("GET", path, b"");
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["metadata"].clone()
+}
+
+fn mounted(path: &Path) -> bool {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(path.to_str().unwrap()))
+}
+
+#[test]
+fn pools_are_created_used_moved_between_and_deleted_when_unused() {
+    if !require_root("pools_are_created_used_moved_between_and_deleted_when_unused") {
+        return;
+    }
+    let d = daemon("btrfs");
+    // A btrfs pool on its own loop file, and a dir pool.
+    d.lxc_ok(&["storage", "create", "fast", "btrfs", "size=256MiB"]);
+    d.hutch_ok(&["storage", "create", "slow", "dir"]);
+    let fast_root = d.path().join("storage-pools/fast");
+    assert!(mounted(&fast_root));
+    let pools = d.lxc_ok(&["storage", "list", "--format", "csv"]);
+    assert!(
+        pools.contains("fast,btrfs") && pools.contains("slow,dir"),
+        "{pools}"
+    );
+    let bad = d.lxc(&["storage", "create", "odd", "nosuchdriver"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("driver"),
+        "{bad:?}"
+    );
+    let dup = d.lxc(&["storage", "create", "fast", "dir"]);
+    assert!(!dup.status.success());
+
+    // An instance on the btrfs pool: the image is unpacked there once and cloned.
+    d.lxc_ok(&["launch", "bb", "c1", "-s", "fast"]);
+    d.lxc_ok(&["exec", "c1", "--", "sh", "-c", "echo kept > /root/data"]);
+    d.lxc_ok(&["snapshot", "c1", "s1"]);
+    assert!(fast_root.join("containers/c1/rootfs/root/data").exists());
+    let vols = d.lxc_ok(&["storage", "volume", "list", "fast", "--format", "csv"]);
+    assert!(
+        vols.contains("container,c1") && vols.contains("image,"),
+        "{vols}"
+    );
+    let used = json_of(&d, "/1.0/storage-pools/fast/volumes/container/c1/state");
+    assert!(used["usage"]["used"].as_u64().unwrap() > 0, "{used}");
+
+    // In use: not deleted, and the root disk's pool cannot be switched by an edit.
+    let busy = d.lxc(&["storage", "delete", "fast"]);
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("in use"),
+        "{busy:?}"
+    );
+    let edit = d.lxc(&["config", "device", "set", "c1", "root", "pool=slow"]);
+    assert!(!edit.status.success());
+
+    // Moved (stopped) to the dir pool with its snapshot; it runs there, the old volumes go.
+    d.lxc_ok(&["stop", "-f", "c1"]);
+    d.lxc_ok(&["move", "c1", "-s", "slow"]);
+    assert!(d.lxc_ok(&["config", "show", "c1"]).contains("pool: slow"));
+    assert!(!fast_root.join("containers/c1").exists());
+    assert!(d
+        .path()
+        .join("storage-pools/slow/containers/c1/rootfs/root/data")
+        .exists());
+    d.lxc_ok(&["start", "c1"]);
+    assert_eq!(
+        d.lxc_ok(&["exec", "c1", "--", "cat", "/root/data"]).trim(),
+        "kept"
+    );
+    d.lxc_ok(&["exec", "c1", "--", "rm", "/root/data"]);
+    d.hutch_ok(&["restore", "c1", "s1"]);
+    assert_eq!(
+        d.lxc_ok(&["exec", "c1", "--", "cat", "/root/data"]).trim(),
+        "kept"
+    );
+
+    // Unused now (only the image's cached volume): deleted with its loop file and mount.
+    d.lxc_ok(&["storage", "delete", "fast"]);
+    assert!(!mounted(&fast_root));
+    assert!(!d.path().join("disks/fast.img").exists());
+    let (code, _) = d.http("GET", "/1.0/storage-pools/fast", b"");
+    assert_eq!(code, 404);
+
+    // Pools and instances come back after a daemon restart.
+    let mut d = d;
+    d.kill();
+    d.spawn();
+    assert_eq!(
+        d.lxc_ok(&["exec", "c1", "--", "cat", "/root/data"]).trim(),
+        "kept"
+    );
+    d.lxc_ok(&["delete", "-f", "c1"]);
+    d.hutch_ok(&["storage", "delete", "slow"]);
+}
+
+#[test]
+fn a_full_pool_gives_a_clear_error_and_no_broken_container() {
+    if !require_root("a_full_pool_gives_a_clear_error_and_no_broken_container") {
+        return;
+    }
+    let d = daemon("dir");
+    d.lxc_ok(&["storage", "create", "tiny", "btrfs", "size=160MiB"]);
+    d.lxc_ok(&["launch", "bb", "c1", "-s", "tiny"]);
+    // 300 MB into a 160 MiB pool.
+    let big = d.path().join("big");
+    let f = fs::File::create(&big).unwrap();
+    f.set_len(300 << 20).unwrap();
+    // Dense data: a sparse file would read back as zeros and compress on nothing, but
+    // btrfs stores what it is given.
+    Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            &format!("of={}", big.display()),
+            "bs=1M",
+            "count=300",
+            "status=none",
+        ])
+        .status()
+        .unwrap();
+    let out = d.lxc(&["file", "push", big.to_str().unwrap(), "c1/root/big"]);
+    assert!(
+        !out.status.success(),
+        "a 300 MB push into a 160 MiB pool succeeded"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    // The half-written file is gone and the container works on: exec, a small write.
+    let ls = d.lxc_ok(&["exec", "c1", "--", "ls", "/root"]);
+    assert!(!ls.contains("big"), "{ls}");
+    d.lxc_ok(&[
+        "exec",
+        "c1",
+        "--",
+        "sh",
+        "-c",
+        "echo still-fine > /root/small",
+    ]);
+    assert_eq!(
+        d.lxc_ok(&["exec", "c1", "--", "cat", "/root/small"]).trim(),
+        "still-fine"
+    );
+    d.lxc_ok(&["restart", "-f", "c1"]);
+    assert_eq!(
+        d.lxc_ok(&["exec", "c1", "--", "cat", "/root/small"]).trim(),
+        "still-fine"
+    );
+    d.lxc_ok(&["delete", "-f", "c1"]);
+    d.lxc_ok(&["storage", "delete", "tiny"]);
+}

@@ -29,6 +29,21 @@ pub struct CreateArgs {
     /// Put eth0 on this network instead of the profiles' NIC.
     #[arg(short = 'n', long)]
     pub network: Option<String>,
+    /// Put the root disk on this storage pool instead of the profiles'.
+    #[arg(short = 's', long)]
+    pub storage: Option<String>,
+}
+
+/// The instance's own devices from `--network` and `--storage`.
+fn devices(args: &CreateArgs) -> Value {
+    let mut d = json!({});
+    if let Some(n) = &args.network {
+        d["eth0"] = json!({"type": "nic", "network": n, "name": "eth0"});
+    }
+    if let Some(p) = &args.storage {
+        d["root"] = json!({"type": "disk", "path": "/", "pool": p});
+    }
+    d
 }
 
 /// `hutch init` / `hutch launch`.
@@ -46,10 +61,7 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
         "type": "container",
         "profiles": profiles,
         "config": pairs(&args.config)?,
-        "devices": match &args.network {
-            Some(n) => json!({"eth0": {"type": "nic", "network": n, "name": "eth0"}}),
-            None => json!({}),
-        },
+        "devices": devices(args),
         "ephemeral": args.ephemeral,
         "source": {"type": "image", "fingerprint": fingerprint},
     });
@@ -120,11 +132,19 @@ pub fn delete(client: &Client, names: &[String], force: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn rename(client: &Client, from: &str, to: &str) -> Result<()> {
+/// `hutch move FROM [TO] [--storage POOL]`: a rename, a move to another pool, or both.
+pub fn rename(client: &Client, from: &str, to: Option<&str>, storage: Option<&str>) -> Result<()> {
+    if to.is_none() && storage.is_none() {
+        anyhow::bail!("give a new name, --storage POOL, or both");
+    }
+    let mut body = json!({"name": to.unwrap_or(from)});
+    if let Some(pool) = storage {
+        body["pool"] = json!(pool);
+    }
     client.run(
         "POST",
         &format!("/1.0/instances/{}", encode(from)),
-        Some(&json!({"name": to})),
+        Some(&body),
     )?;
     Ok(())
 }

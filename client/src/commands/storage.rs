@@ -66,6 +66,44 @@ pub fn info(client: &Client, pool: &str) -> Result<()> {
     Ok(())
 }
 
+pub fn create_pool(client: &Client, pool: &str, driver: &str, config: &[String]) -> Result<()> {
+    client.request(
+        "POST",
+        "/1.0/storage-pools",
+        Some(&json!({"name": pool, "driver": driver, "config": super::pairs(config)?, "description": ""})),
+    )?;
+    println!("Storage pool {pool} created");
+    Ok(())
+}
+
+pub fn delete_pool(client: &Client, pool: &str) -> Result<()> {
+    client.request(
+        "DELETE",
+        &format!("/1.0/storage-pools/{}", encode(pool)),
+        None,
+    )?;
+    println!("Storage pool {pool} deleted");
+    Ok(())
+}
+
+/// `POOL [TYPE/]NAME`: the volume's usage (and its limit when it has one).
+pub fn volume_info(client: &Client, pool: &str, name: &str) -> Result<()> {
+    let (kind, name) = name.split_once('/').unwrap_or(("custom", name));
+    let st = client.get(&format!(
+        "/1.0/storage-pools/{}/volumes/{}/{}/state",
+        encode(pool),
+        encode(kind),
+        encode(name)
+    ))?;
+    let mib = |v: &Value| v.as_i64().unwrap_or(0) as f64 / (1u64 << 20) as f64;
+    println!("Name: {name}\nType: {kind}\nPool: {pool}");
+    println!("Usage: {:.2}MiB", mib(&st["usage"]["used"]));
+    if st["usage"]["total"].as_i64().unwrap_or(-1) > 0 {
+        println!("Total: {:.2}MiB", mib(&st["usage"]["total"]));
+    }
+    Ok(())
+}
+
 pub fn create(client: &Client, pool: &str, name: &str, config: &[String]) -> Result<()> {
     let config = super::pairs(config)?;
     client.request(

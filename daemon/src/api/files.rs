@@ -149,7 +149,8 @@ async fn write(
     let root = root(&d, &name)?;
     match h("X-LXD-type").as_str() {
         "" | "file" => {
-            let file = root.open_write(&path, uid, gid, mode.unwrap_or(0o644), append)?;
+            let (file, created) =
+                root.open_write(&path, uid, gid, mode.unwrap_or(0o644), append)?;
             // One blocking writer per upload, fed through a small channel: a thread hop per
             // chunk (what tokio::fs does) costs more than the write itself.
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
@@ -179,10 +180,15 @@ async fn write(
                 }
             }
             drop(tx);
-            writer
+            let written = writer
                 .await
-                .map_err(|e| DaemonError::Internal(e.to_string()))??;
-            if let Some(e) = failed {
+                .map_err(|e| DaemonError::Internal(e.to_string()))?;
+            if let Some(e) = written.err().or(failed) {
+                // A new file that could not be written whole (a full pool, a broken upload)
+                // is removed rather than left half-written, taking the space it held.
+                if created {
+                    let _ = root.remove(&path);
+                }
                 return Err(e);
             }
         }

@@ -139,7 +139,12 @@ async fn delete(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Res
             let file = d3.image_file(&fp);
             let _ = std::fs::remove_file(file.with_file_name(format!("{fp}.rootfs")));
             let _ = std::fs::remove_file(&file);
-            d3.pool.delete_volume(&crate::daemon::image_vol(&fp))
+            // Its volume on every pool it was unpacked into.
+            for pool in d3.pool_names() {
+                d3.pool(&pool)?
+                    .delete_volume(&crate::daemon::image_vol(&fp))?;
+            }
+            Ok::<_, DaemonError>(())
         })
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))??;

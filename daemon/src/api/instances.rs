@@ -232,13 +232,21 @@ async fn apply_update(d: &AppState, mut row: InstanceRow, put: InstancePut) -> R
     row.description = put.description;
     let expanded = engine::expand(d, &row)?;
     let limits = engine::limits_of(&expanded.config)?;
+    if engine::root_pool(&expanded.devices) != row.pool {
+        return Err(DaemonError::BadRequest(format!(
+            "The root disk's pool cannot change here (the instance is on {:?}): move the instance with --storage",
+            row.pool
+        )));
+    }
     d.db.update_instance(&row)?;
     // A changed root disk size applies at once, running or not.
     let size = engine::check_root_size(d, &expanded.devices)?;
     if size != old_size {
         let (d2, name) = (d.clone(), row.name.clone());
         tokio::task::spawn_blocking(move || {
-            d2.pool.set_quota(&crate::daemon::instance_vol(&name), size)
+            d2.instance_pool(&name)?
+                .set_quota(&crate::daemon::instance_vol(&name), size)
+                .map_err(DaemonError::from)
         })
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))??;
@@ -350,7 +358,40 @@ async fn rename(
     body: Bytes,
 ) -> Result<Response> {
     let req: InstancePost = parse_json(&body)?;
-    d.db.instance_or_404(&name)?;
+    let row = d.db.instance_or_404(&name)?;
+    // A move to another pool of this server (lxc move --storage), perhaps with a new name.
+    if !req.pool.is_empty() && req.pool != row.pool {
+        d.pool(&req.pool).map_err(|_| {
+            DaemonError::BadRequest(format!("Storage pool {:?} not found", req.pool))
+        })?;
+        let new = if req.name.is_empty() {
+            name.clone()
+        } else {
+            req.name.clone()
+        };
+        if new != name {
+            engine::validate_name(&new)?;
+            if d.db.instance(&new)?.is_some() {
+                return Err(DaemonError::Conflict(format!(
+                    "Name {new:?} already in use"
+                )));
+            }
+        }
+        let d2 = d.clone();
+        let (name2, pool) = (name.clone(), req.pool.clone());
+        return Ok(super::run_task(
+            &d,
+            "Moving instance",
+            instance_resources(&name),
+            async move {
+                engine::pools::move_instance_pool(d2.clone(), name2.clone(), pool).await?;
+                if new != name2 {
+                    engine::rename_instance(d2, name2, new).await?;
+                }
+                Ok(())
+            },
+        ));
+    }
     if req.migration {
         return Err(DaemonError::BadRequest(
             "Migration is not supported yet".into(),

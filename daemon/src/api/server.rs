@@ -80,7 +80,11 @@ async fn info(State(d): State<AppState>) -> Response {
                 .unwrap_or_default(),
             server_pid: std::process::id() as i64,
             server_version: "5.0.2".into(),
-            storage: d.pool.info().name.into(),
+            storage: d
+                .default_pool()
+                .map(|p| p.info().name)
+                .unwrap_or("dir")
+                .into(),
             storage_version: "1".into(),
             storage_supported_drivers: ["dir", "btrfs"]
                 .iter()

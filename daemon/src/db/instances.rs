@@ -24,9 +24,11 @@ pub struct InstanceRow {
     pub profiles: Vec<String>,
     /// `creating` or `ready`.
     pub state: String,
+    /// The storage pool of its volumes (its root disk's `pool`).
+    pub pool: String,
 }
 
-const COLUMNS: &str = "name, type, architecture, ephemeral, stateful, description, created_at, last_used_at, config, devices, profiles, state";
+const COLUMNS: &str = "name, type, architecture, ephemeral, stateful, description, created_at, last_used_at, config, devices, profiles, state, pool";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<InstanceRow> {
     Ok(InstanceRow {
@@ -42,6 +44,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<InstanceRow> {
         devices: from_json(&r.get::<_, String>(9)?),
         profiles: from_json(&r.get::<_, String>(10)?),
         state: r.get(11)?,
+        pool: r.get(12)?,
     })
 }
 
@@ -50,7 +53,7 @@ impl Db {
     pub fn insert_instance(&self, row: &InstanceRow) -> Result<()> {
         let conn = self.conn();
         let res = conn.execute(
-            &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
             params![
                 row.name,
                 row.kind,
@@ -63,7 +66,8 @@ impl Db {
                 to_json(&row.config),
                 to_json(&row.devices),
                 to_json(&row.profiles),
-                row.state
+                row.state,
+                row.pool
             ],
         );
         match res {
@@ -118,6 +122,15 @@ impl Db {
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
         Ok(rows)
+    }
+
+    /// Moves the instance's record to pool `pool` (its volumes have moved).
+    pub fn set_instance_pool(&self, name: &str, pool: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE instances SET pool = ?2 WHERE name = ?1",
+            params![name, pool],
+        )?;
+        Ok(())
     }
 
     pub fn set_instance_state(&self, name: &str, state: &str) -> Result<()> {
@@ -206,6 +219,7 @@ mod tests {
             devices: Devices::new(),
             profiles: vec!["default".into()],
             state: "creating".into(),
+            pool: "default".into(),
         }
     }
 

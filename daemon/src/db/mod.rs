@@ -97,6 +97,8 @@ const MIGRATIONS: &[&str] = &[
         type TEXT NOT NULL,
         config TEXT NOT NULL
     );",
+    // 5: the pool an instance's volumes live on.
+    "ALTER TABLE instances ADD COLUMN pool TEXT NOT NULL DEFAULT 'default';",
 ];
 
 /// The database handle. Calls are short; one connection behind a mutex is plenty.

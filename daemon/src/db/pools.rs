@@ -33,6 +33,28 @@ impl Db {
             .optional()?)
     }
 
+    pub fn pools(&self) -> Result<Vec<PoolRow>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name, driver, config FROM storage_pools ORDER BY name")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PoolRow {
+                    name: r.get(0)?,
+                    driver: r.get(1)?,
+                    config: from_json(&r.get::<_, String>(2)?),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn delete_pool(&self, name: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM storage_pools WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
     pub fn insert_pool(&self, pool: &PoolRow) -> Result<()> {
         self.conn().execute(
             "INSERT INTO storage_pools (name, driver, description, config) VALUES (?1, ?2, '', ?3)",

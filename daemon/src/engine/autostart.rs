@@ -96,6 +96,7 @@ mod tests {
             devices: Default::default(),
             profiles: vec![],
             state: "ready".into(),
+            pool: "default".into(),
         }
     }
 

@@ -3,6 +3,9 @@
 //! any step removes what was made; a crash is cleaned up at the next start.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use hutch_storage::StorageDriver;
 
 use hutch_api::config::validate_instance_config;
 use hutch_api::instance::InstancesPost;
@@ -145,7 +148,7 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
             architecture.clone()
         }
     };
-    let row = InstanceRow {
+    let mut row = InstanceRow {
         name: req.name.clone(),
         kind: "container".into(),
         architecture,
@@ -158,7 +161,10 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         devices: req.put.devices.clone(),
         profiles: req.put.profiles.clone().unwrap_or_default(),
         state: "creating".into(),
+        pool: String::new(),
     };
+    // The instance lives on its root disk's pool.
+    row.pool = super::spec::root_pool(&super::expand(&d, &row)?.devices);
     d.db.insert_instance(&row)?;
     let lock = d.instance_lock(&row.name);
     let _guard = lock.lock().await;
@@ -172,14 +178,16 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         } => Some(instance.clone()),
         _ => None,
     };
-    let made = tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &source))
+    let pool_name = row.pool.clone();
+    let made = tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &pool_name, &source))
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))?;
     // The root disk's size, from the profiles and the instance's own devices.
     let quota = || -> Result<()> {
         let size = super::spec::root_size(&super::expand(&d, &row)?.devices)?;
         if size.is_some() {
-            d.pool.set_quota(&instance_vol(&row.name), size)?;
+            d.pool(&row.pool)?
+                .set_quota(&instance_vol(&row.name), size)?;
         }
         Ok(())
     };
@@ -194,8 +202,10 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         .and_then(|()| snapshots())
         .and_then(|()| d.db.set_instance_state(&row.name, "ready"))
     {
-        for s in d.db.snapshots(&row.name).unwrap_or_default() {
-            let _ = d.pool.delete_volume(&snapshot_vol(&row.name, &s.name));
+        if let Ok(pool) = d.pool(&row.pool) {
+            for s in d.db.snapshots(&row.name).unwrap_or_default() {
+                let _ = pool.delete_volume(&snapshot_vol(&row.name, &s.name));
+            }
         }
         let _ = d.db.delete_instance_snapshots(&row.name);
         remove_leftovers(&d, &row.name);
@@ -204,22 +214,26 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
     d.events.lifecycle(
         "instance-created",
         &format!("/1.0/instances/{}", row.name),
-        json!({"type": "container", "storage-pool": "default"}),
+        json!({"type": "container", "storage-pool": row.pool}),
     );
     Ok(())
 }
 
-/// The instance's root filesystem, cloned from the image volume under a temporary name
-/// and renamed into place once complete.
-fn clone_volume(d: &AppState, name: &str, source: &CreateSource) -> Result<()> {
+/// The instance's root filesystem on pool `pool`, cloned from the image volume (or the
+/// source instance) under a temporary name and renamed into place once complete.
+fn clone_volume(d: &AppState, name: &str, pool: &str, source: &CreateSource) -> Result<()> {
+    let dst = d.pool(pool)?;
     // A btrfs snapshot, or a copy made aside and renamed into place, per driver.
-    let from = match source {
-        CreateSource::Image(image) => image_vol(&image.fingerprint),
+    let (src, from) = match source {
+        CreateSource::Image(image) => {
+            super::images::ensure_image_volume(d, &*dst, &image.fingerprint)?;
+            (dst.clone(), image_vol(&image.fingerprint))
+        }
         CreateSource::Copy {
             instance,
             snapshot: Some(s),
             ..
-        } => snapshot_vol(instance, s),
+        } => (d.instance_pool(instance)?, snapshot_vol(instance, s)),
         CreateSource::Copy {
             instance,
             snapshot: None,
@@ -231,25 +245,51 @@ fn clone_volume(d: &AppState, name: &str, source: &CreateSource) -> Result<()> {
                 hutch_runtime::container::status(&rd),
                 Ok(hutch_runtime::Status::Running(_))
             );
-            if running && !d.pool.info().atomic_snapshots {
+            let src = d.instance_pool(instance)?;
+            let across = !Arc::ptr_eq(&src, &dst);
+            if running && (across || !src.info().atomic_snapshots) {
                 hutch_runtime::container::freeze(&rd)?;
-                let cloned =
-                    d.pool
-                        .clone_volume(&instance_vol(instance), &instance_vol(name), false);
+                let cloned = copy_volume(
+                    &src,
+                    &instance_vol(instance),
+                    &dst,
+                    &instance_vol(name),
+                    false,
+                );
                 let _ = hutch_runtime::container::thaw(&rd);
-                return Ok(cloned?);
+                return cloned;
             }
-            instance_vol(instance)
+            (src, instance_vol(instance))
         }
     };
-    Ok(d.pool.clone_volume(&from, &instance_vol(name), false)?)
+    copy_volume(&src, &from, &dst, &instance_vol(name), false)
+}
+
+/// A clone within a pool (a snapshot where the driver can), or a copy across pools.
+pub fn copy_volume(
+    src: &Arc<dyn StorageDriver>,
+    from: &Path,
+    dst: &Arc<dyn StorageDriver>,
+    to: &Path,
+    readonly: bool,
+) -> Result<()> {
+    if Arc::ptr_eq(src, dst) {
+        Ok(dst.clone_volume(from, to, readonly)?)
+    } else {
+        Ok(hutch_storage::copy_volume_across(
+            &**src, from, &**dst, to, readonly,
+        )?)
+    }
 }
 
 /// Copies every snapshot of `from` (volumes and records) to the new instance `to`.
 fn copy_snapshots(d: &AppState, from: &str, to: &str) -> Result<()> {
+    let (src, dst) = (d.instance_pool(from)?, d.instance_pool(to)?);
     for mut s in d.db.snapshots(from)? {
-        d.pool.clone_volume(
+        copy_volume(
+            &src,
             &snapshot_vol(from, &s.name),
+            &dst,
             &snapshot_vol(to, &s.name),
             true,
         )?;
@@ -261,10 +301,10 @@ fn copy_snapshots(d: &AppState, from: &str, to: &str) -> Result<()> {
 
 /// Removes the row and volume of a half-made instance.
 pub fn remove_leftovers(d: &AppState, name: &str) {
-    let _ = d.pool.delete_volume(&instance_vol(name));
-    let _ = d
-        .pool
-        .delete_volume(&Path::new("containers").join(format!(".{name}.copying")));
+    if let Ok(pool) = d.instance_pool(name) {
+        let _ = pool.delete_volume(&instance_vol(name));
+        let _ = pool.delete_volume(&Path::new("containers").join(format!(".{name}.copying")));
+    }
     let _ = d.db.delete_instance(name);
 }
 
@@ -275,31 +315,46 @@ pub fn reconcile_creates(d: &AppState) -> Result<()> {
         remove_leftovers(d, &name);
     }
     // Volumes no row owns: a crash during a delete or between a clone and its row.
-    let known: std::collections::HashSet<String> =
-        d.db.instances()?.into_iter().map(|r| r.name).collect();
-    let vols = d.pool.root().join("containers");
-    for entry in std::fs::read_dir(&vols)
-        .map_err(|e| DaemonError::io("read", &vols, e))?
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !known.contains(&name) && !d.db.creating_instances()?.contains(&name) {
-            tracing::info!(volume = %name, "removing a volume no instance owns");
-            let _ = d.pool.delete_volume(&Path::new("containers").join(&name));
+    // Per pool: volumes no row on that pool owns (a crash during a delete, a move, or
+    // between a clone and its row), and image volumes whose unpacking never finished.
+    let rows = d.db.instances()?;
+    for pool_name in d.pool_names() {
+        let pool = d.pool(&pool_name)?;
+        let known: std::collections::HashSet<&str> = rows
+            .iter()
+            .filter(|r| r.pool == pool_name)
+            .map(|r| r.name.as_str())
+            .collect();
+        let vols = pool.root().join("containers");
+        for entry in std::fs::read_dir(&vols)
+            .map_err(|e| DaemonError::io("read", &vols, e))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(name.as_str()) && !d.db.creating_instances()?.contains(&name) {
+                tracing::info!(volume = %name, pool = %pool_name, "removing a volume no instance owns");
+                let _ = pool.delete_volume(&Path::new("containers").join(&name));
+            }
         }
-    }
-    // Image volumes and uploads whose import never finished.
-    for dir in [d.pool.root().join("images"), d.dir.join("images")] {
-        for entry in std::fs::read_dir(&dir)
-            .map_err(|e| DaemonError::io("read", &dir, e))?
+        let images = pool.root().join("images");
+        for entry in std::fs::read_dir(&images)
+            .map_err(|e| DaemonError::io("read", &images, e))?
             .flatten()
         {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".unpacking") {
-                let _ = d.pool.delete_volume(&Path::new("images").join(&name));
-            } else if name.starts_with(".upload-") {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = pool.delete_volume(&Path::new("images").join(&name));
             }
+        }
+    }
+    // Uploads that never finished.
+    let uploads = d.dir.join("images");
+    for entry in std::fs::read_dir(&uploads)
+        .map_err(|e| DaemonError::io("read", &uploads, e))?
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(".upload-") {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
     Ok(())

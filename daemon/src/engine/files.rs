@@ -82,7 +82,7 @@ fn cstr(s: &str) -> Result<CString> {
 
 impl InstanceRoot {
     pub fn open(d: &Daemon, name: &str) -> Result<Self> {
-        let root = d.instance_volume(name).join("rootfs");
+        let root = d.instance_volume(name)?.join("rootfs");
         let f = File::options()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
@@ -188,7 +188,8 @@ impl InstanceRoot {
     }
 
     /// Opens a file for writing: created with `mode`/`uid`/`gid` when new (LXD applies
-    /// them only then), truncated or appended to when it exists.
+    /// them only then), truncated or appended to when it exists. Also says whether it was
+    /// created.
     pub fn open_write(
         &self,
         path: &str,
@@ -196,7 +197,7 @@ impl InstanceRoot {
         gid: u32,
         mode: u32,
         append: bool,
-    ) -> Result<File> {
+    ) -> Result<(File, bool)> {
         let (parent, name) = self.parent_dir(path)?;
         let c = cstr(&name)?;
         let create =
@@ -213,7 +214,7 @@ impl InstanceRoot {
                 nix::sys::stat::Mode::from_bits_truncate(mode),
             )
             .map_err(|e| errno_to(path, e))?;
-            return Ok(file);
+            return Ok((file, true));
         }
         if Errno::last() != Errno::EEXIST {
             return Err(errno_to(path, Errno::last()));
@@ -232,7 +233,7 @@ impl InstanceRoot {
             return Err(errno_to(path, Errno::last()));
         }
         // SAFETY: a new fd from openat.
-        Ok(unsafe { File::from_raw_fd(fd) })
+        Ok((unsafe { File::from_raw_fd(fd) }, false))
     }
 
     /// Writes a whole file (see `open_write`).
@@ -247,6 +248,7 @@ impl InstanceRoot {
         append: bool,
     ) -> Result<()> {
         self.open_write(path, uid, gid, mode, append)?
+            .0
             .write_all(data)
             .map_err(|e| DaemonError::Internal(format!("{path}: {e}")))
     }

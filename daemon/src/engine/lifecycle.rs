@@ -140,6 +140,7 @@ pub async fn delete_instance(d: AppState, name: String) -> Result<()> {
     if super::spec::flag(&row.config, "security.protection.delete") {
         return Err(DaemonError::BadRequest("Instance is protected".into()));
     }
+    let pool = d.pool(&row.pool)?;
     // The row goes first: a crash after it leaves only files, which no record owns.
     d.db.delete_instance(&name)?;
     network::forget_instance(&d, &name)?;
@@ -150,14 +151,13 @@ pub async fn delete_instance(d: AppState, name: String) -> Result<()> {
         let _ = std::fs::remove_dir_all(&rd);
         let _ = std::fs::remove_dir_all(&logs);
         for snap in d2.db.snapshots(&name2)? {
-            d2.pool.delete_volume(&snapshot_vol(&name2, &snap.name))?;
+            pool.delete_volume(&snapshot_vol(&name2, &snap.name))?;
         }
         d2.db.delete_instance_snapshots(&name2)?;
         let _ = std::fs::remove_dir(
-            d2.pool
-                .path(&std::path::Path::new("containers-snapshots").join(&name2)),
+            pool.path(&std::path::Path::new("containers-snapshots").join(&name2)),
         );
-        Ok(d2.pool.delete_volume(&instance_vol(&name2))?)
+        Ok(pool.delete_volume(&instance_vol(&name2))?)
     })
     .await?;
     d.forget_instance_lock(&name);
@@ -170,7 +170,7 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
     super::create::validate_name(&new)?;
     let lock = d.instance_lock(&name);
     let _g = lock.lock().await;
-    d.db.instance_or_404(&name)?;
+    let pool = d.pool(&d.db.instance_or_404(&name)?.pool)?;
     if runtime_status(&d, &name).0 != StatusCode::Stopped {
         return Err(DaemonError::BadRequest(
             "Renaming of running container not allowed".into(),
@@ -182,22 +182,21 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
         )));
     }
     let (old_vol, new_vol) = (instance_vol(&name), instance_vol(&new));
-    d.pool.rename_volume(&old_vol, &new_vol)?;
+    pool.rename_volume(&old_vol, &new_vol)?;
     let _ = std::fs::rename(d.runtime_dir(&name), d.runtime_dir(&new));
     let _ = std::fs::rename(
         d.dir.join("logs").join(&name),
         d.dir.join("logs").join(&new),
     );
     let snaps = std::path::Path::new("containers-snapshots");
-    let has_snapshots = d.pool.path(&snaps.join(&name)).exists();
+    let has_snapshots = pool.path(&snaps.join(&name)).exists();
     if has_snapshots {
-        d.pool
-            .rename_volume(&snaps.join(&name), &snaps.join(&new))?;
+        pool.rename_volume(&snaps.join(&name), &snaps.join(&new))?;
     }
     if let Err(e) = d.db.rename_instance(&name, &new) {
-        let _ = d.pool.rename_volume(&new_vol, &old_vol);
+        let _ = pool.rename_volume(&new_vol, &old_vol);
         if has_snapshots {
-            let _ = d.pool.rename_volume(&snaps.join(&new), &snaps.join(&name));
+            let _ = pool.rename_volume(&snaps.join(&new), &snaps.join(&name));
         }
         return Err(e);
     }

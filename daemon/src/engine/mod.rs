@@ -8,6 +8,7 @@ pub mod files;
 mod images;
 mod lifecycle;
 pub mod network;
+pub mod pools;
 mod schedule;
 mod snapshot;
 mod spec;
@@ -25,7 +26,9 @@ pub use schedule::start_scheduler;
 pub use snapshot::{
     create_snapshot, delete_snapshot, rename_snapshot, restore_snapshot, validate_snapshot_name,
 };
-pub use spec::{check_root_size, expand, limits_from as limits_of};
+pub use spec::{
+    check_root_size, expand, limits_from as limits_of, root_pool, root_size as spec_root_size,
+};
 
 use hutch_api::instance::{Instance, InstanceState};
 use hutch_api::operation::StatusCode;

@@ -84,16 +84,18 @@ pub async fn create_snapshot(
     }
     let running = runtime_status(&d, &name).0 == StatusCode::Running;
     // A copy of a live tree is only consistent while the container is frozen.
-    let freeze = running && !d.pool.info().atomic_snapshots;
+    let freeze = running && !d.instance_pool(&name)?.info().atomic_snapshots;
     let (d2, name2, snap2) = (d.clone(), name.clone(), snap.clone());
     blocking(move || {
         let rd = d2.runtime_dir(&name2);
         if freeze {
             hutch_runtime::container::freeze(&rd)?;
         }
-        let cloned =
-            d2.pool
-                .clone_volume(&instance_vol(&name2), &snapshot_vol(&name2, &snap2), true);
+        let cloned = d2.instance_pool(&name2)?.clone_volume(
+            &instance_vol(&name2),
+            &snapshot_vol(&name2, &snap2),
+            true,
+        );
         if freeze {
             let _ = hutch_runtime::container::thaw(&rd);
         }
@@ -112,7 +114,9 @@ pub async fn create_snapshot(
         ephemeral: row.ephemeral,
     };
     if let Err(e) = d.db.insert_snapshot(&record) {
-        let _ = d.pool.delete_volume(&snapshot_vol(&name, &snap));
+        if let Ok(pool) = d.instance_pool(&name) {
+            let _ = pool.delete_volume(&snapshot_vol(&name, &snap));
+        }
         return Err(e);
     }
     d.events.lifecycle(
@@ -130,7 +134,12 @@ pub async fn delete_snapshot(d: AppState, name: String, snap: String) -> Result<
     // The row goes first: a crash after it leaves only a volume no record owns.
     d.db.delete_snapshot(&name, &snap)?;
     let (d2, name2, snap2) = (d.clone(), name.clone(), snap.clone());
-    blocking(move || Ok(d2.pool.delete_volume(&snapshot_vol(&name2, &snap2))?)).await?;
+    blocking(move || {
+        Ok(d2
+            .instance_pool(&name2)?
+            .delete_volume(&snapshot_vol(&name2, &snap2))?)
+    })
+    .await?;
     d.events.lifecycle(
         "instance-snapshot-deleted",
         &format!("/1.0/instances/{name}/snapshots/{snap}"),
@@ -150,9 +159,10 @@ pub async fn rename_snapshot(d: AppState, name: String, snap: String, new: Strin
         )));
     }
     let (from, to) = (snapshot_vol(&name, &snap), snapshot_vol(&name, &new));
-    d.pool.rename_volume(&from, &to)?;
+    let pool = d.instance_pool(&name)?;
+    pool.rename_volume(&from, &to)?;
     if let Err(e) = d.db.rename_snapshot(&name, &snap, &new) {
-        let _ = d.pool.rename_volume(&to, &from);
+        let _ = pool.rename_volume(&to, &from);
         return Err(e);
     }
     Ok(())
@@ -173,7 +183,7 @@ pub async fn restore_snapshot(d: AppState, name: String, snap: String) -> Result
         let (d2, name2, snap2) = (d.clone(), name.clone(), snap.clone());
         blocking(move || {
             Ok(d2
-                .pool
+                .instance_pool(&name2)?
                 .restore(&instance_vol(&name2), &snapshot_vol(&name2, &snap2))?)
         })
         .await?;

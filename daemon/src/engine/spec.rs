@@ -98,7 +98,9 @@ pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<
     let idmap = (!privileged).then(|| d.idmap.clone());
     let mut spec = ContainerSpec::new(
         &row.name,
-        d.instance_volume(&row.name).join("rootfs"),
+        d.pool(&row.pool)?
+            .path(&crate::daemon::instance_vol(&row.name))
+            .join("rootfs"),
         idmap,
         &d.cgroup_path(&row.name),
     );
@@ -129,12 +131,13 @@ pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<
             (PathBuf::from(source), flag(dev, "shift"))
         } else {
             let vol = crate::daemon::custom_vol(&source);
-            if !d.pool.path(&vol).exists() {
+            let pool = d.pool(dev.get("pool").map(String::as_str).unwrap_or("default"))?;
+            if !pool.path(&vol).exists() {
                 return Err(DaemonError::BadRequest(format!(
                     "disk device {name:?}: storage volume {source:?} not found"
                 )));
             }
-            (d.pool.path(&vol), true)
+            (pool.path(&vol), true)
         };
         spec.mounts.push(BindMount {
             source,
@@ -160,13 +163,34 @@ pub fn root_size(devices: &hutch_api::profile::Devices) -> Result<Option<u64>> {
     }
 }
 
-/// Refuses a root disk size on a pool that cannot enforce one, before anything is made.
+/// The `pool` of the root disk (`path=/`) among expanded devices (`default` without one).
+pub fn root_pool(devices: &hutch_api::profile::Devices) -> String {
+    devices
+        .values()
+        .find(|d| {
+            d.get("type").map(String::as_str) == Some("disk")
+                && d.get("path").map(String::as_str) == Some("/")
+        })
+        .and_then(|d| d.get("pool"))
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "default".into())
+}
+
+/// Refuses a root disk on a missing pool, or a size on a pool that cannot enforce one,
+/// before anything is made.
 pub fn check_root_size(d: &Daemon, devices: &hutch_api::profile::Devices) -> Result<Option<u64>> {
     let size = root_size(devices)?;
-    if size.is_some() && !d.pool.info().quotas {
+    let pool_name = root_pool(devices);
+    let pool = d.pool(&pool_name).map_err(|_| {
+        DaemonError::BadRequest(format!(
+            "Storage pool {pool_name:?} of the root disk not found"
+        ))
+    })?;
+    if size.is_some() && !pool.info().quotas {
         return Err(DaemonError::BadRequest(format!(
             "{} pools cannot limit the size of a volume",
-            d.pool.info().name
+            pool.info().name
         )));
     }
     Ok(size)
