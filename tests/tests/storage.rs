@@ -495,6 +495,25 @@ fn pools_are_created_used_moved_between_and_deleted_when_unused() {
     let (code, _) = d.http("GET", "/1.0/storage-pools/fast", b"");
     assert_eq!(code, 404);
 
+    // A dir pool on a directory of the user's: bind-mounted, and left as it was.
+    let ext = d.path().join("ext");
+    fs::create_dir_all(&ext).unwrap();
+    fs::write(ext.join("keep-me"), "x").unwrap();
+    d.hutch_ok(&[
+        "storage",
+        "create",
+        "ext",
+        "dir",
+        &format!("source={}", ext.display()),
+    ]);
+    assert!(mounted(&d.path().join("storage-pools/ext")));
+    d.hutch_ok(&["storage", "delete", "ext"]);
+    assert!(!mounted(&d.path().join("storage-pools/ext")));
+    assert!(
+        ext.join("keep-me").exists(),
+        "the user's directory was touched"
+    );
+
     // Pools and instances come back after a daemon restart.
     let mut d = d;
     d.kill();

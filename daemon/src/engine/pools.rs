@@ -106,6 +106,22 @@ pub fn prepare_pool(
                     "zfs is not available on this host (no zfs kernel module)".into(),
                 ));
             }
+            // An existing dataset (`source=tank/hutch`): volumes go below it; it stays the
+            // user's when the pool is deleted.
+            if let Some(dataset) = source.filter(|s| !s.ends_with(".img")) {
+                let exists = std::process::Command::new("zfs")
+                    .args(["list", "-H", "-o", "name", &dataset])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if !exists {
+                    return Err(bad(format!("zfs dataset {dataset:?} not found")));
+                }
+                return Ok(PoolRow {
+                    name: name.to_string(),
+                    driver: format!("zfs:{dataset}"),
+                    config,
+                });
+            }
             let file = dir.join("disks").join(format!("{name}.img"));
             let zpool = config
                 .get("zfs.pool_name")
@@ -156,7 +172,12 @@ fn is_btrfs(p: &Path) -> bool {
 fn destroy_backing(d: &Daemon, row: &PoolRow) {
     let root = d.dir.join("storage-pools").join(&row.name);
     let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
-    if let Some(zpool) = row.driver.strip_prefix("zfs:") {
+    // Only a zpool hutch made on its own loop file is destroyed.
+    let own_zpool = row
+        .config
+        .get("source")
+        .is_some_and(|s| s.ends_with(".img"));
+    if let (Some(zpool), true) = (row.driver.strip_prefix("zfs:"), own_zpool) {
         let _ = std::process::Command::new("zpool")
             .args(["destroy", "-f", zpool])
             .status();
@@ -164,7 +185,17 @@ fn destroy_backing(d: &Daemon, row: &PoolRow) {
     if let Some(source) = row.config.get("source").filter(|s| s.ends_with(".img")) {
         let _ = std::fs::remove_file(source);
     }
-    let _ = std::fs::remove_dir_all(&root);
+    let external = row
+        .config
+        .get("source")
+        .is_some_and(|s| !s.ends_with(".img") && Path::new(s) != root);
+    if external {
+        // The user's directory was bind-mounted here: only the empty mount point goes,
+        // never what is (or, were the unmount to fail, still is) below it.
+        let _ = std::fs::remove_dir(&root);
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
 
 /// `POST /1.0/storage-pools`: the backing store, the mount, then the record; a failure
