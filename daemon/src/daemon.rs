@@ -212,6 +212,21 @@ fn open_pool(dir: &Path, row: &PoolRow) -> Result<Arc<dyn StorageDriver>> {
     let source = row.config.get("source").filter(|s| s.ends_with(".img"));
     match (driver, source) {
         ("btrfs", Some(source)) => hutch_storage::attach_and_mount(Path::new(source), &root)?,
+        ("btrfs", None) => {
+            // A block device is mounted as it is.
+            if let Some(dev) = row.config.get("source").filter(|s| s.starts_with("/dev/")) {
+                if !is_mounted(&root) {
+                    nix::mount::mount(
+                        Some(Path::new(dev)),
+                        &root,
+                        Some("btrfs"),
+                        nix::mount::MsFlags::empty(),
+                        None::<&str>,
+                    )
+                    .map_err(|e| DaemonError::Internal(format!("mount {dev}: {e}")))?;
+                }
+            }
+        }
         (zfs, Some(source)) if zfs.starts_with("zfs:") => {
             import_zpool(&zfs[4..], Path::new(source))
         }
@@ -219,7 +234,11 @@ fn open_pool(dir: &Path, row: &PoolRow) -> Result<Arc<dyn StorageDriver>> {
     }
     // A directory source (a `dir` pool elsewhere, an existing btrfs directory) is
     // bind-mounted at the pool's root.
-    if let Some(src) = row.config.get("source").filter(|s| !s.ends_with(".img")) {
+    if let Some(src) = row
+        .config
+        .get("source")
+        .filter(|s| !s.ends_with(".img") && !s.starts_with("/dev/"))
+    {
         if Path::new(src) != root && !is_mounted(&root) {
             nix::mount::mount(
                 Some(Path::new(src)),

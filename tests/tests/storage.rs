@@ -408,6 +408,27 @@ fn custom_volumes_are_shared_on_dir() {
     shared_custom_volume("dir");
 }
 
+/// A loop device over a file, detached on drop.
+struct LoopGuard(String);
+
+impl LoopGuard {
+    fn attach(file: &Path) -> Self {
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup: {out:?}");
+        LoopGuard(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
 fn json_of(d: &TestDaemon, path: &str) -> serde_json::Value {
     let (code, body) = d.http("GET", path, b"");
     assert_eq!(code, 200, "GET {path}: {body}");
@@ -513,6 +534,50 @@ fn pools_are_created_used_moved_between_and_deleted_when_unused() {
         ext.join("keep-me").exists(),
         "the user's directory was touched"
     );
+
+    // A btrfs pool on a block device (a loop device this test attaches): formatted since it
+    // is empty, mounted, used, and unmounted again by the delete; a device holding another
+    // filesystem is refused.
+    let img = d.path().join("blk.img");
+    fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
+    let dev = LoopGuard::attach(&img);
+    d.hutch_ok(&[
+        "storage",
+        "create",
+        "blk",
+        "btrfs",
+        &format!("source={}", dev.0),
+    ]);
+    let blk_root = d.path().join("storage-pools/blk");
+    assert!(mounted(&blk_root));
+    d.hutch_ok(&["launch", "bb", "c2", "--storage", "blk"]);
+    assert!(blk_root.join("containers/c2/rootfs").exists());
+    d.hutch_ok(&["delete", "-f", "c2"]);
+    d.hutch_ok(&["storage", "delete", "blk"]);
+    assert!(!mounted(&blk_root));
+    let ext4 = d.path().join("ext4.img");
+    fs::File::create(&ext4).unwrap().set_len(64 << 20).unwrap();
+    assert!(Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&ext4)
+        .status()
+        .is_ok_and(|s| s.success()));
+    let other = LoopGuard::attach(&ext4);
+    let refused = d.hutch(
+        &[
+            "storage",
+            "create",
+            "blk2",
+            "btrfs",
+            &format!("source={}", other.0),
+        ],
+        b"",
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("ext4"),
+        "{refused:?}"
+    );
+    drop((dev, other));
 
     // Pools and instances come back after a daemon restart.
     let mut d = d;

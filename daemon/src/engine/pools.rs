@@ -82,9 +82,8 @@ pub fn prepare_pool(
                 Some(s) if !s.ends_with(".img") => {
                     let p = Path::new(s);
                     if p.starts_with("/dev/") {
-                        return Err(bad("btrfs pools on a block device are not supported yet; use a loop file or a btrfs directory".into()));
-                    }
-                    if !is_btrfs(p) {
+                        prepare_block_device(p)?;
+                    } else if !is_btrfs(p) {
                         return Err(bad(format!("Source {s:?} is not a directory on btrfs")));
                     }
                 }
@@ -160,6 +159,45 @@ pub fn prepare_pool(
         driver,
         config,
     })
+}
+
+/// A block device for a btrfs pool: one that already holds btrfs is used as it is; an
+/// empty one is formatted; one with another filesystem is refused (nothing is wiped).
+fn prepare_block_device(dev: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let bad = |m: String| DaemonError::BadRequest(m);
+    let meta = std::fs::metadata(dev).map_err(|e| bad(format!("{}: {e}", dev.display())))?;
+    if !meta.file_type().is_block_device() {
+        return Err(bad(format!("{} is not a block device", dev.display())));
+    }
+    let fs = std::process::Command::new("blkid")
+        .args(["-o", "value", "-s", "TYPE"])
+        .arg(dev)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    match fs.as_str() {
+        "btrfs" => Ok(()),
+        "" => {
+            let out = std::process::Command::new("mkfs.btrfs")
+                .arg("-q")
+                .arg(dev)
+                .output()
+                .map_err(|e| DaemonError::io("run", "mkfs.btrfs", e))?;
+            if !out.status.success() {
+                return Err(bad(format!(
+                    "mkfs.btrfs {}: {}",
+                    dev.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Ok(())
+        }
+        other => Err(bad(format!(
+            "{} holds a {other} filesystem; hutch formats only empty devices",
+            dev.display()
+        ))),
+    }
 }
 
 fn is_btrfs(p: &Path) -> bool {
