@@ -33,6 +33,54 @@ struct Args {
     /// Containers launched at once for the parallel-launch measurement (0: skip).
     #[arg(long, default_value_t = 100)]
     parallel: usize,
+    /// An LXD daemon's directory (`LXD_DIR`, set up with a default profile whose root disk
+    /// is on a pool of the measured driver): the `lxc` rows are then measured against it
+    /// too, alternating hutchd and LXD run by run, with the ratio of each row.
+    #[arg(long)]
+    lxd_dir: Option<PathBuf>,
+}
+
+/// A daemon to drive: a hutchd this harness started, or an LXD daemon set up beforehand.
+struct Target {
+    /// `hutchd` or `lxd`, for the table.
+    label: &'static str,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl Target {
+    /// The client command for `client` ("hutch" or "lxc"; LXD is driven by lxc only).
+    fn cmd(&self, client: &str, args: &[&str]) -> Command {
+        let mut c = if client == "lxc" || self.label == "lxd" {
+            Command::new("lxc")
+        } else {
+            Command::new(self.bin.join("hutch"))
+        };
+        c.args(args)
+            .env("HUTCH_DIR", &self.dir)
+            .env("LXD_DIR", &self.dir)
+            .env("LXD_CONF", self.dir.join("lxc-conf"))
+            .env("HOME", &self.dir);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Runs a client command and returns how long it took.
+    fn time(&self, client: &str, args: &[&str]) -> Result<Duration> {
+        let start = Instant::now();
+        let out = self.cmd(client, args).output()?;
+        let took = start.elapsed();
+        if !out.status.success() {
+            bail!(
+                "{} {client} {args:?}: {}",
+                self.label,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(took)
+    }
 }
 
 /// A daemon in its own directory, torn down (containers, network, pool mount, files) on
@@ -42,6 +90,7 @@ struct Daemon {
     child: Child,
     bin: PathBuf,
     bridge: String,
+    target: Target,
 }
 
 impl Daemon {
@@ -68,6 +117,11 @@ impl Daemon {
             .stderr(Stdio::null())
             .spawn()?;
         let d = Daemon {
+            target: Target {
+                label: "hutchd",
+                dir: dir.clone(),
+                bin: bin.to_path_buf(),
+            },
             dir,
             child,
             bin: bin.to_path_buf(),
@@ -82,36 +136,12 @@ impl Daemon {
         bail!("hutchd did not come up")
     }
 
-    /// The client command for `client` ("hutch" or "lxc").
-    fn cmd(&self, client: &str, args: &[&str]) -> Command {
-        let mut c = if client == "lxc" {
-            Command::new("lxc")
-        } else {
-            Command::new(self.bin.join("hutch"))
-        };
-        c.args(args)
-            .env("HUTCH_DIR", &self.dir)
-            .env("LXD_DIR", &self.dir)
-            .env("LXD_CONF", self.dir.join("lxc-conf"))
-            .env("HOME", &self.dir);
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c
+    fn time(&self, client: &str, args: &[&str]) -> Result<Duration> {
+        self.target.time(client, args)
     }
 
-    /// Runs a client command and returns how long it took.
-    fn time(&self, client: &str, args: &[&str]) -> Result<Duration> {
-        let start = Instant::now();
-        let out = self.cmd(client, args).output()?;
-        let took = start.elapsed();
-        if !out.status.success() {
-            bail!(
-                "{client} {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(took)
+    fn cmd(&self, client: &str, args: &[&str]) -> Command {
+        self.target.cmd(client, args)
     }
 }
 
@@ -213,104 +243,141 @@ fn busybox_image(repo: &Path, work: &Path) -> Result<PathBuf> {
 
 type Row = (String, String, String, f64, f64, f64);
 
+/// Measures every operation with `client` on each of `targets`, alternating targets run
+/// by run (A/B), so that drift of the machine hits all alike. One row per target and op.
 fn measure(
-    d: &Daemon,
+    targets: &[&Target],
     driver: &str,
     client: &str,
     runs: usize,
     list_size: usize,
     payload: &Path,
+    work: &Path,
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let mut record = |op: &str, samples: &mut Vec<Duration>| {
-        let (med, min, max) = stats(samples);
-        rows.push((
-            op.to_string(),
-            client.to_string(),
-            driver.to_string(),
-            med,
-            min,
-            max,
-        ));
+    let label = |t: &Target| {
+        if t.label == "lxd" {
+            "lxd".to_string()
+        } else {
+            client.to_string()
+        }
+    };
+    let mut record = |op: &str, samples: Vec<Vec<Duration>>| {
+        for (t, mut s) in targets.iter().zip(samples) {
+            let (med, min, max) = stats(&mut s);
+            rows.push((op.to_string(), label(t), driver.to_string(), med, min, max));
+        }
     };
     let names: Vec<String> = (0..runs).map(|i| format!("b{client}{i}")).collect();
-    let t = |f: &mut dyn FnMut(&str) -> Result<Duration>| -> Result<Vec<Duration>> {
-        names.iter().map(|n| f(n)).collect()
+    // One sample per run per target, the targets taking turns.
+    let ab = |f: &dyn Fn(&Target, &str) -> Result<Duration>| -> Result<Vec<Vec<Duration>>> {
+        let mut out = vec![Vec::new(); targets.len()];
+        for n in &names {
+            for (i, t) in targets.iter().enumerate() {
+                out[i].push(f(t, n)?);
+            }
+        }
+        Ok(out)
     };
-    let mut launch = t(&mut |n| d.time(client, &["launch", "bb", n]))?;
-    record("launch", &mut launch);
-    let mut exec = t(&mut |n| d.time(client, &["exec", n, "--", "true"]))?;
-    record("exec true", &mut exec);
-    let mut snap = t(&mut |n| d.time(client, &["snapshot", n, "s0"]))?;
-    record("snapshot", &mut snap);
-    let mut restore = t(&mut |n| d.time(client, &["restore", n, "s0"]))?;
-    record("restore", &mut restore);
+    record("launch", ab(&|t, n| t.time(client, &["launch", "bb", n]))?);
+    record(
+        "exec true",
+        ab(&|t, n| t.time(client, &["exec", n, "--", "true"]))?,
+    );
+    record(
+        "snapshot",
+        ab(&|t, n| t.time(client, &["snapshot", n, "s0"]))?,
+    );
+    record(
+        "restore",
+        ab(&|t, n| t.time(client, &["restore", n, "s0"]))?,
+    );
     let dest = |n: &str| format!("{n}/root/payload");
-    let mut push = t(&mut |n| {
-        d.time(
-            client,
-            &[
-                "file",
-                "push",
-                payload.to_str().unwrap_or_default(),
-                &dest(n),
-            ],
-        )
-    })?;
-    record("push 100 MB", &mut push);
-    let pulled = d.dir.join("pulled");
-    let mut pull = t(&mut |n| {
-        d.time(
-            client,
-            &[
-                "file",
-                "pull",
-                &dest(n),
-                pulled.to_str().unwrap_or_default(),
-            ],
-        )
-    })?;
-    record("pull 100 MB", &mut pull);
-    let mut stop = t(&mut |n| d.time(client, &["stop", n, "--force"]))?;
-    record("stop --force", &mut stop);
-    let mut start = t(&mut |n| d.time(client, &["start", n]))?;
-    record("start", &mut start);
-    for n in &names {
-        d.time(client, &["stop", n, "--force"])?;
+    let payload_s = payload.to_str().unwrap_or_default();
+    record(
+        "push 100 MB",
+        ab(&|t, n| t.time(client, &["file", "push", payload_s, &dest(n)]))?,
+    );
+    let pulled = work.join("pulled");
+    let pulled_s = pulled.to_str().unwrap_or_default();
+    record(
+        "pull 100 MB",
+        ab(&|t, n| t.time(client, &["file", "pull", &dest(n), pulled_s]))?,
+    );
+    record(
+        "stop --force",
+        ab(&|t, n| t.time(client, &["stop", n, "--force"]))?,
+    );
+    record("start", ab(&|t, n| t.time(client, &["start", n]))?);
+    for t in targets {
+        for n in &names {
+            t.time(client, &["stop", n, "--force"])?;
+        }
     }
-    let mut delete = t(&mut |n| d.time(client, &["delete", n]))?;
-    record("delete", &mut delete);
+    record("delete", ab(&|t, n| t.time(client, &["delete", n]))?);
     // Exec throughput: 1 GB through stdout (discarded by the client).
-    let mut thru: Vec<Duration> = Vec::new();
-    d.time(client, &["launch", "bb", &format!("x{client}")])?;
-    for _ in 0..runs.min(3) {
-        thru.push(d.time(
-            client,
-            &[
-                "exec",
-                &format!("x{client}"),
-                "--",
-                "sh",
-                "-c",
-                "head -c 1000000000 /dev/zero",
-            ],
-        )?);
+    let x = format!("x{client}");
+    for t in targets {
+        t.time(client, &["launch", "bb", &x])?;
     }
-    record("exec 1 GB stdout", &mut thru);
-    d.time("hutch", &["delete", &format!("x{client}"), "--force"])?;
+    let mut thru = vec![Vec::new(); targets.len()];
+    for _ in 0..runs.min(3) {
+        for (i, t) in targets.iter().enumerate() {
+            let cmd = ["exec", &x, "--", "sh", "-c", "head -c 1000000000 /dev/zero"];
+            thru[i].push(t.time(client, &cmd)?);
+        }
+    }
+    record("exec 1 GB stdout", thru);
+    for t in targets {
+        t.time(client, &["delete", &x, "--force"])?;
+    }
     // list with `list_size` running containers.
     let many: Vec<String> = (0..list_size).map(|i| format!("l{client}{i}")).collect();
-    for n in &many {
-        d.time("hutch", &["launch", "bb", n])?;
+    for t in targets {
+        for n in &many {
+            t.time("hutch", &["launch", "bb", n])?;
+        }
     }
-    let mut list: Vec<Duration> = (0..runs)
-        .map(|_| d.time(client, &["list"]))
-        .collect::<Result<_>>()?;
-    record(&format!("list of {list_size}"), &mut list);
-    for n in &many {
-        d.time("hutch", &["delete", n, "--force"])?;
+    let mut list = vec![Vec::new(); targets.len()];
+    for _ in 0..runs {
+        for (i, t) in targets.iter().enumerate() {
+            list[i].push(t.time(client, &["list"])?);
+        }
+    }
+    record(&format!("list of {list_size}"), list);
+    for t in targets {
+        for n in &many {
+            t.time("hutch", &["delete", n, "--force"])?;
+        }
     }
     Ok(rows)
+}
+
+/// The storage driver of the pool of the default profile's root disk of an LXD daemon.
+fn lxd_driver(lxd: &Target) -> Result<String> {
+    let pool = Command::new("lxc")
+        .args(["profile", "device", "get", "default", "root", "pool"])
+        .env("LXD_DIR", &lxd.dir)
+        .output()?;
+    let pool = String::from_utf8_lossy(&pool.stdout).trim().to_string();
+    let out = Command::new("lxc")
+        .args(["storage", "get", &pool, "--property", "driver"])
+        .env("LXD_DIR", &lxd.dir)
+        .output()?;
+    let driver = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if driver.is_empty() {
+        let show = Command::new("lxc")
+            .args(["storage", "show", &pool])
+            .env("LXD_DIR", &lxd.dir)
+            .output()?;
+        let text = String::from_utf8_lossy(&show.stdout).into_owned();
+        return Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("driver: "))
+            .unwrap_or_default()
+            .to_string());
+    }
+    Ok(driver)
 }
 
 fn main() -> Result<()> {
@@ -327,6 +394,30 @@ fn main() -> Result<()> {
     let payload = work.join("payload");
     std::fs::write(&payload, vec![7u8; 100 << 20])?;
     let mut rows = Vec::new();
+    let lxd = match &args.lxd_dir {
+        Some(dir) => {
+            let t = Target {
+                label: "lxd",
+                dir: dir.clone(),
+                bin: bin.clone(),
+            };
+            let driver = lxd_driver(&t)?;
+            // The same image, under the same alias.
+            let _ = t.time("lxc", &["image", "delete", "bb"]);
+            t.time(
+                "lxc",
+                &[
+                    "image",
+                    "import",
+                    image.to_str().unwrap_or_default(),
+                    "--alias",
+                    "bb",
+                ],
+            )?;
+            Some((t, driver))
+        }
+        None => None,
+    };
     for driver in &args.drivers {
         let d = Daemon::start(&bin, driver)?;
         d.time(
@@ -340,13 +431,20 @@ fn main() -> Result<()> {
             ],
         )?;
         for client in &args.clients {
+            // LXD joins the lxc rows of the driver its default pool uses.
+            let lxd = match (&lxd, client.as_str()) {
+                (Some((t, drv)), "lxc") if drv == driver => Some(t),
+                _ => None,
+            };
+            let targets: Vec<&Target> = std::iter::once(&d.target).chain(lxd).collect();
             rows.extend(measure(
-                &d,
+                &targets,
                 driver,
                 client,
                 args.runs,
                 args.list_size,
                 &payload,
+                &work,
             )?);
         }
         let rss = std::fs::read_to_string(format!("/proc/{}/status", d.child.id()))
@@ -425,7 +523,28 @@ fn main() -> Result<()> {
     for (op, client, driver, med, min, max) in &rows {
         println!("{op:<18} {client:<6} {driver:<6} {med:>9.4} {min:>9.4} {max:>9.4}");
     }
+    // hutchd against LXD, both driven by lxc: the ratio of medians per operation.
+    let ratios: Vec<(String, String, f64, f64, f64)> = rows
+        .iter()
+        .filter(|r| r.1 == "lxd")
+        .filter_map(|(op, _, driver, lxd_med, _, _)| {
+            rows.iter()
+                .find(|r| r.0 == *op && r.1 == "lxc" && r.2 == *driver)
+                .map(|r| (op.clone(), driver.clone(), r.3, *lxd_med, r.3 / lxd_med))
+        })
+        .collect();
+    if !ratios.is_empty() {
+        println!(
+            "\n{:<18} {:<6} {:>9} {:>9} {:>9}",
+            "operation (lxc)", "driver", "hutchd", "lxd", "ratio"
+        );
+        for (op, driver, h, l, r) in &ratios {
+            println!("{op:<18} {driver:<6} {h:>9.4} {l:>9.4} {r:>9.3}");
+        }
+    }
     let json: Vec<_> = rows.iter().map(|(op, client, driver, med, min, max)| json!({"operation": op, "client": client, "driver": driver, "median_s": med, "min_s": min, "max_s": max})).collect();
+    let ratio_json: Vec<_> = ratios.iter().map(|(op, driver, h, l, r)| json!({"operation": op, "driver": driver, "hutchd_s": h, "lxd_s": l, "ratio": r})).collect();
+    let json = json!({"rows": json, "hutchd_vs_lxd": ratio_json});
     std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
     eprintln!("results written to {}", args.json.display());
     Ok(())
