@@ -29,6 +29,8 @@ pub enum DaemonError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Storage(#[from] hutch_storage::StorageError),
+    #[error(transparent)]
+    Network(#[from] hutch_network::NetworkError),
     #[error("failed to {action} {path}")]
     Io {
         action: &'static str,
@@ -73,10 +75,12 @@ impl DaemonError {
             DaemonError::Storage(hutch_storage::StorageError::Unsupported(_)) => {
                 StatusCode::BAD_REQUEST
             }
+            DaemonError::Network(e) if e.is_invalid() => StatusCode::BAD_REQUEST,
             DaemonError::Database(_)
             | DaemonError::Io { .. }
             | DaemonError::Internal(_)
-            | DaemonError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | DaemonError::Storage(_)
+            | DaemonError::Network(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
             hutch_runtime::exec_main(dir);
         }
         if args[1] == "__nic-plug" {
-            engine::network::nic_plug_main(dir);
+            engine::devices::nic_plug_main(dir);
         }
     }
     let cli = Cli::parse();

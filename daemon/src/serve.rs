@@ -24,7 +24,7 @@ pub async fn serve(
         let s = state.clone();
         tokio::task::spawn_blocking(move || crate::engine::network::start_networks(&s)).await?;
     }
-    crate::engine::network::restore_proxies(&state).await;
+    crate::engine::devices::restore_proxies(&state).await;
     crate::engine::network::start_supervisor(state.clone());
     let sock = dir.join("unix.socket");
     let _ = std::fs::remove_file(&sock);

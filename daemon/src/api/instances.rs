@@ -205,12 +205,13 @@ fn validate_put(d: &AppState, put: &InstancePut) -> Result<()> {
     }
     devices.extend(put.devices.clone());
     engine::check_root_size(d, &devices)?;
-    engine::network::validate_devices(d, &devices)?;
+    engine::devices::validate_devices(d, &devices)?;
     Ok(())
 }
 
 /// Applies an update to the row and, for live keys, to the running container.
 async fn apply_update(d: &AppState, mut row: InstanceRow, put: InstancePut) -> Result<()> {
+    let old_row = row.clone();
     let old_expanded = engine::expand(d, &row)?;
     let old_size = engine::check_root_size(d, &old_expanded.devices).unwrap_or(None);
     // The daemon's volatile keys survive a client's full replace.
@@ -257,9 +258,15 @@ async fn apply_update(d: &AppState, mut row: InstanceRow, put: InstancePut) -> R
         tokio::task::spawn_blocking(move || hutch_runtime::container::set_limits(&rd, &limits))
             .await
             .map_err(|e| DaemonError::Internal(e.to_string()))??;
-        // NICs and proxies are plugged and unplugged live.
-        engine::network::apply_device_changes(d, &row, pid as i32, &old_expanded, &expanded)
-            .await?;
+        // NICs and proxies are plugged and unplugged live; a device that cannot be (a name
+        // taken inside, a port in use) leaves the record as it was.
+        if let Err(e) =
+            engine::devices::apply_device_changes(d, &row, pid as i32, &old_expanded, &expanded)
+                .await
+        {
+            d.db.update_instance(&old_row)?;
+            return Err(e);
+        }
     }
     d.events.lifecycle(
         "instance-updated",

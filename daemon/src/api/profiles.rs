@@ -25,7 +25,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn validate(d: &AppState, put: &ProfilePut) -> Result<()> {
-    crate::engine::network::validate_devices(d, &put.devices)?;
+    crate::engine::devices::validate_devices(d, &put.devices)?;
     hutch_api::config::validate_instance_config(&put.config)?;
     for (name, dev) in &put.devices {
         if !dev.contains_key("type") {

@@ -79,7 +79,7 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSo
     }
     devices.extend(req.put.devices.clone());
     super::check_root_size(d, &devices)?;
-    super::network::validate_devices(d, &devices)?;
+    super::devices::validate_devices(d, &devices)?;
     if d.db.instance(&req.name)?.is_some() {
         return Err(DaemonError::Conflict(format!(
             "Instance {:?} already exists",

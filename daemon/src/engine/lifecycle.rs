@@ -6,7 +6,7 @@ use hutch_api::operation::StatusCode;
 use hutch_runtime::container;
 use serde_json::json;
 
-use super::network;
+use super::devices;
 use super::runtime_status;
 use super::spec::{build_spec, expand};
 use crate::daemon::{instance_vol, snapshot_vol, AppState};
@@ -37,11 +37,11 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
     let expanded = expand(&d, &row)?;
     let mut spec = build_spec(&d, &row, &expanded)?;
     spec.pre_start_hooks
-        .extend(network::start_hook(&d, &row, &expanded)?);
+        .extend(devices::start_hook(&d, &row, &expanded)?);
     let (hutchd, rd) = (d.hutchd.clone(), d.runtime_dir(&name));
     blocking(move || Ok(hutch_runtime::start(&hutchd, &rd, &spec)?)).await?;
     let pid = runtime_status(&d, &name).1;
-    if let Err(e) = network::start_proxies(&d, &name, pid as i32, &expanded).await {
+    if let Err(e) = devices::start_proxies(&d, &name, pid as i32, &expanded).await {
         // A device that cannot start fails the start, as in LXD.
         let rd = d.runtime_dir(&name);
         let _ = blocking(move || Ok(container::stop(&rd, Duration::from_secs(0), true)?)).await;
@@ -74,10 +74,10 @@ pub async fn stop_instance(d: AppState, name: String, timeout: i64, force: bool)
         } else {
             Duration::from_secs(timeout as u64)
         };
-        network::stop_proxies(&d, &name);
+        devices::stop_proxies(&d, &name);
         let rd = d.runtime_dir(&name);
         blocking(move || Ok(container::stop(&rd, wait, force)?)).await?;
-        network::forget_host_names(&d, &row)?;
+        devices::forget_host_names(&d, &row)?;
         d.db.set_instance_config_key(&name, "volatile.last_state.power", Some("STOPPED"))?;
         d.events.lifecycle(
             if force {
@@ -143,7 +143,7 @@ pub async fn delete_instance(d: AppState, name: String) -> Result<()> {
     let pool = d.pool(&row.pool)?;
     // The row goes first: a crash after it leaves only files, which no record owns.
     d.db.delete_instance(&name)?;
-    network::forget_instance(&d, &name)?;
+    devices::forget_instance(&d, &name)?;
     let (rd, logs) = (d.runtime_dir(&name), d.dir.join("logs").join(&name));
     let d2 = d.clone();
     let name2 = name.clone();
@@ -202,7 +202,7 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
     }
     d.db.rename_instance_snapshots(&name, &new)?;
     // Host entries are written again, under the new name, at the next start.
-    network::forget_instance(&d, &name)?;
+    devices::forget_instance(&d, &name)?;
     d.forget_instance_lock(&name);
     d.events
         .lifecycle("instance-renamed", &source(&new), json!({"old_name": name}));

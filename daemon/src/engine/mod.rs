@@ -3,6 +3,7 @@
 
 mod autostart;
 mod create;
+pub mod devices;
 mod exec;
 pub mod files;
 mod images;
@@ -134,7 +135,7 @@ pub fn instance_state_with(
         state.memory.swap_usage = u.swap_bytes.unwrap_or(0) as i64;
     }
     let expanded = expand(d, row)?;
-    state.network = Some(network::instance_network(
+    state.network = Some(devices::instance_network(
         info.pid as i32,
         ifaces,
         &row.config,
