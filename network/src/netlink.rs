@@ -219,8 +219,22 @@ impl Netlink<'_> {
         })
     }
 
+    /// Link `name`, asked for by name (not a dump of every link: with hundreds of
+    /// containers' veths on the host, a dump per lookup is what a launch would cost).
     pub fn link(&self, name: &str) -> Result<Option<Link>> {
-        Ok(self.links()?.into_iter().find(|l| l.name == name))
+        let found: std::result::Result<Vec<LinkMessage>, rtnetlink::Error> = self.rt.block_on(
+            self.handle
+                .link()
+                .get()
+                .match_name(name.to_string())
+                .execute()
+                .try_collect(),
+        );
+        match found {
+            Ok(msgs) => Ok(msgs.first().map(link_from)),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ENODEV => Ok(None),
+            Err(e) => Err(NetworkError::netlink(format!("find link {name}"), e)),
+        }
     }
 
     /// Every address in the namespace.
