@@ -27,9 +27,9 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
-    /// Running containers for the `list` measurement.
-    #[arg(long, default_value_t = 20)]
-    list_size: usize,
+    /// Running containers for the `list` (and RSS) measurements, smallest first.
+    #[arg(long, value_delimiter = ',', default_value = "20,200")]
+    list_sizes: Vec<usize>,
     /// Containers launched at once for the parallel-launch measurement (0: skip).
     #[arg(long, default_value_t = 100)]
     parallel: usize,
@@ -46,6 +46,21 @@ struct Target {
     label: &'static str,
     dir: PathBuf,
     bin: PathBuf,
+    /// The daemon's pid, for its memory.
+    pid: u32,
+}
+
+/// Resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 impl Target {
@@ -121,6 +136,7 @@ impl Daemon {
                 label: "hutchd",
                 dir: dir.clone(),
                 bin: bin.to_path_buf(),
+                pid: child.id(),
             },
             dir,
             child,
@@ -250,7 +266,7 @@ fn measure(
     driver: &str,
     client: &str,
     runs: usize,
-    list_size: usize,
+    list_sizes: &[usize],
     payload: &Path,
     work: &Path,
 ) -> Result<Vec<Row>> {
@@ -289,6 +305,15 @@ fn measure(
         ab(&|t, n| t.time(client, &["snapshot", n, "s0"]))?,
     );
     record(
+        "copy",
+        ab(&|t, n| t.time(client, &["copy", n, &format!("{n}c")]))?,
+    );
+    for t in targets {
+        for n in &names {
+            t.time(client, &["delete", &format!("{n}c")])?;
+        }
+    }
+    record(
         "restore",
         ab(&|t, n| t.time(client, &["restore", n, "s0"]))?,
     );
@@ -309,11 +334,8 @@ fn measure(
         ab(&|t, n| t.time(client, &["stop", n, "--force"]))?,
     );
     record("start", ab(&|t, n| t.time(client, &["start", n]))?);
-    for t in targets {
-        for n in &names {
-            t.time(client, &["stop", n, "--force"])?;
-        }
-    }
+    // A clean stop: init is asked to halt (busybox init sleeps about 2 s on the way).
+    record("stop (clean)", ab(&|t, n| t.time(client, &["stop", n]))?);
     record("delete", ab(&|t, n| t.time(client, &["delete", n]))?);
     // Exec throughput: 1 GB through stdout (discarded by the client).
     let x = format!("x{client}");
@@ -331,25 +353,41 @@ fn measure(
     for t in targets {
         t.time(client, &["delete", &x, "--force"])?;
     }
-    // list with `list_size` running containers.
-    let many: Vec<String> = (0..list_size).map(|i| format!("l{client}{i}")).collect();
+    // list (and daemon memory) with each number of running containers.
+    let mut running = 0;
+    let mut memory = Vec::new();
+    for &size in list_sizes {
+        for t in targets {
+            for k in running..size {
+                t.time("hutch", &["launch", "bb", &format!("l{client}{k}")])?;
+            }
+        }
+        running = size;
+        let mut list = vec![Vec::new(); targets.len()];
+        for _ in 0..runs {
+            for (i, t) in targets.iter().enumerate() {
+                list[i].push(t.time(client, &["list"])?);
+            }
+        }
+        record(&format!("list of {size}"), list);
+        for t in targets {
+            let m = rss_mib(t.pid);
+            memory.push((
+                format!("RSS, {size} running (MiB)"),
+                label(t),
+                driver.to_string(),
+                m,
+                m,
+                m,
+            ));
+        }
+    }
     for t in targets {
-        for n in &many {
-            t.time("hutch", &["launch", "bb", n])?;
+        for k in 0..running {
+            t.time("hutch", &["delete", &format!("l{client}{k}"), "--force"])?;
         }
     }
-    let mut list = vec![Vec::new(); targets.len()];
-    for _ in 0..runs {
-        for (i, t) in targets.iter().enumerate() {
-            list[i].push(t.time(client, &["list"])?);
-        }
-    }
-    record(&format!("list of {list_size}"), list);
-    for t in targets {
-        for n in &many {
-            t.time("hutch", &["delete", n, "--force"])?;
-        }
-    }
+    rows.extend(memory);
     Ok(rows)
 }
 
@@ -396,10 +434,17 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     let lxd = match &args.lxd_dir {
         Some(dir) => {
+            let info = Command::new("lxc")
+                .args(["query", "/1.0"])
+                .env("LXD_DIR", dir)
+                .output()?;
+            let info: serde_json::Value =
+                serde_json::from_slice(&info.stdout).context("lxc query /1.0 against --lxd-dir")?;
             let t = Target {
                 label: "lxd",
                 dir: dir.clone(),
                 bin: bin.clone(),
+                pid: info["environment"]["server_pid"].as_u64().unwrap_or(0) as u32,
             };
             let driver = lxd_driver(&t)?;
             // The same image, under the same alias.
@@ -430,6 +475,15 @@ fn main() -> Result<()> {
                 "bb",
             ],
         )?;
+        let idle = rss_mib(d.target.pid);
+        rows.push((
+            "RSS, idle (MiB)".into(),
+            "-".into(),
+            driver.clone(),
+            idle,
+            idle,
+            idle,
+        ));
         for client in &args.clients {
             // LXD joins the lxc rows of the driver its default pool uses.
             let lxd = match (&lxd, client.as_str()) {
@@ -442,31 +496,11 @@ fn main() -> Result<()> {
                 driver,
                 client,
                 args.runs,
-                args.list_size,
+                &args.list_sizes,
                 &payload,
                 &work,
             )?);
         }
-        let rss = std::fs::read_to_string(format!("/proc/{}/status", d.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .unwrap_or("0")
-                        .parse::<f64>()
-                        .unwrap_or(0.0)
-                })
-            })
-            .unwrap_or(0.0);
-        rows.push((
-            "daemon RSS (MiB)".into(),
-            "-".into(),
-            driver.clone(),
-            rss / 1024.0,
-            rss / 1024.0,
-            rss / 1024.0,
-        ));
     }
     // Parallel launches: `parallel` containers at once, from one image, with hutch.
     if args.parallel > 0 {

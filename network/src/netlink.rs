@@ -232,7 +232,9 @@ impl Netlink<'_> {
         );
         match found {
             Ok(msgs) => Ok(msgs.first().map(link_from)),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ENODEV => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ENODEV => {
+                Ok(None)
+            }
             Err(e) => Err(NetworkError::netlink(format!("find link {name}"), e)),
         }
     }
