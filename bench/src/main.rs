@@ -38,6 +38,69 @@ struct Args {
     /// too, alternating hutchd and LXD run by run, with the ratio of each row.
     #[arg(long)]
     lxd_dir: Option<PathBuf>,
+    /// A Debian rootfs tarball for the `launch debian` row (default: the test suite's cache,
+    /// `/var/cache/hutch-tests/debian-12-<arch>.tar.zst`, when it exists).
+    #[arg(long)]
+    debian_rootfs: Option<PathBuf>,
+}
+
+/// The Debian split image (metadata tarball, rootfs tarball), if a rootfs is at hand.
+fn debian_image(args: &Args, work: &Path) -> Result<Option<(PathBuf, PathBuf)>> {
+    let cache = std::env::var_os("HUTCH_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/hutch-tests"));
+    let rootfs = match &args.debian_rootfs {
+        Some(p) => p.clone(),
+        None => cache.join(format!("debian-12-{}.tar.zst", lxd_arch())),
+    };
+    if !rootfs.exists() {
+        return Ok(None);
+    }
+    let meta_dir = work.join("debian-meta");
+    std::fs::create_dir_all(&meta_dir)?;
+    std::fs::write(
+        meta_dir.join("metadata.yaml"),
+        "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: debian\n  release: bookworm\n",
+    )?;
+    let meta = work.join("debian-meta.tar.gz");
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(&meta_dir)
+        .arg("-czf")
+        .arg(&meta)
+        .arg("metadata.yaml")
+        .status()?
+        .success();
+    if !ok {
+        bail!("making the Debian metadata tarball failed");
+    }
+    Ok(Some((meta, rootfs)))
+}
+
+/// Debian's name for this architecture, as the test suite names its cache.
+fn lxd_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Imports the Debian image as `deb` into `t` (with lxc: both daemons take split images).
+fn import_debian(t: &Target, image: &(PathBuf, PathBuf)) -> Result<()> {
+    let _ = t.time("lxc", &["image", "delete", "deb"]);
+    t.time(
+        "lxc",
+        &[
+            "image",
+            "import",
+            image.0.to_str().unwrap_or_default(),
+            image.1.to_str().unwrap_or_default(),
+            "--alias",
+            "deb",
+        ],
+    )?;
+    Ok(())
 }
 
 /// A daemon to drive: a hutchd this harness started, or an LXD daemon set up beforehand.
@@ -269,6 +332,7 @@ fn measure(
     list_sizes: &[usize],
     payload: &Path,
     work: &Path,
+    debian: bool,
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let label = |t: &Target| {
@@ -387,6 +451,18 @@ fn measure(
             t.time("hutch", &["delete", &format!("l{client}{k}"), "--force"])?;
         }
     }
+    // Debian (systemd) launches, when its image was imported.
+    if debian {
+        record(
+            "launch debian",
+            ab(&|t, n| t.time(client, &["launch", "deb", &format!("d{n}")]))?,
+        );
+        for t in targets {
+            for n in &names {
+                t.time(client, &["delete", &format!("d{n}"), "--force"])?;
+            }
+        }
+    }
     rows.extend(memory);
     Ok(rows)
 }
@@ -432,6 +508,7 @@ fn main() -> Result<()> {
     let payload = work.join("payload");
     std::fs::write(&payload, vec![7u8; 100 << 20])?;
     let mut rows = Vec::new();
+    let debian = debian_image(&args, &work)?;
     let lxd = match &args.lxd_dir {
         Some(dir) => {
             let info = Command::new("lxc")
@@ -459,6 +536,9 @@ fn main() -> Result<()> {
                     "bb",
                 ],
             )?;
+            if let Some(img) = &debian {
+                import_debian(&t, img)?;
+            }
             Some((t, driver))
         }
         None => None,
@@ -475,6 +555,9 @@ fn main() -> Result<()> {
                 "bb",
             ],
         )?;
+        if let Some(img) = &debian {
+            import_debian(&d.target, img)?;
+        }
         let idle = rss_mib(d.target.pid);
         rows.push((
             "RSS, idle (MiB)".into(),
@@ -499,6 +582,7 @@ fn main() -> Result<()> {
                 &args.list_sizes,
                 &payload,
                 &work,
+                debian.is_some(),
             )?);
         }
     }

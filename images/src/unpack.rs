@@ -24,7 +24,7 @@ impl Default for UnpackLimits {
     }
 }
 
-/// Opens a possibly compressed tarball (gzip, xz or none, told by magic bytes).
+/// Opens a possibly compressed tarball (gzip, xz, zstd or none, told by magic bytes).
 fn open_tar(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, ImageError> {
     let mut f = File::open(path).map_err(|e| ImageError::io("open", path, e))?;
     let mut magic = [0u8; 6];
@@ -36,11 +36,10 @@ fn open_tar(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, ImageError> {
     let inner: Box<dyn Read> = match &magic[..n] {
         [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(reader)),
         [0xfd, b'7', b'z', b'X', b'Z', 0x00] => Box::new(xz2::read::XzDecoder::new(reader)),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
-            return Err(ImageError::Invalid(
-                "zstd compression is not supported yet".into(),
-            ))
-        }
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
+            zstd::stream::read::Decoder::with_buffer(reader)
+                .map_err(|e| ImageError::io("read", path, e))?,
+        ),
         _ => Box::new(reader),
     };
     let mut archive = tar::Archive::new(inner);
@@ -320,6 +319,25 @@ mod tests {
             UnpackLimits::default()
         )
         .is_err());
+    }
+
+    #[test]
+    fn zstd_rootfs_tarballs_unpack() {
+        // The same tar, recompressed with zstd (LXD accepts .tar.zst rootfs files too).
+        let gz = build(
+            &[("./", b""), ("./etc/", b""), ("./etc/hostname", b"z\n")],
+            &[],
+        );
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(File::open(gz.path()).unwrap())
+            .read_to_end(&mut tar)
+            .unwrap();
+        let zst = tempfile::NamedTempFile::new().unwrap();
+        fs::write(zst.path(), zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("rootfs");
+        unpack_split_rootfs(zst.path(), &dest, UnpackLimits::default()).unwrap();
+        assert_eq!(fs::read(dest.join("etc/hostname")).unwrap(), b"z\n");
     }
 
     #[test]

@@ -350,6 +350,10 @@ fn split_images_import_and_launch() {
     let work = d.path().join("split");
     fs::create_dir_all(&work).unwrap();
     hutch_tests::busybox_rootfs(&work.join("rootfs")).unwrap();
+    // Incompressible bulk, so the upload is larger than a form body may be by default.
+    let mut blob = vec![0u8; 4 << 20];
+    std::io::Read::read_exact(&mut fs::File::open("/dev/urandom").unwrap(), &mut blob).unwrap();
+    fs::write(work.join("rootfs/root/blob"), &blob).unwrap();
     fs::write(work.join("metadata.yaml"), "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: busybox\n  description: split busybox\n").unwrap();
     let meta = work.join("meta.tar.xz");
     let root = work.join("rootfs.tar.gz");

@@ -24,7 +24,13 @@ const MAX_UPLOAD: u64 = 16 << 30;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/1.0/images", get(list).post(upload))
+        // Images are hundreds of megabytes: no body limit (uploads stream to disk).
+        .route(
+            "/1.0/images",
+            get(list)
+                .post(upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/1.0/images/aliases", get(list_aliases).post(create_alias))
         .route(
             "/1.0/images/aliases/:name",
