@@ -324,16 +324,24 @@ type Row = (String, String, String, f64, f64, f64);
 
 /// Measures every operation with `client` on each of `targets`, alternating targets run
 /// by run (A/B), so that drift of the machine hits all alike. One row per target and op.
-fn measure(
-    targets: &[&Target],
-    driver: &str,
-    client: &str,
+/// What every target is measured with.
+struct Plan<'a> {
     runs: usize,
-    list_sizes: &[usize],
-    payload: &Path,
-    work: &Path,
+    list_sizes: &'a [usize],
+    payload: &'a Path,
+    work: &'a Path,
+    /// Whether the Debian image was imported (the `launch debian` row).
     debian: bool,
-) -> Result<Vec<Row>> {
+}
+
+fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Result<Vec<Row>> {
+    let Plan {
+        runs,
+        list_sizes,
+        payload,
+        work,
+        debian,
+    } = *plan;
     let mut rows = Vec::new();
     let label = |t: &Target| {
         if t.label == "lxd" {
@@ -543,6 +551,13 @@ fn main() -> Result<()> {
         }
         None => None,
     };
+    let plan = Plan {
+        runs: args.runs,
+        list_sizes: &args.list_sizes,
+        payload: &payload,
+        work: &work,
+        debian: debian.is_some(),
+    };
     for driver in &args.drivers {
         let d = Daemon::start(&bin, driver)?;
         d.time(
@@ -574,16 +589,7 @@ fn main() -> Result<()> {
                 _ => None,
             };
             let targets: Vec<&Target> = std::iter::once(&d.target).chain(lxd).collect();
-            rows.extend(measure(
-                &targets,
-                driver,
-                client,
-                args.runs,
-                &args.list_sizes,
-                &payload,
-                &work,
-                debian.is_some(),
-            )?);
+            rows.extend(measure(&targets, driver, client, &plan)?);
         }
     }
     // Parallel launches: `parallel` containers at once, from one image, with hutch.
