@@ -23,6 +23,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "api_filtering",
     "instances",
     "instance_get_full",
+    "container_full",
     "file_symlinks",
     "image_create_aliases",
     "resources",
