@@ -228,6 +228,21 @@ impl Drop for TestDaemon {
             let _ = std::fs::remove_dir(&dir);
         }
         crate::network::remove_daemon_networks(self.path(), &prefix);
+        // zpools on this daemon's loop files are named `<prefix>-<pool>`.
+        if Path::new("/sys/module/zfs").exists() {
+            for e in std::fs::read_dir(self.path().join("disks"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pool) = name.strip_suffix(".img") {
+                    let _ = Command::new("zpool")
+                        .args(["destroy", "-f", &format!("{prefix}-{pool}")])
+                        .status();
+                }
+            }
+        }
     }
 }
 
