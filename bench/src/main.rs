@@ -442,6 +442,16 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
             }
         }
         record(&format!("list of {size}"), list);
+        // A launch must cost the same however many containers already run.
+        record(
+            &format!("launch, {size} running"),
+            ab(&|t, n| t.time(client, &["launch", "bb", &format!("{n}r{size}")]))?,
+        );
+        for t in targets {
+            for n in &names {
+                t.time(client, &["delete", &format!("{n}r{size}"), "--force"])?;
+            }
+        }
         for t in targets {
             let m = rss_mib(t.pid);
             memory.push((
