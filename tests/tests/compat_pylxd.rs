@@ -31,6 +31,7 @@ fn pylxd_drives_hutchd() {
         .arg(script)
         .arg(d.socket())
         .arg("bb")
+        .arg(hutch_tests::unique_name("hpy"))
         .output()
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -191,6 +191,30 @@ fn containers_on_a_bridge_get_leases_resolve_and_ping_each_other() {
         !bad.status.success(),
         "an address outside the subnet is refused"
     );
+    // The static address is c2's: another instance asking for it does not start, and
+    // leaves nothing behind.
+    d.lxc_ok(&["init", "bb", "c3"]);
+    d.lxc_ok(&[
+        "config",
+        "device",
+        "add",
+        "c3",
+        "eth0",
+        "nic",
+        &format!("network={net}"),
+        &format!("ipv4.address={fixed}"),
+    ]);
+    let dup = d.lxc(&["start", "c3"]);
+    assert!(
+        String::from_utf8_lossy(&dup.stderr).contains("already in use"),
+        "{dup:?}"
+    );
+    assert_eq!(
+        d.lxc_ok(&["list", "c3", "--format", "csv", "-c", "s"])
+            .trim(),
+        "STOPPED"
+    );
+    d.lxc_ok(&["delete", "c3"]);
 
     // Hot-plug a NIC on a second network into running c1, then unplug it.
     d.hutch_ok(&["network", "create", &net2, "ipv4.nat=false"]);

@@ -156,7 +156,19 @@ fn prepare_nics<'a>(
                 })?;
                 let cfg = parse_row(&netrow)?;
                 mtu = mtu.or(cfg.mtu);
-                let static_ip = opt(dev, "ipv4.address").and_then(|ip| ip.parse().ok());
+                let static_ip: Option<Ipv4Addr> =
+                    opt(dev, "ipv4.address").and_then(|ip| ip.parse().ok());
+                // A static address is reserved for its instance, running or not.
+                if let Some(ip) = static_ip {
+                    let taken = dnsmasq::static_entries(&network_files(d, net))
+                        .into_iter()
+                        .find(|(_, addr, host)| *addr == ip && *host != row.name);
+                    if let Some((_, _, host)) = taken {
+                        return Err(DaemonError::BadRequest(format!(
+                            "IP address {ip} is already in use on network {net:?} (by {host})"
+                        )));
+                    }
+                }
                 dnsmasq::write_host_entry(
                     &network_files(d, net),
                     &row.name,
