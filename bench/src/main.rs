@@ -86,6 +86,23 @@ fn lxd_arch() -> &'static str {
     }
 }
 
+/// Imports the busybox image as `bb` into `t` (replacing one of that alias, on LXD).
+fn import_busybox(t: &Target, image: &Path) -> Result<()> {
+    // `hutch` for hutchd (no lxc needed to benchmark it alone); LXD is always driven by lxc.
+    let _ = t.time("hutch", &["image", "delete", "bb"]);
+    t.time(
+        "hutch",
+        &[
+            "image",
+            "import",
+            image.to_str().unwrap_or_default(),
+            "--alias",
+            "bb",
+        ],
+    )?;
+    Ok(())
+}
+
 /// Imports the Debian image as `deb` into `t` (with lxc: both daemons take split images).
 fn import_debian(t: &Target, image: &(PathBuf, PathBuf)) -> Result<()> {
     let _ = t.time("lxc", &["image", "delete", "deb"]);
@@ -543,17 +560,7 @@ fn main() -> Result<()> {
             };
             let driver = lxd_driver(&t)?;
             // The same image, under the same alias.
-            let _ = t.time("lxc", &["image", "delete", "bb"]);
-            t.time(
-                "lxc",
-                &[
-                    "image",
-                    "import",
-                    image.to_str().unwrap_or_default(),
-                    "--alias",
-                    "bb",
-                ],
-            )?;
+            import_busybox(&t, &image)?;
             if let Some(img) = &debian {
                 import_debian(&t, img)?;
             }
@@ -570,16 +577,7 @@ fn main() -> Result<()> {
     };
     for driver in &args.drivers {
         let d = Daemon::start(&bin, driver)?;
-        d.time(
-            "hutch",
-            &[
-                "image",
-                "import",
-                image.to_str().unwrap_or_default(),
-                "--alias",
-                "bb",
-            ],
-        )?;
+        import_busybox(&d.target, &image)?;
         if let Some(img) = &debian {
             import_debian(&d.target, img)?;
         }
@@ -610,16 +608,7 @@ fn main() -> Result<()> {
             .cloned()
             .unwrap_or_else(|| "btrfs".into());
         let d = Daemon::start(&bin, &driver)?;
-        d.time(
-            "hutch",
-            &[
-                "image",
-                "import",
-                image.to_str().unwrap_or_default(),
-                "--alias",
-                "bb",
-            ],
-        )?;
+        import_busybox(&d.target, &image)?;
         let start = Instant::now();
         let handles: Vec<_> = (0..args.parallel)
             .map(|i| {
