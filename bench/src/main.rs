@@ -232,10 +232,6 @@ impl Daemon {
         bail!("hutchd did not come up")
     }
 
-    fn time(&self, client: &str, args: &[&str]) -> Result<Duration> {
-        self.target.time(client, args)
-    }
-
     fn cmd(&self, client: &str, args: &[&str]) -> Command {
         self.target.cmd(client, args)
     }
