@@ -168,9 +168,11 @@ async fn write(
             while let Some(chunk) = stream.next().await {
                 match chunk {
                     Ok(c) => {
-                        // A closed channel means the writer failed; its error is reported below.
-                        if tx.send(c).await.is_err() {
-                            break;
+                        // A closed channel means the writer failed (a full pool): the rest of
+                        // the body is read and dropped, so the client, still sending, gets the
+                        // error below rather than a broken pipe.
+                        if !tx.is_closed() {
+                            let _ = tx.send(c).await;
                         }
                     }
                     Err(e) => {
