@@ -107,16 +107,23 @@ pub fn instance_object_with(d: &Daemon, row: &InstanceRow, code: StatusCode) -> 
 /// `GET .../state`.
 pub fn instance_state(d: &Daemon, name: &str) -> Result<InstanceState> {
     let row = d.db.instance_or_404(name)?;
-    instance_state_with(d, &row, &runtime_info(d, name), None)
+    let devices = expand(d, &row)?.devices;
+    Ok(instance_state_with(
+        &row,
+        &devices,
+        &runtime_info(d, name),
+        None,
+    ))
 }
 
-/// `GET .../state` from runtime information already gathered.
+/// `GET .../state` from what is already at hand: the row, its expanded devices, the runtime
+/// information, and (in listings) its interfaces.
 pub fn instance_state_with(
-    d: &Daemon,
     row: &InstanceRow,
+    devices: &hutch_api::profile::Devices,
     info: &RuntimeInfo,
     ifaces: Option<hutch_network::nic::Interfaces>,
-) -> Result<InstanceState> {
+) -> InstanceState {
     let mut state = InstanceState {
         status: info.code.text().into(),
         status_code: info.code as u16,
@@ -125,7 +132,7 @@ pub fn instance_state_with(
     };
     let Some(published) = &info.state else {
         state.pid = 0;
-        return Ok(state);
+        return state;
     };
     if let Ok(u) = container::cgroup_of_state(published).usage() {
         state.processes = u.processes as i64;
@@ -134,12 +141,11 @@ pub fn instance_state_with(
         state.memory.usage_peak = u.memory_peak_bytes.unwrap_or(0) as i64;
         state.memory.swap_usage = u.swap_bytes.unwrap_or(0) as i64;
     }
-    let expanded = expand(d, row)?;
     state.network = Some(devices::instance_network(
         info.pid as i32,
         ifaces,
         &row.config,
-        &expanded.devices,
+        devices,
     ));
-    Ok(state)
+    state
 }
