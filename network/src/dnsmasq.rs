@@ -196,11 +196,7 @@ pub fn running_pid(files: &DnsmasqFiles, bridge: &str) -> Option<i32> {
     let wanted = format!("--interface={bridge}");
     let is_ours =
         args.first().is_some_and(|a| a.ends_with(b"dnsmasq")) && args.contains(&wanted.as_bytes());
-    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
-        .unwrap_or(true);
-    (is_ours && !zombie).then_some(pid)
+    (is_ours && alive(pid)).then_some(pid)
 }
 
 /// Starts dnsmasq for `bridge` in its own session, so it outlives the daemon; returns the
@@ -272,19 +268,45 @@ pub fn wait_ready(
     })
 }
 
-/// Stops the dnsmasq of `bridge`, if one runs, and waits for it to go.
-pub fn stop(files: &DnsmasqFiles, bridge: &str) {
-    if let Some(pid) = running_pid(files, bridge) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        let start = Instant::now();
-        while running_pid(files, bridge).is_some() && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if running_pid(files, bridge).is_some() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+/// Stops the dnsmasq of `bridge`: the one this process started (`child`, reaped here) and
+/// the one its pid file names (adopted after a daemon restart), which are usually the same.
+/// SIGTERM first, SIGKILL after five seconds; it never waits longer than that.
+pub fn stop(files: &DnsmasqFiles, bridge: &str, child: Option<std::process::Child>) {
+    // A child that already exited is reaped by try_wait and needs nothing more.
+    let mut child = child.and_then(|mut c| matches!(c.try_wait(), Ok(None)).then_some(c));
+    let adopted = running_pid(files, bridge);
+    let pids: Vec<i32> = child.iter().map(|c| c.id() as i32).chain(adopted).collect();
+    for pid in &pids {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
+    }
+    let gone = |child: &mut Option<std::process::Child>| {
+        let child_gone = match child {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        };
+        child_gone && !adopted.is_some_and(alive)
+    };
+    let start = Instant::now();
+    while !gone(&mut child) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !gone(&mut child) {
+        for pid in &pids {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
         }
     }
+    if let Some(mut c) = child {
+        let _ = c.wait();
+    }
     let _ = fs::remove_file(files.pid_file());
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::{hutchd_bin, wait_until, TestDir};
+use crate::{hutchd_bin, output_within, wait_until, TestDir, COMMAND_LIMIT};
 
 /// A running hutchd in a fresh `HUTCH_DIR`.
 pub struct TestDaemon {
     pub dir: TestDir,
     child: Option<Child>,
+    /// Extra environment of the daemon process.
+    env: Vec<(String, String)>,
 }
 
 impl TestDaemon {
@@ -25,6 +27,11 @@ impl TestDaemon {
     /// (`--storage-backend dir`). No network is made unless `--network-bridge` is given
     /// (bridge names are global: tests pick unique ones).
     pub fn start_with(init_args: &[&str]) -> Self {
+        Self::start_with_env(init_args, &[])
+    }
+
+    /// Like `start_with`, the daemon running with `env` added to its environment.
+    pub fn start_with_env(init_args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = TestDir::new();
         let network = if init_args.contains(&"--network-bridge") {
             &[][..]
@@ -41,7 +48,14 @@ impl TestDaemon {
             .status()
             .expect("run hutchd init");
         assert!(status.success(), "hutchd init --auto failed");
-        let mut d = TestDaemon { dir, child: None };
+        let mut d = TestDaemon {
+            dir,
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
         d.spawn();
         d
     }
@@ -63,6 +77,7 @@ impl TestDaemon {
             .arg("--dir")
             .arg(self.path())
             .arg("--verbose")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -89,45 +104,19 @@ impl TestDaemon {
     }
 
     pub fn lxc_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let conf = self.path().join("lxc-conf");
-        let mut child = Command::new("lxc")
-            .args(args)
+        let mut cmd = Command::new("lxc");
+        cmd.args(args)
             .env("LXD_DIR", self.path())
-            .env("LXD_CONF", &conf)
-            .env("HOME", self.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run lxc (apt-get install lxd-client)");
-        let mut input = child.stdin.take().expect("stdin");
-        let data = stdin.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output().expect("lxc output");
-        let _ = writer.join();
-        out
+            .env("LXD_CONF", self.path().join("lxc-conf"))
+            .env("HOME", self.path());
+        output_within(&mut cmd, stdin, COMMAND_LIMIT)
     }
 
     /// Runs the `hutch` client against this daemon.
     pub fn hutch(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(crate::hutch_bin())
-            .args(args)
-            .env("HUTCH_DIR", self.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run hutch");
-        let mut input = child.stdin.take().expect("stdin");
-        let data = stdin.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output().expect("hutch output");
-        let _ = writer.join();
-        out
+        let mut cmd = Command::new(crate::hutch_bin());
+        cmd.args(args).env("HUTCH_DIR", self.path());
+        output_within(&mut cmd, stdin, COMMAND_LIMIT)
     }
 
     /// `hutch ...` that must succeed; returns its stdout.

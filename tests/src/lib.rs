@@ -6,6 +6,7 @@ mod cgroup;
 pub mod daemon;
 mod images;
 pub mod network;
+mod run;
 pub mod terminal;
 mod testdir;
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use cgroup::{cgroup_dirs, CgroupGuard};
 pub use daemon::{busybox_image, TestDaemon};
 pub use images::{busybox_rootfs, debian_rootfs};
+pub use run::{output_within, COMMAND_LIMIT};
 pub use terminal::TerminalSession;
 pub use testdir::{mounts_under, processes_under, TestDir};
 

@@ -287,13 +287,14 @@ fn interactive_exec_gets_a_terminal() {
     ] {
         let cmd =
             format!("stty cols 123 rows 45; {client} exec c1 -- sh -c 'tty; stty size; exit 3'");
-        let out = Command::new("script")
-            .args(["-qfec", &cmd, "/dev/null"])
-            .env(env_key, d.path())
-            .env("LXD_CONF", d.path().join("lxc-conf"))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run script");
+        let out = hutch_tests::output_within(
+            Command::new("script")
+                .args(["-qfec", &cmd, "/dev/null"])
+                .env(env_key, d.path())
+                .env("LXD_CONF", d.path().join("lxc-conf")),
+            b"",
+            hutch_tests::COMMAND_LIMIT,
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("/dev/pts/"), "{client}: {text}");
         assert!(

@@ -27,13 +27,15 @@ fn pylxd_drives_hutchd() {
     busybox_image(d.path(), &image).expect("build the image");
     d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/compat/pylxd_smoke.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(d.socket())
-        .arg("bb")
-        .arg(hutch_tests::unique_name("hpy"))
-        .output()
-        .expect("run python3");
+    let out = hutch_tests::output_within(
+        Command::new("python3")
+            .arg(script)
+            .arg(d.socket())
+            .arg("bb")
+            .arg(hutch_tests::unique_name("hpy")),
+        b"",
+        hutch_tests::COMMAND_LIMIT,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("pylxd ok"),

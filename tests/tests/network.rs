@@ -679,3 +679,34 @@ fn network_api_objects_follow_lxd() {
         "a network without NAT leaves the host's forwarding alone"
     );
 }
+
+/// The supervisor (here every 10 ms) races requests that bring networks up and down: none
+/// of them hangs, and no dnsmasq outlives its network. A delete once waited forever on a
+/// dnsmasq that the supervisor had restarted under it.
+#[test]
+fn the_supervisor_never_races_network_changes() {
+    if !require_root("the_supervisor_never_races_network_changes") {
+        return;
+    }
+    let d = TestDaemon::start_with_env(&[], &[("HUTCH_SUPERVISE_MS", "10")]);
+    let prefix = cgroup_prefix(d.path());
+    let names: Vec<String> = (0..8).map(|_| unique_name("hbv")).collect();
+    for net in &names {
+        d.hutch_ok(&["network", "create", net, "ipv4.nat=false"]);
+        d.hutch_ok(&["network", "set", net, "dns.domain=race.test"]);
+        d.hutch_ok(&["network", "delete", net]);
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert_no_network_leftovers(&prefix, &refs);
+    for net in &names {
+        let pids = Command::new("pgrep")
+            .args(["-f", &format!("dnsmasq .*--interface={net} ")])
+            .output()
+            .unwrap();
+        assert!(
+            pids.stdout.is_empty(),
+            "a dnsmasq of {net} is left: {}",
+            String::from_utf8_lossy(&pids.stdout)
+        );
+    }
+}

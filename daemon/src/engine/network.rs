@@ -31,6 +31,9 @@ pub struct NetState {
     pub(super) scope: String,
     /// dnsmasq processes this daemon started, reaped by the supervisor.
     dnsmasq: Mutex<HashMap<String, Child>>,
+    /// Held by whatever brings networks up or down (API calls, the supervisor), so that the
+    /// supervisor never restarts the dnsmasq of a network that a request is removing.
+    ops: Mutex<()>,
     /// Running proxies by instance.
     pub(super) proxies: Mutex<HashMap<String, super::devices::InstanceProxies>>,
 }
@@ -49,6 +52,7 @@ impl NetState {
             nft,
             scope: scope.to_string(),
             dnsmasq: Mutex::default(),
+            ops: Mutex::default(),
             proxies: Mutex::default(),
         }
     }
@@ -140,6 +144,7 @@ fn resolve(d: &Daemon, config: &mut BTreeMap<String, String>) -> Result<Vec<Ipv4
 
 /// `POST /1.0/networks`: records the network, then brings it up; a failure undoes both.
 pub fn create_network(d: &Daemon, req: NetworksPost) -> Result<()> {
+    let _ops = lock(&d.net.ops);
     let name = req.name.clone();
     validate_network_name(&name)?;
     if !matches!(req.kind.as_str(), "" | "bridge") {
@@ -185,10 +190,7 @@ fn bring_up(d: &Daemon, name: &str, cfg: &BridgeConfig) -> Result<()> {
 
 fn restart_dnsmasq(d: &Daemon, name: &str, cfg: &BridgeConfig) -> Result<()> {
     let files = network_files(d, name);
-    dnsmasq::stop(&files, name);
-    if let Some(mut old) = lock(&d.net.dnsmasq).remove(name) {
-        let _ = old.wait();
-    }
+    stop_dnsmasq(d, name);
     if cfg.ipv4.is_none() && cfg.ipv6.is_none() {
         return Ok(());
     }
@@ -202,21 +204,34 @@ fn restart_dnsmasq(d: &Daemon, name: &str, cfg: &BridgeConfig) -> Result<()> {
     Ok(())
 }
 
+/// Stops the dnsmasq of network `name`, started by this daemon or adopted by pid file.
+fn stop_dnsmasq(d: &Daemon, name: &str) {
+    // Taken out of the map first: the map is never locked while a process is waited for.
+    let child = lock(&d.net.dnsmasq).remove(name);
+    dnsmasq::stop(&network_files(d, name), name, child);
+}
+
+/// Whether network `name` has a live dnsmasq: the child this daemon started, or else the
+/// process its pid file names.
+fn dnsmasq_running(d: &Daemon, name: &str) -> bool {
+    let ours = lock(&d.net.dnsmasq)
+        .get_mut(name)
+        .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+    ours || dnsmasq::running_pid(&network_files(d, name), name).is_some()
+}
+
 /// Removes everything of network `name` from the host; what is gone already is fine.
 fn teardown(d: &Daemon, name: &str) {
-    let files = network_files(d, name);
-    dnsmasq::stop(&files, name);
-    if let Some(mut old) = lock(&d.net.dnsmasq).remove(name) {
-        let _ = old.wait();
-    }
+    stop_dnsmasq(d, name);
     if let Err(e) = bridge::remove(name, &*d.net.nft, &table(d, name)) {
         tracing::warn!(network = name, error = %crate::chain(&e), "network teardown");
     }
-    let _ = std::fs::remove_dir_all(&files.dir);
+    let _ = std::fs::remove_dir_all(network_files(d, name).dir);
 }
 
 /// PUT/PATCH: the new config, applied to the live bridge; on failure the old one is back.
 pub fn update_network(d: &Daemon, name: &str, mut put: NetworkPut) -> Result<()> {
+    let _ops = lock(&d.net.ops);
     let row = d.db.network_or_404(name)?;
     for key in ["ipv4.address", "ipv6.address"] {
         put.config
@@ -243,6 +258,7 @@ pub fn update_network(d: &Daemon, name: &str, mut put: NetworkPut) -> Result<()>
 }
 
 pub fn delete_network(d: &Daemon, name: &str) -> Result<()> {
+    let _ops = lock(&d.net.ops);
     d.db.network_or_404(name)?;
     if !used_by(d, name)?.is_empty() {
         return Err(DaemonError::BadRequest(
@@ -260,6 +276,7 @@ pub fn delete_network(d: &Daemon, name: &str) -> Result<()> {
 }
 
 pub fn rename_network(d: &Daemon, name: &str, new: &str) -> Result<()> {
+    let _ops = lock(&d.net.ops);
     let row = d.db.network_or_404(name)?;
     validate_network_name(new)?;
     if !used_by(d, name)?.is_empty() {
@@ -475,7 +492,7 @@ pub fn start_networks(d: &Daemon) {
         let result = parse_row(&row).and_then(|cfg| {
             bridge::apply(&row.name, &cfg, &*d.net.nft, &table(d, &row.name))?;
             let needs = cfg.ipv4.is_some() || cfg.ipv6.is_some();
-            if needs && dnsmasq::running_pid(&network_files(d, &row.name), &row.name).is_none() {
+            if needs && !dnsmasq_running(d, &row.name) {
                 restart_dnsmasq(d, &row.name, &cfg)?;
             }
             Ok(())
@@ -488,9 +505,15 @@ pub fn start_networks(d: &Daemon) {
 
 /// Every two seconds: a dead dnsmasq is reaped and restarted, proxies of instances that
 /// stopped on their own are removed, and memory left free by bursts goes back to the kernel.
+/// `HUTCH_SUPERVISE_MS` shortens the period, so that tests can race the supervisor
+/// against requests.
 pub fn start_supervisor(d: AppState) {
+    let period = std::env::var("HUTCH_SUPERVISE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(2), Duration::from_millis);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
             let d2 = d.clone();
@@ -502,12 +525,15 @@ pub fn start_supervisor(d: AppState) {
 fn supervise_once(d: &Daemon) {
     release_free_memory();
     lock(&d.net.dnsmasq).retain(|_, child| !matches!(child.try_wait(), Ok(Some(_))));
+    // Rows are read under the lock: a network being created or deleted is not looked at
+    // halfway.
+    let _ops = lock(&d.net.ops);
     for row in d.db.networks().unwrap_or_default() {
         let Ok(cfg) = parse_row(&row) else { continue };
         if cfg.ipv4.is_none() && cfg.ipv6.is_none() {
             continue;
         }
-        if dnsmasq::running_pid(&network_files(d, &row.name), &row.name).is_none() {
+        if !dnsmasq_running(d, &row.name) {
             tracing::warn!(network = row.name, "dnsmasq is not running; restarting it");
             if let Err(e) = restart_dnsmasq(d, &row.name, &cfg) {
                 tracing::error!(network = row.name, error = %e.chain(), "restart dnsmasq");
