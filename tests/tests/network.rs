@@ -271,6 +271,28 @@ fn containers_on_a_bridge_get_leases_resolve_and_ping_each_other() {
         String::from_utf8_lossy(&nic.stderr).contains("not found"),
         "{nic:?}"
     );
+    // Options hutch does not implement are refused by name, never silently ignored.
+    for (option, says) in [
+        ("limits.ingress=10Mbit", "not supported"),
+        ("security.mac_filtering=true", "not supported"),
+        ("no.such.option=1", "Invalid device option"),
+    ] {
+        let out = d.lxc(&[
+            "config",
+            "device",
+            "add",
+            "c1",
+            "eth9",
+            "nic",
+            &format!("network={net}"),
+            option,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{option}: {err}"
+        );
+    }
 
     // Everything goes: instances, then networks (bridge, dnsmasq, nft table).
     d.lxc_ok(&["delete", "--force", "c1", "c2"]);

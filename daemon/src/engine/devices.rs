@@ -21,11 +21,66 @@ use crate::daemon::{AppState, Daemon};
 use crate::db::instances::InstanceRow;
 use crate::error::{DaemonError, Result};
 
+/// Options of `nic` devices that hutch implements (`boot.priority` only orders VM boots in
+/// LXD, and is accepted as it is there).
+const NIC_OPTIONS: &[&str] = &[
+    "type",
+    "network",
+    "nictype",
+    "parent",
+    "name",
+    "hwaddr",
+    "host_name",
+    "mtu",
+    "ipv4.address",
+    "boot.priority",
+];
+
+/// Options of `proxy` devices that hutch implements.
+const PROXY_OPTIONS: &[&str] = &["type", "listen", "connect", "bind", "nat"];
+
+/// Options LXD knows for these devices that hutch does not implement: refused by name, so
+/// that a limit or a filter is never silently not applied.
+const UNSUPPORTED_PREFIXES: &[&str] = &[
+    "limits.",
+    "security.",
+    "vlan",
+    "ipv6.",
+    "ipv4.routes",
+    "queue.",
+    "maas.",
+    "gvrp",
+    "acceleration",
+    "proxy_protocol",
+    "uid",
+    "gid",
+    "mode",
+];
+
+/// Every option of `dev` must be one of `known`.
+fn check_options(devname: &str, dev: &BTreeMap<String, String>, known: &[&str]) -> Result<()> {
+    for key in dev.keys() {
+        if known.contains(&key.as_str()) {
+            continue;
+        }
+        let why = if UNSUPPORTED_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            format!("Device option {key:?} is not supported by hutch")
+        } else {
+            format!("Invalid device option {key:?}")
+        };
+        return Err(DaemonError::BadRequest(format!(
+            "Invalid device {devname:?}: {why}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the `nic` and `proxy` devices of an instance or profile.
 pub fn validate_devices(d: &Daemon, devices: &Devices) -> Result<()> {
     let bad =
         |dev: &str, why: String| DaemonError::BadRequest(format!("Invalid device {dev:?}: {why}"));
     for (devname, dev) in nic_devices(devices) {
+        check_options(devname, dev, NIC_OPTIONS)?;
         match (opt(dev, "network"), opt(dev, "nictype")) {
             (Some(net), None) => {
                 let row =
@@ -88,6 +143,7 @@ pub fn validate_devices(d: &Daemon, devices: &Devices) -> Result<()> {
         }
     }
     for (devname, dev) in proxy_devices(devices) {
+        check_options(devname, dev, PROXY_OPTIONS)?;
         let listen: ProxyAddr = opt(dev, "listen")
             .ok_or_else(|| bad(devname, "a proxy needs listen".into()))?
             .parse()?;
