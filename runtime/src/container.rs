@@ -45,8 +45,48 @@ pub fn cgroup_of_state(state: &MonitorState) -> Box<dyn CgroupDriver> {
 }
 
 /// Stops the container: init's halt signal, then SIGKILL after `timeout`; at once if `force`.
+/// A container whose monitor was killed (its init runs on, reparented) is stopped here,
+/// through its cgroup, and cleaned up as its monitor would have.
 pub fn stop(dir: &Path, timeout: Duration, force: bool) -> Result<ExitRecord> {
-    MonitorClient::connect(dir)?.stop(timeout, force)
+    match MonitorClient::connect(dir) {
+        Ok(monitor) => monitor.stop(timeout, force),
+        Err(RuntimeError::NotRunning { dir: d }) => match running_state(dir) {
+            Some(state) => Ok(stop_orphan(dir, &state, timeout, force)),
+            None => Err(RuntimeError::NotRunning { dir: d }),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Stops a container that has no monitor. Its init is no child of ours, so its exit status
+/// is unknown: the record says only when it stopped.
+fn stop_orphan(dir: &Path, state: &MonitorState, timeout: Duration, force: bool) -> ExitRecord {
+    let cgroup = cgroup_of_state(state);
+    let _ = cgroup.thaw();
+    let init_lives =
+        || crate::sys::process_start_time(state.init_pid) == Some(state.init_start_time);
+    if !force {
+        if init_lives() {
+            // SAFETY: kill with plain integers; the start time check rules out a recycled pid.
+            unsafe { libc::kill(state.init_pid, state.halt_signal) };
+        }
+        let start = std::time::Instant::now();
+        while init_lives() && start.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = cgroup.kill_all();
+    let _ = cgroup.destroy();
+    let rd = RuntimeDir::new(dir);
+    let record = ExitRecord {
+        code: None,
+        signal: None,
+        stopped_at: crate::state::unix_now(),
+    };
+    let _ = crate::state::write_json_atomic(&rd.exit(), &record);
+    let _ = std::fs::remove_file(rd.socket());
+    let _ = std::fs::remove_file(rd.state());
+    record
 }
 
 /// The container's console output so far.

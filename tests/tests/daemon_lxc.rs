@@ -130,6 +130,46 @@ fn containers_survive_a_killed_daemon() {
     d.lxc_ok(&["delete", "c1", "--force"]);
 }
 
+/// The pid of the monitor of running container `name`, from the state it published.
+fn monitor_pid(d: &TestDaemon, name: &str) -> i32 {
+    let state = fs::read_to_string(d.path().join(format!("containers/{name}/state.json")))
+        .expect("state.json of a running container");
+    serde_json::from_str::<serde_json::Value>(&state).unwrap()["monitor_pid"]
+        .as_i64()
+        .unwrap() as i32
+}
+
+fn kill_monitor(d: &TestDaemon, name: &str) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor_pid(d, name)),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_container_whose_monitor_was_killed_still_stops_and_goes() {
+    if !require_root("a_container_whose_monitor_was_killed_still_stops_and_goes") {
+        return;
+    }
+    let d = daemon_with_image();
+    let prefix = hutch_tests::daemon::cgroup_prefix(d.path());
+    d.lxc_ok(&["launch", "bb", "c1"]);
+    kill_monitor(&d, "c1");
+    // Its init runs on, reparented: the container is running, and works.
+    assert_eq!(status_of(&d, "c1"), "RUNNING");
+    assert_eq!(d.lxc_ok(&["exec", "c1", "--", "echo", "hi"]).trim(), "hi");
+    // A clean stop halts it through its cgroup, as the monitor would have.
+    d.lxc_ok(&["stop", "c1"]);
+    assert_eq!(status_of(&d, "c1"), "STOPPED");
+    assert!(!d.path().join("containers/c1/state.json").exists());
+    d.lxc_ok(&["start", "c1"]);
+    assert_eq!(status_of(&d, "c1"), "RUNNING");
+    kill_monitor(&d, "c1");
+    d.lxc_ok(&["delete", "--force", "c1"]);
+    assert_no_leftovers(&d.path().join("storage-pools/default/containers"), &prefix);
+}
+
 #[test]
 fn bad_requests_get_lxd_errors_and_change_nothing() {
     if !require_root("bad_requests_get_lxd_errors_and_change_nothing") {

@@ -478,6 +478,7 @@ pub fn host_links() -> Result<Vec<Link>> {
 /// At startup: every network brought back (bridge, addresses, rules, a dnsmasq adopted or
 /// restarted), and tables of this daemon that no network or instance owns removed.
 pub fn start_networks(d: &Daemon) {
+    let _ops = lock(&d.net.ops);
     let rows = d.db.networks().unwrap_or_default();
     if let Ok(tables) = d.net.nft.tables() {
         let wanted: Vec<String> = rows.iter().map(|r| table(d, &r.name)).collect();
