@@ -67,6 +67,16 @@ impl IdMap {
         map_id(&self.gid, inside)
     }
 
+    /// Container uid of host uid `outside`, if mapped.
+    pub fn inside_uid(&self, outside: u32) -> Option<u32> {
+        unmap_id(&self.uid, outside)
+    }
+
+    /// Container gid of host gid `outside`, if mapped.
+    pub fn inside_gid(&self, outside: u32) -> Option<u32> {
+        unmap_id(&self.gid, outside)
+    }
+
     /// Text for /proc/<pid>/uid_map.
     pub fn uid_map_text(&self) -> String {
         render(&self.uid)
@@ -118,6 +128,13 @@ fn map_id(entries: &[IdMapEntry], inside: u32) -> Option<u32> {
         .iter()
         .find(|e| inside >= e.inside && inside - e.inside < e.count)
         .map(|e| e.outside + (inside - e.inside))
+}
+
+fn unmap_id(entries: &[IdMapEntry], outside: u32) -> Option<u32> {
+    entries
+        .iter()
+        .find(|e| outside >= e.outside && outside - e.outside < e.count)
+        .map(|e| e.inside + (outside - e.outside))
 }
 
 fn render(entries: &[IdMapEntry]) -> String {
@@ -250,6 +267,10 @@ mod tests {
         assert_eq!(map.host_uid(12), Some(5002));
         assert_eq!(map.host_uid(15), None);
         assert_eq!(map.host_gid(9), Some(1009));
+        assert_eq!(map.inside_uid(5002), Some(12));
+        assert_eq!(map.inside_uid(1000), Some(0));
+        assert_eq!(map.inside_uid(999), None);
+        assert_eq!(map.inside_gid(1010), None);
     }
 
     #[test]

@@ -388,6 +388,69 @@ fn shared_custom_volume(backend: &str) {
         std::os::unix::fs::MetadataExt::uid(&fs::metadata(&on_disk).unwrap()),
         1000
     );
+    // Files pushed below the mount point of a running container land in the volume, where
+    // the container sees them, not in the root filesystem under it.
+    let local = d.path().join("pushed.txt");
+    fs::write(&local, "pushed\n").unwrap();
+    d.hutch_ok(&[
+        "file",
+        "push",
+        local.to_str().unwrap(),
+        "a/srv/shared/pushed.txt",
+        "--uid",
+        "1000",
+    ]);
+    assert_eq!(
+        d.hutch_ok(&["exec", "b", "--", "cat", "/srv/shared/pushed.txt"]),
+        "pushed\n"
+    );
+    assert_eq!(
+        d.lxc_ok(&["file", "pull", "b/srv/shared/note", "-"]),
+        "hello\n"
+    );
+    // A host directory bound without idmapping holds host ids: a pushed file's container
+    // owner is shifted on the way in and back on the way out; read-only stays read-only.
+    let host_dir = d.path().join("host-dir");
+    fs::create_dir(&host_dir).unwrap();
+    for (dev, path, extra) in [
+        ("hd", "/mnt/hd", None),
+        ("ro", "/mnt/ro", Some("readonly=true")),
+    ] {
+        let mut args = vec![
+            "config".to_string(),
+            "device".into(),
+            "add".into(),
+            "a".into(),
+            dev.into(),
+            "disk".into(),
+            format!("source={}", host_dir.display()),
+            format!("path={path}"),
+        ];
+        args.extend(extra.map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        d.lxc_ok(&args);
+    }
+    d.hutch_ok(&["restart", "a", "--force"]);
+    d.lxc_ok(&["file", "push", local.to_str().unwrap(), "a/mnt/hd/mine.txt"]);
+    let host_uid =
+        std::os::unix::fs::MetadataExt::uid(&fs::metadata(host_dir.join("mine.txt")).unwrap());
+    assert_ne!(host_uid, 0, "stored with the container root's host uid");
+    assert_eq!(
+        d.hutch_ok(&["exec", "a", "--", "stat", "-c", "%u", "/mnt/hd/mine.txt"])
+            .trim(),
+        "0"
+    );
+    let (code, _) = d.http("GET", "/1.0/instances/a/files?path=/mnt/hd/mine.txt", b"");
+    assert_eq!(code, 200);
+    let pulled = d.lxc_ok(&["file", "pull", "a/mnt/ro/mine.txt", "-"]);
+    assert_eq!(pulled, "pushed\n");
+    let refused = d.lxc(&["file", "push", local.to_str().unwrap(), "a/mnt/ro/new.txt"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("read-only"),
+        "{refused:?}"
+    );
+    assert!(!host_dir.join("new.txt").exists());
+    d.lxc_ok(&["config", "device", "remove", "a", "hd", "ro"]);
     assert!(d
         .hutch_ok(&["storage", "volume", "list", "default"])
         .contains("shared"));

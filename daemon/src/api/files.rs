@@ -37,9 +37,9 @@ fn path_arg(q: &HashMap<String, String>) -> Result<String> {
     })
 }
 
-fn root(d: &AppState, name: &str) -> Result<InstanceRoot> {
-    d.db.instance_or_404(name)?;
-    InstanceRoot::open(d, name)
+/// The tree holding `path` of instance `name`, and the path within it.
+fn root(d: &AppState, name: &str, path: &str) -> Result<(InstanceRoot, String)> {
+    InstanceRoot::open(d, name, path)
 }
 
 async fn read(
@@ -49,7 +49,7 @@ async fn read(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     let path = path_arg(&q)?;
-    let root = root(&d, &name)?;
+    let (root, path) = root(&d, &name, &path)?;
     let info = root.stat(&path)?;
     let modified = time::OffsetDateTime::from_unix_timestamp(info.modified)
         .ok()
@@ -146,7 +146,7 @@ async fn write(
         "append" => true,
         _ => return Err(DaemonError::BadRequest("Bad file write mode".into())),
     };
-    let root = root(&d, &name)?;
+    let (root, path) = root(&d, &name, &path)?;
     match h("X-LXD-type").as_str() {
         "" | "file" => {
             let (file, created) =
@@ -217,7 +217,8 @@ async fn delete(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     let path = path_arg(&q)?;
-    root(&d, &name)?.remove(&path)?;
+    let (root, path) = root(&d, &name, &path)?;
+    root.remove(&path)?;
     Ok(empty())
 }
 

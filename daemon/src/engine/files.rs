@@ -1,7 +1,8 @@
 //! Files inside an instance, reached from the host through `openat2(RESOLVE_IN_ROOT)` on
 //! its root filesystem, so no path or symlink can lead out of it, and no process is
 //! spawned per file. Owners are container ids (the root filesystem is stored unshifted
-//! and presented through an idmapped mount).
+//! and presented through an idmapped mount). While the instance runs, a path below one of
+//! its disk devices is reached in that device's source, as the container sees it.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -12,6 +13,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
+
+use hutch_runtime::IdMap;
 
 use crate::daemon::Daemon;
 use crate::error::{DaemonError, Result};
@@ -44,9 +47,16 @@ pub struct FileInfo {
     pub modified: i64,
 }
 
-/// The root directory of an instance, opened once per request.
+/// The tree that holds a path of an instance (its root filesystem, or the source of the
+/// disk device mounted over the path), opened once per request.
 pub struct InstanceRoot {
     fd: OwnedFd,
+    /// Where the tree appears in the instance: `/` for the root filesystem.
+    mount_point: String,
+    /// The ids on the tree are host ids (a host directory bound without idmapping into an
+    /// unprivileged container): container ids go through this map.
+    shift: Option<IdMap>,
+    readonly: bool,
 }
 
 fn errno_to(path: &str, e: Errno) -> DaemonError {
@@ -76,19 +86,92 @@ fn split(path: &str) -> Result<(PathBuf, String)> {
     Ok((parent, name))
 }
 
+/// The id the kernel shows for ids a user namespace does not map.
+const OVERFLOW_ID: u32 = 65534;
+
+fn open_dir(dir: &Path) -> Result<OwnedFd> {
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(dir)
+        .map_err(|e| DaemonError::io("open", dir, e))?;
+    Ok(f.into())
+}
+
 fn cstr(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| DaemonError::BadRequest("path contains NUL".into()))
 }
 
 impl InstanceRoot {
-    pub fn open(d: &Daemon, name: &str) -> Result<Self> {
+    /// The tree holding `path` of instance `name`, and `path` within that tree.
+    pub fn open(d: &Daemon, name: &str, path: &str) -> Result<(Self, String)> {
+        let path = normalize(Path::new(path));
+        let row = d.db.instance_or_404(name)?;
+        if super::runtime_info(d, name).pid > 0 {
+            let expanded = super::spec::expand(d, &row)?;
+            let privileged = super::spec::flag(&expanded.config, "security.privileged");
+            let mounts = super::spec::disk_mounts(d, &expanded.devices)?;
+            // The deepest mount point at or above the path: the one the container sees.
+            let holder = mounts
+                .iter()
+                .filter_map(|m| {
+                    let rest = Path::new(&path).strip_prefix(&m.target).ok()?;
+                    Some((m, rest.to_path_buf()))
+                })
+                .max_by_key(|(m, _)| m.target.components().count());
+            if let Some((m, rest)) = holder {
+                let root = InstanceRoot {
+                    fd: open_dir(&m.source)?,
+                    mount_point: m.target.display().to_string(),
+                    shift: (!privileged && !m.idmapped).then(|| d.idmap.clone()),
+                    readonly: m.readonly,
+                };
+                return Ok((root, format!("/{}", rest.display())));
+            }
+        }
         let root = d.instance_volume(name)?.join("rootfs");
-        let f = File::options()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-            .open(&root)
-            .map_err(|e| DaemonError::io("open", &root, e))?;
-        Ok(InstanceRoot { fd: f.into() })
+        let root = InstanceRoot {
+            fd: open_dir(&root)?,
+            mount_point: "/".into(),
+            shift: None,
+            readonly: false,
+        };
+        Ok((root, path))
+    }
+
+    /// Refuses changes on a read-only disk device.
+    fn writable(&self, path: &str) -> Result<()> {
+        if self.readonly {
+            return Err(DaemonError::BadRequest(format!(
+                "{path}: on a read-only disk device ({})",
+                self.mount_point
+            )));
+        }
+        Ok(())
+    }
+
+    /// The ids to store for container ids `uid`/`gid`.
+    fn ids_on_disk(&self, path: &str, uid: u32, gid: u32) -> Result<(u32, u32)> {
+        let Some(map) = &self.shift else {
+            return Ok((uid, gid));
+        };
+        match (map.host_uid(uid), map.host_gid(gid)) {
+            (Some(u), Some(g)) => Ok((u, g)),
+            _ => Err(DaemonError::BadRequest(format!(
+                "{path}: uid {uid} or gid {gid} is outside the container's id map"
+            ))),
+        }
+    }
+
+    /// The container ids of stored ids; unmapped ones show as the overflow id, as inside.
+    fn ids_in_container(&self, uid: u32, gid: u32) -> (u32, u32) {
+        match &self.shift {
+            None => (uid, gid),
+            Some(map) => (
+                map.inside_uid(uid).unwrap_or(OVERFLOW_ID),
+                map.inside_gid(gid).unwrap_or(OVERFLOW_ID),
+            ),
+        }
     }
 
     /// openat2 below the root: `..` and absolute symlinks stay inside it.
@@ -141,10 +224,11 @@ impl InstanceRoot {
                 )))
             }
         };
+        let (uid, gid) = self.ids_in_container(st.st_uid, st.st_gid);
         Ok(FileInfo {
             kind,
-            uid: st.st_uid,
-            gid: st.st_gid,
+            uid,
+            gid,
             mode: st.st_mode & 0o7777,
             modified: st.st_mtime,
         })
@@ -184,6 +268,7 @@ impl InstanceRoot {
             return Ok(target);
         }
         let (dir, _) = split(path)?;
+        let dir = Path::new(&self.mount_point).join(dir.strip_prefix("/").unwrap_or(&dir));
         Ok(normalize(&dir.join(target)))
     }
 
@@ -198,6 +283,8 @@ impl InstanceRoot {
         mode: u32,
         append: bool,
     ) -> Result<(File, bool)> {
+        self.writable(path)?;
+        let (uid, gid) = self.ids_on_disk(path, uid, gid)?;
         let (parent, name) = self.parent_dir(path)?;
         let c = cstr(&name)?;
         let create =
@@ -255,6 +342,8 @@ impl InstanceRoot {
 
     /// Creates a directory; an existing one is fine.
     pub fn mkdir(&self, path: &str, uid: u32, gid: u32, mode: u32) -> Result<()> {
+        self.writable(path)?;
+        let (uid, gid) = self.ids_on_disk(path, uid, gid)?;
         let (parent, name) = self.parent_dir(path)?;
         match nix::sys::stat::mkdirat(
             Some(parent.as_raw_fd()),
@@ -283,6 +372,8 @@ impl InstanceRoot {
 
     /// Creates a symlink; an identical existing one is fine.
     pub fn symlink(&self, path: &str, target: &str, uid: u32, gid: u32) -> Result<()> {
+        self.writable(path)?;
+        let (uid, gid) = self.ids_on_disk(path, uid, gid)?;
         let (parent, name) = self.parent_dir(path)?;
         match nix::unistd::symlinkat(target, Some(parent.as_raw_fd()), name.as_str()) {
             Ok(()) => {}
@@ -309,6 +400,7 @@ impl InstanceRoot {
 
     /// Removes a file, a symlink or an empty directory.
     pub fn remove(&self, path: &str) -> Result<()> {
+        self.writable(path)?;
         let info = self.stat(path)?;
         let (parent, name) = self.parent_dir(path)?;
         let flag = if info.kind == FileKind::Directory {
@@ -341,12 +433,12 @@ mod tests {
     use super::*;
 
     fn root(dir: &Path) -> InstanceRoot {
-        let f = File::options()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-            .open(dir)
-            .unwrap();
-        InstanceRoot { fd: f.into() }
+        InstanceRoot {
+            fd: open_dir(dir).unwrap(),
+            mount_point: "/".into(),
+            shift: None,
+            readonly: false,
+        }
     }
 
     #[test]

@@ -111,7 +111,14 @@ pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<
             spec.env.insert(var.to_string(), v.clone());
         }
     }
-    for (name, dev) in &expanded.devices {
+    spec.mounts = disk_mounts(d, &expanded.devices)?;
+    Ok(spec)
+}
+
+/// The bind mounts of the disk devices among `devices` (the root disk aside).
+pub fn disk_mounts(d: &Daemon, devices: &hutch_api::profile::Devices) -> Result<Vec<BindMount>> {
+    let mut mounts = Vec::new();
+    for (name, dev) in devices {
         if dev.get("type").map(String::as_str) != Some("disk") {
             continue;
         }
@@ -139,14 +146,14 @@ pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<
             }
             (pool.path(&vol), true)
         };
-        spec.mounts.push(BindMount {
+        mounts.push(BindMount {
             source,
             target: PathBuf::from(path),
             readonly: flag(dev, "readonly"),
             idmapped,
         });
     }
-    Ok(spec)
+    Ok(mounts)
 }
 
 /// The `size` of the root disk (`path=/`) among expanded devices, in bytes.
