@@ -81,13 +81,16 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 fn main() -> anyhow::Result<()> {
     // The hidden modes run before anything else: they must stay single-threaded.
     let args: Vec<OsString> = std::env::args_os().collect();
-    if args.len() == 3 {
+    if args.len() == 3 || args.len() == 4 {
         let dir = Path::new(&args[2]);
         if args[1] == "__monitor" {
             hutch_runtime::monitor_main(dir);
         }
         if args[1] == "__exec" {
-            hutch_runtime::exec_main(dir);
+            let born = args
+                .get(3)
+                .is_some_and(|a| a == hutch_runtime::BORN_IN_CGROUP2);
+            hutch_runtime::exec_main(dir, born);
         }
         if args[1] == "__nic-plug" {
             engine::devices::nic_plug_main(dir);

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -173,8 +173,22 @@ fn spawn_init(
     let argv = to_cstrings(&spec.init_command())?;
     let envp = to_cstrings(&init_environment(spec))?;
 
-    // SAFETY: the monitor is single-threaded while it creates the container.
-    match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
+    // Born in its cgroup2 directory where there is one: moving in costs a grace period.
+    let cgroup2 = cg.v2_dir().and_then(|dir| sys::open_cgroup_dir(&dir).ok());
+    let born = cgroup2.as_ref().map(|fd| {
+        // SAFETY: the monitor is single-threaded while it creates the container.
+        unsafe { sys::fork_into_cgroup(fd.as_fd()) }
+    });
+    let (forked, born_in_cgroup2) = match born {
+        Some(Ok(forked)) => (forked, true),
+        _ => {
+            // SAFETY: as above.
+            let forked = unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))?;
+            (forked, false)
+        }
+    };
+    drop(cgroup2);
+    match forked {
         ForkResult::Child => {
             drop(report_r);
             drop(release_w);
@@ -182,6 +196,7 @@ fn spawn_init(
             let err = intermediate(
                 spec,
                 cg,
+                born_in_cgroup2,
                 userns,
                 trees,
                 console,
@@ -298,12 +313,14 @@ fn protocol(expected: &'static str, got: &str) -> RuntimeError {
     }
 }
 
-/// The first child: joins the cgroup and user namespace, unshares the rest, and forks
+/// The first child: joins the cgroup (what it was not born in) and user namespace,
+/// unshares the rest, and forks
 /// init into the new pid namespace. Returns only on error.
 #[allow(clippy::too_many_arguments)]
 fn intermediate(
     spec: &ContainerSpec,
     cg: &Arc<dyn CgroupDriver>,
+    born_in_cgroup2: bool,
     userns: Option<&OwnedFd>,
     trees: &Trees<'_>,
     console: &ConsolePty,
@@ -314,7 +331,11 @@ fn intermediate(
     release: OwnedFd,
 ) -> RuntimeError {
     let step = || -> Result<Pid> {
-        cg.add_process(getpid().as_raw())?;
+        if born_in_cgroup2 {
+            cg.add_process_v1(getpid().as_raw())?;
+        } else {
+            cg.add_process(getpid().as_raw())?;
+        }
         if let Some(ns) = userns {
             userns::enter(ns)?;
         }

@@ -25,6 +25,7 @@ pub use container::Status;
 pub use error::{ErrorKind, Result, RuntimeError};
 pub use exec::{
     exec, exec_main, ExecController, ExecExit, ExecRequest, ExecSession, ExecStdio, WindowSize,
+    BORN_IN_CGROUP2,
 };
 pub use idmap::{IdMap, IdMapEntry};
 pub use monitor::{monitor_main, start, MonitorClient, Started};

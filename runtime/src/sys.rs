@@ -197,3 +197,70 @@ mod tests {
         assert!(process_start_time(i32::MAX).is_none());
     }
 }
+
+/// `struct clone_args` of clone3(2), up to its `cgroup` field (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The cgroup2 directory `dir`, opened as `fork_into_cgroup` needs it (not O_PATH).
+pub fn open_cgroup_dir(dir: &Path) -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    // SAFETY: open returned a new fd that nothing else owns.
+    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// fork(2) by clone3 with CLONE_INTO_CGROUP: the child is born in the cgroup2 directory
+/// `cgroup`. Moving a process into a cgroup by writing cgroup.procs takes the kernel's
+/// threadgroup lock for writing, which waits for an RCU grace period (5 to 17 ms); being
+/// born there takes it for reading only. Fails (and makes no child) where the kernel
+/// refuses, e.g. EBUSY for a cgroup that must not hold processes.
+///
+/// # Safety
+/// As fork(2), and more: glibc's fork handlers do not run, so in a multithreaded parent
+/// the child may only make raw system calls (dup2, execve, _exit); in a single-threaded
+/// one it may go on as after fork.
+pub unsafe fn fork_into_cgroup(
+    cgroup: std::os::fd::BorrowedFd<'_>,
+) -> Result<nix::unistd::ForkResult, Errno> {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` lives across the call and its size is passed; without CLONE_VM and
+    // with no stack, clone3 duplicates the process as fork does.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(nix::unistd::ForkResult::Child),
+        pid => Ok(nix::unistd::ForkResult::Parent {
+            child: nix::unistd::Pid::from_raw(pid as i32),
+        }),
+    }
+}

@@ -15,6 +15,24 @@ pub struct TestDaemon {
     child: Option<Child>,
     /// Extra environment of the daemon process.
     env: Vec<(String, String)>,
+    /// The daemon runs in a mount namespace where /sys/fs/cgroup is the cgroup2 hierarchy
+    /// alone, as on a unified-only host.
+    cgroup2_only: bool,
+}
+
+/// `hutchd`, or with `cgroup2_only`, hutchd in a new mount namespace whose /sys/fs/cgroup
+/// is the cgroup2 hierarchy alone.
+fn hutchd_command(cgroup2_only: bool) -> Command {
+    if !cgroup2_only {
+        return Command::new(hutchd_bin());
+    }
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            r#"umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec "$0" "$@""#,
+        )
+        .arg(hutchd_bin());
+    c
 }
 
 impl TestDaemon {
@@ -32,13 +50,24 @@ impl TestDaemon {
 
     /// Like `start_with`, the daemon running with `env` added to its environment.
     pub fn start_with_env(init_args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_full(init_args, env, false)
+    }
+
+    /// A daemon (dir pool) that sees the cgroup2 hierarchy alone at /sys/fs/cgroup, in a
+    /// mount namespace of its own, as on a unified-only host; on a hybrid host that
+    /// hierarchy has no controllers, so limits are not available.
+    pub fn start_cgroup2_only() -> Self {
+        Self::start_full(&["--storage-backend", "dir"], &[], true)
+    }
+
+    fn start_full(init_args: &[&str], env: &[(&str, &str)], cgroup2_only: bool) -> Self {
         let dir = TestDir::new();
         let network = if init_args.contains(&"--network-bridge") {
             &[][..]
         } else {
             &["--network-bridge", "none"][..]
         };
-        let status = Command::new(hutchd_bin())
+        let status = hutchd_command(cgroup2_only)
             .arg("--dir")
             .arg(dir.path())
             .args(["init", "--auto"])
@@ -55,6 +84,7 @@ impl TestDaemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            cgroup2_only,
         };
         d.spawn();
         d
@@ -73,7 +103,7 @@ impl TestDaemon {
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.socket());
         let log = std::fs::File::create(self.path().join("hutchd.log")).expect("daemon log");
-        let child = Command::new(hutchd_bin())
+        let child = hutchd_command(self.cgroup2_only)
             .arg("--dir")
             .arg(self.path())
             .arg("--verbose")

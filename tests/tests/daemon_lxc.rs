@@ -170,6 +170,39 @@ fn a_container_whose_monitor_was_killed_still_stops_and_goes() {
     assert_no_leftovers(&d.path().join("storage-pools/default/containers"), &prefix);
 }
 
+/// On a unified-only host (here: a daemon whose /sys/fs/cgroup is the cgroup2 hierarchy
+/// alone), init and exec'd commands are born in the container's cgroup by clone3
+/// (CLONE_INTO_CGROUP) instead of moving in.
+#[test]
+fn a_unified_only_host_runs_containers_in_their_cgroup2() {
+    if !require_root("a_unified_only_host_runs_containers_in_their_cgroup2") {
+        return;
+    }
+    let d = TestDaemon::start_cgroup2_only();
+    let image = d.path().join("bb.tar.gz");
+    busybox_image(d.path(), &image).expect("build the image");
+    d.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    let prefix = hutch_tests::daemon::cgroup_prefix(d.path());
+    d.lxc_ok(&["launch", "bb", "c1"]);
+    let state = fs::read_to_string(d.path().join("containers/c1/state.json")).unwrap();
+    let init = serde_json::from_str::<serde_json::Value>(&state).unwrap()["init_pid"]
+        .as_i64()
+        .unwrap();
+    let host_view = fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    assert!(
+        host_view.lines().any(|l| l == format!("0::/{prefix}/c1")),
+        "{host_view}"
+    );
+    // Inside, an exec'd command is at the root of the container's cgroup namespace.
+    let inside = d.lxc_ok(&["exec", "c1", "--", "cat", "/proc/self/cgroup"]);
+    assert!(inside.lines().any(|l| l == "0::/"), "{inside}");
+    assert_eq!(d.lxc_ok(&["exec", "c1", "--", "echo", "hi"]).trim(), "hi");
+    d.lxc_ok(&["stop", "--force", "c1"]);
+    d.lxc_ok(&["start", "c1"]);
+    d.lxc_ok(&["delete", "--force", "c1"]);
+    assert_no_leftovers(&d.path().join("storage-pools/default/containers"), &prefix);
+}
+
 #[test]
 fn bad_requests_get_lxd_errors_and_change_nothing() {
     if !require_root("bad_requests_get_lxd_errors_and_change_nothing") {

@@ -75,6 +75,14 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     /// Like `add_process`, falling back to the [`EXEC_LEAF`] where the container's own
     /// cgroup cannot take processes (v2, once systemd inside enabled controllers).
     fn add_exec_process(&self, pid: i32) -> Result<()>;
+    /// The container's directory on the cgroup2 hierarchy, where one is (unified hosts, and
+    /// hybrid ones beside the v1 controllers): a process can be born there by clone3
+    /// (`sys::fork_into_cgroup`) instead of moving in.
+    fn v2_dir(&self) -> Option<PathBuf>;
+    /// `add_process` for a process born in `v2_dir`: only the v1 hierarchies are left.
+    fn add_process_v1(&self, pid: i32) -> Result<()>;
+    /// `add_exec_process` for a process born in `v2_dir` (or its exec leaf).
+    fn add_exec_process_v1(&self, pid: i32) -> Result<()>;
     /// Hands the cgroup to the container's root, so a nested systemd can manage it.
     fn delegate(&self, uid: u32, gid: u32) -> Result<()>;
     /// The container's view of /sys/fs/cgroup.

@@ -40,6 +40,34 @@ fn missing(controller: &str) -> RuntimeError {
 }
 
 impl V1Cgroup {
+    /// The container's directories on the v1 hierarchies only.
+    fn v1_paths(&self) -> Vec<PathBuf> {
+        self.layout
+            .hierarchies
+            .iter()
+            .filter(|h| !h.v2)
+            .map(|h| dir_of(h, &self.rel))
+            .collect()
+    }
+
+    fn add_to(&self, dirs: Vec<PathBuf>, pid: i32) -> Result<()> {
+        for dir in dirs {
+            write(
+                self.fs.as_ref(),
+                &dir.join("cgroup.procs"),
+                &pid.to_string(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn add_exec_to(&self, dirs: Vec<PathBuf>, pid: i32) -> Result<()> {
+        for dir in dirs {
+            add_to_dir_or_leaf(self.fs.as_ref(), &dir, pid)?;
+        }
+        Ok(())
+    }
+
     /// The driver for `rel` under each hierarchy of `layout`.
     pub fn new(layout: &CgroupLayout, rel: &str, fs: Arc<dyn CgroupFs>) -> Self {
         V1Cgroup {
@@ -208,21 +236,27 @@ impl CgroupDriver for V1Cgroup {
     }
 
     fn add_process(&self, pid: i32) -> Result<()> {
-        for dir in self.paths() {
-            write(
-                self.fs.as_ref(),
-                &dir.join("cgroup.procs"),
-                &pid.to_string(),
-            )?;
-        }
-        Ok(())
+        self.add_to(self.paths(), pid)
     }
 
     fn add_exec_process(&self, pid: i32) -> Result<()> {
-        for dir in self.paths() {
-            add_to_dir_or_leaf(self.fs.as_ref(), &dir, pid)?;
-        }
-        Ok(())
+        self.add_exec_to(self.paths(), pid)
+    }
+
+    fn v2_dir(&self) -> Option<PathBuf> {
+        self.layout
+            .hierarchies
+            .iter()
+            .find(|h| h.v2)
+            .map(|h| dir_of(h, &self.rel))
+    }
+
+    fn add_process_v1(&self, pid: i32) -> Result<()> {
+        self.add_to(self.v1_paths(), pid)
+    }
+
+    fn add_exec_process_v1(&self, pid: i32) -> Result<()> {
+        self.add_exec_to(self.v1_paths(), pid)
     }
 
     fn delegate(&self, uid: u32, gid: u32) -> Result<()> {

@@ -194,6 +194,18 @@ impl CgroupDriver for V2Cgroup {
         add_to_dir_or_leaf(self.fs.as_ref(), &self.dir, pid)
     }
 
+    fn v2_dir(&self) -> Option<PathBuf> {
+        Some(self.dir.clone())
+    }
+
+    fn add_process_v1(&self, _pid: i32) -> Result<()> {
+        Ok(())
+    }
+
+    fn add_exec_process_v1(&self, _pid: i32) -> Result<()> {
+        Ok(())
+    }
+
     fn delegate(&self, uid: u32, gid: u32) -> Result<()> {
         delegate_dir(self.fs.as_ref(), &self.dir, uid, gid)
     }

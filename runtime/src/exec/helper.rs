@@ -27,13 +27,17 @@ use crate::userns;
 /// The fd of the SOCK_SEQPACKET control socket the caller hands the helper.
 pub const CONTROL_FD: i32 = 3;
 
-/// Entry point of `hutchd __exec <dir>`. Must run before any thread is started.
-pub fn exec_main(dir: &Path) -> ! {
+/// The last argument of a helper born in the container's cgroup2 directory by clone3.
+pub const BORN_IN_CGROUP2: &str = "born-in-cgroup2";
+
+/// Entry point of `hutchd __exec <dir> [born-in-cgroup2]`. Must run before any thread is
+/// started.
+pub fn exec_main(dir: &Path, born_in_cgroup2: bool) -> ! {
     // SAFETY: the caller put the control socket on this fd for us alone.
     let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
     let _ = sys::close_from(CONTROL_FD as u32 + 1);
     let _ = sys::set_cloexec(control.as_raw_fd(), true);
-    let code = match run(dir, control.as_fd()) {
+    let code = match run(dir, control.as_fd(), born_in_cgroup2) {
         Ok(()) => 0,
         Err(e) => {
             let _ = send_msg(
@@ -48,7 +52,7 @@ pub fn exec_main(dir: &Path) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn run(dir: &Path, control: BorrowedFd<'_>) -> Result<()> {
+fn run(dir: &Path, control: BorrowedFd<'_>, born_in_cgroup2: bool) -> Result<()> {
     let (req, _) = recv_msg::<ExecRequest>(control, "an exec request")?.ok_or_else(|| {
         RuntimeError::ExecFailed {
             reason: "the caller hung up before sending a request".into(),
@@ -64,7 +68,7 @@ fn run(dir: &Path, control: BorrowedFd<'_>) -> Result<()> {
             dir: dir.to_path_buf(),
         }
     })?;
-    join_container(&state, dir)?;
+    join_container(&state, dir, born_in_cgroup2)?;
     let pty = match req.pty {
         Some(size) => Some(open_pty(size, req.uid, req.gid)?),
         None => None,
@@ -111,7 +115,7 @@ fn run(dir: &Path, control: BorrowedFd<'_>) -> Result<()> {
 }
 
 /// Joins the container's cgroup, then all its namespaces at once through a pidfd.
-fn join_container(state: &MonitorState, dir: &Path) -> Result<()> {
+fn join_container(state: &MonitorState, dir: &Path, born_in_cgroup2: bool) -> Result<()> {
     // The pid must still be the init the monitor started, not a recycled pid.
     if sys::process_start_time(state.init_pid) != Some(state.init_start_time) {
         return Err(RuntimeError::NotRunning {
@@ -122,7 +126,12 @@ fn join_container(state: &MonitorState, dir: &Path) -> Result<()> {
         dir: dir.to_path_buf(),
     })?;
     let cg = cgroup::open(&state.cgroup_layout, &state.cgroup, Arc::new(RealCgroupFs));
-    cg.add_exec_process(std::process::id() as i32)?;
+    let me = std::process::id() as i32;
+    if born_in_cgroup2 {
+        cg.add_exec_process_v1(me)?;
+    } else {
+        cg.add_exec_process(me)?;
+    }
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS

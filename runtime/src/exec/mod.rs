@@ -5,16 +5,19 @@
 mod helper;
 pub mod protocol;
 
+use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::unistd::Pid;
 
 use helper::CONTROL_FD;
-pub use helper::{exec_main, set_window_size};
+pub use helper::{exec_main, set_window_size, BORN_IN_CGROUP2};
 use protocol::{recv_msg, send_msg, ExecControl, ExecEvent};
 pub use protocol::{ExecRequest, WindowSize};
 
@@ -47,11 +50,21 @@ impl ExecExit {
     }
 }
 
+/// The exec helper process, a child of ours, reaped by `wait`.
+#[derive(Debug)]
+struct Helper(Pid);
+
+impl Helper {
+    fn wait(&mut self) {
+        let _ = nix::sys::wait::waitpid(self.0, None);
+    }
+}
+
 /// A running command.
 #[derive(Debug)]
 pub struct ExecSession {
     control: OwnedFd,
-    helper: Child,
+    helper: Helper,
     pty: Option<File>,
     /// Host pid of the command.
     pub pid: i32,
@@ -82,47 +95,10 @@ pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> R
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| RuntimeError::sys("create the exec socket", e))?;
-    let mut cmd = Command::new(hutchd);
-    cmd.arg("__exec").arg(dir);
-    match stdio {
-        ExecStdio::Pipes {
-            stdin,
-            stdout,
-            stderr,
-        } => {
-            cmd.stdin(Stdio::from(stdin))
-                .stdout(Stdio::from(stdout))
-                .stderr(Stdio::from(stderr));
-        }
-        ExecStdio::Pty => {
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-        }
-    }
-    let fd = theirs.as_raw_fd();
-    // SAFETY: the closure only calls async-signal-safe dup2/fcntl on fds we own.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if fd == CONTROL_FD {
-                libc::fcntl(fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, CONTROL_FD)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let helper = cmd
-        .spawn()
-        .map_err(|e| RuntimeError::io("run", hutchd, e))?;
-    drop(cmd);
-    drop(theirs);
+    let helper = spawn_helper(hutchd, dir, stdio, theirs)?;
     let mut session = ExecSession {
         control: ours,
-        helper,
+        helper: Helper(helper),
         pty: None,
         pid: 0,
     };
@@ -141,7 +117,7 @@ pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> R
             Ok(session)
         }
         Some((ExecEvent::Failed { message }, _)) => {
-            let _ = session.helper.wait();
+            session.helper.wait();
             Err(RuntimeError::ExecFailed { reason: message })
         }
         Some((other, _)) => Err(RuntimeError::Protocol {
@@ -150,7 +126,7 @@ pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> R
             got: format!("{other:?}"),
         }),
         None => {
-            let _ = session.helper.wait();
+            session.helper.wait();
             Err(RuntimeError::ExecFailed {
                 reason: "the exec helper died".into(),
             })
@@ -179,6 +155,170 @@ impl ExecController {
                 reason: "not a pty session".into(),
             }),
         }
+    }
+}
+
+/// Starts `hutchd __exec DIR` with `stdio` and the control socket on fd 3: born in the
+/// container's cgroup2 directory where the kernel allows it (it then joins only the v1
+/// hierarchies, if any), else spawned plainly (it then moves itself in).
+fn spawn_helper(hutchd: &Path, dir: &Path, stdio: ExecStdio, control: OwnedFd) -> Result<Pid> {
+    let (stdin, stdout, stderr) = match stdio {
+        ExecStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => (stdin, stdout, stderr),
+        ExecStdio::Pty => {
+            let null = || {
+                File::options()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                    .map(OwnedFd::from)
+                    .map_err(|e| RuntimeError::io("open", Path::new("/dev/null"), e))
+            };
+            (null()?, null()?, null()?)
+        }
+    };
+    if let Some(pid) = spawn_into_cgroup2(hutchd, dir, [&stdin, &stdout, &stderr], &control)? {
+        return Ok(pid);
+    }
+    let mut cmd = Command::new(hutchd);
+    cmd.arg("__exec")
+        .arg(dir)
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
+    let fd = control.as_raw_fd();
+    // SAFETY: the closure only calls async-signal-safe dup2/fcntl on fds we own.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == CONTROL_FD {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, CONTROL_FD)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let helper = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io("run", hutchd, e))?;
+    // Reaped through its pid, like the helpers born by clone3.
+    Ok(Pid::from_raw(helper.id() as i32))
+}
+
+/// The helper born in the container's cgroup2 directory (or its exec leaf) by clone3;
+/// `None` where that cannot be, for the caller to spawn it plainly.
+fn spawn_into_cgroup2(
+    hutchd: &Path,
+    dir: &Path,
+    stdio: [&OwnedFd; 3],
+    control: &OwnedFd,
+) -> Result<Option<Pid>> {
+    let state = match crate::state::read_json::<crate::state::MonitorState>(
+        &crate::state::RuntimeDir::new(dir).state(),
+    ) {
+        Ok(Some(state)) => state,
+        _ => return Ok(None),
+    };
+    let cg = crate::cgroup::open(
+        &state.cgroup_layout,
+        &state.cgroup,
+        std::sync::Arc::new(crate::cgroup::RealCgroupFs),
+    );
+    let Some(v2) = cg.v2_dir() else {
+        return Ok(None);
+    };
+    // The dups below must not overwrite a source before it is used.
+    let fds = stdio.map(|f| f.as_raw_fd());
+    if fds.iter().chain([&control.as_raw_fd()]).any(|fd| *fd <= 2) {
+        return Ok(None);
+    }
+    // Everything the child needs is made now: after clone3 in this multithreaded process
+    // it may only make raw system calls.
+    let cstr = |b: &[u8]| {
+        CString::new(b).map_err(|_| RuntimeError::ExecFailed {
+            reason: "a NUL byte in the helper's command line or environment".into(),
+        })
+    };
+    let program = cstr(hutchd.as_os_str().as_bytes())?;
+    let argv = [
+        program.clone(),
+        cstr(b"__exec")?,
+        cstr(dir.as_os_str().as_bytes())?,
+        cstr(helper::BORN_IN_CGROUP2.as_bytes())?,
+    ];
+    let envp: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            cstr(&kv)
+        })
+        .collect::<Result<_>>()?;
+    let ptrs = |v: &[CString]| {
+        v.iter()
+            .map(|c| c.as_ptr())
+            .chain([std::ptr::null()])
+            .collect::<Vec<_>>()
+    };
+    let (argv_p, envp_p) = (ptrs(&argv), ptrs(&envp));
+    let ctl = control.as_raw_fd();
+    for target in [v2.clone(), v2.join(crate::cgroup::EXEC_LEAF)] {
+        let Ok(cgroup) = crate::sys::open_cgroup_dir(&target) else {
+            continue;
+        };
+        // SAFETY: the child makes raw system calls only, on memory prepared above, and
+        // leaves by execve or _exit.
+        match unsafe { crate::sys::fork_into_cgroup(cgroup.as_fd()) } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                helper_child(fds, ctl, &program, &argv_p, &envp_p)
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => return Ok(Some(child)),
+            // EBUSY: a cgroup that may not hold processes (v2, once systemd inside enabled
+            // controllers); its exec leaf is next.
+            Err(_) => continue,
+        }
+    }
+    Ok(None)
+}
+
+/// The child side of `spawn_into_cgroup2`: stdio on 0-2, the control socket on 3, the
+/// signal state std's spawn would give, then the helper. Raw system calls only.
+fn helper_child(
+    stdio: [i32; 3],
+    control: i32,
+    program: &CString,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    // SAFETY: dup2, fcntl, sigemptyset, sigprocmask, sigaction, execve and _exit on fds and
+    // memory this process owns; every pointer array ends with a null.
+    unsafe {
+        let moved = libc::dup2(stdio[0], 0) >= 0
+            && libc::dup2(stdio[1], 1) >= 0
+            && libc::dup2(stdio[2], 2) >= 0
+            && if control == CONTROL_FD {
+                libc::fcntl(control, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(control, CONTROL_FD) >= 0
+            };
+        if moved {
+            // What std's spawn resets: the signal mask, and SIGPIPE (ignored by Rust
+            // programs) back to its default.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(libc::SIGPIPE, &dfl, std::ptr::null_mut());
+            libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
+        libc::_exit(127)
     }
 }
 
@@ -227,7 +367,7 @@ impl ExecSession {
     /// Waits for the command to end.
     pub fn wait(mut self) -> Result<ExecExit> {
         let event = recv_msg::<ExecEvent>(self.control.as_fd(), "exited");
-        let _ = self.helper.wait();
+        self.helper.wait();
         match event? {
             Some((ExecEvent::Exited { code, signal }, _)) => Ok(ExecExit { code, signal }),
             Some((ExecEvent::Failed { message }, _)) => {
