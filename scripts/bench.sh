@@ -2,7 +2,8 @@
 # Runs the benchmark harness (release build) as root: a fresh hutchd per storage driver,
 # each operation driven by hutch and by LXD's lxc, medians with min and max; the table goes
 # to stdout and the numbers to bench-results.json. Extra arguments go to hutch-bench
-# (--runs N, --drivers btrfs,dir, --clients hutch,lxc, --list-size N, --json FILE).
+# (--runs N, --drivers btrfs,dir, --clients hutch,lxc, --list-sizes N,M, --json FILE,
+# --pause-ms MS, --lxd-dir DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -42,7 +42,15 @@ struct Args {
     /// `/var/cache/hutch-tests/debian-12-<arch>.tar.zst`, when it exists).
     #[arg(long)]
     debian_rootfs: Option<PathBuf>,
+    /// Idle time before each timed command, in milliseconds: with a pause, the kernel's
+    /// per-operation costs are measured cold, as a user meets them between commands,
+    /// instead of warm from the previous run.
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
 }
+
+/// `--pause-ms`, set once at start.
+static PAUSE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
 /// The Debian split image (metadata tarball, rootfs tarball), if a rootfs is at hand.
 fn debian_image(args: &Args, work: &Path) -> Result<Option<(PathBuf, PathBuf)>> {
@@ -164,6 +172,9 @@ impl Target {
 
     /// Runs a client command and returns how long it took.
     fn time(&self, client: &str, args: &[&str]) -> Result<Duration> {
+        if let Some(pause) = PAUSE.get().filter(|p| !p.is_zero()) {
+            std::thread::sleep(*pause);
+        }
         let start = Instant::now();
         let out = self.cmd(client, args).output()?;
         let took = start.elapsed();
@@ -527,6 +538,7 @@ fn lxd_driver(lxd: &Target) -> Result<String> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let _ = PAUSE.set(Duration::from_millis(args.pause_ms));
     let exe = std::env::current_exe()?;
     let bin = exe.parent().context("binary directory")?.to_path_buf();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
