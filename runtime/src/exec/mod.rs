@@ -50,19 +50,34 @@ impl ExecExit {
     }
 }
 
-/// The exec helper process, a child of ours, reaped by `wait`.
+/// The exec helper process, a child of ours: reaped by `wait`, or else when dropped.
 #[derive(Debug)]
-struct Helper(Pid);
+struct Helper {
+    pid: Pid,
+    reaped: bool,
+}
 
 impl Helper {
     fn wait(&mut self) {
-        let _ = nix::sys::wait::waitpid(self.0, None);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+        self.reaped = true;
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // It leaves once its control socket (dropped first, see ExecSession) closes.
+            let pid = self.pid;
+            std::thread::spawn(move || nix::sys::wait::waitpid(pid, None));
+        }
     }
 }
 
 /// A running command.
 #[derive(Debug)]
 pub struct ExecSession {
+    /// Declared before `helper`: dropped first, so an unwaited helper sees its end.
     control: OwnedFd,
     helper: Helper,
     pty: Option<File>,
@@ -98,7 +113,10 @@ pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> R
     let helper = spawn_helper(hutchd, dir, stdio, theirs)?;
     let mut session = ExecSession {
         control: ours,
-        helper: Helper(helper),
+        helper: Helper {
+            pid: helper,
+            reaped: false,
+        },
         pty: None,
         pid: 0,
     };
