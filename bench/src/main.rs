@@ -536,9 +536,24 @@ fn lxd_driver(lxd: &Target) -> Result<String> {
     Ok(driver)
 }
 
+/// Puts IPv4 forwarding back as it was: the daemons' NAT bridges turn it on, as LXD's do,
+/// and a benchmark leaves the host as it found it.
+struct ForwardingGuard(Option<String>);
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+impl Drop for ForwardingGuard {
+    fn drop(&mut self) {
+        if let Some(v) = &self.0 {
+            let _ = std::fs::write(IP_FORWARD, v.trim());
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let _ = PAUSE.set(Duration::from_millis(args.pause_ms));
+    let _forwarding = ForwardingGuard(std::fs::read_to_string(IP_FORWARD).ok());
     let exe = std::env::current_exe()?;
     let bin = exe.parent().context("binary directory")?.to_path_buf();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
