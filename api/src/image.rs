@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageAliasRef {
     pub name: String,
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
     pub description: String,
 }
 
@@ -66,4 +67,33 @@ pub struct ImageAliasPut {
     pub description: String,
     #[serde(default)]
     pub target: String,
+}
+
+/// Where `POST /1.0/images` (JSON) takes an image from: an instance or one of its
+/// snapshots (`lxc publish`). Remote sources are not served.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImagesPostSource {
+    /// `instance`, `container` or `snapshot` (`image` and `url` name remote sources).
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// `c1`, or `c1/snap0` for a snapshot.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `POST /1.0/images` with a JSON body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImagesPost {
+    #[serde(default)]
+    pub source: Option<ImagesPostSource>,
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub aliases: Vec<ImageAliasRef>,
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub compression_algorithm: String,
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub filename: String,
 }

@@ -26,6 +26,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_full",
     "file_symlinks",
     "image_create_aliases",
+    "image_compression_algorithm",
     "resources",
     "resources_v2",
     "console",

@@ -58,6 +58,24 @@ enum Cmd {
     },
     /// Restore an instance from one of its snapshots.
     Restore { name: String, snapshot: String },
+    /// Make an image of an instance or of a snapshot (NAME[/SNAPSHOT]), with properties
+    /// given as key=value.
+    Publish {
+        source: String,
+        properties: Vec<String>,
+        /// Alias of the new image (repeatable); an alias of that name moves to it.
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        /// Make the image public.
+        #[arg(long)]
+        public: bool,
+        /// Stop a running instance for the time of publishing.
+        #[arg(short, long)]
+        force: bool,
+        /// none, gzip (the default), xz or zstd.
+        #[arg(long)]
+        compression: Option<String>,
+    },
     /// Copy an instance or a snapshot (SOURCE[/SNAPSHOT]) to a new instance.
     Copy {
         source: String,
@@ -441,6 +459,24 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Snapshot { name, snapshot } => instance::snapshot(&c, &name, snapshot.as_deref())?,
         Cmd::Restore { name, snapshot } => instance::restore(&c, &name, &snapshot)?,
+        Cmd::Publish {
+            source,
+            properties,
+            aliases,
+            public,
+            force,
+            compression,
+        } => image::publish(
+            &c,
+            &image::PublishArgs {
+                source: &source,
+                properties: &properties,
+                aliases: &aliases,
+                public,
+                force,
+                compression: compression.as_deref(),
+            },
+        )?,
         Cmd::Copy {
             source,
             name,

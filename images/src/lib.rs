@@ -1,15 +1,17 @@
 //! Image formats: LXD's unified image tarballs, their metadata.yaml, fingerprints, and
 //! safe unpacking (no path escapes, no device nodes for unprivileged use, bounded size).
 
+mod pack;
 mod unpack;
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use pack::{pack_unified, Compression};
 pub use unpack::{read_split_metadata, unpack_split_rootfs, unpack_unified, UnpackLimits};
 
 /// Every image error, naming what it concerns.
@@ -39,13 +41,13 @@ impl ImageError {
 }
 
 /// metadata.yaml of an image.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct ImageMetadata {
     #[serde(default)]
     pub architecture: String,
     #[serde(default)]
     pub creation_date: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub expiry_date: i64,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -74,6 +76,10 @@ impl ImageMetadata {
         }
         .to_string()
     }
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// The sha256 of a file, as LXD fingerprints a unified image.

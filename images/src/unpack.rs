@@ -198,11 +198,28 @@ fn unpack(
                 .map_err(|e| ImageError::io("link", &target, e))?;
             continue;
         }
+        if kind == tar::EntryType::Fifo {
+            // The tar crate would make a regular file of it.
+            make_fifo(&target, entry.header())?;
+            continue;
+        }
         entry
             .unpack(&target)
             .map_err(|e| ImageError::io("unpack", &target, e))?;
     }
     Ok(metadata)
+}
+
+/// A fifo with the entry's mode and owner.
+fn make_fifo(target: &Path, header: &tar::Header) -> Result<(), ImageError> {
+    let err = |e: std::io::Error| ImageError::io("create fifo", target, e);
+    let mode = header.mode().map_err(err)? & 0o7777;
+    let _ = fs::remove_file(target);
+    nix::unistd::mkfifo(target, nix::sys::stat::Mode::from_bits_truncate(mode))
+        .map_err(|e| err(e.into()))?;
+    let (uid, gid) = (header.uid().map_err(err)?, header.gid().map_err(err)?);
+    std::os::unix::fs::lchown(target, Some(uid as u32), Some(gid as u32)).map_err(err)?;
+    fs::set_permissions(target, std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(err)
 }
 
 #[cfg(test)]

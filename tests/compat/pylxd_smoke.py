@@ -53,6 +53,10 @@ assert "/1.0/instances/py1" in c.networks.get(net).used_by
 assert any(i.fingerprint for i in c.images.all())
 assert "default" in [p.name for p in c.profiles.all()]
 inst.stop(wait=True, force=True)
+# publish: a stopped instance becomes an image that pylxd reads back.
+published = inst.publish(wait=True)
+assert published.fingerprint and published.architecture, published
+published.delete(wait=True)
 inst.delete(wait=True)
 assert c.instances.all() == []
 n.delete()

@@ -213,6 +213,25 @@ fn hutch_profiles_images_and_errors() {
     d.hutch_ok(&["delete", "c1"]);
     d.hutch_ok(&["profile", "delete", "tiny"]);
 
+    // publish: a running instance only with --force, which starts it again afterwards.
+    d.hutch_ok(&["launch", "bb", "p1"]);
+    d.hutch_ok(&["exec", "p1", "--", "touch", "/root/published"]);
+    assert!(!d
+        .hutch(&["publish", "p1", "--alias", "pub"], b"")
+        .status
+        .success());
+    let out = d.hutch_ok(&["publish", "p1", "--force", "--alias", "pub", "role=web"]);
+    assert!(out.contains("Instance published with fingerprint"), "{out}");
+    assert_eq!(
+        d.hutch_ok(&["list", "p1", "--format", "csv", "-c", "s"])
+            .trim(),
+        "RUNNING"
+    );
+    d.hutch_ok(&["launch", "pub", "p2"]);
+    d.hutch_ok(&["exec", "p2", "--", "test", "-e", "/root/published"]);
+    d.hutch_ok(&["delete", "--force", "p1", "p2"]);
+    d.hutch_ok(&["image", "delete", "pub"]);
+
     d.hutch_ok(&["image", "alias", "create", "busybox", "bb"]);
     assert!(d
         .hutch_ok(&["image", "alias", "list", "--format", "csv"])

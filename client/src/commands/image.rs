@@ -43,6 +43,68 @@ pub fn import(client: &Client, file: &Path, aliases: &[String], public: bool) ->
     Ok(())
 }
 
+/// What `hutch publish` was asked.
+pub struct PublishArgs<'a> {
+    pub source: &'a str,
+    pub properties: &'a [String],
+    pub aliases: &'a [String],
+    pub public: bool,
+    pub force: bool,
+    pub compression: Option<&'a str>,
+}
+
+/// `hutch publish NAME[/SNAPSHOT]`: as `lxc publish` does, a running instance is refused
+/// unless `--force` stops it for the time of publishing.
+pub fn publish(client: &Client, args: &PublishArgs<'_>) -> Result<()> {
+    let mut properties = serde_json::Map::new();
+    for p in args.properties {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("bad key=value pair: {p}"))?;
+        properties.insert(k.to_string(), v.into());
+    }
+    let snapshot = args.source.contains('/');
+    let was_running = !snapshot && super::instance::status_of(client, args.source)? != "Stopped";
+    if was_running {
+        if !args.force {
+            anyhow::bail!(
+                "The instance is currently running. Use --force to have it stopped and restarted"
+            );
+        }
+        super::instance::state(client, args.source, "stop", -1, true)?;
+    }
+    let req = json!({
+        "source": {"type": if snapshot { "snapshot" } else { "instance" }, "name": args.source},
+        "properties": properties,
+        "public": args.public,
+        "compression_algorithm": args.compression.unwrap_or(""),
+    });
+    let published = client
+        .request("POST", "/1.0/images", Some(&req))
+        .and_then(|env| client.wait_op(&env));
+    if was_running {
+        super::instance::state(client, args.source, "start", -1, false)?;
+    }
+    let fp = published?["metadata"]["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for a in args.aliases {
+        let _ = client.request(
+            "DELETE",
+            &format!("/1.0/images/aliases/{}", encode(a)),
+            None,
+        );
+        client.request(
+            "POST",
+            "/1.0/images/aliases",
+            Some(&json!({"name": a, "target": fp, "description": ""})),
+        )?;
+    }
+    println!("Instance published with fingerprint: {fp}");
+    Ok(())
+}
+
 pub fn list(client: &Client, format: Format) -> Result<()> {
     let all = client.get("/1.0/images?recursion=1")?;
     let items = all.as_array().cloned().unwrap_or_default();

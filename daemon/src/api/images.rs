@@ -226,6 +226,22 @@ where
         .map_err(|e| DaemonError::io("sync", path, e))
 }
 
+/// `POST /1.0/images` with a JSON body: an image from an instance or a snapshot
+/// (`lxc publish`), as an operation whose metadata carries the fingerprint.
+async fn publish(d: AppState, req: hutch_api::image::ImagesPost) -> Result<Response> {
+    let op = d
+        .ops
+        .create("task", "Downloading image", BTreeMap::new(), Value::Null);
+    let d2 = d.clone();
+    d.ops.run(op.clone(), async move {
+        let (fp, size) = engine::publish_image(&d2, req).await?;
+        d2.events
+            .lifecycle("image-created", &format!("/1.0/images/{fp}"), json!({}));
+        Ok(Some(json!({"fingerprint": fp, "size": size.to_string()})))
+    });
+    Ok(accepted(&op))
+}
+
 /// `POST /1.0/images` with an image as the body: a unified tarball, or a split image as
 /// multipart/form-data (`metadata` first, then `rootfs`).
 async fn upload(State(d): State<AppState>, req: Request) -> Result<Response> {
@@ -236,9 +252,10 @@ async fn upload(State(d): State<AppState>, req: Request) -> Result<Response> {
         .unwrap_or("")
         .to_string();
     if ctype.starts_with("application/json") {
-        return Err(DaemonError::BadRequest(
-            "Creating images from instances or remotes is not supported yet".into(),
-        ));
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+            .await
+            .map_err(|e| DaemonError::BadRequest(format!("Failed to read the request: {e}")))?;
+        return publish(d, parse_json(&body)?).await;
     }
     let header = |k: &str| {
         headers

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use hutch_api::operation::StatusCode;
 use hutch_storage::StorageDriver;
 
 use crate::daemon::{image_vol, AppState, Daemon};
@@ -158,4 +159,141 @@ pub fn ensure_image_volume(d: &Daemon, pool: &dyn StorageDriver, fp: &str) -> Re
     let rootfs = file.with_file_name(format!("{fp}.rootfs"));
     let split = rootfs.exists().then_some(rootfs.as_path());
     unpack_into(pool, fp, &file, split).map(|_| ())
+}
+
+/// Writes through to a file, hashing and counting what goes by: the fingerprint of a
+/// published image is known when its last byte is written.
+struct HashingFile {
+    file: std::fs::File,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl std::io::Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// `lxc publish`: packs the root filesystem of a stopped instance, or of a snapshot, into
+/// a unified image tarball, then imports that as an upload; aliases are made last.
+/// Returns the fingerprint and size. A failure leaves no image, file or alias.
+pub async fn publish_image(
+    d: &AppState,
+    req: hutch_api::image::ImagesPost,
+) -> Result<(String, u64)> {
+    let bad = |m: &str| DaemonError::BadRequest(m.to_string());
+    let source = req.source.clone().unwrap_or_default();
+    let (instance, snapshot) = match source.kind.as_str() {
+        "instance" | "container" if !source.name.contains('/') => (source.name.clone(), None),
+        "instance" | "container" => return Err(bad("This is a snapshot")),
+        "snapshot" => match source.name.split_once('/') {
+            Some((i, s)) => (i.to_string(), Some(s.to_string())),
+            None => return Err(bad("Not a snapshot")),
+        },
+        "virtual-machine" => return Err(bad("Virtual-machine images are not supported")),
+        "image" | "url" => return Err(bad("Copying images from remotes is not supported yet")),
+        "" => return Err(bad("No source provided")),
+        _ => return Err(bad("Bad type")),
+    };
+    let compression: hutch_images::Compression = req
+        .compression_algorithm
+        .parse()
+        .map_err(|e: hutch_images::ImageError| DaemonError::BadRequest(e.to_string()))?;
+    for alias in &req.aliases {
+        if d.db.alias(&alias.name)?.is_some() {
+            return Err(DaemonError::Conflict(format!(
+                "Alias already exists: {}",
+                alias.name
+            )));
+        }
+    }
+    let lock = d.instance_lock(&instance);
+    let _g = lock.lock().await;
+    let row = d.db.instance_or_404(&instance)?;
+    let rootfs = match &snapshot {
+        None => {
+            if super::runtime_status(d, &instance).0 != StatusCode::Stopped {
+                return Err(bad(
+                    "The instance is currently running: stop it first (lxc publish --force does)",
+                ));
+            }
+            d.instance_volume(&instance)?.join("rootfs")
+        }
+        Some(snap) => {
+            d.db.snapshot(&instance, snap)?;
+            d.instance_pool(&instance)?
+                .path(&crate::daemon::snapshot_vol(&instance, snap))
+                .join("rootfs")
+        }
+    };
+    // The properties of the image it came from (its `image.*` keys), unless given anew.
+    let properties = if req.properties.is_empty() {
+        row.config
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("image.")?.to_string(), v.clone())))
+            .collect()
+    } else {
+        req.properties.clone()
+    };
+    let meta = hutch_images::ImageMetadata {
+        architecture: row.architecture.clone(),
+        creation_date: time::OffsetDateTime::now_utc().unix_timestamp(),
+        expiry_date: 0,
+        properties,
+    };
+    // Named like an upload, so that a crash leaves debris that startup removes.
+    let tmp = d
+        .dir
+        .join("images")
+        .join(format!(".upload-{}-publish", uuid::Uuid::new_v4()));
+    let tmp2 = tmp.clone();
+    let packed = tokio::task::spawn_blocking(move || -> Result<(String, u64)> {
+        let file = std::fs::File::create(&tmp2).map_err(|e| DaemonError::io("create", &tmp2, e))?;
+        let out = std::io::BufWriter::with_capacity(
+            1 << 20,
+            HashingFile {
+                file,
+                hasher: sha2::Sha256::default(),
+                size: 0,
+            },
+        );
+        let out = hutch_images::pack_unified(&rootfs, &meta, compression, out)
+            .map_err(|e| DaemonError::Internal(crate::chain(&e)))?
+            .into_inner()
+            .map_err(|e| DaemonError::io("write", &tmp2, e.into_error()))?;
+        out.file
+            .sync_all()
+            .map_err(|e| DaemonError::io("sync", &tmp2, e))?;
+        Ok((hex::encode(sha2::Digest::finalize(out.hasher)), out.size))
+    })
+    .await
+    .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    let upload = Upload::Unified(tmp);
+    let (fp, size) = match packed {
+        Ok(p) => p,
+        Err(e) => {
+            upload.remove();
+            return Err(e);
+        }
+    };
+    let imported = import_image(d, &upload, &fp, size, req.filename.clone(), req.public).await;
+    upload.remove();
+    imported?;
+    for alias in &req.aliases {
+        d.db.insert_alias(&crate::db::images::AliasRow {
+            name: alias.name.clone(),
+            fingerprint: fp.clone(),
+            description: alias.description.clone(),
+            kind: "container".into(),
+        })?;
+    }
+    Ok((fp, size))
 }

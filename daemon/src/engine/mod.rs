@@ -18,7 +18,7 @@ pub use autostart::autostart;
 pub use create::validate_name;
 pub use create::{create_instance, reconcile_creates, validate_create};
 pub use exec::{exec_instance, exec_request};
-pub use images::{import_image, Upload};
+pub use images::{import_image, publish_image, Upload};
 pub use lifecycle::{
     delete_instance, freeze_instance, rename_instance, start_instance, stop_instance,
     unfreeze_instance,
