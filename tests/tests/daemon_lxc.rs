@@ -301,6 +301,23 @@ fn lxc_publishes_instances_and_snapshots_as_images() {
 }
 
 #[test]
+fn server_resources_and_trust_answer_lxc() {
+    if !require_root("server_resources_and_trust_answer_lxc") {
+        return;
+    }
+    let d = TestDaemon::start();
+    let res = d.lxc_ok(&["info", "--resources"]);
+    let cpus = fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    assert!(res.contains("CPU") && res.contains("Memory:"), "{res}");
+    assert_eq!(res.matches("online: true").count(), cpus, "{res}");
+    d.lxc_ok(&["config", "trust", "list"]);
+}
+
+#[test]
 fn bad_requests_get_lxd_errors_and_change_nothing() {
     if !require_root("bad_requests_get_lxd_errors_and_change_nothing") {
         return;

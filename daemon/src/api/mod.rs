@@ -11,6 +11,7 @@ mod logs;
 mod networks;
 mod operations;
 mod profiles;
+mod resources;
 mod server;
 mod snapshots;
 mod storage;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { Json(vec!["/1.0"]) }))
         .merge(server::routes())
+        .merge(resources::routes())
         .merge(events::routes())
         .merge(operations::routes())
         .nest("/1.0/instances", instance_routes.clone())
