@@ -17,6 +17,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "instance_pool_move",
     "storage_volume_state",
     "storage_api_volume_snapshots",
+    "storage_api_local_volume_handling",
+    "storage_api_volume_rename",
     "directory_manipulation",
     "container_exec_recording",
     "container_exec_user_group_cwd",

@@ -722,3 +722,93 @@ fn a_full_pool_gives_a_clear_error_and_no_broken_container() {
     d.lxc_ok(&["delete", "-f", "c1"]);
     d.lxc_ok(&["storage", "delete", "tiny"]);
 }
+
+/// `lxc storage volume copy|rename|move|set` and volume snapshots, on a btrfs pool with a
+/// dir pool beside it.
+#[test]
+fn custom_volumes_copy_rename_move_and_resize() {
+    if !require_root("custom_volumes_copy_rename_move_and_resize") {
+        return;
+    }
+    let d = daemon("btrfs");
+    let root = d.path().join("storage-pools");
+    let vols = |pool: &str| d.lxc_ok(&["storage", "volume", "list", pool, "--format", "csv"]);
+    d.lxc_ok(&["storage", "volume", "create", "default", "v1"]);
+    fs::write(root.join("default/custom/v1/data"), "one").unwrap();
+    d.lxc_ok(&["storage", "volume", "snapshot", "default", "v1", "s0"]);
+    fs::write(root.join("default/custom/v1/data"), "two").unwrap();
+
+    // Copies: whole (snapshots too), volume only, and from a snapshot.
+    d.lxc_ok(&["storage", "volume", "copy", "default/v1", "default/v2"]);
+    assert_eq!(
+        fs::read_to_string(root.join("default/custom/v2/data")).unwrap(),
+        "two"
+    );
+    assert!(root.join("default/custom-snapshots/v2/s0").exists());
+    d.lxc_ok(&[
+        "storage",
+        "volume",
+        "copy",
+        "default/v1",
+        "default/v3",
+        "--volume-only",
+    ]);
+    assert!(!root.join("default/custom-snapshots/v3").exists());
+    d.lxc_ok(&["storage", "volume", "copy", "default/v1/s0", "default/v4"]);
+    assert_eq!(
+        fs::read_to_string(root.join("default/custom/v4/data")).unwrap(),
+        "one"
+    );
+    let dup = d.lxc(&["storage", "volume", "copy", "default/v1", "default/v2"]);
+    assert!(!dup.status.success(), "{dup:?}");
+
+    // Rename with its snapshots; size set and unset; a snapshot deleted.
+    d.lxc_ok(&["storage", "volume", "rename", "default", "v2", "v5"]);
+    assert!(root.join("default/custom-snapshots/v5/s0").exists());
+    assert!(!vols("default").contains("v2,"));
+    d.lxc_ok(&["storage", "volume", "set", "default", "v5", "size=64MiB"]);
+    assert_eq!(
+        d.lxc_ok(&["storage", "volume", "get", "default", "v5", "size"])
+            .trim(),
+        "64MiB"
+    );
+    d.lxc_ok(&["storage", "volume", "unset", "default", "v5", "size"]);
+    d.lxc_ok(&["storage", "volume", "delete", "default", "v5/s0"]);
+    assert!(!root.join("default/custom-snapshots/v5/s0").exists());
+
+    // Move to another pool; a volume in use stays where it is.
+    let other = d.path().join("other-pool");
+    fs::create_dir(&other).unwrap();
+    d.lxc_ok(&[
+        "storage",
+        "create",
+        "side",
+        "dir",
+        &format!("source={}", other.display()),
+    ]);
+    d.lxc_ok(&["storage", "volume", "move", "default/v5", "side/v6"]);
+    assert_eq!(
+        fs::read_to_string(other.join("custom/v6/data")).unwrap(),
+        "two"
+    );
+    assert!(!root.join("default/custom/v5").exists());
+    d.lxc_ok(&["launch", "bb", "c1"]);
+    d.lxc_ok(&[
+        "storage", "volume", "attach", "default", "v1", "c1", "/mnt/v1",
+    ]);
+    let busy = d.lxc(&["storage", "volume", "rename", "default", "v1", "v9"]);
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("in use"),
+        "{busy:?}"
+    );
+    d.lxc_ok(&["delete", "--force", "c1"]);
+    for (pool, v) in [
+        ("default", "v1"),
+        ("default", "v3"),
+        ("default", "v4"),
+        ("side", "v6"),
+    ] {
+        d.lxc_ok(&["storage", "volume", "delete", pool, v]);
+    }
+    d.lxc_ok(&["storage", "delete", "side"]);
+}

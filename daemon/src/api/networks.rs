@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use hutch_api::network::{NetworkPost, NetworkPut, NetworksPost};
 
-use super::{check_if_match, created, empty, parse_json, sync, sync_etag};
+use super::{blocking, check_if_match, created, empty, parse_json, sync, sync_etag};
 use crate::daemon::AppState;
 use crate::engine::network as net;
 use crate::error::{DaemonError, Result};
@@ -25,17 +25,6 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/1.0/networks/:name/leases", get(leases))
         .route("/1.0/networks/:name/state", get(state))
-}
-
-/// Runs blocking network work (netlink, nft, dnsmasq) off the async workers.
-async fn blocking<T: Send + 'static>(
-    d: &AppState,
-    f: impl FnOnce(&AppState) -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let d = d.clone();
-    tokio::task::spawn_blocking(move || f(&d))
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))?
 }
 
 async fn list(

@@ -11,9 +11,9 @@ use axum::Router;
 use hutch_api::storage::StoragePool;
 use serde_json::{json, Value};
 
-use super::sync;
+use super::{blocking, sync};
 use crate::daemon::AppState;
-use crate::engine::pools;
+use crate::engine::{pools, volumes};
 use crate::error::{DaemonError, Result};
 
 pub fn routes() -> Router<AppState> {
@@ -118,7 +118,11 @@ pub fn volume_routes() -> Router<AppState> {
         .route("/1.0/storage-pools/:pool/volumes/:kind", get(list_of_kind))
         .route(
             "/1.0/storage-pools/:pool/volumes/custom/:name",
-            get(one_volume).delete(delete_volume),
+            get(one_volume)
+                .delete(delete_volume)
+                .post(move_volume)
+                .put(update_volume)
+                .patch(update_volume),
         )
         .route(
             "/1.0/storage-pools/:pool/volumes/:kind/:name",
@@ -136,6 +140,63 @@ pub fn volume_routes() -> Router<AppState> {
             "/1.0/storage-pools/:pool/volumes/:kind/:name/snapshots",
             get(volume_snapshots),
         )
+        .route(
+            "/1.0/storage-pools/:pool/volumes/custom/:name/snapshots/:snap",
+            get(one_volume_snapshot).delete(delete_volume_snapshot),
+        )
+}
+
+/// The path of snapshot `snap` of custom volume `name` on `pool`, which must exist.
+fn volume_snapshot_path(
+    d: &AppState,
+    pool: &str,
+    name: &str,
+    snap: &str,
+) -> Result<(
+    std::sync::Arc<dyn hutch_storage::StorageDriver>,
+    std::path::PathBuf,
+)> {
+    let p = d.pool(pool)?;
+    d.db.volume(pool, name)?;
+    let vol = std::path::Path::new("custom-snapshots")
+        .join(name)
+        .join(snap);
+    if snap.starts_with('.') || snap.contains('/') || !p.path(&vol).exists() {
+        return Err(DaemonError::NotFound(
+            "Storage volume snapshot not found".into(),
+        ));
+    }
+    Ok((p, vol))
+}
+
+async fn one_volume_snapshot(
+    State(d): State<AppState>,
+    Path((pool, name, snap)): Path<(String, String, String)>,
+) -> Result<Response> {
+    volume_snapshot_path(&d, &pool, &name, &snap)?;
+    Ok(sync(json!({
+        "name": snap, "description": "", "config": {}, "content_type": "filesystem",
+        "expires_at": "0001-01-01T00:00:00Z",
+    })))
+}
+
+async fn delete_volume_snapshot(
+    State(d): State<AppState>,
+    Path((pool, name, snap)): Path<(String, String, String)>,
+) -> Result<Response> {
+    let (p, vol) = volume_snapshot_path(&d, &pool, &name, &snap)?;
+    let work = async move {
+        tokio::task::spawn_blocking(move || p.delete_volume(&vol))
+            .await
+            .map_err(|e| DaemonError::Internal(e.to_string()))??;
+        Ok(())
+    };
+    Ok(super::run_task(
+        &d,
+        "Deleting storage volume snapshot",
+        Default::default(),
+        work,
+    ))
 }
 
 /// Instances whose devices use the custom volume `name` of `pool`.
@@ -369,36 +430,52 @@ async fn create_volume(
     let p = d.pool(&pool)?;
     let req: serde_json::Value = super::parse_json(&body)?;
     let name = req["name"].as_str().unwrap_or_default().to_string();
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(DaemonError::BadRequest(format!(
-            "Invalid volume name {name:?}"
-        )));
-    }
+    volumes::validate_volume_name(&name)?;
     let config: std::collections::BTreeMap<String, String> =
         serde_json::from_value(req["config"].clone()).unwrap_or_default();
-    for key in config.keys() {
-        if key != "size" {
-            return Err(DaemonError::BadRequest(format!(
-                "invalid value for config key {key:?}: unknown volume config key"
-            )));
-        }
+    let description = req["description"].as_str().unwrap_or_default().to_string();
+    let source = &req["source"];
+    if source["type"] == "copy" {
+        // `lxc storage volume copy`: the source pool defaults to this one.
+        let src_pool = source["pool"]
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .unwrap_or(&pool)
+            .to_string();
+        let src = source["name"].as_str().unwrap_or_default().to_string();
+        let volume_only = source["volume_only"].as_bool().unwrap_or(false);
+        let d2 = d.clone();
+        let work = async move {
+            let copy = volumes::VolumeCopy {
+                src_pool,
+                src,
+                dst_pool: pool.clone(),
+                dst: name.clone(),
+                description,
+                config,
+                volume_only,
+            };
+            let d3 = d2.clone();
+            blocking(&d3, move |d| volumes::copy_custom_volume(d, &copy)).await?;
+            d2.events.lifecycle(
+                "storage-volume-created",
+                &format!("/1.0/storage-pools/{pool}/volumes/custom/{name}"),
+                serde_json::json!({}),
+            );
+            Ok(())
+        };
+        return Ok(super::run_task(
+            &d,
+            "Copying storage volume",
+            Default::default(),
+            work,
+        ));
     }
-    let size = match config.get("size") {
-        Some(s) => Some(hutch_api::config::parse_memory(s, 0).map_err(|e| {
-            DaemonError::BadRequest(format!("invalid value for config key \"size\": {e}"))
-        })?),
-        None => None,
-    };
-    if size.is_some() && !p.info().quotas {
-        return Err(DaemonError::BadRequest(format!(
-            "{} pools cannot limit the size of a volume",
-            p.info().name
-        )));
-    }
+    let size = volumes::check_volume_config(&*p, &config)?;
     let row = crate::db::volumes::VolumeRow {
         pool: pool.clone(),
         name: name.clone(),
-        description: req["description"].as_str().unwrap_or_default().to_string(),
+        description,
         config,
         created_at: crate::now(),
     };
@@ -418,6 +495,87 @@ async fn create_volume(
         &format!("/1.0/storage-pools/{pool}/volumes/custom/{name}"),
         serde_json::json!({}),
     );
+    Ok(super::empty())
+}
+
+/// `POST .../volumes/custom/<name>`: a rename, or a move to another pool
+/// (`lxc storage volume rename|move`), of a volume no instance uses.
+async fn move_volume(
+    State(d): State<AppState>,
+    Path((pool, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    d.pool(&pool)?;
+    d.db.volume(&pool, &name)?;
+    let req: serde_json::Value = super::parse_json(&body)?;
+    let new_name = req["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&name)
+        .to_string();
+    let new_pool = req["pool"]
+        .as_str()
+        .filter(|p| !p.is_empty())
+        .unwrap_or(&pool)
+        .to_string();
+    volumes::validate_volume_name(&new_name)?;
+    d.pool(&new_pool)?;
+    if !volume_users(&d, &pool, &name)?.is_empty() {
+        return Err(DaemonError::BadRequest(
+            "The storage volume is still in use".into(),
+        ));
+    }
+    // A rename is answered at once, as LXD 5.0's client expects; a move between pools
+    // copies, so it is an operation.
+    if new_pool == pool {
+        blocking(&d, move |d| {
+            volumes::move_custom_volume(d, &pool, &name, &pool, &new_name)
+        })
+        .await?;
+        return Ok(super::empty());
+    }
+    let d2 = d.clone();
+    let work = async move {
+        blocking(&d2, move |d| {
+            volumes::move_custom_volume(d, &pool, &name, &new_pool, &new_name)
+        })
+        .await
+    };
+    Ok(super::run_task(
+        &d,
+        "Moving storage volume",
+        Default::default(),
+        work,
+    ))
+}
+
+/// `PUT`/`PATCH .../volumes/custom/<name>`: description and config (PATCH merges).
+async fn update_volume(
+    State(d): State<AppState>,
+    method: axum::http::Method,
+    Path((pool, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    d.pool(&pool)?;
+    let row = d.db.volume(&pool, &name)?;
+    let req: serde_json::Value = super::parse_json(&body)?;
+    let given: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(req["config"].clone()).unwrap_or_default();
+    let (description, config) = if method == axum::http::Method::PATCH {
+        let mut config = row.config.clone();
+        config.extend(given);
+        let description = req["description"]
+            .as_str()
+            .map_or(row.description.clone(), str::to_string);
+        (description, config)
+    } else {
+        let description = req["description"].as_str().unwrap_or_default().to_string();
+        (description, given)
+    };
+    blocking(&d, move |d| {
+        volumes::update_custom_volume(d, &pool, &name, description, config)
+    })
+    .await?;
     Ok(super::empty())
 }
 

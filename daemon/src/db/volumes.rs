@@ -62,6 +62,15 @@ impl Db {
         Ok(rows)
     }
 
+    /// Description and config of volume `name` of `pool`.
+    pub fn update_volume(&self, v: &VolumeRow) -> Result<()> {
+        self.conn().execute(
+            "UPDATE volumes SET description = ?3, config = ?4 WHERE pool = ?1 AND name = ?2",
+            params![v.pool, v.name, v.description, to_json(&v.config)],
+        )?;
+        Ok(())
+    }
+
     pub fn delete_volume(&self, pool: &str, name: &str) -> Result<()> {
         self.conn().execute(
             "DELETE FROM volumes WHERE pool = ?1 AND name = ?2",

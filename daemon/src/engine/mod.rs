@@ -13,6 +13,7 @@ pub mod pools;
 mod schedule;
 mod snapshot;
 mod spec;
+pub mod volumes;
 
 pub use autostart::autostart;
 pub use create::validate_name;
