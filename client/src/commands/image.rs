@@ -26,8 +26,14 @@ pub fn import(client: &Client, file: &Path, aliases: &[String], public: bool) ->
         .as_str()
         .unwrap_or_default()
         .to_string();
+    point_aliases(client, aliases, &fp)?;
+    println!("Image imported with fingerprint: {fp}");
+    Ok(())
+}
+
+/// Points each of `aliases` at image `fp`: as lxc does, an alias of that name is replaced.
+fn point_aliases(client: &Client, aliases: &[String], fp: &str) -> Result<()> {
     for a in aliases {
-        // As lxc does: replace an alias of that name.
         let _ = client.request(
             "DELETE",
             &format!("/1.0/images/aliases/{}", encode(a)),
@@ -39,7 +45,6 @@ pub fn import(client: &Client, file: &Path, aliases: &[String], public: bool) ->
             Some(&json!({"name": a, "target": fp, "description": ""})),
         )?;
     }
-    println!("Image imported with fingerprint: {fp}");
     Ok(())
 }
 
@@ -89,18 +94,7 @@ pub fn publish(client: &Client, args: &PublishArgs<'_>) -> Result<()> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    for a in args.aliases {
-        let _ = client.request(
-            "DELETE",
-            &format!("/1.0/images/aliases/{}", encode(a)),
-            None,
-        );
-        client.request(
-            "POST",
-            "/1.0/images/aliases",
-            Some(&json!({"name": a, "target": fp, "description": ""})),
-        )?;
-    }
+    point_aliases(client, args.aliases, &fp)?;
     println!("Instance published with fingerprint: {fp}");
     Ok(())
 }

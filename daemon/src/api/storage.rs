@@ -333,16 +333,7 @@ async fn volume_snapshots(
     let names: Vec<String> = match kind {
         "custom" => {
             d.db.volume(pool, name)?;
-            let dir = p.path(&std::path::Path::new("custom-snapshots").join(name));
-            let mut n: Vec<String> = std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect();
-            n.sort();
-            n
+            volumes::snapshot_names(&*p, name)
         }
         "container" => d.db.snapshots(name)?.into_iter().map(|s| s.name).collect(),
         _ => Vec::new(),
