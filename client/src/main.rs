@@ -420,6 +420,26 @@ enum VolumeCmd {
         name: String,
         snapshot: Option<String>,
     },
+    /// Copy a custom volume: POOL/NAME[/SNAPSHOT] POOL/NEW (its snapshots too, unless
+    /// --volume-only).
+    Copy {
+        source: String,
+        target: String,
+        #[arg(long)]
+        volume_only: bool,
+    },
+    /// Rename a custom volume, or move it to another pool: POOL/NAME POOL/NEW.
+    #[command(alias = "rename")]
+    Move {
+        source: String,
+        target: String,
+    },
+    /// Set config keys of a custom volume (KEY=VALUE; size=1GiB, or size= to lift it).
+    Set {
+        pool: String,
+        name: String,
+        config: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -652,6 +672,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 name,
                 snapshot,
             }) => storage::snapshot(&c, &pool, &name, snapshot.as_deref())?,
+            StorageCmd::Volume(VolumeCmd::Copy {
+                source,
+                target,
+                volume_only,
+            }) => storage::copy(&c, &source, &target, volume_only)?,
+            StorageCmd::Volume(VolumeCmd::Move { source, target }) => {
+                storage::move_volume(&c, &source, &target)?
+            }
+            StorageCmd::Volume(VolumeCmd::Set { pool, name, config }) => {
+                storage::set(&c, &pool, &name, &config)?
+            }
         },
     }
     Ok(0)

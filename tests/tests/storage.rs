@@ -802,6 +802,17 @@ fn custom_volumes_copy_rename_move_and_resize() {
         "{busy:?}"
     );
     d.lxc_ok(&["delete", "--force", "c1"]);
+
+    // The same through hutch.
+    d.hutch_ok(&["storage", "volume", "copy", "default/v1", "default/v8"]);
+    d.hutch_ok(&["storage", "volume", "rename", "default/v8", "default/v9"]);
+    d.hutch_ok(&["storage", "volume", "set", "default", "v9", "size=32MiB"]);
+    let size = |d: &TestDaemon| d.lxc_ok(&["storage", "volume", "get", "default", "v9", "size"]);
+    assert_eq!(size(&d).trim(), "32MiB");
+    d.hutch_ok(&["storage", "volume", "set", "default", "v9", "size="]);
+    assert!(size(&d).trim().is_empty());
+    d.hutch_ok(&["storage", "volume", "delete", "default", "v9"]);
+
     for (pool, v) in [
         ("default", "v1"),
         ("default", "v3"),

@@ -174,3 +174,61 @@ pub fn snapshot(client: &Client, pool: &str, name: &str, snap: Option<&str>) -> 
     )?;
     Ok(())
 }
+
+/// `POOL/NAME[/SNAPSHOT]` split into the pool and the rest.
+fn pool_and_name(arg: &str) -> Result<(&str, &str)> {
+    arg.split_once('/')
+        .filter(|(p, n)| !p.is_empty() && !n.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("expected POOL/NAME, got {arg:?}"))
+}
+
+/// `hutch storage volume copy POOL/NAME[/SNAPSHOT] POOL/NEW`.
+pub fn copy(client: &Client, source: &str, target: &str, volume_only: bool) -> Result<()> {
+    let (src_pool, src) = pool_and_name(source)?;
+    let (pool, name) = pool_and_name(target)?;
+    let vol = src.split('/').next().unwrap_or(src);
+    let from = client.get(&vol_url(src_pool, vol))?;
+    client.run(
+        "POST",
+        &format!("/1.0/storage-pools/{}/volumes/custom", encode(pool)),
+        Some(&json!({
+            "name": name,
+            "type": "custom",
+            "config": from["config"],
+            "description": from["description"],
+            "source": {"type": "copy", "name": src, "pool": src_pool, "volume_only": volume_only},
+        })),
+    )?;
+    println!("Storage volume copied successfully!");
+    Ok(())
+}
+
+/// `hutch storage volume move|rename POOL/NAME POOL/NEW`.
+pub fn move_volume(client: &Client, source: &str, target: &str) -> Result<()> {
+    let (src_pool, src) = pool_and_name(source)?;
+    let (pool, name) = pool_and_name(target)?;
+    client.run(
+        "POST",
+        &vol_url(src_pool, src),
+        Some(&json!({"name": name, "pool": pool})),
+    )?;
+    println!("Storage volume moved to {pool}/{name}");
+    Ok(())
+}
+
+/// `hutch storage volume set POOL NAME KEY=VALUE...`.
+pub fn set(client: &Client, pool: &str, name: &str, config: &[String]) -> Result<()> {
+    let mut keys = serde_json::Map::new();
+    for kv in config {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("bad key=value pair: {kv}"))?;
+        keys.insert(k.to_string(), v.into());
+    }
+    client.run(
+        "PATCH",
+        &vol_url(pool, name),
+        Some(&json!({"config": keys})),
+    )?;
+    Ok(())
+}

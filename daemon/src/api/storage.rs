@@ -553,8 +553,15 @@ async fn update_volume(
     let given: std::collections::BTreeMap<String, String> =
         serde_json::from_value(req["config"].clone()).unwrap_or_default();
     let (description, config) = if method == axum::http::Method::PATCH {
+        // A key given empty is unset.
         let mut config = row.config.clone();
-        config.extend(given);
+        for (k, v) in given {
+            if v.is_empty() {
+                config.remove(&k);
+            } else {
+                config.insert(k, v);
+            }
+        }
         let description = req["description"]
             .as_str()
             .map_or(row.description.clone(), str::to_string);
