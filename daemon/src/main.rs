@@ -92,6 +92,9 @@ fn main() -> anyhow::Result<()> {
                 .is_some_and(|a| a == hutch_runtime::BORN_IN_CGROUP2);
             hutch_runtime::exec_main(dir, born);
         }
+        if args[1] == "__proxy" {
+            hutch_network::proxy::proxy_main(dir);
+        }
         if args[1] == "__nic-plug" {
             engine::devices::nic_plug_main(dir);
         }

@@ -312,6 +312,91 @@ async fn serve_udp(sock: Arc<UdpSocket>, ns: Arc<Netns>, target: SocketAddr) {
     }
 }
 
+/// What one proxy process serves (`hutchd __proxy <spec file>`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProxySpec {
+    pub listen: String,
+    pub connect: String,
+    /// Listen inside the instance and connect on the host (`bind=instance`), instead of
+    /// the other way round.
+    pub bind_instance: bool,
+    /// The instance's init: whose network namespace it crosses into, and whose end is the
+    /// proxy's end.
+    pub instance_pid: i32,
+}
+
+/// The first line a proxy process writes on stdout once its ports are bound.
+pub const PROXY_READY: &str = "ready";
+
+/// A proxy process, LXD's forkproxy in kind: it detaches (a session of its own, and a
+/// parent that exits at once, so it is nobody's child), binds its ports, says
+/// `ready <pid>` or `error <reason>` on stdout, then forwards until the instance's init
+/// exits or it is killed. It outlives daemon restarts. Must run before any thread starts.
+pub fn proxy_main(spec_file: &std::path::Path) -> ! {
+    let fail = |msg: String| -> ! {
+        println!("error {msg}");
+        std::process::exit(1)
+    };
+    let spec: ProxySpec = match std::fs::read(spec_file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => fail(format!("{}: {e}", spec_file.display())),
+    };
+    let _ = nix::unistd::setsid();
+    // SAFETY: single-threaded here; the parent leaves with _exit at once.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            // SAFETY: _exit is always safe to call.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => fail(format!("fork: {e}")),
+    }
+    // SAFETY: plain syscall with integer arguments.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, spec.instance_pid, 0) };
+    if pidfd < 0 {
+        fail(format!("instance init {} is gone", spec.instance_pid));
+    }
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => fail(format!("runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        let listen: ProxyAddr = spec.listen.parse()?;
+        let connect: ProxyAddr = spec.connect.parse()?;
+        let (lns, cns) = if spec.bind_instance {
+            (Netns::Pid(spec.instance_pid), Netns::Host)
+        } else {
+            (Netns::Host, Netns::Pid(spec.instance_pid))
+        };
+        let forwarder = Forwarder::start(lns, listen, cns, connect).await?;
+        println!("{PROXY_READY} {}", std::process::id());
+        // Nothing more on stdout: the daemon reads up to its end.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
+        }
+        // Readable once the instance's init has exited.
+        // SAFETY: an OwnedFd, owned by the AsyncFd from here on: valid, and the same fd
+        // for its whole life.
+        let ended = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
+            .map_err(|e| NetworkError::invalid(format!("watch the instance: {e}")))?;
+        let _ = ended.readable().await;
+        forwarder.stop();
+        Ok::<(), NetworkError>(())
+    });
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => fail(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,3 +31,4 @@ pub use idmap::{IdMap, IdMapEntry};
 pub use monitor::{monitor_main, start, MonitorClient, Started};
 pub use spec::{BindMount, ContainerSpec, CpuAllowance, DeviceNode, Limits};
 pub use state::{ExitRecord, MonitorState, RuntimeDir};
+pub use sys::process_start_time;

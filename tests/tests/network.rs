@@ -429,10 +429,18 @@ fn init_network_nat_and_port_forwarding_survive_a_daemon_restart() {
     server.join().unwrap();
     d.lxc_ok(&["config", "device", "remove", "web", "back"]);
 
-    // kill -9 of the daemon: dnsmasq and the container's address stay; proxies come back.
+    // kill -9 of the daemon: dnsmasq, the container's address and the proxies stay (the
+    // forwarders are processes of their own, adopted by the next daemon).
     let dnsmasq_pid =
         std::fs::read_to_string(d.path().join(format!("networks/{net}/dnsmasq.pid"))).unwrap();
+    let proxies_before = std::fs::read_to_string(d.path().join("containers/web/proxies.json"))
+        .expect("the forwarders are recorded");
     d.kill();
+    assert_eq!(
+        http_get(&format!("127.0.0.1:{port}")).trim(),
+        "hello-from-web",
+        "the proxy forwards while the daemon is down"
+    );
     // A table of this daemon that nothing owns (as a crash could leave) is reconciled away.
     let stale = format!("{}net_gone", nft_prefix(&prefix));
     assert!(Command::new("nft")
@@ -449,9 +457,11 @@ fn init_network_nat_and_port_forwarding_survive_a_daemon_restart() {
         std::fs::read_to_string(d.path().join(format!("networks/{net}/dnsmasq.pid"))).unwrap();
     assert_eq!(dnsmasq_pid, after, "dnsmasq was adopted, not restarted");
     assert_eq!(ipv4_of(&d, "web").as_deref(), Some(fixed.as_str()));
-    wait_until("the proxy after a restart", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("containers/web/proxies.json")).unwrap(),
+        proxies_before,
+        "the same forwarders were adopted, not restarted"
+    );
     assert_eq!(
         http_get(&format!("127.0.0.1:{port}")).trim(),
         "hello-from-web"

@@ -1,5 +1,6 @@
 //! The network devices of instances: NICs (plugged at start by the runtime's hook, hot-
-//! plugged and unplugged while running) and proxies (kernel DNAT or userspace forwarders),
+//! plugged and unplugged while running) and proxies (kernel DNAT, or forwarder processes
+//! that outlive daemon restarts),
 //! and the interfaces an instance's state reports.
 
 use std::collections::BTreeMap;
@@ -10,7 +11,7 @@ use hutch_network::addr::{random_hwaddr, random_veth_name, valid_interface_name}
 use hutch_network::dnsmasq;
 use hutch_network::nft::{self, DnatRule};
 use hutch_network::nic::{self, NicKind, NicSpec};
-use hutch_network::proxy::{check_pair, Forwarder, Netns, ProxyAddr};
+use hutch_network::proxy::{check_pair, ProxyAddr};
 use serde_json::Value;
 
 use super::network::{
@@ -344,41 +345,157 @@ fn static_ipv4(expanded: &Expanded) -> Option<IpAddr> {
     })
 }
 
-/// The running proxies of one instance: userspace forwarders by device, and whether its
+/// A proxy device's process (`hutchd __proxy`, see `hutch_network::proxy::proxy_main`),
+/// with the device config it serves. Recorded in the instance's runtime directory, so that
+/// a restarted daemon adopts it: forwarding goes on while hutchd is down.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ProxyProcess {
+    pid: i32,
+    start_time: u64,
+    device: BTreeMap<String, String>,
+}
+
+impl ProxyProcess {
+    /// Still the process that was started (not a recycled pid), and not a zombie.
+    fn alive(&self) -> bool {
+        let zombie = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
+            .unwrap_or(true);
+        !zombie && hutch_runtime::process_start_time(self.pid) == Some(self.start_time)
+    }
+
+    /// SIGTERM, then SIGKILL after two seconds; returns once it is gone, so that its ports
+    /// are free again.
+    fn stop(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        if !self.alive() {
+            return;
+        }
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = std::time::Instant::now();
+        while self.alive() {
+            if start.elapsed() > std::time::Duration::from_secs(2) {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// The running proxies of one instance: forwarder processes by device, and whether its
 /// DNAT table exists.
 #[derive(Default)]
 pub struct InstanceProxies {
-    forwarders: BTreeMap<String, Forwarder>,
+    processes: BTreeMap<String, ProxyProcess>,
     table: bool,
+}
+
+fn proxies_file(d: &Daemon, name: &str) -> std::path::PathBuf {
+    d.runtime_dir(name).join("proxies.json")
+}
+
+fn save_proxies(d: &Daemon, name: &str, running: &InstanceProxies) {
+    let file = proxies_file(d, name);
+    if running.processes.is_empty() {
+        let _ = std::fs::remove_file(&file);
+        return;
+    }
+    let tmp = file.with_extension("json.tmp");
+    let written = serde_json::to_vec(&running.processes)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|()| std::fs::rename(&tmp, &file));
+    if let Err(e) = written {
+        tracing::warn!(instance = name, error = %e, "record proxy processes");
+    }
+}
+
+/// Starts the forwarder process of proxy `devname` of instance `name` (init `pid`), and
+/// waits for it to have bound its ports or to say why it could not.
+fn spawn_proxy(
+    d: &Daemon,
+    name: &str,
+    devname: &str,
+    dev: &BTreeMap<String, String>,
+    pid: i32,
+) -> Result<ProxyProcess> {
+    let spec = hutch_network::proxy::ProxySpec {
+        listen: opt(dev, "listen").unwrap_or_default().to_string(),
+        connect: opt(dev, "connect").unwrap_or_default().to_string(),
+        bind_instance: opt(dev, "bind") == Some("instance"),
+        instance_pid: pid,
+    };
+    let file = d.runtime_dir(name).join(format!("proxy.{devname}.json"));
+    let body = serde_json::to_vec(&spec).map_err(|e| DaemonError::Internal(e.to_string()))?;
+    std::fs::write(&file, body).map_err(|e| DaemonError::io("write", &file, e))?;
+    let mut child = std::process::Command::new(&d.hutchd)
+        .arg("__proxy")
+        .arg(&file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| DaemonError::io("run", &d.hutchd, e))?;
+    let mut out = child.stdout.take().expect("piped stdout");
+    // The first process leaves at once; the forwarder it forked closes stdout once ready.
+    let _ = child.wait();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut text);
+        let _ = tx.send(text);
+    });
+    let said = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or_default();
+    let line = said.lines().next().unwrap_or_default();
+    if let Some(msg) = line.strip_prefix("error ") {
+        return Err(DaemonError::BadRequest(format!("Proxy {devname:?}: {msg}")));
+    }
+    let started = line
+        .strip_prefix(hutch_network::proxy::PROXY_READY)
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .and_then(|p| Some((p, hutch_runtime::process_start_time(p)?)));
+    match started {
+        Some((pid, start_time)) => Ok(ProxyProcess {
+            pid,
+            start_time,
+            device: dev.clone(),
+        }),
+        None => Err(DaemonError::Internal(format!(
+            "Proxy {devname:?}: the forwarder did not start ({line:?})"
+        ))),
+    }
 }
 
 /// Starts the proxy devices of a running instance whose init is `pid`.
 pub async fn start_proxies(d: &AppState, name: &str, pid: i32, expanded: &Expanded) -> Result<()> {
-    sync_proxies(d, name, pid, &Expanded::default(), expanded).await
+    sync_proxies(d, name, pid, expanded).await
 }
 
-/// Brings the proxies of instance `name` from the `old` devices to the `new` ones: changed
-/// and removed forwarders are shut down, new ones started, the DNAT table rewritten.
-async fn sync_proxies(
-    d: &AppState,
-    name: &str,
-    pid: i32,
-    old: &Expanded,
-    new: &Expanded,
-) -> Result<()> {
-    let old_p: BTreeMap<_, _> = proxy_devices(&old.devices).collect();
+/// Brings the proxies of instance `name` to its devices `new`: forwarders whose device
+/// changed or went are stopped, new ones started, the DNAT table rewritten.
+async fn sync_proxies(d: &AppState, name: &str, pid: i32, new: &Expanded) -> Result<()> {
     let new_p: BTreeMap<_, _> = proxy_devices(&new.devices).collect();
     let mut running = lock(&d.net.proxies).remove(name).unwrap_or_default();
     let stale: Vec<String> = running
-        .forwarders
-        .keys()
-        .filter(|k| old_p.get(*k) != new_p.get(*k) || !new_p.contains_key(*k))
-        .cloned()
+        .processes
+        .iter()
+        .filter(|(k, p)| new_p.get(k) != Some(&&p.device))
+        .map(|(k, _)| k.clone())
         .collect();
-    for k in stale {
-        if let Some(f) = running.forwarders.remove(&k) {
-            f.shutdown().await;
-        }
+    let stale: Vec<ProxyProcess> = stale
+        .iter()
+        .filter_map(|k| running.processes.remove(k))
+        .collect();
+    if !stale.is_empty() {
+        tokio::task::spawn_blocking(move || stale.iter().for_each(ProxyProcess::stop))
+            .await
+            .map_err(|e| DaemonError::Internal(e.to_string()))?;
     }
     let mut dnat = Vec::new();
     let mut failed = None;
@@ -409,20 +526,24 @@ async fn sync_proxies(
             });
             continue;
         }
-        if running.forwarders.contains_key(*devname) {
+        if running.processes.contains_key(*devname) {
             continue;
         }
-        let (lns, cns) = if opt(dev, "bind") == Some("instance") {
-            (Netns::Pid(pid), Netns::Host)
-        } else {
-            (Netns::Host, Netns::Pid(pid))
-        };
-        match Forwarder::start(lns, listen, cns, connect).await {
-            Ok(f) => {
-                running.forwarders.insert(devname.to_string(), f);
+        let (d2, n2, dn2, dev2) = (
+            d.clone(),
+            name.to_string(),
+            devname.to_string(),
+            (*dev).clone(),
+        );
+        let spawned = tokio::task::spawn_blocking(move || spawn_proxy(&d2, &n2, &dn2, &dev2, pid))
+            .await
+            .map_err(|e| DaemonError::Internal(e.to_string()))?;
+        match spawned {
+            Ok(p) => {
+                running.processes.insert(devname.to_string(), p);
             }
             Err(e) => {
-                failed = Some(DaemonError::BadRequest(format!("Proxy {devname:?}: {e}")));
+                failed = Some(e);
                 break;
             }
         }
@@ -438,7 +559,8 @@ async fn sync_proxies(
             Err(e) => failed = Some(e.into()),
         }
     }
-    if !running.forwarders.is_empty() || running.table {
+    save_proxies(d, name, &running);
+    if !running.processes.is_empty() || running.table {
         lock(&d.net.proxies).insert(name.to_string(), running);
     }
     match failed {
@@ -449,11 +571,17 @@ async fn sync_proxies(
 
 /// Stops the proxies of an instance (before a stop, or when it died on its own).
 pub fn stop_proxies(d: &Daemon, name: &str) {
-    let Some(running) = lock(&d.net.proxies).remove(name) else {
+    let running = lock(&d.net.proxies).remove(name);
+    // Processes a crashed daemon left behind are in the record only.
+    for p in read_proxies(d, name).values() {
+        p.stop();
+    }
+    let _ = std::fs::remove_file(proxies_file(d, name));
+    let Some(running) = running else {
         return;
     };
-    for f in running.forwarders.into_values() {
-        f.stop();
+    for p in running.processes.values() {
+        p.stop();
     }
     if running.table {
         let script = nft::delete_table_script(&nft::proxy_table(&d.net.scope, name));
@@ -461,6 +589,13 @@ pub fn stop_proxies(d: &Daemon, name: &str) {
             tracing::warn!(instance = name, error = %crate::chain(&e), "remove proxy rules");
         }
     }
+}
+
+fn read_proxies(d: &Daemon, name: &str) -> BTreeMap<String, ProxyProcess> {
+    std::fs::read(proxies_file(d, name))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// Hot-plug: applies changed `nic` and `proxy` devices to a running instance.
@@ -500,7 +635,7 @@ pub async fn apply_device_changes(
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))??;
     }
-    sync_proxies(d, &row.name, pid, old, new).await
+    sync_proxies(d, &row.name, pid, new).await
 }
 
 /// The `network` of an instance's state: its interfaces, read inside its namespace.
@@ -549,6 +684,16 @@ pub async fn restore_proxies(d: &AppState) {
         let Ok(expanded) = expand(d, &row) else {
             continue;
         };
+        // Forwarders that outlived the daemon are adopted (sync stops those whose device
+        // changed); the dead are forgotten.
+        let adopted = InstanceProxies {
+            processes: read_proxies(d, &row.name)
+                .into_iter()
+                .filter(|(_, p)| p.alive())
+                .collect(),
+            table: false,
+        };
+        lock(&d.net.proxies).insert(row.name.clone(), adopted);
         if let Err(e) = start_proxies(d, &row.name, info.pid as i32, &expanded).await {
             tracing::error!(instance = row.name, error = %e.chain(), "restore proxies");
         }

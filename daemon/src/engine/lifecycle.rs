@@ -74,7 +74,12 @@ pub async fn stop_instance(d: AppState, name: String, timeout: i64, force: bool)
         } else {
             Duration::from_secs(timeout as u64)
         };
-        devices::stop_proxies(&d, &name);
+        let (d2, n2) = (d.clone(), name.clone());
+        blocking(move || {
+            devices::stop_proxies(&d2, &n2);
+            Ok(())
+        })
+        .await?;
         let rd = d.runtime_dir(&name);
         blocking(move || Ok(container::stop(&rd, wait, force)?)).await?;
         devices::forget_host_names(&d, &row)?;
