@@ -119,7 +119,27 @@ async fn write(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let path = path_arg(&q)?;
+    let mut body = Some(body);
+    let written = write_file(&d, &name, &q, &headers, &mut body).await;
+    let refused = written.is_err();
+    if let (true, Some(unread)) = (refused, body) {
+        // Refused before the body was read (a bad path, a read-only device): it is read and
+        // dropped, so that the client, still sending, gets the error, not a broken pipe.
+        let mut stream = unread.into_data_stream();
+        while let Some(Ok(_)) = stream.next().await {}
+    }
+    written
+}
+
+/// The work of `write`; takes the body out of `body` only once it is to be read.
+async fn write_file(
+    d: &AppState,
+    name: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
+) -> Result<Response> {
+    let path = path_arg(q)?;
     let h = |k: &str| {
         headers
             .get(k)
@@ -146,7 +166,8 @@ async fn write(
         "append" => true,
         _ => return Err(DaemonError::BadRequest("Bad file write mode".into())),
     };
-    let (root, path) = root(&d, &name, &path)?;
+    let (root, path) = root(d, name, &path)?;
+    let mut take_body = || body.take().expect("the body is read once");
     match h("X-LXD-type").as_str() {
         "" | "file" => {
             let (file, created) =
@@ -163,7 +184,7 @@ async fn write(
                 }
                 Ok(())
             });
-            let mut stream = body.into_data_stream();
+            let mut stream = take_body().into_data_stream();
             let mut failed = None;
             while let Some(chunk) = stream.next().await {
                 match chunk {
@@ -196,7 +217,7 @@ async fn write(
         }
         "directory" => root.mkdir(&path, uid, gid, mode.unwrap_or(0o750))?,
         "symlink" => {
-            let target = axum::body::to_bytes(body, 4096)
+            let target = axum::body::to_bytes(take_body(), 4096)
                 .await
                 .map_err(|e| DaemonError::BadRequest(format!("symlink target: {e}")))?;
             root.symlink(&path, &String::from_utf8_lossy(&target), uid, gid)?;
