@@ -108,9 +108,7 @@ pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&AppState) -> Result<T, DaemonError> + Send + 'static,
 ) -> Result<T, DaemonError> {
     let d = d.clone();
-    tokio::task::spawn_blocking(move || f(&d))
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))?
+    crate::engine::blocking(move || f(&d)).await
 }
 
 /// Runs `work` as a task operation and answers 202 at once.

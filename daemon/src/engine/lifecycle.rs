@@ -6,6 +6,7 @@ use hutch_api::operation::StatusCode;
 use hutch_runtime::container;
 use serde_json::json;
 
+use super::blocking;
 use super::devices;
 use super::runtime_status;
 use super::spec::{build_spec, expand};
@@ -17,12 +18,6 @@ const UNLIMITED_STOP: Duration = Duration::from_secs(24 * 3600);
 
 fn source(name: &str) -> String {
     format!("/1.0/instances/{name}")
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))?
 }
 
 pub async fn start_instance(d: AppState, name: String) -> Result<()> {

@@ -40,6 +40,15 @@ use crate::daemon::Daemon;
 use crate::db::instances::InstanceRow;
 use crate::error::Result;
 
+/// Runs blocking work (storage drivers, the runtime) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::error::DaemonError::Internal(e.to_string()))?
+}
+
 /// What the runtime says of an instance: status, init pid and, when it runs, the state its
 /// monitor published.
 pub struct RuntimeInfo {

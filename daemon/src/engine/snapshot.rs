@@ -4,6 +4,7 @@
 use hutch_api::operation::StatusCode;
 use serde_json::json;
 
+use super::blocking;
 use super::{runtime_status, start_instance, stop_instance};
 use crate::daemon::{instance_vol, snapshot_vol, AppState};
 use crate::db::snapshots::SnapshotRow;
@@ -30,12 +31,6 @@ pub fn next_name(pattern: &str, taken: &[String]) -> String {
         .map(|n| pattern.replace("%d", &n.to_string()))
         .find(|c| !taken.contains(c))
         .expect("a free name")
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))?
 }
 
 /// Takes a snapshot; returns its name.
