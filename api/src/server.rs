@@ -33,6 +33,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "resources_v2",
     "console",
     "projects",
+    "warnings",
 ];
 
 /// Server info.

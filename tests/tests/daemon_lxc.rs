@@ -315,6 +315,7 @@ fn server_resources_and_trust_answer_lxc() {
     assert!(res.contains("CPU") && res.contains("Memory:"), "{res}");
     assert_eq!(res.matches("online: true").count(), cpus, "{res}");
     d.lxc_ok(&["config", "trust", "list"]);
+    d.lxc_ok(&["warning", "list"]);
 }
 
 #[test]

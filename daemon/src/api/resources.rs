@@ -1,6 +1,6 @@
 //! `GET /1.0/resources` (the host's CPUs and memory, as `lxc info --resources` and pylxd's
-//! `client.resources` read them) and `GET /1.0/certificates` (no trusted certificates: the
-//! API is served on the unix socket only).
+//! `client.resources` read them), `GET /1.0/certificates` (no trusted certificates: the
+//! API is served on the unix socket only) and `GET /1.0/warnings` (none are recorded).
 
 use axum::response::Response;
 use axum::routing::get;
@@ -14,6 +14,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/1.0/resources", get(resources))
         .route("/1.0/certificates", get(certificates))
+        .route("/1.0/warnings", get(warnings))
 }
 
 async fn resources() -> Response {
@@ -23,6 +24,12 @@ async fn resources() -> Response {
 }
 
 async fn certificates() -> Response {
+    sync(Vec::<Value>::new())
+}
+
+/// hutch records no warnings (LXD's are mostly about clustering and missing kernel
+/// features): `lxc warning list` shows an empty table.
+async fn warnings() -> Response {
     sync(Vec::<Value>::new())
 }
 
