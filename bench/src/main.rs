@@ -476,6 +476,8 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
                 t.time(client, &["delete", &format!("{n}r{size}"), "--force"])?;
             }
         }
+        // Read at rest: hutchd hands memory that bursts left free back every two seconds.
+        std::thread::sleep(Duration::from_millis(2500));
         for t in targets {
             let m = rss_mib(t.pid);
             memory.push((
