@@ -8,11 +8,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
 use crate::config::BridgeConfig;
 use crate::error::{NetworkError, Result};
+use crate::process::{alive, terminate};
 
 /// The files of one network's dnsmasq, under `networks/<name>/`.
 #[derive(Debug, Clone)]
@@ -276,37 +274,17 @@ pub fn stop(files: &DnsmasqFiles, bridge: &str, child: Option<std::process::Chil
     let mut child = child.and_then(|mut c| matches!(c.try_wait(), Ok(None)).then_some(c));
     let adopted = running_pid(files, bridge);
     let pids: Vec<i32> = child.iter().map(|c| c.id() as i32).chain(adopted).collect();
-    for pid in &pids {
-        let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
-    }
-    let gone = |child: &mut Option<std::process::Child>| {
-        let child_gone = match child {
+    terminate(&pids, Duration::from_secs(5), || {
+        let child_gone = match &mut child {
             Some(c) => !matches!(c.try_wait(), Ok(None)),
             None => true,
         };
         child_gone && !adopted.is_some_and(alive)
-    };
-    let start = Instant::now();
-    while !gone(&mut child) && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if !gone(&mut child) {
-        for pid in &pids {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-        }
-    }
+    });
     if let Some(mut c) = child {
         let _ = c.wait();
     }
     let _ = fs::remove_file(files.pid_file());
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod error;
 pub mod netlink;
 pub mod nft;
 pub mod nic;
+pub mod process;
 pub mod proxy;
 
 pub use config::BridgeConfig;

@@ -264,3 +264,29 @@ pub unsafe fn fork_into_cgroup(
         }),
     }
 }
+
+/// In a child about to exec: makes `fd` the inherited descriptor `target` (dup2, or only
+/// clearing close-on-exec where it is `target` already). Async-signal-safe.
+pub fn keep_fd_as(fd: RawFd, target: RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl and dup2 on descriptors of this process.
+    let rc = unsafe {
+        if fd == target {
+            libc::fcntl(fd, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(fd, target)
+        }
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `cmd`'s program gets `fd` as its descriptor `target`.
+pub fn pass_fd_as(cmd: &mut std::process::Command, fd: RawFd, target: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls the async-signal-safe `keep_fd_as` on an fd we own.
+    unsafe {
+        cmd.pre_exec(move || keep_fd_as(fd, target));
+    }
+}

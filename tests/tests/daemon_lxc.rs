@@ -8,7 +8,11 @@ use hutch_tests::{assert_no_leftovers, busybox_image, require_root, TestDaemon};
 
 /// A daemon with the busybox image imported under alias `bb`.
 fn daemon_with_image() -> TestDaemon {
-    let d = TestDaemon::start();
+    with_busybox(TestDaemon::start())
+}
+
+/// `d` with the busybox image imported under alias `bb`.
+fn with_busybox(d: TestDaemon) -> TestDaemon {
     let image = d.path().join("bb.tar.gz");
     busybox_image(d.path(), &image).expect("build the image");
     let out = d.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
@@ -130,13 +134,17 @@ fn containers_survive_a_killed_daemon() {
     d.lxc_ok(&["delete", "c1", "--force"]);
 }
 
-/// The pid of the monitor of running container `name`, from the state it published.
-fn monitor_pid(d: &TestDaemon, name: &str) -> i32 {
+/// A pid (`init_pid`, `monitor_pid`) that running container `name` published.
+fn published_pid(d: &TestDaemon, name: &str, field: &str) -> i32 {
     let state = fs::read_to_string(d.path().join(format!("containers/{name}/state.json")))
         .expect("state.json of a running container");
-    serde_json::from_str::<serde_json::Value>(&state).unwrap()["monitor_pid"]
+    serde_json::from_str::<serde_json::Value>(&state).unwrap()[field]
         .as_i64()
         .unwrap() as i32
+}
+
+fn monitor_pid(d: &TestDaemon, name: &str) -> i32 {
+    published_pid(d, name, "monitor_pid")
 }
 
 fn kill_monitor(d: &TestDaemon, name: &str) {
@@ -178,16 +186,10 @@ fn a_unified_only_host_runs_containers_in_their_cgroup2() {
     if !require_root("a_unified_only_host_runs_containers_in_their_cgroup2") {
         return;
     }
-    let d = TestDaemon::start_cgroup2_only();
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    d.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    let d = with_busybox(TestDaemon::start_cgroup2_only());
     let prefix = hutch_tests::daemon::cgroup_prefix(d.path());
     d.lxc_ok(&["launch", "bb", "c1"]);
-    let state = fs::read_to_string(d.path().join("containers/c1/state.json")).unwrap();
-    let init = serde_json::from_str::<serde_json::Value>(&state).unwrap()["init_pid"]
-        .as_i64()
-        .unwrap();
+    let init = published_pid(&d, "c1", "init_pid");
     let host_view = fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
     assert!(
         host_view.lines().any(|l| l == format!("0::/{prefix}/c1")),

@@ -158,9 +158,7 @@ fn volume_snapshot_path(
 )> {
     let p = d.pool(pool)?;
     d.db.volume(pool, name)?;
-    let vol = std::path::Path::new("custom-snapshots")
-        .join(name)
-        .join(snap);
+    let vol = volumes::snapshots_dir(name).join(snap);
     if snap.starts_with('.') || snap.contains('/') || !p.path(&vol).exists() {
         return Err(DaemonError::NotFound(
             "Storage volume snapshot not found".into(),
@@ -185,12 +183,7 @@ async fn delete_volume_snapshot(
     Path((pool, name, snap)): Path<(String, String, String)>,
 ) -> Result<Response> {
     let (p, vol) = volume_snapshot_path(&d, &pool, &name, &snap)?;
-    let work = async move {
-        tokio::task::spawn_blocking(move || p.delete_volume(&vol))
-            .await
-            .map_err(|e| DaemonError::Internal(e.to_string()))??;
-        Ok(())
-    };
+    let work = async move { crate::engine::blocking(move || Ok(p.delete_volume(&vol)?)).await };
     Ok(super::run_task(
         &d,
         "Deleting storage volume snapshot",
@@ -446,8 +439,7 @@ async fn create_volume(
                 config,
                 volume_only,
             };
-            let d3 = d2.clone();
-            blocking(&d3, move |d| volumes::copy_custom_volume(d, &copy)).await?;
+            blocking(&d2, move |d| volumes::copy_custom_volume(d, &copy)).await?;
             d2.events.lifecycle(
                 "storage-volume-created",
                 &format!("/1.0/storage-pools/{pool}/volumes/custom/{name}"),
@@ -598,14 +590,7 @@ async fn delete_volume(
         ));
     }
     d.db.delete_volume(&pool, &name)?;
-    let snaps = std::path::Path::new("custom-snapshots").join(&name);
-    if let Ok(entries) = std::fs::read_dir(p.path(&snaps)) {
-        for e in entries.flatten() {
-            p.delete_volume(&snaps.join(e.file_name()))?;
-        }
-    }
-    let _ = std::fs::remove_dir(p.path(&snaps));
-    p.delete_volume(&crate::daemon::custom_vol(&name))?;
+    volumes::remove_volume_and_snapshots(&*p, &name)?;
     Ok(super::empty())
 }
 
@@ -621,7 +606,7 @@ async fn snapshot_volume(
     } else {
         super::parse_json(&body)?
     };
-    let snaps = std::path::Path::new("custom-snapshots").join(&name);
+    let snaps = volumes::snapshots_dir(&name);
     let snap = match req["name"].as_str().filter(|s| !s.is_empty()) {
         Some(s) => s.to_string(),
         None => (0..)

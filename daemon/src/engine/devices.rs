@@ -358,30 +358,19 @@ struct ProxyProcess {
 impl ProxyProcess {
     /// Still the process that was started (not a recycled pid), and not a zombie.
     fn alive(&self) -> bool {
-        let zombie = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
-            .unwrap_or(true);
-        !zombie && hutch_runtime::process_start_time(self.pid) == Some(self.start_time)
+        hutch_network::process::alive(self.pid)
+            && hutch_runtime::process_start_time(self.pid) == Some(self.start_time)
     }
 
     /// SIGTERM, then SIGKILL after two seconds; returns once it is gone, so that its ports
     /// are free again.
     fn stop(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid);
-        if !self.alive() {
-            return;
-        }
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let start = std::time::Instant::now();
-        while self.alive() {
-            if start.elapsed() > std::time::Duration::from_secs(2) {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            }
-            if start.elapsed() > std::time::Duration::from_secs(5) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+        if self.alive() {
+            hutch_network::process::terminate(
+                &[self.pid],
+                std::time::Duration::from_secs(2),
+                || !self.alive(),
+            );
         }
     }
 }

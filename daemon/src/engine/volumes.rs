@@ -14,7 +14,7 @@ use crate::db::volumes::VolumeRow;
 use crate::error::{DaemonError, Result};
 
 /// The directory holding the snapshots of custom volume `name`.
-fn snapshots_dir(name: &str) -> PathBuf {
+pub fn snapshots_dir(name: &str) -> PathBuf {
     Path::new("custom-snapshots").join(name)
 }
 
@@ -128,7 +128,7 @@ pub fn copy_custom_volume(d: &Daemon, c: &VolumeCopy) -> Result<()> {
         Ok(())
     })();
     if let Err(e) = copied {
-        remove_volume_and_snapshots(&*dst_p, dst);
+        let _ = remove_volume_and_snapshots(&*dst_p, dst);
         let _ = d.db.delete_volume(dst_pool, dst);
         return Err(e);
     }
@@ -161,8 +161,7 @@ pub fn move_custom_volume(
         )?;
         let p = d.pool(pool)?;
         d.db.delete_volume(pool, name)?;
-        remove_volume_and_snapshots(&*p, name);
-        return Ok(());
+        return remove_volume_and_snapshots(&*p, name);
     }
     if new_name == name {
         return Ok(());
@@ -195,12 +194,12 @@ fn rename_volume_and_snapshots(p: &Arc<dyn StorageDriver>, from: &str, to: &str)
 }
 
 /// Removes a custom volume and its snapshots from `p`; what is gone already is fine.
-pub fn remove_volume_and_snapshots(p: &dyn StorageDriver, name: &str) {
+pub fn remove_volume_and_snapshots(p: &dyn StorageDriver, name: &str) -> Result<()> {
     for s in snapshot_names(p, name) {
-        let _ = p.delete_volume(&snapshots_dir(name).join(s));
+        p.delete_volume(&snapshots_dir(name).join(s))?;
     }
     let _ = std::fs::remove_dir(p.path(&snapshots_dir(name)));
-    let _ = p.delete_volume(&custom_vol(name));
+    Ok(p.delete_volume(&custom_vol(name))?)
 }
 
 /// `PUT`/`PATCH`: a new description and config (`size` applied to the volume first).

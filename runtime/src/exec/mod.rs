@@ -9,7 +9,6 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -98,11 +97,14 @@ pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> R
         });
     }
     // Refuse a stopped container here, with a typed error, rather than in the helper.
-    if !crate::state::RuntimeDir::new(dir).state().exists() {
-        return Err(RuntimeError::NotRunning {
-            dir: dir.to_path_buf(),
-        });
-    }
+    let state = crate::state::read_json::<crate::state::MonitorState>(
+        &crate::state::RuntimeDir::new(dir).state(),
+    )
+    .ok()
+    .flatten()
+    .ok_or_else(|| RuntimeError::NotRunning {
+        dir: dir.to_path_buf(),
+    })?;
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -110,7 +112,7 @@ pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> R
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| RuntimeError::sys("create the exec socket", e))?;
-    let helper = spawn_helper(hutchd, dir, stdio, theirs)?;
+    let helper = spawn_helper(hutchd, dir, &state, stdio, theirs)?;
     let mut session = ExecSession {
         control: ours,
         helper: Helper {
@@ -179,7 +181,13 @@ impl ExecController {
 /// Starts `hutchd __exec DIR` with `stdio` and the control socket on fd 3: born in the
 /// container's cgroup2 directory where the kernel allows it (it then joins only the v1
 /// hierarchies, if any), else spawned plainly (it then moves itself in).
-fn spawn_helper(hutchd: &Path, dir: &Path, stdio: ExecStdio, control: OwnedFd) -> Result<Pid> {
+fn spawn_helper(
+    hutchd: &Path,
+    dir: &Path,
+    state: &crate::state::MonitorState,
+    stdio: ExecStdio,
+    control: OwnedFd,
+) -> Result<Pid> {
     let (stdin, stdout, stderr) = match stdio {
         ExecStdio::Pipes {
             stdin,
@@ -198,7 +206,8 @@ fn spawn_helper(hutchd: &Path, dir: &Path, stdio: ExecStdio, control: OwnedFd) -
             (null()?, null()?, null()?)
         }
     };
-    if let Some(pid) = spawn_into_cgroup2(hutchd, dir, [&stdin, &stdout, &stderr], &control)? {
+    if let Some(pid) = spawn_into_cgroup2(hutchd, dir, state, [&stdin, &stdout, &stderr], &control)?
+    {
         return Ok(pid);
     }
     let mut cmd = Command::new(hutchd);
@@ -207,21 +216,7 @@ fn spawn_helper(hutchd: &Path, dir: &Path, stdio: ExecStdio, control: OwnedFd) -
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr));
-    let fd = control.as_raw_fd();
-    // SAFETY: the closure only calls async-signal-safe dup2/fcntl on fds we own.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if fd == CONTROL_FD {
-                libc::fcntl(fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, CONTROL_FD)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::sys::pass_fd_as(&mut cmd, control.as_raw_fd(), CONTROL_FD);
     let helper = cmd
         .spawn()
         .map_err(|e| RuntimeError::io("run", hutchd, e))?;
@@ -234,15 +229,10 @@ fn spawn_helper(hutchd: &Path, dir: &Path, stdio: ExecStdio, control: OwnedFd) -
 fn spawn_into_cgroup2(
     hutchd: &Path,
     dir: &Path,
+    state: &crate::state::MonitorState,
     stdio: [&OwnedFd; 3],
     control: &OwnedFd,
 ) -> Result<Option<Pid>> {
-    let state = match crate::state::read_json::<crate::state::MonitorState>(
-        &crate::state::RuntimeDir::new(dir).state(),
-    ) {
-        Ok(Some(state)) => state,
-        _ => return Ok(None),
-    };
     let cg = crate::cgroup::open(
         &state.cgroup_layout,
         &state.cgroup,
@@ -315,16 +305,17 @@ fn helper_child(
     envp: &[*const libc::c_char],
 ) -> ! {
     // SAFETY: dup2, fcntl, sigemptyset, sigprocmask, sigaction, execve and _exit on fds and
-    // memory this process owns; every pointer array ends with a null.
+    // memory this process owns (no allocation: `all` over a fixed array); every pointer
+    // array ends with a null.
     unsafe {
-        let moved = libc::dup2(stdio[0], 0) >= 0
-            && libc::dup2(stdio[1], 1) >= 0
-            && libc::dup2(stdio[2], 2) >= 0
-            && if control == CONTROL_FD {
-                libc::fcntl(control, libc::F_SETFD, 0) >= 0
-            } else {
-                libc::dup2(control, CONTROL_FD) >= 0
-            };
+        let moved = [
+            (stdio[0], 0),
+            (stdio[1], 1),
+            (stdio[2], 2),
+            (control, CONTROL_FD),
+        ]
+        .iter()
+        .all(|&(fd, target)| crate::sys::keep_fd_as(fd, target).is_ok());
         if moved {
             // What std's spawn resets: the signal mask, and SIGPIPE (ignored by Rust
             // programs) back to its default.

@@ -7,7 +7,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,21 +70,7 @@ pub fn start(hutchd: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Started>
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
-    let fd = status_w.as_raw_fd();
-    // SAFETY: the closure only calls async-signal-safe dup2/fcntl on fds we own.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if fd == STATUS_FD {
-                libc::fcntl(fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, STATUS_FD)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::sys::pass_fd_as(&mut cmd, status_w.as_raw_fd(), STATUS_FD);
     let mut child = cmd
         .spawn()
         .map_err(|e| RuntimeError::io("run", hutchd, e))?;
