@@ -2,6 +2,7 @@
 //! per-instance locks that serialise lifecycle actions on one instance.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -31,7 +32,10 @@ pub struct Daemon {
     pub cgroup_prefix: String,
     /// Live network state: dnsmasq children, proxies, the nftables runner.
     pub net: crate::engine::network::NetState,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: NamedLocks,
+    /// One per image fingerprint: imports, unpacks into a pool and deletes of one image
+    /// take turns, so no request removes what another made.
+    pub image_locks: NamedLocks,
 }
 
 pub type AppState = Arc<Daemon>;
@@ -52,7 +56,16 @@ impl Daemon {
             std::fs::create_dir_all(&p)
                 .map_err(|e| crate::error::DaemonError::io("create", &p, e))?;
         }
-        let db = Db::open(&dir.join("database/local.db"))?;
+        // Made 0600 before SQLite opens it: its journal files take the database's mode.
+        let db_path = dir.join("database/local.db");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&db_path)
+            .map_err(|e| DaemonError::io("create", &db_path, e))?;
+        crate::layout::secure_state_dir(dir);
+        let db = Db::open(&db_path)?;
         let mut pools = BTreeMap::new();
         let mut rows = db.pools()?;
         if rows.is_empty() {
@@ -85,27 +98,19 @@ impl Daemon {
                 Box::new(hutch_network::nft::SystemNft),
                 &cgroup_prefix(dir),
             ),
-            locks: Mutex::default(),
+            locks: NamedLocks::default(),
+            image_locks: NamedLocks::default(),
         })
     }
 
-    /// The lock that serialises lifecycle actions on instance `name`.
+    /// The lock that serialises lifecycle actions and config writes on instance `name`.
     pub fn instance_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        self.locks.get(name)
     }
 
-    /// Drops the lock of a deleted instance, so the map does not grow with every name
-    /// ever used (holders keep their own reference).
-    pub fn forget_instance_lock(&self, name: &str) {
-        self.locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+    /// Called when an instance is gone (deleted, renamed): drops the locks nobody holds.
+    pub fn prune_instance_locks(&self) {
+        self.locks.prune();
     }
 
     /// Runtime directory (monitor socket, console log) of an instance.
@@ -181,6 +186,37 @@ impl Daemon {
     }
 }
 
+/// One async lock per name. A name has at most one lock at a time: a lock leaves the map
+/// only when nobody holds it or waits for it, so two requests never get different locks for
+/// one name.
+#[derive(Debug, Default)]
+pub struct NamedLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl NamedLocks {
+    pub fn get(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops the locks only the map refers to (cloning happens under the map's mutex, so
+    /// a count of one cannot rise while this runs).
+    pub fn prune(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, lock| Arc::strong_count(lock) > 1);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
 /// The pool-relative name of an instance's volume.
 pub fn instance_vol(name: &str) -> PathBuf {
     Path::new("containers").join(name)
@@ -215,7 +251,7 @@ fn open_pool(dir: &Path, row: &PoolRow) -> Result<Arc<dyn StorageDriver>> {
         ("btrfs", None) => {
             // A block device is mounted as it is.
             if let Some(dev) = row.config.get("source").filter(|s| s.starts_with("/dev/")) {
-                if !is_mounted(&root) {
+                if !crate::layout::is_mount_point(&root) {
                     nix::mount::mount(
                         Some(Path::new(dev)),
                         &root,
@@ -239,7 +275,7 @@ fn open_pool(dir: &Path, row: &PoolRow) -> Result<Arc<dyn StorageDriver>> {
         .get("source")
         .filter(|s| !s.ends_with(".img") && !s.starts_with("/dev/"))
     {
-        if Path::new(src) != root && !is_mounted(&root) {
+        if Path::new(src) != root && !crate::layout::is_mount_point(&root) {
             nix::mount::mount(
                 Some(Path::new(src)),
                 &root,
@@ -257,25 +293,12 @@ fn open_pool(dir: &Path, row: &PoolRow) -> Result<Arc<dyn StorageDriver>> {
         &root,
         Arc::new(SystemRunner),
     )?);
-    for sub in [
-        "images",
-        "containers",
-        "containers-snapshots",
-        "custom",
-        "custom-snapshots",
-    ] {
+    for (sub, _) in crate::layout::POOL_DIRS {
         let p = pool.root().join(sub);
         std::fs::create_dir_all(&p).map_err(|e| DaemonError::io("create", &p, e))?;
     }
+    crate::layout::secure_pool(pool.root());
     Ok(pool)
-}
-
-/// Whether something is mounted at `path` (per /proc/self/mountinfo).
-fn is_mounted(path: &Path) -> bool {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = path.to_string_lossy();
-    text.lines()
-        .any(|l| l.split_whitespace().nth(4).is_some_and(|m| m == want))
 }
 
 /// Imports a loop-file zpool after a reboot (`zpool import -d <dir of the file>`).
@@ -302,4 +325,26 @@ pub fn cgroup_prefix(dir: &Path) -> String {
         hash = (hash ^ *b as u32).wrapping_mul(16777619);
     }
     format!("hutch-{hash:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_never_has_two_locks_at_once() {
+        let locks = NamedLocks::default();
+        let held = locks.get("c1");
+        let guard = held.try_lock().unwrap();
+        // The instance is deleted while a request holds its lock: it stays.
+        locks.prune();
+        let waiter = locks.get("c1");
+        assert!(Arc::ptr_eq(&held, &waiter));
+        assert!(waiter.try_lock().is_err());
+        drop(guard);
+        drop((held, waiter));
+        locks.get("c2");
+        locks.prune();
+        assert_eq!(locks.len(), 0);
+    }
 }

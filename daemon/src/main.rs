@@ -9,6 +9,7 @@ mod dev;
 mod engine;
 mod error;
 mod events;
+mod layout;
 mod logging;
 mod operations;
 mod serve;
@@ -111,6 +112,12 @@ fn main() -> anyhow::Result<()> {
     logging::init(level, events.clone());
     let hutchd = std::env::current_exe().context("find the hutchd binary")?;
     std::fs::create_dir_all(&cli.dir).with_context(|| format!("create {}", cli.dir.display()))?;
+    // One daemon per state directory: a second would take the socket and undo the first's
+    // work in flight. Held until the process exits.
+    let _lock = match cli.command {
+        None | Some(Command::Init { .. }) => Some(layout::lock_state_dir(&cli.dir)?),
+        Some(Command::Container(_)) => None,
+    };
     match cli.command {
         None => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -18,7 +18,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let state: AppState =
         Arc::new(Daemon::open(dir, hutchd, events).context("open the state directory")?);
-    crate::engine::reconcile_creates(&state).context("reconcile interrupted creates")?;
+    crate::engine::reconcile(&state).context("finish what a crash interrupted")?;
     ensure_default_profile(&state)?;
     {
         let s = state.clone();

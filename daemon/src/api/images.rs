@@ -136,6 +136,8 @@ async fn delete(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Res
     );
     let d2 = d.clone();
     d.ops.run(op.clone(), async move {
+        let lock = d2.image_locks.get(&row.fingerprint);
+        let _g = lock.lock().await;
         // Instances are independent clones (btrfs snapshots keep their shared extents):
         // deleting the image volume takes nothing of theirs.
         d2.db.delete_image(&row.fingerprint)?;

@@ -309,8 +309,16 @@ async fn put(
         ));
     }
     validate_put(&d, &put)?;
-    let d2 = d.clone();
-    let update = async move { apply_update(&d2, row, put).await };
+    let (d2, name2) = (d.clone(), name.clone());
+    let update = async move {
+        // Read, checked and written under the instance's lock: no update is lost to a
+        // concurrent one.
+        let lock = d2.instance_lock(&name2);
+        let _g = lock.lock().await;
+        let row = d2.db.instance_or_404(&name2)?;
+        check_if_match(&headers, &tag_of(&row))?;
+        apply_update(&d2, row, put).await
+    };
     Ok(super::run_task(
         &d,
         "Updating instance",
@@ -325,9 +333,11 @@ async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
+    let req: Value = parse_json(&body)?;
+    let lock = d.instance_lock(&name);
+    let _g = lock.lock().await;
     let row = d.db.instance_or_404(&name)?;
     check_if_match(&headers, &tag_of(&row))?;
-    let req: Value = parse_json(&body)?;
     let mut put = InstancePut {
         architecture: row.architecture.clone(),
         config: row.config.clone(),

@@ -8,6 +8,7 @@ mod files;
 mod images;
 mod instances;
 mod logs;
+mod names;
 mod networks;
 mod operations;
 mod profiles;
@@ -54,7 +55,41 @@ pub fn router(state: AppState) -> Router {
         .merge(storage::volume_routes())
         .fallback(|| async { DaemonError::NotFound("not found".into()) })
         .method_not_allowed_fallback(|| async { DaemonError::NotImplemented })
+        .layer(axum::middleware::from_fn(names::refuse_bad_segments))
+        .layer(axum::middleware::map_response(envelope_plain_errors))
         .with_state(state)
+}
+
+/// axum's own rejections (a body over the size limit, a malformed query string, a missing
+/// content type) are plain text: they get LXD's error envelope with the same status, as
+/// every other error does, so that `lxc` and pylxd can read them.
+async fn envelope_plain_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "Request body too large".to_string()
+    } else {
+        let text = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        match String::from_utf8_lossy(&text).trim() {
+            "" => status.canonical_reason().unwrap_or("error").to_string(),
+            t => t.to_string(),
+        }
+    };
+    (
+        status,
+        [("X-Content-Type-Options", "nosniff")],
+        Json(Envelope::error(status.as_u16(), &message)),
+    )
+        .into_response()
 }
 
 /// A sync 200 response.

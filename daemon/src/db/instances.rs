@@ -177,8 +177,12 @@ impl Db {
         Ok(())
     }
 
-    pub fn rename_instance(&self, old: &str, new: &str) -> Result<()> {
-        let res = self.conn().execute(
+    /// Renames the row and its snapshots' rows, and records the rename as in flight, in one
+    /// transaction: the files follow, then [`Db::end_instance_rename`].
+    pub fn begin_instance_rename(&self, old: &str, new: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let res = tx.execute(
             "UPDATE instances SET name = ?2 WHERE name = ?1",
             params![old, new],
         );
@@ -186,12 +190,63 @@ impl Db {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(DaemonError::Conflict(format!(
+                return Err(DaemonError::Conflict(format!(
                     "Name {new:?} already in use"
                 )))
             }
-            other => other.map(|_| ()).map_err(Into::into),
+            Ok(0) => return Err(DaemonError::NotFound("Instance not found".into())),
+            other => other.map(|_| ())?,
         }
+        tx.execute(
+            "UPDATE snapshots SET instance = ?2 WHERE instance = ?1",
+            params![old, new],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO instance_renames (old, new) VALUES (?1, ?2)",
+            params![old, new],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Undoes [`Db::begin_instance_rename`] (its files could not follow).
+    pub fn undo_instance_rename(&self, old: &str, new: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE instances SET name = ?1 WHERE name = ?2",
+            params![old, new],
+        )?;
+        tx.execute(
+            "UPDATE snapshots SET instance = ?1 WHERE instance = ?2",
+            params![old, new],
+        )?;
+        tx.execute("DELETE FROM instance_renames WHERE old = ?1", [old])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The rename of `old` is complete.
+    pub fn end_instance_rename(&self, old: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM instance_renames WHERE old = ?1", [old])?;
+        Ok(())
+    }
+
+    /// Renames in flight, as (old, new).
+    pub fn instance_renames(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT old, new FROM instance_renames")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Names of instances whose delete began (their row stays until their files are gone).
+    pub fn deleting_instances(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name FROM instances WHERE state = 'deleting'")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn delete_instance(&self, name: &str) -> Result<()> {
@@ -251,10 +306,22 @@ mod tests {
         );
         db.insert_instance(&row("c2")).unwrap();
         assert!(matches!(
-            db.rename_instance("c1", "c2"),
+            db.begin_instance_rename("c1", "c2"),
             Err(DaemonError::Conflict(_))
         ));
-        db.rename_instance("c1", "c3").unwrap();
+        assert!(db.instance_renames().unwrap().is_empty());
+        db.begin_instance_rename("c1", "c3").unwrap();
+        assert_eq!(
+            db.instance_renames().unwrap(),
+            vec![("c1".to_string(), "c3".to_string())]
+        );
+        db.undo_instance_rename("c1", "c3").unwrap();
+        assert!(db.instance("c1").unwrap().is_some());
+        db.begin_instance_rename("c1", "c3").unwrap();
+        db.end_instance_rename("c1").unwrap();
+        assert!(db.instance_renames().unwrap().is_empty());
+        db.set_instance_state("c3", "deleting").unwrap();
+        assert_eq!(db.deleting_instances().unwrap(), vec!["c3"]);
         db.delete_instance("c3").unwrap();
         assert!(db.instance("c3").unwrap().is_none());
     }

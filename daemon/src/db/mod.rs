@@ -99,6 +99,12 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 5: the pool an instance's volumes live on.
     "ALTER TABLE instances ADD COLUMN pool TEXT NOT NULL DEFAULT 'default';",
+    // 6: renames in flight: recorded with the row's rename, removed when every file has
+    // followed, so a restart finishes what a crash interrupted.
+    "CREATE TABLE instance_renames (
+        old TEXT PRIMARY KEY,
+        new TEXT NOT NULL
+    );",
 ];
 
 /// The database handle. Calls are short; one connection behind a mutex is plenty.

@@ -118,14 +118,6 @@ impl Db {
     }
 
     /// Moves an instance's snapshots to its new name.
-    pub fn rename_instance_snapshots(&self, old: &str, new: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE snapshots SET instance = ?2 WHERE instance = ?1",
-            [old, new],
-        )?;
-        Ok(())
-    }
-
     pub fn delete_instance_snapshots(&self, instance: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM snapshots WHERE instance = ?1", [instance])?;

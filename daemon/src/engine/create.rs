@@ -11,7 +11,7 @@ use hutch_api::config::validate_instance_config;
 use hutch_api::instance::InstancesPost;
 use serde_json::json;
 
-use crate::daemon::{image_vol, instance_vol, snapshot_vol, AppState};
+use crate::daemon::{image_vol, instance_vol, snapshot_vol, AppState, Daemon};
 use crate::db::images::ImageRow;
 use crate::db::instances::InstanceRow;
 use crate::error::{DaemonError, Result};
@@ -198,6 +198,7 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         }
     };
     if let Err(e) = made
+        .and_then(|()| secure_instance_volume(&d, &row, &super::expand(&d, &row)?))
         .and_then(|()| quota())
         .and_then(|()| snapshots())
         .and_then(|()| d.db.set_instance_state(&row.name, "ready"))
@@ -216,6 +217,26 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         &format!("/1.0/instances/{}", row.name),
         json!({"type": "container", "storage-pool": row.pool}),
     );
+    Ok(())
+}
+
+/// Closes an instance's volume directory to everyone but the container's root on the host
+/// (who traverses it from inside the user namespace) or, privileged, host root.
+pub fn secure_instance_volume(
+    d: &Daemon,
+    row: &InstanceRow,
+    expanded: &super::spec::Expanded,
+) -> Result<()> {
+    let owner = if super::spec::flag(&expanded.config, "security.privileged") {
+        (0, 0)
+    } else {
+        (
+            d.idmap.host_uid(0).unwrap_or(0),
+            d.idmap.host_gid(0).unwrap_or(0),
+        )
+    };
+    let vol = d.pool(&row.pool)?.path(&instance_vol(&row.name));
+    crate::layout::secure_instance_dir(&vol, owner);
     Ok(())
 }
 
@@ -300,64 +321,13 @@ fn copy_snapshots(d: &AppState, from: &str, to: &str) -> Result<()> {
 }
 
 /// Removes the row and volume of a half-made instance.
-pub fn remove_leftovers(d: &AppState, name: &str) {
-    if let Ok(pool) = d.instance_pool(name) {
+pub fn remove_leftovers(d: &Daemon, name: &str) {
+    let pool = d.db.instance(name).ok().flatten().map(|r| r.pool);
+    if let Some(pool) = pool.and_then(|p| d.pool(&p).ok()) {
         let _ = pool.delete_volume(&instance_vol(name));
         let _ = pool.delete_volume(&Path::new("containers").join(format!(".{name}.copying")));
     }
     let _ = d.db.delete_instance(name);
-}
-
-/// At daemon start: finish nothing, roll back every create a crash interrupted.
-pub fn reconcile_creates(d: &AppState) -> Result<()> {
-    for name in d.db.creating_instances()? {
-        tracing::info!(instance = %name, "removing an instance whose create was interrupted");
-        remove_leftovers(d, &name);
-    }
-    // Volumes no row owns: a crash during a delete or between a clone and its row.
-    // Per pool: volumes no row on that pool owns (a crash during a delete, a move, or
-    // between a clone and its row), and image volumes whose unpacking never finished.
-    let rows = d.db.instances()?;
-    for pool_name in d.pool_names() {
-        let pool = d.pool(&pool_name)?;
-        let known: std::collections::HashSet<&str> = rows
-            .iter()
-            .filter(|r| r.pool == pool_name)
-            .map(|r| r.name.as_str())
-            .collect();
-        let vols = pool.root().join("containers");
-        for entry in std::fs::read_dir(&vols)
-            .map_err(|e| DaemonError::io("read", &vols, e))?
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !known.contains(name.as_str()) && !d.db.creating_instances()?.contains(&name) {
-                tracing::info!(volume = %name, pool = %pool_name, "removing a volume no instance owns");
-                let _ = pool.delete_volume(&Path::new("containers").join(&name));
-            }
-        }
-        let images = pool.root().join("images");
-        for entry in std::fs::read_dir(&images)
-            .map_err(|e| DaemonError::io("read", &images, e))?
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".unpacking") {
-                let _ = pool.delete_volume(&Path::new("images").join(&name));
-            }
-        }
-    }
-    // Uploads that never finished.
-    let uploads = d.dir.join("images");
-    for entry in std::fs::read_dir(&uploads)
-        .map_err(|e| DaemonError::io("read", &uploads, e))?
-        .flatten()
-    {
-        if entry.file_name().to_string_lossy().starts_with(".upload-") {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -80,6 +80,9 @@ fn check_options(devname: &str, dev: &BTreeMap<String, String>, known: &[&str]) 
 pub fn validate_devices(d: &Daemon, devices: &Devices) -> Result<()> {
     let bad =
         |dev: &str, why: String| DaemonError::BadRequest(format!("Invalid device {dev:?}: {why}"));
+    for (devname, dev) in devices {
+        super::device_options::check_device(devname, dev)?;
+    }
     for (devname, dev) in nic_devices(devices) {
         check_options(devname, dev, NIC_OPTIONS)?;
         match (opt(dev, "network"), opt(dev, "nictype")) {
@@ -152,6 +155,9 @@ pub fn validate_devices(d: &Daemon, devices: &Devices) -> Result<()> {
             .ok_or_else(|| bad(devname, "a proxy needs connect".into()))?
             .parse()?;
         check_pair(&listen, &connect)?;
+        if let Some(v) = opt(dev, "nat") {
+            hutch_api::config::parse_bool(v).map_err(|e| bad(devname, format!("nat: {e}")))?;
+        }
         match opt(dev, "bind") {
             None | Some("host") | Some("instance") => {}
             Some(b) => {

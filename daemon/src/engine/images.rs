@@ -42,6 +42,10 @@ pub async fn import_image(
     filename: String,
     public: bool,
 ) -> Result<()> {
+    // Checked and made under the image's lock: of two imports of one image, the second
+    // finds the first's and touches nothing of it.
+    let lock = d.image_locks.get(fp);
+    let _g = lock.lock().await;
     if d.db.image_by_prefix(fp).is_ok_and(|r| r.fingerprint == fp) {
         return Err(DaemonError::Conflict(
             "Image with same fingerprint already exists".into(),
@@ -63,9 +67,13 @@ pub async fn import_image(
     );
     let meta = tokio::task::spawn_blocking(move || -> Result<hutch_images::ImageMetadata> {
         let meta = unpack_into(&*pool2, &fp2, &paths.0, paths.1.as_deref())?;
+        use std::os::unix::fs::PermissionsExt;
+        let private = || std::fs::Permissions::from_mode(0o600);
         std::fs::rename(&paths.0, &file2).map_err(|e| DaemonError::io("store", &file2, e))?;
+        let _ = std::fs::set_permissions(&file2, private());
         if let Some(rootfs) = &paths.1 {
             std::fs::rename(rootfs, &stored2).map_err(|e| DaemonError::io("store", &stored2, e))?;
+            let _ = std::fs::set_permissions(&stored2, private());
         }
         Ok(meta)
     })
@@ -152,6 +160,12 @@ fn unpack_into(
 /// Makes sure image `fp` has its volume on `pool` (images are unpacked into the default
 /// pool at import, and into another pool the first time an instance is made there).
 pub fn ensure_image_volume(d: &Daemon, pool: &dyn StorageDriver, fp: &str) -> Result<()> {
+    if pool.path(&image_vol(fp)).exists() {
+        return Ok(());
+    }
+    // Called on a blocking thread; two creates on a new pool unpack the image once.
+    let lock = d.image_locks.get(fp);
+    let _g = lock.blocking_lock();
     if pool.path(&image_vol(fp)).exists() {
         return Ok(());
     }

@@ -1,5 +1,6 @@
 //! Start, stop, freeze, unfreeze, rename and delete, each under the instance's lock.
 
+use std::path::Path;
 use std::time::Duration;
 
 use hutch_api::operation::StatusCode;
@@ -10,7 +11,7 @@ use super::blocking;
 use super::devices;
 use super::runtime_status;
 use super::spec::{build_spec, expand};
-use crate::daemon::{instance_vol, snapshot_vol, AppState};
+use crate::daemon::{instance_vol, snapshot_vol, AppState, Daemon};
 use crate::error::{DaemonError, Result};
 
 /// How long a stop with timeout -1 (no limit) may take before init is killed anyway.
@@ -30,6 +31,7 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
         ));
     }
     let expanded = expand(&d, &row)?;
+    super::create::secure_instance_volume(&d, &row, &expanded)?;
     let mut spec = build_spec(&d, &row, &expanded)?;
     spec.pre_start_hooks
         .extend(devices::start_hook(&d, &row, &expanded)?);
@@ -140,37 +142,39 @@ pub async fn delete_instance(d: AppState, name: String) -> Result<()> {
     if super::spec::flag(&row.config, "security.protection.delete") {
         return Err(DaemonError::BadRequest("Instance is protected".into()));
     }
-    let pool = d.pool(&row.pool)?;
-    // The row goes first: a crash after it leaves only files, which no record owns.
-    d.db.delete_instance(&name)?;
+    // The intent first: the row, marked, outlives its files, so a restart finishes a delete
+    // a crash interrupted, and no volume is ever left that no record explains.
+    d.db.set_instance_state(&name, "deleting")?;
     devices::forget_instance(&d, &name)?;
-    let (rd, logs) = (d.runtime_dir(&name), d.dir.join("logs").join(&name));
-    let d2 = d.clone();
-    let name2 = name.clone();
-    blocking(move || {
-        let _ = std::fs::remove_dir_all(&rd);
-        let _ = std::fs::remove_dir_all(&logs);
-        for snap in d2.db.snapshots(&name2)? {
-            pool.delete_volume(&snapshot_vol(&name2, &snap.name))?;
-        }
-        d2.db.delete_instance_snapshots(&name2)?;
-        let _ = std::fs::remove_dir(
-            pool.path(&std::path::Path::new("containers-snapshots").join(&name2)),
-        );
-        Ok(pool.delete_volume(&instance_vol(&name2))?)
-    })
-    .await?;
-    d.forget_instance_lock(&name);
+    let (d2, name2) = (d.clone(), name.clone());
+    blocking(move || finish_delete(&d2, &name2, &row.pool)).await?;
+    d.prune_instance_locks();
     d.events
         .lifecycle("instance-deleted", &source(&name), json!({}));
     Ok(())
+}
+
+/// Removes what a deleted instance left (its runtime files, logs, snapshots and volume),
+/// then its rows. Each step tolerates what is already gone: startup calls it again for a
+/// delete that a crash interrupted.
+pub fn finish_delete(d: &Daemon, name: &str, pool: &str) -> Result<()> {
+    let _ = std::fs::remove_dir_all(d.runtime_dir(name));
+    let _ = std::fs::remove_dir_all(d.dir.join("logs").join(name));
+    let pool = d.pool(pool)?;
+    for snap in d.db.snapshots(name)? {
+        pool.delete_volume(&snapshot_vol(name, &snap.name))?;
+    }
+    let _ = std::fs::remove_dir(pool.path(&Path::new("containers-snapshots").join(name)));
+    pool.delete_volume(&instance_vol(name))?;
+    d.db.delete_instance_snapshots(name)?;
+    d.db.delete_instance(name)
 }
 
 pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<()> {
     super::create::validate_name(&new)?;
     let lock = d.instance_lock(&name);
     let _g = lock.lock().await;
-    let pool = d.pool(&d.db.instance_or_404(&name)?.pool)?;
+    let row = d.db.instance_or_404(&name)?;
     if runtime_status(&d, &name).0 != StatusCode::Stopped {
         return Err(DaemonError::BadRequest(
             "Renaming of running container not allowed".into(),
@@ -181,30 +185,51 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
             "Name {new:?} already in use"
         )));
     }
-    let (old_vol, new_vol) = (instance_vol(&name), instance_vol(&new));
-    pool.rename_volume(&old_vol, &new_vol)?;
-    let _ = std::fs::rename(d.runtime_dir(&name), d.runtime_dir(&new));
-    let _ = std::fs::rename(
-        d.dir.join("logs").join(&name),
-        d.dir.join("logs").join(&new),
-    );
-    let snaps = std::path::Path::new("containers-snapshots");
-    let has_snapshots = pool.path(&snaps.join(&name)).exists();
-    if has_snapshots {
-        pool.rename_volume(&snaps.join(&name), &snaps.join(&new))?;
-    }
-    if let Err(e) = d.db.rename_instance(&name, &new) {
-        let _ = pool.rename_volume(&new_vol, &old_vol);
-        if has_snapshots {
-            let _ = pool.rename_volume(&snaps.join(&new), &snaps.join(&name));
+    // The rows and the intent in one transaction, then the files follow; a crash anywhere
+    // after is finished at the next start (`finish_rename`), never lost.
+    d.db.begin_instance_rename(&name, &new)?;
+    super::fault::point("rename-recorded");
+    let (d2, old2, new2, pool) = (d.clone(), name.clone(), new.clone(), row.pool.clone());
+    let moved = blocking(move || move_instance_files(&d2, &pool, &old2, &new2)).await;
+    if let Err(e) = moved {
+        let (d2, old2, new2, pool) = (d.clone(), name.clone(), new.clone(), row.pool.clone());
+        let back = blocking(move || move_instance_files(&d2, &pool, &new2, &old2)).await;
+        if back.is_ok() {
+            d.db.undo_instance_rename(&name, &new)?;
         }
         return Err(e);
     }
-    d.db.rename_instance_snapshots(&name, &new)?;
+    d.db.end_instance_rename(&name)?;
     // Host entries are written again, under the new name, at the next start.
     devices::forget_instance(&d, &name)?;
-    d.forget_instance_lock(&name);
+    d.prune_instance_locks();
     d.events
         .lifecycle("instance-renamed", &source(&new), json!({"old_name": name}));
+    Ok(())
+}
+
+/// Moves an instance's files from name `old` to `new`: its volume, its snapshots, its
+/// runtime directory and logs. Each move is done only where the old exists and the new does
+/// not, so running it again after a crash finishes the job.
+pub fn move_instance_files(d: &Daemon, pool: &str, old: &str, new: &str) -> Result<()> {
+    let pool = d.pool(pool)?;
+    let snaps = Path::new("containers-snapshots");
+    for (from, to) in [
+        (instance_vol(old), instance_vol(new)),
+        (snaps.join(old), snaps.join(new)),
+    ] {
+        if pool.path(&from).exists() && !pool.path(&to).exists() {
+            pool.rename_volume(&from, &to)?;
+            super::fault::point("rename-volume-moved");
+        }
+    }
+    for (from, to) in [
+        (d.runtime_dir(old), d.runtime_dir(new)),
+        (d.dir.join("logs").join(old), d.dir.join("logs").join(new)),
+    ] {
+        if from.exists() && !to.exists() {
+            std::fs::rename(&from, &to).map_err(|e| DaemonError::io("rename", &from, e))?;
+        }
+    }
     Ok(())
 }

@@ -3,13 +3,16 @@
 
 mod autostart;
 mod create;
+mod device_options;
 pub mod devices;
 mod exec;
+pub mod fault;
 pub mod files;
 mod images;
 mod lifecycle;
 pub mod network;
 pub mod pools;
+mod reconcile;
 mod schedule;
 mod snapshot;
 mod spec;
@@ -17,13 +20,14 @@ pub mod volumes;
 
 pub use autostart::autostart;
 pub use create::validate_name;
-pub use create::{create_instance, reconcile_creates, validate_create};
+pub use create::{create_instance, validate_create};
 pub use exec::{exec_instance, exec_request};
 pub use images::{import_image, publish_image, Upload};
 pub use lifecycle::{
     delete_instance, freeze_instance, rename_instance, start_instance, stop_instance,
     unfreeze_instance,
 };
+pub use reconcile::reconcile;
 pub use schedule::start_scheduler;
 pub use snapshot::{
     create_snapshot, delete_snapshot, rename_snapshot, restore_snapshot, validate_snapshot_name,

@@ -137,6 +137,8 @@ pub fn disk_mounts(d: &Daemon, devices: &hutch_api::profile::Devices) -> Result<
         let (source, idmapped) = if source.starts_with('/') {
             (PathBuf::from(source), flag(dev, "shift"))
         } else {
+            // Records stored before names were checked are checked again here.
+            super::volumes::validate_volume_name(&source)?;
             let vol = crate::daemon::custom_vol(&source);
             let pool = d.pool(dev.get("pool").map(String::as_str).unwrap_or("default"))?;
             if !pool.path(&vol).exists() {

@@ -31,9 +31,16 @@ pub fn snapshot_names(pool: &dyn StorageDriver, name: &str) -> Vec<String> {
     names
 }
 
-/// A valid new custom volume name.
+/// A valid custom volume name: it becomes a path component on the pool, so nothing that
+/// could climb out of `custom/` (`/`, `..`, a leading `.`) or confuse a shell or a log.
 pub fn validate_volume_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+    let bad_char = |c: char| c == '/' || c == '\\' || c.is_control() || c.is_whitespace();
+    if name.is_empty()
+        || name.len() > 255
+        || name.starts_with('.')
+        || name.starts_with('-')
+        || name.contains(bad_char)
+    {
         return Err(DaemonError::BadRequest(format!(
             "Invalid volume name {name:?}"
         )));
