@@ -120,6 +120,29 @@ impl TestDaemon {
         });
     }
 
+    /// Replaces the extra environment of the next `spawn` (a fault point, say).
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// Waits for the daemon process to end by itself (a fault point killed it); panics
+    /// after `limit`.
+    pub fn wait_for_exit(&mut self, limit: Duration) {
+        let child = self.child.as_mut().expect("a daemon was spawned");
+        let deadline = std::time::Instant::now() + limit;
+        while child.try_wait().expect("wait for hutchd").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "hutchd did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = None;
+    }
+
     /// `kill -9` of the daemon: containers must not notice.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
