@@ -37,9 +37,29 @@ fn path_arg(q: &HashMap<String, String>) -> Result<String> {
     })
 }
 
-/// The tree holding `path` of instance `name`, and the path within it.
-fn root(d: &AppState, name: &str, path: &str) -> Result<(InstanceRoot, String)> {
-    InstanceRoot::open(d, name, path)
+/// Runs `f` on the tree holding `path` of instance `name` and the path within it, on a
+/// blocking thread: every open, stat and listing is a syscall on a tree the container
+/// controls, and none of it may hold an async worker.
+async fn in_root<T: Send + 'static>(
+    d: &AppState,
+    name: &str,
+    path: &str,
+    f: impl FnOnce(InstanceRoot, String) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (name, path) = (name.to_string(), path.to_string());
+    super::blocking(d, move |d| {
+        let (root, path) = InstanceRoot::open(d, &name, &path)?;
+        f(root, path)
+    })
+    .await
+}
+
+/// What a GET sends after the headers.
+enum Content {
+    Headers,
+    Listing(Vec<String>),
+    Target(String),
+    File(std::fs::File, u64),
 }
 
 async fn read(
@@ -49,8 +69,25 @@ async fn read(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     let path = path_arg(&q)?;
-    let (root, path) = root(&d, &name, &path)?;
-    let info = root.stat(&path)?;
+    let head = method == Method::HEAD;
+    let (info, content) = in_root(&d, &name, &path, move |root, path| {
+        let info = root.stat(&path)?;
+        let content = match (info.kind, head) {
+            (_, true) => Content::Headers,
+            (FileKind::Directory, false) => Content::Listing(root.list(&path)?),
+            (FileKind::Symlink, false) => Content::Target(root.read_link(&path)?),
+            (FileKind::File, false) => {
+                let file = root.read(&path)?;
+                let len = file
+                    .metadata()
+                    .map_err(|e| DaemonError::io("stat", &path, e))?
+                    .len();
+                Content::File(file, len)
+            }
+        };
+        Ok((info, content))
+    })
+    .await?;
     let modified = time::OffsetDateTime::from_unix_timestamp(info.modified)
         .ok()
         .and_then(|t| {
@@ -61,17 +98,17 @@ async fn read(
     let headers = [
         ("X-LXD-uid", info.uid.to_string()),
         ("X-LXD-gid", info.gid.to_string()),
-        ("X-LXD-mode", format!("{:04o}", info.mode)),
+        // Permission bits only, as LXD sends them: `0755` for a setuid 04755 file, which
+        // lxc reads with base detection (a bare `4755` would be decimal to it).
+        ("X-LXD-mode", format!("{:04o}", info.mode & 0o777)),
         ("X-LXD-type", info.kind.as_str().to_string()),
         ("X-LXD-modified", modified),
     ];
-    let mut resp = match (info.kind, method == Method::HEAD) {
-        (_, true) => ().into_response(),
-        (FileKind::Directory, false) => sync(root.list(&path)?),
-        (FileKind::Symlink, false) => root.read_link(&path)?.into_response(),
-        (FileKind::File, false) => {
-            let file = root.read(&path)?;
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut resp = match content {
+        Content::Headers => ().into_response(),
+        Content::Listing(names) => sync(names),
+        Content::Target(target) => target.into_response(),
+        Content::File(file, len) => {
             let base = std::path::Path::new(&path)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -166,16 +203,19 @@ async fn write_file(
         "append" => true,
         _ => return Err(DaemonError::BadRequest("Bad file write mode".into())),
     };
-    let (root, path) = root(d, name, &path)?;
     let mut take_body = || body.take().expect("the body is read once");
     match h("X-LXD-type").as_str() {
         "" | "file" => {
-            let (file, created) =
-                root.open_write(&path, uid, gid, mode.unwrap_or(0o644), append)?;
+            let (root, inner, file, created) = in_root(d, name, &path, move |root, path| {
+                let (file, created) =
+                    root.open_write(&path, uid, gid, mode.unwrap_or(0o644), append)?;
+                Ok((root, path, file, created))
+            })
+            .await?;
             // One blocking writer per upload, fed through a small channel: a thread hop per
             // chunk (what tokio::fs does) costs more than the write itself.
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-            let target = path.clone();
+            let target = inner.clone();
             let writer = tokio::task::spawn_blocking(move || -> Result<()> {
                 let mut file = file;
                 while let Some(chunk) = rx.blocking_recv() {
@@ -210,17 +250,26 @@ async fn write_file(
                 // A new file that could not be written whole (a full pool, a broken upload)
                 // is removed rather than left half-written, taking the space it held.
                 if created {
-                    let _ = root.remove(&path);
+                    let _ = crate::engine::blocking(move || root.remove(&inner)).await;
                 }
                 return Err(e);
             }
         }
-        "directory" => root.mkdir(&path, uid, gid, mode.unwrap_or(0o750))?,
+        "directory" => {
+            in_root(d, name, &path, move |root, path| {
+                root.mkdir(&path, uid, gid, mode.unwrap_or(0o750))
+            })
+            .await?
+        }
         "symlink" => {
             let target = axum::body::to_bytes(take_body(), 4096)
                 .await
                 .map_err(|e| DaemonError::BadRequest(format!("symlink target: {e}")))?;
-            root.symlink(&path, &String::from_utf8_lossy(&target), uid, gid)?;
+            let target = String::from_utf8_lossy(&target).into_owned();
+            in_root(d, name, &path, move |root, path| {
+                root.symlink(&path, &target, uid, gid)
+            })
+            .await?
         }
         other => return Err(DaemonError::BadRequest(format!("Bad file type: {other}"))),
     }
@@ -238,8 +287,7 @@ async fn delete(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     let path = path_arg(&q)?;
-    let (root, path) = root(&d, &name, &path)?;
-    root.remove(&path)?;
+    in_root(&d, &name, &path, |root, path| root.remove(&path)).await?;
     Ok(empty())
 }
 

@@ -219,9 +219,16 @@ impl InstanceRoot {
             libc::S_IFLNK => FileKind::Symlink,
             libc::S_IFREG => FileKind::File,
             _ => {
+                let what = match st.st_mode & libc::S_IFMT {
+                    libc::S_IFIFO => "a FIFO",
+                    libc::S_IFSOCK => "a socket",
+                    libc::S_IFCHR => "a character device",
+                    libc::S_IFBLK => "a block device",
+                    _ => "of an unknown kind",
+                };
                 return Err(DaemonError::BadRequest(format!(
-                    "{path}: not a file, directory or symlink"
-                )))
+                    "{path}: is {what}, not a file, directory or symlink"
+                )));
             }
         };
         let (uid, gid) = self.ids_in_container(st.st_uid, st.st_gid);
@@ -234,11 +241,14 @@ impl InstanceRoot {
         })
     }
 
-    /// Opens a regular file for reading.
+    /// Opens a regular file for reading. Anything else (a FIFO, a device node, a socket,
+    /// swapped in since a `stat`) is refused before it is opened for reading, so nothing
+    /// the container made can block the caller or act on a device.
     pub fn read(&self, path: &str) -> Result<File> {
-        self.open_at(path, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
-            .map(File::from)
-            .map_err(|e| errno_to(path, e))
+        let fd = self
+            .open_at(path, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            .map_err(|e| errno_to(path, e))?;
+        reopen_regular(path, &fd, libc::O_RDONLY)
     }
 
     /// Names in a directory, sorted.
@@ -287,8 +297,12 @@ impl InstanceRoot {
         let (uid, gid) = self.ids_on_disk(path, uid, gid)?;
         let (parent, name) = self.parent_dir(path)?;
         let c = cstr(&name)?;
-        let create =
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let create = libc::O_WRONLY
+            | libc::O_CREAT
+            | libc::O_EXCL
+            | libc::O_NOFOLLOW
+            | libc::O_NONBLOCK
+            | libc::O_CLOEXEC;
         // SAFETY: openat with a valid dirfd and NUL-terminated name.
         let fd = unsafe { libc::openat(parent.as_raw_fd(), c.as_ptr(), create, mode) };
         if fd >= 0 {
@@ -306,21 +320,28 @@ impl InstanceRoot {
         if Errno::last() != Errno::EEXIST {
             return Err(errno_to(path, Errno::last()));
         }
+        // What exists is looked at through an O_PATH fd first (which neither blocks on a
+        // FIFO nor opens a device), and only a regular file is then opened for writing.
+        // SAFETY: as above.
+        let fd = unsafe {
+            libc::openat(
+                parent.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(errno_to(path, Errno::last()));
+        }
+        // SAFETY: a new fd from openat that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let flags = libc::O_WRONLY
-            | libc::O_NOFOLLOW
-            | libc::O_CLOEXEC
             | if append {
                 libc::O_APPEND
             } else {
                 libc::O_TRUNC
             };
-        // SAFETY: as above.
-        let fd = unsafe { libc::openat(parent.as_raw_fd(), c.as_ptr(), flags) };
-        if fd < 0 {
-            return Err(errno_to(path, Errno::last()));
-        }
-        // SAFETY: a new fd from openat.
-        Ok((unsafe { File::from_raw_fd(fd) }, false))
+        Ok((reopen_regular(path, &fd, flags)?, false))
     }
 
     /// Writes a whole file (see `open_write`).
@@ -398,12 +419,15 @@ impl InstanceRoot {
         .map_err(|e| errno_to(path, e))
     }
 
-    /// Removes a file, a symlink or an empty directory.
+    /// Removes a file, a symlink, an empty directory, or a FIFO, socket or device node.
     pub fn remove(&self, path: &str) -> Result<()> {
         self.writable(path)?;
-        let info = self.stat(path)?;
+        let fd = self
+            .open_at(path, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            .map_err(|e| errno_to(path, e))?;
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| errno_to(path, e))?;
         let (parent, name) = self.parent_dir(path)?;
-        let flag = if info.kind == FileKind::Directory {
+        let flag = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             nix::unistd::UnlinkatFlags::RemoveDir
         } else {
             nix::unistd::UnlinkatFlags::NoRemoveDir
@@ -411,6 +435,50 @@ impl InstanceRoot {
         nix::unistd::unlinkat(Some(parent.as_raw_fd()), name.as_str(), flag)
             .map_err(|e| errno_to(path, e))
     }
+}
+
+/// Opens the regular file behind an `O_PATH` fd with `flags`, through
+/// `/proc/self/fd`: the very inode that was checked, never a FIFO or a device node put in
+/// its place. `O_NONBLOCK` (no effect on a regular file) keeps even a kernel that let one
+/// through from blocking.
+fn reopen_regular(path: &str, fd: &OwnedFd, flags: i32) -> Result<File> {
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| errno_to(path, e))?;
+    check_regular(path, st.st_mode)?;
+    let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let file = File::options()
+        .read(flags & libc::O_ACCMODE == libc::O_RDONLY)
+        .write(flags & libc::O_ACCMODE == libc::O_WRONLY)
+        .custom_flags(
+            (flags & !libc::O_ACCMODE) | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+        .open(&proc)
+        .map_err(|e| DaemonError::io("reopen", path, e))?;
+    // The same inode, checked again: a regular file for certain.
+    let again = nix::sys::stat::fstat(file.as_raw_fd()).map_err(|e| errno_to(path, e))?;
+    check_regular(path, again.st_mode)?;
+    if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(DaemonError::BadRequest(format!(
+            "{path}: changed while opened"
+        )));
+    }
+    Ok(file)
+}
+
+/// Refuses what is not a regular file, naming what it is.
+fn check_regular(path: &str, mode: u32) -> Result<()> {
+    let what = match mode & libc::S_IFMT {
+        libc::S_IFREG => return Ok(()),
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        _ => "of an unknown kind",
+    };
+    Err(DaemonError::BadRequest(format!(
+        "{path}: is {what}, not a regular file"
+    )))
 }
 
 /// Lexically resolves `.` and `..` of an absolute path.
@@ -479,5 +547,48 @@ mod tests {
         r.remove("/srv").unwrap();
         assert!(matches!(r.stat("/srv"), Err(DaemonError::NotFound(_))));
         assert!(matches!(r.remove("/etc"), Err(DaemonError::BadRequest(_))));
+    }
+
+    #[test]
+    fn fifos_and_sockets_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(dir.path().join("sock")).unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        std::os::unix::fs::symlink("file", dir.path().join("link")).unwrap();
+        let r = root(dir.path());
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        // No reader and no writer on the FIFO: a blocking open would never return.
+        for p in ["/fifo", "/sock"] {
+            let e = r.read(p).unwrap_err();
+            assert!(matches!(e, DaemonError::BadRequest(_)), "{e}");
+            let e = r.write(p, b"x", me.0, me.1, 0o644, false).unwrap_err();
+            assert!(matches!(e, DaemonError::BadRequest(_)), "{e}");
+            assert!(matches!(r.stat(p), Err(DaemonError::BadRequest(_))));
+        }
+        assert!(r
+            .read("/fifo")
+            .unwrap_err()
+            .to_string()
+            .contains("is a FIFO"));
+        // A final symlink is not followed for reading or writing.
+        assert!(r.read("/link").is_err());
+        assert!(r.write("/link", b"y", me.0, me.1, 0o644, false).is_err());
+        assert_eq!(std::fs::read(dir.path().join("file")).unwrap(), b"x");
+        // A regular file still reads and is rewritten in place.
+        r.write("/file", b"yz", me.0, me.1, 0o644, false).unwrap();
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut r.read("/file").unwrap(), &mut s).unwrap();
+        assert_eq!(s, "yz");
+        // The FIFO can be deleted like any entry.
+        r.remove("/fifo").unwrap();
+        assert!(!dir.path().join("fifo").exists());
     }
 }
