@@ -17,19 +17,83 @@ pub fn socket_path() -> PathBuf {
     dir.join("unix.socket")
 }
 
-/// A raw response.
+/// A raw response, its body read whole (`Streamed` reads it as it comes).
 pub struct Raw {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
-impl Raw {
+/// A response whose body is read as a stream (`Read`), chunked or not.
+pub struct Streamed {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    reader: BufReader<UnixStream>,
+    body: Body,
+}
+
+/// How the body of a `Streamed` is framed: to the end of the connection (we always send
+/// `Connection: close`), or in chunks with `left` bytes of the current one unread.
+enum Body {
+    Plain,
+    Chunked { left: usize, done: bool },
+}
+
+impl Streamed {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads the rest of the body into memory (for JSON answers).
+    pub fn into_raw(mut self) -> Result<Raw> {
+        let mut body = Vec::new();
+        self.read_to_end(&mut body)?;
+        Ok(Raw {
+            status: self.status,
+            body,
+        })
+    }
+}
+
+impl Read for Streamed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match &mut self.body {
+            Body::Plain => self.reader.read(buf),
+            Body::Chunked { done: true, .. } => Ok(0),
+            Body::Chunked { left, done } => {
+                if *left == 0 {
+                    let mut size = String::new();
+                    self.reader.read_line(&mut size)?;
+                    if size.trim().is_empty() {
+                        // The CRLF that ends the previous chunk.
+                        size.clear();
+                        self.reader.read_line(&mut size)?;
+                    }
+                    let size = size.trim();
+                    let n = usize::from_str_radix(size.split(';').next().unwrap_or(""), 16)
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("bad chunk size {size:?}"),
+                            )
+                        })?;
+                    if n == 0 {
+                        *done = true;
+                        return Ok(0);
+                    }
+                    *left = n;
+                }
+                let want = buf.len().min(*left);
+                let n = self.reader.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                *left -= n;
+                Ok(n)
+            }
+        }
     }
 }
 
@@ -62,15 +126,35 @@ impl Client {
         headers: &[(&str, String)],
         body: &[u8],
     ) -> Result<Raw> {
+        let mut body = body;
+        let len = body.len() as u64;
+        self.send(method, path, headers, &mut body, len)?.into_raw()
+    }
+
+    /// Sends one request whose body, `len` bytes, is read from `body` as it goes out, and
+    /// returns the response with its body still to be read: large uploads and downloads
+    /// never sit in memory whole.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &mut dyn Read,
+        len: u64,
+    ) -> Result<Streamed> {
         let mut s = self.connect()?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: unix.socket\r\nUser-Agent: hutch\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: unix.socket\r\nUser-Agent: hutch\r\nContent-Length: {len}\r\nConnection: close\r\n");
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
         s.write_all(head.as_bytes())?;
-        s.write_all(body)?;
-        let mut reader = BufReader::new(s);
+        let sent = std::io::copy(&mut body.take(len), &mut s)?;
+        if sent != len {
+            // The server still waits for the rest: hanging up makes it drop the request.
+            bail!("the request body ended after {sent} of {len} bytes");
+        }
+        let mut reader = BufReader::with_capacity(1 << 16, s);
         let mut status_line = String::new();
         reader.read_line(&mut status_line)?;
         let status: u16 = status_line
@@ -93,25 +177,18 @@ impl Client {
         let chunked = headers
             .iter()
             .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                let mut size = String::new();
-                reader.read_line(&mut size)?;
-                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                let mut chunk = vec![0u8; n + 2];
-                reader.read_exact(&mut chunk)?;
-                body.extend_from_slice(&chunk[..n]);
+        let body = if chunked {
+            Body::Chunked {
+                left: 0,
+                done: false,
             }
         } else {
-            reader.read_to_end(&mut body)?;
-        }
-        Ok(Raw {
+            Body::Plain
+        };
+        Ok(Streamed {
             status,
             headers,
+            reader,
             body,
         })
     }

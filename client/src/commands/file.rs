@@ -1,11 +1,17 @@
 //! `hutch file push|pull|delete`, with LXD's X-LXD-* headers.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use crate::http::{encode, parse_envelope, Client};
+
+/// The permission bits a pulled file or directory may get: setuid, setgid and sticky bits
+/// set inside a container never reach the host (as with `lxc file pull`).
+const PULLED_MODE_MASK: u32 = 0o777;
 
 /// Splits `name/path` into instance and absolute path.
 pub fn target(spec: &str) -> Result<(String, String)> {
@@ -28,9 +34,34 @@ fn post(
     name: &str,
     path: &str,
     kind: &str,
-    (uid, gid): (u32, u32),
+    ids: (u32, u32),
     mode: Option<u32>,
     body: &[u8],
+) -> Result<()> {
+    let mut reader = body;
+    post_from(
+        client,
+        name,
+        path,
+        kind,
+        ids,
+        mode,
+        &mut reader,
+        body.len() as u64,
+    )
+}
+
+/// A POST whose body, `len` bytes, is streamed from `body`.
+#[allow(clippy::too_many_arguments)]
+fn post_from(
+    client: &Client,
+    name: &str,
+    path: &str,
+    kind: &str,
+    (uid, gid): (u32, u32),
+    mode: Option<u32>,
+    body: &mut dyn Read,
+    len: u64,
 ) -> Result<()> {
     let mut headers = vec![
         ("X-LXD-type", kind.to_string()),
@@ -41,7 +72,9 @@ fn post(
     if let Some(m) = mode {
         headers.push(("X-LXD-mode", format!("{m:04o}")));
     }
-    let raw = client.raw("POST", &files_url(name, path), &headers, body)?;
+    let raw = client
+        .send("POST", &files_url(name, path), &headers, body, len)?
+        .into_raw()?;
     parse_envelope(&raw)?;
     Ok(())
 }
@@ -125,8 +158,19 @@ fn push_one(client: &Client, name: &str, src: &Path, to: &str, o: &PushOptions) 
         }
         return Ok(());
     }
-    let data = std::fs::read(src).with_context(|| format!("read {}", src.display()))?;
-    post(client, name, to, "file", (uid, gid), Some(mode), &data)
+    let mut file = File::open(src).with_context(|| format!("read {}", src.display()))?;
+    let len = file.metadata()?.len();
+    post_from(
+        client,
+        name,
+        to,
+        "file",
+        (uid, gid),
+        Some(mode),
+        &mut file,
+        len,
+    )
+    .with_context(|| format!("push {}", src.display()))
 }
 
 pub fn pull(client: &Client, sources: &[String], dest: &Path, recursive: bool) -> Result<()> {
@@ -147,28 +191,39 @@ pub fn pull(client: &Client, sources: &[String], dest: &Path, recursive: bool) -
 }
 
 fn pull_one(client: &Client, name: &str, path: &str, to: &Path, recursive: bool) -> Result<()> {
-    let raw = client.raw("GET", &files_url(name, path), &[], b"")?;
-    if raw.status != 200 {
-        parse_envelope(&raw)?;
+    let mut resp = client.send("GET", &files_url(name, path), &[], &mut std::io::empty(), 0)?;
+    if resp.status != 200 {
+        parse_envelope(&resp.into_raw()?)?;
         bail!("failed to pull {path}");
     }
-    let mode = raw
+    // LXD sends `0644`: octal, permission bits only; anything more is dropped.
+    let mode = resp
         .header("X-LXD-mode")
         .and_then(|m| u32::from_str_radix(m, 8).ok())
-        .unwrap_or(0o644);
-    match raw.header("X-LXD-type").unwrap_or("file") {
+        .unwrap_or(0o644)
+        & PULLED_MODE_MASK;
+    match resp.header("X-LXD-type").unwrap_or("file") {
         "directory" => {
             if !recursive {
                 bail!("{path} is a directory (use -r)");
             }
+            // Entries are names the container chose: a symlink in their place on the host
+            // (left by an earlier entry or pull) is never followed.
+            if std::fs::symlink_metadata(to).is_ok_and(|m| m.file_type().is_symlink()) {
+                bail!(
+                    "{} is a symlink; not pulling a directory through it",
+                    to.display()
+                );
+            }
             std::fs::create_dir_all(to)?;
-            let env = parse_envelope(&raw)?;
+            let env = parse_envelope(&resp.into_raw()?)?;
             for entry in env
                 .metadata
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|e| e.as_str())
+                .filter(|e| !e.is_empty() && *e != "." && *e != ".." && !e.contains('/'))
             {
                 pull_one(
                     client,
@@ -180,14 +235,61 @@ fn pull_one(client: &Client, name: &str, path: &str, to: &Path, recursive: bool)
             }
         }
         "symlink" => {
+            let mut target = Vec::new();
+            resp.take(1 << 16).read_to_end(&mut target)?;
             let _ = std::fs::remove_file(to);
-            std::os::unix::fs::symlink(String::from_utf8_lossy(&raw.body).as_ref(), to)?;
+            std::os::unix::fs::symlink(String::from_utf8_lossy(&target).as_ref(), to)?;
             return Ok(());
         }
-        _ => std::fs::write(to, &raw.body).with_context(|| format!("write {}", to.display()))?,
+        _ => {
+            let mut options = File::options();
+            options.write(true).create(true).truncate(true).mode(0o600);
+            if recursive {
+                options.custom_flags(libc::O_NOFOLLOW);
+            }
+            let mut file = options
+                .open(to)
+                .with_context(|| format!("write {}", to.display()))?;
+            copy_sparse(&mut resp, &mut file)
+                .with_context(|| format!("pull {path} to {}", to.display()))?;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            return Ok(());
+        }
     }
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))?;
     Ok(())
+}
+
+/// Copies `from` into the empty file `to` block by block, leaving holes where a block is
+/// all zeroes: a sparse file stays sparse, and nothing is held in memory but one buffer.
+fn copy_sparse(from: &mut dyn Read, to: &mut File) -> std::io::Result<u64> {
+    const BLOCK: usize = 4096;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let mut filled = 0;
+    loop {
+        let n = from.read(&mut buf[filled..])?;
+        filled += n;
+        // Whole blocks are written (or skipped) once the buffer is full or the body ends.
+        if n != 0 && filled < buf.len() {
+            continue;
+        }
+        for block in buf[..filled].chunks(BLOCK) {
+            if block.iter().all(|&b| b == 0) {
+                to.seek(SeekFrom::Current(block.len() as i64))?;
+            } else {
+                to.write_all(block)?;
+            }
+        }
+        total += filled as u64;
+        filled = 0;
+        if n == 0 {
+            break;
+        }
+    }
+    // A trailing hole is made by the length alone.
+    to.set_len(total)?;
+    Ok(total)
 }
 
 pub fn delete(client: &Client, targets: &[String]) -> Result<()> {
