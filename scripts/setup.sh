@@ -26,11 +26,16 @@ install -m 0755 target/release/hutchd /usr/local/bin/hutchd
 install -m 0755 target/release/hutch /usr/local/bin/hutch
 
 export HUTCH_DIR=${HUTCH_DIR:-/var/lib/hutch}
-hutchd init --auto
 
-# Start the daemon: as a systemd service where systemd runs, else in the background.
+# Initialise, then start the daemon: as a systemd service where systemd runs, else in the
+# background. A running hutchd holds its directory's lock, so init is for a stopped one.
 if [ -S "$HUTCH_DIR/unix.socket" ] && hutch list >/dev/null 2>&1; then
     echo "hutchd is already running"
+else
+    hutchd init --auto
+fi
+if [ -S "$HUTCH_DIR/unix.socket" ] && hutch list >/dev/null 2>&1; then
+    :
 elif [ -d /run/systemd/system ]; then
     cat >/etc/systemd/system/hutchd.service <<UNIT
 [Unit]

@@ -381,3 +381,50 @@ fn misspelt_or_unknown_device_options_are_refused_by_name() {
         "a refused device was stored: {body}"
     );
 }
+
+/// The host uid that instance `name`'s init runs as.
+fn init_host_uid(d: &TestDaemon, name: &str) -> u32 {
+    let (_, body) = d.http("GET", &format!("/1.0/instances/{name}/state"), b"");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pid = v["metadata"]["pid"].as_i64().expect("a running init");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|u| u.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .expect("Uid line")
+}
+
+#[test]
+fn isolated_idmaps_are_distinct_and_kept_across_restarts() {
+    if !require_root("isolated_idmaps_are_distinct_and_kept_across_restarts") {
+        return;
+    }
+    let d = daemon_with_busybox(&["--storage-backend", "btrfs"]);
+    d.hutch_ok(&["launch", "bb", "shared"]);
+    for c in ["iso1", "iso2"] {
+        d.hutch_ok(&["launch", "bb", c, "-c", "security.idmap.isolated=true"]);
+    }
+    let (shared, a, b) = (
+        init_host_uid(&d, "shared"),
+        init_host_uid(&d, "iso1"),
+        init_host_uid(&d, "iso2"),
+    );
+    assert!(shared != a && shared != b && a != b, "{shared} {a} {b}");
+    let recorded = d.hutch_ok(&["config", "get", "iso1", "volatile.idmap.base"]);
+    assert_eq!(recorded.trim(), a.to_string());
+    // The container's root owns its directory, so it alone can reach its root filesystem.
+    let dir = d.path().join("storage-pools/default/containers/iso1");
+    assert_eq!(std::fs::metadata(&dir).unwrap().uid(), a);
+    d.hutch_ok(&["exec", "iso1", "--", "sh", "-c", "echo ok > /root/f"]);
+    d.hutch_ok(&["restart", "iso1", "--force"]);
+    assert_eq!(init_host_uid(&d, "iso1"), a);
+    assert_eq!(
+        d.hutch_ok(&["exec", "iso1", "--", "cat", "/root/f"]).trim(),
+        "ok"
+    );
+    for c in ["shared", "iso1", "iso2"] {
+        d.hutch_ok(&["stop", c, "--force"]);
+    }
+}

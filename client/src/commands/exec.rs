@@ -95,9 +95,11 @@ pub fn exec(client: &Client, args: &ExecArgs) -> Result<i32> {
         drop(control);
     }
     let result = client.get(&format!("{op}/wait?timeout=-1"))?;
+    // A command that never started (a missing cwd) fails with `return` -1 and the reason.
+    let failed = result["status_code"].as_u64().unwrap_or(0) >= 400;
     match result["metadata"]["return"].as_i64() {
-        Some(code) => Ok(code as i32),
-        None => Err(anyhow!(
+        Some(code) if !(failed && code < 0) => Ok(code as i32),
+        _ => Err(anyhow!(
             "{}",
             result["err"].as_str().unwrap_or("exec failed")
         )),

@@ -89,21 +89,28 @@ async fn exec(
                 })?;
             connected.insert(fd, ws);
         }
-        let code = if req.interactive {
-            run_pty(&d2, &name, run, connected, control).await?
+        let ran = if req.interactive {
+            run_pty(&d2, &name, run, connected, control).await
         } else {
-            run_pipes(&d2, &name, run, connected, control).await?
+            run_pipes(&d2, &name, run, connected, control).await
         };
-        finish(&op2, code)
+        finish(&op2, ran.inspect_err(|_| record_return(&op2, -1))?)
     });
     Ok(accepted(&op))
 }
 
-/// Records the exit code; 126/127 also fail the operation, as LXD does.
-fn finish(op: &OpEntry, code: i32) -> Result<Option<Value>> {
+/// Sets `return` in the operation's metadata.
+fn record_return(op: &OpEntry, code: i32) {
     let mut m = serde_json::Map::new();
     m.insert("return".into(), code.into());
     op.extend_metadata(m);
+}
+
+/// Records the exit code; 126/127 also fail the operation, as LXD does. A command that
+/// could not be started (a missing `cwd`) fails it with `return` -1 and the reason, as
+/// LXD's start failures do, rather than passing for a missing command.
+fn finish(op: &OpEntry, code: i32) -> Result<Option<Value>> {
+    record_return(op, code);
     match code {
         127 => Err(DaemonError::BadRequest("Command not found".into())),
         126 => Err(DaemonError::BadRequest("Command not executable".into())),
@@ -181,8 +188,11 @@ async fn run_detached(
             stderr,
         },
     )
-    .await?;
-    let code = wait(session).await?;
+    .await
+    .inspect_err(|_| record_return(&op, -1))?;
+    let code = wait(session)
+        .await
+        .inspect_err(|_| record_return(&op, -1))?;
     if let Some(output) = output {
         let mut m = serde_json::Map::new();
         m.insert("output".into(), output);

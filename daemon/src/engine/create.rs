@@ -227,13 +227,9 @@ pub fn secure_instance_volume(
     row: &InstanceRow,
     expanded: &super::spec::Expanded,
 ) -> Result<()> {
-    let owner = if super::spec::flag(&expanded.config, "security.privileged") {
-        (0, 0)
-    } else {
-        (
-            d.idmap.host_uid(0).unwrap_or(0),
-            d.idmap.host_gid(0).unwrap_or(0),
-        )
+    let owner = match super::idmaps::instance_idmap(d, row, expanded)? {
+        None => (0, 0),
+        Some(map) => (map.host_uid(0).unwrap_or(0), map.host_gid(0).unwrap_or(0)),
     };
     let vol = d.pool(&row.pool)?.path(&instance_vol(&row.name));
     crate::layout::secure_instance_dir(&vol, owner);

@@ -7,6 +7,7 @@ mod device_options;
 pub mod devices;
 mod exec;
 pub mod fault;
+mod idmaps;
 pub mod files;
 mod images;
 mod lifecycle;

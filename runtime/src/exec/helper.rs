@@ -69,6 +69,9 @@ fn run(dir: &Path, control: BorrowedFd<'_>, born_in_cgroup2: bool) -> Result<()>
         }
     })?;
     join_container(&state, dir, born_in_cgroup2)?;
+    if let Some(cwd) = &req.cwd {
+        check_cwd(cwd)?;
+    }
     let pty = match req.pty {
         Some(size) => Some(open_pty(size, req.uid, req.gid)?),
         None => None,
@@ -147,6 +150,17 @@ fn join_container(state: &MonitorState, dir: &Path, born_in_cgroup2: bool) -> Re
         userns::become_root()?;
     }
     sys::drop_bounding_caps(state.nesting).map_err(|e| RuntimeError::sys("drop capabilities", e))
+}
+
+/// A missing working directory fails the exec with its own reason (in the container's
+/// mount namespace, before the command is started), never as a missing command.
+fn check_cwd(cwd: &str) -> Result<()> {
+    let failed = |e| RuntimeError::sys(format!("change directory to {cwd}"), e);
+    let st = nix::sys::stat::stat(cwd).map_err(failed)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(failed(nix::errno::Errno::ENOTDIR));
+    }
+    Ok(())
 }
 
 /// A pty from the container's own devpts, so the command sees /dev/pts/N inside.
@@ -248,7 +262,9 @@ fn start_command(
     let cwd = req.cwd.as_deref().unwrap_or("/");
     if let Err(e) = nix::unistd::chdir(cwd) {
         if req.cwd.is_some() {
-            return fail(&format!("change directory to {cwd}"), e);
+            // Not 127/126: a directory the user may not enter is no missing command.
+            eprintln!("hutch exec: change directory to {cwd}: {}", e.desc());
+            return 1;
         }
     }
     sys::reset_signals();
