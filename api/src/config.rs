@@ -110,6 +110,34 @@ pub static INSTANCE_KEYS: &[ConfigKey] = &[
         validate: is_bool,
     },
     ConfigKey {
+        name: "security.syscalls.allow",
+        default: "",
+        live: false,
+        doc: "system calls to allow, all others fail (excludes the deny keys)",
+        validate: |v| parse_syscall_list(v).map(|_| ()),
+    },
+    ConfigKey {
+        name: "security.syscalls.deny",
+        default: "",
+        live: false,
+        doc: "system calls to deny (EPERM), comma or newline separated",
+        validate: |v| parse_syscall_list(v).map(|_| ()),
+    },
+    ConfigKey {
+        name: "security.syscalls.deny_compat",
+        default: "false",
+        live: false,
+        doc: "deny every system call of the 32-bit compat ABIs",
+        validate: is_bool,
+    },
+    ConfigKey {
+        name: "security.syscalls.deny_default",
+        default: "true",
+        live: false,
+        doc: "deny what LXC's default seccomp profile denies",
+        validate: is_bool,
+    },
+    ConfigKey {
         name: "security.protection.delete",
         default: "false",
         live: true,
@@ -187,7 +215,101 @@ pub fn validate_instance_config(config: &BTreeMap<String, String>) -> Result<(),
             return Err(err("unknown config key".into()));
         }
     }
+    check_syscall_keys(config)
+}
+
+/// `security.syscalls.allow` excludes the deny keys (as in LXD).
+pub fn check_syscall_keys(config: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    let set = |k: &str| config.get(k).is_some_and(|v| !v.trim().is_empty());
+    let deny_compat = config
+        .get("security.syscalls.deny_compat")
+        .is_some_and(|v| parse_bool(v).unwrap_or(false));
+    if set("security.syscalls.allow") && (set("security.syscalls.deny") || deny_compat) {
+        return Err(ConfigError {
+            key: "security.syscalls.allow".into(),
+            reason: "cannot be combined with security.syscalls.deny or deny_compat".into(),
+        });
+    }
     Ok(())
+}
+
+/// The system call names hutch's seccomp filters know (any of x86_64, x32, i386, aarch64,
+/// arm), generated with the runtime's table by runtime/src/seccomp/gen_table.py.
+const SYSCALL_NAMES: &str = "\
+    _llseek _newselect _sysctl accept accept4 access acct add_key adjtimex afs_syscall \
+    alarm arch_prctl arm_fadvise64_64 arm_sync_file_range bdflush bind bpf break brk capget \
+    capset chdir chmod chown chown32 chroot clock_adjtime clock_getres clock_gettime \
+    clock_nanosleep clock_settime clone clone3 close close_range connect copy_file_range \
+    creat delete_module dup dup2 dup3 epoll_create epoll_create1 epoll_ctl epoll_ctl_old \
+    epoll_pwait epoll_pwait2 epoll_wait epoll_wait_old eventfd eventfd2 execve execveat \
+    exit exit_group faccessat faccessat2 fadvise64 fadvise64_64 fallocate fanotify_init \
+    fanotify_mark fchdir fchmod fchmodat fchmodat2 fchown fchown32 fchownat fcntl fcntl64 \
+    fdatasync fgetxattr finit_module flistxattr flock fork fremovexattr fsconfig fsetxattr \
+    fsmount fsopen fspick fstat fstat64 fstatat64 fstatfs fstatfs64 fsync ftime ftruncate \
+    ftruncate64 futex futex_waitv futimesat get_mempolicy get_robust_list get_thread_area \
+    getcpu getcwd getdents getdents64 getegid getegid32 geteuid geteuid32 getgid getgid32 \
+    getgroups getgroups32 getitimer getpeername getpgid getpgrp getpid getpmsg getppid \
+    getpriority getrandom getresgid getresgid32 getresuid getresuid32 getrlimit getrusage \
+    getsid getsockname getsockopt gettid gettimeofday getuid getuid32 getxattr gtty idle \
+    init_module inotify_add_watch inotify_init inotify_init1 inotify_rm_watch io_cancel \
+    io_destroy io_getevents io_setup io_submit io_uring_enter io_uring_register \
+    io_uring_setup ioctl ioperm iopl ioprio_get ioprio_set ipc kcmp kexec_file_load \
+    kexec_load keyctl kill landlock_add_rule landlock_create_ruleset landlock_restrict_self \
+    lchown lchown32 lgetxattr link linkat listen listxattr llistxattr lock lookup_dcookie \
+    lremovexattr lseek lsetxattr lstat lstat64 madvise mbind membarrier memfd_create \
+    memfd_secret migrate_pages mincore mkdir mkdirat mknod mknodat mlock mlock2 mlockall \
+    mmap mmap2 modify_ldt mount mount_setattr move_mount move_pages mprotect mpx \
+    mq_getsetattr mq_notify mq_open mq_timedreceive mq_timedsend mq_unlink mremap mseal \
+    msgctl msgget msgrcv msgsnd msync munlock munlockall munmap name_to_handle_at nanosleep \
+    newfstatat nfsservctl nice oldfstat oldlstat oldolduname oldstat olduname open \
+    open_by_handle_at open_tree openat openat2 pause pciconfig_iobase pciconfig_read \
+    pciconfig_write perf_event_open personality pidfd_getfd pidfd_open pidfd_send_signal \
+    pipe pipe2 pivot_root pkey_alloc pkey_free pkey_mprotect poll ppoll prctl pread64 \
+    preadv preadv2 prlimit64 process_madvise process_mrelease process_vm_readv \
+    process_vm_writev prof profil pselect6 ptrace putpmsg pwrite64 pwritev pwritev2 \
+    quotactl quotactl_fd read readahead readdir readlink readlinkat readv reboot recv \
+    recvfrom recvmmsg recvmsg remap_file_pages removexattr rename renameat renameat2 \
+    request_key restart_syscall rmdir rseq rt_sigaction rt_sigpending rt_sigprocmask \
+    rt_sigqueueinfo rt_sigreturn rt_sigsuspend rt_sigtimedwait rt_tgsigqueueinfo \
+    sched_get_priority_max sched_get_priority_min sched_getaffinity sched_getattr \
+    sched_getparam sched_getscheduler sched_rr_get_interval sched_setaffinity sched_setattr \
+    sched_setparam sched_setscheduler sched_yield seccomp security select semctl semget \
+    semop semtimedop send sendfile sendfile64 sendmmsg sendmsg sendto set_mempolicy \
+    set_mempolicy_home_node set_robust_list set_thread_area set_tid_address setdomainname \
+    setfsgid setfsgid32 setfsuid setfsuid32 setgid setgid32 setgroups setgroups32 \
+    sethostname setitimer setns setpgid setpriority setregid setregid32 setresgid \
+    setresgid32 setresuid setresuid32 setreuid setreuid32 setrlimit setsid setsockopt \
+    settimeofday setuid setuid32 setxattr sgetmask shmat shmctl shmdt shmget shutdown \
+    sigaction sigaltstack signal signalfd signalfd4 sigpending sigprocmask sigreturn \
+    sigsuspend socket socketcall socketpair splice ssetmask stat stat64 statfs statfs64 \
+    statx stime stty swapoff swapon symlink symlinkat sync sync_file_range syncfs sysfs \
+    sysinfo syslog tee tgkill time timer_create timer_delete timer_getoverrun timer_gettime \
+    timer_settime timerfd_create timerfd_gettime timerfd_settime times tkill truncate \
+    truncate64 tuxcall ugetrlimit ulimit umask umount umount2 uname unlink unlinkat unshare \
+    uselib userfaultfd ustat utime utimensat utimes vfork vhangup vm86 vm86old vmsplice \
+    vserver wait4 waitid waitpid write writev ";
+
+/// A list of system call names, separated by commas, spaces or newlines; unknown names are
+/// refused by name.
+pub fn parse_syscall_list(v: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in v.split(|c: char| c == ',' || c.is_whitespace()) {
+        if name.is_empty() {
+            continue;
+        }
+        if !SYSCALL_NAMES.split_ascii_whitespace().any(|n| n == name) {
+            return Err(format!("unknown system call {name:?}"));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Every system call name [`parse_syscall_list`] accepts.
+pub fn syscall_names() -> impl Iterator<Item = &'static str> {
+    SYSCALL_NAMES.split_ascii_whitespace()
 }
 
 fn is_bool(v: &str) -> Result<(), String> {
@@ -336,6 +458,29 @@ mod tests {
             ("environment.FOO", "bar"),
             ("user.note", "x"),
             ("volatile.base_image", "abc"),
+        ]))
+        .unwrap();
+    }
+
+    #[test]
+    fn syscall_lists_parse_and_unknown_names_are_refused() {
+        assert_eq!(
+            parse_syscall_list("mkdirat, chmod\nmkdirat").unwrap(),
+            vec!["mkdirat", "chmod"]
+        );
+        let err = parse_syscall_list("read,no_such_call").unwrap_err();
+        assert!(err.contains("no_such_call"), "{err}");
+        let err =
+            validate_instance_config(&cfg(&[("security.syscalls.deny", "bogus")])).unwrap_err();
+        assert_eq!(err.key, "security.syscalls.deny");
+        let both = cfg(&[
+            ("security.syscalls.allow", "read"),
+            ("security.syscalls.deny", "write"),
+        ]);
+        assert!(validate_instance_config(&both).is_err());
+        validate_instance_config(&cfg(&[
+            ("security.syscalls.allow", "read write"),
+            ("security.syscalls.deny_default", "false"),
         ]))
         .unwrap();
     }

@@ -19,6 +19,7 @@ use crate::cgroup::{self, CgroupDriver, CgroupLayout, RealCgroupFs};
 use crate::console::{self, ConsolePty};
 use crate::error::{Result, RuntimeError};
 use crate::rootfs;
+use crate::seccomp;
 use crate::spec::ContainerSpec;
 use crate::sys;
 use crate::userns::{self, RootTree};
@@ -172,6 +173,7 @@ fn spawn_init(
     // Prepared before fork: the children must not allocate what they can avoid.
     let argv = to_cstrings(&spec.init_command())?;
     let envp = to_cstrings(&init_environment(spec))?;
+    let filter = seccomp::compile(&spec.seccomp, spec.privileged, spec.nesting)?;
 
     // Born in its cgroup2 directory where there is one: moving in costs a grace period.
     let cgroup2 = cg.v2_dir().and_then(|dir| sys::open_cgroup_dir(&dir).ok());
@@ -201,8 +203,11 @@ fn spawn_init(
                 trees,
                 console,
                 ops,
-                &argv,
-                &envp,
+                &Exec {
+                    argv: &argv,
+                    envp: &envp,
+                    filter: filter.as_ref(),
+                },
                 &mut report,
                 release_r,
             );
@@ -313,6 +318,13 @@ fn protocol(expected: &'static str, got: &str) -> RuntimeError {
     }
 }
 
+/// What init execs, prepared before the fork, and the seccomp filter it execs under.
+struct Exec<'a> {
+    argv: &'a [CString],
+    envp: &'a [CString],
+    filter: Option<&'a seccomp::Filter>,
+}
+
 /// The first child: joins the cgroup (what it was not born in) and user namespace,
 /// unshares the rest, and forks
 /// init into the new pid namespace. Returns only on error.
@@ -325,8 +337,7 @@ fn intermediate(
     trees: &Trees<'_>,
     console: &ConsolePty,
     ops: &[rootfs::MountOp],
-    argv: &[CString],
-    envp: &[CString],
+    exec: &Exec<'_>,
     report: &mut File,
     release: OwnedFd,
 ) -> RuntimeError {
@@ -349,7 +360,7 @@ fn intermediate(
         // SAFETY: single-threaded process (forked from the single-threaded monitor).
         match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork init", e))? {
             ForkResult::Child => {
-                let err = init_process(spec, trees, console, ops, argv, envp, report, release);
+                let err = init_process(spec, trees, console, ops, exec, report, release);
                 let _ = writeln!(report, "{MSG_ERROR}{}", chain(&err));
                 // SAFETY: see above; a forked child leaves with _exit.
                 unsafe { libc::_exit(1) }
@@ -375,8 +386,7 @@ fn init_process(
     trees: &Trees<'_>,
     console: &ConsolePty,
     ops: &[rootfs::MountOp],
-    argv: &[CString],
-    envp: &[CString],
+    exec: &Exec<'_>,
     report: &mut File,
     release: OwnedFd,
 ) -> RuntimeError {
@@ -408,9 +418,14 @@ fn init_process(
             .map_err(|e| RuntimeError::sys("drop capabilities", e))?;
         sys::reset_signals();
         sys::cloexec_from(3).map_err(|e| RuntimeError::sys("mark fds close-on-exec", e))?;
-        let e = execve(&argv[0], argv, envp).unwrap_err();
+        // Last, with CAP_SYS_ADMIN in the container's user namespace rather than
+        // no_new_privs, so setuid programs inside keep working.
+        if let Some(filter) = exec.filter {
+            seccomp::install(filter).map_err(|e| RuntimeError::sys("install seccomp filter", e))?;
+        }
+        let e = execve(&exec.argv[0], exec.argv, exec.envp).unwrap_err();
         Err(RuntimeError::sys(
-            format!("exec {}", argv[0].to_string_lossy()),
+            format!("exec {}", exec.argv[0].to_string_lossy()),
             e,
         ))
     };

@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod rootfs;
 pub mod spec;
 pub mod state;
+pub mod seccomp;
 mod sys;
 pub mod userns;
 
@@ -29,6 +30,6 @@ pub use exec::{
 };
 pub use idmap::{IdMap, IdMapEntry};
 pub use monitor::{monitor_main, start, MonitorClient, Started};
-pub use spec::{BindMount, ContainerSpec, CpuAllowance, DeviceNode, Limits};
+pub use spec::{BindMount, ContainerSpec, CpuAllowance, DeviceNode, Limits, Seccomp};
 pub use state::{ExitRecord, MonitorState, RuntimeDir};
 pub use sys::process_start_time;

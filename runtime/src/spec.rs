@@ -54,6 +54,39 @@ pub struct ContainerSpec {
     /// Cap on the console log file, in bytes.
     #[serde(default = "default_console_log_limit")]
     pub console_log_limit: u64,
+    /// The system calls init and exec'd commands may not make.
+    #[serde(default)]
+    pub seccomp: Seccomp,
+}
+
+/// The seccomp policy of a container, as LXD's `security.syscalls.*` keys describe it.
+/// Denied calls fail with EPERM; with an allow list, every other call fails with ENOSYS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seccomp {
+    /// Deny what LXC's default profile denies (module loading, kexec,
+    /// open_by_handle_at, forced unmounts), and bpf in unprivileged containers.
+    #[serde(default = "yes")]
+    pub deny_default: bool,
+    /// Further system calls to deny, by name.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Refuse every system call of the 32-bit compat ABIs (i386 and x32, or arm).
+    #[serde(default)]
+    pub deny_compat: bool,
+    /// When not empty, only these system calls are allowed (the deny keys must be unset).
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl Default for Seccomp {
+    fn default() -> Self {
+        Seccomp {
+            deny_default: true,
+            deny: Vec::new(),
+            deny_compat: false,
+            allow: Vec::new(),
+        }
+    }
 }
 
 fn default_console_log_limit() -> u64 {
@@ -132,6 +165,7 @@ impl ContainerSpec {
             pre_start_hooks: Vec::new(),
             nesting: false,
             console_log_limit: DEFAULT_CONSOLE_LOG_LIMIT,
+            seccomp: Seccomp::default(),
         }
     }
 
@@ -200,6 +234,7 @@ impl ContainerSpec {
         if self.pre_start_hooks.iter().any(|h| h.is_empty()) {
             return Err(invalid("pre_start_hooks", "a hook needs a command"));
         }
+        crate::seccomp::compile(&self.seccomp, self.privileged, self.nesting)?;
         Ok(())
     }
 }
@@ -391,6 +426,27 @@ mod tests {
         assert_eq!(parse_cpu_list("0-2,5,1").unwrap(), vec![0, 1, 2, 5]);
         assert!(parse_cpu_list("a").is_err());
         assert!(parse_cpu_list("").is_err());
+    }
+
+    #[test]
+    fn an_old_spec_without_seccomp_gets_the_default_filter() {
+        let mut json = serde_json::to_value(spec()).unwrap();
+        json.as_object_mut().unwrap().remove("seccomp");
+        let back: ContainerSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back.seccomp, Seccomp::default());
+        assert!(back.seccomp.deny_default);
+    }
+
+    #[test]
+    fn unknown_syscalls_and_allow_with_deny_are_refused() {
+        let mut s = spec();
+        s.seccomp.deny = vec!["no_such_call".into()];
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("no_such_call"), "{err}");
+        let mut s = spec();
+        s.seccomp.allow = vec!["read".into()];
+        s.seccomp.deny = vec!["write".into()];
+        assert!(s.validate().is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupLayout;
 use crate::error::{Result, RuntimeError};
+use crate::spec::Seccomp;
 
 /// Longest path a unix socket address can hold.
 const SUN_PATH_MAX: usize = 107;
@@ -86,6 +87,9 @@ pub struct MonitorState {
     pub started_at: u64,
     /// Whether the root filesystem is an idmapped mount (else shifted or privileged).
     pub idmapped: bool,
+    /// The seccomp policy exec'd commands run under, as init does.
+    #[serde(default)]
+    pub seccomp: Seccomp,
 }
 
 /// How a container's init ended.

@@ -3,9 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use hutch_api::config::{parse_bool, parse_cpu, parse_cpu_allowance, parse_memory, CpuLimit};
+use hutch_api::config::{
+    check_syscall_keys, parse_bool, parse_cpu, parse_cpu_allowance, parse_memory,
+    parse_syscall_list, CpuLimit,
+};
 use hutch_api::profile::Devices;
-use hutch_runtime::{BindMount, ContainerSpec, CpuAllowance, Limits};
+use hutch_runtime::{BindMount, ContainerSpec, CpuAllowance, Limits, Seccomp};
 
 use crate::daemon::Daemon;
 use crate::db::instances::InstanceRow;
@@ -92,6 +95,28 @@ pub fn flag(config: &BTreeMap<String, String>, key: &str) -> bool {
         .is_some_and(|v| parse_bool(v).unwrap_or(false))
 }
 
+/// The seccomp policy from `security.syscalls.*` keys (after profiles, so a profile's
+/// deny list and an instance's allow list are caught together).
+pub fn seccomp_from(config: &BTreeMap<String, String>) -> Result<Seccomp> {
+    let bad = |e: String| DaemonError::BadRequest(e);
+    check_syscall_keys(config).map_err(|e| bad(e.to_string()))?;
+    let list = |k: &str| -> Result<Vec<String>> {
+        parse_syscall_list(config.get(k).map_or("", String::as_str))
+            .map_err(|e| bad(format!("invalid value for config key {k:?}: {e}")))
+    };
+    let deny_default = config
+        .get("security.syscalls.deny_default")
+        .filter(|v| !v.is_empty())
+        .map_or(Ok(true), |v| parse_bool(v))
+        .map_err(|e| bad(format!("security.syscalls.deny_default: {e}")))?;
+    Ok(Seccomp {
+        deny_default,
+        deny: list("security.syscalls.deny")?,
+        deny_compat: flag(config, "security.syscalls.deny_compat"),
+        allow: list("security.syscalls.allow")?,
+    })
+}
+
 /// The runtime spec for starting `row`.
 pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<ContainerSpec> {
     let privileged = flag(&expanded.config, "security.privileged");
@@ -105,6 +130,7 @@ pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<
         &d.cgroup_path(&row.name),
     );
     spec.limits = limits_from(&expanded.config)?;
+    spec.seccomp = seccomp_from(&expanded.config)?;
     spec.nesting = flag(&expanded.config, "security.nesting");
     for (k, v) in &expanded.config {
         if let Some(var) = k.strip_prefix("environment.") {
@@ -208,6 +234,41 @@ pub fn check_root_size(d: &Daemon, devices: &hutch_api::profile::Devices) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn seccomp_comes_from_the_syscall_keys() {
+        assert_eq!(seccomp_from(&config(&[])).unwrap(), Seccomp::default());
+        let s = seccomp_from(&config(&[
+            ("security.syscalls.deny", "mkdirat,chmod"),
+            ("security.syscalls.deny_default", "false"),
+            ("security.syscalls.deny_compat", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(s.deny, vec!["mkdirat", "chmod"]);
+        assert!(!s.deny_default && s.deny_compat && s.allow.is_empty());
+        let both = config(&[
+            ("security.syscalls.allow", "read"),
+            ("security.syscalls.deny", "write"),
+        ]);
+        assert!(matches!(
+            seccomp_from(&both),
+            Err(DaemonError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn the_api_and_the_runtime_know_the_same_syscalls() {
+        let api: Vec<&str> = hutch_api::config::syscall_names().collect();
+        let runtime: Vec<&str> = hutch_runtime::seccomp::known_names().collect();
+        assert_eq!(api, runtime);
+    }
+
 
     #[test]
     fn limits_come_from_config() {

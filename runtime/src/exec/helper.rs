@@ -20,6 +20,7 @@ use super::protocol::{recv_msg, send_msg, ExecControl, ExecEvent, ExecRequest, W
 use crate::cgroup::{self, RealCgroupFs};
 use crate::create::{chain, DEFAULT_PATH};
 use crate::error::{Result, RuntimeError};
+use crate::seccomp;
 use crate::state::{read_json, MonitorState, RuntimeDir};
 use crate::sys;
 use crate::userns;
@@ -36,6 +37,10 @@ pub fn exec_main(dir: &Path, born_in_cgroup2: bool) -> ! {
     // SAFETY: the caller put the control socket on this fd for us alone.
     let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
     let _ = sys::close_from(CONTROL_FD as u32 + 1);
+    // Before any of us is visible inside: a non-dumpable process's /proc files (exe, mem,
+    // fd) are closed to the container's processes, and it cannot be ptraced by them.
+    let _ = sys::set_dumpable(false);
+    sys::name_after_argv0();
     let _ = sys::set_cloexec(control.as_raw_fd(), true);
     let code = match run(dir, control.as_fd(), born_in_cgroup2) {
         Ok(()) => 0,
@@ -68,6 +73,7 @@ fn run(dir: &Path, control: BorrowedFd<'_>, born_in_cgroup2: bool) -> Result<()>
             dir: dir.to_path_buf(),
         }
     })?;
+    let filter = seccomp::compile(&state.seccomp, state.privileged, state.nesting)?;
     join_container(&state, dir, born_in_cgroup2)?;
     if let Some(cwd) = &req.cwd {
         check_cwd(cwd)?;
@@ -88,7 +94,14 @@ fn run(dir: &Path, control: BorrowedFd<'_>, born_in_cgroup2: bool) -> Result<()>
     // SAFETY: the helper is single-threaded.
     match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
         ForkResult::Child => {
-            let code = start_command(&req, pty.as_ref().map(|p| &p.1), &argv, &envp, &path);
+            let code = start_command(
+                &req,
+                pty.as_ref().map(|p| &p.1),
+                filter.as_ref(),
+                &argv,
+                &envp,
+                &path,
+            );
             // SAFETY: a forked child leaves with _exit.
             unsafe { libc::_exit(code) }
         }
@@ -229,6 +242,7 @@ pub fn set_window_size(fd: BorrowedFd<'_>, size: WindowSize) -> Result<()> {
 fn start_command(
     req: &ExecRequest,
     slave: Option<&OwnedFd>,
+    filter: Option<&seccomp::Filter>,
     argv: &[CString],
     envp: &[CString],
     path: &str,
@@ -249,6 +263,13 @@ fn start_command(
             let _ = dup2(slave.as_raw_fd(), fd);
         }
     }
+    // While still root in the container's user namespace: installing a filter then needs
+    // no no_new_privs, which would break setuid programs the command runs.
+    if let Some(filter) = filter {
+        if let Err(e) = seccomp::install(filter) {
+            return fail("install seccomp filter", e);
+        }
+    }
     if let Err(e) = setgroups(&[]).and_then(|_| {
         let g = Gid::from_raw(req.gid);
         setresgid(g, g, g)
@@ -259,6 +280,10 @@ fn start_command(
     if let Err(e) = setresuid(u, u, u) {
         return fail("set user", e);
     }
+    // The container's root first: no host directory may stay the working directory.
+    if let Err(e) = nix::unistd::chdir("/") {
+        return fail("change directory to /", e);
+    }
     let cwd = req.cwd.as_deref().unwrap_or("/");
     if let Err(e) = nix::unistd::chdir(cwd) {
         if req.cwd.is_some() {
@@ -268,7 +293,10 @@ fn start_command(
         }
     }
     sys::reset_signals();
-    let _ = sys::cloexec_from(3);
+    // Only 0, 1 and 2 may reach the command.
+    if let Err(e) = sys::cloexec_from(3) {
+        return fail("mark fds close-on-exec", e);
+    }
     let program = match resolve(&req.command[0], path) {
         Some(p) => p,
         None => {

@@ -9,6 +9,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -206,12 +207,21 @@ fn spawn_helper(
             (null()?, null()?, null()?)
         }
     };
-    if let Some(pid) = spawn_into_cgroup2(hutchd, dir, state, [&stdin, &stdout, &stderr], &control)?
-    {
+    // The helper runs from a read-only bind of hutchd: a container process that reaches
+    // /proc/<helper>/exe cannot write through it.
+    let ro = crate::sys::readonly_exe(hutchd)
+        .map_err(|e| tracing::warn!(error = %e, "cannot exec the helper from a read-only mount"))
+        .ok();
+    let exe = ro
+        .as_ref()
+        .map_or_else(|| hutchd.to_path_buf(), crate::sys::exec_path_of);
+    let stdio = [&stdin, &stdout, &stderr];
+    if let Some(pid) = spawn_into_cgroup2(hutchd, &exe, dir, state, stdio, &control)? {
         return Ok(pid);
     }
-    let mut cmd = Command::new(hutchd);
-    cmd.arg("__exec")
+    let mut cmd = Command::new(&exe);
+    cmd.arg0(hutchd)
+        .arg("__exec")
         .arg(dir)
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
@@ -228,6 +238,7 @@ fn spawn_helper(
 /// `None` where that cannot be, for the caller to spawn it plainly.
 fn spawn_into_cgroup2(
     hutchd: &Path,
+    exe: &Path,
     dir: &Path,
     state: &crate::state::MonitorState,
     stdio: [&OwnedFd; 3],
@@ -253,9 +264,9 @@ fn spawn_into_cgroup2(
             reason: "a NUL byte in the helper's command line or environment".into(),
         })
     };
-    let program = cstr(hutchd.as_os_str().as_bytes())?;
+    let program = cstr(exe.as_os_str().as_bytes())?;
     let argv = [
-        program.clone(),
+        cstr(hutchd.as_os_str().as_bytes())?,
         cstr(b"__exec")?,
         cstr(dir.as_os_str().as_bytes())?,
         cstr(helper::BORN_IN_CGROUP2.as_bytes())?,

@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,8 +65,14 @@ pub fn start(hutchd: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Started>
     let log2 = log
         .try_clone()
         .map_err(|e| RuntimeError::io("dup", rd.monitor_log(), e))?;
-    let mut cmd = Command::new(hutchd);
-    cmd.arg("__monitor")
+    // From a read-only bind of hutchd, as the exec helper (see `sys::readonly_exe`).
+    let ro = crate::sys::readonly_exe(hutchd).ok();
+    let exe = ro
+        .as_ref()
+        .map_or_else(|| hutchd.to_path_buf(), crate::sys::exec_path_of);
+    let mut cmd = Command::new(&exe);
+    cmd.arg0(hutchd)
+        .arg("__monitor")
         .arg(dir)
         .stdin(Stdio::null())
         .stdout(log)

@@ -34,6 +34,7 @@ pub fn monitor_main(dir: &Path) -> ! {
     let status = unsafe { OwnedFd::from_raw_fd(STATUS_FD) };
     let _ = sys::close_from(STATUS_FD as u32 + 1);
     let _ = sys::set_cloexec(status.as_raw_fd(), true);
+    sys::name_after_argv0();
     let _ = setsid();
     // Fork once more so the starter can reap us at once and the monitor is nobody's child.
     // SAFETY: no threads exist yet.
@@ -126,6 +127,7 @@ fn publish(
         halt_signal: created.halt_signal,
         started_at: unix_now(),
         idmapped: created.idmapped,
+        seccomp: spec.seccomp.clone(),
     };
     let result = (|| {
         write_json_atomic(&rd.state(), &state)?;
