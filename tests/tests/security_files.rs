@@ -240,6 +240,21 @@ fn fifos_and_device_nodes_never_block_the_daemon() {
     );
     d.hutch_ok(&["file", "delete", "c1/root/f"]);
     assert_api_answers(&d);
+
+    // A FIFO on the host is still a fine source for a push: it is read to its end.
+    let host_fifo = d.path().join("host-fifo");
+    nix::unistd::mkfifo(&host_fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let writer = {
+        let p = host_fifo.clone();
+        // Opening blocks until the client opens the other end.
+        std::thread::spawn(move || fs::write(p, "piped\n"))
+    };
+    d.hutch_ok(&["file", "push", host_fifo.to_str().unwrap(), "c1/root/piped"]);
+    writer.join().unwrap().unwrap();
+    assert_eq!(
+        d.hutch_ok(&["exec", "c1", "--", "cat", "/root/piped"]),
+        "piped\n"
+    );
     finish(d);
 }
 

@@ -159,7 +159,14 @@ fn push_one(client: &Client, name: &str, src: &Path, to: &str, o: &PushOptions) 
         return Ok(());
     }
     let mut file = File::open(src).with_context(|| format!("read {}", src.display()))?;
-    let len = file.metadata()?.len();
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        // A pipe or a device has no length to announce: it is read whole first.
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)
+            .with_context(|| format!("read {}", src.display()))?;
+        return post(client, name, to, "file", (uid, gid), Some(mode), &data);
+    }
     post_from(
         client,
         name,
@@ -168,7 +175,7 @@ fn push_one(client: &Client, name: &str, src: &Path, to: &str, o: &PushOptions) 
         (uid, gid),
         Some(mode),
         &mut file,
-        len,
+        meta.len(),
     )
     .with_context(|| format!("push {}", src.display()))
 }
