@@ -414,8 +414,7 @@ fn init_process(
         for fd in 0..3 {
             dup2(slave, fd).map_err(|e| RuntimeError::sys("dup the console", e))?;
         }
-        sys::drop_bounding_caps(spec.nesting)
-            .map_err(|e| RuntimeError::sys("drop capabilities", e))?;
+        sys::drop_bounding_caps().map_err(|e| RuntimeError::sys("drop capabilities", e))?;
         sys::reset_signals();
         sys::cloexec_from(3).map_err(|e| RuntimeError::sys("mark fds close-on-exec", e))?;
         // Last, with CAP_SYS_ADMIN in the container's user namespace rather than

@@ -17,6 +17,10 @@ use crate::sys;
 /// Host device nodes every container gets, bind-mounted into its /dev.
 const STANDARD_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
+/// Kernel files of /proc no container reads: /dev/null is bound over them (as Docker
+/// does); /proc/kcore is the host's memory.
+const MASKED_PROC_FILES: &[&str] = &["kcore", "latency_stats", "timer_list", "sched_debug"];
+
 /// Where the container's cgroup view is mounted, relative to the root.
 const CGROUP_DIR: &str = "sys/fs/cgroup";
 
@@ -51,6 +55,11 @@ pub enum MountOp {
     },
     /// Bind `at` onto itself read-only, when it exists (kernel files that may be missing).
     ProtectReadOnly { at: PathBuf },
+    /// Bind `at` onto itself writable again, when it exists (a namespaced part below a
+    /// read-only one).
+    ProtectWritable { at: PathBuf },
+    /// Bind the host's /dev/null over `at`, when it exists.
+    Mask { at: PathBuf },
     /// Remount an existing mount read-only.
     RemountReadOnly {
         at: PathBuf,
@@ -97,11 +106,24 @@ pub fn plan(
         flags: hardened,
         data: None,
     });
+    // As LXC's proc:mixed. In a user namespace the kernel refuses these writes anyway.
+    ops.push(MountOp::ProtectReadOnly {
+        at: rel("proc/sysrq-trigger"),
+    });
     if spec.privileged {
-        // Without a user namespace, /proc/sys and sysrq would reach the host kernel.
-        for p in ["proc/sys", "proc/sysrq-trigger"] {
-            ops.push(MountOp::ProtectReadOnly { at: rel(p) });
-        }
+        // Without a user namespace, /proc/sys would reach the host kernel; its net part
+        // belongs to the container's own network namespace.
+        ops.push(MountOp::ProtectReadOnly {
+            at: rel("proc/sys"),
+        });
+        ops.push(MountOp::ProtectWritable {
+            at: rel("proc/sys/net"),
+        });
+    }
+    for f in MASKED_PROC_FILES {
+        ops.push(MountOp::Mask {
+            at: rel("proc").join(f),
+        });
     }
     ops.push(MountOp::Mount {
         fstype: "sysfs",
@@ -348,6 +370,24 @@ fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>, binds: &[OwnedFd
             })?;
             remount_bind_readonly(&target)
         }
+        MountOp::ProtectWritable { at } => {
+            let target = root.join(at);
+            if fs::symlink_metadata(&target).is_err() {
+                return Ok(());
+            }
+            mount(Some(&target), &target, none, MsFlags::MS_BIND, none).map_err(|e| {
+                RuntimeError::sys(format!("bind {} on itself", target.display()), e)
+            })?;
+            remount_bind_writable(&target)
+        }
+        MountOp::Mask { at } => {
+            let target = root.join(at);
+            if fs::symlink_metadata(&target).is_err() {
+                return Ok(());
+            }
+            mount(Some("/dev/null"), &target, none, MsFlags::MS_BIND, none)
+                .map_err(|e| RuntimeError::sys(format!("mask {}", target.display()), e))
+        }
         MountOp::RemountReadOnly { at, flags, data } => {
             let target = root.join(at);
             let flags = *flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
@@ -390,6 +430,27 @@ fn remount_bind_readonly(target: &Path) -> Result<()> {
     let none: Option<&str> = None;
     mount(none, target, none, flags, none)
         .map_err(|e| RuntimeError::sys(format!("remount {} read-only", target.display()), e))
+}
+
+/// A bind made through a read-only mount is read-only too; this clears that, keeping
+/// nosuid, nodev and noexec (which the kernel may have locked).
+fn remount_bind_writable(target: &Path) -> Result<()> {
+    use nix::sys::statvfs::FsFlags;
+    let st = nix::sys::statvfs::statvfs(target)
+        .map_err(|e| RuntimeError::sys(format!("statvfs {}", target.display()), e))?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+    for (have, keep) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if st.flags().contains(have) {
+            flags |= keep;
+        }
+    }
+    let none: Option<&str> = None;
+    mount(none, target, none, flags, none)
+        .map_err(|e| RuntimeError::sys(format!("remount {} writable", target.display()), e))
 }
 
 /// Creates the parents of `rel` under `root`, refusing any symlink on the way, so a
@@ -563,9 +624,60 @@ mod tests {
             false,
         );
         assert_eq!(ops[1], MountOp::BindRootfsOnItself);
-        assert!(ops.contains(&MountOp::ProtectReadOnly {
-            at: "proc/sys".into()
-        }));
+        let ro = ops
+            .iter()
+            .position(|op| {
+                *op == MountOp::ProtectReadOnly {
+                    at: "proc/sys".into(),
+                }
+            })
+            .expect("/proc/sys read-only");
+        let net = ops
+            .iter()
+            .position(|op| {
+                *op == MountOp::ProtectWritable {
+                    at: "proc/sys/net".into(),
+                }
+            })
+            .expect("/proc/sys/net writable");
+        assert!(ro < net, "the namespaced part is made writable after");
+    }
+
+    #[test]
+    fn every_container_gets_sysrq_read_only_and_kcore_masked_after_proc() {
+        for privileged in [false, true] {
+            let root = if privileged {
+                RootMount::Bind
+            } else {
+                RootMount::IdmappedTree
+            };
+            let ops = plan(&spec(privileged), root, Path::new("/dev/pts/0"), &[], false);
+            let at = |want: &MountOp| ops.iter().position(|op| op == want);
+            let proc = ops
+                .iter()
+                .position(|op| matches!(op, MountOp::Mount { fstype: "proc", .. }))
+                .unwrap();
+            let sysrq = at(&MountOp::ProtectReadOnly {
+                at: "proc/sysrq-trigger".into(),
+            })
+            .expect("sysrq-trigger read-only");
+            let kcore = at(&MountOp::Mask {
+                at: "proc/kcore".into(),
+            })
+            .expect("kcore masked");
+            assert!(proc < sysrq && proc < kcore);
+            let MountOp::Mount { flags, .. } = &ops[proc] else {
+                unreachable!()
+            };
+            let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            assert!(flags.contains(hardened));
+            assert_eq!(
+                ops.contains(&MountOp::ProtectReadOnly {
+                    at: "proc/sys".into()
+                }),
+                privileged
+            );
+        }
     }
 
     #[test]

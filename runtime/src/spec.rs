@@ -48,7 +48,8 @@ pub struct ContainerSpec {
     /// used to plug NICs into the new network namespace.
     #[serde(default)]
     pub pre_start_hooks: Vec<Vec<String>>,
-    /// Keep capabilities that containers normally lose (sys_rawio, ...); for privileged nesting.
+    /// The container may run containers of its own (`security.nesting`); it keeps the
+    /// default seccomp filter's bpf(2) and loses the same capabilities as any other.
     #[serde(default)]
     pub nesting: bool,
     /// Cap on the console log file, in bytes.

@@ -452,3 +452,119 @@ fn a_privileged_container_cannot_overwrite_the_exec_helper() {
     d.hutch_ok(&["delete", "-f", "p"]);
     no_leftovers(&d);
 }
+
+#[test]
+fn proc_and_sys_cannot_reach_the_host() {
+    if !require_root("proc_and_sys_cannot_reach_the_host") {
+        return;
+    }
+    let d = daemon();
+    d.hutch_ok(&["launch", "bb", "u"]);
+    d.hutch_ok(&["launch", "bb", "p", "-c", "security.privileged=true"]);
+    for name in ["u", "p"] {
+        // The host's memory reads as nothing.
+        let (_, out) = sh(&d, name, "head -c 64 /proc/kcore 2>/dev/null | wc -c");
+        assert_eq!(out.trim(), "0", "{name}: /proc/kcore: {out}");
+        // sysrq and the host's sysctls cannot be opened for writing (nothing is written
+        // even where they could).
+        let (code, out) = sh(&d, name, ": > /proc/sysrq-trigger");
+        assert_ne!(code, 0, "{name}: sysrq-trigger: {out}");
+        let (code, out) = sh(&d, name, ": > /proc/sys/kernel/panic");
+        assert_ne!(code, 0, "{name}: /proc/sys/kernel: {out}");
+        // /sys stays read-only. (Host root in a privileged container may remount it, as
+        // in LXC without AppArmor: privileged containers are not root-safe.)
+        if name == "u" {
+            let (code, out) = sh(&d, name, "mount -o remount,rw /sys");
+            assert_ne!(code, 0, "{name}: remount /sys: {out}");
+        }
+        let (code, out) = sh(&d, name, "echo 1 > /sys/kernel/mm/ksm/run");
+        assert_ne!(code, 0, "{name}: /sys written: {out}");
+        let (_, out) = sh(&d, name, "grep ' /sys sysfs ' /proc/mounts");
+        assert!(out.contains("ro,"), "{name}: {out}");
+        for opt in ["nosuid", "nodev", "noexec"] {
+            assert!(out.contains(opt), "{name}: /sys without {opt}: {out}");
+        }
+        let (_, out) = sh(&d, name, "cat /proc/mounts");
+        // Where this kernel has them at all.
+        for (file, want) in [
+            ("kcore", " /proc/kcore devtmpfs "),
+            ("timer_list", " /proc/timer_list devtmpfs "),
+            ("sysrq-trigger", " /proc/sysrq-trigger proc ro,"),
+        ] {
+            if Path::new("/proc").join(file).exists() {
+                assert!(out.contains(want), "{name}: {file} not protected: {out}");
+            }
+        }
+        let (_, out) = sh(&d, name, "grep ' /proc proc ' /proc/mounts");
+        for opt in ["nosuid", "nodev", "noexec"] {
+            assert!(out.contains(opt), "{name}: /proc without {opt}: {out}");
+        }
+    }
+    // The container's own network sysctls stay writable where /proc/sys is read-only.
+    let (code, out) = sh(
+        &d,
+        "p",
+        "v=$(cat /proc/sys/net/ipv4/ip_forward) && echo $v > /proc/sys/net/ipv4/ip_forward",
+    );
+    assert_eq!(code, 0, "{out}");
+
+    for name in ["u", "p"] {
+        d.hutch_ok(&["delete", "-f", name]);
+    }
+    no_leftovers(&d);
+}
+
+#[test]
+fn devices_and_capabilities_stay_contained() {
+    if !require_root("devices_and_capabilities_stay_contained") {
+        return;
+    }
+    let d = daemon();
+    d.hutch_ok(&["launch", "bb", "u"]);
+    d.hutch_ok(&["launch", "bb", "p", "-c", "security.privileged=true"]);
+    d.hutch_ok(&[
+        "launch",
+        "bb",
+        "n",
+        "-c",
+        "security.privileged=true",
+        "-c",
+        "security.nesting=true",
+    ]);
+    for name in ["u", "p", "n"] {
+        // A node can be made (privileged) or not, but never read.
+        let (code, out) = sh(&d, name, "mknod /tmp/sda b 8 0 && head -c 1 /tmp/sda");
+        assert_ne!(code, 0, "{name}: block device: {out}");
+        let (code, out) = sh(&d, name, "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem");
+        assert_ne!(code, 0, "{name}: /dev/mem: {out}");
+        let (code, out) = sh(&d, name, "head -c 1 /dev/zero | wc -c");
+        assert_eq!((code, out.trim()), (0, "1"), "{name}: /dev/zero");
+        // LXC's drop list is out of init's and an exec's bounding sets.
+        for pid in ["1", "self"] {
+            let out = d.hutch_ok(&[
+                "exec",
+                name,
+                "--",
+                "grep",
+                "CapBnd",
+                &format!("/proc/{pid}/status"),
+            ]);
+            let hex = out.split_whitespace().nth(1).unwrap();
+            let caps = u64::from_str_radix(hex, 16).unwrap();
+            for cap in [16, 17, 25, 32, 33] {
+                assert_eq!(caps & (1 << cap), 0, "{name} {pid}: capability {cap} kept");
+            }
+        }
+        // busybox reports the refusal but exits 0.
+        let (_, out) = sh(&d, name, "date -s 2001-01-01");
+        assert!(
+            out.contains("not permitted"),
+            "{name}: the clock was set: {out}"
+        );
+    }
+
+    for name in ["u", "p", "n"] {
+        d.hutch_ok(&["delete", "-f", name]);
+    }
+    no_leftovers(&d);
+}

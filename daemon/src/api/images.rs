@@ -156,6 +156,7 @@ async fn delete(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Res
         })
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))??;
+        d2.image_locks.prune();
         d2.events.lifecycle(
             "image-deleted",
             &format!("/1.0/images/{}", row.fingerprint),

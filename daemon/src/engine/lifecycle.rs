@@ -186,7 +186,7 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
         )));
     }
     // The rows and the intent in one transaction, then the files follow; a crash anywhere
-    // after is finished at the next start (`finish_rename`), never lost.
+    // after is finished at the next start (see `reconcile`), never lost.
     d.db.begin_instance_rename(&name, &new)?;
     super::fault::point("rename-recorded");
     let (d2, old2, new2, pool) = (d.clone(), name.clone(), new.clone(), row.pool.clone());

@@ -162,7 +162,7 @@ fn join_container(state: &MonitorState, dir: &Path, born_in_cgroup2: bool) -> Re
     if !state.privileged {
         userns::become_root()?;
     }
-    sys::drop_bounding_caps(state.nesting).map_err(|e| RuntimeError::sys("drop capabilities", e))
+    sys::drop_bounding_caps().map_err(|e| RuntimeError::sys("drop capabilities", e))
 }
 
 /// A missing working directory fails the exec with its own reason (in the container's
