@@ -57,60 +57,60 @@ pub fn mount_setattr_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) ->
     Ok(())
 }
 
+/// The file at `path` as a read-only (and nosuid, nodev) detached bind mount, to exec
+/// from through the returned fd (`exec_path_of`). The process's /proc/<pid>/exe then
+/// leads to a file no one can open for writing, not even host root in a privileged
+/// container (runc CVE-2019-5736); once the fd is closed the mount belongs to no
+/// namespace, so nothing can remount it writable.
+pub fn readonly_exe(path: &Path) -> Result<OwnedFd, Errno> {
+    let tree = open_tree_clone(path, false)?;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: `attr` and `empty` are valid for the duration of the call and the size passed
+    // matches the struct.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(tree)
+}
+
+/// A path that execs the file behind `fd` (of this process, open until the exec).
+pub fn exec_path_of(fd: &OwnedFd) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Names this process (/proc/self/comm) after the file name of its argv[0]: a program
+/// exec'd through `exec_path_of` would otherwise be named after its fd number.
+pub fn name_after_argv0() {
+    let Some(arg0) = std::env::args_os().next() else {
+        return;
+    };
+    let name = Path::new(&arg0).file_name().unwrap_or(arg0.as_os_str());
+    let mut buf = [0u8; 16];
+    let bytes = name.as_encoded_bytes();
+    let n = bytes.len().min(15);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: PR_SET_NAME reads at most 16 bytes from a NUL-terminated buffer we own.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
 /// Attaches a detached mount at `target`.
 pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> Result<(), Errno> {
-    /// The file at `path` as a read-only (and nosuid, nodev) detached bind mount, to exec
-    /// from through the returned fd (`exec_path_of`). The process's /proc/<pid>/exe then
-    /// leads to a file no one can open for writing, not even host root in a privileged
-    /// container (runc CVE-2019-5736); once the fd is closed the mount belongs to no
-    /// namespace, so nothing can remount it writable.
-    pub fn readonly_exe(path: &Path) -> Result<OwnedFd, Errno> {
-        let tree = open_tree_clone(path, false)?;
-        let attr = libc::mount_attr {
-            attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        let empty = c"";
-        // SAFETY: `attr` and `empty` are valid for the duration of the call and the size passed
-        // matches the struct.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_EMPTY_PATH as libc::c_uint,
-                &attr as *const libc::mount_attr,
-                std::mem::size_of::<libc::mount_attr>(),
-            )
-        };
-        if rc < 0 {
-            return Err(Errno::last());
-        }
-        Ok(tree)
-    }
-
-    /// A path that execs the file behind `fd` (of this process, open until the exec).
-    pub fn exec_path_of(fd: &OwnedFd) -> std::path::PathBuf {
-        std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-    }
-
-    /// Names this process (/proc/self/comm) after the file name of its argv[0]: a program
-    /// exec'd through `exec_path_of` would otherwise be named after its fd number.
-    pub fn name_after_argv0() {
-        let Some(arg0) = std::env::args_os().next() else {
-            return;
-        };
-        let name = Path::new(&arg0).file_name().unwrap_or(arg0.as_os_str());
-        let mut buf = [0u8; 16];
-        let bytes = name.as_encoded_bytes();
-        let n = bytes.len().min(15);
-        buf[..n].copy_from_slice(&bytes[..n]);
-        // SAFETY: PR_SET_NAME reads at most 16 bytes from a NUL-terminated buffer we own.
-        unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
-    }
-
     let c = cstring(target)?;
     let empty = c"";
     // SAFETY: both strings are valid NUL-terminated strings that outlive the call.
@@ -222,20 +222,20 @@ pub fn drop_bounding_caps() -> Result<(), Errno> {
     Ok(())
 }
 
+/// Sets whether this process is dumpable. A non-dumpable one keeps its /proc files (exe,
+/// mem, fd, environ) from processes without CAP_SYS_PTRACE over the namespace it was
+/// exec'd in; execve of another program resets it.
+pub fn set_dumpable(on: bool) -> Result<(), Errno> {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0, 0, 0) };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// Makes this process the reaper of its orphaned descendants.
 pub fn set_child_subreaper() -> Result<(), Errno> {
-    /// Sets whether this process is dumpable. A non-dumpable one keeps its /proc files (exe,
-    /// mem, fd, environ) from processes without CAP_SYS_PTRACE over the namespace it was
-    /// exec'd in; execve of another program resets it.
-    pub fn set_dumpable(on: bool) -> Result<(), Errno> {
-        // SAFETY: prctl with integer arguments only.
-        let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0, 0, 0) };
-        if rc < 0 {
-            return Err(Errno::last());
-        }
-        Ok(())
-    }
-
     // SAFETY: prctl with integer arguments only.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc < 0 {
