@@ -138,6 +138,13 @@ pub static INSTANCE_KEYS: &[ConfigKey] = &[
         validate: is_bool,
     },
     ConfigKey {
+        name: "security.idmap.isolated",
+        default: "false",
+        live: false,
+        doc: "a host id range of its own (65536 ids), kept across restarts",
+        validate: is_bool,
+    },
+    ConfigKey {
         name: "security.protection.delete",
         default: "false",
         live: true,

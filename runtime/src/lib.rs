@@ -16,9 +16,9 @@ pub mod exec;
 pub mod idmap;
 pub mod monitor;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
-pub mod seccomp;
 mod sys;
 pub mod userns;
 

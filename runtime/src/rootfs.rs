@@ -309,14 +309,31 @@ fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>, binds: &[OwnedFd
             sys::move_mount_to(tree, root)
                 .map_err(|e| RuntimeError::sys(format!("attach idmapped {}", root.display()), e))
         }
-        MountOp::BindRootfsOnItself => mount(
-            Some(root),
-            root,
-            none,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            none,
-        )
-        .map_err(|e| RuntimeError::sys(format!("bind {} on itself", root.display()), e)),
+        MountOp::BindRootfsOnItself => {
+            mount(
+                Some(root),
+                root,
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )
+            .map_err(|e| RuntimeError::sys(format!("bind {} on itself", root.display()), e))?;
+            // The host's pool is mounted nosuid; the container's view of its root is not.
+            // Inside a user namespace (the shifted fallback) the kernel keeps nosuid locked,
+            // and the container runs with it: safe, only its setuid files do not work.
+            if let Err(e) = remount_bind_with(root, MsFlags::empty(), MsFlags::MS_NOSUID) {
+                if !matches!(
+                    e,
+                    RuntimeError::Sys {
+                        source: nix::errno::Errno::EPERM,
+                        ..
+                    }
+                ) {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        }
         MountOp::Mount {
             fstype,
             at,
@@ -378,7 +395,8 @@ fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>, binds: &[OwnedFd
             mount(Some(&target), &target, none, MsFlags::MS_BIND, none).map_err(|e| {
                 RuntimeError::sys(format!("bind {} on itself", target.display()), e)
             })?;
-            remount_bind_writable(&target)
+            // A bind made through a read-only mount is read-only too: cleared here.
+            remount_bind_with(&target, MsFlags::empty(), MsFlags::MS_RDONLY)
         }
         MountOp::Mask { at } => {
             let target = root.join(at);
@@ -411,11 +429,18 @@ fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>, binds: &[OwnedFd
 
 /// A read-only bind must be remounted, keeping the flags the kernel locked on it.
 fn remount_bind_readonly(target: &Path) -> Result<()> {
+    remount_bind_with(target, MsFlags::MS_RDONLY, MsFlags::empty())
+}
+
+/// Remounts the bind at `target` with `add` set and `clear` cleared, keeping its other
+/// flags (the kernel refuses a remount that would drop a flag it locked).
+fn remount_bind_with(target: &Path, add: MsFlags, clear: MsFlags) -> Result<()> {
     let st = nix::sys::statvfs::statvfs(target)
         .map_err(|e| RuntimeError::sys(format!("statvfs {}", target.display()), e))?;
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | add;
     use nix::sys::statvfs::FsFlags;
     for (have, keep) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
         (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
@@ -427,30 +452,10 @@ fn remount_bind_readonly(target: &Path) -> Result<()> {
             flags |= keep;
         }
     }
+    flags.remove(clear);
     let none: Option<&str> = None;
     mount(none, target, none, flags, none)
-        .map_err(|e| RuntimeError::sys(format!("remount {} read-only", target.display()), e))
-}
-
-/// A bind made through a read-only mount is read-only too; this clears that, keeping
-/// nosuid, nodev and noexec (which the kernel may have locked).
-fn remount_bind_writable(target: &Path) -> Result<()> {
-    use nix::sys::statvfs::FsFlags;
-    let st = nix::sys::statvfs::statvfs(target)
-        .map_err(|e| RuntimeError::sys(format!("statvfs {}", target.display()), e))?;
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
-    for (have, keep) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-    ] {
-        if st.flags().contains(have) {
-            flags |= keep;
-        }
-    }
-    let none: Option<&str> = None;
-    mount(none, target, none, flags, none)
-        .map_err(|e| RuntimeError::sys(format!("remount {} writable", target.display()), e))
+        .map_err(|e| RuntimeError::sys(format!("remount {}", target.display()), e))
 }
 
 /// Creates the parents of `rel` under `root`, refusing any symlink on the way, so a

@@ -26,11 +26,13 @@ pub fn open_tree_clone(path: &Path, recursive: bool) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// Marks a detached mount as idmapped through the user namespace `userns`.
+/// Marks a detached mount as idmapped through the user namespace `userns`. The host's
+/// pool is mounted nosuid (so no host user runs a setuid file a container made); the
+/// container's own view of it gets setuid back.
 pub fn mount_setattr_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) -> Result<(), Errno> {
     let attr = libc::mount_attr {
         attr_set: libc::MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
+        attr_clr: libc::MOUNT_ATTR_NOSUID,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
     };

@@ -119,8 +119,7 @@ pub fn seccomp_from(config: &BTreeMap<String, String>) -> Result<Seccomp> {
 
 /// The runtime spec for starting `row`.
 pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<ContainerSpec> {
-    let privileged = flag(&expanded.config, "security.privileged");
-    let idmap = (!privileged).then(|| d.idmap.clone());
+    let idmap = super::idmaps::instance_idmap(d, row, expanded)?;
     let mut spec = ContainerSpec::new(
         &row.name,
         d.pool(&row.pool)?
@@ -130,8 +129,8 @@ pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<
         &d.cgroup_path(&row.name),
     );
     spec.limits = limits_from(&expanded.config)?;
-    spec.seccomp = seccomp_from(&expanded.config)?;
     spec.nesting = flag(&expanded.config, "security.nesting");
+    spec.seccomp = seccomp_from(&expanded.config)?;
     for (k, v) in &expanded.config {
         if let Some(var) = k.strip_prefix("environment.") {
             spec.env.insert(var.to_string(), v.clone());
@@ -234,6 +233,7 @@ pub fn check_root_size(d: &Daemon, devices: &hutch_api::profile::Devices) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
     fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -268,7 +268,6 @@ mod tests {
         let runtime: Vec<&str> = hutch_runtime::seccomp::known_names().collect();
         assert_eq!(api, runtime);
     }
-
 
     #[test]
     fn limits_come_from_config() {
