@@ -123,7 +123,10 @@ impl InstanceRoot {
                 let root = InstanceRoot {
                     fd: open_dir(&m.source)?,
                     mount_point: m.target.display().to_string(),
-                    shift: (!privileged && !m.idmapped).then(|| d.idmap.clone()),
+                    shift: match (privileged, m.idmapped) {
+                        (false, false) => super::idmaps::instance_idmap(d, &row, &expanded)?,
+                        _ => None,
+                    },
                     readonly: m.readonly,
                 };
                 return Ok((root, format!("/{}", rest.display())));
