@@ -133,30 +133,10 @@ pub fn secure_pool(root: &Path) -> bool {
 /// not a mount point (a `dir` pool in the state directory: its modes are its walls).
 fn remount_nosuid(path: &Path) -> bool {
     use nix::mount::MsFlags;
-    use nix::sys::statvfs::FsFlags;
     if !is_mount_point(path) {
         return false;
     }
-    let Ok(st) = nix::sys::statvfs::statvfs(path) else {
-        return false;
-    };
-    if st.flags().contains(FsFlags::ST_NOSUID) {
-        return true;
-    }
-    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID;
-    for (have, want) in [
-        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-    ] {
-        if st.flags().contains(have) {
-            flags |= want;
-        }
-    }
-    match nix::mount::mount(None::<&str>, path, None::<&str>, flags, None::<&str>) {
+    match hutch_runtime::rootfs::remount_bind_with(path, MsFlags::MS_NOSUID, MsFlags::empty()) {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot mount the pool nosuid");

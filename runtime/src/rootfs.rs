@@ -378,25 +378,11 @@ fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>, binds: &[OwnedFd
             Ok(())
         }
         MountOp::ProtectReadOnly { at } => {
-            let target = root.join(at);
-            if fs::symlink_metadata(&target).is_err() {
-                return Ok(());
-            }
-            mount(Some(&target), &target, none, MsFlags::MS_BIND, none).map_err(|e| {
-                RuntimeError::sys(format!("bind {} on itself", target.display()), e)
-            })?;
-            remount_bind_readonly(&target)
+            protect(&root.join(at), MsFlags::MS_RDONLY, MsFlags::empty())
         }
+        // A bind made through a read-only mount is read-only too: cleared here.
         MountOp::ProtectWritable { at } => {
-            let target = root.join(at);
-            if fs::symlink_metadata(&target).is_err() {
-                return Ok(());
-            }
-            mount(Some(&target), &target, none, MsFlags::MS_BIND, none).map_err(|e| {
-                RuntimeError::sys(format!("bind {} on itself", target.display()), e)
-            })?;
-            // A bind made through a read-only mount is read-only too: cleared here.
-            remount_bind_with(&target, MsFlags::empty(), MsFlags::MS_RDONLY)
+            protect(&root.join(at), MsFlags::empty(), MsFlags::MS_RDONLY)
         }
         MountOp::Mask { at } => {
             let target = root.join(at);
@@ -427,6 +413,18 @@ fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>, binds: &[OwnedFd
     }
 }
 
+/// Binds `target` onto itself, when it exists (kernel files that may be missing), and
+/// remounts the bind with `add` set and `clear` cleared.
+fn protect(target: &Path, add: MsFlags, clear: MsFlags) -> Result<()> {
+    if fs::symlink_metadata(target).is_err() {
+        return Ok(());
+    }
+    let none: Option<&str> = None;
+    mount(Some(target), target, none, MsFlags::MS_BIND, none)
+        .map_err(|e| RuntimeError::sys(format!("bind {} on itself", target.display()), e))?;
+    remount_bind_with(target, add, clear)
+}
+
 /// A read-only bind must be remounted, keeping the flags the kernel locked on it.
 fn remount_bind_readonly(target: &Path) -> Result<()> {
     remount_bind_with(target, MsFlags::MS_RDONLY, MsFlags::empty())
@@ -434,7 +432,7 @@ fn remount_bind_readonly(target: &Path) -> Result<()> {
 
 /// Remounts the bind at `target` with `add` set and `clear` cleared, keeping its other
 /// flags (the kernel refuses a remount that would drop a flag it locked).
-fn remount_bind_with(target: &Path, add: MsFlags, clear: MsFlags) -> Result<()> {
+pub fn remount_bind_with(target: &Path, add: MsFlags, clear: MsFlags) -> Result<()> {
     let st = nix::sys::statvfs::statvfs(target)
         .map_err(|e| RuntimeError::sys(format!("statvfs {}", target.display()), e))?;
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | add;

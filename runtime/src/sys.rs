@@ -30,12 +30,20 @@ pub fn open_tree_clone(path: &Path, recursive: bool) -> Result<OwnedFd, Errno> {
 /// pool is mounted nosuid (so no host user runs a setuid file a container made); the
 /// container's own view of it gets setuid back.
 pub fn mount_setattr_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) -> Result<(), Errno> {
-    let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_IDMAP,
-        attr_clr: libc::MOUNT_ATTR_NOSUID,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
+    mount_setattr(
+        tree,
+        &libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_IDMAP,
+            attr_clr: libc::MOUNT_ATTR_NOSUID,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        },
+        recursive,
+    )
+}
+
+/// `mount_setattr(2)` on the detached mount `tree` itself (and below it, `recursive`).
+fn mount_setattr(tree: &OwnedFd, attr: &libc::mount_attr, recursive: bool) -> Result<(), Errno> {
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
@@ -49,7 +57,7 @@ pub fn mount_setattr_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) ->
             tree.as_raw_fd(),
             empty.as_ptr(),
             flags,
-            &attr as *const libc::mount_attr,
+            attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
     };
@@ -60,44 +68,49 @@ pub fn mount_setattr_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) ->
 }
 
 /// The file at `path` as a read-only (and nosuid, nodev) detached bind mount, to exec
-/// from through the returned fd (`exec_path_of`). The process's /proc/<pid>/exe then
-/// leads to a file no one can open for writing, not even host root in a privileged
-/// container (runc CVE-2019-5736); once the fd is closed the mount belongs to no
-/// namespace, so nothing can remount it writable.
-pub fn readonly_exe(path: &Path) -> Result<OwnedFd, Errno> {
+/// from through `/proc/self/fd`. The process's /proc/<pid>/exe then leads to a file no one
+/// can open for writing, not even host root in a privileged container (runc
+/// CVE-2019-5736); the mount belongs to no namespace, so nothing can remount it writable.
+fn readonly_exe(path: &Path) -> Result<OwnedFd, Errno> {
     let tree = open_tree_clone(path, false)?;
-    let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let empty = c"";
-    // SAFETY: `attr` and `empty` are valid for the duration of the call and the size passed
-    // matches the struct.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(Errno::last());
-    }
+    mount_setattr(
+        &tree,
+        &libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+        false,
+    )?;
     Ok(tree)
 }
 
-/// A path that execs the file behind `fd` (of this process, open until the exec).
-pub fn exec_path_of(fd: &OwnedFd) -> std::path::PathBuf {
-    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+/// The read-only bind of `hutchd` this process execs its helpers and monitors from, made
+/// once: a detached mount costs an RCU grace period when it goes, which an exec should not
+/// pay each time. Kept close-on-exec at fd 100 or above, clear of the fixed fds a child is
+/// given before it execs. `None` where it cannot be made (the caller execs `hutchd`).
+pub fn helper_exe(hutchd: &Path) -> Option<std::path::PathBuf> {
+    static EXE: std::sync::OnceLock<Option<(std::path::PathBuf, OwnedFd)>> =
+        std::sync::OnceLock::new();
+    let made = EXE.get_or_init(|| {
+        let tree = readonly_exe(hutchd).ok()?;
+        let high =
+            nix::fcntl::fcntl(tree.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100)).ok()?;
+        // SAFETY: a new fd from fcntl that nothing else owns.
+        let high = unsafe { OwnedFd::from_raw_fd(high) };
+        Some((hutchd.to_path_buf(), high))
+    });
+    match made {
+        Some((path, fd)) if path == hutchd => {
+            Some(format!("/proc/self/fd/{}", fd.as_raw_fd()).into())
+        }
+        _ => None,
+    }
 }
 
 /// Names this process (/proc/self/comm) after the file name of its argv[0]: a program
-/// exec'd through `exec_path_of` would otherwise be named after its fd number.
+/// exec'd through `helper_exe` would otherwise be named after its fd number.
 pub fn name_after_argv0() {
     let Some(arg0) = std::env::args_os().next() else {
         return;

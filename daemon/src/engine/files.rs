@@ -222,15 +222,9 @@ impl InstanceRoot {
             libc::S_IFLNK => FileKind::Symlink,
             libc::S_IFREG => FileKind::File,
             _ => {
-                let what = match st.st_mode & libc::S_IFMT {
-                    libc::S_IFIFO => "a FIFO",
-                    libc::S_IFSOCK => "a socket",
-                    libc::S_IFCHR => "a character device",
-                    libc::S_IFBLK => "a block device",
-                    _ => "of an unknown kind",
-                };
                 return Err(DaemonError::BadRequest(format!(
-                    "{path}: is {what}, not a file, directory or symlink"
+                    "{path}: is {}, not a file, directory or symlink",
+                    kind_name(st.st_mode)
                 )));
             }
         };
@@ -446,7 +440,12 @@ impl InstanceRoot {
 /// through from blocking.
 fn reopen_regular(path: &str, fd: &OwnedFd, flags: i32) -> Result<File> {
     let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| errno_to(path, e))?;
-    check_regular(path, st.st_mode)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(DaemonError::BadRequest(format!(
+            "{path}: is {}, not a regular file",
+            kind_name(st.st_mode)
+        )));
+    }
     let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
     let file = File::options()
         .read(flags & libc::O_ACCMODE == libc::O_RDONLY)
@@ -456,21 +455,14 @@ fn reopen_regular(path: &str, fd: &OwnedFd, flags: i32) -> Result<File> {
         )
         .open(&proc)
         .map_err(|e| DaemonError::io("reopen", path, e))?;
-    // The same inode, checked again: a regular file for certain.
-    let again = nix::sys::stat::fstat(file.as_raw_fd()).map_err(|e| errno_to(path, e))?;
-    check_regular(path, again.st_mode)?;
-    if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
-        return Err(DaemonError::BadRequest(format!(
-            "{path}: changed while opened"
-        )));
-    }
+    // /proc/self/fd/N of an O_PATH fd is that very inode: nothing can be swapped in.
     Ok(file)
 }
 
-/// Refuses what is not a regular file, naming what it is.
-fn check_regular(path: &str, mode: u32) -> Result<()> {
-    let what = match mode & libc::S_IFMT {
-        libc::S_IFREG => return Ok(()),
+/// What a file of `mode` is, for messages.
+fn kind_name(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => "a regular file",
         libc::S_IFDIR => "a directory",
         libc::S_IFLNK => "a symlink",
         libc::S_IFIFO => "a FIFO",
@@ -478,10 +470,7 @@ fn check_regular(path: &str, mode: u32) -> Result<()> {
         libc::S_IFCHR => "a character device",
         libc::S_IFBLK => "a block device",
         _ => "of an unknown kind",
-    };
-    Err(DaemonError::BadRequest(format!(
-        "{path}: is {what}, not a regular file"
-    )))
+    }
 }
 
 /// Lexically resolves `.` and `..` of an absolute path.

@@ -209,12 +209,7 @@ fn spawn_helper(
     };
     // The helper runs from a read-only bind of hutchd: a container process that reaches
     // /proc/<helper>/exe cannot write through it.
-    let ro = crate::sys::readonly_exe(hutchd)
-        .map_err(|e| tracing::warn!(error = %e, "cannot exec the helper from a read-only mount"))
-        .ok();
-    let exe = ro
-        .as_ref()
-        .map_or_else(|| hutchd.to_path_buf(), crate::sys::exec_path_of);
+    let exe = crate::sys::helper_exe(hutchd).unwrap_or_else(|| hutchd.to_path_buf());
     let stdio = [&stdin, &stdout, &stderr];
     if let Some(pid) = spawn_into_cgroup2(hutchd, &exe, dir, state, stdio, &control)? {
         return Ok(pid);

@@ -65,11 +65,8 @@ pub fn start(hutchd: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Started>
     let log2 = log
         .try_clone()
         .map_err(|e| RuntimeError::io("dup", rd.monitor_log(), e))?;
-    // From a read-only bind of hutchd, as the exec helper (see `sys::readonly_exe`).
-    let ro = crate::sys::readonly_exe(hutchd).ok();
-    let exe = ro
-        .as_ref()
-        .map_or_else(|| hutchd.to_path_buf(), crate::sys::exec_path_of);
+    // From a read-only bind of hutchd, as the exec helper (see `sys::helper_exe`).
+    let exe = crate::sys::helper_exe(hutchd).unwrap_or_else(|| hutchd.to_path_buf());
     let mut cmd = Command::new(&exe);
     cmd.arg0(hutchd)
         .arg("__monitor")
