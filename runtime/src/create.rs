@@ -220,15 +220,23 @@ fn spawn_init(
             drop(release_r);
             let _ = waitpid(child, None);
             let mut lines = BufReader::new(File::from(report_r));
-            let init = match read_report(&mut lines)? {
-                Some(pid) => Pid::from_raw(pid.parse().map_err(|_| protocol("init pid", &pid))?),
-                None => {
-                    return Err(RuntimeError::StartFailed {
-                        reason: "setup process died".into(),
-                    })
+            // Two writers share the report pipe: the intermediate's pid line and init's
+            // "mounted" may come in either order when the intermediate is slow to run.
+            let mut mounted = false;
+            let init = loop {
+                match read_report(&mut lines)? {
+                    Some(m) if m == MSG_MOUNTED && !mounted => mounted = true,
+                    Some(pid) => {
+                        break Pid::from_raw(pid.parse().map_err(|_| protocol("init pid", &pid))?)
+                    }
+                    None => {
+                        return Err(RuntimeError::StartFailed {
+                            reason: "setup process died".into(),
+                        })
+                    }
                 }
             };
-            let result = release_init(spec, init, &mut lines, release_w);
+            let result = release_init(spec, init, &mut lines, release_w, mounted);
             if result.is_err() {
                 let _ = kill(init, Signal::SIGKILL);
                 let _ = waitpid(init, None);
@@ -238,20 +246,24 @@ fn spawn_init(
     }
 }
 
-/// Waits for init to finish its mounts, runs the hooks, lets it exec, and waits for the exec.
+/// Waits for init to finish its mounts (unless its report came already), runs the hooks,
+/// lets it exec, and waits for the exec.
 fn release_init(
     spec: &ContainerSpec,
     init: Pid,
     lines: &mut BufReader<File>,
     release: OwnedFd,
+    mounted: bool,
 ) -> Result<()> {
-    match read_report(lines)? {
-        Some(m) if m == MSG_MOUNTED => {}
-        Some(other) => return Err(protocol(MSG_MOUNTED, &other)),
-        None => {
-            return Err(RuntimeError::StartFailed {
-                reason: "init died while mounting".into(),
-            })
+    if !mounted {
+        match read_report(lines)? {
+            Some(m) if m == MSG_MOUNTED => {}
+            Some(other) => return Err(protocol(MSG_MOUNTED, &other)),
+            None => {
+                return Err(RuntimeError::StartFailed {
+                    reason: "init died while mounting".into(),
+                })
+            }
         }
     }
     for hook in &spec.pre_start_hooks {
@@ -370,6 +382,12 @@ fn intermediate(
     };
     match step() {
         Ok(init) => {
+            // Test-only (debug builds): the intermediate is late, as under load, so init's
+            // report comes first.
+            #[cfg(debug_assertions)]
+            if std::env::var_os("HUTCH_FAULT").is_some_and(|v| v == "slow-intermediate") {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
             let _ = writeln!(report, "{MSG_PID}{init}");
             // SAFETY: see above.
             unsafe { libc::_exit(0) }

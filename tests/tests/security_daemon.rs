@@ -428,3 +428,19 @@ fn isolated_idmaps_are_distinct_and_kept_across_restarts() {
         d.hutch_ok(&["stop", c, "--force"]);
     }
 }
+
+#[test]
+fn a_start_survives_init_reporting_before_its_parent() {
+    if !require_root("a_start_survives_init_reporting_before_its_parent") {
+        return;
+    }
+    // Under load the process that forks init can be slower to report init's pid than init
+    // is to report its mounts (seen in CI-like runs: "expected init pid, got mounted").
+    let mut d = daemon_with_busybox(&["--storage-backend", "dir"]);
+    d.kill();
+    d.set_env(&[("HUTCH_FAULT", "slow-intermediate")]);
+    d.spawn();
+    d.hutch_ok(&["launch", "bb", "c1"]);
+    d.hutch_ok(&["exec", "c1", "--", "true"]);
+    d.hutch_ok(&["stop", "c1", "--force"]);
+}
