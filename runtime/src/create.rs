@@ -55,6 +55,9 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
     let mut undo = CgroupUndo(Some(cg.clone()));
     cg.create()?;
     cg.apply_limits(&spec.limits)?;
+    if let Some(dir) = cg.device_filter_dir() {
+        cgroup::devices_bpf::restrict(&dir)?;
+    }
 
     let (root_uid, root_gid, tty_gid) = match &spec.idmap {
         Some(map) if !spec.privileged => {

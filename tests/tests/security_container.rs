@@ -568,3 +568,39 @@ fn devices_and_capabilities_stay_contained() {
     }
     no_leftovers(&d);
 }
+
+#[test]
+fn a_unified_host_keeps_privileged_containers_off_host_devices() {
+    if !require_root("a_unified_host_keeps_privileged_containers_off_host_devices") {
+        return;
+    }
+    // A daemon that sees the cgroup2 hierarchy alone: no devices controller, so the
+    // allowlist is the BPF program attached to each container's cgroup.
+    use_hutchd_copy();
+    let d = TestDaemon::start_cgroup2_only();
+    let image = d.path().join("bb.tar.gz");
+    busybox_image(d.path(), &image).expect("build the image");
+    d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.hutch_ok(&["launch", "bb", "p1", "-c", "security.privileged=true"]);
+    // Root may make a node (mknod is allowed, as in LXC), never open a device beyond the
+    // allowlist: a loop device (7:0), which host root itself can open here.
+    let (code, out) = sh(
+        &d,
+        "p1",
+        "mknod /root/loop b 7 0 && head -c 1 /root/loop | wc -c",
+    );
+    assert!(
+        out.contains("Operation not permitted"),
+        "a privileged container opened the host's /dev/loop0 ({code}): {out}"
+    );
+    // What the allowlist grants still works.
+    let (code, out) = sh(
+        &d,
+        "p1",
+        "head -c 4 /dev/zero | wc -c && echo x > /dev/null",
+    );
+    assert_eq!((code, out.trim()), (0, "4"), "{out}");
+    d.hutch_ok(&["stop", "p1", "--force"]);
+    d.hutch_ok(&["delete", "p1"]);
+    no_leftovers(&d);
+}

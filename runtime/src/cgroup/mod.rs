@@ -5,6 +5,7 @@
 //! `values` (pure rendering and parsing of cgroup file values), `tree` (steps shared by
 //! both drivers), `v1` and `v2` (the drivers). [`open`] is the one factory.
 
+pub mod devices_bpf;
 mod fs;
 mod layout;
 mod tree;
@@ -79,6 +80,11 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     /// hybrid ones beside the v1 controllers): a process can be born there by clone3
     /// (`sys::fork_into_cgroup`) instead of moving in.
     fn v2_dir(&self) -> Option<PathBuf>;
+    /// Where a devices allowlist must be a BPF program (a unified host has no devices
+    /// controller): the container's cgroup2 directory. `None` where v1's controller does it.
+    fn device_filter_dir(&self) -> Option<PathBuf> {
+        None
+    }
     /// `add_process` for a process born in `v2_dir`: only the v1 hierarchies are left.
     fn add_process_v1(&self, pid: i32) -> Result<()>;
     /// `add_exec_process` for a process born in `v2_dir` (or its exec leaf).

@@ -198,6 +198,10 @@ impl CgroupDriver for V2Cgroup {
         Some(self.dir.clone())
     }
 
+    fn device_filter_dir(&self) -> Option<PathBuf> {
+        Some(self.dir.clone())
+    }
+
     fn add_process_v1(&self, _pid: i32) -> Result<()> {
         Ok(())
     }
