@@ -2,15 +2,17 @@
 //! instance means, tying database, storage, images and runtime together. No HTTP here.
 
 mod autostart;
+pub mod console;
 mod create;
 mod device_options;
 pub mod devices;
-mod exec;
+pub mod exec;
 pub mod fault;
 pub mod files;
 mod idmaps;
 mod images;
 mod lifecycle;
+mod logs;
 pub mod network;
 pub mod pools;
 mod reconcile;
@@ -23,7 +25,6 @@ pub mod volumes;
 pub use autostart::autostart;
 pub use create::validate_name;
 pub use create::{create_instance, validate_create};
-pub use exec::{exec_instance, exec_request};
 pub use images::{import_image, publish_image, Upload};
 pub use lifecycle::{
     delete_instance, freeze_instance, rename_instance, start_instance, stop_instance,
