@@ -8,6 +8,7 @@ pub mod network;
 pub mod operation;
 pub mod profile;
 pub mod project;
+pub mod resources;
 pub mod response;
 pub mod schedule;
 pub mod server;
