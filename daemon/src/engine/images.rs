@@ -11,6 +11,7 @@ use crate::db::images::ImageRow;
 use crate::error::{DaemonError, Result};
 
 /// What an upload brought: one unified tarball, or the two files of a split image.
+#[derive(Debug)]
 pub enum Upload {
     Unified(PathBuf),
     Split { metadata: PathBuf, rootfs: PathBuf },

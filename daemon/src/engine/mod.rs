@@ -9,6 +9,7 @@ mod exec;
 pub mod fault;
 pub mod files;
 mod idmaps;
+mod image_catalog;
 mod images;
 mod instances;
 mod lifecycle;
@@ -25,7 +26,8 @@ pub use autostart::autostart;
 pub use create::validate_name;
 pub use create::{create_instance, validate_create};
 pub use exec::{exec_instance, exec_request};
-pub use images::{import_image, publish_image, Upload};
+pub use image_catalog::{ImageUpload, ImageWork};
+pub use images::{import_image, publish_image};
 pub use lifecycle::{
     delete_instance, freeze_instance, rename_instance, start_instance, stop_instance,
     unfreeze_instance,
@@ -235,4 +237,19 @@ pub fn instance_state_with(
         devices,
     ));
     state
+}
+
+/// Hooks for tests elsewhere in the crate to reach the engine's state.
+#[cfg(test)]
+pub mod testing {
+    use super::Engine;
+    use crate::db::intents::IntentKind;
+
+    pub fn record_image_delete(e: &Engine, fp: &str) {
+        e.d.db.record_intent(IntentKind::Image, "", fp).unwrap();
+    }
+
+    pub fn reconcile(e: &Engine) {
+        super::reconcile(&e.d).unwrap();
+    }
 }
