@@ -7,6 +7,8 @@ mod device_options;
 pub mod devices;
 mod exec;
 pub mod fault;
+#[cfg(test)]
+mod fault_tests;
 pub mod files;
 mod idmaps;
 mod image_catalog;
