@@ -22,6 +22,7 @@ pub enum Cmd {
     },
     /// Set keys: `[INSTANCE] KEY=VALUE...` or `[INSTANCE] KEY VALUE` (the server's without
     /// an instance).
+    #[command(after_long_help = server_keys_help())]
     Set {
         #[arg(required = true)]
         args: Vec<String>,
@@ -127,6 +128,23 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             props,
         }) => device_set(c, &name, &device, &props),
     }
+}
+
+/// The server keys, from the api crate's table, for `hutch config set --help`.
+fn server_keys_help() -> String {
+    let mut out = String::from("Server keys:\n");
+    for k in hutch_api::server_config::SERVER_KEYS {
+        let default = if k.default.is_empty() {
+            String::new()
+        } else {
+            format!(" (default {})", k.default)
+        };
+        out.push_str(&format!("  {}{default}\n      {}\n", k.name, k.doc));
+    }
+    for (prefix, doc) in hutch_api::server_config::SERVER_KEY_PREFIXES {
+        out.push_str(&format!("  {prefix}*\n      {doc}\n"));
+    }
+    out
 }
 
 /// What `config set` acts on, and its `KEY=VALUE` or `KEY VALUE` arguments.
