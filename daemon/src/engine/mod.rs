@@ -79,6 +79,42 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Before the API answers: finishes what a crash interrupted, makes sure the default
+    /// profile exists, brings managed networks up and re-attaches proxies.
+    pub async fn recover(&self) -> Result<()> {
+        reconcile(&self.d)?;
+        self.ensure_default_profile()?;
+        let d = self.clone();
+        blocking(move || {
+            network::start_networks(&d);
+            Ok(())
+        })
+        .await?;
+        devices::restore_proxies(self).await;
+        Ok(())
+    }
+
+    /// The daemon's background work: network supervision, autostart, scheduled snapshots.
+    pub fn start_background_tasks(&self) {
+        network::start_supervisor(self.clone());
+        autostart(self.clone());
+        start_scheduler(self.clone());
+    }
+
+    /// LXD always has a `default` profile.
+    pub fn ensure_default_profile(&self) -> Result<()> {
+        if self.d.db.profile("default")?.is_none() {
+            let put = hutch_api::profile::ProfilePut {
+                description: "Default hutch profile".into(),
+                ..Default::default()
+            };
+            self.d.db.insert_profile("default", &put)?;
+        }
+        Ok(())
+    }
+}
+
 /// TEMPORARY, while handlers move into engine methods: lets unconverted code reach the
 /// daemon's state. Removed when no code in `api/` needs it.
 impl std::ops::Deref for Engine {
