@@ -1,6 +1,13 @@
 //! The instance lifecycle: what creating, starting, stopping, deleting and inspecting an
 //! instance means, tying database, storage, images and runtime together. No HTTP here.
 
+// The engine's state (directories, pools, locks) and its database. Their insides are
+// visible to the engine only, so the HTTP layer cannot reach them.
+#[path = "../daemon.rs"]
+pub mod daemon;
+#[path = "../db/mod.rs"]
+pub mod db;
+
 mod autostart;
 mod create;
 mod device_options;
