@@ -16,6 +16,8 @@ mod resources;
 mod server;
 mod snapshots;
 mod storage;
+#[cfg(test)]
+pub mod testing;
 
 use std::sync::Arc;
 
@@ -26,11 +28,35 @@ use axum::{Json, Router};
 use hutch_api::Response as Envelope;
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::daemon::AppState;
-use crate::error::DaemonError;
+use crate::error::{DaemonError, ErrorKind};
 use crate::operations::OpEntry;
+
+/// The one place an error's kind becomes an HTTP status.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for DaemonError {
+    fn into_response(self) -> Response {
+        let status = status_of(self.kind());
+        (
+            status,
+            [("X-Content-Type-Options", "nosniff")],
+            Json(self.envelope(status.as_u16())),
+        )
+            .into_response()
+    }
+}
 
 /// The whole API, for the unix socket or for in-process tests.
 pub fn router(state: AppState) -> Router {
@@ -156,34 +182,45 @@ pub fn run_task<F>(
 where
     F: std::future::Future<Output = Result<(), DaemonError>> + Send + 'static,
 {
-    let op = d.ops.create("task", description, resources, Value::Null);
-    d.ops
+    let op = d
+        .operations()
+        .create("task", description, resources, Value::Null);
+    d.operations()
         .run(op.clone(), async move { work.await.map(|()| None) });
     accepted(&op)
 }
 
 /// A stable digest of a value, for ETags.
 pub fn etag<T: Serialize>(value: &T) -> String {
-    hex::encode(Sha256::digest(
-        serde_json::to_vec(value).unwrap_or_default(),
-    ))
+    crate::engine::etag(value)
+}
+
+/// The client's If-Match, if any.
+pub fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Refuses a write whose If-Match does not match the current ETag.
 pub fn check_if_match<T: Serialize>(headers: &HeaderMap, current: &T) -> Result<(), DaemonError> {
-    let Some(client) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
-        return Ok(());
-    };
-    let client = client.trim_matches('"');
-    let server = etag(current);
-    if client.is_empty() || client == server {
-        Ok(())
-    } else {
-        Err(DaemonError::PreconditionFailed {
-            server,
-            client: client.to_string(),
-        })
-    }
+    crate::engine::check_version(if_match(headers).as_deref(), current)
+}
+
+/// A sync 200 with the object and the ETag of its version.
+pub fn versioned<T: Serialize>(v: crate::engine::Versioned<T>) -> Response {
+    sync_etag(v.object, &v.version)
+}
+
+/// Runs the rest of an accepted action as an operation and answers 202 at once.
+pub fn operation(
+    d: &AppState,
+    description: &str,
+    resources: std::collections::BTreeMap<String, Vec<String>>,
+    work: crate::engine::Work,
+) -> Response {
+    run_task(d, description, resources, work)
 }
 
 /// `recursion` query value (0 when missing or malformed).

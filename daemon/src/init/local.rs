@@ -3,7 +3,6 @@
 //! the socket; nothing is served, started or reconciled.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Request};
@@ -12,7 +11,8 @@ use tower::ServiceExt;
 
 use super::apply::Api;
 use super::{InitError, Transport};
-use crate::daemon::{AppState, Daemon};
+use crate::daemon::Daemon;
+use crate::engine::Engine;
 
 /// The API of the state directory, opened in this process.
 pub struct LocalApi {
@@ -37,7 +37,7 @@ impl LocalApi {
             dir: dir.to_path_buf(),
             source,
         };
-        let state: AppState = Arc::new(Daemon::open(dir, hutchd, events).map_err(open)?);
+        let state = Engine::new(Daemon::open(dir, hutchd, events).map_err(open)?);
         let local = LocalApi {
             rt,
             router: crate::api::router(state),
