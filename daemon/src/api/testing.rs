@@ -22,9 +22,25 @@ pub struct TestApi {
 #[allow(dead_code)]
 impl TestApi {
     pub async fn new() -> Self {
+        Self::with_pool("dir", crate::daemon::Runners::system())
+    }
+
+    /// An engine whose `default` pool has `driver`, with `runners` behind it (fakes).
+    pub fn with_pool(driver: &str, runners: crate::daemon::Runners) -> Self {
         let dir = tempfile::tempdir().expect("temporary state directory");
+        std::fs::create_dir_all(dir.path().join("database")).expect("database dir");
+        crate::db::Db::open(&dir.path().join("database/local.db"))
+            .and_then(|db| {
+                db.insert_pool(&crate::db::pools::PoolRow {
+                    name: "default".into(),
+                    driver: driver.into(),
+                    config: Default::default(),
+                })
+            })
+            .expect("default pool");
         let hutchd = std::env::current_exe().expect("test binary");
-        let daemon = Daemon::open(dir.path(), hutchd, EventHub::new()).expect("open daemon");
+        let daemon =
+            Daemon::open_with(dir.path(), hutchd, EventHub::new(), runners).expect("open daemon");
         let engine = Engine::new(daemon);
         crate::serve::ensure_default_profile(&engine).expect("default profile");
         TestApi {
@@ -94,6 +110,16 @@ impl TestApi {
     /// Uploads a small unified busybox-less image (a few files, no init) and returns its
     /// fingerprint: enough for instances that are created but never started.
     pub async fn tiny_image(&self) -> String {
+        let op = self.try_tiny_image().await;
+        assert_eq!(op["status"], "Success", "{op}");
+        op["metadata"]["fingerprint"]
+            .as_str()
+            .expect("fingerprint")
+            .to_string()
+    }
+
+    /// Uploads the tiny image; returns the finished operation, whatever its outcome.
+    pub async fn try_tiny_image(&self) -> Value {
         let src = tempfile::tempdir().expect("image source");
         let rootfs = src.path().join("rootfs");
         std::fs::create_dir_all(rootfs.join("etc")).expect("rootfs");
@@ -110,12 +136,7 @@ impl TestApi {
             .call_raw(Method::POST, "/1.0/images", tarball, &[])
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-        let op = self.wait(&body).await;
-        assert_eq!(op["status"], "Success", "{op}");
-        op["metadata"]["fingerprint"]
-            .as_str()
-            .expect("fingerprint")
-            .to_string()
+        self.wait(&body).await
     }
 
     /// Creates a stopped instance `name` from the tiny image.

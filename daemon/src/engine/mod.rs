@@ -1,12 +1,21 @@
 //! The instance lifecycle: what creating, starting, stopping, deleting and inspecting an
 //! instance means, tying database, storage, images and runtime together. No HTTP here.
 
+// The engine's state (directories, pools, locks) and its database. Their insides are
+// visible to the engine only, so the HTTP layer cannot reach them.
+#[path = "../daemon.rs"]
+pub mod daemon;
+#[path = "../db/mod.rs"]
+pub mod db;
+
 mod autostart;
 mod create;
 mod device_options;
 pub mod devices;
 mod exec;
 pub mod fault;
+#[cfg(test)]
+mod fault_tests;
 pub mod files;
 mod idmaps;
 mod image_catalog;
@@ -74,6 +83,42 @@ impl Engine {
     /// The event hub (the API streams it).
     pub fn events(&self) -> &EventHub {
         &self.d.events
+    }
+}
+
+impl Engine {
+    /// Before the API answers: finishes what a crash interrupted, makes sure the default
+    /// profile exists, brings managed networks up and re-attaches proxies.
+    pub async fn recover(&self) -> Result<()> {
+        reconcile(&self.d)?;
+        self.ensure_default_profile()?;
+        let d = self.clone();
+        blocking(move || {
+            network::start_networks(&d);
+            Ok(())
+        })
+        .await?;
+        devices::restore_proxies(self).await;
+        Ok(())
+    }
+
+    /// The daemon's background work: network supervision, autostart, scheduled snapshots.
+    pub fn start_background_tasks(&self) {
+        network::start_supervisor(self.clone());
+        autostart(self.clone());
+        start_scheduler(self.clone());
+    }
+
+    /// LXD always has a `default` profile.
+    pub fn ensure_default_profile(&self) -> Result<()> {
+        if self.d.db.profile("default")?.is_none() {
+            let put = hutch_api::profile::ProfilePut {
+                description: "Default hutch profile".into(),
+                ..Default::default()
+            };
+            self.d.db.insert_profile("default", &put)?;
+        }
+        Ok(())
     }
 }
 

@@ -33,6 +33,10 @@ pub fn reconcile(d: &Daemon) -> Result<()> {
         tracing::info!(kind = ?intent.kind, pool = %intent.pool, name = %intent.name, "finishing a delete that was interrupted");
         let done = match intent.kind {
             IntentKind::Image => super::image_catalog::finish_delete_image(d, &intent.name),
+            IntentKind::Snapshot => match intent.name.split_once('/') {
+                Some((name, snap)) => super::snapshot::finish_delete_snapshot(d, name, snap, false),
+                None => d.db.clear_intent(intent.kind, &intent.pool, &intent.name),
+            },
             // Pools and volumes: their engine finishes them (none recorded yet).
             IntentKind::Volume | IntentKind::Pool => Ok(()),
         };
