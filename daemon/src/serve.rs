@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use tokio::net::UnixListener;
 
-use crate::daemon::{AppState, Daemon};
+use crate::daemon::Daemon;
 
 /// Opens the state, reconciles it, and serves until SIGTERM or SIGINT. Containers keep
 /// running when the daemon stops.
@@ -69,10 +69,4 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-}
-
-/// LXD always has a `default` profile.
-pub fn ensure_default_profile(d: &AppState) -> anyhow::Result<()> {
-    d.ensure_default_profile()
-        .map_err(|e| anyhow::anyhow!(e.chain()))
 }

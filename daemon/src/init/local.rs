@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 
 use axum::body::Body;
 use axum::http::{header, Request};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tower::ServiceExt;
 
-use super::apply::Api;
 use super::{InitError, Transport};
 use crate::daemon::Daemon;
 use crate::engine::Engine;
@@ -22,7 +21,8 @@ pub struct LocalApi {
 
 impl LocalApi {
     /// Opens the state directory (its pools mounted) and makes sure the default profile
-    /// exists, as a starting daemon does.
+    /// exists, as a starting daemon does. Networks, proxies and the reconciliation of
+    /// what a crash left are the daemon's, at its next start.
     pub fn open(
         dir: &Path,
         hutchd: PathBuf,
@@ -37,17 +37,12 @@ impl LocalApi {
             dir: dir.to_path_buf(),
             source,
         };
+        // What the engine spawns while opening belongs to this runtime.
+        let _entered = rt.enter();
         let state = Engine::new(Daemon::open(dir, hutchd, events).map_err(open)?);
-        let local = LocalApi {
-            rt,
-            router: crate::api::router(state),
-        };
-        let api = Api::new(&local);
-        if api.get("/1.0/profiles/default")?.is_none() {
-            let profile = json!({"name": "default", "description": "Default hutch profile"});
-            api.call("POST", "/1.0/profiles", Some(&profile))?;
-        }
-        Ok(local)
+        state.ensure_default_profile().map_err(open)?;
+        let router = crate::api::router(state);
+        Ok(LocalApi { rt, router })
     }
 }
 
