@@ -348,7 +348,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_recorded_exec_that_cannot_start_leaves_no_logs() {
-        let (e, _dir) = Engine::for_tests();
+        let api = crate::api::testing::TestApi::new().await;
+        let e = &api.engine;
         e.add_stopped_instance("c1");
         let req = InstanceExecPost {
             command: vec!["true".into()],

@@ -293,16 +293,6 @@ impl Engine {
 /// Test fixtures of the I/O routes: a stopped instance without an image or a pool driver.
 #[cfg(test)]
 impl Engine {
-    /// An engine on a temporary state directory (a `dir` default pool, no network).
-    pub(crate) fn for_tests() -> (Engine, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("temporary state directory");
-        let hutchd = std::env::current_exe().expect("test binary");
-        let daemon =
-            crate::daemon::Daemon::open(dir.path(), hutchd, crate::events::EventHub::new())
-                .expect("open daemon");
-        (Engine::new(daemon), dir)
-    }
-
     /// Records a stopped instance `name` on the default pool, with an empty root
     /// filesystem owned by the caller, and returns that root.
     pub(crate) fn add_stopped_instance(&self, name: &str) -> std::path::PathBuf {
@@ -344,7 +334,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_upload_keeps_its_file_only_when_whole() {
-        let (e, _dir) = Engine::for_tests();
+        let api = crate::api::testing::TestApi::new().await;
+        let e = &api.engine;
         let root = e.add_stopped_instance("c1");
         let up = e.create_file("c1", "/new", me(), false).await.unwrap();
         up.write(b"half".to_vec()).await;
