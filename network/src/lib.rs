@@ -15,4 +15,7 @@ pub mod process;
 pub mod proxy;
 
 pub use config::BridgeConfig;
-pub use error::{NetworkError, Result};
+pub use error::{ErrorKind, NetworkError, Result};
+pub use netlink::{FakeNetlink, Netlink, SystemNetlink};
+pub use nft::{FakeNft, Nft, SystemNft};
+pub use process::{FakeProcesses, ProcessId, Processes, SystemProcesses};
