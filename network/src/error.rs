@@ -61,7 +61,7 @@ pub enum NetworkError {
         #[source]
         source: rtnetlink::Error,
     },
-    /// The netlink worker is gone (it panicked, or the process is exiting).
+    /// The netlink worker is gone: it could not start (see the log), or a call panicked.
     #[error("netlink: the worker is gone")]
     WorkerGone,
     #[error("{program} failed ({status}): {stderr}")]
@@ -138,6 +138,18 @@ impl NetworkError {
 }
 
 pub type Result<T, E = NetworkError> = std::result::Result<T, E>;
+
+/// An error and its causes as one line, for logs.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {

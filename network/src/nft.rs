@@ -18,6 +18,16 @@ pub trait Nft: Send + Sync {
     fn tables(&self) -> Result<Vec<(String, String)>>;
 }
 
+/// A shared runner (a test keeps the other handle to look at what was run).
+impl<T: Nft + ?Sized> Nft for std::sync::Arc<T> {
+    fn apply(&self, script: &str) -> Result<()> {
+        (**self).apply(script)
+    }
+    fn tables(&self) -> Result<Vec<(String, String)>> {
+        (**self).tables()
+    }
+}
+
 /// The real `nft` command.
 #[derive(Debug, Default)]
 pub struct SystemNft;

@@ -103,46 +103,50 @@ where
         .unwrap_or(Err(NetworkError::WorkerGone))
 }
 
+/// The worker's loop: one connection, jobs one at a time (the kernel runs one dump per
+/// netlink socket and answers a second with EBUSY; a job takes microseconds).
+fn serve(mut rx: mpsc::UnboundedReceiver<Job>) {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %crate::error::chain(&e), "start the netlink worker");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let handle = match connect() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %crate::error::chain(&e), "open the netlink socket");
+                return;
+            }
+        };
+        // A job that panics drops its answer's sender (its caller hears that the worker
+        // is gone) and the worker goes on with the next.
+        while let Some(job) = rx.recv().await {
+            let _ = AssertUnwindSafe(job(handle.clone())).catch_unwind().await;
+        }
+    });
+}
+
+impl Default for SystemNetlink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SystemNetlink {
-    /// Starts the worker and opens its connection; an error here means netlink is not
-    /// usable at all.
-    pub fn start() -> Result<Self> {
-        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
-        std::thread::Builder::new()
+    /// Starts the worker, which opens its connection. Should the thread or the socket
+    /// fail, the worker is gone, and every call says so.
+    pub fn new() -> Self {
+        let (jobs, rx) = mpsc::unbounded_channel::<Job>();
+        let spawned = std::thread::Builder::new()
             .name("netlink".into())
-            .spawn(move || {
-                let rt = match runtime() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let handle = match connect() {
-                        Ok(h) => h,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = ready_tx.send(Ok(()));
-                    // One job at a time: the kernel runs one dump per netlink socket and
-                    // answers a second with EBUSY. A job takes microseconds.
-                    // A job that panics drops its answer's sender (its caller hears that
-                    // the worker is gone) and the worker goes on with the next.
-                    while let Some(job) = rx.recv().await {
-                        let _ = AssertUnwindSafe(job(handle.clone())).catch_unwind().await;
-                    }
-                });
-            })
-            .map_err(|e| NetworkError::Spawn {
-                program: "the netlink worker".into(),
-                source: e,
-            })?;
-        ready_rx.recv().map_err(|_| NetworkError::WorkerGone)??;
-        Ok(SystemNetlink { jobs })
+            .spawn(move || serve(rx));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "start the netlink worker");
+        }
+        SystemNetlink { jobs }
     }
 
     /// Runs `f` on the worker's connection and waits for its answer.
@@ -243,7 +247,7 @@ mod tests {
     /// Needs no privilege: reading links works for anyone.
     #[test]
     fn the_worker_answers_many_callers_and_ends_with_its_handles() {
-        let nl = SystemNetlink::start().unwrap();
+        let nl = SystemNetlink::new();
         let lo = nl.link("lo").unwrap().expect("loopback");
         assert_eq!(lo.link_type, "loopback");
         assert!(nl.link("hutch-nonesuch").unwrap().is_none());

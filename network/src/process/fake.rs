@@ -116,7 +116,13 @@ impl Processes for FakeProcesses {
         })
     }
 
-    fn spawn_proxy(&self, device: &str, spec: &ProxySpec, _spec_file: &Path) -> Result<ProcessId> {
+    fn spawn_proxy(
+        &self,
+        _hutchd: &Path,
+        device: &str,
+        spec: &ProxySpec,
+        _spec_file: &Path,
+    ) -> Result<ProcessId> {
         self.table().spawn(ProcessCall::SpawnProxy {
             device: device.into(),
             spec: spec.clone(),
@@ -147,11 +153,11 @@ mod tests {
             bind_instance: false,
             instance_pid: 7,
         };
-        let a = p.spawn_proxy("web", &spec, Path::new("/x")).unwrap();
+        let a = p.spawn_proxy(Path::new("/h"), "web", &spec, Path::new("/x")).unwrap();
         assert!(p.alive(a));
         assert!(a.pid > 4_194_304);
         p.fail_spawn(1);
-        assert!(p.spawn_proxy("web2", &spec, Path::new("/y")).is_err());
+        assert!(p.spawn_proxy(Path::new("/h"), "web2", &spec, Path::new("/y")).is_err());
         assert_eq!(p.live().len(), 1);
         p.stop(&[a], Duration::ZERO);
         assert!(!p.alive(a));

@@ -51,9 +51,16 @@ pub trait Processes: Send + Sync + fmt::Debug {
     ) -> Result<ProcessId>;
     /// The live dnsmasq of `bridge` that its pid file names (one a previous daemon started).
     fn find_dnsmasq(&self, bridge: &str, files: &DnsmasqFiles) -> Option<ProcessId>;
-    /// Starts the forwarder of proxy `device` (its spec written to `spec_file`), and returns
-    /// once it has bound its ports or said why it could not; it is nobody's child.
-    fn spawn_proxy(&self, device: &str, spec: &ProxySpec, spec_file: &Path) -> Result<ProcessId>;
+    /// Starts the forwarder of proxy `device` (`hutchd __proxy <spec_file>`, the spec
+    /// written first), and returns once it has bound its ports or said why it could not;
+    /// it is nobody's child.
+    fn spawn_proxy(
+        &self,
+        hutchd: &Path,
+        device: &str,
+        spec: &ProxySpec,
+        spec_file: &Path,
+    ) -> Result<ProcessId>;
     /// Whether `p` still runs (not gone, not a zombie, not a recycled pid).
     fn alive(&self, p: ProcessId) -> bool;
     /// SIGTERM to each of `ps`, SIGKILL after `grace` to those still there; returns once

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -18,21 +18,15 @@ use crate::proxy::{ProxySpec, PROXY_READY};
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// See the module documentation.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SystemProcesses {
-    /// The binary re-executed as proxy forwarder.
-    hutchd: PathBuf,
     /// The dnsmasq children of this process by pid, reaped once they exit.
     children: Mutex<HashMap<i32, Child>>,
 }
 
 impl SystemProcesses {
-    /// Helper processes of a daemon whose binary is `hutchd`.
-    pub fn new(hutchd: impl Into<PathBuf>) -> Self {
-        SystemProcesses {
-            hutchd: hutchd.into(),
-            children: Mutex::default(),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     fn children(&self) -> MutexGuard<'_, HashMap<i32, Child>> {
@@ -68,10 +62,16 @@ impl Processes for SystemProcesses {
         ProcessId::of(dnsmasq::running_pid(files, bridge)?)
     }
 
-    fn spawn_proxy(&self, device: &str, spec: &ProxySpec, spec_file: &Path) -> Result<ProcessId> {
+    fn spawn_proxy(
+        &self,
+        hutchd: &Path,
+        device: &str,
+        spec: &ProxySpec,
+        spec_file: &Path,
+    ) -> Result<ProcessId> {
         let body = serde_json::to_vec(spec).expect("a proxy spec serializes");
         std::fs::write(spec_file, body).map_err(|e| NetworkError::io("write", spec_file, e))?;
-        let mut child = Command::new(&self.hutchd)
+        let mut child = Command::new(hutchd)
             .arg("__proxy")
             .arg(spec_file)
             .stdin(Stdio::null())
@@ -79,7 +79,7 @@ impl Processes for SystemProcesses {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| NetworkError::Spawn {
-                program: self.hutchd.display().to_string(),
+                program: hutchd.display().to_string(),
                 source: e,
             })?;
         let mut out = child.stdout.take().expect("piped stdout");
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn stopping_reaps_and_forgets() {
-        let p = SystemProcesses::new("/nonexistent/hutchd");
+        let p = SystemProcesses::new();
         let child = Command::new("sleep").arg("30").spawn().unwrap();
         let id = ProcessId::of(child.id() as i32).unwrap();
         p.children().insert(id.pid, child);
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn a_proxy_binary_that_cannot_run_is_a_spawn_error() {
         let dir = tempfile::tempdir().unwrap();
-        let p = SystemProcesses::new(dir.path().join("missing"));
+        let p = SystemProcesses::new();
         let spec = ProxySpec {
             listen: "tcp:127.0.0.1:1".into(),
             connect: "tcp:127.0.0.1:2".into(),
@@ -177,7 +177,12 @@ mod tests {
             instance_pid: 1,
         };
         let err = p
-            .spawn_proxy("p", &spec, &dir.path().join("spec.json"))
+            .spawn_proxy(
+                &dir.path().join("missing"),
+                "p",
+                &spec,
+                &dir.path().join("spec.json"),
+            )
             .unwrap_err();
         assert!(matches!(err, NetworkError::Spawn { .. }), "{err}");
     }
