@@ -22,10 +22,10 @@ pub async fn serve(
     ensure_default_profile(&state)?;
     {
         let s = state.clone();
-        tokio::task::spawn_blocking(move || crate::engine::network::start_networks(&s)).await?;
+        tokio::task::spawn_blocking(move || crate::engine::networks::start_networks(&s)).await?;
     }
     crate::engine::devices::restore_proxies(&state).await;
-    crate::engine::network::start_supervisor(state.clone());
+    crate::engine::networks::start_supervisor(state.clone());
     let sock = dir.join("unix.socket");
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
@@ -131,15 +131,13 @@ pub fn init_auto(
     if bridge != "none" {
         let existing = d.db.network(bridge)?.is_some();
         if !existing
-            && crate::engine::network::host_links()?
-                .iter()
-                .any(|l| l.name == bridge)
+            && crate::engine::networks::host_link_exists(&d, bridge)?
         {
             eprintln!(
                 "hutchd init: an interface named {bridge:?} exists already; no network is made"
             );
         } else {
-            crate::engine::network::init_network(&d, bridge)
+            crate::engine::networks::init_network(&d, bridge)
                 .map_err(|e| anyhow::anyhow!(e.chain()))
                 .with_context(|| format!("create network {bridge}"))?;
             put.devices.entry("eth0".into()).or_insert_with(|| {

@@ -54,7 +54,7 @@ fn full(
     let obj = engine::instance_object_with(d, row, info.code)?;
     // The state reuses the object's expanded devices: profiles are read once per instance.
     let state =
-        (level >= 2).then(|| engine::instance_state_with(row, &obj.expanded_devices, info, ifaces));
+        (level >= 2).then(|| engine::instance_state_with(d, row, &obj.expanded_devices, info, ifaces));
     let mut v = serde_json::to_value(obj).unwrap_or_default();
     if let Some(state) = state {
         v["state"] = serde_json::to_value(state).unwrap_or_default();
@@ -97,7 +97,7 @@ async fn list(
             let pids32: Vec<i32> = pids.iter().map(|p| *p as i32).collect();
             for (pid, res) in pids
                 .iter()
-                .zip(hutch_network::nic::interfaces_of_many(&pids32))
+                .zip(engine::devices::interfaces_of_many(&d2, &pids32))
             {
                 if let Ok(i) = res {
                     ifaces.insert(*pid, i);

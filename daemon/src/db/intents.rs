@@ -17,6 +17,8 @@ pub enum IntentKind {
     Volume,
     /// A storage pool and what backs it.
     Pool,
+    /// A managed network: its bridge, rules, dnsmasq and files.
+    Network,
 }
 
 impl IntentKind {
@@ -25,11 +27,17 @@ impl IntentKind {
             IntentKind::Image => "delete-image",
             IntentKind::Volume => "delete-volume",
             IntentKind::Pool => "delete-pool",
+            IntentKind::Network => "delete-network",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [IntentKind::Image, IntentKind::Volume, IntentKind::Pool]
+        [
+            IntentKind::Image,
+            IntentKind::Volume,
+            IntentKind::Pool,
+            IntentKind::Network,
+        ]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

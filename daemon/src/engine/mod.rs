@@ -3,7 +3,6 @@
 
 mod autostart;
 mod create;
-mod device_options;
 pub mod devices;
 mod exec;
 pub mod fault;
@@ -11,8 +10,10 @@ pub mod files;
 mod idmaps;
 mod images;
 mod lifecycle;
-pub mod network;
+pub mod net_state;
+pub mod networks;
 pub mod pools;
+mod profiles;
 mod reconcile;
 pub mod revert;
 mod schedule;
@@ -162,6 +163,7 @@ pub fn instance_state(d: &Daemon, name: &str) -> Result<InstanceState> {
     let row = d.db.instance_or_404(name)?;
     let devices = expand(d, &row)?.devices;
     Ok(instance_state_with(
+        d,
         &row,
         &devices,
         &runtime_info(d, name),
@@ -172,6 +174,7 @@ pub fn instance_state(d: &Daemon, name: &str) -> Result<InstanceState> {
 /// `GET .../state` from what is already at hand: the row, its expanded devices, the runtime
 /// information, and (in listings) its interfaces.
 pub fn instance_state_with(
+    d: &Daemon,
     row: &InstanceRow,
     devices: &hutch_api::profile::Devices,
     info: &RuntimeInfo,
@@ -195,6 +198,7 @@ pub fn instance_state_with(
         state.memory.swap_usage = u.swap_bytes.unwrap_or(0) as i64;
     }
     state.network = Some(devices::instance_network(
+        &*d.net.netlink,
         info.pid as i32,
         ifaces,
         &row.config,
