@@ -7,6 +7,7 @@ pub mod addr;
 pub mod bridge;
 pub mod config;
 pub mod dnsmasq;
+mod journal;
 mod error;
 pub mod netlink;
 pub mod nft;
@@ -16,6 +17,7 @@ pub mod proxy;
 
 pub use config::BridgeConfig;
 pub use error::{ErrorKind, NetworkError, Result};
-pub use netlink::{FakeNetlink, Netlink, SystemNetlink};
+pub use journal::Journal;
+pub use netlink::{FakeNetlink, Netlink, NetlinkCall, SystemNetlink};
 pub use nft::{FakeNft, Nft, SystemNft};
-pub use process::{FakeProcesses, ProcessId, Processes, SystemProcesses};
+pub use process::{FakeProcesses, ProcessCall, ProcessId, Processes, SystemProcesses};

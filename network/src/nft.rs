@@ -95,9 +95,15 @@ struct FakeTables {
     fail_at: Option<usize>,
     applied: usize,
     tables: std::collections::BTreeSet<String>,
+    journal: Option<crate::Journal>,
 }
 
 impl FakeNft {
+    /// Also writes every script to `journal`, as the tables it makes and removes.
+    pub fn journal_to(&self, journal: &crate::Journal) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).journal = Some(journal.clone());
+    }
+
     /// Makes the `n`th `apply` from now fail (1: the next one), without effect.
     pub fn fail_call(&self, n: usize) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,6 +132,7 @@ impl Nft for FakeNft {
                 stderr: "injected failure".into(),
             });
         }
+        let mut made = Vec::new();
         for line in script.lines() {
             if let Some(t) = line.strip_prefix("delete table inet ") {
                 s.tables.remove(t.trim());
@@ -134,6 +141,19 @@ impl Nft for FakeNft {
                 .and_then(|r| r.strip_suffix(" {"))
             {
                 s.tables.insert(t.to_string());
+                made.push(t.to_string());
+            }
+        }
+        if let Some(j) = &s.journal {
+            let deleted = script
+                .lines()
+                .filter_map(|l| l.strip_prefix("delete table inet "))
+                .filter(|t| !made.iter().any(|m| m == t));
+            for t in deleted {
+                j.push(format!("nft delete {t}"));
+            }
+            for t in &made {
+                j.push(format!("nft write {t}"));
             }
         }
         Ok(())

@@ -91,3 +91,145 @@ async fn delete(State(e): State<AppState>, Path(name): Path<String>) -> Result<R
     e.delete_profile(&name).await?;
     Ok(empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::{json, Value};
+
+    use crate::api::testing::TestApi;
+
+    fn error(body: &Value) -> &str {
+        body["error"].as_str().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn list_get_create_update_rename_delete() {
+        let api = TestApi::new().await;
+        let (status, body) = api.call(Method::GET, "/1.0/profiles", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"], json!(["/1.0/profiles/default"]));
+
+        let p1 = json!({"name": "p1", "config": {"limits.memory": "1GiB"}, "description": "one"});
+        let (status, body) = api.call(Method::POST, "/1.0/profiles", Some(p1)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (_, body) = api
+            .call(Method::GET, "/1.0/profiles?recursion=1", None)
+            .await;
+        assert_eq!(body["metadata"][1]["name"], "p1");
+        assert_eq!(body["metadata"][1]["used_by"], json!([]));
+        let (status, body) = api.call(Method::GET, "/1.0/profiles/p1", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"]["config"]["limits.memory"], "1GiB");
+
+        let put = json!({"config": {"limits.cpu": "1"}, "devices": {}});
+        let (status, _) = api
+            .call(Method::PUT, "/1.0/profiles/p1", Some(put))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let patch = json!({
+            "config": {"limits.memory": "2GiB"},
+            "devices": {"data": {"type": "disk", "path": "/mnt", "source": "/srv"}}
+        });
+        let (status, _) = api
+            .call(Method::PATCH, "/1.0/profiles/p1", Some(patch))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, body) = api.call(Method::GET, "/1.0/profiles/p1", None).await;
+        assert_eq!(
+            body["metadata"]["config"],
+            json!({"limits.cpu": "1", "limits.memory": "2GiB"})
+        );
+        assert_eq!(body["metadata"]["devices"]["data"]["path"], "/mnt");
+        assert_eq!(body["metadata"]["description"], "");
+
+        let (status, _) = api
+            .call(Method::POST, "/1.0/profiles/p1", Some(json!({"name": "p2"})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, _) = api.call(Method::GET, "/1.0/profiles/p1", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = api.call(Method::DELETE, "/1.0/profiles/p2", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, body) = api.call(Method::GET, "/1.0/profiles", None).await;
+        assert_eq!(body["metadata"], json!(["/1.0/profiles/default"]));
+    }
+
+    #[tokio::test]
+    async fn refusals_carry_lxds_status_and_message() {
+        let api = TestApi::new().await;
+        let create = |body: Value| api.call(Method::POST, "/1.0/profiles", Some(body));
+        let (status, body) = create(json!({"name": "default"})).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(error(&body), "The profile already exists");
+        for name in ["", "a/b"] {
+            let (status, body) = create(json!({ "name": name })).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert_eq!(error(&body), "Invalid profile name");
+        }
+        let (status, body) = create(json!({"name": "p", "devices": {"g": {"type": "gpu"}}})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error(&body).contains("not supported"), "{body}");
+        let (status, body) =
+            create(json!({"name": "p", "devices": {"n": {"type": "nic", "network": "none0"}}}))
+                .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            error(&body),
+            "Invalid device \"n\": network \"none0\" not found"
+        );
+        let (status, _) = create(json!({"name": "p", "config": {"bogus.key": "1"}})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = api
+            .call(Method::POST, "/1.0/profiles", Some(json!([1, 2])))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        for (method, body) in [
+            (Method::GET, None),
+            (Method::PUT, Some(json!({}))),
+            (Method::PATCH, Some(json!({}))),
+            (Method::POST, Some(json!({"name": "x"}))),
+            (Method::DELETE, None),
+        ] {
+            let (status, body) = api.call(method, "/1.0/profiles/nothere", body).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(error(&body), "Profile not found");
+        }
+
+        let (status, body) = api
+            .call_with(
+                Method::PUT,
+                "/1.0/profiles/default",
+                Some(json!({})),
+                &[("If-Match", "\"stale\"")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+        assert!(error(&body).starts_with("ETag doesn't match"), "{body}");
+        let (status, _) = api
+            .call(
+                Method::PATCH,
+                "/1.0/profiles/default",
+                Some(json!({"devices": {"x": {"type": "floppy"}}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        let (status, body) = api
+            .call(Method::POST, "/1.0/profiles/default", Some(json!({"name": "x"})))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(error(&body), "The \"default\" profile cannot be renamed");
+        let (status, body) = api.call(Method::DELETE, "/1.0/profiles/default", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(error(&body), "The \"default\" profile cannot be deleted");
+        create(json!({"name": "p1"})).await;
+        create(json!({"name": "p2"})).await;
+        let (status, body) = api
+            .call(Method::POST, "/1.0/profiles/p1", Some(json!({"name": "p2"})))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(error(&body), "The profile already exists");
+    }
+}

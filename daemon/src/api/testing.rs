@@ -7,7 +7,7 @@ use axum::Router;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Runners};
 use crate::engine::Engine;
 use crate::events::EventHub;
 
@@ -22,9 +22,15 @@ pub struct TestApi {
 #[allow(dead_code)]
 impl TestApi {
     pub async fn new() -> Self {
+        Self::with_runners(Runners::system()).await
+    }
+
+    /// As [`new`](Self::new), with the given runners (fakes of the network, say).
+    pub async fn with_runners(runners: Runners) -> Self {
         let dir = tempfile::tempdir().expect("temporary state directory");
         let hutchd = std::env::current_exe().expect("test binary");
-        let daemon = Daemon::open(dir.path(), hutchd, EventHub::new()).expect("open daemon");
+        let daemon = Daemon::open_with(dir.path(), hutchd, EventHub::new(), runners)
+            .expect("open daemon");
         let engine = Engine::new(daemon);
         crate::serve::ensure_default_profile(&engine).expect("default profile");
         TestApi {

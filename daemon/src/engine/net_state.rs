@@ -85,3 +85,63 @@ pub(super) fn interface_state(
         kind: link.link_type.clone(),
     }
 }
+
+/// Fake network runners for unit and router tests: nothing of the host is touched, and
+/// every call lands in one journal.
+#[cfg(test)]
+pub(crate) mod fakes {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use hutch_network::{FakeNetlink, FakeNft, FakeProcesses, Journal};
+
+    use crate::daemon::{Daemon, Runners};
+    use crate::engine::Engine;
+    use crate::events::EventHub;
+
+    /// The fakes, kept by the test to look at or to make fail.
+    #[derive(Clone)]
+    pub struct NetFakes {
+        pub netlink: Arc<FakeNetlink>,
+        pub nft: Arc<FakeNft>,
+        pub processes: Arc<FakeProcesses>,
+        pub journal: Journal,
+    }
+
+    impl NetFakes {
+        pub fn new() -> Self {
+            let f = NetFakes {
+                netlink: Arc::new(FakeNetlink::new()),
+                nft: Arc::new(FakeNft::default()),
+                processes: Arc::new(FakeProcesses::new()),
+                journal: Journal::new(),
+            };
+            f.netlink.journal_to(&f.journal);
+            f.nft.journal_to(&f.journal);
+            f.processes.journal_to(&f.journal);
+            f
+        }
+
+        /// The system's storage runner with these fakes for the network.
+        pub fn runners(&self) -> Runners {
+            Runners {
+                storage: Arc::new(hutch_storage::SystemRunner),
+                nft: Box::new(self.nft.clone()),
+                netlink: self.netlink.clone(),
+                processes: self.processes.clone(),
+            }
+        }
+
+        /// An engine over state directory `dir` with these fakes.
+        pub fn engine(&self, dir: &Path) -> Engine {
+            let d = Daemon::open_with(
+                dir,
+                "/nonexistent/hutchd".into(),
+                EventHub::new(),
+                self.runners(),
+            )
+            .expect("open daemon");
+            Engine::new(d)
+        }
+    }
+}

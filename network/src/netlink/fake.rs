@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use super::{Address, Interfaces, Link, Netlink, PeerSpec};
 use crate::addr::{Ipv4Net, Ipv6Net};
 use crate::error::{NetworkError, Result};
+use crate::journal::Journal;
 
 /// One call made to a [`FakeNetlink`], with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,7 @@ struct Model {
     /// A veth's end inside a namespace → its host end.
     veth_peers: BTreeMap<(PathBuf, String), String>,
     used: (Vec<Ipv4Net>, Vec<Ipv6Net>),
+    journal: Option<Journal>,
 }
 
 impl Model {
@@ -131,6 +133,11 @@ impl FakeNetlink {
         self.model.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Also writes every call to `journal`.
+    pub fn journal_to(&self, journal: &Journal) {
+        self.model().journal = Some(journal.clone());
+    }
+
     /// Makes the `n`th call from now fail (1: the next one), without effect.
     pub fn fail_call(&self, n: usize) {
         let mut m = self.model();
@@ -182,6 +189,9 @@ impl FakeNetlink {
     fn record(&self, call: NetlinkCall) -> Result<MutexGuard<'_, Model>> {
         let mut m = self.model();
         let what = format!("{call:?}");
+        if let Some(j) = &m.journal {
+            j.push(format!("netlink {what}"));
+        }
         m.calls.push(call);
         if m.fail_at == Some(m.calls.len()) {
             return Err(NetworkError::netlink(

@@ -10,6 +10,7 @@ use super::{ProcessId, Processes};
 use crate::config::BridgeConfig;
 use crate::dnsmasq::{dnsmasq_args, DnsmasqFiles};
 use crate::error::{NetworkError, Result};
+use crate::journal::Journal;
 use crate::proxy::ProxySpec;
 
 /// Above any pid the kernel hands out (`pid_max` is at most 2^22).
@@ -33,11 +34,19 @@ struct Table {
     next_pid: i32,
     /// Live fake processes and the spawn that made each.
     live: Vec<(ProcessId, ProcessCall)>,
+    journal: Option<Journal>,
 }
 
 impl Table {
+    fn record(&mut self, call: ProcessCall) {
+        if let Some(j) = &self.journal {
+            j.push(format!("process {call:?}"));
+        }
+        self.calls.push(call);
+    }
+
     fn spawn(&mut self, call: ProcessCall) -> Result<ProcessId> {
-        self.calls.push(call.clone());
+        self.record(call.clone());
         self.spawns += 1;
         if self.fail_at == Some(self.spawns) {
             return Err(NetworkError::NotReady {
@@ -68,6 +77,11 @@ impl FakeProcesses {
 
     fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Also writes every call to `journal`.
+    pub fn journal_to(&self, journal: &Journal) {
+        self.table().journal = Some(journal.clone());
     }
 
     /// Makes the `n`th spawn from now fail (1: the next one); nothing is left running.
@@ -107,7 +121,7 @@ impl Processes for FakeProcesses {
 
     fn find_dnsmasq(&self, bridge: &str, _files: &DnsmasqFiles) -> Option<ProcessId> {
         let mut t = self.table();
-        t.calls.push(ProcessCall::FindDnsmasq {
+        t.record(ProcessCall::FindDnsmasq {
             bridge: bridge.into(),
         });
         t.live.iter().find_map(|(id, c)| match c {
@@ -135,7 +149,7 @@ impl Processes for FakeProcesses {
 
     fn stop(&self, ps: &[ProcessId], _grace: Duration) {
         let mut t = self.table();
-        t.calls.push(ProcessCall::Stop(ps.to_vec()));
+        t.record(ProcessCall::Stop(ps.to_vec()));
         t.live.retain(|(id, _)| !ps.contains(id));
     }
 }

@@ -6,6 +6,8 @@ mod dnsmasq;
 mod lifecycle;
 mod query;
 mod supervise;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
