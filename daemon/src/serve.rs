@@ -130,9 +130,7 @@ pub fn init_auto(
     let mut network_note = String::new();
     if bridge != "none" {
         let existing = d.db.network(bridge)?.is_some();
-        if !existing
-            && crate::engine::networks::host_link_exists(&d, bridge)?
-        {
+        if !existing && crate::engine::networks::host_link_exists(&d, bridge)? {
             eprintln!(
                 "hutchd init: an interface named {bridge:?} exists already; no network is made"
             );

@@ -216,8 +216,7 @@ pub fn resolve_auto(
             config.insert("ipv6.address".into(), "none".into());
         }
         Some("auto") => {
-            let net = pick_free_ipv6(used6)
-                .ok_or(NetworkError::NoFreeSubnet { family: "IPv6" })?;
+            let net = pick_free_ipv6(used6).ok_or(NetworkError::NoFreeSubnet { family: "IPv6" })?;
             config.insert("ipv6.address".into(), net.to_string());
             config.entry("ipv6.nat".into()).or_insert("true".into());
         }

@@ -182,10 +182,7 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert_eq!(
-            NetworkError::invalid("bad").kind(),
-            ErrorKind::InvalidInput
-        );
+        assert_eq!(NetworkError::invalid("bad").kind(), ErrorKind::InvalidInput);
         assert_eq!(
             NetworkError::NoParent("eth9".into()).kind(),
             ErrorKind::InvalidInput

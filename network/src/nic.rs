@@ -40,32 +40,54 @@ pub fn netns_of(pid: i32) -> PathBuf {
 }
 
 /// Plugs `nics` into the namespace of `pid`, each made directly inside it (no rename dance,
-/// so a name taken inside is a clear error, and nothing is left half-made on the host).
+/// so a name taken inside is a clear error). All or nothing: when one cannot be plugged,
+/// those made before it are removed again.
 pub fn plug(nl: &dyn Netlink, pid: i32, nics: &[NicSpec]) -> Result<()> {
     let netns = netns_of(pid);
-    for nic in nics {
-        let peer = PeerSpec {
-            name: nic.name.clone(),
-            hwaddr: parse_hwaddr(&nic.hwaddr)?,
-            mtu: nic.mtu,
-            netns: netns.clone(),
-        };
-        match &nic.kind {
-            NicKind::Bridged { bridge, host_name } => {
-                let br = nl
-                    .link(bridge)?
-                    .ok_or_else(|| NetworkError::NoBridge(bridge.clone()))?;
-                // A stale host end (a crashed start) would block the name.
-                nl.delete_link(host_name)?;
-                nl.add_veth(host_name, Some(br.index), &peer)?;
+    let mut made: Vec<&NicSpec> = Vec::new();
+    let result = (|| {
+        for nic in nics {
+            plug_one(nl, &netns, nic)?;
+            made.push(nic);
+        }
+        // Inside: the new interfaces up, and loopback, which an init may leave down.
+        let mut names: Vec<String> = nics.iter().map(|n| n.name.clone()).collect();
+        names.push("lo".into());
+        nl.set_up_in(&netns, &names)
+    })();
+    if result.is_err() {
+        for nic in made.iter().rev() {
+            // A veth goes with its host end; a macvlan lives inside only.
+            let undone = match &nic.kind {
+                NicKind::Bridged { host_name, .. } => nl.delete_link(host_name),
+                NicKind::Macvlan { .. } => nl.delete_link_in(&netns, &nic.name),
+            };
+            if let Err(e) = undone {
+                tracing::warn!(nic = nic.device, error = %crate::error::chain(&e), "undo a plug");
             }
-            NicKind::Macvlan { parent } => nl.add_macvlan(parent, &peer)?,
         }
     }
-    // Inside: the new interfaces up, and loopback, which an init may leave down.
-    let mut names: Vec<String> = nics.iter().map(|n| n.name.clone()).collect();
-    names.push("lo".into());
-    nl.set_up_in(&netns, &names)
+    result
+}
+
+fn plug_one(nl: &dyn Netlink, netns: &Path, nic: &NicSpec) -> Result<()> {
+    let peer = PeerSpec {
+        name: nic.name.clone(),
+        hwaddr: parse_hwaddr(&nic.hwaddr)?,
+        mtu: nic.mtu,
+        netns: netns.to_path_buf(),
+    };
+    match &nic.kind {
+        NicKind::Bridged { bridge, host_name } => {
+            let br = nl
+                .link(bridge)?
+                .ok_or_else(|| NetworkError::NoBridge(bridge.clone()))?;
+            // A stale host end (a crashed start) would block the name.
+            nl.delete_link(host_name)?;
+            nl.add_veth(host_name, Some(br.index), &peer)
+        }
+        NicKind::Macvlan { parent } => nl.add_macvlan(parent, &peer),
+    }
 }
 
 /// Removes interface `name` from the namespace of `pid` (hot-unplug). A veth's host end
@@ -124,7 +146,12 @@ mod tests {
     fn plug_makes_veths_inside_and_brings_them_up() {
         let nl = FakeNetlink::new();
         let br = nl.ensure_bridge("br0", None).unwrap();
-        plug(&nl, 42, &[bridged("eth0", "vethA"), bridged("eth1", "vethB")]).unwrap();
+        plug(
+            &nl,
+            42,
+            &[bridged("eth0", "vethA"), bridged("eth1", "vethB")],
+        )
+        .unwrap();
         let inside: Vec<(String, bool)> = nl
             .links_in(&netns_of(42))
             .into_iter()
@@ -132,7 +159,11 @@ mod tests {
             .collect();
         assert_eq!(
             inside,
-            [("eth0".into(), true), ("eth1".into(), true), ("lo".into(), true)]
+            [
+                ("eth0".into(), true),
+                ("eth1".into(), true),
+                ("lo".into(), true)
+            ]
         );
         assert!(nl.calls().contains(&NetlinkCall::AddVeth {
             host_name: "vethA".into(),
@@ -158,10 +189,43 @@ mod tests {
     }
 
     #[test]
+    fn a_plug_that_fails_at_any_call_leaves_no_interface() {
+        for n in 1.. {
+            let nl = FakeNetlink::new();
+            nl.ensure_bridge("br0", None).unwrap();
+            nl.add_host_link("eth9", "");
+            let mut mv = bridged("mv0", "unused");
+            mv.kind = NicKind::Macvlan {
+                parent: "eth9".into(),
+            };
+            let nics = [bridged("eth0", "vethA"), mv, bridged("eth1", "vethB")];
+            nl.fail_call(n);
+            match plug(&nl, 42, &nics) {
+                Err(_) => {
+                    assert_eq!(nl.host_links(), ["br0", "eth9", "lo"], "call {n}");
+                    let inside: Vec<String> = nl
+                        .links_in(&netns_of(42))
+                        .into_iter()
+                        .map(|l| l.name)
+                        .collect();
+                    assert!(inside.iter().all(|l| l == "lo"), "call {n}: {inside:?}");
+                }
+                Ok(()) => {
+                    assert!(n > 6);
+                    break;
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_missing_bridge_is_the_callers_mistake() {
         let nl = FakeNetlink::new();
         let err = plug(&nl, 42, &[bridged("eth0", "vethA")]).unwrap_err();
-        assert!(matches!(err, NetworkError::NoBridge(ref b) if b == "br0"), "{err}");
+        assert!(
+            matches!(err, NetworkError::NoBridge(ref b) if b == "br0"),
+            "{err}"
+        );
         assert!(err.is_invalid());
         assert_eq!(nl.host_links(), ["lo"]);
     }

@@ -53,8 +53,8 @@ fn full(
 ) -> Result<Value> {
     let obj = engine::instance_object_with(d, row, info.code)?;
     // The state reuses the object's expanded devices: profiles are read once per instance.
-    let state =
-        (level >= 2).then(|| engine::instance_state_with(d, row, &obj.expanded_devices, info, ifaces));
+    let state = (level >= 2)
+        .then(|| engine::instance_state_with(d, row, &obj.expanded_devices, info, ifaces));
     let mut v = serde_json::to_value(obj).unwrap_or_default();
     if let Some(state) = state {
         v["state"] = serde_json::to_value(state).unwrap_or_default();

@@ -160,9 +160,7 @@ mod tests {
         assert_eq!(body["metadata"]["managed"], false);
 
         let put = json!({"config": {"ipv4.address": "10.82.0.1/24"}, "description": "d"});
-        let (status, _) = api
-            .call(Method::PUT, "/1.0/networks/hbr0", Some(put))
-            .await;
+        let (status, _) = api.call(Method::PUT, "/1.0/networks/hbr0", Some(put)).await;
         assert_eq!(status, StatusCode::OK);
         let patch = json!({"config": {"ipv4.nat": "true"}});
         let (status, _) = api
@@ -232,7 +230,10 @@ mod tests {
         assert_eq!(error(&body), "The network already exists");
         let (status, body) = create(&api, "hbr1", "10.81.0.9/24").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(error(&body).contains("overlaps with network \"hbr0\""), "{body}");
+        assert!(
+            error(&body).contains("overlaps with network \"hbr0\""),
+            "{body}"
+        );
         let (status, _) = create(&api, "hbr1", "10.84.0.0/24").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let (status, body) = api
@@ -300,10 +301,9 @@ mod tests {
             .await;
         assert_eq!(status, StatusCode::PRECONDITION_FAILED);
 
-        let profile = json!({"name": "p1", "devices": {"eth0": {"type": "nic", "network": "hbr0"}}});
-        let (status, _) = api
-            .call(Method::POST, "/1.0/profiles", Some(profile))
-            .await;
+        let profile =
+            json!({"name": "p1", "devices": {"eth0": {"type": "nic", "network": "hbr0"}}});
+        let (status, _) = api.call(Method::POST, "/1.0/profiles", Some(profile)).await;
         assert_eq!(status, StatusCode::CREATED);
         let (_, body) = api.call(Method::GET, "/1.0/networks/hbr0", None).await;
         assert_eq!(body["metadata"]["used_by"], json!(["/1.0/profiles/p1"]));

@@ -123,9 +123,7 @@ mod tests {
         assert_eq!(body["metadata"]["config"]["limits.memory"], "1GiB");
 
         let put = json!({"config": {"limits.cpu": "1"}, "devices": {}});
-        let (status, _) = api
-            .call(Method::PUT, "/1.0/profiles/p1", Some(put))
-            .await;
+        let (status, _) = api.call(Method::PUT, "/1.0/profiles/p1", Some(put)).await;
         assert_eq!(status, StatusCode::OK);
         let patch = json!({
             "config": {"limits.memory": "2GiB"},
@@ -144,7 +142,11 @@ mod tests {
         assert_eq!(body["metadata"]["description"], "");
 
         let (status, _) = api
-            .call(Method::POST, "/1.0/profiles/p1", Some(json!({"name": "p2"})))
+            .call(
+                Method::POST,
+                "/1.0/profiles/p1",
+                Some(json!({"name": "p2"})),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED);
         let (status, _) = api.call(Method::GET, "/1.0/profiles/p1", None).await;
@@ -217,17 +219,27 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
 
         let (status, body) = api
-            .call(Method::POST, "/1.0/profiles/default", Some(json!({"name": "x"})))
+            .call(
+                Method::POST,
+                "/1.0/profiles/default",
+                Some(json!({"name": "x"})),
+            )
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(error(&body), "The \"default\" profile cannot be renamed");
-        let (status, body) = api.call(Method::DELETE, "/1.0/profiles/default", None).await;
+        let (status, body) = api
+            .call(Method::DELETE, "/1.0/profiles/default", None)
+            .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(error(&body), "The \"default\" profile cannot be deleted");
         create(json!({"name": "p1"})).await;
         create(json!({"name": "p2"})).await;
         let (status, body) = api
-            .call(Method::POST, "/1.0/profiles/p1", Some(json!({"name": "p2"})))
+            .call(
+                Method::POST,
+                "/1.0/profiles/p1",
+                Some(json!({"name": "p2"})),
+            )
             .await;
         assert_eq!(status, StatusCode::CONFLICT);
         assert_eq!(error(&body), "The profile already exists");

@@ -29,8 +29,8 @@ impl TestApi {
     pub async fn with_runners(runners: Runners) -> Self {
         let dir = tempfile::tempdir().expect("temporary state directory");
         let hutchd = std::env::current_exe().expect("test binary");
-        let daemon = Daemon::open_with(dir.path(), hutchd, EventHub::new(), runners)
-            .expect("open daemon");
+        let daemon =
+            Daemon::open_with(dir.path(), hutchd, EventHub::new(), runners).expect("open daemon");
         let engine = Engine::new(daemon);
         crate::serve::ensure_default_profile(&engine).expect("default profile");
         TestApi {

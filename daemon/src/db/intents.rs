@@ -38,8 +38,8 @@ impl IntentKind {
             IntentKind::Pool,
             IntentKind::Network,
         ]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

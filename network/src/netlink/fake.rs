@@ -73,7 +73,12 @@ impl Model {
             index: self.next_index,
             name: name.into(),
             kind: kind.into(),
-            link_type: if name == "lo" { "loopback" } else { "broadcast" }.into(),
+            link_type: if name == "lo" {
+                "loopback"
+            } else {
+                "broadcast"
+            }
+            .into(),
             mtu: 1500,
             ..Link::default()
         }
@@ -264,7 +269,8 @@ impl Netlink for FakeNetlink {
     }
 
     fn enable_forwarding(&self, ipv6: bool) -> Result<()> {
-        self.record(NetlinkCall::EnableForwarding { ipv6 }).map(drop)
+        self.record(NetlinkCall::EnableForwarding { ipv6 })
+            .map(drop)
     }
 
     fn delete_link(&self, name: &str) -> Result<()> {
@@ -329,7 +335,10 @@ impl Netlink for FakeNetlink {
             name: name.into(),
         })?;
         m.ns(netns).remove(name);
-        if let Some(host) = m.veth_peers.remove(&(netns.to_path_buf(), name.to_string())) {
+        if let Some(host) = m
+            .veth_peers
+            .remove(&(netns.to_path_buf(), name.to_string()))
+        {
             m.remove_host(&host);
         }
         Ok(())
@@ -383,9 +392,16 @@ mod tests {
         nl.fail_call(2);
         nl.link("br0").unwrap();
         assert!(nl.delete_link("br0").is_err());
-        assert_eq!(nl.host_links(), ["br0", "lo"], "a failed call has no effect");
+        assert_eq!(
+            nl.host_links(),
+            ["br0", "lo"],
+            "a failed call has no effect"
+        );
         nl.delete_link("br0").unwrap();
-        assert_eq!(nl.calls().last(), Some(&NetlinkCall::DeleteLink("br0".into())));
+        assert_eq!(
+            nl.calls().last(),
+            Some(&NetlinkCall::DeleteLink("br0".into()))
+        );
 
         nl.add_host_link("eth9", "");
         assert!(matches!(

@@ -66,7 +66,12 @@ where
     F: Fn(Handle) -> Fut + Send + Sync,
     Fut: Future<Output = Result<T>>,
 {
-    let gone = || netns.iter().map(|_| Err(NetworkError::WorkerGone)).collect();
+    let gone = || {
+        netns
+            .iter()
+            .map(|_| Err(NetworkError::WorkerGone))
+            .collect()
+    };
     std::thread::scope(|s| {
         s.spawn(|| {
             let rt = match runtime() {

@@ -167,11 +167,15 @@ mod tests {
             bind_instance: false,
             instance_pid: 7,
         };
-        let a = p.spawn_proxy(Path::new("/h"), "web", &spec, Path::new("/x")).unwrap();
+        let a = p
+            .spawn_proxy(Path::new("/h"), "web", &spec, Path::new("/x"))
+            .unwrap();
         assert!(p.alive(a));
         assert!(a.pid > 4_194_304);
         p.fail_spawn(1);
-        assert!(p.spawn_proxy(Path::new("/h"), "web2", &spec, Path::new("/y")).is_err());
+        assert!(p
+            .spawn_proxy(Path::new("/h"), "web2", &spec, Path::new("/y"))
+            .is_err());
         assert_eq!(p.live().len(), 1);
         p.stop(&[a], Duration::ZERO);
         assert!(!p.alive(a));

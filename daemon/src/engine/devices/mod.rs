@@ -6,6 +6,8 @@
 mod disk;
 mod nic;
 mod proxy;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -28,7 +30,10 @@ use crate::error::Result;
 type Options = BTreeMap<String, String>;
 
 /// The devices of `devices` of type `kind`.
-fn of_type<'a>(devices: &'a Devices, kind: &'a str) -> impl Iterator<Item = (&'a String, &'a Options)> {
+fn of_type<'a>(
+    devices: &'a Devices,
+    kind: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a Options)> {
     devices
         .iter()
         .filter(move |(_, dev)| dev.get("type").map(String::as_str) == Some(kind))

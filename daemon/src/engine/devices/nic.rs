@@ -12,10 +12,10 @@ use serde_json::Value;
 
 use super::validate::{invalid, opt as o, Kind, Opt};
 use super::{of_type, opt, Options};
+use crate::db::instances::InstanceRow;
 use crate::engine::net_state::interface_state;
 use crate::engine::spec::{expand, Expanded};
 use crate::engine::{blocking, Engine};
-use crate::db::instances::InstanceRow;
 use crate::error::{DaemonError, Result};
 
 /// The options of `nic` devices that hutch implements (`boot.priority` only orders VM
@@ -205,7 +205,11 @@ fn host_name(e: &Engine, row: &InstanceRow, devname: &str, dev: &Options) -> Res
 
 /// The NICs to plug at start, written as a plan for the runtime's start hook; the hook
 /// command, or `None` when the instance has no NIC.
-pub fn start_hook(e: &Engine, row: &InstanceRow, expanded: &Expanded) -> Result<Option<Vec<String>>> {
+pub fn start_hook(
+    e: &Engine,
+    row: &InstanceRow,
+    expanded: &Expanded,
+) -> Result<Option<Vec<String>>> {
     let nics = prepare(e, row, nics(&expanded.devices))?;
     if nics.is_empty() {
         return Ok(None);

@@ -150,7 +150,8 @@ pub async fn start_proxies(e: &Engine, name: &str, pid: i32, expanded: &Expanded
 }
 
 /// Brings the proxies of instance `name` to its devices `new`: forwarders whose device
-/// changed or went are stopped, new ones started, the DNAT table rewritten.
+/// changed or went are stopped, new ones started, the DNAT table rewritten. On failure the
+/// forwarders this call started are stopped again.
 pub(super) async fn sync_proxies(e: &Engine, name: &str, pid: i32, new: &Expanded) -> Result<()> {
     let d = &e.d;
     let new_p: BTreeMap<_, _> = of_type(&new.devices, "proxy").collect();
@@ -175,6 +176,8 @@ pub(super) async fn sync_proxies(e: &Engine, name: &str, pid: i32, new: &Expande
     }
     let mut dnat = Vec::new();
     let mut failed = None;
+    // Undone if a later device fails: a sync starts all its forwarders or none.
+    let mut started: Vec<String> = Vec::new();
     for (devname, dev) in &new_p {
         let listen: ProxyAddr = opt(dev, "listen").unwrap_or_default().parse()?;
         let connect: ProxyAddr = opt(dev, "connect").unwrap_or_default().parse()?;
@@ -214,6 +217,7 @@ pub(super) async fn sync_proxies(e: &Engine, name: &str, pid: i32, new: &Expande
         match blocking(move || spawn(&e2.d, &n2, &dn2, &dev2, pid)).await {
             Ok(p) => {
                 running.processes.insert(devname.to_string(), p);
+                started.push(devname.to_string());
             }
             Err(err) => {
                 failed = Some(err);
@@ -228,6 +232,18 @@ pub(super) async fn sync_proxies(e: &Engine, name: &str, pid: i32, new: &Expande
             Ok(()) => running.table = !dnat.is_empty(),
             Err(err) => failed = Some(err),
         }
+    }
+    if failed.is_some() && !started.is_empty() {
+        let undo: Vec<ProxyProcess> = started
+            .iter()
+            .filter_map(|k| running.processes.remove(k))
+            .collect();
+        let e2 = e.clone();
+        blocking(move || {
+            stop_all(&e2.d, &undo);
+            Ok(())
+        })
+        .await?;
     }
     save(d, name, &running);
     if !running.processes.is_empty() || running.table {

@@ -309,8 +309,7 @@ fn undo_with_teardown(e: &Engine, revert: &mut Revert, name: &str) {
 /// Resolves `auto` addresses against the host's routes and the other networks; returns the
 /// host's IPv4 prefixes.
 fn resolve(e: &Engine, config: &mut BTreeMap<String, String>) -> Result<Vec<Ipv4Net>> {
-    let (mut used4, mut used6): (Vec<Ipv4Net>, Vec<Ipv6Net>) =
-        e.d.net.netlink.used_prefixes()?;
+    let (mut used4, mut used6): (Vec<Ipv4Net>, Vec<Ipv6Net>) = e.d.net.netlink.used_prefixes()?;
     let host4 = used4.clone();
     for other in e.d.db.networks()? {
         if let Ok(c) = parse_row(&other) {

@@ -48,13 +48,13 @@ impl Engine {
         let (e, name) = (self.clone(), name.to_string());
         blocking(move || match e.d.db.network(&name)? {
             Some(row) => managed_object(&e, &row),
-            None => e
-                .d
-                .net
-                .netlink
-                .link(&name)?
-                .map(|l| unmanaged_object(&l))
-                .ok_or_else(|| DaemonError::NotFound("Network not found".into())),
+            None => {
+                e.d.net
+                    .netlink
+                    .link(&name)?
+                    .map(|l| unmanaged_object(&l))
+                    .ok_or_else(|| DaemonError::NotFound("Network not found".into()))
+            }
         })
         .await
     }

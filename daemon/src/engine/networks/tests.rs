@@ -143,7 +143,9 @@ async fn a_delete_that_fails_brings_the_network_back() {
 async fn a_delete_a_crash_interrupted_is_finished_at_start() {
     let (e, f, _dir) = setup();
     e.create_network(post("hbr0")).await.unwrap();
-    e.d.db.record_intent(IntentKind::Network, "", "hbr0").unwrap();
+    e.d.db
+        .record_intent(IntentKind::Network, "", "hbr0")
+        .unwrap();
     start_networks(&e);
     assert_gone(&e, &f, "hbr0");
 }
@@ -249,7 +251,10 @@ async fn auto_addresses_avoid_the_host_and_other_networks() {
     f.netlink
         .set_used_prefixes(vec!["10.71.0.0/16".parse().unwrap()], vec![]);
     let err = e.create_network(post("hbr0")).await.unwrap_err();
-    assert!(err.to_string().contains("already in use on the host"), "{err}");
+    assert!(
+        err.to_string().contains("already in use on the host"),
+        "{err}"
+    );
     assert!(super::init_network(&e, "hbr1").unwrap());
     assert!(!super::init_network(&e, "hbr1").unwrap());
     let cfg = e.network_config("hbr1").unwrap().unwrap();
