@@ -117,7 +117,7 @@ mod tests {
 
     async fn api() -> (TestApi, NetFakes) {
         let f = NetFakes::new();
-        (TestApi::with_runners(f.runners()).await, f)
+        (TestApi::with_pool("dir", f.runners()), f)
     }
 
     async fn create(api: &TestApi, name: &str, addr: &str) -> (StatusCode, Value) {

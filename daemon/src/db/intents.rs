@@ -17,6 +17,8 @@ pub enum IntentKind {
     Volume,
     /// A storage pool and what backs it.
     Pool,
+    /// An instance snapshot, named `<instance>/<snapshot>`.
+    Snapshot,
     /// A managed network: its bridge, rules, dnsmasq and files.
     Network,
 }
@@ -27,6 +29,7 @@ impl IntentKind {
             IntentKind::Image => "delete-image",
             IntentKind::Volume => "delete-volume",
             IntentKind::Pool => "delete-pool",
+            IntentKind::Snapshot => "delete-snapshot",
             IntentKind::Network => "delete-network",
         }
     }
@@ -36,6 +39,7 @@ impl IntentKind {
             IntentKind::Image,
             IntentKind::Volume,
             IntentKind::Pool,
+            IntentKind::Snapshot,
             IntentKind::Network,
         ]
         .into_iter()

@@ -1,14 +1,25 @@
 //! The instance lifecycle: what creating, starting, stopping, deleting and inspecting an
 //! instance means, tying database, storage, images and runtime together. No HTTP here.
 
+// The engine's state (directories, pools, locks) and its database. Their insides are
+// visible to the engine only, so the HTTP layer cannot reach them.
+#[path = "../daemon.rs"]
+pub mod daemon;
+#[path = "../db/mod.rs"]
+pub mod db;
+
 mod autostart;
 mod create;
 pub mod devices;
 mod exec;
 pub mod fault;
+#[cfg(test)]
+mod fault_tests;
 pub mod files;
 mod idmaps;
+mod image_catalog;
 mod images;
+mod instances;
 mod lifecycle;
 pub mod net_state;
 pub mod networks;
@@ -25,16 +36,15 @@ pub use autostart::autostart;
 pub use create::validate_name;
 pub use create::{create_instance, validate_create};
 pub use exec::{exec_instance, exec_request};
-pub use images::{import_image, publish_image, Upload};
+pub use image_catalog::{ImageUpload, ImageWork};
+pub use images::{import_image, publish_image};
 pub use lifecycle::{
     delete_instance, freeze_instance, rename_instance, start_instance, stop_instance,
     unfreeze_instance,
 };
 pub use reconcile::reconcile;
 pub use schedule::start_scheduler;
-pub use snapshot::{
-    create_snapshot, delete_snapshot, rename_snapshot, restore_snapshot, validate_snapshot_name,
-};
+pub use snapshot::{create_snapshot, delete_snapshot, restore_snapshot, validate_snapshot_name};
 pub use spec::{
     check_root_size, expand, limits_from as limits_of, root_pool, root_size as spec_root_size,
 };
@@ -77,12 +87,83 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Before the API answers: finishes what a crash interrupted, makes sure the default
+    /// profile exists, brings managed networks up and re-attaches proxies.
+    pub async fn recover(&self) -> Result<()> {
+        reconcile(&self.d)?;
+        self.ensure_default_profile()?;
+        let d = self.clone();
+        blocking(move || {
+            networks::start_networks(&d);
+            Ok(())
+        })
+        .await?;
+        devices::restore_proxies(self).await;
+        Ok(())
+    }
+
+    /// The daemon's background work: network supervision, autostart, scheduled snapshots.
+    pub fn start_background_tasks(&self) {
+        networks::start_supervisor(self.clone());
+        autostart(self.clone());
+        start_scheduler(self.clone());
+    }
+
+    /// LXD always has a `default` profile.
+    pub fn ensure_default_profile(&self) -> Result<()> {
+        if self.d.db.profile("default")?.is_none() {
+            let put = hutch_api::profile::ProfilePut {
+                description: "Default hutch profile".into(),
+                ..Default::default()
+            };
+            self.d.db.insert_profile("default", &put)?;
+        }
+        Ok(())
+    }
+}
+
 /// TEMPORARY, while handlers move into engine methods: lets unconverted code reach the
 /// daemon's state. Removed when no code in `api/` needs it.
 impl std::ops::Deref for Engine {
     type Target = Daemon;
     fn deref(&self) -> &Daemon {
         &self.d
+    }
+}
+
+/// Work an action goes on with after it was accepted; the API runs it as an operation.
+pub type Work = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
+/// An object, and the part of it that its ETag covers (its writable fields).
+#[derive(Debug)]
+pub struct Versioned<T> {
+    pub object: T,
+    pub version: serde_json::Value,
+}
+
+/// A stable digest of a value, for ETags.
+pub fn etag<T: serde::Serialize>(value: &T) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        serde_json::to_vec(value).unwrap_or_default(),
+    ))
+}
+
+/// Refuses a write whose If-Match (`if_match`, without quotes) does not match the ETag of
+/// `current`; no If-Match, or an empty one, always passes.
+pub fn check_version<T: serde::Serialize>(if_match: Option<&str>, current: &T) -> Result<()> {
+    let Some(client) = if_match.map(|c| c.trim_matches('"')) else {
+        return Ok(());
+    };
+    let server = etag(current);
+    if client.is_empty() || client == server {
+        Ok(())
+    } else {
+        Err(crate::error::DaemonError::PreconditionFailed {
+            server,
+            client: client.to_string(),
+        })
     }
 }
 
@@ -205,4 +286,19 @@ pub fn instance_state_with(
         devices,
     ));
     state
+}
+
+/// Hooks for tests elsewhere in the crate to reach the engine's state.
+#[cfg(test)]
+pub mod testing {
+    use super::Engine;
+    use crate::db::intents::IntentKind;
+
+    pub fn record_image_delete(e: &Engine, fp: &str) {
+        e.d.db.record_intent(IntentKind::Image, "", fp).unwrap();
+    }
+
+    pub fn reconcile(e: &Engine) {
+        super::reconcile(&e.d).unwrap();
+    }
 }

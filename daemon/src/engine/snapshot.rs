@@ -1,14 +1,142 @@
 //! Instance snapshots: create (consistent: atomic on btrfs, under a freeze elsewhere),
 //! delete, rename and restore, each under the instance's lock.
 
+use hutch_api::instance::{InstanceSnapshotPost, InstanceSnapshotsPost};
 use hutch_api::operation::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::blocking;
+use super::revert::Revert;
+use super::{blocking, Engine, Versioned, Work};
 use super::{runtime_status, start_instance, stop_instance};
-use crate::daemon::{instance_vol, snapshot_vol, AppState};
+use crate::daemon::{instance_vol, snapshot_vol, AppState, Daemon};
+use crate::db::intents::IntentKind;
 use crate::db::snapshots::SnapshotRow;
 use crate::error::{DaemonError, Result};
+
+/// A snapshot as LXD shows it.
+pub fn snapshot_object(s: &SnapshotRow) -> Value {
+    json!({
+        "name": s.name,
+        "architecture": s.architecture,
+        "config": s.config,
+        "devices": s.devices,
+        "ephemeral": s.ephemeral,
+        "profiles": s.profiles,
+        "stateful": false,
+        "created_at": s.created_at,
+        "last_used_at": "0001-01-01T00:00:00Z",
+        "expires_at": s.expires_at,
+        "expanded_config": s.config,
+        "expanded_devices": s.devices,
+        "size": -1,
+    })
+}
+
+impl Engine {
+    /// The snapshots of an instance: URLs, or objects when `recursion` > 0.
+    pub fn list_snapshots(&self, name: &str, recursion: u8) -> Result<Vec<Value>> {
+        self.d.db.instance_or_404(name)?;
+        let snaps = self.d.db.snapshots(name)?;
+        Ok(snaps
+            .iter()
+            .map(|s| {
+                if recursion > 0 {
+                    snapshot_object(s)
+                } else {
+                    Value::String(format!("/1.0/instances/{name}/snapshots/{}", s.name))
+                }
+            })
+            .collect())
+    }
+
+    /// One snapshot; its ETag covers its expiry (the one writable field).
+    pub fn snapshot(&self, name: &str, snap: &str) -> Result<Versioned<Value>> {
+        self.d.db.instance_or_404(name)?;
+        let s = self.d.db.snapshot(name, snap)?;
+        Ok(Versioned {
+            object: snapshot_object(&s),
+            version: json!([s.expires_at]),
+        })
+    }
+
+    /// Checks a snapshot request; the work takes it.
+    pub fn create_snapshot(&self, name: &str, req: InstanceSnapshotsPost) -> Result<Work> {
+        self.d.db.instance_or_404(name)?;
+        if req.stateful {
+            return Err(DaemonError::BadRequest(
+                "Stateful snapshots are not supported".into(),
+            ));
+        }
+        let snap = Some(req.name).filter(|s| !s.is_empty());
+        if let Some(s) = &snap {
+            validate_snapshot_name(s)?;
+            if self.d.db.snapshot(name, s).is_ok() {
+                return Err(DaemonError::Conflict(format!(
+                    "Snapshot {s:?} already exists"
+                )));
+            }
+        }
+        let expires_at = Some(req.expires_at).filter(|e| !e.is_empty());
+        if let Some(e) = &expires_at {
+            time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| DaemonError::BadRequest(format!("Invalid expires_at {e:?}")))?;
+        }
+        let (e, name) = (self.clone(), name.to_string());
+        Ok(Box::pin(async move {
+            create_snapshot(e, name, snap, expires_at).await.map(|_| ())
+        }))
+    }
+
+    /// Checks a rename; the work does it.
+    pub fn rename_snapshot(
+        &self,
+        name: &str,
+        snap: &str,
+        req: InstanceSnapshotPost,
+    ) -> Result<Work> {
+        self.d.db.instance_or_404(name)?;
+        self.d.db.snapshot(name, snap)?;
+        if req.migration {
+            return Err(DaemonError::BadRequest(
+                "Migration is not supported yet".into(),
+            ));
+        }
+        validate_snapshot_name(&req.name)?;
+        Ok(Box::pin(rename_snapshot(
+            self.clone(),
+            name.to_string(),
+            snap.to_string(),
+            req.name,
+        )))
+    }
+
+    /// Checks the snapshot exists; the work removes it.
+    pub fn delete_snapshot(&self, name: &str, snap: &str) -> Result<Work> {
+        self.d.db.instance_or_404(name)?;
+        self.d.db.snapshot(name, snap)?;
+        Ok(Box::pin(delete_snapshot(
+            self.clone(),
+            name.to_string(),
+            snap.to_string(),
+        )))
+    }
+}
+
+/// Removes a snapshot: its intent recorded (`record`, unless the reconciliation finishes
+/// one), its volume, its row, then the intent cleared. Safe to run again after a crash.
+pub fn finish_delete_snapshot(d: &Daemon, name: &str, snap: &str, record: bool) -> Result<()> {
+    let key = format!("{name}/{snap}");
+    if record {
+        d.db.record_intent(IntentKind::Snapshot, "", &key)?;
+    }
+    if let Ok(pool) = d.instance_pool(name) {
+        pool.delete_volume(&snapshot_vol(name, snap))?;
+    }
+    if d.db.snapshot(name, snap).is_ok() {
+        d.db.delete_snapshot(name, snap)?;
+    }
+    d.db.clear_intent(IntentKind::Snapshot, "", &key)
+}
 
 /// Snapshot names are path segments.
 pub fn validate_snapshot_name(name: &str) -> Result<()> {
@@ -97,6 +225,15 @@ pub async fn create_snapshot(
         Ok(cloned?)
     })
     .await?;
+    let mut revert = Revert::new();
+    {
+        let (d, name, snap) = (d.clone(), name.clone(), snap.clone());
+        revert.add(move || {
+            if let Ok(pool) = d.instance_pool(&name) {
+                let _ = pool.delete_volume(&snapshot_vol(&name, &snap));
+            }
+        });
+    }
     let record = SnapshotRow {
         instance: name.clone(),
         name: snap.clone(),
@@ -108,12 +245,8 @@ pub async fn create_snapshot(
         profiles: row.profiles.clone(),
         ephemeral: row.ephemeral,
     };
-    if let Err(e) = d.db.insert_snapshot(&record) {
-        if let Ok(pool) = d.instance_pool(&name) {
-            let _ = pool.delete_volume(&snapshot_vol(&name, &snap));
-        }
-        return Err(e);
-    }
+    d.db.insert_snapshot(&record)?;
+    revert.success();
     d.events.lifecycle(
         "instance-snapshot-created",
         &format!("/1.0/instances/{name}/snapshots/{snap}"),
@@ -126,15 +259,8 @@ pub async fn delete_snapshot(d: AppState, name: String, snap: String) -> Result<
     let lock = d.instance_lock(&name);
     let _g = lock.lock().await;
     d.db.snapshot(&name, &snap)?;
-    // The row goes first: a crash after it leaves only a volume no record owns.
-    d.db.delete_snapshot(&name, &snap)?;
     let (d2, name2, snap2) = (d.clone(), name.clone(), snap.clone());
-    blocking(move || {
-        Ok(d2
-            .instance_pool(&name2)?
-            .delete_volume(&snapshot_vol(&name2, &snap2))?)
-    })
-    .await?;
+    blocking(move || finish_delete_snapshot(&d2, &name2, &snap2, true)).await?;
     d.events.lifecycle(
         "instance-snapshot-deleted",
         &format!("/1.0/instances/{name}/snapshots/{snap}"),
@@ -156,10 +282,12 @@ pub async fn rename_snapshot(d: AppState, name: String, snap: String, new: Strin
     let (from, to) = (snapshot_vol(&name, &snap), snapshot_vol(&name, &new));
     let pool = d.instance_pool(&name)?;
     pool.rename_volume(&from, &to)?;
-    if let Err(e) = d.db.rename_snapshot(&name, &snap, &new) {
+    let mut revert = Revert::new();
+    revert.add(move || {
         let _ = pool.rename_volume(&to, &from);
-        return Err(e);
-    }
+    });
+    d.db.rename_snapshot(&name, &snap, &new)?;
+    revert.success();
     Ok(())
 }
 
