@@ -7,7 +7,7 @@ use axum::Router;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::daemon::{Daemon, Runners};
+use crate::daemon::Daemon;
 use crate::engine::Engine;
 use crate::events::EventHub;
 
