@@ -79,29 +79,6 @@ impl Engine {
     }
 }
 
-/// `hutchd init --auto`: network `name` with automatic addresses, unless it exists; whether
-/// it was made.
-pub fn init_network(e: &Engine, name: &str) -> Result<bool> {
-    if e.d.db.network(name)?.is_some() {
-        return Ok(false);
-    }
-    create(
-        e,
-        NetworksPost {
-            name: name.to_string(),
-            kind: "bridge".into(),
-            put: NetworkPut {
-                config: [("ipv4.address", "auto"), ("ipv6.address", "none")]
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                description: String::new(),
-            },
-        },
-    )?;
-    Ok(true)
-}
-
 fn create(e: &Engine, req: NetworksPost) -> Result<()> {
     let d = &e.d;
     let _ops = lock(&d.net.networks.ops);

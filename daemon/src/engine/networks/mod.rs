@@ -17,8 +17,6 @@ use hutch_network::addr::valid_interface_name;
 use hutch_network::dnsmasq::DnsmasqFiles;
 use hutch_network::{nft, BridgeConfig, ProcessId};
 
-pub use lifecycle::init_network;
-pub use query::host_link_exists;
 pub use supervise::{start_networks, start_supervisor};
 
 use super::Engine;

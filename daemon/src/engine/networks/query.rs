@@ -88,11 +88,6 @@ impl Engine {
     }
 }
 
-/// Whether the host has an interface named `name` (managed or not).
-pub fn host_link_exists(e: &Engine, name: &str) -> Result<bool> {
-    Ok(e.d.net.netlink.link(name)?.is_some())
-}
-
 /// The host's bridges and physical interfaces that are not managed networks.
 fn unmanaged_links(e: &Engine, rows: &[NetworkRow]) -> Result<Vec<Link>> {
     Ok(e.d

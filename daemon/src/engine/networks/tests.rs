@@ -255,8 +255,9 @@ async fn auto_addresses_avoid_the_host_and_other_networks() {
         err.to_string().contains("already in use on the host"),
         "{err}"
     );
-    assert!(super::init_network(&e, "hbr1").unwrap());
-    assert!(!super::init_network(&e, "hbr1").unwrap());
+    let mut auto = post("hbr1");
+    auto.put.config = config(&[("ipv4.address", "auto")]);
+    e.create_network(auto).await.unwrap();
     let cfg = e.network_config("hbr1").unwrap().unwrap();
     let v4 = cfg.ipv4.unwrap();
     assert!(!v4.overlaps(&"10.71.0.0/16".parse().unwrap()));
