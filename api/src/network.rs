@@ -39,6 +39,16 @@ pub struct NetworksPost {
     pub put: NetworkPut,
 }
 
+/// `PATCH /1.0/networks/<name>`: what is given is merged into the network (config keys
+/// added or replaced, the description replaced); what is absent stays.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
 /// `POST /1.0/networks/<name>` (rename).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkPost {

@@ -35,6 +35,18 @@ pub struct ProfilesPost {
     pub put: ProfilePut,
 }
 
+/// `PATCH /1.0/profiles/<name>`: what is given is merged into the profile (config keys and
+/// devices added or replaced, the description replaced); what is absent stays.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfilePatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Devices>,
+}
+
 /// `POST /1.0/profiles/<name>` (rename).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfilePost {

@@ -33,7 +33,7 @@ pub struct Daemon {
     /// Cgroup directory of this daemon's containers, unique per state directory.
     pub cgroup_prefix: String,
     /// Live network state: dnsmasq children, proxies, the nftables runner.
-    pub net: crate::engine::network::NetState,
+    pub net: crate::engine::net_state::NetState,
     locks: NamedLocks,
     /// One per image fingerprint: imports, unpacks into a pool and deletes of one image
     /// take turns, so no request removes what another made.
@@ -49,6 +49,10 @@ pub struct Runners {
     pub storage: Arc<dyn CommandRunner>,
     /// nftables.
     pub nft: Box<dyn hutch_network::nft::Nft>,
+    /// Links, addresses and routes.
+    pub netlink: Arc<dyn hutch_network::Netlink>,
+    /// dnsmasq and proxy forwarders.
+    pub processes: Arc<dyn hutch_network::Processes>,
 }
 
 impl Runners {
@@ -57,6 +61,8 @@ impl Runners {
         Runners {
             storage: Arc::new(SystemRunner),
             nft: Box::new(hutch_network::nft::SystemNft),
+            netlink: Arc::new(hutch_network::SystemNetlink::new()),
+            processes: Arc::new(hutch_network::SystemProcesses::new()),
         }
     }
 }
@@ -132,7 +138,12 @@ impl Daemon {
             hutchd,
             idmap,
             cgroup_prefix: cgroup_prefix(dir),
-            net: crate::engine::network::NetState::new(runners.nft, &cgroup_prefix(dir)),
+            net: crate::engine::net_state::NetState::new(
+                runners.nft,
+                runners.netlink,
+                runners.processes,
+                &cgroup_prefix(dir),
+            ),
             storage_runner: runners.storage,
             locks: NamedLocks::default(),
             image_locks: NamedLocks::default(),

@@ -207,7 +207,7 @@ pub fn resolve_auto(
     let v4 = config.get("ipv4.address").map(String::as_str);
     if matches!(v4, None | Some("auto")) {
         let net = pick_free_ipv4(used4, || u16::from_be_bytes(random_bytes()))
-            .ok_or_else(|| NetworkError::invalid("Failed to find a free IPv4 subnet"))?;
+            .ok_or(NetworkError::NoFreeSubnet { family: "IPv4" })?;
         config.insert("ipv4.address".into(), net.to_string());
         config.entry("ipv4.nat".into()).or_insert("true".into());
     }
@@ -216,8 +216,7 @@ pub fn resolve_auto(
             config.insert("ipv6.address".into(), "none".into());
         }
         Some("auto") => {
-            let net = pick_free_ipv6(used6)
-                .ok_or_else(|| NetworkError::invalid("Failed to find a free IPv6 subnet"))?;
+            let net = pick_free_ipv6(used6).ok_or(NetworkError::NoFreeSubnet { family: "IPv6" })?;
             config.insert("ipv6.address".into(), net.to_string());
             config.entry("ipv6.nat".into()).or_insert("true".into());
         }

@@ -1,5 +1,6 @@
 //! One dnsmasq per managed network: its command line, its per-NIC host entries, its lease
-//! file, and the process itself (detached, so it outlives a daemon restart).
+//! file, and starting the process (detached, so it outlives a daemon restart; see
+//! [`crate::process`] for the seam that does it).
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::BridgeConfig;
 use crate::error::{NetworkError, Result};
-use crate::process::{alive, terminate};
+use crate::process::alive;
 
 /// The files of one network's dnsmasq, under `networks/<name>/`.
 #[derive(Debug, Clone)]
@@ -199,7 +200,7 @@ pub fn running_pid(files: &DnsmasqFiles, bridge: &str) -> Option<i32> {
 
 /// Starts dnsmasq for `bridge` in its own session, so it outlives the daemon; returns the
 /// child, which the caller reaps. The raw configuration file is rewritten first.
-pub fn spawn(
+pub(crate) fn spawn(
     bridge: &str,
     cfg: &BridgeConfig,
     files: &DnsmasqFiles,
@@ -237,7 +238,7 @@ pub fn spawn(
 }
 
 /// Waits up to `timeout` for dnsmasq to write its pid file, i.e. to be listening.
-pub fn wait_ready(
+pub(crate) fn wait_ready(
     files: &DnsmasqFiles,
     bridge: &str,
     child: &mut std::process::Child,
@@ -252,39 +253,17 @@ pub fn wait_ready(
             let log = fs::read_to_string(files.log()).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
             return Err(NetworkError::Command {
-                program: "dnsmasq".into(),
+                program: "dnsmasq",
                 status: status.to_string(),
                 stderr: tail.into_iter().rev().collect::<Vec<_>>().join("; "),
             });
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Err(NetworkError::Command {
-        program: "dnsmasq".into(),
-        status: "timeout".into(),
-        stderr: "did not write its pid file".into(),
+    Err(NetworkError::NotReady {
+        program: "dnsmasq",
+        reason: format!("no pid file after {timeout:?}"),
     })
-}
-
-/// Stops the dnsmasq of `bridge`: the one this process started (`child`, reaped here) and
-/// the one its pid file names (adopted after a daemon restart), which are usually the same.
-/// SIGTERM first, SIGKILL after five seconds; it never waits longer than that.
-pub fn stop(files: &DnsmasqFiles, bridge: &str, child: Option<std::process::Child>) {
-    // A child that already exited is reaped by try_wait and needs nothing more.
-    let mut child = child.and_then(|mut c| matches!(c.try_wait(), Ok(None)).then_some(c));
-    let adopted = running_pid(files, bridge);
-    let pids: Vec<i32> = child.iter().map(|c| c.id() as i32).chain(adopted).collect();
-    terminate(&pids, Duration::from_secs(5), || {
-        let child_gone = match &mut child {
-            Some(c) => !matches!(c.try_wait(), Ok(None)),
-            None => true,
-        };
-        child_gone && !adopted.is_some_and(alive)
-    });
-    if let Some(mut c) = child {
-        let _ = c.wait();
-    }
-    let _ = fs::remove_file(files.pid_file());
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod config;
 pub mod dnsmasq;
 mod error;
+mod journal;
 pub mod netlink;
 pub mod nft;
 pub mod nic;
@@ -15,4 +16,8 @@ pub mod process;
 pub mod proxy;
 
 pub use config::BridgeConfig;
-pub use error::{NetworkError, Result};
+pub use error::{ErrorKind, NetworkError, Result};
+pub use journal::Journal;
+pub use netlink::{FakeNetlink, Netlink, NetlinkCall, SystemNetlink};
+pub use nft::{FakeNft, Nft, SystemNft};
+pub use process::{FakeProcesses, ProcessCall, ProcessId, Processes, SystemProcesses};

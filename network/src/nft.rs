@@ -18,6 +18,16 @@ pub trait Nft: Send + Sync {
     fn tables(&self) -> Result<Vec<(String, String)>>;
 }
 
+/// A shared runner (a test keeps the other handle to look at what was run).
+impl<T: Nft + ?Sized> Nft for std::sync::Arc<T> {
+    fn apply(&self, script: &str) -> Result<()> {
+        (**self).apply(script)
+    }
+    fn tables(&self) -> Result<Vec<(String, String)>> {
+        (**self).tables()
+    }
+}
+
 /// The real `nft` command.
 #[derive(Debug, Default)]
 pub struct SystemNft;
@@ -43,7 +53,7 @@ impl Nft for SystemNft {
         })?;
         if !out.status.success() {
             return Err(NetworkError::Command {
-                program: "nft".into(),
+                program: "nft",
                 status: out.status.to_string(),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
@@ -61,7 +71,7 @@ impl Nft for SystemNft {
             })?;
         if !out.status.success() {
             return Err(NetworkError::Command {
-                program: "nft".into(),
+                program: "nft",
                 status: out.status.to_string(),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
@@ -70,19 +80,91 @@ impl Nft for SystemNft {
     }
 }
 
-/// Records scripts instead of running them, for unit tests.
+/// Records scripts instead of running them, for unit tests: it keeps the set of tables the
+/// scripts leave (from their `table inet` and `delete table inet` lines), and fails the
+/// script it is told to.
 #[derive(Debug, Default)]
 pub struct FakeNft {
     pub scripts: Mutex<Vec<String>>,
+    state: Mutex<FakeTables>,
+}
+
+#[derive(Debug, Default)]
+struct FakeTables {
+    /// The number (1-based, over the fake's life) of the `apply` that fails.
+    fail_at: Option<usize>,
+    applied: usize,
+    tables: std::collections::BTreeSet<String>,
+    journal: Option<crate::Journal>,
+}
+
+impl FakeNft {
+    /// Also writes every script to `journal`, as the tables it makes and removes.
+    pub fn journal_to(&self, journal: &crate::Journal) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).journal = Some(journal.clone());
+    }
+
+    /// Makes the `n`th `apply` from now fail (1: the next one), without effect.
+    pub fn fail_call(&self, n: usize) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.fail_at = Some(s.applied + n);
+    }
+
+    /// The names of the `inet` tables the scripts so far leave.
+    pub fn table_names(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.tables.iter().cloned().collect()
+    }
 }
 
 impl Nft for FakeNft {
     fn apply(&self, script: &str) -> Result<()> {
-        self.scripts.lock().unwrap().push(script.to_string());
+        self.scripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(script.to_string());
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.applied += 1;
+        if s.fail_at == Some(s.applied) {
+            return Err(NetworkError::Command {
+                program: "nft",
+                status: "exit status: 1".into(),
+                stderr: "injected failure".into(),
+            });
+        }
+        let mut made = Vec::new();
+        for line in script.lines() {
+            if let Some(t) = line.strip_prefix("delete table inet ") {
+                s.tables.remove(t.trim());
+            } else if let Some(t) = line
+                .strip_prefix("table inet ")
+                .and_then(|r| r.strip_suffix(" {"))
+            {
+                s.tables.insert(t.to_string());
+                made.push(t.to_string());
+            }
+        }
+        if let Some(j) = &s.journal {
+            let deleted = script
+                .lines()
+                .filter_map(|l| l.strip_prefix("delete table inet "))
+                .filter(|t| !made.iter().any(|m| m == t));
+            for t in deleted {
+                j.push(format!("nft delete {t}"));
+            }
+            for t in &made {
+                j.push(format!("nft write {t}"));
+            }
+        }
         Ok(())
     }
+
     fn tables(&self) -> Result<Vec<(String, String)>> {
-        Ok(Vec::new())
+        Ok(self
+            .table_names()
+            .into_iter()
+            .map(|t| ("inet".to_string(), t))
+            .collect())
     }
 }
 
@@ -309,9 +391,16 @@ mod tests {
     }
 
     #[test]
-    fn fake_records_scripts() {
+    fn fake_records_scripts_and_follows_tables() {
         let f = FakeNft::default();
         f.apply("x").unwrap();
         assert_eq!(f.scripts.lock().unwrap().len(), 1);
+        f.apply(&network_ruleset("t1", "br0", &cfg(true))).unwrap();
+        assert_eq!(f.table_names(), ["t1"]);
+        f.fail_call(1);
+        assert!(f.apply(&delete_table_script("t1")).is_err());
+        assert_eq!(f.table_names(), ["t1"], "a failed script has no effect");
+        f.apply(&delete_table_script("t1")).unwrap();
+        assert!(f.table_names().is_empty());
     }
 }

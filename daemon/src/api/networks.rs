@@ -9,12 +9,11 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use hutch_api::network::{NetworkPost, NetworkPut, NetworksPost};
+use hutch_api::network::{NetworkPatch, NetworkPost, NetworkPut, NetworksPost};
 
-use super::{blocking, check_if_match, created, empty, parse_json, sync, sync_etag};
+use super::{check_if_match, created, empty, parse_json, sync, sync_etag};
 use crate::daemon::AppState;
-use crate::engine::network as net;
-use crate::error::{DaemonError, Result};
+use crate::error::Result;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -28,118 +27,288 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn list(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let recursion = super::recursion(&q);
-    blocking(&d, move |d| {
-        let rows = d.db.networks()?;
-        // Host interfaces are listed too, as unmanaged networks, as LXD does.
-        let links = net::host_links()?;
-        let unmanaged = links
-            .iter()
-            .filter(|l| !rows.iter().any(|r| r.name == l.name))
-            .filter(|l| (l.kind.is_empty() || l.kind == "bridge") && l.link_type != "loopback");
-        if recursion > 0 {
-            let mut all = rows
-                .iter()
-                .map(|r| net::network_object(d, r))
-                .collect::<Result<Vec<_>>>()?;
-            all.extend(unmanaged.map(net::unmanaged_object));
-            Ok(sync(all))
-        } else {
-            let mut names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
-            names.extend(unmanaged.map(|l| l.name.clone()));
-            Ok(sync(
-                names
-                    .iter()
-                    .map(|n| format!("/1.0/networks/{n}"))
-                    .collect::<Vec<_>>(),
-            ))
-        }
-    })
-    .await
+    if super::recursion(&q) > 0 {
+        return Ok(sync(e.networks().await?));
+    }
+    let urls: Vec<String> = e
+        .network_names()
+        .await?
+        .iter()
+        .map(|n| format!("/1.0/networks/{n}"))
+        .collect();
+    Ok(sync(urls))
 }
 
-async fn create(State(d): State<AppState>, body: Bytes) -> Result<Response> {
+async fn create(State(e): State<AppState>, body: Bytes) -> Result<Response> {
     let req: NetworksPost = parse_json(&body)?;
-    let name = req.name.clone();
-    blocking(&d, move |d| net::create_network(d, req)).await?;
-    Ok(created(&format!("/1.0/networks/{name}")))
+    let url = format!("/1.0/networks/{}", req.name);
+    e.create_network(req).await?;
+    Ok(created(&url))
 }
 
-async fn one(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    blocking(&d, move |d| match d.db.network(&name)? {
-        Some(row) => {
-            let obj = net::network_object(d, &row)?;
-            Ok(sync_etag(obj, &row.put))
-        }
-        None => {
-            let link = net::host_links()?
-                .into_iter()
-                .find(|l| l.name == name)
-                .ok_or_else(|| DaemonError::NotFound("Network not found".into()))?;
-            Ok(sync(net::unmanaged_object(&link)))
-        }
-    })
-    .await
+async fn one(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    let network = e.network(&name).await?;
+    // Only a managed network has a configuration to guard with an ETag.
+    if network.managed {
+        let tag = network.put.clone();
+        return Ok(sync_etag(network, &tag));
+    }
+    Ok(sync(network))
 }
 
 async fn put(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    let current = d.db.network_or_404(&name)?;
-    check_if_match(&headers, &current.put)?;
     let req: NetworkPut = parse_json(&body)?;
-    blocking(&d, move |d| net::update_network(d, &name, req)).await?;
+    e.update_network(&name, req, move |current| check_if_match(&headers, current))
+        .await?;
     Ok(empty())
 }
 
 async fn patch(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    let mut current = d.db.network_or_404(&name)?.put;
-    check_if_match(&headers, &current)?;
-    let req: serde_json::Value = parse_json(&body)?;
-    if let Some(c) = req.get("config") {
-        let c: std::collections::BTreeMap<String, String> = serde_json::from_value(c.clone())
-            .map_err(|e| DaemonError::BadRequest(e.to_string()))?;
-        current.config.extend(c);
-    }
-    if let Some(desc) = req.get("description").and_then(|v| v.as_str()) {
-        current.description = desc.to_string();
-    }
-    blocking(&d, move |d| net::update_network(d, &name, current)).await?;
+    let req: NetworkPatch = parse_json(&body)?;
+    e.patch_network(&name, req, move |current| check_if_match(&headers, current))
+        .await?;
     Ok(empty())
 }
 
 async fn rename(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response> {
     let req: NetworkPost = parse_json(&body)?;
-    let new = req.name.clone();
-    blocking(&d, move |d| net::rename_network(d, &name, &req.name)).await?;
-    Ok(created(&format!("/1.0/networks/{new}")))
+    let url = format!("/1.0/networks/{}", req.name);
+    e.rename_network(&name, req).await?;
+    Ok(created(&url))
 }
 
-async fn delete(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    blocking(&d, move |d| net::delete_network(d, &name)).await?;
+async fn delete(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    e.delete_network(&name).await?;
     Ok(empty())
 }
 
-async fn leases(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    Ok(sync(net::leases(&d, &name)?))
+async fn leases(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    Ok(sync(e.network_leases(&name).await?))
 }
 
-async fn state(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    let st = blocking(&d, move |_| net::network_state(&name)).await?;
-    Ok(sync(st))
+async fn state(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    Ok(sync(e.network_state(&name).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::{json, Value};
+
+    use crate::api::testing::TestApi;
+    use crate::engine::net_state::fakes::NetFakes;
+
+    async fn api() -> (TestApi, NetFakes) {
+        let f = NetFakes::new();
+        (TestApi::with_pool("dir", f.runners()), f)
+    }
+
+    async fn create(api: &TestApi, name: &str, addr: &str) -> (StatusCode, Value) {
+        let body = json!({"name": name, "type": "bridge", "config": {"ipv4.address": addr}});
+        api.call(Method::POST, "/1.0/networks", Some(body)).await
+    }
+
+    fn error(body: &Value) -> &str {
+        body["error"].as_str().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn list_get_create_update_delete() {
+        let (api, f) = api().await;
+        f.netlink.add_host_link("eth9", "");
+        let (status, body) = api.call(Method::GET, "/1.0/networks", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"], json!(["/1.0/networks/eth9"]));
+
+        let (status, body) = create(&api, "hbr0", "10.81.0.1/24").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (_, body) = api.call(Method::GET, "/1.0/networks", None).await;
+        assert_eq!(
+            body["metadata"],
+            json!(["/1.0/networks/hbr0", "/1.0/networks/eth9"])
+        );
+        let (_, body) = api
+            .call(Method::GET, "/1.0/networks?recursion=1", None)
+            .await;
+        assert_eq!(body["metadata"][0]["managed"], true);
+        assert_eq!(body["metadata"][1]["type"], "physical");
+        assert_eq!(body["metadata"][1]["managed"], false);
+
+        let (status, body) = api.call(Method::GET, "/1.0/networks/hbr0", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"]["config"]["ipv4.address"], "10.81.0.1/24");
+        assert_eq!(body["metadata"]["status"], "Created");
+        let (status, body) = api.call(Method::GET, "/1.0/networks/eth9", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"]["managed"], false);
+
+        let put = json!({"config": {"ipv4.address": "10.82.0.1/24"}, "description": "d"});
+        let (status, _) = api.call(Method::PUT, "/1.0/networks/hbr0", Some(put)).await;
+        assert_eq!(status, StatusCode::OK);
+        let patch = json!({"config": {"ipv4.nat": "true"}});
+        let (status, _) = api
+            .call(Method::PATCH, "/1.0/networks/hbr0", Some(patch))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, body) = api.call(Method::GET, "/1.0/networks/hbr0", None).await;
+        assert_eq!(body["metadata"]["description"], "d");
+        assert_eq!(body["metadata"]["config"]["ipv4.address"], "10.82.0.1/24");
+        assert_eq!(body["metadata"]["config"]["ipv4.nat"], "true");
+
+        let (status, body) = api
+            .call(Method::GET, "/1.0/networks/hbr0/leases", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"], json!([]));
+        let (status, body) = api
+            .call(Method::GET, "/1.0/networks/hbr0/state", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"]["state"], "up");
+        assert_eq!(body["metadata"]["addresses"][0]["address"], "10.82.0.1");
+
+        let (status, _) = api.call(Method::DELETE, "/1.0/networks/hbr0", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(f.netlink.host_links(), ["eth9", "lo"]);
+        assert!(f.nft.table_names().is_empty());
+        assert!(f.processes.live().is_empty());
+    }
+
+    #[tokio::test]
+    async fn rename_moves_the_network() {
+        let (api, f) = api().await;
+        create(&api, "hbr0", "10.81.0.1/24").await;
+        create(&api, "hbr1", "10.83.0.1/24").await;
+        let to = |n: &str| Some(json!({ "name": n }));
+        let (status, body) = api
+            .call(Method::POST, "/1.0/networks/hbr0", to("hbr1"))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(error(&body), "Network \"hbr1\" already exists");
+        let (status, body) = api
+            .call(Method::POST, "/1.0/networks/hbr0", to("0bad"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error(&body).starts_with("Invalid network name"), "{body}");
+        let (status, body) = api
+            .call(Method::POST, "/1.0/networks/hbr0", to("hbr2"))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, _) = api.call(Method::GET, "/1.0/networks/hbr0", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(f.netlink.host_links().contains(&"hbr2".to_string()));
+        assert!(!f.netlink.host_links().contains(&"hbr0".to_string()));
+        let (status, _) = api
+            .call(Method::POST, "/1.0/networks/nothere", to("hbr3"))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn refusals_carry_lxds_status_and_message() {
+        let (api, f) = api().await;
+        create(&api, "hbr0", "10.81.0.1/24").await;
+        let (status, body) = create(&api, "hbr0", "10.84.0.1/24").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(error(&body), "The network already exists");
+        let (status, body) = create(&api, "hbr1", "10.81.0.9/24").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            error(&body).contains("overlaps with network \"hbr0\""),
+            "{body}"
+        );
+        let (status, _) = create(&api, "hbr1", "10.84.0.0/24").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/1.0/networks",
+                Some(json!({"name": "hbr1", "type": "macvlan"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error(&body).contains("not supported"), "{body}");
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/1.0/networks",
+                Some(json!({"name": "hbr1", "config": {"bogus.key": "1"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            error(&body),
+            "Invalid network configuration key: \"bogus.key\""
+        );
+        f.netlink.add_host_link("eth9", "");
+        let (status, body) = create(&api, "eth9", "10.85.0.1/24").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error(&body).contains("exists on the host"), "{body}");
+        let (status, _) = api
+            .call(Method::POST, "/1.0/networks", Some(json!("not an object")))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        for (method, uri) in [
+            (Method::GET, "/1.0/networks/nothere"),
+            (Method::DELETE, "/1.0/networks/nothere"),
+            (Method::GET, "/1.0/networks/nothere/leases"),
+            (Method::GET, "/1.0/networks/nothere/state"),
+        ] {
+            let (status, body) = api.call(method, uri, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+            assert_eq!(error(&body), "Network not found");
+        }
+        let (status, _) = api
+            .call(Method::PUT, "/1.0/networks/nothere", Some(json!({})))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let (status, body) = api
+            .call_with(
+                Method::PUT,
+                "/1.0/networks/hbr0",
+                Some(json!({"config": {}})),
+                &[("If-Match", "\"stale\"")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+        assert!(error(&body).starts_with("ETag doesn't match"), "{body}");
+        let (status, _) = api
+            .call_with(
+                Method::PATCH,
+                "/1.0/networks/hbr0",
+                Some(json!({"description": "x"})),
+                &[("If-Match", "\"stale\"")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+
+        let profile =
+            json!({"name": "p1", "devices": {"eth0": {"type": "nic", "network": "hbr0"}}});
+        let (status, _) = api.call(Method::POST, "/1.0/profiles", Some(profile)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (_, body) = api.call(Method::GET, "/1.0/networks/hbr0", None).await;
+        assert_eq!(body["metadata"]["used_by"], json!(["/1.0/profiles/p1"]));
+        let (status, body) = api.call(Method::DELETE, "/1.0/networks/hbr0", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(error(&body), "The network is currently in use");
+    }
 }

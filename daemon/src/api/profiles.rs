@@ -8,12 +8,11 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use hutch_api::profile::{ProfilePost, ProfilePut, ProfilesPost};
-use serde_json::json;
+use hutch_api::profile::{ProfilePatch, ProfilePost, ProfilePut, ProfilesPost};
 
 use super::{check_if_match, created, empty, parse_json, sync, sync_etag};
 use crate::daemon::AppState;
-use crate::error::{DaemonError, Result};
+use crate::error::Result;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -24,138 +23,225 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-fn validate(d: &AppState, put: &ProfilePut) -> Result<()> {
-    crate::engine::devices::validate_devices(d, &put.devices)?;
-    hutch_api::config::validate_instance_config(&put.config)?;
-    for (name, dev) in &put.devices {
-        if !dev.contains_key("type") {
-            return Err(DaemonError::BadRequest(format!(
-                "Device {name:?} has no type"
-            )));
-        }
-    }
-    Ok(())
-}
-
 async fn list(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let names = d.db.profile_names()?;
     if super::recursion(&q) > 0 {
-        let all = names
-            .iter()
-            .map(|n| d.db.full_profile(n))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(sync(all))
-    } else {
-        Ok(sync(
-            names
-                .iter()
-                .map(|n| format!("/1.0/profiles/{n}"))
-                .collect::<Vec<_>>(),
-        ))
+        return Ok(sync(e.profiles().await?));
     }
+    let urls: Vec<String> = e
+        .profile_names()
+        .await?
+        .iter()
+        .map(|n| format!("/1.0/profiles/{n}"))
+        .collect();
+    Ok(sync(urls))
 }
 
-async fn create(State(d): State<AppState>, body: Bytes) -> Result<Response> {
+async fn create(State(e): State<AppState>, body: Bytes) -> Result<Response> {
     let req: ProfilesPost = parse_json(&body)?;
-    if req.name.is_empty() || req.name.contains('/') {
-        return Err(DaemonError::BadRequest("Invalid profile name".into()));
-    }
-    validate(&d, &req.put)?;
-    d.db.insert_profile(&req.name, &req.put)?;
-    d.events.lifecycle(
-        "profile-created",
-        &format!("/1.0/profiles/{}", req.name),
-        json!({}),
-    );
-    Ok(created(&format!("/1.0/profiles/{}", req.name)))
+    let url = format!("/1.0/profiles/{}", req.name);
+    e.create_profile(req).await?;
+    Ok(created(&url))
 }
 
-async fn one(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    let p = d.db.full_profile(&name)?;
-    let tag = p.put.clone();
-    Ok(sync_etag(p, &tag))
+async fn one(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    let profile = e.profile(&name).await?;
+    let tag = profile.put.clone();
+    Ok(sync_etag(profile, &tag))
 }
 
 async fn put(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    let current = d.db.profile_or_404(&name)?;
-    check_if_match(&headers, &current)?;
     let req: ProfilePut = parse_json(&body)?;
-    validate(&d, &req)?;
-    d.db.update_profile(&name, &req)?;
-    d.events.lifecycle(
-        "profile-updated",
-        &format!("/1.0/profiles/{name}"),
-        json!({}),
-    );
+    e.update_profile(&name, req, move |current| check_if_match(&headers, current))
+        .await?;
     Ok(empty())
 }
 
 async fn patch(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    let mut current = d.db.profile_or_404(&name)?;
-    check_if_match(&headers, &current)?;
-    let req: serde_json::Value = parse_json(&body)?;
-    if let Some(c) = req.get("config") {
-        let c: std::collections::BTreeMap<String, String> = serde_json::from_value(c.clone())
-            .map_err(|e| DaemonError::BadRequest(e.to_string()))?;
-        current.config.extend(c);
-    }
-    if let Some(dv) = req.get("devices") {
-        let dv: hutch_api::profile::Devices = serde_json::from_value(dv.clone())
-            .map_err(|e| DaemonError::BadRequest(e.to_string()))?;
-        current.devices.extend(dv);
-    }
-    if let Some(desc) = req.get("description").and_then(|v| v.as_str()) {
-        current.description = desc.to_string();
-    }
-    validate(&d, &current)?;
-    d.db.update_profile(&name, &current)?;
+    let req: ProfilePatch = parse_json(&body)?;
+    e.patch_profile(&name, req, move |current| check_if_match(&headers, current))
+        .await?;
     Ok(empty())
 }
 
 async fn rename(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response> {
     let req: ProfilePost = parse_json(&body)?;
-    d.db.profile_or_404(&name)?;
-    if name == "default" {
-        return Err(DaemonError::Forbidden(
-            "The \"default\" profile cannot be renamed".into(),
-        ));
-    }
-    if req.name.is_empty() || req.name.contains('/') {
-        return Err(DaemonError::BadRequest("Invalid profile name".into()));
-    }
-    d.db.rename_profile(&name, &req.name)?;
-    Ok(created(&format!("/1.0/profiles/{}", req.name)))
+    let url = format!("/1.0/profiles/{}", req.name);
+    e.rename_profile(&name, req).await?;
+    Ok(created(&url))
 }
 
-async fn delete(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    let p = d.db.full_profile(&name)?;
-    if name == "default" {
-        return Err(DaemonError::Forbidden(
-            "The \"default\" profile cannot be deleted".into(),
-        ));
-    }
-    if !p.used_by.is_empty() {
-        return Err(DaemonError::BadRequest(
-            "Profile is currently in use".into(),
-        ));
-    }
-    d.db.delete_profile(&name)?;
+async fn delete(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    e.delete_profile(&name).await?;
     Ok(empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::{json, Value};
+
+    use crate::api::testing::TestApi;
+
+    fn error(body: &Value) -> &str {
+        body["error"].as_str().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn list_get_create_update_rename_delete() {
+        let api = TestApi::new().await;
+        let (status, body) = api.call(Method::GET, "/1.0/profiles", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"], json!(["/1.0/profiles/default"]));
+
+        let p1 = json!({"name": "p1", "config": {"limits.memory": "1GiB"}, "description": "one"});
+        let (status, body) = api.call(Method::POST, "/1.0/profiles", Some(p1)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (_, body) = api
+            .call(Method::GET, "/1.0/profiles?recursion=1", None)
+            .await;
+        assert_eq!(body["metadata"][1]["name"], "p1");
+        assert_eq!(body["metadata"][1]["used_by"], json!([]));
+        let (status, body) = api.call(Method::GET, "/1.0/profiles/p1", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"]["config"]["limits.memory"], "1GiB");
+
+        let put = json!({"config": {"limits.cpu": "1"}, "devices": {}});
+        let (status, _) = api.call(Method::PUT, "/1.0/profiles/p1", Some(put)).await;
+        assert_eq!(status, StatusCode::OK);
+        let patch = json!({
+            "config": {"limits.memory": "2GiB"},
+            "devices": {"data": {"type": "disk", "path": "/mnt", "source": "/srv"}}
+        });
+        let (status, _) = api
+            .call(Method::PATCH, "/1.0/profiles/p1", Some(patch))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, body) = api.call(Method::GET, "/1.0/profiles/p1", None).await;
+        assert_eq!(
+            body["metadata"]["config"],
+            json!({"limits.cpu": "1", "limits.memory": "2GiB"})
+        );
+        assert_eq!(body["metadata"]["devices"]["data"]["path"], "/mnt");
+        assert_eq!(body["metadata"]["description"], "");
+
+        let (status, _) = api
+            .call(
+                Method::POST,
+                "/1.0/profiles/p1",
+                Some(json!({"name": "p2"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, _) = api.call(Method::GET, "/1.0/profiles/p1", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = api.call(Method::DELETE, "/1.0/profiles/p2", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, body) = api.call(Method::GET, "/1.0/profiles", None).await;
+        assert_eq!(body["metadata"], json!(["/1.0/profiles/default"]));
+    }
+
+    #[tokio::test]
+    async fn refusals_carry_lxds_status_and_message() {
+        let api = TestApi::new().await;
+        let create = |body: Value| api.call(Method::POST, "/1.0/profiles", Some(body));
+        let (status, body) = create(json!({"name": "default"})).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(error(&body), "The profile already exists");
+        for name in ["", "a/b"] {
+            let (status, body) = create(json!({ "name": name })).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert_eq!(error(&body), "Invalid profile name");
+        }
+        let (status, body) = create(json!({"name": "p", "devices": {"g": {"type": "gpu"}}})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error(&body).contains("not supported"), "{body}");
+        let (status, body) =
+            create(json!({"name": "p", "devices": {"n": {"type": "nic", "network": "none0"}}}))
+                .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            error(&body),
+            "Invalid device \"n\": network \"none0\" not found"
+        );
+        let (status, _) = create(json!({"name": "p", "config": {"bogus.key": "1"}})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = api
+            .call(Method::POST, "/1.0/profiles", Some(json!([1, 2])))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        for (method, body) in [
+            (Method::GET, None),
+            (Method::PUT, Some(json!({}))),
+            (Method::PATCH, Some(json!({}))),
+            (Method::POST, Some(json!({"name": "x"}))),
+            (Method::DELETE, None),
+        ] {
+            let (status, body) = api.call(method, "/1.0/profiles/nothere", body).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(error(&body), "Profile not found");
+        }
+
+        let (status, body) = api
+            .call_with(
+                Method::PUT,
+                "/1.0/profiles/default",
+                Some(json!({})),
+                &[("If-Match", "\"stale\"")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+        assert!(error(&body).starts_with("ETag doesn't match"), "{body}");
+        let (status, _) = api
+            .call(
+                Method::PATCH,
+                "/1.0/profiles/default",
+                Some(json!({"devices": {"x": {"type": "floppy"}}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/1.0/profiles/default",
+                Some(json!({"name": "x"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(error(&body), "The \"default\" profile cannot be renamed");
+        let (status, body) = api
+            .call(Method::DELETE, "/1.0/profiles/default", None)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(error(&body), "The \"default\" profile cannot be deleted");
+        create(json!({"name": "p1"})).await;
+        create(json!({"name": "p2"})).await;
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/1.0/profiles/p1",
+                Some(json!({"name": "p2"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(error(&body), "The profile already exists");
+    }
 }

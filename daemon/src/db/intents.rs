@@ -19,6 +19,8 @@ pub enum IntentKind {
     Pool,
     /// An instance snapshot, named `<instance>/<snapshot>`.
     Snapshot,
+    /// A managed network: its bridge, rules, dnsmasq and files.
+    Network,
 }
 
 impl IntentKind {
@@ -28,6 +30,7 @@ impl IntentKind {
             IntentKind::Volume => "delete-volume",
             IntentKind::Pool => "delete-pool",
             IntentKind::Snapshot => "delete-snapshot",
+            IntentKind::Network => "delete-network",
         }
     }
 
@@ -37,6 +40,7 @@ impl IntentKind {
             IntentKind::Volume,
             IntentKind::Pool,
             IntentKind::Snapshot,
+            IntentKind::Network,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

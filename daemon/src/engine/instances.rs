@@ -73,7 +73,7 @@ impl Engine {
                 let pids32: Vec<i32> = pids.iter().map(|p| *p as i32).collect();
                 for (pid, res) in pids
                     .iter()
-                    .zip(hutch_network::nic::interfaces_of_many(&pids32))
+                    .zip(super::devices::interfaces_of_many(&d, &pids32))
                 {
                     if let Ok(i) = res {
                         ifaces.insert(*pid, i);
@@ -117,7 +117,7 @@ impl Engine {
         let obj = super::instance_object_with(&self.d, row, info.code)?;
         // The state reuses the object's expanded devices: profiles are read once.
         let state = (level >= 2)
-            .then(|| super::instance_state_with(row, &obj.expanded_devices, info, ifaces));
+            .then(|| super::instance_state_with(&self.d, row, &obj.expanded_devices, info, ifaces));
         let mut v = serde_json::to_value(obj).unwrap_or_default();
         if let Some(state) = state {
             v["state"] = serde_json::to_value(state).unwrap_or_default();
@@ -245,7 +245,7 @@ impl Engine {
         }
         devices.extend(put.devices.clone());
         super::check_root_size(d, &devices)?;
-        super::devices::validate_devices(d, &devices)?;
+        super::devices::validate_devices(self, &devices)?;
         Ok(())
     }
 

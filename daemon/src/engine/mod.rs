@@ -11,7 +11,6 @@ pub mod db;
 mod autostart;
 pub mod console;
 mod create;
-mod device_options;
 pub mod devices;
 pub mod exec;
 pub mod fault;
@@ -24,8 +23,10 @@ mod images;
 mod instances;
 mod lifecycle;
 mod logs;
-pub mod network;
+pub mod net_state;
+pub mod networks;
 pub mod pools;
+mod profiles;
 mod reconcile;
 mod resources;
 pub mod revert;
@@ -97,7 +98,7 @@ impl Engine {
         self.ensure_default_profile()?;
         let d = self.clone();
         blocking(move || {
-            network::start_networks(&d);
+            networks::start_networks(&d);
             Ok(())
         })
         .await?;
@@ -107,7 +108,7 @@ impl Engine {
 
     /// The daemon's background work: network supervision, autostart, scheduled snapshots.
     pub fn start_background_tasks(&self) {
-        network::start_supervisor(self.clone());
+        networks::start_supervisor(self.clone());
         autostart(self.clone());
         start_scheduler(self.clone());
     }
@@ -246,6 +247,7 @@ pub fn instance_state(d: &Daemon, name: &str) -> Result<InstanceState> {
     let row = d.db.instance_or_404(name)?;
     let devices = expand(d, &row)?.devices;
     Ok(instance_state_with(
+        d,
         &row,
         &devices,
         &runtime_info(d, name),
@@ -256,6 +258,7 @@ pub fn instance_state(d: &Daemon, name: &str) -> Result<InstanceState> {
 /// `GET .../state` from what is already at hand: the row, its expanded devices, the runtime
 /// information, and (in listings) its interfaces.
 pub fn instance_state_with(
+    d: &Daemon,
     row: &InstanceRow,
     devices: &hutch_api::profile::Devices,
     info: &RuntimeInfo,
@@ -279,6 +282,7 @@ pub fn instance_state_with(
         state.memory.swap_usage = u.swap_bytes.unwrap_or(0) as i64;
     }
     state.network = Some(devices::instance_network(
+        &*d.net.netlink,
         info.pid as i32,
         ifaces,
         &row.config,

@@ -39,6 +39,8 @@ pub fn reconcile(d: &Daemon) -> Result<()> {
             },
             // Pools and volumes: their engine finishes them (none recorded yet).
             IntentKind::Volume | IntentKind::Pool => Ok(()),
+            // Networks: finished as networks are brought back (`networks::start_networks`).
+            IntentKind::Network => Ok(()),
         };
         if let Err(e) = done {
             tracing::error!(name = %intent.name, error = %e.chain(), "finish a delete");

@@ -1,18 +1,18 @@
-//! Device types and their options, from one table: a misspelt key (`readonly=ture`,
-//! `bogus=1`) or a type hutch does not implement is refused by name with a 400, never
-//! stored and silently not applied. The per-type rules that need the daemon's state
-//! (networks, proxies' addresses) live with those devices; this is what every device
-//! must pass first.
-
-use std::collections::BTreeMap;
+//! Device types and their options, each type's from one table: a misspelt key
+//! (`readonly=ture`, `bogus=1`) or a type hutch does not implement is refused by name with
+//! a 400, never stored and silently not applied. The rules that relate options to each
+//! other or to the daemon's state (networks, proxies' addresses) live with each type.
 
 use hutch_api::config::{parse_bool, parse_memory};
+use hutch_api::profile::Devices;
 
+use super::{disk, nic, proxy, Options};
+use crate::engine::Engine;
 use crate::error::{DaemonError, Result};
 
 /// What an option's value must be.
 #[derive(Debug, Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     Bool,
     /// A boolean that hutch implements only as `true` (its behaviour today).
     OnlyTrue,
@@ -25,37 +25,32 @@ enum Kind {
     Any,
 }
 
-struct Opt {
+/// One option of a device type: its key and what its value must be.
+pub(super) struct Opt {
     key: &'static str,
     kind: Kind,
 }
 
-const fn opt(key: &'static str, kind: Kind) -> Opt {
+pub(super) const fn opt(key: &'static str, kind: Kind) -> Opt {
     Opt { key, kind }
 }
 
-const DISK: &[Opt] = &[
-    opt("type", Kind::Any),
-    opt("path", Kind::AbsolutePath),
-    opt("source", Kind::DiskSource),
-    opt("pool", Kind::Name),
-    opt("readonly", Kind::Bool),
-    opt("shift", Kind::Bool),
-    opt("size", Kind::Size),
-    opt("required", Kind::OnlyTrue),
-    opt("recursive", Kind::OnlyTrue),
-    opt("boot.priority", Kind::Any),
-];
-
-/// Options LXD knows for disks that hutch does not implement.
-const DISK_UNSUPPORTED: &[&str] = &[
-    "propagation",
-    "raw.mount.options",
-    "size.state",
+/// Options LXD knows for NICs and proxies that hutch does not implement: refused by name,
+/// so that a limit or a filter is never silently not applied.
+const NET_UNSUPPORTED: &[&str] = &[
     "limits.",
-    "io.",
-    "ceph.",
-    "initial.",
+    "security.",
+    "vlan",
+    "ipv6.",
+    "ipv4.routes",
+    "queue.",
+    "maas.",
+    "gvrp",
+    "acceleration",
+    "proxy_protocol",
+    "uid",
+    "gid",
+    "mode",
 ];
 
 /// Device types LXD has that hutch does not implement yet.
@@ -70,35 +65,52 @@ const UNSUPPORTED_TYPES: &[&str] = &[
     "pci",
 ];
 
-/// The checks every device passes: a known type, and for disks every option known and
-/// well-formed. `nic` and `proxy` options are checked by their own tables.
-pub fn check_device(devname: &str, dev: &BTreeMap<String, String>) -> Result<()> {
-    let bad = |why: String| DaemonError::BadRequest(format!("Invalid device {devname:?}: {why}"));
+/// Checks the devices of an instance or profile: each of a known type, with every option
+/// known and well-formed, and the rules of its type kept.
+pub fn validate_devices(e: &Engine, devices: &Devices) -> Result<()> {
+    for (devname, dev) in devices {
+        check_device(devname, dev)?;
+    }
+    for (devname, dev) in devices {
+        match dev.get("type").map(String::as_str) {
+            Some("nic") => nic::validate(e, devname, dev)?,
+            Some("proxy") => proxy::validate(devname, dev)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The checks every device passes alone: a known type, every option in its type's table
+/// and well-formed.
+fn check_device(devname: &str, dev: &Options) -> Result<()> {
     let kind = dev
         .get("type")
         .map(String::as_str)
-        .ok_or_else(|| bad("no type".into()))?;
+        .ok_or_else(|| invalid(devname, "no type".into()))?;
     match kind {
-        "disk" => check_table(devname, dev, DISK, DISK_UNSUPPORTED),
-        "nic" | "proxy" => Ok(()),
+        "disk" => check_table(devname, dev, disk::OPTIONS, disk::UNSUPPORTED),
+        "nic" => check_table(devname, dev, nic::OPTIONS, NET_UNSUPPORTED),
+        "proxy" => check_table(devname, dev, proxy::OPTIONS, NET_UNSUPPORTED),
         "none" => match dev.keys().find(|k| *k != "type") {
-            Some(k) => Err(bad(format!("Invalid device option {k:?}"))),
+            Some(k) => Err(invalid(devname, format!("Invalid device option {k:?}"))),
             None => Ok(()),
         },
-        t if UNSUPPORTED_TYPES.contains(&t) => Err(bad(format!(
-            "device type {t:?} is not supported by hutch yet"
-        ))),
-        t => Err(bad(format!("unknown device type {t:?}"))),
+        t if UNSUPPORTED_TYPES.contains(&t) => Err(invalid(
+            devname,
+            format!("device type {t:?} is not supported by hutch yet"),
+        )),
+        t => Err(invalid(devname, format!("unknown device type {t:?}"))),
     }
 }
 
-fn check_table(
-    devname: &str,
-    dev: &BTreeMap<String, String>,
-    table: &[Opt],
-    unsupported: &[&str],
-) -> Result<()> {
-    let bad = |why: String| DaemonError::BadRequest(format!("Invalid device {devname:?}: {why}"));
+/// LXD's 400 for a device that breaks a rule: `Invalid device "<name>": <why>`.
+pub(super) fn invalid(devname: &str, why: String) -> DaemonError {
+    DaemonError::BadRequest(format!("Invalid device {devname:?}: {why}"))
+}
+
+fn check_table(devname: &str, dev: &Options, table: &[Opt], unsupported: &[&str]) -> Result<()> {
+    let bad = |why: String| invalid(devname, why);
     for (key, value) in dev {
         let Some(o) = table.iter().find(|o| o.key == key) else {
             return Err(bad(if unsupported.iter().any(|p| key.starts_with(p)) {
@@ -122,10 +134,10 @@ fn check_value(kind: Kind, v: &str) -> std::result::Result<(), String> {
         Kind::Size => parse_memory(v, 0).map(|_| ()),
         Kind::AbsolutePath => absolute_path(v),
         Kind::DiskSource if v.starts_with('/') => absolute_path(v),
-        Kind::DiskSource => super::volumes::validate_volume_name(v).map_err(|_| {
+        Kind::DiskSource => crate::engine::volumes::validate_volume_name(v).map_err(|_| {
             format!("{v:?} is neither an absolute host path nor a storage volume name")
         }),
-        Kind::Name => super::pools::validate_pool_name(v).map_err(|e| e.to_string()),
+        Kind::Name => crate::engine::pools::validate_pool_name(v).map_err(|e| e.to_string()),
         Kind::Any => Ok(()),
     }
 }
@@ -145,7 +157,7 @@ fn absolute_path(v: &str) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
-    fn dev(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn dev(pairs: &[(&str, &str)]) -> Options {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -181,7 +193,7 @@ mod tests {
                 ("shift", "no"),
             ],
             &[("type", "none")],
-            &[("type", "nic"), ("whatever", "x")],
+            &[("type", "nic"), ("network", "n"), ("boot.priority", "1")],
         ] {
             check_device("d", &dev(ok)).unwrap();
         }
@@ -207,5 +219,8 @@ mod tests {
         assert!(refused(&[("type", "gpu")]).contains("not supported"));
         assert!(refused(&[("type", "floppy")]).contains("unknown device type"));
         assert!(refused(&[("path", "/x")]).contains("no type"));
+        assert!(refused(&[("type", "nic"), ("limits.ingress", "1M")]).contains("not supported"));
+        assert!(refused(&[("type", "proxy"), ("nat", "maybe")]).contains("nat"));
+        assert!(refused(&[("type", "proxy"), ("bogus", "1")]).contains("\"bogus\""));
     }
 }

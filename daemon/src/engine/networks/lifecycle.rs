@@ -1,0 +1,340 @@
+//! Creating, changing, renaming and deleting a managed network. Each is a change of several
+//! steps (a row, a bridge with its addresses, an nftables table, a dnsmasq), made under
+//! a `Revert`, so a failure at any step leaves what was there before.
+
+use std::collections::BTreeMap;
+
+use hutch_api::network::{NetworkPatch, NetworkPost, NetworkPut, NetworksPost};
+use hutch_network::addr::{Ipv4Net, Ipv6Net};
+use hutch_network::{bridge, config, BridgeConfig};
+use serde_json::json;
+
+use super::{dnsmasq, files, parse_row, table, validate_network_name};
+use crate::db::intents::IntentKind;
+use crate::db::networks::NetworkRow;
+use crate::engine::net_state::lock;
+use crate::engine::revert::Revert;
+use crate::engine::{blocking, Engine};
+use crate::error::{DaemonError, Result};
+
+impl Engine {
+    /// `POST /1.0/networks`: records the network, then brings it up.
+    pub async fn create_network(&self, req: NetworksPost) -> Result<()> {
+        let e = self.clone();
+        blocking(move || create(&e, req)).await
+    }
+
+    /// `PUT /1.0/networks/<name>`: the new configuration, applied to the live bridge, once
+    /// `precondition` (the client's ETag) accepts the current one.
+    pub async fn update_network(
+        &self,
+        name: &str,
+        put: NetworkPut,
+        precondition: impl FnOnce(&NetworkPut) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let (e, name) = (self.clone(), name.to_string());
+        blocking(move || {
+            let _ops = lock(&e.d.net.networks.ops);
+            let row = e.d.db.network_or_404(&name)?;
+            precondition(&row.put)?;
+            update(&e, row, put)
+        })
+        .await
+    }
+
+    /// `PATCH /1.0/networks/<name>`: as an update, with what `patch` gives merged into the
+    /// current configuration.
+    pub async fn patch_network(
+        &self,
+        name: &str,
+        patch: NetworkPatch,
+        precondition: impl FnOnce(&NetworkPut) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let (e, name) = (self.clone(), name.to_string());
+        blocking(move || {
+            let _ops = lock(&e.d.net.networks.ops);
+            let row = e.d.db.network_or_404(&name)?;
+            precondition(&row.put)?;
+            let mut put = row.put.clone();
+            put.config.extend(patch.config.unwrap_or_default());
+            if let Some(desc) = patch.description {
+                put.description = desc;
+            }
+            update(&e, row, put)
+        })
+        .await
+    }
+
+    /// `POST /1.0/networks/<name>`: the network is taken down and brought up under its new
+    /// name. One in use cannot be renamed.
+    pub async fn rename_network(&self, name: &str, req: NetworkPost) -> Result<()> {
+        let (e, name) = (self.clone(), name.to_string());
+        blocking(move || rename(&e, &name, &req.name)).await
+    }
+
+    /// `DELETE /1.0/networks/<name>`. One in use cannot be deleted.
+    pub async fn delete_network(&self, name: &str) -> Result<()> {
+        let (e, name) = (self.clone(), name.to_string());
+        blocking(move || delete(&e, &name)).await
+    }
+}
+
+fn create(e: &Engine, req: NetworksPost) -> Result<()> {
+    let d = &e.d;
+    let _ops = lock(&d.net.networks.ops);
+    let name = req.name.clone();
+    validate_network_name(&name)?;
+    if !matches!(req.kind.as_str(), "" | "bridge") {
+        return Err(DaemonError::BadRequest(format!(
+            "Network type {:?} is not supported (only \"bridge\")",
+            req.kind
+        )));
+    }
+    if d.db.network(&name)?.is_some() {
+        return Err(DaemonError::Conflict("The network already exists".into()));
+    }
+    if d.net.netlink.link(&name)?.is_some() {
+        return Err(DaemonError::BadRequest(format!(
+            "The network already exists: an interface named {name:?} exists on the host"
+        )));
+    }
+    let mut put = req.put;
+    let host4 = resolve(e, &mut put.config)?;
+    let cfg = BridgeConfig::parse(&put.config)?;
+    check_overlaps(e, &name, &cfg, &host4)?;
+    let mut revert = Revert::new();
+    d.db.insert_network(&NetworkRow {
+        name: name.clone(),
+        kind: "bridge".into(),
+        put,
+    })?;
+    let (e2, n2) = (e.clone(), name.clone());
+    revert.add(move || {
+        if let Err(err) = e2.d.db.delete_network(&n2) {
+            tracing::warn!(network = n2, error = %err.chain(), "undo: remove the row");
+        }
+    });
+    undo_with_teardown(e, &mut revert, &name);
+    bring_up(e, &name, &cfg)?;
+    revert.success();
+    d.events.lifecycle(
+        "network-created",
+        &format!("/1.0/networks/{name}"),
+        json!({}),
+    );
+    Ok(())
+}
+
+/// Applies `put` to network `row` (under the ops lock); on failure the old row and the old
+/// bridge are back.
+fn update(e: &Engine, row: NetworkRow, mut put: NetworkPut) -> Result<()> {
+    let d = &e.d;
+    let name = row.name.clone();
+    for key in ["ipv4.address", "ipv6.address"] {
+        put.config
+            .entry(key.into())
+            .or_insert_with(|| "none".into());
+    }
+    let host4 = resolve(e, &mut put.config)?;
+    let cfg = BridgeConfig::parse(&put.config)?;
+    check_overlaps(e, &name, &cfg, &host4)?;
+    let mut revert = Revert::new();
+    d.db.update_network(&name, &put)?;
+    let e2 = e.clone();
+    revert.add(move || {
+        let restored = e2.d.db.update_network(&row.name, &row.put);
+        let back_up = parse_row(&row).and_then(|old| bring_up(&e2, &row.name, &old));
+        if let Err(err) = restored.and(back_up) {
+            tracing::warn!(network = row.name, error = %err.chain(), "undo: restore the network");
+        }
+    });
+    bring_up(e, &name, &cfg)?;
+    revert.success();
+    d.events.lifecycle(
+        "network-updated",
+        &format!("/1.0/networks/{name}"),
+        json!({}),
+    );
+    Ok(())
+}
+
+fn rename(e: &Engine, name: &str, new: &str) -> Result<()> {
+    let d = &e.d;
+    let _ops = lock(&d.net.networks.ops);
+    let row = d.db.network_or_404(name)?;
+    validate_network_name(new)?;
+    if !e.network_users(name)?.is_empty() {
+        return Err(DaemonError::BadRequest(
+            "The network is currently in use".into(),
+        ));
+    }
+    if d.db.network(new)?.is_some() || d.net.netlink.link(new)?.is_some() {
+        return Err(DaemonError::Conflict(format!(
+            "Network {new:?} already exists"
+        )));
+    }
+    let cfg = parse_row(&row)?;
+    let mut revert = Revert::new();
+    let (e2, old, cfg2) = (e.clone(), name.to_string(), cfg.clone());
+    revert.add(move || {
+        if let Err(err) = bring_up(&e2, &old, &cfg2) {
+            tracing::warn!(network = old, error = %err.chain(), "undo: bring back");
+        }
+    });
+    teardown(e, name)?;
+    d.db.insert_network(&NetworkRow {
+        name: new.to_string(),
+        ..row.clone()
+    })?;
+    let (e2, n2) = (e.clone(), new.to_string());
+    revert.add(move || {
+        if let Err(err) = e2.d.db.delete_network(&n2) {
+            tracing::warn!(network = n2, error = %err.chain(), "undo: remove the row");
+        }
+    });
+    d.db.delete_network(name)?;
+    let e2 = e.clone();
+    revert.add(move || {
+        if let Err(err) = e2.d.db.insert_network(&row) {
+            tracing::warn!(network = row.name, error = %err.chain(), "undo: restore the row");
+        }
+    });
+    undo_with_teardown(e, &mut revert, new);
+    bring_up(e, new, &cfg)?;
+    revert.success();
+    d.events.lifecycle(
+        "network-renamed",
+        &format!("/1.0/networks/{new}"),
+        json!({"old_name": name}),
+    );
+    Ok(())
+}
+
+fn delete(e: &Engine, name: &str) -> Result<()> {
+    let d = &e.d;
+    let _ops = lock(&d.net.networks.ops);
+    let row = d.db.network_or_404(name)?;
+    if !e.network_users(name)?.is_empty() {
+        return Err(DaemonError::BadRequest(
+            "The network is currently in use".into(),
+        ));
+    }
+    // A crash from here on leaves the intent, which the next start finishes.
+    d.db.record_intent(IntentKind::Network, "", name)?;
+    let mut revert = Revert::new();
+    let e2 = e.clone();
+    revert.add(move || {
+        let back = parse_row(&row).and_then(|cfg| bring_up(&e2, &row.name, &cfg));
+        if let Err(err) = back {
+            tracing::warn!(network = row.name, error = %err.chain(), "undo: bring back");
+        }
+        let _ = e2.d.db.clear_intent(IntentKind::Network, "", &row.name);
+    });
+    teardown(e, name)?;
+    d.db.delete_network(name)?;
+    revert.success();
+    d.db.clear_intent(IntentKind::Network, "", name)?;
+    d.events.lifecycle(
+        "network-deleted",
+        &format!("/1.0/networks/{name}"),
+        json!({}),
+    );
+    Ok(())
+}
+
+/// What a recorded delete does: the network off the host, then its row, then the intent.
+pub(super) fn finish_delete(e: &Engine, name: &str) -> Result<()> {
+    teardown(e, name)?;
+    e.d.db.delete_network(name)?;
+    e.d.db.clear_intent(IntentKind::Network, "", name)
+}
+
+/// Brings network `name` to `cfg` on the host: bridge, addresses, rules, dnsmasq. Safe to
+/// run again.
+pub(super) fn bring_up(e: &Engine, name: &str, cfg: &BridgeConfig) -> Result<()> {
+    let d = &e.d;
+    bridge::apply(&*d.net.netlink, &*d.net.nft, name, cfg, &table(d, name))?;
+    dnsmasq::restart(d, name, cfg)
+}
+
+/// Removes everything of network `name` from the host (dnsmasq, rules, bridge, files);
+/// what is gone already is fine.
+pub(super) fn teardown(e: &Engine, name: &str) -> Result<()> {
+    let d = &e.d;
+    dnsmasq::stop(d, name);
+    bridge::remove(&*d.net.netlink, &*d.net.nft, name, &table(d, name))?;
+    let dir = files(d, name).dir;
+    match std::fs::remove_dir_all(&dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(DaemonError::io("remove", &dir, err))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Adds to `revert` the removal of whatever of network `name` the next steps make; added
+/// before those steps, since a step that fails halfway may have made part of it.
+fn undo_with_teardown(e: &Engine, revert: &mut Revert, name: &str) {
+    let (e, name) = (e.clone(), name.to_string());
+    revert.add(move || {
+        if let Err(err) = teardown(&e, &name) {
+            tracing::warn!(network = name, error = %err.chain(), "undo: take down");
+        }
+    });
+}
+
+/// Resolves `auto` addresses against the host's routes and the other networks; returns the
+/// host's IPv4 prefixes.
+fn resolve(e: &Engine, config: &mut BTreeMap<String, String>) -> Result<Vec<Ipv4Net>> {
+    let (mut used4, mut used6): (Vec<Ipv4Net>, Vec<Ipv6Net>) = e.d.net.netlink.used_prefixes()?;
+    let host4 = used4.clone();
+    for other in e.d.db.networks()? {
+        if let Ok(c) = parse_row(&other) {
+            used4.extend(c.ipv4);
+            used6.extend(c.ipv6);
+        }
+    }
+    config::resolve_auto(config, &used4, &used6)?;
+    Ok(host4)
+}
+
+/// Refuses a subnet that overlaps another network's or a route of the host (but the
+/// network's own current one).
+fn check_overlaps(e: &Engine, name: &str, cfg: &BridgeConfig, host4: &[Ipv4Net]) -> Result<()> {
+    let Some(v4) = cfg.ipv4 else { return Ok(()) };
+    let mut own: Option<Ipv4Net> = None;
+    for other in e.d.db.networks()? {
+        let Ok(ocfg) = parse_row(&other) else {
+            continue;
+        };
+        let Some(o4) = ocfg.ipv4 else { continue };
+        if other.name == name {
+            own = Some(o4);
+            continue;
+        }
+        if o4.overlaps(&v4) {
+            return Err(DaemonError::BadRequest(format!(
+                "Subnet {}/{} overlaps with network {:?} ({}/{})",
+                v4.network(),
+                v4.prefix,
+                other.name,
+                o4.network(),
+                o4.prefix
+            )));
+        }
+    }
+    for h in host4 {
+        // The bridge's own address and route, when it is being changed.
+        let is_own = own.is_some_and(|o| o.contains(h.network()) && h.prefix >= o.prefix);
+        if !is_own && h.overlaps(&v4) {
+            return Err(DaemonError::BadRequest(format!(
+                "Subnet {}/{} overlaps with {}/{}, already in use on the host",
+                v4.network(),
+                v4.prefix,
+                h.network(),
+                h.prefix
+            )));
+        }
+    }
+    Ok(())
+}
