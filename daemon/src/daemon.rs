@@ -38,7 +38,8 @@ pub struct Daemon {
     pub image_locks: NamedLocks,
 }
 
-pub type AppState = Arc<Daemon>;
+/// What handlers and background tasks hold.
+pub type AppState = crate::engine::Engine;
 
 impl Daemon {
     /// Opens the state directory (creating its layout and database) and mounts the pool.
@@ -259,7 +260,7 @@ fn open_pool(dir: &Path, row: &PoolRow) -> Result<Arc<dyn StorageDriver>> {
                         nix::mount::MsFlags::empty(),
                         None::<&str>,
                     )
-                    .map_err(|e| DaemonError::Internal(format!("mount {dev}: {e}")))?;
+                    .map_err(|e| DaemonError::failed("mount", dev, e))?;
                 }
             }
         }
@@ -284,7 +285,7 @@ fn open_pool(dir: &Path, row: &PoolRow) -> Result<Arc<dyn StorageDriver>> {
                 None::<&str>,
             )
             .map_err(|e| {
-                DaemonError::Internal(format!("bind-mount {src} at {}: {e}", root.display()))
+                DaemonError::failed("bind-mount", format!("{src} at {}", root.display()), e)
             })?;
         }
     }

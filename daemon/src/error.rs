@@ -1,9 +1,24 @@
-//! The daemon's error type, and the one place where an error becomes an HTTP response.
+//! The daemon's error type. Each error answers a [`ErrorKind`]; the API maps a kind to an
+//! HTTP status in one place (`api::status_of`).
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use hutch_api::Response as Envelope;
-use hutch_runtime::{ErrorKind, RuntimeError};
+
+/// What kind of failure an error is, whatever layer it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// The request is malformed or asks for something this host cannot do.
+    InvalidInput,
+    /// The object exists already, or is in a state (in use, running) that forbids this.
+    Conflict,
+    Forbidden,
+    /// The client's ETag does not match the object's.
+    PreconditionFailed,
+    NotImplemented,
+    /// The host failed: a disk, a command, the database.
+    Internal,
+}
 
 /// Everything a request or an operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -23,14 +38,16 @@ pub enum DaemonError {
     NotImplemented,
     #[error(transparent)]
     Config(#[from] hutch_api::config::ConfigError),
-    #[error("database: {0}")]
+    #[error("database")]
     Database(#[from] rusqlite::Error),
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Runtime(#[from] hutch_runtime::RuntimeError),
     #[error(transparent)]
     Storage(#[from] hutch_storage::StorageError),
     #[error(transparent)]
     Network(#[from] hutch_network::NetworkError),
+    #[error(transparent)]
+    Image(#[from] hutch_images::ImageError),
     #[error("failed to {action} {path}")]
     Io {
         action: &'static str,
@@ -38,8 +55,17 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Internal(String),
+    /// A step on an object failed for a reason kept as the source.
+    #[error("failed to {action} {object}")]
+    Failed {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Blocking work panicked or was cancelled.
+    #[error("background task")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 pub type Result<T, E = DaemonError> = std::result::Result<T, E>;
@@ -57,58 +83,96 @@ impl DaemonError {
         }
     }
 
-    /// The HTTP status for this error.
-    pub fn status(&self) -> StatusCode {
+    /// `action` on `object` failed because of `source`.
+    pub fn failed(
+        action: &'static str,
+        object: impl std::fmt::Display,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        DaemonError::Failed {
+            action,
+            object: object.to_string(),
+            source: source.into(),
+        }
+    }
+
+    /// The kind of failure, from this error or the library error it wraps.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            DaemonError::NotFound(_) => StatusCode::NOT_FOUND,
-            DaemonError::BadRequest(_) | DaemonError::Config(_) => StatusCode::BAD_REQUEST,
-            DaemonError::Conflict(_) => StatusCode::CONFLICT,
-            DaemonError::Forbidden(_) => StatusCode::FORBIDDEN,
-            DaemonError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            DaemonError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
-            DaemonError::Runtime(e) => match e.kind() {
-                ErrorKind::NotFound => StatusCode::NOT_FOUND,
-                ErrorKind::InvalidInput | ErrorKind::Unsupported => StatusCode::BAD_REQUEST,
-                ErrorKind::AlreadyExists | ErrorKind::InUse => StatusCode::CONFLICT,
-                ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            DaemonError::Storage(hutch_storage::StorageError::Unsupported(_)) => {
-                StatusCode::BAD_REQUEST
+            DaemonError::NotFound(_) => ErrorKind::NotFound,
+            DaemonError::BadRequest(_) | DaemonError::Config(_) => ErrorKind::InvalidInput,
+            DaemonError::Conflict(_) => ErrorKind::Conflict,
+            DaemonError::Forbidden(_) => ErrorKind::Forbidden,
+            DaemonError::PreconditionFailed { .. } => ErrorKind::PreconditionFailed,
+            DaemonError::NotImplemented => ErrorKind::NotImplemented,
+            DaemonError::Runtime(e) => {
+                use hutch_runtime::ErrorKind as K;
+                match e.kind() {
+                    K::NotFound => ErrorKind::NotFound,
+                    K::InvalidInput | K::Unsupported => ErrorKind::InvalidInput,
+                    K::AlreadyExists | K::InUse => ErrorKind::Conflict,
+                    K::Internal => ErrorKind::Internal,
+                }
             }
-            DaemonError::Network(e) if e.is_invalid() => StatusCode::BAD_REQUEST,
+            // Until the storage and network crates answer kind().
+            DaemonError::Storage(hutch_storage::StorageError::Unsupported(_)) => {
+                ErrorKind::InvalidInput
+            }
+            DaemonError::Network(e) if e.is_invalid() => ErrorKind::InvalidInput,
+            DaemonError::Storage(_) | DaemonError::Network(_) => ErrorKind::Internal,
+            DaemonError::Image(e) => {
+                use hutch_images::ErrorKind as K;
+                match e.kind() {
+                    K::NotFound => ErrorKind::NotFound,
+                    K::InvalidInput | K::Unsupported => ErrorKind::InvalidInput,
+                    K::AlreadyExists | K::InUse => ErrorKind::Conflict,
+                    K::Internal => ErrorKind::Internal,
+                }
+            }
             DaemonError::Database(_)
             | DaemonError::Io { .. }
-            | DaemonError::Internal(_)
-            | DaemonError::Storage(_)
-            | DaemonError::Network(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | DaemonError::Failed { .. }
+            | DaemonError::Task(_) => ErrorKind::Internal,
         }
     }
 
     /// The message with its causes, as one line.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut cur = std::error::Error::source(self);
-        while let Some(e) = cur {
-            let s = e.to_string();
-            if !out.ends_with(&s) {
-                out.push_str(": ");
-                out.push_str(&s);
-            }
-            cur = e.source();
-        }
-        out
+        chain(self)
+    }
+
+    /// LXD's error envelope for this error under `status`.
+    pub fn envelope(&self, status: u16) -> Envelope {
+        Envelope::error(status, &self.chain())
     }
 }
 
-impl IntoResponse for DaemonError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let body = Envelope::error(status.as_u16(), &self.chain());
-        (
-            status,
-            [("X-Content-Type-Options", "nosniff")],
-            axum::Json(body),
-        )
-            .into_response()
+/// An error and its causes as one line ("failed to mount x: permission denied").
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_printed_once_each() {
+        let io = std::io::Error::from_raw_os_error(libc::EACCES);
+        let e = DaemonError::failed("mount", "pool p1", io);
+        assert_eq!(
+            e.chain(),
+            "failed to mount pool p1: Permission denied (os error 13)"
+        );
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        let db = DaemonError::from(rusqlite::Error::InvalidQuery);
+        assert_eq!(db.chain(), "database: Query is not read-only");
     }
 }

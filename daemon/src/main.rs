@@ -68,16 +68,7 @@ pub fn now() -> String {
 }
 
 /// An error and its causes on one line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
-}
+pub use crate::error::chain;
 
 fn main() -> anyhow::Result<()> {
     // The hidden modes run before anything else: they must stay single-threaded.

@@ -2,7 +2,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::UnixListener;
@@ -16,8 +15,9 @@ pub async fn serve(
     hutchd: std::path::PathBuf,
     events: crate::events::EventHub,
 ) -> anyhow::Result<()> {
-    let state: AppState =
-        Arc::new(Daemon::open(dir, hutchd, events).context("open the state directory")?);
+    let state = crate::engine::Engine::new(
+        Daemon::open(dir, hutchd, events).context("open the state directory")?,
+    );
     crate::engine::reconcile(&state).context("finish what a crash interrupted")?;
     ensure_default_profile(&state)?;
     {
@@ -118,7 +118,7 @@ pub fn init_auto(
         db.insert_pool(&row)?;
     }
     drop(db);
-    let d: AppState = Arc::new(Daemon::open(dir, hutchd, events)?);
+    let d = crate::engine::Engine::new(Daemon::open(dir, hutchd, events)?);
     ensure_default_profile(&d)?;
     let mut put = d.db.profile_or_404("default")?;
     put.devices.entry("root".into()).or_insert_with(|| {

@@ -30,7 +30,26 @@ pub enum ImageError {
     TooLarge { limit: u64 },
 }
 
+/// What kind of failure an [`ImageError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    InvalidInput,
+    AlreadyExists,
+    InUse,
+    Unsupported,
+    Internal,
+}
+
 impl ImageError {
+    /// Bad or oversized images are the sender's fault; I/O failures are the host's.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ImageError::Invalid(_) | ImageError::TooLarge { .. } => ErrorKind::InvalidInput,
+            ImageError::Io { .. } => ErrorKind::Internal,
+        }
+    }
+
     pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
         ImageError::Io {
             action,

@@ -90,8 +90,7 @@ async fn attach(
                 }
                 Ok(MonitorClient::connect(&rd2)?.attach_console()?)
             })
-            .await
-            .map_err(|e| DaemonError::Internal(e.to_string()))??;
+            .await??;
         stream
             .set_nonblocking(true)
             .map_err(|e| DaemonError::io("set nonblocking", "console", e))?;

@@ -34,7 +34,7 @@ async fn events(
         )));
     }
     // Subscribe before the upgrade so nothing between the handshake and the loop is lost.
-    let mut rx = d.events.subscribe();
+    let mut rx = d.events().subscribe();
     Ok(ws
         .on_upgrade(move |socket| async move {
             let (mut tx, mut incoming) = socket.split();

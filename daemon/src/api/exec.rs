@@ -120,7 +120,7 @@ fn finish(op: &OpEntry, code: i32) -> Result<Option<Value>> {
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| DaemonError::Internal(format!("pipe: {e}")))
+        .map_err(|e| DaemonError::failed("make", "pipe", std::io::Error::from(e)))
 }
 
 async fn start(
@@ -130,15 +130,11 @@ async fn start(
     stdio: ExecStdio,
 ) -> Result<hutch_runtime::ExecSession> {
     let (d, name) = (d.clone(), name.to_string());
-    tokio::task::spawn_blocking(move || engine::exec_instance(&d, &name, &run, stdio))
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))?
+    tokio::task::spawn_blocking(move || engine::exec_instance(&d, &name, &run, stdio)).await?
 }
 
 async fn wait(session: hutch_runtime::ExecSession) -> Result<i32> {
-    let exit = tokio::task::spawn_blocking(move || session.wait())
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    let exit = tokio::task::spawn_blocking(move || session.wait()).await??;
     Ok(exit.code())
 }
 
@@ -279,7 +275,7 @@ async fn run_pty(
     let controller = session.controller()?;
     let master = session
         .take_pty()
-        .ok_or_else(|| DaemonError::Internal("no pty".into()))?;
+        .ok_or_else(|| DaemonError::failed("take", "the pty", "the exec session has none"))?;
     let master2 = master
         .try_clone()
         .map_err(|e| DaemonError::io("dup", "pty", e))?;

@@ -243,9 +243,7 @@ async fn write_file(
                 }
             }
             drop(tx);
-            let written = writer
-                .await
-                .map_err(|e| DaemonError::Internal(e.to_string()))?;
+            let written = writer.await?;
             if let Some(e) = written.err().or(failed) {
                 // A new file that could not be written whole (a full pool, a broken upload)
                 // is removed rather than left half-written, taking the space it held.

@@ -154,8 +154,7 @@ async fn delete(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Res
             }
             Ok::<_, DaemonError>(())
         })
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+        .await??;
         d2.image_locks.prune();
         d2.events.lifecycle(
             "image-deleted",

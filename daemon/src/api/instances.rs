@@ -109,8 +109,7 @@ async fn list(
             .map(|(r, info)| full(&d2, r, info, ifaces.remove(&info.pid), level))
             .collect::<Result<Vec<_>>>()
     })
-    .await
-    .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    .await??;
     let out: Vec<Value> = out
         .into_iter()
         .filter(|v| matches_filter(v, filter))
@@ -251,15 +250,13 @@ async fn apply_update(d: &AppState, mut row: InstanceRow, put: InstancePut) -> R
                 .set_quota(&crate::daemon::instance_vol(&name), size)
                 .map_err(DaemonError::from)
         })
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+        .await??;
     }
     let (status, pid) = engine::runtime_status(d, &row.name);
     if status != hutch_api::operation::StatusCode::Stopped {
         let rd = d.runtime_dir(&row.name);
         tokio::task::spawn_blocking(move || hutch_runtime::container::set_limits(&rd, &limits))
-            .await
-            .map_err(|e| DaemonError::Internal(e.to_string()))??;
+            .await??;
         // NICs and proxies are plugged and unplugged live; a device that cannot be (a name
         // taken inside, a port in use) leaves the record as it was.
         if let Err(e) =
@@ -447,9 +444,7 @@ async fn delete(State(d): State<AppState>, Path(name): Path<String>) -> Result<R
 async fn state(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
     d.db.instance_or_404(&name)?;
     let d2 = d.clone();
-    let st = tokio::task::spawn_blocking(move || engine::instance_state(&d2, &name))
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    let st = tokio::task::spawn_blocking(move || engine::instance_state(&d2, &name)).await??;
     Ok(sync(st))
 }
 

@@ -16,6 +16,8 @@ mod resources;
 mod server;
 mod snapshots;
 mod storage;
+#[cfg(test)]
+pub mod testing;
 
 use std::sync::Arc;
 
@@ -29,8 +31,33 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::daemon::AppState;
-use crate::error::DaemonError;
+use crate::error::{DaemonError, ErrorKind};
 use crate::operations::OpEntry;
+
+/// The one place an error's kind becomes an HTTP status.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for DaemonError {
+    fn into_response(self) -> Response {
+        let status = status_of(self.kind());
+        (
+            status,
+            [("X-Content-Type-Options", "nosniff")],
+            Json(self.envelope(status.as_u16())),
+        )
+            .into_response()
+    }
+}
 
 /// The whole API, for the unix socket or for in-process tests.
 pub fn router(state: AppState) -> Router {
@@ -156,8 +183,10 @@ pub fn run_task<F>(
 where
     F: std::future::Future<Output = Result<(), DaemonError>> + Send + 'static,
 {
-    let op = d.ops.create("task", description, resources, Value::Null);
-    d.ops
+    let op = d
+        .operations()
+        .create("task", description, resources, Value::Null);
+    d.operations()
         .run(op.clone(), async move { work.await.map(|()| None) });
     accepted(&op)
 }

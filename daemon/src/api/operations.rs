@@ -28,7 +28,7 @@ fn not_found() -> DaemonError {
 async fn list(State(d): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let full = super::recursion(&q) > 0;
     let mut by_status: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-    for op in d.ops.all() {
+    for op in d.operations().all() {
         let snap = op.snapshot();
         let v = if full {
             serde_json::to_value(&snap).unwrap_or_default()
@@ -44,12 +44,12 @@ async fn list(State(d): State<AppState>, Query(q): Query<HashMap<String, String>
 }
 
 async fn one(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response> {
-    let op = d.ops.get(&id).ok_or_else(not_found)?;
+    let op = d.operations().get(&id).ok_or_else(not_found)?;
     Ok(sync(op.snapshot()))
 }
 
 async fn cancel(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response> {
-    let op = d.ops.get(&id).ok_or_else(not_found)?;
+    let op = d.operations().get(&id).ok_or_else(not_found)?;
     if op.snapshot().status_code >= 200 {
         return Err(DaemonError::BadRequest(
             "Only running operations can be cancelled".into(),
@@ -65,7 +65,7 @@ async fn wait(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let op = d.ops.get(&id).ok_or_else(not_found)?;
+    let op = d.operations().get(&id).ok_or_else(not_found)?;
     let timeout = q
         .get("timeout")
         .and_then(|t| t.parse::<i64>().ok())
@@ -81,7 +81,7 @@ async fn websocket(
     Query(q): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response> {
-    let op = d.ops.get(&id).ok_or_else(not_found)?;
+    let op = d.operations().get(&id).ok_or_else(not_found)?;
     let secret = q.get("secret").cloned().unwrap_or_default();
     let sender = op
         .take_socket(&secret)

@@ -92,16 +92,13 @@ async fn create(State(d): State<AppState>, body: axum::body::Bytes) -> Result<Re
     tokio::task::spawn_blocking(move || {
         pools::create_pool(&d2, &name2, &driver, &description, config)
     })
-    .await
-    .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    .await??;
     Ok(super::created(&format!("/1.0/storage-pools/{name}")))
 }
 
 async fn delete(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
     let d2 = d.clone();
-    tokio::task::spawn_blocking(move || pools::delete_pool(&d2, &name))
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    tokio::task::spawn_blocking(move || pools::delete_pool(&d2, &name)).await??;
     Ok(super::empty())
 }
 
@@ -386,9 +383,7 @@ async fn volume_state(
     if !path.exists() {
         return Err(DaemonError::NotFound("Storage volume not found".into()));
     }
-    let used = tokio::task::spawn_blocking(move || pools::tree_usage(&path))
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    let used = tokio::task::spawn_blocking(move || pools::tree_usage(&path)).await?;
     Ok(sync(json!({
         "usage": {"used": used, "total": limit.map(|l| l as i64).unwrap_or(-1)},
     })))
@@ -397,7 +392,7 @@ async fn volume_state(
 async fn resources(State(d): State<AppState>, Path(pool): Path<String>) -> Result<Response> {
     let p = d.pool(&pool)?;
     let st = nix::sys::statvfs::statvfs(p.root())
-        .map_err(|e| DaemonError::Internal(format!("statvfs: {e}")))?;
+        .map_err(|e| DaemonError::failed("statvfs", p.root().display(), std::io::Error::from(e)))?;
     let total = st.blocks() * st.fragment_size();
     let used = total - st.blocks_free() * st.fragment_size();
     Ok(sync(json!({
@@ -630,8 +625,7 @@ async fn snapshot_volume(
         tokio::task::spawn_blocking(move || {
             p.clone_volume(&crate::daemon::custom_vol(&name), &snaps.join(&snap), true)
         })
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+        .await??;
         Ok(None)
     });
     Ok(super::accepted(&op))

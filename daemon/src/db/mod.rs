@@ -3,6 +3,7 @@
 
 pub mod images;
 pub mod instances;
+pub mod intents;
 pub mod networks;
 pub mod pools;
 pub mod profiles;
@@ -104,6 +105,14 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE instance_renames (
         old TEXT PRIMARY KEY,
         new TEXT NOT NULL
+    );",
+    // 7: deletes in flight (images, volumes, pools): recorded before anything is removed,
+    // cleared after the row is gone, so a restart finishes what a crash interrupted.
+    "CREATE TABLE intents (
+        kind TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (kind, pool, name)
     );",
 ];
 

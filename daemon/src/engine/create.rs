@@ -179,9 +179,8 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         _ => None,
     };
     let pool_name = row.pool.clone();
-    let made = tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &pool_name, &source))
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    let made =
+        tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &pool_name, &source)).await?;
     // The root disk's size, from the profiles and the instance's own devices.
     let quota = || -> Result<()> {
         let size = super::spec::root_size(&super::expand(&d, &row)?.devices)?;

@@ -425,7 +425,8 @@ fn spawn_proxy(
         instance_pid: pid,
     };
     let file = d.runtime_dir(name).join(format!("proxy.{devname}.json"));
-    let body = serde_json::to_vec(&spec).map_err(|e| DaemonError::Internal(e.to_string()))?;
+    let body =
+        serde_json::to_vec(&spec).map_err(|e| DaemonError::failed("encode", "proxy spec", e))?;
     std::fs::write(&file, body).map_err(|e| DaemonError::io("write", &file, e))?;
     let mut child = std::process::Command::new(&d.hutchd)
         .arg("__proxy")
@@ -461,9 +462,11 @@ fn spawn_proxy(
             start_time,
             device: dev.clone(),
         }),
-        None => Err(DaemonError::Internal(format!(
-            "Proxy {devname:?}: the forwarder did not start ({line:?})"
-        ))),
+        None => Err(DaemonError::failed(
+            "start",
+            format!("proxy {devname:?}"),
+            format!("the forwarder said {line:?}"),
+        )),
     }
 }
 
@@ -488,9 +491,7 @@ async fn sync_proxies(d: &AppState, name: &str, pid: i32, new: &Expanded) -> Res
         .filter_map(|k| running.processes.remove(k))
         .collect();
     if !stale.is_empty() {
-        tokio::task::spawn_blocking(move || stale.iter().for_each(ProxyProcess::stop))
-            .await
-            .map_err(|e| DaemonError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || stale.iter().for_each(ProxyProcess::stop)).await?;
     }
     let mut dnat = Vec::new();
     let mut failed = None;
@@ -530,9 +531,8 @@ async fn sync_proxies(d: &AppState, name: &str, pid: i32, new: &Expanded) -> Res
             devname.to_string(),
             (*dev).clone(),
         );
-        let spawned = tokio::task::spawn_blocking(move || spawn_proxy(&d2, &n2, &dn2, &dev2, pid))
-            .await
-            .map_err(|e| DaemonError::Internal(e.to_string()))?;
+        let spawned =
+            tokio::task::spawn_blocking(move || spawn_proxy(&d2, &n2, &dn2, &dev2, pid)).await?;
         match spawned {
             Ok(p) => {
                 running.processes.insert(devname.to_string(), p);
@@ -546,9 +546,7 @@ async fn sync_proxies(d: &AppState, name: &str, pid: i32, new: &Expanded) -> Res
     if failed.is_none() && (running.table || !dnat.is_empty()) {
         let script = nft::proxy_ruleset(&nft::proxy_table(&d.net.scope, name), &dnat);
         let d2 = d.clone();
-        let applied = tokio::task::spawn_blocking(move || d2.net.nft.apply(&script))
-            .await
-            .map_err(|e| DaemonError::Internal(e.to_string()))?;
+        let applied = tokio::task::spawn_blocking(move || d2.net.nft.apply(&script)).await?;
         match applied {
             Ok(()) => running.table = !dnat.is_empty(),
             Err(e) => failed = Some(e.into()),
@@ -627,8 +625,7 @@ pub async fn apply_device_changes(
             nic::plug(pid, &specs)?;
             Ok(())
         })
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+        .await??;
     }
     sync_proxies(d, &row.name, pid, new).await
 }

@@ -68,7 +68,7 @@ fn errno_to(path: &str, e: Errno) -> DaemonError {
         Errno::EXDEV | Errno::ELOOP => {
             DaemonError::BadRequest(format!("{path}: leads outside the instance"))
         }
-        other => DaemonError::Internal(format!("{path}: {}", other.desc())),
+        other => DaemonError::failed("open", path, std::io::Error::from(other)),
     }
 }
 
@@ -355,7 +355,7 @@ impl InstanceRoot {
         self.open_write(path, uid, gid, mode, append)?
             .0
             .write_all(data)
-            .map_err(|e| DaemonError::Internal(format!("{path}: {e}")))
+            .map_err(|e| DaemonError::io("write", path, e))
     }
 
     /// Creates a directory; an existing one is fine.

@@ -77,8 +77,7 @@ pub async fn import_image(
         }
         Ok(meta)
     })
-    .await
-    .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    .await?;
     let meta = match meta {
         Ok(m) => m,
         Err(e) => {
@@ -280,7 +279,7 @@ pub async fn publish_image(
             },
         );
         let out = hutch_images::pack_unified(&rootfs, &meta, compression, out)
-            .map_err(|e| DaemonError::Internal(crate::chain(&e)))?
+            .map_err(|e| DaemonError::failed("pack", "image", e))?
             .into_inner()
             .map_err(|e| DaemonError::io("write", &tmp2, e.into_error()))?;
         out.file
@@ -288,8 +287,7 @@ pub async fn publish_image(
             .map_err(|e| DaemonError::io("sync", &tmp2, e))?;
         Ok((hex::encode(sha2::Digest::finalize(out.hasher)), out.size))
     })
-    .await
-    .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    .await?;
     let upload = Upload::Unified(tmp);
     let (fp, size) = match packed {
         Ok(p) => p,

@@ -14,6 +14,7 @@ mod lifecycle;
 pub mod network;
 pub mod pools;
 mod reconcile;
+pub mod revert;
 mod schedule;
 mod snapshot;
 mod spec;
@@ -37,6 +38,8 @@ pub use spec::{
     check_root_size, expand, limits_from as limits_of, root_pool, root_size as spec_root_size,
 };
 
+use std::sync::Arc;
+
 use hutch_api::instance::{Instance, InstanceState};
 use hutch_api::operation::StatusCode;
 use hutch_runtime::container;
@@ -44,14 +47,49 @@ use hutch_runtime::container;
 use crate::daemon::Daemon;
 use crate::db::instances::InstanceRow;
 use crate::error::Result;
+use crate::events::EventHub;
+use crate::operations::Operations;
+
+/// The only thing the API calls: one typed method per action, taking `hutch-api` request
+/// types and returning API objects. Its state is private to this module tree, so the HTTP
+/// layer cannot reach the database, a driver, a file or a process. Cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    d: Arc<Daemon>,
+}
+
+impl Engine {
+    pub fn new(daemon: Daemon) -> Self {
+        Engine {
+            d: Arc::new(daemon),
+        }
+    }
+
+    /// Operations (the API lists, waits on and cancels them).
+    pub fn operations(&self) -> &Operations {
+        &self.d.ops
+    }
+
+    /// The event hub (the API streams it).
+    pub fn events(&self) -> &EventHub {
+        &self.d.events
+    }
+}
+
+/// TEMPORARY, while handlers move into engine methods: lets unconverted code reach the
+/// daemon's state. Removed when no code in `api/` needs it.
+impl std::ops::Deref for Engine {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.d
+    }
+}
 
 /// Runs blocking work (storage drivers, the runtime) off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| crate::error::DaemonError::Internal(e.to_string()))?
+    tokio::task::spawn_blocking(f).await?
 }
 
 /// What the runtime says of an instance: status, init pid and, when it runs, the state its

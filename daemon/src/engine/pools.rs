@@ -139,9 +139,11 @@ pub fn prepare_pool(
                 .map_err(|e| DaemonError::io("run", "zpool", e))?;
             if !status.success() {
                 let _ = std::fs::remove_file(&file);
-                return Err(DaemonError::Internal(format!(
-                    "zpool create {zpool} failed"
-                )));
+                return Err(DaemonError::failed(
+                    "create",
+                    format!("zpool {zpool}"),
+                    format!("zpool exited with {status}"),
+                ));
             }
             config.insert("source".into(), file.display().to_string());
             config.insert("zfs.pool_name".into(), zpool.clone());
@@ -395,8 +397,7 @@ pub async fn move_instance_pool(d: AppState, name: String, to: String) -> Result
         }
         Ok(())
     })
-    .await
-    .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    .await?;
     if let Err(e) = copied {
         remove_instance_volumes(
             &dst,
@@ -427,9 +428,7 @@ pub async fn move_instance_pool(d: AppState, name: String, to: String) -> Result
     d.db.update_instance(&row)?;
     d.db.set_instance_pool(&name, &to)?;
     let names: Vec<String> = snaps.iter().map(|s| s.name.clone()).collect();
-    tokio::task::spawn_blocking(move || remove_instance_volumes(&src, &name, &names))
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    tokio::task::spawn_blocking(move || remove_instance_volumes(&src, &name, &names)).await?;
     Ok(())
 }
 
