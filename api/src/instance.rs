@@ -106,6 +106,28 @@ pub struct InstancePost {
     pub pool: String,
 }
 
+/// `POST /1.0/instances/<name>/snapshots`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSnapshotsPost {
+    /// Empty: the next name from `snapshots.pattern`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    #[serde(default)]
+    pub stateful: bool,
+    /// RFC 3339; empty or null: `snapshots.expiry` applies.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub expires_at: String,
+}
+
+/// `POST /1.0/instances/<name>/snapshots/<snapshot>`: rename.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSnapshotPost {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    #[serde(default)]
+    pub migration: bool,
+}
+
 /// `PUT /1.0/instances/<name>/state`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceStatePut {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use hutch_runtime::IdMap;
-use hutch_storage::{StorageDriver, SystemRunner};
+use hutch_storage::{CommandRunner, StorageDriver, SystemRunner};
 
 use crate::db::pools::PoolRow;
 use crate::db::Db;
@@ -26,6 +26,8 @@ pub struct Daemon {
     pub hutchd: PathBuf,
     /// The id range of unprivileged containers.
     pub idmap: IdMap,
+    /// Storage commands (`btrfs`, `zfs`...), as injected.
+    pub storage_runner: Arc<dyn CommandRunner>,
     /// Storage pools by name, each mounted under `storage-pools/<name>`.
     pools: RwLock<BTreeMap<String, Arc<dyn StorageDriver>>>,
     /// Cgroup directory of this daemon's containers, unique per state directory.
@@ -41,9 +43,44 @@ pub struct Daemon {
 /// What handlers and background tasks hold.
 pub type AppState = crate::engine::Engine;
 
+/// What the engine runs outside itself, injected so that unit tests can put fakes in.
+pub struct Runners {
+    /// Storage commands (`btrfs`, `zfs`, `mkfs.btrfs`...).
+    pub storage: Arc<dyn CommandRunner>,
+    /// nftables.
+    pub nft: Box<dyn hutch_network::nft::Nft>,
+}
+
+impl Runners {
+    /// The real system.
+    pub fn system() -> Self {
+        Runners {
+            storage: Arc::new(SystemRunner),
+            nft: Box::new(hutch_network::nft::SystemNft),
+        }
+    }
+}
+
+impl std::fmt::Debug for Runners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Runners")
+    }
+}
+
 impl Daemon {
-    /// Opens the state directory (creating its layout and database) and mounts the pool.
+    /// Opens the state directory (creating its layout and database) and mounts the pool,
+    /// with the real system behind it.
     pub fn open(dir: &Path, hutchd: PathBuf, events: EventHub) -> Result<Self> {
+        Self::open_with(dir, hutchd, events, Runners::system())
+    }
+
+    /// As [`open`](Self::open), with the given runners.
+    pub fn open_with(
+        dir: &Path,
+        hutchd: PathBuf,
+        events: EventHub,
+        runners: Runners,
+    ) -> Result<Self> {
         for sub in [
             "database",
             "images",
@@ -78,7 +115,7 @@ impl Daemon {
             });
         }
         for row in rows {
-            match open_pool(dir, &row) {
+            match open_pool(dir, &row, &runners.storage) {
                 Ok(pool) => {
                     pools.insert(row.name.clone(), pool);
                 }
@@ -95,10 +132,8 @@ impl Daemon {
             hutchd,
             idmap,
             cgroup_prefix: cgroup_prefix(dir),
-            net: crate::engine::network::NetState::new(
-                Box::new(hutch_network::nft::SystemNft),
-                &cgroup_prefix(dir),
-            ),
+            net: crate::engine::network::NetState::new(runners.nft, &cgroup_prefix(dir)),
+            storage_runner: runners.storage,
             locks: NamedLocks::default(),
             image_locks: NamedLocks::default(),
         })
@@ -160,7 +195,7 @@ impl Daemon {
 
     /// Opens (mounting) a pool just recorded, and makes it available.
     pub fn add_pool(&self, row: &PoolRow) -> Result<()> {
-        let pool = open_pool(&self.dir, row)?;
+        let pool = open_pool(&self.dir, row, &self.storage_runner)?;
         self.pools
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -242,7 +277,11 @@ pub fn snapshot_vol(instance: &str, snapshot: &str) -> PathBuf {
 
 /// A pool as the database describes it, mounted at `storage-pools/<name>`, with the
 /// daemon's layout of volume directories in it.
-fn open_pool(dir: &Path, row: &PoolRow) -> Result<Arc<dyn StorageDriver>> {
+fn open_pool(
+    dir: &Path,
+    row: &PoolRow,
+    runner: &Arc<dyn CommandRunner>,
+) -> Result<Arc<dyn StorageDriver>> {
     let root = dir.join("storage-pools").join(&row.name);
     std::fs::create_dir_all(&root).map_err(|e| DaemonError::io("create", &root, e))?;
     let driver = row.driver.as_str();
@@ -289,11 +328,8 @@ fn open_pool(dir: &Path, row: &PoolRow) -> Result<Arc<dyn StorageDriver>> {
             })?;
         }
     }
-    let pool: Arc<dyn StorageDriver> = Arc::from(hutch_storage::open_driver(
-        driver,
-        &root,
-        Arc::new(SystemRunner),
-    )?);
+    let pool: Arc<dyn StorageDriver> =
+        Arc::from(hutch_storage::open_driver(driver, &root, runner.clone())?);
     for (sub, _) in crate::layout::POOL_DIRS {
         let p = pool.root().join(sub);
         std::fs::create_dir_all(&p).map_err(|e| DaemonError::io("create", &p, e))?;

@@ -28,7 +28,6 @@ use axum::{Json, Router};
 use hutch_api::Response as Envelope;
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::daemon::AppState;
 use crate::error::{DaemonError, ErrorKind};
@@ -193,26 +192,35 @@ where
 
 /// A stable digest of a value, for ETags.
 pub fn etag<T: Serialize>(value: &T) -> String {
-    hex::encode(Sha256::digest(
-        serde_json::to_vec(value).unwrap_or_default(),
-    ))
+    crate::engine::etag(value)
+}
+
+/// The client's If-Match, if any.
+pub fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Refuses a write whose If-Match does not match the current ETag.
 pub fn check_if_match<T: Serialize>(headers: &HeaderMap, current: &T) -> Result<(), DaemonError> {
-    let Some(client) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
-        return Ok(());
-    };
-    let client = client.trim_matches('"');
-    let server = etag(current);
-    if client.is_empty() || client == server {
-        Ok(())
-    } else {
-        Err(DaemonError::PreconditionFailed {
-            server,
-            client: client.to_string(),
-        })
-    }
+    crate::engine::check_version(if_match(headers).as_deref(), current)
+}
+
+/// A sync 200 with the object and the ETag of its version.
+pub fn versioned<T: Serialize>(v: crate::engine::Versioned<T>) -> Response {
+    sync_etag(v.object, &v.version)
+}
+
+/// Runs the rest of an accepted action as an operation and answers 202 at once.
+pub fn operation(
+    d: &AppState,
+    description: &str,
+    resources: std::collections::BTreeMap<String, Vec<String>>,
+    work: crate::engine::Work,
+) -> Response {
+    run_task(d, description, resources, work)
 }
 
 /// `recursion` query value (0 when missing or malformed).

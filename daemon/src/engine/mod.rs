@@ -10,6 +10,7 @@ pub mod fault;
 pub mod files;
 mod idmaps;
 mod images;
+mod instances;
 mod lifecycle;
 pub mod network;
 pub mod pools;
@@ -31,9 +32,7 @@ pub use lifecycle::{
 };
 pub use reconcile::reconcile;
 pub use schedule::start_scheduler;
-pub use snapshot::{
-    create_snapshot, delete_snapshot, rename_snapshot, restore_snapshot, validate_snapshot_name,
-};
+pub use snapshot::{create_snapshot, delete_snapshot, restore_snapshot, validate_snapshot_name};
 pub use spec::{
     check_root_size, expand, limits_from as limits_of, root_pool, root_size as spec_root_size,
 };
@@ -82,6 +81,41 @@ impl std::ops::Deref for Engine {
     type Target = Daemon;
     fn deref(&self) -> &Daemon {
         &self.d
+    }
+}
+
+/// Work an action goes on with after it was accepted; the API runs it as an operation.
+pub type Work = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
+/// An object, and the part of it that its ETag covers (its writable fields).
+#[derive(Debug)]
+pub struct Versioned<T> {
+    pub object: T,
+    pub version: serde_json::Value,
+}
+
+/// A stable digest of a value, for ETags.
+pub fn etag<T: serde::Serialize>(value: &T) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        serde_json::to_vec(value).unwrap_or_default(),
+    ))
+}
+
+/// Refuses a write whose If-Match (`if_match`, without quotes) does not match the ETag of
+/// `current`; no If-Match, or an empty one, always passes.
+pub fn check_version<T: serde::Serialize>(if_match: Option<&str>, current: &T) -> Result<()> {
+    let Some(client) = if_match.map(|c| c.trim_matches('"')) else {
+        return Ok(());
+    };
+    let server = etag(current);
+    if client.is_empty() || client == server {
+        Ok(())
+    } else {
+        Err(crate::error::DaemonError::PreconditionFailed {
+            server,
+            client: client.to_string(),
+        })
     }
 }
 

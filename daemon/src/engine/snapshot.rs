@@ -1,14 +1,124 @@
 //! Instance snapshots: create (consistent: atomic on btrfs, under a freeze elsewhere),
 //! delete, rename and restore, each under the instance's lock.
 
+use hutch_api::instance::{InstanceSnapshotPost, InstanceSnapshotsPost};
 use hutch_api::operation::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::blocking;
+use super::{blocking, Engine, Versioned, Work};
 use super::{runtime_status, start_instance, stop_instance};
 use crate::daemon::{instance_vol, snapshot_vol, AppState};
 use crate::db::snapshots::SnapshotRow;
 use crate::error::{DaemonError, Result};
+
+/// A snapshot as LXD shows it.
+pub fn snapshot_object(s: &SnapshotRow) -> Value {
+    json!({
+        "name": s.name,
+        "architecture": s.architecture,
+        "config": s.config,
+        "devices": s.devices,
+        "ephemeral": s.ephemeral,
+        "profiles": s.profiles,
+        "stateful": false,
+        "created_at": s.created_at,
+        "last_used_at": "0001-01-01T00:00:00Z",
+        "expires_at": s.expires_at,
+        "expanded_config": s.config,
+        "expanded_devices": s.devices,
+        "size": -1,
+    })
+}
+
+impl Engine {
+    /// The snapshots of an instance: URLs, or objects when `recursion` > 0.
+    pub fn list_snapshots(&self, name: &str, recursion: u8) -> Result<Vec<Value>> {
+        self.d.db.instance_or_404(name)?;
+        let snaps = self.d.db.snapshots(name)?;
+        Ok(snaps
+            .iter()
+            .map(|s| {
+                if recursion > 0 {
+                    snapshot_object(s)
+                } else {
+                    Value::String(format!("/1.0/instances/{name}/snapshots/{}", s.name))
+                }
+            })
+            .collect())
+    }
+
+    /// One snapshot; its ETag covers its expiry (the one writable field).
+    pub fn snapshot(&self, name: &str, snap: &str) -> Result<Versioned<Value>> {
+        self.d.db.instance_or_404(name)?;
+        let s = self.d.db.snapshot(name, snap)?;
+        Ok(Versioned {
+            object: snapshot_object(&s),
+            version: json!([s.expires_at]),
+        })
+    }
+
+    /// Checks a snapshot request; the work takes it.
+    pub fn create_snapshot(&self, name: &str, req: InstanceSnapshotsPost) -> Result<Work> {
+        self.d.db.instance_or_404(name)?;
+        if req.stateful {
+            return Err(DaemonError::BadRequest(
+                "Stateful snapshots are not supported".into(),
+            ));
+        }
+        let snap = Some(req.name).filter(|s| !s.is_empty());
+        if let Some(s) = &snap {
+            validate_snapshot_name(s)?;
+            if self.d.db.snapshot(name, s).is_ok() {
+                return Err(DaemonError::Conflict(format!(
+                    "Snapshot {s:?} already exists"
+                )));
+            }
+        }
+        let expires_at = Some(req.expires_at).filter(|e| !e.is_empty());
+        if let Some(e) = &expires_at {
+            time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| DaemonError::BadRequest(format!("Invalid expires_at {e:?}")))?;
+        }
+        let (e, name) = (self.clone(), name.to_string());
+        Ok(Box::pin(async move {
+            create_snapshot(e, name, snap, expires_at).await.map(|_| ())
+        }))
+    }
+
+    /// Checks a rename; the work does it.
+    pub fn rename_snapshot(
+        &self,
+        name: &str,
+        snap: &str,
+        req: InstanceSnapshotPost,
+    ) -> Result<Work> {
+        self.d.db.instance_or_404(name)?;
+        self.d.db.snapshot(name, snap)?;
+        if req.migration {
+            return Err(DaemonError::BadRequest(
+                "Migration is not supported yet".into(),
+            ));
+        }
+        validate_snapshot_name(&req.name)?;
+        Ok(Box::pin(rename_snapshot(
+            self.clone(),
+            name.to_string(),
+            snap.to_string(),
+            req.name,
+        )))
+    }
+
+    /// Checks the snapshot exists; the work removes it.
+    pub fn delete_snapshot(&self, name: &str, snap: &str) -> Result<Work> {
+        self.d.db.instance_or_404(name)?;
+        self.d.db.snapshot(name, snap)?;
+        Ok(Box::pin(delete_snapshot(
+            self.clone(),
+            name.to_string(),
+            snap.to_string(),
+        )))
+    }
+}
 
 /// Snapshot names are path segments.
 pub fn validate_snapshot_name(name: &str) -> Result<()> {
