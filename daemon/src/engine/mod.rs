@@ -19,6 +19,7 @@ pub mod revert;
 mod schedule;
 mod snapshot;
 mod spec;
+mod volume_snapshots;
 pub mod volumes;
 
 pub use autostart::autostart;
