@@ -19,6 +19,7 @@ pub mod revert;
 mod schedule;
 mod snapshot;
 mod spec;
+mod volume_copy;
 mod volume_snapshots;
 pub mod volumes;
 
