@@ -5,12 +5,21 @@
 //! assertions, just measurements. Run as root.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::json;
+
+mod images;
+mod target;
+
+use images::{busybox_image, debian_image, import_busybox, import_debian};
+use target::{lxd_driver, rss_mib, Daemon, ForwardingGuard, Target, IP_FORWARD};
+
+/// One row of the table: target, driver, operation, median, min, max.
+type Row = (String, String, String, f64, f64, f64);
 
 #[derive(Parser)]
 #[command(about = "Measure hutchd's operations")]
@@ -52,260 +61,6 @@ struct Args {
 /// `--pause-ms`, set once at start.
 static PAUSE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
-/// The Debian split image (metadata tarball, rootfs tarball), if a rootfs is at hand.
-fn debian_image(args: &Args, work: &Path) -> Result<Option<(PathBuf, PathBuf)>> {
-    let cache = std::env::var_os("HUTCH_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/hutch-tests"));
-    let rootfs = match &args.debian_rootfs {
-        Some(p) => p.clone(),
-        None => cache.join(format!("debian-12-{}.tar.zst", lxd_arch())),
-    };
-    if !rootfs.exists() {
-        return Ok(None);
-    }
-    let meta_dir = work.join("debian-meta");
-    std::fs::create_dir_all(&meta_dir)?;
-    std::fs::write(
-        meta_dir.join("metadata.yaml"),
-        "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: debian\n  release: bookworm\n",
-    )?;
-    let meta = work.join("debian-meta.tar.gz");
-    let ok = Command::new("tar")
-        .arg("-C")
-        .arg(&meta_dir)
-        .arg("-czf")
-        .arg(&meta)
-        .arg("metadata.yaml")
-        .status()?
-        .success();
-    if !ok {
-        bail!("making the Debian metadata tarball failed");
-    }
-    Ok(Some((meta, rootfs)))
-}
-
-/// Debian's name for this architecture, as the test suite names its cache.
-fn lxd_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
-/// Imports the busybox image as `bb` into `t` (replacing one of that alias, on LXD).
-fn import_busybox(t: &Target, image: &Path) -> Result<()> {
-    // `hutch` for hutchd (no lxc needed to benchmark it alone); LXD is always driven by lxc.
-    let _ = t.time("hutch", &["image", "delete", "bb"]);
-    t.time(
-        "hutch",
-        &[
-            "image",
-            "import",
-            image.to_str().unwrap_or_default(),
-            "--alias",
-            "bb",
-        ],
-    )?;
-    Ok(())
-}
-
-/// Imports the Debian image as `deb` into `t` (with lxc: both daemons take split images).
-fn import_debian(t: &Target, image: &(PathBuf, PathBuf)) -> Result<()> {
-    let _ = t.time("lxc", &["image", "delete", "deb"]);
-    t.time(
-        "lxc",
-        &[
-            "image",
-            "import",
-            image.0.to_str().unwrap_or_default(),
-            image.1.to_str().unwrap_or_default(),
-            "--alias",
-            "deb",
-        ],
-    )?;
-    Ok(())
-}
-
-/// A daemon to drive: a hutchd this harness started, or an LXD daemon set up beforehand.
-struct Target {
-    /// `hutchd` or `lxd`, for the table.
-    label: &'static str,
-    dir: PathBuf,
-    bin: PathBuf,
-    /// The daemon's pid, for its memory.
-    pid: u32,
-}
-
-/// Resident memory of process `pid`, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-impl Target {
-    /// The client command for `client` ("hutch" or "lxc"; LXD is driven by lxc only).
-    fn cmd(&self, client: &str, args: &[&str]) -> Command {
-        let mut c = if client == "lxc" || self.label == "lxd" {
-            Command::new("lxc")
-        } else {
-            Command::new(self.bin.join("hutch"))
-        };
-        c.args(args)
-            .env("HUTCH_DIR", &self.dir)
-            .env("LXD_DIR", &self.dir)
-            .env("LXD_CONF", self.dir.join("lxc-conf"))
-            .env("HOME", &self.dir);
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    /// Runs a client command and returns how long it took.
-    fn time(&self, client: &str, args: &[&str]) -> Result<Duration> {
-        if let Some(pause) = PAUSE.get().filter(|p| !p.is_zero()) {
-            std::thread::sleep(*pause);
-        }
-        let start = Instant::now();
-        let out = self.cmd(client, args).output()?;
-        let took = start.elapsed();
-        if !out.status.success() {
-            bail!(
-                "{} {client} {args:?}: {}",
-                self.label,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(took)
-    }
-}
-
-/// A daemon in its own directory, torn down (containers, network, pool mount, files) on
-/// drop. Its containers have a NIC on its own bridge, as after a real `init --auto`.
-struct Daemon {
-    dir: PathBuf,
-    child: Child,
-    bin: PathBuf,
-    bridge: String,
-    target: Target,
-}
-
-impl Daemon {
-    fn start(bin: &Path, driver: &str) -> Result<Self> {
-        let dir = PathBuf::from(format!("/tmp/hutch-bench-{}-{driver}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let hutchd = bin.join("hutchd");
-        let bridge = format!("hbench{}", std::process::id() % 100_000);
-        let ok = Command::new(&hutchd)
-            .arg("--dir")
-            .arg(&dir)
-            .args(["init", "--auto", "--storage-backend", driver])
-            .args(["--network-bridge", &bridge])
-            .stdout(Stdio::null())
-            .status()?
-            .success();
-        if !ok {
-            bail!("hutchd init --storage-backend {driver} failed");
-        }
-        let child = Command::new(&hutchd)
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let d = Daemon {
-            target: Target {
-                label: "hutchd",
-                dir: dir.clone(),
-                bin: bin.to_path_buf(),
-                pid: child.id(),
-            },
-            dir,
-            child,
-            bin: bin.to_path_buf(),
-            bridge,
-        };
-        for _ in 0..100 {
-            if std::os::unix::net::UnixStream::connect(d.dir.join("unix.socket")).is_ok() {
-                return Ok(d);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("hutchd did not come up")
-    }
-
-    fn cmd(&self, client: &str, args: &[&str]) -> Command {
-        self.target.cmd(client, args)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Ok(entries) = std::fs::read_dir(self.dir.join("containers")) {
-            for e in entries.flatten() {
-                let _ = Command::new(self.bin.join("hutchd"))
-                    .arg("--dir")
-                    .arg(&self.dir)
-                    .args(["container", "stop", "--force"])
-                    .arg(e.file_name())
-                    .stdout(Stdio::null())
-                    .status();
-            }
-        }
-        // The network: its dnsmasq, its bridge, and the daemon's nftables tables.
-        let net = self.dir.join("networks").join(&self.bridge);
-        if let Ok(pid) = std::fs::read_to_string(net.join("dnsmasq.pid")) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(Stdio::null())
-            .status();
-        let tables = Command::new("nft").args(["list", "tables"]).output();
-        let prefix = format!("{}_", hutch_prefix(&self.dir).replace('-', "_"));
-        for line in tables
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-            .lines()
-        {
-            if let Some(t) = line
-                .split_whitespace()
-                .nth(2)
-                .filter(|t| t.starts_with(&prefix))
-            {
-                let _ = Command::new("nft")
-                    .args(["delete", "table", "inet", t])
-                    .status();
-            }
-        }
-        let _ = nix::mount::umount2(
-            &self.dir.join("storage-pools/default"),
-            nix::mount::MntFlags::MNT_DETACH,
-        );
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// hutchd's per-directory prefix of cgroups and nftables tables.
-fn hutch_prefix(dir: &Path) -> String {
-    let mut hash: u32 = 2166136261;
-    for b in dir.as_os_str().as_encoded_bytes() {
-        hash = (hash ^ *b as u32).wrapping_mul(16777619);
-    }
-    format!("hutch-{hash:08x}")
-}
-
 /// Median, min and max in seconds.
 fn stats(samples: &mut [Duration]) -> (f64, f64, f64) {
     samples.sort();
@@ -316,35 +71,6 @@ fn stats(samples: &mut [Duration]) -> (f64, f64, f64) {
         s(samples[samples.len() - 1]),
     )
 }
-
-fn busybox_image(repo: &Path, work: &Path) -> Result<PathBuf> {
-    let tree = work.join("image");
-    let _ = std::fs::remove_dir_all(&tree);
-    std::fs::create_dir_all(&tree)?;
-    let ok = Command::new("bash")
-        .arg(repo.join("tests/images/busybox.sh"))
-        .arg(tree.join("rootfs"))
-        .status()?
-        .success();
-    if !ok {
-        bail!("building the busybox image failed");
-    }
-    std::fs::write(
-        tree.join("metadata.yaml"),
-        "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: busybox\n",
-    )?;
-    let file = work.join("busybox.tar.gz");
-    Command::new("tar")
-        .arg("-C")
-        .arg(&tree)
-        .arg("-czf")
-        .arg(&file)
-        .args(["metadata.yaml", "rootfs"])
-        .status()?;
-    Ok(file)
-}
-
-type Row = (String, String, String, f64, f64, f64);
 
 /// Measures every operation with `client` on each of `targets`, alternating targets run
 /// by run (A/B), so that drift of the machine hits all alike. One row per target and op.
@@ -509,47 +235,6 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
     }
     rows.extend(memory);
     Ok(rows)
-}
-
-/// The storage driver of the pool of the default profile's root disk of an LXD daemon.
-fn lxd_driver(lxd: &Target) -> Result<String> {
-    let pool = Command::new("lxc")
-        .args(["profile", "device", "get", "default", "root", "pool"])
-        .env("LXD_DIR", &lxd.dir)
-        .output()?;
-    let pool = String::from_utf8_lossy(&pool.stdout).trim().to_string();
-    let out = Command::new("lxc")
-        .args(["storage", "get", &pool, "--property", "driver"])
-        .env("LXD_DIR", &lxd.dir)
-        .output()?;
-    let driver = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if driver.is_empty() {
-        let show = Command::new("lxc")
-            .args(["storage", "show", &pool])
-            .env("LXD_DIR", &lxd.dir)
-            .output()?;
-        let text = String::from_utf8_lossy(&show.stdout).into_owned();
-        return Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix("driver: "))
-            .unwrap_or_default()
-            .to_string());
-    }
-    Ok(driver)
-}
-
-/// Puts IPv4 forwarding back as it was: the daemons' NAT bridges turn it on, as LXD's do,
-/// and a benchmark leaves the host as it found it.
-struct ForwardingGuard(Option<String>);
-
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
-
-impl Drop for ForwardingGuard {
-    fn drop(&mut self) {
-        if let Some(v) = &self.0 {
-            let _ = std::fs::write(IP_FORWARD, v.trim());
-        }
-    }
 }
 
 fn main() -> Result<()> {

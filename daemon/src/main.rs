@@ -3,8 +3,6 @@
 //! helper.
 
 mod api;
-mod daemon;
-mod db;
 mod dev;
 mod engine;
 mod error;
@@ -13,6 +11,9 @@ mod layout;
 mod logging;
 mod operations;
 mod serve;
+
+// The daemon's state and its database belong to the engine; these names are shortcuts.
+use engine::{daemon, db};
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -18,14 +18,11 @@ pub async fn serve(
     let state = crate::engine::Engine::new(
         Daemon::open(dir, hutchd, events).context("open the state directory")?,
     );
-    crate::engine::reconcile(&state).context("finish what a crash interrupted")?;
-    ensure_default_profile(&state)?;
-    {
-        let s = state.clone();
-        tokio::task::spawn_blocking(move || crate::engine::network::start_networks(&s)).await?;
-    }
-    crate::engine::devices::restore_proxies(&state).await;
-    crate::engine::network::start_supervisor(state.clone());
+    state
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .context("recover the state directory")?;
     let sock = dir.join("unix.socket");
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
@@ -34,8 +31,7 @@ pub async fn serve(
         let _ = nix::unistd::chown(&sock, None, Some(group.gid));
     }
     tracing::info!(socket = %sock.display(), "hutchd listening");
-    crate::engine::autostart(state.clone());
-    crate::engine::start_scheduler(state.clone());
+    state.start_background_tasks();
     let app = crate::api::router(state);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -77,14 +73,8 @@ async fn shutdown_signal() {
 
 /// LXD always has a `default` profile.
 pub fn ensure_default_profile(d: &AppState) -> anyhow::Result<()> {
-    if d.db.profile("default")?.is_none() {
-        let put = hutch_api::profile::ProfilePut {
-            description: "Default hutch profile".into(),
-            ..Default::default()
-        };
-        d.db.insert_profile("default", &put)?;
-    }
-    Ok(())
+    d.ensure_default_profile()
+        .map_err(|e| anyhow::anyhow!(e.chain()))
 }
 
 /// `hutchd init --auto`: the default pool (`backend`, else btrfs on a loop file when btrfs

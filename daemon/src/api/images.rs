@@ -1,26 +1,22 @@
-//! `/1.0/images`: upload (unified tarballs), list, get, update, delete, export, aliases.
+//! `/1.0/images`: upload (unified and split tarballs), publish, list, get, update, delete,
+//! export, aliases. The handlers stream bodies and call one engine method each.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
-use hutch_api::image::{Image, ImageAlias, ImageAliasPut, ImageAliasRef, ImagePut};
+use hutch_api::image::{ImageAlias, ImageAliasPut, ImagePut};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use super::{accepted, created, empty, parse_json, sync, sync_etag};
+use super::{accepted, created, empty, operation, parse_json, recursion, sync, versioned};
 use crate::daemon::AppState;
-use crate::db::images::{AliasRow, ImageRow};
-use crate::engine::{self, Upload};
+use crate::engine::{ImageUpload, ImageWork};
 use crate::error::{DaemonError, Result};
-
-/// Largest image upload accepted.
-const MAX_UPLOAD: u64 = 16 << 30;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -47,398 +43,326 @@ pub fn routes() -> Router<AppState> {
         .route("/1.0/images/:fp/export", get(export))
 }
 
-fn image_object(d: &AppState, row: &ImageRow) -> Result<Image> {
-    let aliases =
-        d.db.aliases()?
-            .into_iter()
-            .filter(|a| a.fingerprint == row.fingerprint)
-            .map(|a| ImageAliasRef {
-                name: a.name,
-                description: a.description,
-            })
-            .collect();
-    Ok(Image {
-        aliases,
-        architecture: row.architecture.clone(),
-        auto_update: row.auto_update,
-        cached: row.cached,
-        fingerprint: row.fingerprint.clone(),
-        filename: row.filename.clone(),
-        public: row.public,
-        kind: row.kind.clone(),
-        size: row.size,
-        profiles: row.profiles.clone(),
-        properties: row.properties.clone(),
-        expires_at: row.expires_at.clone(),
-        created_at: row.created_at.clone(),
-        last_used_at: row.last_used_at.clone(),
-        uploaded_at: row.uploaded_at.clone(),
-    })
+fn image_resources(fp: &str) -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([("images".to_string(), vec![format!("/1.0/images/{fp}")])])
 }
 
 async fn list(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let rows = d.db.images()?;
-    if super::recursion(&q) > 0 {
-        Ok(sync(
-            rows.iter()
-                .map(|r| image_object(&d, r))
-                .collect::<Result<Vec<_>>>()?,
-        ))
-    } else {
-        Ok(sync(
-            rows.iter()
-                .map(|r| format!("/1.0/images/{}", r.fingerprint))
-                .collect::<Vec<_>>(),
-        ))
-    }
+    Ok(sync(e.list_images(recursion(&q))?))
 }
 
-async fn one(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
-    let row = d.db.image_by_prefix(&fp)?;
-    let obj = image_object(&d, &row)?;
-    let tag = json!([
-        row.auto_update,
-        row.properties,
-        row.public,
-        row.expires_at,
-        row.profiles
-    ]);
-    Ok(sync_etag(obj, &tag))
+async fn one(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
+    Ok(versioned(e.image(&fp)?))
 }
 
-async fn put(State(d): State<AppState>, Path(fp): Path<String>, body: Bytes) -> Result<Response> {
-    let mut row = d.db.image_by_prefix(&fp)?;
-    let req: ImagePut = parse_json(&body)?;
-    row.auto_update = req.auto_update;
-    row.properties = req.properties;
-    row.public = req.public;
-    if !req.expires_at.is_empty() {
-        row.expires_at = req.expires_at;
-    }
-    row.profiles = req.profiles;
-    d.db.update_image(&row)?;
+async fn put(State(e): State<AppState>, Path(fp): Path<String>, body: Bytes) -> Result<Response> {
+    e.update_image(&fp, parse_json::<ImagePut>(&body)?)?;
     Ok(empty())
 }
 
-async fn delete(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
-    let row = d.db.image_by_prefix(&fp)?;
-    let op = d.ops.create(
-        "task",
-        "Deleting image",
-        BTreeMap::from([(
-            "images".to_string(),
-            vec![format!("/1.0/images/{}", row.fingerprint)],
-        )]),
-        Value::Null,
-    );
-    let d2 = d.clone();
-    d.ops.run(op.clone(), async move {
-        let lock = d2.image_locks.get(&row.fingerprint);
-        let _g = lock.lock().await;
-        // Instances are independent clones (btrfs snapshots keep their shared extents):
-        // deleting the image volume takes nothing of theirs.
-        d2.db.delete_image(&row.fingerprint)?;
-        let d3 = d2.clone();
-        let fp = row.fingerprint.clone();
-        tokio::task::spawn_blocking(move || {
-            let file = d3.image_file(&fp);
-            let _ = std::fs::remove_file(file.with_file_name(format!("{fp}.rootfs")));
-            let _ = std::fs::remove_file(&file);
-            // Its volume on every pool it was unpacked into.
-            for pool in d3.pool_names() {
-                d3.pool(&pool)?
-                    .delete_volume(&crate::daemon::image_vol(&fp))?;
-            }
-            Ok::<_, DaemonError>(())
-        })
-        .await??;
-        d2.image_locks.prune();
-        d2.events.lifecycle(
-            "image-deleted",
-            &format!("/1.0/images/{}", row.fingerprint),
-            json!({}),
-        );
-        Ok(None)
-    });
-    Ok(accepted(&op))
+async fn delete(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
+    let (fp, work) = e.delete_image(&fp)?;
+    Ok(operation(&e, "Deleting image", image_resources(&fp), work))
 }
 
-async fn export(State(d): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
-    let row = d.db.image_by_prefix(&fp)?;
-    let path = d.image_file(&row.fingerprint);
-    if path
-        .with_file_name(format!("{}.rootfs", row.fingerprint))
-        .exists()
-    {
-        return Err(DaemonError::BadRequest(
-            "Exporting split images is not supported yet".into(),
-        ));
-    }
-    let file = std::fs::File::open(&path).map_err(|e| DaemonError::io("open", &path, e))?;
-    let body = Body::from_stream(super::file_stream(file));
+async fn export(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
+    let (file, filename) = e.export_image(&fp)?;
     Ok((
         [
             ("Content-Type", "application/octet-stream".to_string()),
             (
                 "Content-Disposition",
-                format!(
-                    "attachment;filename={}",
-                    if row.filename.is_empty() {
-                        format!("{}.tar.gz", row.fingerprint)
-                    } else {
-                        row.filename.clone()
-                    }
-                ),
+                format!("attachment;filename={filename}"),
             ),
         ],
-        body,
+        Body::from_stream(super::file_stream(file)),
     )
         .into_response())
 }
 
-/// Streams `stream` into `path`, feeding `hasher` and counting into `size`.
-async fn receive<S, E>(
-    stream: S,
-    path: &std::path::Path,
-    hasher: &mut Sha256,
-    size: &mut u64,
-) -> Result<()>
+/// Runs work that makes an image as an operation whose metadata names the image.
+fn image_operation(e: &AppState, work: ImageWork) -> Response {
+    let op = e
+        .operations()
+        .create("task", "Downloading image", BTreeMap::new(), Value::Null);
+    e.operations().run(op.clone(), async move {
+        let made = work.await?;
+        Ok(Some(
+            json!({"fingerprint": made.fingerprint, "size": made.size.to_string()}),
+        ))
+    });
+    accepted(&op)
+}
+
+/// Feeds a body stream into the upload.
+async fn receive<S, E>(stream: S, upload: &mut ImageUpload) -> Result<()>
 where
     S: futures_util::Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let mut stream = stream;
-    let mut file = std::fs::File::create(path).map_err(|e| DaemonError::io("create", path, e))?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| DaemonError::BadRequest(format!("upload failed: {e}")))?;
-        *size += chunk.len() as u64;
-        if *size > MAX_UPLOAD {
-            return Err(DaemonError::BadRequest(format!(
-                "Image is larger than the {MAX_UPLOAD} bytes allowed"
-            )));
-        }
-        hasher.update(&chunk);
-        file.write_all(&chunk)
-            .map_err(|e| DaemonError::io("write", path, e))?;
+        upload.write(&chunk)?;
     }
-    file.sync_all()
-        .map_err(|e| DaemonError::io("sync", path, e))
+    Ok(())
 }
 
-/// `POST /1.0/images` with a JSON body: an image from an instance or a snapshot
-/// (`lxc publish`), as an operation whose metadata carries the fingerprint.
-async fn publish(d: AppState, req: hutch_api::image::ImagesPost) -> Result<Response> {
-    let op = d
-        .ops
-        .create("task", "Downloading image", BTreeMap::new(), Value::Null);
-    let d2 = d.clone();
-    d.ops.run(op.clone(), async move {
-        let (fp, size) = engine::publish_image(&d2, req).await?;
-        d2.events
-            .lifecycle("image-created", &format!("/1.0/images/{fp}"), json!({}));
-        Ok(Some(json!({"fingerprint": fp, "size": size.to_string()})))
-    });
-    Ok(accepted(&op))
-}
-
-/// `POST /1.0/images` with an image as the body: a unified tarball, or a split image as
-/// multipart/form-data (`metadata` first, then `rootfs`).
-async fn upload(State(d): State<AppState>, req: Request) -> Result<Response> {
-    let headers = req.headers().clone();
-    let ctype = headers
-        .get("content-type")
+fn header(headers: &HeaderMap, k: &str) -> Option<String> {
+    headers
+        .get(k)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+        .map(str::to_string)
+}
+
+/// `POST /1.0/images`: with a JSON body an image from an instance or a snapshot (`lxc
+/// publish`); with an image as the body a unified tarball, or a split image as
+/// multipart/form-data (`metadata` first, then `rootfs`).
+async fn upload(State(e): State<AppState>, req: Request) -> Result<Response> {
+    let headers = req.headers().clone();
+    let ctype = header(&headers, "content-type").unwrap_or_default();
     if ctype.starts_with("application/json") {
         let body = axum::body::to_bytes(req.into_body(), 1 << 20)
             .await
             .map_err(|e| DaemonError::BadRequest(format!("Failed to read the request: {e}")))?;
-        return publish(d, parse_json(&body)?).await;
+        return Ok(image_operation(&e, e.publish_image(parse_json(&body)?)));
     }
-    let header = |k: &str| {
-        headers
-            .get(k)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let expected = header("x-lxd-fingerprint");
-    let public =
-        header("x-lxd-public").is_some_and(|v| hutch_api::config::parse_bool(&v).unwrap_or(false));
-    let tmp = |what: &str| {
-        d.dir
-            .join("images")
-            .join(format!(".upload-{}-{what}", uuid::Uuid::new_v4()))
-    };
-    let mut hasher = Sha256::new();
-    let mut size: u64 = 0;
-    let (upload, filename, received) = if ctype.starts_with("multipart/") {
-        let (metadata, rootfs) = (tmp("meta"), tmp("rootfs"));
-        let mut filename = String::new();
-        let received = async {
-            let mut mp = Multipart::from_request(req, &())
-                .await
-                .map_err(|e| DaemonError::BadRequest(format!("Invalid multipart image: {e}")))?;
-            let invalid = || DaemonError::BadRequest("Invalid multipart image".into());
-            let meta = mp
-                .next_field()
-                .await
-                .map_err(|_| invalid())?
-                .ok_or_else(invalid)?;
-            if meta.name() != Some("metadata") {
-                return Err(invalid());
-            }
-            receive(meta, &metadata, &mut hasher, &mut size).await?;
-            let root = mp
-                .next_field()
-                .await
-                .map_err(|_| invalid())?
-                .ok_or_else(invalid)?;
-            match root.name() {
-                Some("rootfs") => {}
-                Some("rootfs.img") => {
-                    return Err(DaemonError::BadRequest(
-                        "Virtual-machine images are not supported".into(),
-                    ))
-                }
-                _ => return Err(invalid()),
-            }
-            filename = root.file_name().unwrap_or_default().to_string();
-            receive(root, &rootfs, &mut hasher, &mut size).await
+    let public = header(&headers, "x-lxd-public")
+        .is_some_and(|v| hutch_api::config::parse_bool(&v).unwrap_or(false));
+    let (upload, filename) = if ctype.starts_with("multipart/") {
+        let mut upload = e.begin_upload(true)?;
+        let mut mp = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| DaemonError::BadRequest(format!("Invalid multipart image: {e}")))?;
+        let invalid = || DaemonError::BadRequest("Invalid multipart image".into());
+        let meta = mp
+            .next_field()
+            .await
+            .map_err(|_| invalid())?
+            .ok_or_else(invalid)?;
+        if meta.name() != Some("metadata") {
+            return Err(invalid());
         }
-        .await;
-        (Upload::Split { metadata, rootfs }, filename, received)
+        receive(meta, &mut upload).await?;
+        let root = mp
+            .next_field()
+            .await
+            .map_err(|_| invalid())?
+            .ok_or_else(invalid)?;
+        match root.name() {
+            Some("rootfs") => {}
+            Some("rootfs.img") => {
+                return Err(DaemonError::BadRequest(
+                    "Virtual-machine images are not supported".into(),
+                ))
+            }
+            _ => return Err(invalid()),
+        }
+        let filename = root.file_name().unwrap_or_default().to_string();
+        upload.next_part()?;
+        receive(root, &mut upload).await?;
+        (upload, filename)
     } else {
-        let file = tmp("unified");
-        let received = receive(
-            req.into_body().into_data_stream(),
-            &file,
-            &mut hasher,
-            &mut size,
-        )
-        .await;
+        let mut upload = e.begin_upload(false)?;
+        receive(req.into_body().into_data_stream(), &mut upload).await?;
         (
-            Upload::Unified(file),
-            header("x-lxd-filename").unwrap_or_default(),
-            received,
+            upload,
+            header(&headers, "x-lxd-filename").unwrap_or_default(),
         )
     };
-    if let Err(e) = received {
-        upload.remove();
-        return Err(e);
-    }
-    let fp = hex::encode(hasher.finalize());
-    if let Some(want) = expected.filter(|w| !w.is_empty()) {
-        if want != fp {
-            upload.remove();
-            return Err(DaemonError::BadRequest(format!(
-                "fingerprints don't match, got {fp} expected {want}"
-            )));
-        }
-    }
-    let op = d
-        .ops
-        .create("task", "Downloading image", BTreeMap::new(), Value::Null);
-    let d2 = d.clone();
-    d.ops.run(op.clone(), async move {
-        let result = engine::import_image(&d2, &upload, &fp, size, filename, public).await;
-        upload.remove();
-        result?;
-        d2.events
-            .lifecycle("image-created", &format!("/1.0/images/{fp}"), json!({}));
-        Ok(Some(json!({"fingerprint": fp, "size": size.to_string()})))
-    });
-    Ok(accepted(&op))
+    let work = e.import_upload(
+        upload,
+        header(&headers, "x-lxd-fingerprint"),
+        filename,
+        public,
+    )?;
+    Ok(image_operation(&e, work))
 }
 
 async fn list_aliases(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let rows = d.db.aliases()?;
-    if super::recursion(&q) > 0 {
-        Ok(sync(rows.into_iter().map(alias_object).collect::<Vec<_>>()))
-    } else {
-        Ok(sync(
-            rows.iter()
-                .map(|a| format!("/1.0/images/aliases/{}", a.name))
-                .collect::<Vec<_>>(),
-        ))
-    }
+    Ok(sync(e.list_aliases(recursion(&q))?))
 }
 
-fn alias_object(a: AliasRow) -> ImageAlias {
-    ImageAlias {
-        name: a.name,
-        description: a.description,
-        target: a.fingerprint,
-        kind: a.kind,
-    }
-}
-
-fn alias_or_404(d: &AppState, name: &str) -> Result<AliasRow> {
-    d.db.alias(name)?
-        .ok_or_else(|| DaemonError::NotFound("Image alias not found".into()))
-}
-
-async fn create_alias(State(d): State<AppState>, body: Bytes) -> Result<Response> {
+async fn create_alias(State(e): State<AppState>, body: Bytes) -> Result<Response> {
     let req: ImageAlias = parse_json(&body)?;
-    if req.name.is_empty() || req.name.contains('/') && req.name.starts_with('/') {
-        return Err(DaemonError::BadRequest("Invalid alias name".into()));
-    }
-    let image = d.db.image_by_prefix(&req.target)?;
-    d.db.insert_alias(&AliasRow {
-        name: req.name.clone(),
-        fingerprint: image.fingerprint,
-        description: req.description,
-        kind: "container".into(),
-    })?;
-    Ok(created(&format!("/1.0/images/aliases/{}", req.name)))
+    let name = req.name.clone();
+    e.create_alias(req)?;
+    Ok(created(&format!("/1.0/images/aliases/{name}")))
 }
 
-async fn one_alias(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    let a = alias_object(alias_or_404(&d, &name)?);
-    let tag = json!([a.target, a.description]);
-    Ok(sync_etag(a, &tag))
+async fn one_alias(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    Ok(versioned(e.alias(&name)?))
 }
 
 async fn put_alias(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response> {
-    let mut a = alias_or_404(&d, &name)?;
-    let req: ImageAliasPut = parse_json(&body)?;
-    if !req.target.is_empty() {
-        a.fingerprint = d.db.image_by_prefix(&req.target)?.fingerprint;
-    }
-    a.description = req.description;
-    d.db.update_alias(&a)?;
+    e.update_alias(&name, parse_json::<ImageAliasPut>(&body)?)?;
     Ok(empty())
 }
 
 async fn rename_alias(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response> {
-    alias_or_404(&d, &name)?;
     let req: ImageAlias = parse_json(&body)?;
-    if d.db.alias(&req.name)?.is_some() {
-        return Err(DaemonError::Conflict(format!(
-            "Alias {:?} already exists",
-            req.name
-        )));
-    }
-    d.db.rename_alias(&name, &req.name)?;
+    e.rename_alias(&name, &req.name)?;
     Ok(created(&format!("/1.0/images/aliases/{}", req.name)))
 }
 
-async fn delete_alias(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    alias_or_404(&d, &name)?;
-    d.db.delete_alias(&name)?;
+async fn delete_alias(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    e.delete_alias(&name)?;
     Ok(empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::api::testing::TestApi;
+
+    fn uploads_left(api: &TestApi) -> Vec<String> {
+        std::fs::read_dir(api.dir.path().join("images"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".upload-"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn bad_uploads_leave_no_image_and_no_files() {
+        let api = TestApi::new().await;
+        let (status, _, body) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/images",
+                b"not a tarball".to_vec(),
+                &[("X-LXD-Fingerprint", "abcd")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"]
+            .as_str()
+            .unwrap()
+            .contains("fingerprints don't match"));
+        let (status, _, body) = api
+            .call_raw(Method::POST, "/1.0/images", b"not a tarball".to_vec(), &[])
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(api.wait(&body).await["status"], "Failure");
+        let (_, list) = api.call(Method::GET, "/1.0/images", None).await;
+        assert_eq!(list["metadata"], json!([]));
+        assert_eq!(uploads_left(&api), Vec::<String>::new());
+        // Publishing without a source is refused when the operation runs.
+        let (status, body) = api.call(Method::POST, "/1.0/images", Some(json!({}))).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(api.wait(&body).await["err"], "No source provided");
+    }
+
+    #[tokio::test]
+    async fn images_and_aliases_answer_lxd_errors() {
+        let api = TestApi::new().await;
+        let fp = api.tiny_image().await;
+        let (status, _) = api
+            .call(Method::GET, &format!("/1.0/images/{}", &fp[..12]), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, resp) = api.call(Method::GET, "/1.0/images/ffff", None).await;
+        assert_eq!(
+            (status, resp["error"].clone()),
+            (StatusCode::NOT_FOUND, json!("Image not found"))
+        );
+        let alias = json!({"name": "tiny", "target": fp});
+        let (status, _) = api
+            .call(Method::POST, "/1.0/images/aliases", Some(alias.clone()))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, resp) = api
+            .call(Method::POST, "/1.0/images/aliases", Some(alias))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{resp}");
+        let (status, _) = api
+            .call(
+                Method::POST,
+                "/1.0/images/aliases",
+                Some(json!({"name": "", "target": fp})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = api
+            .call(
+                Method::POST,
+                "/1.0/images/aliases",
+                Some(json!({"name": "x", "target": "ffff"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, resp) = api
+            .call(Method::GET, "/1.0/images/aliases/none", None)
+            .await;
+        assert_eq!(
+            (status, resp["error"].clone()),
+            (StatusCode::NOT_FOUND, json!("Image alias not found"))
+        );
+        let (status, _) = api
+            .call(
+                Method::POST,
+                "/1.0/images/aliases/tiny",
+                Some(json!({"name": "small"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, one) = api
+            .call(Method::GET, "/1.0/images/aliases/small", None)
+            .await;
+        assert_eq!(
+            (status, one["metadata"]["target"].clone()),
+            (StatusCode::OK, json!(fp))
+        );
+        let (status, _) = api
+            .call(Method::DELETE, "/1.0/images/aliases/small", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // A delete removes the row, the file and the volume.
+        let (status, op) = api
+            .call(Method::DELETE, &format!("/1.0/images/{fp}"), None)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(api.wait(&op).await["status"], "Success");
+        assert!(!api.dir.path().join("images").join(&fp).exists());
+        assert!(!api
+            .dir
+            .path()
+            .join("storage-pools/default/images")
+            .join(&fp)
+            .exists());
+        assert!(api.engine.list_images(0).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_image_delete_is_finished_at_start() {
+        let api = TestApi::new().await;
+        let fp = api.tiny_image().await;
+        // A crash after the intent was recorded and the file removed.
+        crate::engine::testing::record_image_delete(&api.engine, &fp);
+        std::fs::remove_file(api.dir.path().join("images").join(&fp)).unwrap();
+        crate::engine::testing::reconcile(&api.engine);
+        assert!(api.engine.list_images(0).unwrap().is_empty());
+        assert!(!api
+            .dir
+            .path()
+            .join("storage-pools/default/images")
+            .join(&fp)
+            .exists());
+    }
 }

@@ -119,3 +119,167 @@ async fn change_state(
         work,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::api::testing::TestApi;
+
+    #[tokio::test]
+    async fn missing_instances_are_404_on_every_route() {
+        let api = TestApi::new().await;
+        let (status, body) = api.call(Method::GET, "/1.0/instances", None).await;
+        assert_eq!(
+            (status, body["metadata"].clone()),
+            (StatusCode::OK, json!([]))
+        );
+        for (method, uri, body) in [
+            (Method::GET, "/1.0/instances/none", None),
+            (Method::GET, "/1.0/containers/none", None),
+            (Method::GET, "/1.0/instances/none/state", None),
+            (Method::PUT, "/1.0/instances/none", Some(json!({}))),
+            (Method::PATCH, "/1.0/instances/none", Some(json!({}))),
+            (
+                Method::POST,
+                "/1.0/instances/none",
+                Some(json!({"name": "n2"})),
+            ),
+            (Method::DELETE, "/1.0/instances/none", None),
+            (
+                Method::PUT,
+                "/1.0/instances/none/state",
+                Some(json!({"action": "start"})),
+            ),
+        ] {
+            let (status, resp) = api.call(method.clone(), uri, body).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {resp}");
+            assert_eq!(resp["error"], "Instance not found");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_create_requests_are_400_and_make_nothing() {
+        let api = TestApi::new().await;
+        let (status, _, body) = api
+            .call_raw(Method::POST, "/1.0/instances", b"{not json".to_vec(), &[])
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].as_str().unwrap().starts_with("Invalid JSON"));
+        for req in [
+            json!({"name": "-bad", "source": {"type": "image", "alias": "x"}}),
+            json!({"name": "c1", "source": {"type": "none"}}),
+            json!({"name": "c1", "source": {"type": "teleport"}}),
+            json!({"name": "c1", "type": "virtual-machine", "source": {"type": "image", "alias": "x"}}),
+            json!({"name": "c1", "config": {"no.such.key": "1"}, "source": {"type": "image", "alias": "x"}}),
+        ] {
+            let (status, resp) = api
+                .call(Method::POST, "/1.0/instances", Some(req.clone()))
+                .await;
+            assert!(
+                status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND,
+                "{req}: {status} {resp}"
+            );
+        }
+        let (status, resp) = api
+            .call(
+                Method::POST,
+                "/1.0/instances",
+                Some(json!({"name": "c1", "source": {"type": "image", "alias": "nowhere"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{resp}");
+        let (_, list) = api.call(Method::GET, "/1.0/instances", None).await;
+        assert_eq!(list["metadata"], json!([]));
+        assert!(!api
+            .dir
+            .path()
+            .join("storage-pools/default/containers/c1")
+            .exists());
+    }
+
+    #[tokio::test]
+    async fn updates_are_checked_against_etags_names_and_keys() {
+        let api = TestApi::new().await;
+        let fp = api.tiny_image().await;
+        api.tiny_instance("c1", &fp).await;
+        api.tiny_instance("c2", &fp).await;
+        let (status, headers, body) = api
+            .call_raw(Method::GET, "/1.0/instances/c1", Vec::new(), &[])
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"]["status"], "Stopped");
+        let etag = headers["etag"].to_str().unwrap().to_string();
+        // A stale ETag: 412, nothing changes.
+        let (status, _) = api
+            .call_with(
+                Method::PATCH,
+                "/1.0/instances/c1",
+                Some(json!({"description": "x"})),
+                &[("If-Match", "\"0000\"")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+        let (status, _) = api
+            .call_with(
+                Method::PATCH,
+                "/1.0/instances/c1",
+                Some(json!({"config": {"user.k": "v"}})),
+                &[("If-Match", etag.as_str())],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // Unknown keys, unknown profiles, typeless devices: 400.
+        for patch in [
+            json!({"config": {"limits.bogus": "1"}}),
+            json!({"profiles": ["nope"]}),
+            json!({"devices": {"d": {"path": "/x"}}}),
+        ] {
+            let (status, resp) = api
+                .call(Method::PATCH, "/1.0/instances/c1", Some(patch.clone()))
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{patch}: {resp}");
+        }
+        let (_, got) = api.call(Method::GET, "/1.0/instances/c1", None).await;
+        assert_eq!(got["metadata"]["config"]["user.k"], "v");
+        // A rename onto a taken name: 409; a bad name: 400; an unknown action: 400.
+        let (status, resp) = api
+            .call(
+                Method::POST,
+                "/1.0/instances/c1",
+                Some(json!({"name": "c2"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{resp}");
+        assert_eq!(resp["error"], "Name \"c2\" already in use");
+        let (status, _) = api
+            .call(
+                Method::POST,
+                "/1.0/instances/c1",
+                Some(json!({"name": "a/b"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, resp) = api
+            .call(
+                Method::PUT,
+                "/1.0/instances/c1/state",
+                Some(json!({"action": "dance"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(resp["error"], "Unknown action: 'dance'");
+        // A delete removes the row and the volume.
+        let (status, op) = api.call(Method::DELETE, "/1.0/instances/c2", None).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(api.wait(&op).await["status"], "Success");
+        let (status, _) = api.call(Method::GET, "/1.0/instances/c2", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(!api
+            .dir
+            .path()
+            .join("storage-pools/default/containers/c2")
+            .exists());
+    }
+}

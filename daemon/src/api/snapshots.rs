@@ -85,3 +85,64 @@ async fn delete(
         work,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::api::testing::TestApi;
+
+    #[tokio::test]
+    async fn snapshots_refuse_duplicates_bad_names_and_missing_ones() {
+        let api = TestApi::new().await;
+        let (status, resp) = api
+            .call(Method::GET, "/1.0/instances/none/snapshots", None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{resp}");
+        let fp = api.tiny_image().await;
+        api.tiny_instance("c1", &fp).await;
+        let base = "/1.0/instances/c1/snapshots";
+        let (status, op) = api
+            .call(Method::POST, base, Some(json!({"name": "s1"})))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(api.wait(&op).await["status"], "Success");
+        let (status, resp) = api
+            .call(Method::POST, base, Some(json!({"name": "s1"})))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(resp["error"], "Snapshot \"s1\" already exists");
+        for bad in [
+            json!({"name": "a/b"}),
+            json!({"name": "s2", "stateful": true}),
+            json!({"name": "s2", "expires_at": "tomorrow"}),
+        ] {
+            let (status, resp) = api.call(Method::POST, base, Some(bad.clone())).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {resp}");
+        }
+        let (status, list) = api.call(Method::GET, base, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list["metadata"], json!(["/1.0/instances/c1/snapshots/s1"]));
+        let (status, one) = api.call(Method::GET, &format!("{base}/s1"), None).await;
+        assert_eq!(
+            (status, one["metadata"]["name"].clone()),
+            (StatusCode::OK, json!("s1"))
+        );
+        let (status, _) = api.call(Method::GET, &format!("{base}/s9"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = api
+            .call(
+                Method::POST,
+                &format!("{base}/s1"),
+                Some(json!({"name": ""})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, op) = api.call(Method::DELETE, &format!("{base}/s1"), None).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(api.wait(&op).await["status"], "Success");
+        let (_, list) = api.call(Method::GET, base, None).await;
+        assert_eq!(list["metadata"], json!([]));
+    }
+}

@@ -22,9 +22,25 @@ pub struct TestApi {
 #[allow(dead_code)]
 impl TestApi {
     pub async fn new() -> Self {
+        Self::with_pool("dir", crate::daemon::Runners::system())
+    }
+
+    /// An engine whose `default` pool has `driver`, with `runners` behind it (fakes).
+    pub fn with_pool(driver: &str, runners: crate::daemon::Runners) -> Self {
         let dir = tempfile::tempdir().expect("temporary state directory");
+        std::fs::create_dir_all(dir.path().join("database")).expect("database dir");
+        crate::db::Db::open(&dir.path().join("database/local.db"))
+            .and_then(|db| {
+                db.insert_pool(&crate::db::pools::PoolRow {
+                    name: "default".into(),
+                    driver: driver.into(),
+                    config: Default::default(),
+                })
+            })
+            .expect("default pool");
         let hutchd = std::env::current_exe().expect("test binary");
-        let daemon = Daemon::open(dir.path(), hutchd, EventHub::new()).expect("open daemon");
+        let daemon =
+            Daemon::open_with(dir.path(), hutchd, EventHub::new(), runners).expect("open daemon");
         let engine = Engine::new(daemon);
         crate::serve::ensure_default_profile(&engine).expect("default profile");
         TestApi {
@@ -52,29 +68,92 @@ impl TestApi {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
+        let (status, _, value) = match body {
+            Some(v) => {
+                let mut all = vec![("content-type", "application/json")];
+                all.extend_from_slice(headers);
+                let bytes = serde_json::to_vec(&v).expect("json body");
+                self.call_raw(method, uri, bytes, &all).await
+            }
+            None => self.call_raw(method, uri, Vec::new(), headers).await,
+        };
+        (status, value)
+    }
+
+    /// A request with a raw body: the status, the response headers and the decoded body.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
         let mut req = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Body::from(serde_json::to_vec(&v).expect("json body"))
-            }
-            None => Body::empty(),
-        };
+        let body = Body::from(body);
         let resp = self
             .router
             .clone()
             .oneshot(req.body(body).expect("request"))
             .await
             .expect("router answers");
-        let status = resp.status();
+        let (status, headers) = (resp.status(), resp.headers().clone());
         let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
             .await
             .expect("body");
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, value)
+        (status, headers, value)
+    }
+
+    /// Uploads a small unified busybox-less image (a few files, no init) and returns its
+    /// fingerprint: enough for instances that are created but never started.
+    pub async fn tiny_image(&self) -> String {
+        let op = self.try_tiny_image().await;
+        assert_eq!(op["status"], "Success", "{op}");
+        op["metadata"]["fingerprint"]
+            .as_str()
+            .expect("fingerprint")
+            .to_string()
+    }
+
+    /// Uploads the tiny image; returns the finished operation, whatever its outcome.
+    pub async fn try_tiny_image(&self) -> Value {
+        let src = tempfile::tempdir().expect("image source");
+        let rootfs = src.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).expect("rootfs");
+        std::fs::write(rootfs.join("etc/hostname"), "tiny\n").expect("hostname");
+        let meta = hutch_images::ImageMetadata {
+            architecture: "x86_64".into(),
+            creation_date: 1,
+            ..Default::default()
+        };
+        let tarball =
+            hutch_images::pack_unified(&rootfs, &meta, hutch_images::Compression::None, Vec::new())
+                .expect("pack");
+        let (status, _, body) = self
+            .call_raw(Method::POST, "/1.0/images", tarball, &[])
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        self.wait(&body).await
+    }
+
+    /// Creates a stopped instance `name` from the tiny image.
+    pub async fn tiny_instance(&self, name: &str, fingerprint: &str) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/1.0/instances",
+                Some(serde_json::json!({
+                    "name": name,
+                    "source": {"type": "image", "fingerprint": fingerprint},
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let op = self.wait(&body).await;
+        assert_eq!(op["status"], "Success", "{op}");
     }
 
     /// Waits for the operation an async answer named, and returns it.

@@ -17,6 +17,8 @@ pub enum IntentKind {
     Volume,
     /// A storage pool and what backs it.
     Pool,
+    /// An instance snapshot, named `<instance>/<snapshot>`.
+    Snapshot,
 }
 
 impl IntentKind {
@@ -25,13 +27,19 @@ impl IntentKind {
             IntentKind::Image => "delete-image",
             IntentKind::Volume => "delete-volume",
             IntentKind::Pool => "delete-pool",
+            IntentKind::Snapshot => "delete-snapshot",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [IntentKind::Image, IntentKind::Volume, IntentKind::Pool]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            IntentKind::Image,
+            IntentKind::Volume,
+            IntentKind::Pool,
+            IntentKind::Snapshot,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

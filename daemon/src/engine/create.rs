@@ -11,6 +11,7 @@ use hutch_api::config::validate_instance_config;
 use hutch_api::instance::InstancesPost;
 use serde_json::json;
 
+use super::revert::Revert;
 use crate::daemon::{image_vol, instance_vol, snapshot_vol, AppState, Daemon};
 use crate::db::images::ImageRow;
 use crate::db::instances::InstanceRow;
@@ -166,6 +167,11 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
     // The instance lives on its root disk's pool.
     row.pool = super::spec::root_pool(&super::expand(&d, &row)?.devices);
     d.db.insert_instance(&row)?;
+    let mut revert = Revert::new();
+    {
+        let (d, name) = (d.clone(), row.name.clone());
+        revert.add(move || remove_leftovers(&d, &name));
+    }
     let lock = d.instance_lock(&row.name);
     let _guard = lock.lock().await;
     let d2 = d.clone();
@@ -179,38 +185,22 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         _ => None,
     };
     let pool_name = row.pool.clone();
-    let made =
-        tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &pool_name, &source)).await?;
+    tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &pool_name, &source)).await??;
+    secure_instance_volume(&d, &row, &super::expand(&d, &row)?)?;
     // The root disk's size, from the profiles and the instance's own devices.
-    let quota = || -> Result<()> {
-        let size = super::spec::root_size(&super::expand(&d, &row)?.devices)?;
-        if size.is_some() {
-            d.pool(&row.pool)?
-                .set_quota(&instance_vol(&row.name), size)?;
-        }
-        Ok(())
-    };
-    let snapshots = || -> Result<()> {
-        match &snapshots_of {
-            Some(from) => copy_snapshots(&d, from, &row.name),
-            None => Ok(()),
-        }
-    };
-    if let Err(e) = made
-        .and_then(|()| secure_instance_volume(&d, &row, &super::expand(&d, &row)?))
-        .and_then(|()| quota())
-        .and_then(|()| snapshots())
-        .and_then(|()| d.db.set_instance_state(&row.name, "ready"))
-    {
-        if let Ok(pool) = d.pool(&row.pool) {
-            for s in d.db.snapshots(&row.name).unwrap_or_default() {
-                let _ = pool.delete_volume(&snapshot_vol(&row.name, &s.name));
-            }
-        }
-        let _ = d.db.delete_instance_snapshots(&row.name);
-        remove_leftovers(&d, &row.name);
-        return Err(e);
+    let size = super::spec::root_size(&super::expand(&d, &row)?.devices)?;
+    if size.is_some() {
+        d.pool(&row.pool)?
+            .set_quota(&instance_vol(&row.name), size)?;
     }
+    if let Some(from) = &snapshots_of {
+        // Runs before the instance's own removal: snapshot volumes and rows first.
+        let (d2, name) = (d.clone(), row.name.clone());
+        revert.add(move || remove_snapshot_leftovers(&d2, &name));
+        copy_snapshots(&d, from, &row.name)?;
+    }
+    d.db.set_instance_state(&row.name, "ready")?;
+    revert.success();
     d.events.lifecycle(
         "instance-created",
         &format!("/1.0/instances/{}", row.name),
@@ -313,6 +303,16 @@ fn copy_snapshots(d: &AppState, from: &str, to: &str) -> Result<()> {
         d.db.insert_snapshot(&s)?;
     }
     Ok(())
+}
+
+/// Removes the snapshot volumes and rows of a half-made instance.
+fn remove_snapshot_leftovers(d: &Daemon, name: &str) {
+    if let Ok(pool) = d.instance_pool(name) {
+        for s in d.db.snapshots(name).unwrap_or_default() {
+            let _ = pool.delete_volume(&snapshot_vol(name, &s.name));
+        }
+    }
+    let _ = d.db.delete_instance_snapshots(name);
 }
 
 /// Removes the row and volume of a half-made instance.

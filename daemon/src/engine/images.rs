@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use hutch_api::operation::StatusCode;
 use hutch_storage::StorageDriver;
 
+use super::revert::Revert;
 use crate::daemon::{image_vol, AppState, Daemon};
 use crate::db::images::ImageRow;
 use crate::error::{DaemonError, Result};
 
 /// What an upload brought: one unified tarball, or the two files of a split image.
+#[derive(Debug)]
 pub enum Upload {
     Unified(PathBuf),
     Split { metadata: PathBuf, rootfs: PathBuf },
@@ -59,6 +61,21 @@ pub async fn import_image(
         Upload::Unified(p) => (p.clone(), None),
         Upload::Split { metadata, rootfs } => (metadata.clone(), Some(rootfs.clone())),
     };
+    // Undone in full if any step fails: the volume and the stored files.
+    let mut revert = Revert::new();
+    {
+        let (pool, vol, file, stored) = (
+            pool.clone(),
+            vol.clone(),
+            file.clone(),
+            stored_rootfs.clone(),
+        );
+        revert.add(move || {
+            let _ = pool.delete_volume(&vol);
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(&stored);
+        });
+    }
     let (file2, stored2, pool2, fp2) = (
         file.clone(),
         stored_rootfs.clone(),
@@ -77,16 +94,7 @@ pub async fn import_image(
         }
         Ok(meta)
     })
-    .await?;
-    let meta = match meta {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = pool.delete_volume(&vol);
-            let _ = std::fs::remove_file(&file);
-            let _ = std::fs::remove_file(&stored_rootfs);
-            return Err(e);
-        }
-    };
+    .await??;
     let now = crate::now();
     let created_at = time::OffsetDateTime::from_unix_timestamp(meta.creation_date)
         .ok()
@@ -111,12 +119,8 @@ pub async fn import_image(
         last_used_at: "0001-01-01T00:00:00Z".into(),
         expires_at: "0001-01-01T00:00:00Z".into(),
     };
-    if let Err(e) = d.db.insert_image(&row) {
-        let _ = pool.delete_volume(&vol);
-        let _ = std::fs::remove_file(&file);
-        let _ = std::fs::remove_file(&stored_rootfs);
-        return Err(e);
-    }
+    d.db.insert_image(&row)?;
+    revert.success();
     Ok(())
 }
 

@@ -1,14 +1,24 @@
 //! The instance lifecycle: what creating, starting, stopping, deleting and inspecting an
 //! instance means, tying database, storage, images and runtime together. No HTTP here.
 
+// The engine's state (directories, pools, locks) and its database. Their insides are
+// visible to the engine only, so the HTTP layer cannot reach them.
+#[path = "../daemon.rs"]
+pub mod daemon;
+#[path = "../db/mod.rs"]
+pub mod db;
+
 mod autostart;
 mod create;
 mod device_options;
 pub mod devices;
 mod exec;
 pub mod fault;
+#[cfg(test)]
+mod fault_tests;
 pub mod files;
 mod idmaps;
+mod image_catalog;
 mod images;
 mod instances;
 mod lifecycle;
@@ -27,7 +37,8 @@ pub use autostart::autostart;
 pub use create::validate_name;
 pub use create::{create_instance, validate_create};
 pub use exec::{exec_instance, exec_request};
-pub use images::{import_image, publish_image, Upload};
+pub use image_catalog::{ImageUpload, ImageWork};
+pub use images::{import_image, publish_image};
 pub use lifecycle::{
     delete_instance, freeze_instance, rename_instance, start_instance, stop_instance,
     unfreeze_instance,
@@ -74,6 +85,42 @@ impl Engine {
     /// The event hub (the API streams it).
     pub fn events(&self) -> &EventHub {
         &self.d.events
+    }
+}
+
+impl Engine {
+    /// Before the API answers: finishes what a crash interrupted, makes sure the default
+    /// profile exists, brings managed networks up and re-attaches proxies.
+    pub async fn recover(&self) -> Result<()> {
+        reconcile(&self.d)?;
+        self.ensure_default_profile()?;
+        let d = self.clone();
+        blocking(move || {
+            network::start_networks(&d);
+            Ok(())
+        })
+        .await?;
+        devices::restore_proxies(self).await;
+        Ok(())
+    }
+
+    /// The daemon's background work: network supervision, autostart, scheduled snapshots.
+    pub fn start_background_tasks(&self) {
+        network::start_supervisor(self.clone());
+        autostart(self.clone());
+        start_scheduler(self.clone());
+    }
+
+    /// LXD always has a `default` profile.
+    pub fn ensure_default_profile(&self) -> Result<()> {
+        if self.d.db.profile("default")?.is_none() {
+            let put = hutch_api::profile::ProfilePut {
+                description: "Default hutch profile".into(),
+                ..Default::default()
+            };
+            self.d.db.insert_profile("default", &put)?;
+        }
+        Ok(())
     }
 }
 
@@ -237,4 +284,19 @@ pub fn instance_state_with(
         devices,
     ));
     state
+}
+
+/// Hooks for tests elsewhere in the crate to reach the engine's state.
+#[cfg(test)]
+pub mod testing {
+    use super::Engine;
+    use crate::db::intents::IntentKind;
+
+    pub fn record_image_delete(e: &Engine, fp: &str) {
+        e.d.db.record_intent(IntentKind::Image, "", fp).unwrap();
+    }
+
+    pub fn reconcile(e: &Engine) {
+        super::reconcile(&e.d).unwrap();
+    }
 }

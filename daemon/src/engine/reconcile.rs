@@ -11,6 +11,7 @@ use hutch_storage::StorageDriver;
 use super::create::remove_leftovers;
 use super::lifecycle::{finish_delete, move_instance_files};
 use crate::daemon::{instance_vol, Daemon};
+use crate::db::intents::IntentKind;
 use crate::error::{DaemonError, Result};
 
 /// Creates are rolled back, deletes and renames finished, debris of incomplete copies and
@@ -26,6 +27,21 @@ pub fn reconcile(d: &Daemon) -> Result<()> {
             if let Err(e) = finish_delete(d, &name, &row.pool) {
                 tracing::error!(instance = %name, error = %e.chain(), "finish a delete");
             }
+        }
+    }
+    for intent in d.db.intents()? {
+        tracing::info!(kind = ?intent.kind, pool = %intent.pool, name = %intent.name, "finishing a delete that was interrupted");
+        let done = match intent.kind {
+            IntentKind::Image => super::image_catalog::finish_delete_image(d, &intent.name),
+            IntentKind::Snapshot => match intent.name.split_once('/') {
+                Some((name, snap)) => super::snapshot::finish_delete_snapshot(d, name, snap, false),
+                None => d.db.clear_intent(intent.kind, &intent.pool, &intent.name),
+            },
+            // Pools and volumes: their engine finishes them (none recorded yet).
+            IntentKind::Volume | IntentKind::Pool => Ok(()),
+        };
+        if let Err(e) = done {
+            tracing::error!(name = %intent.name, error = %e.chain(), "finish a delete");
         }
     }
     for (old, new) in d.db.instance_renames()? {

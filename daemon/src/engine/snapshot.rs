@@ -5,9 +5,11 @@ use hutch_api::instance::{InstanceSnapshotPost, InstanceSnapshotsPost};
 use hutch_api::operation::StatusCode;
 use serde_json::{json, Value};
 
+use super::revert::Revert;
 use super::{blocking, Engine, Versioned, Work};
 use super::{runtime_status, start_instance, stop_instance};
-use crate::daemon::{instance_vol, snapshot_vol, AppState};
+use crate::daemon::{instance_vol, snapshot_vol, AppState, Daemon};
+use crate::db::intents::IntentKind;
 use crate::db::snapshots::SnapshotRow;
 use crate::error::{DaemonError, Result};
 
@@ -120,6 +122,22 @@ impl Engine {
     }
 }
 
+/// Removes a snapshot: its intent recorded (`record`, unless the reconciliation finishes
+/// one), its volume, its row, then the intent cleared. Safe to run again after a crash.
+pub fn finish_delete_snapshot(d: &Daemon, name: &str, snap: &str, record: bool) -> Result<()> {
+    let key = format!("{name}/{snap}");
+    if record {
+        d.db.record_intent(IntentKind::Snapshot, "", &key)?;
+    }
+    if let Ok(pool) = d.instance_pool(name) {
+        pool.delete_volume(&snapshot_vol(name, snap))?;
+    }
+    if d.db.snapshot(name, snap).is_ok() {
+        d.db.delete_snapshot(name, snap)?;
+    }
+    d.db.clear_intent(IntentKind::Snapshot, "", &key)
+}
+
 /// Snapshot names are path segments.
 pub fn validate_snapshot_name(name: &str) -> Result<()> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.len() > 255 {
@@ -207,6 +225,15 @@ pub async fn create_snapshot(
         Ok(cloned?)
     })
     .await?;
+    let mut revert = Revert::new();
+    {
+        let (d, name, snap) = (d.clone(), name.clone(), snap.clone());
+        revert.add(move || {
+            if let Ok(pool) = d.instance_pool(&name) {
+                let _ = pool.delete_volume(&snapshot_vol(&name, &snap));
+            }
+        });
+    }
     let record = SnapshotRow {
         instance: name.clone(),
         name: snap.clone(),
@@ -218,12 +245,8 @@ pub async fn create_snapshot(
         profiles: row.profiles.clone(),
         ephemeral: row.ephemeral,
     };
-    if let Err(e) = d.db.insert_snapshot(&record) {
-        if let Ok(pool) = d.instance_pool(&name) {
-            let _ = pool.delete_volume(&snapshot_vol(&name, &snap));
-        }
-        return Err(e);
-    }
+    d.db.insert_snapshot(&record)?;
+    revert.success();
     d.events.lifecycle(
         "instance-snapshot-created",
         &format!("/1.0/instances/{name}/snapshots/{snap}"),
@@ -236,15 +259,8 @@ pub async fn delete_snapshot(d: AppState, name: String, snap: String) -> Result<
     let lock = d.instance_lock(&name);
     let _g = lock.lock().await;
     d.db.snapshot(&name, &snap)?;
-    // The row goes first: a crash after it leaves only a volume no record owns.
-    d.db.delete_snapshot(&name, &snap)?;
     let (d2, name2, snap2) = (d.clone(), name.clone(), snap.clone());
-    blocking(move || {
-        Ok(d2
-            .instance_pool(&name2)?
-            .delete_volume(&snapshot_vol(&name2, &snap2))?)
-    })
-    .await?;
+    blocking(move || finish_delete_snapshot(&d2, &name2, &snap2, true)).await?;
     d.events.lifecycle(
         "instance-snapshot-deleted",
         &format!("/1.0/instances/{name}/snapshots/{snap}"),
@@ -266,10 +282,12 @@ pub async fn rename_snapshot(d: AppState, name: String, snap: String, new: Strin
     let (from, to) = (snapshot_vol(&name, &snap), snapshot_vol(&name, &new));
     let pool = d.instance_pool(&name)?;
     pool.rename_volume(&from, &to)?;
-    if let Err(e) = d.db.rename_snapshot(&name, &snap, &new) {
+    let mut revert = Revert::new();
+    revert.add(move || {
         let _ = pool.rename_volume(&to, &from);
-        return Err(e);
-    }
+    });
+    d.db.rename_snapshot(&name, &snap, &new)?;
+    revert.success();
     Ok(())
 }
 

@@ -1,0 +1,378 @@
+//! The image resource as the API sees it: listing, reading, updating, deleting and
+//! exporting images, receiving uploads, publishing, and aliases. Each action is one method
+//! of [`Engine`]; unpacking and packing live in `images`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use hutch_api::image::{Image, ImageAlias, ImageAliasPut, ImageAliasRef, ImagePut, ImagesPost};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::images::Upload;
+use super::{blocking, Engine, Versioned};
+use crate::daemon::{image_vol, Daemon};
+use crate::db::images::{AliasRow, ImageRow};
+use crate::db::intents::IntentKind;
+use crate::error::{DaemonError, Result};
+
+/// Largest image upload accepted.
+const MAX_UPLOAD: u64 = 16 << 30;
+
+/// An image just made: what the operation's metadata reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageMade {
+    pub fingerprint: String,
+    pub size: u64,
+}
+
+/// Work that ends with an image made.
+pub type ImageWork = std::pin::Pin<Box<dyn std::future::Future<Output = Result<ImageMade>> + Send>>;
+
+/// An image upload being received into temporary files under `images/`. Dropped without
+/// [`Engine::import_upload`], its files are removed.
+#[derive(Debug)]
+pub struct ImageUpload {
+    files: Option<Upload>,
+    file: std::fs::File,
+    path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl ImageUpload {
+    /// Appends a chunk of the current part.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        self.size += chunk.len() as u64;
+        if self.size > MAX_UPLOAD {
+            return Err(DaemonError::BadRequest(format!(
+                "Image is larger than the {MAX_UPLOAD} bytes allowed"
+            )));
+        }
+        self.hasher.update(chunk);
+        self.file
+            .write_all(chunk)
+            .map_err(|e| DaemonError::io("write", &self.path, e))
+    }
+
+    /// A split image: the metadata part is complete, the rootfs part follows.
+    pub fn next_part(&mut self) -> Result<()> {
+        let Some(Upload::Split { rootfs, .. }) = &self.files else {
+            return Err(DaemonError::BadRequest("Invalid multipart image".into()));
+        };
+        self.file
+            .sync_all()
+            .map_err(|e| DaemonError::io("sync", &self.path, e))?;
+        self.path = rootfs.clone();
+        self.file = std::fs::File::create(&self.path)
+            .map_err(|e| DaemonError::io("create", &self.path, e))?;
+        Ok(())
+    }
+}
+
+impl Drop for ImageUpload {
+    fn drop(&mut self) {
+        if let Some(files) = self.files.take() {
+            files.remove();
+        }
+    }
+}
+
+fn image_object(d: &Daemon, row: &ImageRow) -> Result<Image> {
+    let aliases =
+        d.db.aliases()?
+            .into_iter()
+            .filter(|a| a.fingerprint == row.fingerprint)
+            .map(|a| ImageAliasRef {
+                name: a.name,
+                description: a.description,
+            })
+            .collect();
+    Ok(Image {
+        aliases,
+        architecture: row.architecture.clone(),
+        auto_update: row.auto_update,
+        cached: row.cached,
+        fingerprint: row.fingerprint.clone(),
+        filename: row.filename.clone(),
+        public: row.public,
+        kind: row.kind.clone(),
+        size: row.size,
+        profiles: row.profiles.clone(),
+        properties: row.properties.clone(),
+        expires_at: row.expires_at.clone(),
+        created_at: row.created_at.clone(),
+        last_used_at: row.last_used_at.clone(),
+        uploaded_at: row.uploaded_at.clone(),
+    })
+}
+
+fn alias_object(a: AliasRow) -> ImageAlias {
+    ImageAlias {
+        name: a.name,
+        description: a.description,
+        target: a.fingerprint,
+        kind: a.kind,
+    }
+}
+
+impl Engine {
+    /// Image URLs, or objects when `recursion` > 0.
+    pub fn list_images(&self, recursion: u8) -> Result<Vec<Value>> {
+        let rows = self.d.db.images()?;
+        rows.iter()
+            .map(|r| {
+                Ok(if recursion > 0 {
+                    serde_json::to_value(image_object(&self.d, r)?).unwrap_or_default()
+                } else {
+                    Value::String(format!("/1.0/images/{}", r.fingerprint))
+                })
+            })
+            .collect()
+    }
+
+    /// One image, by fingerprint or unique prefix.
+    pub fn image(&self, fingerprint: &str) -> Result<Versioned<Image>> {
+        let row = self.d.db.image_by_prefix(fingerprint)?;
+        Ok(Versioned {
+            object: image_object(&self.d, &row)?,
+            version: json!([
+                row.auto_update,
+                row.properties,
+                row.public,
+                row.expires_at,
+                row.profiles
+            ]),
+        })
+    }
+
+    /// `PUT`/`PATCH` of an image's writable fields.
+    pub fn update_image(&self, fingerprint: &str, req: ImagePut) -> Result<()> {
+        let mut row = self.d.db.image_by_prefix(fingerprint)?;
+        row.auto_update = req.auto_update;
+        row.properties = req.properties;
+        row.public = req.public;
+        if !req.expires_at.is_empty() {
+            row.expires_at = req.expires_at;
+        }
+        row.profiles = req.profiles;
+        self.d.db.update_image(&row)?;
+        Ok(())
+    }
+
+    /// Checks the image exists; the work removes it (its full fingerprint is returned).
+    pub fn delete_image(&self, fingerprint: &str) -> Result<(String, super::Work)> {
+        let fp = self.d.db.image_by_prefix(fingerprint)?.fingerprint;
+        let e = self.clone();
+        let fp2 = fp.clone();
+        Ok((
+            fp,
+            Box::pin(async move {
+                let lock = e.d.image_locks.get(&fp2);
+                let _g = lock.lock().await;
+                // Instances are independent clones (btrfs snapshots keep their shared
+                // extents): deleting the image volume takes nothing of theirs.
+                let (d, fp3) = (e.d.clone(), fp2.clone());
+                blocking(move || {
+                    d.db.record_intent(IntentKind::Image, "", &fp3)?;
+                    finish_delete_image(&d, &fp3)
+                })
+                .await?;
+                e.d.image_locks.prune();
+                e.d.events
+                    .lifecycle("image-deleted", &format!("/1.0/images/{fp2}"), json!({}));
+                Ok(())
+            }),
+        ))
+    }
+
+    /// The image's file, opened for download, and the name to offer it under.
+    pub fn export_image(&self, fingerprint: &str) -> Result<(std::fs::File, String)> {
+        let row = self.d.db.image_by_prefix(fingerprint)?;
+        let path = self.d.image_file(&row.fingerprint);
+        if path
+            .with_file_name(format!("{}.rootfs", row.fingerprint))
+            .exists()
+        {
+            return Err(DaemonError::BadRequest(
+                "Exporting split images is not supported yet".into(),
+            ));
+        }
+        let file = std::fs::File::open(&path).map_err(|e| DaemonError::io("open", &path, e))?;
+        let name = if row.filename.is_empty() {
+            format!("{}.tar.gz", row.fingerprint)
+        } else {
+            row.filename
+        };
+        Ok((file, name))
+    }
+
+    /// Starts receiving an upload: one unified tarball, or (`split`) metadata then rootfs.
+    pub fn begin_upload(&self, split: bool) -> Result<ImageUpload> {
+        let tmp = |what: &str| {
+            self.d
+                .dir
+                .join("images")
+                .join(format!(".upload-{}-{what}", uuid::Uuid::new_v4()))
+        };
+        let files = if split {
+            Upload::Split {
+                metadata: tmp("meta"),
+                rootfs: tmp("rootfs"),
+            }
+        } else {
+            Upload::Unified(tmp("unified"))
+        };
+        let path = match &files {
+            Upload::Unified(p) => p.clone(),
+            Upload::Split { metadata, .. } => metadata.clone(),
+        };
+        let file = std::fs::File::create(&path).map_err(|e| DaemonError::io("create", &path, e))?;
+        Ok(ImageUpload {
+            files: Some(files),
+            file,
+            path,
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Checks a complete upload against the fingerprint the client expects; the work
+    /// imports it. Its files are removed either way.
+    pub fn import_upload(
+        &self,
+        mut upload: ImageUpload,
+        expected: Option<String>,
+        filename: String,
+        public: bool,
+    ) -> Result<ImageWork> {
+        upload
+            .file
+            .sync_all()
+            .map_err(|e| DaemonError::io("sync", &upload.path, e))?;
+        let fp = hex::encode(std::mem::take(&mut upload.hasher).finalize());
+        if let Some(want) = expected.filter(|w| !w.is_empty()) {
+            if want != fp {
+                return Err(DaemonError::BadRequest(format!(
+                    "fingerprints don't match, got {fp} expected {want}"
+                )));
+            }
+        }
+        let e = self.clone();
+        Ok(Box::pin(async move {
+            let size = upload.size;
+            let files = upload.files.as_ref().expect("files until dropped");
+            super::import_image(&e, files, &fp, size, filename, public).await?;
+            drop(upload);
+            e.d.events
+                .lifecycle("image-created", &format!("/1.0/images/{fp}"), json!({}));
+            Ok(ImageMade {
+                fingerprint: fp,
+                size,
+            })
+        }))
+    }
+
+    /// `lxc publish`: an image from a stopped instance or a snapshot.
+    pub fn publish_image(&self, req: ImagesPost) -> ImageWork {
+        let e = self.clone();
+        Box::pin(async move {
+            let (fp, size) = super::publish_image(&e, req).await?;
+            e.d.events
+                .lifecycle("image-created", &format!("/1.0/images/{fp}"), json!({}));
+            Ok(ImageMade {
+                fingerprint: fp,
+                size,
+            })
+        })
+    }
+
+    /// Alias URLs, or objects when `recursion` > 0.
+    pub fn list_aliases(&self, recursion: u8) -> Result<Vec<Value>> {
+        Ok(self
+            .d
+            .db
+            .aliases()?
+            .into_iter()
+            .map(|a| {
+                if recursion > 0 {
+                    serde_json::to_value(alias_object(a)).unwrap_or_default()
+                } else {
+                    Value::String(format!("/1.0/images/aliases/{}", a.name))
+                }
+            })
+            .collect())
+    }
+
+    fn alias_row(&self, name: &str) -> Result<AliasRow> {
+        self.d
+            .db
+            .alias(name)?
+            .ok_or_else(|| DaemonError::NotFound("Image alias not found".into()))
+    }
+
+    pub fn alias(&self, name: &str) -> Result<Versioned<ImageAlias>> {
+        let a = alias_object(self.alias_row(name)?);
+        let version = json!([a.target, a.description]);
+        Ok(Versioned { object: a, version })
+    }
+
+    pub fn create_alias(&self, req: ImageAlias) -> Result<()> {
+        if req.name.is_empty() || req.name.starts_with('/') {
+            return Err(DaemonError::BadRequest("Invalid alias name".into()));
+        }
+        let image = self.d.db.image_by_prefix(&req.target)?;
+        self.d.db.insert_alias(&AliasRow {
+            name: req.name,
+            fingerprint: image.fingerprint,
+            description: req.description,
+            kind: "container".into(),
+        })
+    }
+
+    pub fn update_alias(&self, name: &str, req: ImageAliasPut) -> Result<()> {
+        let mut a = self.alias_row(name)?;
+        if !req.target.is_empty() {
+            a.fingerprint = self.d.db.image_by_prefix(&req.target)?.fingerprint;
+        }
+        a.description = req.description;
+        self.d.db.update_alias(&a)
+    }
+
+    pub fn rename_alias(&self, name: &str, new: &str) -> Result<()> {
+        self.alias_row(name)?;
+        if new.is_empty() || new.starts_with('/') {
+            return Err(DaemonError::BadRequest("Invalid alias name".into()));
+        }
+        if self.d.db.alias(new)?.is_some() {
+            return Err(DaemonError::Conflict(format!(
+                "Alias {new:?} already exists"
+            )));
+        }
+        self.d.db.rename_alias(name, new)
+    }
+
+    pub fn delete_alias(&self, name: &str) -> Result<()> {
+        self.alias_row(name)?;
+        self.d.db.delete_alias(name)
+    }
+}
+
+/// Removes an image whose delete was recorded: its files, its volume on every pool, then
+/// its row and the record. Safe to run again after a crash at any step.
+pub fn finish_delete_image(d: &Daemon, fp: &str) -> Result<()> {
+    let file = d.image_file(fp);
+    for path in [file.with_file_name(format!("{fp}.rootfs")), file] {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(DaemonError::io("remove", &path, e))
+            }
+            _ => {}
+        }
+    }
+    for pool in d.pool_names() {
+        d.pool(&pool)?.delete_volume(&image_vol(fp))?;
+    }
+    d.db.delete_image(fp)?;
+    d.db.clear_intent(IntentKind::Image, "", fp)
+}
