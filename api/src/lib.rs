@@ -1,5 +1,5 @@
 //! The REST types shared by hutchd and hutch, in LXD's `/1.0` shapes, the response
-//! envelope, and the table of instance config keys. No I/O.
+//! envelope, and the tables of instance and server config keys. No I/O.
 
 pub mod config;
 pub mod image;
@@ -7,9 +7,13 @@ pub mod instance;
 pub mod network;
 pub mod operation;
 pub mod profile;
+pub mod project;
+pub mod resources;
 pub mod response;
 pub mod schedule;
 pub mod server;
+pub mod server_config;
 pub mod storage;
+pub mod warning;
 
 pub use response::{Response, ResponseType};

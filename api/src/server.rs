@@ -1,10 +1,13 @@
-//! `GET /1.0`: what the server is and what it implements.
+//! `GET /1.0`: what the server is and what it implements; `PUT/PATCH /1.0`: its config
+//! (the keys are in `server_config`).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 /// API extensions hutch really implements, in LXD's order of names. Clients check for them.
+/// `projects` is the default project alone (read-only, with `used_by`); `warnings` lists
+/// what the daemon records, which today is nothing.
 pub const API_EXTENSIONS: &[&str] = &[
     "storage",
     "file_delete",
@@ -35,6 +38,21 @@ pub const API_EXTENSIONS: &[&str] = &[
     "projects",
     "warnings",
 ];
+
+/// The writable part of the server: its config. `null` values unset keys; a write-only key
+/// given as `true` (what `GET` shows) keeps its value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerPut {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub config: BTreeMap<String, serde_json::Value>,
+}
+
+/// `"config": null`, as Go clients send an unset map, reads as an empty map.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, serde_json::Value>, D::Error> {
+    Ok(Option::deserialize(d)?.unwrap_or_default())
+}
 
 /// Server info.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,4 +105,20 @@ pub struct StorageDriverInfo {
     pub version: String,
     #[serde(rename = "Remote")]
     pub remote: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_put_takes_null_and_missing_config() {
+        for body in [r#"{"config":null}"#, "{}"] {
+            let put: ServerPut = serde_json::from_str(body).unwrap();
+            assert!(put.config.is_empty(), "{body}");
+        }
+        let put: ServerPut =
+            serde_json::from_str(r#"{"config":{"core.trust_password":true}}"#).unwrap();
+        assert_eq!(put.config["core.trust_password"], serde_json::json!(true));
+    }
 }

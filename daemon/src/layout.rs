@@ -68,6 +68,65 @@ pub fn lock_state_dir(dir: &Path) -> Result<StateLock, LockError> {
     Ok(StateLock { _file: file })
 }
 
+/// Why a state directory cannot hold containers.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("failed to prepare the state directory {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An ancestor of the state directory that other users cannot search: a container's
+    /// root, a host uid of its own, could not reach its root filesystem (every start would
+    /// fail with EACCES on the idmapped mount).
+    #[error(
+        "{path} (mode {mode:o}) does not let other users search it, so containers cannot \
+         reach their root filesystems in {dir}: run `chmod o+x {path}`, or use a state directory \
+         elsewhere"
+    )]
+    Untraversable {
+        path: PathBuf,
+        mode: u32,
+        dir: PathBuf,
+    },
+}
+
+/// Makes the state directory (0711, as LXD: others may traverse it, not list it) and checks
+/// that every directory above it lets others search it, so that containers' roots can reach
+/// their root filesystems.
+pub fn prepare_state_dir(dir: &Path) -> Result<(), LayoutError> {
+    let io = |source| LayoutError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(io)?;
+    check_ancestors(&dir.canonicalize().map_err(io)?)
+}
+
+/// Checks that every ancestor of `dir` (an absolute path without symlinks) lets others
+/// search it (the `x` bit for others); names the first, from `/` down, that does not.
+pub fn check_ancestors(dir: &Path) -> Result<(), LayoutError> {
+    let mut above: Vec<&Path> = dir.ancestors().skip(1).collect();
+    above.reverse();
+    for path in above {
+        let meta = std::fs::metadata(path).map_err(|source| LayoutError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o001 == 0 {
+            return Err(LayoutError::Untraversable {
+                path: path.to_path_buf(),
+                mode,
+                dir: dir.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Sets `mode` on `path` if it exists (what is missing is made later, with its mode).
 fn chmod(path: &Path, mode: u32) {
     if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
@@ -185,6 +244,58 @@ mod tests {
         drop(held);
         lock_state_dir(dir.path()).expect("free again once dropped");
         assert_eq!(mode(&dir.path().join("hutchd.lock")), 0o600);
+    }
+
+    #[test]
+    fn a_closed_ancestor_is_named_with_the_fix() {
+        let top = tempfile::tempdir().unwrap();
+        // tempfile makes 0700 directories: open this one, close one below.
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let closed = top.path().join("closed");
+        let dir = closed.join("inner/state");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let real = dir.canonicalize().unwrap();
+        match check_ancestors(&real) {
+            Err(e @ LayoutError::Untraversable { .. }) => {
+                let text = e.to_string();
+                let closed = closed.canonicalize().unwrap();
+                assert!(
+                    text.contains(&format!("chmod o+x {}", closed.display())),
+                    "{text}"
+                );
+                assert!(text.starts_with(&format!("{} (mode 700)", closed.display())));
+            }
+            other => panic!("a 0700 ancestor passed: {other:?}"),
+        }
+        // Opened, the same tree passes; the state directory's own mode is not an
+        // ancestor's business (it is made 0711 by prepare_state_dir).
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o751)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        check_ancestors(&real).expect("every ancestor searchable");
+    }
+
+    #[test]
+    fn the_state_dir_is_made_0711() {
+        let top = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let made = top.path().join("new");
+        prepare_state_dir(&made).unwrap();
+        assert_eq!(mode(&made), 0o711);
+        // `mktemp -d` makes 0700 directories: opened to 0711 too.
+        let tight = top.path().join("tight");
+        std::fs::create_dir(&tight).unwrap();
+        std::fs::set_permissions(&tight, std::fs::Permissions::from_mode(0o700)).unwrap();
+        prepare_state_dir(&tight).unwrap();
+        assert_eq!(mode(&tight), 0o711);
+        // Under a closed parent, it refuses, naming the parent.
+        std::fs::set_permissions(&tight, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let below = tight.join("state");
+        let err = prepare_state_dir(&below).unwrap_err();
+        assert!(
+            matches!(&err, LayoutError::Untraversable { path, .. } if *path == tight.canonicalize().unwrap()),
+            "{err}"
+        );
     }
 
     #[test]

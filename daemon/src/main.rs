@@ -7,6 +7,7 @@ mod dev;
 mod engine;
 mod error;
 mod events;
+mod init;
 mod layout;
 mod logging;
 mod operations;
@@ -44,18 +45,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Set up the state directory with working defaults.
-    Init {
-        /// Do not ask anything (the only mode for now).
-        #[arg(long)]
-        auto: bool,
-        /// Storage driver of the default pool: btrfs (on a loop file) or dir.
-        #[arg(long)]
-        storage_backend: Option<String>,
-        /// Managed bridge to create and put in the default profile (`none`: no network).
-        #[arg(long, default_value = "hutchbr0")]
-        network_bridge: String,
-    },
+    /// Set up storage, network and the default profile, as `lxd init`: with working
+    /// defaults (--auto) or from LXD's preseed YAML on stdin (--preseed). Goes through the
+    /// running daemon's API when one runs.
+    Init(init::InitArgs),
     /// Drive one container through the runtime, without the API (developer tool).
     #[command(subcommand)]
     Container(dev::ContainerCommand),
@@ -103,24 +96,30 @@ fn main() -> anyhow::Result<()> {
     let events = events::EventHub::new();
     logging::init(level, events.clone());
     let hutchd = std::env::current_exe().context("find the hutchd binary")?;
-    std::fs::create_dir_all(&cli.dir).with_context(|| format!("create {}", cli.dir.display()))?;
-    // One daemon per state directory: a second would take the socket and undo the first's
-    // work in flight. Held until the process exits.
-    let _lock = match cli.command {
-        None | Some(Command::Init { .. }) => Some(layout::lock_state_dir(&cli.dir)?),
-        Some(Command::Container(_)) => None,
-    };
     match cli.command {
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(serve::serve(&cli.dir, hutchd, events)),
-        Some(Command::Init {
-            storage_backend,
-            network_bridge,
-            ..
-        }) => serve::init_auto(&cli.dir, hutchd, events, storage_backend, &network_bridge),
+        None => {
+            // Containers' roots must be able to traverse every directory down to theirs.
+            layout::prepare_state_dir(&cli.dir)?;
+            // One daemon per state directory: a second would take the socket and undo the
+            // first's work in flight. Held until the process exits.
+            let _lock = layout::lock_state_dir(&cli.dir)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve::serve(&cli.dir, hutchd, events))
+        }
+        Some(Command::Init(args)) => {
+            std::fs::create_dir_all(&cli.dir)
+                .with_context(|| format!("create {}", cli.dir.display()))?;
+            if let Err(e) = init::run(&cli.dir, hutchd, events, args) {
+                eprintln!("Error: {}", chain(&e));
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Some(Command::Container(cmd)) => {
+            std::fs::create_dir_all(&cli.dir)
+                .with_context(|| format!("create {}", cli.dir.display()))?;
             let code = dev::run(&cli.dir, cmd)?;
             std::process::exit(code)
         }

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use tokio::net::UnixListener;
 
-use crate::daemon::{AppState, Daemon};
+use crate::daemon::Daemon;
 
 /// Opens the state, reconciles it, and serves until SIGTERM or SIGINT. Containers keep
 /// running when the daemon stops.
@@ -69,108 +69,4 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-}
-
-/// LXD always has a `default` profile.
-pub fn ensure_default_profile(d: &AppState) -> anyhow::Result<()> {
-    d.ensure_default_profile()
-        .map_err(|e| anyhow::anyhow!(e.chain()))
-}
-
-/// `hutchd init --auto`: the default pool (`backend`, else btrfs on a loop file when btrfs
-/// is available, else dir), a managed bridge `bridge` (unless `none`) with automatic
-/// addresses, and a default profile with a root disk on the pool and `eth0` on the bridge.
-pub fn init_auto(
-    dir: &Path,
-    hutchd: std::path::PathBuf,
-    events: crate::events::EventHub,
-    backend: Option<String>,
-    bridge: &str,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir.join("database"))?;
-    let db = crate::db::Db::open(&dir.join("database/local.db"))?;
-    if db.pool("default")?.is_none() {
-        let driver = backend.unwrap_or_else(|| {
-            if btrfs_available() {
-                "btrfs".into()
-            } else {
-                "dir".into()
-            }
-        });
-        let row = crate::engine::pools::prepare_pool(
-            dir,
-            "default",
-            &driver,
-            std::collections::BTreeMap::new(),
-        )
-        .map_err(|e| anyhow::anyhow!(e.chain()))
-        .context("create the default storage pool")?;
-        db.insert_pool(&row)?;
-    }
-    drop(db);
-    let d = crate::engine::Engine::new(Daemon::open(dir, hutchd, events)?);
-    ensure_default_profile(&d)?;
-    let mut put = d.db.profile_or_404("default")?;
-    put.devices.entry("root".into()).or_insert_with(|| {
-        [("type", "disk"), ("path", "/"), ("pool", "default")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    });
-    let mut network_note = String::new();
-    if bridge != "none" {
-        let existing = d.db.network(bridge)?.is_some();
-        if !existing
-            && crate::engine::network::host_links()?
-                .iter()
-                .any(|l| l.name == bridge)
-        {
-            eprintln!(
-                "hutchd init: an interface named {bridge:?} exists already; no network is made"
-            );
-        } else {
-            crate::engine::network::init_network(&d, bridge)
-                .map_err(|e| anyhow::anyhow!(e.chain()))
-                .with_context(|| format!("create network {bridge}"))?;
-            put.devices.entry("eth0".into()).or_insert_with(|| {
-                [("type", "nic"), ("network", bridge), ("name", "eth0")]
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            });
-            let net = d.db.network_or_404(bridge)?;
-            network_note = format!(
-                ", network {bridge:?} ({})",
-                net.put
-                    .config
-                    .get("ipv4.address")
-                    .cloned()
-                    .unwrap_or_default()
-            );
-        }
-    }
-    d.db.update_profile("default", &put)?;
-    println!(
-        "hutch is initialised in {}: storage pool \"default\" ({}){network_note}, profile \"default\"",
-        dir.display(),
-        d.default_pool()
-            .map(|p| p.info().name)
-            .unwrap_or("dir")
-    );
-    Ok(())
-}
-
-/// btrfs needs its tools and the kernel's support.
-fn btrfs_available() -> bool {
-    let tools = std::process::Command::new("mkfs.btrfs")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let kernel = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("btrfs"))
-        || std::path::Path::new("/sys/module/btrfs").exists()
-        || std::process::Command::new("modprobe")
-            .arg("btrfs")
-            .status()
-            .is_ok_and(|s| s.success());
-    tools && kernel
 }

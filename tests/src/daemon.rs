@@ -90,6 +90,17 @@ impl TestDaemon {
         d
     }
 
+    /// A fresh state directory that `hutchd init` has not touched, and no daemon yet
+    /// (`spawn` starts one): for the tests of init itself.
+    pub fn uninitialised() -> Self {
+        TestDaemon {
+            dir: TestDir::new(),
+            child: None,
+            env: Vec::new(),
+            cgroup2_only: false,
+        }
+    }
+
     /// The state directory.
     pub fn path(&self) -> &Path {
         self.dir.path()

@@ -143,12 +143,24 @@ fn a_second_daemon_on_one_directory_is_refused_and_names_the_first() {
         err.contains(&format!("pid {}", first.trim())),
         "the refusal does not name the first daemon: {err}"
     );
-    // `hutchd init` is refused too, and the first daemon goes on answering.
+    // `hutchd init` does not take the directory either: it goes through the first
+    // daemon's API (the pool exists, so nothing changes), and that daemon goes on answering.
     let mut init = Command::new(hutch_tests::hutchd_bin());
-    init.arg("--dir").arg(d.path()).args(["init", "--auto"]);
-    assert!(!output_within(&mut init, b"", COMMAND_LIMIT)
-        .status
-        .success());
+    init.arg("--dir")
+        .arg(d.path())
+        .args(["init", "--auto", "--network-bridge", "none"]);
+    let out = output_within(&mut init, b"", COMMAND_LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("created"));
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("hutchd.lock")).unwrap(),
+        first,
+        "the first daemon still holds the lock"
+    );
     assert_eq!(d.http("GET", "/1.0", b"").0, 200);
 }
 

@@ -248,6 +248,24 @@ fn run_interactive(
 }
 
 /// `hutch console NAME`: attach to the console (ctrl+a q detaches).
+/// `hutch console NAME [--show-log]`.
+#[derive(Args)]
+pub struct ConsoleArgs {
+    pub name: String,
+    /// Print the console log instead of attaching.
+    #[arg(long)]
+    pub show_log: bool,
+}
+
+/// Attaches to the console, or prints its log.
+pub fn console(client: &Client, args: &ConsoleArgs) -> Result<()> {
+    if args.show_log {
+        console_log(client, &args.name)
+    } else {
+        console_attach(client, &args.name)
+    }
+}
+
 pub fn console_attach(client: &Client, name: &str) -> Result<()> {
     let (cols, rows) = window_size();
     let env = client.request(

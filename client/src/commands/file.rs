@@ -6,12 +6,87 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clap::Subcommand;
 
 use crate::http::{encode, parse_envelope, Client};
 
 /// The permission bits a pulled file or directory may get: setuid, setgid and sticky bits
 /// set inside a container never reach the host (as with `lxc file pull`).
 const PULLED_MODE_MASK: u32 = 0o777;
+
+/// `hutch file ...`.
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Copy local files into an instance (DEST is INSTANCE/PATH).
+    Push {
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<String>,
+        #[arg(short, long)]
+        recursive: bool,
+        #[arg(short = 'p', long)]
+        create_dirs: bool,
+        #[arg(long)]
+        uid: Option<u32>,
+        #[arg(long)]
+        gid: Option<u32>,
+        /// Octal mode, e.g. 0644.
+        #[arg(long)]
+        mode: Option<String>,
+    },
+    /// Copy files out of an instance (sources are INSTANCE/PATH).
+    Pull {
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<String>,
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Delete files in an instance.
+    Delete { targets: Vec<String> },
+}
+
+/// Runs one `hutch file` command.
+pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Push {
+            mut paths,
+            recursive,
+            create_dirs,
+            uid,
+            gid,
+            mode,
+        } => {
+            let dest = paths.pop().expect("clap requires two paths");
+            let mode = mode
+                .map(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8))
+                .transpose()
+                .map_err(|_| anyhow::anyhow!("--mode must be octal"))?;
+            if recursive && (uid.is_some() || gid.is_some() || mode.is_some()) {
+                bail!("--uid, --gid and --mode cannot be used with -r");
+            }
+            let sources: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
+            push(
+                c,
+                &sources,
+                &dest,
+                &PushOptions {
+                    recursive,
+                    create_dirs,
+                    uid,
+                    gid,
+                    mode,
+                },
+            )
+        }
+        Cmd::Pull {
+            mut paths,
+            recursive,
+        } => {
+            let dest = PathBuf::from(paths.pop().expect("clap requires two paths"));
+            pull(c, &paths, &dest, recursive)
+        }
+        Cmd::Delete { targets } => delete(c, &targets),
+    }
+}
 
 /// Splits `name/path` into instance and absolute path.
 pub fn target(spec: &str) -> Result<(String, String)> {

@@ -1,12 +1,75 @@
 //! `hutch image import|list|info|delete|export|alias`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::http::{encode, parse_envelope, Client};
 use crate::output::{self, Format};
+
+/// `hutch image ...`.
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Import a unified image tarball.
+    Import {
+        file: PathBuf,
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        #[arg(long)]
+        public: bool,
+    },
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    Info {
+        name: String,
+    },
+    Delete {
+        names: Vec<String>,
+    },
+    Export {
+        name: String,
+        dest: PathBuf,
+    },
+    #[command(subcommand)]
+    Alias(AliasCmd),
+}
+
+#[derive(Subcommand)]
+pub enum AliasCmd {
+    Create {
+        alias: String,
+        target: String,
+    },
+    Delete {
+        alias: String,
+    },
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+/// Runs one `hutch image` command.
+pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Import {
+            file,
+            aliases,
+            public,
+        } => import(c, &file, &aliases, public),
+        Cmd::List { format } => list(c, format),
+        Cmd::Info { name } => info(c, &name),
+        Cmd::Delete { names } => delete(c, &names),
+        Cmd::Export { name, dest } => export(c, &name, &dest),
+        Cmd::Alias(AliasCmd::Create { alias, target }) => alias_create(c, &alias, &target),
+        Cmd::Alias(AliasCmd::Delete { alias }) => alias_delete(c, &alias),
+        Cmd::Alias(AliasCmd::List { format }) => alias_list(c, format),
+    }
+}
 
 pub fn import(client: &Client, file: &Path, aliases: &[String], public: bool) -> Result<()> {
     let data = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
@@ -48,53 +111,63 @@ fn point_aliases(client: &Client, aliases: &[String], fp: &str) -> Result<()> {
     Ok(())
 }
 
-/// What `hutch publish` was asked.
-pub struct PublishArgs<'a> {
-    pub source: &'a str,
-    pub properties: &'a [String],
-    pub aliases: &'a [String],
+/// `hutch publish`: make an image of an instance or of a snapshot (NAME[/SNAPSHOT]), with
+/// properties given as key=value.
+#[derive(Args)]
+pub struct PublishArgs {
+    pub source: String,
+    pub properties: Vec<String>,
+    /// Alias of the new image (repeatable); an alias of that name moves to it.
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
+    /// Make the image public.
+    #[arg(long)]
     pub public: bool,
+    /// Stop a running instance for the time of publishing.
+    #[arg(short, long)]
     pub force: bool,
-    pub compression: Option<&'a str>,
+    /// none, gzip (the default), xz or zstd.
+    #[arg(long)]
+    pub compression: Option<String>,
 }
 
 /// `hutch publish NAME[/SNAPSHOT]`: as `lxc publish` does, a running instance is refused
 /// unless `--force` stops it for the time of publishing.
-pub fn publish(client: &Client, args: &PublishArgs<'_>) -> Result<()> {
+pub fn publish(client: &Client, args: &PublishArgs) -> Result<()> {
     let mut properties = serde_json::Map::new();
-    for p in args.properties {
+    for p in &args.properties {
         let (k, v) = p
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("bad key=value pair: {p}"))?;
         properties.insert(k.to_string(), v.into());
     }
     let snapshot = args.source.contains('/');
-    let was_running = !snapshot && super::instance::status_of(client, args.source)? != "Stopped";
+    let was_running = !snapshot && super::instance::status_of(client, &args.source)? != "Stopped";
     if was_running {
         if !args.force {
             anyhow::bail!(
                 "The instance is currently running. Use --force to have it stopped and restarted"
             );
         }
-        super::instance::state(client, args.source, "stop", -1, true)?;
+        super::instance::state(client, &args.source, "stop", -1, true)?;
     }
     let req = json!({
         "source": {"type": if snapshot { "snapshot" } else { "instance" }, "name": args.source},
         "properties": properties,
         "public": args.public,
-        "compression_algorithm": args.compression.unwrap_or(""),
+        "compression_algorithm": args.compression.as_deref().unwrap_or(""),
     });
     let published = client
         .request("POST", "/1.0/images", Some(&req))
         .and_then(|env| client.wait_op(&env));
     if was_running {
-        super::instance::state(client, args.source, "start", -1, false)?;
+        super::instance::state(client, &args.source, "start", -1, false)?;
     }
     let fp = published?["metadata"]["fingerprint"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    point_aliases(client, args.aliases, &fp)?;
+    point_aliases(client, &args.aliases, &fp)?;
     println!("Instance published with fingerprint: {fp}");
     Ok(())
 }

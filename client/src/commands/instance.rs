@@ -1,12 +1,122 @@
 //! Instance lifecycle: launch, init, start, stop, restart, pause, delete, rename, list, info.
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::{pairs, resolve_image};
 use crate::http::{encode, Client};
 use crate::output::{self, Format};
+
+/// The instance commands, at the top level of `hutch` as in `lxc`.
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Create and start an instance from an image.
+    Launch(CreateArgs),
+    /// Create an instance from an image.
+    Init(CreateArgs),
+    /// Start instances.
+    Start { names: Vec<String> },
+    /// Stop instances.
+    Stop {
+        names: Vec<String>,
+        #[arg(short, long)]
+        force: bool,
+        #[arg(long, default_value_t = -1)]
+        timeout: i64,
+    },
+    /// Restart instances.
+    Restart {
+        names: Vec<String>,
+        #[arg(short, long)]
+        force: bool,
+        #[arg(long, default_value_t = -1)]
+        timeout: i64,
+    },
+    /// Freeze instances.
+    Pause { names: Vec<String> },
+    /// Delete instances.
+    Delete {
+        names: Vec<String>,
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Snapshot an instance.
+    Snapshot {
+        name: String,
+        snapshot: Option<String>,
+    },
+    /// Restore an instance from one of its snapshots.
+    Restore { name: String, snapshot: String },
+    /// Copy an instance or a snapshot (SOURCE[/SNAPSHOT]) to a new instance.
+    Copy {
+        source: String,
+        name: String,
+        /// Leave the source's snapshots behind.
+        #[arg(long)]
+        instance_only: bool,
+    },
+    /// Rename an instance, or move it to another storage pool (`--storage`).
+    #[command(alias = "move")]
+    Rename {
+        from: String,
+        to: Option<String>,
+        /// Move the instance's volumes to this storage pool (it must be stopped).
+        #[arg(short, long)]
+        storage: Option<String>,
+    },
+    /// List instances.
+    List {
+        filter: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+        #[arg(short, long, default_value = "ns46tS")]
+        columns: String,
+    },
+    /// Show an instance's state and resources.
+    Info { name: String },
+}
+
+/// Runs one instance command.
+pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Launch(a) => create(c, &a, true),
+        Cmd::Init(a) => create(c, &a, false),
+        Cmd::Start { names } => start(c, &names),
+        Cmd::Stop {
+            names,
+            force,
+            timeout,
+        } => names
+            .iter()
+            .try_for_each(|n| state(c, n, "stop", timeout, force)),
+        Cmd::Restart {
+            names,
+            force,
+            timeout,
+        } => names
+            .iter()
+            .try_for_each(|n| state(c, n, "restart", timeout, force)),
+        Cmd::Pause { names } => names
+            .iter()
+            .try_for_each(|n| state(c, n, "freeze", -1, false)),
+        Cmd::Delete { names, force } => delete(c, &names, force),
+        Cmd::Rename { from, to, storage } => rename(c, &from, to.as_deref(), storage.as_deref()),
+        Cmd::Snapshot { name, snapshot } => self::snapshot(c, &name, snapshot.as_deref()),
+        Cmd::Restore { name, snapshot } => restore(c, &name, &snapshot),
+        Cmd::Copy {
+            source,
+            name,
+            instance_only,
+        } => copy(c, &source, &name, instance_only),
+        Cmd::List {
+            filter,
+            format,
+            columns,
+        } => list(c, filter.as_deref(), format, &columns),
+        Cmd::Info { name } => info(c, &name),
+    }
+}
 
 #[derive(Args)]
 pub struct CreateArgs {

@@ -3,12 +3,106 @@
 use std::io::Read;
 
 use anyhow::{bail, Result};
+use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::pairs;
 
 use crate::http::{encode, Client};
 use crate::output::{self, Format};
+
+/// `hutch network ...`.
+#[derive(Subcommand)]
+pub enum Cmd {
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    Show {
+        name: String,
+    },
+    /// Create a bridge: NAME [KEY=VALUE...] (ipv4.address defaults to auto).
+    Create {
+        name: String,
+        config: Vec<String>,
+    },
+    Delete {
+        name: String,
+    },
+    Get {
+        name: String,
+        key: String,
+    },
+    /// Set config keys: NAME KEY=VALUE...
+    Set {
+        name: String,
+        #[arg(required = true)]
+        config: Vec<String>,
+    },
+    Unset {
+        name: String,
+        key: String,
+    },
+    Rename {
+        name: String,
+        new: String,
+    },
+    /// Replace the network's config with YAML from stdin.
+    Edit {
+        name: String,
+    },
+    /// The bridge's addresses, counters and leases.
+    Info {
+        name: String,
+    },
+    ListLeases {
+        name: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Give INSTANCE a NIC on NETWORK: NETWORK INSTANCE [DEVICE [INTERFACE]].
+    Attach {
+        network: String,
+        instance: String,
+        device: Option<String>,
+        interface: Option<String>,
+    },
+    /// Remove INSTANCE's NICs on NETWORK.
+    Detach {
+        network: String,
+        instance: String,
+    },
+}
+
+/// Runs one `hutch network` command.
+pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::List { format } => list(c, format),
+        Cmd::Show { name } => show(c, &name),
+        Cmd::Create { name, config } => create(c, &name, &config),
+        Cmd::Delete { name } => delete(c, &name),
+        Cmd::Get { name, key } => get(c, &name, &key),
+        Cmd::Set { name, config } => set(c, &name, &config),
+        Cmd::Unset { name, key } => unset(c, &name, &key),
+        Cmd::Rename { name, new } => rename(c, &name, &new),
+        Cmd::Edit { name } => edit(c, &name),
+        Cmd::Info { name } => info(c, &name),
+        Cmd::ListLeases { name, format } => list_leases(c, &name, format),
+        Cmd::Attach {
+            network,
+            instance,
+            device,
+            interface,
+        } => attach(
+            c,
+            &network,
+            &instance,
+            device.as_deref(),
+            interface.as_deref(),
+        ),
+        Cmd::Detach { network, instance } => detach(c, &network, &instance),
+    }
+}
 
 fn url(name: &str) -> String {
     format!("/1.0/networks/{}", encode(name))

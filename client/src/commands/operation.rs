@@ -1,10 +1,27 @@
 //! `hutch operation list`.
 
 use anyhow::Result;
+use clap::Subcommand;
 use serde_json::Value;
 
 use crate::http::Client;
 use crate::output::{self, Format};
+
+/// `hutch operation ...`.
+#[derive(Subcommand)]
+pub enum Cmd {
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+/// Runs one `hutch operation` command.
+pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::List { format } => list(c, format),
+    }
+}
 
 pub fn list(client: &Client, format: Format) -> Result<()> {
     let all = client.get("/1.0/operations?recursion=1")?;

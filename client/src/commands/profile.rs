@@ -3,10 +3,65 @@
 use std::io::Read;
 
 use anyhow::Result;
+use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::http::{encode, Client};
 use crate::output::{self, Format};
+
+/// `hutch profile ...`.
+#[derive(Subcommand)]
+pub enum Cmd {
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    Show {
+        name: String,
+    },
+    Create {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    Get {
+        name: String,
+        key: String,
+    },
+    Set {
+        name: String,
+        key: String,
+        value: String,
+    },
+    Unset {
+        name: String,
+        key: String,
+    },
+    Rename {
+        name: String,
+        new: String,
+    },
+    /// Replace the profile with YAML from stdin.
+    Edit {
+        name: String,
+    },
+}
+
+/// Runs one `hutch profile` command.
+pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::List { format } => list(c, format),
+        Cmd::Show { name } => show(c, &name),
+        Cmd::Create { name } => create(c, &name),
+        Cmd::Delete { name } => delete(c, &name),
+        Cmd::Get { name, key } => get(c, &name, &key),
+        Cmd::Set { name, key, value } => set(c, &name, &key, &value),
+        Cmd::Unset { name, key } => unset(c, &name, &key),
+        Cmd::Rename { name, new } => rename(c, &name, &new),
+        Cmd::Edit { name } => edit(c, &name),
+    }
+}
 
 fn url(name: &str) -> String {
     format!("/1.0/profiles/{}", encode(name))

@@ -1,10 +1,152 @@
 //! `hutch storage list|info` and `hutch storage volume ...`.
 
 use anyhow::Result;
+use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::http::{encode, Client};
 use crate::output;
+
+/// `hutch storage ...`.
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// List storage pools.
+    List,
+    /// Space used and available on a pool, and what uses it.
+    Info { pool: String },
+    /// Create a pool: NAME DRIVER [KEY=VALUE...] (dir, btrfs, zfs; source=, size=).
+    Create {
+        pool: String,
+        driver: String,
+        config: Vec<String>,
+    },
+    /// Delete an unused pool.
+    Delete { pool: String },
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+}
+
+/// `hutch storage volume ...`.
+#[derive(Subcommand)]
+pub enum VolumeCmd {
+    /// Create a custom volume (KEY=VALUE config, e.g. size=1GiB).
+    Create {
+        pool: String,
+        name: String,
+        config: Vec<String>,
+    },
+    List {
+        pool: String,
+    },
+    Show {
+        pool: String,
+        name: String,
+    },
+    /// Space used by a volume: POOL [TYPE/]NAME (type: custom, container or image).
+    Info {
+        pool: String,
+        name: String,
+    },
+    Delete {
+        pool: String,
+        name: String,
+    },
+    /// Attach a custom volume to an instance at PATH (as a disk device named after it).
+    Attach {
+        pool: String,
+        name: String,
+        instance: String,
+        path: String,
+    },
+    /// Detach a custom volume from an instance.
+    Detach {
+        pool: String,
+        name: String,
+        instance: String,
+    },
+    /// Snapshot a custom volume.
+    Snapshot {
+        pool: String,
+        name: String,
+        snapshot: Option<String>,
+    },
+    /// Copy a custom volume: POOL/NAME[/SNAPSHOT] POOL/NEW (its snapshots too, unless
+    /// --volume-only).
+    Copy {
+        source: String,
+        target: String,
+        #[arg(long)]
+        volume_only: bool,
+    },
+    /// Rename a custom volume, or move it to another pool: POOL/NAME POOL/NEW.
+    #[command(alias = "rename")]
+    Move {
+        source: String,
+        target: String,
+    },
+    /// Set config keys of a custom volume (KEY=VALUE; size=1GiB, or size= to lift it).
+    Set {
+        pool: String,
+        name: String,
+        config: Vec<String>,
+    },
+}
+
+/// Runs one `hutch storage` command.
+pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::List => list(c),
+        Cmd::Info { pool } => info(c, &pool),
+        Cmd::Create {
+            pool,
+            driver,
+            config,
+        } => create_pool(c, &pool, &driver, &config),
+        Cmd::Delete { pool } => delete_pool(c, &pool),
+        Cmd::Volume(v) => run_volume(c, v),
+    }
+}
+
+fn run_volume(c: &Client, cmd: VolumeCmd) -> Result<()> {
+    match cmd {
+        VolumeCmd::Info { pool, name } => volume_info(c, &pool, &name),
+        VolumeCmd::Create { pool, name, config } => create(c, &pool, &name, &config),
+        VolumeCmd::List { pool } => list_volumes(c, &pool),
+        VolumeCmd::Show { pool, name } => show(c, &pool, &name),
+        VolumeCmd::Delete { pool, name } => delete(c, &pool, &name),
+        VolumeCmd::Attach {
+            pool,
+            name,
+            instance,
+            path,
+        } => super::config::device_add(
+            c,
+            &instance,
+            &name,
+            "disk",
+            &[
+                format!("pool={pool}"),
+                format!("source={name}"),
+                format!("path={path}"),
+            ],
+        ),
+        VolumeCmd::Detach { name, instance, .. } => {
+            super::config::device_remove(c, &instance, &name)
+        }
+        VolumeCmd::Snapshot {
+            pool,
+            name,
+            snapshot,
+        } => self::snapshot(c, &pool, &name, snapshot.as_deref()),
+        VolumeCmd::Copy {
+            source,
+            target,
+            volume_only,
+        } => copy(c, &source, &target, volume_only),
+        VolumeCmd::Move { source, target } => move_volume(c, &source, &target),
+        VolumeCmd::Set { pool, name, config } => set(c, &pool, &name, &config),
+    }
+}
 
 fn vol_url(pool: &str, name: &str) -> String {
     format!(

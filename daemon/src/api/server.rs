@@ -1,120 +1,271 @@
-//! `GET /1.0` (server info), `PUT/PATCH /1.0`, projects and the placeholder network list.
+//! `GET /1.0` (server info), `PUT/PATCH /1.0` (server config) and the projects (the
+//! default one alone).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use axum::extract::{Query, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use hutch_api::server::{Server, ServerEnvironment, StorageDriverInfo, API_EXTENSIONS};
-use serde_json::json;
+use hutch_api::server::ServerPut;
 
-use super::{empty, sync, sync_etag};
+use super::{check_if_match, empty, parse_json, recursion, sync, sync_etag};
 use crate::daemon::AppState;
+use crate::error::Result;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/1.0", get(info).put(update).patch(update))
+        .route("/1.0", get(info).put(replace).patch(merge))
         .route("/1.0/projects", get(projects))
-        .route("/1.0/projects/default", get(project))
+        .route("/1.0/projects/:name", get(project))
 }
 
-fn uname() -> (String, String, String) {
-    let u = nix::sys::utsname::uname().ok();
-    let get = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
-        u.as_ref()
-            .map(|u| f(u).to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    (
-        get(|u| u.sysname()),
-        get(|u| u.release()),
-        get(|u| u.machine()),
-    )
+/// The ETag is over the config as shown, as LXD's is.
+async fn info(State(e): State<AppState>) -> Result<Response> {
+    let server = e.server_info().await?;
+    let tag = server.config.clone();
+    Ok(sync_etag(server, &tag))
 }
 
-fn os_release() -> (String, String) {
-    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .map(|v| v.trim_matches('"').to_string())
-            .unwrap_or_default()
-    };
-    (field("NAME"), field("VERSION_ID"))
+async fn replace(State(e): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response> {
+    update(e, headers, body, false).await
 }
 
-async fn info(State(d): State<AppState>) -> Response {
-    let (kernel, version, arch) = uname();
-    let (os_name, os_version) = os_release();
-    let config: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    let server = Server {
-        api_extensions: API_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
-        api_status: "stable".into(),
-        api_version: "1.0".into(),
-        auth: "trusted".into(),
-        public: false,
-        auth_methods: vec!["tls".into()],
-        config: config.clone(),
-        environment: ServerEnvironment {
-            addresses: vec![],
-            architectures: vec![arch.clone()],
-            certificate: String::new(),
-            certificate_fingerprint: String::new(),
-            driver: "lxc".into(),
-            driver_version: env!("CARGO_PKG_VERSION").into(),
-            firewall: "nftables".into(),
-            kernel,
-            kernel_architecture: arch,
-            kernel_features: BTreeMap::new(),
-            kernel_version: version,
-            lxc_features: BTreeMap::new(),
-            os_name,
-            os_version,
-            project: "default".into(),
-            server: "lxd".into(),
-            server_clustered: false,
-            server_event_mode: "full-mesh".into(),
-            server_name: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            server_pid: std::process::id() as i64,
-            server_version: "5.0.2".into(),
-            storage: d
-                .default_pool()
-                .map(|p| p.info().name)
-                .unwrap_or("dir")
-                .into(),
-            storage_version: "1".into(),
-            storage_supported_drivers: ["dir", "btrfs"]
-                .iter()
-                .map(|n| StorageDriverInfo {
-                    name: n.to_string(),
-                    version: "1".into(),
-                    remote: false,
-                })
-                .collect(),
-        },
-    };
-    sync_etag(server, &config)
+async fn merge(State(e): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response> {
+    update(e, headers, body, true).await
 }
 
-async fn update() -> Response {
-    empty()
+async fn update(e: AppState, headers: HeaderMap, body: Bytes, merge: bool) -> Result<Response> {
+    let put: ServerPut = parse_json(&body)?;
+    e.update_server_config(put, merge, move |current| check_if_match(&headers, current))
+        .await?;
+    Ok(empty())
 }
 
-fn default_project() -> serde_json::Value {
-    json!({"name": "default", "description": "Default project", "config": {"features.images": "true", "features.profiles": "true"}, "used_by": []})
-}
-
-async fn projects(Query(q): Query<HashMap<String, String>>) -> Response {
-    if super::recursion(&q) > 0 {
-        sync(vec![default_project()])
+async fn projects(
+    State(e): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let all = e.projects()?;
+    Ok(if recursion(&q) > 0 {
+        sync(all)
     } else {
-        sync(vec!["/1.0/projects/default"])
-    }
+        sync(
+            all.iter()
+                .map(|p| format!("/1.0/projects/{}", p.name))
+                .collect::<Vec<_>>(),
+        )
+    })
 }
 
-async fn project() -> Response {
-    sync(default_project())
+async fn project(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    let p = e.project(&name)?;
+    let tag = (p.description.clone(), p.config.clone());
+    Ok(sync_etag(p, &tag))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::{json, Value};
+
+    use crate::api::testing::TestApi;
+
+    async fn config(api: &TestApi) -> Value {
+        let (status, body) = api.call(Method::GET, "/1.0", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["metadata"]["config"].clone()
+    }
+
+    #[tokio::test]
+    async fn server_info_lists_what_is_implemented() {
+        let api = TestApi::new().await;
+        let (status, body) = api.call(Method::GET, "/1.0", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let m = &body["metadata"];
+        assert_eq!(m["config"], json!({}));
+        assert_eq!(m["environment"]["storage"], "dir");
+        let drivers: Vec<&str> = m["environment"]["storage_supported_drivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(drivers, ["dir", "btrfs", "zfs"]);
+        let extensions = m["api_extensions"].as_array().unwrap();
+        for ext in ["projects", "warnings", "resources"] {
+            assert!(extensions.contains(&json!(ext)), "{ext}");
+        }
+        assert!(!m["environment"]["kernel_version"]
+            .as_str()
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn put_replaces_and_patch_merges_the_config() {
+        let api = TestApi::new().await;
+        let put = json!({"config": {"core.https_address": "127.0.0.1:8443", "user.x": "y"}});
+        let (status, body) = api.call(Method::PUT, "/1.0", Some(put)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            config(&api).await,
+            json!({"core.https_address": "127.0.0.1:8443", "user.x": "y"})
+        );
+        let patch = json!({"config": {"images.auto_update_interval": "12", "user.x": null}});
+        let (status, body) = api.call(Method::PATCH, "/1.0", Some(patch)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            config(&api).await,
+            json!({"core.https_address": "127.0.0.1:8443", "images.auto_update_interval": "12"})
+        );
+        // A key given its default is not stored; keys not named return to theirs.
+        let put = json!({"config": {"images.compression_algorithm": "gzip", "user.z": "1"}});
+        let (status, _) = api.call(Method::PUT, "/1.0", Some(put)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(config(&api).await, json!({"user.z": "1"}));
+        let (status, _) = api
+            .call(Method::PATCH, "/1.0", Some(json!({"config": null})))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(config(&api).await, json!({"user.z": "1"}));
+    }
+
+    #[tokio::test]
+    async fn unknown_keys_and_bad_values_are_refused_and_change_nothing() {
+        let api = TestApi::new().await;
+        let (status, _) = api
+            .call(
+                Method::PATCH,
+                "/1.0",
+                Some(json!({"config": {"user.keep": "1"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        for (method, config, error) in [
+            (
+                Method::PATCH,
+                json!({"bogus.key": "1"}),
+                "cannot set 'bogus.key' to '1': unknown key",
+            ),
+            (
+                Method::PUT,
+                json!({"images.auto_update_interval": "soon"}),
+                "cannot set 'images.auto_update_interval' to 'soon': invalid integer",
+            ),
+            (
+                Method::PATCH,
+                json!({"core.https_address": "no such address"}),
+                "cannot set 'core.https_address' to 'no such address': Invalid address \"no such address\"",
+            ),
+            (
+                Method::PATCH,
+                json!({"images.auto_update_cached": true}),
+                "cannot set 'images.auto_update_cached': invalid type bool",
+            ),
+        ] {
+            let (status, body) = api
+                .call(method, "/1.0", Some(json!({ "config": config })))
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(body["error"], error);
+            assert_eq!(body["error_code"], 400);
+        }
+        let (status, body) = api
+            .call(Method::PUT, "/1.0", Some(json!({"config": "x"})))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"].as_str().unwrap().starts_with("Invalid JSON"));
+        assert_eq!(config(&api).await, json!({"user.keep": "1"}));
+    }
+
+    #[tokio::test]
+    async fn if_match_must_name_the_current_config() {
+        let api = TestApi::new().await;
+        let tag = crate::api::etag(&config(&api).await);
+        let body = Some(json!({"config": {"user.a": "1"}}));
+        let (status, resp) = api
+            .call_with(
+                Method::PATCH,
+                "/1.0",
+                body.clone(),
+                &[("If-Match", "\"stale\"")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{resp}");
+        assert_eq!(resp["error"], format!("ETag doesn't match: {tag} vs stale"));
+        let (status, _) = api
+            .call_with(Method::PUT, "/1.0", body.clone(), &[("If-Match", "stale")])
+            .await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(config(&api).await, json!({}));
+        let quoted = format!("\"{tag}\"");
+        let (status, resp) = api
+            .call_with(Method::PATCH, "/1.0", body, &[("If-Match", &quoted)])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{resp}");
+        assert_eq!(config(&api).await, json!({"user.a": "1"}));
+    }
+
+    #[tokio::test]
+    async fn the_trust_password_is_write_only() {
+        let api = TestApi::new().await;
+        let (status, _) = api
+            .call(
+                Method::PATCH,
+                "/1.0",
+                Some(json!({"config": {"core.trust_password": "s3cret"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let shown = config(&api).await;
+        assert_eq!(shown, json!({"core.trust_password": true}));
+        // What `lxc config set` does: the config as shown, one key added, PUT back.
+        let mut back = shown.clone();
+        back["core.https_address"] = json!(":8443");
+        let (status, _) = api
+            .call(Method::PUT, "/1.0", Some(json!({ "config": back })))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            config(&api).await,
+            json!({"core.trust_password": true, "core.https_address": ":8443"})
+        );
+        let (status, _) = api
+            .call(
+                Method::PATCH,
+                "/1.0",
+                Some(json!({"config": {"core.trust_password": ""}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(config(&api).await, json!({"core.https_address": ":8443"}));
+    }
+
+    #[tokio::test]
+    async fn the_default_project_is_the_only_one() {
+        let api = TestApi::new().await;
+        let (status, body) = api.call(Method::GET, "/1.0/projects", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"], json!(["/1.0/projects/default"]));
+        let (status, body) = api
+            .call(Method::GET, "/1.0/projects?recursion=1", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metadata"][0]["name"], "default");
+        let (status, body) = api.call(Method::GET, "/1.0/projects/default", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let p = &body["metadata"];
+        assert_eq!(p["config"]["features.profiles"], "true");
+        assert_eq!(p["used_by"], json!(["/1.0/profiles/default"]));
+        let (status, body) = api.call(Method::GET, "/1.0/projects/other", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"], "Project not found");
+        let (status, _) = api
+            .call(Method::POST, "/1.0/projects", Some(json!({"name": "p2"})))
+            .await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    }
 }

@@ -43,7 +43,7 @@ impl TestApi {
         let daemon =
             Daemon::open_with(dir.path(), hutchd, EventHub::new(), runners).expect("open daemon");
         let engine = Engine::new(daemon);
-        crate::serve::ensure_default_profile(&engine).expect("default profile");
+        engine.ensure_default_profile().expect("default profile");
         TestApi {
             router: super::router(engine.clone()),
             engine,

@@ -1,6 +1,7 @@
 //! The daemon's SQLite database: one file, WAL, versioned append-only migrations, and
 //! typed access per table.
 
+pub mod config;
 pub mod images;
 pub mod instances;
 pub mod intents;
@@ -113,6 +114,11 @@ const MIGRATIONS: &[&str] = &[
         pool TEXT NOT NULL,
         name TEXT NOT NULL,
         PRIMARY KEY (kind, pool, name)
+    );",
+    // 8: the server's config keys (`PUT/PATCH /1.0`), those set away from their default.
+    "CREATE TABLE config (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
     );",
 ];
 

@@ -558,25 +558,3 @@ fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
-
-/// `hutchd init --auto`: network `name` with automatic addresses, unless it exists.
-pub fn init_network(d: &Daemon, name: &str) -> Result<bool> {
-    if d.db.network(name)?.is_some() {
-        return Ok(false);
-    }
-    create_network(
-        d,
-        NetworksPost {
-            name: name.to_string(),
-            kind: "bridge".into(),
-            put: NetworkPut {
-                config: [("ipv4.address", "auto"), ("ipv6.address", "none")]
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                description: String::new(),
-            },
-        },
-    )?;
-    Ok(true)
-}
