@@ -11,7 +11,7 @@ use hutch_api::operation::StatusCode;
 use hutch_api::storage::{
     ResourceUsage, StoragePool, StoragePoolPut, StoragePoolResources, StoragePoolsPost,
 };
-use hutch_storage::{NewPool, PoolHost, StorageDriver};
+use hutch_storage::{NewPool, StorageDriver};
 use serde_json::json;
 
 use super::revert::Revert;
@@ -73,20 +73,6 @@ fn new_pool(name: &str, driver: &str, config: BTreeMap<String, String>) -> Resul
         config,
         size,
     })
-}
-
-/// Makes the backing store of a new pool and returns its row, with nothing mounted or
-/// recorded (`hutchd init` with no daemon running).
-pub fn prepare_pool(
-    dir: &Path,
-    name: &str,
-    driver: &str,
-    config: BTreeMap<String, String>,
-) -> Result<PoolRow> {
-    validate_pool_name(name)?;
-    let host = PoolHost::system(dir, &crate::daemon::cgroup_prefix(dir));
-    let rec = host.create(&new_pool(name, driver, config)?)?;
-    Ok(PoolRow::from_record(rec, String::new()))
 }
 
 /// What blocks deleting a pool: instances on it, custom volumes, profiles whose root disk is
@@ -454,20 +440,21 @@ mod tests {
     }
 
     #[test]
-    fn dir_pools_and_bad_config_are_prepared_or_refused() {
+    fn dir_pools_and_bad_config_are_made_or_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let row = prepare_pool(dir.path(), "p", "dir", BTreeMap::new()).unwrap();
-        assert_eq!(row.driver, "dir");
+        let host = hutch_storage::PoolHost::system(dir.path(), "hutch-test");
+        let make = |name: &str, driver: &str, cfg: BTreeMap<String, String>| {
+            new_pool(name, driver, cfg).and_then(|new| Ok(host.create(&new)?))
+        };
+        let rec = make("p", "dir", BTreeMap::new()).unwrap();
+        assert_eq!(rec.driver, "dir");
         assert_eq!(
-            row.config["source"],
+            rec.config["source"],
             dir.path().join("storage-pools/p").display().to_string()
         );
         let refused = |driver: &str, k: &str, v: &str| {
             let cfg = BTreeMap::from([(k.to_string(), v.to_string())]);
-            prepare_pool(dir.path(), "q", driver, cfg)
-                .map(|_| ())
-                .unwrap_err()
-                .kind()
+            make("q", driver, cfg).unwrap_err().kind()
         };
         assert_eq!(
             refused("dir", "source", "/no/such/dir"),
