@@ -204,6 +204,18 @@ pub struct ExecControl {
     pub signal: i32,
 }
 
+/// `POST /1.0/instances/<name>/console`: the console type (`console`, the text console,
+/// when empty) and the terminal's size (unset when 0).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceConsolePost {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub width: u16,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub height: u16,
+    #[serde(rename = "type", default, deserialize_with = "null_as_default")]
+    pub kind: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

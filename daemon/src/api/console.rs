@@ -1,6 +1,6 @@
 //! `POST /1.0/instances/<name>/console`: the console over websockets (fd "0" for the bytes,
-//! "control" for window-resize), bridged to the monitor's console; and `DELETE .../console`
-//! clears the log.
+//! "control" for window-resize), bridged to the stream the engine attaches; `GET` reads
+//! the console log and `DELETE` clears it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,20 +8,16 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::ws::Message;
 use axum::extract::{Path, State};
-use axum::response::IntoResponse;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
-use hutch_api::instance::ExecControl;
-use hutch_api::operation::StatusCode;
-use hutch_runtime::MonitorClient;
-use serde_json::{json, Value};
+use hutch_api::instance::{ExecControl, InstanceConsolePost};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{accepted, parse_json};
+use super::{accepted, empty, parse_json};
 use crate::daemon::AppState;
-use crate::engine;
 use crate::error::{DaemonError, Result};
 use crate::operations::instance_resources;
 
@@ -32,32 +28,21 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn attach(
-    State(d): State<AppState>,
+    State(e): State<AppState>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response> {
-    let req: Value = if body.is_empty() {
-        json!({})
+    let req: InstanceConsolePost = if body.is_empty() {
+        InstanceConsolePost::default()
     } else {
         parse_json(&body)?
     };
-    d.db.instance_or_404(&name)?;
-    if engine::runtime_status(&d, &name).0 == StatusCode::Stopped {
-        return Err(DaemonError::BadRequest("Instance is not running".into()));
-    }
-    if req["type"]
-        .as_str()
-        .is_some_and(|t| !t.is_empty() && t != "console")
-    {
-        return Err(DaemonError::BadRequest(
-            "Only the text console is supported".into(),
-        ));
-    }
+    let console = e.console(&name, &req)?;
     let secrets: HashMap<String, String> = ["0", "control"]
         .iter()
         .map(|fd| (fd.to_string(), uuid::Uuid::new_v4().simple().to_string()))
         .collect();
-    let op = d.ops.create(
+    let op = e.operations().create(
         "websocket",
         "Showing console",
         instance_resources(&name),
@@ -65,12 +50,7 @@ async fn attach(
     );
     let data_rx = op.expect_socket(&secrets["0"]);
     let control_rx = op.expect_socket(&secrets["control"]);
-    let rd = d.runtime_dir(&name);
-    let size = (
-        req["width"].as_u64().unwrap_or(0) as u16,
-        req["height"].as_u64().unwrap_or(0) as u16,
-    );
-    d.ops.run(op.clone(), async move {
+    e.operations().run(op.clone(), async move {
         let timeout =
             || DaemonError::BadRequest("Timed out waiting for websockets to connect".into());
         let control = tokio::time::timeout(CONNECT_TIMEOUT, control_rx)
@@ -81,22 +61,8 @@ async fn attach(
             .await
             .map_err(|_| timeout())?
             .map_err(|_| timeout())?;
-        let rd2 = rd.clone();
-        let stream =
-            tokio::task::spawn_blocking(move || -> Result<std::os::unix::net::UnixStream> {
-                if size.0 > 0 && size.1 > 0 {
-                    let _ = MonitorClient::connect(&rd2)
-                        .and_then(|mut c| c.resize_console(size.0, size.1));
-                }
-                Ok(MonitorClient::connect(&rd2)?.attach_console()?)
-            })
-            .await??;
-        stream
-            .set_nonblocking(true)
-            .map_err(|e| DaemonError::io("set nonblocking", "console", e))?;
-        let stream = tokio::net::UnixStream::from_std(stream)
-            .map_err(|e| DaemonError::io("register", "console", e))?;
-        let (mut cons_r, mut cons_w) = stream.into_split();
+        let stream = console.attach().await?;
+        let (mut cons_r, mut cons_w) = (stream.reader, stream.writer);
         let (ws_tx, mut ws_rx) = data.split();
         let ws_tx = std::sync::Arc::new(tokio::sync::Mutex::new(ws_tx));
         let to_console = async {
@@ -128,7 +94,7 @@ async fn attach(
                 }
             }
         };
-        let rd3 = rd.clone();
+        let controls = console.controls();
         let controller = async move {
             let mut control = control;
             while let Some(Ok(msg)) = control.next().await {
@@ -144,12 +110,7 @@ async fn attach(
                 if ctl.command == "window-resize" {
                     let num = |k: &str| ctl.args.get(k).and_then(|v| v.parse::<u16>().ok());
                     if let (Some(cols), Some(rows)) = (num("width"), num("height")) {
-                        let rd = rd3.clone();
-                        let _ = tokio::task::spawn_blocking(move || {
-                            MonitorClient::connect(&rd)
-                                .and_then(|mut c| c.resize_console(cols, rows))
-                        })
-                        .await;
+                        let _ = controls.resize(cols, rows).await;
                     }
                 }
             }
@@ -169,19 +130,79 @@ async fn attach(
 }
 
 /// The console log: what the container wrote to its console so far.
-async fn log(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    d.db.instance_or_404(&name)?;
-    let log = hutch_runtime::container::console_log(&d.runtime_dir(&name))?;
+async fn log(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    let log = e.console_log(&name).await?;
     Ok(([("Content-Type", "application/octet-stream")], log).into_response())
 }
 
-async fn clear(State(d): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    d.db.instance_or_404(&name)?;
-    let rd = d.runtime_dir(&name);
-    for f in [rd.join("console.log"), rd.join("console.log.1")] {
-        if f.exists() {
-            std::fs::write(&f, b"").map_err(|e| DaemonError::io("clear", &f, e))?;
+async fn clear(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
+    e.clear_console_log(&name).await?;
+    Ok(empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::api::files::tests::raw;
+    use crate::api::testing::TestApi;
+
+    #[tokio::test]
+    async fn the_console_of_a_stopped_instance_has_only_its_log() {
+        let api = TestApi::new().await;
+        api.engine.add_stopped_instance("c1");
+        for method in [Method::GET, Method::POST, Method::DELETE] {
+            let (status, body) = api
+                .call(method.clone(), "/1.0/instances/nope/console", None)
+                .await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method}");
+            assert_eq!(body["error"], "Instance not found");
         }
+        for body in [
+            None,
+            Some(json!({"width": 80, "height": 24, "type": "console"})),
+        ] {
+            let (status, body) = api
+                .call(Method::POST, "/1.0/instances/c1/console", body)
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(body["error"], "Instance is not running");
+        }
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/1.0/containers/c1/console",
+                Some(json!({"width": "wide"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid JSON: invalid type: string \"wide\""));
+        let (_, ops) = api.call(Method::GET, "/1.0/operations", None).await;
+        assert_eq!(ops["metadata"], json!({}), "no operation was made");
+
+        // The log outlives the container: the rotated part first, then the current one.
+        let (status, _, log) = raw(&api, Method::GET, "/1.0/instances/c1/console", &[], b"").await;
+        assert_eq!((status, log.len()), (StatusCode::OK, 0));
+        let rd = api.dir.path().join("containers/c1");
+        std::fs::create_dir_all(&rd).unwrap();
+        std::fs::write(rd.join("console.log.1"), b"boot\n").unwrap();
+        std::fs::write(rd.join("console.log"), b"login: ").unwrap();
+        let (status, headers, log) =
+            raw(&api, Method::GET, "/1.0/instances/c1/console", &[], b"").await;
+        assert_eq!(
+            (status, log.as_slice()),
+            (StatusCode::OK, &b"boot\nlogin: "[..])
+        );
+        assert_eq!(headers["Content-Type"], "application/octet-stream");
+        let (status, _) = api
+            .call(Method::DELETE, "/1.0/instances/c1/console", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, _, log) = raw(&api, Method::GET, "/1.0/containers/c1/console", &[], b"").await;
+        assert!(log.is_empty());
     }
-    Ok(super::empty())
 }

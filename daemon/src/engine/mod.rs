@@ -9,10 +9,11 @@ pub mod daemon;
 pub mod db;
 
 mod autostart;
+pub mod console;
 mod create;
 mod device_options;
 pub mod devices;
-mod exec;
+pub mod exec;
 pub mod fault;
 #[cfg(test)]
 mod fault_tests;
@@ -22,6 +23,7 @@ mod image_catalog;
 mod images;
 mod instances;
 mod lifecycle;
+mod logs;
 pub mod network;
 pub mod pools;
 mod reconcile;
@@ -38,7 +40,6 @@ pub mod volumes;
 pub use autostart::autostart;
 pub use create::validate_name;
 pub use create::{create_instance, validate_create};
-pub use exec::{exec_instance, exec_request};
 pub use image_catalog::{ImageUpload, ImageWork};
 pub use images::{import_image, publish_image};
 pub use lifecycle::{

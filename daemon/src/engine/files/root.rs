@@ -1,6 +1,6 @@
-//! Files inside an instance, reached from the host through `openat2(RESOLVE_IN_ROOT)` on
-//! its root filesystem, so no path or symlink can lead out of it, and no process is
-//! spawned per file. Owners are container ids (the root filesystem is stored unshifted
+//! The tree of an instance that holds a path, reached from the host through
+//! `openat2(RESOLVE_IN_ROOT)` on its root filesystem, so no path or symlink can lead out
+//! of it, and no process is spawned per file. Owners are container ids (the root filesystem is stored unshifted
 //! and presented through an idmapped mount). While the instance runs, a path below one of
 //! its disk devices is reached in that device's source, as the container sees it.
 
@@ -17,6 +17,7 @@ use nix::errno::Errno;
 use hutch_runtime::IdMap;
 
 use crate::daemon::Daemon;
+use crate::engine;
 use crate::error::{DaemonError, Result};
 
 /// What is at a path.
@@ -107,10 +108,10 @@ impl InstanceRoot {
     pub fn open(d: &Daemon, name: &str, path: &str) -> Result<(Self, String)> {
         let path = normalize(Path::new(path));
         let row = d.db.instance_or_404(name)?;
-        if super::runtime_info(d, name).pid > 0 {
-            let expanded = super::spec::expand(d, &row)?;
-            let privileged = super::spec::flag(&expanded.config, "security.privileged");
-            let mounts = super::spec::disk_mounts(d, &expanded.devices)?;
+        if engine::runtime_info(d, name).pid > 0 {
+            let expanded = engine::spec::expand(d, &row)?;
+            let privileged = engine::spec::flag(&expanded.config, "security.privileged");
+            let mounts = engine::spec::disk_mounts(d, &expanded.devices)?;
             // The deepest mount point at or above the path: the one the container sees.
             let holder = mounts
                 .iter()
@@ -124,7 +125,7 @@ impl InstanceRoot {
                     fd: open_dir(&m.source)?,
                     mount_point: m.target.display().to_string(),
                     shift: match (privileged, m.idmapped) {
-                        (false, false) => super::idmaps::instance_idmap(d, &row, &expanded)?,
+                        (false, false) => engine::idmaps::instance_idmap(d, &row, &expanded)?,
                         _ => None,
                     },
                     readonly: m.readonly,
