@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use hutch_runtime::IdMap;
-use hutch_storage::{CommandRunner, StorageDriver, SystemRunner};
+use hutch_storage::{CommandRunner, Mounter, PoolHost, StorageDriver, SystemMounter, SystemRunner};
 
 use crate::db::pools::PoolRow;
 use crate::db::Db;
@@ -26,10 +26,10 @@ pub struct Daemon {
     pub hutchd: PathBuf,
     /// The id range of unprivileged containers.
     pub idmap: IdMap,
-    /// Storage commands (`btrfs`, `zfs`...), as injected.
-    pub storage_runner: Arc<dyn CommandRunner>,
     /// Storage pools by name, each mounted under `storage-pools/<name>`.
     pools: RwLock<BTreeMap<String, Arc<dyn StorageDriver>>>,
+    /// Makes, mounts and destroys pools, through the storage runner and mounter.
+    pub pool_host: PoolHost,
     /// Cgroup directory of this daemon's containers, unique per state directory.
     pub cgroup_prefix: String,
     /// Live network state: dnsmasq children, proxies, the nftables runner.
@@ -47,6 +47,8 @@ pub type AppState = crate::engine::Engine;
 pub struct Runners {
     /// Storage commands (`btrfs`, `zfs`, `mkfs.btrfs`...).
     pub storage: Arc<dyn CommandRunner>,
+    /// The mounts of pools (loop files, devices, bind mounts).
+    pub mounts: Arc<dyn Mounter>,
     /// nftables.
     pub nft: Box<dyn hutch_network::nft::Nft>,
     /// Links, addresses and routes.
@@ -60,6 +62,7 @@ impl Runners {
     pub fn system() -> Self {
         Runners {
             storage: Arc::new(SystemRunner),
+            mounts: Arc::new(SystemMounter),
             nft: Box::new(hutch_network::nft::SystemNft),
             netlink: Arc::new(hutch_network::SystemNetlink::new()),
             processes: Arc::new(hutch_network::SystemProcesses::new()),
@@ -117,11 +120,13 @@ impl Daemon {
             rows.push(PoolRow {
                 name: "default".into(),
                 driver: "dir".into(),
+                description: String::new(),
                 config: BTreeMap::new(),
             });
         }
+        let pool_host = PoolHost::new(dir, runners.storage, runners.mounts, &cgroup_prefix(dir));
         for row in rows {
-            match open_pool(dir, &row, &runners.storage) {
+            match open_pool(&pool_host, &row) {
                 Ok(pool) => {
                     pools.insert(row.name.clone(), pool);
                 }
@@ -133,6 +138,7 @@ impl Daemon {
             dir: dir.to_path_buf(),
             db,
             pools: RwLock::new(pools),
+            pool_host,
             ops: Operations::new(events.clone()),
             events,
             hutchd,
@@ -144,7 +150,6 @@ impl Daemon {
                 runners.processes,
                 &cgroup_prefix(dir),
             ),
-            storage_runner: runners.storage,
             locks: NamedLocks::default(),
             image_locks: NamedLocks::default(),
         })
@@ -206,7 +211,7 @@ impl Daemon {
 
     /// Opens (mounting) a pool just recorded, and makes it available.
     pub fn add_pool(&self, row: &PoolRow) -> Result<()> {
-        let pool = open_pool(&self.dir, row, &self.storage_runner)?;
+        let pool = open_pool(&self.pool_host, row)?;
         self.pools
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -288,82 +293,14 @@ pub fn snapshot_vol(instance: &str, snapshot: &str) -> PathBuf {
 
 /// A pool as the database describes it, mounted at `storage-pools/<name>`, with the
 /// daemon's layout of volume directories in it.
-fn open_pool(
-    dir: &Path,
-    row: &PoolRow,
-    runner: &Arc<dyn CommandRunner>,
-) -> Result<Arc<dyn StorageDriver>> {
-    let root = dir.join("storage-pools").join(&row.name);
-    std::fs::create_dir_all(&root).map_err(|e| DaemonError::io("create", &root, e))?;
-    let driver = row.driver.as_str();
-    let source = row.config.get("source").filter(|s| s.ends_with(".img"));
-    match (driver, source) {
-        ("btrfs", Some(source)) => hutch_storage::attach_and_mount(Path::new(source), &root)?,
-        ("btrfs", None) => {
-            // A block device is mounted as it is.
-            if let Some(dev) = row.config.get("source").filter(|s| s.starts_with("/dev/")) {
-                if !crate::layout::is_mount_point(&root) {
-                    nix::mount::mount(
-                        Some(Path::new(dev)),
-                        &root,
-                        Some("btrfs"),
-                        nix::mount::MsFlags::empty(),
-                        None::<&str>,
-                    )
-                    .map_err(|e| DaemonError::failed("mount", dev, e))?;
-                }
-            }
-        }
-        (zfs, Some(source)) if zfs.starts_with("zfs:") => {
-            import_zpool(&zfs[4..], Path::new(source))
-        }
-        _ => {}
-    }
-    // A directory source (a `dir` pool elsewhere, an existing btrfs directory) is
-    // bind-mounted at the pool's root.
-    if let Some(src) = row
-        .config
-        .get("source")
-        .filter(|s| !s.ends_with(".img") && !s.starts_with("/dev/"))
-    {
-        if Path::new(src) != root && !crate::layout::is_mount_point(&root) {
-            nix::mount::mount(
-                Some(Path::new(src)),
-                &root,
-                None::<&str>,
-                nix::mount::MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| {
-                DaemonError::failed("bind-mount", format!("{src} at {}", root.display()), e)
-            })?;
-        }
-    }
-    let pool: Arc<dyn StorageDriver> =
-        Arc::from(hutch_storage::open_driver(driver, &root, runner.clone())?);
+fn open_pool(host: &PoolHost, row: &PoolRow) -> Result<Arc<dyn StorageDriver>> {
+    let pool = host.open(&row.record())?;
     for (sub, _) in crate::layout::POOL_DIRS {
         let p = pool.root().join(sub);
         std::fs::create_dir_all(&p).map_err(|e| DaemonError::io("create", &p, e))?;
     }
     crate::layout::secure_pool(pool.root());
     Ok(pool)
-}
-
-/// Imports a loop-file zpool after a reboot (`zpool import -d <dir of the file>`).
-fn import_zpool(name: &str, file: &Path) {
-    let imported = std::process::Command::new("zpool")
-        .args(["list", name])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !imported {
-        let dir = file.parent().unwrap_or(Path::new("/"));
-        let _ = std::process::Command::new("zpool")
-            .arg("import")
-            .arg("-d")
-            .arg(dir)
-            .arg(name)
-            .status();
-    }
 }
 
 /// `hutch-<hash of the state directory>`, so daemons side by side never share cgroups.

@@ -114,12 +114,18 @@ impl DaemonError {
                     K::Internal => ErrorKind::Internal,
                 }
             }
-            // Until the storage and network crates answer kind().
-            DaemonError::Storage(hutch_storage::StorageError::Unsupported(_)) => {
-                ErrorKind::InvalidInput
+            DaemonError::Storage(e) => {
+                use hutch_storage::ErrorKind as K;
+                match e.kind() {
+                    K::NotFound => ErrorKind::NotFound,
+                    K::InvalidInput | K::Unsupported => ErrorKind::InvalidInput,
+                    K::AlreadyExists | K::InUse => ErrorKind::Conflict,
+                    K::Internal => ErrorKind::Internal,
+                }
             }
+            // Until the network crate answers kind().
             DaemonError::Network(e) if e.is_invalid() => ErrorKind::InvalidInput,
-            DaemonError::Storage(_) | DaemonError::Network(_) => ErrorKind::Internal,
+            DaemonError::Network(_) => ErrorKind::Internal,
             DaemonError::Image(e) => {
                 use hutch_images::ErrorKind as K;
                 match e.kind() {

@@ -5,9 +5,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::driver::{DriverInfo, StorageDriver};
+use crate::driver::{in_parent, DriverInfo, StorageDriver};
 use crate::error::StorageError;
 use crate::runner::CommandRunner;
+
+/// What a `btrfs` pool can do.
+pub(crate) const INFO: DriverInfo = DriverInfo {
+    name: "btrfs",
+    instant_clone: true,
+    atomic_snapshots: true,
+    quotas: true,
+};
 
 #[derive(Debug)]
 pub struct BtrfsDriver {
@@ -30,15 +38,6 @@ impl BtrfsDriver {
             .collect();
         argv.push(path.display().to_string());
         self.runner.run(&argv)
-    }
-
-    fn ensure_parent(&self, p: &Path) -> Result<(), StorageError> {
-        match p.parent() {
-            Some(parent) => {
-                std::fs::create_dir_all(parent).map_err(|e| StorageError::io("create", parent, e))
-            }
-            None => Ok(()),
-        }
     }
 }
 
@@ -68,12 +67,7 @@ fn nested_subvolumes(path: &Path) -> Vec<PathBuf> {
 
 impl StorageDriver for BtrfsDriver {
     fn info(&self) -> DriverInfo {
-        DriverInfo {
-            name: "btrfs",
-            instant_clone: true,
-            atomic_snapshots: true,
-            quotas: true,
-        }
+        INFO
     }
 
     fn root(&self) -> &Path {
@@ -82,13 +76,11 @@ impl StorageDriver for BtrfsDriver {
 
     fn create_volume(&self, vol: &Path) -> Result<(), StorageError> {
         let p = self.path(vol);
-        self.ensure_parent(&p)?;
-        self.btrfs(&["subvolume", "create"], &p).map(|_| ())
+        in_parent(&p, || self.btrfs(&["subvolume", "create"], &p).map(|_| ()))
     }
 
     fn clone_volume(&self, from: &Path, to: &Path, readonly: bool) -> Result<(), StorageError> {
         let dst = self.path(to);
-        self.ensure_parent(&dst)?;
         let mut argv: Vec<String> = ["btrfs", "subvolume", "snapshot"]
             .iter()
             .map(|s| s.to_string())
@@ -98,7 +90,7 @@ impl StorageDriver for BtrfsDriver {
         }
         argv.push(self.path(from).display().to_string());
         argv.push(dst.display().to_string());
-        self.runner.run(&argv).map(|_| ())
+        in_parent(&dst, || self.runner.run(&argv).map(|_| ()))
     }
 
     fn delete_volume(&self, vol: &Path) -> Result<(), StorageError> {
@@ -154,7 +146,7 @@ impl StorageDriver for BtrfsDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::FakeRunner;
+    use crate::fake::FakeRunner;
 
     #[test]
     fn commands_are_the_btrfs_ones() {

@@ -3,8 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::driver::{DriverInfo, StorageDriver};
+use crate::driver::{in_parent, DriverInfo, StorageDriver};
 use crate::error::StorageError;
+
+/// What a `dir` pool can do.
+pub(crate) const INFO: DriverInfo = DriverInfo {
+    name: "dir",
+    instant_clone: false,
+    atomic_snapshots: false,
+    quotas: false,
+};
 
 #[derive(Debug)]
 pub struct DirDriver {
@@ -21,12 +29,7 @@ impl DirDriver {
 
 impl StorageDriver for DirDriver {
     fn info(&self) -> DriverInfo {
-        DriverInfo {
-            name: "dir",
-            instant_clone: false,
-            atomic_snapshots: false,
-            quotas: false,
-        }
+        INFO
     }
 
     fn root(&self) -> &Path {
@@ -35,29 +38,14 @@ impl StorageDriver for DirDriver {
 
     fn create_volume(&self, vol: &Path) -> Result<(), StorageError> {
         let p = self.path(vol);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| StorageError::io("create", parent, e))?;
-        }
-        std::fs::create_dir(&p).map_err(|e| StorageError::io("create volume", &p, e))
+        in_parent(&p, || {
+            std::fs::create_dir(&p).map_err(|e| StorageError::io("create volume", &p, e))
+        })
     }
 
     fn clone_volume(&self, from: &Path, to: &Path, _readonly: bool) -> Result<(), StorageError> {
         let dst = self.path(to);
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| StorageError::io("create", parent, e))?;
-        }
-        // Copy under a temporary name, so a failure never leaves a half volume in place.
-        let name = dst
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dst.with_file_name(format!(".{name}.copying"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        if let Err(e) = crate::copy::clone_tree(&self.path(from), &tmp) {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        std::fs::rename(&tmp, &dst).map_err(|e| StorageError::io("rename into place", &dst, e))
+        in_parent(&dst, || self.copy_into_place(from, &dst))
     }
 
     fn delete_volume(&self, vol: &Path) -> Result<(), StorageError> {
@@ -73,6 +61,24 @@ impl StorageDriver for DirDriver {
     fn set_readonly(&self, _vol: &Path, _readonly: bool) -> Result<(), StorageError> {
         // Plain directories have no read-only switch that root would respect.
         Ok(())
+    }
+}
+
+impl DirDriver {
+    /// Copies volume `from` to `dst` under a temporary name, so a failure never leaves a
+    /// half volume in place.
+    fn copy_into_place(&self, from: &Path, dst: &Path) -> Result<(), StorageError> {
+        let name = dst
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dst.with_file_name(format!(".{name}.copying"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        if let Err(e) = crate::copy::clone_tree(&self.path(from), &tmp) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, dst).map_err(|e| StorageError::io("rename into place", dst, e))
     }
 }
 

@@ -3,10 +3,9 @@
 //! `containers-snapshots/<name>/<snap>`), so the daemon's layout is the same on every driver.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::error::StorageError;
-use crate::runner::CommandRunner;
+use crate::usage::{filesystem_usage, tree_usage, PoolUsage};
 
 /// What a driver can do; callers branch on these, never on the driver's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +41,23 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
     /// Limits a volume to `bytes` (`None` lifts the limit). Drivers without quotas refuse.
     fn set_quota(&self, vol: &Path, bytes: Option<u64>) -> Result<(), StorageError> {
         let _ = (vol, bytes);
-        Err(StorageError::Unsupported(format!(
-            "{} pools cannot limit the size of a volume",
-            self.info().name
-        )))
+        Err(StorageError::Unsupported {
+            driver: self.info().name,
+            action: "limit the size of a volume",
+        })
+    }
+
+    /// Space and inodes of the pool (the filesystem mounted at its root).
+    fn pool_usage(&self) -> Result<PoolUsage, StorageError> {
+        filesystem_usage(self.root())
+    }
+
+    /// Bytes a volume uses (its allocated blocks, hard links once). A missing volume is
+    /// an error, so a caller never reports a size for what is not there.
+    fn volume_usage(&self, vol: &Path) -> Result<u64, StorageError> {
+        let p = self.path(vol);
+        std::fs::symlink_metadata(&p).map_err(|e| StorageError::io("stat", &p, e))?;
+        Ok(tree_usage(&p))
     }
 
     /// Full path of a volume.
@@ -65,32 +77,41 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
         let _ = self.delete_volume(&fresh);
         let _ = self.delete_volume(&old);
         self.clone_volume(snapshot, &fresh, false)?;
-        self.rename_volume(vol, &old)?;
-        if let Err(e) = self.rename_volume(&fresh, vol) {
-            let _ = self.rename_volume(&old, vol);
+        if let Err(e) = self.rename_volume(vol, &old) {
+            let _ = self.delete_volume(&fresh);
             return Err(e);
         }
+        if let Err(e) = self.rename_volume(&fresh, vol) {
+            let _ = self.rename_volume(&old, vol);
+            let _ = self.delete_volume(&fresh);
+            return Err(e);
+        }
+        // Restored; an old copy left by a failure here is removed by the next restore.
         self.delete_volume(&old)
     }
 }
 
-/// The one place driver names are matched. A zfs pool is named `zfs:<dataset>`, the
-/// dataset below which its volumes live.
-pub fn open_driver(
-    name: &str,
-    root: &Path,
-    runner: Arc<dyn CommandRunner>,
-) -> Result<Box<dyn StorageDriver>, StorageError> {
-    match name {
-        "dir" => Ok(Box::new(crate::dir::DirDriver::new(root))),
-        "btrfs" => Ok(Box::new(crate::btrfs::BtrfsDriver::new(root, runner))),
-        name if name.starts_with("zfs:") => Ok(Box::new(crate::zfs::ZfsDriver::new(
-            root,
-            &name[4..],
-            runner,
-        ))),
-        other => Err(StorageError::UnknownDriver(other.to_string())),
+/// Runs `make`, which makes `path`, after making the directories above it that are
+/// missing; a failure removes those directories again, so nothing is left behind.
+pub(crate) fn in_parent<T>(
+    path: &Path,
+    make: impl FnOnce() -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .skip(1)
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .collect();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| StorageError::io("create", parent, e))?;
     }
+    let made = make();
+    if made.is_err() {
+        for dir in missing {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    made
 }
 
 /// Copies volume `from` of pool `src` into a new volume `to` of pool `dst` (another pool,
@@ -110,28 +131,28 @@ pub fn copy_volume_across(
         .unwrap_or_default();
     let staging = to.with_file_name(format!(".{name}.copying"));
     let _ = dst.delete_volume(&staging);
-    if let Some(parent) = dst.path(&staging).parent() {
-        std::fs::create_dir_all(parent).map_err(|e| StorageError::io("create", parent, e))?;
-    }
-    let copied = (|| {
-        dst.create_volume(&staging)?;
-        let from_path = src.path(from);
-        let entries =
-            std::fs::read_dir(&from_path).map_err(|e| StorageError::io("read", &from_path, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| StorageError::io("read", &from_path, e))?;
-            crate::copy::clone_tree(&entry.path(), &dst.path(&staging).join(entry.file_name()))?;
+    in_parent(&dst.path(&staging), || {
+        let filled = (|| {
+            dst.create_volume(&staging)?;
+            let from_path = src.path(from);
+            let entries = std::fs::read_dir(&from_path)
+                .map_err(|e| StorageError::io("read", &from_path, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| StorageError::io("read", &from_path, e))?;
+                let into = dst.path(&staging).join(entry.file_name());
+                crate::copy::clone_tree(&entry.path(), &into)?;
+            }
+            if readonly {
+                dst.set_readonly(&staging, true)?;
+            }
+            Ok(())
+        })();
+        let done = filled.and_then(|()| dst.rename_volume(&staging, to));
+        if done.is_err() {
+            let _ = dst.delete_volume(&staging);
         }
-        dst.rename_volume(&staging, to)?;
-        if readonly {
-            dst.set_readonly(to, true)?;
-        }
-        Ok(())
-    })();
-    if copied.is_err() {
-        let _ = dst.delete_volume(&staging);
-    }
-    copied
+        done
+    })
 }
 
 #[cfg(test)]

@@ -1,22 +1,33 @@
-//! Storage pools for hutch: volumes (image, instance, snapshot) behind one
-//! [`StorageDriver`] trait, with a `dir` driver (copies, reflinked where possible) and a
-//! `btrfs` driver (subvolumes and instant snapshots), a `zfs` driver (datasets and clones,
-//! driven through the `zfs` command), and loop-file-backed pools.
+//! Storage pools for hutch: pools made, mounted and destroyed by a [`PoolHost`] (a
+//! directory, a loop file or block device with btrfs, a zpool or an existing dataset), and
+//! their volumes (image, instance, snapshot, custom) behind one [`StorageDriver`] trait, with
+//! a `dir` driver (copies, reflinked where possible), a `btrfs` driver (subvolumes and
+//! instant snapshots) and a `zfs` driver (datasets and clones). Every external command goes
+//! through a [`CommandRunner`] and every mount through a [`Mounter`], each with a fake.
 
 mod btrfs;
 mod copy;
 mod dir;
 mod driver;
 mod error;
+mod fake;
 mod loopdev;
+mod mounts;
+mod pool;
 mod runner;
+mod usage;
+#[cfg(test)]
+mod volume_failures;
 mod zfs;
 
 pub use btrfs::BtrfsDriver;
 pub use copy::clone_tree;
 pub use dir::DirDriver;
-pub use driver::{copy_volume_across, open_driver, DriverInfo, StorageDriver};
-pub use error::StorageError;
-pub use loopdev::{attach_and_mount, create_loop_pool};
-pub use runner::{CommandRunner, FakeRunner, SystemRunner};
+pub use driver::{copy_volume_across, DriverInfo, StorageDriver};
+pub use error::{ErrorKind, StorageError};
+pub use fake::{FakeRunner, FakeWorld};
+pub use mounts::{FakeMounter, Mounter, SystemMounter};
+pub use pool::{default_loop_size, open_driver, supported_drivers, NewPool, PoolHost, PoolRecord};
+pub use runner::{CommandRunner, SystemRunner};
+pub use usage::{filesystem_usage, tree_usage, PoolUsage};
 pub use zfs::ZfsDriver;

@@ -1,16 +1,14 @@
-//! Loop-file-backed pools: a sparse file formatted by `mkfs.btrfs`, attached to a free loop
-//! device (auto-cleared, so unmounting releases it) and mounted.
+//! Mounting a pool's loop file: attached to a free loop device (auto-cleared, so unmounting
+//! releases it) by ioctls, and mounted.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 
 use crate::error::StorageError;
-use crate::runner::CommandRunner;
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_SET_FD: libc::c_ulong = 0x4C00;
@@ -36,44 +34,14 @@ struct LoopInfo64 {
     lo_init: [u64; 2],
 }
 
-/// Creates a sparse `size`-byte file at `file` and formats it with `mkfs.btrfs`.
-pub fn create_loop_pool(
+/// Attaches `file` to a free loop device (auto-cleared, so unmounting releases it) and
+/// mounts it as `fstype` at `target`, with `data` as the filesystem's options.
+pub(crate) fn mount_loop(
     file: &Path,
-    size: u64,
-    runner: &dyn CommandRunner,
+    target: &Path,
+    fstype: &str,
+    data: &str,
 ) -> Result<(), StorageError> {
-    if let Some(parent) = file.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| StorageError::io("create", parent, e))?;
-    }
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(file)
-        .map_err(|e| StorageError::io("create", file, e))?;
-    f.set_len(size)
-        .map_err(|e| StorageError::io("size", file, e))?;
-    drop(f);
-    let made = runner.run(&["mkfs.btrfs".into(), "-q".into(), file.display().to_string()]);
-    if made.is_err() {
-        let _ = std::fs::remove_file(file);
-    }
-    made.map(|_| ())
-}
-
-fn is_mountpoint(p: &Path) -> bool {
-    match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
-        (Ok(m), Some(Ok(parent))) => m.dev() != parent.dev(),
-        _ => false,
-    }
-}
-
-/// Attaches `file` to a free loop device and mounts it (btrfs) at `target`; nothing to do
-/// when `target` is already a mount point.
-pub fn attach_and_mount(file: &Path, target: &Path) -> Result<(), StorageError> {
-    std::fs::create_dir_all(target).map_err(|e| StorageError::io("create", target, e))?;
-    if is_mountpoint(target) {
-        return Ok(());
-    }
     let backing = OpenOptions::new()
         .read(true)
         .write(true)
@@ -135,9 +103,9 @@ pub fn attach_and_mount(file: &Path, target: &Path) -> Result<(), StorageError> 
         let mounted = mount(
             Some(dev.as_path()),
             target,
-            Some("btrfs"),
+            Some(fstype),
             MsFlags::MS_NOATIME,
-            Some("user_subvol_rm_allowed"),
+            Some(data),
         );
         // With auto-clear set, closing our fds after a failed mount releases the device too.
         return mounted.map_err(|e| StorageError::Sys {

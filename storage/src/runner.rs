@@ -1,8 +1,7 @@
-//! Running the system tools that own a storage job (`btrfs`, `mkfs.btrfs`), behind a trait
-//! so the drivers' logic is tested without them.
+//! Running the system tools that own a storage job (`btrfs`, `mkfs.btrfs`, `zfs`, `zpool`,
+//! `blkid`), behind a trait so the drivers' logic is tested without them.
 
 use std::process::Command;
-use std::sync::Mutex;
 
 use crate::error::StorageError;
 
@@ -28,40 +27,10 @@ impl CommandRunner for SystemRunner {
             return Err(StorageError::Command {
                 program: argv.join(" "),
                 status: out.status.to_string(),
+                code: out.status.code(),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-/// Records every command; can be told to fail commands that have a given argument.
-#[derive(Debug, Default)]
-pub struct FakeRunner {
-    pub calls: Mutex<Vec<Vec<String>>>,
-    pub fail_on: Mutex<Option<String>>,
-}
-
-impl CommandRunner for FakeRunner {
-    fn run(&self, argv: &[String]) -> Result<String, StorageError> {
-        self.calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(argv.to_vec());
-        if let Some(word) = self
-            .fail_on
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            if argv.iter().any(|a| a == word) {
-                return Err(StorageError::Command {
-                    program: argv.join(" "),
-                    status: "exit status: 1".into(),
-                    stderr: "injected".into(),
-                });
-            }
-        }
-        Ok(String::new())
     }
 }

@@ -8,9 +8,18 @@ use std::sync::Arc;
 use crate::driver::{DriverInfo, StorageDriver};
 use crate::error::StorageError;
 use crate::runner::CommandRunner;
+use crate::usage::PoolUsage;
 
 /// Snapshot that a clone is made from, taken fresh for each clone.
 const CLONE_SNAPSHOT_PREFIX: &str = "hutch-clone-";
+
+/// What a `zfs` pool can do.
+pub(crate) const INFO: DriverInfo = DriverInfo {
+    name: "zfs",
+    instant_clone: true,
+    atomic_snapshots: true,
+    quotas: true,
+};
 
 #[derive(Debug)]
 pub struct ZfsDriver {
@@ -47,12 +56,7 @@ impl ZfsDriver {
 
 impl StorageDriver for ZfsDriver {
     fn info(&self) -> DriverInfo {
-        DriverInfo {
-            name: "zfs",
-            instant_clone: true,
-            atomic_snapshots: true,
-            quotas: true,
-        }
+        INFO
     }
 
     fn root(&self) -> &Path {
@@ -97,22 +101,28 @@ impl StorageDriver for ZfsDriver {
 
     fn delete_volume(&self, vol: &Path) -> Result<(), StorageError> {
         let ds = self.dataset(vol);
-        if self
-            .zfs(&[
-                Self::s("list"),
-                Self::s("-H"),
-                Self::s("-o"),
-                Self::s("name"),
-                ds.clone(),
-            ])
-            .is_err()
-        {
+        let Ok(listed) = self.zfs(&[
+            Self::s("list"),
+            Self::s("-H"),
+            Self::s("-o"),
+            Self::s("name,origin"),
+            ds.clone(),
+        ]) else {
             return Ok(());
-        }
+        };
         // A dataset whose snapshots still have clones (an image its instances came from)
         // cannot be destroyed: park it under deleted/, as LXD does, out of the way.
         match self.zfs(&[Self::s("destroy"), Self::s("-r"), ds.clone()]) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // The snapshot a clone was made from goes with it, or a volume of the same
+                // name could not be cloned again; it is no volume, so a failure is no
+                // failure of this delete.
+                let origin = listed.split('\t').nth(1).unwrap_or_default().trim();
+                if origin.contains(&format!("@{CLONE_SNAPSHOT_PREFIX}")) {
+                    let _ = self.zfs(&[Self::s("destroy"), origin.to_string()]);
+                }
+                Ok(())
+            }
             Err(_) => {
                 let parked = format!(
                     "{}/deleted/{}",
@@ -144,6 +154,38 @@ impl StorageDriver for ZfsDriver {
             .map(|_| ())
     }
 
+    /// The pool's dataset's space (its root is a plain directory on the host's filesystem,
+    /// so statvfs would tell nothing); zfs has no inode limit to report.
+    fn pool_usage(&self) -> Result<PoolUsage, StorageError> {
+        let out = self.zfs(&[
+            Self::s("list"),
+            Self::s("-Hp"),
+            Self::s("-o"),
+            Self::s("used,available"),
+            self.dataset.clone(),
+        ])?;
+        let numbers: Vec<u64> = out
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let (used, available) = match numbers[..] {
+            [used, available] => (used, available),
+            _ => {
+                return Err(StorageError::Command {
+                    program: format!("zfs list -Hp -o used,available {}", self.dataset),
+                    status: "unexpected output".into(),
+                    code: None,
+                    stderr: out.trim().to_string(),
+                })
+            }
+        };
+        Ok(PoolUsage {
+            space_used: used,
+            space_total: used + available,
+            ..PoolUsage::default()
+        })
+    }
+
     fn rename_volume(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
         self.zfs(&[
             Self::s("rename"),
@@ -151,19 +193,24 @@ impl StorageDriver for ZfsDriver {
             self.dataset(from),
             self.dataset(to),
         ])?;
-        self.zfs(&[
+        let mounted = self.zfs(&[
             Self::s("set"),
             format!("mountpoint={}", self.path(to).display()),
             self.dataset(to),
-        ])
-        .map(|_| ())
+        ]);
+        if let Err(e) = mounted {
+            // Back under its old name, where its mount point still is.
+            let _ = self.zfs(&[Self::s("rename"), self.dataset(to), self.dataset(from)]);
+            return Err(e);
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::FakeRunner;
+    use crate::fake::FakeRunner;
 
     fn driver() -> (Arc<FakeRunner>, ZfsDriver) {
         let runner = Arc::new(FakeRunner::default());
@@ -232,7 +279,7 @@ mod tests {
         *r.fail_on.lock().unwrap() = Some("destroy".into());
         d.delete_volume(Path::new("images/fp")).unwrap();
         let c = calls(&r);
-        assert_eq!(c[0], "zfs list -H -o name tank/hutch/images/fp");
+        assert_eq!(c[0], "zfs list -H -o name,origin tank/hutch/images/fp");
         assert_eq!(
             c[2],
             "zfs rename -p tank/hutch/images/fp tank/hutch/deleted/images-fp"

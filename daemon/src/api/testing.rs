@@ -34,6 +34,7 @@ impl TestApi {
                 db.insert_pool(&crate::db::pools::PoolRow {
                     name: "default".into(),
                     driver: driver.into(),
+                    description: String::new(),
                     config: Default::default(),
                 })
             })

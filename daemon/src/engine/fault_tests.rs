@@ -28,6 +28,7 @@ impl CommandRunner for EmulatedBtrfs {
             return Err(StorageError::Command {
                 program: argv.join(" "),
                 status: "exit status: 1".into(),
+                code: Some(1),
                 stderr: "injected".into(),
             });
         }

@@ -34,6 +34,8 @@ mod schedule;
 mod server;
 mod snapshot;
 mod spec;
+mod volume_copy;
+mod volume_snapshots;
 pub mod volumes;
 
 pub use autostart::autostart;

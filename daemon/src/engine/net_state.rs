@@ -126,6 +126,7 @@ pub(crate) mod fakes {
         pub fn runners(&self) -> Runners {
             Runners {
                 storage: Arc::new(hutch_storage::SystemRunner),
+                mounts: Arc::new(hutch_storage::SystemMounter),
                 nft: Box::new(self.nft.clone()),
                 netlink: self.netlink.clone(),
                 processes: self.processes.clone(),

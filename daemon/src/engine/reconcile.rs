@@ -37,8 +37,10 @@ pub fn reconcile(d: &Daemon) -> Result<()> {
                 Some((name, snap)) => super::snapshot::finish_delete_snapshot(d, name, snap, false),
                 None => d.db.clear_intent(intent.kind, &intent.pool, &intent.name),
             },
-            // Pools and volumes: their engine finishes them (none recorded yet).
-            IntentKind::Volume | IntentKind::Pool => Ok(()),
+            IntentKind::Volume => {
+                super::volumes::finish_volume_delete(d, &intent.pool, &intent.name)
+            }
+            IntentKind::Pool => super::pools::finish_pool_delete(d, &intent.name),
             // Networks: finished as networks are brought back (`networks::start_networks`).
             IntentKind::Network => Ok(()),
         };

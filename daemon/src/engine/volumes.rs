@@ -1,17 +1,30 @@
-//! Custom volumes beyond create and delete: copies (a clone within a pool, a copy across
-//! pools; snapshots too unless `volume_only`), renames and moves between pools, and config
-//! updates. Each step is undone when a later one fails.
+//! The volumes of a pool as the API shows them (instances', images' and custom ones), and
+//! custom volumes: create, copy (a clone within a pool, a copy across pools; snapshots too
+//! unless `volume_only`), rename, move between pools, update, delete, state. Each change
+//! undoes its steps when a later one fails; deletes record their intent first.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hutch_storage::StorageDriver;
+use hutch_api::profile::Devices;
+use hutch_api::storage::{
+    StorageVolume, StorageVolumePost, StorageVolumePut, StorageVolumeState, StorageVolumeUsage,
+    StorageVolumesPost,
+};
+use hutch_storage::{StorageDriver, StorageError};
+use serde_json::json;
 
-use super::create::copy_volume;
-use crate::daemon::{custom_vol, Daemon};
+use super::pools::version_of;
+use super::revert::Revert;
+use super::{blocking, check_version, Engine, Versioned};
+use crate::daemon::{custom_vol, image_vol, instance_vol, Daemon};
+use crate::db::intents::IntentKind;
 use crate::db::volumes::VolumeRow;
 use crate::error::{DaemonError, Result};
+
+/// A volume's creation time where none is recorded (instances' and images' volumes).
+const NO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// The directory holding the snapshots of custom volume `name`.
 pub fn snapshots_dir(name: &str) -> PathBuf {
@@ -65,125 +78,120 @@ pub fn check_volume_config(
         None => None,
     };
     if size.is_some() && !pool.info().quotas {
-        return Err(DaemonError::BadRequest(format!(
-            "{} pools cannot limit the size of a volume",
-            pool.info().name
-        )));
+        return Err(StorageError::Unsupported {
+            driver: pool.info().name,
+            action: "limit the size of a volume",
+        }
+        .into());
     }
     Ok(size)
 }
 
-/// What a copy is asked to make.
-pub struct VolumeCopy {
-    /// Source pool and volume, `vol` or `vol/snapshot`.
-    pub src_pool: String,
-    pub src: String,
-    pub dst_pool: String,
-    pub dst: String,
-    pub description: String,
-    pub config: BTreeMap<String, String>,
-    pub volume_only: bool,
+/// The instances and the devices they end up with, for finding who uses a volume.
+fn instance_devices(d: &Daemon) -> Result<Vec<(String, Devices)>> {
+    d.db.instances()?
+        .into_iter()
+        .map(|row| Ok((row.name.clone(), super::expand(d, &row)?.devices)))
+        .collect()
 }
 
-/// Copies a custom volume (or one of its snapshots) to a new custom volume.
-pub fn copy_custom_volume(d: &Daemon, c: &VolumeCopy) -> Result<()> {
-    let (src_pool, dst_pool, dst) = (c.src_pool.as_str(), c.dst_pool.as_str(), c.dst.as_str());
-    validate_volume_name(dst)?;
-    let (src_p, dst_p) = (d.pool(src_pool)?, d.pool(dst_pool)?);
-    let (src_name, snap) = match c.src.split_once('/') {
-        Some((v, s)) => (v, Some(s)),
-        None => (c.src.as_str(), None),
-    };
-    d.db.volume(src_pool, src_name)?;
-    let from = match snap {
-        Some(s) => snapshots_dir(src_name).join(s),
-        None => custom_vol(src_name),
-    };
-    if !src_p.path(&from).exists() {
-        return Err(DaemonError::NotFound(
-            "Storage volume snapshot not found".into(),
-        ));
-    }
-    let size = check_volume_config(&*dst_p, &c.config)?;
-    d.db.insert_volume(&VolumeRow {
-        pool: dst_pool.to_string(),
-        name: dst.to_string(),
-        description: c.description.clone(),
-        config: c.config.clone(),
-        created_at: crate::now(),
-    })?;
-    let snapshots = match snap {
-        Some(_) => Vec::new(),
-        None if c.volume_only => Vec::new(),
-        None => snapshot_names(&*src_p, src_name),
-    };
-    let to = custom_vol(dst);
-    let copied = (|| -> Result<()> {
-        copy_volume(&src_p, &from, &dst_p, &to, false)?;
-        for s in &snapshots {
-            copy_volume(
-                &src_p,
-                &snapshots_dir(src_name).join(s),
-                &dst_p,
-                &snapshots_dir(dst).join(s),
-                true,
-            )?;
-        }
-        if size.is_some() {
-            dst_p.set_quota(&to, size)?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = copied {
-        let _ = remove_volume_and_snapshots(&*dst_p, dst);
-        let _ = d.db.delete_volume(dst_pool, dst);
-        return Err(e);
-    }
-    Ok(())
+/// Instances among `instances` whose disks use custom volume `name` of `pool`.
+fn volume_users(instances: &[(String, Devices)], pool: &str, name: &str) -> Vec<String> {
+    instances
+        .iter()
+        .filter(|(_, devices)| {
+            devices.values().any(|dev| {
+                dev.get("type").map(String::as_str) == Some("disk")
+                    && dev.get("source").map(String::as_str) == Some(name)
+                    && dev.get("pool").map(String::as_str).unwrap_or("default") == pool
+            })
+        })
+        .map(|(i, _)| format!("/1.0/instances/{i}"))
+        .collect()
 }
 
-/// Renames custom volume `name` of `pool` to `new_name` on `new_pool` (the same pool: a
-/// rename; another: a copy, then the source goes).
-pub fn move_custom_volume(
+fn custom_object(v: VolumeRow, used_by: Vec<String>) -> StorageVolume {
+    StorageVolume {
+        name: v.name,
+        kind: "custom".into(),
+        put: StorageVolumePut {
+            config: v.config,
+            description: v.description,
+        },
+        content_type: "filesystem".into(),
+        location: "none".into(),
+        used_by,
+        created_at: v.created_at,
+    }
+}
+
+/// An instance's or image's volume, as LXD lists them.
+fn other_object(kind: &str, name: &str, used_by: String) -> StorageVolume {
+    StorageVolume {
+        name: name.to_string(),
+        kind: kind.to_string(),
+        put: StorageVolumePut::default(),
+        content_type: "filesystem".into(),
+        location: "none".into(),
+        used_by: vec![used_by],
+        created_at: NO_TIME.into(),
+    }
+}
+
+/// Every volume of `pool` of type `kind` (`container`, `image`, `custom`; none of type
+/// `virtual-machine`).
+fn volumes_of(d: &Daemon, pool: &str, kind: &str) -> Result<Vec<StorageVolume>> {
+    let p = d.pool(pool)?;
+    Ok(match kind {
+        "custom" => {
+            let instances = instance_devices(d)?;
+            d.db.volumes(pool)?
+                .into_iter()
+                .map(|v| {
+                    let users = volume_users(&instances, pool, &v.name);
+                    custom_object(v, users)
+                })
+                .collect()
+        }
+        "container" => {
+            d.db.instances()?
+                .into_iter()
+                .filter(|r| r.pool == pool)
+                .map(|r| other_object(kind, &r.name, format!("/1.0/instances/{}", r.name)))
+                .collect()
+        }
+        "image" => super::pools::pool_images(&*p)
+            .into_iter()
+            .map(|fp| other_object(kind, &fp, format!("/1.0/images/{fp}")))
+            .collect(),
+        "virtual-machine" => Vec::new(),
+        other => {
+            return Err(DaemonError::BadRequest(format!(
+                "Invalid storage volume type {other:?}"
+            )))
+        }
+    })
+}
+
+/// The custom volume `name` of `pool` with its pool, or LXD's 404s.
+pub(super) fn custom_volume(
     d: &Daemon,
     pool: &str,
     name: &str,
-    new_pool: &str,
-    new_name: &str,
-) -> Result<()> {
-    let row = d.db.volume(pool, name)?;
-    validate_volume_name(new_name)?;
-    if new_pool != pool {
-        copy_custom_volume(
-            d,
-            &VolumeCopy {
-                src_pool: pool.to_string(),
-                src: name.to_string(),
-                dst_pool: new_pool.to_string(),
-                dst: new_name.to_string(),
-                description: row.description.clone(),
-                config: row.config.clone(),
-                volume_only: false,
-            },
-        )?;
-        let p = d.pool(pool)?;
-        d.db.delete_volume(pool, name)?;
-        return remove_volume_and_snapshots(&*p, name);
-    }
-    if new_name == name {
-        return Ok(());
-    }
+) -> Result<(Arc<dyn StorageDriver>, VolumeRow)> {
     let p = d.pool(pool)?;
-    d.db.insert_volume(&VolumeRow {
-        name: new_name.to_string(),
-        ..row
-    })?;
-    let renamed = rename_volume_and_snapshots(&p, name, new_name);
-    if let Err(e) = renamed {
-        let _ = d.db.delete_volume(pool, new_name);
-        return Err(e);
+    Ok((p, d.db.volume(pool, name)?))
+}
+
+/// Refuses a change to a volume an instance uses.
+pub(super) fn ensure_unused(d: &Daemon, pool: &str, name: &str) -> Result<()> {
+    if volume_users(&instance_devices(d)?, pool, name).is_empty() {
+        Ok(())
+    } else {
+        Err(DaemonError::Conflict(
+            "The storage volume is still in use".into(),
+        ))
     }
-    d.db.delete_volume(pool, name)
 }
 
 /// Renames the volume, then its snapshots' directory as one (as instance renames do: a
@@ -209,23 +217,337 @@ pub fn remove_volume_and_snapshots(p: &dyn StorageDriver, name: &str) -> Result<
     Ok(p.delete_volume(&custom_vol(name))?)
 }
 
-/// `PUT`/`PATCH`: a new description and config (`size` applied to the volume first).
-pub fn update_custom_volume(
-    d: &Daemon,
-    pool: &str,
-    name: &str,
-    description: String,
-    config: BTreeMap<String, String>,
-) -> Result<()> {
-    let row = d.db.volume(pool, name)?;
-    let p = d.pool(pool)?;
-    let size = check_volume_config(&*p, &config)?;
-    if size.is_some() || row.config.contains_key("size") {
-        p.set_quota(&custom_vol(name), size)?;
+/// Deletes custom volume `name` of `pool` whose intent is recorded: its snapshots and
+/// volume, its row, then the intent. What an interrupted run removed is fine, so the
+/// start-up reconciliation calls this for a recorded intent.
+pub fn finish_volume_delete(d: &Daemon, pool: &str, name: &str) -> Result<()> {
+    if d.db.volume(pool, name).is_ok() {
+        remove_volume_and_snapshots(&*d.pool(pool)?, name)?;
+        d.db.delete_volume(pool, name)?;
     }
-    d.db.update_volume(&VolumeRow {
-        description,
-        config,
-        ..row
-    })
+    d.db.clear_intent(IntentKind::Volume, pool, name)
+}
+
+/// Records the intent to delete custom volume `name` of `pool`, then deletes it.
+pub(super) fn delete_volume(d: &Daemon, pool: &str, name: &str) -> Result<()> {
+    d.db.record_intent(IntentKind::Volume, pool, name)?;
+    finish_volume_delete(d, pool, name)
+}
+
+pub(super) fn volume_url(pool: &str, name: &str) -> String {
+    format!("/1.0/storage-pools/{pool}/volumes/custom/{name}")
+}
+
+impl Engine {
+    /// The volumes of `pool` of type `kind`, or of every type.
+    pub fn storage_volumes(&self, pool: &str, kind: Option<&str>) -> Result<Vec<StorageVolume>> {
+        match kind {
+            Some(kind) => volumes_of(&self.d, pool, kind),
+            None => ["container", "image", "custom"]
+                .iter()
+                .map(|k| volumes_of(&self.d, pool, k))
+                .collect::<Result<Vec<_>>>()
+                .map(|v| v.concat()),
+        }
+    }
+
+    /// Volume `name` of type `kind` of `pool` and its version (its writable part), or
+    /// LXD's 404.
+    pub fn storage_volume(
+        &self,
+        pool: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<Versioned<StorageVolume>> {
+        let object = if kind == "custom" {
+            let (_, row) = custom_volume(&self.d, pool, name)?;
+            let users = volume_users(&instance_devices(&self.d)?, pool, name);
+            custom_object(row, users)
+        } else {
+            volumes_of(&self.d, pool, kind)?
+                .into_iter()
+                .find(|v| v.name == name)
+                .ok_or_else(|| DaemonError::NotFound("Storage volume not found".into()))?
+        };
+        let version = version_of(&object.put);
+        Ok(Versioned { object, version })
+    }
+
+    /// `POST .../volumes/custom` without a source: an empty volume, limited to `size`.
+    pub async fn create_storage_volume(&self, pool: &str, req: StorageVolumesPost) -> Result<()> {
+        check_volume_kind(&req)?;
+        validate_volume_name(&req.name)?;
+        let p = self.d.pool(pool)?;
+        let size = check_volume_config(&*p, &req.put.config)?;
+        let row = VolumeRow {
+            pool: pool.to_string(),
+            name: req.name.clone(),
+            description: req.put.description,
+            config: req.put.config,
+            created_at: crate::now(),
+        };
+        let d = self.d.clone();
+        blocking(move || {
+            d.db.insert_volume(&row)?;
+            let mut revert = Revert::new();
+            let (d2, row2) = (d.clone(), row.clone());
+            revert.add(move || {
+                if let Err(e) = d2.db.delete_volume(&row2.pool, &row2.name) {
+                    tracing::error!(volume = row2.name, error = %e.chain(), "undo a volume create");
+                }
+            });
+            let vol = custom_vol(&row.name);
+            p.create_volume(&vol)?;
+            let (p2, vol2) = (p.clone(), vol.clone());
+            revert.add(move || {
+                if let Err(e) = p2.delete_volume(&vol2) {
+                    tracing::error!(volume = %vol2.display(), error = %e, "undo a volume create");
+                }
+            });
+            if size.is_some() {
+                p.set_quota(&vol, size)?;
+            }
+            revert.success();
+            Ok(())
+        })
+        .await?;
+        self.d.events.lifecycle(
+            "storage-volume-created",
+            &volume_url(pool, &req.name),
+            json!({}),
+        );
+        Ok(())
+    }
+
+    /// `POST .../volumes/custom/<name>` to the same pool: a rename, answered at once, as
+    /// LXD 5.0's client expects.
+    pub async fn rename_storage_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        req: StorageVolumePost,
+    ) -> Result<()> {
+        let (p, row) = custom_volume(&self.d, pool, name)?;
+        let new_name = if req.name.is_empty() { name } else { &req.name }.to_string();
+        validate_volume_name(&new_name)?;
+        ensure_unused(&self.d, pool, name)?;
+        if new_name == name {
+            return Ok(());
+        }
+        let (d, old, pool) = (self.d.clone(), name.to_string(), pool.to_string());
+        blocking(move || {
+            d.db.insert_volume(&VolumeRow {
+                name: new_name.clone(),
+                ..row
+            })?;
+            let mut revert = Revert::new();
+            let (d2, pool2, new2) = (d.clone(), pool.clone(), new_name.clone());
+            revert.add(move || {
+                if let Err(e) = d2.db.delete_volume(&pool2, &new2) {
+                    tracing::error!(volume = new2, error = %e.chain(), "undo a volume rename");
+                }
+            });
+            rename_volume_and_snapshots(&p, &old, &new_name)?;
+            d.db.delete_volume(&pool, &old)?;
+            revert.success();
+            Ok(())
+        })
+        .await
+    }
+
+    /// `PUT`/`PATCH .../volumes/custom/<name>`: description and config (PATCH merges; a
+    /// key given empty is unset), `size` applied to the volume first, if the client's
+    /// `if_match` is the volume's version.
+    pub async fn update_storage_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        put: StorageVolumePut,
+        patch: bool,
+        if_match: Option<&str>,
+    ) -> Result<()> {
+        let (p, row) = custom_volume(&self.d, pool, name)?;
+        let current = StorageVolumePut {
+            config: row.config.clone(),
+            description: row.description.clone(),
+        };
+        check_version(if_match, &version_of(&current))?;
+        let (description, config) = if patch {
+            let mut config = row.config.clone();
+            for (k, v) in put.config {
+                if v.is_empty() {
+                    config.remove(&k);
+                } else {
+                    config.insert(k, v);
+                }
+            }
+            let description = if put.description.is_empty() {
+                row.description.clone()
+            } else {
+                put.description
+            };
+            (description, config)
+        } else {
+            (put.description, put.config)
+        };
+        let size = check_volume_config(&*p, &config)?;
+        let d = self.d.clone();
+        blocking(move || {
+            if size.is_some() || row.config.contains_key("size") {
+                p.set_quota(&custom_vol(&row.name), size)?;
+            }
+            d.db.update_volume(&VolumeRow {
+                description,
+                config,
+                ..row
+            })
+        })
+        .await
+    }
+
+    /// `DELETE .../volumes/custom/<name>`: refused while an instance uses it.
+    pub async fn delete_storage_volume(&self, pool: &str, name: &str) -> Result<()> {
+        custom_volume(&self.d, pool, name)?;
+        ensure_unused(&self.d, pool, name)?;
+        let (d, pool2, name2) = (self.d.clone(), pool.to_string(), name.to_string());
+        blocking(move || delete_volume(&d, &pool2, &name2)).await?;
+        self.d
+            .events
+            .lifecycle("storage-volume-deleted", &volume_url(pool, name), json!({}));
+        Ok(())
+    }
+
+    /// `GET .../volumes/<type>/<name>/state`: bytes used, and the volume's size limit.
+    pub async fn storage_volume_state(
+        &self,
+        pool: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<StorageVolumeState> {
+        let p = self.d.pool(pool)?;
+        let not_found = || DaemonError::NotFound("Storage volume not found".into());
+        let (vol, limit) = match kind {
+            "custom" => {
+                let v = self.d.db.volume(pool, name)?;
+                let limit = v
+                    .config
+                    .get("size")
+                    .and_then(|s| hutch_api::config::parse_memory(s, 0).ok());
+                (custom_vol(name), limit)
+            }
+            "container" => {
+                let row = self.d.db.instance_or_404(name)?;
+                if row.pool != pool {
+                    return Err(not_found());
+                }
+                let devices = super::expand(&self.d, &row)?.devices;
+                (instance_vol(name), super::spec_root_size(&devices)?)
+            }
+            "image" => (image_vol(name), None),
+            _ => return Err(not_found()),
+        };
+        if !p.path(&vol).exists() {
+            return Err(not_found());
+        }
+        let used = blocking(move || Ok(p.volume_usage(&vol)?)).await?;
+        Ok(StorageVolumeState {
+            usage: StorageVolumeUsage {
+                used,
+                total: limit.map_or(-1, |l| l as i64),
+            },
+        })
+    }
+}
+
+/// Only custom volumes are made by hand.
+pub(super) fn check_volume_kind(req: &StorageVolumesPost) -> Result<()> {
+    match req.kind.as_str() {
+        "" | "custom" => Ok(()),
+        other => Err(DaemonError::BadRequest(format!(
+            "Invalid storage volume type {other:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::api::testing::TestApi;
+    use crate::db::instances::InstanceRow;
+
+    /// An instance (a row only: nothing runs) with a disk on custom volume `vol`.
+    fn instance_using(api: &TestApi, vol: &str) {
+        let disk = [
+            ("type", "disk"),
+            ("pool", "default"),
+            ("source", vol),
+            ("path", "/mnt"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        api.engine
+            .d
+            .db
+            .insert_instance(&InstanceRow {
+                name: "c1".into(),
+                kind: "container".into(),
+                architecture: "x86_64".into(),
+                ephemeral: false,
+                stateful: false,
+                description: String::new(),
+                created_at: crate::now(),
+                last_used_at: crate::now(),
+                config: Default::default(),
+                devices: [("data".to_string(), disk)].into_iter().collect(),
+                profiles: vec!["default".into()],
+                state: "ready".into(),
+                pool: "default".into(),
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_volume_in_use_is_neither_deleted_renamed_nor_moved() {
+        let api = TestApi::new().await;
+        let vols = "/1.0/storage-pools/default/volumes/custom";
+        let (status, _) = api
+            .call(Method::POST, vols, Some(json!({"name": "v1"})))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        instance_using(&api, "v1");
+        let (_, v) = api.call(Method::GET, &format!("{vols}/v1"), None).await;
+        assert_eq!(v["metadata"]["used_by"], json!(["/1.0/instances/c1"]));
+        for (m, body) in [
+            (Method::DELETE, None),
+            (Method::POST, Some(json!({"name": "v2"}))),
+            (Method::POST, Some(json!({"name": "v1", "pool": "default"}))),
+        ] {
+            let (status, env) = api.call(m, &format!("{vols}/v1"), body).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{env}");
+            assert_eq!(env["error"], "The storage volume is still in use");
+        }
+        let containers = "/1.0/storage-pools/default/volumes/container";
+        let (_, list) = api.call(Method::GET, containers, None).await;
+        assert_eq!(list["metadata"], json!([format!("{containers}/c1")]));
+    }
+
+    #[tokio::test]
+    async fn a_delete_left_half_done_is_finished_from_its_intent() {
+        let api = TestApi::new().await;
+        let vols = "/1.0/storage-pools/default/volumes/custom";
+        api.call(Method::POST, vols, Some(json!({"name": "v1"})))
+            .await;
+        let d = &api.engine.d;
+        // A crash after the intent was recorded and the files went, before the row did.
+        d.db.record_intent(crate::db::intents::IntentKind::Volume, "default", "v1")
+            .unwrap();
+        std::fs::remove_dir(api.dir.path().join("storage-pools/default/custom/v1")).unwrap();
+        super::finish_volume_delete(d, "default", "v1").unwrap();
+        assert!(d.db.intents().unwrap().is_empty());
+        let (status, _) = api.call(Method::GET, &format!("{vols}/v1"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
 }
