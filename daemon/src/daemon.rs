@@ -18,26 +18,26 @@ use crate::operations::Operations;
 /// Shared by every request handler and background task.
 #[derive(Debug)]
 pub struct Daemon {
-    pub dir: PathBuf,
-    pub db: Db,
-    pub ops: Operations,
-    pub events: EventHub,
+    pub(in crate::engine) dir: PathBuf,
+    pub(in crate::engine) db: Db,
+    pub(in crate::engine) ops: Operations,
+    pub(in crate::engine) events: EventHub,
     /// The hutchd binary, re-executed as monitor and exec helper.
-    pub hutchd: PathBuf,
+    pub(in crate::engine) hutchd: PathBuf,
     /// The id range of unprivileged containers.
-    pub idmap: IdMap,
+    pub(in crate::engine) idmap: IdMap,
     /// Storage pools by name, each mounted under `storage-pools/<name>`.
     pools: RwLock<BTreeMap<String, Arc<dyn StorageDriver>>>,
     /// Makes, mounts and destroys pools, through the storage runner and mounter.
-    pub pool_host: PoolHost,
+    pub(in crate::engine) pool_host: PoolHost,
     /// Cgroup directory of this daemon's containers, unique per state directory.
-    pub cgroup_prefix: String,
+    pub(in crate::engine) cgroup_prefix: String,
     /// Live network state: dnsmasq children, proxies, the nftables runner.
-    pub net: crate::engine::net_state::NetState,
+    pub(in crate::engine) net: crate::engine::net_state::NetState,
     locks: NamedLocks,
     /// One per image fingerprint: imports, unpacks into a pool and deletes of one image
     /// take turns, so no request removes what another made.
-    pub image_locks: NamedLocks,
+    pub(in crate::engine) image_locks: NamedLocks,
 }
 
 /// What handlers and background tasks hold.
@@ -156,22 +156,22 @@ impl Daemon {
     }
 
     /// The lock that serialises lifecycle actions and config writes on instance `name`.
-    pub fn instance_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(in crate::engine) fn instance_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks.get(name)
     }
 
     /// Called when an instance is gone (deleted, renamed): drops the locks nobody holds.
-    pub fn prune_instance_locks(&self) {
+    pub(in crate::engine) fn prune_instance_locks(&self) {
         self.locks.prune();
     }
 
     /// Runtime directory (monitor socket, console log) of an instance.
-    pub fn runtime_dir(&self, name: &str) -> PathBuf {
+    pub(in crate::engine) fn runtime_dir(&self, name: &str) -> PathBuf {
         self.dir.join("containers").join(name)
     }
 
     /// Pool `name`, or LXD's 404.
-    pub fn pool(&self, name: &str) -> Result<Arc<dyn StorageDriver>> {
+    pub(in crate::engine) fn pool(&self, name: &str) -> Result<Arc<dyn StorageDriver>> {
         self.pools
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -181,7 +181,7 @@ impl Daemon {
     }
 
     /// The names of the open pools.
-    pub fn pool_names(&self) -> Vec<String> {
+    pub(in crate::engine) fn pool_names(&self) -> Vec<String> {
         self.pools
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -191,12 +191,12 @@ impl Daemon {
     }
 
     /// The `default` pool, where images are unpacked first.
-    pub fn default_pool(&self) -> Result<Arc<dyn StorageDriver>> {
+    pub(in crate::engine) fn default_pool(&self) -> Result<Arc<dyn StorageDriver>> {
         self.pool("default")
     }
 
     /// The pool holding instance `name`'s volumes.
-    pub fn instance_pool(&self, name: &str) -> Result<Arc<dyn StorageDriver>> {
+    pub(in crate::engine) fn instance_pool(&self, name: &str) -> Result<Arc<dyn StorageDriver>> {
         let row = self
             .db
             .instance(name)?
@@ -205,12 +205,12 @@ impl Daemon {
     }
 
     /// Volume of an instance (its root filesystem is `rootfs` in it).
-    pub fn instance_volume(&self, name: &str) -> Result<PathBuf> {
+    pub(in crate::engine) fn instance_volume(&self, name: &str) -> Result<PathBuf> {
         Ok(self.instance_pool(name)?.path(&instance_vol(name)))
     }
 
     /// Opens (mounting) a pool just recorded, and makes it available.
-    pub fn add_pool(&self, row: &PoolRow) -> Result<()> {
+    pub(in crate::engine) fn add_pool(&self, row: &PoolRow) -> Result<()> {
         let pool = open_pool(&self.pool_host, row)?;
         self.pools
             .write()
@@ -220,7 +220,7 @@ impl Daemon {
     }
 
     /// Forgets a pool (its volumes are gone; the caller unmounts and removes it).
-    pub fn remove_pool(&self, name: &str) -> Option<Arc<dyn StorageDriver>> {
+    pub(in crate::engine) fn remove_pool(&self, name: &str) -> Option<Arc<dyn StorageDriver>> {
         self.pools
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -228,12 +228,12 @@ impl Daemon {
     }
 
     /// The uploaded image file.
-    pub fn image_file(&self, fingerprint: &str) -> PathBuf {
+    pub(in crate::engine) fn image_file(&self, fingerprint: &str) -> PathBuf {
         self.dir.join("images").join(fingerprint)
     }
 
     /// The cgroup path of an instance.
-    pub fn cgroup_path(&self, name: &str) -> String {
+    pub(in crate::engine) fn cgroup_path(&self, name: &str) -> String {
         format!("{}/{name}", self.cgroup_prefix)
     }
 }

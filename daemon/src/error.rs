@@ -20,6 +20,19 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// A library crate's kind (each crate has the same six) as the daemon's.
+macro_rules! library_kind {
+    ($krate:ident, $kind:expr) => {{
+        use $krate::ErrorKind as K;
+        match $kind {
+            K::NotFound => ErrorKind::NotFound,
+            K::InvalidInput | K::Unsupported => ErrorKind::InvalidInput,
+            K::AlreadyExists | K::InUse => ErrorKind::Conflict,
+            K::Internal => ErrorKind::Internal,
+        }
+    }};
+}
+
 /// Everything a request or an operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -105,36 +118,10 @@ impl DaemonError {
             DaemonError::Forbidden(_) => ErrorKind::Forbidden,
             DaemonError::PreconditionFailed { .. } => ErrorKind::PreconditionFailed,
             DaemonError::NotImplemented => ErrorKind::NotImplemented,
-            DaemonError::Runtime(e) => {
-                use hutch_runtime::ErrorKind as K;
-                match e.kind() {
-                    K::NotFound => ErrorKind::NotFound,
-                    K::InvalidInput | K::Unsupported => ErrorKind::InvalidInput,
-                    K::AlreadyExists | K::InUse => ErrorKind::Conflict,
-                    K::Internal => ErrorKind::Internal,
-                }
-            }
-            DaemonError::Storage(e) => {
-                use hutch_storage::ErrorKind as K;
-                match e.kind() {
-                    K::NotFound => ErrorKind::NotFound,
-                    K::InvalidInput | K::Unsupported => ErrorKind::InvalidInput,
-                    K::AlreadyExists | K::InUse => ErrorKind::Conflict,
-                    K::Internal => ErrorKind::Internal,
-                }
-            }
-            // Until the network crate answers kind().
-            DaemonError::Network(e) if e.is_invalid() => ErrorKind::InvalidInput,
-            DaemonError::Network(_) => ErrorKind::Internal,
-            DaemonError::Image(e) => {
-                use hutch_images::ErrorKind as K;
-                match e.kind() {
-                    K::NotFound => ErrorKind::NotFound,
-                    K::InvalidInput | K::Unsupported => ErrorKind::InvalidInput,
-                    K::AlreadyExists | K::InUse => ErrorKind::Conflict,
-                    K::Internal => ErrorKind::Internal,
-                }
-            }
+            DaemonError::Runtime(e) => library_kind!(hutch_runtime, e.kind()),
+            DaemonError::Storage(e) => library_kind!(hutch_storage, e.kind()),
+            DaemonError::Network(e) => library_kind!(hutch_network, e.kind()),
+            DaemonError::Image(e) => library_kind!(hutch_images, e.kind()),
             DaemonError::Database(_)
             | DaemonError::Io { .. }
             | DaemonError::Failed { .. }

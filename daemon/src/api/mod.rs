@@ -163,15 +163,6 @@ pub fn accepted(op: &Arc<OpEntry>) -> Response {
     resp
 }
 
-/// Runs blocking work (netlink, nft, dnsmasq, storage drivers) off the async workers.
-pub(super) async fn blocking<T: Send + 'static>(
-    d: &AppState,
-    f: impl FnOnce(&AppState) -> Result<T, DaemonError> + Send + 'static,
-) -> Result<T, DaemonError> {
-    let d = d.clone();
-    crate::engine::blocking(move || f(&d)).await
-}
-
 /// Runs `work` as a task operation and answers 202 at once.
 pub fn run_task<F>(
     d: &AppState,

@@ -28,17 +28,7 @@ impl TestApi {
     /// An engine whose `default` pool has `driver`, with `runners` behind it (fakes).
     pub fn with_pool(driver: &str, runners: crate::daemon::Runners) -> Self {
         let dir = tempfile::tempdir().expect("temporary state directory");
-        std::fs::create_dir_all(dir.path().join("database")).expect("database dir");
-        crate::db::Db::open(&dir.path().join("database/local.db"))
-            .and_then(|db| {
-                db.insert_pool(&crate::db::pools::PoolRow {
-                    name: "default".into(),
-                    driver: driver.into(),
-                    description: String::new(),
-                    config: Default::default(),
-                })
-            })
-            .expect("default pool");
+        crate::engine::testing::record_default_pool(dir.path(), driver);
         let hutchd = std::env::current_exe().expect("test binary");
         let daemon =
             Daemon::open_with(dir.path(), hutchd, EventHub::new(), runners).expect("open daemon");

@@ -10,7 +10,7 @@ use crate::error::Result;
 
 impl Db {
     /// The stored server config (keys at their default are not stored).
-    pub fn server_config(&self) -> Result<BTreeMap<String, String>> {
+    pub(in crate::engine) fn server_config(&self) -> Result<BTreeMap<String, String>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT key, value FROM config")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -20,7 +20,7 @@ impl Db {
     /// Runs `change` on the stored config and stores the config it returns, in one
     /// transaction, the connection held throughout: concurrent updates take turns, and
     /// a check inside `change` (an ETag) sees exactly what it replaces.
-    pub fn update_server_config<T>(
+    pub(in crate::engine) fn update_server_config<T>(
         &self,
         change: impl FnOnce(&BTreeMap<String, String>) -> Result<(BTreeMap<String, String>, T)>,
     ) -> Result<T> {

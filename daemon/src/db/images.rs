@@ -57,7 +57,7 @@ pub struct AliasRow {
 }
 
 impl Db {
-    pub fn insert_image(&self, row: &ImageRow) -> Result<()> {
+    pub(in crate::engine) fn insert_image(&self, row: &ImageRow) -> Result<()> {
         let res = self.conn().execute(
             &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
             params![
@@ -90,7 +90,7 @@ impl Db {
     }
 
     /// The image whose fingerprint starts with `prefix` (unique), or LXD's 404.
-    pub fn image_by_prefix(&self, prefix: &str) -> Result<ImageRow> {
+    pub(in crate::engine) fn image_by_prefix(&self, prefix: &str) -> Result<ImageRow> {
         if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(DaemonError::NotFound("Image not found".into()));
         }
@@ -110,7 +110,7 @@ impl Db {
         }
     }
 
-    pub fn images(&self) -> Result<Vec<ImageRow>> {
+    pub(in crate::engine) fn images(&self) -> Result<Vec<ImageRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM images ORDER BY fingerprint"
@@ -121,7 +121,7 @@ impl Db {
         Ok(rows)
     }
 
-    pub fn update_image(&self, row: &ImageRow) -> Result<()> {
+    pub(in crate::engine) fn update_image(&self, row: &ImageRow) -> Result<()> {
         self.conn().execute(
             "UPDATE images SET auto_update = ?2, properties = ?3, public = ?4, expires_at = ?5, profiles = ?6 WHERE fingerprint = ?1",
             params![row.fingerprint, row.auto_update, to_json(&row.properties), row.public, row.expires_at, to_json(&row.profiles)],
@@ -129,13 +129,13 @@ impl Db {
         Ok(())
     }
 
-    pub fn delete_image(&self, fingerprint: &str) -> Result<()> {
+    pub(in crate::engine) fn delete_image(&self, fingerprint: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM images WHERE fingerprint = ?1", [fingerprint])?;
         Ok(())
     }
 
-    pub fn alias(&self, name: &str) -> Result<Option<AliasRow>> {
+    pub(in crate::engine) fn alias(&self, name: &str) -> Result<Option<AliasRow>> {
         let conn = self.conn();
         Ok(conn
             .query_row(
@@ -153,7 +153,7 @@ impl Db {
             .optional()?)
     }
 
-    pub fn aliases(&self) -> Result<Vec<AliasRow>> {
+    pub(in crate::engine) fn aliases(&self) -> Result<Vec<AliasRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT name, fingerprint, description, type FROM image_aliases ORDER BY name",
@@ -171,7 +171,7 @@ impl Db {
         Ok(rows)
     }
 
-    pub fn insert_alias(&self, alias: &AliasRow) -> Result<()> {
+    pub(in crate::engine) fn insert_alias(&self, alias: &AliasRow) -> Result<()> {
         let res = self.conn().execute(
             "INSERT INTO image_aliases (name, fingerprint, description, type) VALUES (?1, ?2, ?3, ?4)",
             params![alias.name, alias.fingerprint, alias.description, alias.kind],
@@ -189,7 +189,7 @@ impl Db {
         }
     }
 
-    pub fn update_alias(&self, alias: &AliasRow) -> Result<()> {
+    pub(in crate::engine) fn update_alias(&self, alias: &AliasRow) -> Result<()> {
         self.conn().execute(
             "UPDATE image_aliases SET fingerprint = ?2, description = ?3 WHERE name = ?1",
             params![alias.name, alias.fingerprint, alias.description],
@@ -197,7 +197,7 @@ impl Db {
         Ok(())
     }
 
-    pub fn rename_alias(&self, old: &str, new: &str) -> Result<()> {
+    pub(in crate::engine) fn rename_alias(&self, old: &str, new: &str) -> Result<()> {
         self.conn().execute(
             "UPDATE image_aliases SET name = ?2 WHERE name = ?1",
             params![old, new],
@@ -205,7 +205,7 @@ impl Db {
         Ok(())
     }
 
-    pub fn delete_alias(&self, name: &str) -> Result<()> {
+    pub(in crate::engine) fn delete_alias(&self, name: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM image_aliases WHERE name = ?1", [name])?;
         Ok(())

@@ -50,7 +50,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<InstanceRow> {
 
 impl Db {
     /// Records a new instance in state `creating`; a taken name is a conflict.
-    pub fn insert_instance(&self, row: &InstanceRow) -> Result<()> {
+    pub(in crate::engine) fn insert_instance(&self, row: &InstanceRow) -> Result<()> {
         let conn = self.conn();
         let res = conn.execute(
             &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
@@ -83,7 +83,7 @@ impl Db {
         }
     }
 
-    pub fn instance(&self, name: &str) -> Result<Option<InstanceRow>> {
+    pub(in crate::engine) fn instance(&self, name: &str) -> Result<Option<InstanceRow>> {
         let conn = self.conn();
         Ok(conn
             .query_row(
@@ -95,7 +95,7 @@ impl Db {
     }
 
     /// The instance, or LXD's 404.
-    pub fn instance_or_404(&self, name: &str) -> Result<InstanceRow> {
+    pub(in crate::engine) fn instance_or_404(&self, name: &str) -> Result<InstanceRow> {
         match self.instance(name)? {
             Some(row) if row.state == "ready" => Ok(row),
             _ => Err(DaemonError::NotFound("Instance not found".into())),
@@ -103,7 +103,7 @@ impl Db {
     }
 
     /// Every instance that finished creating, by name.
-    pub fn instances(&self) -> Result<Vec<InstanceRow>> {
+    pub(in crate::engine) fn instances(&self) -> Result<Vec<InstanceRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM instances WHERE state = 'ready' ORDER BY name"
@@ -115,7 +115,7 @@ impl Db {
     }
 
     /// Instances a crash left half-created.
-    pub fn creating_instances(&self) -> Result<Vec<String>> {
+    pub(in crate::engine) fn creating_instances(&self) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name FROM instances WHERE state = 'creating'")?;
         let rows = stmt
@@ -125,7 +125,7 @@ impl Db {
     }
 
     /// Moves the instance's record to pool `pool` (its volumes have moved).
-    pub fn set_instance_pool(&self, name: &str, pool: &str) -> Result<()> {
+    pub(in crate::engine) fn set_instance_pool(&self, name: &str, pool: &str) -> Result<()> {
         self.conn().execute(
             "UPDATE instances SET pool = ?2 WHERE name = ?1",
             params![name, pool],
@@ -133,7 +133,7 @@ impl Db {
         Ok(())
     }
 
-    pub fn set_instance_state(&self, name: &str, state: &str) -> Result<()> {
+    pub(in crate::engine) fn set_instance_state(&self, name: &str, state: &str) -> Result<()> {
         self.conn().execute(
             "UPDATE instances SET state = ?2 WHERE name = ?1",
             params![name, state],
@@ -142,7 +142,7 @@ impl Db {
     }
 
     /// Replaces the writable fields.
-    pub fn update_instance(&self, row: &InstanceRow) -> Result<()> {
+    pub(in crate::engine) fn update_instance(&self, row: &InstanceRow) -> Result<()> {
         self.conn().execute(
             "UPDATE instances SET architecture = ?2, ephemeral = ?3, description = ?4, config = ?5, devices = ?6, profiles = ?7, last_used_at = ?8 WHERE name = ?1",
             params![row.name, row.architecture, row.ephemeral, row.description, to_json(&row.config), to_json(&row.devices), to_json(&row.profiles), row.last_used_at],
@@ -151,7 +151,7 @@ impl Db {
     }
 
     /// Sets (or with `None` removes) one config key, in one transaction.
-    pub fn set_instance_config_key(
+    pub(in crate::engine) fn set_instance_config_key(
         &self,
         name: &str,
         key: &str,
@@ -179,7 +179,7 @@ impl Db {
 
     /// Renames the row and its snapshots' rows, and records the rename as in flight, in one
     /// transaction: the files follow, then [`Db::end_instance_rename`].
-    pub fn begin_instance_rename(&self, old: &str, new: &str) -> Result<()> {
+    pub(in crate::engine) fn begin_instance_rename(&self, old: &str, new: &str) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let res = tx.execute(
@@ -210,7 +210,7 @@ impl Db {
     }
 
     /// Undoes [`Db::begin_instance_rename`] (its files could not follow).
-    pub fn undo_instance_rename(&self, old: &str, new: &str) -> Result<()> {
+    pub(in crate::engine) fn undo_instance_rename(&self, old: &str, new: &str) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -227,14 +227,14 @@ impl Db {
     }
 
     /// The rename of `old` is complete.
-    pub fn end_instance_rename(&self, old: &str) -> Result<()> {
+    pub(in crate::engine) fn end_instance_rename(&self, old: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM instance_renames WHERE old = ?1", [old])?;
         Ok(())
     }
 
     /// Renames in flight, as (old, new).
-    pub fn instance_renames(&self) -> Result<Vec<(String, String)>> {
+    pub(in crate::engine) fn instance_renames(&self) -> Result<Vec<(String, String)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT old, new FROM instance_renames")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -242,14 +242,14 @@ impl Db {
     }
 
     /// Names of instances whose delete began (their row stays until their files are gone).
-    pub fn deleting_instances(&self) -> Result<Vec<String>> {
+    pub(in crate::engine) fn deleting_instances(&self) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name FROM instances WHERE state = 'deleting'")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn delete_instance(&self, name: &str) -> Result<()> {
+    pub(in crate::engine) fn delete_instance(&self, name: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM instances WHERE name = ?1", [name])?;
         Ok(())
@@ -260,7 +260,7 @@ impl Db {
 mod tests {
     use super::*;
 
-    pub fn row(name: &str) -> InstanceRow {
+    pub(in crate::engine) fn row(name: &str) -> InstanceRow {
         InstanceRow {
             name: name.into(),
             kind: "container".into(),

@@ -56,7 +56,12 @@ pub struct Intent {
 }
 
 impl Db {
-    pub fn record_intent(&self, kind: IntentKind, pool: &str, name: &str) -> Result<()> {
+    pub(in crate::engine) fn record_intent(
+        &self,
+        kind: IntentKind,
+        pool: &str,
+        name: &str,
+    ) -> Result<()> {
         self.conn().execute(
             "INSERT OR IGNORE INTO intents (kind, pool, name) VALUES (?1, ?2, ?3)",
             params![kind.as_str(), pool, name],
@@ -64,7 +69,12 @@ impl Db {
         Ok(())
     }
 
-    pub fn clear_intent(&self, kind: IntentKind, pool: &str, name: &str) -> Result<()> {
+    pub(in crate::engine) fn clear_intent(
+        &self,
+        kind: IntentKind,
+        pool: &str,
+        name: &str,
+    ) -> Result<()> {
         self.conn().execute(
             "DELETE FROM intents WHERE kind = ?1 AND pool = ?2 AND name = ?3",
             params![kind.as_str(), pool, name],
@@ -73,7 +83,7 @@ impl Db {
     }
 
     /// Every intent left, oldest first.
-    pub fn intents(&self) -> Result<Vec<Intent>> {
+    pub(in crate::engine) fn intents(&self) -> Result<Vec<Intent>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT kind, pool, name FROM intents ORDER BY rowid")?;
         let rows = stmt.query_map([], |r| {

@@ -130,7 +130,7 @@ pub struct Db {
 
 impl Db {
     /// Opens (creating) the database at `path` and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(in crate::engine) fn open(path: &Path) -> Result<Self> {
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -142,7 +142,7 @@ impl Db {
     }
 
     /// The connection, for one short call or transaction.
-    pub fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(in crate::engine) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

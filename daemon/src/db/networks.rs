@@ -15,7 +15,7 @@ pub struct NetworkRow {
 }
 
 impl Db {
-    pub fn network(&self, name: &str) -> Result<Option<NetworkRow>> {
+    pub(in crate::engine) fn network(&self, name: &str) -> Result<Option<NetworkRow>> {
         let conn = self.conn();
         Ok(conn
             .query_row(
@@ -26,12 +26,12 @@ impl Db {
             .optional()?)
     }
 
-    pub fn network_or_404(&self, name: &str) -> Result<NetworkRow> {
+    pub(in crate::engine) fn network_or_404(&self, name: &str) -> Result<NetworkRow> {
         self.network(name)?
             .ok_or_else(|| DaemonError::NotFound("Network not found".into()))
     }
 
-    pub fn networks(&self) -> Result<Vec<NetworkRow>> {
+    pub(in crate::engine) fn networks(&self) -> Result<Vec<NetworkRow>> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare("SELECT name, type, description, config FROM networks ORDER BY name")?;
@@ -42,7 +42,7 @@ impl Db {
     }
 
     /// Creates a network; a taken name is a conflict.
-    pub fn insert_network(&self, n: &NetworkRow) -> Result<()> {
+    pub(in crate::engine) fn insert_network(&self, n: &NetworkRow) -> Result<()> {
         let res = self.conn().execute(
             "INSERT INTO networks (name, type, description, config) VALUES (?1, ?2, ?3, ?4)",
             params![n.name, n.kind, n.put.description, to_json(&n.put.config)],
@@ -60,7 +60,7 @@ impl Db {
         }
     }
 
-    pub fn update_network(&self, name: &str, put: &NetworkPut) -> Result<()> {
+    pub(in crate::engine) fn update_network(&self, name: &str, put: &NetworkPut) -> Result<()> {
         let n = self.conn().execute(
             "UPDATE networks SET description = ?2, config = ?3 WHERE name = ?1",
             params![name, put.description, to_json(&put.config)],
@@ -71,7 +71,7 @@ impl Db {
         Ok(())
     }
 
-    pub fn delete_network(&self, name: &str) -> Result<()> {
+    pub(in crate::engine) fn delete_network(&self, name: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM networks WHERE name = ?1", [name])?;
         Ok(())

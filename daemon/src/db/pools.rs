@@ -20,7 +20,7 @@ pub struct PoolRow {
 
 impl PoolRow {
     /// What the storage crate needs of the pool.
-    pub fn record(&self) -> PoolRecord {
+    pub(in crate::engine) fn record(&self) -> PoolRecord {
         PoolRecord {
             name: self.name.clone(),
             driver: self.driver.clone(),
@@ -29,7 +29,7 @@ impl PoolRow {
     }
 
     /// The row of a pool the storage crate made.
-    pub fn from_record(rec: PoolRecord, description: String) -> Self {
+    pub(in crate::engine) fn from_record(rec: PoolRecord, description: String) -> Self {
         PoolRow {
             name: rec.name,
             driver: rec.driver,
@@ -49,7 +49,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PoolRow> {
 }
 
 impl Db {
-    pub fn pool(&self, name: &str) -> Result<Option<PoolRow>> {
+    pub(in crate::engine) fn pool(&self, name: &str) -> Result<Option<PoolRow>> {
         let conn = self.conn();
         Ok(conn
             .query_row(
@@ -61,12 +61,12 @@ impl Db {
     }
 
     /// Pool `name`, or LXD's 404.
-    pub fn pool_or_404(&self, name: &str) -> Result<PoolRow> {
+    pub(in crate::engine) fn pool_or_404(&self, name: &str) -> Result<PoolRow> {
         self.pool(name)?
             .ok_or_else(|| DaemonError::NotFound("Storage pool not found".into()))
     }
 
-    pub fn pools(&self) -> Result<Vec<PoolRow>> {
+    pub(in crate::engine) fn pools(&self) -> Result<Vec<PoolRow>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare("SELECT name, driver, description, config FROM storage_pools ORDER BY name")?;
@@ -76,14 +76,14 @@ impl Db {
         Ok(rows)
     }
 
-    pub fn delete_pool(&self, name: &str) -> Result<()> {
+    pub(in crate::engine) fn delete_pool(&self, name: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM storage_pools WHERE name = ?1", [name])?;
         Ok(())
     }
 
     /// Records a new pool; a name taken is LXD's 409.
-    pub fn insert_pool(&self, pool: &PoolRow) -> Result<()> {
+    pub(in crate::engine) fn insert_pool(&self, pool: &PoolRow) -> Result<()> {
         let res = self.conn().execute(
             "INSERT INTO storage_pools (name, driver, description, config) VALUES (?1, ?2, ?3, ?4)",
             params![
@@ -107,7 +107,7 @@ impl Db {
     }
 
     /// Description and config of pool `name`.
-    pub fn update_pool(&self, pool: &PoolRow) -> Result<()> {
+    pub(in crate::engine) fn update_pool(&self, pool: &PoolRow) -> Result<()> {
         self.conn().execute(
             "UPDATE storage_pools SET description = ?2, config = ?3 WHERE name = ?1",
             params![pool.name, pool.description, to_json(&pool.config)],

@@ -7,7 +7,7 @@ use super::{from_json, to_json, Db};
 use crate::error::{DaemonError, Result};
 
 impl Db {
-    pub fn profile(&self, name: &str) -> Result<Option<ProfilePut>> {
+    pub(in crate::engine) fn profile(&self, name: &str) -> Result<Option<ProfilePut>> {
         let conn = self.conn();
         Ok(conn
             .query_row(
@@ -24,12 +24,12 @@ impl Db {
             .optional()?)
     }
 
-    pub fn profile_or_404(&self, name: &str) -> Result<ProfilePut> {
+    pub(in crate::engine) fn profile_or_404(&self, name: &str) -> Result<ProfilePut> {
         self.profile(name)?
             .ok_or_else(|| DaemonError::NotFound("Profile not found".into()))
     }
 
-    pub fn profile_names(&self) -> Result<Vec<String>> {
+    pub(in crate::engine) fn profile_names(&self) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name FROM profiles ORDER BY name")?;
         let names = stmt
@@ -39,7 +39,7 @@ impl Db {
     }
 
     /// Creates a profile; a taken name is a conflict.
-    pub fn insert_profile(&self, name: &str, put: &ProfilePut) -> Result<()> {
+    pub(in crate::engine) fn insert_profile(&self, name: &str, put: &ProfilePut) -> Result<()> {
         let res = self.conn().execute(
             "INSERT INTO profiles (name, description, config, devices) VALUES (?1, ?2, ?3, ?4)",
             params![
@@ -59,7 +59,7 @@ impl Db {
         }
     }
 
-    pub fn update_profile(&self, name: &str, put: &ProfilePut) -> Result<()> {
+    pub(in crate::engine) fn update_profile(&self, name: &str, put: &ProfilePut) -> Result<()> {
         let n = self.conn().execute(
             "UPDATE profiles SET description = ?2, config = ?3, devices = ?4 WHERE name = ?1",
             params![
@@ -75,7 +75,7 @@ impl Db {
         Ok(())
     }
 
-    pub fn rename_profile(&self, old: &str, new: &str) -> Result<()> {
+    pub(in crate::engine) fn rename_profile(&self, old: &str, new: &str) -> Result<()> {
         let res = self.conn().execute(
             "UPDATE profiles SET name = ?2 WHERE name = ?1",
             params![old, new],
@@ -90,14 +90,14 @@ impl Db {
         }
     }
 
-    pub fn delete_profile(&self, name: &str) -> Result<()> {
+    pub(in crate::engine) fn delete_profile(&self, name: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM profiles WHERE name = ?1", [name])?;
         Ok(())
     }
 
     /// A profile with the instances that use it.
-    pub fn full_profile(&self, name: &str) -> Result<Profile> {
+    pub(in crate::engine) fn full_profile(&self, name: &str) -> Result<Profile> {
         let put = self.profile_or_404(name)?;
         let used_by = self
             .instances()?

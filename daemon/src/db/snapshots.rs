@@ -40,7 +40,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
 }
 
 impl Db {
-    pub fn insert_snapshot(&self, s: &SnapshotRow) -> Result<()> {
+    pub(in crate::engine) fn insert_snapshot(&self, s: &SnapshotRow) -> Result<()> {
         let res = self.conn().execute(
             &format!(
                 "INSERT INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
@@ -70,7 +70,7 @@ impl Db {
         }
     }
 
-    pub fn snapshots(&self, instance: &str) -> Result<Vec<SnapshotRow>> {
+    pub(in crate::engine) fn snapshots(&self, instance: &str) -> Result<Vec<SnapshotRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM snapshots WHERE instance = ?1 ORDER BY created_at, name"
@@ -81,7 +81,7 @@ impl Db {
         Ok(rows)
     }
 
-    pub fn snapshot(&self, instance: &str, name: &str) -> Result<SnapshotRow> {
+    pub(in crate::engine) fn snapshot(&self, instance: &str, name: &str) -> Result<SnapshotRow> {
         let conn = self.conn();
         conn.query_row(
             &format!("SELECT {COLUMNS} FROM snapshots WHERE instance = ?1 AND name = ?2"),
@@ -92,7 +92,12 @@ impl Db {
         .ok_or_else(|| DaemonError::NotFound("Snapshot not found".into()))
     }
 
-    pub fn rename_snapshot(&self, instance: &str, old: &str, new: &str) -> Result<()> {
+    pub(in crate::engine) fn rename_snapshot(
+        &self,
+        instance: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<()> {
         let res = self.conn().execute(
             "UPDATE snapshots SET name = ?3 WHERE instance = ?1 AND name = ?2",
             params![instance, old, new],
@@ -109,7 +114,7 @@ impl Db {
         }
     }
 
-    pub fn delete_snapshot(&self, instance: &str, name: &str) -> Result<()> {
+    pub(in crate::engine) fn delete_snapshot(&self, instance: &str, name: &str) -> Result<()> {
         self.conn().execute(
             "DELETE FROM snapshots WHERE instance = ?1 AND name = ?2",
             [instance, name],
@@ -118,7 +123,7 @@ impl Db {
     }
 
     /// Moves an instance's snapshots to its new name.
-    pub fn delete_instance_snapshots(&self, instance: &str) -> Result<()> {
+    pub(in crate::engine) fn delete_instance_snapshots(&self, instance: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM snapshots WHERE instance = ?1", [instance])?;
         Ok(())

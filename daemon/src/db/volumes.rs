@@ -18,7 +18,7 @@ pub struct VolumeRow {
 }
 
 impl Db {
-    pub fn insert_volume(&self, v: &VolumeRow) -> Result<()> {
+    pub(in crate::engine) fn insert_volume(&self, v: &VolumeRow) -> Result<()> {
         let res = self.conn().execute(
             "INSERT INTO volumes (pool, name, description, config, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![v.pool, v.name, v.description, to_json(&v.config), v.created_at],
@@ -36,7 +36,7 @@ impl Db {
         }
     }
 
-    pub fn volume(&self, pool: &str, name: &str) -> Result<VolumeRow> {
+    pub(in crate::engine) fn volume(&self, pool: &str, name: &str) -> Result<VolumeRow> {
         let conn = self.conn();
         conn.query_row("SELECT pool, name, description, config, created_at FROM volumes WHERE pool = ?1 AND name = ?2", [pool, name], |r| {
             Ok(VolumeRow { pool: r.get(0)?, name: r.get(1)?, description: r.get(2)?, config: from_json(&r.get::<_, String>(3)?), created_at: r.get(4)? })
@@ -45,7 +45,7 @@ impl Db {
         .ok_or_else(|| DaemonError::NotFound("Storage volume not found".into()))
     }
 
-    pub fn volumes(&self, pool: &str) -> Result<Vec<VolumeRow>> {
+    pub(in crate::engine) fn volumes(&self, pool: &str) -> Result<Vec<VolumeRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT pool, name, description, config, created_at FROM volumes WHERE pool = ?1 ORDER BY name")?;
         let rows = stmt
@@ -63,7 +63,7 @@ impl Db {
     }
 
     /// Description and config of volume `name` of `pool`.
-    pub fn update_volume(&self, v: &VolumeRow) -> Result<()> {
+    pub(in crate::engine) fn update_volume(&self, v: &VolumeRow) -> Result<()> {
         self.conn().execute(
             "UPDATE volumes SET description = ?3, config = ?4 WHERE pool = ?1 AND name = ?2",
             params![v.pool, v.name, v.description, to_json(&v.config)],
@@ -71,7 +71,7 @@ impl Db {
         Ok(())
     }
 
-    pub fn delete_volume(&self, pool: &str, name: &str) -> Result<()> {
+    pub(in crate::engine) fn delete_volume(&self, pool: &str, name: &str) -> Result<()> {
         self.conn().execute(
             "DELETE FROM volumes WHERE pool = ?1 AND name = ?2",
             [pool, name],

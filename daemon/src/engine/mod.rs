@@ -128,8 +128,8 @@ impl Engine {
     }
 }
 
-/// TEMPORARY, while handlers move into engine methods: lets unconverted code reach the
-/// daemon's state. Removed when no code in `api/` needs it.
+/// Engine code reads the daemon's state through the engine. The state's fields, methods
+/// and database are visible to `engine/` only, so from anywhere else this reaches nothing.
 impl std::ops::Deref for Engine {
     type Target = Daemon;
     fn deref(&self) -> &Daemon {
@@ -305,5 +305,21 @@ pub mod testing {
 
     pub fn reconcile(e: &Engine) {
         super::reconcile(&e.d).unwrap();
+    }
+
+    /// Records the `default` pool with `driver` in the database of state dir `dir`, before
+    /// a daemon opens it.
+    pub fn record_default_pool(dir: &std::path::Path, driver: &str) {
+        std::fs::create_dir_all(dir.join("database")).expect("database dir");
+        crate::db::Db::open(&dir.join("database/local.db"))
+            .and_then(|db| {
+                db.insert_pool(&crate::db::pools::PoolRow {
+                    name: "default".into(),
+                    driver: driver.into(),
+                    description: String::new(),
+                    config: Default::default(),
+                })
+            })
+            .expect("default pool");
     }
 }

@@ -13,10 +13,6 @@ use sha2::{Digest, Sha256};
 use super::{blocking, Engine};
 use crate::error::{DaemonError, Result};
 
-/// Every driver the storage crate has (`open_driver` matches the same names). One constant
-/// until the storage crate answers the list itself.
-const STORAGE_DRIVERS: &[&str] = &["dir", "btrfs", "zfs"];
-
 /// The server config as `GET /1.0` shows it: write-only keys as `true`.
 pub type RenderedConfig = BTreeMap<String, Value>;
 
@@ -64,10 +60,10 @@ impl Engine {
                 server_version: "5.0.2".into(),
                 storage,
                 storage_version: "1".into(),
-                storage_supported_drivers: STORAGE_DRIVERS
+                storage_supported_drivers: hutch_storage::supported_drivers()
                     .iter()
-                    .map(|n| StorageDriverInfo {
-                        name: n.to_string(),
+                    .map(|d| StorageDriverInfo {
+                        name: d.name.to_string(),
                         version: "1".into(),
                         remote: false,
                     })
