@@ -58,6 +58,14 @@ pub struct StorageVolumePut {
     pub config: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub description: String,
+    /// `PUT` only: replace the volume's content with this snapshot's (`lxc storage volume
+    /// restore`); every other field is ignored then.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub restore: String,
 }
 
 /// A volume of a pool: an instance's (`container`), an image's (`image`, named by its

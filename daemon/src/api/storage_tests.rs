@@ -413,6 +413,16 @@ async fn volumes_are_snapshotted_copied_renamed_and_moved() {
     );
     done(&api, Method::DELETE, &format!("{v1}/snapshots/snap0"), None).await;
     std::fs::write(root.join("default/custom/v1/data"), "two").unwrap();
+    // Restore (`lxc storage volume restore`): the snapshot's content comes back; a missing
+    // snapshot is 404 and changes nothing.
+    ok(&api, Method::PUT, &v1, Some(json!({"restore": "s0"}))).await;
+    assert_eq!(
+        std::fs::read_to_string(root.join("default/custom/v1/data")).unwrap(),
+        "one"
+    );
+    let (code, _) = error(&api, Method::PUT, &v1, Some(json!({"restore": "nope"}))).await;
+    assert_eq!(code, 404);
+    std::fs::write(root.join("default/custom/v1/data"), "two").unwrap();
 
     // Copies: whole, and from a snapshot.
     let copy = json!({"name": "v2", "source": {"type": "copy", "name": "v1"}});

@@ -161,6 +161,7 @@ impl Engine {
         let put = StorageVolumePut {
             config: row.config,
             description: row.description,
+            restore: String::new(),
         };
         let plan = plan_copy(&self.d, pool, name, false, &req.pool, &new_name, put)?;
         let (d, pool, name) = (self.d.clone(), pool.to_string(), name.to_string());

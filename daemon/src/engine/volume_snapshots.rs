@@ -25,7 +25,7 @@ fn snapshot_object(name: &str) -> StorageVolumeSnapshot {
 
 /// The pool and volume of snapshot `snap` of custom volume `name` of `pool`, which must
 /// exist.
-fn existing_snapshot(
+pub(super) fn existing_snapshot(
     d: &Daemon,
     pool: &str,
     name: &str,

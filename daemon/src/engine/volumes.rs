@@ -117,6 +117,7 @@ fn custom_object(v: VolumeRow, used_by: Vec<String>) -> StorageVolume {
         put: StorageVolumePut {
             config: v.config,
             description: v.description,
+            restore: String::new(),
         },
         content_type: "filesystem".into(),
         location: "none".into(),
@@ -370,8 +371,12 @@ impl Engine {
         let current = StorageVolumePut {
             config: row.config.clone(),
             description: row.description.clone(),
+            restore: String::new(),
         };
         check_version(if_match, &version_of(&current))?;
+        if !put.restore.is_empty() {
+            return self.restore_storage_volume(pool, name, &put.restore).await;
+        }
         let (description, config) = if patch {
             let mut config = row.config.clone();
             for (k, v) in put.config {
@@ -403,6 +408,30 @@ impl Engine {
             })
         })
         .await
+    }
+
+    /// Replaces a custom volume's content with its snapshot `snap`'s; refused while a
+    /// running instance uses the volume.
+    async fn restore_storage_volume(&self, pool: &str, name: &str, snap: &str) -> Result<()> {
+        let (p, snap_vol) = super::volume_snapshots::existing_snapshot(&self.d, pool, name, snap)?;
+        let running = volume_users(&instance_devices(&self.d)?, pool, name)
+            .into_iter()
+            .any(|i| {
+                super::runtime_status(&self.d, &i).0 != hutch_api::operation::StatusCode::Stopped
+            });
+        if running {
+            return Err(DaemonError::Conflict(
+                "Cannot restore a volume that a running instance uses".into(),
+            ));
+        }
+        let vol = custom_vol(name);
+        blocking(move || Ok(p.restore(&vol, &snap_vol)?)).await?;
+        self.d.events.lifecycle(
+            "storage-volume-restored",
+            &volume_url(pool, name),
+            json!({}),
+        );
+        Ok(())
     }
 
     /// `DELETE .../volumes/custom/<name>`: refused while an instance uses it.
