@@ -78,7 +78,7 @@ async fn export(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Res
                 format!("attachment;filename={filename}"),
             ),
         ],
-        Body::from_stream(super::file_stream(file)),
+        Body::from_stream(file),
     )
         .into_response())
 }

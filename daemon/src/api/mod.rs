@@ -223,34 +223,3 @@ pub fn recursion(q: &std::collections::HashMap<String, String>) -> u8 {
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DaemonError> {
     serde_json::from_slice(body).map_err(|e| DaemonError::BadRequest(format!("Invalid JSON: {e}")))
 }
-
-/// A file as a stream of body chunks, for downloads: one blocking reader per download
-/// feeding a small channel (a thread hop per chunk, as tokio::fs does, costs more).
-pub fn file_stream(
-    file: std::fs::File,
-) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut file = file;
-        loop {
-            let mut buf = vec![0u8; 1 << 20];
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if tx.blocking_send(Ok(buf)).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
-            }
-        }
-    });
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
-}

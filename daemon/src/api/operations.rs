@@ -92,3 +92,40 @@ async fn websocket(
         })
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::api::testing::TestApi;
+
+    #[tokio::test]
+    async fn operations_are_listed_waited_on_and_missing_ones_are_404() {
+        let api = TestApi::new().await;
+        for (method, uri) in [
+            (Method::GET, "/1.0/operations/none"),
+            (Method::DELETE, "/1.0/operations/none"),
+            (Method::GET, "/1.0/operations/none/wait"),
+        ] {
+            let (status, body) = api.call(method, uri, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+            assert_eq!(body["error"], "Operation not found");
+        }
+        // A failing task: listed under its status, waited on, not cancellable.
+        let (status, accepted) = api.call(Method::POST, "/1.0/images", Some(json!({}))).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let op = api.wait(&accepted).await;
+        assert_eq!(op["status"], "Failure");
+        let url = accepted["operation"].as_str().unwrap().to_string();
+        let (status, one) = api.call(Method::GET, &url, None).await;
+        assert_eq!(
+            (status, one["metadata"]["id"].clone()),
+            (StatusCode::OK, op["id"].clone())
+        );
+        let (_, list) = api.call(Method::GET, "/1.0/operations", None).await;
+        assert_eq!(list["metadata"]["failure"], json!([url.clone()]));
+        let (status, body) = api.call(Method::DELETE, &url, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+}

@@ -9,6 +9,7 @@ use hutch_api::image::{Image, ImageAlias, ImageAliasPut, ImageAliasRef, ImagePut
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::files::FileStream;
 use super::images::Upload;
 use super::{blocking, Engine, Versioned};
 use crate::daemon::{image_vol, Daemon};
@@ -186,8 +187,8 @@ impl Engine {
         ))
     }
 
-    /// The image's file, opened for download, and the name to offer it under.
-    pub fn export_image(&self, fingerprint: &str) -> Result<(std::fs::File, String)> {
+    /// The image's file, streamed for download, and the name to offer it under.
+    pub fn export_image(&self, fingerprint: &str) -> Result<(FileStream, String)> {
         let row = self.d.db.image_by_prefix(fingerprint)?;
         let path = self.d.image_file(&row.fingerprint);
         if path
@@ -204,7 +205,7 @@ impl Engine {
         } else {
             row.filename
         };
-        Ok((file, name))
+        Ok((FileStream::new(file), name))
     }
 
     /// Starts receiving an upload: one unified tarball, or (`split`) metadata then rootfs.

@@ -54,7 +54,8 @@ pub struct FileStream {
 }
 
 impl FileStream {
-    fn new(file: std::fs::File) -> Self {
+    /// Streams `file` from its current offset to its end.
+    pub(crate) fn new(file: std::fs::File) -> Self {
         let (tx, rx) = mpsc::channel(8);
         tokio::task::spawn_blocking(move || {
             let mut file = file;
