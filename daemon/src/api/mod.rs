@@ -163,24 +163,6 @@ pub fn accepted(op: &Arc<OpEntry>) -> Response {
     resp
 }
 
-/// Runs `work` as a task operation and answers 202 at once.
-pub fn run_task<F>(
-    d: &AppState,
-    description: &str,
-    resources: std::collections::BTreeMap<String, Vec<String>>,
-    work: F,
-) -> Response
-where
-    F: std::future::Future<Output = Result<(), DaemonError>> + Send + 'static,
-{
-    let op = d
-        .operations()
-        .create("task", description, resources, Value::Null);
-    d.operations()
-        .run(op.clone(), async move { work.await.map(|()| None) });
-    accepted(&op)
-}
-
 /// A stable digest of a value, for ETags.
 pub fn etag<T: Serialize>(value: &T) -> String {
     crate::engine::etag(value)
@@ -211,7 +193,12 @@ pub fn operation(
     resources: std::collections::BTreeMap<String, Vec<String>>,
     work: crate::engine::Work,
 ) -> Response {
-    run_task(d, description, resources, work)
+    let op = d
+        .operations()
+        .create("task", description, resources, Value::Null);
+    d.operations()
+        .run(op.clone(), async move { work.await.map(|()| None) });
+    accepted(&op)
 }
 
 /// `recursion` query value (0 when missing or malformed).
