@@ -176,11 +176,6 @@ pub fn if_match(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Refuses a write whose If-Match does not match the current ETag.
-pub fn check_if_match<T: Serialize>(headers: &HeaderMap, current: &T) -> Result<(), DaemonError> {
-    crate::engine::check_version(if_match(headers).as_deref(), current)
-}
-
 /// A sync 200 with the object and the ETag of its version.
 pub fn versioned<T: Serialize>(v: crate::engine::Versioned<T>) -> Response {
     sync_etag(v.object, &v.version)

@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use hutch_api::network::{NetworkPatch, NetworkPost, NetworkPut, NetworksPost};
 
-use super::{check_if_match, created, empty, parse_json, sync, sync_etag};
+use super::{created, empty, if_match, parse_json, sync, sync_etag};
 use crate::daemon::AppState;
 use crate::error::Result;
 
@@ -66,8 +66,7 @@ async fn put(
     body: Bytes,
 ) -> Result<Response> {
     let req: NetworkPut = parse_json(&body)?;
-    e.update_network(&name, req, move |current| check_if_match(&headers, current))
-        .await?;
+    e.update_network(&name, req, if_match(&headers)).await?;
     Ok(empty())
 }
 
@@ -78,8 +77,7 @@ async fn patch(
     body: Bytes,
 ) -> Result<Response> {
     let req: NetworkPatch = parse_json(&body)?;
-    e.patch_network(&name, req, move |current| check_if_match(&headers, current))
-        .await?;
+    e.patch_network(&name, req, if_match(&headers)).await?;
     Ok(empty())
 }
 

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use hutch_api::profile::{ProfilePatch, ProfilePost, ProfilePut, ProfilesPost};
 
-use super::{check_if_match, created, empty, parse_json, sync, sync_etag};
+use super::{created, empty, if_match, parse_json, sync, sync_etag};
 use crate::daemon::AppState;
 use crate::error::Result;
 
@@ -59,8 +59,7 @@ async fn put(
     body: Bytes,
 ) -> Result<Response> {
     let req: ProfilePut = parse_json(&body)?;
-    e.update_profile(&name, req, move |current| check_if_match(&headers, current))
-        .await?;
+    e.update_profile(&name, req, if_match(&headers)).await?;
     Ok(empty())
 }
 
@@ -71,8 +70,7 @@ async fn patch(
     body: Bytes,
 ) -> Result<Response> {
     let req: ProfilePatch = parse_json(&body)?;
-    e.patch_profile(&name, req, move |current| check_if_match(&headers, current))
-        .await?;
+    e.patch_profile(&name, req, if_match(&headers)).await?;
     Ok(empty())
 }
 
@@ -155,6 +153,59 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let (_, body) = api.call(Method::GET, "/1.0/profiles", None).await;
         assert_eq!(body["metadata"], json!(["/1.0/profiles/default"]));
+    }
+
+    #[tokio::test]
+    async fn a_rename_carries_the_instances_that_use_the_profile() {
+        let api = TestApi::new().await;
+        let p1 = json!({"name": "p1", "config": {"limits.memory": "1GiB"}});
+        let (status, _) = api.call(Method::POST, "/1.0/profiles", Some(p1)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let fingerprint = api.tiny_image().await;
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/1.0/instances",
+                Some(json!({
+                    "name": "c1",
+                    "profiles": ["default", "p1"],
+                    "source": {"type": "image", "fingerprint": fingerprint},
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(api.wait(&body).await["status"], "Success");
+        let snap = json!({"name": "s0"});
+        let (_, body) = api
+            .call(Method::POST, "/1.0/instances/c1/snapshots", Some(snap))
+            .await;
+        assert_eq!(api.wait(&body).await["status"], "Success");
+
+        let rename = json!({"name": "p2"});
+        let (status, _) = api
+            .call(Method::POST, "/1.0/profiles/p1", Some(rename))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (_, body) = api.call(Method::GET, "/1.0/instances/c1", None).await;
+        assert_eq!(body["metadata"]["profiles"], json!(["default", "p2"]));
+        assert_eq!(body["metadata"]["expanded_config"]["limits.memory"], "1GiB");
+        let (_, body) = api
+            .call(Method::GET, "/1.0/instances/c1/snapshots/s0", None)
+            .await;
+        assert_eq!(body["metadata"]["profiles"], json!(["default", "p2"]));
+        let (_, body) = api.call(Method::GET, "/1.0/profiles/p2", None).await;
+        assert_eq!(body["metadata"]["used_by"], json!(["/1.0/instances/c1"]));
+        // Taken names are refused and change nothing.
+        let (status, _) = api
+            .call(
+                Method::POST,
+                "/1.0/profiles/p2",
+                Some(json!({"name": "default"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let (_, body) = api.call(Method::GET, "/1.0/instances/c1", None).await;
+        assert_eq!(body["metadata"]["profiles"], json!(["default", "p2"]));
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use hutch_api::server::ServerPut;
 
-use super::{check_if_match, empty, parse_json, recursion, sync, sync_etag};
+use super::{empty, if_match, parse_json, recursion, sync, sync_etag};
 use crate::daemon::AppState;
 use crate::error::Result;
 
@@ -39,7 +39,7 @@ async fn merge(State(e): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
 
 async fn update(e: AppState, headers: HeaderMap, body: Bytes, merge: bool) -> Result<Response> {
     let put: ServerPut = parse_json(&body)?;
-    e.update_server_config(put, merge, move |current| check_if_match(&headers, current))
+    e.update_server_config(put, merge, if_match(&headers))
         .await?;
     Ok(empty())
 }

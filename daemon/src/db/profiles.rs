@@ -75,8 +75,12 @@ impl Db {
         Ok(())
     }
 
+    /// Renames a profile and, in the same transaction, every instance's and snapshot's
+    /// reference to it (LXD keeps references by id, so its renames carry them along).
     pub(in crate::engine) fn rename_profile(&self, old: &str, new: &str) -> Result<()> {
-        let res = self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let res = tx.execute(
             "UPDATE profiles SET name = ?2 WHERE name = ?1",
             params![old, new],
         );
@@ -84,10 +88,31 @@ impl Db {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(DaemonError::Conflict("The profile already exists".into()))
+                return Err(DaemonError::Conflict("The profile already exists".into()));
             }
-            other => other.map(|_| ()).map_err(Into::into),
+            other => other?,
+        };
+        for table in ["instances", "snapshots"] {
+            let rows: Vec<(i64, String)> = tx
+                .prepare(&format!("SELECT rowid, profiles FROM {table}"))?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (rowid, json) in rows {
+                let mut profiles: Vec<String> = from_json(&json);
+                if !profiles.iter().any(|p| p == old) {
+                    continue;
+                }
+                for p in profiles.iter_mut().filter(|p| *p == old) {
+                    *p = new.to_string();
+                }
+                tx.execute(
+                    &format!("UPDATE {table} SET profiles = ?2 WHERE rowid = ?1"),
+                    params![rowid, to_json(&profiles)],
+                )?;
+            }
         }
+        tx.commit()?;
+        Ok(())
     }
 
     pub(in crate::engine) fn delete_profile(&self, name: &str) -> Result<()> {

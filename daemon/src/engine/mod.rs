@@ -96,7 +96,7 @@ impl Engine {
     /// Before the API answers: finishes what a crash interrupted, makes sure the default
     /// profile exists, brings managed networks up and re-attaches proxies.
     pub async fn recover(&self) -> Result<()> {
-        reconcile(&self.d)?;
+        self.finish_interrupted()?;
         self.ensure_default_profile()?;
         let d = self.clone();
         blocking(move || {
@@ -106,6 +106,12 @@ impl Engine {
         .await?;
         devices::restore_proxies(self).await;
         Ok(())
+    }
+
+    /// Finishes what a crash interrupted (creates rolled back, deletes, renames and
+    /// recorded intents finished), so that nothing acts on half-made state.
+    pub fn finish_interrupted(&self) -> Result<()> {
+        reconcile(&self.d)
     }
 
     /// The daemon's background work: network supervision, autostart, scheduled snapshots.

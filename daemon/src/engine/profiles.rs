@@ -5,7 +5,7 @@ use hutch_api::profile::{Profile, ProfilePatch, ProfilePost, ProfilePut, Profile
 use serde_json::json;
 
 use super::devices::validate_devices;
-use super::{blocking, Engine};
+use super::{blocking, check_version, Engine};
 use crate::error::{DaemonError, Result};
 
 /// The profile every instance gets unless it asks otherwise; it can be neither renamed nor
@@ -68,18 +68,18 @@ impl Engine {
         .await
     }
 
-    /// `PUT /1.0/profiles/<name>`, once `precondition` (the client's ETag) accepts the
+    /// `PUT /1.0/profiles/<name>`, when `if_match` (the client's ETag, if any) names the
     /// current profile.
     pub async fn update_profile(
         &self,
         name: &str,
         put: ProfilePut,
-        precondition: impl FnOnce(&ProfilePut) -> Result<()> + Send + 'static,
+        if_match: Option<String>,
     ) -> Result<()> {
         let (e, name) = (self.clone(), name.to_string());
         blocking(move || {
             let current = e.d.db.profile_or_404(&name)?;
-            precondition(&current)?;
+            check_version(if_match.as_deref(), &current)?;
             store(&e, &name, &put)
         })
         .await
@@ -90,12 +90,12 @@ impl Engine {
         &self,
         name: &str,
         patch: ProfilePatch,
-        precondition: impl FnOnce(&ProfilePut) -> Result<()> + Send + 'static,
+        if_match: Option<String>,
     ) -> Result<()> {
         let (e, name) = (self.clone(), name.to_string());
         blocking(move || {
             let mut put = e.d.db.profile_or_404(&name)?;
-            precondition(&put)?;
+            check_version(if_match.as_deref(), &put)?;
             put.config.extend(patch.config.unwrap_or_default());
             put.devices.extend(patch.devices.unwrap_or_default());
             if let Some(desc) = patch.description {

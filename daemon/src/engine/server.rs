@@ -10,7 +10,7 @@ use hutch_api::warning::Warning;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{blocking, Engine};
+use super::{blocking, check_version, Engine};
 use crate::error::{DaemonError, Result};
 
 /// The server config as `GET /1.0` shows it: write-only keys as `true`.
@@ -73,20 +73,23 @@ impl Engine {
     }
 
     /// `PUT /1.0` (`merge` false: keys not named return to their defaults) or `PATCH /1.0`
-    /// (`merge`: only the keys named change). `precondition` sees the config as `GET`
-    /// showed it, inside the same transaction as the write (the API checks If-Match
-    /// there). Unknown keys and bad values are refused with LXD's message, storing
+    /// (`merge`: only the keys named change), when `if_match` (the client's ETag, if any)
+    /// names the config as `GET` shows it, checked inside the same transaction as the
+    /// write. Unknown keys and bad values are refused with LXD's message, storing
     /// nothing; a new trust password is stored hashed.
     pub async fn update_server_config(
         &self,
         put: ServerPut,
         merge: bool,
-        precondition: impl FnOnce(&RenderedConfig) -> Result<()> + Send + 'static,
+        if_match: Option<String>,
     ) -> Result<()> {
         let d = self.d.clone();
         let changed = blocking(move || {
             d.db.update_server_config(|current| {
-                precondition(&server_config::render_server_config(current))?;
+                check_version(
+                    if_match.as_deref(),
+                    &server_config::render_server_config(current),
+                )?;
                 let mut change = server_config::change_server_config(current, &put.config, merge)
                     .map_err(|e| DaemonError::BadRequest(e.to_string()))?;
                 for key in &change.changed {
@@ -342,7 +345,7 @@ mod engine_tests {
     use serde_json::json;
 
     use crate::api::testing::TestApi;
-    use crate::error::{DaemonError, ErrorKind};
+    use crate::error::ErrorKind;
     use hutch_api::server::ServerPut;
 
     fn put(v: serde_json::Value) -> ServerPut {
@@ -353,17 +356,15 @@ mod engine_tests {
     async fn the_trust_password_is_stored_hashed() {
         let api = TestApi::new().await;
         let e = &api.engine;
-        e.update_server_config(put(json!({"core.trust_password": "s3cret"})), true, |_| {
-            Ok(())
-        })
-        .await
-        .unwrap();
+        e.update_server_config(put(json!({"core.trust_password": "s3cret"})), true, None)
+            .await
+            .unwrap();
         let stored = e.d.db.server_config().unwrap();
         let hash = &stored["core.trust_password"];
         assert!(!hash.contains("s3cret"), "{hash}");
         assert!(super::password_matches(hash, "s3cret"));
         // Kept as it is when the client sends back what GET showed.
-        e.update_server_config(put(json!({"core.trust_password": true})), false, |_| Ok(()))
+        e.update_server_config(put(json!({"core.trust_password": true})), false, None)
             .await
             .unwrap();
         assert_eq!(
@@ -373,26 +374,26 @@ mod engine_tests {
     }
 
     #[tokio::test]
-    async fn a_failed_precondition_stores_nothing() {
+    async fn a_stale_version_stores_nothing() {
         let api = TestApi::new().await;
         let e = &api.engine;
+        let stale = Some("0000".to_string());
         let err = e
-            .update_server_config(put(json!({"user.a": "1"})), true, |shown| {
-                assert!(shown.is_empty());
-                Err(DaemonError::PreconditionFailed {
-                    server: "a".into(),
-                    client: "b".into(),
-                })
-            })
+            .update_server_config(put(json!({"user.a": "1"})), true, stale)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PreconditionFailed);
         assert!(e.d.db.server_config().unwrap().is_empty());
+        let current = Some(crate::engine::etag(&super::RenderedConfig::new()));
         let err = e
-            .update_server_config(put(json!({"nope": "1"})), true, |_| Ok(()))
+            .update_server_config(put(json!({"nope": "1"})), true, current.clone())
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        e.update_server_config(put(json!({"user.a": "1"})), true, current)
+            .await
+            .unwrap();
+        assert_eq!(e.d.db.server_config().unwrap()["user.a"], "1");
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! init's requests when no daemon runs: the daemon's router, over the state directory
 //! opened in this process, driven without a socket. The same handlers and rules as over
-//! the socket; nothing is served, started or reconciled.
+//! the socket; nothing is served or started.
 
 use std::path::{Path, PathBuf};
 
@@ -20,9 +20,9 @@ pub struct LocalApi {
 }
 
 impl LocalApi {
-    /// Opens the state directory (its pools mounted) and makes sure the default profile
-    /// exists, as a starting daemon does. Networks, proxies and the reconciliation of
-    /// what a crash left are the daemon's, at its next start.
+    /// Opens the state directory (its pools mounted), finishes what a crash interrupted and
+    /// makes sure the default profile exists, as a starting daemon does, so init never
+    /// builds on half-made state. Networks and proxies are the daemon's, at its next start.
     pub fn open(
         dir: &Path,
         hutchd: PathBuf,
@@ -40,6 +40,7 @@ impl LocalApi {
         // What the engine spawns while opening belongs to this runtime.
         let _entered = rt.enter();
         let state = Engine::new(Daemon::open(dir, hutchd, events).map_err(open)?);
+        state.finish_interrupted().map_err(open)?;
         state.ensure_default_profile().map_err(open)?;
         let router = crate::api::router(state);
         Ok(LocalApi { rt, router })

@@ -14,7 +14,7 @@ use crate::db::intents::IntentKind;
 use crate::db::networks::NetworkRow;
 use crate::engine::net_state::lock;
 use crate::engine::revert::Revert;
-use crate::engine::{blocking, Engine};
+use crate::engine::{blocking, check_version, Engine};
 use crate::error::{DaemonError, Result};
 
 impl Engine {
@@ -24,19 +24,19 @@ impl Engine {
         blocking(move || create(&e, req)).await
     }
 
-    /// `PUT /1.0/networks/<name>`: the new configuration, applied to the live bridge, once
-    /// `precondition` (the client's ETag) accepts the current one.
+    /// `PUT /1.0/networks/<name>`: the new configuration, applied to the live bridge, when
+    /// `if_match` (the client's ETag, if any) names the current one.
     pub async fn update_network(
         &self,
         name: &str,
         put: NetworkPut,
-        precondition: impl FnOnce(&NetworkPut) -> Result<()> + Send + 'static,
+        if_match: Option<String>,
     ) -> Result<()> {
         let (e, name) = (self.clone(), name.to_string());
         blocking(move || {
             let _ops = lock(&e.d.net.networks.ops);
             let row = e.d.db.network_or_404(&name)?;
-            precondition(&row.put)?;
+            check_version(if_match.as_deref(), &row.put)?;
             update(&e, row, put)
         })
         .await
@@ -48,13 +48,13 @@ impl Engine {
         &self,
         name: &str,
         patch: NetworkPatch,
-        precondition: impl FnOnce(&NetworkPut) -> Result<()> + Send + 'static,
+        if_match: Option<String>,
     ) -> Result<()> {
         let (e, name) = (self.clone(), name.to_string());
         blocking(move || {
             let _ops = lock(&e.d.net.networks.ops);
             let row = e.d.db.network_or_404(&name)?;
-            precondition(&row.put)?;
+            check_version(if_match.as_deref(), &row.put)?;
             let mut put = row.put.clone();
             put.config.extend(patch.config.unwrap_or_default());
             if let Some(desc) = patch.description {

@@ -172,21 +172,16 @@ async fn an_update_that_fails_puts_the_old_network_back() {
         description: "new".into(),
     };
     f.processes.fail_spawn(1);
-    e.update_network("hbr0", new.clone(), |_| Ok(()))
+    e.update_network("hbr0", new.clone(), None)
         .await
         .unwrap_err();
     assert_up(&e, &f, "hbr0", "10.71.0.1/24");
     assert_eq!(e.d.db.network("hbr0").unwrap().unwrap().put.description, "");
 
-    e.update_network("hbr0", new, |_| Ok(())).await.unwrap();
+    e.update_network("hbr0", new, None).await.unwrap();
     assert_up(&e, &f, "hbr0", "10.72.0.1/24");
     let refused = e
-        .update_network("hbr0", NetworkPut::default(), |_| {
-            Err(DaemonError::PreconditionFailed {
-                server: "a".into(),
-                client: "b".into(),
-            })
-        })
+        .update_network("hbr0", NetworkPut::default(), Some("stale".into()))
         .await
         .unwrap_err();
     assert!(matches!(refused, DaemonError::PreconditionFailed { .. }));
@@ -194,7 +189,7 @@ async fn an_update_that_fails_puts_the_old_network_back() {
         config: None,
         description: Some("patched".into()),
     };
-    e.patch_network("hbr0", patch, |_| Ok(())).await.unwrap();
+    e.patch_network("hbr0", patch, None).await.unwrap();
     let row = e.d.db.network("hbr0").unwrap().unwrap();
     assert_eq!(row.put.description, "patched");
     assert_eq!(row.put.config["ipv4.address"], "10.72.0.1/24");
