@@ -7,14 +7,11 @@ use hutch_api::project::{Project, DEFAULT_PROJECT};
 use hutch_api::server::{Server, ServerEnvironment, ServerPut, StorageDriverInfo, API_EXTENSIONS};
 use hutch_api::server_config::{self, server_key};
 use hutch_api::warning::Warning;
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{blocking, check_version, Engine};
 use crate::error::{DaemonError, Result};
-
-/// The server config as `GET /1.0` shows it: write-only keys as `true`.
-pub type RenderedConfig = BTreeMap<String, Value>;
 
 impl Engine {
     /// `GET /1.0`: the server, its environment and its config (rendered: a write-only key
@@ -384,7 +381,10 @@ mod engine_tests {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PreconditionFailed);
         assert!(e.d.db.server_config().unwrap().is_empty());
-        let current = Some(crate::engine::etag(&super::RenderedConfig::new()));
+        let current = Some(crate::engine::etag(&std::collections::BTreeMap::<
+            String,
+            serde_json::Value,
+        >::new()));
         let err = e
             .update_server_config(put(json!({"nope": "1"})), true, current.clone())
             .await
