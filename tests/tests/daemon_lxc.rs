@@ -100,6 +100,68 @@ fn lxc_launches_execs_and_manages_a_container() {
     );
 }
 
+/// The memory limit the host's cgroup gives instance `name` of `d`.
+fn memory_limit(d: &TestDaemon, name: &str) -> String {
+    let prefix = hutch_tests::daemon::cgroup_prefix(d.path());
+    let v1 = Path::new("/sys/fs/cgroup/memory")
+        .join(&prefix)
+        .join(name)
+        .join("memory.limit_in_bytes");
+    let v2 = Path::new("/sys/fs/cgroup")
+        .join(&prefix)
+        .join(name)
+        .join("memory.max");
+    fs::read_to_string(&v1)
+        .or_else(|_| fs::read_to_string(&v2))
+        .expect("memory limit file")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_profile_change_reaches_the_running_instances_that_use_it() {
+    if !require_root("a_profile_change_reaches_the_running_instances_that_use_it") {
+        return;
+    }
+    let d = daemon_with_image();
+    d.lxc_ok(&["profile", "create", "small"]);
+    d.lxc_ok(&["launch", "bb", "c1", "-p", "default", "-p", "small"]);
+    d.lxc_ok(&["profile", "set", "small", "limits.memory", "96MiB"]);
+    assert_eq!(memory_limit(&d, "c1"), (96u64 << 20).to_string());
+    // A change no instance can take is refused whole, and the profile stays as it was.
+    let bad = d.lxc(&[
+        "profile",
+        "device",
+        "add",
+        "small",
+        "root",
+        "disk",
+        "path=/",
+        "pool=nowhere",
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("nowhere"), "{err}");
+    assert!(!d.lxc_ok(&["profile", "show", "small"]).contains("nowhere"));
+    // The instance's own key wins over the profile's.
+    d.lxc_ok(&["config", "set", "c1", "limits.memory", "80MiB"]);
+    d.lxc_ok(&["profile", "set", "small", "limits.memory", "112MiB"]);
+    assert_eq!(memory_limit(&d, "c1"), (80u64 << 20).to_string());
+    d.lxc_ok(&["config", "unset", "c1", "limits.memory"]);
+    assert_eq!(memory_limit(&d, "c1"), (112u64 << 20).to_string());
+    // Renamed, the profile still applies.
+    d.lxc_ok(&["profile", "rename", "small", "tiny"]);
+    d.lxc_ok(&["profile", "set", "tiny", "limits.memory", "128MiB"]);
+    assert_eq!(memory_limit(&d, "c1"), (128u64 << 20).to_string());
+    assert!(d.lxc_ok(&["config", "show", "c1"]).contains("- tiny"));
+    d.lxc_ok(&["delete", "c1", "--force"]);
+    let prefix = hutch_tests::daemon::cgroup_prefix(d.path());
+    assert_no_leftovers(
+        &d.path().join("storage-pools/default/containers"),
+        &format!("{prefix}/c1"),
+    );
+}
+
 #[test]
 fn containers_survive_a_killed_daemon() {
     if !require_root("containers_survive_a_killed_daemon") {

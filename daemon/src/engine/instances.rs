@@ -291,8 +291,31 @@ impl Engine {
                 }
             });
         }
-        // A changed root disk size applies at once, running or not.
-        let size = super::check_root_size(d, &expanded.devices)?;
+        self.apply_expanded_change(&row, &old_expanded, &expanded, old_size, limits)
+            .await?;
+        revert.success();
+        d.events.lifecycle(
+            "instance-updated",
+            &format!("/1.0/instances/{}", row.name),
+            json!({}),
+        );
+        Ok(())
+    }
+
+    /// What a change of `row`'s expanded config and devices (its own, or a profile's) does
+    /// at once: a new root disk size applies running or not; limits and devices apply to
+    /// a running container. NICs, proxies and disks are plugged and unplugged live; a
+    /// device that cannot be (a name taken inside, a port in use) fails the change.
+    pub(super) async fn apply_expanded_change(
+        &self,
+        row: &InstanceRow,
+        old: &super::spec::Expanded,
+        new: &super::spec::Expanded,
+        old_size: Option<u64>,
+        limits: hutch_runtime::Limits,
+    ) -> Result<()> {
+        let d = &self.d;
+        let size = super::check_root_size(d, &new.devices)?;
         if size != old_size {
             let (e, name) = (self.clone(), row.name.clone());
             blocking(move || {
@@ -306,17 +329,8 @@ impl Engine {
         if status != StatusCode::Stopped {
             let rd = d.runtime_dir(&row.name);
             blocking(move || Ok(hutch_runtime::container::set_limits(&rd, &limits)?)).await?;
-            // NICs and proxies are plugged and unplugged live; a device that cannot be (a
-            // name taken inside, a port in use) leaves the record as it was.
-            super::devices::apply_device_changes(self, &row, pid as i32, &old_expanded, &expanded)
-                .await?;
+            super::devices::apply_device_changes(self, row, pid as i32, old, new).await?;
         }
-        revert.success();
-        d.events.lifecycle(
-            "instance-updated",
-            &format!("/1.0/instances/{}", row.name),
-            json!({}),
-        );
         Ok(())
     }
 

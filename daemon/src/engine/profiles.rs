@@ -1,11 +1,15 @@
 //! Profiles: config and devices that instances share. Each change is checked whole (its
-//! devices against their rules, its config against the key table) before it is stored.
+//! devices against their rules, its config against the key table, and what it makes of
+//! every instance that uses it) before it is stored, then applied to the running ones, as
+//! LXD does.
 
 use hutch_api::profile::{Profile, ProfilePatch, ProfilePost, ProfilePut, ProfilesPost};
 use serde_json::json;
 
 use super::devices::validate_devices;
-use super::{blocking, check_version, Engine};
+use super::spec::{expand_with, Expanded};
+use super::{blocking, check_root_size, check_version, expand, limits_of, root_pool, Engine};
+use crate::db::instances::InstanceRow;
 use crate::error::{DaemonError, Result};
 
 /// The profile every instance gets unless it asks otherwise; it can be neither renamed nor
@@ -77,12 +81,13 @@ impl Engine {
         if_match: Option<String>,
     ) -> Result<()> {
         let (e, name) = (self.clone(), name.to_string());
-        blocking(move || {
+        let changed = blocking(move || {
             let current = e.d.db.profile_or_404(&name)?;
             check_version(if_match.as_deref(), &current)?;
             store(&e, &name, &put)
         })
-        .await
+        .await?;
+        self.apply_to_instances(changed).await
     }
 
     /// `PATCH /1.0/profiles/<name>`: `patch` merged into the current profile.
@@ -93,7 +98,7 @@ impl Engine {
         if_match: Option<String>,
     ) -> Result<()> {
         let (e, name) = (self.clone(), name.to_string());
-        blocking(move || {
+        let changed = blocking(move || {
             let mut put = e.d.db.profile_or_404(&name)?;
             check_version(if_match.as_deref(), &put)?;
             put.config.extend(patch.config.unwrap_or_default());
@@ -103,7 +108,8 @@ impl Engine {
             }
             store(&e, &name, &put)
         })
-        .await
+        .await?;
+        self.apply_to_instances(changed).await
     }
 
     /// `POST /1.0/profiles/<name>` (rename).
@@ -155,14 +161,89 @@ impl Engine {
     }
 }
 
-/// Checks and stores `put` as profile `name`.
-fn store(e: &Engine, name: &str, put: &ProfilePut) -> Result<()> {
+/// An instance whose expanded config a profile change altered: before and after.
+pub(super) struct InstanceChange {
+    row: InstanceRow,
+    old: Expanded,
+    new: Expanded,
+}
+
+/// Checks `put` as profile `name`, and what it makes of each instance that uses it (a
+/// root disk on an existing pool, the same pool as now, valid limits and devices), then
+/// stores it. Returns the instances whose expanded config changed.
+fn store(e: &Engine, name: &str, put: &ProfilePut) -> Result<Vec<InstanceChange>> {
+    let d = &e.d;
     validate(e, put)?;
-    e.d.db.update_profile(name, put)?;
-    e.d.events.lifecycle(
+    let mut changes = Vec::new();
+    for row in d.db.instances()? {
+        if !row.profiles.iter().any(|p| p == name) {
+            continue;
+        }
+        let old = expand(d, &row)?;
+        let new = expand_with(&row, |p| {
+            if p == name {
+                Ok(Some(put.clone()))
+            } else {
+                d.db.profile(p)
+            }
+        })?;
+        if new == old {
+            continue;
+        }
+        let refuse = |why: String| {
+            DaemonError::BadRequest(format!(
+                "Profile change refused for instance {:?}: {why}",
+                row.name
+            ))
+        };
+        check_root_size(d, &new.devices).map_err(|e| refuse(e.to_string()))?;
+        if root_pool(&new.devices) != row.pool {
+            return Err(refuse(format!(
+                "its root disk would move from pool {:?} to {:?}",
+                row.pool,
+                root_pool(&new.devices)
+            )));
+        }
+        limits_of(&new.config).map_err(|e| refuse(e.to_string()))?;
+        validate_devices(e, &new.devices).map_err(|e| refuse(e.to_string()))?;
+        changes.push(InstanceChange { row, old, new });
+    }
+    d.db.update_profile(name, put)?;
+    d.events.lifecycle(
         "profile-updated",
         &format!("/1.0/profiles/{name}"),
         json!({}),
     );
-    Ok(())
+    Ok(changes)
+}
+
+impl Engine {
+    /// Applies a stored profile change to the instances it altered (limits, quota,
+    /// devices live), each under its lock. Like LXD, the profile stays changed when an
+    /// instance cannot take it; the error names every instance that failed.
+    async fn apply_to_instances(&self, changes: Vec<InstanceChange>) -> Result<()> {
+        let mut failed = Vec::new();
+        for c in changes {
+            let lock = self.d.instance_lock(&c.row.name);
+            let _g = lock.lock().await;
+            let applied = async {
+                let old_size = check_root_size(&self.d, &c.old.devices).unwrap_or(None);
+                let limits = limits_of(&c.new.config)?;
+                self.apply_expanded_change(&c.row, &c.old, &c.new, old_size, limits)
+                    .await
+            }
+            .await;
+            if let Err(e) = applied {
+                failed.push(format!("{}: {}", c.row.name, e.chain()));
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(DaemonError::BadRequest(format!(
+                "Failed to update instance(s): {}",
+                failed.join("; ")
+            )))
+        }
+    }
 }

@@ -22,9 +22,17 @@ pub struct Expanded {
 }
 
 pub fn expand(d: &Daemon, row: &InstanceRow) -> Result<Expanded> {
+    expand_with(row, |name| d.db.profile(name))
+}
+
+/// `row` expanded over the profiles `profile` gives (a profile's pending change, say).
+pub fn expand_with(
+    row: &InstanceRow,
+    profile: impl Fn(&str) -> Result<Option<hutch_api::profile::ProfilePut>>,
+) -> Result<Expanded> {
     let mut out = Expanded::default();
     for name in &row.profiles {
-        if let Some(p) = d.db.profile(name)? {
+        if let Some(p) = profile(name)? {
             out.config.extend(p.config);
             out.devices.extend(p.devices);
         }
