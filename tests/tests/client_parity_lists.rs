@@ -154,3 +154,153 @@ fn assert_same_instances(h: &Value, l: &Value) {
         );
     }
 }
+
+/// `yaml` of both parsed: every key hutch printed has the value lxc printed (lxc adds
+/// the zero values of the fields of its own structs).
+fn assert_yaml_subset(h: &str, l: &str) {
+    let h: Value = serde_yaml::from_str(h).expect("hutch's yaml");
+    let l: Value = serde_yaml::from_str(l).expect("lxc's yaml");
+    for (k, v) in h.as_object().expect("a yaml map") {
+        assert_eq!(Some(v), l.get(k), "{k}:\nhutch: {h}\nlxc: {l}");
+    }
+}
+
+/// The text before the first line starting with `marker`.
+fn before<'a>(s: &'a str, marker: &str) -> &'a str {
+    s.find(marker).map(|i| &s[..i]).unwrap_or(s)
+}
+
+#[test]
+fn query_operation_info_and_version_match_lxc() {
+    if !require_root("query_operation_info_and_version_match_lxc") {
+        return;
+    }
+    let d = daemon_with_instances();
+
+    // query: metadata indented as lxc does it, --raw the whole response, plain files as
+    // they are, errors alike.
+    same(&d, &["query", "/1.0/instances"]);
+    same(&d, &["query", "/1.0/instances/db1"]);
+    same(&d, &["query", "--raw", "/1.0/instances/db1"]);
+    same(&d, &["query", "/1.0/profiles/default"]);
+    same(&d, &["query", "-X", "GET", "/1.0/instances/db1/logs"]);
+    same(&d, &["query", "/1.0/instances/db1/snapshots"]);
+    same_error(&d, &["query", "/1.0/instances/nope"]);
+    same_error(&d, &["query", "1.0"]);
+    let out = d.hutch_ok(&[
+        "query",
+        "-X",
+        "POST",
+        "-d",
+        r#"{"name": "viaquery"}"#,
+        "--wait",
+        "/1.0/instances/db1/snapshots",
+    ]);
+    let op: Value = serde_json::from_str(&out).expect("the operation as JSON");
+    assert_eq!(op["status"], "Success", "{out}");
+    assert!(out.contains("\n\t\"status\": \"Success\",\n"), "{out}");
+    same(&d, &["query", "/1.0/instances/db1/snapshots"]);
+    same_error(
+        &d,
+        &["query", "-X", "POST", "-d", "not json", "/1.0/instances/db1/snapshots"],
+    );
+
+    // operation list, show and delete.
+    let h = d.hutch_ok(&["operation", "list", "-f", "csv"]);
+    let l = d.lxc_ok(&["operation", "list", "-f", "csv"]);
+    // Finished operations may expire between the two calls: the rows both list agree.
+    for row in h.lines() {
+        let id = row.split(',').next().unwrap();
+        if let Some(lrow) = l.lines().find(|r| r.starts_with(id)) {
+            assert_eq!(row, lrow);
+            assert_yaml_subset(
+                &d.hutch_ok(&["operation", "show", id]),
+                &d.lxc_ok(&["operation", "show", id]),
+            );
+        }
+    }
+    let header = |s: &str| s.lines().take(3).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        header(&d.hutch_ok(&["operation", "list"])),
+        header(&d.lxc_ok(&["operation", "list"]))
+    );
+    same_error(&d, &["operation", "show", "3c9d2f1e-0000-4000-8000-000000000000"]);
+    same_error(&d, &["operation", "delete", "3c9d2f1e-0000-4000-8000-000000000000"]);
+
+    // version: the server's line.
+    let server_line = |s: String| s.lines().nth(1).unwrap_or("").to_string();
+    assert_eq!(
+        server_line(d.hutch_ok(&["version"])),
+        server_line(d.lxc_ok(&["version"]))
+    );
+    assert!(d.hutch_ok(&["version"]).starts_with("Client version: "));
+
+    // info: a stopped instance whole, a running one up to its changing counters and its
+    // snapshots, the log, the server and its resources.
+    same(&d, &["info", "db1"]);
+    same(&d, &["info", "db1", "--show-log"]);
+    let h = d.hutch_ok(&["info", "web1"]);
+    let l = d.lxc_ok(&["info", "web1"]);
+    assert_eq!(before(&h, "\nResources:"), before(&l, "\nResources:"));
+    assert!(h.contains("\nResources:\n  Processes: "), "{h}");
+    let snaps = |s: &str| s[s.find("\nSnapshots:").expect("snapshots")..].to_string();
+    assert_eq!(snaps(&h), snaps(&l));
+    same_error(&d, &["info", "nope"]);
+    assert_yaml_subset(&d.hutch_ok(&["info"]), &d.lxc_ok(&["info"]));
+    let h = d.hutch_ok(&["info", "--resources"]);
+    let l = d.lxc_ok(&["info", "--resources"]);
+    assert_eq!(before(&h, "\nMemory:"), before(&l, "\nMemory:"));
+    assert_eq!(h.lines().count(), l.lines().count(), "hutch:\n{h}\nlxc:\n{l}");
+    d.hutch_ok(&["delete", "--force", "web1", "web2", "db1"]);
+}
+
+#[test]
+fn bulk_actions_and_interactive_delete_match_lxc() {
+    if !require_root("bulk_actions_and_interactive_delete_match_lxc") {
+        return;
+    }
+    let d = daemon_with_instances();
+    let states = |d: &TestDaemon| d.lxc_ok(&["list", "-c", "ns", "-f", "csv"]);
+    d.hutch_ok(&["stop", "--all", "--force"]);
+    assert_eq!(states(&d), "db1,STOPPED\nweb1,STOPPED\nweb2,STOPPED\n");
+    d.hutch_ok(&["start", "--all"]);
+    assert_eq!(states(&d), "db1,RUNNING\nweb1,RUNNING\nweb2,RUNNING\n");
+    d.hutch_ok(&["pause", "--all"]);
+    assert_eq!(states(&d), "db1,FROZEN\nweb1,FROZEN\nweb2,FROZEN\n");
+    d.hutch_ok(&["start", "--all"]);
+    d.hutch_ok(&["restart", "--all", "--force"]);
+    assert_eq!(states(&d), "db1,RUNNING\nweb1,RUNNING\nweb2,RUNNING\n");
+    d.lxc_ok(&["stop", "--all", "--force"]);
+    assert_eq!(states(&d), "db1,STOPPED\nweb1,STOPPED\nweb2,STOPPED\n");
+    same_error(&d, &["start", "--all", "web1"]);
+    same_error(&d, &["start", "nope"]);
+    // One failure among several: each named on stderr, then one error.
+    let h = d.hutch(&["start", "web1", "nope"], b"");
+    let l = d.lxc(&["start", "web2", "nope"]);
+    assert_eq!(h.status.code(), Some(1));
+    let tail = |b: &[u8]| text(b).lines().last().unwrap_or("").to_string();
+    assert_eq!(tail(&h.stderr), tail(&l.stderr));
+    assert_eq!(tail(&h.stderr), "Error: Some instances failed to start");
+    assert!(text(&h.stderr).starts_with("nope: error: "), "{}", text(&h.stderr));
+
+    // delete -i: the same prompt, "no" keeps the instance, "yes" deletes it.
+    let h = d.hutch(&["delete", "-i", "db1"], b"no\n");
+    let l = d.lxc_with_stdin(&["delete", "-i", "db1"], b"no\n");
+    assert_eq!(text(&h.stdout), "Remove db1 (yes/no): ");
+    assert_eq!(text(&h.stdout), text(&l.stdout));
+    assert_eq!(text(&h.stderr), text(&l.stderr));
+    assert_eq!(text(&h.stderr), "Error: User aborted delete operation\n");
+    assert_eq!(h.status.code(), Some(1));
+    let out = d.hutch(&["delete", "-i", "db1", "web1/snap0"], b"yes\nyes\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "Remove db1 (yes/no): Remove web1/snap0 (yes/no): "
+    );
+    same(&d, &["list", "-c", "nS", "-f", "csv"]);
+    // web1 and web2 were started by the batches above.
+    assert_eq!(states(&d), "web1,RUNNING\nweb2,RUNNING\n");
+    same_error(&d, &["delete", "nope"]);
+    same_error(&d, &["delete", "web1"]);
+    d.hutch_ok(&["delete", "--force", "web1", "web2"]);
+}

@@ -190,7 +190,18 @@ pub fn server(client: &Client, resources: bool) -> Result<()> {
         let r = client.get("/1.0/resources")?;
         print!("{}", render_resources(&r));
     } else {
-        print!("{}", serde_yaml::to_string(&client.get("/1.0")?)?);
+        let mut v = client.get("/1.0")?;
+        // LXD's storage driver info has JSON keys `Name`, `Version`, `Remote` but yaml
+        // keys in lower case.
+        if let Some(drivers) = v["environment"]["storage_supported_drivers"].as_array_mut() {
+            for d in drivers.iter_mut().filter_map(Value::as_object_mut) {
+                *d = std::mem::take(d)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_lowercase(), v))
+                    .collect();
+            }
+        }
+        print!("{}", serde_yaml::to_string(&v)?);
     }
     Ok(())
 }

@@ -320,12 +320,17 @@ pub fn delete(client: &Client, names: &[String], force: bool, interactive: bool)
     }
     for n in names {
         let (inst, snap) = n.split_once('/').unwrap_or((n, ""));
-        let url = if snap.is_empty() {
-            format!("/1.0/instances/{}", encode(inst))
+        let (url, what) = if snap.is_empty() {
+            (format!("/1.0/instances/{}", encode(inst)), "instance")
         } else {
-            format!("/1.0/instances/{}/snapshots/{}", encode(inst), encode(snap))
+            (
+                format!("/1.0/instances/{}/snapshots/{}", encode(inst), encode(snap)),
+                "instance snapshot",
+            )
         };
-        client.get(&url)?;
+        client
+            .get(&url)
+            .map_err(|e| anyhow::anyhow!("Failed checking {what} exists \"local:{n}\": {e:#}"))?;
     }
     for n in names {
         if interactive {

@@ -28,7 +28,11 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::List { format } => list(c, format),
         Cmd::Show { id } => {
-            let op = c.get(&format!("/1.0/operations/{}", encode(&id)))?;
+            let mut op = c.get(&format!("/1.0/operations/{}", encode(&id)))?;
+            // LXD's struct has a map here: none shows as an empty one.
+            if op["metadata"].is_null() {
+                op["metadata"] = serde_json::json!({});
+            }
             print!("{}", serde_yaml::to_string(&op)?);
             Ok(())
         }

@@ -82,7 +82,8 @@ pub fn query(client: &Client, args: &QueryArgs) -> Result<()> {
         }
     }
     if args.raw {
-        println!("{}", raw_response(&text)?);
+        // Go's encoder ends the JSON with a newline, and lxc prints it with another.
+        println!("{}\n", raw_response(&text)?);
         return Ok(());
     }
     let fields = top_level_fields(&text)?;
@@ -95,7 +96,7 @@ pub fn query(client: &Client, args: &QueryArgs) -> Result<()> {
         let content: Value = serde_json::from_str(metadata)?;
         if !content.is_null() {
             // Go re-encodes the decoded metadata: object keys in sorted order.
-            println!("{}", go_indent(&serde_json::to_string(&content)?));
+            println!("{}\n", go_indent(&serde_json::to_string(&content)?));
         }
     }
     Ok(())
