@@ -2,6 +2,11 @@
 //! operation, info, version, bulk action, delete, monitor, alias, warning and project
 //! commands: both must print the same thing in the formats both print. Needs root.
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
 use hutch_tests::{busybox_image, require_root, TestDaemon};
 use serde_json::Value;
 
@@ -303,4 +308,172 @@ fn bulk_actions_and_interactive_delete_match_lxc() {
     same_error(&d, &["delete", "nope"]);
     same_error(&d, &["delete", "web1"]);
     d.hutch_ok(&["delete", "--force", "web1", "web2"]);
+}
+
+/// A command of both clients with their own config directories (aliases live there).
+fn client_cmd(d: &TestDaemon, lxc: bool, args: &[&str]) -> Command {
+    let mut c = if lxc {
+        let mut c = Command::new("lxc");
+        c.env("LXD_DIR", d.path())
+            .env("LXD_CONF", d.path().join("lxc-conf"))
+            .env("HOME", d.path());
+        c
+    } else {
+        let mut c = Command::new(hutch_tests::hutch_bin());
+        c.env("HUTCH_DIR", d.path())
+            .env("HUTCH_CONF", d.path().join("hutch-conf"));
+        c
+    };
+    c.args(args);
+    c
+}
+
+fn run_both(d: &TestDaemon, args: &[&str]) -> (String, String) {
+    let run = |lxc: bool| {
+        let out = hutch_tests::output_within(
+            &mut client_cmd(d, lxc, args),
+            b"",
+            hutch_tests::COMMAND_LIMIT,
+        );
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}",
+            if lxc { "lxc" } else { "hutch" },
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    (run(false), run(true))
+}
+
+/// A monitor of one client, its stdout lines sent to a channel; killed on drop.
+struct Monitor {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    fn start(d: &TestDaemon, lxc: bool, args: &[&str]) -> Monitor {
+        let mut child = client_cmd(d, lxc, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a monitor");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Monitor { child, lines }
+    }
+
+    fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn monitor_aliases_completion_warnings_and_projects_match_lxc() {
+    if !require_root("monitor_aliases_completion_warnings_and_projects_match_lxc") {
+        return;
+    }
+    let d = daemon_with_instances();
+
+    // monitor: both see the same lifecycle events, printed the same way. Config changes
+    // are made until both monitors (subscribed at some point) have shown one.
+    let hutch_json = Monitor::start(&d, false, &["monitor", "--type", "lifecycle", "-f", "json"]);
+    let lxc_json = Monitor::start(&d, true, &["monitor", "--type", "lifecycle", "-f", "json"]);
+    let hutch_pretty = Monitor::start(&d, false, &["monitor", "--type=lifecycle", "--pretty"]);
+    let hutch_yaml = Monitor::start(&d, false, &["monitor", "--type", "logging"]);
+    let (mut seen_h, mut seen_l, mut seen_p, mut seen_y) = (vec![], vec![], vec![], vec![]);
+    let mut n = 0;
+    hutch_tests::wait_until("events on every monitor", Duration::from_secs(60), || {
+        n += 1;
+        d.hutch_ok(&["config", "set", "db1", &format!("user.n={n}")]);
+        std::thread::sleep(Duration::from_millis(100));
+        seen_h.extend(hutch_json.drain());
+        seen_l.extend(lxc_json.drain());
+        seen_p.extend(hutch_pretty.drain());
+        seen_y.extend(hutch_yaml.drain());
+        let common = seen_h
+            .iter()
+            .any(|h| h.contains("instance-updated") && seen_l.contains(h));
+        common && !seen_p.is_empty() && seen_y.iter().any(|l| l.starts_with("type: logging"))
+    });
+    for line in seen_h.iter().filter(|l| !l.is_empty()) {
+        let ev: Value = serde_json::from_str(line).expect("one event per line");
+        assert_eq!(ev["type"], "lifecycle", "{line}");
+    }
+    let pretty = seen_p.iter().find(|l| l.contains("instance-updated")).expect("a pretty line");
+    assert!(
+        pretty.starts_with("time=") && pretty.contains(" level=info msg=\"Action: instance-updated, Source: /1.0/instances/db1"),
+        "{pretty}"
+    );
+    drop((hutch_json, lxc_json, hutch_pretty, hutch_yaml));
+    let bad = d.hutch(&["monitor", "-f", "table"], b"");
+    assert_eq!(text(&bad.stderr), "Error: Invalid format: table\n");
+
+    // aliases: kept in each client's config, listed alike, expanded alike.
+    for args in [
+        &["alias", "add", "ll", "list -c ns -f csv"][..],
+        &["alias", "add", "names", "list -c n -f csv @ARGS@"],
+        &["alias", "add", "tmp", "version"],
+        &["alias", "rename", "tmp", "ver"],
+        &["alias", "remove", "ver"],
+    ] {
+        run_both(&d, args);
+    }
+    let (h, l) = run_both(&d, &["alias", "list", "-f", "csv"]);
+    assert_eq!(h, l);
+    assert_eq!(h, "ll,list -c ns -f csv\nnames,list -c n -f csv @ARGS@\n");
+    let (h, l) = run_both(&d, &["alias", "list"]);
+    assert_eq!(h, l);
+    let (h, l) = run_both(&d, &["ll"]);
+    assert_eq!(h, l);
+    assert_eq!(h, "db1,STOPPED\nweb1,RUNNING\nweb2,RUNNING\n");
+    let (h, l) = run_both(&d, &["names", "web"]);
+    assert_eq!((h.as_str(), l.as_str()), ("web1\nweb2\n", "web1\nweb2\n"));
+    let again = hutch_tests::output_within(
+        &mut client_cmd(&d, false, &["alias", "add", "ll", "x"]),
+        b"",
+        hutch_tests::COMMAND_LIMIT,
+    );
+    assert_eq!(text(&again.stderr), "Error: Alias ll already exists\n");
+
+    // completion scripts.
+    for shell in ["bash", "zsh", "fish"] {
+        let script = d.hutch_ok(&["completion", shell]);
+        assert!(script.contains("hutch") && script.contains("list"), "{shell}");
+    }
+
+    // warnings and projects.
+    for format in ["csv", "table", "compact", "json", "yaml"] {
+        same(&d, &["warning", "list", "-f", format]);
+        same(&d, &["warning", "list", "--all", "-c", "uSsclf", "-f", format]);
+    }
+    for format in ["csv", "table", "compact", "json"] {
+        same(&d, &["project", "list", "-f", format]);
+    }
+    // yaml: Go writes its structs' fields in their own order; the same values.
+    let h: Value = serde_yaml::from_str(&d.hutch_ok(&["project", "list", "-f", "yaml"])).unwrap();
+    let l: Value = serde_yaml::from_str(&d.lxc_ok(&["project", "list", "-f", "yaml"])).unwrap();
+    assert_eq!(h, l);
+    same_error(&d, &["warning", "show", "3c9d2f1e-0000-4000-8000-000000000000"]);
+    assert_yaml_subset(
+        &d.hutch_ok(&["project", "show", "default"]),
+        &d.lxc_ok(&["project", "show", "default"]),
+    );
+    same_error(&d, &["project", "show", "nope"]);
+    d.hutch_ok(&["delete", "--force", "web1", "web2", "db1"]);
 }
