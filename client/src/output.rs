@@ -66,7 +66,12 @@ pub fn json_line(v: &Value) -> Result<String> {
 
 /// A csv record as Go's encoding/csv writes it.
 pub fn csv_row(cells: &[String]) -> String {
-    cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",") + "\n"
+    cells
+        .iter()
+        .map(|c| csv_cell(c))
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n"
 }
 
 fn csv_cell(c: &str) -> String {
@@ -257,7 +262,12 @@ pub fn sort_rows(rows: &mut [Vec<String>]) {
 
 /// Bytes in IEC units with two decimals, as LXD's `units.GetByteSizeStringIEC(n, 2)`.
 pub fn iec(bytes: i64) -> String {
-    byte_size(bytes, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"], 2)
+    byte_size(
+        bytes,
+        1024.0,
+        &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"],
+        2,
+    )
 }
 
 /// Bytes in SI units with two decimals, as LXD's `units.GetByteSizeString(n, 2)`.

@@ -32,7 +32,10 @@ fn daemon_with_instances() -> TestDaemon {
 fn same(d: &TestDaemon, args: &[&str]) -> String {
     let h = d.hutch_ok(args);
     let l = d.lxc_ok(args);
-    assert_eq!(h, l, "hutch and lxc differ on {args:?}:\nhutch:\n{h}\nlxc:\n{l}");
+    assert_eq!(
+        h, l,
+        "hutch and lxc differ on {args:?}:\nhutch:\n{h}\nlxc:\n{l}"
+    );
     h
 }
 
@@ -40,8 +43,18 @@ fn same(d: &TestDaemon, args: &[&str]) -> String {
 fn same_error(d: &TestDaemon, args: &[&str]) -> String {
     let h = d.hutch(args, b"");
     let l = d.lxc(args);
-    assert_eq!(h.status.code(), Some(1), "hutch {args:?}: {}", text(&h.stderr));
-    assert_eq!(l.status.code(), Some(1), "lxc {args:?}: {}", text(&l.stderr));
+    assert_eq!(
+        h.status.code(),
+        Some(1),
+        "hutch {args:?}: {}",
+        text(&h.stderr)
+    );
+    assert_eq!(
+        l.status.code(),
+        Some(1),
+        "lxc {args:?}: {}",
+        text(&l.stderr)
+    );
     let first = |b: &[u8]| text(b).lines().next().unwrap_or("").to_string();
     assert_eq!(first(&h.stderr), first(&l.stderr), "{args:?}");
     first(&h.stderr)
@@ -99,13 +112,13 @@ fn list_filters_columns_and_formats_match_lxc() {
     same(&d, &["list", "-c", "n,user.tier:TIER", "-f", "table"]);
     // json and yaml: the same instances, with the same fields hutchd sent.
     for cols in ["ns", "nsS4"] {
-        let h: Value = serde_json::from_str(&d.hutch_ok(&["list", "-c", cols, "-f", "json"]))
-            .unwrap();
+        let h: Value =
+            serde_json::from_str(&d.hutch_ok(&["list", "-c", cols, "-f", "json"])).unwrap();
         let l: Value =
             serde_json::from_str(&d.lxc_ok(&["list", "-c", cols, "-f", "json"])).unwrap();
         assert_same_instances(&h, &l);
-        let h: Value = serde_yaml::from_str(&d.hutch_ok(&["list", "-c", cols, "-f", "yaml"]))
-            .unwrap();
+        let h: Value =
+            serde_yaml::from_str(&d.hutch_ok(&["list", "-c", cols, "-f", "yaml"])).unwrap();
         let l: Value =
             serde_yaml::from_str(&d.lxc_ok(&["list", "-c", cols, "-f", "yaml"])).unwrap();
         assert_same_instances(&h, &l);
@@ -148,7 +161,14 @@ fn assert_same_instances(h: &Value, l: &Value) {
             .iter()
             .find(|x| x["name"] == hi["name"])
             .unwrap_or_else(|| panic!("{} missing from lxc's list", hi["name"]));
-        for key in ["name", "status", "type", "profiles", "config", "expanded_devices"] {
+        for key in [
+            "name",
+            "status",
+            "type",
+            "profiles",
+            "config",
+            "expanded_devices",
+        ] {
             assert_eq!(hi[key], li[key], "{key} of {}", hi["name"]);
         }
         assert_eq!(
@@ -207,7 +227,14 @@ fn query_operation_info_and_version_match_lxc() {
     same(&d, &["query", "/1.0/instances/db1/snapshots"]);
     same_error(
         &d,
-        &["query", "-X", "POST", "-d", "not json", "/1.0/instances/db1/snapshots"],
+        &[
+            "query",
+            "-X",
+            "POST",
+            "-d",
+            "not json",
+            "/1.0/instances/db1/snapshots",
+        ],
     );
 
     // operation list, show and delete.
@@ -229,8 +256,18 @@ fn query_operation_info_and_version_match_lxc() {
         header(&d.hutch_ok(&["operation", "list"])),
         header(&d.lxc_ok(&["operation", "list"]))
     );
-    same_error(&d, &["operation", "show", "3c9d2f1e-0000-4000-8000-000000000000"]);
-    same_error(&d, &["operation", "delete", "3c9d2f1e-0000-4000-8000-000000000000"]);
+    same_error(
+        &d,
+        &["operation", "show", "3c9d2f1e-0000-4000-8000-000000000000"],
+    );
+    same_error(
+        &d,
+        &[
+            "operation",
+            "delete",
+            "3c9d2f1e-0000-4000-8000-000000000000",
+        ],
+    );
 
     // version: the server's line.
     let server_line = |s: String| s.lines().nth(1).unwrap_or("").to_string();
@@ -255,7 +292,11 @@ fn query_operation_info_and_version_match_lxc() {
     let h = d.hutch_ok(&["info", "--resources"]);
     let l = d.lxc_ok(&["info", "--resources"]);
     assert_eq!(before(&h, "\nMemory:"), before(&l, "\nMemory:"));
-    assert_eq!(h.lines().count(), l.lines().count(), "hutch:\n{h}\nlxc:\n{l}");
+    assert_eq!(
+        h.lines().count(),
+        l.lines().count(),
+        "hutch:\n{h}\nlxc:\n{l}"
+    );
     d.hutch_ok(&["delete", "--force", "web1", "web2", "db1"]);
 }
 
@@ -286,7 +327,11 @@ fn bulk_actions_and_interactive_delete_match_lxc() {
     let tail = |b: &[u8]| text(b).lines().last().unwrap_or("").to_string();
     assert_eq!(tail(&h.stderr), tail(&l.stderr));
     assert_eq!(tail(&h.stderr), "Error: Some instances failed to start");
-    assert!(text(&h.stderr).starts_with("nope: error: "), "{}", text(&h.stderr));
+    assert!(
+        text(&h.stderr).starts_with("nope: error: "),
+        "{}",
+        text(&h.stderr)
+    );
 
     // delete -i: the same prompt, "no" keeps the instance, "yes" deletes it.
     let h = d.hutch(&["delete", "-i", "db1"], b"no\n");
@@ -415,9 +460,14 @@ fn monitor_aliases_completion_warnings_and_projects_match_lxc() {
         let ev: Value = serde_json::from_str(line).expect("one event per line");
         assert_eq!(ev["type"], "lifecycle", "{line}");
     }
-    let pretty = seen_p.iter().find(|l| l.contains("instance-updated")).expect("a pretty line");
+    let pretty = seen_p
+        .iter()
+        .find(|l| l.contains("instance-updated"))
+        .expect("a pretty line");
     assert!(
-        pretty.starts_with("time=") && pretty.contains(" level=info msg=\"Action: instance-updated, Source: /1.0/instances/db1"),
+        pretty.starts_with("time=")
+            && pretty
+                .contains(" level=info msg=\"Action: instance-updated, Source: /1.0/instances/db1"),
         "{pretty}"
     );
     drop((hutch_json, lxc_json, hutch_pretty, hutch_yaml));
@@ -454,13 +504,19 @@ fn monitor_aliases_completion_warnings_and_projects_match_lxc() {
     // completion scripts.
     for shell in ["bash", "zsh", "fish"] {
         let script = d.hutch_ok(&["completion", shell]);
-        assert!(script.contains("hutch") && script.contains("list"), "{shell}");
+        assert!(
+            script.contains("hutch") && script.contains("list"),
+            "{shell}"
+        );
     }
 
     // warnings and projects.
     for format in ["csv", "table", "compact", "json", "yaml"] {
         same(&d, &["warning", "list", "-f", format]);
-        same(&d, &["warning", "list", "--all", "-c", "uSsclf", "-f", format]);
+        same(
+            &d,
+            &["warning", "list", "--all", "-c", "uSsclf", "-f", format],
+        );
     }
     for format in ["csv", "table", "compact", "json"] {
         same(&d, &["project", "list", "-f", format]);
@@ -469,7 +525,10 @@ fn monitor_aliases_completion_warnings_and_projects_match_lxc() {
     let h: Value = serde_yaml::from_str(&d.hutch_ok(&["project", "list", "-f", "yaml"])).unwrap();
     let l: Value = serde_yaml::from_str(&d.lxc_ok(&["project", "list", "-f", "yaml"])).unwrap();
     assert_eq!(h, l);
-    same_error(&d, &["warning", "show", "3c9d2f1e-0000-4000-8000-000000000000"]);
+    same_error(
+        &d,
+        &["warning", "show", "3c9d2f1e-0000-4000-8000-000000000000"],
+    );
     assert_yaml_subset(
         &d.hutch_ok(&["project", "show", "default"]),
         &d.lxc_ok(&["project", "show", "default"]),

@@ -85,7 +85,10 @@ pub fn default_aliases() -> BTreeMap<String, String> {
 
 /// The alias whose words begin `args` (after the program name), longest first so that
 /// the choice never depends on map order.
-fn find_alias(aliases: &BTreeMap<String, String>, args: &[String]) -> Option<(Vec<String>, Vec<String>)> {
+fn find_alias(
+    aliases: &BTreeMap<String, String>,
+    args: &[String],
+) -> Option<(Vec<String>, Vec<String>)> {
     let mut found: Option<(Vec<String>, Vec<String>)> = None;
     for (k, v) in aliases {
         let key: Vec<String> = k.split(' ').map(str::to_string).collect();
@@ -104,10 +107,7 @@ fn find_alias(aliases: &BTreeMap<String, String>, args: &[String]) -> Option<(Ve
 /// `@ARGS@` takes the arguments after the alias, `@ARG1@`... single ones, and arguments
 /// not referenced are appended. `None` when no alias matches. A target starting with `/`
 /// is an external program to run.
-pub fn expand(
-    user: &BTreeMap<String, String>,
-    args: &[String],
-) -> Result<Option<Vec<String>>> {
+pub fn expand(user: &BTreeMap<String, String>, args: &[String]) -> Result<Option<Vec<String>>> {
     let flags: Vec<String> = args
         .iter()
         .skip(1)
@@ -174,7 +174,10 @@ mod tests {
     }
 
     fn aliases(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -187,20 +190,28 @@ mod tests {
             ("run", "/bin/echo"),
         ]);
         let e = |args: &[&str]| expand(&a, &v(args)).unwrap();
-        assert_eq!(e(&["hutch", "ll", "web"]), Some(v(&["hutch", "list", "-c", "ns", "web"])));
+        assert_eq!(
+            e(&["hutch", "ll", "web"]),
+            Some(v(&["hutch", "list", "-c", "ns", "web"]))
+        );
         assert_eq!(
             e(&["hutch", "--quiet", "ll"]),
             Some(v(&["hutch", "--quiet", "list", "-c", "ns"]))
         );
         assert_eq!(
             e(&["hutch", "sh", "c1", "pwd", "extra"]),
-            Some(v(&["hutch", "exec", "c1", "--", "sh", "-c", "pwd", "extra"]))
+            Some(v(&[
+                "hutch", "exec", "c1", "--", "sh", "-c", "pwd", "extra"
+            ]))
         );
         assert_eq!(
             e(&["hutch", "ex", "c1"]),
             Some(v(&["hutch", "exec", "c1", "--", "ls"]))
         );
-        assert_eq!(e(&["hutch", "img", "ls"]), Some(v(&["hutch", "image", "list"])));
+        assert_eq!(
+            e(&["hutch", "img", "ls"]),
+            Some(v(&["hutch", "image", "list"]))
+        );
         assert_eq!(e(&["hutch", "run", "x"]), Some(v(&["/bin/echo", "x"])));
         assert_eq!(
             e(&["hutch", "shell", "c1"]),
@@ -208,6 +219,9 @@ mod tests {
         );
         assert_eq!(e(&["hutch", "list"]), None);
         let err = expand(&a, &v(&["hutch", "sh", "c1"])).unwrap_err();
-        assert!(err.to_string().contains("references an argument outside"), "{err}");
+        assert!(
+            err.to_string().contains("references an argument outside"),
+            "{err}"
+        );
     }
 }

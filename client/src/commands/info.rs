@@ -19,8 +19,7 @@ fn n(v: &Value) -> i64 {
 /// LXD's `2006/01/02 15:04 MST` of an RFC 3339 time, or `None` for an unset one (not
 /// after the epoch, as LXD's TimeIsSet). Shown in UTC.
 pub fn info_time(t: &str) -> Option<String> {
-    let t =
-        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()?;
+    let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()?;
     if t.unix_timestamp() <= 0 {
         return None;
     }
@@ -337,7 +336,10 @@ mod tests {
         });
         let text = render_instance(&v);
         assert!(text.starts_with("Name: c1\nStatus: RUNNING\nType: container\nArchitecture: x86_64\nPID: 42\nCreated: 2026/12/02 04:11 UTC\n\nResources:\n  Processes: 2\n  CPU usage:\n    CPU usage (in seconds): 3\n  Memory usage:\n    Memory (current): 2.00KiB\n  Network usage:\n    eth0:\n      Type: broadcast\n      State: UP\n      Host interface: veth1\n      MAC address: 00:16:3e:00:00:01\n      MTU: 1500\n      Bytes received: 1.50kB\n      Bytes sent: 10B\n      Packets received: 3\n      Packets sent: 1\n      IP addresses:\n        inet:  10.0.0.2/24 (global)\n\nSnapshots:\n"), "{text}");
-        assert!(text.contains("| s0   | 2026/12/02 05:00 UTC |            | NO       |"), "{text}");
+        assert!(
+            text.contains("| s0   | 2026/12/02 05:00 UTC |            | NO       |"),
+            "{text}"
+        );
     }
 
     #[test]

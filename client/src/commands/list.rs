@@ -84,7 +84,12 @@ fn letter_header(c: char, clustered: bool) -> Option<&'static str> {
 }
 
 /// Parses `-c` (and `--fast`) as lxc's parseColumns does, with its error messages.
-fn parse_columns(spec: &str, fast: bool, all_projects: bool, clustered: bool) -> Result<Vec<Column>> {
+fn parse_columns(
+    spec: &str,
+    fast: bool,
+    all_projects: bool,
+    clustered: bool,
+) -> Result<Vec<Column>> {
     let mut spec = spec.to_string();
     if all_projects && spec == DEFAULT_COLUMNS {
         spec = DEFAULT_COLUMNS_ALL_PROJECTS.into();
@@ -143,7 +148,10 @@ fn parse_columns(spec: &str, fast: bool, all_projects: bool, clustered: bool) ->
         let mut max = None;
         if cc.len() > 2 {
             let w: i64 = cc[2].parse().map_err(|_| {
-                anyhow::anyhow!("Invalid max width (must be an integer) '{}' in '{entry}'", cc[2])
+                anyhow::anyhow!(
+                    "Invalid max width (must be an integer) '{}' in '{entry}'",
+                    cc[2]
+                )
             })?;
             if w < -1 {
                 bail!(
@@ -402,7 +410,12 @@ fn server_filter_matches(v: &Value, key: &str, value: &str) -> bool {
 
 fn net_matches(v: &Value, query: &str, family: &str) -> bool {
     let subnet = parse_cidr(query);
-    for n in v["state"]["network"].as_object().into_iter().flatten().map(|x| x.1) {
+    for n in v["state"]["network"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|x| x.1)
+    {
         for a in n["addresses"].as_array().into_iter().flatten() {
             if a["family"] != family {
                 continue;
@@ -585,13 +598,24 @@ mod tests {
         let fast = parse_columns(DEFAULT_COLUMNS, true, false, false).unwrap();
         assert_eq!(
             names(&fast),
-            ["NAME", "STATE", "ARCHITECTURE", "CREATED AT", "PROFILES", "TYPE"]
+            [
+                "NAME",
+                "STATE",
+                "ARCHITECTURE",
+                "CREATED AT",
+                "PROFILES",
+                "TYPE"
+            ]
         );
         let all = parse_columns("nsN46tSpPlmMucaDbefF", false, false, false).unwrap();
         assert_eq!(all.len(), 20);
-        let custom =
-            parse_columns("n,user.comment:COMMENT:3,devices:eth0.parent:ETHP", false, false, false)
-                .unwrap();
+        let custom = parse_columns(
+            "n,user.comment:COMMENT:3,devices:eth0.parent:ETHP",
+            false,
+            false,
+            false,
+        )
+        .unwrap();
         assert_eq!(names(&custom), ["NAME", "COMMENT", "ETHP"]);
         assert_eq!(
             custom[1].source,
@@ -604,10 +628,22 @@ mod tests {
             ("nL", false, "Can't specify column L when not clustered"),
             ("nz", false, "Unknown column shorthand char 'z' in 'nz'"),
             ("nB", false, "Unknown column shorthand char 'B' in 'nB'"),
-            ("n,", false, "Empty column entry (redundant, leading or trailing command) in 'n,'"),
+            (
+                "n,",
+                false,
+                "Empty column entry (redundant, leading or trailing command) in 'n,'",
+            ),
             ("ns", true, "Can't specify --fast with --columns"),
-            ("a.b:c:d:e", false, "Invalid config key column format (too many fields): 'a.b:c:d:e'"),
-            ("a.b:N:x", false, "Invalid max width (must be an integer) 'x' in 'a.b:N:x'"),
+            (
+                "a.b:c:d:e",
+                false,
+                "Invalid config key column format (too many fields): 'a.b:c:d:e'",
+            ),
+            (
+                "a.b:N:x",
+                false,
+                "Invalid max width (must be an integer) 'x' in 'a.b:N:x'",
+            ),
         ] {
             let e = parse_columns(spec, fast, false, false).unwrap_err();
             assert_eq!(e.to_string(), err, "{spec}");
@@ -682,7 +718,8 @@ mod tests {
     #[test]
     fn filters_select_as_lxc_selects() {
         let v = inst();
-        let yes = |f: &[&str]| should_show(&f.iter().map(|x| x.to_string()).collect::<Vec<_>>(), &v);
+        let yes =
+            |f: &[&str]| should_show(&f.iter().map(|x| x.to_string()).collect::<Vec<_>>(), &v);
         assert!(yes(&[]));
         assert!(yes(&["web"]));
         assert!(yes(&["w.*1$"]));

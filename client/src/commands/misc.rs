@@ -14,7 +14,11 @@ pub fn version(client: &Client) -> Result<()> {
     let server = client
         .get("/1.0")
         .ok()
-        .and_then(|v| v["environment"]["server_version"].as_str().map(String::from))
+        .and_then(|v| {
+            v["environment"]["server_version"]
+                .as_str()
+                .map(String::from)
+        })
         .unwrap_or_else(|| "unreachable".into());
     println!("Server version: {server}");
     Ok(())
@@ -135,7 +139,9 @@ pub fn warning(client: &Client, cmd: WarningCmd) -> Result<()> {
                 .cloned()
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|w| all || !matches!(w["status"].as_str(), Some("acknowledged" | "resolved")))
+                .filter(|w| {
+                    all || !matches!(w["status"].as_str(), Some("acknowledged" | "resolved"))
+                })
                 .collect();
             let mut rows: Vec<Vec<String>> = warnings
                 .iter()
@@ -192,7 +198,11 @@ fn project_row(p: &Value) -> Vec<String> {
         yes_no(&c["features.storage.volumes"]),
         yes_no(&c["features.networks"]),
         s(&p["description"]),
-        p["used_by"].as_array().map(|a| a.len()).unwrap_or(0).to_string(),
+        p["used_by"]
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0)
+            .to_string(),
     ]
 }
 
@@ -251,7 +261,15 @@ mod tests {
             "used_by": ["/1.0/profiles/default", "/1.0/instances/c1"]});
         assert_eq!(
             project_row(&p),
-            ["default (current)", "YES", "YES", "NO", "NO", "Default LXD project", "2"]
+            [
+                "default (current)",
+                "YES",
+                "YES",
+                "NO",
+                "NO",
+                "Default LXD project",
+                "2"
+            ]
         );
     }
 }

@@ -27,7 +27,9 @@ pub struct MonitorArgs {
 }
 
 /// logrus levels, most severe first.
-const LEVELS: &[&str] = &["panic", "fatal", "error", "warning", "info", "debug", "trace"];
+const LEVELS: &[&str] = &[
+    "panic", "fatal", "error", "warning", "info", "debug", "trace",
+];
 
 fn level_rank(l: &str) -> Option<usize> {
     let l = match l {
@@ -44,7 +46,11 @@ pub fn monitor(client: &Client, args: &MonitorArgs) -> Result<()> {
     if !["json", "pretty", "yaml"].contains(&args.format.as_str()) {
         bail!("Invalid format: {}", args.format);
     }
-    let format = if args.pretty { "pretty" } else { args.format.as_str() };
+    let format = if args.pretty {
+        "pretty"
+    } else {
+        args.format.as_str()
+    };
     if format != "pretty" && args.loglevel.is_some() {
         bail!("Log level filtering can only be used with pretty formatting");
     }
@@ -90,9 +96,9 @@ pub fn monitor(client: &Client, args: &MonitorArgs) -> Result<()> {
 
 /// A logrus-quoted value: bare when made of safe characters, else Go's `%q`.
 fn logrus_value(v: &str) -> String {
-    let safe = v.chars().all(|c| {
-        c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '/' | '@' | '^' | '+')
-    });
+    let safe = v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '/' | '@' | '^' | '+'));
     if safe {
         v.to_string()
     } else {

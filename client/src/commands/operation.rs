@@ -71,7 +71,15 @@ pub fn list(client: &Client, format: Format) -> Result<()> {
     }
     let mut rows: Vec<Vec<String>> = items.iter().map(row).collect();
     output::sort_rows(&mut rows);
-    let headers = ["ID", "TYPE", "DESCRIPTION", "STATUS", "CANCELABLE", "CREATED"].map(String::from);
+    let headers = [
+        "ID",
+        "TYPE",
+        "DESCRIPTION",
+        "STATUS",
+        "CANCELABLE",
+        "CREATED",
+    ]
+    .map(String::from);
     print!(
         "{}",
         output::render(format, &headers, &rows, &Value::Array(items))?
@@ -91,7 +99,14 @@ mod tests {
             "status": "Running", "may_cancel": false, "created_at": "2026-12-02T04:11:37.5Z"});
         assert_eq!(
             row(&op),
-            ["abc", "TASK", "Creating instance", "RUNNING", "NO", "2026/12/02 04:11 UTC"]
+            [
+                "abc",
+                "TASK",
+                "Creating instance",
+                "RUNNING",
+                "NO",
+                "2026/12/02 04:11 UTC"
+            ]
         );
     }
 }

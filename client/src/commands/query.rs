@@ -292,7 +292,8 @@ mod tests {
 
     #[test]
     fn raw_responses_follow_lxds_field_order() {
-        let body = r#"{"metadata":{"z":1,"a":"q\"}"},"status_code":200,"type":"sync","status":"Success"}"#;
+        let body =
+            r#"{"metadata":{"z":1,"a":"q\"}"},"status_code":200,"type":"sync","status":"Success"}"#;
         assert_eq!(
             raw_response(body).unwrap(),
             "{\n\t\"type\": \"sync\",\n\t\"status\": \"Success\",\n\t\"status_code\": 200,\n\t\"operation\": \"\",\n\t\"error_code\": 0,\n\t\"error\": \"\",\n\t\"metadata\": {\n\t\t\"z\": 1,\n\t\t\"a\": \"q\\\"}\"\n\t}\n}"
