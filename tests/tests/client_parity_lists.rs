@@ -73,6 +73,9 @@ fn list_filters_columns_and_formats_match_lxc() {
         same(&d, &["list", "-c", stable, "-f", format]);
         same(&d, &["list", "--fast", "-f", format]);
     }
+    // hutchd has one project and no `instance_all_projects`: both refuse alike.
+    same_error(&d, &["list", "--all-projects", "-f", "csv"]);
+    same(&d, &["list", "-c", "ne", "-f", "table"]);
     let all = same(&d, &["list", "-c", "ns", "-f", "csv"]);
     assert_eq!(all, "db1,STOPPED\nweb1,RUNNING\nweb2,RUNNING\n");
     for filters in [
@@ -535,4 +538,63 @@ fn monitor_aliases_completion_warnings_and_projects_match_lxc() {
     );
     same_error(&d, &["project", "show", "nope"]);
     d.hutch_ok(&["delete", "--force", "web1", "web2", "db1"]);
+}
+
+#[test]
+fn list_addresses_on_a_managed_network_match_lxc() {
+    if !require_root("list_addresses_on_a_managed_network_match_lxc") {
+        return;
+    }
+    let net = hutch_tests::unique_name("hbl");
+    let d = TestDaemon::start_with(&["--network-bridge", &net]);
+    let image = d.path().join("bb.tar.gz");
+    busybox_image(d.path(), &image).expect("build the image");
+    d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.hutch_ok(&["launch", "bb", "n1"]);
+    d.hutch_ok(&["launch", "bb", "n2"]);
+    let ipv4 = |name: &str| -> Option<String> {
+        let cell = d.hutch_ok(&["list", name, "-c", "4", "-f", "csv"]);
+        cell.trim().strip_suffix(" (eth0)").map(str::to_string)
+    };
+    hutch_tests::wait_until(
+        "IPv4 addresses on n1 and n2",
+        Duration::from_secs(30),
+        || ipv4("n1").is_some() && ipv4("n2").is_some(),
+    );
+    let a1 = ipv4("n1").unwrap();
+    for format in ["csv", "table", "compact"] {
+        same(&d, &["list", "-c", "ns4", "-f", format]);
+    }
+    let subnet = format!("{}.0/24", a1.rsplit_once('.').unwrap().0);
+    // Address filters need the state: with `-c n` alone lxc fetches none and lists
+    // nothing, and hutch does the same.
+    for filter in [
+        format!("ipv4={a1}"),
+        format!("ipv4={subnet}"),
+        "ipv4=192.0.2.0/24".into(),
+    ] {
+        for cols in ["n", "n4"] {
+            same(&d, &["list", "-c", cols, "-f", "csv", &filter]);
+        }
+    }
+    let found = d.hutch_ok(&["list", "-c", "n4", "-f", "csv", &format!("ipv4={subnet}")]);
+    assert_eq!(found.lines().count(), 2, "{found}");
+    let one = d.hutch_ok(&["list", "-c", "n4", "-f", "csv", &format!("ipv4={a1}")]);
+    assert_eq!(one, format!("n1,{a1} (eth0)\n"));
+    let h = d.hutch_ok(&["info", "n1"]);
+    let l = d.lxc_ok(&["info", "n1"]);
+    let addresses = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| {
+                l.contains("inet:") || l.contains("MAC address") || l.contains("Host interface")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(addresses(&h), addresses(&l));
+    assert!(
+        h.contains(&format!("        inet:  {a1}/24 (global)\n")),
+        "{h}"
+    );
+    d.hutch_ok(&["delete", "--force", "n1", "n2"]);
 }

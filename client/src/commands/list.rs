@@ -283,14 +283,7 @@ fn cell(v: &Value, col: &Column) -> String {
             's' => s(&v["status"]).to_uppercase(),
             '4' => addresses(v, "inet"),
             '6' => addresses(v, "inet6"),
-            'e' => {
-                let p = s(&v["project"]);
-                if p.is_empty() {
-                    "default".into()
-                } else {
-                    p
-                }
-            }
+            'e' => s(&v["project"]),
             'm' => match st["memory"]["usage"].as_i64() {
                 Some(u) if active && u > 0 => output::iec(u),
                 _ => String::new(),
@@ -552,12 +545,27 @@ pub fn list(client: &Client, args: &ListArgs) -> Result<()> {
         .as_bool()
         .unwrap_or(false);
     let columns = parse_columns(&args.columns, args.fast, args.all_projects, clustered)?;
+    let has = |ext: &str| {
+        server["api_extensions"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x == ext))
+    };
+    if args.all_projects && !has("instance_all_projects") {
+        bail!("The server is missing the required \"instance_all_projects\" API extension");
+    }
     let recursion = if columns.iter().any(Column::needs_data) {
         2
     } else {
         1
     };
-    let all = client.get(&format!("/1.0/instances?recursion={recursion}"))?;
+    let all_projects = if args.all_projects {
+        "&all-projects=true"
+    } else {
+        ""
+    };
+    let all = client.get(&format!(
+        "/1.0/instances?recursion={recursion}{all_projects}"
+    ))?;
     let items: Vec<Value> = all
         .as_array()
         .into_iter()
