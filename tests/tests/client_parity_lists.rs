@@ -23,7 +23,19 @@ fn daemon_with_instances() -> TestDaemon {
     d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
     d.hutch_ok(&["launch", "bb", "web1", "-c", "user.tier=front"]);
     d.hutch_ok(&["launch", "bb", "web2"]);
-    d.hutch_ok(&["init", "bb", "db1", "-c", "user.tier=back"]);
+    // Two profiles: a cell of two lines in the PROFILES column.
+    d.lxc_ok(&["profile", "create", "extra"]);
+    d.hutch_ok(&[
+        "init",
+        "bb",
+        "db1",
+        "-c",
+        "user.tier=back",
+        "-p",
+        "default",
+        "-p",
+        "extra",
+    ]);
     d.hutch_ok(&["snapshot", "web1", "snap0"]);
     d
 }
@@ -310,6 +322,10 @@ fn bulk_actions_and_interactive_delete_match_lxc() {
     }
     let d = daemon_with_instances();
     let states = |d: &TestDaemon| d.lxc_ok(&["list", "-c", "ns", "-f", "csv"]);
+    // --quiet: no progress lines, from either client.
+    assert_eq!(d.hutch_ok(&["launch", "bb", "q1", "--quiet"]), "");
+    assert_eq!(d.lxc_ok(&["launch", "bb", "q2", "--quiet"]), "");
+    assert_eq!(d.hutch_ok(&["-q", "delete", "--force", "q1", "q2"]), "");
     d.hutch_ok(&["stop", "--all", "--force"]);
     assert_eq!(states(&d), "db1,STOPPED\nweb1,STOPPED\nweb2,STOPPED\n");
     d.hutch_ok(&["start", "--all"]);
