@@ -271,6 +271,38 @@ fn query_operation_info_and_version_match_lxc() {
         header(&d.hutch_ok(&["operation", "list"])),
         header(&d.lxc_ok(&["operation", "list"]))
     );
+    // A running operation (an exec waiting for its websockets): listed alike, shown
+    // alike, and refused alike when cancelled.
+    let exec = d.hutch_ok(&[
+        "query",
+        "-X",
+        "POST",
+        "-d",
+        r#"{"command": ["sleep", "600"], "wait-for-websocket": true, "interactive": false}"#,
+        "--raw",
+        "/1.0/instances/web2/exec",
+    ]);
+    let raw: Value = serde_json::from_str(&exec).expect("the raw response");
+    let op_id = raw["operation"]
+        .as_str()
+        .and_then(|o| o.rsplit('/').next())
+        .expect("an operation")
+        .to_string();
+    let running = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.contains(&op_id))
+            .map(str::to_string)
+            .collect()
+    };
+    let h = d.hutch_ok(&["operation", "list"]);
+    let l = d.lxc_ok(&["operation", "list"]);
+    assert_eq!(running(&h), running(&l));
+    assert!(running(&h)[0].contains("| RUNNING | NO "), "{h}");
+    assert_yaml_subset(
+        &d.hutch_ok(&["operation", "show", &op_id]),
+        &d.lxc_ok(&["operation", "show", &op_id]),
+    );
+    same_error(&d, &["operation", "delete", &op_id]);
     same_error(
         &d,
         &["operation", "show", "3c9d2f1e-0000-4000-8000-000000000000"],
