@@ -370,6 +370,9 @@ fn bulk_actions_and_interactive_delete_match_lxc() {
     d.lxc_ok(&["stop", "--all", "--force"]);
     assert_eq!(states(&d), "db1,STOPPED\nweb1,STOPPED\nweb2,STOPPED\n");
     same_error(&d, &["start", "--all", "web1"]);
+    same_error(&d, &["start", "--all", "--console"]);
+    same_error(&d, &["start", "web1", "web2", "--console"]);
+    same_error(&d, &["stop", "web1", "--force", "--console"]);
     same_error(&d, &["start", "nope"]);
     // One failure among several: each named on stderr, then one error.
     let h = d.hutch(&["start", "web1", "nope"], b"");
@@ -645,4 +648,39 @@ fn list_addresses_on_a_managed_network_match_lxc() {
         "{h}"
     );
     d.hutch_ok(&["delete", "--force", "n1", "n2"]);
+}
+
+#[test]
+fn start_console_attaches_after_starting() {
+    if !require_root("start_console_attaches_after_starting") {
+        return;
+    }
+    let d = TestDaemon::start();
+    let image = d.path().join("bb.tar.gz");
+    busybox_image(d.path(), &image).expect("build the image");
+    d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.hutch_ok(&["init", "bb", "c1"]);
+    let cmd = format!("{} start c1 --console", hutch_tests::hutch_bin().display());
+    let mut term =
+        hutch_tests::TerminalSession::start(&cmd, &[("HUTCH_DIR", d.path().as_os_str())]);
+    term.wait_for("HELLO-START", |seen| {
+        if seen.contains("detach") {
+            d.hutch_ok(&[
+                "exec",
+                "c1",
+                "--",
+                "sh",
+                "-c",
+                "echo HELLO-START > /dev/console",
+            ]);
+        }
+    });
+    term.type_keys(&[b"\x01", b"q"]);
+    let status = term.wait();
+    assert!(status.success(), "console did not detach cleanly: {status}");
+    assert_eq!(
+        d.hutch_ok(&["list", "c1", "-c", "s", "-f", "csv"]),
+        "RUNNING\n"
+    );
+    d.hutch_ok(&["delete", "c1", "--force"]);
 }

@@ -82,6 +82,9 @@ pub struct ActionArgs {
     /// Run against all instances.
     #[arg(long)]
     pub all: bool,
+    /// Immediately attach to the console (`--console`; lxc's `--console=vga` is for VMs).
+    #[arg(long, num_args = 0..=1, default_missing_value = "console", require_equals = true)]
+    pub console: Option<String>,
 }
 
 /// `stop` and `restart`.
@@ -97,6 +100,9 @@ pub struct StopArgs {
     /// Time to wait for the instance before killing it.
     #[arg(long, default_value_t = -1)]
     pub timeout: i64,
+    /// Immediately attach to the console.
+    #[arg(long, num_args = 0..=1, default_missing_value = "console", require_equals = true)]
+    pub console: Option<String>,
 }
 
 /// Runs one instance command.
@@ -104,10 +110,31 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Launch(a) => create(c, &a, true),
         Cmd::Init(a) => create(c, &a, false),
-        Cmd::Start(a) => action(c, "start", &a.names, a.all, -1, false),
-        Cmd::Stop(a) => action(c, "stop", &a.names, a.all, a.timeout, a.force),
-        Cmd::Restart(a) => action(c, "restart", &a.names, a.all, a.timeout, a.force),
-        Cmd::Pause(a) => action(c, "pause", &a.names, a.all, -1, false),
+        Cmd::Start(a) => action(c, "start", &a.names, a.all, -1, false, a.console.as_deref()),
+        Cmd::Stop(a) => action(
+            c,
+            "stop",
+            &a.names,
+            a.all,
+            a.timeout,
+            a.force,
+            a.console.as_deref(),
+        ),
+        Cmd::Restart(a) => action(
+            c,
+            "restart",
+            &a.names,
+            a.all,
+            a.timeout,
+            a.force,
+            a.console.as_deref(),
+        ),
+        Cmd::Pause(a) => {
+            if a.console.is_some() {
+                bail!("unknown flag: --console");
+            }
+            action(c, "pause", &a.names, a.all, -1, false, None)
+        }
         Cmd::Delete {
             names,
             force,
@@ -235,7 +262,34 @@ pub fn action(
     all: bool,
     timeout: i64,
     force: bool,
+    console: Option<&str>,
 ) -> Result<()> {
+    if let Some(kind) = console {
+        if all {
+            bail!("--console can't be used with --all");
+        }
+        if names.len() != 1 {
+            bail!("--console only works with a single instance");
+        }
+        if action == "stop" && force {
+            bail!("--console can't be used while forcing instance shutdown");
+        }
+        if kind != "console" {
+            bail!("Unknown console type {kind:?}: containers have a text console only");
+        }
+        let name = &names[0];
+        if action == "stop" {
+            // Watch the shutdown: the request goes, the console shows it to the end.
+            client.request(
+                "PUT",
+                &format!("/1.0/instances/{}/state", encode(name)),
+                Some(&json!({"action": "stop", "timeout": timeout, "force": false})),
+            )?;
+        } else {
+            one_action(client, action, name, timeout, force)?;
+        }
+        return super::exec::console_attach(client, name);
+    }
     let names: Vec<String> = if all {
         if !names.is_empty() {
             bail!("Both --all and instance name given");
