@@ -120,9 +120,25 @@ fn centre(s: &str, w: usize) -> String {
     format!("{}{s}{}", " ".repeat(gap / 2), " ".repeat(gap - gap / 2))
 }
 
-/// Header text as tablewriter's auto-format shows it: `_` as a space, upper case.
+/// Header text as tablewriter's auto-format shows it: `_` as a space, `.` as a space
+/// unless between digits (`0.5`), trimmed, upper case.
 fn title(h: &str) -> String {
-    h.replace('_', " ").trim().to_uppercase()
+    let chars: Vec<char> = h.chars().collect();
+    let num_or_space = |c: char| c.is_ascii_digit() || c == ' ';
+    let out: String = chars
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| match c {
+            '_' => ' ',
+            '.' if (i != 0 && !num_or_space(chars[i - 1]))
+                || (i + 1 != chars.len() && !num_or_space(chars[i + 1])) =>
+            {
+                ' '
+            }
+            c => c,
+        })
+        .collect();
+    out.trim().to_uppercase()
 }
 
 /// The physical lines of one table row: cell lines side by side, short cells padded.
@@ -320,6 +336,8 @@ mod tests {
             t.contains("| 10.0.0.2 (eth0) |\n| 10.0.0.3 (eth1) |\n"),
             "{t}"
         );
+        assert_eq!(title("user.tier"), "USER TIER");
+        assert_eq!(title("limits_0.5"), "LIMITS 0.5");
         // No rows: the header alone.
         assert_eq!(table(&h, &[]).lines().count(), 3);
     }
