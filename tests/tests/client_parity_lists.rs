@@ -125,7 +125,10 @@ fn list_filters_columns_and_formats_match_lxc() {
         ],
     );
     same(&d, &["list", "-c", "n,user.tier:TIER", "-f", "table"]);
-    same(&d, &["list", "-c", "n,user.tier,image.os:os_name", "-f", "table"]);
+    same(
+        &d,
+        &["list", "-c", "n,user.tier,image.os:os_name", "-f", "table"],
+    );
     same(&d, &["list", "-c", "ns,user.tier", "-f", "compact"]);
     // json and yaml: the same instances, with the same fields hutchd sent.
     for cols in ["ns", "nsS4"] {

@@ -17,13 +17,13 @@ pub enum Cmd {
     /// Create an instance from an image.
     Init(CreateArgs),
     /// Start instances.
-    Start(ActionArgs),
+    Start(StartArgs),
     /// Stop instances.
     Stop(StopArgs),
     /// Restart instances.
     Restart(StopArgs),
     /// Freeze instances.
-    Pause(ActionArgs),
+    Pause(PauseArgs),
     /// Delete instances and snapshots.
     #[command(visible_alias = "rm")]
     Delete {
@@ -75,9 +75,18 @@ pub enum Cmd {
     },
 }
 
-/// `start` and `pause`: instances by name, or `--all`.
+/// `pause`: instances by name, or `--all`.
 #[derive(Args)]
-pub struct ActionArgs {
+pub struct PauseArgs {
+    pub names: Vec<String>,
+    /// Run against all instances.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `start`.
+#[derive(Args)]
+pub struct StartArgs {
     pub names: Vec<String>,
     /// Run against all instances.
     #[arg(long)]
@@ -129,12 +138,7 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             a.force,
             a.console.as_deref(),
         ),
-        Cmd::Pause(a) => {
-            if a.console.is_some() {
-                bail!("unknown flag: --console");
-            }
-            action(c, "pause", &a.names, a.all, -1, false, None)
-        }
+        Cmd::Pause(a) => action(c, "pause", &a.names, a.all, -1, false, None),
         Cmd::Delete {
             names,
             force,
