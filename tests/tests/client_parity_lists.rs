@@ -639,13 +639,17 @@ fn list_addresses_on_a_managed_network_match_lxc() {
     assert_eq!(one, format!("n1,{a1} (eth0)\n"));
     let h = d.hutch_ok(&["info", "n1"]);
     let l = d.lxc_ok(&["info", "n1"]);
+    // lxc prints the interfaces in Go's random map order, hutch sorted: compared as sets.
     let addresses = |s: &str| -> Vec<String> {
-        s.lines()
+        let mut v: Vec<String> = s
+            .lines()
             .filter(|l| {
                 l.contains("inet:") || l.contains("MAC address") || l.contains("Host interface")
             })
             .map(str::to_string)
-            .collect()
+            .collect();
+        v.sort();
+        v
     };
     assert_eq!(addresses(&h), addresses(&l));
     assert!(
