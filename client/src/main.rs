@@ -2,17 +2,24 @@
 //! arguments and dispatch live in its module under `commands/`.
 
 mod commands;
+mod config;
 mod http;
 mod output;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use commands::{config, exec, file, image, instance, network, operation, profile, storage};
+use commands::{
+    alias, config as config_cmd, exec, file, image, instance, misc, monitor, network, operation,
+    profile, query, storage,
+};
 use http::Client;
 
 #[derive(Parser)]
 #[command(name = "hutch", version, about = "Manage hutch system containers")]
 struct Cli {
+    /// Don't show progress information.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -33,7 +40,7 @@ enum Cmd {
     File(file::Cmd),
     /// Instance and server configuration.
     #[command(subcommand)]
-    Config(config::Cmd),
+    Config(config_cmd::Cmd),
     /// Profiles.
     #[command(subcommand)]
     Profile(profile::Cmd),
@@ -46,13 +53,34 @@ enum Cmd {
     /// Storage pools and custom volumes.
     #[command(subcommand)]
     Storage(storage::Cmd),
-    /// Background operations.
+    /// List, show and delete background operations.
     #[command(subcommand)]
     Operation(operation::Cmd),
+    /// Send a raw query to hutchd.
+    Query(query::QueryArgs),
+    /// Monitor the server's events.
+    Monitor(monitor::MonitorArgs),
+    /// Show local and remote versions.
+    Version,
+    /// Manage warnings.
+    #[command(subcommand)]
+    Warning(misc::WarningCmd),
+    /// Manage projects (hutchd has the default project only).
+    #[command(subcommand)]
+    Project(misc::ProjectCmd),
+    /// Manage command aliases.
+    #[command(subcommand)]
+    Alias(alias::Cmd),
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs the command; returns the process's exit code.
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    output::set_quiet(cli.quiet);
     let c = Client::new();
     match cli.command {
         Cmd::Instance(cmd) => instance::run(&c, cmd)?,
@@ -60,33 +88,84 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Exec(a) => return exec::exec(&c, &a),
         Cmd::Console(a) => exec::console(&c, &a)?,
         Cmd::File(cmd) => file::run(&c, cmd)?,
-        Cmd::Config(cmd) => config::run(&c, cmd)?,
+        Cmd::Config(cmd) => config_cmd::run(&c, cmd)?,
         Cmd::Profile(cmd) => profile::run(&c, cmd)?,
         Cmd::Network(cmd) => network::run(&c, cmd)?,
         Cmd::Image(cmd) => image::run(&c, cmd)?,
         Cmd::Storage(cmd) => storage::run(&c, cmd)?,
         Cmd::Operation(cmd) => operation::run(&c, cmd)?,
+        Cmd::Query(a) => query::query(&c, &a)?,
+        Cmd::Monitor(a) => monitor::monitor(&c, &a)?,
+        Cmd::Version => misc::version(&c)?,
+        Cmd::Warning(cmd) => misc::warning(&c, cmd)?,
+        Cmd::Project(cmd) => misc::project(&c, cmd)?,
+        Cmd::Alias(cmd) => alias::run(cmd)?,
+        Cmd::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hutch", &mut std::io::stdout())
+        }
     }
     Ok(0)
 }
 
+/// The command line with a user alias (or lxc's built-in `shell`) expanded, as lxc
+/// expands them before anything else; once only, so an alias may name a built-in.
+/// An alias whose target is an absolute path runs that program instead.
+fn expand_aliases(args: Vec<String>) -> anyhow::Result<Vec<String>> {
+    // lxc ignores a config it cannot read here; the alias commands report it.
+    let user = config::aliases().unwrap_or_default();
+    let Some(expanded) = alias::expand(&user, &args)? else {
+        return Ok(args);
+    };
+    if expanded[0].starts_with('/') {
+        let status = std::process::Command::new(&expanded[0])
+            .args(&expanded[1..])
+            .status()
+            .map_err(|e| anyhow::anyhow!("Processing aliases failed: {e}"))?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(expanded)
+}
+
+/// Prints an error as lxc does and exits 1.
+fn fail(e: &anyhow::Error) -> ! {
+    let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    eprintln!("Error: {}", msg.join(": "));
+    std::process::exit(1);
+}
+
 fn main() {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => std::process::exit(code),
+    let args = match expand_aliases(std::env::args().collect()) {
+        Ok(a) => a,
+        Err(e) => fail(&e),
+    };
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
         Err(e) => {
-            // One clear line: the error and its causes.
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("Error: {}", msg.join(": "));
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => e.exit(),
+                // A group without its subcommand shows its usage, as lxc does.
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    print!("{}", e.render());
+                    std::process::exit(0);
+                }
+                _ => {}
+            }
+            // One `Error: ` line as lxc prints, then clap's usage hint.
+            let text = e.render().to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            eprint!("Error: {text}");
             std::process::exit(1);
         }
+    };
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => fail(&e),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
 
     #[test]
@@ -106,6 +185,61 @@ mod tests {
             &["hutch", "stop", "c1", "--force"],
             &["hutch", "publish", "c1", "--alias", "x", "os=busybox"],
             &["hutch", "console", "c1", "--show-log"],
+            &[
+                "hutch",
+                "list",
+                "web",
+                "status=running",
+                "type=container",
+                "-c",
+                "nsN",
+                "-f",
+                "compact",
+            ],
+            &["hutch", "ls", "--fast", "--format", "csv"],
+            &["hutch", "start", "--all"],
+            &["hutch", "stop", "--all", "--force", "--timeout", "5"],
+            &["hutch", "restart", "--all"],
+            &["hutch", "delete", "-i", "c1", "c2/snap0"],
+            &["hutch", "rm", "-f", "c1"],
+            &["hutch", "info"],
+            &["hutch", "info", "--resources"],
+            &["hutch", "info", "c1", "--show-log"],
+            &[
+                "hutch",
+                "query",
+                "-X",
+                "POST",
+                "-d",
+                "{}",
+                "--wait",
+                "--raw",
+                "/1.0/instances",
+            ],
+            &[
+                "hutch",
+                "monitor",
+                "--type",
+                "lifecycle",
+                "--type",
+                "logging",
+                "-f",
+                "json",
+            ],
+            &["hutch", "operation", "show", "abc"],
+            &["hutch", "operation", "cancel", "abc"],
+            &["hutch", "version"],
+            &["hutch", "warning", "list", "-a", "-c", "ut", "-f", "yaml"],
+            &["hutch", "warning", "show", "abc"],
+            &["hutch", "project", "list", "-f", "json"],
+            &["hutch", "project", "show", "default"],
+            &["hutch", "alias", "add", "ll", "list -c ns"],
+            &["hutch", "alias", "ls", "-f", "csv"],
+            &["hutch", "alias", "rename", "ll", "l2"],
+            &["hutch", "alias", "rm", "l2"],
+            &["hutch", "completion", "bash"],
+            &["hutch", "-q", "launch", "bb", "c1"],
+            &["hutch", "launch", "bb", "c1", "--quiet"],
         ] {
             assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
         }

@@ -4,9 +4,10 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::{pairs, resolve_image};
+use super::list::{self, ListArgs};
+use super::{info, pairs, resolve_image};
 use crate::http::{encode, Client};
-use crate::output::{self, Format};
+use crate::output;
 
 /// The instance commands, at the top level of `hutch` as in `lxc`.
 #[derive(Subcommand)]
@@ -16,30 +17,23 @@ pub enum Cmd {
     /// Create an instance from an image.
     Init(CreateArgs),
     /// Start instances.
-    Start { names: Vec<String> },
+    Start(StartArgs),
     /// Stop instances.
-    Stop {
-        names: Vec<String>,
-        #[arg(short, long)]
-        force: bool,
-        #[arg(long, default_value_t = -1)]
-        timeout: i64,
-    },
+    Stop(StopArgs),
     /// Restart instances.
-    Restart {
-        names: Vec<String>,
-        #[arg(short, long)]
-        force: bool,
-        #[arg(long, default_value_t = -1)]
-        timeout: i64,
-    },
+    Restart(StopArgs),
     /// Freeze instances.
-    Pause { names: Vec<String> },
-    /// Delete instances.
+    Pause(PauseArgs),
+    /// Delete instances and snapshots.
+    #[command(visible_alias = "rm")]
     Delete {
         names: Vec<String>,
+        /// Force the removal of running instances.
         #[arg(short, long)]
         force: bool,
+        /// Require user confirmation.
+        #[arg(short, long)]
+        interactive: bool,
     },
     /// Snapshot an instance.
     Snapshot {
@@ -66,15 +60,58 @@ pub enum Cmd {
         storage: Option<String>,
     },
     /// List instances.
-    List {
-        filter: Option<String>,
-        #[arg(short, long, value_enum, default_value = "table")]
-        format: Format,
-        #[arg(short, long, default_value = "ns46tS")]
-        columns: String,
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show instance or server information.
+    Info {
+        /// The instance; without it, the server.
+        name: Option<String>,
+        /// Show the instance's last 100 log lines.
+        #[arg(long)]
+        show_log: bool,
+        /// Show the resources available to the server.
+        #[arg(long)]
+        resources: bool,
     },
-    /// Show an instance's state and resources.
-    Info { name: String },
+}
+
+/// `pause`: instances by name, or `--all`.
+#[derive(Args)]
+pub struct PauseArgs {
+    pub names: Vec<String>,
+    /// Run against all instances.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `start`.
+#[derive(Args)]
+pub struct StartArgs {
+    pub names: Vec<String>,
+    /// Run against all instances.
+    #[arg(long)]
+    pub all: bool,
+    /// Immediately attach to the console (`--console`; lxc's `--console=vga` is for VMs).
+    #[arg(long, num_args = 0..=1, default_missing_value = "console", require_equals = true)]
+    pub console: Option<String>,
+}
+
+/// `stop` and `restart`.
+#[derive(Args)]
+pub struct StopArgs {
+    pub names: Vec<String>,
+    /// Run against all instances.
+    #[arg(long)]
+    pub all: bool,
+    /// Force the instance to shutdown.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Time to wait for the instance before killing it.
+    #[arg(long, default_value_t = -1)]
+    pub timeout: i64,
+    /// Immediately attach to the console.
+    #[arg(long, num_args = 0..=1, default_missing_value = "console", require_equals = true)]
+    pub console: Option<String>,
 }
 
 /// Runs one instance command.
@@ -82,25 +119,31 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Launch(a) => create(c, &a, true),
         Cmd::Init(a) => create(c, &a, false),
-        Cmd::Start { names } => start(c, &names),
-        Cmd::Stop {
+        Cmd::Start(a) => action(c, "start", &a.names, a.all, -1, false, a.console.as_deref()),
+        Cmd::Stop(a) => action(
+            c,
+            "stop",
+            &a.names,
+            a.all,
+            a.timeout,
+            a.force,
+            a.console.as_deref(),
+        ),
+        Cmd::Restart(a) => action(
+            c,
+            "restart",
+            &a.names,
+            a.all,
+            a.timeout,
+            a.force,
+            a.console.as_deref(),
+        ),
+        Cmd::Pause(a) => action(c, "pause", &a.names, a.all, -1, false, None),
+        Cmd::Delete {
             names,
             force,
-            timeout,
-        } => names
-            .iter()
-            .try_for_each(|n| state(c, n, "stop", timeout, force)),
-        Cmd::Restart {
-            names,
-            force,
-            timeout,
-        } => names
-            .iter()
-            .try_for_each(|n| state(c, n, "restart", timeout, force)),
-        Cmd::Pause { names } => names
-            .iter()
-            .try_for_each(|n| state(c, n, "freeze", -1, false)),
-        Cmd::Delete { names, force } => delete(c, &names, force),
+            interactive,
+        } => delete(c, &names, force, interactive),
         Cmd::Rename { from, to, storage } => rename(c, &from, to.as_deref(), storage.as_deref()),
         Cmd::Snapshot { name, snapshot } => self::snapshot(c, &name, snapshot.as_deref()),
         Cmd::Restore { name, snapshot } => restore(c, &name, &snapshot),
@@ -109,12 +152,17 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             name,
             instance_only,
         } => copy(c, &source, &name, instance_only),
-        Cmd::List {
-            filter,
-            format,
-            columns,
-        } => list(c, filter.as_deref(), format, &columns),
-        Cmd::Info { name } => info(c, &name),
+        Cmd::List(a) => list::list(c, &a),
+        Cmd::Info {
+            name: Some(name),
+            show_log,
+            resources: _,
+        } => info::instance(c, &name, show_log),
+        Cmd::Info {
+            name: None,
+            resources,
+            ..
+        } => info::server(c, resources),
     }
 }
 
@@ -181,10 +229,14 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
         .and_then(|u| u.rsplit('/').next())
         .unwrap_or_default()
         .to_string();
-    println!("Creating {name}");
+    if !output::quiet() {
+        println!("Creating {name}");
+    }
     client.wait_op(&env)?;
     if start {
-        println!("Starting {name}");
+        if !output::quiet() {
+            println!("Starting {name}");
+        }
         state(client, &name, "start", -1, false)?;
     }
     Ok(())
@@ -205,21 +257,143 @@ pub fn status_of(client: &Client, name: &str) -> Result<String> {
     Ok(st["status"].as_str().unwrap_or("").to_string())
 }
 
-/// `hutch start`: thaws a frozen instance, as lxc does.
-pub fn start(client: &Client, names: &[String]) -> Result<()> {
-    for n in names {
-        let action = if status_of(client, n)? == "Frozen" {
-            "unfreeze"
+/// `start`, `stop`, `restart`, `pause` of named instances or `--all`, as lxc's cmdAction:
+/// one failure among several is reported per instance, then as a whole.
+pub fn action(
+    client: &Client,
+    action: &str,
+    names: &[String],
+    all: bool,
+    timeout: i64,
+    force: bool,
+    console: Option<&str>,
+) -> Result<()> {
+    if let Some(kind) = console {
+        if all {
+            bail!("--console can't be used with --all");
+        }
+        if names.len() != 1 {
+            bail!("--console only works with a single instance");
+        }
+        if action == "stop" && force {
+            bail!("--console can't be used while forcing instance shutdown");
+        }
+        if kind != "console" {
+            bail!("Unknown console type {kind:?}: containers have a text console only");
+        }
+        let name = &names[0];
+        if action == "stop" {
+            // Watch the shutdown: the request goes, the console shows it to the end.
+            client.request(
+                "PUT",
+                &format!("/1.0/instances/{}/state", encode(name)),
+                Some(&json!({"action": "stop", "timeout": timeout, "force": false})),
+            )?;
         } else {
-            "start"
-        };
-        state(client, n, action, -1, false)?;
+            one_action(client, action, name, timeout, force)?;
+        }
+        return super::exec::console_attach(client, name);
+    }
+    let names: Vec<String> = if all {
+        if !names.is_empty() {
+            bail!("Both --all and instance name given");
+        }
+        let server = client.get("/1.0")?;
+        let bulk = server["api_extensions"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x == "instance_bulk_state_change"));
+        if bulk {
+            let body = json!({"state": {"action": if action == "pause" { "freeze" } else { action },
+                "timeout": timeout, "force": force, "stateful": false}});
+            client.run("PUT", "/1.0/instances", Some(&body))?;
+            return Ok(());
+        }
+        let list = client.get("/1.0/instances?recursion=1")?;
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| match action {
+                "start" => i["status"] != "Running",
+                "stop" => i["status"] != "Stopped",
+                _ => true,
+            })
+            .map(|i| i["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    } else {
+        if names.is_empty() {
+            bail!("Missing instance name; give one or more names, or --all");
+        }
+        names.to_vec()
+    };
+    let results: Vec<(String, Result<()>)> = names
+        .iter()
+        .map(|n| (n.clone(), one_action(client, action, n, timeout, force)))
+        .collect();
+    if results.len() == 1 {
+        return results.into_iter().next().map(|r| r.1).unwrap_or(Ok(()));
+    }
+    let mut failed = false;
+    for (name, r) in &results {
+        if let Err(e) = r {
+            failed = true;
+            for line in format!("error: {e:#}").lines() {
+                eprintln!("{name}: {line}");
+            }
+        }
+    }
+    if failed {
+        eprintln!();
+        bail!("Some instances failed to {action}");
     }
     Ok(())
 }
 
-pub fn delete(client: &Client, names: &[String], force: bool) -> Result<()> {
+fn one_action(client: &Client, action: &str, name: &str, timeout: i64, force: bool) -> Result<()> {
+    let mut action = if action == "pause" { "freeze" } else { action };
+    if action == "start" && status_of(client, name)? == "Frozen" {
+        // "start" of a frozen instance means "unfreeze".
+        action = "unfreeze";
+    }
+    state(client, name, action, timeout, force)
+        .map_err(|e| anyhow::anyhow!("{e:#}\nTry `hutch info --show-log {name}` for more info"))
+}
+
+/// Asks `Remove NAME (yes/no): ` on stdout and reads the answer from stdin.
+fn confirm_delete(name: &str) -> Result<()> {
+    use std::io::Write;
+    print!("Remove {name} (yes/no): ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim_end_matches('\n').to_lowercase() != "yes" {
+        bail!("User aborted delete operation");
+    }
+    Ok(())
+}
+
+/// `hutch delete`: instances and snapshots, every one checked to exist first.
+pub fn delete(client: &Client, names: &[String], force: bool, interactive: bool) -> Result<()> {
+    if names.is_empty() {
+        bail!("Missing instance name");
+    }
     for n in names {
+        let (inst, snap) = n.split_once('/').unwrap_or((n, ""));
+        let (url, what) = if snap.is_empty() {
+            (format!("/1.0/instances/{}", encode(inst)), "instance")
+        } else {
+            (
+                format!("/1.0/instances/{}/snapshots/{}", encode(inst), encode(snap)),
+                "instance snapshot",
+            )
+        };
+        client
+            .get(&url)
+            .map_err(|e| anyhow::anyhow!("Failed checking {what} exists \"local:{n}\": {e:#}"))?;
+    }
+    for n in names {
+        if interactive {
+            confirm_delete(n)?;
+        }
         if let Some((inst, snap)) = n.split_once('/') {
             client.run(
                 "DELETE",
@@ -228,16 +402,20 @@ pub fn delete(client: &Client, names: &[String], force: bool) -> Result<()> {
             )?;
             continue;
         }
-        if status_of(client, n)? != "Stopped" {
+        let v = client.get(&format!("/1.0/instances/{}", encode(n)))?;
+        let code = v["status_code"].as_i64().unwrap_or(0);
+        if code != 0 && code != 102 {
             if !force {
                 bail!("The instance is currently running, stop it first or pass --force");
             }
-            state(client, n, "stop", -1, true)?;
+            state(client, n, "stop", -1, true)
+                .map_err(|e| anyhow::anyhow!("Stopping the instance failed: {e:#}"))?;
+            // An ephemeral instance is gone once stopped.
+            if v["ephemeral"].as_bool().unwrap_or(false) {
+                continue;
+            }
         }
-        // An ephemeral instance is gone once stopped.
-        if client.get(&format!("/1.0/instances/{}", encode(n))).is_ok() {
-            client.run("DELETE", &format!("/1.0/instances/{}", encode(n)), None)?;
-        }
+        client.run("DELETE", &format!("/1.0/instances/{}", encode(n)), None)?;
     }
     Ok(())
 }
@@ -257,135 +435,6 @@ pub fn rename(client: &Client, from: &str, to: Option<&str>, storage: Option<&st
         Some(&body),
     )?;
     Ok(())
-}
-
-fn ipv4(v: &Value) -> String {
-    let mut out = Vec::new();
-    if let Some(net) = v["state"]["network"].as_object() {
-        for (dev, n) in net {
-            for a in n["addresses"].as_array().into_iter().flatten() {
-                if a["family"] == "inet" && a["scope"] == "global" {
-                    out.push(format!("{} ({dev})", a["address"].as_str().unwrap_or("")));
-                }
-            }
-        }
-    }
-    out.join("\n")
-}
-
-fn column(v: &Value, c: char) -> (String, String) {
-    let s = |x: &Value| x.as_str().unwrap_or("").to_string();
-    match c {
-        'n' => ("NAME".into(), s(&v["name"])),
-        's' => ("STATE".into(), s(&v["status"]).to_uppercase()),
-        '4' => ("IPV4".into(), ipv4(v)),
-        '6' => ("IPV6".into(), String::new()),
-        't' => ("TYPE".into(), s(&v["type"]).to_uppercase()),
-        'S' => (
-            "SNAPSHOTS".into(),
-            v["snapshots"]
-                .as_array()
-                .map(|a| a.len())
-                .unwrap_or(0)
-                .to_string(),
-        ),
-        'p' => (
-            "PID".into(),
-            v["state"]["pid"]
-                .as_i64()
-                .filter(|p| *p > 0)
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-        ),
-        'P' => (
-            "PROFILES".into(),
-            v["profiles"]
-                .as_array()
-                .map(|a| a.iter().map(s).collect::<Vec<_>>().join("\n"))
-                .unwrap_or_default(),
-        ),
-        'l' => ("LAST USED AT".into(), s(&v["last_used_at"])),
-        'b' => ("STORAGE POOL".into(), "default".into()),
-        'c' => ("CREATED AT".into(), s(&v["created_at"])),
-        _ => ("DESCRIPTION".into(), s(&v["description"])),
-    }
-}
-
-pub fn list(client: &Client, filter: Option<&str>, format: Format, cols: &str) -> Result<()> {
-    let cols = output::columns(cols)?;
-    let all = client.get("/1.0/instances?recursion=2")?;
-    let items: Vec<Value> = all
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|v| filter.is_none_or(|f| v["name"].as_str().is_some_and(|n| n.starts_with(f))))
-        .collect();
-    let headers: Vec<String> = cols.iter().map(|c| column(&Value::Null, *c).0).collect();
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|v| cols.iter().map(|c| column(v, *c).1).collect())
-        .collect();
-    print!(
-        "{}",
-        output::render(format, &headers, &rows, &Value::Array(items))?
-    );
-    Ok(())
-}
-
-pub fn info(client: &Client, name: &str) -> Result<()> {
-    let v = client.get(&format!("/1.0/instances/{}?recursion=1", encode(name)))?;
-    let st = &v["state"];
-    println!("Name: {}", v["name"].as_str().unwrap_or(""));
-    println!(
-        "Status: {}",
-        v["status"].as_str().unwrap_or("").to_uppercase()
-    );
-    println!("Type: {}", v["type"].as_str().unwrap_or(""));
-    println!("Architecture: {}", v["architecture"].as_str().unwrap_or(""));
-    if st["pid"].as_i64().unwrap_or(0) > 0 {
-        println!("PID: {}", st["pid"]);
-    }
-    println!("Created: {}", v["created_at"].as_str().unwrap_or(""));
-    println!("Last Used: {}", v["last_used_at"].as_str().unwrap_or(""));
-    if let Some(snaps) = v["snapshots"].as_array().filter(|a| !a.is_empty()) {
-        println!("\nSnapshots:");
-        for s in snaps {
-            println!(
-                "  {} (taken at {})",
-                s["name"].as_str().unwrap_or(""),
-                s["created_at"].as_str().unwrap_or("")
-            );
-        }
-    }
-    if v["status"] == "Running" || v["status"] == "Frozen" {
-        println!("\nResources:");
-        println!("  Processes: {}", st["processes"]);
-        println!(
-            "  CPU usage (in seconds): {}",
-            st["cpu"]["usage"].as_i64().unwrap_or(0) / 1_000_000_000
-        );
-        println!(
-            "  Memory (current): {}",
-            human(st["memory"]["usage"].as_i64().unwrap_or(0))
-        );
-        println!(
-            "  Memory (peak): {}",
-            human(st["memory"]["usage_peak"].as_i64().unwrap_or(0))
-        );
-    }
-    Ok(())
-}
-
-fn human(bytes: i64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{v:.2}{}", units[i])
 }
 
 /// `hutch snapshot NAME [SNAP]`.

@@ -1,13 +1,19 @@
 //! One module per command group, each with clap arguments and a `run`.
 
+pub mod alias;
 pub mod config;
 pub mod exec;
 pub mod file;
 pub mod image;
+pub mod info;
 pub mod instance;
+pub mod list;
+pub mod misc;
+pub mod monitor;
 pub mod network;
 pub mod operation;
 pub mod profile;
+pub mod query;
 pub mod storage;
 
 use anyhow::{bail, Result};
