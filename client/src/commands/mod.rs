@@ -1,10 +1,13 @@
 //! One module per command group, each with clap arguments and a `run`.
 
 pub mod config;
+pub mod device;
+pub mod edit;
 pub mod exec;
 pub mod file;
 pub mod image;
 pub mod instance;
+pub mod lxc_format;
 pub mod network;
 pub mod operation;
 pub mod profile;
