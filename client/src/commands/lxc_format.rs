@@ -23,9 +23,6 @@ pub enum Kind {
     /// `map[string]map[string]string` (devices).
     Devices,
     Struct(&'static Shape),
-    /// `*Struct`: `null` when absent.
-    OptStruct(&'static Shape),
-    List(&'static Shape),
 }
 
 /// One struct field: its JSON/YAML name, what it holds, and `omitempty`.
@@ -232,14 +229,6 @@ fn decode_kind(v: &Value, kind: Kind) -> Node {
                 .collect()
         })),
         Struct(s) => decode(v, s),
-        OptStruct(s) => {
-            if v.is_object() {
-                decode(v, s)
-            } else {
-                Node::Null
-            }
-        }
-        List(s) => decode_list(v, s),
     }
 }
 
@@ -267,6 +256,38 @@ pub fn go_time(s: &str) -> String {
         format!("{base}{zone}")
     } else {
         format!("{base}.{frac}{zone}")
+    }
+}
+
+/// lxc's row order (`utils.ByName`, `sortorder.NaturalLess`).
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    // sortorder.NaturalLess: runs of digits compare as numbers, the rest byte by byte.
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, _) => return std::cmp::Ordering::Less,
+            (_, None) => return std::cmp::Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let xl = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let yl = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                let xs = std::str::from_utf8(&x[..xl]).unwrap_or("").trim_start_matches('0');
+                let ys = std::str::from_utf8(&y[..yl]).unwrap_or("").trim_start_matches('0');
+                let o = xs.len().cmp(&ys.len()).then(xs.cmp(ys)).then(xl.cmp(&yl));
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+                x = &x[xl..];
+                y = &y[yl..];
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
     }
 }
 
@@ -356,8 +377,8 @@ pub fn to_yaml(node: &Node) -> String {
     e.out
 }
 
-/// Go's yaml.v2 key order for maps: runs of digits compare as numbers, letters sort
-/// before other characters.
+/// Go's yaml.v2 key order for maps: runs of digits compare as numbers, and where a
+/// letter meets another character the other character comes first.
 pub fn yaml_key_less(a: &str, b: &str) -> bool {
     let ar: Vec<char> = a.chars().collect();
     let br: Vec<char> = b.chars().collect();
@@ -1092,7 +1113,7 @@ description: \"\"
         });
         assert_eq!(
             keys,
-            vec!["a", "a1", "b", "eth2", "eth10", "volatile.eth0.hwaddr", "_x"]
+            vec!["_x", "a", "a1", "b", "eth2", "eth10", "volatile.eth0.hwaddr"]
         );
     }
 

@@ -300,38 +300,6 @@ impl Vol {
     }
 }
 
-/// Rows sorted by name as lxc's `utils.ByName` (natural order).
-fn natural_less(a: &str, b: &str) -> std::cmp::Ordering {
-    // sortorder.NaturalLess: runs of digits compare as numbers, the rest byte by byte.
-    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (x.first(), y.first()) {
-            (None, None) => return std::cmp::Ordering::Equal,
-            (None, _) => return std::cmp::Ordering::Less,
-            (_, None) => return std::cmp::Ordering::Greater,
-            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
-                let xl = x.iter().take_while(|c| c.is_ascii_digit()).count();
-                let yl = y.iter().take_while(|c| c.is_ascii_digit()).count();
-                let xs = std::str::from_utf8(&x[..xl]).unwrap_or("").trim_start_matches('0');
-                let ys = std::str::from_utf8(&y[..yl]).unwrap_or("").trim_start_matches('0');
-                let o = xs.len().cmp(&ys.len()).then(xs.cmp(ys)).then(xl.cmp(&yl));
-                if o != std::cmp::Ordering::Equal {
-                    return o;
-                }
-                x = &x[xl..];
-                y = &y[yl..];
-            }
-            (Some(c), Some(d)) => {
-                if c != d {
-                    return c.cmp(d);
-                }
-                x = &x[1..];
-                y = &y[1..];
-            }
-        }
-    }
-}
-
 fn count(v: &Value) -> String {
     v.as_array().map(|a| a.len()).unwrap_or(0).to_string()
 }
@@ -366,7 +334,7 @@ pub fn list(client: &Client, format: Format) -> Result<()> {
             ]
         })
         .collect();
-    rows.sort_by(|a, b| natural_less(&a[0], &b[0]));
+    rows.sort_by(|a, b| lxc_format::natural_cmp(&a[0], &b[0]));
     render(
         format,
         &["NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"],
@@ -636,9 +604,9 @@ pub fn list_volumes(client: &Client, pool: &str, format: Format, columns: &str) 
                 b[0].split(' ').next().unwrap_or(""),
             );
             if ta != tb {
-                natural_less(&a[0], &b[0])
+                lxc_format::natural_cmp(&a[0], &b[0])
             } else {
-                natural_less(&a[1], &b[1])
+                lxc_format::natural_cmp(&a[1], &b[1])
             }
         });
     }
@@ -908,7 +876,7 @@ mod tests {
         assert_eq!(iec(1536), "1.50KiB");
         assert_eq!(iec(20 << 20), "20.00MiB");
         let mut names = vec!["v10", "v2", "a", "v1"];
-        names.sort_by(|a, b| natural_less(a, b));
+        names.sort_by(|a, b| lxc_format::natural_cmp(a, b));
         assert_eq!(names, vec!["a", "v1", "v2", "v10"]);
     }
 }
