@@ -14,6 +14,8 @@ pub enum Kind {
     Int,
     /// `time.Time`: RFC 3339 with Go's trimmed fraction.
     Time,
+    /// `*time.Time`: `null` when absent.
+    OptTime,
     /// `[]string`.
     StrList,
     /// `map[string]string` (or `map[string]any` of strings).
@@ -111,13 +113,23 @@ pub static STORAGE_POOL: Shape = Shape(&[
 
 /// `api.ResourcesStoragePool`.
 pub static POOL_RESOURCES: Shape = Shape(&[
-    Field("space", Struct(&POOL_SPACE), false),
-    Field("inodes", Struct(&POOL_INODES), false),
+    Field("space", Struct(&POOL_SPACE), true),
+    Field("inodes", Struct(&POOL_INODES), true),
 ]);
 
 static POOL_SPACE: Shape = Shape(&[Field("used", Int, true), Field("total", Int, false)]);
 
 static POOL_INODES: Shape = Shape(&[Field("used", Int, false), Field("total", Int, false)]);
+
+/// `api.StorageVolumeSnapshot`.
+pub static STORAGE_VOLUME_SNAPSHOT: Shape = Shape(&[
+    Field("description", Str, false),
+    Field("expires_at", OptTime, false),
+    Field("name", Str, false),
+    Field("config", StrMap, false),
+    Field("content_type", Str, false),
+    Field("created_at", Time, false),
+]);
 
 /// `api.StorageVolume`.
 pub static STORAGE_VOLUME: Shape = Shape(&[
@@ -165,12 +177,24 @@ pub fn decode(v: &Value, shape: &Shape) -> Node {
                     Node::Null | Node::Seq(None) | Node::Map(None) => true,
                     Node::Seq(Some(s)) => s.is_empty(),
                     Node::Map(Some(m)) => m.is_empty(),
-                    Node::Time(_) | Node::Struct(_) => false,
+                    Node::Time(_) => false,
+                    // yaml.v2 leaves out a struct whose fields are all zero.
+                    Node::Struct(f) => f.iter().all(|(_, n)| {
+                        matches!(n, Node::Int(0) | Node::Bool(false) | Node::Null)
+                            || matches!(n, Node::Str(s) if s.is_empty())
+                    }),
                 };
                 (!(*omitempty && empty)).then_some((*name, n))
             })
             .collect(),
     )
+}
+
+/// `sort.Strings(x.UsedBy)`, which lxc's `show` of pools, volumes and networks does.
+pub fn sort_used_by(v: &mut Value) {
+    if let Some(a) = v["used_by"].as_array_mut() {
+        a.sort_by(|x, y| x.as_str().unwrap_or("").cmp(y.as_str().unwrap_or("")));
+    }
 }
 
 /// Decodes a JSON array into `[]shape` (nil when it is not an array).
@@ -200,6 +224,10 @@ fn decode_kind(v: &Value, kind: Kind) -> Node {
         Bool => Node::Bool(v.as_bool().unwrap_or(false)),
         Int => Node::Int(v.as_i64().unwrap_or(0)),
         Time => Node::Time(go_time(v.as_str().unwrap_or(""))),
+        OptTime => match v.as_str() {
+            Some(t) => Node::Time(go_time(t)),
+            None => Node::Null,
+        },
         StrList => Node::Seq(v.as_array().map(|a| {
             a.iter()
                 .map(|x| Node::Str(scalar_string(x)))

@@ -171,7 +171,8 @@ pub fn list(client: &Client, format: Format) -> Result<()> {
 }
 
 pub fn show(client: &Client, name: &str) -> Result<()> {
-    let n = client.get(&url(name))?;
+    let mut n = client.get(&url(name))?;
+    lxc_format::sort_used_by(&mut n);
     print!(
         "{}",
         lxc_format::to_yaml(&lxc_format::decode(&n, &lxc_format::NETWORK))
@@ -196,7 +197,10 @@ pub fn delete(client: &Client, name: &str) -> Result<()> {
 }
 
 pub fn get(client: &Client, name: &str, key: &str) -> Result<()> {
-    println!("{}", s(&client.get(&url(name))?["config"][key]));
+    // lxc prints a key only when the network has it.
+    if let Some(v) = client.get(&url(name))?["config"].get(key) {
+        println!("{}", s(v));
+    }
     Ok(())
 }
 
@@ -269,7 +273,8 @@ pub fn edit(client: &Client, name: &str) -> Result<()> {
             "description": editor::string_field(&new["description"])?,
         }))
     };
-    if !n["managed"].as_bool().unwrap_or(false) {
+    // lxc checks this only before opening the editor; piped YAML goes to the daemon.
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) && !n["managed"].as_bool().unwrap_or(false) {
         bail!("Only managed networks can be modified");
     }
     let current = lxc_format::to_yaml(&lxc_format::decode(&n, &lxc_format::NETWORK));

@@ -166,7 +166,9 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
         Cmd::Show { pool, resources } => show_pool(c, &pool, resources),
         Cmd::Get { pool, key } => {
             let p = c.get(&pool_url(&pool))?;
-            println!("{}", p["config"][&key].as_str().unwrap_or(""));
+            if let Some(v) = p["config"].get(&key) {
+                println!("{}", v.as_str().unwrap_or(""));
+            }
             Ok(())
         }
         Cmd::Set { pool, args } => set_pool(c, &pool, &args),
@@ -415,7 +417,8 @@ fn show_pool(client: &Client, pool: &str, resources: bool) -> Result<()> {
         print!("{}", lxc_format::to_yaml(&lxc_format::decode(&r, &lxc_format::POOL_RESOURCES)));
         return Ok(());
     }
-    let p = client.get(&pool_url(pool))?;
+    let mut p = client.get(&pool_url(pool))?;
+    lxc_format::sort_used_by(&mut p);
     print!("{}", lxc_format::to_yaml(&lxc_format::decode(&p, &lxc_format::STORAGE_POOL)));
     Ok(())
 }
@@ -621,11 +624,14 @@ pub fn list_volumes(client: &Client, pool: &str, format: Format, columns: &str) 
 
 pub fn show(client: &Client, pool: &str, name: &str) -> Result<()> {
     let vol = Vol::parse(pool, name)?;
-    let v = client.get(&vol.url())?;
-    print!(
-        "{}",
-        lxc_format::to_yaml(&lxc_format::decode(&v, &lxc_format::STORAGE_VOLUME))
-    );
+    let mut v = client.get(&vol.url())?;
+    lxc_format::sort_used_by(&mut v);
+    let shape = if vol.snapshot.is_some() {
+        &lxc_format::STORAGE_VOLUME_SNAPSHOT
+    } else {
+        &lxc_format::STORAGE_VOLUME
+    };
+    print!("{}", lxc_format::to_yaml(&lxc_format::decode(&v, shape)));
     Ok(())
 }
 
@@ -682,7 +688,12 @@ const VOLUME_HELP: &str = "### This is a YAML representation of a storage volume
 pub fn edit(client: &Client, pool: &str, name: &str) -> Result<()> {
     let vol = Vol::parse(pool, name)?;
     let v = client.get(&vol.url())?;
-    let current = lxc_format::to_yaml(&lxc_format::decode(&v, &lxc_format::STORAGE_VOLUME));
+    let shape = if vol.snapshot.is_some() {
+        &lxc_format::STORAGE_VOLUME_SNAPSHOT
+    } else {
+        &lxc_format::STORAGE_VOLUME
+    };
+    let current = lxc_format::to_yaml(&lxc_format::decode(&v, shape));
     editor::edit(VOLUME_HELP, &current, |text| {
         let new = editor::parse_yaml(text)?;
         let put = if vol.snapshot.is_some() {
