@@ -64,7 +64,9 @@ fn text_editor(content: &str) -> Result<String> {
     let editor = editor_command()?;
     let file = EditFile::create(content)?;
     let mut parts = editor.split_whitespace();
-    let program = parts.next().ok_or_else(|| anyhow!("empty editor command"))?;
+    let program = parts
+        .next()
+        .ok_or_else(|| anyhow!("empty editor command"))?;
     let status = Command::new(program)
         .args(parts)
         .arg(&file.0)
@@ -85,10 +87,8 @@ impl EditFile {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "hutch_editor_{}_{nanos}.yaml",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("hutch_editor_{}_{nanos}.yaml", std::process::id()));
         // create_new: never through a file or link someone else put there.
         let mut f = std::fs::OpenOptions::new()
             .write(true)

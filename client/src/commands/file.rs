@@ -219,7 +219,13 @@ pub fn push(client: &Client, sources: &[PathBuf], dest: &str, o: &PushOptions) -
             if o.recursive {
                 // The target directory, with the source directory's mode, as lxc does.
                 let mode = meta.permissions().mode() & 0o777;
-                mkdir_p(client, &name, path.trim_end_matches('/'), Some(mode), (uid, gid))?;
+                mkdir_p(
+                    client,
+                    &name,
+                    path.trim_end_matches('/'),
+                    Some(mode),
+                    (uid, gid),
+                )?;
             } else {
                 let parent = Path::new(&to)
                     .parent()
@@ -240,7 +246,9 @@ fn remote_type(client: &Client, name: &str, path: &str) -> Result<Option<String>
     if resp.status != 200 {
         return Ok(None);
     }
-    Ok(Some(resp.header("X-LXD-type").unwrap_or("file").to_string()))
+    Ok(Some(
+        resp.header("X-LXD-type").unwrap_or("file").to_string(),
+    ))
 }
 
 /// lxc's `recursiveMkdir`: the directories of `dir` below the deepest one that exists are
@@ -253,13 +261,17 @@ fn mkdir_p(
     mode: Option<u32>,
     ids: (u32, u32),
 ) -> Result<()> {
-    let parts: Vec<&str> = dir.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let parts: Vec<&str> = dir
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     let prefix = |i: usize| format!("/{}", parts[..i].join("/"));
     let mut first_missing = 0;
     for i in (1..=parts.len()).rev() {
         if let Some(kind) = remote_type(client, name, &prefix(i))? {
             if kind != "directory" {
-                bail!("{} is not a directory", prefix(i));
+                // lxc names it relative to / in this message.
+                bail!("{} is not a directory", parts[..i].join("/"));
             }
             first_missing = i;
             break;
@@ -461,12 +473,22 @@ fn copy_sparse(from: &mut dyn Read, to: &mut File) -> std::io::Result<u64> {
 /// the owner and mode it had (read from stdin instead when stdin is not a terminal).
 pub fn edit(client: &Client, spec: &str) -> Result<()> {
     let (name, path) = target(spec)?;
-    let mut resp = client.send("GET", &files_url(&name, &path), &[], &mut std::io::empty(), 0)?;
+    let mut resp = client.send(
+        "GET",
+        &files_url(&name, &path),
+        &[],
+        &mut std::io::empty(),
+        0,
+    )?;
     let (current, ids, mode) = if resp.status == 200 {
         if resp.header("X-LXD-type").unwrap_or("file") != "file" {
             bail!("{path} is not a regular file");
         }
-        let num = |h: &str| resp.header(h).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+        let num = |h: &str| {
+            resp.header(h)
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
         let ids = (num("X-LXD-uid"), num("X-LXD-gid"));
         let mode = resp
             .header("X-LXD-mode")
@@ -474,7 +496,11 @@ pub fn edit(client: &Client, spec: &str) -> Result<()> {
             .map(|m| m & 0o777);
         let mut data = Vec::new();
         resp.read_to_end(&mut data)?;
-        (String::from_utf8(data).context("the file is not text")?, ids, mode)
+        (
+            String::from_utf8(data).context("the file is not text")?,
+            ids,
+            mode,
+        )
     } else {
         // lxc edits only files that exist.
         parse_envelope(&resp.into_raw()?)?;

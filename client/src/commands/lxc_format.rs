@@ -228,11 +228,10 @@ fn decode_kind(v: &Value, kind: Kind) -> Node {
             Some(t) => Node::Time(go_time(t)),
             None => Node::Null,
         },
-        StrList => Node::Seq(v.as_array().map(|a| {
-            a.iter()
-                .map(|x| Node::Str(scalar_string(x)))
-                .collect()
-        })),
+        StrList => Node::Seq(
+            v.as_array()
+                .map(|a| a.iter().map(|x| Node::Str(scalar_string(x))).collect()),
+        ),
         StrMap => Node::Map(v.as_object().map(|m| {
             m.iter()
                 .map(|(k, x)| (k.clone(), Node::Str(scalar_string(x))))
@@ -299,8 +298,12 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
             (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
                 let xl = x.iter().take_while(|c| c.is_ascii_digit()).count();
                 let yl = y.iter().take_while(|c| c.is_ascii_digit()).count();
-                let xs = std::str::from_utf8(&x[..xl]).unwrap_or("").trim_start_matches('0');
-                let ys = std::str::from_utf8(&y[..yl]).unwrap_or("").trim_start_matches('0');
+                let xs = std::str::from_utf8(&x[..xl])
+                    .unwrap_or("")
+                    .trim_start_matches('0');
+                let ys = std::str::from_utf8(&y[..yl])
+                    .unwrap_or("")
+                    .trim_start_matches('0');
                 let o = xs.len().cmp(&ys.len()).then(xs.cmp(ys)).then(xl.cmp(&yl));
                 if o != std::cmp::Ordering::Equal {
                     return o;
@@ -869,8 +872,8 @@ fn resolves_to_string(s: &str) -> bool {
     const WORDS: &[&str] = &[
         "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N", "no",
         "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "", "~", "null", "Null",
-        "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF",
-        "-.inf", "-.Inf", "-.INF", "<<",
+        "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf",
+        "-.Inf", "-.INF", "<<",
     ];
     if WORDS.contains(&s) {
         return false;
@@ -902,26 +905,18 @@ fn is_go_int(s: &str) -> bool {
         .strip_prefix('+')
         .or_else(|| s.strip_prefix('-'))
         .unwrap_or(s);
-    let (digits, radix) = if let Some(d) = body
-        .strip_prefix("0x")
-        .or_else(|| body.strip_prefix("0X"))
-    {
-        (d, 16)
-    } else if let Some(d) = body
-        .strip_prefix("0o")
-        .or_else(|| body.strip_prefix("0O"))
-    {
-        (d, 8)
-    } else if let Some(d) = body
-        .strip_prefix("0b")
-        .or_else(|| body.strip_prefix("0B"))
-    {
-        (d, 2)
-    } else if body.len() > 1 && body.starts_with('0') {
-        (&body[1..], 8)
-    } else {
-        (body, 10)
-    };
+    let (digits, radix) =
+        if let Some(d) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+            (d, 16)
+        } else if let Some(d) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
+            (d, 8)
+        } else if let Some(d) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
+            (d, 2)
+        } else if body.len() > 1 && body.starts_with('0') {
+            (&body[1..], 8)
+        } else {
+            (body, 10)
+        };
     !digits.is_empty()
         && digits.chars().all(|c| c.is_digit(radix))
         && (radix == 10 || u64::from_str_radix(digits, radix).is_ok())
@@ -1024,7 +1019,9 @@ fn is_timestamp(s: &str) -> bool {
                 && tp
                     .next()
                     .is_some_and(|m| !m.is_empty() && m.bytes().all(|c| c.is_ascii_digit()))
-                && tp.next().is_some_and(|s| s.starts_with(|c: char| c.is_ascii_digit()))
+                && tp
+                    .next()
+                    .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_digit()))
         }
     }
 }
@@ -1131,7 +1128,15 @@ description: \"\"
 
     #[test]
     fn map_keys_sort_as_yaml_v2_does() {
-        let mut keys = vec!["eth10", "eth2", "b", "a1", "a", "_x", "volatile.eth0.hwaddr"];
+        let mut keys = vec![
+            "eth10",
+            "eth2",
+            "b",
+            "a1",
+            "a",
+            "_x",
+            "volatile.eth0.hwaddr",
+        ];
         keys.sort_by(|a, b| {
             if yaml_key_less(a, b) {
                 std::cmp::Ordering::Less
@@ -1141,7 +1146,15 @@ description: \"\"
         });
         assert_eq!(
             keys,
-            vec!["_x", "a", "a1", "b", "eth2", "eth10", "volatile.eth0.hwaddr"]
+            vec![
+                "_x",
+                "a",
+                "a1",
+                "b",
+                "eth2",
+                "eth10",
+                "volatile.eth0.hwaddr"
+            ]
         );
     }
 

@@ -20,23 +20,13 @@ pub enum Cmd {
         format: Format,
     },
     /// Show a network as YAML.
-    Show {
-        name: String,
-    },
+    Show { name: String },
     /// Create a bridge: NAME [KEY=VALUE...] (ipv4.address defaults to auto).
-    Create {
-        name: String,
-        config: Vec<String>,
-    },
+    Create { name: String, config: Vec<String> },
     #[command(alias = "rm")]
-    Delete {
-        name: String,
-    },
+    Delete { name: String },
     /// Get a network config key: NETWORK KEY.
-    Get {
-        name: String,
-        key: String,
-    },
+    Get { name: String, key: String },
     /// Set config keys: NAME KEY=VALUE...
     Set {
         name: String,
@@ -44,23 +34,13 @@ pub enum Cmd {
         config: Vec<String>,
     },
     /// Unset a network config key: NETWORK KEY.
-    Unset {
-        name: String,
-        key: String,
-    },
+    Unset { name: String, key: String },
     #[command(alias = "mv")]
-    Rename {
-        name: String,
-        new: String,
-    },
+    Rename { name: String, new: String },
     /// Edit a managed network as YAML ($VISUAL/$EDITOR on a terminal, else stdin).
-    Edit {
-        name: String,
-    },
+    Edit { name: String },
     /// The interface's addresses and counters.
-    Info {
-        name: String,
-    },
+    Info { name: String },
     ListLeases {
         name: String,
         #[arg(short, long, value_enum, default_value = "table")]
@@ -74,10 +54,7 @@ pub enum Cmd {
         interface: Option<String>,
     },
     /// Remove INSTANCE's NICs on NETWORK.
-    Detach {
-        network: String,
-        instance: String,
-    },
+    Detach { network: String, instance: String },
 }
 
 /// Runs one `hutch network` command.
@@ -274,7 +251,9 @@ pub fn edit(client: &Client, name: &str) -> Result<()> {
         }))
     };
     // lxc checks this only before opening the editor; piped YAML goes to the daemon.
-    if std::io::IsTerminal::is_terminal(&std::io::stdin()) && !n["managed"].as_bool().unwrap_or(false) {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && !n["managed"].as_bool().unwrap_or(false)
+    {
         bail!("Only managed networks can be modified");
     }
     let current = lxc_format::to_yaml(&lxc_format::decode(&n, &lxc_format::NETWORK));
@@ -323,7 +302,10 @@ pub fn info(client: &Client, name: &str) -> Result<()> {
     let c = &st["counters"];
     let n = |v: &Value| v.as_i64().unwrap_or(0);
     println!("\nNetwork usage:");
-    println!("  Bytes received: {}", decimal_size(n(&c["bytes_received"])));
+    println!(
+        "  Bytes received: {}",
+        decimal_size(n(&c["bytes_received"]))
+    );
     println!("  Bytes sent: {}", decimal_size(n(&c["bytes_sent"])));
     println!("  Packets received: {}", n(&c["packets_received"]));
     println!("  Packets sent: {}", n(&c["packets_sent"]));
@@ -342,7 +324,10 @@ pub fn info(client: &Client, name: &str) -> Result<()> {
         println!("  STP: {}", b["stp"].as_bool().unwrap_or(false));
         println!("  Forward delay: {}", n(&b["forward_delay"]));
         println!("  Default VLAN ID: {}", n(&b["vlan_default"]));
-        println!("  VLAN filtering: {}", b["vlan_filtering"].as_bool().unwrap_or(false));
+        println!(
+            "  VLAN filtering: {}",
+            b["vlan_filtering"].as_bool().unwrap_or(false)
+        );
         println!("  Upper devices: {}", list(&b["upper_devices"]));
     }
     Ok(())

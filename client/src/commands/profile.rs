@@ -88,7 +88,11 @@ fn writable(p: &Value) -> Value {
 }
 
 /// Replaces an instance's profile list (a full PUT of its writable part, as lxc does).
-fn set_profiles(c: &Client, instance: &str, edit: impl FnOnce(Vec<Value>) -> Result<Vec<Value>>) -> Result<()> {
+fn set_profiles(
+    c: &Client,
+    instance: &str,
+    edit: impl FnOnce(Vec<Value>) -> Result<Vec<Value>>,
+) -> Result<()> {
     let v = c.get(&instance_url(instance))?;
     let mut put = instance_writable(&v);
     let profiles = put["profiles"].as_array().cloned().unwrap_or_default();

@@ -307,7 +307,12 @@ fn count(v: &Value) -> String {
 }
 
 /// Prints rows, or the objects as lxc's `--format json|yaml` prints them.
-fn render(format: Format, headers: &[&str], rows: &[Vec<String>], raw: &lxc_format::Node) -> Result<()> {
+fn render(
+    format: Format,
+    headers: &[&str],
+    rows: &[Vec<String>],
+    raw: &lxc_format::Node,
+) -> Result<()> {
     match format {
         Format::Json => print!("{}", lxc_format::to_json(raw)),
         Format::Yaml => print!("{}", lxc_format::to_yaml(raw)),
@@ -339,7 +344,14 @@ pub fn list(client: &Client, format: Format) -> Result<()> {
     rows.sort_by(|a, b| lxc_format::natural_cmp(&a[0], &b[0]));
     render(
         format,
-        &["NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"],
+        &[
+            "NAME",
+            "DRIVER",
+            "SOURCE",
+            "DESCRIPTION",
+            "USED BY",
+            "STATE",
+        ],
         &rows,
         &lxc_format::decode_list(&pools, &lxc_format::STORAGE_POOL),
     )
@@ -379,8 +391,14 @@ pub fn info(client: &Client, pool: &str, bytes: bool) -> Result<()> {
             ("name".into(), s(&p["name"])),
             ("driver".into(), s(&p["driver"])),
             ("description".into(), s(&p["description"])),
-            ("total space".into(), lxc_format::Node::Str(size(&r["space"]["total"]))),
-            ("space used".into(), lxc_format::Node::Str(size(&r["space"]["used"]))),
+            (
+                "total space".into(),
+                lxc_format::Node::Str(size(&r["space"]["total"])),
+            ),
+            (
+                "space used".into(),
+                lxc_format::Node::Str(size(&r["space"]["used"])),
+            ),
         ])),
     )]));
     let mut by_kind: Vec<(String, Vec<lxc_format::Node>)> = Vec::new();
@@ -407,19 +425,29 @@ pub fn info(client: &Client, pool: &str, bytes: bool) -> Result<()> {
                 .collect(),
         )),
     )]));
-    print!("{}{}", lxc_format::to_yaml(&info), lxc_format::to_yaml(&used));
+    print!(
+        "{}{}",
+        lxc_format::to_yaml(&info),
+        lxc_format::to_yaml(&used)
+    );
     Ok(())
 }
 
 fn show_pool(client: &Client, pool: &str, resources: bool) -> Result<()> {
     if resources {
         let r = client.get(&format!("{}/resources", pool_url(pool)))?;
-        print!("{}", lxc_format::to_yaml(&lxc_format::decode(&r, &lxc_format::POOL_RESOURCES)));
+        print!(
+            "{}",
+            lxc_format::to_yaml(&lxc_format::decode(&r, &lxc_format::POOL_RESOURCES))
+        );
         return Ok(());
     }
     let mut p = client.get(&pool_url(pool))?;
     lxc_format::sort_used_by(&mut p);
-    print!("{}", lxc_format::to_yaml(&lxc_format::decode(&p, &lxc_format::STORAGE_POOL)));
+    print!(
+        "{}",
+        lxc_format::to_yaml(&lxc_format::decode(&p, &lxc_format::STORAGE_POOL))
+    );
     Ok(())
 }
 
@@ -505,7 +533,10 @@ pub fn volume_info(client: &Client, pool: &str, name: &str) -> Result<()> {
         println!("Description: {d}");
     }
     println!("Type: {}", v["type"].as_str().unwrap_or(&vol.kind));
-    let ct = v["content_type"].as_str().filter(|c| !c.is_empty()).unwrap_or("filesystem");
+    let ct = v["content_type"]
+        .as_str()
+        .filter(|c| !c.is_empty())
+        .unwrap_or("filesystem");
     println!("Content type: {ct}");
     if let Some(used) = st["usage"]["used"].as_i64() {
         println!("Usage: {}", iec(used));
@@ -513,7 +544,43 @@ pub fn volume_info(client: &Client, pool: &str, name: &str) -> Result<()> {
             println!("Total: {}", iec(total));
         }
     }
+    if vol.kind == "custom" && vol.snapshot.is_none() {
+        let snaps = client.get(&format!("{}/snapshots?recursion=1", vol.url()))?;
+        let mut rows: Vec<Vec<String>> = snaps
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|snap| {
+                let name = snap["name"].as_str().unwrap_or("");
+                vec![
+                    name.rsplit('/').next().unwrap_or(name).to_string(),
+                    snap["description"].as_str().unwrap_or("").to_string(),
+                    snap["expires_at"]
+                        .as_str()
+                        .map(table_time)
+                        .unwrap_or_else(|| " ".into()),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            rows.sort_by(|a, b| lxc_format::natural_cmp(&a[0], &b[0]));
+            println!("\nSnapshots:");
+            let headers = ["NAME".into(), "DESCRIPTION".into(), "EXPIRES AT".into()];
+            print!("{}", output::table(&headers, &rows));
+        }
+    }
     Ok(())
+}
+
+/// A time as lxc's tables show it (`2006/01/02 15:04 MST`), for UTC times.
+fn table_time(t: &str) -> String {
+    let t = lxc_format::go_time(t);
+    match (t.get(0..10), t.get(11..16)) {
+        (Some(date), Some(hm)) if t.ends_with('Z') => {
+            format!("{} {hm} UTC", date.replace('-', "/"))
+        }
+        _ => t,
+    }
 }
 
 pub fn create(
@@ -722,7 +789,13 @@ fn instance_url(name: &str) -> String {
 
 /// `attach POOL VOLUME INSTANCE [DEVICE] [PATH]`: a disk device; with one extra argument
 /// it is the path and the device is named after the volume.
-pub fn attach(client: &Client, pool: &str, name: &str, instance: &str, rest: &[String]) -> Result<()> {
+pub fn attach(
+    client: &Client,
+    pool: &str,
+    name: &str,
+    instance: &str,
+    rest: &[String],
+) -> Result<()> {
     let vol = Vol::parse(pool, name)?;
     if vol.kind != "custom" {
         bail!("Only \"custom\" volumes can be attached to instances");
@@ -734,7 +807,7 @@ pub fn attach(client: &Client, pool: &str, name: &str, instance: &str, rest: &[S
     };
     let v = client.get(&instance_url(instance))?;
     if v["devices"].get(&device).is_some() {
-        bail!("The device already exists");
+        bail!("Device already exists: {device}");
     }
     let mut put = super::device::instance_writable(&v);
     put["devices"][&device] =
@@ -744,7 +817,13 @@ pub fn attach(client: &Client, pool: &str, name: &str, instance: &str, rest: &[S
 }
 
 /// `detach POOL VOLUME INSTANCE [DEVICE]`: the disk device of that volume goes.
-pub fn detach(client: &Client, pool: &str, name: &str, instance: &str, device: Option<&str>) -> Result<()> {
+pub fn detach(
+    client: &Client,
+    pool: &str,
+    name: &str,
+    instance: &str,
+    device: Option<&str>,
+) -> Result<()> {
     let v = client.get(&instance_url(instance))?;
     let mut found = device.map(|d| d.to_string());
     if found.is_none() {
@@ -772,7 +851,13 @@ pub fn detach(client: &Client, pool: &str, name: &str, instance: &str, device: O
     Ok(())
 }
 
-pub fn snapshot(client: &Client, pool: &str, name: &str, snap: Option<&str>, reuse: bool) -> Result<()> {
+pub fn snapshot(
+    client: &Client,
+    pool: &str,
+    name: &str,
+    snap: Option<&str>,
+    reuse: bool,
+) -> Result<()> {
     let vol = Vol::parse(pool, name)?;
     if vol.kind != "custom" {
         bail!("Only \"custom\" volumes can be snapshotted");
@@ -864,7 +949,6 @@ pub fn move_volume(client: &Client, source: &str, target: &str) -> Result<()> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -872,12 +956,21 @@ mod tests {
     #[test]
     fn volume_arguments_parse_as_lxc_parses_them() {
         let v = Vol::parse("p", "custom/v1/s1").unwrap();
-        assert_eq!((v.kind.as_str(), v.name.as_str(), v.snapshot.as_deref()), ("custom", "v1", Some("s1")));
-        assert_eq!(v.url(), "/1.0/storage-pools/p/volumes/custom/v1/snapshots/s1");
+        assert_eq!(
+            (v.kind.as_str(), v.name.as_str(), v.snapshot.as_deref()),
+            ("custom", "v1", Some("s1"))
+        );
+        assert_eq!(
+            v.url(),
+            "/1.0/storage-pools/p/volumes/custom/v1/snapshots/s1"
+        );
         let v = Vol::parse("p", "container/c1").unwrap();
         assert_eq!((v.kind.as_str(), v.name.as_str()), ("container", "c1"));
         let v = Vol::parse("p", "v1/s1").unwrap();
-        assert_eq!((v.kind.as_str(), v.snapshot.as_deref()), ("custom", Some("s1")));
+        assert_eq!(
+            (v.kind.as_str(), v.snapshot.as_deref()),
+            ("custom", Some("s1"))
+        );
         assert!(Vol::parse("p", "a/b/c").is_err());
     }
 
