@@ -462,8 +462,8 @@ pub fn yaml_key_less(a: &str, b: &str) -> bool {
 
 fn is_empty_collection(n: &Node) -> bool {
     match n {
-        Node::Seq(s) => s.as_ref().map_or(true, |s| s.is_empty()),
-        Node::Map(m) => m.as_ref().map_or(true, |m| m.is_empty()),
+        Node::Seq(s) => !matches!(s, Some(s) if !s.is_empty()),
+        Node::Map(m) => !matches!(m, Some(m) if !m.is_empty()),
         Node::Struct(f) => f.is_empty(),
         _ => false,
     }
@@ -941,13 +941,16 @@ fn is_yaml_float(s: &str) -> bool {
         }
         None => !mantissa.is_empty() && mantissa.chars().all(|c| c.is_ascii_digit()),
     };
-    let exp_ok = exp.map_or(true, |e| {
-        let e = e
-            .strip_prefix('+')
-            .or_else(|| e.strip_prefix('-'))
-            .unwrap_or(e);
-        !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
-    });
+    let exp_ok = match exp {
+        None => true,
+        Some(e) => {
+            let e = e
+                .strip_prefix('+')
+                .or_else(|| e.strip_prefix('-'))
+                .unwrap_or(e);
+            !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+        }
+    };
     mantissa_ok && exp_ok
 }
 
