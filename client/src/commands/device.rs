@@ -102,7 +102,7 @@ pub enum ProfileDeviceCmd {
 
 /// What owns the devices.
 #[derive(Clone, Copy, PartialEq)]
-enum Owner {
+pub enum Owner {
     Instance,
     Profile,
 }
@@ -132,6 +132,53 @@ impl Owner {
             Owner::Profile => c.request("PUT", &self.url(name), Some(body)).map(|_| ()),
         }
     }
+}
+
+/// lxc's `instanceDeviceAdd` / `profileDeviceAdd`: adds `dev` as `device` of `name`.
+pub fn add_device(c: &Client, o: Owner, name: &str, device: &str, dev: Value) -> Result<()> {
+    let v = c.get(&o.url(name))?;
+    if has(&v, "devices", device) {
+        bail!("Device already exists: {device}");
+    }
+    let mut put = o.writable(&v);
+    put["devices"][device] = dev;
+    o.put(c, name, &put)
+}
+
+/// The detach of lxc's `network detach` and `storage volume detach`: removes `device`, or
+/// else the one device that `matches`; `none` is the error when no device matches.
+pub fn detach(
+    c: &Client,
+    o: Owner,
+    name: &str,
+    device: Option<&str>,
+    matches: impl Fn(&Value) -> bool,
+    none: &str,
+) -> Result<()> {
+    let v = c.get(&o.url(name))?;
+    let mut found = device.map(str::to_string);
+    if found.is_none() {
+        for (n, d) in v["devices"].as_object().into_iter().flatten() {
+            if matches(d) {
+                if found.is_some() {
+                    bail!("More than one device matches, specify the device name");
+                }
+                found = Some(n.clone());
+            }
+        }
+    }
+    let Some(device) = found else {
+        bail!("{none}");
+    };
+    let mut put = o.writable(&v);
+    if put["devices"]
+        .as_object_mut()
+        .and_then(|d| d.remove(&device))
+        .is_none()
+    {
+        bail!("The specified device doesn't exist");
+    }
+    o.put(c, name, &put)
 }
 
 /// An instance's writable part, as `api.Instance.Writable()`.

@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::device::get_config;
+use super::device::{self, get_config, Owner};
 use super::{edit as editor, lxc_format, pairs};
 
 use crate::http::{encode, Client};
@@ -53,8 +53,25 @@ pub enum Cmd {
         device: Option<String>,
         interface: Option<String>,
     },
-    /// Remove INSTANCE's NICs on NETWORK.
-    Detach { network: String, instance: String },
+    /// Give PROFILE a NIC on NETWORK: NETWORK PROFILE [DEVICE [INTERFACE]].
+    AttachProfile {
+        network: String,
+        profile: String,
+        device: Option<String>,
+        interface: Option<String>,
+    },
+    /// Remove INSTANCE's NIC on NETWORK: NETWORK INSTANCE [DEVICE].
+    Detach {
+        network: String,
+        instance: String,
+        device: Option<String>,
+    },
+    /// Remove PROFILE's NIC on NETWORK: NETWORK PROFILE [DEVICE].
+    DetachProfile {
+        network: String,
+        profile: String,
+        device: Option<String>,
+    },
 }
 
 /// Runs one `hutch network` command.
@@ -78,12 +95,35 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             interface,
         } => attach(
             c,
+            Owner::Instance,
             &network,
             &instance,
             device.as_deref(),
             interface.as_deref(),
         ),
-        Cmd::Detach { network, instance } => detach(c, &network, &instance),
+        Cmd::AttachProfile {
+            network,
+            profile,
+            device,
+            interface,
+        } => attach(
+            c,
+            Owner::Profile,
+            &network,
+            &profile,
+            device.as_deref(),
+            interface.as_deref(),
+        ),
+        Cmd::Detach {
+            network,
+            instance,
+            device,
+        } => detach(c, Owner::Instance, &network, &instance, device.as_deref()),
+        Cmd::DetachProfile {
+            network,
+            profile,
+            device,
+        } => detach(c, Owner::Profile, &network, &profile, device.as_deref()),
     }
 }
 
@@ -360,42 +400,60 @@ pub fn list_leases(client: &Client, name: &str, format: Format) -> Result<()> {
     Ok(())
 }
 
-/// Adds a NIC on `network` to `instance` (hot-plugged when it runs).
+/// lxc's `network attach[-profile] NETWORK TARGET [DEVICE [INTERFACE]]`: a NIC on a
+/// managed network by `network=`, on an unmanaged link as macvlan (bridged on a bridge).
 pub fn attach(
     client: &Client,
+    o: Owner,
     network: &str,
-    instance: &str,
-    device: Option<&str>,
+    target: &str,
+    dev_name: Option<&str>,
     interface: Option<&str>,
 ) -> Result<()> {
-    let device = device.unwrap_or(network);
-    let mut nic = json!({"type": "nic", "network": network});
+    let n = client.get(&url(network))?;
+    let mut nic = if n["managed"].as_bool().unwrap_or(false) {
+        json!({"type": "nic", "network": network})
+    } else {
+        let nictype = if n["type"] == "bridge" {
+            "bridged"
+        } else {
+            "macvlan"
+        };
+        json!({"type": "nic", "nictype": nictype, "parent": network})
+    };
     if let Some(i) = interface {
         nic["name"] = json!(i);
     }
-    client.request(
-        "PATCH",
-        &format!("/1.0/instances/{}", encode(instance)),
-        Some(&json!({"devices": {device: nic}})),
-    )?;
-    Ok(())
+    device::add_device(client, o, target, dev_name.unwrap_or(network), nic)
 }
 
-/// Removes the NICs of `instance` that are on `network`.
-pub fn detach(client: &Client, network: &str, instance: &str) -> Result<()> {
-    let iurl = format!("/1.0/instances/{}", encode(instance));
-    let mut inst = client.get(&iurl)?;
-    let before = inst["devices"].as_object().map(|d| d.len()).unwrap_or(0);
-    if let Some(devs) = inst["devices"].as_object_mut() {
-        devs.retain(|_, d| !(d["type"] == "nic" && d["network"] == network));
+/// lxc's `network detach[-profile] NETWORK TARGET [DEVICE]`.
+pub fn detach(
+    client: &Client,
+    o: Owner,
+    network: &str,
+    target: &str,
+    dev_name: Option<&str>,
+) -> Result<()> {
+    let on_network =
+        |d: &Value| d["type"] == "nic" && (d["parent"] == network || d["network"] == network);
+    if let Some(dev) = dev_name {
+        let owner_url = match o {
+            Owner::Instance => format!("/1.0/instances/{}", encode(target)),
+            Owner::Profile => format!("/1.0/profiles/{}", encode(target)),
+        };
+        if let Some(d) = client.get(&owner_url)?["devices"].get(dev) {
+            if !on_network(d) {
+                bail!("The specified device doesn't match the network");
+            }
+        }
     }
-    if inst["devices"].as_object().map(|d| d.len()).unwrap_or(0) == before {
-        bail!("No device found for this network");
-    }
-    let put = json!({
-        "architecture": inst["architecture"], "config": inst["config"], "devices": inst["devices"],
-        "ephemeral": inst["ephemeral"], "profiles": inst["profiles"], "description": inst["description"],
-    });
-    client.request("PUT", &iurl, Some(&put))?;
-    Ok(())
+    device::detach(
+        client,
+        o,
+        target,
+        dev_name,
+        on_network,
+        "No device found for this network",
+    )
 }

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::device::get_config;
+use super::device::{self, get_config, Owner};
 use super::{edit as editor, lxc_format};
 use crate::http::{encode, Client};
 use crate::output::{self, Format};
@@ -116,6 +116,21 @@ pub enum VolumeCmd {
         #[arg(num_args = 0..=2)]
         rest: Vec<String>,
     },
+    /// Attach a custom volume to a profile: POOL VOLUME PROFILE [DEVICE] [PATH].
+    AttachProfile {
+        pool: String,
+        name: String,
+        profile: String,
+        #[arg(num_args = 0..=2)]
+        rest: Vec<String>,
+    },
+    /// Detach a custom volume from a profile: POOL VOLUME PROFILE [DEVICE].
+    DetachProfile {
+        pool: String,
+        name: String,
+        profile: String,
+        device: Option<String>,
+    },
     /// Detach a custom volume from an instance: POOL VOLUME INSTANCE [DEVICE].
     Detach {
         pool: String,
@@ -150,11 +165,11 @@ pub enum VolumeCmd {
     /// Move a custom volume, to another name or pool: POOL/NAME POOL/NEW.
     #[command(alias = "mv")]
     Move { source: String, target: String },
-    /// Rename a volume or a snapshot: POOL OLD[/SNAP] NEW[/SNAP].
+    /// Rename a volume or a snapshot: POOL OLD[/SNAP] NEW[/SNAP] (or, as `move`,
+    /// POOL/OLD POOL/NEW).
     Rename {
-        pool: String,
-        name: String,
-        new: String,
+        #[arg(num_args = 2..=3, required = true)]
+        args: Vec<String>,
     },
 }
 
@@ -215,13 +230,32 @@ fn run_volume(c: &Client, cmd: VolumeCmd) -> Result<()> {
             name,
             instance,
             rest,
-        } => attach(c, &pool, &name, &instance, &rest),
+        } => attach(c, Owner::Instance, &pool, &name, &instance, &rest),
+        VolumeCmd::AttachProfile {
+            pool,
+            name,
+            profile,
+            rest,
+        } => attach(c, Owner::Profile, &pool, &name, &profile, &rest),
         VolumeCmd::Detach {
             pool,
             name,
             instance,
             device,
-        } => detach(c, &pool, &name, &instance, device.as_deref()),
+        } => detach(
+            c,
+            Owner::Instance,
+            &pool,
+            &name,
+            &instance,
+            device.as_deref(),
+        ),
+        VolumeCmd::DetachProfile {
+            pool,
+            name,
+            profile,
+            device,
+        } => detach(c, Owner::Profile, &pool, &name, &profile, device.as_deref()),
         VolumeCmd::Snapshot {
             pool,
             name,
@@ -239,7 +273,12 @@ fn run_volume(c: &Client, cmd: VolumeCmd) -> Result<()> {
             volume_only,
         } => copy(c, &source, &target, volume_only),
         VolumeCmd::Move { source, target } => move_volume(c, &source, &target),
-        VolumeCmd::Rename { pool, name, new } => rename(c, &pool, &name, &new),
+        VolumeCmd::Rename { args } => match &args[..] {
+            [pool, name, new] => rename(c, pool, name, new),
+            // hutch's earlier spelling, which lxc does not have.
+            [source, target] => move_volume(c, source, target),
+            _ => bail!("rename takes POOL OLD NEW"),
+        },
     }
 }
 
@@ -783,72 +822,46 @@ pub fn delete(client: &Client, pool: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn instance_url(name: &str) -> String {
-    format!("/1.0/instances/{}", encode(name))
-}
-
-/// `attach POOL VOLUME INSTANCE [DEVICE] [PATH]`: a disk device; with one extra argument
-/// it is the path and the device is named after the volume.
+/// `attach[-profile] POOL VOLUME TARGET [DEVICE] [PATH]`: a disk device; with one extra
+/// argument it is the path and the device is named after the volume.
 pub fn attach(
     client: &Client,
+    o: Owner,
     pool: &str,
     name: &str,
-    instance: &str,
+    target: &str,
     rest: &[String],
 ) -> Result<()> {
     let vol = Vol::parse(pool, name)?;
     if vol.kind != "custom" {
         bail!("Only \"custom\" volumes can be attached to instances");
     }
-    let (device, path) = match rest {
+    let (dev_name, path) = match rest {
         [] => (name.to_string(), String::new()),
         [path] => (name.to_string(), path.clone()),
-        [device, path, ..] => (device.clone(), path.clone()),
+        [dev_name, path, ..] => (dev_name.clone(), path.clone()),
     };
-    let v = client.get(&instance_url(instance))?;
-    if v["devices"].get(&device).is_some() {
-        bail!("Device already exists: {device}");
-    }
-    let mut put = super::device::instance_writable(&v);
-    put["devices"][&device] =
-        json!({"type": "disk", "pool": pool, "source": vol.name, "path": path});
-    client.run("PUT", &instance_url(instance), Some(&put))?;
-    Ok(())
+    let dev = json!({"type": "disk", "pool": pool, "source": vol.name, "path": path});
+    device::add_device(client, o, target, &dev_name, dev)
 }
 
-/// `detach POOL VOLUME INSTANCE [DEVICE]`: the disk device of that volume goes.
+/// `detach[-profile] POOL VOLUME TARGET [DEVICE]`: the disk device of that volume goes.
 pub fn detach(
     client: &Client,
+    o: Owner,
     pool: &str,
     name: &str,
-    instance: &str,
-    device: Option<&str>,
+    target: &str,
+    dev: Option<&str>,
 ) -> Result<()> {
-    let v = client.get(&instance_url(instance))?;
-    let mut found = device.map(|d| d.to_string());
-    if found.is_none() {
-        for (n, d) in v["devices"].as_object().into_iter().flatten() {
-            if d["type"] == "disk" && d["pool"] == pool && d["source"] == name {
-                if found.is_some() {
-                    bail!("More than one device matches, specify the device name");
-                }
-                found = Some(n.clone());
-            }
-        }
-    }
-    let Some(device) = found else {
-        bail!("No device found for this storage volume");
-    };
-    let mut put = super::device::instance_writable(&v);
-    if put["devices"]
-        .as_object_mut()
-        .and_then(|d| d.remove(&device))
-        .is_none()
-    {
-        bail!("The specified device doesn't exist");
-    }
-    client.run("PUT", &instance_url(instance), Some(&put))?;
-    Ok(())
+    device::detach(
+        client,
+        o,
+        target,
+        dev,
+        |d| d["type"] == "disk" && d["pool"] == pool && d["source"] == name,
+        "No device found for this storage volume",
+    )
 }
 
 pub fn snapshot(
