@@ -243,7 +243,20 @@ pub fn unset(client: &Client, name: &str, key: &str) -> Result<()> {
 }
 
 /// `api.InstancePut` as YAML; `--expanded` shows the profiles' config and devices applied.
+/// `INSTANCE/SNAPSHOT` shows the snapshot (`api.InstanceSnapshot`).
 pub fn show(client: &Client, name: &str, expanded: bool) -> Result<()> {
+    if let Some((inst, snap)) = name.split_once('/') {
+        let mut v = client.get(&format!("{}/snapshots/{}", url(inst), encode(snap)))?;
+        if expanded {
+            v["config"] = v["expanded_config"].clone();
+            v["devices"] = v["expanded_devices"].clone();
+        }
+        print!(
+            "{}",
+            lxc_format::to_yaml(&lxc_format::decode(&v, &lxc_format::INSTANCE_SNAPSHOT))
+        );
+        return Ok(());
+    }
     let v = client.get(&url(name))?;
     let mut out = instance_writable(&v);
     if expanded {
@@ -283,6 +296,29 @@ const INSTANCE_HELP: &str = "### This is a YAML representation of the configurat
 
 /// Edits the instance's writable config (`api.InstancePut`) as YAML.
 pub fn edit(client: &Client, name: &str) -> Result<()> {
+    if let Some((inst, snap)) = name.split_once('/') {
+        // A snapshot's only writable field is its expiry, which lxc edits only where the
+        // server has the extension for it.
+        let server = client.get("/1.0")?;
+        let has = server["api_extensions"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x == "snapshot_expiry"));
+        if !has {
+            bail!("The server is missing the required \"snapshot_expiry\" API extension");
+        }
+        let surl = format!("{}/snapshots/{}", url(inst), encode(snap));
+        let v = client.get(&surl)?;
+        let current = lxc_format::to_yaml(&lxc_format::decode(&v, &lxc_format::INSTANCE_SNAPSHOT));
+        return editor::edit(INSTANCE_HELP, &current, |text| {
+            let new = editor::parse_yaml(text)?;
+            client.run(
+                "PUT",
+                &surl,
+                Some(&json!({"expires_at": new["expires_at"]})),
+            )?;
+            Ok(())
+        });
+    }
     let v = client.get(&url(name))?;
     editor::edit(INSTANCE_HELP, &instance_edit_yaml(&v), |text| {
         let new = editor::parse_yaml(text)?;

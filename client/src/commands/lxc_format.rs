@@ -67,6 +67,23 @@ pub static INSTANCE_EDIT: Shape = Shape(&[
     Field("project", Str, false),
 ]);
 
+/// `api.InstanceSnapshot` (what `lxc config show INSTANCE/SNAPSHOT` prints).
+pub static INSTANCE_SNAPSHOT: Shape = Shape(&[
+    Field("expires_at", Time, false),
+    Field("architecture", Str, false),
+    Field("config", StrMap, false),
+    Field("created_at", Time, false),
+    Field("devices", Devices, false),
+    Field("ephemeral", Bool, false),
+    Field("expanded_config", StrMap, true),
+    Field("expanded_devices", Devices, true),
+    Field("last_used_at", Time, false),
+    Field("name", Str, false),
+    Field("profiles", StrList, false),
+    Field("stateful", Bool, false),
+    Field("size", Int, false),
+]);
+
 /// `api.ServerPut`.
 pub static SERVER_PUT: Shape = Shape(&[Field("config", AnyMap, false)]);
 
