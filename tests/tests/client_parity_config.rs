@@ -356,9 +356,13 @@ fn config_devices_and_edit_match_lxc() {
         d.hutch_ok(&["config", "show", "inst-hutch"]),
         d.lxc_ok(&["config", "show", "inst-lxc"])
     );
-    // Broken YAML from stdin fails as a whole, and changes nothing.
+    // Broken YAML from stdin fails as a whole, and changes nothing; so does an empty
+    // document (which lxc would apply as an empty configuration).
     let bad = d.hutch(&["config", "edit", "inst-hutch"], b"config: [\n");
     assert_eq!(bad.status.code(), Some(1));
+    let empty = d.hutch(&["config", "edit", "inst-hutch"], b"# nothing\n");
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(text(&empty.stderr).starts_with("Error: no YAML given"));
     assert!(d
         .lxc_ok(&["config", "show", "inst-hutch"])
         .ends_with("description: piped\n"));
@@ -959,6 +963,10 @@ fn file_push_pull_edit_flags_match_lxc() {
         "edited\n"
     );
     assert_eq!(stat("/srv/h/a/b/f"), "33 34 640 regular file\n");
+    assert_eq!(
+        same(&d, &["file", "pull", "c1/srv/h/a/b/f", "-"]),
+        "edited\n"
+    );
     d.lxc_with_stdin(&["file", "edit", "c1/srv/l/a/b/f"], b"piped\n");
     assert_eq!(
         d.hutch_ok(&["exec", "c1", "--", "cat", "/srv/l/a/b/f"]),

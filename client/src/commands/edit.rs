@@ -108,11 +108,12 @@ impl Drop for EditFile {
     }
 }
 
-/// Parses YAML that the user wrote (comments allowed; an empty document is `{}`).
+/// Parses YAML that the user wrote (comments allowed). An empty document is refused: lxc
+/// would apply it as an empty configuration, wiping the object's config and devices.
 pub fn parse_yaml(text: &str) -> Result<Value> {
     let v: Value = serde_yaml::from_str(text)?;
     match v {
-        Value::Null => Ok(Value::Object(Map::new())),
+        Value::Null => bail!("no YAML given (an empty document would clear everything)"),
         Value::Object(_) => Ok(v),
         _ => bail!("the YAML must be a mapping"),
     }
@@ -184,7 +185,8 @@ mod tests {
             json!({"d": {"type": "disk", "readonly": "true"}})
         );
         assert_eq!(string_map(&Value::Null).unwrap(), json!({}));
-        assert_eq!(parse_yaml("").unwrap(), json!({}));
+        assert!(parse_yaml("").is_err());
+        assert!(parse_yaml("### only a comment\n").is_err());
         assert!(parse_yaml("- a").is_err());
         assert!(parse_yaml("config: [").is_err());
         assert!(string_map(&json!({"a": {"b": 1}})).is_err());

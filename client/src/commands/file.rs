@@ -341,6 +341,28 @@ fn push_one(client: &Client, name: &str, src: &Path, to: &str, o: &PushOptions) 
 }
 
 pub fn pull(client: &Client, sources: &[String], dest: &Path, recursive: bool) -> Result<()> {
+    if dest == Path::new("-") {
+        // `-`: the files' contents to stdout, as lxc does.
+        for s in sources {
+            let (name, path) = target(s)?;
+            let mut resp = client.send(
+                "GET",
+                &files_url(&name, &path),
+                &[],
+                &mut std::io::empty(),
+                0,
+            )?;
+            if resp.status != 200 {
+                parse_envelope(&resp.into_raw()?)?;
+                bail!("failed to pull {path}");
+            }
+            if resp.header("X-LXD-type").unwrap_or("file") != "file" {
+                bail!("{path} is not a regular file");
+            }
+            std::io::copy(&mut resp, &mut std::io::stdout().lock())?;
+        }
+        return Ok(());
+    }
     for s in sources {
         let (name, path) = target(s)?;
         let base = Path::new(&path)
