@@ -746,6 +746,7 @@ fn networks_managed_and_unmanaged_match_lxc() {
     }
     assert!(same(&d, &["network", "show", "lo"]).contains("managed: false\n"));
     same(&d, &["network", "info", &net]);
+    same_formats(&d, &["network", "list-leases", &net]);
     // lo's counters move as the machine works: its first lines must match.
     let head = |s: String| s.lines().take(5).collect::<Vec<_>>().join("\n");
     assert_eq!(

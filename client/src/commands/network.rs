@@ -457,3 +457,15 @@ pub fn detach(
         "No device found for this network",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_print_in_decimal_units_as_lxc() {
+        assert_eq!(decimal_size(999), "999B");
+        assert_eq!(decimal_size(1500), "1.50kB");
+        assert_eq!(decimal_size(2_000_000), "2.00MB");
+    }
+}

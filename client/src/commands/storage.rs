@@ -992,6 +992,8 @@ mod tests {
         assert_eq!(iec(512), "512B");
         assert_eq!(iec(1536), "1.50KiB");
         assert_eq!(iec(20 << 20), "20.00MiB");
+        assert_eq!(table_time("2030-01-02T03:04:05.5Z"), "2030/01/02 03:04 UTC");
+        assert_eq!(table_time("0001-01-01T00:00:00Z"), "0001/01/01 00:00 UTC");
         let mut names = vec!["v10", "v2", "a", "v1"];
         names.sort_by(|a, b| lxc_format::natural_cmp(a, b));
         assert_eq!(names, vec!["a", "v1", "v2", "v10"]);
