@@ -134,11 +134,6 @@ fn set_target(args: &[String]) -> SetTarget {
     }
 }
 
-/// `KEY=VALUE...` or one `KEY VALUE` into a config map (lxc's rule).
-fn config_pairs(items: &[String]) -> Result<serde_json::Map<String, Value>> {
-    get_config(items)
-}
-
 /// The server's config (`/1.0`).
 mod server {
     use super::*;
@@ -157,7 +152,7 @@ mod server {
 
     /// Sets keys with a PATCH of just them; the daemon validates against its key table.
     pub fn set(client: &Client, pairs: &[String]) -> Result<()> {
-        let config = config_pairs(pairs)?;
+        let config = get_config(pairs)?;
         client.request("PATCH", "/1.0", Some(&json!({ "config": config })))?;
         Ok(())
     }
@@ -214,7 +209,7 @@ pub fn get(client: &Client, name: &str, key: &str, expanded: bool) -> Result<()>
 
 /// Sets keys with a full PUT of the instance, as lxc does.
 pub fn set(client: &Client, name: &str, pairs: &[String]) -> Result<()> {
-    let config = config_pairs(pairs)?;
+    let config = get_config(pairs)?;
     let v = client.get(&url(name))?;
     let mut put = instance_writable(&v);
     if !put["config"].is_object() {
@@ -382,12 +377,12 @@ mod tests {
 
     #[test]
     fn pairs_take_both_spellings() {
-        let m = config_pairs(&strings(&["a=1", "b=2"])).unwrap();
+        let m = get_config(&strings(&["a=1", "b=2"])).unwrap();
         assert_eq!(m["a"], "1");
         assert_eq!(m["b"], "2");
-        let m = config_pairs(&strings(&["b", "2"])).unwrap();
+        let m = get_config(&strings(&["b", "2"])).unwrap();
         assert_eq!(m["b"], "2");
-        assert!(config_pairs(&strings(&["lonely"])).is_err());
-        assert!(config_pairs(&strings(&["a=1", "b", "2"])).is_err());
+        assert!(get_config(&strings(&["lonely"])).is_err());
+        assert!(get_config(&strings(&["a=1", "b", "2"])).is_err());
     }
 }
