@@ -205,7 +205,7 @@ fn hutch_profiles_images_and_errors() {
     d.hutch_ok(&["init", "bb", "c1", "-p", "default", "-p", "tiny"]);
     assert!(d
         .hutch_ok(&["config", "show", "c1", "--expanded"])
-        .contains("limits.processes: '64'"));
+        .contains("limits.processes: \"64\""));
     assert!(!d
         .hutch(&["profile", "delete", "tiny"], b"")
         .status

@@ -1,12 +1,12 @@
 //! `hutch config get|set|unset|show|edit`, on an instance or, without an instance name, on
-//! the server (as `lxc config` does), and `hutch config device add|remove|set|list`.
-
-use std::io::Read;
+//! the server (as `lxc config` does), and `hutch config device ...` (in `device`).
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
+use super::device::{self, get_config, instance_writable};
+use super::{edit as editor, lxc_format};
 use crate::http::{encode, Client};
 
 /// `hutch config ...`.
@@ -17,7 +17,7 @@ pub enum Cmd {
         first: String,
         second: Option<String>,
         /// The instance's key after profiles are applied.
-        #[arg(long)]
+        #[arg(short, long)]
         expanded: bool,
     },
     /// Set keys: `[INSTANCE] KEY=VALUE...` or `[INSTANCE] KEY VALUE` (the server's without
@@ -35,38 +35,16 @@ pub enum Cmd {
     /// Show the config of an instance, or of the server without one.
     Show {
         name: Option<String>,
-        #[arg(long)]
+        /// With the profiles' config and devices applied.
+        #[arg(short, long)]
         expanded: bool,
     },
-    /// Replace the config of an instance (or of the server) with YAML from stdin.
+    /// Edit the config of an instance (or of the server) as YAML: in $VISUAL/$EDITOR on a
+    /// terminal, else read from stdin.
     Edit { name: Option<String> },
+    /// Manage instance devices.
     #[command(subcommand)]
-    Device(DeviceCmd),
-}
-
-#[derive(Subcommand)]
-pub enum DeviceCmd {
-    /// Add a device: NAME DEVICE TYPE [KEY=VALUE...].
-    Add {
-        name: String,
-        device: String,
-        kind: String,
-        props: Vec<String>,
-    },
-    Remove {
-        name: String,
-        device: String,
-    },
-    /// Set device keys: NAME DEVICE KEY=VALUE... (a profile's device is overridden).
-    Set {
-        name: String,
-        device: String,
-        #[arg(required = true)]
-        props: Vec<String>,
-    },
-    List {
-        name: String,
-    },
+    Device(device::InstanceDeviceCmd),
 }
 
 /// Runs one `hutch config` command.
@@ -114,19 +92,7 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
         } => show(c, &name, expanded),
         Cmd::Edit { name: None } => server::edit(c),
         Cmd::Edit { name: Some(name) } => edit(c, &name),
-        Cmd::Device(DeviceCmd::Add {
-            name,
-            device,
-            kind,
-            props,
-        }) => device_add(c, &name, &device, &kind, &props),
-        Cmd::Device(DeviceCmd::Remove { name, device }) => device_remove(c, &name, &device),
-        Cmd::Device(DeviceCmd::List { name }) => device_list(c, &name),
-        Cmd::Device(DeviceCmd::Set {
-            name,
-            device,
-            props,
-        }) => device_set(c, &name, &device, &props),
+        Cmd::Device(cmd) => device::run_instance(c, cmd),
     }
 }
 
@@ -168,22 +134,6 @@ fn set_target(args: &[String]) -> SetTarget {
     }
 }
 
-/// `KEY=VALUE...` or one `KEY VALUE` into a config map.
-fn config_pairs(items: &[String]) -> Result<serde_json::Map<String, Value>> {
-    let mut config = serde_json::Map::new();
-    let mut it = items.iter();
-    while let Some(item) = it.next() {
-        match item.split_once('=') {
-            Some((k, v)) => config.insert(k.into(), v.into()),
-            None => match it.next() {
-                Some(v) => config.insert(item.clone(), v.clone().into()),
-                None => bail!("no value for {item:?}"),
-            },
-        };
-    }
-    Ok(config)
-}
-
 /// The server's config (`/1.0`).
 mod server {
     use super::*;
@@ -202,7 +152,7 @@ mod server {
 
     /// Sets keys with a PATCH of just them; the daemon validates against its key table.
     pub fn set(client: &Client, pairs: &[String]) -> Result<()> {
-        let config = config_pairs(pairs)?;
+        let config = get_config(pairs)?;
         client.request("PATCH", "/1.0", Some(&json!({ "config": config })))?;
         Ok(())
     }
@@ -217,30 +167,33 @@ mod server {
         let v = client.get("/1.0")?;
         print!(
             "{}",
-            serde_yaml::to_string(&json!({"config": v["config"]}))?
+            lxc_format::to_yaml(&lxc_format::decode(&v, &lxc_format::SERVER_PUT))
         );
         Ok(())
     }
 
-    /// Replaces the whole server config with YAML from stdin (what `show` prints).
+    /// Replaces the server config (`api.ServerPut`) with the edited YAML.
     pub fn edit(client: &Client) -> Result<()> {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text)?;
-        let put: Value = serde_yaml::from_str(&text)?;
-        client.request("PUT", "/1.0", Some(&put))?;
-        Ok(())
+        let v = client.get("/1.0")?;
+        let current = lxc_format::to_yaml(&lxc_format::decode(&v, &lxc_format::SERVER_PUT));
+        editor::edit("", &current, |text| {
+            let new = editor::parse_yaml(text)?;
+            let mut config = serde_json::Map::new();
+            for (k, x) in new["config"].as_object().into_iter().flatten() {
+                // Write-only keys read back as `true`: sent back unchanged they would
+                // become the password "true", so they are left out.
+                if !x.is_boolean() {
+                    config.insert(k.clone(), editor::string_field(x)?);
+                }
+            }
+            client.request("PUT", "/1.0", Some(&json!({ "config": config })))?;
+            Ok(())
+        })
     }
 }
 
 fn url(name: &str) -> String {
     format!("/1.0/instances/{}", encode(name))
-}
-
-fn writable(v: &Value) -> Value {
-    json!({
-        "architecture": v["architecture"], "config": v["config"], "devices": v["devices"],
-        "ephemeral": v["ephemeral"], "profiles": v["profiles"], "description": v["description"],
-    })
 }
 
 pub fn get(client: &Client, name: &str, key: &str, expanded: bool) -> Result<()> {
@@ -254,109 +207,128 @@ pub fn get(client: &Client, name: &str, key: &str, expanded: bool) -> Result<()>
     Ok(())
 }
 
-/// Sets keys with a PATCH (only what changed is sent).
+/// Sets keys with a full PUT of the instance, as lxc does.
 pub fn set(client: &Client, name: &str, pairs: &[String]) -> Result<()> {
-    let config = config_pairs(pairs)?;
-    client.request("PATCH", &url(name), Some(&json!({"config": config})))?;
-    Ok(())
-}
-
-/// Unsets a key: a full PUT without it.
-pub fn unset(client: &Client, name: &str, key: &str) -> Result<()> {
+    let config = get_config(pairs)?;
     let v = client.get(&url(name))?;
-    let mut put = writable(&v);
-    if let Some(c) = put["config"].as_object_mut() {
-        c.remove(key);
+    let mut put = instance_writable(&v);
+    if !put["config"].is_object() {
+        put["config"] = json!({});
+    }
+    for (k, x) in config {
+        put["config"][k] = x;
     }
     client.run("PUT", &url(name), Some(&put))?;
     Ok(())
 }
 
-pub fn show(client: &Client, name: &str, expanded: bool) -> Result<()> {
+/// Unsets a key: a full PUT without it (lxc's error when it is not set).
+pub fn unset(client: &Client, name: &str, key: &str) -> Result<()> {
     let v = client.get(&url(name))?;
-    let mut out = writable(&v);
+    let mut put = instance_writable(&v);
+    if put["config"]
+        .as_object_mut()
+        .and_then(|c| c.remove(key))
+        .is_none()
+    {
+        bail!("Can't unset key '{key}', it's not currently set");
+    }
+    client.run("PUT", &url(name), Some(&put))?;
+    Ok(())
+}
+
+/// `api.InstancePut` as YAML; `--expanded` shows the profiles' config and devices applied.
+/// `INSTANCE/SNAPSHOT` shows the snapshot (`api.InstanceSnapshot`).
+pub fn show(client: &Client, name: &str, expanded: bool) -> Result<()> {
+    if let Some((inst, snap)) = name.split_once('/') {
+        let mut v = client.get(&format!("{}/snapshots/{}", url(inst), encode(snap)))?;
+        if expanded {
+            v["config"] = v["expanded_config"].clone();
+            v["devices"] = v["expanded_devices"].clone();
+        }
+        print!(
+            "{}",
+            lxc_format::to_yaml(&lxc_format::decode(&v, &lxc_format::INSTANCE_SNAPSHOT))
+        );
+        return Ok(());
+    }
+    let v = client.get(&url(name))?;
+    let mut out = instance_writable(&v);
     if expanded {
         out["config"] = v["expanded_config"].clone();
         out["devices"] = v["expanded_devices"].clone();
     }
-    print!("{}", serde_yaml::to_string(&out)?);
+    print!(
+        "{}",
+        lxc_format::to_yaml(&lxc_format::decode(&out, &lxc_format::INSTANCE_PUT))
+    );
     Ok(())
 }
 
-/// Replaces the writable config with YAML read from stdin.
+/// The YAML of an instance as lxc's `config edit` opens it: `api.Instance` less the
+/// expanded config and devices.
+fn instance_edit_yaml(v: &Value) -> String {
+    lxc_format::to_yaml(&lxc_format::decode(v, &lxc_format::INSTANCE_EDIT))
+}
+
+const INSTANCE_HELP: &str = "### This is a YAML representation of the configuration.
+### Any line starting with a '# will be ignored.
+###
+### A sample configuration looks like:
+### name: instance1
+### profiles:
+### - default
+### config:
+###   volatile.eth0.hwaddr: 00:16:3e:e9:f8:7f
+### devices:
+###   homedir:
+###     path: /extra
+###     source: /home/user
+###     type: disk
+### ephemeral: false
+###
+### Note that the name is shown but cannot be changed";
+
+/// Edits the instance's writable config (`api.InstancePut`) as YAML.
 pub fn edit(client: &Client, name: &str) -> Result<()> {
-    let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text)?;
-    let put: Value = serde_yaml::from_str(&text)?;
-    client.run("PUT", &url(name), Some(&put))?;
-    Ok(())
-}
-
-pub fn device_add(
-    client: &Client,
-    name: &str,
-    device: &str,
-    kind: &str,
-    props: &[String],
-) -> Result<()> {
-    let v = client.get(&url(name))?;
-    if v["devices"].get(device).is_some() {
-        bail!("The device already exists");
+    if let Some((inst, snap)) = name.split_once('/') {
+        // A snapshot's only writable field is its expiry, which lxc edits only where the
+        // server has the extension for it.
+        let server = client.get("/1.0")?;
+        let has = server["api_extensions"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x == "snapshot_expiry"));
+        if !has {
+            bail!("The server is missing the required \"snapshot_expiry\" API extension");
+        }
+        let surl = format!("{}/snapshots/{}", url(inst), encode(snap));
+        let v = client.get(&surl)?;
+        let current = lxc_format::to_yaml(&lxc_format::decode(&v, &lxc_format::INSTANCE_SNAPSHOT));
+        return editor::edit(INSTANCE_HELP, &current, |text| {
+            let new = editor::parse_yaml(text)?;
+            client.run(
+                "PUT",
+                &surl,
+                Some(&json!({"expires_at": new["expires_at"]})),
+            )?;
+            Ok(())
+        });
     }
-    let mut dev = super::pairs(props)?;
-    dev.insert("type".into(), kind.into());
-    let mut put = writable(&v);
-    put["devices"][device] = Value::Object(dev);
-    client.run("PUT", &url(name), Some(&put))?;
-    println!("Device {device} added to {name}");
-    Ok(())
-}
-
-/// Sets keys of an instance device; a device that only a profile has is copied into the
-/// instance first (LXD's `config device override`).
-pub fn device_set(client: &Client, name: &str, device: &str, props: &[String]) -> Result<()> {
     let v = client.get(&url(name))?;
-    let mut put = writable(&v);
-    let current = match v["devices"].get(device) {
-        Some(d) => d.clone(),
-        None => match v["expanded_devices"].get(device) {
-            Some(d) => d.clone(),
-            None => bail!("The device doesn't exist"),
-        },
-    };
-    let mut dev = current.as_object().cloned().unwrap_or_default();
-    dev.extend(super::pairs(props)?);
-    put["devices"][device] = Value::Object(dev);
-    client.run("PUT", &url(name), Some(&put))?;
-    Ok(())
-}
-
-pub fn device_remove(client: &Client, name: &str, device: &str) -> Result<()> {
-    let v = client.get(&url(name))?;
-    let mut put = writable(&v);
-    if put["devices"]
-        .as_object_mut()
-        .and_then(|d| d.remove(device))
-        .is_none()
-    {
-        bail!("The device doesn't exist");
-    }
-    client.run("PUT", &url(name), Some(&put))?;
-    println!("Device {device} removed from {name}");
-    Ok(())
-}
-
-pub fn device_list(client: &Client, name: &str) -> Result<()> {
-    let v = client.get(&url(name))?;
-    for k in v["devices"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, _)| k)
-    {
-        println!("{k}");
-    }
-    Ok(())
+    editor::edit(INSTANCE_HELP, &instance_edit_yaml(&v), |text| {
+        let new = editor::parse_yaml(text)?;
+        let put = json!({
+            "architecture": editor::string_field(&new["architecture"])?,
+            "config": editor::string_map(&new["config"])?,
+            "devices": editor::devices_map(&new["devices"])?,
+            "ephemeral": new["ephemeral"].as_bool().unwrap_or(false),
+            "profiles": new["profiles"].as_array().cloned().unwrap_or_default(),
+            "stateful": new["stateful"].as_bool().unwrap_or(false),
+            "description": editor::string_field(&new["description"])?,
+        });
+        client.run("PUT", &url(name), Some(&put))?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -405,9 +377,12 @@ mod tests {
 
     #[test]
     fn pairs_take_both_spellings() {
-        let m = config_pairs(&strings(&["a=1", "b", "2"])).unwrap();
+        let m = get_config(&strings(&["a=1", "b=2"])).unwrap();
         assert_eq!(m["a"], "1");
         assert_eq!(m["b"], "2");
-        assert!(config_pairs(&strings(&["lonely"])).is_err());
+        let m = get_config(&strings(&["b", "2"])).unwrap();
+        assert_eq!(m["b"], "2");
+        assert!(get_config(&strings(&["lonely"])).is_err());
+        assert!(get_config(&strings(&["a=1", "b", "2"])).is_err());
     }
 }

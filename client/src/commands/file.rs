@@ -1,4 +1,4 @@
-//! `hutch file push|pull|delete`, with LXD's X-LXD-* headers.
+//! `hutch file push|pull|delete|edit`, with LXD's X-LXD-* headers and lxc's flags.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -21,15 +21,19 @@ pub enum Cmd {
     Push {
         #[arg(required = true, num_args = 2..)]
         paths: Vec<String>,
+        /// Push directories and their contents.
         #[arg(short, long)]
         recursive: bool,
+        /// Create the missing parent directories.
         #[arg(short = 'p', long)]
         create_dirs: bool,
+        /// The file's owner (default: the local file's).
         #[arg(long)]
         uid: Option<u32>,
+        /// The file's group (default: the local file's).
         #[arg(long)]
         gid: Option<u32>,
-        /// Octal mode, e.g. 0644.
+        /// Octal permissions, e.g. 0644 or 644 (default: the local file's).
         #[arg(long)]
         mode: Option<String>,
     },
@@ -37,11 +41,22 @@ pub enum Cmd {
     Pull {
         #[arg(required = true, num_args = 2..)]
         paths: Vec<String>,
+        /// Pull directories and their contents.
         #[arg(short, long)]
         recursive: bool,
+        /// Create the missing local parent directories.
+        #[arg(short = 'p', long)]
+        create_dirs: bool,
     },
     /// Delete files in an instance.
-    Delete { targets: Vec<String> },
+    #[command(alias = "rm")]
+    Delete {
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Edit a file of an instance (INSTANCE/PATH) in $VISUAL/$EDITOR; reads the new
+    /// content from stdin when stdin is not a terminal.
+    Edit { target: String },
 }
 
 /// Runs one `hutch file` command.
@@ -56,12 +71,9 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             mode,
         } => {
             let dest = paths.pop().expect("clap requires two paths");
-            let mode = mode
-                .map(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8))
-                .transpose()
-                .map_err(|_| anyhow::anyhow!("--mode must be octal"))?;
+            let mode = mode.as_deref().map(parse_mode).transpose()?;
             if recursive && (uid.is_some() || gid.is_some() || mode.is_some()) {
-                bail!("--uid, --gid and --mode cannot be used with -r");
+                bail!("Can't supply uid/gid/mode in recursive mode");
             }
             let sources: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
             push(
@@ -80,11 +92,33 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
         Cmd::Pull {
             mut paths,
             recursive,
+            create_dirs,
         } => {
             let dest = PathBuf::from(paths.pop().expect("clap requires two paths"));
+            if create_dirs {
+                let dir = if paths.len() > 1 || dest.to_string_lossy().ends_with('/') {
+                    dest.as_path()
+                } else {
+                    dest.parent().unwrap_or(Path::new("."))
+                };
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("create {}", dir.display()))?;
+                }
+            }
             pull(c, &paths, &dest, recursive)
         }
         Cmd::Delete { targets } => delete(c, &targets),
+        Cmd::Edit { target } => edit(c, &target),
+    }
+}
+
+/// `--mode` as lxc reads it: octal, `644` taken as `0644`; permission bits only.
+fn parse_mode(m: &str) -> Result<u32> {
+    let digits = m.strip_prefix("0o").unwrap_or(m);
+    match u32::from_str_radix(digits, 8) {
+        Ok(v) if v <= 0o7777 => Ok(v & 0o777),
+        _ => bail!("Invalid mode {m:?}: give it in octal, e.g. 0644"),
     }
 }
 
@@ -164,6 +198,9 @@ pub struct PushOptions {
 
 pub fn push(client: &Client, sources: &[PathBuf], dest: &str, o: &PushOptions) -> Result<()> {
     let (name, path) = target(dest)?;
+    if sources.len() > 1 && !path.ends_with('/') && !o.recursive {
+        bail!("Missing target directory");
+    }
     for src in sources {
         let base = src
             .file_name()
@@ -175,26 +212,73 @@ pub fn push(client: &Client, sources: &[PathBuf], dest: &str, o: &PushOptions) -
             path.clone()
         };
         if o.create_dirs {
-            let parent = Path::new(&to)
-                .parent()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let mut cur = String::new();
-            for comp in parent.split('/').filter(|c| !c.is_empty()) {
-                cur.push('/');
-                cur.push_str(comp);
-                post(
+            let meta = std::fs::symlink_metadata(src)
+                .with_context(|| format!("read {}", src.display()))?;
+            let uid = o.uid.unwrap_or(meta.uid());
+            let gid = o.gid.unwrap_or(meta.gid());
+            if o.recursive {
+                // The target directory, with the source directory's mode, as lxc does.
+                let mode = meta.permissions().mode() & 0o777;
+                mkdir_p(
                     client,
                     &name,
-                    &cur,
-                    "directory",
-                    (o.uid.unwrap_or(0), o.gid.unwrap_or(0)),
-                    None,
-                    b"",
+                    path.trim_end_matches('/'),
+                    Some(mode),
+                    (uid, gid),
                 )?;
+            } else {
+                let parent = Path::new(&to)
+                    .parent()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                mkdir_p(client, &name, &parent, None, (uid, gid))?;
             }
         }
         push_one(client, &name, src, &to, o)?;
+    }
+    Ok(())
+}
+
+/// The type of `path` in the instance (`file`, `directory`, `symlink`), or `None` when
+/// it does not exist.
+fn remote_type(client: &Client, name: &str, path: &str) -> Result<Option<String>> {
+    let resp = client.send("GET", &files_url(name, path), &[], &mut std::io::empty(), 0)?;
+    if resp.status != 200 {
+        return Ok(None);
+    }
+    Ok(Some(
+        resp.header("X-LXD-type").unwrap_or("file").to_string(),
+    ))
+}
+
+/// lxc's `recursiveMkdir`: the directories of `dir` below the deepest one that exists are
+/// created (owned by `ids`, with `mode` or the daemon's default); existing ones are left
+/// as they are, and a file in the way is an error.
+fn mkdir_p(
+    client: &Client,
+    name: &str,
+    dir: &str,
+    mode: Option<u32>,
+    ids: (u32, u32),
+) -> Result<()> {
+    let parts: Vec<&str> = dir
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let prefix = |i: usize| format!("/{}", parts[..i].join("/"));
+    let mut first_missing = 0;
+    for i in (1..=parts.len()).rev() {
+        if let Some(kind) = remote_type(client, name, &prefix(i))? {
+            if kind != "directory" {
+                // lxc names it relative to / in this message.
+                bail!("{} is not a directory", parts[..i].join("/"));
+            }
+            first_missing = i;
+            break;
+        }
+    }
+    for i in first_missing + 1..=parts.len() {
+        post(client, name, &prefix(i), "directory", ids, mode, b"")?;
     }
     Ok(())
 }
@@ -203,7 +287,8 @@ fn push_one(client: &Client, name: &str, src: &Path, to: &str, o: &PushOptions) 
     let meta = std::fs::symlink_metadata(src).with_context(|| format!("read {}", src.display()))?;
     let uid = o.uid.unwrap_or(meta.uid());
     let gid = o.gid.unwrap_or(meta.gid());
-    let mode = o.mode.unwrap_or(meta.permissions().mode() & 0o7777);
+    // Permission bits only, as lxc sends them.
+    let mode = o.mode.unwrap_or(meta.permissions().mode() & 0o777);
     if meta.file_type().is_symlink() {
         let t = std::fs::read_link(src)?;
         return post(
@@ -256,6 +341,28 @@ fn push_one(client: &Client, name: &str, src: &Path, to: &str, o: &PushOptions) 
 }
 
 pub fn pull(client: &Client, sources: &[String], dest: &Path, recursive: bool) -> Result<()> {
+    if dest == Path::new("-") {
+        // `-`: the files' contents to stdout, as lxc does.
+        for s in sources {
+            let (name, path) = target(s)?;
+            let mut resp = client.send(
+                "GET",
+                &files_url(&name, &path),
+                &[],
+                &mut std::io::empty(),
+                0,
+            )?;
+            if resp.status != 200 {
+                parse_envelope(&resp.into_raw()?)?;
+                bail!("failed to pull {path}");
+            }
+            if resp.header("X-LXD-type").unwrap_or("file") != "file" {
+                bail!("{path} is not a regular file");
+            }
+            std::io::copy(&mut resp, &mut std::io::stdout().lock())?;
+        }
+        return Ok(());
+    }
     for s in sources {
         let (name, path) = target(s)?;
         let base = Path::new(&path)
@@ -384,12 +491,68 @@ fn copy_sparse(from: &mut dyn Read, to: &mut File) -> std::io::Result<u64> {
     Ok(total)
 }
 
+/// `file edit INSTANCE/PATH`: pulled to a private temporary file, edited, pushed back with
+/// the owner and mode it had (read from stdin instead when stdin is not a terminal).
+pub fn edit(client: &Client, spec: &str) -> Result<()> {
+    let (name, path) = target(spec)?;
+    let mut resp = client.send(
+        "GET",
+        &files_url(&name, &path),
+        &[],
+        &mut std::io::empty(),
+        0,
+    )?;
+    let (current, ids, mode) = if resp.status == 200 {
+        if resp.header("X-LXD-type").unwrap_or("file") != "file" {
+            bail!("{path} is not a regular file");
+        }
+        let num = |h: &str| {
+            resp.header(h)
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        let ids = (num("X-LXD-uid"), num("X-LXD-gid"));
+        let mode = resp
+            .header("X-LXD-mode")
+            .and_then(|m| u32::from_str_radix(m, 8).ok())
+            .map(|m| m & 0o777);
+        let mut data = Vec::new();
+        resp.read_to_end(&mut data)?;
+        (
+            String::from_utf8(data).context("the file is not text")?,
+            ids,
+            mode,
+        )
+    } else {
+        // lxc edits only files that exist.
+        parse_envelope(&resp.into_raw()?)?;
+        bail!("failed to read {path}");
+    };
+    super::edit::edit("", &current, |text| {
+        post(client, &name, &path, "file", ids, mode, text.as_bytes())
+    })
+}
+
 pub fn delete(client: &Client, targets: &[String]) -> Result<()> {
     for t in targets {
         let (name, path) = target(t)?;
         client.request("DELETE", &files_url(&name, &path), None)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_octal_permission_bits() {
+        assert_eq!(parse_mode("0644").unwrap(), 0o644);
+        assert_eq!(parse_mode("644").unwrap(), 0o644);
+        assert_eq!(parse_mode("4755").unwrap(), 0o755);
+        assert!(parse_mode("999").is_err());
+        assert!(parse_mode("rw").is_err());
+    }
 }
 
 #[cfg(test)]

@@ -2,12 +2,15 @@
 
 pub mod alias;
 pub mod config;
+pub mod device;
+pub mod edit;
 pub mod exec;
 pub mod file;
 pub mod image;
 pub mod info;
 pub mod instance;
 pub mod list;
+pub mod lxc_format;
 pub mod misc;
 pub mod monitor;
 pub mod network;

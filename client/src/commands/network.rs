@@ -1,12 +1,11 @@
 //! `hutch network list|show|create|delete|set|unset|get|rename|edit|info|list-leases|attach|detach`.
 
-use std::io::Read;
-
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::pairs;
+use super::device::{self, get_config, Owner};
+use super::{edit as editor, lxc_format, pairs};
 
 use crate::http::{encode, Client};
 use crate::output::{self, Format};
@@ -14,47 +13,34 @@ use crate::output::{self, Format};
 /// `hutch network ...`.
 #[derive(Subcommand)]
 pub enum Cmd {
+    /// List networks, managed and not (the host's other interfaces).
+    #[command(alias = "ls")]
     List {
         #[arg(short, long, value_enum, default_value = "table")]
         format: Format,
     },
-    Show {
-        name: String,
-    },
+    /// Show a network as YAML.
+    Show { name: String },
     /// Create a bridge: NAME [KEY=VALUE...] (ipv4.address defaults to auto).
-    Create {
-        name: String,
-        config: Vec<String>,
-    },
-    Delete {
-        name: String,
-    },
-    Get {
-        name: String,
-        key: String,
-    },
+    Create { name: String, config: Vec<String> },
+    #[command(alias = "rm")]
+    Delete { name: String },
+    /// Get a network config key: NETWORK KEY.
+    Get { name: String, key: String },
     /// Set config keys: NAME KEY=VALUE...
     Set {
         name: String,
         #[arg(required = true)]
         config: Vec<String>,
     },
-    Unset {
-        name: String,
-        key: String,
-    },
-    Rename {
-        name: String,
-        new: String,
-    },
-    /// Replace the network's config with YAML from stdin.
-    Edit {
-        name: String,
-    },
-    /// The bridge's addresses, counters and leases.
-    Info {
-        name: String,
-    },
+    /// Unset a network config key: NETWORK KEY.
+    Unset { name: String, key: String },
+    #[command(alias = "mv")]
+    Rename { name: String, new: String },
+    /// Edit a managed network as YAML ($VISUAL/$EDITOR on a terminal, else stdin).
+    Edit { name: String },
+    /// The interface's addresses and counters.
+    Info { name: String },
     ListLeases {
         name: String,
         #[arg(short, long, value_enum, default_value = "table")]
@@ -67,10 +53,24 @@ pub enum Cmd {
         device: Option<String>,
         interface: Option<String>,
     },
-    /// Remove INSTANCE's NICs on NETWORK.
+    /// Give PROFILE a NIC on NETWORK: NETWORK PROFILE [DEVICE [INTERFACE]].
+    AttachProfile {
+        network: String,
+        profile: String,
+        device: Option<String>,
+        interface: Option<String>,
+    },
+    /// Remove INSTANCE's NIC on NETWORK: NETWORK INSTANCE [DEVICE].
     Detach {
         network: String,
         instance: String,
+        device: Option<String>,
+    },
+    /// Remove PROFILE's NIC on NETWORK: NETWORK PROFILE [DEVICE].
+    DetachProfile {
+        network: String,
+        profile: String,
+        device: Option<String>,
     },
 }
 
@@ -95,12 +95,35 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             interface,
         } => attach(
             c,
+            Owner::Instance,
             &network,
             &instance,
             device.as_deref(),
             interface.as_deref(),
         ),
-        Cmd::Detach { network, instance } => detach(c, &network, &instance),
+        Cmd::AttachProfile {
+            network,
+            profile,
+            device,
+            interface,
+        } => attach(
+            c,
+            Owner::Profile,
+            &network,
+            &profile,
+            device.as_deref(),
+            interface.as_deref(),
+        ),
+        Cmd::Detach {
+            network,
+            instance,
+            device,
+        } => detach(c, Owner::Instance, &network, &instance, device.as_deref()),
+        Cmd::DetachProfile {
+            network,
+            profile,
+            device,
+        } => detach(c, Owner::Profile, &network, &profile, device.as_deref()),
     }
 }
 
@@ -115,8 +138,10 @@ fn s(v: &Value) -> String {
 pub fn list(client: &Client, format: Format) -> Result<()> {
     let all = client.get("/1.0/networks?recursion=1")?;
     let items = all.as_array().cloned().unwrap_or_default();
-    let rows: Vec<Vec<String>> = items
+    let mut rows: Vec<Vec<String>> = items
         .iter()
+        // lxc leaves loopback and unknown links out of the table (not out of json/yaml).
+        .filter(|n| !["loopback", "unknown"].contains(&n["type"].as_str().unwrap_or("")))
         .map(|n| {
             vec![
                 s(&n["name"]),
@@ -139,6 +164,7 @@ pub fn list(client: &Client, format: Format) -> Result<()> {
             ]
         })
         .collect();
+    rows.sort_by(|a, b| lxc_format::natural_cmp(&a[0], &b[0]));
     let header: Vec<String> = [
         "NAME",
         "TYPE",
@@ -152,15 +178,22 @@ pub fn list(client: &Client, format: Format) -> Result<()> {
     .iter()
     .map(|h| h.to_string())
     .collect();
-    print!(
-        "{}",
-        output::render(format, &header, &rows, &Value::Array(items))?
-    );
+    let raw = lxc_format::decode_list(&all, &lxc_format::NETWORK);
+    match format {
+        Format::Json => print!("{}", lxc_format::to_json(&raw)),
+        Format::Yaml => print!("{}", lxc_format::to_yaml(&raw)),
+        _ => print!("{}", output::render(format, &header, &rows, &Value::Null)?),
+    }
     Ok(())
 }
 
 pub fn show(client: &Client, name: &str) -> Result<()> {
-    print!("{}", serde_yaml::to_string(&client.get(&url(name))?)?);
+    let mut n = client.get(&url(name))?;
+    lxc_format::sort_used_by(&mut n);
+    print!(
+        "{}",
+        lxc_format::to_yaml(&lxc_format::decode(&n, &lxc_format::NETWORK))
+    );
     Ok(())
 }
 
@@ -181,21 +214,39 @@ pub fn delete(client: &Client, name: &str) -> Result<()> {
 }
 
 pub fn get(client: &Client, name: &str, key: &str) -> Result<()> {
-    println!("{}", s(&client.get(&url(name))?["config"][key]));
+    // lxc prints a key only when the network has it.
+    if let Some(v) = client.get(&url(name))?["config"].get(key) {
+        println!("{}", s(v));
+    }
     Ok(())
 }
 
+/// Sets keys with a PUT of the network's writable part, as lxc does.
 pub fn set(client: &Client, name: &str, config: &[String]) -> Result<()> {
+    let keys = get_config(config)?;
+    let mut n = client.get(&url(name))?;
+    if !n["managed"].as_bool().unwrap_or(false) {
+        bail!("Only managed networks can be modified");
+    }
+    if !n["config"].is_object() {
+        n["config"] = json!({});
+    }
+    for (k, v) in keys {
+        n["config"][k] = v;
+    }
     client.request(
-        "PATCH",
+        "PUT",
         &url(name),
-        Some(&json!({"config": pairs(config)?})),
+        Some(&json!({"config": n["config"], "description": n["description"]})),
     )?;
     Ok(())
 }
 
 pub fn unset(client: &Client, name: &str, key: &str) -> Result<()> {
     let mut n = client.get(&url(name))?;
+    if !n["managed"].as_bool().unwrap_or(false) {
+        bail!("Only managed networks can be modified");
+    }
     if let Some(c) = n["config"].as_object_mut() {
         c.remove(key);
     }
@@ -213,55 +264,111 @@ pub fn rename(client: &Client, name: &str, new: &str) -> Result<()> {
     Ok(())
 }
 
+const NETWORK_HELP: &str = "### This is a YAML representation of the network.
+### Any line starting with a '# will be ignored.
+###
+### A network consists of a set of configuration items.
+###
+### An example would look like:
+### name: lxdbr0
+### config:
+###   ipv4.address: 10.62.42.1/24
+###   ipv4.nat: true
+###   ipv6.address: fd00:56ad:9f7a:9800::1/64
+###   ipv6.nat: true
+### managed: true
+### type: bridge
+###
+### Note that only the configuration can be changed.";
+
 pub fn edit(client: &Client, name: &str) -> Result<()> {
-    let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text)?;
-    let put: Value = serde_yaml::from_str(&text)?;
-    client.request(
-        "PUT",
-        &url(name),
-        Some(&json!({"config": put["config"], "description": put["description"]})),
-    )?;
-    Ok(())
+    let n = client.get(&url(name))?;
+    let put_of = |text: &str| -> Result<Value> {
+        let new = editor::parse_yaml(text)?;
+        Ok(json!({
+            "config": editor::string_map(&new["config"])?,
+            "description": editor::string_field(&new["description"])?,
+        }))
+    };
+    // lxc checks this only before opening the editor; piped YAML goes to the daemon.
+    if std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && !n["managed"].as_bool().unwrap_or(false)
+    {
+        bail!("Only managed networks can be modified");
+    }
+    let current = lxc_format::to_yaml(&lxc_format::decode(&n, &lxc_format::NETWORK));
+    editor::edit(NETWORK_HELP, &current, |text| {
+        client.request("PUT", &url(name), Some(&put_of(text)?))?;
+        Ok(())
+    })
 }
 
+/// LXD's `units.GetByteSizeString(n, 2)` (decimal units).
+fn decimal_size(n: i64) -> String {
+    if n < 1000 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64;
+    for unit in ["kB", "MB", "GB", "TB", "PB", "EB"] {
+        value /= 1000.0;
+        if value < 1000.0 {
+            return format!("{value:.2}{unit}");
+        }
+    }
+    format!("{value:.2}EB")
+}
+
+/// `lxc network info`: the interface, its addresses and counters, and its bridge.
 pub fn info(client: &Client, name: &str) -> Result<()> {
     let st = client.get(&format!("{}/state", url(name)))?;
     println!("Name: {name}");
     println!("MAC address: {}", s(&st["hwaddr"]));
-    println!("MTU: {}", st["mtu"]);
+    println!("MTU: {}", st["mtu"].as_i64().unwrap_or(0));
     println!("State: {}", s(&st["state"]));
     println!("Type: {}", s(&st["type"]));
-    println!("\nIP addresses:");
-    for a in st["addresses"].as_array().into_iter().flatten() {
-        println!(
-            "  {}\t{}/{} ({})",
-            s(&a["family"]),
-            s(&a["address"]),
-            s(&a["netmask"]),
-            s(&a["scope"])
-        );
+    let addresses = st["addresses"].as_array().cloned().unwrap_or_default();
+    if !addresses.is_empty() {
+        println!("\nIP addresses:");
+        for a in addresses {
+            println!(
+                "  {}\t{}/{} ({})",
+                s(&a["family"]),
+                s(&a["address"]),
+                s(&a["netmask"]),
+                s(&a["scope"])
+            );
+        }
     }
     let c = &st["counters"];
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
     println!("\nNetwork usage:");
-    println!("  Bytes received: {}", c["bytes_received"]);
-    println!("  Bytes sent: {}", c["bytes_sent"]);
-    println!("  Packets received: {}", c["packets_received"]);
-    println!("  Packets sent: {}", c["packets_sent"]);
-    if let Ok(leases) = client.get(&format!("{}/leases", url(name))) {
-        let leases = leases.as_array().cloned().unwrap_or_default();
-        if !leases.is_empty() {
-            println!("\nLeases:");
-            for l in leases {
-                println!(
-                    "  {}\t{}\t{}\t{}",
-                    s(&l["hostname"]),
-                    s(&l["hwaddr"]),
-                    s(&l["address"]),
-                    s(&l["type"])
-                );
-            }
-        }
+    println!(
+        "  Bytes received: {}",
+        decimal_size(n(&c["bytes_received"]))
+    );
+    println!("  Bytes sent: {}", decimal_size(n(&c["bytes_sent"])));
+    println!("  Packets received: {}", n(&c["packets_received"]));
+    println!("  Packets sent: {}", n(&c["packets_sent"]));
+    let b = &st["bridge"];
+    if b.is_object() {
+        let list = |v: &Value| {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("\nBridge:");
+        println!("  ID: {}", s(&b["id"]));
+        println!("  STP: {}", b["stp"].as_bool().unwrap_or(false));
+        println!("  Forward delay: {}", n(&b["forward_delay"]));
+        println!("  Default VLAN ID: {}", n(&b["vlan_default"]));
+        println!(
+            "  VLAN filtering: {}",
+            b["vlan_filtering"].as_bool().unwrap_or(false)
+        );
+        println!("  Upper devices: {}", list(&b["upper_devices"]));
     }
     Ok(())
 }
@@ -284,49 +391,81 @@ pub fn list_leases(client: &Client, name: &str, format: Format) -> Result<()> {
         .iter()
         .map(|h| h.to_string())
         .collect();
-    print!(
-        "{}",
-        output::render(format, &header, &rows, &Value::Array(items))?
-    );
+    let raw = lxc_format::decode_list(&Value::Array(items), &lxc_format::NETWORK_LEASE);
+    match format {
+        Format::Json => print!("{}", lxc_format::to_json(&raw)),
+        Format::Yaml => print!("{}", lxc_format::to_yaml(&raw)),
+        _ => print!("{}", output::render(format, &header, &rows, &Value::Null)?),
+    }
     Ok(())
 }
 
-/// Adds a NIC on `network` to `instance` (hot-plugged when it runs).
+/// lxc's `network attach[-profile] NETWORK TARGET [DEVICE [INTERFACE]]`: a NIC on a
+/// managed network by `network=`, on an unmanaged link as macvlan (bridged on a bridge).
 pub fn attach(
     client: &Client,
+    o: Owner,
     network: &str,
-    instance: &str,
-    device: Option<&str>,
+    target: &str,
+    dev_name: Option<&str>,
     interface: Option<&str>,
 ) -> Result<()> {
-    let device = device.unwrap_or(network);
-    let mut nic = json!({"type": "nic", "network": network});
+    let n = client.get(&url(network))?;
+    let mut nic = if n["managed"].as_bool().unwrap_or(false) {
+        json!({"type": "nic", "network": network})
+    } else {
+        let nictype = if n["type"] == "bridge" {
+            "bridged"
+        } else {
+            "macvlan"
+        };
+        json!({"type": "nic", "nictype": nictype, "parent": network})
+    };
     if let Some(i) = interface {
         nic["name"] = json!(i);
     }
-    client.request(
-        "PATCH",
-        &format!("/1.0/instances/{}", encode(instance)),
-        Some(&json!({"devices": {device: nic}})),
-    )?;
-    Ok(())
+    device::add_device(client, o, target, dev_name.unwrap_or(network), nic)
 }
 
-/// Removes the NICs of `instance` that are on `network`.
-pub fn detach(client: &Client, network: &str, instance: &str) -> Result<()> {
-    let iurl = format!("/1.0/instances/{}", encode(instance));
-    let mut inst = client.get(&iurl)?;
-    let before = inst["devices"].as_object().map(|d| d.len()).unwrap_or(0);
-    if let Some(devs) = inst["devices"].as_object_mut() {
-        devs.retain(|_, d| !(d["type"] == "nic" && d["network"] == network));
+/// lxc's `network detach[-profile] NETWORK TARGET [DEVICE]`.
+pub fn detach(
+    client: &Client,
+    o: Owner,
+    network: &str,
+    target: &str,
+    dev_name: Option<&str>,
+) -> Result<()> {
+    let on_network =
+        |d: &Value| d["type"] == "nic" && (d["parent"] == network || d["network"] == network);
+    if let Some(dev) = dev_name {
+        let owner_url = match o {
+            Owner::Instance => format!("/1.0/instances/{}", encode(target)),
+            Owner::Profile => format!("/1.0/profiles/{}", encode(target)),
+        };
+        if let Some(d) = client.get(&owner_url)?["devices"].get(dev) {
+            if !on_network(d) {
+                bail!("The specified device doesn't match the network");
+            }
+        }
     }
-    if inst["devices"].as_object().map(|d| d.len()).unwrap_or(0) == before {
-        bail!("No device found for this network");
+    device::detach(
+        client,
+        o,
+        target,
+        dev_name,
+        on_network,
+        "No device found for this network",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_print_in_decimal_units_as_lxc() {
+        assert_eq!(decimal_size(999), "999B");
+        assert_eq!(decimal_size(1500), "1.50kB");
+        assert_eq!(decimal_size(2_000_000), "2.00MB");
     }
-    let put = json!({
-        "architecture": inst["architecture"], "config": inst["config"], "devices": inst["devices"],
-        "ephemeral": inst["ephemeral"], "profiles": inst["profiles"], "description": inst["description"],
-    });
-    client.request("PUT", &iurl, Some(&put))?;
-    Ok(())
 }
