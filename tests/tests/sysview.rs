@@ -349,11 +349,13 @@ fn peers_resolve_by_bare_name_and_a_missing_type_is_nodata() {
         let a = dns_query(&gw, name, TYPE_A);
         assert_eq!(a.rcode, RCODE_NOERROR, "A {name}: {a:?}");
         assert_eq!(a.a, [ip.parse::<Ipv4Addr>().unwrap()], "A {name}");
-        for qtype in [TYPE_AAAA, TYPE_MX] {
-            let r = dns_query(&gw, name, qtype);
-            assert_eq!((r.rcode, r.answers), (RCODE_NOERROR, 0), "{qtype} {name}: NODATA");
-        }
+        let r = dns_query(&gw, name, TYPE_AAAA);
+        assert_eq!((r.rcode, r.answers), (RCODE_NOERROR, 0), "AAAA {name}: NODATA");
     }
+    // Any other type in the network's domain too (of a bare name, dnsmasq keeps only A and
+    // AAAA local: the rest it would forward, and it has no upstream).
+    let r = dns_query(&gw, "peer.sysview.test", TYPE_MX);
+    assert_eq!((r.rcode, r.answers), (RCODE_NOERROR, 0), "MX: NODATA");
     for name in ["nobody-here", "nobody-here.sysview.test"] {
         for qtype in [TYPE_A, TYPE_AAAA] {
             let r = dns_query(&gw, name, qtype);
