@@ -87,7 +87,10 @@ pub fn dnsmasq_args(bridge: &str, cfg: &BridgeConfig, files: &DnsmasqFiles) -> V
         a.push(format!("--listen-address={}", v4.addr));
         if cfg.ipv4_dhcp {
             if !cfg.dns_search.is_empty() {
-                a.push(format!("--dhcp-option-force=119,{}", cfg.dns_search.join(",")));
+                a.push(format!(
+                    "--dhcp-option-force=119,{}",
+                    cfg.dns_search.join(",")
+                ));
             }
             for (start, end) in cfg.dhcp_ranges() {
                 a.push(format!("--dhcp-range={start},{end},{},1h", v4.netmask()));
@@ -399,7 +402,8 @@ mod tests {
 
     #[test]
     fn host_entries_carry_the_name_only_when_managed() {
-        let ip = Some("10.9.8.50".parse().unwrap());
+        let addr: Ipv4Addr = "10.9.8.50".parse().unwrap();
+        let ip = Some(addr);
         assert_eq!(host_entry("m", ip, Some("c1")), "m,10.9.8.50,c1\n");
         assert_eq!(host_entry("m", ip, None), "m,10.9.8.50\n");
         assert_eq!(host_entry("m", None, None), "m\n");
@@ -414,7 +418,7 @@ mod tests {
         assert_eq!(read("c2.eth0"), "m2\n");
         // Unnamed entries still say whose they are, by their file.
         let s = static_entries(&files);
-        assert_eq!(s, vec![("m1".to_string(), ip.unwrap(), "c1".to_string())]);
+        assert_eq!(s, vec![("m1".to_string(), addr, "c1".to_string())]);
         let mut owners = entry_instances(&files);
         owners.sort();
         assert_eq!(

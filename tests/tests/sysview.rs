@@ -144,7 +144,9 @@ fn lxcfs_shows_containers_their_memory_and_cpu_limits() {
     let prefix = cgroup_prefix(d.path());
     let host_uptime = first_field(&std::fs::read_to_string("/proc/uptime").unwrap());
     let host_cpus = Command::new("nproc").output().expect("nproc on the host");
-    let host_cpus = String::from_utf8_lossy(&host_cpus.stdout).trim().to_string();
+    let host_cpus = String::from_utf8_lossy(&host_cpus.stdout)
+        .trim()
+        .to_string();
 
     // Unprivileged and privileged alike.
     for (name, privileged) in [("unpriv", "false"), ("priv", "true")] {
@@ -176,7 +178,10 @@ fn lxcfs_shows_containers_their_memory_and_cpu_limits() {
         assert_eq!(online.trim(), "0", "{name}: the first CPU only");
         // The container's own uptime, not the host's (it started after the host did).
         let uptime = first_field(&exec("cat /proc/uptime"));
-        assert!(uptime < host_uptime, "{name}: {uptime} vs host {host_uptime}");
+        assert!(
+            uptime < host_uptime,
+            "{name}: {uptime} vs host {host_uptime}"
+        );
         // Files lxcfs does not serve are the kernel's as before.
         assert!(exec("cat /proc/version").contains("Linux"));
     }
@@ -208,6 +213,11 @@ fn without_lxcfs_containers_start_and_say_they_see_the_host() {
     let prefix = cgroup_prefix(d.path());
     d.lxc_ok(&["launch", "bb", "c1", "-c", "limits.memory=256MiB"]);
     assert_eq!(state(&d, "c1")["resource_view"], "host");
+    // Where `hutch info` reads it: the instance with its state.
+    let (code, body) = d.http("GET", "/1.0/instances/c1?recursion=1", b"");
+    assert_eq!(code, 200, "{body}");
+    let full: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(full["metadata"]["state"]["resource_view"], "host", "{body}");
     let host = meminfo_total_kib(&std::fs::read_to_string("/proc/meminfo").unwrap());
     let inside = d.lxc_ok(&["exec", "c1", "--", "cat", "/proc/meminfo"]);
     assert_eq!(meminfo_total_kib(&inside), host, "the host's /proc/meminfo");
@@ -280,7 +290,10 @@ fn dns_query(server: &str, name: &str, qtype: u16) -> Reply {
         .recv(&mut buf)
         .unwrap_or_else(|e| panic!("no answer from {server} for {name}: {e}"));
     let r = &buf[..n];
-    assert!(n >= 12 && r[..2] == id.to_be_bytes(), "a reply to our query");
+    assert!(
+        n >= 12 && r[..2] == id.to_be_bytes(),
+        "a reply to our query"
+    );
     let answers = u16::from_be_bytes([r[6], r[7]]);
     // Past the header and our question (not compressed: its length is ours).
     let mut at = q.len();
@@ -339,7 +352,10 @@ fn peers_resolve_by_bare_name_and_a_missing_type_is_nodata() {
         assert!(!text.contains("REFUSED"), "{name}: {text}");
     }
     let unknown = d.lxc(&["exec", "asker", "--", "nslookup", "nobody-here", &gw]);
-    assert!(!unknown.status.success(), "an unknown name does not resolve");
+    assert!(
+        !unknown.status.success(),
+        "an unknown name does not resolve"
+    );
     // By the resolver the lease configured, as programs ask.
     let ping = d.lxc_ok(&["exec", "asker", "--", "ping", "-c", "1", "-W", "5", "peer"]);
     assert!(ping.contains("1 packets received"), "{ping}");
@@ -350,7 +366,11 @@ fn peers_resolve_by_bare_name_and_a_missing_type_is_nodata() {
         assert_eq!(a.rcode, RCODE_NOERROR, "A {name}: {a:?}");
         assert_eq!(a.a, [ip.parse::<Ipv4Addr>().unwrap()], "A {name}");
         let r = dns_query(&gw, name, TYPE_AAAA);
-        assert_eq!((r.rcode, r.answers), (RCODE_NOERROR, 0), "AAAA {name}: NODATA");
+        assert_eq!(
+            (r.rcode, r.answers),
+            (RCODE_NOERROR, 0),
+            "AAAA {name}: NODATA"
+        );
     }
     // Any other type in the network's domain too (of a bare name, dnsmasq keeps only A and
     // AAAA local: the rest it would forward, and it has no upstream).
@@ -405,7 +425,8 @@ fn debian_split_image(work: &Path) -> Result<(PathBuf, PathBuf), String> {
         None => {
             // The first build debootstraps it into the cache (needs the Debian mirror).
             let scratch = work.join("debian-build");
-            debian_rootfs(&scratch).map_err(|e| format!("the Debian image cannot be built: {e}"))?;
+            debian_rootfs(&scratch)
+                .map_err(|e| format!("the Debian image cannot be built: {e}"))?;
             let _ = std::fs::remove_dir_all(&scratch);
             ["zst", "gz"]
                 .iter()
@@ -479,9 +500,11 @@ fn debian_resolves_a_peer_by_bare_name_with_glibc() {
         "ip link set eth0 up && ip addr add {mine}/24 dev eth0 && \
          rm -f /etc/resolv.conf && echo 'nameserver {gw}' > /etc/resolv.conf"
     );
-    wait_until("the Debian container's exec", Duration::from_secs(30), || {
-        d.lxc(&["exec", "deb", "--", "true"]).status.success()
-    });
+    wait_until(
+        "the Debian container's exec",
+        Duration::from_secs(30),
+        || d.lxc(&["exec", "deb", "--", "true"]).status.success(),
+    );
     d.lxc_ok(&["exec", "deb", "--", "sh", "-c", &setup]);
     for name in ["peer", "peer.hutch"] {
         let out = d.lxc(&["exec", "deb", "--", "getent", "hosts", name]);

@@ -241,7 +241,13 @@ fn mount_targets_refuse_symlinks_on_the_way() {
 
 #[test]
 fn lxcfs_views_come_once_proc_and_sys_are_mounted() {
-    let none = plan(&spec(false), RootMount::Bind, Path::new("/dev/pts/0"), &[], true);
+    let none = plan(
+        &spec(false),
+        RootMount::Bind,
+        Path::new("/dev/pts/0"),
+        &[],
+        true,
+    );
     assert!(!none.iter().any(|op| matches!(op, MountOp::Lxcfs { .. })));
     let mut s = spec(false);
     s.lxcfs = Some("/var/lib/lxcfs".into());
@@ -254,6 +260,14 @@ fn lxcfs_views_come_once_proc_and_sys_are_mounted() {
         }
     });
     let proc = at(&|op| matches!(op, MountOp::Mount { fstype: "proc", .. }));
-    let sys = at(&|op| matches!(op, MountOp::Mount { fstype: "sysfs", .. }));
+    let sys = at(&|op| {
+        matches!(
+            op,
+            MountOp::Mount {
+                fstype: "sysfs",
+                ..
+            }
+        )
+    });
     assert!(proc < lxcfs && sys < lxcfs && lxcfs < ops.len() - 1);
 }

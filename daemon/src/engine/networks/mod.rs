@@ -14,8 +14,8 @@ use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use hutch_network::addr::valid_interface_name;
-use hutch_network::dnsmasq::DnsmasqFiles;
 use hutch_network::config::DnsMode;
+use hutch_network::dnsmasq::DnsmasqFiles;
 use hutch_network::{nft, BridgeConfig, ProcessId};
 
 pub use supervise::{start_networks, start_supervisor};
@@ -94,8 +94,7 @@ impl Engine {
         let managed = self
             .network_config(network)?
             .is_none_or(|c| c.dns_mode == DnsMode::Managed);
-        let entry =
-            hutch_network::dnsmasq::host_entry(hwaddr, ipv4, managed.then_some(instance));
+        let entry = hutch_network::dnsmasq::host_entry(hwaddr, ipv4, managed.then_some(instance));
         Ok(hutch_network::dnsmasq::write_host_entry(
             &files, instance, device, &entry,
         )?)
