@@ -54,24 +54,32 @@ struct TestLxcfs {
     _dir: TestDir,
 }
 
+/// Why lxcfs cannot run here, if it cannot.
+fn lxcfs_missing() -> Option<String> {
+    let installed = Command::new("lxcfs")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !installed {
+        return Some("lxcfs is not installed (apt-get install lxcfs)".into());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing".into());
+    }
+    None
+}
+
 impl TestLxcfs {
-    /// `None` (with the reason) when lxcfs is not installed or FUSE is missing.
-    fn start() -> Result<Self, String> {
-        if Command::new("lxcfs")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-        {
-            return Err("lxcfs is not installed (apt-get install lxcfs)".into());
+    /// lxcfs on `dir`/lxcfs (made when missing); `Err` with the reason when lxcfs cannot
+    /// run here.
+    fn start_in(dir: TestDir) -> Result<Self, String> {
+        if let Some(why) = lxcfs_missing() {
+            return Err(why);
         }
-        if !Path::new("/dev/fuse").exists() {
-            return Err("/dev/fuse is missing".into());
-        }
-        let dir = TestDir::new();
         let mount = dir.path().join("lxcfs");
-        std::fs::create_dir(&mount).expect("lxcfs mount point");
+        std::fs::create_dir_all(&mount).expect("lxcfs mount point");
         let log = std::fs::File::create(dir.path().join("lxcfs.log")).expect("lxcfs log");
         let child = Command::new("lxcfs")
             .arg("-f")
@@ -133,7 +141,7 @@ fn lxcfs_shows_containers_their_memory_and_cpu_limits() {
         return;
     }
     // Declared first, dropped last: after the daemon and its containers are gone.
-    let lxcfs = match TestLxcfs::start() {
+    let lxcfs = match TestLxcfs::start_in(TestDir::new()) {
         Ok(l) => l,
         Err(why) => {
             skip(test, &why);
@@ -225,6 +233,45 @@ fn without_lxcfs_containers_start_and_say_they_see_the_host() {
     d.lxc_ok(&["stop", "c1", "--force"]);
     assert!(state(&d, "c1").get("resource_view").is_none());
     d.lxc_ok(&["delete", "c1"]);
+    assert_no_leftovers(&d.path().join("storage-pools/default/containers"), &prefix);
+}
+
+#[test]
+fn an_lxcfs_started_or_stopped_later_counts_from_the_next_start() {
+    let test = "an_lxcfs_started_or_stopped_later_counts_from_the_next_start";
+    if !require_root(test) {
+        return;
+    }
+    if let Some(why) = lxcfs_missing() {
+        skip(test, &why);
+        return;
+    }
+    let dir = TestDir::new();
+    let mount = dir.path().join("lxcfs");
+    std::fs::create_dir(&mount).unwrap();
+    let d = daemon_with_image(&[("HUTCH_LXCFS_DIR", mount.to_str().unwrap())]);
+    let prefix = cgroup_prefix(d.path());
+    d.lxc_ok(&["launch", "bb", "c1", "-c", "limits.memory=128MiB"]);
+    assert_eq!(state(&d, "c1")["resource_view"], "host");
+    let total = || meminfo_total_kib(&d.lxc_ok(&["exec", "c1", "--", "cat", "/proc/meminfo"]));
+
+    // lxcfs comes after the daemon: the next start gets it.
+    let lxcfs = TestLxcfs::start_in(dir).expect("lxcfs");
+    assert_eq!(
+        state(&d, "c1")["resource_view"],
+        "host",
+        "until it restarts"
+    );
+    d.lxc_ok(&["restart", "c1", "--force"]);
+    assert_eq!(state(&d, "c1")["resource_view"], "lxcfs");
+    assert_eq!(total(), 128 * 1024);
+
+    // lxcfs goes: the next start is the host's view again, and starts all the same.
+    drop(lxcfs);
+    d.lxc_ok(&["restart", "c1", "--force"]);
+    assert_eq!(state(&d, "c1")["resource_view"], "host");
+    assert!(total() > 128 * 1024);
+    d.lxc_ok(&["delete", "--force", "c1"]);
     assert_no_leftovers(&d.path().join("storage-pools/default/containers"), &prefix);
 }
 
