@@ -398,6 +398,9 @@ fn peers_resolve_by_bare_name_and_a_missing_type_is_nodata() {
         assert!(text.contains(&ip), "{name}: {text}");
         assert!(!text.contains("REFUSED"), "{name}: {text}");
     }
+    // As the issue ran it: the server from the lease's resolv.conf.
+    let out = d.lxc(&["exec", "asker", "--", "nslookup", "peer"]);
+    assert!(out.status.success(), "nslookup peer: {out:?}");
     let unknown = d.lxc(&["exec", "asker", "--", "nslookup", "nobody-here", &gw]);
     assert!(
         !unknown.status.success(),
