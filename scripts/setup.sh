@@ -2,19 +2,32 @@
 # Sets up hutch on a fresh Debian 12 machine, as root: installs the system packages and Rust
 # (when missing), builds and installs hutchd and hutch, initialises hutchd with working
 # defaults, starts it, imports a busybox image and launches a first container, "first".
-# Safe to run again.
+# Starts lxcfs too (as LXD's packaging does), so that containers see their own limits in
+# free, top, uptime and nproc. Safe to run again. Run it as root; from another user it runs
+# itself again through sudo.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" != 0 ]; then
-    echo "scripts/setup.sh: run as root" >&2
+    if command -v sudo >/dev/null; then
+        exec sudo --preserve-env=HUTCH_DIR "$(realpath "$0")" "$@"
+    fi
+    echo "scripts/setup.sh: run as root (there is no sudo here: log in as root or use su -)" >&2
     exit 1
 fi
+cd "$(dirname "$0")/.."
+# A root shell from plain `su` keeps the user's PATH, without the sbin directories.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 apt-get update -q
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
     build-essential pkg-config curl ca-certificates \
-    busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap zstd
+    busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap zstd lxcfs
+
+# lxcfs before the first container: hutchd binds its files into containers it starts while
+# lxcfs serves; without it they start all the same and see the host's totals.
+if ! scripts/lxcfs.sh start >/dev/null; then
+    echo "scripts/setup.sh: going on without lxcfs: containers will see the host's /proc" >&2
+fi
 
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v cargo >/dev/null; then

@@ -1,21 +1,27 @@
 #!/bin/bash
 # Runs every check and test of hutch: formatting, clippy, unit tests and the root
-# end-to-end tests that boot real containers. Run as root on Debian 12:
-#   sudo ./scripts/test.sh [extra cargo test args, e.g. -p hutch-tests --test images]
+# end-to-end tests that boot real containers. Run as root on Debian 12 (from another user it
+# runs itself again through sudo):
+#   ./scripts/test.sh [extra cargo test args, e.g. -p hutch-tests --test images]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
 
 if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null; then
+        exec sudo --preserve-env=HUTCH_TEST_DEBIAN,HUTCH_TEST_CACHE,HUTCH_REQUIRED_TESTS \
+            "$(realpath "$0")" "$@"
+    fi
     echo "scripts/test.sh: run as root: the end-to-end tests create namespaces, mounts and cgroups" >&2
     exit 1
 fi
+cd "$(dirname "$0")/.."
+# A root shell from plain `su` keeps the user's PATH, without the sbin directories.
+export PATH="$HOME/.cargo/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # System tools the tests use (lxd-client: LXD's own `lxc`, to drive hutchd), installed only
 # when missing.
 need=()
 for pkg in busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap zstd \
-    lxd-client; do
+    lxd-client lxcfs; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

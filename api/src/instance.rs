@@ -155,7 +155,19 @@ pub struct InstanceState {
     pub memory: InstanceStateMemory,
     pub disk: BTreeMap<String, serde_json::Value>,
     pub network: Option<BTreeMap<String, serde_json::Value>>,
+    /// hutch's own: what `/proc/meminfo`, `/proc/cpuinfo`, `/proc/stat`, `/proc/uptime` and
+    /// `/sys/devices/system/cpu` show inside a running container (so `free`, `top`,
+    /// `uptime`, `nproc`): [`RESOURCE_VIEW_LXCFS`] (its own limits, from lxcfs) or
+    /// [`RESOURCE_VIEW_HOST`] (the host's: lxcfs was not running when it started).
+    /// Absent while stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_view: Option<String>,
 }
+
+/// [`InstanceState::resource_view`] of a container that sees its limits through lxcfs.
+pub const RESOURCE_VIEW_LXCFS: &str = "lxcfs";
+/// [`InstanceState::resource_view`] of a container that sees the host's totals.
+pub const RESOURCE_VIEW_HOST: &str = "host";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceStateCpu {

@@ -9,6 +9,44 @@ use crate::error::{NetworkError, Result};
 /// The default DNS domain of a managed network (LXD's is `lxd`).
 pub const DEFAULT_DNS_DOMAIN: &str = "hutch";
 
+/// Whose names dnsmasq answers for (LXD's `dns.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DnsMode {
+    /// Each NIC under its instance's name, bare and in `dns.domain` (the default).
+    #[default]
+    Managed,
+    /// Under the host name each client sends in its DHCP request.
+    Dynamic,
+    /// No domain: dnsmasq neither hands one out nor answers for it.
+    None,
+}
+
+impl DnsMode {
+    fn parse(v: &str) -> Result<Self> {
+        match v {
+            "" | "managed" => Ok(DnsMode::Managed),
+            "dynamic" => Ok(DnsMode::Dynamic),
+            "none" => Ok(DnsMode::None),
+            _ => Err(NetworkError::invalid(format!(
+                "Invalid value for network \"dns.mode\" option: {v:?} is not one of managed, dynamic, none"
+            ))),
+        }
+    }
+}
+
+/// Whether `v` is a DNS name: dot-separated labels of letters, digits and `-`.
+fn is_domain_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
 /// A managed bridge's configuration, with `auto` already resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeConfig {
@@ -21,6 +59,9 @@ pub struct BridgeConfig {
     pub ipv6: Option<Ipv6Net>,
     pub ipv6_nat: bool,
     pub dns_domain: String,
+    pub dns_mode: DnsMode,
+    /// The search list handed out by DHCP (option 119); empty: none is sent.
+    pub dns_search: Vec<String>,
     pub mtu: Option<u32>,
     /// Extra lines for dnsmasq's configuration file.
     pub raw_dnsmasq: String,
@@ -77,6 +118,8 @@ impl BridgeConfig {
             ipv6: None,
             ipv6_nat: false,
             dns_domain: DEFAULT_DNS_DOMAIN.into(),
+            dns_mode: DnsMode::Managed,
+            dns_search: Vec::new(),
             mtu: None,
             raw_dnsmasq: String::new(),
         };
@@ -123,14 +166,7 @@ impl BridgeConfig {
                 }
                 "ipv4.dhcp.ranges" => {} // checked below, once the subnet is known
                 "dns.domain" => {
-                    let valid = !v.is_empty()
-                        && v.len() <= 253
-                        && v.split('.').all(|l| {
-                            !l.is_empty()
-                                && l.len() <= 63
-                                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                        });
-                    if !valid {
+                    if !is_domain_name(v) {
                         return Err(NetworkError::invalid(format!(
                             "Invalid value for network \"dns.domain\" option: {v:?} is not a domain name"
                         )));
@@ -154,14 +190,29 @@ impl BridgeConfig {
                         )));
                     }
                 }
-                "dns.mode" => {
-                    if !matches!(v.as_str(), "" | "managed") {
-                        return Err(NetworkError::invalid(format!(
-                            "Invalid value for network \"dns.mode\" option: only \"managed\" is supported, not {v:?}"
-                        )));
+                "dns.mode" => cfg.dns_mode = DnsMode::parse(v)?,
+                // A comma-separated list, as LXD takes it; each entry ends up in a dnsmasq
+                // option, so each must be a plain domain name.
+                "dns.search" => {
+                    for domain in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+                        if !is_domain_name(domain) {
+                            return Err(NetworkError::invalid(format!(
+                                "Invalid value for network \"dns.search\" option: {domain:?} is not a domain name"
+                            )));
+                        }
+                        cfg.dns_search.push(domain.to_string());
                     }
                 }
-                "raw.dnsmasq" => cfg.raw_dnsmasq = v.clone(),
+                // The admin's own lines for dnsmasq's configuration file, as LXD takes them;
+                // a NUL byte would cut the file short where dnsmasq reads it.
+                "raw.dnsmasq" => {
+                    if v.contains('\0') {
+                        return Err(NetworkError::invalid(
+                            "Invalid value for network \"raw.dnsmasq\" option: it contains a NUL byte",
+                        ));
+                    }
+                    cfg.raw_dnsmasq = v.clone();
+                }
                 k if k.starts_with("user.") => {}
                 k => {
                     return Err(NetworkError::invalid(format!(
@@ -268,6 +319,11 @@ mod tests {
             vec![("ipv4.nat", "maybe")],
             vec![("bridge.mtu", "100")],
             vec![("dns.domain", "bad domain")],
+            vec![("dns.domain", "-lead.example")],
+            vec![("dns.mode", "static")],
+            vec![("dns.search", "ok.example,not ok")],
+            vec![("dns.search", "a.example,--conf-file=/etc/shadow")],
+            vec![("raw.dnsmasq", "log-queries\0conf-file=/x")],
             vec![
                 ("ipv4.address", "10.5.6.1/24"),
                 ("ipv4.dhcp.ranges", "10.9.9.1-10.9.9.5"),
@@ -282,6 +338,24 @@ mod tests {
             let err = BridgeConfig::parse(&cfg(&pairs)).unwrap_err();
             assert!(err.is_invalid(), "{pairs:?}: {err}");
         }
+    }
+
+    #[test]
+    fn dns_keys_as_lxd_has_them() {
+        let c = BridgeConfig::parse(&cfg(&[])).unwrap();
+        assert_eq!(c.dns_mode, DnsMode::Managed);
+        assert!(c.dns_search.is_empty());
+        let c = BridgeConfig::parse(&cfg(&[
+            ("dns.mode", "dynamic"),
+            ("dns.search", " lan.example , hutch,"),
+            ("raw.dnsmasq", "log-queries\naddress=/x.example/10.0.0.9"),
+        ]))
+        .unwrap();
+        assert_eq!(c.dns_mode, DnsMode::Dynamic);
+        assert_eq!(c.dns_search, ["lan.example", "hutch"]);
+        assert!(c.raw_dnsmasq.contains('\n'));
+        let none = BridgeConfig::parse(&cfg(&[("dns.mode", "none")])).unwrap();
+        assert_eq!(none.dns_mode, DnsMode::None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::BridgeConfig;
+use crate::config::{BridgeConfig, DnsMode};
 use crate::error::{NetworkError, Result};
 use crate::process::alive;
 
@@ -43,6 +43,13 @@ impl DnsmasqFiles {
 
 /// dnsmasq's arguments for `bridge`, in the manner of LXD's: bound to the bridge only,
 /// authoritative DHCP over the ranges, names from the hosts directory and leases.
+///
+/// Unlike LXD's, this dnsmasq has no upstream servers (`--no-resolv`: containers' queries
+/// stay on the host unless `raw.dnsmasq` names a `server=`). Without upstream, a query that
+/// dnsmasq may forward gets REFUSED; for a bare name that was also what a type the name
+/// lacks got (the AAAA of `nslookup peer`), which resolvers take for a server failure.
+/// `--domain-needed` keeps bare names local: NODATA for a type a known name lacks,
+/// NXDOMAIN for an unknown name; `--local` does the same for the network's domain.
 pub fn dnsmasq_args(bridge: &str, cfg: &BridgeConfig, files: &DnsmasqFiles) -> Vec<String> {
     let p = |p: PathBuf| p.display().to_string();
     let mut a: Vec<String> = vec![
@@ -53,6 +60,7 @@ pub fn dnsmasq_args(bridge: &str, cfg: &BridgeConfig, files: &DnsmasqFiles) -> V
         "--no-ping".into(),
         "--no-resolv".into(),
         "--no-hosts".into(),
+        "--domain-needed".into(),
         format!("--interface={bridge}"),
         "--dhcp-rapid-commit".into(),
         "--no-negcache".into(),
@@ -65,14 +73,25 @@ pub fn dnsmasq_args(bridge: &str, cfg: &BridgeConfig, files: &DnsmasqFiles) -> V
         format!("--conf-file={}", p(files.raw_conf())),
         "--dhcp-no-override".into(),
         "--dhcp-authoritative".into(),
-        format!("--domain={}", cfg.dns_domain),
-        format!("--local=/{}/", cfg.dns_domain),
-        format!("--interface-name=_gateway.{},{bridge}", cfg.dns_domain),
-        "--expand-hosts".into(),
     ];
+    // As LXD: with dns.mode=none the network has no domain.
+    if cfg.dns_mode != DnsMode::None {
+        a.extend([
+            format!("--domain={}", cfg.dns_domain),
+            format!("--local=/{}/", cfg.dns_domain),
+            format!("--interface-name=_gateway.{},{bridge}", cfg.dns_domain),
+            "--expand-hosts".into(),
+        ]);
+    }
     if let Some(v4) = cfg.ipv4 {
         a.push(format!("--listen-address={}", v4.addr));
         if cfg.ipv4_dhcp {
+            if !cfg.dns_search.is_empty() {
+                a.push(format!(
+                    "--dhcp-option-force=119,{}",
+                    cfg.dns_search.join(",")
+                ));
+            }
             for (start, end) in cfg.dhcp_ranges() {
                 a.push(format!("--dhcp-range={start},{end},{},1h", v4.netmask()));
             }
@@ -88,12 +107,70 @@ pub fn dnsmasq_args(bridge: &str, cfg: &BridgeConfig, files: &DnsmasqFiles) -> V
     a
 }
 
-/// The content of a NIC's host entry: its MAC, its static address if any, its name.
-pub fn host_entry(hwaddr: &str, ipv4: Option<Ipv4Addr>, hostname: &str) -> String {
-    match ipv4 {
-        Some(ip) => format!("{hwaddr},{ip},{hostname}\n"),
-        None => format!("{hwaddr},{hostname}\n"),
+/// The content of a NIC's host entry: its MAC, its static address if any, and the name
+/// dnsmasq gives it (its instance's, with `dns.mode=managed`; none: the client's own).
+pub fn host_entry(hwaddr: &str, ipv4: Option<Ipv4Addr>, name: Option<&str>) -> String {
+    let mut line = hwaddr.to_string();
+    if let Some(ip) = ipv4 {
+        line.push_str(&format!(",{ip}"));
     }
+    if let Some(name) = name {
+        line.push_str(&format!(",{name}"));
+    }
+    line + "\n"
+}
+
+/// The instance a host entry file (`<instance>.<device>`) belongs to; instance names have
+/// no dot.
+fn entry_instance(file_name: &str) -> Option<&str> {
+    file_name
+        .split_once('.')
+        .map(|(instance, _)| instance)
+        .filter(|i| !i.is_empty())
+}
+
+/// Each host entry file's instance and its fields (MAC, then an address and a name when
+/// present); the temporary files of a write in progress are skipped.
+fn entries(files: &DnsmasqFiles) -> Vec<(PathBuf, String, Vec<String>)> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(files.hosts_dir()) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(instance) = entry_instance(&file) else {
+            continue;
+        };
+        let text = fs::read_to_string(e.path()).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            let fields = line.split(',').map(str::to_string).collect();
+            out.push((e.path(), instance.to_string(), fields));
+        }
+    }
+    out
+}
+
+/// The MAC of each NIC with a host entry, and its instance.
+pub fn entry_instances(files: &DnsmasqFiles) -> Vec<(String, String)> {
+    entries(files)
+        .into_iter()
+        .filter_map(|(_, instance, f)| Some((f.first()?.clone(), instance)))
+        .collect()
+}
+
+/// Gives every host entry its instance's name (`named`), or none, so that entries written
+/// under another `dns.mode` follow the current one; dnsmasq reads them when it starts.
+pub fn name_host_entries(files: &DnsmasqFiles, named: bool) -> Result<()> {
+    for (path, instance, f) in entries(files) {
+        let ip = f.get(1).and_then(|ip| ip.parse().ok());
+        let want = host_entry(&f[0], ip, named.then_some(instance.as_str()));
+        if fs::read_to_string(&path).ok().as_deref() != Some(want.as_str()) {
+            let tmp = files.hosts_dir().join(format!(".{instance}.rename.tmp"));
+            fs::write(&tmp, &want).map_err(|e| NetworkError::io("write", &tmp, e))?;
+            fs::rename(&tmp, &path).map_err(|e| NetworkError::io("rename", &path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes (atomically) the host entry of `instance`'s `device`.
@@ -128,23 +205,12 @@ pub fn remove_host_entry(files: &DnsmasqFiles, instance: &str, device: &str) {
     let _ = fs::remove_file(files.hosts_dir().join(format!("{instance}.{device}")));
 }
 
-/// The static entries: (hwaddr, address, hostname) of entries that name an address.
+/// The static entries: (hwaddr, address, instance) of entries that name an address.
 pub fn static_entries(files: &DnsmasqFiles) -> Vec<(String, Ipv4Addr, String)> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(files.hosts_dir()) {
-        for e in rd.flatten() {
-            let text = fs::read_to_string(e.path()).unwrap_or_default();
-            for line in text.lines() {
-                let f: Vec<&str> = line.split(',').collect();
-                if let [mac, ip, name] = f[..] {
-                    if let Ok(ip) = ip.parse() {
-                        out.push((mac.to_string(), ip, name.to_string()));
-                    }
-                }
-            }
-        }
-    }
-    out
+    entries(files)
+        .into_iter()
+        .filter_map(|(_, instance, f)| Some((f[0].clone(), f.get(1)?.parse().ok()?, instance)))
+        .collect()
 }
 
 /// One line of dnsmasq's lease file.
@@ -288,6 +354,84 @@ mod tests {
         assert!(!a.iter().any(|x| x.contains("enable-ra")));
     }
 
+    fn args_for(pairs: &[(&str, &str)]) -> Vec<String> {
+        let mut c: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        c.insert("ipv4.address".into(), "10.9.8.1/24".into());
+        let cfg = BridgeConfig::parse(&c).unwrap();
+        dnsmasq_args("br0", &cfg, &DnsmasqFiles::new("/n/br0"))
+    }
+
+    #[test]
+    fn bare_names_and_the_domain_are_answered_here_never_refused() {
+        let a = args_for(&[("dns.domain", "lan.example")]);
+        for want in [
+            "--domain-needed",
+            "--domain=lan.example",
+            "--local=/lan.example/",
+            "--interface-name=_gateway.lan.example,br0",
+        ] {
+            assert!(a.contains(&want.to_string()), "{want} missing from {a:?}");
+        }
+        assert!(a.contains(&"--no-resolv".to_string()));
+        // The raw file comes before nothing it could be confused with: one argument.
+        assert!(a.contains(&"--conf-file=/n/br0/dnsmasq.raw".to_string()));
+        assert!(!a.iter().any(|x| x.starts_with("--dhcp-option-force=119")));
+    }
+
+    #[test]
+    fn dns_mode_none_gives_the_network_no_domain() {
+        let a = args_for(&[("dns.mode", "none")]);
+        assert!(!a.iter().any(|x| x.starts_with("--domain=")
+            || x.starts_with("--local=")
+            || x.starts_with("--interface-name=")));
+        assert!(a.contains(&"--domain-needed".to_string()));
+        let a = args_for(&[("dns.mode", "dynamic")]);
+        assert!(a.contains(&"--domain=hutch".to_string()));
+    }
+
+    #[test]
+    fn dns_search_goes_out_as_dhcp_option_119() {
+        let a = args_for(&[("dns.search", "a.example, b.example")]);
+        assert!(a.contains(&"--dhcp-option-force=119,a.example,b.example".to_string()));
+        let a = args_for(&[("dns.search", "a.example"), ("ipv4.dhcp", "false")]);
+        assert!(!a.iter().any(|x| x.starts_with("--dhcp-option-force=119")));
+    }
+
+    #[test]
+    fn host_entries_carry_the_name_only_when_managed() {
+        let addr: Ipv4Addr = "10.9.8.50".parse().unwrap();
+        let ip = Some(addr);
+        assert_eq!(host_entry("m", ip, Some("c1")), "m,10.9.8.50,c1\n");
+        assert_eq!(host_entry("m", ip, None), "m,10.9.8.50\n");
+        assert_eq!(host_entry("m", None, None), "m\n");
+
+        let dir = tempfile::tempdir().unwrap();
+        let files = DnsmasqFiles::new(dir.path());
+        write_host_entry(&files, "c1", "eth0", &host_entry("m1", ip, Some("c1"))).unwrap();
+        write_host_entry(&files, "c2", "eth0", &host_entry("m2", None, Some("c2"))).unwrap();
+        name_host_entries(&files, false).unwrap();
+        let read = |f: &str| fs::read_to_string(files.hosts_dir().join(f)).unwrap();
+        assert_eq!(read("c1.eth0"), "m1,10.9.8.50\n");
+        assert_eq!(read("c2.eth0"), "m2\n");
+        // Unnamed entries still say whose they are, by their file.
+        let s = static_entries(&files);
+        assert_eq!(s, vec![("m1".to_string(), addr, "c1".to_string())]);
+        let mut owners = entry_instances(&files);
+        owners.sort();
+        assert_eq!(
+            owners,
+            [("m1".into(), "c1".into()), ("m2".into(), "c2".into())]
+        );
+        name_host_entries(&files, true).unwrap();
+        assert_eq!(read("c1.eth0"), "m1,10.9.8.50,c1\n");
+        assert_eq!(read("c2.eth0"), "m2,c2\n");
+        let left: Vec<_> = fs::read_dir(files.hosts_dir()).unwrap().collect();
+        assert_eq!(left.len(), 2, "no temporary file is left");
+    }
+
     #[test]
     fn leases_parse_and_skip_junk() {
         let text = "1700000000 00:16:3e:aa:bb:cc 10.9.8.5 c1 01:00:16:3e:aa:bb:cc\n\
@@ -310,14 +454,14 @@ mod tests {
             &files,
             "c1",
             "eth0",
-            &host_entry("00:16:3e:00:00:01", Some(ip), "c1"),
+            &host_entry("00:16:3e:00:00:01", Some(ip), Some("c1")),
         )
         .unwrap();
         write_host_entry(
             &files,
             "c2",
             "eth0",
-            &host_entry("00:16:3e:00:00:02", None, "c2"),
+            &host_entry("00:16:3e:00:00:02", None, Some("c2")),
         )
         .unwrap();
         let s = static_entries(&files);

@@ -58,6 +58,10 @@ pub struct ContainerSpec {
     /// The system calls init and exec'd commands may not make.
     #[serde(default)]
     pub seccomp: Seccomp,
+    /// Where lxcfs is mounted on the host, when its views of /proc and /sys files are to
+    /// be bound over the container's (see [`crate::rootfs::lxcfs`]); `None`: the host's.
+    #[serde(default)]
+    pub lxcfs: Option<PathBuf>,
 }
 
 /// The seccomp policy of a container, as LXD's `security.syscalls.*` keys describe it.
@@ -167,6 +171,7 @@ impl ContainerSpec {
             nesting: false,
             console_log_limit: DEFAULT_CONSOLE_LOG_LIMIT,
             seccomp: Seccomp::default(),
+            lxcfs: None,
         }
     }
 

@@ -90,6 +90,9 @@ pub struct MonitorState {
     /// The seccomp policy exec'd commands run under, as init does.
     #[serde(default)]
     pub seccomp: Seccomp,
+    /// Whether lxcfs's views of /proc and /sys files were bound in at start.
+    #[serde(default)]
+    pub lxcfs: bool,
 }
 
 /// How a container's init ended.

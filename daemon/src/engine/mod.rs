@@ -23,6 +23,7 @@ mod images;
 mod instances;
 mod lifecycle;
 mod logs;
+mod lxcfs;
 pub mod net_state;
 pub mod networks;
 pub mod pools;
@@ -289,6 +290,7 @@ pub fn instance_state_with(
         state.memory.usage_peak = u.memory_peak_bytes.unwrap_or(0) as i64;
         state.memory.swap_usage = u.swap_bytes.unwrap_or(0) as i64;
     }
+    state.resource_view = Some(lxcfs::resource_view(published).into());
     state.network = Some(devices::instance_network(
         &*d.net.netlink,
         info.pid as i32,

@@ -145,6 +145,7 @@ pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<
         }
     }
     spec.mounts = disk_mounts(d, &expanded.devices)?;
+    spec.lxcfs = super::lxcfs::serving_dir();
     Ok(spec)
 }
 

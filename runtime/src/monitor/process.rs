@@ -128,6 +128,7 @@ fn publish(
         started_at: unix_now(),
         idmapped: created.idmapped,
         seccomp: spec.seccomp.clone(),
+        lxcfs: spec.lxcfs.is_some(),
     };
     let result = (|| {
         write_json_atomic(&rd.state(), &state)?;

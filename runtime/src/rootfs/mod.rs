@@ -70,6 +70,9 @@ pub enum MountOp {
     Mkdir { at: PathBuf },
     /// Create a symlink at `at` pointing to `to`.
     Symlink { at: PathBuf, to: String },
+    /// Bind lxcfs's views (mounted on the host at `source`) over the container's proc and
+    /// sys files; what to cover is decided when applied, once proc and sysfs are mounted.
+    Lxcfs { source: PathBuf, nesting: bool },
     /// Make the rootfs the new `/` and drop the old one.
     PivotRoot,
 }
@@ -132,6 +135,12 @@ pub fn plan(
         data: None,
     });
     cgroup_ops(cgroup_steps, &mut ops);
+    if let Some(source) = &spec.lxcfs {
+        ops.push(MountOp::Lxcfs {
+            source: source.clone(),
+            nesting: spec.nesting,
+        });
+    }
 
     ops.push(MountOp::Mount {
         fstype: "tmpfs",
@@ -409,6 +418,7 @@ fn apply_one(op: &MountOp, root: &Path, tree: Option<&OwnedFd>, binds: &[OwnedFd
                 _ => Ok(()),
             }
         }
+        MountOp::Lxcfs { source, nesting } => lxcfs::apply(source, root, *nesting),
         MountOp::PivotRoot => enter_root(root),
     }
 }
@@ -535,5 +545,6 @@ pub fn has_run_dir(rootfs: &Path) -> bool {
         .unwrap_or(false)
 }
 
+pub mod lxcfs;
 #[cfg(test)]
 mod tests;

@@ -238,3 +238,36 @@ fn mount_targets_refuse_symlinks_on_the_way() {
         .unwrap()
         .is_dir());
 }
+
+#[test]
+fn lxcfs_views_come_once_proc_and_sys_are_mounted() {
+    let none = plan(
+        &spec(false),
+        RootMount::Bind,
+        Path::new("/dev/pts/0"),
+        &[],
+        true,
+    );
+    assert!(!none.iter().any(|op| matches!(op, MountOp::Lxcfs { .. })));
+    let mut s = spec(false);
+    s.lxcfs = Some("/var/lib/lxcfs".into());
+    let ops = plan(&s, RootMount::Bind, Path::new("/dev/pts/0"), &[], true);
+    let at = |want: &dyn Fn(&MountOp) -> bool| ops.iter().position(want).unwrap();
+    let lxcfs = at(&|op| {
+        *op == MountOp::Lxcfs {
+            source: "/var/lib/lxcfs".into(),
+            nesting: false,
+        }
+    });
+    let proc = at(&|op| matches!(op, MountOp::Mount { fstype: "proc", .. }));
+    let sys = at(&|op| {
+        matches!(
+            op,
+            MountOp::Mount {
+                fstype: "sysfs",
+                ..
+            }
+        )
+    });
+    assert!(proc < lxcfs && sys < lxcfs && lxcfs < ops.len() - 1);
+}

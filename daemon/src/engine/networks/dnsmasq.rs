@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hutch_api::network::NetworkLease;
+use hutch_network::config::DnsMode;
 use hutch_network::{dnsmasq, BridgeConfig, ProcessId};
 
 use super::files;
@@ -26,7 +27,10 @@ pub(super) fn restart(d: &Daemon, name: &str, cfg: &BridgeConfig) -> Result<()> 
     if !needs_dnsmasq(cfg) {
         return Ok(());
     }
-    let id = d.net.processes.spawn_dnsmasq(name, cfg, &files(d, name))?;
+    let files = files(d, name);
+    // Entries written under another dns.mode follow this one.
+    dnsmasq::name_host_entries(&files, cfg.dns_mode == DnsMode::Managed)?;
+    let id = d.net.processes.spawn_dnsmasq(name, cfg, &files)?;
     lock(&d.net.networks.dnsmasq).insert(name.to_string(), id);
     Ok(())
 }
@@ -79,22 +83,11 @@ pub(super) fn forget_dead(d: &Daemon) {
 }
 
 /// The static entries of NICs with `ipv4.address`, then dnsmasq's dynamic leases (named
-/// after their instance where the client sent no name).
+/// after their NIC's instance where the client sent no name).
 pub(super) fn leases(d: &Daemon, name: &str) -> Vec<NetworkLease> {
     let files = files(d, name);
     let statics = dnsmasq::static_entries(&files);
-    let mut names: HashMap<String, String> = HashMap::new();
-    if let Ok(rd) = std::fs::read_dir(files.hosts_dir()) {
-        for e in rd.flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            for line in text.lines() {
-                let f: Vec<&str> = line.split(',').collect();
-                if let (Some(mac), Some(host)) = (f.first(), f.last()) {
-                    names.insert(mac.to_string(), host.to_string());
-                }
-            }
-        }
-    }
+    let names: HashMap<String, String> = dnsmasq::entry_instances(&files).into_iter().collect();
     let lease = |hostname: String, hwaddr: String, address: String, kind: &str| NetworkLease {
         hostname,
         hwaddr,

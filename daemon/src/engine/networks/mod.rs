@@ -14,6 +14,7 @@ use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use hutch_network::addr::valid_interface_name;
+use hutch_network::config::DnsMode;
 use hutch_network::dnsmasq::DnsmasqFiles;
 use hutch_network::{nft, BridgeConfig, ProcessId};
 
@@ -89,7 +90,11 @@ impl Engine {
                 )));
             }
         }
-        let entry = hutch_network::dnsmasq::host_entry(hwaddr, ipv4, instance);
+        // With dns.mode dynamic or none, the client's own host name stands (LXD's way).
+        let managed = self
+            .network_config(network)?
+            .is_none_or(|c| c.dns_mode == DnsMode::Managed);
+        let entry = hutch_network::dnsmasq::host_entry(hwaddr, ipv4, managed.then_some(instance));
         Ok(hutch_network::dnsmasq::write_host_entry(
             &files, instance, device, &entry,
         )?)
