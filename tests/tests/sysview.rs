@@ -226,6 +226,8 @@ fn without_lxcfs_containers_start_and_say_they_see_the_host() {
     assert_eq!(code, 200, "{body}");
     let full: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(full["metadata"]["state"]["resource_view"], "host", "{body}");
+    let info = d.hutch_ok(&["info", "c1"]);
+    assert!(info.contains("  View of /proc: host"), "{info}");
     let host = meminfo_total_kib(&std::fs::read_to_string("/proc/meminfo").unwrap());
     let inside = d.lxc_ok(&["exec", "c1", "--", "cat", "/proc/meminfo"]);
     assert_eq!(meminfo_total_kib(&inside), host, "the host's /proc/meminfo");

@@ -64,6 +64,11 @@ pub fn render_instance(v: &Value) -> String {
     if pid != 0 {
         o += "\nResources:\n";
         o += &format!("  Processes: {}\n", n(&st["processes"]));
+        // hutch's own line (LXD has no such field): say when /proc shows the host's
+        // totals because lxcfs was not serving when the container started.
+        if st["resource_view"].as_str() == Some("host") {
+            o += "  View of /proc: host (no lxcfs at start: free, top and uptime show the host's totals)\n";
+        }
         let mut disks: Vec<(&String, &Value)> =
             st["disk"].as_object().into_iter().flatten().collect();
         disks.sort_by(|a, b| a.0.cmp(b.0));
