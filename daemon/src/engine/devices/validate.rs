@@ -6,7 +6,7 @@
 use hutch_api::config::{parse_bool, parse_memory};
 use hutch_api::profile::Devices;
 
-use super::{disk, nic, proxy, Options};
+use super::{disk, gpu, nic, proxy, unix, Options};
 use crate::engine::Engine;
 use crate::error::{DaemonError, Result};
 
@@ -21,6 +21,14 @@ pub(super) enum Kind {
     /// An absolute host path, or the name of a custom volume.
     DiskSource,
     Name,
+    /// A decimal number (`uid`, `major`).
+    Number,
+    /// An octal file mode (`0660`).
+    Mode,
+    /// A 4-digit hex PCI id (`10de`).
+    Hex,
+    /// `physical`, the one GPU type hutch implements.
+    GpuType,
     /// Checked by the device's own rules.
     Any,
 }
@@ -55,10 +63,7 @@ const NET_UNSUPPORTED: &[&str] = &[
 
 /// Device types LXD has that hutch does not implement yet.
 const UNSUPPORTED_TYPES: &[&str] = &[
-    "unix-char",
-    "unix-block",
     "unix-hotplug",
-    "gpu",
     "usb",
     "infiniband",
     "tpm",
@@ -92,6 +97,11 @@ fn check_device(devname: &str, dev: &Options) -> Result<()> {
         "disk" => check_table(devname, dev, disk::OPTIONS, disk::UNSUPPORTED),
         "nic" => check_table(devname, dev, nic::OPTIONS, NET_UNSUPPORTED),
         "proxy" => check_table(devname, dev, proxy::OPTIONS, NET_UNSUPPORTED),
+        "unix-char" | "unix-block" => {
+            check_table(devname, dev, unix::OPTIONS, unix::UNSUPPORTED)?;
+            unix::check(devname, dev)
+        }
+        "gpu" => check_table(devname, dev, gpu::OPTIONS, gpu::UNSUPPORTED),
         "none" => match dev.keys().find(|k| *k != "type") {
             Some(k) => Err(invalid(devname, format!("Invalid device option {k:?}"))),
             None => Ok(()),
@@ -138,6 +148,20 @@ fn check_value(kind: Kind, v: &str) -> std::result::Result<(), String> {
             format!("{v:?} is neither an absolute host path nor a storage volume name")
         }),
         Kind::Name => crate::engine::pools::validate_pool_name(v).map_err(|e| e.to_string()),
+        Kind::Number => match v.parse::<u32>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("{v:?} is not a number")),
+        },
+        Kind::Mode => match u32::from_str_radix(v, 8) {
+            Ok(m) if m <= 0o7777 => Ok(()),
+            _ => Err(format!("{v:?} is not an octal file mode")),
+        },
+        Kind::Hex if v.len() == 4 && v.chars().all(|c| c.is_ascii_hexdigit()) => Ok(()),
+        Kind::Hex => Err(format!("{v:?} is not a 4-digit hex id")),
+        Kind::GpuType if v == "physical" => Ok(()),
+        Kind::GpuType => Err(format!(
+            "{v:?} is not supported by hutch (only physical)"
+        )),
         Kind::Any => Ok(()),
     }
 }
@@ -215,8 +239,7 @@ mod tests {
         assert!(with("source", "../../../../tmp/v").contains("neither"));
         assert!(with("source", "/srv/../etc").contains(".."));
         assert!(refused(&[("type", "disk"), ("path", "rel")]).contains("absolute"));
-        assert!(refused(&[("type", "unix-char"), ("path", "/dev/x")]).contains("not supported"));
-        assert!(refused(&[("type", "gpu")]).contains("not supported"));
+        assert!(refused(&[("type", "unix-hotplug")]).contains("not supported"));
         assert!(refused(&[("type", "floppy")]).contains("unknown device type"));
         assert!(refused(&[("path", "/x")]).contains("no type"));
         assert!(refused(&[("type", "nic"), ("limits.ingress", "1M")]).contains("not supported"));
