@@ -155,16 +155,30 @@ fn a_symlink_planted_inside_never_leads_a_mount_elsewhere() {
     let src = d.path().join("src");
     fs::create_dir(&src).unwrap();
     let source = format!("source={}", src.display());
-    sh_ok(&d, "u", "ln -s /etc /mnt/evil && ln -s /etc/hostname /mnt/file");
-    for path in ["path=/mnt/evil/x", "path=/mnt/evil"] {
-        let err = hutch_err(&d, &["config", "device", "add", "u", "d", "disk", &source, path]);
+    let file = d.path().join("file");
+    fs::write(&file, "host file\n").unwrap();
+    let file_source = format!("source={}", file.display());
+    sh_ok(
+        &d,
+        "u",
+        "mkdir -p /mnt && ln -s /etc /mnt/evil && ln -s /etc/hostname /mnt/file",
+    );
+    for (source, path) in [
+        (&source, "path=/mnt/evil/x"),
+        (&source, "path=/mnt/evil"),
+        (&file_source, "path=/mnt/file"),
+    ] {
+        let err = hutch_err(&d, &["config", "device", "add", "u", "d", "disk", source, path]);
         assert!(err.contains("symlink"), "{path}: {err}");
         assert!(
             devices_of(&d, "u", "devices").get("d").is_none(),
             "a device that could not be plugged was kept"
         );
     }
-    assert!(!mounted(&d, "u", "/etc/x") && !mounted(&d, "u", "/etc"));
+    assert!(!mounted(&d, "u", "/etc/x") && !mounted(&d, "u", "/etc/hostname"));
+    // A file source is mounted on a file.
+    d.hutch_ok(&["config", "device", "add", "u", "f", "disk", &file_source, "path=/srv/f"]);
+    assert_eq!(sh_ok(&d, "u", "cat /srv/f"), "host file\n");
     d.hutch_ok(&["delete", "-f", "u"]);
     no_leftovers(&d);
 }
