@@ -13,7 +13,11 @@ use hutch_tests::{assert_no_leftovers, busybox_image, require_root, TestDaemon};
 
 /// A daemon with the busybox image imported under alias `bb`.
 fn daemon() -> TestDaemon {
-    let d = TestDaemon::start();
+    with_image(TestDaemon::start())
+}
+
+/// `d` with the busybox image imported under alias `bb`.
+fn with_image(d: TestDaemon) -> TestDaemon {
     let image = d.path().join("bb.tar.gz");
     busybox_image(d.path(), &image).expect("build the image");
     d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
@@ -301,6 +305,33 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
         "required=false",
     ]);
     d.hutch_ok(&["delete", "-f", "u", "p"]);
+    no_leftovers(&d);
+}
+
+#[test]
+fn unix_char_devices_change_the_cgroup2_device_filter_live() {
+    if !require_root("unix_char_devices_change_the_cgroup2_device_filter_live") {
+        return;
+    }
+    // The daemon sees the cgroup2 hierarchy alone: devices are a BPF filter there.
+    let d = with_image(TestDaemon::start_cgroup2_only());
+    d.hutch_ok(&["launch", "bb", "p", "-c", "security.privileged=true"]);
+    sh_ok(&d, "p", "mknod /root/n200 c 1 200");
+    assert!(cat_error(&d, "p", "/root/n200").contains("Operation not permitted"));
+    d.hutch_ok(&[
+        "config", "device", "add", "p", "n", "unix-char", "major=1", "minor=200",
+        "path=/dev/n200",
+    ]);
+    assert!(cat_error(&d, "p", "/dev/n200").contains("No such device or address"));
+    assert!(cat_error(&d, "p", "/root/n200").contains("No such device or address"));
+    // Given at start, the filter has it from the first.
+    d.hutch_ok(&["restart", "-f", "p"]);
+    assert!(cat_error(&d, "p", "/dev/n200").contains("No such device or address"));
+    d.hutch_ok(&["config", "device", "remove", "p", "n"]);
+    sh_ok(&d, "p", "mknod /root/n200 c 1 200 || true");
+    assert!(cat_error(&d, "p", "/root/n200").contains("Operation not permitted"));
+    sh_ok(&d, "p", "echo x > /dev/null && head -c 1 /dev/zero >/dev/null");
+    d.hutch_ok(&["delete", "-f", "p"]);
     no_leftovers(&d);
 }
 
