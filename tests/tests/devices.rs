@@ -9,7 +9,15 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use hutch_tests::{assert_no_leftovers, busybox_image, require_root, TestDaemon};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::Duration;
+
+use hutch_runtime::{container, BindMount, ContainerSpec, ExecRequest, ExecStdio, HotplugOp, IdMap};
+use hutch_tests::{
+    assert_no_leftovers, busybox_image, debian_rootfs, hutchd_bin, require_root, unique_name,
+    CgroupGuard, TestDaemon, TestDir,
+};
 
 /// A daemon with the busybox image imported under alias `bb`.
 fn daemon() -> TestDaemon {
@@ -468,4 +476,103 @@ fn gpu_devices_pass_the_cards_nodes() {
     }
     d.hutch_ok(&["delete", "-f", "u"]);
     no_leftovers(&d);
+}
+
+/// Runs `script` with `sh -c` as root in the runtime's container at `rd`; (code, stdout).
+fn runtime_sh(rd: &Path, script: &str) -> (i32, String) {
+    let req = ExecRequest {
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        env: BTreeMap::new(),
+        cwd: None,
+        uid: 0,
+        gid: 0,
+        pty: None,
+    };
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let null = || -> std::os::fd::OwnedFd {
+        fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap()
+            .into()
+    };
+    let session = hutch_runtime::exec(
+        &hutchd_bin(),
+        rd,
+        &req,
+        ExecStdio::Pipes {
+            stdin: null(),
+            stdout: out_w,
+            stderr: null(),
+        },
+    )
+    .expect("exec");
+    let mut out = String::new();
+    fs::File::from(out_r).read_to_string(&mut out).unwrap();
+    (session.wait().unwrap().code(), out)
+}
+
+#[test]
+fn disks_hot_plug_into_a_debian_container() {
+    if !require_root("disks_hot_plug_into_a_debian_container") {
+        return;
+    }
+    if std::env::var("HUTCH_TEST_DEBIAN").as_deref() == Ok("0")
+        && std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1")
+    {
+        eprintln!("skipping disks_hot_plug_into_a_debian_container: HUTCH_TEST_DEBIAN=0");
+        return;
+    }
+    // Straight through the runtime (the daemon's path is the busybox tests'): Debian
+    // 12 with systemd as init, unprivileged, its root an idmapped mount.
+    let dir = TestDir::new();
+    let name = unique_name("deb");
+    let rootfs = dir.path().join("rootfs");
+    debian_rootfs(&rootfs).expect("build the Debian root filesystem");
+    let cgroup = format!("hutch-test-{name}/{name}");
+    let _cg = CgroupGuard::new(&cgroup);
+    let spec = ContainerSpec::new(
+        &name,
+        &rootfs,
+        Some(IdMap::single(1_000_000, 65536)),
+        &cgroup,
+    );
+    let rd = dir.path().join("run");
+    hutch_runtime::start(&hutchd_bin(), &rd, &spec).expect("start");
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("hello"), "hello debian\n").unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let plug = HotplugOp::Plug(BindMount {
+            source: src.clone(),
+            target: "/mnt/hot/d".into(),
+            readonly: false,
+            idmapped: true,
+        });
+        hutch_runtime::hotplug(&hutchd_bin(), &rd, &[plug]).expect("plug");
+        let (code, out) = runtime_sh(
+            &rd,
+            "cat /mnt/hot/d/hello && echo written > /mnt/hot/d/inside && stat -c %U /mnt/hot",
+        );
+        assert_eq!(code, 0, "{out}");
+        // The mount point was made as the container's root would have made it.
+        assert_eq!(out, "hello debian\nroot\n");
+        assert_eq!(fs::read_to_string(src.join("inside")).unwrap(), "written\n");
+        assert_eq!(fs::metadata(src.join("inside")).unwrap().uid(), 0);
+        let unplug = HotplugOp::Unplug {
+            target: "/mnt/hot/d".into(),
+            remove: false,
+        };
+        hutch_runtime::hotplug(&hutchd_bin(), &rd, &[unplug]).expect("unplug");
+        let (_, mounts) = runtime_sh(&rd, "cat /proc/self/mounts");
+        assert!(!mounts.contains("/mnt/hot/d"), "{mounts}");
+        let (code, _) = runtime_sh(&rd, "test -e /mnt/hot/d/hello");
+        assert_ne!(code, 0);
+    });
+    let _ = container::stop(&rd, Duration::from_secs(1), true);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    assert_no_leftovers(dir.path(), &cgroup);
 }
