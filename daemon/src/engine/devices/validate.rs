@@ -224,6 +224,56 @@ mod tests {
     }
 
     #[test]
+    fn unix_and_gpu_devices_pass_their_tables() {
+        for ok in [
+            &[("type", "unix-char"), ("source", "/dev/fuse")][..],
+            &[
+                ("type", "unix-block"),
+                ("path", "/dev/sdz"),
+                ("major", "8"),
+                ("minor", "0"),
+                ("uid", "1000"),
+                ("gid", "1000"),
+                ("mode", "0640"),
+                ("required", "false"),
+            ],
+            &[("type", "gpu")],
+            &[
+                ("type", "gpu"),
+                ("gputype", "physical"),
+                ("id", "0"),
+                ("pci", "0000:01:00.0"),
+                ("vendorid", "10DE"),
+                ("productid", "2335"),
+                ("mode", "0666"),
+            ],
+        ] {
+            check_device("d", &dev(ok)).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_unix_and_gpu_options_are_refused_by_name() {
+        let unix = |extra: &[(&'static str, &'static str)]| {
+            let mut p = vec![("type", "unix-char"), ("path", "/dev/x")];
+            p.extend_from_slice(extra);
+            refused(&p)
+        };
+        assert!(unix(&[("mode", "999")]).contains("mode"));
+        assert!(unix(&[("mode", "rw")]).contains("octal"));
+        assert!(unix(&[("uid", "-1")]).contains("uid"));
+        assert!(unix(&[("major", "1")]).contains("major and minor"));
+        assert!(unix(&[("required", "maybe")]).contains("required"));
+        assert!(unix(&[("bogus", "1")]).contains("\"bogus\""));
+        assert!(refused(&[("type", "unix-char")]).contains("source or a path"));
+        assert!(refused(&[("type", "unix-block"), ("path", "dev/x")]).contains("absolute"));
+        assert!(refused(&[("type", "gpu"), ("gputype", "mig")]).contains("only physical"));
+        assert!(refused(&[("type", "gpu"), ("vendorid", "nvidia")]).contains("vendorid"));
+        assert!(refused(&[("type", "gpu"), ("id", "card0")]).contains("id"));
+        assert!(refused(&[("type", "gpu"), ("mig.uuid", "x")]).contains("not supported"));
+    }
+
+    #[test]
     fn misspelt_and_unknown_are_refused_by_name() {
         let base = [("type", "disk"), ("path", "/mnt")];
         let with = |k, v| {
