@@ -406,4 +406,21 @@ mod tests {
             "a tty beyond mknod"
         );
     }
+
+    #[test]
+    fn extra_rules_allow_their_devices_only() {
+        let mut rules: Vec<Rule> = DEVICE_ALLOW
+            .iter()
+            .map(|r| parse_rule(r).unwrap())
+            .collect();
+        rules.push(parse_rule("c 1:200 rwm").unwrap());
+        rules.push(parse_rule("b 7:0 r").unwrap());
+        let p = program(&rules);
+        let rw = ACC_READ | ACC_WRITE;
+        assert_eq!(run(&p, DEV_CHAR, rw, 1, 200), 1);
+        assert_eq!(run(&p, DEV_CHAR, rw, 1, 201), 0);
+        assert_eq!(run(&p, DEV_BLOCK, ACC_READ, 7, 0), 1);
+        assert_eq!(run(&p, DEV_BLOCK, rw, 7, 0), 0, "only read was given");
+        assert!(is_rule("c 1:200 rwm") && !is_rule("c 1:200") && !is_rule("x"));
+    }
 }
