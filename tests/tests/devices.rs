@@ -3,7 +3,8 @@
 //! unprivileged containers, read-only honoured, idmapped where asked; `unix-char` nodes
 //! usable inside when given and refused by the devices cgroup when not; `none` devices
 //! masking a profile's; `gpu` devices where the host has a GPU (skipped by name where it
-//! has none). Needs root; each test has its own daemon and leaves nothing behind.
+//! has none, unless `HUTCH_REQUIRE_GPU=1`). Needs root; each test has its own daemon and
+//! leaves nothing behind.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -427,10 +428,18 @@ fn gpu_devices_pass_the_cards_nodes() {
     let d = daemon();
     d.hutch_ok(&["launch", "bb", "u"]);
     let Some(pci) = host_gpu() else {
+        assert!(
+            std::env::var("HUTCH_REQUIRE_GPU").as_deref() != Ok("1"),
+            "gpu_devices_pass_the_cards_nodes: HUTCH_REQUIRE_GPU=1 but this host has no GPU"
+        );
         // Without a GPU, asking for one is a clear error, live or at start.
         let err = hutch_err(&d, &["config", "device", "add", "u", "g", "gpu"]);
         assert!(err.contains("no GPU found on this host"), "{err}");
-        d.hutch_ok(&["delete", "-f", "u"]);
+        d.hutch_ok(&["init", "bb", "s"]);
+        d.hutch_ok(&["config", "device", "add", "s", "g", "gpu", "vendorid=10de"]);
+        let err = hutch_err(&d, &["start", "s"]);
+        assert!(err.contains("no GPU matching vendorid=10de"), "{err}");
+        d.hutch_ok(&["delete", "-f", "u", "s"]);
         no_leftovers(&d);
         eprintln!(
             "skipping gpu_devices_pass_the_cards_nodes: no GPU on this host \
