@@ -132,7 +132,8 @@ fn apply(plan: &Plan) -> Result<()> {
         return Err(gone());
     }
     let proc = PathBuf::from(format!("/proc/{}", plan.pid));
-    let open = |p: &str| File::open(proc.join(p)).map_err(|e| RuntimeError::io("open", proc.join(p), e));
+    let open =
+        |p: &str| File::open(proc.join(p)).map_err(|e| RuntimeError::io("open", proc.join(p), e));
     let userns = match !plan.privileged && plan.idmapped_root {
         true => Some(OwnedFd::from(open("ns/user")?)),
         false => None,
@@ -145,7 +146,10 @@ fn apply(plan: &Plan) -> Result<()> {
             HotplugOp::Unplug { .. } => None,
         });
     }
-    let (uid, gid) = (root_id(&proc.join("uid_map"))?, root_id(&proc.join("gid_map"))?);
+    let (uid, gid) = (
+        root_id(&proc.join("uid_map"))?,
+        root_id(&proc.join("gid_map"))?,
+    );
     let mntns = open("ns/mnt")?;
     if sys::process_start_time(plan.pid) != Some(plan.start_time) {
         return Err(gone());
@@ -185,7 +189,9 @@ fn prepare_tree(m: &BindMount, userns: Option<&OwnedFd>) -> Result<OwnedFd> {
     if let (Some(ns), true) = (userns, m.idmapped) {
         sys::mount_setattr_idmap(&tree, ns, true).map_err(|e| {
             RuntimeError::sys(
-                format!("idmap the mount of {src} (the filesystem may not support idmapped mounts)"),
+                format!(
+                    "idmap the mount of {src} (the filesystem may not support idmapped mounts)"
+                ),
                 e,
             )
         })?;
@@ -286,7 +292,9 @@ fn dir_at(dir: &OwnedFd, name: &std::ffi::CStr, create: bool, shown: &Path) -> R
 fn mount_point(root: &OwnedFd, target: &Path, dir: bool) -> Result<OwnedFd> {
     let names = components(target)?;
     let (last, parents) = names.split_last().expect("components are not empty");
-    let mut cur = root.try_clone().map_err(|e| RuntimeError::io("dup", "/", e))?;
+    let mut cur = root
+        .try_clone()
+        .map_err(|e| RuntimeError::io("dup", "/", e))?;
     for n in parents {
         cur = dir_at(&cur, n, true, target)?;
     }
@@ -317,7 +325,10 @@ fn mount_point(root: &OwnedFd, target: &Path, dir: bool) -> Result<OwnedFd> {
         .map_err(|e| RuntimeError::sys(format!("stat {}", target.display()), e))?;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR | libc::S_IFLNK => Err(RuntimeError::DeviceFailed {
-            reason: format!("{}: a symlink or a directory is in the way", target.display()),
+            reason: format!(
+                "{}: a symlink or a directory is in the way",
+                target.display()
+            ),
         }),
         _ => Ok(fd),
     }
@@ -328,7 +339,9 @@ fn mount_point(root: &OwnedFd, target: &Path, dir: bool) -> Result<OwnedFd> {
 fn unplug(root: &OwnedFd, target: &Path, remove: bool) -> Result<()> {
     let names = components(target)?;
     let (last, parents) = names.split_last().expect("components are not empty");
-    let mut cur = root.try_clone().map_err(|e| RuntimeError::io("dup", "/", e))?;
+    let mut cur = root
+        .try_clone()
+        .map_err(|e| RuntimeError::io("dup", "/", e))?;
     for n in parents {
         match dir_at(&cur, n, false, target) {
             Ok(d) => cur = d,

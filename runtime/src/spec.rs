@@ -222,7 +222,10 @@ impl ContainerSpec {
             .iter()
             .find(|r| !crate::cgroup::valid_device_rule(r))
         {
-            return Err(invalid("device_rules", &format!("{r:?} is not a device rule")));
+            return Err(invalid(
+                "device_rules",
+                &format!("{r:?} is not a device rule"),
+            ));
         }
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {

@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::Duration;
 
-use hutch_runtime::{container, BindMount, ContainerSpec, ExecRequest, ExecStdio, HotplugOp, IdMap};
+use hutch_runtime::{
+    container, BindMount, ContainerSpec, ExecRequest, ExecStdio, HotplugOp, IdMap,
+};
 use hutch_tests::{
     assert_no_leftovers, busybox_image, debian_rootfs, hutchd_bin, require_root, unique_name,
     CgroupGuard, TestDaemon, TestDir,
@@ -95,9 +97,21 @@ fn disks_hot_plug_into_running_containers() {
         fs::write(src.join("hello"), "from the host\n").unwrap();
         let source = format!("source={}", src.display());
         // The unprivileged container's root writes as host root through an idmapped mount.
-        let shift = if name == "u" { "shift=true" } else { "shift=false" };
+        let shift = if name == "u" {
+            "shift=true"
+        } else {
+            "shift=false"
+        };
         d.hutch_ok(&[
-            "config", "device", "add", name, "d", "disk", &source, "path=/mnt/d", shift,
+            "config",
+            "device",
+            "add",
+            name,
+            "d",
+            "disk",
+            &source,
+            "path=/mnt/d",
+            shift,
         ]);
         assert!(mounted(&d, name, "/mnt/d"), "{name}: /mnt/d is not mounted");
         assert_eq!(sh_ok(&d, name, "cat /mnt/d/hello"), "from the host\n");
@@ -149,7 +163,10 @@ fn disks_hot_plug_into_running_containers() {
         d.hutch_ok(&["config", "device", "remove", name, "d"]);
         d.hutch_ok(&["config", "device", "remove", name, "ro"]);
         assert!(!mounted(&d, name, "/mnt/d"), "{name}: /mnt/d still mounted");
-        assert!(!mounted(&d, name, "/srv/ro"), "{name}: /srv/ro still mounted");
+        assert!(
+            !mounted(&d, name, "/srv/ro"),
+            "{name}: /srv/ro still mounted"
+        );
         let (code, _) = sh(&d, name, "test -e /mnt/d/hello");
         assert_ne!(code, 0, "{name}: the disk's files are still seen");
         assert!(src.join("hello").exists());
@@ -181,7 +198,10 @@ fn a_symlink_planted_inside_never_leads_a_mount_elsewhere() {
         (&source, "path=/mnt/evil"),
         (&file_source, "path=/mnt/file"),
     ] {
-        let err = hutch_err(&d, &["config", "device", "add", "u", "d", "disk", source, path]);
+        let err = hutch_err(
+            &d,
+            &["config", "device", "add", "u", "d", "disk", source, path],
+        );
         assert!(err.contains("symlink"), "{path}: {err}");
         assert!(
             devices_of(&d, "u", "devices").get("d").is_none(),
@@ -190,7 +210,16 @@ fn a_symlink_planted_inside_never_leads_a_mount_elsewhere() {
     }
     assert!(!mounted(&d, "u", "/etc/x") && !mounted(&d, "u", "/etc/hostname"));
     // A file source is mounted on a file.
-    d.hutch_ok(&["config", "device", "add", "u", "f", "disk", &file_source, "path=/srv/f"]);
+    d.hutch_ok(&[
+        "config",
+        "device",
+        "add",
+        "u",
+        "f",
+        "disk",
+        &file_source,
+        "path=/srv/f",
+    ]);
     assert_eq!(sh_ok(&d, "u", "cat /srv/f"), "host file\n");
     d.hutch_ok(&["delete", "-f", "u"]);
     no_leftovers(&d);
@@ -204,14 +233,18 @@ fn custom_volumes_attach_and_detach_live() {
     let d = daemon();
     d.hutch_ok(&["launch", "bb", "u"]);
     d.lxc_ok(&["storage", "volume", "create", "default", "shared"]);
-    d.lxc_ok(&["storage", "volume", "attach", "default", "shared", "u", "/data"]);
+    d.lxc_ok(&[
+        "storage", "volume", "attach", "default", "shared", "u", "/data",
+    ]);
     assert!(mounted(&d, "u", "/data"));
     sh_ok(&d, "u", "echo kept > /data/f && chown 1000:1000 /data/f");
     assert_eq!(sh_ok(&d, "u", "stat -c %u /data/f"), "1000\n");
     d.lxc_ok(&["storage", "volume", "detach", "default", "shared", "u"]);
     assert!(!mounted(&d, "u", "/data"));
     // Attached again, it holds what was written.
-    d.lxc_ok(&["storage", "volume", "attach", "default", "shared", "u", "/data"]);
+    d.lxc_ok(&[
+        "storage", "volume", "attach", "default", "shared", "u", "/data",
+    ]);
     assert_eq!(sh_ok(&d, "u", "cat /data/f"), "kept\n");
     d.hutch_ok(&["delete", "-f", "u"]);
     d.lxc_ok(&["storage", "volume", "delete", "default", "shared"]);
@@ -271,7 +304,14 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
             "00 00 00"
         );
         d.hutch_ok(&[
-            "config", "device", "add", name, "n", "unix-char", "major=1", "minor=200",
+            "config",
+            "device",
+            "add",
+            name,
+            "n",
+            "unix-char",
+            "major=1",
+            "minor=200",
             "path=/dev/n200",
         ]);
         assert!(cat_error(&d, name, "/dev/n200").contains("No such device or address"));
@@ -328,7 +368,14 @@ fn unix_char_devices_change_the_cgroup2_device_filter_live() {
     sh_ok(&d, "p", "mknod /root/n200 c 1 200");
     assert!(cat_error(&d, "p", "/root/n200").contains("Operation not permitted"));
     d.hutch_ok(&[
-        "config", "device", "add", "p", "n", "unix-char", "major=1", "minor=200",
+        "config",
+        "device",
+        "add",
+        "p",
+        "n",
+        "unix-char",
+        "major=1",
+        "minor=200",
         "path=/dev/n200",
     ]);
     assert!(cat_error(&d, "p", "/dev/n200").contains("No such device or address"));
@@ -339,7 +386,11 @@ fn unix_char_devices_change_the_cgroup2_device_filter_live() {
     d.hutch_ok(&["config", "device", "remove", "p", "n"]);
     sh_ok(&d, "p", "mknod /root/n200 c 1 200 || true");
     assert!(cat_error(&d, "p", "/root/n200").contains("Operation not permitted"));
-    sh_ok(&d, "p", "echo x > /dev/null && head -c 1 /dev/zero >/dev/null");
+    sh_ok(
+        &d,
+        "p",
+        "echo x > /dev/null && head -c 1 /dev/zero >/dev/null",
+    );
     d.hutch_ok(&["delete", "-f", "p"]);
     no_leftovers(&d);
 }
@@ -352,9 +403,15 @@ fn bad_device_options_are_refused_by_name() {
     let d = daemon();
     d.hutch_ok(&["init", "bb", "s"]);
     for (args, named) in [
-        (&["d", "disk", "source=/srv", "path=/mnt", "readonly=ture"][..], "readonly"),
+        (
+            &["d", "disk", "source=/srv", "path=/mnt", "readonly=ture"][..],
+            "readonly",
+        ),
         (&["d", "unix-char", "path=/dev/x", "mode=999"][..], "mode"),
-        (&["d", "unix-char", "path=/dev/x", "major=1"][..], "major and minor"),
+        (
+            &["d", "unix-char", "path=/dev/x", "major=1"][..],
+            "major and minor",
+        ),
         (&["d", "unix-block", "bogus=1"][..], "bogus"),
         (&["d", "gpu", "gputype=mig"][..], "gputype"),
         (&["d", "gpu", "vendorid=nvidia"][..], "vendorid"),
@@ -392,7 +449,10 @@ fn a_none_device_masks_a_profile_device_live() {
     assert_eq!(sh_ok(&d, "m", "cat /mnt/p/f"), "p\n");
     d.hutch_ok(&["config", "device", "add", "m", "pd", "none"]);
     assert!(devices_of(&d, "m", "expanded_devices").get("pd").is_none());
-    assert!(!mounted(&d, "m", "/mnt/p"), "the masked disk is still mounted");
+    assert!(
+        !mounted(&d, "m", "/mnt/p"),
+        "the masked disk is still mounted"
+    );
     // Masked at start too.
     d.hutch_ok(&["restart", "-f", "m"]);
     assert!(!mounted(&d, "m", "/mnt/p"));
@@ -472,14 +532,16 @@ fn gpu_devices_pass_the_cards_nodes() {
     let (code, _) = sh(&d, "u", &format!("test -e {node}"));
     assert_ne!(code, 0, "{node} still there after the unplug");
     if nvidia && Path::new("/usr/bin/nvidia-smi").exists() {
+        d.hutch_ok(&["launch", "bb", "n", "-c", "nvidia.runtime=true"]);
         d.hutch_ok(&[
-            "launch",
-            "bb",
+            "config",
+            "device",
+            "add",
             "n",
-            "-c",
-            "nvidia.runtime=true",
+            "g",
+            "gpu",
+            &format!("pci={pci}"),
         ]);
-        d.hutch_ok(&["config", "device", "add", "n", "g", "gpu", &format!("pci={pci}")]);
         sh_ok(&d, "n", "test -f /usr/bin/nvidia-smi && ls /usr/lib/*/libnvidia-ml.so* /usr/lib*/libnvidia-ml.so* 2>/dev/null | head -n1 | grep -q .");
         d.hutch_ok(&["delete", "-f", "n"]);
     }

@@ -169,7 +169,8 @@ fn full_pci(addr: &str) -> String {
 
 /// Whether `gpu` is one device `dev` asks for (every filter set must match).
 fn matches(gpu: &Gpu, dev: &Options) -> bool {
-    let id_ok = opt(dev, "id").is_none_or(|id| gpu.drm_id.map(|d| d.to_string()).as_deref() == Some(id));
+    let id_ok =
+        opt(dev, "id").is_none_or(|id| gpu.drm_id.map(|d| d.to_string()).as_deref() == Some(id));
     let pci_ok = opt(dev, "pci").is_none_or(|p| full_pci(p) == full_pci(&gpu.pci));
     let vendor_ok = opt(dev, "vendorid").is_none_or(|v| v.to_ascii_lowercase() == gpu.vendor);
     let product_ok = opt(dev, "productid").is_none_or(|v| v.to_ascii_lowercase() == gpu.product);
@@ -366,7 +367,10 @@ mod tests {
     }
 
     fn targets(nodes: &[Node]) -> Vec<String> {
-        nodes.iter().map(|n| n.target.display().to_string()).collect()
+        nodes
+            .iter()
+            .map(|n| n.target.display().to_string())
+            .collect()
     }
 
     #[test]
@@ -396,12 +400,20 @@ mod tests {
                 "/dev/nvidiactl"
             ]
         );
-        assert_eq!(nv.iter().find(|n| n.target.ends_with("nvidia0")).unwrap().major, 195);
+        assert_eq!(
+            nv.iter()
+                .find(|n| n.target.ends_with("nvidia0"))
+                .unwrap()
+                .major,
+            195
+        );
         let by_id = nodes(&h, "g", &dev(&[("type", "gpu"), ("id", "1")])).unwrap();
         assert_eq!(by_id, nv);
         let all = nodes(&h, "g", &dev(&[("type", "gpu"), ("mode", "0666")])).unwrap();
         assert_eq!(all.len(), 7);
-        assert!(all.iter().all(|n| n.mode == 0o666 && n.uid == 0 && !n.block));
+        assert!(all
+            .iter()
+            .all(|n| n.mode == 0o666 && n.uid == 0 && !n.block));
     }
 
     #[test]
@@ -443,7 +455,9 @@ mod tests {
             ]
         );
         assert!(m.iter().all(|b| b.readonly && b.source == b.target));
-        let err = nvidia_runtime_mounts(&FakeHost::default()).unwrap_err().to_string();
+        let err = nvidia_runtime_mounts(&FakeHost::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no NVIDIA driver"), "{err}");
     }
 }

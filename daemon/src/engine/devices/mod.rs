@@ -81,7 +81,8 @@ async fn hotplug_ops(
         for (i, op) in ops.iter().enumerate() {
             if let Err(err) = hutch_runtime::hotplug(&hutchd, &rd, std::slice::from_ref(op)) {
                 for back in undo[..i].iter().rev() {
-                    if let Err(e) = hutch_runtime::hotplug(&hutchd, &rd, std::slice::from_ref(back)) {
+                    if let Err(e) = hutch_runtime::hotplug(&hutchd, &rd, std::slice::from_ref(back))
+                    {
                         tracing::warn!(error = %e, "undo a device change");
                     }
                 }

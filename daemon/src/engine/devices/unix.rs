@@ -70,7 +70,10 @@ impl Node {
 /// The rules a unix device keeps alone: a source or a path, and major with minor.
 pub(super) fn check(devname: &str, dev: &Options) -> Result<()> {
     if opt(dev, "source").is_none() && opt(dev, "path").is_none() {
-        return Err(invalid(devname, "a unix device needs a source or a path".into()));
+        return Err(invalid(
+            devname,
+            "a unix device needs a source or a path".into(),
+        ));
     }
     if opt(dev, "major").is_some() != opt(dev, "minor").is_some() {
         return Err(invalid(devname, "major and minor are set together".into()));
@@ -120,8 +123,9 @@ pub(super) fn unix_node(devname: &str, dev: &Options) -> Result<Option<Node>> {
         (None, None) => {
             let host = host.expect("a target implies a host path here");
             match std::fs::metadata(host) {
-                Ok(m) if (block && m.file_type().is_block_device())
-                    || (!block && m.file_type().is_char_device()) =>
+                Ok(m)
+                    if (block && m.file_type().is_block_device())
+                        || (!block && m.file_type().is_char_device()) =>
                 {
                     let rdev = m.rdev();
                     (libc::major(rdev), libc::minor(rdev))
@@ -196,9 +200,8 @@ fn make_host_node(path: &Path, node: &Node, idmap: Option<&IdMap>) -> Result<()>
     };
     let perm = nix::sys::stat::Mode::from_bits_truncate(node.mode & 0o777);
     let dev = nix::sys::stat::makedev(node.major.into(), node.minor.into());
-    nix::sys::stat::mknod(path, kind, perm, dev).map_err(|e| {
-        DaemonError::io("create device node", path, std::io::Error::from(e))
-    })?;
+    nix::sys::stat::mknod(path, kind, perm, dev)
+        .map_err(|e| DaemonError::io("create device node", path, std::io::Error::from(e)))?;
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
         .map_err(|e| DaemonError::io("chown", path, e))?;
     // The umask took bits off.
@@ -236,7 +239,8 @@ pub fn prepare_start(
     }
     spec.device_rules = rules(found.values());
     if flag(&x.config, "nvidia.runtime") {
-        spec.mounts.extend(gpu::nvidia_runtime_mounts(&gpu::SysHost)?);
+        spec.mounts
+            .extend(gpu::nvidia_runtime_mounts(&gpu::SysHost)?);
     }
     Ok(())
 }

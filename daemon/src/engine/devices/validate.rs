@@ -62,13 +62,7 @@ const NET_UNSUPPORTED: &[&str] = &[
 ];
 
 /// Device types LXD has that hutch does not implement yet.
-const UNSUPPORTED_TYPES: &[&str] = &[
-    "unix-hotplug",
-    "usb",
-    "infiniband",
-    "tpm",
-    "pci",
-];
+const UNSUPPORTED_TYPES: &[&str] = &["unix-hotplug", "usb", "infiniband", "tpm", "pci"];
 
 /// Checks the devices of an instance or profile: each of a known type, with every option
 /// known and well-formed, and the rules of its type kept.
@@ -159,9 +153,7 @@ fn check_value(kind: Kind, v: &str) -> std::result::Result<(), String> {
         Kind::Hex if v.len() == 4 && v.chars().all(|c| c.is_ascii_hexdigit()) => Ok(()),
         Kind::Hex => Err(format!("{v:?} is not a 4-digit hex id")),
         Kind::GpuType if v == "physical" => Ok(()),
-        Kind::GpuType => Err(format!(
-            "{v:?} is not supported by hutch (only physical)"
-        )),
+        Kind::GpuType => Err(format!("{v:?} is not supported by hutch (only physical)")),
         Kind::Any => Ok(()),
     }
 }
