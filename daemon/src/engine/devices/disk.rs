@@ -38,12 +38,18 @@ pub(super) const UNSUPPORTED: &[&str] = &[
     "initial.",
 ];
 
-/// The mounts of the disks of `x`, by device name.
-fn mounts(e: &Engine, x: &Expanded) -> Result<BTreeMap<String, BindMount>> {
+/// The mounts of the disks of `x`, by device name; `lenient`: a disk that no longer
+/// resolves (its volume deleted since) is left out instead of failing.
+fn mounts(e: &Engine, x: &Expanded, lenient: bool) -> Result<BTreeMap<String, BindMount>> {
     let mut out = BTreeMap::new();
     for (name, dev) in of_type(&x.devices, "disk") {
-        if let Some(m) = disk_mount(&e.d, name, dev)? {
-            out.insert(name.clone(), m);
+        match disk_mount(&e.d, name, dev) {
+            Ok(Some(m)) => {
+                out.insert(name.clone(), m);
+            }
+            Ok(None) => {}
+            Err(_) if lenient => {}
+            Err(err) => return Err(err),
         }
     }
     Ok(out)
@@ -57,9 +63,8 @@ pub(super) async fn apply_changes(
     old: &Expanded,
     new: &Expanded,
 ) -> Result<()> {
-    // The old mounts as they were resolved then: a volume since deleted still unmounts.
-    let old_m = mounts(e, old).unwrap_or_default();
-    let new_m = mounts(e, new)?;
+    let old_m = mounts(e, old, true)?;
+    let new_m = mounts(e, new, false)?;
     let mut ops = Vec::new();
     let mut undo = Vec::new();
     for (name, m) in &old_m {

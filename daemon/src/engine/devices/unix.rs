@@ -154,14 +154,22 @@ pub(super) fn unix_node(devname: &str, dev: &Options) -> Result<Option<Node>> {
     }))
 }
 
-/// The nodes of the devices of `x`, by device name and target.
-fn nodes(x: &Expanded) -> Result<BTreeMap<(String, PathBuf), Node>> {
+/// The nodes of the devices of `x`, by device name and target; `lenient`: a device whose
+/// nodes cannot be found now (its host node gone since) is left out instead of failing.
+fn nodes(x: &Expanded, lenient: bool) -> Result<BTreeMap<(String, PathBuf), Node>> {
     let mut out = BTreeMap::new();
     for (name, dev) in &x.devices {
         let found = match dev.get("type").map(String::as_str) {
-            Some("unix-char" | "unix-block") => unix_node(name, dev)?.into_iter().collect(),
-            Some("gpu") => gpu::nodes(&gpu::SysHost, name, dev)?,
-            _ => Vec::new(),
+            Some("unix-char" | "unix-block") => {
+                unix_node(name, dev).map(|n| n.into_iter().collect())
+            }
+            Some("gpu") => gpu::nodes(&gpu::SysHost, name, dev),
+            _ => Ok(Vec::new()),
+        };
+        let found = match found {
+            Ok(f) => f,
+            Err(_) if lenient => continue,
+            Err(err) => return Err(err),
         };
         for n in found {
             out.insert((name.clone(), n.target.clone()), n);
@@ -225,7 +233,7 @@ pub fn prepare_start(
 ) -> Result<()> {
     let dir = devices_dir(d, &row.name);
     let _ = std::fs::remove_dir_all(&dir);
-    let found = nodes(x)?;
+    let found = nodes(x, false)?;
     if !found.is_empty() {
         std::fs::create_dir_all(&dir).map_err(|e| DaemonError::io("create", &dir, e))?;
     }
@@ -254,8 +262,8 @@ pub(super) async fn apply_changes(
     new: &Expanded,
 ) -> Result<()> {
     // A node whose host source went since cannot be told again; it is left as it is.
-    let old_n = nodes(old).unwrap_or_default();
-    let new_n = nodes(new)?;
+    let old_n = nodes(old, true)?;
+    let new_n = nodes(new, false)?;
     if old_n == new_n {
         return Ok(());
     }
