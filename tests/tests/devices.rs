@@ -241,8 +241,8 @@ fn custom_volumes_attach_and_detach_live() {
     assert_eq!(sh_ok(&d, "u", "stat -c %u /data/f"), "1000\n");
     d.lxc_ok(&["storage", "volume", "detach", "default", "shared", "u"]);
     assert!(!mounted(&d, "u", "/data"));
-    // Attached again, it holds what was written.
-    d.lxc_ok(&[
+    // Attached again (by hutch this time), it holds what was written.
+    d.hutch_ok(&[
         "storage", "volume", "attach", "default", "shared", "u", "/data",
     ]);
     assert_eq!(sh_ok(&d, "u", "cat /data/f"), "kept\n");
