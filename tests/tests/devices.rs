@@ -334,6 +334,30 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
         assert!(!mounted(&d, name, "/dev/hostzero"));
     }
     assert!(cat_error(&d, "p", "/root/n200").contains("Operation not permitted"));
+    // A device whose host node went while it was plugged still unplugs, and is denied.
+    let host_n200 = nodes.join("n200");
+    nix::sys::stat::mknod(
+        &host_n200,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 200),
+    )
+    .unwrap();
+    d.hutch_ok(&[
+        "config",
+        "device",
+        "add",
+        "p",
+        "g",
+        "unix-char",
+        &format!("source={}", host_n200.display()),
+        "path=/dev/g200",
+    ]);
+    assert!(cat_error(&d, "p", "/dev/g200").contains("No such device or address"));
+    fs::remove_file(&host_n200).unwrap();
+    d.hutch_ok(&["config", "device", "remove", "p", "g"]);
+    assert!(!mounted(&d, "p", "/dev/g200"));
+    assert!(cat_error(&d, "p", "/root/n200").contains("Operation not permitted"));
     // /dev/null, whose rule the denial overlapped with none, still works.
     sh_ok(&d, "p", "echo x > /dev/null");
     // A missing source is an error unless the device is not required.

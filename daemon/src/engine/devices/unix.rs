@@ -154,28 +154,52 @@ pub(super) fn unix_node(devname: &str, dev: &Options) -> Result<Option<Node>> {
     }))
 }
 
-/// The nodes of the devices of `x`, by device name and target; `lenient`: a device whose
-/// nodes cannot be found now (its host node gone since) is left out instead of failing.
-fn nodes(x: &Expanded, lenient: bool) -> Result<BTreeMap<(String, PathBuf), Node>> {
+/// The nodes of the devices of `x`, by device name and target. `plugged`: `x` is what is
+/// plugged now, its nodes made in that directory; a unix device whose host source went
+/// since is told from the node made for it there, and a GPU no longer found is left out.
+fn nodes(x: &Expanded, plugged: Option<&Path>) -> Result<BTreeMap<(String, PathBuf), Node>> {
     let mut out = BTreeMap::new();
     for (name, dev) in &x.devices {
+        let unix = matches!(
+            dev.get("type").map(String::as_str),
+            Some("unix-char" | "unix-block")
+        );
         let found = match dev.get("type").map(String::as_str) {
-            Some("unix-char" | "unix-block") => {
-                unix_node(name, dev).map(|n| n.into_iter().collect())
-            }
+            _ if unix => unix_node(name, dev).map(|n| n.into_iter().collect()),
             Some("gpu") => gpu::nodes(&gpu::SysHost, name, dev),
             _ => Ok(Vec::new()),
         };
-        let found = match found {
-            Ok(f) => f,
-            Err(_) if lenient => continue,
-            Err(err) => return Err(err),
+        let found = match (found, plugged) {
+            (Ok(f), _) => f,
+            (Err(_), Some(dir)) if unix => made_node(dir, name, dev).into_iter().collect(),
+            (Err(_), Some(_)) => continue,
+            (Err(err), None) => return Err(err),
         };
         for n in found {
             out.insert((name.clone(), n.target.clone()), n);
         }
     }
     Ok(out)
+}
+
+/// The node made in `dir` for unix device `devname`, when there is one.
+fn made_node(dir: &Path, devname: &str, dev: &Options) -> Option<Node> {
+    let target = opt(dev, "path").or(opt(dev, "source"))?;
+    let (uid, gid, mode) = owner(devname, dev).ok()?;
+    let mut node = Node {
+        target: PathBuf::from(target),
+        block: dev.get("type").map(String::as_str) == Some("unix-block"),
+        major: 0,
+        minor: 0,
+        uid,
+        gid,
+        mode,
+    };
+    let rdev = std::fs::symlink_metadata(node.host_path(dir, devname))
+        .ok()?
+        .rdev();
+    (node.major, node.minor) = (libc::major(rdev), libc::minor(rdev));
+    Some(node)
 }
 
 fn rules<'a>(nodes: impl Iterator<Item = &'a Node>) -> Vec<String> {
@@ -233,7 +257,7 @@ pub fn prepare_start(
 ) -> Result<()> {
     let dir = devices_dir(d, &row.name);
     let _ = std::fs::remove_dir_all(&dir);
-    let found = nodes(x, false)?;
+    let found = nodes(x, None)?;
     if !found.is_empty() {
         std::fs::create_dir_all(&dir).map_err(|e| DaemonError::io("create", &dir, e))?;
     }
@@ -261,14 +285,13 @@ pub(super) async fn apply_changes(
     old: &Expanded,
     new: &Expanded,
 ) -> Result<()> {
-    // A node whose host source went since cannot be told again; it is left as it is.
-    let old_n = nodes(old, true)?;
-    let new_n = nodes(new, false)?;
+    let d = &e.d;
+    let dir = devices_dir(d, &row.name);
+    let old_n = nodes(old, Some(&dir))?;
+    let new_n = nodes(new, None)?;
     if old_n == new_n {
         return Ok(());
     }
-    let d = &e.d;
-    let dir = devices_dir(d, &row.name);
     let idmap = crate::engine::idmaps::instance_idmap(d, row, new)?;
     let (mut ops, mut undo) = (Vec::new(), Vec::new());
     let mut gone_files = Vec::new();
