@@ -209,6 +209,24 @@ fn a_symlink_planted_inside_never_leads_a_mount_elsewhere() {
         );
     }
     assert!(!mounted(&d, "u", "/etc/x") && !mounted(&d, "u", "/etc/hostname"));
+    // A source that is not there fails the add, and nothing of it stays.
+    let missing = format!("source={}", d.path().join("missing").display());
+    let err = hutch_err(
+        &d,
+        &[
+            "config",
+            "device",
+            "add",
+            "u",
+            "d",
+            "disk",
+            &missing,
+            "path=/mnt/m",
+        ],
+    );
+    assert!(err.contains("missing"), "{err}");
+    assert!(devices_of(&d, "u", "devices").get("d").is_none());
+    assert!(!mounted(&d, "u", "/mnt/m"));
     // A file source is mounted on a file.
     d.hutch_ok(&[
         "config",
@@ -316,6 +334,27 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
         ]);
         assert!(cat_error(&d, name, "/dev/n200").contains("No such device or address"));
     }
+    // Block devices too (240 is a major no driver has: ENXIO once allowed).
+    sh_ok(&d, "p", "mknod /root/b240 b 240 0");
+    assert!(cat_error(&d, "p", "/root/b240").contains("Operation not permitted"));
+    d.hutch_ok(&[
+        "config",
+        "device",
+        "add",
+        "p",
+        "b",
+        "unix-block",
+        "major=240",
+        "minor=0",
+        "path=/dev/b240",
+    ]);
+    assert_eq!(
+        sh_ok(&d, "p", "stat -c %F /dev/b240"),
+        "block special file\n"
+    );
+    assert!(cat_error(&d, "p", "/dev/b240").contains("No such device or address"));
+    d.hutch_ok(&["config", "device", "remove", "p", "b"]);
+    assert!(cat_error(&d, "p", "/root/b240").contains("Operation not permitted"));
     // The cgroup lets 1:200 through now, for the node root made too.
     assert!(cat_error(&d, "p", "/root/n200").contains("No such device or address"));
     // Nodes survive a restart.
