@@ -394,6 +394,32 @@ mod tests {
         assert_eq!(components(Path::new("/mnt/d")).unwrap().len(), 2);
     }
 
+    fn open_root(dir: &Path) -> OwnedFd {
+        let c = CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        open_path(libc::AT_FDCWD, &c, libc::O_DIRECTORY).unwrap()
+    }
+
+    #[test]
+    fn mount_points_are_made_below_the_root_and_symlinks_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = open_root(tmp.path());
+        mount_point(&root, Path::new("/mnt/a/b"), true).unwrap();
+        assert!(tmp.path().join("mnt/a/b").is_dir());
+        mount_point(&root, Path::new("/dev/node"), false).unwrap();
+        assert!(tmp.path().join("dev/node").is_file());
+        // Made again, what is there is used.
+        mount_point(&root, Path::new("/mnt/a/b"), true).unwrap();
+        std::os::unix::fs::symlink("/", tmp.path().join("mnt/up")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("mnt/file")).unwrap();
+        for (target, dir) in [("/mnt/up/x", true), ("/mnt/up", true), ("/mnt/file", false)] {
+            let err = mount_point(&root, Path::new(target), dir).unwrap_err();
+            assert!(err.to_string().contains("in the way"), "{target}: {err}");
+        }
+        // A directory where a file is wanted, and a file where a directory is.
+        assert!(mount_point(&root, Path::new("/mnt/a"), false).is_err());
+        assert!(mount_point(&root, Path::new("/dev/node/x"), true).is_err());
+    }
+
     #[test]
     fn plans_round_trip() {
         let plan = Plan {
