@@ -96,6 +96,13 @@ pub static INSTANCE_KEYS: &[ConfigKey] = &[
         validate: is_positive,
     },
     ConfigKey {
+        name: "nvidia.runtime",
+        default: "false",
+        live: false,
+        doc: "pass the host's NVIDIA driver libraries and nvidia-smi in",
+        validate: is_bool,
+    },
+    ConfigKey {
         name: "security.privileged",
         default: "false",
         live: false,

@@ -81,6 +81,9 @@ fn main() -> anyhow::Result<()> {
         if args[1] == "__proxy" {
             hutch_network::proxy::proxy_main(dir);
         }
+        if args[1] == "__device-plug" {
+            hutch_runtime::device_plug_main();
+        }
         if args[1] == "__nic-plug" {
             engine::devices::nic_plug_main(dir);
         }

@@ -131,3 +131,9 @@ pub fn set_limits(dir: &Path, limits: &Limits) -> Result<()> {
 pub fn usage(dir: &Path) -> Result<CgroupUsage> {
     cgroup_of(dir)?.usage()
 }
+
+/// Gives a running container the devices of `new` (allowlist rules beyond the standard
+/// ones) in place of those of `old`.
+pub fn set_device_rules(dir: &Path, old: &[String], new: &[String]) -> Result<()> {
+    cgroup::set_device_rules(cgroup_of(dir)?.as_ref(), old, new)
+}

@@ -55,8 +55,9 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
     let mut undo = CgroupUndo(Some(cg.clone()));
     cg.create()?;
     cg.apply_limits(&spec.limits)?;
-    if let Some(dir) = cg.device_filter_dir() {
-        cgroup::devices_bpf::restrict(&dir)?;
+    match cg.device_filter_dir() {
+        Some(dir) => cgroup::devices_bpf::restrict(&dir, &spec.device_rules)?,
+        None => cg.update_device_rules(&[], &spec.device_rules)?,
     }
 
     let (root_uid, root_gid, tty_gid) = match &spec.idmap {

@@ -64,6 +64,9 @@ pub enum RuntimeError {
     #[error("container failed to start: {reason}")]
     StartFailed { reason: String },
 
+    #[error("device failed: {reason}")]
+    DeviceFailed { reason: String },
+
     #[error("exec failed: {reason}")]
     ExecFailed { reason: String },
 

@@ -13,6 +13,7 @@ pub mod container;
 mod create;
 pub mod error;
 pub mod exec;
+pub mod hotplug;
 pub mod idmap;
 pub mod monitor;
 pub mod rootfs;
@@ -28,6 +29,7 @@ pub use exec::{
     exec, exec_main, ExecController, ExecExit, ExecRequest, ExecSession, ExecStdio, WindowSize,
     BORN_IN_CGROUP2,
 };
+pub use hotplug::{device_plug_main, hotplug, HotplugOp};
 pub use idmap::{IdMap, IdMapEntry};
 pub use monitor::{monitor_main, start, MonitorClient, Started};
 pub use spec::{BindMount, ContainerSpec, CpuAllowance, DeviceNode, Limits, Seccomp};

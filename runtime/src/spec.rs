@@ -34,6 +34,9 @@ pub struct ContainerSpec {
     /// Extra host device nodes made visible inside.
     #[serde(default)]
     pub devices: Vec<DeviceNode>,
+    /// Devices cgroup rules (`c 10:229 rwm`) on top of the standard ones, for `devices`.
+    #[serde(default)]
+    pub device_rules: Vec<String>,
     /// Environment for init, on top of `container=lxc`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -164,6 +167,7 @@ impl ContainerSpec {
             },
             mounts: Vec::new(),
             devices: Vec::new(),
+            device_rules: Vec::new(),
             env: BTreeMap::new(),
             init: Vec::new(),
             halt_signal: None,
@@ -217,6 +221,16 @@ impl ContainerSpec {
                 ));
             }
             validate_container_path(&format!("devices[{i}].target"), &d.target)?;
+        }
+        if let Some(r) = self
+            .device_rules
+            .iter()
+            .find(|r| !crate::cgroup::valid_device_rule(r))
+        {
+            return Err(invalid(
+                "device_rules",
+                &format!("{r:?} is not a device rule"),
+            ));
         }
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {

@@ -145,6 +145,41 @@ pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Makes a detached mount (and everything below it) read-only.
+pub fn mount_setattr_readonly(tree: &OwnedFd) -> Result<(), Errno> {
+    mount_setattr(
+        tree,
+        &libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+        true,
+    )
+}
+
+/// Attaches a detached mount on the mount point `target` (an `O_PATH` fd): nothing is
+/// resolved by name, so nothing can be swapped in between.
+pub fn move_mount_onto(tree: &OwnedFd, target: &OwnedFd) -> Result<(), Errno> {
+    let empty = c"";
+    // SAFETY: `empty` is a valid NUL-terminated string; both fds are open.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// Whether a detached mount (or any fd) is a directory.
 pub fn fd_is_dir(fd: &OwnedFd) -> bool {
     nix::sys::stat::fstat(fd.as_raw_fd()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)

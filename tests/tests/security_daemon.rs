@@ -362,8 +362,12 @@ fn misspelt_or_unknown_device_options_are_refused_by_name() {
             r#"{"type":"disk","source":"/tmp","path":"/mnt","bogus":"1"}"#,
             "bogus",
         ),
-        (r#"{"type":"unix-char","path":"/dev/kmsg"}"#, "unix-char"),
-        (r#"{"type":"gpu"}"#, "gpu"),
+        (
+            r#"{"type":"unix-char","path":"/dev/x","mode":"999"}"#,
+            "mode",
+        ),
+        (r#"{"type":"gpu","gputype":"mig"}"#, "gputype"),
+        (r#"{"type":"usb"}"#, "usb"),
     ] {
         let body = format!(r#"{{"devices":{{"d":{dev}}}}}"#);
         let (status, resp) = d.http("PATCH", "/1.0/instances/c1", body.as_bytes());

@@ -220,7 +220,7 @@ mod tests {
             assert_eq!(status, StatusCode::BAD_REQUEST);
             assert_eq!(error(&body), "Invalid profile name");
         }
-        let (status, body) = create(json!({"name": "p", "devices": {"g": {"type": "gpu"}}})).await;
+        let (status, body) = create(json!({"name": "p", "devices": {"u": {"type": "usb"}}})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(error(&body).contains("not supported"), "{body}");
         let (status, body) =

@@ -33,6 +33,7 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
     let expanded = expand(&d, &row)?;
     super::create::secure_instance_volume(&d, &row, &expanded)?;
     let mut spec = build_spec(&d, &row, &expanded)?;
+    devices::prepare_start(&d, &row, &expanded, &mut spec)?;
     spec.pre_start_hooks
         .extend(devices::start_hook(&d, &row, &expanded)?);
     let (hutchd, rd) = (d.hutchd.clone(), d.runtime_dir(&name));

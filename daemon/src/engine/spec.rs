@@ -153,43 +153,52 @@ pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<
 pub fn disk_mounts(d: &Daemon, devices: &hutch_api::profile::Devices) -> Result<Vec<BindMount>> {
     let mut mounts = Vec::new();
     for (name, dev) in devices {
-        if dev.get("type").map(String::as_str) != Some("disk") {
-            continue;
-        }
-        let path = dev.get("path").cloned().unwrap_or_default();
-        if path == "/" {
-            continue;
-        }
-        let source = dev.get("source").cloned().unwrap_or_default();
-        if !path.starts_with('/') || source.is_empty() {
-            return Err(DaemonError::BadRequest(format!(
-                "disk device {name:?} needs a source and an absolute path"
-            )));
-        }
-        // A source that is not a host path names a custom volume of the pool; unprivileged
-        // containers own its files, so it is presented through an idmapped mount.
-        let (source, idmapped) = if source.starts_with('/') {
-            (PathBuf::from(source), flag(dev, "shift"))
-        } else {
-            // Records stored before names were checked are checked again here.
-            super::volumes::validate_volume_name(&source)?;
-            let vol = crate::daemon::custom_vol(&source);
-            let pool = d.pool(dev.get("pool").map(String::as_str).unwrap_or("default"))?;
-            if !pool.path(&vol).exists() {
-                return Err(DaemonError::BadRequest(format!(
-                    "disk device {name:?}: storage volume {source:?} not found"
-                )));
-            }
-            (pool.path(&vol), true)
-        };
-        mounts.push(BindMount {
-            source,
-            target: PathBuf::from(path),
-            readonly: flag(dev, "readonly"),
-            idmapped,
-        });
+        mounts.extend(disk_mount(d, name, dev)?);
     }
     Ok(mounts)
+}
+
+/// The bind mount of device `name`, when it is a disk other than the root disk.
+pub fn disk_mount(
+    d: &Daemon,
+    name: &str,
+    dev: &BTreeMap<String, String>,
+) -> Result<Option<BindMount>> {
+    if dev.get("type").map(String::as_str) != Some("disk") {
+        return Ok(None);
+    }
+    let path = dev.get("path").cloned().unwrap_or_default();
+    if path == "/" {
+        return Ok(None);
+    }
+    let source = dev.get("source").cloned().unwrap_or_default();
+    if !path.starts_with('/') || source.is_empty() {
+        return Err(DaemonError::BadRequest(format!(
+            "disk device {name:?} needs a source and an absolute path"
+        )));
+    }
+    // A source that is not a host path names a custom volume of the pool; unprivileged
+    // containers own its files, so it is presented through an idmapped mount.
+    let (source, idmapped) = if source.starts_with('/') {
+        (PathBuf::from(source), flag(dev, "shift"))
+    } else {
+        // Records stored before names were checked are checked again here.
+        super::volumes::validate_volume_name(&source)?;
+        let vol = crate::daemon::custom_vol(&source);
+        let pool = d.pool(dev.get("pool").map(String::as_str).unwrap_or("default"))?;
+        if !pool.path(&vol).exists() {
+            return Err(DaemonError::BadRequest(format!(
+                "disk device {name:?}: storage volume {source:?} not found"
+            )));
+        }
+        (pool.path(&vol), true)
+    };
+    Ok(Some(BindMount {
+        source,
+        target: PathBuf::from(path),
+        readonly: flag(dev, "readonly"),
+        idmapped,
+    }))
 }
 
 /// The `size` of the root disk (`path=/`) among expanded devices, in bytes.

@@ -21,6 +21,12 @@ const ACC_WRITE: i32 = 4;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_DETACH: libc::c_long = 9;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_PROG_QUERY: libc::c_long = 16;
+/// The name hutch's filters are loaded under, to tell them from a nested container's.
+const PROG_NAME: &[u8] = b"hutch_devices";
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 /// Programs of nested cgroups (a nesting container's own) run too, and all must allow.
@@ -33,6 +39,11 @@ struct Rule {
     major: Option<u32>,
     minor: Option<u32>,
     access: i32,
+}
+
+/// Whether `rule` is a devices allowlist rule.
+pub(super) fn is_rule(rule: &str) -> bool {
+    parse_rule(rule).is_some()
 }
 
 /// A v1 rule (`c 1:3 rwm`, `b *:* m`).
@@ -166,14 +177,15 @@ struct ProgAttachAttr {
     attach_flags: u32,
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::result::Result<libc::c_long, Errno> {
+/// `bpf(2)`; `attr` is taken mutably because some commands write results back into it.
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::result::Result<libc::c_long, Errno> {
     // SAFETY: `attr` is a repr(C) prefix of the kernel's `union bpf_attr` for `cmd`, valid
     // for the call, and its size is passed; pointers inside it outlive the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             cmd,
-            attr as *const T,
+            attr as *mut T,
             std::mem::size_of::<T>() as libc::c_uint,
         )
     };
@@ -184,34 +196,146 @@ fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::result::Result<libc::c_long, Errn
     }
 }
 
-/// Attaches the allowlist program to the cgroup2 directory `dir`.
-pub fn restrict(dir: &Path) -> Result<()> {
-    let fail = |what: &str, e: Errno| RuntimeError::sys(format!("{what} ({})", dir.display()), e);
-    let rules: Vec<Rule> = DEVICE_ALLOW
+/// The allowlist program: [`DEVICE_ALLOW`] and `extra` rules (devices given to the
+/// container), loaded.
+fn load(dir: &Path, extra: &[String]) -> Result<OwnedFd> {
+    let mut rules: Vec<Rule> = DEVICE_ALLOW
         .iter()
         .map(|r| parse_rule(r).expect("DEVICE_ALLOW rules parse"))
         .collect();
+    for r in extra {
+        rules.push(parse_rule(r).ok_or_else(|| RuntimeError::InvalidSpec {
+            field: "device_rules".into(),
+            reason: format!("{r:?} is not a device rule"),
+        })?);
+    }
     let insns = program(&rules);
     let license = c"Apache-2.0";
-    let load = ProgLoadAttr {
+    let mut prog_name = [0u8; 16];
+    prog_name[..PROG_NAME.len()].copy_from_slice(PROG_NAME);
+    let mut load = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
+        prog_name,
         ..Default::default()
     };
-    let prog = bpf(BPF_PROG_LOAD, &load).map_err(|e| fail("load the device filter", e))?;
+    let prog = bpf(BPF_PROG_LOAD, &mut load).map_err(|e| fail(dir, "load the device filter", e))?;
     // SAFETY: the kernel just returned this fd and nothing else owns it.
-    let prog = unsafe { OwnedFd::from_raw_fd(prog as i32) };
-    let cgroup = std::fs::File::open(dir).map_err(|e| RuntimeError::io("open", dir, e))?;
-    let attach = ProgAttachAttr {
+    Ok(unsafe { OwnedFd::from_raw_fd(prog as i32) })
+}
+
+fn fail(dir: &Path, what: &str, e: Errno) -> RuntimeError {
+    RuntimeError::sys(format!("{what} ({})", dir.display()), e)
+}
+
+fn attach(dir: &Path, cgroup: &std::fs::File, prog: &OwnedFd, cmd: libc::c_long) -> Result<()> {
+    let mut attr = ProgAttachAttr {
         target_fd: cgroup.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,
         attach_type: BPF_CGROUP_DEVICE,
-        attach_flags: BPF_F_ALLOW_MULTI,
+        attach_flags: if cmd == BPF_PROG_ATTACH {
+            BPF_F_ALLOW_MULTI
+        } else {
+            0
+        },
     };
+    bpf(cmd, &mut attr)
+        .map(|_| ())
+        .map_err(|e| fail(dir, "attach or detach the device filter", e))
+}
+
+/// Attaches the allowlist program, with `extra` rules, to the cgroup2 directory `dir`.
+pub fn restrict(dir: &Path, extra: &[String]) -> Result<()> {
+    let prog = load(dir, extra)?;
+    let cgroup = std::fs::File::open(dir).map_err(|e| RuntimeError::io("open", dir, e))?;
     // The attachment holds the program; it goes with the cgroup.
-    bpf(BPF_PROG_ATTACH, &attach).map_err(|e| fail("attach the device filter", e))?;
+    attach(dir, &cgroup, &prog, BPF_PROG_ATTACH)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgQueryAttr {
+    target_fd: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct GetFdByIdAttr {
+    prog_id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct InfoByFdAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The device programs attached to `cgroup` itself that hutch loaded (by name; unnamed
+/// ones are hutch's too, from before filters had a name).
+fn hutch_programs(dir: &Path, cgroup: &std::fs::File) -> Result<Vec<OwnedFd>> {
+    let mut ids = [0u32; 64];
+    let mut query = ProgQueryAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: ids.len() as u32,
+        ..Default::default()
+    };
+    // The kernel writes the count back into `query`.
+    bpf(BPF_PROG_QUERY, &mut query).map_err(|e| fail(dir, "list the device filters", e))?;
+    let count = query.prog_cnt as usize;
+    let mut out = Vec::new();
+    for &id in &ids[..count.min(ids.len())] {
+        let mut by_id = GetFdByIdAttr {
+            prog_id: id,
+            ..Default::default()
+        };
+        let Ok(fd) = bpf(BPF_PROG_GET_FD_BY_ID, &mut by_id) else {
+            continue;
+        };
+        // SAFETY: the kernel just returned this fd and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // struct bpf_prog_info up to its name (bytes 64 to 80).
+        let mut info = [0u8; 80];
+        let mut get = InfoByFdAttr {
+            bpf_fd: fd.as_raw_fd() as u32,
+            info_len: info.len() as u32,
+            info: info.as_mut_ptr() as u64,
+        };
+        if bpf(BPF_OBJ_GET_INFO_BY_FD, &mut get).is_err() {
+            continue;
+        }
+        let name = &info[64..80];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(16)];
+        if name.is_empty() || name == PROG_NAME {
+            out.push(fd);
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces the allowlist program of the cgroup2 directory `dir` by one with `extra`
+/// rules. The new one is attached first: while both are, a device must pass both.
+pub fn replace(dir: &Path, extra: &[String]) -> Result<()> {
+    let prog = load(dir, extra)?;
+    let cgroup = std::fs::File::open(dir).map_err(|e| RuntimeError::io("open", dir, e))?;
+    let old = hutch_programs(dir, &cgroup)?;
+    attach(dir, &cgroup, &prog, BPF_PROG_ATTACH)?;
+    for fd in old {
+        attach(dir, &cgroup, &fd, BPF_PROG_DETACH)?;
+    }
     Ok(())
 }
 
@@ -281,5 +405,22 @@ mod tests {
             0,
             "a tty beyond mknod"
         );
+    }
+
+    #[test]
+    fn extra_rules_allow_their_devices_only() {
+        let mut rules: Vec<Rule> = DEVICE_ALLOW
+            .iter()
+            .map(|r| parse_rule(r).unwrap())
+            .collect();
+        rules.push(parse_rule("c 1:200 rwm").unwrap());
+        rules.push(parse_rule("b 7:0 r").unwrap());
+        let p = program(&rules);
+        let rw = ACC_READ | ACC_WRITE;
+        assert_eq!(run(&p, DEV_CHAR, rw, 1, 200), 1);
+        assert_eq!(run(&p, DEV_CHAR, rw, 1, 201), 0);
+        assert_eq!(run(&p, DEV_BLOCK, ACC_READ, 7, 0), 1);
+        assert_eq!(run(&p, DEV_BLOCK, rw, 7, 0), 0, "only read was given");
+        assert!(is_rule("c 1:200 rwm") && !is_rule("c 1:200") && !is_rule("x"));
     }
 }

@@ -85,6 +85,12 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     fn device_filter_dir(&self) -> Option<PathBuf> {
         None
     }
+    /// Changes the v1 devices allowlist from [`DEVICE_ALLOW`](values::DEVICE_ALLOW) and
+    /// `old` to it and `new` (extra `c 4:1 rwm` rules, devices given to the container).
+    /// Nothing where there is no devices controller (v2: see [`set_device_rules`]).
+    fn update_device_rules(&self, _old: &[String], _new: &[String]) -> Result<()> {
+        Ok(())
+    }
     /// `add_process` for a process born in `v2_dir`: only the v1 hierarchies are left.
     fn add_process_v1(&self, pid: i32) -> Result<()>;
     /// `add_exec_process` for a process born in `v2_dir` (or its exec leaf).
@@ -110,6 +116,21 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     fn destroy(&self) -> Result<()>;
     /// The container's directory in each hierarchy.
     fn paths(&self) -> Vec<PathBuf>;
+}
+
+/// Gives a container, created or running, the devices of `new` (extra allowlist rules
+/// beyond the standard ones) in place of those of `old`: the v1 controller's lists, or on
+/// cgroup2 a new BPF filter in place of the old.
+pub fn set_device_rules(cg: &dyn CgroupDriver, old: &[String], new: &[String]) -> Result<()> {
+    match cg.device_filter_dir() {
+        Some(dir) => devices_bpf::replace(&dir, new),
+        None => cg.update_device_rules(old, new),
+    }
+}
+
+/// Whether `rule` is a devices allowlist rule (`c 1:3 rwm`, `b 8:* r`).
+pub fn valid_device_rule(rule: &str) -> bool {
+    devices_bpf::is_rule(rule)
 }
 
 /// The one factory: v2 on a unified host, v1 (with the hybrid v2 beside) otherwise.

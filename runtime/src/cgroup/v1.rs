@@ -126,6 +126,11 @@ impl V1Cgroup {
         Ok(())
     }
 
+    /// The container's directory of the devices hierarchy.
+    fn devices_dir(&self) -> Option<PathBuf> {
+        self.dir("devices")
+    }
+
     fn apply_memory(&self, limits: &Limits) -> Result<()> {
         match self.dir("memory") {
             Some(dir) => {
@@ -249,6 +254,30 @@ impl CgroupDriver for V1Cgroup {
             .iter()
             .find(|h| h.v2)
             .map(|h| dir_of(h, &self.rel))
+    }
+
+    fn update_device_rules(&self, old: &[String], new: &[String]) -> Result<()> {
+        let Some(dir) = self.devices_dir() else {
+            return Ok(());
+        };
+        let fs = self.fs.as_ref();
+        let gone: Vec<&String> = old.iter().filter(|r| !new.contains(r)).collect();
+        for rule in &gone {
+            write(fs, &dir.join("devices.deny"), rule)?;
+        }
+        // A denied rule may have overlapped one still allowed (the standard ones included):
+        // those are allowed again.
+        let again = match gone.is_empty() {
+            true => Vec::new(),
+            false => DEVICE_ALLOW.iter().map(|r| r.to_string()).collect(),
+        };
+        for rule in again.iter().chain(new.iter()) {
+            if gone.is_empty() && old.contains(rule) {
+                continue;
+            }
+            write(fs, &dir.join("devices.allow"), rule)?;
+        }
+        Ok(())
     }
 
     fn add_process_v1(&self, pid: i32) -> Result<()> {

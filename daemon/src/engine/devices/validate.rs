@@ -6,7 +6,7 @@
 use hutch_api::config::{parse_bool, parse_memory};
 use hutch_api::profile::Devices;
 
-use super::{disk, nic, proxy, Options};
+use super::{disk, gpu, nic, proxy, unix, Options};
 use crate::engine::Engine;
 use crate::error::{DaemonError, Result};
 
@@ -21,6 +21,14 @@ pub(super) enum Kind {
     /// An absolute host path, or the name of a custom volume.
     DiskSource,
     Name,
+    /// A decimal number (`uid`, `major`).
+    Number,
+    /// An octal file mode (`0660`).
+    Mode,
+    /// A 4-digit hex PCI id (`10de`).
+    Hex,
+    /// `physical`, the one GPU type hutch implements.
+    GpuType,
     /// Checked by the device's own rules.
     Any,
 }
@@ -54,16 +62,7 @@ const NET_UNSUPPORTED: &[&str] = &[
 ];
 
 /// Device types LXD has that hutch does not implement yet.
-const UNSUPPORTED_TYPES: &[&str] = &[
-    "unix-char",
-    "unix-block",
-    "unix-hotplug",
-    "gpu",
-    "usb",
-    "infiniband",
-    "tpm",
-    "pci",
-];
+const UNSUPPORTED_TYPES: &[&str] = &["unix-hotplug", "usb", "infiniband", "tpm", "pci"];
 
 /// Checks the devices of an instance or profile: each of a known type, with every option
 /// known and well-formed, and the rules of its type kept.
@@ -92,6 +91,11 @@ fn check_device(devname: &str, dev: &Options) -> Result<()> {
         "disk" => check_table(devname, dev, disk::OPTIONS, disk::UNSUPPORTED),
         "nic" => check_table(devname, dev, nic::OPTIONS, NET_UNSUPPORTED),
         "proxy" => check_table(devname, dev, proxy::OPTIONS, NET_UNSUPPORTED),
+        "unix-char" | "unix-block" => {
+            check_table(devname, dev, unix::OPTIONS, unix::UNSUPPORTED)?;
+            unix::check(devname, dev)
+        }
+        "gpu" => check_table(devname, dev, gpu::OPTIONS, gpu::UNSUPPORTED),
         "none" => match dev.keys().find(|k| *k != "type") {
             Some(k) => Err(invalid(devname, format!("Invalid device option {k:?}"))),
             None => Ok(()),
@@ -138,6 +142,18 @@ fn check_value(kind: Kind, v: &str) -> std::result::Result<(), String> {
             format!("{v:?} is neither an absolute host path nor a storage volume name")
         }),
         Kind::Name => crate::engine::pools::validate_pool_name(v).map_err(|e| e.to_string()),
+        Kind::Number => match v.parse::<u32>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("{v:?} is not a number")),
+        },
+        Kind::Mode => match u32::from_str_radix(v, 8) {
+            Ok(m) if m <= 0o7777 => Ok(()),
+            _ => Err(format!("{v:?} is not an octal file mode")),
+        },
+        Kind::Hex if v.len() == 4 && v.chars().all(|c| c.is_ascii_hexdigit()) => Ok(()),
+        Kind::Hex => Err(format!("{v:?} is not a 4-digit hex id")),
+        Kind::GpuType if v == "physical" => Ok(()),
+        Kind::GpuType => Err(format!("{v:?} is not supported by hutch (only physical)")),
         Kind::Any => Ok(()),
     }
 }
@@ -200,6 +216,56 @@ mod tests {
     }
 
     #[test]
+    fn unix_and_gpu_devices_pass_their_tables() {
+        for ok in [
+            &[("type", "unix-char"), ("source", "/dev/fuse")][..],
+            &[
+                ("type", "unix-block"),
+                ("path", "/dev/sdz"),
+                ("major", "8"),
+                ("minor", "0"),
+                ("uid", "1000"),
+                ("gid", "1000"),
+                ("mode", "0640"),
+                ("required", "false"),
+            ],
+            &[("type", "gpu")],
+            &[
+                ("type", "gpu"),
+                ("gputype", "physical"),
+                ("id", "0"),
+                ("pci", "0000:01:00.0"),
+                ("vendorid", "10DE"),
+                ("productid", "2335"),
+                ("mode", "0666"),
+            ],
+        ] {
+            check_device("d", &dev(ok)).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_unix_and_gpu_options_are_refused_by_name() {
+        let unix = |extra: &[(&'static str, &'static str)]| {
+            let mut p = vec![("type", "unix-char"), ("path", "/dev/x")];
+            p.extend_from_slice(extra);
+            refused(&p)
+        };
+        assert!(unix(&[("mode", "999")]).contains("mode"));
+        assert!(unix(&[("mode", "rw")]).contains("octal"));
+        assert!(unix(&[("uid", "-1")]).contains("uid"));
+        assert!(unix(&[("major", "1")]).contains("major and minor"));
+        assert!(unix(&[("required", "maybe")]).contains("required"));
+        assert!(unix(&[("bogus", "1")]).contains("\"bogus\""));
+        assert!(refused(&[("type", "unix-char")]).contains("source or a path"));
+        assert!(refused(&[("type", "unix-block"), ("path", "dev/x")]).contains("absolute"));
+        assert!(refused(&[("type", "gpu"), ("gputype", "mig")]).contains("only physical"));
+        assert!(refused(&[("type", "gpu"), ("vendorid", "nvidia")]).contains("vendorid"));
+        assert!(refused(&[("type", "gpu"), ("id", "card0")]).contains("id"));
+        assert!(refused(&[("type", "gpu"), ("mig.uuid", "x")]).contains("not supported"));
+    }
+
+    #[test]
     fn misspelt_and_unknown_are_refused_by_name() {
         let base = [("type", "disk"), ("path", "/mnt")];
         let with = |k, v| {
@@ -215,8 +281,7 @@ mod tests {
         assert!(with("source", "../../../../tmp/v").contains("neither"));
         assert!(with("source", "/srv/../etc").contains(".."));
         assert!(refused(&[("type", "disk"), ("path", "rel")]).contains("absolute"));
-        assert!(refused(&[("type", "unix-char"), ("path", "/dev/x")]).contains("not supported"));
-        assert!(refused(&[("type", "gpu")]).contains("not supported"));
+        assert!(refused(&[("type", "unix-hotplug")]).contains("not supported"));
         assert!(refused(&[("type", "floppy")]).contains("unknown device type"));
         assert!(refused(&[("path", "/x")]).contains("no type"));
         assert!(refused(&[("type", "nic"), ("limits.ingress", "1M")]).contains("not supported"));

@@ -57,6 +57,43 @@ fn create_initialises_cpusets_and_devices() {
 }
 
 #[test]
+fn device_rules_are_allowed_and_denied_live() {
+    let (fs, cg) = hybrid();
+    cg.create().unwrap();
+    let devices = |from: usize| -> Vec<String> {
+        fs.writes()[from..]
+            .iter()
+            .filter(|(p, _)| p.starts_with("/sys/fs/cgroup/devices"))
+            .map(|(p, v)| format!("{} {v}", p.file_name().unwrap().to_string_lossy()))
+            .collect()
+    };
+    let rules = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let n = fs.writes().len();
+    let one = rules(&["c 1:200 rwm"]);
+    set_device_rules(cg.as_ref(), &[], &one).unwrap();
+    assert_eq!(devices(n), ["devices.allow c 1:200 rwm"]);
+    // Adding one more writes only it.
+    let n = fs.writes().len();
+    let two = rules(&["c 1:200 rwm", "b 7:0 rwm"]);
+    set_device_rules(cg.as_ref(), &one, &two).unwrap();
+    assert_eq!(devices(n), ["devices.allow b 7:0 rwm"]);
+    // A denial may overlap a standard rule (1:3 is /dev/null): those are allowed again.
+    let n = fs.writes().len();
+    let null = rules(&["c 1:3 rwm"]);
+    set_device_rules(cg.as_ref(), &two, &null).unwrap();
+    let mut expected = vec![
+        "devices.deny c 1:200 rwm".to_string(),
+        "devices.deny b 7:0 rwm".to_string(),
+    ];
+    expected.extend(DEVICE_ALLOW.iter().map(|r| format!("devices.allow {r}")));
+    expected.push("devices.allow c 1:3 rwm".into());
+    assert_eq!(devices(n), expected);
+    let n = fs.writes().len();
+    set_device_rules(cg.as_ref(), &null, &null).unwrap();
+    assert!(devices(n).is_empty());
+}
+
+#[test]
 fn create_repairs_what_a_crash_left_half_made() {
     let (fs, cg) = hybrid();
     // mkdir happened, the cpuset and devices setup did not.
