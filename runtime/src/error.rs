@@ -89,6 +89,9 @@ impl RuntimeError {
                 ErrorKind::InvalidInput
             }
             RuntimeError::NotRunning { .. } => ErrorKind::InvalidInput,
+            // A device the container's state cannot take (a symlink planted where its
+            // mount point goes, a source gone): the request fails, not the daemon.
+            RuntimeError::DeviceFailed { .. } => ErrorKind::InvalidInput,
             RuntimeError::AlreadyRunning { .. } => ErrorKind::InUse,
             RuntimeError::CgroupControllerMissing { .. }
             | RuntimeError::CgroupNotMounted { .. } => ErrorKind::Unsupported,

@@ -209,6 +209,15 @@ fn a_symlink_planted_inside_never_leads_a_mount_elsewhere() {
         );
     }
     assert!(!mounted(&d, "u", "/etc/x") && !mounted(&d, "u", "/etc/hostname"));
+    // Over the API, what the container planted is the request's failure (400), not the
+    // daemon's.
+    let body = format!(
+        r#"{{"devices": {{"d": {{"type": "disk", "source": "{}", "path": "/mnt/evil"}}}}}}"#,
+        src.display()
+    );
+    let (code, answer) = d.http("PATCH", "/1.0/instances/u", body.as_bytes());
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("symlink"), "{answer}");
     // A source that is not there fails the add, and nothing of it stays.
     let missing = format!("source={}", d.path().join("missing").display());
     let err = hutch_err(
