@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::{accepted, created, empty, operation, parse_json, recursion, sync, versioned};
 use crate::daemon::AppState;
-use crate::engine::{ImageUpload, ImageWork};
+use crate::engine::{ExportedFile, ImageExport, ImageUpload, ImageWork};
 use crate::error::{DaemonError, Result};
 
 pub fn routes() -> Router<AppState> {
@@ -68,19 +68,61 @@ async fn delete(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Res
     Ok(operation(&e, "Deleting image", image_resources(&fp), work))
 }
 
+/// `GET /1.0/images/<fp>/export`: a unified image as one file; a split image as
+/// multipart/form-data with parts `metadata` and `rootfs`, as LXD sends them (`lxc image
+/// export` writes the two files under the names the parts carry).
 async fn export(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
-    let (file, filename) = e.export_image(&fp)?;
+    let (metadata, rootfs) = match e.export_image(&fp)? {
+        ImageExport::Unified(file) => {
+            return Ok((
+                [
+                    ("Content-Type", "application/octet-stream".to_string()),
+                    (
+                        "Content-Disposition",
+                        format!("attachment;filename={}", file.name),
+                    ),
+                ],
+                Body::from_stream(file.stream),
+            )
+                .into_response())
+        }
+        ImageExport::Split { metadata, rootfs } => (metadata, rootfs),
+    };
+    let boundary = uuid::Uuid::new_v4().simple().to_string();
+    let body = multipart_body(&boundary, [("metadata", metadata), ("rootfs", rootfs)]);
     Ok((
-        [
-            ("Content-Type", "application/octet-stream".to_string()),
-            (
-                "Content-Disposition",
-                format!("attachment;filename={filename}"),
-            ),
-        ],
-        Body::from_stream(file),
+        [(
+            "Content-Type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )],
+        Body::from_stream(body),
     )
         .into_response())
+}
+
+/// The parts of a multipart/form-data body as Go's `multipart.Writer` writes them: each
+/// file a form file named by its part, the bytes streamed as they are read.
+fn multipart_body<const N: usize>(
+    boundary: &str,
+    parts: [(&str, ExportedFile); N],
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> + Send {
+    let mut streams = Vec::new();
+    for (i, (part, file)) in parts.into_iter().enumerate() {
+        let head = format!(
+            "{}--{boundary}\r\nContent-Disposition: form-data; name=\"{part}\"; filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+            if i == 0 { "" } else { "\r\n" },
+            file.name
+        );
+        streams.push(
+            futures_util::stream::once(async move { Ok(head.into_bytes()) })
+                .chain(file.stream)
+                .boxed(),
+        );
+    }
+    let end = format!("\r\n--{boundary}--\r\n").into_bytes();
+    futures_util::stream::iter(streams)
+        .flatten()
+        .chain(futures_util::stream::once(async move { Ok(end) }))
 }
 
 /// Runs work that makes an image as an operation whose metadata names the image.
@@ -228,6 +270,7 @@ async fn delete_alias(State(e): State<AppState>, Path(name): Path<String>) -> Re
 mod tests {
     use axum::http::{Method, StatusCode};
     use serde_json::json;
+    use tower::ServiceExt;
 
     use crate::api::testing::TestApi;
 
@@ -267,6 +310,155 @@ mod tests {
         let (status, body) = api.call(Method::POST, "/1.0/images", Some(json!({}))).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         assert_eq!(api.wait(&body).await["err"], "No source provided");
+    }
+
+    /// A metadata tarball and an uncompressed rootfs tarball of a tiny split image.
+    fn split_parts() -> (Vec<u8>, Vec<u8>) {
+        let tarball = |name: &str, data: &[u8]| {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap();
+            b.into_inner().unwrap()
+        };
+        let yaml = b"architecture: x86_64\ncreation_date: 1\nproperties:\n  os: split\n";
+        (
+            tarball("metadata.yaml", yaml),
+            tarball("etc/hostname", b"tiny\n"),
+        )
+    }
+
+    /// A multipart/form-data body as LXD's client sends it.
+    fn multipart(parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (name, filename, data) in parts {
+            body.extend_from_slice(format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"--XyZ--\r\n");
+        body
+    }
+
+    const MULTIPART: (&str, &str) = ("content-type", "multipart/form-data; boundary=XyZ");
+
+    #[tokio::test]
+    async fn split_images_upload_and_export_as_two_parts() {
+        use sha2::Digest;
+        let api = TestApi::new().await;
+        let (meta, root) = split_parts();
+        let body = multipart(&[("metadata", "meta.tar", &meta), ("rootfs", "root.tar", &root)]);
+        let (status, _, op) = api
+            .call_raw(Method::POST, "/1.0/images", body, &[MULTIPART])
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{op}");
+        let op = api.wait(&op).await;
+        assert_eq!(op["status"], "Success", "{op}");
+        // LXD's fingerprint of a split image: sha256 of the metadata, then the rootfs.
+        let fp = hex::encode(sha2::Sha256::new().chain_update(&meta).chain_update(&root).finalize());
+        assert_eq!(op["metadata"]["fingerprint"], json!(fp));
+        assert!(api.dir.path().join("images").join(format!("{fp}.rootfs")).exists());
+
+        let resp = crate::api::router(api.engine.clone())
+            .oneshot(
+                axum::http::Request::get(format!("/1.0/images/{}/export", &fp[..10]))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+        let boundary = ctype
+            .strip_prefix("multipart/form-data; boundary=")
+            .expect("multipart")
+            .to_string();
+        let stream = resp.into_body().into_data_stream();
+        let mut parts = multer::Multipart::new(stream, boundary);
+        let mut got = Vec::new();
+        while let Some(field) = parts.next_field().await.unwrap() {
+            let (name, file) = (
+                field.name().unwrap().to_string(),
+                field.file_name().unwrap().to_string(),
+            );
+            got.push((name, file, field.bytes().await.unwrap().to_vec()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("metadata".into(), format!("meta-{fp}.tar"), meta),
+                ("rootfs".into(), format!("{fp}.tar"), root),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_multipart_uploads_are_400_and_leave_nothing() {
+        let api = TestApi::new().await;
+        let (meta, root) = split_parts();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (multipart(&[("metadata", "m", &meta)]), "Invalid multipart image"),
+            (
+                multipart(&[("rootfs", "r", &root), ("metadata", "m", &meta)]),
+                "Invalid multipart image",
+            ),
+            (
+                multipart(&[("metadata", "m", &meta), ("other", "r", &root)]),
+                "Invalid multipart image",
+            ),
+            (
+                multipart(&[("metadata", "m", &meta), ("rootfs.img", "r", &root)]),
+                "Virtual-machine images are not supported",
+            ),
+            // Cut short in the middle of the rootfs part.
+            (
+                multipart(&[("metadata", "m", &meta), ("rootfs", "r", &root)])[..meta.len() + 300]
+                    .to_vec(),
+                "",
+            ),
+            (b"no boundary here".to_vec(), "Invalid multipart image"),
+        ];
+        for (body, error) in cases {
+            let (status, _, resp) = api
+                .call_raw(Method::POST, "/1.0/images", body, &[MULTIPART])
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+            assert!(resp["error"].as_str().unwrap().contains(error), "{resp}");
+        }
+        // A fingerprint the client expects and the parts do not give.
+        let body = multipart(&[("metadata", "m", &meta), ("rootfs", "r", &root)]);
+        let (status, _, resp) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/images",
+                body,
+                &[MULTIPART, ("X-LXD-fingerprint", "abcd")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+        // Parts that are not an image fail the operation.
+        let body = multipart(&[("metadata", "m", b"junk"), ("rootfs", "r", &root)]);
+        let (status, _, op) = api
+            .call_raw(Method::POST, "/1.0/images", body, &[MULTIPART])
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(api.wait(&op).await["status"], "Failure");
+        let (_, list) = api.call(Method::GET, "/1.0/images", None).await;
+        assert_eq!(list["metadata"], json!([]));
+        let left: Vec<_> = std::fs::read_dir(api.dir.path().join("images"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        let vols: Vec<_> = std::fs::read_dir(api.dir.path().join("storage-pools/default/images"))
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(vols.is_empty(), "{vols:?}");
     }
 
     #[tokio::test]

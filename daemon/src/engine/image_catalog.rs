@@ -27,6 +27,23 @@ pub struct ImageMade {
     pub size: u64,
 }
 
+/// One file of an export: its bytes and the name LXD gives it.
+#[derive(Debug)]
+pub struct ExportedFile {
+    pub stream: FileStream,
+    pub name: String,
+}
+
+/// What `GET /1.0/images/<fp>/export` sends: one file, or the two of a split image.
+#[derive(Debug)]
+pub enum ImageExport {
+    Unified(ExportedFile),
+    Split {
+        metadata: ExportedFile,
+        rootfs: ExportedFile,
+    },
+}
+
 /// Work that ends with an image made.
 pub type ImageWork = std::pin::Pin<Box<dyn std::future::Future<Output = Result<ImageMade>> + Send>>;
 
@@ -187,25 +204,37 @@ impl Engine {
         ))
     }
 
-    /// The image's file, streamed for download, and the name to offer it under.
-    pub fn export_image(&self, fingerprint: &str) -> Result<(FileStream, String)> {
+    /// The image's files, streamed for download, named as LXD names them: a unified image
+    /// is `<fingerprint><ext>`; a split one is `meta-<fingerprint><ext>` (part `metadata`)
+    /// and `<fingerprint><ext>` (part `rootfs`), each extension told by the file's magic.
+    pub fn export_image(&self, fingerprint: &str) -> Result<ImageExport> {
         let row = self.d.db.image_by_prefix(fingerprint)?;
-        let path = self.d.image_file(&row.fingerprint);
-        if path
-            .with_file_name(format!("{}.rootfs", row.fingerprint))
-            .exists()
-        {
-            return Err(DaemonError::BadRequest(
-                "Exporting split images is not supported yet".into(),
-            ));
-        }
-        let file = std::fs::File::open(&path).map_err(|e| DaemonError::io("open", &path, e))?;
-        let name = if row.filename.is_empty() {
-            format!("{}.tar.gz", row.fingerprint)
-        } else {
-            row.filename
+        let fp = row.fingerprint;
+        let path = self.d.image_file(&fp);
+        let open = |path: &std::path::Path| -> Result<(FileStream, String)> {
+            let mut file =
+                std::fs::File::open(path).map_err(|e| DaemonError::io("open", path, e))?;
+            let ext = hutch_images::detect_extension(&mut file)
+                .map_err(|e| DaemonError::io("read", path, e))?;
+            Ok((FileStream::new(file), format!("{fp}{ext}")))
         };
-        Ok((FileStream::new(file), name))
+        let rootfs = path.with_file_name(format!("{fp}.rootfs"));
+        if rootfs.exists() {
+            let (metadata, meta_name) = open(&path)?;
+            let (rootfs, rootfs_name) = open(&rootfs)?;
+            return Ok(ImageExport::Split {
+                metadata: ExportedFile {
+                    stream: metadata,
+                    name: format!("meta-{meta_name}"),
+                },
+                rootfs: ExportedFile {
+                    stream: rootfs,
+                    name: rootfs_name,
+                },
+            });
+        }
+        let (stream, name) = open(&path)?;
+        Ok(ImageExport::Unified(ExportedFile { stream, name }))
     }
 
     /// Starts receiving an upload: one unified tarball, or (`split`) metadata then rootfs.
