@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
             get(one).put(put).patch(put).delete(delete),
         )
         .route("/1.0/images/:fp/export", get(export))
+        .route("/1.0/images/:fp/refresh", axum::routing::post(refresh))
 }
 
 fn image_resources(fp: &str) -> BTreeMap<String, Vec<String>> {
@@ -66,6 +67,11 @@ async fn put(State(e): State<AppState>, Path(fp): Path<String>, body: Bytes) -> 
 async fn delete(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
     let (fp, work) = e.delete_image(&fp)?;
     Ok(operation(&e, "Deleting image", image_resources(&fp), work))
+}
+
+async fn refresh(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
+    let (fp, work) = e.refresh_image(&fp)?;
+    Ok(operation(&e, "Refreshing image", image_resources(&fp), work))
 }
 
 /// `GET /1.0/images/<fp>/export`: a unified image as one file; a split image as

@@ -237,6 +237,20 @@ impl Engine {
         Ok(ImageExport::Unified(ExportedFile { stream, name }))
     }
 
+    /// `POST /1.0/images/<fp>/refresh`: checks the image exists; the work refreshes it from
+    /// its source. hutch has no image servers, so no image has a source, and the work fails
+    /// as LXD's does for an image without one.
+    pub fn refresh_image(&self, fingerprint: &str) -> Result<(String, super::Work)> {
+        let fp = self.d.db.image_by_prefix(fingerprint)?.fingerprint;
+        let message = format!(
+            "Failed to update image {fp:?} in project \"default\": Image source not found"
+        );
+        Ok((
+            fp,
+            Box::pin(async move { Err(DaemonError::NotFound(message)) }),
+        ))
+    }
+
     /// Starts receiving an upload: one unified tarball, or (`split`) metadata then rootfs.
     pub fn begin_upload(&self, split: bool) -> Result<ImageUpload> {
         let tmp = |what: &str| {
