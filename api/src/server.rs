@@ -40,6 +40,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "projects",
     "warnings",
     "operation_wait",
+    "image_force_refresh",
 ];
 
 /// The writable part of the server: its config. `null` values unset keys; a write-only key

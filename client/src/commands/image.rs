@@ -1,5 +1,6 @@
 //! `hutch image import|list|info|show|edit|delete|export|copy|refresh|alias`, shaped as
-//! `lxc image` (LXD 5.0: lxc/image.go, lxc/image_alias.go).
+//! `lxc image` (LXD 5.0: lxc/image.go, lxc/image_alias.go). Sizes print as `1.00MB`, as
+//! the `lxc` of Debian 12 (5.0.2) prints them; later 5.0 releases print `MiB`.
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -424,7 +425,7 @@ fn image_cell(i: &Value, col: char) -> String {
         .into(),
         'd' => s(&i["properties"]["description"]),
         'a' => s(&i["architecture"]),
-        's' => format!("{:.2}MiB", i["size"].as_f64().unwrap_or(0.0) / 1048576.0),
+        's' => format!("{:.2}MB", i["size"].as_f64().unwrap_or(0.0) / 1048576.0),
         'u' => upload_date(&s(&i["uploaded_at"])),
         't' => match s(&i["type"]) {
             t if t.is_empty() => "CONTAINER".into(),
@@ -508,7 +509,7 @@ fn info_text(i: &Value) -> String {
     };
     line(format!("Fingerprint: {}", s(&i["fingerprint"])));
     line(format!(
-        "Size: {:.2}MiB",
+        "Size: {:.2}MB",
         i["size"].as_f64().unwrap_or(0.0) / 1048576.0
     ));
     line(format!("Architecture: {}", s(&i["architecture"])));
@@ -1115,7 +1116,7 @@ mod tests {
         let cells: Vec<String> = "lLfpdast".chars().map(|c| image_cell(&img, c)).collect();
         assert_eq!(
             cells,
-            ["b (1 more)", "b\nweb", "abcdef012345", "no", "d", "x86_64", "1.00MiB", "CONTAINER"]
+            ["b (1 more)", "b\nweb", "abcdef012345", "no", "d", "x86_64", "1.00MB", "CONTAINER"]
         );
         assert!(column_header('z').is_err());
         assert_eq!(filters_of(&["local:".into(), "x".into()]).unwrap(), vec!["x"]);
