@@ -236,8 +236,26 @@ fn split_images_through_lxc_and_hutch() {
         d.lxc_ok(&["image", "list", "--format", "csv"]),
     );
     assert_eq!(
-        d.hutch_ok(&["image", "list", "local:", "os=busybox", "-c", "lLfFpdastu", "--format", "csv"]),
-        d.lxc_ok(&["image", "list", "local:", "os=busybox", "-c", "lLfFpdastu", "--format", "csv"])
+        d.hutch_ok(&[
+            "image",
+            "list",
+            "local:",
+            "os=busybox",
+            "-c",
+            "lLfFpdastu",
+            "--format",
+            "csv"
+        ]),
+        d.lxc_ok(&[
+            "image",
+            "list",
+            "local:",
+            "os=busybox",
+            "-c",
+            "lLfFpdastu",
+            "--format",
+            "csv"
+        ])
     );
 
     // edit from stdin through hutch; lxc reads the change back, and the other way.
@@ -318,12 +336,16 @@ fn lxc_copy_instance_only_leaves_the_snapshots() {
     assert_eq!(snaps("c2"), serde_json::json!([]));
     assert_eq!(
         snaps("c3"),
-        serde_json::json!(["/1.0/instances/c3/snapshots/s1", "/1.0/instances/c3/snapshots/s2"])
+        serde_json::json!([
+            "/1.0/instances/c3/snapshots/s1",
+            "/1.0/instances/c3/snapshots/s2"
+        ])
     );
     // The copy without snapshots boots.
     d.lxc_ok(&["start", "c2"]);
     assert_eq!(
-        d.lxc_ok(&["exec", "c2", "--", "cat", "/proc/1/comm"]).trim(),
+        d.lxc_ok(&["exec", "c2", "--", "cat", "/proc/1/comm"])
+            .trim(),
         "init"
     );
     d.lxc_ok(&["delete", "--force", "c1", "c2", "c3"]);

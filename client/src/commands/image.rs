@@ -49,7 +49,10 @@ pub enum Cmd {
         names: Vec<String>,
     },
     /// Export an image: one file, or a split image's two.
-    Export { name: String, target: Option<PathBuf> },
+    Export {
+        name: String,
+        target: Option<PathBuf>,
+    },
     /// Copy an image to a remote; with `local:` only (hutch has no remotes yet), the image
     /// is already there and only gets the aliases (`--alias`, `--copy-aliases` is a no-op).
     #[command(alias = "cp")]
@@ -501,7 +504,13 @@ pub fn info(client: &Client, name: &str) -> Result<()> {
 
 fn info_text(i: &Value) -> String {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    let yes_no = |v: &Value| if v.as_bool().unwrap_or(false) { "yes" } else { "no" };
+    let yes_no = |v: &Value| {
+        if v.as_bool().unwrap_or(false) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
     let mut out = String::new();
     let mut line = |l: String| {
         out.push_str(&l);
@@ -959,7 +968,7 @@ pub fn copy(
     auto_update: bool,
 ) -> Result<()> {
     let fp = resolve(client, name)?;
-    if local(remote)? != "" {
+    if !local(remote)?.is_empty() {
         bail!("The target must be a remote (\"local:\"), not an image");
     }
     if public || auto_update {
@@ -1029,16 +1038,27 @@ pub fn alias_list(client: &Client, filters: &[String], format: Format) -> Result
                 a["name"].as_str().unwrap_or_default(),
                 a["target"].as_str().unwrap_or_default(),
             );
-            filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str()) || t.contains(f.as_str()))
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| n.contains(f.as_str()) || t.contains(f.as_str()))
         })
         .collect();
     let mut rows: Vec<Vec<String>> = items
         .iter()
         .map(|a| {
-            let kind = a["type"].as_str().filter(|t| !t.is_empty()).unwrap_or("container");
+            let kind = a["type"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .unwrap_or("container");
             vec![
                 a["name"].as_str().unwrap_or("").into(),
-                a["target"].as_str().unwrap_or("").chars().take(12).collect(),
+                a["target"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(12)
+                    .collect(),
                 kind.to_uppercase(),
                 a["description"].as_str().unwrap_or("").into(),
             ]
@@ -1063,9 +1083,18 @@ mod tests {
             upload_date("2026-12-02T04:31:53.908896479Z"),
             "Dec 2, 2026 at 4:31am (UTC)"
         );
-        assert_eq!(upload_date("2026-01-10T12:05:00Z"), "Jan 10, 2026 at 12:05pm (UTC)");
-        assert_eq!(upload_date("2026-01-10T00:00:00Z"), "Jan 10, 2026 at 12:00am (UTC)");
-        assert_eq!(upload_date("2026-01-10T23:59:00Z"), "Jan 10, 2026 at 11:59pm (UTC)");
+        assert_eq!(
+            upload_date("2026-01-10T12:05:00Z"),
+            "Jan 10, 2026 at 12:05pm (UTC)"
+        );
+        assert_eq!(
+            upload_date("2026-01-10T00:00:00Z"),
+            "Jan 10, 2026 at 12:00am (UTC)"
+        );
+        assert_eq!(
+            upload_date("2026-01-10T23:59:00Z"),
+            "Jan 10, 2026 at 11:59pm (UTC)"
+        );
         assert_eq!(info_time("0001-01-01T00:00:00Z"), None);
         assert_eq!(
             info_time("2026-01-10T23:59:00Z").as_deref(),
@@ -1086,12 +1115,18 @@ mod tests {
         let mut r = std::io::BufReader::with_capacity(7, &body[..]);
         let mut mp = MultipartReader::new(&mut r, "bnd");
         let (name, file) = mp.next_part().unwrap().unwrap();
-        assert_eq!((name.as_str(), file.as_deref()), ("metadata", Some("m.tar")));
+        assert_eq!(
+            (name.as_str(), file.as_deref()),
+            ("metadata", Some("m.tar"))
+        );
         let mut got = Vec::new();
         mp.part().read_to_end(&mut got).unwrap();
         assert_eq!(got, meta);
         let (name, file) = mp.next_part().unwrap().unwrap();
-        assert_eq!((name.as_str(), file.as_deref()), ("rootfs", Some("r.squashfs")));
+        assert_eq!(
+            (name.as_str(), file.as_deref()),
+            ("rootfs", Some("r.squashfs"))
+        );
         got.clear();
         mp.part().read_to_end(&mut got).unwrap();
         assert_eq!(got, root);
@@ -1116,10 +1151,22 @@ mod tests {
         let cells: Vec<String> = "lLfpdast".chars().map(|c| image_cell(&img, c)).collect();
         assert_eq!(
             cells,
-            ["b (1 more)", "b\nweb", "abcdef012345", "no", "d", "x86_64", "1.00MB", "CONTAINER"]
+            [
+                "b (1 more)",
+                "b\nweb",
+                "abcdef012345",
+                "no",
+                "d",
+                "x86_64",
+                "1.00MB",
+                "CONTAINER"
+            ]
         );
         assert!(column_header('z').is_err());
-        assert_eq!(filters_of(&["local:".into(), "x".into()]).unwrap(), vec!["x"]);
+        assert_eq!(
+            filters_of(&["local:".into(), "x".into()]).unwrap(),
+            vec!["x"]
+        );
         assert!(filters_of(&["images:".into()]).is_err());
         assert_eq!(
             disposition_name("attachment;filename=abc.tar.gz").as_deref(),

@@ -71,7 +71,12 @@ async fn delete(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Res
 
 async fn refresh(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
     let (fp, work) = e.refresh_image(&fp)?;
-    Ok(operation(&e, "Refreshing image", image_resources(&fp), work))
+    Ok(operation(
+        &e,
+        "Refreshing image",
+        image_resources(&fp),
+        work,
+    ))
 }
 
 /// `GET /1.0/images/<fp>/export`: a unified image as one file; a split image as
@@ -358,7 +363,10 @@ mod tests {
         use sha2::Digest;
         let api = TestApi::new().await;
         let (meta, root) = split_parts();
-        let body = multipart(&[("metadata", "meta.tar", &meta), ("rootfs", "root.tar", &root)]);
+        let body = multipart(&[
+            ("metadata", "meta.tar", &meta),
+            ("rootfs", "root.tar", &root),
+        ]);
         let (status, _, op) = api
             .call_raw(Method::POST, "/1.0/images", body, &[MULTIPART])
             .await;
@@ -366,9 +374,19 @@ mod tests {
         let op = api.wait(&op).await;
         assert_eq!(op["status"], "Success", "{op}");
         // LXD's fingerprint of a split image: sha256 of the metadata, then the rootfs.
-        let fp = hex::encode(sha2::Sha256::new().chain_update(&meta).chain_update(&root).finalize());
+        let fp = hex::encode(
+            sha2::Sha256::new()
+                .chain_update(&meta)
+                .chain_update(&root)
+                .finalize(),
+        );
         assert_eq!(op["metadata"]["fingerprint"], json!(fp));
-        assert!(api.dir.path().join("images").join(format!("{fp}.rootfs")).exists());
+        assert!(api
+            .dir
+            .path()
+            .join("images")
+            .join(format!("{fp}.rootfs"))
+            .exists());
 
         let resp = crate::api::router(api.engine.clone())
             .oneshot(
@@ -408,7 +426,10 @@ mod tests {
         let api = TestApi::new().await;
         let (meta, root) = split_parts();
         let cases: Vec<(Vec<u8>, &str)> = vec![
-            (multipart(&[("metadata", "m", &meta)]), "Invalid multipart image"),
+            (
+                multipart(&[("metadata", "m", &meta)]),
+                "Invalid multipart image",
+            ),
             (
                 multipart(&[("rootfs", "r", &root), ("metadata", "m", &meta)]),
                 "Invalid multipart image",

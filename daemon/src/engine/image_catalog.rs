@@ -242,9 +242,8 @@ impl Engine {
     /// as LXD's does for an image without one.
     pub fn refresh_image(&self, fingerprint: &str) -> Result<(String, super::Work)> {
         let fp = self.d.db.image_by_prefix(fingerprint)?.fingerprint;
-        let message = format!(
-            "Failed to update image {fp:?} in project \"default\": Image source not found"
-        );
+        let message =
+            format!("Failed to update image {fp:?} in project \"default\": Image source not found");
         Ok((
             fp,
             Box::pin(async move { Err(DaemonError::NotFound(message)) }),
