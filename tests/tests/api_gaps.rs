@@ -272,6 +272,17 @@ fn split_images_through_lxc_and_hutch() {
     assert!(stderr_of(&bad).starts_with("Error: "), "{bad:?}");
     assert_eq!(d.hutch_ok(&["image", "show", "lx"]), by_lxc, "unchanged");
 
+    // Properties one by one: set by hutch, read by lxc, and the other way.
+    d.hutch_ok(&["image", "set-property", "lx", "release", "edge"]);
+    assert_eq!(d.lxc_ok(&["image", "get-property", "lx", "release"]), "edge\n");
+    d.lxc_ok(&["image", "unset-property", "lx", "release"]);
+    assert_eq!(d.hutch_ok(&["image", "get-property", "lx", "release"]), "\n");
+    let (h, l) = (
+        d.hutch(&["image", "get-property", "lx", "nope"], b""),
+        d.lxc(&["image", "get-property", "lx", "nope"]),
+    );
+    assert_eq!((stderr_of(&h), h.status.code()), (stderr_of(&l), l.status.code()));
+
     // alias rename through hutch; both list the aliases alike.
     d.hutch_ok(&["image", "alias", "rename", "lx", "lx2"]);
     d.lxc_ok(&["image", "alias", "rename", "hs", "hs2"]);

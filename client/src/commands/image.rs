@@ -68,6 +68,16 @@ pub enum Cmd {
         #[arg(long)]
         auto_update: bool,
     },
+    /// Print one property of an image.
+    GetProperty { name: String, key: String },
+    /// Set one property of an image.
+    SetProperty {
+        name: String,
+        key: String,
+        value: String,
+    },
+    /// Unset one property of an image (as lxc 5.0 does, it is set to "").
+    UnsetProperty { name: String, key: String },
     /// Refresh images from their source.
     Refresh {
         #[arg(required = true)]
@@ -125,6 +135,9 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             auto_update,
         } => copy(c, &name, &remote, &aliases, public, auto_update),
         Cmd::Refresh { names } => refresh(c, &names),
+        Cmd::GetProperty { name, key } => get_property(c, &name, &key),
+        Cmd::SetProperty { name, key, value } => set_property(c, &name, &key, &value),
+        Cmd::UnsetProperty { name, key } => set_property(c, &name, &key, ""),
         Cmd::Alias(AliasCmd::Create {
             alias,
             target,
@@ -980,6 +993,26 @@ pub fn copy(
     }
     point_aliases(client, aliases, &fp)?;
     println!("Image copied successfully!");
+    Ok(())
+}
+
+pub fn get_property(client: &Client, name: &str, key: &str) -> Result<()> {
+    let fp = resolve(client, name)?;
+    let image = client.get(&format!("/1.0/images/{fp}"))?;
+    match image["properties"][key].as_str() {
+        Some(v) => println!("{v}"),
+        None => bail!("Property not found"),
+    }
+    Ok(())
+}
+
+/// `image set-property` (and `unset-property`, which sets "" as lxc 5.0 does).
+pub fn set_property(client: &Client, name: &str, key: &str, value: &str) -> Result<()> {
+    let fp = resolve(client, name)?;
+    let url = format!("/1.0/images/{fp}");
+    let mut put = writable(&client.get(&url)?)?;
+    put.properties.insert(key.to_string(), value.to_string());
+    client.request("PUT", &url, Some(&serde_json::to_value(put)?))?;
     Ok(())
 }
 
