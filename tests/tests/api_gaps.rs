@@ -138,8 +138,22 @@ fn split_images_through_lxc_and_hutch() {
     let out = d.lxc_ok(&["image", "import", &s(&meta), &s(&tgz), "--alias", "lx"]);
     assert!(out.contains(&fp_lxc), "{out}");
     let fp_sq = sha256_of(&[&meta, &sqfs]);
-    let out = d.hutch_ok(&["image", "import", &s(&meta), &s(&sqfs), "--alias", "hs"]);
+    let out = d.hutch_ok(&[
+        "image",
+        "import",
+        &s(&meta),
+        &s(&sqfs),
+        "local:",
+        "variant=squash fs",
+        "--alias",
+        "hs",
+    ]);
     assert_eq!(out, format!("Image imported with fingerprint: {fp_sq}\n"));
+    // Properties given on the command line (X-LXD-properties) join metadata.yaml's.
+    assert_eq!(
+        d.lxc_ok(&["image", "get-property", "hs", "variant"]),
+        "squash fs\n"
+    );
     // hutch imports a tarball rootfs too (the same image: refused as a duplicate).
     let dup = d.hutch(&["image", "import", &s(&meta), &s(&tgz)], b"");
     assert!(!dup.status.success());

@@ -18,8 +18,9 @@ pub enum Cmd {
     /// Import an image: a unified tarball, or a split image's metadata tarball and root
     /// filesystem (a tarball or a squashfs).
     Import {
-        /// The tarball, then the root filesystem of a split image; `local:` may follow.
-        #[arg(required = true, num_args = 1..=3)]
+        /// The tarball, then the root filesystem of a split image; `local:` and
+        /// `key=value` properties may follow.
+        #[arg(required = true)]
         files: Vec<String>,
         #[arg(long = "alias")]
         aliases: Vec<String>,
@@ -175,14 +176,48 @@ fn resolve(client: &Client, name: &str) -> Result<String> {
     super::resolve_image(client, local(name)?)
 }
 
+/// `key=value` pairs as a URL query (`X-LXD-properties`), as Go's `url.Values` encodes.
+fn query_encode(pairs: &[(String, String)]) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".into(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let mut sorted = pairs.to_vec();
+    sorted.sort();
+    sorted
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// As lxc: an argument with `=` that is not an existing file is a property; `REMOTE:` is
+/// the target.
 fn import_cmd(client: &Client, files: &[String], aliases: &[String], public: bool) -> Result<()> {
-    let mut paths: Vec<&str> = files.iter().map(String::as_str).collect();
-    if paths.last().is_some_and(|p| p.ends_with(':')) {
-        local(paths.pop().unwrap_or_default())?;
+    let mut paths = Vec::new();
+    let mut properties = Vec::new();
+    for arg in files {
+        match arg.split_once('=') {
+            Some((k, v)) if !Path::new(arg).exists() => {
+                properties.push((k.to_string(), v.to_string()))
+            }
+            _ if arg.ends_with(':') && !Path::new(arg).exists() => {
+                local(arg)?;
+            }
+            _ => paths.push(arg.as_str()),
+        }
     }
+    let props = query_encode(&properties);
     let fp = match paths[..] {
-        [file] => import(client, Path::new(file), public)?,
-        [meta, rootfs] => import_split(client, Path::new(meta), Path::new(rootfs), public)?,
+        [file] => import(client, Path::new(file), public, &props)?,
+        [meta, rootfs] => import_split(client, Path::new(meta), Path::new(rootfs), public, &props)?,
         _ => bail!("Invalid number of arguments"),
     };
     point_aliases(client, aliases, &fp)?;
@@ -219,13 +254,16 @@ fn finish_upload(client: &Client, resp: crate::http::Streamed) -> Result<String>
 }
 
 /// Uploads a unified tarball, streamed from the file.
-pub fn import(client: &Client, file: &Path, public: bool) -> Result<String> {
+pub fn import(client: &Client, file: &Path, public: bool, properties: &str) -> Result<String> {
     let (mut f, len) = open(file)?;
-    let headers = [
+    let mut headers = vec![
         ("Content-Type", "application/octet-stream".to_string()),
         ("X-LXD-filename", file_name(file)),
         ("X-LXD-public", public.to_string()),
     ];
+    if !properties.is_empty() {
+        headers.push(("X-LXD-properties", properties.to_string()));
+    }
     let resp = client.send("POST", "/1.0/images", &headers, &mut f, len)?;
     finish_upload(client, resp)
 }
@@ -245,7 +283,13 @@ fn multipart_frame(boundary: &str, meta_name: &str, rootfs_name: &str) -> [Strin
 
 /// Uploads a split image as multipart/form-data (parts `metadata` and `rootfs`), both
 /// files streamed.
-fn import_split(client: &Client, meta: &Path, rootfs: &Path, public: bool) -> Result<String> {
+fn import_split(
+    client: &Client,
+    meta: &Path,
+    rootfs: &Path,
+    public: bool,
+    properties: &str,
+) -> Result<String> {
     let (m, mlen) = open(meta)?;
     let (r, rlen) = open(rootfs)?;
     let boundary = format!("hutch{:032x}", rand_u128());
@@ -260,13 +304,16 @@ fn import_split(client: &Client, meta: &Path, rootfs: &Path, public: bool) -> Re
         .chain(std::io::Cursor::new(b.into_bytes()))
         .chain(r.take(rlen))
         .chain(std::io::Cursor::new(c.into_bytes()));
-    let headers = [
+    let mut headers = vec![
         (
             "Content-Type",
             format!("multipart/form-data; boundary={boundary}"),
         ),
         ("X-LXD-public", public.to_string()),
     ];
+    if !properties.is_empty() {
+        headers.push(("X-LXD-properties", properties.to_string()));
+    }
     let resp = client.send("POST", "/1.0/images", &headers, &mut body, len)?;
     finish_upload(client, resp)
 }
@@ -1109,6 +1156,16 @@ pub fn alias_list(client: &Client, filters: &[String], format: Format) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn properties_encode_as_go_url_values() {
+        let p = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            query_encode(&[p("release", "22.04 LTS"), p("os", "a&b=c")]),
+            "os=a%26b%3Dc&release=22.04+LTS"
+        );
+        assert_eq!(query_encode(&[]), "");
+    }
 
     #[test]
     fn upload_dates_read_as_lxc_prints_them() {

@@ -226,13 +226,51 @@ async fn upload(State(e): State<AppState>, req: Request) -> Result<Response> {
             header(&headers, "x-lxd-filename").unwrap_or_default(),
         )
     };
+    let mut properties = BTreeMap::new();
+    for value in headers.get_all("x-lxd-properties") {
+        let value = value
+            .to_str()
+            .map_err(|_| DaemonError::BadRequest("Invalid X-LXD-properties".into()))?;
+        properties.extend(parse_query(value)?);
+    }
     let work = e.import_upload(
         upload,
         header(&headers, "x-lxd-fingerprint"),
         filename,
         public,
+        properties,
     )?;
     Ok(image_operation(&e, work))
+}
+
+/// A URL query string (`os=Ubuntu&release=jammy`), as Go's `url.ParseQuery` reads it:
+/// `+` is a space, `%XX` a byte; the first value of a repeated key wins.
+fn parse_query(q: &str) -> Result<BTreeMap<String, String>> {
+    let bad = || DaemonError::BadRequest(format!("Invalid X-LXD-properties {q:?}"));
+    let decode = |s: &str| -> Result<String> {
+        let mut out = Vec::new();
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = s.get(i + 1..i + 3).ok_or_else(bad)?;
+                    out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+                    i += 2;
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).map_err(|_| bad())
+    };
+    let mut map = BTreeMap::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        map.entry(decode(k)?).or_insert(decode(v)?);
+    }
+    Ok(map)
 }
 
 async fn list_aliases(
@@ -368,7 +406,12 @@ mod tests {
             ("rootfs", "root.tar", &root),
         ]);
         let (status, _, op) = api
-            .call_raw(Method::POST, "/1.0/images", body, &[MULTIPART])
+            .call_raw(
+                Method::POST,
+                "/1.0/images",
+                body,
+                &[MULTIPART, ("X-LXD-properties", "os=mine&release=edge")],
+            )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{op}");
         let op = api.wait(&op).await;
@@ -419,6 +462,18 @@ mod tests {
                 ("rootfs".into(), format!("{fp}.tar"), root),
             ]
         );
+    }
+
+    #[test]
+    fn properties_headers_read_as_go_reads_them() {
+        let m =
+            super::parse_query("os=Ubuntu+Linux&release=22.04&desc=a%26b%3Dc&os=other&e=").unwrap();
+        assert_eq!(m["os"], "Ubuntu Linux");
+        assert_eq!(m["desc"], "a&b=c");
+        assert_eq!(m["e"], "");
+        assert_eq!(m.len(), 4);
+        assert!(super::parse_query("a=%zz").is_err());
+        assert!(super::parse_query("a=%ff").is_err());
     }
 
     #[tokio::test]

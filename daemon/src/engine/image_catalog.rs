@@ -281,13 +281,15 @@ impl Engine {
     }
 
     /// Checks a complete upload against the fingerprint the client expects; the work
-    /// imports it. Its files are removed either way.
+    /// imports it, `properties` (`X-LXD-properties`) over those of its metadata.yaml. Its
+    /// files are removed either way.
     pub fn import_upload(
         &self,
         mut upload: ImageUpload,
         expected: Option<String>,
         filename: String,
         public: bool,
+        properties: std::collections::BTreeMap<String, String>,
     ) -> Result<ImageWork> {
         upload
             .file
@@ -305,7 +307,7 @@ impl Engine {
         Ok(Box::pin(async move {
             let size = upload.size;
             let files = upload.files.as_ref().expect("files until dropped");
-            super::import_image(&e, files, &fp, size, filename, public).await?;
+            super::import_image(&e, files, &fp, size, filename, public, properties).await?;
             drop(upload);
             e.d.events
                 .lifecycle("image-created", &format!("/1.0/images/{fp}"), json!({}));
