@@ -225,6 +225,29 @@ fn split_images_through_lxc_and_hutch() {
         let (status, resp) = post_raw(&d, "multipart/form-data; boundary=B", &body);
         assert_eq!(status, 400, "{resp}");
     }
+    // A client that hangs up half-way: its upload files are removed.
+    {
+        let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+        let head = "POST /1.0/images HTTP/1.1\r\nHost: unix.socket\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000000\r\n\r\n";
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&part("metadata", &meta_bytes)).unwrap();
+        let uploading = || {
+            names_in(&d.path().join("images"))
+                .iter()
+                .any(|n| n.starts_with(".upload-"))
+        };
+        hutch_tests::wait_until(
+            "the upload to start",
+            std::time::Duration::from_secs(30),
+            uploading,
+        );
+        drop(s);
+        hutch_tests::wait_until(
+            "the upload files to go",
+            std::time::Duration::from_secs(30),
+            || !uploading(),
+        );
+    }
     let mut images = names_in(&d.path().join("images"));
     images.retain(|n| !n.starts_with('.'));
     let mut want = vec![
