@@ -59,8 +59,17 @@ async fn one(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Respon
     Ok(versioned(e.image(&fp)?))
 }
 
-async fn put(State(e): State<AppState>, Path(fp): Path<String>, body: Bytes) -> Result<Response> {
-    e.update_image(&fp, parse_json::<ImagePut>(&body)?)?;
+async fn put(
+    State(e): State<AppState>,
+    Path(fp): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    e.update_image(
+        &fp,
+        parse_json::<ImagePut>(&body)?,
+        super::if_match(&headers).as_deref(),
+    )?;
     Ok(empty())
 }
 
@@ -461,6 +470,50 @@ mod tests {
                 ("metadata".into(), format!("meta-{fp}.tar"), meta),
                 ("rootfs".into(), format!("{fp}.tar"), root),
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn image_updates_check_etags_and_profiles() {
+        let api = TestApi::new().await;
+        let fp = api.tiny_image().await;
+        let url = format!("/1.0/images/{fp}");
+        let (_, headers, _) = api.call_raw(Method::GET, &url, Vec::new(), &[]).await;
+        let etag = headers["etag"].to_str().unwrap().to_string();
+        let put = json!({"properties": {"os": "x"}, "public": true, "profiles": ["default"]});
+        let (status, _) = api
+            .call_with(
+                Method::PUT,
+                &url,
+                Some(put.clone()),
+                &[("If-Match", "\"nope\"")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+        let (status, body) = api
+            .call(
+                Method::PUT,
+                &url,
+                Some(json!({"profiles": ["default", "missing"]})),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"].clone()),
+            (
+                StatusCode::BAD_REQUEST,
+                json!("Profile 'missing' doesn't exist")
+            )
+        );
+        let (status, body) = api
+            .call_with(Method::PUT, &url, Some(put), &[("If-Match", etag.as_str())])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, image) = api.call(Method::GET, &url, None).await;
+        assert_eq!(image["metadata"]["properties"], json!({"os": "x"}));
+        assert_eq!(image["metadata"]["public"], json!(true));
+        assert_eq!(
+            image["metadata"]["expires_at"],
+            json!("0001-01-01T00:00:00Z")
         );
     }
 

@@ -125,6 +125,17 @@ fn image_object(d: &Daemon, row: &ImageRow) -> Result<Image> {
     })
 }
 
+/// What an image's ETag covers: its writable fields.
+fn image_version(row: &ImageRow) -> Value {
+    json!([
+        row.auto_update,
+        row.properties,
+        row.public,
+        row.expires_at,
+        row.profiles
+    ])
+}
+
 fn alias_object(a: AliasRow) -> ImageAlias {
     ImageAlias {
         name: a.name,
@@ -154,23 +165,31 @@ impl Engine {
         let row = self.d.db.image_by_prefix(fingerprint)?;
         Ok(Versioned {
             object: image_object(&self.d, &row)?,
-            version: json!([
-                row.auto_update,
-                row.properties,
-                row.public,
-                row.expires_at,
-                row.profiles
-            ]),
+            version: image_version(&row),
         })
     }
 
-    /// `PUT`/`PATCH` of an image's writable fields.
-    pub fn update_image(&self, fingerprint: &str, req: ImagePut) -> Result<()> {
+    /// `PUT`/`PATCH` of an image's writable fields, as LXD's: the If-Match checked, the
+    /// profiles must exist, a zero `expires_at` keeps the current one.
+    pub fn update_image(
+        &self,
+        fingerprint: &str,
+        req: ImagePut,
+        if_match: Option<&str>,
+    ) -> Result<()> {
         let mut row = self.d.db.image_by_prefix(fingerprint)?;
+        super::check_version(if_match, &image_version(&row))?;
+        for p in &req.profiles {
+            if self.d.db.profile(p)?.is_none() {
+                return Err(DaemonError::BadRequest(format!(
+                    "Profile '{p}' doesn't exist"
+                )));
+            }
+        }
         row.auto_update = req.auto_update;
         row.properties = req.properties;
         row.public = req.public;
-        if !req.expires_at.is_empty() {
+        if !req.expires_at.is_empty() && !req.expires_at.starts_with("0001-01-01") {
             row.expires_at = req.expires_at;
         }
         row.profiles = req.profiles;
