@@ -79,6 +79,9 @@ pub struct InstanceSource {
     /// Copies: leave the source's snapshots behind.
     #[serde(default)]
     pub instance_only: bool,
+    /// The older name of `instance_only`, which `lxc` still sends beside it.
+    #[serde(default)]
+    pub container_only: bool,
 }
 
 /// `POST /1.0/instances`.

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 /// what the daemon records, which today is nothing.
 pub const API_EXTENSIONS: &[&str] = &[
     "storage",
+    "container_only_migration",
+    "snapshot_expiry_creation",
     "file_delete",
     "file_append",
     "network",
@@ -37,6 +39,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "console",
     "projects",
     "warnings",
+    "operation_wait",
+    "image_force_refresh",
 ];
 
 /// The writable part of the server: its config. `null` values unset keys; a write-only key

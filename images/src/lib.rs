@@ -14,6 +14,43 @@ use sha2::{Digest, Sha256};
 pub use pack::{pack_unified, Compression};
 pub use unpack::{read_split_metadata, unpack_split_rootfs, unpack_unified, UnpackLimits};
 
+/// The extension LXD gives an image file, told by its first bytes as LXD's
+/// `DetectCompression` tells it (`.tar.gz`, `.tar.xz`, `.squashfs`...); empty when unknown.
+pub fn extension_of(header: &[u8]) -> &'static str {
+    let at = |r: std::ops::Range<usize>| header.get(r);
+    if at(0..2) == Some(b"BZ") {
+        ".tar.bz2"
+    } else if at(0..2) == Some(&[0x1f, 0x8b]) {
+        ".tar.gz"
+    } else if at(1..5) == Some(b"7zXZ") {
+        if header[0] == 0xfd {
+            ".tar.xz"
+        } else {
+            ".tar.lzma"
+        }
+    } else if at(0..3) == Some(&[0x5d, 0, 0]) {
+        ".tar.lzma"
+    } else if at(257..262) == Some(b"ustar") {
+        ".tar"
+    } else if at(0..4) == Some(b"hsqs") {
+        ".squashfs"
+    } else if at(0..3) == Some(b"QFI") {
+        ".qcow2"
+    } else if at(0..4) == Some(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        ".tar.zst"
+    } else {
+        ""
+    }
+}
+
+/// [`extension_of`] a file's first bytes; the file is rewound.
+pub fn detect_extension<F: Read + std::io::Seek>(file: &mut F) -> std::io::Result<&'static str> {
+    let mut header = Vec::with_capacity(263);
+    file.by_ref().take(263).read_to_end(&mut header)?;
+    file.rewind()?;
+    Ok(extension_of(&header))
+}
+
 /// Every image error, naming what it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -28,6 +65,13 @@ pub enum ImageError {
     Invalid(String),
     #[error("image is larger than the {limit} bytes allowed")]
     TooLarge { limit: u64 },
+    /// A format whose unpacking needs a tool this host lacks.
+    #[error("{format} root filesystems need {tool} (package {package}), which is not installed on this host")]
+    MissingTool {
+        format: &'static str,
+        tool: &'static str,
+        package: &'static str,
+    },
 }
 
 /// What kind of failure an [`ImageError`] is.
@@ -47,6 +91,7 @@ impl ImageError {
         match self {
             ImageError::Invalid(_) | ImageError::TooLarge { .. } => ErrorKind::InvalidInput,
             ImageError::Io { .. } => ErrorKind::Internal,
+            ImageError::MissingTool { .. } => ErrorKind::Unsupported,
         }
     }
 
@@ -129,5 +174,26 @@ mod tests {
         assert_eq!(m.properties["os"], "Debian");
         assert!(ImageMetadata::parse("creation_date: 1\n").is_err());
         assert!(ImageMetadata::parse(": : :").is_err());
+    }
+
+    #[test]
+    fn extensions_follow_lxd() {
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        for (header, ext) in [
+            (&[0x1f, 0x8b, 8, 0][..], ".tar.gz"),
+            (&[0xfd, b'7', b'z', b'X', b'Z', 0], ".tar.xz"),
+            (b"hsqs\x04\0\0\0", ".squashfs"),
+            (&[0x28, 0xb5, 0x2f, 0xfd], ".tar.zst"),
+            (b"BZh9", ".tar.bz2"),
+            (&tar, ".tar"),
+            (b"garbage", ""),
+            (b"", ""),
+        ] {
+            assert_eq!(extension_of(header), ext, "{header:?}");
+        }
+        let mut f = std::io::Cursor::new(b"hsqs and more".to_vec());
+        assert_eq!(detect_extension(&mut f).unwrap(), ".squashfs");
+        assert_eq!(f.position(), 0);
     }
 }

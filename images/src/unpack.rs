@@ -102,15 +102,74 @@ pub fn read_split_metadata(tarball: &Path) -> Result<ImageMetadata, ImageError> 
         .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the metadata tarball".into()))
 }
 
-/// Unpacks the rootfs tarball of a split image (rooted at `/`) into `dest`, which must not
-/// exist yet.
+/// Unpacks the rootfs of a split image (a tarball rooted at `/`, or a squashfs) into
+/// `dest`, which must not exist yet.
 pub fn unpack_split_rootfs(
-    tarball: &Path,
+    rootfs: &Path,
     dest: &Path,
     limits: UnpackLimits,
 ) -> Result<(), ImageError> {
+    let mut f = File::open(rootfs).map_err(|e| ImageError::io("open", rootfs, e))?;
+    if crate::detect_extension(&mut f).map_err(|e| ImageError::io("read", rootfs, e))?
+        == ".squashfs"
+    {
+        return unpack_squashfs(rootfs, dest, limits);
+    }
     fs::create_dir(dest).map_err(|e| ImageError::io("create", dest, e))?;
-    unpack(tarball, Some(dest), plain_relative, false, limits).map(|_| ())
+    unpack(rootfs, Some(dest), plain_relative, false, limits).map(|_| ())
+}
+
+/// A squashfs root filesystem, unpacked by `unsquashfs` (as LXD does). squashfs-tools
+/// 4.5.1 and later refuse names that escape the destination and writes through symlinks;
+/// device nodes are removed afterwards unless allowed, and the size is checked.
+fn unpack_squashfs(file: &Path, dest: &Path, limits: UnpackLimits) -> Result<(), ImageError> {
+    let out = std::process::Command::new("unsquashfs")
+        .args(["-n", "-q", "-d"])
+        .arg(dest)
+        .arg(file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ImageError::MissingTool {
+                format: "squashfs",
+                tool: "unsquashfs",
+                package: "squashfs-tools",
+            },
+            _ => ImageError::io("run unsquashfs on", file, e),
+        })?;
+    if !out.status.success() {
+        return Err(ImageError::Invalid(format!(
+            "unsquashfs failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut total = 0u64;
+    check_tree(dest, limits, &mut total)
+}
+
+/// Walks an unpacked tree: removes device nodes (unless allowed) and counts file bytes
+/// against the limit.
+fn check_tree(dir: &Path, limits: UnpackLimits, total: &mut u64) -> Result<(), ImageError> {
+    use std::os::unix::fs::FileTypeExt;
+    for entry in fs::read_dir(dir).map_err(|e| ImageError::io("read", dir, e))? {
+        let entry = entry.map_err(|e| ImageError::io("read", dir, e))?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).map_err(|e| ImageError::io("stat", &path, e))?;
+        let kind = meta.file_type();
+        if (kind.is_char_device() || kind.is_block_device()) && !limits.allow_devices {
+            fs::remove_file(&path).map_err(|e| ImageError::io("remove", &path, e))?;
+        } else if kind.is_dir() {
+            check_tree(&path, limits, total)?;
+        } else if kind.is_file() {
+            *total = total.saturating_add(meta.len());
+            if *total > limits.max_bytes {
+                return Err(ImageError::TooLarge {
+                    limit: limits.max_bytes,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A path rooted at `/` made relative, refusing `..`.
@@ -186,6 +245,12 @@ fn unpack(
         }
         check_parents(dest, &rel)?;
         let target = dest.join(&rel);
+        // Tarballs need not list every directory (tar makes the missing ones).
+        if let Some(parent) = target.parent() {
+            if !parent.exists() {
+                fs::create_dir_all(parent).map_err(|e| ImageError::io("create", parent, e))?;
+            }
+        }
         if kind.is_hard_link() {
             let link = entry.link_name().ok().flatten().ok_or_else(|| {
                 ImageError::Invalid(format!("{} has no link target", rel.display()))
@@ -382,6 +447,42 @@ mod tests {
             b"part of the rootfs"
         );
         assert_eq!(plain_relative(Path::new("/a/../b")), None);
+    }
+
+    #[test]
+    fn squashfs_rootfs_unpack_with_unsquashfs() {
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir(src.path().join("etc")).unwrap();
+        fs::write(src.path().join("etc/hostname"), b"sq\n").unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let image = work.path().join("root.squashfs");
+        let made = std::process::Command::new("mksquashfs")
+            .arg(src.path())
+            .arg(&image)
+            .args(["-noappend", "-quiet", "-no-progress"])
+            .output();
+        if !made.as_ref().is_ok_and(|o| o.status.success()) {
+            eprintln!("skipping squashfs_rootfs_unpack_with_unsquashfs: no mksquashfs");
+            return;
+        }
+        let dest = work.path().join("rootfs");
+        unpack_split_rootfs(&image, &dest, UnpackLimits::default()).unwrap();
+        assert_eq!(fs::read(dest.join("etc/hostname")).unwrap(), b"sq\n");
+        let err = unpack_split_rootfs(
+            &image,
+            &work.path().join("small"),
+            UnpackLimits {
+                max_bytes: 1,
+                allow_devices: false,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge { .. }), "{err}");
+        // A corrupt squashfs is an invalid image, not a host failure.
+        fs::write(&image, b"hsqs but nothing else").unwrap();
+        let err = unpack_split_rootfs(&image, &work.path().join("bad"), UnpackLimits::default())
+            .unwrap_err();
+        assert!(matches!(err, ImageError::Invalid(_)), "{err}");
     }
 
     #[test]

@@ -238,11 +238,12 @@ fn hutch_profiles_images_and_errors() {
         .contains("busybox"));
     assert!(d
         .hutch_ok(&["image", "info", "busybox"])
-        .contains("architecture: x86_64"));
-    let export = d.path().join("export.tar.gz");
+        .contains("Architecture: x86_64"));
+    // As lxc, a file target gets the image's extension.
+    let export = d.path().join("export");
     d.hutch_ok(&["image", "export", "bb", export.to_str().unwrap()]);
     assert_eq!(
-        fs::read(&export).unwrap(),
+        fs::read(d.path().join("export.tar.gz")).unwrap(),
         fs::read(d.path().join("bb.tar.gz")).unwrap()
     );
 

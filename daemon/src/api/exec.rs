@@ -138,7 +138,7 @@ async fn run_detached(
 }
 
 /// Reads a control websocket: resize and signal messages.
-async fn handle_control(mut ws: WebSocket, controls: ExecControls) {
+async fn handle_control(ws: &mut WebSocket, controls: ExecControls) {
     while let Some(Ok(msg)) = ws.next().await {
         let Message::Text(text) = msg else { continue };
         let Ok(ctl) = serde_json::from_str::<ExecControl>(&text) else {
@@ -157,16 +157,36 @@ async fn handle_control(mut ws: WebSocket, controls: ExecControls) {
             _ => {}
         }
     }
+    // The client hung up: keep the socket until the command ends, as the others.
+    std::future::pending::<()>().await;
 }
 
+/// A task that holds a websocket until the command ends: [`hang_up`] ends it.
+type Holder = tokio::task::JoinHandle<()>;
+
 /// Serves the control websocket, once it connects, for the life of the command.
-fn serve_control(control: Option<oneshot::Receiver<WebSocket>>, controls: ExecControls) {
-    if let Some(rx) = control {
-        tokio::spawn(async move {
-            if let Ok(Ok(ws)) = tokio::time::timeout(CONNECT_TIMEOUT, rx).await {
-                handle_control(ws, controls).await;
-            }
-        });
+fn serve_control(control: Option<oneshot::Receiver<WebSocket>>, controls: ExecControls) -> Holder {
+    tokio::spawn(async move {
+        let Some(rx) = control else { return };
+        if let Ok(Ok(mut ws)) = tokio::time::timeout(CONNECT_TIMEOUT, rx).await {
+            handle_control(&mut ws, controls).await;
+        }
+    })
+}
+
+/// Ends the websockets once the command has ended, as LXD does: the connections are
+/// dropped (TCP closed) without a websocket close frame. Each output stream has already
+/// ended with its empty text frame; a client that answered a close frame would find the
+/// connection gone and its reply failing with EPIPE (pylxd's ws4py logs that as
+/// `Terminating websocket ... BrokenPipeError`). Anything the client sent was read, so the
+/// kernel closes with a FIN and not a reset. Awaited, so that every socket is closed
+/// before the operation reports the exit code.
+async fn hang_up(holders: Vec<Holder>) {
+    for h in &holders {
+        h.abort();
+    }
+    for h in holders {
+        let _ = h.await;
     }
 }
 
@@ -177,20 +197,21 @@ async fn run_pipes(
     control: Option<oneshot::Receiver<WebSocket>>,
 ) -> Result<i32> {
     let piped = run.start_pipes().await?;
-    if control.is_some() {
-        serve_control(control, piped.process.controls()?);
-    }
+    let control = serve_control(control, piped.process.controls()?);
     let ws0 = ws.remove("0").expect("fd 0 connected");
     let ws1 = ws.remove("1").expect("fd 1 connected");
     let ws2 = ws.remove("2").expect("fd 2 connected");
     let stdin = tokio::spawn(ws_to_pipe(ws0, piped.stdin));
-    let out = tokio::spawn(pipe_to_ws(piped.stdout, ws1));
-    let err = tokio::spawn(pipe_to_ws(piped.stderr, ws2));
-    // Output is flushed before the exit code is reported.
-    let _ = out.await;
-    let _ = err.await;
-    stdin.abort();
-    piped.process.wait().await
+    let (out_done, out_rx) = oneshot::channel();
+    let (err_done, err_rx) = oneshot::channel();
+    let out = tokio::spawn(pipe_to_ws(piped.stdout, ws1, out_done));
+    let err = tokio::spawn(pipe_to_ws(piped.stderr, ws2, err_done));
+    // Output is flushed (to its end-of-stream frame) before the exit code is reported.
+    let _ = out_rx.await;
+    let _ = err_rx.await;
+    let code = piped.process.wait().await;
+    hang_up(vec![control, stdin, out, err]).await;
+    code
 }
 
 /// Interactive: one pty, both ways over websocket 0.
@@ -200,7 +221,7 @@ async fn run_pty(
     control: Option<oneshot::Receiver<WebSocket>>,
 ) -> Result<i32> {
     let pty = run.start_pty().await?;
-    serve_control(control, pty.controls);
+    let control = serve_control(control, pty.controls);
     let ws0 = ws.remove("0").expect("fd 0 connected");
     let (mut tx, mut rx) = ws0.split();
     let (mut reader, mut writer) = (pty.reader, pty.writer);
@@ -216,6 +237,7 @@ async fn run_pty(
                 break;
             }
         }
+        drain(rx).await;
     });
     let mut buf = vec![0u8; 16384];
     // The pty reports EIO once the command and its children have closed it.
@@ -225,12 +247,24 @@ async fn run_pty(
         }
     }
     let _ = tx.send(Message::Text(String::new())).await;
-    let _ = tx.close().await;
-    input.abort();
-    pty.process.wait().await
+    let code = pty.process.wait().await;
+    hang_up(vec![control, input]).await;
+    drop(tx);
+    code
 }
 
-/// Websocket frames into a pipe; an empty text frame or a close ends the input.
+/// Reads and drops whatever else the client sends (pings, a close frame), until it hangs
+/// up; then holds the socket until the command ends.
+async fn drain<S>(mut rx: S)
+where
+    S: futures_util::Stream<Item = std::result::Result<Message, axum::Error>> + Unpin,
+{
+    while let Some(Ok(_)) = rx.next().await {}
+    std::future::pending::<()>().await;
+}
+
+/// Websocket frames into a pipe; an empty text frame or a close ends the input (the pipe
+/// is closed: the command reads its end).
 async fn ws_to_pipe(ws: WebSocket, mut pipe: pipe::Sender) {
     let (_tx, mut rx) = ws.split();
     while let Some(Ok(msg)) = rx.next().await {
@@ -245,18 +279,28 @@ async fn ws_to_pipe(ws: WebSocket, mut pipe: pipe::Sender) {
             break;
         }
     }
+    drop(pipe);
+    drain(rx).await;
 }
 
-/// A pipe into binary frames, then an empty text frame and a close.
-async fn pipe_to_ws(mut pipe: pipe::Receiver, mut ws: WebSocket) {
-    let mut buf = vec![0u8; 65536];
-    while let Ok(n) = pipe.read(&mut buf).await {
-        if n == 0 || ws.send(Message::Binary(buf[..n].to_vec())).await.is_err() {
-            break;
+/// A pipe into binary frames, then an empty text frame (LXD's end of stream), reported on
+/// `done`; the socket stays open, and what the client sends is drained, until the command
+/// ends (both halves live in this task: aborting it closes the connection).
+async fn pipe_to_ws(mut pipe: pipe::Receiver, ws: WebSocket, done: oneshot::Sender<()>) {
+    let (mut tx, rx) = ws.split();
+    let send = async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = pipe.read(&mut buf).await {
+            if n == 0 || tx.send(Message::Binary(buf[..n].to_vec())).await.is_err() {
+                break;
+            }
         }
-    }
-    let _ = ws.send(Message::Text(String::new())).await;
-    let _ = ws.close().await;
+        let _ = tx.send(Message::Text(String::new())).await;
+        let _ = done.send(());
+        let _keep = tx;
+        std::future::pending::<()>().await;
+    };
+    tokio::join!(send, drain(rx));
 }
 
 #[cfg(test)]

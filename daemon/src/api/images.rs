@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::{accepted, created, empty, operation, parse_json, recursion, sync, versioned};
 use crate::daemon::AppState;
-use crate::engine::{ImageUpload, ImageWork};
+use crate::engine::{ExportedFile, ImageExport, ImageUpload, ImageWork};
 use crate::error::{DaemonError, Result};
 
 pub fn routes() -> Router<AppState> {
@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
             get(one).put(put).patch(put).delete(delete),
         )
         .route("/1.0/images/:fp/export", get(export))
+        .route("/1.0/images/:fp/refresh", axum::routing::post(refresh))
 }
 
 fn image_resources(fp: &str) -> BTreeMap<String, Vec<String>> {
@@ -58,8 +59,17 @@ async fn one(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Respon
     Ok(versioned(e.image(&fp)?))
 }
 
-async fn put(State(e): State<AppState>, Path(fp): Path<String>, body: Bytes) -> Result<Response> {
-    e.update_image(&fp, parse_json::<ImagePut>(&body)?)?;
+async fn put(
+    State(e): State<AppState>,
+    Path(fp): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    e.update_image(
+        &fp,
+        parse_json::<ImagePut>(&body)?,
+        super::if_match(&headers).as_deref(),
+    )?;
     Ok(empty())
 }
 
@@ -68,19 +78,71 @@ async fn delete(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Res
     Ok(operation(&e, "Deleting image", image_resources(&fp), work))
 }
 
+async fn refresh(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
+    let (fp, work) = e.refresh_image(&fp)?;
+    Ok(operation(
+        &e,
+        "Refreshing image",
+        image_resources(&fp),
+        work,
+    ))
+}
+
+/// `GET /1.0/images/<fp>/export`: a unified image as one file; a split image as
+/// multipart/form-data with parts `metadata` and `rootfs`, as LXD sends them (`lxc image
+/// export` writes the two files under the names the parts carry).
 async fn export(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
-    let (file, filename) = e.export_image(&fp)?;
+    let (metadata, rootfs) = match e.export_image(&fp)? {
+        ImageExport::Unified(file) => {
+            return Ok((
+                [
+                    ("Content-Type", "application/octet-stream".to_string()),
+                    (
+                        "Content-Disposition",
+                        format!("attachment;filename={}", file.name),
+                    ),
+                ],
+                Body::from_stream(file.stream),
+            )
+                .into_response())
+        }
+        ImageExport::Split { metadata, rootfs } => (metadata, rootfs),
+    };
+    let boundary = uuid::Uuid::new_v4().simple().to_string();
+    let body = multipart_body(&boundary, [("metadata", metadata), ("rootfs", rootfs)]);
     Ok((
-        [
-            ("Content-Type", "application/octet-stream".to_string()),
-            (
-                "Content-Disposition",
-                format!("attachment;filename={filename}"),
-            ),
-        ],
-        Body::from_stream(file),
+        [(
+            "Content-Type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )],
+        Body::from_stream(body),
     )
         .into_response())
+}
+
+/// The parts of a multipart/form-data body as Go's `multipart.Writer` writes them: each
+/// file a form file named by its part, the bytes streamed as they are read.
+fn multipart_body<const N: usize>(
+    boundary: &str,
+    parts: [(&str, ExportedFile); N],
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> + Send {
+    let mut streams = Vec::new();
+    for (i, (part, file)) in parts.into_iter().enumerate() {
+        let head = format!(
+            "{}--{boundary}\r\nContent-Disposition: form-data; name=\"{part}\"; filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+            if i == 0 { "" } else { "\r\n" },
+            file.name
+        );
+        streams.push(
+            futures_util::stream::once(async move { Ok(head.into_bytes()) })
+                .chain(file.stream)
+                .boxed(),
+        );
+    }
+    let end = format!("\r\n--{boundary}--\r\n").into_bytes();
+    futures_util::stream::iter(streams)
+        .flatten()
+        .chain(futures_util::stream::once(async move { Ok(end) }))
 }
 
 /// Runs work that makes an image as an operation whose metadata names the image.
@@ -173,13 +235,51 @@ async fn upload(State(e): State<AppState>, req: Request) -> Result<Response> {
             header(&headers, "x-lxd-filename").unwrap_or_default(),
         )
     };
+    let mut properties = BTreeMap::new();
+    for value in headers.get_all("x-lxd-properties") {
+        let value = value
+            .to_str()
+            .map_err(|_| DaemonError::BadRequest("Invalid X-LXD-properties".into()))?;
+        properties.extend(parse_query(value)?);
+    }
     let work = e.import_upload(
         upload,
         header(&headers, "x-lxd-fingerprint"),
         filename,
         public,
+        properties,
     )?;
     Ok(image_operation(&e, work))
+}
+
+/// A URL query string (`os=Ubuntu&release=jammy`), as Go's `url.ParseQuery` reads it:
+/// `+` is a space, `%XX` a byte; the first value of a repeated key wins.
+fn parse_query(q: &str) -> Result<BTreeMap<String, String>> {
+    let bad = || DaemonError::BadRequest(format!("Invalid X-LXD-properties {q:?}"));
+    let decode = |s: &str| -> Result<String> {
+        let mut out = Vec::new();
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = s.get(i + 1..i + 3).ok_or_else(bad)?;
+                    out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+                    i += 2;
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).map_err(|_| bad())
+    };
+    let mut map = BTreeMap::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        map.entry(decode(k)?).or_insert(decode(v)?);
+    }
+    Ok(map)
 }
 
 async fn list_aliases(
@@ -228,6 +328,7 @@ async fn delete_alias(State(e): State<AppState>, Path(name): Path<String>) -> Re
 mod tests {
     use axum::http::{Method, StatusCode};
     use serde_json::json;
+    use tower::ServiceExt;
 
     use crate::api::testing::TestApi;
 
@@ -267,6 +368,232 @@ mod tests {
         let (status, body) = api.call(Method::POST, "/1.0/images", Some(json!({}))).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         assert_eq!(api.wait(&body).await["err"], "No source provided");
+    }
+
+    /// A metadata tarball and an uncompressed rootfs tarball of a tiny split image.
+    fn split_parts() -> (Vec<u8>, Vec<u8>) {
+        let tarball = |name: &str, data: &[u8]| {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap();
+            b.into_inner().unwrap()
+        };
+        let yaml = b"architecture: x86_64\ncreation_date: 1\nproperties:\n  os: split\n";
+        (
+            tarball("metadata.yaml", yaml),
+            tarball("etc/hostname", b"tiny\n"),
+        )
+    }
+
+    /// A multipart/form-data body as LXD's client sends it.
+    fn multipart(parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (name, filename, data) in parts {
+            body.extend_from_slice(format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"--XyZ--\r\n");
+        body
+    }
+
+    const MULTIPART: (&str, &str) = ("content-type", "multipart/form-data; boundary=XyZ");
+
+    #[tokio::test]
+    async fn split_images_upload_and_export_as_two_parts() {
+        use sha2::Digest;
+        let api = TestApi::new().await;
+        let (meta, root) = split_parts();
+        let body = multipart(&[
+            ("metadata", "meta.tar", &meta),
+            ("rootfs", "root.tar", &root),
+        ]);
+        let (status, _, op) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/images",
+                body,
+                &[MULTIPART, ("X-LXD-properties", "os=mine&release=edge")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{op}");
+        let op = api.wait(&op).await;
+        assert_eq!(op["status"], "Success", "{op}");
+        // LXD's fingerprint of a split image: sha256 of the metadata, then the rootfs.
+        let fp = hex::encode(
+            sha2::Sha256::new()
+                .chain_update(&meta)
+                .chain_update(&root)
+                .finalize(),
+        );
+        assert_eq!(op["metadata"]["fingerprint"], json!(fp));
+        assert!(api
+            .dir
+            .path()
+            .join("images")
+            .join(format!("{fp}.rootfs"))
+            .exists());
+
+        let resp = crate::api::router(api.engine.clone())
+            .oneshot(
+                axum::http::Request::get(format!("/1.0/images/{}/export", &fp[..10]))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+        let boundary = ctype
+            .strip_prefix("multipart/form-data; boundary=")
+            .expect("multipart")
+            .to_string();
+        let stream = resp.into_body().into_data_stream();
+        let mut parts = multer::Multipart::new(stream, boundary);
+        let mut got = Vec::new();
+        while let Some(field) = parts.next_field().await.unwrap() {
+            let (name, file) = (
+                field.name().unwrap().to_string(),
+                field.file_name().unwrap().to_string(),
+            );
+            got.push((name, file, field.bytes().await.unwrap().to_vec()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("metadata".into(), format!("meta-{fp}.tar"), meta),
+                ("rootfs".into(), format!("{fp}.tar"), root),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn image_updates_check_etags_and_profiles() {
+        let api = TestApi::new().await;
+        let fp = api.tiny_image().await;
+        let url = format!("/1.0/images/{fp}");
+        let (_, headers, _) = api.call_raw(Method::GET, &url, Vec::new(), &[]).await;
+        let etag = headers["etag"].to_str().unwrap().to_string();
+        let put = json!({"properties": {"os": "x"}, "public": true, "profiles": ["default"]});
+        let (status, _) = api
+            .call_with(
+                Method::PUT,
+                &url,
+                Some(put.clone()),
+                &[("If-Match", "\"nope\"")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+        let (status, body) = api
+            .call(
+                Method::PUT,
+                &url,
+                Some(json!({"profiles": ["default", "missing"]})),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"].clone()),
+            (
+                StatusCode::BAD_REQUEST,
+                json!("Profile 'missing' doesn't exist")
+            )
+        );
+        let (status, body) = api
+            .call_with(Method::PUT, &url, Some(put), &[("If-Match", etag.as_str())])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, image) = api.call(Method::GET, &url, None).await;
+        assert_eq!(image["metadata"]["properties"], json!({"os": "x"}));
+        assert_eq!(image["metadata"]["public"], json!(true));
+        assert_eq!(
+            image["metadata"]["expires_at"],
+            json!("0001-01-01T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn properties_headers_read_as_go_reads_them() {
+        let m =
+            super::parse_query("os=Ubuntu+Linux&release=22.04&desc=a%26b%3Dc&os=other&e=").unwrap();
+        assert_eq!(m["os"], "Ubuntu Linux");
+        assert_eq!(m["desc"], "a&b=c");
+        assert_eq!(m["e"], "");
+        assert_eq!(m.len(), 4);
+        assert!(super::parse_query("a=%zz").is_err());
+        assert!(super::parse_query("a=%ff").is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_multipart_uploads_are_400_and_leave_nothing() {
+        let api = TestApi::new().await;
+        let (meta, root) = split_parts();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                multipart(&[("metadata", "m", &meta)]),
+                "Invalid multipart image",
+            ),
+            (
+                multipart(&[("rootfs", "r", &root), ("metadata", "m", &meta)]),
+                "Invalid multipart image",
+            ),
+            (
+                multipart(&[("metadata", "m", &meta), ("other", "r", &root)]),
+                "Invalid multipart image",
+            ),
+            (
+                multipart(&[("metadata", "m", &meta), ("rootfs.img", "r", &root)]),
+                "Virtual-machine images are not supported",
+            ),
+            // Cut short in the middle of the rootfs part.
+            (
+                multipart(&[("metadata", "m", &meta), ("rootfs", "r", &root)])[..meta.len() + 300]
+                    .to_vec(),
+                "",
+            ),
+            (b"no boundary here".to_vec(), "Invalid multipart image"),
+        ];
+        for (body, error) in cases {
+            let (status, _, resp) = api
+                .call_raw(Method::POST, "/1.0/images", body, &[MULTIPART])
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+            assert!(resp["error"].as_str().unwrap().contains(error), "{resp}");
+        }
+        // A fingerprint the client expects and the parts do not give.
+        let body = multipart(&[("metadata", "m", &meta), ("rootfs", "r", &root)]);
+        let (status, _, resp) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/images",
+                body,
+                &[MULTIPART, ("X-LXD-fingerprint", "abcd")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+        // Parts that are not an image fail the operation.
+        let body = multipart(&[("metadata", "m", b"junk"), ("rootfs", "r", &root)]);
+        let (status, _, op) = api
+            .call_raw(Method::POST, "/1.0/images", body, &[MULTIPART])
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(api.wait(&op).await["status"], "Failure");
+        let (_, list) = api.call(Method::GET, "/1.0/images", None).await;
+        assert_eq!(list["metadata"], json!([]));
+        let left: Vec<_> = std::fs::read_dir(api.dir.path().join("images"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        let vols: Vec<_> = std::fs::read_dir(api.dir.path().join("storage-pools/default/images"))
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(vols.is_empty(), "{vols:?}");
     }
 
     #[tokio::test]

@@ -96,7 +96,9 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSo
         if let Some(s) = &snapshot {
             d.db.snapshot(&instance, s)?;
         }
-        let with_snapshots = snapshot.is_none() && !req.source.instance_only;
+        // `lxc copy --instance-only` (the `container_only_migration` extension).
+        let with_snapshots =
+            snapshot.is_none() && !req.source.instance_only && !req.source.container_only;
         return Ok(CreateSource::Copy {
             instance,
             snapshot,

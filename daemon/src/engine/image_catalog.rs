@@ -27,6 +27,23 @@ pub struct ImageMade {
     pub size: u64,
 }
 
+/// One file of an export: its bytes and the name LXD gives it.
+#[derive(Debug)]
+pub struct ExportedFile {
+    pub stream: FileStream,
+    pub name: String,
+}
+
+/// What `GET /1.0/images/<fp>/export` sends: one file, or the two of a split image.
+#[derive(Debug)]
+pub enum ImageExport {
+    Unified(ExportedFile),
+    Split {
+        metadata: ExportedFile,
+        rootfs: ExportedFile,
+    },
+}
+
 /// Work that ends with an image made.
 pub type ImageWork = std::pin::Pin<Box<dyn std::future::Future<Output = Result<ImageMade>> + Send>>;
 
@@ -108,6 +125,17 @@ fn image_object(d: &Daemon, row: &ImageRow) -> Result<Image> {
     })
 }
 
+/// What an image's ETag covers: its writable fields.
+fn image_version(row: &ImageRow) -> Value {
+    json!([
+        row.auto_update,
+        row.properties,
+        row.public,
+        row.expires_at,
+        row.profiles
+    ])
+}
+
 fn alias_object(a: AliasRow) -> ImageAlias {
     ImageAlias {
         name: a.name,
@@ -137,23 +165,31 @@ impl Engine {
         let row = self.d.db.image_by_prefix(fingerprint)?;
         Ok(Versioned {
             object: image_object(&self.d, &row)?,
-            version: json!([
-                row.auto_update,
-                row.properties,
-                row.public,
-                row.expires_at,
-                row.profiles
-            ]),
+            version: image_version(&row),
         })
     }
 
-    /// `PUT`/`PATCH` of an image's writable fields.
-    pub fn update_image(&self, fingerprint: &str, req: ImagePut) -> Result<()> {
+    /// `PUT`/`PATCH` of an image's writable fields, as LXD's: the If-Match checked, the
+    /// profiles must exist, a zero `expires_at` keeps the current one.
+    pub fn update_image(
+        &self,
+        fingerprint: &str,
+        req: ImagePut,
+        if_match: Option<&str>,
+    ) -> Result<()> {
         let mut row = self.d.db.image_by_prefix(fingerprint)?;
+        super::check_version(if_match, &image_version(&row))?;
+        for p in &req.profiles {
+            if self.d.db.profile(p)?.is_none() {
+                return Err(DaemonError::BadRequest(format!(
+                    "Profile '{p}' doesn't exist"
+                )));
+            }
+        }
         row.auto_update = req.auto_update;
         row.properties = req.properties;
         row.public = req.public;
-        if !req.expires_at.is_empty() {
+        if !req.expires_at.is_empty() && !req.expires_at.starts_with("0001-01-01") {
             row.expires_at = req.expires_at;
         }
         row.profiles = req.profiles;
@@ -187,25 +223,50 @@ impl Engine {
         ))
     }
 
-    /// The image's file, streamed for download, and the name to offer it under.
-    pub fn export_image(&self, fingerprint: &str) -> Result<(FileStream, String)> {
+    /// The image's files, streamed for download, named as LXD names them: a unified image
+    /// is `<fingerprint><ext>`; a split one is `meta-<fingerprint><ext>` (part `metadata`)
+    /// and `<fingerprint><ext>` (part `rootfs`), each extension told by the file's magic.
+    pub fn export_image(&self, fingerprint: &str) -> Result<ImageExport> {
         let row = self.d.db.image_by_prefix(fingerprint)?;
-        let path = self.d.image_file(&row.fingerprint);
-        if path
-            .with_file_name(format!("{}.rootfs", row.fingerprint))
-            .exists()
-        {
-            return Err(DaemonError::BadRequest(
-                "Exporting split images is not supported yet".into(),
-            ));
-        }
-        let file = std::fs::File::open(&path).map_err(|e| DaemonError::io("open", &path, e))?;
-        let name = if row.filename.is_empty() {
-            format!("{}.tar.gz", row.fingerprint)
-        } else {
-            row.filename
+        let fp = row.fingerprint;
+        let path = self.d.image_file(&fp);
+        let open = |path: &std::path::Path| -> Result<(FileStream, String)> {
+            let mut file =
+                std::fs::File::open(path).map_err(|e| DaemonError::io("open", path, e))?;
+            let ext = hutch_images::detect_extension(&mut file)
+                .map_err(|e| DaemonError::io("read", path, e))?;
+            Ok((FileStream::new(file), format!("{fp}{ext}")))
         };
-        Ok((FileStream::new(file), name))
+        let rootfs = path.with_file_name(format!("{fp}.rootfs"));
+        if rootfs.exists() {
+            let (metadata, meta_name) = open(&path)?;
+            let (rootfs, rootfs_name) = open(&rootfs)?;
+            return Ok(ImageExport::Split {
+                metadata: ExportedFile {
+                    stream: metadata,
+                    name: format!("meta-{meta_name}"),
+                },
+                rootfs: ExportedFile {
+                    stream: rootfs,
+                    name: rootfs_name,
+                },
+            });
+        }
+        let (stream, name) = open(&path)?;
+        Ok(ImageExport::Unified(ExportedFile { stream, name }))
+    }
+
+    /// `POST /1.0/images/<fp>/refresh`: checks the image exists; the work refreshes it from
+    /// its source. hutch has no image servers, so no image has a source, and the work fails
+    /// as LXD's does for an image without one.
+    pub fn refresh_image(&self, fingerprint: &str) -> Result<(String, super::Work)> {
+        let fp = self.d.db.image_by_prefix(fingerprint)?.fingerprint;
+        let message =
+            format!("Failed to update image {fp:?} in project \"default\": Image source not found");
+        Ok((
+            fp,
+            Box::pin(async move { Err(DaemonError::NotFound(message)) }),
+        ))
     }
 
     /// Starts receiving an upload: one unified tarball, or (`split`) metadata then rootfs.
@@ -239,13 +300,15 @@ impl Engine {
     }
 
     /// Checks a complete upload against the fingerprint the client expects; the work
-    /// imports it. Its files are removed either way.
+    /// imports it, `properties` (`X-LXD-properties`) over those of its metadata.yaml. Its
+    /// files are removed either way.
     pub fn import_upload(
         &self,
         mut upload: ImageUpload,
         expected: Option<String>,
         filename: String,
         public: bool,
+        properties: std::collections::BTreeMap<String, String>,
     ) -> Result<ImageWork> {
         upload
             .file
@@ -263,7 +326,7 @@ impl Engine {
         Ok(Box::pin(async move {
             let size = upload.size;
             let files = upload.files.as_ref().expect("files until dropped");
-            super::import_image(&e, files, &fp, size, filename, public).await?;
+            super::import_image(&e, files, &fp, size, filename, public, properties).await?;
             drop(upload);
             e.d.events
                 .lifecycle("image-created", &format!("/1.0/images/{fp}"), json!({}));

@@ -1,6 +1,7 @@
 //! Importing an image: unpacked once into its volume on the pool, kept for export, then
 //! recorded. A corrupt tarball leaves neither a row nor files.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hutch_api::operation::StatusCode;
@@ -43,6 +44,7 @@ pub async fn import_image(
     size: u64,
     filename: String,
     public: bool,
+    properties: BTreeMap<String, String>,
 ) -> Result<()> {
     // Checked and made under the image's lock: of two imports of one image, the second
     // finds the first's and touches nothing of it.
@@ -112,7 +114,13 @@ pub async fn import_image(
         public,
         auto_update: false,
         cached: false,
-        properties: meta.properties.clone(),
+        // `X-LXD-properties` of the upload win over metadata.yaml's, as in LXD.
+        properties: meta
+            .properties
+            .clone()
+            .into_iter()
+            .chain(properties)
+            .collect(),
         profiles: vec!["default".into()],
         created_at,
         uploaded_at: now,
@@ -300,7 +308,16 @@ pub async fn publish_image(
             return Err(e);
         }
     };
-    let imported = import_image(d, &upload, &fp, size, req.filename.clone(), req.public).await;
+    let imported = import_image(
+        d,
+        &upload,
+        &fp,
+        size,
+        req.filename.clone(),
+        req.public,
+        BTreeMap::new(),
+    )
+    .await;
     upload.remove();
     imported?;
     for alias in &req.aliases {

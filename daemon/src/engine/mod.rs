@@ -42,7 +42,7 @@ pub mod volumes;
 pub use autostart::autostart;
 pub use create::validate_name;
 pub use create::{create_instance, validate_create};
-pub use image_catalog::{ImageUpload, ImageWork};
+pub use image_catalog::{ExportedFile, ImageExport, ImageUpload, ImageWork};
 pub use images::{import_image, publish_image};
 pub use lifecycle::{
     delete_instance, freeze_instance, rename_instance, start_instance, stop_instance,
