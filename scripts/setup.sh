@@ -21,7 +21,8 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 apt-get update -q
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
     build-essential pkg-config curl ca-certificates \
-    busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap zstd lxcfs
+    busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap zstd lxcfs \
+    squashfs-tools
 
 # lxcfs before the first container: hutchd binds its files into containers it starts while
 # lxcfs serves; without it they start all the same and see the host's totals.

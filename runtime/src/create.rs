@@ -163,6 +163,22 @@ const MSG_PID: &str = "pid ";
 const MSG_MOUNTED: &str = "mounted";
 const MSG_ERROR: &str = "error ";
 
+/// Writes one report line in a single write: the intermediate and init share the pipe, and
+/// `writeln!` may split a line into several writes that the other writer's line can come
+/// between ("mountedpid 42"). A pipe write of at most PIPE_BUF bytes is atomic.
+fn report_line(report: &mut File, kind: &str, text: &str) -> std::io::Result<()> {
+    const MAX: usize = 4000;
+    let mut line = String::with_capacity(kind.len() + text.len().min(MAX) + 1);
+    line.push_str(kind);
+    let mut end = text.len().min(MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    line.push_str(&text[..end]);
+    line.push('\n');
+    report.write_all(line.as_bytes())
+}
+
 fn spawn_init(
     spec: &ContainerSpec,
     cg: &Arc<dyn CgroupDriver>,
@@ -215,7 +231,7 @@ fn spawn_init(
                 &mut report,
                 release_r,
             );
-            let _ = writeln!(report, "{MSG_ERROR}{}", chain(&err));
+            let _ = report_line(&mut report, MSG_ERROR, &chain(&err));
             // SAFETY: _exit skips the parent's destructors, which is what a forked child needs.
             unsafe { libc::_exit(1) }
         }
@@ -377,7 +393,7 @@ fn intermediate(
         match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork init", e))? {
             ForkResult::Child => {
                 let err = init_process(spec, trees, console, ops, exec, report, release);
-                let _ = writeln!(report, "{MSG_ERROR}{}", chain(&err));
+                let _ = report_line(report, MSG_ERROR, &chain(&err));
                 // SAFETY: see above; a forked child leaves with _exit.
                 unsafe { libc::_exit(1) }
             }
@@ -392,7 +408,7 @@ fn intermediate(
             if std::env::var_os("HUTCH_FAULT").is_some_and(|v| v == "slow-intermediate") {
                 std::thread::sleep(std::time::Duration::from_millis(300));
             }
-            let _ = writeln!(report, "{MSG_PID}{init}");
+            let _ = report_line(report, MSG_PID, &init.to_string());
             // SAFETY: see above.
             unsafe { libc::_exit(0) }
         }
@@ -415,7 +431,8 @@ fn init_process(
     let mut step = || -> Result<()> {
         sethostname(&spec.name).map_err(|e| RuntimeError::sys("set hostname", e))?;
         rootfs::apply(ops, &spec.rootfs, trees.root, trees.binds)?;
-        writeln!(report, "{MSG_MOUNTED}").map_err(|e| RuntimeError::io("report", "monitor", e))?;
+        report_line(report, MSG_MOUNTED, "")
+            .map_err(|e| RuntimeError::io("report", "monitor", e))?;
         let mut byte = [0u8; 1];
         let n = nix::unistd::read(release.as_raw_fd(), &mut byte)
             .map_err(|e| RuntimeError::sys("wait for release", e))?;
@@ -529,6 +546,41 @@ fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn report_lines_from_two_writers_never_mix() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut w = File::from(w);
+        let mut other = w.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            for _ in 0..2000 {
+                report_line(&mut other, MSG_MOUNTED, "").unwrap();
+            }
+        });
+        for i in 0..2000 {
+            report_line(&mut w, MSG_PID, &i.to_string()).unwrap();
+        }
+        writer.join().unwrap();
+        drop(w);
+        let mut lines = BufReader::new(File::from(r));
+        let (mut pids, mut mounted) = (0, 0);
+        while let Some(m) = read_report(&mut lines).unwrap() {
+            if m == MSG_MOUNTED {
+                mounted += 1;
+            } else {
+                assert_eq!(m.parse::<usize>().unwrap(), pids, "{m:?}");
+                pids += 1;
+            }
+        }
+        assert_eq!((pids, mounted), (2000, 2000));
+        // A long error is cut at a character boundary, still one line.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut w = File::from(w);
+        report_line(&mut w, MSG_ERROR, &"é".repeat(3000)).unwrap();
+        drop(w);
+        let err = read_report(&mut BufReader::new(File::from(r))).unwrap_err();
+        assert!(err.to_string().len() < 4100);
+    }
 
     #[test]
     fn halt_signal_follows_init_symlinks_inside_the_root() {
