@@ -144,6 +144,16 @@ pub struct StorageVolumeSnapshotsPost {
     pub name: String,
 }
 
+/// `POST .../volumes/custom/<name>/snapshots/<snap>`: a rename (`migration` is a move to
+/// another server, which hutch has not).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StorageVolumeSnapshotPost {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    #[serde(default)]
+    pub migration: bool,
+}
+
 /// Bytes a volume uses and may use (`total` is -1 without a limit).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageVolumeUsage {

@@ -30,8 +30,26 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var("HUTCH_REQUIRED_TESTS").as_deref() == Ok("1") {
         panic!("{test} needs root and HUTCH_REQUIRED_TESTS=1 forbids skipping it");
     }
-    eprintln!("skipping {test}: needs root");
+    skipped(test, "needs root");
     false
+}
+
+/// Says by name that `test` does not run (all or part of it) here, and why: on stderr, and
+/// as a line of the file `$HUTCH_SKIP_LOG` names, which `scripts/test.sh` prints after the
+/// run, so that CI's log lists every test that did not run.
+pub fn skipped(test: &str, why: &str) {
+    eprintln!("skipping {test}: {why}");
+    if let Ok(path) = std::env::var("HUTCH_SKIP_LOG") {
+        use std::io::Write;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        if let Ok(mut log) = log {
+            // One write per line: tests run in parallel.
+            let _ = log.write_all(format!("{test}: {why}\n").as_bytes());
+        }
+    }
 }
 
 /// The built `hutchd` binary: `$HUTCH_HUTCHD`, else `target/<profile>/hutchd` next to

@@ -120,7 +120,10 @@ fn split_images_through_lxc_and_hutch() {
             std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1"),
             "mksquashfs is not installed (apt-get install squashfs-tools)"
         );
-        eprintln!("skipping split_images_through_lxc_and_hutch: no mksquashfs (squashfs-tools)");
+        hutch_tests::skipped(
+            "split_images_through_lxc_and_hutch",
+            "no mksquashfs (squashfs-tools)",
+        );
         return;
     }
     let d = TestDaemon::start();

@@ -19,7 +19,7 @@ fn pylxd_drives_hutchd() {
             std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1"),
             "pylxd is not installed (pip install pylxd)"
         );
-        eprintln!("skipping pylxd_drives_hutchd: pylxd is not installed");
+        hutch_tests::skipped("pylxd_drives_hutchd", "pylxd is not installed");
         return;
     }
     let d = TestDaemon::start();

@@ -573,9 +573,9 @@ fn gpu_devices_pass_the_cards_nodes() {
         assert!(err.contains("no GPU matching vendorid=10de"), "{err}");
         d.hutch_ok(&["delete", "-f", "u", "s"]);
         no_leftovers(&d);
-        eprintln!(
-            "skipping gpu_devices_pass_the_cards_nodes: no GPU on this host \
-             (only the error for a missing GPU was checked)"
+        hutch_tests::skipped(
+            "gpu_devices_pass_the_cards_nodes",
+            "no GPU on this host (only the error for a missing GPU was checked)",
         );
         return;
     };
@@ -664,7 +664,10 @@ fn disks_hot_plug_into_a_debian_container() {
     if std::env::var("HUTCH_TEST_DEBIAN").as_deref() == Ok("0")
         && std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1")
     {
-        eprintln!("skipping disks_hot_plug_into_a_debian_container: HUTCH_TEST_DEBIAN=0");
+        hutch_tests::skipped(
+            "disks_hot_plug_into_a_debian_container",
+            "HUTCH_TEST_DEBIAN=0",
+        );
         return;
     }
     // Straight through the runtime (the daemon's path is the busybox tests'): Debian

@@ -58,7 +58,7 @@ fn busybox_rootfs_builds_and_runs() {
 #[test]
 fn debian_rootfs_has_systemd_as_init() {
     if std::env::var("HUTCH_TEST_DEBIAN").as_deref() == Ok("0") {
-        eprintln!("skipping debian_rootfs_has_systemd_as_init: HUTCH_TEST_DEBIAN=0");
+        hutch_tests::skipped("debian_rootfs_has_systemd_as_init", "HUTCH_TEST_DEBIAN=0");
         return;
     }
     if !require_root("debian_rootfs_has_systemd_as_init") {

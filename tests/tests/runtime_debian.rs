@@ -54,7 +54,7 @@ fn debian_boots_systemd_unprivileged() {
     if std::env::var("HUTCH_TEST_DEBIAN").as_deref() == Ok("0")
         && std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1")
     {
-        eprintln!("skipping debian_boots_systemd_unprivileged: HUTCH_TEST_DEBIAN=0");
+        hutch_tests::skipped("debian_boots_systemd_unprivileged", "HUTCH_TEST_DEBIAN=0");
         return;
     }
     let dir = TestDir::new();

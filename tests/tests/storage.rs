@@ -145,7 +145,10 @@ fn zfs_pool_snapshots_restore_and_copies() {
         return;
     }
     if !Path::new("/sys/module/zfs").exists() {
-        eprintln!("skipping zfs_pool_snapshots_restore_and_copies: no zfs kernel module");
+        hutch_tests::skipped(
+            "zfs_pool_snapshots_restore_and_copies",
+            "no zfs kernel module",
+        );
         return;
     }
     snapshots_restore_copy("zfs");

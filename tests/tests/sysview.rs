@@ -42,7 +42,7 @@ fn skip(test: &str, why: &str) -> bool {
     if std::env::var("HUTCH_REQUIRED_TESTS").as_deref() == Ok("1") {
         panic!("{test}: {why}, and HUTCH_REQUIRED_TESTS=1 forbids skipping it");
     }
-    eprintln!("skipping {test}: {why}");
+    hutch_tests::skipped(test, why);
     true
 }
 
@@ -518,7 +518,7 @@ fn debian_resolves_a_peer_by_bare_name_with_glibc() {
     if std::env::var("HUTCH_TEST_DEBIAN").as_deref() == Ok("0")
         && std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1")
     {
-        eprintln!("skipping {test}: HUTCH_TEST_DEBIAN=0");
+        hutch_tests::skipped(test, "HUTCH_TEST_DEBIAN=0");
         return;
     }
     let d = daemon_with_image(&[]);

@@ -133,14 +133,21 @@ mod tests {
         f.netlink.add_host_link("eth9", "");
         let (status, body) = api.call(Method::GET, "/1.0/networks", None).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(body["metadata"], json!(["/1.0/networks/eth9"]));
+        assert_eq!(
+            body["metadata"],
+            json!(["/1.0/networks/eth9", "/1.0/networks/lo"])
+        );
 
         let (status, body) = create(&api, "hbr0", "10.81.0.1/24").await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let (_, body) = api.call(Method::GET, "/1.0/networks", None).await;
         assert_eq!(
             body["metadata"],
-            json!(["/1.0/networks/hbr0", "/1.0/networks/eth9"])
+            json!([
+                "/1.0/networks/hbr0",
+                "/1.0/networks/eth9",
+                "/1.0/networks/lo"
+            ])
         );
         let (_, body) = api
             .call(Method::GET, "/1.0/networks?recursion=1", None)
@@ -148,6 +155,7 @@ mod tests {
         assert_eq!(body["metadata"][0]["managed"], true);
         assert_eq!(body["metadata"][1]["type"], "physical");
         assert_eq!(body["metadata"][1]["managed"], false);
+        assert_eq!(body["metadata"][2]["type"], "loopback");
 
         let (status, body) = api.call(Method::GET, "/1.0/networks/hbr0", None).await;
         assert_eq!(status, StatusCode::OK);

@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::Router;
 use hutch_api::storage::{
     StoragePoolPut, StoragePoolsPost, StorageVolume, StorageVolumePost, StorageVolumePut,
-    StorageVolumeSnapshotsPost, StorageVolumesPost,
+    StorageVolumeSnapshotPost, StorageVolumeSnapshotsPost, StorageVolumesPost,
 };
 
 use super::{if_match, operation, parse_json, recursion, sync, versioned};
@@ -116,7 +116,9 @@ pub fn volume_routes() -> Router<AppState> {
         )
         .route(
             "/1.0/storage-pools/:pool/volumes/custom/:name/snapshots/:snap",
-            get(one_volume_snapshot).delete(delete_volume_snapshot),
+            get(one_volume_snapshot)
+                .post(rename_volume_snapshot)
+                .delete(delete_volume_snapshot),
         )
 }
 
@@ -306,6 +308,21 @@ async fn snapshot_volume(
     Ok(operation(
         &e,
         "Snapshotting storage volume",
+        Default::default(),
+        work,
+    ))
+}
+
+async fn rename_volume_snapshot(
+    State(e): State<AppState>,
+    Path((pool, name, snap)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let req: StorageVolumeSnapshotPost = parse_json(&body)?;
+    let work = e.rename_storage_volume_snapshot(&pool, &name, &snap, req)?;
+    Ok(operation(
+        &e,
+        "Renaming storage volume snapshot",
         Default::default(),
         work,
     ))

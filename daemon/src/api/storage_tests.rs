@@ -263,6 +263,11 @@ async fn volume_requests_are_refused_with_lxd_status_and_message() {
     let vols = "/1.0/storage-pools/default/volumes/custom";
     let v1 = "/1.0/storage-pools/default/volumes/custom/v1";
     ok(&api, Method::POST, vols, Some(json!({"name": "v1"}))).await;
+    // The user's own keys are taken, as in LXD.
+    let noted = json!({"name": "v3", "config": {"user.note": "kept"}});
+    ok(&api, Method::POST, vols, Some(noted)).await;
+    let (_, v3) = api.call(Method::GET, &format!("{vols}/v3"), None).await;
+    assert_eq!(v3["metadata"]["config"]["user.note"], "kept", "{v3}");
     for (body, code, msg) in [
         (
             json!({"name": ".hidden"}),
@@ -273,6 +278,11 @@ async fn volume_requests_are_refused_with_lxd_status_and_message() {
             json!({"name": "v2", "config": {"bogus": "1"}}),
             400,
             "invalid value for config key \"bogus\"",
+        ),
+        (
+            json!({"name": "v2", "config": {"user.": "1"}}),
+            400,
+            "invalid value for config key \"user.\"",
         ),
         (
             json!({"name": "v2", "config": {"size": "1GiB"}}),
@@ -411,7 +421,29 @@ async fn volumes_are_snapshotted_copied_renamed_and_moved() {
         (code, msg.as_str()),
         (409, "Snapshot \"s0\" already exists")
     );
-    done(&api, Method::DELETE, &format!("{v1}/snapshots/snap0"), None).await;
+    // A snapshot renamed (`lxc storage volume rename POOL V1/A V1/B`); a taken or bad name
+    // is refused and changes nothing.
+    done(
+        &api,
+        Method::POST,
+        &format!("{v1}/snapshots/snap0"),
+        Some(json!({"name": "s1"})),
+    )
+    .await;
+    assert!(root.join("default/custom-snapshots/v1/s1").is_dir());
+    for (name, code) in [("s0", 409), ("a/b", 400), (".x", 400)] {
+        let (got, msg) = error(
+            &api,
+            Method::POST,
+            &format!("{v1}/snapshots/s1"),
+            Some(json!({ "name": name })),
+        )
+        .await;
+        assert_eq!(got, code, "{name}: {msg}");
+    }
+    let (code, _) = error(&api, Method::GET, &format!("{v1}/snapshots/snap0"), None).await;
+    assert_eq!(code, 404);
+    done(&api, Method::DELETE, &format!("{v1}/snapshots/s1"), None).await;
     std::fs::write(root.join("default/custom/v1/data"), "two").unwrap();
     // Restore (`lxc storage volume restore`): the snapshot's content comes back; a missing
     // snapshot is 404 and changes nothing.

@@ -131,6 +131,7 @@ impl Engine {
 
     /// Checks a create request and returns the work that makes the instance.
     pub fn create_instance(&self, mut req: InstancesPost) -> Result<(String, Work)> {
+        super::spec::drop_empty_values(&mut req.put.config, &mut req.put.devices);
         let source = super::validate_create(self, &mut req)?;
         let name = req.name.clone();
         Ok((
@@ -144,9 +145,10 @@ impl Engine {
     pub fn replace_instance(
         &self,
         name: &str,
-        put: InstancePut,
+        mut put: InstancePut,
         if_match: Option<String>,
     ) -> Result<Work> {
+        super::spec::drop_empty_values(&mut put.config, &mut put.devices);
         let row = self.d.db.instance_or_404(name)?;
         super::check_version(if_match.as_deref(), &version_of(&row))?;
         if !put.restore.is_empty() {
@@ -209,6 +211,7 @@ impl Engine {
         }
         put.config.extend(given.config);
         put.devices.extend(given.devices);
+        super::spec::drop_empty_values(&mut put.config, &mut put.devices);
         if given.profiles.is_some() {
             put.profiles = given.profiles;
         }

@@ -7,7 +7,7 @@ use hutch_api::profile::{Profile, ProfilePatch, ProfilePost, ProfilePut, Profile
 use serde_json::json;
 
 use super::devices::validate_devices;
-use super::spec::{expand_with, Expanded};
+use super::spec::{drop_empty_values, expand_with, Expanded};
 use super::{blocking, check_root_size, check_version, expand, limits_of, root_pool, Engine};
 use crate::db::instances::InstanceRow;
 use crate::error::{DaemonError, Result};
@@ -56,7 +56,8 @@ impl Engine {
     }
 
     /// `POST /1.0/profiles`.
-    pub async fn create_profile(&self, req: ProfilesPost) -> Result<()> {
+    pub async fn create_profile(&self, mut req: ProfilesPost) -> Result<()> {
+        drop_empty_values(&mut req.put.config, &mut req.put.devices);
         let e = self.clone();
         blocking(move || {
             validate_name(&req.name)?;
@@ -173,6 +174,9 @@ pub(super) struct InstanceChange {
 /// stores it. Returns the instances whose expanded config changed.
 fn store(e: &Engine, name: &str, put: &ProfilePut) -> Result<Vec<InstanceChange>> {
     let d = &e.d;
+    let mut put = put.clone();
+    drop_empty_values(&mut put.config, &mut put.devices);
+    let put = &put;
     validate(e, put)?;
     let mut changes = Vec::new();
     for row in d.db.instances()? {

@@ -21,6 +21,15 @@ pub struct Expanded {
     pub devices: Devices,
 }
 
+/// Drops keys set to `""` from a config and from each device's options, as LXD's database
+/// does on every write: an empty value means unset (`lxc config device unset` sends one).
+pub fn drop_empty_values(config: &mut BTreeMap<String, String>, devices: &mut Devices) {
+    config.retain(|_, v| !v.is_empty());
+    for dev in devices.values_mut() {
+        dev.retain(|_, v| !v.is_empty());
+    }
+}
+
 pub fn expand(d: &Daemon, row: &InstanceRow) -> Result<Expanded> {
     expand_with(row, |name| d.db.profile(name))
 }

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hutch_api::storage::{StorageVolumeSnapshot, StorageVolumeSnapshotsPost};
+use hutch_api::storage::{
+    StorageVolumeSnapshot, StorageVolumeSnapshotPost, StorageVolumeSnapshotsPost,
+};
 use hutch_storage::StorageDriver;
 use serde_json::json;
 
@@ -118,6 +120,54 @@ impl Engine {
             events
                 .events
                 .lifecycle("storage-volume-snapshot-created", &url, json!({}));
+            Ok(())
+        }))
+    }
+
+    /// `POST .../volumes/custom/<name>/snapshots/<snap>`: a rename, checked now (a bad or
+    /// taken name is refused); the rename is the work returned, to run as an operation.
+    pub fn rename_storage_volume_snapshot(
+        &self,
+        pool: &str,
+        name: &str,
+        snap: &str,
+        req: StorageVolumeSnapshotPost,
+    ) -> Result<Work> {
+        let (p, vol) = existing_snapshot(&self.d, pool, name, snap)?;
+        if req.migration {
+            return Err(DaemonError::BadRequest(
+                "Moving a volume snapshot to another server is not supported".into(),
+            ));
+        }
+        super::validate_snapshot_name(&req.name)?;
+        if req.name.starts_with('.') {
+            return Err(DaemonError::BadRequest(format!(
+                "Invalid snapshot name {:?}",
+                req.name
+            )));
+        }
+        let to = snapshots_dir(name).join(&req.name);
+        if p.path(&to).exists() {
+            return Err(DaemonError::Conflict(format!(
+                "Snapshot {:?} already exists",
+                req.name
+            )));
+        }
+        let (events, url) = (
+            self.d.clone(),
+            format!(
+                "/1.0/storage-pools/{pool}/volumes/custom/{name}/snapshots/{}",
+                req.name
+            ),
+        );
+        let old_name = snap.to_string();
+        Ok(Box::pin(async move {
+            blocking(move || Ok(p.rename_volume(&vol, &to)?)).await?;
+            events.events.lifecycle(
+                "storage-volume-snapshot-renamed",
+                &url,
+                json!({ "old_name": old_name }),
+            );
             Ok(())
         }))
     }

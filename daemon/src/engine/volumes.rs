@@ -66,7 +66,9 @@ pub fn check_volume_config(
     pool: &dyn StorageDriver,
     config: &BTreeMap<String, String>,
 ) -> Result<Option<u64>> {
-    if let Some(key) = config.keys().find(|k| *k != "size") {
+    // `user.*` is the user's, free-form, as in LXD.
+    let known = |k: &str| k == "size" || k.strip_prefix("user.").is_some_and(|r| !r.is_empty());
+    if let Some(key) = config.keys().find(|k| !known(k)) {
         return Err(DaemonError::BadRequest(format!(
             "invalid value for config key {key:?}: unknown volume config key"
         )));

@@ -88,7 +88,8 @@ impl Engine {
     }
 }
 
-/// The host's bridges and physical interfaces that are not managed networks.
+/// The host's bridges, physical interfaces and loopback that are not managed networks (LXD
+/// lists `lo` too; `lxc network list` leaves it out of its table).
 fn unmanaged_links(e: &Engine, rows: &[NetworkRow]) -> Result<Vec<Link>> {
     Ok(e.d
         .net
@@ -96,7 +97,7 @@ fn unmanaged_links(e: &Engine, rows: &[NetworkRow]) -> Result<Vec<Link>> {
         .links()?
         .into_iter()
         .filter(|l| !rows.iter().any(|r| r.name == l.name))
-        .filter(|l| (l.kind.is_empty() || l.kind == "bridge") && l.link_type != "loopback")
+        .filter(|l| l.kind.is_empty() || l.kind == "bridge")
         .collect())
 }
 
