@@ -209,6 +209,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn empty_values_mean_unset_as_in_lxd() {
+        let api = TestApi::new().await;
+        let p = json!({"name": "p", "config": {"user.a": "1", "user.b": ""},
+                       "devices": {"d": {"type": "disk", "path": "/mnt", "source": "/srv", "readonly": ""}}});
+        let (status, _) = api.call(Method::POST, "/1.0/profiles", Some(p)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (_, body) = api.call(Method::GET, "/1.0/profiles/p", None).await;
+        assert_eq!(body["metadata"]["config"], json!({"user.a": "1"}));
+        assert_eq!(body["metadata"]["devices"]["d"].get("readonly"), None);
+        let fingerprint = api.tiny_image().await;
+        api.tiny_instance("c1", &fingerprint).await;
+        let patch = json!({"config": {"user.k": "v"}});
+        api.call(Method::PATCH, "/1.0/instances/c1", Some(patch))
+            .await;
+        let patch = json!({"config": {"user.k": ""}});
+        let (status, _) = api
+            .call(Method::PATCH, "/1.0/instances/c1", Some(patch))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, body) = api.call(Method::GET, "/1.0/instances/c1", None).await;
+        assert_eq!(body["metadata"]["config"].get("user.k"), None, "{body}");
+    }
+
+    #[tokio::test]
     async fn refusals_carry_lxds_status_and_message() {
         let api = TestApi::new().await;
         let create = |body: Value| api.call(Method::POST, "/1.0/profiles", Some(body));
