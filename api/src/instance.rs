@@ -122,6 +122,14 @@ pub struct InstanceSnapshotsPost {
     pub expires_at: String,
 }
 
+/// `PUT`/`PATCH /1.0/instances/<name>/snapshots/<snapshot>`: the one writable field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSnapshotPut {
+    /// RFC 3339; the zero time (`0001-01-01T00:00:00Z`), empty or null: never.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub expires_at: String,
+}
+
 /// `POST /1.0/instances/<name>/snapshots/<snapshot>`: rename.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceSnapshotPost {

@@ -12,6 +12,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "storage",
     "container_only_migration",
     "snapshot_expiry_creation",
+    "snapshot_expiry",
     "file_delete",
     "file_append",
     "network",

@@ -284,8 +284,7 @@ fn config_devices_and_edit_match_lxc() {
         d.lxc_ok(&["config", "show", "inst-lxc"])
     );
     same(&d, &["config", "show"]);
-    // Snapshots: shown alike; their expiry is not editable on hutchd (no snapshot_expiry),
-    // and both clients say so.
+    // Snapshots: shown alike; their expiry is edited alike (snapshot_expiry).
     d.lxc_ok(&["snapshot", "inst-lxc", "s0"]);
     same(&d, &["config", "show", "inst-lxc/s0"]);
     same(&d, &["config", "show", "inst-lxc/s0", "--expanded"]);
@@ -294,6 +293,8 @@ fn config_devices_and_edit_match_lxc() {
         &["config", "edit", "inst-lxc/s0"],
         b"expires_at: 2030-01-01T00:00:00Z\n",
     );
+    assert!(same(&d, &["config", "show", "inst-lxc/s0"])
+        .contains("expires_at: 2030-01-01T00:00:00Z"));
 
     // device unset drops the key (lxc sends "", which LXD does not store).
     d.hutch_ok(&["config", "device", "unset", "inst-hutch", "d1", "readonly"]);

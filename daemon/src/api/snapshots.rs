@@ -5,12 +5,13 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use hutch_api::instance::{InstanceSnapshotPost, InstanceSnapshotsPost};
+use hutch_api::instance::{InstanceSnapshotPost, InstanceSnapshotPut, InstanceSnapshotsPost};
 
-use super::{operation, parse_json, recursion, sync, versioned};
+use super::{if_match, operation, parse_json, recursion, sync, versioned};
 use crate::daemon::AppState;
 use crate::error::Result;
 use crate::operations::instance_resources;
@@ -20,7 +21,11 @@ pub fn routes() -> Router<AppState> {
         .route("/:name/snapshots", get(list).post(create))
         .route(
             "/:name/snapshots/:snap",
-            get(one).post(rename).delete(delete),
+            get(one)
+                .post(rename)
+                .put(update)
+                .patch(update)
+                .delete(delete),
         )
 }
 
@@ -68,6 +73,23 @@ async fn rename(
     Ok(operation(
         &e,
         "Renaming snapshot",
+        instance_resources(&name),
+        work,
+    ))
+}
+
+/// `PUT` and `PATCH` alike: the expiry is the one field.
+async fn update(
+    State(e): State<AppState>,
+    Path((name, snap)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let put: InstanceSnapshotPut = parse_json(&body)?;
+    let work = e.update_snapshot(&name, &snap, put, if_match(&headers))?;
+    Ok(operation(
+        &e,
+        "Updating snapshot",
         instance_resources(&name),
         work,
     ))
@@ -144,5 +166,57 @@ mod tests {
         assert_eq!(api.wait(&op).await["status"], "Success");
         let (_, list) = api.call(Method::GET, base, None).await;
         assert_eq!(list["metadata"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn a_snapshots_expiry_is_changed_with_its_etag_checked() {
+        let api = TestApi::new().await;
+        let fp = api.tiny_image().await;
+        api.tiny_instance("c1", &fp).await;
+        let (_, op) = api
+            .call(
+                Method::POST,
+                "/1.0/instances/c1/snapshots",
+                Some(json!({"name": "s0"})),
+            )
+            .await;
+        assert_eq!(api.wait(&op).await["status"], "Success");
+        let url = "/1.0/instances/c1/snapshots/s0";
+        let (_, etag, _) = api.call_raw(Method::GET, url, Vec::new(), &[]).await;
+        let etag = etag
+            .get("etag")
+            .expect("an ETag")
+            .to_str()
+            .unwrap()
+            .to_string();
+        let later = json!({"expires_at": "2030-01-02T03:04:05Z"});
+        let (status, op) = api
+            .call_with(Method::PUT, url, Some(later), &[("If-Match", &etag)])
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{op}");
+        assert_eq!(api.wait(&op).await["status"], "Success");
+        let (_, one) = api.call(Method::GET, url, None).await;
+        assert_eq!(one["metadata"]["expires_at"], "2030-01-02T03:04:05Z");
+        // The old ETag is stale now; a bad time and a missing snapshot are refused.
+        let (status, _) = api
+            .call_with(Method::PATCH, url, Some(json!({})), &[("If-Match", &etag)])
+            .await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+        let bad = json!({"expires_at": "soon"});
+        let (status, _) = api.call(Method::PUT, url, Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = api
+            .call(
+                Method::PUT,
+                "/1.0/instances/c1/snapshots/s9",
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // Empty means never, written as LXD's zero time.
+        let (_, op) = api.call(Method::PATCH, url, Some(json!({}))).await;
+        assert_eq!(api.wait(&op).await["status"], "Success");
+        let (_, one) = api.call(Method::GET, url, None).await;
+        assert_eq!(one["metadata"]["expires_at"], "0001-01-01T00:00:00Z");
     }
 }

@@ -114,6 +114,22 @@ impl Db {
         }
     }
 
+    pub(in crate::engine) fn set_snapshot_expiry(
+        &self,
+        instance: &str,
+        name: &str,
+        expires_at: &str,
+    ) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE snapshots SET expires_at = ?3 WHERE instance = ?1 AND name = ?2",
+            params![instance, name, expires_at],
+        )?;
+        if n == 0 {
+            return Err(DaemonError::NotFound("Snapshot not found".into()));
+        }
+        Ok(())
+    }
+
     pub(in crate::engine) fn delete_snapshot(&self, instance: &str, name: &str) -> Result<()> {
         self.conn().execute(
             "DELETE FROM snapshots WHERE instance = ?1 AND name = ?2",

@@ -1,7 +1,7 @@
 //! Instance snapshots: create (consistent: atomic on btrfs, under a freeze elsewhere),
 //! delete, rename and restore, each under the instance's lock.
 
-use hutch_api::instance::{InstanceSnapshotPost, InstanceSnapshotsPost};
+use hutch_api::instance::{InstanceSnapshotPost, InstanceSnapshotPut, InstanceSnapshotsPost};
 use hutch_api::operation::StatusCode;
 use serde_json::{json, Value};
 
@@ -12,6 +12,9 @@ use crate::daemon::{instance_vol, snapshot_vol, AppState, Daemon};
 use crate::db::intents::IntentKind;
 use crate::db::snapshots::SnapshotRow;
 use crate::error::{DaemonError, Result};
+
+/// The zero time: a snapshot that never expires, as LXD writes it.
+const NEVER: &str = "0001-01-01T00:00:00Z";
 
 /// A snapshot as LXD shows it.
 pub fn snapshot_object(s: &SnapshotRow) -> Value {
@@ -84,6 +87,41 @@ impl Engine {
         let (e, name) = (self.clone(), name.to_string());
         Ok(Box::pin(async move {
             create_snapshot(e, name, snap, expires_at).await.map(|_| ())
+        }))
+    }
+
+    /// `PUT`/`PATCH` of a snapshot (`snapshot_expiry`): a new expiry, when `if_match` (the
+    /// client's ETag, if any) names the current one; checked now, stored by the work under
+    /// the instance's lock. The zero time or empty means never.
+    pub fn update_snapshot(
+        &self,
+        name: &str,
+        snap: &str,
+        put: InstanceSnapshotPut,
+        if_match: Option<String>,
+    ) -> Result<Work> {
+        self.d.db.instance_or_404(name)?;
+        let current = self.d.db.snapshot(name, snap)?;
+        super::check_version(if_match.as_deref(), &json!([current.expires_at]))?;
+        let expires_at = match put.expires_at.as_str() {
+            "" => NEVER.to_string(),
+            e => {
+                time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| DaemonError::BadRequest(format!("Invalid expires_at {e:?}")))?;
+                e.to_string()
+            }
+        };
+        let (e, name, snap) = (self.clone(), name.to_string(), snap.to_string());
+        Ok(Box::pin(async move {
+            let lock = e.d.instance_lock(&name);
+            let _g = lock.lock().await;
+            e.d.db.set_snapshot_expiry(&name, &snap, &expires_at)?;
+            e.d.events.lifecycle(
+                "instance-snapshot-updated",
+                &format!("/1.0/instances/{name}/snapshots/{snap}"),
+                json!({}),
+            );
+            Ok(())
         }))
     }
 
@@ -196,7 +234,7 @@ pub async fn create_snapshot(
                 at.format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default()
             }
-            None => "0001-01-01T00:00:00Z".into(),
+            None => NEVER.into(),
         },
     };
     validate_snapshot_name(&snap)?;
