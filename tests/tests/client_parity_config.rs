@@ -293,8 +293,9 @@ fn config_devices_and_edit_match_lxc() {
         &["config", "edit", "inst-lxc/s0"],
         b"expires_at: 2030-01-01T00:00:00Z\n",
     );
-    assert!(same(&d, &["config", "show", "inst-lxc/s0"])
-        .contains("expires_at: 2030-01-01T00:00:00Z"));
+    assert!(
+        same(&d, &["config", "show", "inst-lxc/s0"]).contains("expires_at: 2030-01-01T00:00:00Z")
+    );
 
     // device unset drops the key (lxc sends "", which LXD does not store).
     d.hutch_ok(&["config", "device", "unset", "inst-hutch", "d1", "readonly"]);
