@@ -255,6 +255,13 @@ mod tests {
             error(&body),
             "Invalid device \"n\": network \"none0\" not found"
         );
+        let root = json!({"name": "p", "devices": {"root": {"type": "disk", "path": "/", "pool": "nowhere"}}});
+        let (status, body) = create(root).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            error(&body),
+            "Invalid device \"root\": storage pool \"nowhere\" not found"
+        );
         let (status, _) = create(json!({"name": "p", "config": {"bogus.key": "1"}})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let (status, _) = api

@@ -25,6 +25,17 @@ fn validate_name(name: &str) -> Result<()> {
 
 fn validate(e: &Engine, put: &ProfilePut) -> Result<()> {
     validate_devices(e, &put.devices)?;
+    // A disk on a pool that does not exist is refused even before an instance uses it.
+    for (devname, dev) in &put.devices {
+        let pool = dev.get("pool").filter(|p| !p.is_empty());
+        if let (Some("disk"), Some(pool)) = (dev.get("type").map(String::as_str), pool) {
+            if e.d.pool(pool).is_err() {
+                return Err(DaemonError::BadRequest(format!(
+                    "Invalid device {devname:?}: storage pool {pool:?} not found"
+                )));
+            }
+        }
+    }
     hutch_api::config::validate_instance_config(&put.config)?;
     Ok(())
 }
