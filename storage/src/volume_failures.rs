@@ -69,18 +69,22 @@ fn a_btrfs_volume_with_a_quota_is_whole_or_absent() {
     );
 }
 
+/// The fake world with zpool `tank` in it.
+fn with_tank(r: &Arc<FakeRunner>) {
+    let mut world = r.world.lock().unwrap();
+    world
+        .as_mut()
+        .expect("a fake world")
+        .datasets
+        .insert("tank".into(), None);
+}
+
 #[test]
 fn a_zfs_clone_is_whole_or_absent_and_its_source_stays() {
     let d = |r: &Arc<FakeRunner>| ZfsDriver::new(Path::new("/pool"), "tank", r.clone());
     for_every_failure(
         |r| {
-            r.world
-                .lock()
-                .unwrap()
-                .as_mut()
-                .unwrap()
-                .datasets
-                .insert("tank".into(), None);
+            with_tank(r);
             d(r).create_volume(Path::new("images/fp")).unwrap();
         },
         |r| d(r).clone_volume(Path::new("images/fp"), Path::new("containers/c1"), false),
@@ -106,13 +110,7 @@ fn a_zfs_restore_that_fails_keeps_the_volume() {
     );
     for_every_failure(
         |r| {
-            r.world
-                .lock()
-                .unwrap()
-                .as_mut()
-                .unwrap()
-                .datasets
-                .insert("tank".into(), None);
+            with_tank(r);
             d(r).create_volume(vol).unwrap();
             d(r).clone_volume(vol, snap, true).unwrap();
         },
@@ -178,13 +176,7 @@ fn a_copy_into_btrfs_is_whole_or_absent() {
 #[test]
 fn a_zfs_clone_deleted_can_be_made_again() {
     let r = Arc::new(FakeRunner::with_world(FakeWorld::default()));
-    r.world
-        .lock()
-        .unwrap()
-        .as_mut()
-        .unwrap()
-        .datasets
-        .insert("tank".into(), None);
+    with_tank(&r);
     let d = ZfsDriver::new(Path::new("/pool"), "tank", r.clone());
     let (image, c1) = (Path::new("images/fp"), Path::new("containers/c1"));
     d.create_volume(image).unwrap();

@@ -207,6 +207,43 @@ impl TestDaemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Builds the busybox test image and imports it under alias `bb`, through `via`.
+    pub fn import_busybox(&self, via: Via) {
+        let image = self.path().join("bb.tar.gz");
+        busybox_image(self.path(), &image).expect("build the image");
+        let args = ["image", "import", image.to_str().unwrap(), "--alias", "bb"];
+        let out = match via {
+            Via::Hutch => self.hutch_ok(&args),
+            Via::Lxc => self.lxc_ok(&args),
+        };
+        assert!(out.contains("Image imported with fingerprint"), "{out}");
+    }
+
+    /// `hutch ...` that must fail; returns its stderr.
+    pub fn hutch_err(&self, args: &[&str]) -> String {
+        let out = self.hutch(args, b"");
+        assert!(!out.status.success(), "hutch {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs `script` with `sh -c` in instance `name`; (exit code, stdout + stderr).
+    pub fn sh(&self, name: &str, script: &str) -> (i32, String) {
+        let out = self.hutch(&["exec", name, "--", "sh", "-c", script], b"");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// [`sh`](Self::sh) that must exit 0; its output.
+    pub fn sh_ok(&self, name: &str, script: &str) -> String {
+        let (code, out) = self.sh(name, script);
+        assert_eq!(code, 0, "{name}: {script}: {out}");
+        out
+    }
+
     /// One raw HTTP/1.1 request on the unix socket; returns status and body.
     pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         self.http_with(method, path, &[], body)
@@ -306,6 +343,13 @@ pub fn cgroup_prefix(dir: &Path) -> String {
         hash = (hash ^ *b as u32).wrapping_mul(16777619);
     }
     format!("hutch-{hash:08x}")
+}
+
+/// The client a test drives a daemon with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Hutch,
+    Lxc,
 }
 
 /// A unified busybox image tarball (metadata.yaml + rootfs/) at `dest`.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use cgroup::{cgroup_dirs, CgroupGuard};
-pub use daemon::{busybox_image, TestDaemon};
+pub use daemon::{busybox_image, TestDaemon, Via};
 pub use images::{busybox_rootfs, debian_rootfs};
 pub use run::{output_within, COMMAND_LIMIT};
 pub use terminal::TerminalSession;

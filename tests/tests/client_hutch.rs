@@ -2,14 +2,11 @@
 
 use std::fs;
 
-use hutch_tests::{busybox_image, require_root, TestDaemon};
+use hutch_tests::{require_root, TestDaemon, Via};
 
 fn daemon_with_image() -> TestDaemon {
     let d = TestDaemon::start();
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    let out = d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
-    assert!(out.contains("Image imported with fingerprint"), "{out}");
+    d.import_busybox(Via::Hutch);
     d
 }
 

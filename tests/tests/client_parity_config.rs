@@ -12,16 +12,14 @@ use std::process::Output;
 
 use hutch_tests::network::assert_no_network_leftovers;
 use hutch_tests::{
-    assert_no_leftovers, busybox_image, daemon::cgroup_prefix, require_root, unique_name,
-    TerminalSession, TestDaemon,
+    assert_no_leftovers, daemon::cgroup_prefix, require_root, unique_name, TerminalSession,
+    TestDaemon, Via,
 };
 use serde_json::Value;
 
 fn daemon_with_image(init: &[&str]) -> TestDaemon {
     let d = started(init);
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.import_busybox(Via::Hutch);
     d
 }
 

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hutch_tests::{busybox_image, require_root, TestDaemon};
+use hutch_tests::{require_root, TestDaemon, Via};
 use serde_json::Value;
 
 fn text(b: &[u8]) -> String {
@@ -18,9 +18,7 @@ fn text(b: &[u8]) -> String {
 /// a snapshot and a user key) and `web2`, and a stopped one, `db1`.
 fn daemon_with_instances() -> TestDaemon {
     let d = TestDaemon::start();
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.import_busybox(Via::Hutch);
     d.hutch_ok(&["launch", "bb", "web1", "-c", "user.tier=front"]);
     d.hutch_ok(&["launch", "bb", "web2"]);
     // Two profiles: a cell of two lines in the PROFILES column.
@@ -603,9 +601,7 @@ fn list_addresses_on_a_managed_network_match_lxc() {
     }
     let net = hutch_tests::unique_name("hbl");
     let d = TestDaemon::start_with(&["--network-bridge", &net]);
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.import_busybox(Via::Hutch);
     d.hutch_ok(&["launch", "bb", "n1"]);
     d.hutch_ok(&["launch", "bb", "n2"]);
     let ipv4 = |name: &str| -> Option<String> {
@@ -665,9 +661,7 @@ fn start_console_attaches_after_starting() {
         return;
     }
     let d = TestDaemon::start();
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.import_busybox(Via::Hutch);
     d.hutch_ok(&["init", "bb", "c1"]);
     let cmd = format!("{} start c1 --console", hutch_tests::hutch_bin().display());
     let mut term =

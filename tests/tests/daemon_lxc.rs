@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use hutch_tests::{assert_no_leftovers, busybox_image, require_root, TestDaemon};
+use hutch_tests::{assert_no_leftovers, require_root, TestDaemon, Via};
 
 /// A daemon with the busybox image imported under alias `bb`.
 fn daemon_with_image() -> TestDaemon {
@@ -13,10 +13,7 @@ fn daemon_with_image() -> TestDaemon {
 
 /// `d` with the busybox image imported under alias `bb`.
 fn with_busybox(d: TestDaemon) -> TestDaemon {
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    let out = d.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
-    assert!(out.contains("Image imported with fingerprint"), "{out}");
+    d.import_busybox(Via::Lxc);
     d
 }
 

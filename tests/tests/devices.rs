@@ -18,8 +18,8 @@ use hutch_runtime::{
     container, BindMount, ContainerSpec, ExecRequest, ExecStdio, HotplugOp, IdMap,
 };
 use hutch_tests::{
-    assert_no_leftovers, busybox_image, debian_rootfs, hutchd_bin, require_root, unique_name,
-    CgroupGuard, TestDaemon, TestDir,
+    assert_no_leftovers, debian_rootfs, hutchd_bin, require_root, unique_name, CgroupGuard,
+    TestDaemon, TestDir, Via,
 };
 
 /// A daemon with the busybox image imported under alias `bb`.
@@ -29,9 +29,7 @@ fn daemon() -> TestDaemon {
 
 /// `d` with the busybox image imported under alias `bb`.
 fn with_image(d: TestDaemon) -> TestDaemon {
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.import_busybox(Via::Hutch);
     d
 }
 
@@ -42,37 +40,12 @@ fn no_leftovers(d: &TestDaemon) {
     assert_no_leftovers(&d.path().join("containers"), &prefix);
 }
 
-/// Runs `script` with `sh -c` in `name`; (exit code, stdout + stderr).
-fn sh(d: &TestDaemon, name: &str, script: &str) -> (i32, String) {
-    let out = d.hutch(&["exec", name, "--", "sh", "-c", script], b"");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
-/// `sh` that must exit 0; its output.
-fn sh_ok(d: &TestDaemon, name: &str, script: &str) -> String {
-    let (code, out) = sh(d, name, script);
-    assert_eq!(code, 0, "{name}: {script}: {out}");
-    out
-}
-
 /// Whether `path` is a mount point inside `name`.
 fn mounted(d: &TestDaemon, name: &str, path: &str) -> bool {
-    let mounts = sh_ok(d, name, "cat /proc/self/mounts");
+    let mounts = d.sh_ok(name, "cat /proc/self/mounts");
     mounts
         .lines()
         .any(|l| l.split_whitespace().nth(1) == Some(path))
-}
-
-/// `hutch ARGS` that must fail; its stderr.
-fn hutch_err(d: &TestDaemon, args: &[&str]) -> String {
-    let out = d.hutch(args, b"");
-    assert!(!out.status.success(), "hutch {args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The devices of instance `name` as the API has them.
@@ -114,8 +87,8 @@ fn disks_hot_plug_into_running_containers() {
             shift,
         ]);
         assert!(mounted(&d, name, "/mnt/d"), "{name}: /mnt/d is not mounted");
-        assert_eq!(sh_ok(&d, name, "cat /mnt/d/hello"), "from the host\n");
-        sh_ok(&d, name, "echo from inside > /mnt/d/inside");
+        assert_eq!(d.sh_ok(name, "cat /mnt/d/hello"), "from the host\n");
+        d.sh_ok(name, "echo from inside > /mnt/d/inside");
         assert_eq!(
             fs::read_to_string(src.join("inside")).unwrap(),
             "from inside\n"
@@ -134,7 +107,7 @@ fn disks_hot_plug_into_running_containers() {
             local.to_str().unwrap(),
             &format!("{name}/mnt/d/pushed"),
         ]);
-        assert_eq!(sh_ok(&d, name, "cat /mnt/d/pushed"), "pushed\n");
+        assert_eq!(d.sh_ok(name, "cat /mnt/d/pushed"), "pushed\n");
         assert!(src.join("pushed").exists());
 
         // Read-only is honoured; changing the option re-plugs the disk writable.
@@ -150,13 +123,13 @@ fn disks_hot_plug_into_running_containers() {
             "readonly=true",
             shift,
         ]);
-        assert_eq!(sh_ok(&d, name, "cat /srv/ro/hello"), "from the host\n");
-        let (code, out) = sh(&d, name, "echo x > /srv/ro/nope");
+        assert_eq!(d.sh_ok(name, "cat /srv/ro/hello"), "from the host\n");
+        let (code, out) = d.sh(name, "echo x > /srv/ro/nope");
         assert_ne!(code, 0, "{name}: a write to a read-only disk worked: {out}");
         assert!(out.contains("Read-only"), "{name}: {out}");
         assert!(!src.join("nope").exists());
         d.hutch_ok(&["config", "device", "set", name, "ro", "readonly=false"]);
-        sh_ok(&d, name, "echo now > /srv/ro/now");
+        d.sh_ok(name, "echo now > /srv/ro/now");
         assert!(src.join("now").exists());
 
         // Unplugged live: the mount is gone, the host's files stay.
@@ -167,7 +140,7 @@ fn disks_hot_plug_into_running_containers() {
             !mounted(&d, name, "/srv/ro"),
             "{name}: /srv/ro still mounted"
         );
-        let (code, _) = sh(&d, name, "test -e /mnt/d/hello");
+        let (code, _) = d.sh(name, "test -e /mnt/d/hello");
         assert_ne!(code, 0, "{name}: the disk's files are still seen");
         assert!(src.join("hello").exists());
     }
@@ -188,8 +161,7 @@ fn a_symlink_planted_inside_never_leads_a_mount_elsewhere() {
     let file = d.path().join("file");
     fs::write(&file, "host file\n").unwrap();
     let file_source = format!("source={}", file.display());
-    sh_ok(
-        &d,
+    d.sh_ok(
         "u",
         "mkdir -p /mnt && ln -s /etc /mnt/evil && ln -s /etc/hostname /mnt/file",
     );
@@ -198,10 +170,7 @@ fn a_symlink_planted_inside_never_leads_a_mount_elsewhere() {
         (&source, "path=/mnt/evil"),
         (&file_source, "path=/mnt/file"),
     ] {
-        let err = hutch_err(
-            &d,
-            &["config", "device", "add", "u", "d", "disk", source, path],
-        );
+        let err = d.hutch_err(&["config", "device", "add", "u", "d", "disk", source, path]);
         assert!(err.contains("symlink"), "{path}: {err}");
         assert!(
             devices_of(&d, "u", "devices").get("d").is_none(),
@@ -220,19 +189,16 @@ fn a_symlink_planted_inside_never_leads_a_mount_elsewhere() {
     assert!(answer.contains("symlink"), "{answer}");
     // A source that is not there fails the add, and nothing of it stays.
     let missing = format!("source={}", d.path().join("missing").display());
-    let err = hutch_err(
-        &d,
-        &[
-            "config",
-            "device",
-            "add",
-            "u",
-            "d",
-            "disk",
-            &missing,
-            "path=/mnt/m",
-        ],
-    );
+    let err = d.hutch_err(&[
+        "config",
+        "device",
+        "add",
+        "u",
+        "d",
+        "disk",
+        &missing,
+        "path=/mnt/m",
+    ]);
     assert!(err.contains("missing"), "{err}");
     assert!(devices_of(&d, "u", "devices").get("d").is_none());
     assert!(!mounted(&d, "u", "/mnt/m"));
@@ -247,7 +213,7 @@ fn a_symlink_planted_inside_never_leads_a_mount_elsewhere() {
         &file_source,
         "path=/srv/f",
     ]);
-    assert_eq!(sh_ok(&d, "u", "cat /srv/f"), "host file\n");
+    assert_eq!(d.sh_ok("u", "cat /srv/f"), "host file\n");
     d.hutch_ok(&["delete", "-f", "u"]);
     no_leftovers(&d);
 }
@@ -264,15 +230,15 @@ fn custom_volumes_attach_and_detach_live() {
         "storage", "volume", "attach", "default", "shared", "u", "/data",
     ]);
     assert!(mounted(&d, "u", "/data"));
-    sh_ok(&d, "u", "echo kept > /data/f && chown 1000:1000 /data/f");
-    assert_eq!(sh_ok(&d, "u", "stat -c %u /data/f"), "1000\n");
+    d.sh_ok("u", "echo kept > /data/f && chown 1000:1000 /data/f");
+    assert_eq!(d.sh_ok("u", "stat -c %u /data/f"), "1000\n");
     d.lxc_ok(&["storage", "volume", "detach", "default", "shared", "u"]);
     assert!(!mounted(&d, "u", "/data"));
     // Attached again (by hutch this time), it holds what was written.
     d.hutch_ok(&[
         "storage", "volume", "attach", "default", "shared", "u", "/data",
     ]);
-    assert_eq!(sh_ok(&d, "u", "cat /data/f"), "kept\n");
+    assert_eq!(d.sh_ok("u", "cat /data/f"), "kept\n");
     d.hutch_ok(&["delete", "-f", "u"]);
     d.lxc_ok(&["storage", "volume", "delete", "default", "shared"]);
     no_leftovers(&d);
@@ -280,7 +246,7 @@ fn custom_volumes_attach_and_detach_live() {
 
 /// The error `cat` gives for the node at `path` inside `name`.
 fn cat_error(d: &TestDaemon, name: &str, path: &str) -> String {
-    let (code, out) = sh(d, name, &format!("cat {path} >/dev/null"));
+    let (code, out) = d.sh(name, &format!("cat {path} >/dev/null"));
     assert_ne!(code, 0, "{name}: cat {path} worked");
     out
 }
@@ -306,7 +272,7 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
     .unwrap();
     // 1:200 has no driver: opened, it is ENXIO where the devices cgroup lets it through,
     // EPERM where it does not.
-    sh_ok(&d, "p", "mknod /root/n200 c 1 200");
+    d.sh_ok("p", "mknod /root/n200 c 1 200");
     assert!(cat_error(&d, "p", "/root/n200").contains("Operation not permitted"));
     for name in ["u", "p"] {
         d.hutch_ok(&[
@@ -323,11 +289,12 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
             "mode=0640",
         ]);
         assert_eq!(
-            sh_ok(&d, name, "stat -c '%F %t:%T %a %u %g' /dev/hostzero"),
+            d.sh_ok(name, "stat -c '%F %t:%T %a %u %g' /dev/hostzero"),
             "character special file 1:5 640 1000 1000\n"
         );
         assert_eq!(
-            sh_ok(&d, name, "head -c 3 /dev/hostzero | od -An -tx1").trim(),
+            d.sh_ok(name, "head -c 3 /dev/hostzero | od -An -tx1")
+                .trim(),
             "00 00 00"
         );
         d.hutch_ok(&[
@@ -344,7 +311,7 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
         assert!(cat_error(&d, name, "/dev/n200").contains("No such device or address"));
     }
     // Block devices too (240 is a major no driver has: ENXIO once allowed).
-    sh_ok(&d, "p", "mknod /root/b240 b 240 0");
+    d.sh_ok("p", "mknod /root/b240 b 240 0");
     assert!(cat_error(&d, "p", "/root/b240").contains("Operation not permitted"));
     d.hutch_ok(&[
         "config",
@@ -357,10 +324,7 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
         "minor=0",
         "path=/dev/b240",
     ]);
-    assert_eq!(
-        sh_ok(&d, "p", "stat -c %F /dev/b240"),
-        "block special file\n"
-    );
+    assert_eq!(d.sh_ok("p", "stat -c %F /dev/b240"), "block special file\n");
     assert!(cat_error(&d, "p", "/dev/b240").contains("No such device or address"));
     d.hutch_ok(&["config", "device", "remove", "p", "b"]);
     assert!(cat_error(&d, "p", "/root/b240").contains("Operation not permitted"));
@@ -369,7 +333,7 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
     // Nodes survive a restart.
     d.hutch_ok(&["restart", "-f", "u"]);
     assert_eq!(
-        sh_ok(&d, "u", "head -c 3 /dev/hostzero | od -An -tx1").trim(),
+        d.sh_ok("u", "head -c 3 /dev/hostzero | od -An -tx1").trim(),
         "00 00 00"
     );
     assert!(cat_error(&d, "u", "/dev/n200").contains("No such device or address"));
@@ -377,7 +341,7 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
     for name in ["u", "p"] {
         d.hutch_ok(&["config", "device", "remove", name, "n"]);
         d.hutch_ok(&["config", "device", "remove", name, "z"]);
-        let (code, out) = sh(&d, name, "test -e /dev/n200 || test -e /dev/hostzero");
+        let (code, out) = d.sh(name, "test -e /dev/n200 || test -e /dev/hostzero");
         assert_ne!(code, 0, "{name}: a node is left: {out}");
         assert!(!mounted(&d, name, "/dev/hostzero"));
     }
@@ -407,13 +371,10 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
     assert!(!mounted(&d, "p", "/dev/g200"));
     assert!(cat_error(&d, "p", "/root/n200").contains("Operation not permitted"));
     // /dev/null, whose rule the denial overlapped with none, still works.
-    sh_ok(&d, "p", "echo x > /dev/null");
+    d.sh_ok("p", "echo x > /dev/null");
     // A missing source is an error unless the device is not required.
     let missing = format!("source={}", nodes.join("missing").display());
-    let err = hutch_err(
-        &d,
-        &["config", "device", "add", "u", "m", "unix-char", &missing],
-    );
+    let err = d.hutch_err(&["config", "device", "add", "u", "m", "unix-char", &missing]);
     assert!(err.contains("does not exist"), "{err}");
     d.hutch_ok(&[
         "config",
@@ -437,7 +398,7 @@ fn unix_char_devices_change_the_cgroup2_device_filter_live() {
     // The daemon sees the cgroup2 hierarchy alone: devices are a BPF filter there.
     let d = with_image(TestDaemon::start_cgroup2_only());
     d.hutch_ok(&["launch", "bb", "p", "-c", "security.privileged=true"]);
-    sh_ok(&d, "p", "mknod /root/n200 c 1 200");
+    d.sh_ok("p", "mknod /root/n200 c 1 200");
     assert!(cat_error(&d, "p", "/root/n200").contains("Operation not permitted"));
     d.hutch_ok(&[
         "config",
@@ -456,13 +417,9 @@ fn unix_char_devices_change_the_cgroup2_device_filter_live() {
     d.hutch_ok(&["restart", "-f", "p"]);
     assert!(cat_error(&d, "p", "/dev/n200").contains("No such device or address"));
     d.hutch_ok(&["config", "device", "remove", "p", "n"]);
-    sh_ok(&d, "p", "mknod /root/n200 c 1 200 || true");
+    d.sh_ok("p", "mknod /root/n200 c 1 200 || true");
     assert!(cat_error(&d, "p", "/root/n200").contains("Operation not permitted"));
-    sh_ok(
-        &d,
-        "p",
-        "echo x > /dev/null && head -c 1 /dev/zero >/dev/null",
-    );
+    d.sh_ok("p", "echo x > /dev/null && head -c 1 /dev/zero >/dev/null");
     d.hutch_ok(&["delete", "-f", "p"]);
     no_leftovers(&d);
 }
@@ -490,7 +447,7 @@ fn bad_device_options_are_refused_by_name() {
     ] {
         let mut full = vec!["config", "device", "add", "s"];
         full.extend_from_slice(args);
-        let err = hutch_err(&d, &full);
+        let err = d.hutch_err(&full);
         assert!(err.contains(named), "{args:?}: {err}");
     }
     d.hutch_ok(&["delete", "-f", "s"]);
@@ -518,7 +475,7 @@ fn a_none_device_masks_a_profile_device_live() {
         "path=/mnt/p",
     ]);
     d.lxc_ok(&["launch", "bb", "m", "-p", "default", "-p", "withdisk"]);
-    assert_eq!(sh_ok(&d, "m", "cat /mnt/p/f"), "p\n");
+    assert_eq!(d.sh_ok("m", "cat /mnt/p/f"), "p\n");
     d.hutch_ok(&["config", "device", "add", "m", "pd", "none"]);
     assert!(devices_of(&d, "m", "expanded_devices").get("pd").is_none());
     assert!(
@@ -529,7 +486,7 @@ fn a_none_device_masks_a_profile_device_live() {
     d.hutch_ok(&["restart", "-f", "m"]);
     assert!(!mounted(&d, "m", "/mnt/p"));
     d.hutch_ok(&["config", "device", "remove", "m", "pd"]);
-    assert_eq!(sh_ok(&d, "m", "cat /mnt/p/f"), "p\n");
+    assert_eq!(d.sh_ok("m", "cat /mnt/p/f"), "p\n");
     d.hutch_ok(&["delete", "-f", "m"]);
     d.lxc_ok(&["profile", "delete", "withdisk"]);
     no_leftovers(&d);
@@ -565,11 +522,11 @@ fn gpu_devices_pass_the_cards_nodes() {
             "gpu_devices_pass_the_cards_nodes: HUTCH_REQUIRE_GPU=1 but this host has no GPU"
         );
         // Without a GPU, asking for one is a clear error, live or at start.
-        let err = hutch_err(&d, &["config", "device", "add", "u", "g", "gpu"]);
+        let err = d.hutch_err(&["config", "device", "add", "u", "g", "gpu"]);
         assert!(err.contains("no GPU found on this host"), "{err}");
         d.hutch_ok(&["init", "bb", "s"]);
         d.hutch_ok(&["config", "device", "add", "s", "g", "gpu", "vendorid=10de"]);
-        let err = hutch_err(&d, &["start", "s"]);
+        let err = d.hutch_err(&["start", "s"]);
         assert!(err.contains("no GPU matching vendorid=10de"), "{err}");
         d.hutch_ok(&["delete", "-f", "u", "s"]);
         no_leftovers(&d);
@@ -591,17 +548,17 @@ fn gpu_devices_pass_the_cards_nodes() {
     ]);
     let nvidia = Path::new("/dev/nvidiactl").exists();
     let node = if nvidia { "/dev/nvidiactl" } else { "/dev/dri" };
-    let listing = sh_ok(&d, "u", "ls -l /dev/dri /dev/nvidia* 2>/dev/null; true");
+    let listing = d.sh_ok("u", "ls -l /dev/dri /dev/nvidia* 2>/dev/null; true");
     eprintln!("gpu nodes inside: {listing}");
     if nvidia {
         // Opened for reading and writing as the driver's tools do.
-        sh_ok(&d, "u", "exec 3<>/dev/nvidiactl");
-        sh_ok(&d, "u", "ls /dev/nvidia[0-9]*");
+        d.sh_ok("u", "exec 3<>/dev/nvidiactl");
+        d.sh_ok("u", "ls /dev/nvidia[0-9]*");
     } else {
-        sh_ok(&d, "u", &format!("test -c {node}/$(ls {node} | head -n1)"));
+        d.sh_ok("u", &format!("test -c {node}/$(ls {node} | head -n1)"));
     }
     d.hutch_ok(&["config", "device", "remove", "u", "g"]);
-    let (code, _) = sh(&d, "u", &format!("test -e {node}"));
+    let (code, _) = d.sh("u", &format!("test -e {node}"));
     assert_ne!(code, 0, "{node} still there after the unplug");
     if nvidia && Path::new("/usr/bin/nvidia-smi").exists() {
         d.hutch_ok(&["launch", "bb", "n", "-c", "nvidia.runtime=true"]);
@@ -614,7 +571,7 @@ fn gpu_devices_pass_the_cards_nodes() {
             "gpu",
             &format!("pci={pci}"),
         ]);
-        sh_ok(&d, "n", "test -f /usr/bin/nvidia-smi && ls /usr/lib/*/libnvidia-ml.so* /usr/lib*/libnvidia-ml.so* 2>/dev/null | head -n1 | grep -q .");
+        d.sh_ok( "n", "test -f /usr/bin/nvidia-smi && ls /usr/lib/*/libnvidia-ml.so* /usr/lib*/libnvidia-ml.so* 2>/dev/null | head -n1 | grep -q .");
         d.hutch_ok(&["delete", "-f", "n"]);
     }
     d.hutch_ok(&["delete", "-f", "u"]);

@@ -13,17 +13,13 @@ use hutch_tests::network::{
     assert_no_network_leftovers, link_exists, nft_prefix, nft_table, nft_tables, TestLink,
     TestNetns,
 };
-use hutch_tests::{
-    assert_no_leftovers, busybox_image, require_root, unique_name, wait_until, TestDaemon,
-};
+use hutch_tests::{assert_no_leftovers, require_root, unique_name, wait_until, TestDaemon, Via};
 use serde_json::Value;
 
 /// A daemon (no network of its own) with the busybox image imported as `bb`.
 fn daemon_with_image(init: &[&str]) -> TestDaemon {
     let d = TestDaemon::start_with(init);
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    d.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.import_busybox(Via::Lxc);
     d
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
 
-use hutch_tests::{assert_no_leftovers, busybox_image, hutchd_bin, require_root, TestDaemon};
+use hutch_tests::{assert_no_leftovers, hutchd_bin, require_root, TestDaemon, Via};
 
 /// Every daemon of this file runs a copy of hutchd (through `HUTCH_HUTCHD`), so an attack
 /// on the exec helper's binary that got through could never damage the built one.
@@ -30,9 +30,7 @@ fn use_hutchd_copy() {
 fn daemon() -> TestDaemon {
     use_hutchd_copy();
     let d = TestDaemon::start();
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.import_busybox(Via::Hutch);
     d
 }
 
@@ -40,17 +38,6 @@ fn daemon() -> TestDaemon {
 fn no_leftovers(d: &TestDaemon) {
     let prefix = hutch_tests::daemon::cgroup_prefix(d.path());
     assert_no_leftovers(&d.path().join("storage-pools/default/containers"), &prefix);
-}
-
-/// Runs `script` with `sh -c` in `name`; (exit code, stdout + stderr).
-fn sh(d: &TestDaemon, name: &str, script: &str) -> (i32, String) {
-    let out = d.hutch(&["exec", name, "--", "sh", "-c", script], b"");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
 }
 
 /// Compiles `source` with gcc (`-static`, or `-shared` for a library) into `dir`.
@@ -212,16 +199,16 @@ fn the_default_seccomp_filter_refuses_lxcs_denied_calls_on_every_abi() {
         }
     }
     // Setuid programs still work: the filter is installed without no_new_privs.
-    let (code, out) = sh(&d, "unpriv", "grep NoNewPrivs /proc/self/status");
+    let (code, out) = d.sh("unpriv", "grep NoNewPrivs /proc/self/status");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains('0'), "{out}");
-    let (_, out) = sh(&d, "unpriv", "grep Seccomp: /proc/1/status");
+    let (_, out) = d.sh("unpriv", "grep Seccomp: /proc/1/status");
     assert!(out.contains('2'), "init is not filtered: {out}");
 
     // busybox's own module tools fail too.
-    let (code, _) = sh(&d, "priv", "echo x > /tmp/m.ko; insmod /tmp/m.ko");
+    let (code, _) = d.sh("priv", "echo x > /tmp/m.ko; insmod /tmp/m.ko");
     assert_ne!(code, 0);
-    let (code, _) = sh(&d, "priv", "rmmod loop");
+    let (code, _) = d.sh("priv", "rmmod loop");
     assert_ne!(code, 0);
 
     for name in ["priv", "unpriv"] {
@@ -244,7 +231,7 @@ fn the_syscall_keys_deny_allow_and_refuse_unknown_names() {
             "security.syscalls.deny_compat=true",
         ],
     );
-    let (code, out) = sh(&d, "deny", "mkdir /tmp/x");
+    let (code, out) = d.sh("deny", "mkdir /tmp/x");
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("Operation not permitted"), "{out}");
     let r = probe(
@@ -327,8 +314,7 @@ fn an_exec_sees_only_stdio_and_a_working_directory_inside() {
         let out = d.hutch_ok(&["exec", name, "--", "ls", "/proc/self/fd"]);
         let fds: Vec<&str> = out.split_whitespace().collect();
         assert_eq!(fds, ["0", "1", "2", "3"], "{name}: {out}");
-        let (_, links) = sh(
-            &d,
+        let (_, links) = d.sh(
             name,
             "for f in /proc/$$/fd/* /proc/1/fd/*; do echo $f $(readlink $f); done",
         );
@@ -463,28 +449,28 @@ fn proc_and_sys_cannot_reach_the_host() {
     d.hutch_ok(&["launch", "bb", "p", "-c", "security.privileged=true"]);
     for name in ["u", "p"] {
         // The host's memory reads as nothing.
-        let (_, out) = sh(&d, name, "head -c 64 /proc/kcore 2>/dev/null | wc -c");
+        let (_, out) = d.sh(name, "head -c 64 /proc/kcore 2>/dev/null | wc -c");
         assert_eq!(out.trim(), "0", "{name}: /proc/kcore: {out}");
         // sysrq and the host's sysctls cannot be opened for writing (nothing is written
         // even where they could).
-        let (code, out) = sh(&d, name, ": > /proc/sysrq-trigger");
+        let (code, out) = d.sh(name, ": > /proc/sysrq-trigger");
         assert_ne!(code, 0, "{name}: sysrq-trigger: {out}");
-        let (code, out) = sh(&d, name, ": > /proc/sys/kernel/panic");
+        let (code, out) = d.sh(name, ": > /proc/sys/kernel/panic");
         assert_ne!(code, 0, "{name}: /proc/sys/kernel: {out}");
         // /sys stays read-only. (Host root in a privileged container may remount it, as
         // in LXC without AppArmor: privileged containers are not root-safe.)
         if name == "u" {
-            let (code, out) = sh(&d, name, "mount -o remount,rw /sys");
+            let (code, out) = d.sh(name, "mount -o remount,rw /sys");
             assert_ne!(code, 0, "{name}: remount /sys: {out}");
         }
-        let (code, out) = sh(&d, name, "echo 1 > /sys/kernel/mm/ksm/run");
+        let (code, out) = d.sh(name, "echo 1 > /sys/kernel/mm/ksm/run");
         assert_ne!(code, 0, "{name}: /sys written: {out}");
-        let (_, out) = sh(&d, name, "grep ' /sys sysfs ' /proc/mounts");
+        let (_, out) = d.sh(name, "grep ' /sys sysfs ' /proc/mounts");
         assert!(out.contains("ro,"), "{name}: {out}");
         for opt in ["nosuid", "nodev", "noexec"] {
             assert!(out.contains(opt), "{name}: /sys without {opt}: {out}");
         }
-        let (_, out) = sh(&d, name, "cat /proc/mounts");
+        let (_, out) = d.sh(name, "cat /proc/mounts");
         // Where this kernel has them at all.
         for (file, want) in [
             ("kcore", " /proc/kcore devtmpfs "),
@@ -495,14 +481,13 @@ fn proc_and_sys_cannot_reach_the_host() {
                 assert!(out.contains(want), "{name}: {file} not protected: {out}");
             }
         }
-        let (_, out) = sh(&d, name, "grep ' /proc proc ' /proc/mounts");
+        let (_, out) = d.sh(name, "grep ' /proc proc ' /proc/mounts");
         for opt in ["nosuid", "nodev", "noexec"] {
             assert!(out.contains(opt), "{name}: /proc without {opt}: {out}");
         }
     }
     // The container's own network sysctls stay writable where /proc/sys is read-only.
-    let (code, out) = sh(
-        &d,
+    let (code, out) = d.sh(
         "p",
         "v=$(cat /proc/sys/net/ipv4/ip_forward) && echo $v > /proc/sys/net/ipv4/ip_forward",
     );
@@ -533,11 +518,11 @@ fn devices_and_capabilities_stay_contained() {
     ]);
     for name in ["u", "p", "n"] {
         // A node can be made (privileged) or not, but never read.
-        let (code, out) = sh(&d, name, "mknod /tmp/sda b 8 0 && head -c 1 /tmp/sda");
+        let (code, out) = d.sh(name, "mknod /tmp/sda b 8 0 && head -c 1 /tmp/sda");
         assert_ne!(code, 0, "{name}: block device: {out}");
-        let (code, out) = sh(&d, name, "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem");
+        let (code, out) = d.sh(name, "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem");
         assert_ne!(code, 0, "{name}: /dev/mem: {out}");
-        let (code, out) = sh(&d, name, "head -c 1 /dev/zero | wc -c");
+        let (code, out) = d.sh(name, "head -c 1 /dev/zero | wc -c");
         assert_eq!((code, out.trim()), (0, "1"), "{name}: /dev/zero");
         // LXC's drop list is out of init's and an exec's bounding sets.
         for pid in ["1", "self"] {
@@ -556,7 +541,7 @@ fn devices_and_capabilities_stay_contained() {
             }
         }
         // busybox reports the refusal but exits 0.
-        let (_, out) = sh(&d, name, "date -s 2001-01-01");
+        let (_, out) = d.sh(name, "date -s 2001-01-01");
         assert!(
             out.contains("not permitted"),
             "{name}: the clock was set: {out}"
@@ -578,14 +563,11 @@ fn a_unified_host_keeps_privileged_containers_off_host_devices() {
     // allowlist is the BPF program attached to each container's cgroup.
     use_hutchd_copy();
     let d = TestDaemon::start_cgroup2_only();
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    d.hutch_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.import_busybox(Via::Hutch);
     d.hutch_ok(&["launch", "bb", "p1", "-c", "security.privileged=true"]);
     // Root may make a node (mknod is allowed, as in LXC), never open a device beyond the
     // allowlist: a loop device (7:0), which host root itself can open here.
-    let (code, out) = sh(
-        &d,
+    let (code, out) = d.sh(
         "p1",
         "mknod /root/loop b 7 0 && head -c 1 /root/loop | wc -c",
     );
@@ -594,11 +576,7 @@ fn a_unified_host_keeps_privileged_containers_off_host_devices() {
         "a privileged container opened the host's /dev/loop0 ({code}): {out}"
     );
     // What the allowlist grants still works.
-    let (code, out) = sh(
-        &d,
-        "p1",
-        "head -c 4 /dev/zero | wc -c && echo x > /dev/null",
-    );
+    let (code, out) = d.sh("p1", "head -c 4 /dev/zero | wc -c && echo x > /dev/null");
     assert_eq!((code, out.trim()), (0, "4"), "{out}");
     d.hutch_ok(&["stop", "p1", "--force"]);
     d.hutch_ok(&["delete", "p1"]);

@@ -14,8 +14,8 @@ use std::time::Duration;
 use hutch_tests::daemon::cgroup_prefix;
 use hutch_tests::network::assert_no_network_leftovers;
 use hutch_tests::{
-    assert_no_leftovers, busybox_image, debian_rootfs, require_root, unique_name, wait_until,
-    TestDaemon, TestDir,
+    assert_no_leftovers, debian_rootfs, require_root, unique_name, wait_until, TestDaemon, TestDir,
+    Via,
 };
 use nix::mount::{umount2, MntFlags};
 use nix::sys::signal::{kill, Signal};
@@ -25,9 +25,7 @@ use serde_json::Value;
 /// A daemon (no network of its own) with `env`, and the busybox image imported as `bb`.
 fn daemon_with_image(env: &[(&str, &str)]) -> TestDaemon {
     let d = TestDaemon::start_with_env(&[], env);
-    let image = d.path().join("bb.tar.gz");
-    busybox_image(d.path(), &image).expect("build the image");
-    d.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    d.import_busybox(Via::Lxc);
     d
 }
 
