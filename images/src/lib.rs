@@ -2,6 +2,7 @@
 //! safe unpacking (no path escapes, no device nodes for unprivileged use, bounded size).
 
 mod pack;
+pub mod simplestreams;
 mod unpack;
 
 use std::collections::BTreeMap;
