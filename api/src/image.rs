@@ -46,6 +46,24 @@ pub struct Image {
     pub created_at: String,
     pub last_used_at: String,
     pub uploaded_at: String,
+    /// Where an image pulled by alias came from; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_source: Option<ImageSource>,
+}
+
+/// `update_source` of an image: the remote and alias it is refreshed from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageSource {
+    #[serde(default)]
+    pub alias: String,
+    #[serde(default)]
+    pub certificate: String,
+    #[serde(default)]
+    pub protocol: String,
+    #[serde(default)]
+    pub server: String,
+    #[serde(default)]
+    pub image_type: String,
 }
 
 /// An alias: `GET /1.0/images/aliases/<name>`.
@@ -70,15 +88,37 @@ pub struct ImageAliasPut {
 }
 
 /// Where `POST /1.0/images` (JSON) takes an image from: an instance or one of its
-/// snapshots (`lxc publish`). Remote sources are not served.
+/// snapshots (`lxc publish`), or a remote image server (`image`, mode `pull`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImagesPostSource {
-    /// `instance`, `container` or `snapshot` (`image` and `url` name remote sources).
+    /// `instance`, `container` or `snapshot`; `image` (and `url`) name remote sources.
     #[serde(rename = "type", default)]
     pub kind: String,
     /// `c1`, or `c1/snap0` for a snapshot.
     #[serde(default)]
     pub name: String,
+    /// Remote sources: `pull`.
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub mode: String,
+    /// The remote's base URL.
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub server: String,
+    /// `simplestreams` or `lxd` (the default).
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub protocol: String,
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub alias: String,
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub fingerprint: String,
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub certificate: String,
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub secret: String,
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub image_type: String,
+    /// `url` sources.
+    #[serde(default, deserialize_with = "crate::instance::null_as_default")]
+    pub url: String,
 }
 
 /// `POST /1.0/images` with a JSON body.
@@ -96,4 +136,7 @@ pub struct ImagesPost {
     pub compression_algorithm: String,
     #[serde(default, deserialize_with = "crate::instance::null_as_default")]
     pub filename: String,
+    /// Pulled images: keep refreshing from the source alias.
+    #[serde(default)]
+    pub auto_update: bool,
 }

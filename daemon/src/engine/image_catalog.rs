@@ -122,6 +122,7 @@ fn image_object(d: &Daemon, row: &ImageRow) -> Result<Image> {
         created_at: row.created_at.clone(),
         last_used_at: row.last_used_at.clone(),
         uploaded_at: row.uploaded_at.clone(),
+        update_source: None,
     })
 }
 
