@@ -9,6 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use hutch_api::Response as Envelope;
 use serde_json::Value;
 
+use crate::progress::Progress;
+
 /// The daemon's socket: `$HUTCH_DIR/unix.socket`, default /var/lib/hutch.
 pub fn socket_path() -> PathBuf {
     let dir = std::env::var_os("HUTCH_DIR")
@@ -100,16 +102,41 @@ impl Read for Streamed {
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
+    /// Why this remote cannot be used (it is no hutchd), said on the first request.
+    unusable: Option<String>,
 }
 
 impl Client {
+    /// hutchd's own socket (`$HUTCH_DIR/unix.socket`).
     pub fn new() -> Self {
+        Self::at(socket_path())
+    }
+
+    /// A hutchd listening on `socket`.
+    pub fn at(socket: PathBuf) -> Self {
         Client {
-            socket: socket_path(),
+            socket,
+            unusable: None,
         }
     }
 
+    /// A client whose every request fails with `why`.
+    pub fn unusable(why: &str) -> Self {
+        Client {
+            socket: PathBuf::new(),
+            unusable: Some(why.to_string()),
+        }
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     fn connect(&self) -> Result<UnixStream> {
+        if let Some(why) = &self.unusable {
+            bail!("{why}");
+        }
         UnixStream::connect(&self.socket).with_context(|| {
             format!(
                 "cannot reach hutchd at {} (is it running?)",
@@ -213,14 +240,60 @@ impl Client {
 
     /// Sends a request that creates an operation and waits for it to end.
     pub fn wait_op(&self, env: &Envelope) -> Result<Value> {
+        self.wait_op_progress(env, None)
+    }
+
+    /// Waits for an operation, showing the `*_progress` of its metadata on `progress`
+    /// as it changes (from the events websocket, so plain waits cost nothing more).
+    pub fn wait_op_progress(&self, env: &Envelope, progress: Option<&Progress>) -> Result<Value> {
         if env.operation.is_empty() {
             return Ok(env.metadata.clone());
         }
-        let op = self.get(&format!("{}/wait?timeout=-1", env.operation))?;
+        let watcher = progress
+            .filter(|p| p.enabled())
+            .and_then(|p| self.watch_operation(&env.operation, p.clone()));
+        let op = self.get(&format!("{}/wait?timeout=-1", env.operation));
+        if let Some(p) = progress {
+            p.done("");
+        }
+        drop(watcher);
+        let op = op?;
         if op["status_code"].as_u64().unwrap_or(0) >= 400 {
             bail!("{}", op["err"].as_str().unwrap_or("operation failed"));
         }
         Ok(op)
+    }
+
+    /// A thread that feeds the operation events of `op_url` to `progress` until it is
+    /// done; None when the events websocket cannot be opened (then no progress shows).
+    fn watch_operation(&self, op_url: &str, progress: Progress) -> Option<std::thread::JoinHandle<()>> {
+        let id = op_url.rsplit('/').next().unwrap_or_default().to_string();
+        let mut ws = self.websocket("/1.0/events?type=operation").ok()?;
+        // A read timeout lets the thread notice the end of the wait.
+        ws.get_ref()
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .ok()?;
+        Some(std::thread::spawn(move || {
+            while !progress.is_done() {
+                match ws.read() {
+                    Ok(tungstenite::Message::Text(text)) => {
+                        let Ok(event) = serde_json::from_str::<Value>(&text) else {
+                            continue;
+                        };
+                        if event["metadata"]["id"] == id.as_str() {
+                            progress.update_op(&event["metadata"]["metadata"]);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        }))
     }
 
     /// A request whose operation is waited for.

@@ -5,14 +5,14 @@ mod commands;
 mod config;
 mod http;
 mod output;
+mod progress;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
 use commands::{
     alias, config as config_cmd, exec, file, image, instance, misc, monitor, network, operation,
-    profile, query, storage,
+    profile, query, remote, storage,
 };
-use http::Client;
 
 #[derive(Parser)]
 #[command(name = "hutch", version, about = "Manage hutch system containers")]
@@ -71,6 +71,9 @@ enum Cmd {
     /// Manage command aliases.
     #[command(subcommand)]
     Alias(alias::Cmd),
+    /// Manage the list of remote servers (image servers, other hutchd sockets).
+    #[command(subcommand)]
+    Remote(remote::Cmd),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -81,7 +84,7 @@ enum Cmd {
 /// Runs the command; returns the process's exit code.
 fn run(cli: Cli) -> anyhow::Result<i32> {
     output::set_quiet(cli.quiet);
-    let c = Client::new();
+    let c = remote::default_client();
     match cli.command {
         Cmd::Instance(cmd) => instance::run(&c, cmd)?,
         Cmd::Publish(a) => image::publish(&c, &a)?,
@@ -100,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Warning(cmd) => misc::warning(&c, cmd)?,
         Cmd::Project(cmd) => misc::project(&c, cmd)?,
         Cmd::Alias(cmd) => alias::run(cmd)?,
+        Cmd::Remote(cmd) => remote::run(cmd)?,
         Cmd::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hutch", &mut std::io::stdout())
         }
@@ -238,6 +242,16 @@ mod tests {
             &["hutch", "alias", "rename", "ll", "l2"],
             &["hutch", "alias", "rm", "l2"],
             &["hutch", "completion", "bash"],
+            &["hutch", "remote", "add", "s", "https://x", "--protocol", "simplestreams", "--public"],
+            &["hutch", "remote", "ls", "-f", "yaml"],
+            &["hutch", "remote", "rm", "s"],
+            &["hutch", "remote", "mv", "s", "t"],
+            &["hutch", "remote", "set-url", "s", "https://y"],
+            &["hutch", "remote", "switch", "s"],
+            &["hutch", "remote", "get-default"],
+            &["hutch", "launch", "images:debian/12", "c1"],
+            &["hutch", "image", "list", "images:", "debian"],
+            &["hutch", "image", "copy", "images:alpine/edge", "local:", "--alias", "a", "--auto-update", "--copy-aliases"],
             &["hutch", "-q", "launch", "bb", "c1"],
             &["hutch", "launch", "bb", "c1", "--quiet"],
         ] {

@@ -17,6 +17,7 @@ pub mod network;
 pub mod operation;
 pub mod profile;
 pub mod query;
+pub mod remote;
 pub mod storage;
 
 use anyhow::{bail, Result};
