@@ -320,7 +320,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conf = ClientConfig::load_from(&dir.path().join("config.yml")).unwrap();
         let p = |s: &str| conf.parse_remote(s).map_err(|e| e.to_string());
-        assert_eq!(p("images:debian/12"), Ok(("images".into(), "debian/12".into())));
+        assert_eq!(
+            p("images:debian/12"),
+            Ok(("images".into(), "debian/12".into()))
+        );
         assert_eq!(p("images:"), Ok(("images".into(), "".into())));
         assert_eq!(p("busybox"), Ok(("local".into(), "busybox".into())));
         assert_eq!(p("local:c1"), Ok(("local".into(), "c1".into())));

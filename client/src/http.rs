@@ -266,7 +266,11 @@ impl Client {
 
     /// A thread that feeds the operation events of `op_url` to `progress` until it is
     /// done; None when the events websocket cannot be opened (then no progress shows).
-    fn watch_operation(&self, op_url: &str, progress: Progress) -> Option<std::thread::JoinHandle<()>> {
+    fn watch_operation(
+        &self,
+        op_url: &str,
+        progress: Progress,
+    ) -> Option<std::thread::JoinHandle<()>> {
         let id = op_url.rsplit('/').next().unwrap_or_default().to_string();
         let mut ws = self.websocket("/1.0/events?type=operation").ok()?;
         // A read timeout lets the thread notice the end of the wait.

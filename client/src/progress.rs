@@ -113,8 +113,8 @@ impl Progress {
         if let Some((_, since, from)) = &st.stage {
             let elapsed = now.duration_since(*since);
             if percent > *from && percent < 100 && elapsed >= Duration::from_secs(1) {
-                let left = elapsed.as_secs_f64() * f64::from(100 - percent)
-                    / f64::from(percent - from);
+                let left =
+                    elapsed.as_secs_f64() * f64::from(100 - percent) / f64::from(percent - from);
                 line.push_str(&format!(" ETA {}", eta(left)));
             }
         }
@@ -151,7 +151,12 @@ fn parse_status(status: &str) -> Option<(String, u32)> {
         .rfind(|c: char| !c.is_ascii_digit())
         .map_or(0, |i| i + 1);
     let percent = status[digits_start..pct].parse().ok()?;
-    let stage = status.split(':').next().unwrap_or_default().trim().to_string();
+    let stage = status
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     Some((stage, percent))
 }
 
@@ -200,7 +205,10 @@ mod tests {
             parse_status("rootfs: 45% (12.34MB/s)"),
             Some(("rootfs".into(), 45))
         );
-        assert_eq!(parse_status("metadata: 100% (1.00MB/s)"), Some(("metadata".into(), 100)));
+        assert_eq!(
+            parse_status("metadata: 100% (1.00MB/s)"),
+            Some(("metadata".into(), 100))
+        );
         assert_eq!(parse_status("Unpacking image"), None);
     }
 
@@ -215,7 +223,11 @@ mod tests {
         );
         // 20 points in 10 s: the 50 left take 25 s.
         assert_eq!(
-            p.line(&mut st, "rootfs: 50% (1.00MB/s)", t0 + Duration::from_secs(20)),
+            p.line(
+                &mut st,
+                "rootfs: 50% (1.00MB/s)",
+                t0 + Duration::from_secs(20)
+            ),
             "Retrieving image: rootfs: 50% (1.00MB/s) [==========>         ] ETA 25s"
         );
         assert_eq!(

@@ -54,8 +54,8 @@ pub enum Cmd {
         name: String,
         target: Option<PathBuf>,
     },
-    /// Copy an image to a remote; with `local:` only (hutch has no remotes yet), the image
-    /// is already there and only gets the aliases (`--alias`, `--copy-aliases` is a no-op).
+    /// Copy an image to a remote: from a simplestreams remote (`images:alpine/edge local:`)
+    /// the daemon pulls it; an image already local only gets the aliases and flags.
     #[command(alias = "cp")]
     Copy {
         name: String,
@@ -131,10 +131,22 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             name,
             remote,
             aliases,
-            copy_aliases: _,
+            copy_aliases,
             public,
             auto_update,
-        } => copy(c, &name, &remote, &aliases, public, auto_update),
+        } => match super::image_remote::streams_name(&name)? {
+            Some((url, name)) => {
+                local(&remote)?;
+                let opts = super::image_remote::CopyOptions {
+                    aliases,
+                    copy_aliases,
+                    public,
+                    auto_update,
+                };
+                super::image_remote::copy(c, &url, &name, &remote, &opts)
+            }
+            None => copy(c, &name, &remote, &aliases, public, auto_update),
+        },
         Cmd::Refresh { names } => refresh(c, &names),
         Cmd::GetProperty { name, key } => get_property(c, &name, &key),
         Cmd::SetProperty { name, key, value } => set_property(c, &name, &key, &value),
@@ -150,12 +162,15 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
     }
 }
 
-/// Strips a leading `local:` (the only remote); any other remote is refused.
+/// Strips a leading `REMOTE:` naming the hutchd this client talks to; any other remote
+/// is refused.
 fn local(name: &str) -> Result<&str> {
     match name.split_once(':') {
         None => Ok(name),
-        Some(("local", rest)) => Ok(rest),
-        Some((remote, _)) => bail!("The remote \"{remote}\" doesn't exist"),
+        Some((remote, rest)) => {
+            super::image_remote::require_current(remote)?;
+            Ok(rest)
+        }
     }
 }
 
@@ -328,7 +343,7 @@ fn rand_u128() -> u128 {
 }
 
 /// Points each of `aliases` at image `fp`: as lxc does, an alias of that name is replaced.
-fn point_aliases(client: &Client, aliases: &[String], fp: &str) -> Result<()> {
+pub(super) fn point_aliases(client: &Client, aliases: &[String], fp: &str) -> Result<()> {
     for a in aliases {
         let _ = client.request(
             "DELETE",
@@ -514,19 +529,34 @@ fn column_header(col: char) -> Result<&'static str> {
 }
 
 pub fn list(client: &Client, filters: &[String], format: Format, columns: &str) -> Result<()> {
+    if let Some((url, filters)) = super::image_remote::streams_filters(filters)? {
+        return super::image_remote::list(&url, &filters, format, columns);
+    }
     let filters = filters_of(filters)?;
+    let all = client.get("/1.0/images?recursion=1")?;
+    print_list(
+        all.as_array().cloned().unwrap_or_default(),
+        &filters,
+        format,
+        columns,
+    )
+}
+
+/// Prints the images that match `filters` as `image list` does.
+pub(super) fn print_list(
+    images: Vec<Value>,
+    filters: &[String],
+    format: Format,
+    columns: &str,
+) -> Result<()> {
     let cols: Vec<char> = columns.chars().filter(|c| *c != ',').collect();
     let headers = cols
         .iter()
         .map(|c| column_header(*c).map(String::from))
         .collect::<Result<Vec<_>>>()?;
-    let all = client.get("/1.0/images?recursion=1")?;
-    let items: Vec<Value> = all
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let items: Vec<Value> = images
         .into_iter()
-        .filter(|i| image_matches(i, &filters))
+        .filter(|i| image_matches(i, filters))
         .collect();
     let mut rows: Vec<Vec<String>> = items
         .iter()
@@ -556,13 +586,16 @@ fn info_time(t: &str) -> Option<String> {
 
 /// `image info`: lxc's text (properties sorted; lxc prints them in map order).
 pub fn info(client: &Client, name: &str) -> Result<()> {
+    if let Some((url, name)) = super::image_remote::streams_name(name)? {
+        return super::image_remote::info(&url, &name);
+    }
     let fp = resolve(client, name)?;
     let i = client.get(&format!("/1.0/images/{fp}"))?;
     print!("{}", info_text(&i));
     Ok(())
 }
 
-fn info_text(i: &Value) -> String {
+pub(super) fn info_text(i: &Value) -> String {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let yes_no = |v: &Value| {
         if v.as_bool().unwrap_or(false) {
@@ -1017,8 +1050,8 @@ impl<R: std::io::BufRead> Read for PartReader<'_, '_, R> {
     }
 }
 
-/// `image copy IMAGE local:`: hutch has no remotes, so the image is already where it
-/// would go; the aliases are added, `--public`/`--auto-update` set on it.
+/// `image copy IMAGE local:` of an image already there: the aliases are added,
+/// `--public`/`--auto-update` set on it.
 pub fn copy(
     client: &Client,
     name: &str,
@@ -1067,7 +1100,13 @@ pub fn set_property(client: &Client, name: &str, key: &str, value: &str) -> Resu
 pub fn refresh(client: &Client, names: &[String]) -> Result<()> {
     for n in names {
         let fp = resolve(client, n)?;
-        let op = client.run("POST", &format!("/1.0/images/{fp}/refresh"), None)?;
+        let env = client.request("POST", &format!("/1.0/images/{fp}/refresh"), None)?;
+        let progress = crate::progress::Progress::new("Refreshing the image: %s");
+        let op = client.wait_op_progress(&env, Some(&progress))?;
+        // The line is cleared by the wait; lxc's last word comes on a fresh one.
+        if output::quiet() {
+            continue;
+        }
         if op["metadata"]["refreshed"].as_bool().unwrap_or(false) {
             println!("Image refreshed successfully!");
         } else {

@@ -4,10 +4,14 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+use super::image_remote::pull_source;
 use super::list::{self, ListArgs};
+use super::remote::{client_of, image_server, ImageServer};
 use super::{info, pairs, resolve_image};
+use crate::config::ClientConfig;
 use crate::http::{encode, Client};
 use crate::output;
+use crate::progress::Progress;
 
 /// The instance commands, at the top level of `hutch` as in `lxc`.
 #[derive(Subcommand)]
@@ -168,9 +172,10 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
 
 #[derive(Args)]
 pub struct CreateArgs {
-    /// Image: a local alias or fingerprint.
+    /// Image: [REMOTE:]ALIAS or fingerprint (`images:debian/12` pulls from a
+    /// simplestreams remote).
     pub image: String,
-    /// Instance name (generated when missing).
+    /// [REMOTE:]Instance name (generated when missing).
     pub name: Option<String>,
     /// Profiles to apply, in order (default: "default").
     #[arg(short = 'p', long = "profile")]
@@ -206,7 +211,28 @@ fn devices(args: &CreateArgs) -> Value {
 
 /// `hutch init` / `hutch launch`.
 pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
-    let fingerprint = resolve_image(client, &args.image)?;
+    let conf = ClientConfig::load()?;
+    let (remote, name) = match &args.name {
+        Some(n) => conf.parse_remote(n)?,
+        None => (conf.default_remote.clone(), String::new()),
+    };
+    let target;
+    let client = if remote == conf.default_remote {
+        client
+    } else {
+        target = client_of(conf.remote(&remote)?)?;
+        &target
+    };
+    let (iremote, image) = conf.parse_remote(&args.image)?;
+    let source = match image_server(&conf, &iremote)? {
+        ImageServer::Streams { url, .. } => pull_source(&url, &image),
+        ImageServer::Daemon(c) if c.socket() == client.socket() => {
+            json!({"type": "image", "fingerprint": resolve_image(client, &image)?})
+        }
+        ImageServer::Daemon(_) => {
+            bail!("The image's remote \"{iremote}\" is another hutchd: copy the image over first")
+        }
+    };
     let profiles = if args.no_profiles {
         Some(vec![])
     } else if args.profiles.is_empty() {
@@ -215,13 +241,13 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
         Some(args.profiles.clone())
     };
     let body = json!({
-        "name": args.name.clone().unwrap_or_default(),
+        "name": name,
         "type": "container",
         "profiles": profiles,
         "config": pairs(&args.config)?,
         "devices": devices(args),
         "ephemeral": args.ephemeral,
-        "source": {"type": "image", "fingerprint": fingerprint},
+        "source": source,
     });
     let env = client.request("POST", "/1.0/instances", Some(&body))?;
     let name = env.metadata["resources"]["instances"][0]
@@ -232,7 +258,7 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
     if !output::quiet() {
         println!("Creating {name}");
     }
-    client.wait_op(&env)?;
+    client.wait_op_progress(&env, Some(&Progress::new("Retrieving image: %s")))?;
     if start {
         if !output::quiet() {
             println!("Starting {name}");

@@ -7,6 +7,7 @@ pub mod edit;
 pub mod exec;
 pub mod file;
 pub mod image;
+pub mod image_remote;
 pub mod info;
 pub mod instance;
 pub mod list;
@@ -27,9 +28,13 @@ use crate::http::Client;
 
 /// Resolves a local image reference (alias, fingerprint prefix) to a fingerprint.
 pub fn resolve_image(client: &Client, name: &str) -> Result<String> {
-    if let Some((remote, _)) = name.split_once(':') {
-        bail!("remote {remote:?}: image remotes are not supported yet; import the image with `hutch image import`");
-    }
+    let name = match name.split_once(':') {
+        Some((remote, rest)) => {
+            image_remote::require_current(remote)?;
+            rest
+        }
+        None => name,
+    };
     if let Ok(alias) = client.get(&format!(
         "/1.0/images/aliases/{}",
         crate::http::encode(name)

@@ -186,9 +186,8 @@ fn url_scheme(addr: &str) -> Option<&str> {
     let (scheme, _) = addr.split_once(':')?;
     let mut chars = scheme.chars();
     let first = chars.next()?;
-    (first.is_ascii_alphabetic()
-        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
-    .then_some(scheme)
+    (first.is_ascii_alphabetic() && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+        .then_some(scheme)
 }
 
 /// An LXD-protocol address as lxc stores it: `unix://PATH`, or `https://HOST:PORT` with
@@ -347,7 +346,11 @@ impl<'a> From<&'a Remote> for GoRemote<'a> {
 
 /// The socket of a unix remote: `unix://` is hutchd's own.
 fn socket_of(remote: &Remote) -> PathBuf {
-    match remote.addr.trim_start_matches("unix:").trim_start_matches("//") {
+    match remote
+        .addr
+        .trim_start_matches("unix:")
+        .trim_start_matches("//")
+    {
         "" => socket_path(),
         path => PathBuf::from(path),
     }
@@ -375,10 +378,7 @@ pub fn default_client() -> Client {
         // The socket still works; the remote commands report the config error.
         Err(_) => return Client::new(),
     };
-    match conf
-        .remote(&conf.default_remote)
-        .and_then(|r| client_of(r))
-    {
+    match conf.remote(&conf.default_remote).and_then(client_of) {
         Ok(c) => c,
         Err(e) => Client::unusable(&e.to_string()),
     }
@@ -389,7 +389,7 @@ pub enum ImageServer {
     /// A hutchd (its images API).
     Daemon(Client),
     /// A simplestreams server at this base URL.
-    Streams { name: String, url: String },
+    Streams { url: String },
 }
 
 /// The image server called `name`.
@@ -397,7 +397,6 @@ pub fn image_server(conf: &ClientConfig, name: &str) -> Result<ImageServer> {
     let remote = conf.remote(name)?;
     if remote.is_simplestreams() {
         return Ok(ImageServer::Streams {
-            name: name.to_string(),
             url: remote.addr.clone(),
         });
     }
