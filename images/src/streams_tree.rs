@@ -914,7 +914,10 @@ mod tests {
             ),
         ];
         for (img, word) in cases {
-            let err = tree.add_all(std::slice::from_ref(&img)).unwrap_err().to_string();
+            let err = tree
+                .add_all(std::slice::from_ref(&img))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(word), "{img:?}: {err}");
         }
         // Content that is no image is refused too.
