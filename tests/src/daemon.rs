@@ -179,7 +179,10 @@ impl TestDaemon {
     /// Runs the `hutch` client against this daemon.
     pub fn hutch(&self, args: &[&str], stdin: &[u8]) -> Output {
         let mut cmd = Command::new(crate::hutch_bin());
-        cmd.args(args).env("HUTCH_DIR", self.path());
+        // Its own client config, as `lxc` gets one: remotes a test adds stay in the test.
+        cmd.args(args)
+            .env("HUTCH_DIR", self.path())
+            .env("HUTCH_CONF", self.path().join("hutch-conf"));
         output_within(&mut cmd, stdin, COMMAND_LIMIT)
     }
 
