@@ -367,6 +367,11 @@ fn simplestreams_images_list_and_show_as_lxc_shows_them() {
             &["image", "info", "bb:busybox/1"],
             &["image", "info", "bb:busybox"],
             &["image", "info", &format!("bb:{info_by_fp}")],
+            // The default remote may be the image server.
+            &["remote", "switch", "bb"],
+            &["image", "list", "--format", "csv"],
+            &["image", "info", "busybox"],
+            &["remote", "switch", "local"],
         ],
     );
     let listed = ok(

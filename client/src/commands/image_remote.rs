@@ -33,11 +33,9 @@ pub fn require_current(remote: &str) -> Result<()> {
     }
 }
 
-/// `REMOTE:NAME` where the remote is a simplestreams server: its URL and the name.
+/// `REMOTE:NAME` where the remote (or, without one, the default remote) is a
+/// simplestreams server: its URL and the name.
 pub fn streams_name(raw: &str) -> Result<Option<(String, String)>> {
-    if !raw.contains(':') {
-        return Ok(None);
-    }
     let conf = ClientConfig::load()?;
     let (remote, name) = conf.parse_remote(raw)?;
     Ok(match image_server(&conf, &remote)? {
@@ -49,16 +47,19 @@ pub fn streams_name(raw: &str) -> Result<Option<(String, String)>> {
 /// `image list` arguments whose first names a simplestreams remote: its URL and the
 /// filters (the text after the colon is one when not empty).
 pub fn streams_filters(args: &[String]) -> Result<Option<(String, Vec<String>)>> {
-    let Some(first) = args.first() else {
-        return Ok(None);
-    };
     // `key=value` filters may hold a colon; a remote comes before any `=`.
-    if first
-        .find('=')
-        .is_some_and(|eq| first.find(':').is_none_or(|c| eq < c))
-    {
-        return Ok(None);
-    }
+    let names_remote = |a: &String| {
+        a.find(':')
+            .is_some_and(|c| a.find('=').is_none_or(|eq| c < eq))
+    };
+    let Some(first) = args.first().filter(|a| names_remote(a)) else {
+        // No remote named: the default one, which may be an image server.
+        let conf = ClientConfig::load()?;
+        return Ok(match image_server(&conf, &conf.default_remote)? {
+            ImageServer::Streams { url } => Some((url, args.to_vec())),
+            ImageServer::Daemon(_) => None,
+        });
+    };
     let Some((url, rest)) = streams_name(first)? else {
         return Ok(None);
     };
