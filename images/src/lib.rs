@@ -4,6 +4,7 @@
 mod http;
 mod pack;
 pub mod simplestreams;
+pub mod streams_tree;
 mod unpack;
 
 use std::collections::BTreeMap;
