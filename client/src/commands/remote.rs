@@ -88,8 +88,19 @@ pub fn run(cmd: Cmd) -> Result<()> {
             };
             let remote = add(&mut conf, &name, &url, args)?;
             if remote.is_unix() {
-                // As lxc: a socket remote must answer before it is kept.
-                client_of(&remote)?.get("/1.0")?;
+                // As lxc: a socket remote must answer before it is kept, and with a
+                // single project that one is recorded.
+                let client = client_of(&remote)?;
+                client.get("/1.0")?;
+                if remote.project.is_empty() {
+                    let projects = client.get("/1.0/projects").unwrap_or_default();
+                    if let [only] = projects.as_array().map(Vec::as_slice).unwrap_or_default() {
+                        let project = only.as_str().unwrap_or_default().rsplit('/').next();
+                        if let (Some(p), Some(r)) = (project, conf.remotes.get_mut(&name)) {
+                            r.project = p.to_string();
+                        }
+                    }
+                }
             } else if !remote.is_simplestreams() {
                 eprintln!("Note: remote \"{name}\" is stored, but hutch cannot talk to LXD-protocol HTTPS remotes yet");
             }
