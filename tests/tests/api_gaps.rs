@@ -356,8 +356,16 @@ fn split_images_through_lxc_and_hutch() {
     // copy to local: adds the aliases (the image is already there).
     d.hutch_ok(&["image", "copy", "lx2", "local:", "--alias", "lx3"]);
     assert!(d.lxc_ok(&["image", "info", "lx3"]).contains(&fp_lxc));
+    // An image server is no target, for either client.
     let remote = d.hutch(&["image", "copy", "lx2", "images:"], b"");
-    assert!(stderr_of(&remote).contains("doesn't exist"), "{remote:?}");
+    assert_eq!(
+        stderr_of(&remote),
+        stderr_of(&d.lxc(&["image", "copy", "lx2", "images:"]))
+    );
+    assert!(
+        stderr_of(&remote).contains("The remote isn't a private LXD server"),
+        "{remote:?}"
+    );
 
     // refresh of an image without a source fails the same way with both.
     let (h, l) = (
