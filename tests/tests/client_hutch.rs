@@ -247,7 +247,10 @@ fn hutch_profiles_images_and_errors() {
     for (args, want) in [
         (vec!["info", "nope"], "Instance not found"),
         (vec!["launch", "no-such-image", "x"], "not found"),
-        (vec!["launch", "images:debian/12", "x"], "not supported"),
+        (
+            vec!["launch", "nope:debian/12", "x"],
+            "The remote \"nope\" doesn't exist",
+        ),
         (vec!["launch", "bb", "bad_name"], "Invalid instance name"),
     ] {
         let out = d.hutch(&args, b"");
