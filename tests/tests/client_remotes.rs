@@ -496,3 +496,120 @@ fn launch_and_copy_from_a_simplestreams_remote() {
         ],
     );
 }
+
+#[test]
+fn download_progress_is_drawn_on_a_terminal_and_nowhere_else() {
+    let test = "download_progress_is_drawn_on_a_terminal_and_nowhere_else";
+    if !hutch_tests::require_root(test) {
+        return;
+    }
+    let dir = TestDir::new();
+    // Incompressible bytes make a download long enough for progress to be reported.
+    let work = dir.path().join("work");
+    let tree = work.join("big");
+    let rootfs = tree.join("rootfs");
+    busybox_rootfs(&rootfs).expect("busybox rootfs");
+    let mut noise = vec![0u8; 32 << 20];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in noise.iter_mut() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        *b = seed as u8;
+    }
+    std::fs::write(rootfs.join("noise"), &noise).unwrap();
+    std::fs::write(
+        tree.join("metadata.yaml"),
+        "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: big\n  release: \"1\"\n",
+    )
+    .unwrap();
+    let meta = work.join("meta.tar.xz");
+    let root = work.join("root.tar.gz");
+    for (out, from, what, flags) in [
+        (&meta, &tree, "metadata.yaml", "-cJf"),
+        (&root, &rootfs, ".", "-czf"),
+    ] {
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(from)
+            .args(["--numeric-owner", flags])
+            .arg(out)
+            .arg(what)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar {what}");
+    }
+    let tree_dir = dir.path().join("tree");
+    StreamsTree::new(&tree_dir)
+        .add(&StreamsImage {
+            os: "big".into(),
+            release: "1".into(),
+            release_title: String::new(),
+            version: "1".into(),
+            arch: "amd64".into(),
+            variant: "default".into(),
+            serial: "20240501_05:24".into(),
+            aliases: vec!["big".into()],
+            files: StreamsFiles::Split { meta, rootfs: root },
+        })
+        .unwrap();
+    let server = ImageServer::https(&tree_dir);
+    let ca = server.ca_file();
+    let d = TestDaemon::start_with_env(&[], &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let env = Env {
+        conf: dir.path().join("hutch-conf"),
+        ca: Some(&ca),
+        daemon: Some(d.path()),
+    };
+    let url = server.url();
+    ok(
+        env.hutch(&["remote", "add", "bs", &url, "--protocol", "simplestreams"]),
+        "remote add",
+    );
+
+    let vars: [(&str, &std::ffi::OsStr); 3] = [
+        ("HUTCH_CONF", env.conf.as_os_str()),
+        ("HUTCH_DIR", d.path().as_os_str()),
+        ("SSL_CERT_FILE", ca.as_os_str()),
+    ];
+    let hutch = hutch_tests::hutch_bin();
+    let done = "Image copied successfully!";
+    let mut term = hutch_tests::TerminalSession::start(
+        &format!("{} image copy bs:big local: --alias big1", hutch.display()),
+        &vars,
+    );
+    term.wait_for(done, |_| {});
+    let seen = std::mem::take(&mut term.seen);
+    assert!(term.wait().success());
+    // Whatever was drawn is lxc's line for this command, each redraw after a `\r`, and the
+    // line is blanked before the last word.
+    let seen = seen.replace("\r\n", "\n");
+    let (drawn, last) = seen.rsplit_once('\r').unwrap_or(("", &seen));
+    assert_eq!(last, format!("{done}\n"), "{seen:?}");
+    for part in drawn.split('\r').filter(|p| !p.trim().is_empty()) {
+        assert!(
+            part.starts_with("Copying the image: "),
+            "{part:?} in {seen:?}"
+        );
+    }
+
+    // Not on a terminal, or --quiet on one: no progress at all.
+    ok(env.hutch(&["image", "delete", "big1"]), "image delete");
+    let out = ok(
+        env.hutch(&["image", "copy", "bs:big", "local:", "--alias", "big2"]),
+        "copy",
+    );
+    assert_eq!(out, format!("{done}\n"));
+    ok(env.hutch(&["image", "delete", "big2"]), "image delete");
+    let mut term = hutch_tests::TerminalSession::start(
+        &format!(
+            "{} -q image copy bs:big local: && echo END",
+            hutch.display()
+        ),
+        &vars,
+    );
+    term.wait_for("END", |_| {});
+    let seen = std::mem::take(&mut term.seen);
+    assert!(term.wait().success());
+    assert_eq!(seen.trim(), "END", "{seen:?}");
+}
