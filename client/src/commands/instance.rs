@@ -225,7 +225,7 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
     };
     let (iremote, image) = conf.parse_remote(&args.image)?;
     let source = match image_server(&conf, &iremote)? {
-        ImageServer::Streams { url, .. } => pull_source(&url, &image),
+        ImageServer::Streams { url } => pull_source(&url, &image),
         ImageServer::Daemon(c) if c.socket() == client.socket() => {
             json!({"type": "image", "fingerprint": resolve_image(client, &image)?})
         }
