@@ -3,6 +3,7 @@
 
 mod pack;
 pub mod simplestreams;
+pub mod streams_tree;
 mod unpack;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@
 
 mod cgroup;
 pub mod daemon;
+pub mod image_server;
 mod images;
 pub mod network;
 mod run;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use cgroup::{cgroup_dirs, CgroupGuard};
 pub use daemon::{busybox_image, TestDaemon, Via};
+pub use image_server::{Fault, ImageServer, TestCa};
 pub use images::{busybox_rootfs, debian_rootfs};
 pub use run::{output_within, COMMAND_LIMIT};
 pub use terminal::TerminalSession;

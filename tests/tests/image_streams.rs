@@ -1,0 +1,156 @@
+//! Serving images: simplestreams trees written by hutch (the tree writer and
+//! `hutch image export-streams`), served over HTTPS on loopback by the test image server,
+//! and read by LXD's `lxc` client and by hutch.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use hutch_images::streams_tree::{StreamsFiles, StreamsImage, StreamsTree};
+use hutch_tests::{busybox_rootfs, output_within, ImageServer, TestDir, COMMAND_LIMIT};
+
+/// A split busybox image in `work`: (metadata tarball, rootfs tarball), both xz.
+fn split_busybox(work: &Path, serial: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let tree = work.join(format!("bb-{serial}"));
+    std::fs::create_dir_all(&tree).unwrap();
+    let rootfs = tree.join("rootfs");
+    busybox_rootfs(&rootfs).expect("busybox rootfs");
+    std::fs::write(
+        tree.join("metadata.yaml"),
+        format!(
+            "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: busybox\n  release: \"1\"\n  serial: \"{serial}\"\n  description: busybox test image\n"
+        ),
+    )
+    .unwrap();
+    let meta = work.join(format!("meta-{serial}.tar.xz"));
+    let root = work.join(format!("root-{serial}.tar.xz"));
+    for (out, dir, what) in [(&meta, &tree, "metadata.yaml"), (&root, &rootfs, ".")] {
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(dir)
+            .args(["--numeric-owner", "-cJf"])
+            .arg(out)
+            .arg(what)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar {what}");
+    }
+    std::fs::remove_dir_all(&tree).unwrap();
+    (meta, root)
+}
+
+fn busybox_product(serial: &str, files: StreamsFiles) -> StreamsImage {
+    StreamsImage {
+        os: "busybox".into(),
+        release: "1".into(),
+        release_title: String::new(),
+        version: "1".into(),
+        arch: "amd64".into(),
+        variant: "default".into(),
+        serial: serial.into(),
+        aliases: vec!["busybox/1".into(), "busybox".into()],
+        files,
+    }
+}
+
+/// LXD's `lxc` client with its own config dir, trusting `ca_file`.
+fn lxc(conf: &Path, ca_file: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new("lxc");
+    cmd.args(args)
+        .env("LXD_CONF", conf)
+        .env("HOME", conf)
+        .env("SSL_CERT_FILE", ca_file)
+        .env_remove("LXD_DIR");
+    output_within(&mut cmd, b"", COMMAND_LIMIT)
+}
+
+fn lxc_ok(conf: &Path, ca_file: &Path, args: &[&str]) -> String {
+    let out = lxc(conf, ca_file, args);
+    assert!(
+        out.status.success(),
+        "lxc {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn lxc_available(test: &str) -> bool {
+    let ok = Command::new("lxc")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        hutch_tests::skipped(test, "LXD's lxc client is not installed");
+    }
+    ok
+}
+
+#[test]
+fn lxc_lists_and_describes_a_tree_from_the_tree_writer() {
+    let test = "lxc_lists_and_describes_a_tree_from_the_tree_writer";
+    if !lxc_available(test) {
+        return;
+    }
+    let dir = TestDir::new();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let (meta, root) = split_busybox(&work, "20240501_05:24");
+    let tree_dir = dir.path().join("tree");
+    let tree = StreamsTree::new(&tree_dir);
+    let v1 = tree
+        .add(&busybox_product(
+            "20240501_05:24",
+            StreamsFiles::Split { meta, rootfs: root },
+        ))
+        .unwrap();
+    let server = ImageServer::https(&tree_dir);
+    let conf = dir.path().join("lxc-conf");
+    let ca = server.ca_file();
+    lxc_ok(
+        &conf,
+        &ca,
+        &[
+            "remote",
+            "add",
+            "bbstreams",
+            &server.url(),
+            "--protocol",
+            "simplestreams",
+            "--public",
+        ],
+    );
+    let list = lxc_ok(
+        &conf,
+        &ca,
+        &["image", "list", "bbstreams:", "--format", "csv"],
+    );
+    assert!(list.contains(&v1.fingerprint[..12]), "{list}");
+    assert!(list.contains("busybox 1 amd64 (20240501_05:24)"), "{list}");
+
+    // A newer serial takes the alias; the older one is still listed.
+    let (meta2, root2) = split_busybox(&work, "20240502_05:24");
+    let v2 = tree
+        .add(&busybox_product(
+            "20240502_05:24",
+            StreamsFiles::Split {
+                meta: meta2,
+                rootfs: root2,
+            },
+        ))
+        .unwrap();
+    let info = lxc_ok(&conf, &ca, &["image", "info", "bbstreams:busybox/1"]);
+    assert!(info.contains(&v2.fingerprint), "{info}");
+    assert!(info.contains("serial: 20240502_05:24"), "{info}");
+    let list = lxc_ok(
+        &conf,
+        &ca,
+        &["image", "list", "bbstreams:", "--format", "csv"],
+    );
+    assert!(list.contains(&v1.fingerprint[..12]), "{list}");
+    assert!(list.contains(&v2.fingerprint[..12]), "{list}");
+    assert!(server
+        .requests()
+        .iter()
+        .any(|p| p == "/streams/v1/images.json"));
+}
