@@ -632,3 +632,33 @@ print("pylxd ok")
     );
     assert_eq!(remote.requests_for(v1.rootfs_path.as_deref().unwrap()), 1);
 }
+
+/// Unmounts what it names when dropped, so a failing test leaves no mount behind.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_pool_leaves_nothing() {
+    if !root_or_skip("a_full_pool_leaves_nothing") {
+        return;
+    }
+    let remote = Remote::new();
+    remote.publish("20240501_05:24", Packing::TarXz);
+    let d = daemon(&remote, &[]);
+    // The pool's image volumes live on a filesystem too small for the rootfs.
+    let images_dir = d.path().join("storage-pools/default/images");
+    std::fs::create_dir_all(&images_dir).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&images_dir));
+    let _unmount = Unmount(images_dir.clone());
+    let op = create(&d, &remote, &unique_name("full"), "busybox/1");
+    assert_eq!(op["status_code"], 400, "{op}");
+    assert!(op["err"].as_str().unwrap().contains(&remote.url()), "{op}");
+    assert_nothing_left(&d);
+}
