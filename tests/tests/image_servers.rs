@@ -244,6 +244,15 @@ fn launch_by_alias_pulls_once_then_uses_the_cache() {
     assert_eq!(remote.requests_for(&v1.meta_path), 1);
     assert_eq!(images(&d).len(), 1);
 
+    // A newer serial on the server: while auto-update is on, launches keep using the
+    // cached image (LXD's PreferCached); the refresh task brings the new one.
+    let v2 = remote.publish("20240502_05:24", Packing::TarXz);
+    let c3 = unique_name("pull");
+    let op = create(&d, &remote, &c3, "busybox/1");
+    assert_eq!(op["status_code"], 200, "{op}");
+    assert_eq!(remote.requests_for(v2.rootfs_path.as_deref().unwrap()), 0);
+    assert_eq!(images(&d).len(), 1);
+
     // The instance runs from the pulled root filesystem.
     d.hutch_ok(&["start", &c2]);
     assert_eq!(d.sh_ok(&c2, "echo pulled").trim(), "pulled");
@@ -631,4 +640,34 @@ print("pylxd ok")
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(remote.requests_for(v1.rootfs_path.as_deref().unwrap()), 1);
+}
+
+/// Unmounts what it names when dropped, so a failing test leaves no mount behind.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_pool_leaves_nothing() {
+    if !root_or_skip("a_full_pool_leaves_nothing") {
+        return;
+    }
+    let remote = Remote::new();
+    remote.publish("20240501_05:24", Packing::TarXz);
+    let d = daemon(&remote, &[]);
+    // The pool's image volumes live on a filesystem too small for the rootfs.
+    let images_dir = d.path().join("storage-pools/default/images");
+    std::fs::create_dir_all(&images_dir).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&images_dir));
+    let _unmount = Unmount(images_dir.clone());
+    let op = create(&d, &remote, &unique_name("full"), "busybox/1");
+    assert_eq!(op["status_code"], 400, "{op}");
+    assert!(op["err"].as_str().unwrap().contains(&remote.url()), "{op}");
+    assert_nothing_left(&d);
 }

@@ -260,8 +260,17 @@ pub async fn publish_image(
         "" => return Err(bad("No source provided")),
         _ => return Err(bad("Bad type")),
     };
-    let compression: hutch_images::Compression = req
-        .compression_algorithm
+    // The request's algorithm, else the server's `images.compression_algorithm`.
+    let algorithm = if req.compression_algorithm.is_empty() {
+        hutch_api::server_config::server_config_value(
+            &d.db.server_config()?,
+            "images.compression_algorithm",
+        )
+        .to_string()
+    } else {
+        req.compression_algorithm.clone()
+    };
+    let compression: hutch_images::Compression = algorithm
         .parse()
         .map_err(|e: hutch_images::ImageError| DaemonError::BadRequest(e.to_string()))?;
     for alias in &req.aliases {
