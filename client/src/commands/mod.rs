@@ -7,6 +7,8 @@ pub mod edit;
 pub mod exec;
 pub mod file;
 pub mod image;
+pub mod image_build;
+pub mod image_streams;
 pub mod info;
 pub mod instance;
 pub mod list;
