@@ -41,7 +41,8 @@ pub struct BuildArgs {
 pub fn run(client: &Client, args: BuildArgs) -> Result<()> {
     let target: Target = args.image.parse()?;
     let variant: Variant = args.variant.parse()?;
-    // Fail before a long build when the daemon is not there.
+    // Fail before a long build when it cannot succeed.
+    builder::require_root()?;
     client.get("/1.0")?;
     let opts = BuildOptions {
         variant,

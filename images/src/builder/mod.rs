@@ -208,11 +208,18 @@ pub fn image_properties(
     p
 }
 
+/// Errors unless running as root (checked before a long build's other steps).
+pub fn require_root() -> Result<(), BuildError> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(BuildError::NotRoot)
+    }
+}
+
 /// Builds `target`. Needs root.
 pub fn build(target: &Target, opts: &BuildOptions) -> Result<BuiltImage, BuildError> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(BuildError::NotRoot);
-    }
+    require_root()?;
     if opts.variant == Variant::Cloud && *target == Target::Busybox {
         return Err(BuildError::Invalid(
             "busybox has no cloud variant (no cloud-init)".into(),
