@@ -6,7 +6,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use hutch_images::streams_tree::{StreamsFiles, StreamsImage, StreamsTree};
-use hutch_tests::{busybox_rootfs, output_within, ImageServer, TestDir, COMMAND_LIMIT};
+use hutch_tests::{
+    busybox_rootfs, output_within, require_root, ImageServer, TestDaemon, TestDir, Via,
+    COMMAND_LIMIT,
+};
 
 /// A split busybox image in `work`: (metadata tarball, rootfs tarball), both xz.
 fn split_busybox(work: &Path, serial: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -153,4 +156,132 @@ fn lxc_lists_and_describes_a_tree_from_the_tree_writer() {
         .requests()
         .iter()
         .any(|p| p == "/streams/v1/images.json"));
+}
+
+/// Every fingerprint a tree's products file offers.
+fn tree_fingerprints(tree: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(tree.join("streams/v1/images.json")).unwrap();
+    let products: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut fps = Vec::new();
+    for product in products["products"].as_object().unwrap().values() {
+        for version in product["versions"].as_object().unwrap().values() {
+            for item in version["items"].as_object().unwrap().values() {
+                for key in ["combined_rootxz_sha256", "combined_squashfs_sha256"] {
+                    if let Some(fp) = item[key].as_str() {
+                        fps.push(fp.to_string());
+                    }
+                }
+                if item["ftype"] == "lxd_combined.tar.gz" {
+                    fps.push(item["sha256"].as_str().unwrap().to_string());
+                }
+            }
+        }
+    }
+    fps.sort();
+    fps
+}
+
+fn alias_target(d: &TestDaemon, alias: &str) -> String {
+    let (status, body) = d.http("GET", &format!("/1.0/images/aliases/{alias}"), b"");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["metadata"]["target"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn export_streams_writes_local_images_that_lxc_lists() {
+    let test = "export_streams_writes_local_images_that_lxc_lists";
+    if !require_root(test) || !lxc_available(test) {
+        return;
+    }
+    let d = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    d.import_busybox(Via::Hutch);
+    let dir = TestDir::new();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let (meta, root) = split_busybox(&work, "20240601_00:00");
+    d.hutch_ok(&[
+        "image",
+        "import",
+        meta.to_str().unwrap(),
+        root.to_str().unwrap(),
+        "--alias",
+        "bbsplit",
+    ]);
+    // An image without an alias is left out by default.
+    let (other_meta, other_root) = split_busybox(&work, "20240602_00:00");
+    d.hutch_ok(&[
+        "image",
+        "import",
+        other_meta.to_str().unwrap(),
+        other_root.to_str().unwrap(),
+    ]);
+    let unified_fp = alias_target(&d, "bb");
+    let split_fp = alias_target(&d, "bbsplit");
+
+    let tree = dir.path().join("tree");
+    let out = d.hutch_ok(&["image", "export-streams", tree.to_str().unwrap()]);
+    assert!(out.contains("(2 images)"), "{out}");
+    let mut expected = vec![unified_fp.clone(), split_fp.clone()];
+    expected.sort();
+    // The tree's fingerprints are the local ones: the exports are byte for byte.
+    assert_eq!(tree_fingerprints(&tree), expected);
+    // Nothing temporary is left in the tree.
+    let names: Vec<String> = std::fs::read_dir(&tree)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| n == "images" || n == "streams"),
+        "{names:?}"
+    );
+    // Again: the same images are already there, nothing changes.
+    let before = std::fs::read(tree.join("streams/v1/images.json")).unwrap();
+    d.hutch_ok(&["image", "export-streams", tree.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(tree.join("streams/v1/images.json")).unwrap(),
+        before
+    );
+
+    let server = ImageServer::https(&tree);
+    let conf = dir.path().join("lxc-conf");
+    let ca = server.ca_file();
+    lxc_ok(
+        &conf,
+        &ca,
+        &[
+            "remote",
+            "add",
+            "exported",
+            &server.url(),
+            "--protocol",
+            "simplestreams",
+            "--public",
+        ],
+    );
+    let list = lxc_ok(
+        &conf,
+        &ca,
+        &["image", "list", "exported:", "--format", "csv"],
+    );
+    assert!(list.contains(&unified_fp[..12]), "{list}");
+    assert!(list.contains(&split_fp[..12]), "{list}");
+    let info = lxc_ok(&conf, &ca, &["image", "info", "exported:bbsplit"]);
+    assert!(info.contains(&split_fp), "{info}");
+    let info = lxc_ok(&conf, &ca, &["image", "info", "exported:bb"]);
+    assert!(info.contains(&unified_fp), "{info}");
+
+    // Named images only; an unknown name writes nothing.
+    let one = dir.path().join("one");
+    d.hutch_ok(&[
+        "image",
+        "export-streams",
+        one.to_str().unwrap(),
+        "local:bbsplit",
+    ]);
+    assert_eq!(tree_fingerprints(&one), [split_fp]);
+    let none = dir.path().join("none");
+    let err = d.hutch_err(&["image", "export-streams", none.to_str().unwrap(), "nosuch"]);
+    assert!(err.contains("not found"), "{err}");
+    assert!(!none.join("streams").exists());
 }
