@@ -14,6 +14,17 @@ use tokio::sync::{oneshot, watch};
 use crate::error::DaemonError;
 use crate::events::EventHub;
 
+tokio::task_local! {
+    /// The operation whose work is running on this task.
+    static CURRENT: Arc<OpEntry>;
+}
+
+/// The operation whose body is running on this task, if any: deep steps (an image
+/// download) report progress into its metadata without being handed it.
+pub fn current() -> Option<Arc<OpEntry>> {
+    CURRENT.try_with(|e| e.clone()).ok()
+}
+
 /// How long a finished operation stays readable.
 const KEEP_FINISHED: Duration = Duration::from_secs(5);
 
@@ -183,7 +194,10 @@ impl Operations {
     {
         let ops = self.clone();
         tokio::spawn(async move {
-            let result = work.await.map_err(|e| e.chain());
+            let result = CURRENT
+                .scope(entry.clone(), work)
+                .await
+                .map_err(|e| e.chain());
             if let Err(e) = &result {
                 tracing::info!(operation = %entry.id(), error = %e, "operation failed");
             }

@@ -2,6 +2,7 @@
 //! safe unpacking (no path escapes, no device nodes for unprivileged use, bounded size).
 
 pub mod builder;
+mod http;
 mod pack;
 pub mod simplestreams;
 pub mod streams_tree;
@@ -68,6 +69,20 @@ pub enum ImageError {
     Invalid(String),
     #[error("image is larger than the {limit} bytes allowed")]
     TooLarge { limit: u64 },
+    /// A request to an image server failed: `what` is the URL path or item asked for.
+    #[error("{server}: failed to get {what}")]
+    Remote {
+        server: String,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An image server's answer that cannot be used (bad JSON, no such image...).
+    #[error("{server}: {message}")]
+    RemoteInvalid { server: String, message: String },
+    /// No image on the server matches (LXD's messages).
+    #[error("{0}")]
+    RemoteNotFound(String),
     /// A format whose unpacking needs a tool this host lacks.
     #[error("{format} root filesystems need {tool} (package {package}), which is not installed on this host")]
     MissingTool {
@@ -95,6 +110,8 @@ impl ImageError {
             ImageError::Invalid(_) | ImageError::TooLarge { .. } => ErrorKind::InvalidInput,
             ImageError::Io { .. } => ErrorKind::Internal,
             ImageError::MissingTool { .. } => ErrorKind::Unsupported,
+            ImageError::RemoteNotFound(_) => ErrorKind::NotFound,
+            ImageError::Remote { .. } | ImageError::RemoteInvalid { .. } => ErrorKind::Internal,
         }
     }
 

@@ -114,6 +114,9 @@ pub enum Fault {
     /// connection is shut down without close_notify and the listener is closed, so retries
     /// are refused.
     Vanish { after: u64 },
+    /// Send the first `after` bytes of the body, then hold the connection open, sending
+    /// nothing more, until the server stops: a download caught in the middle.
+    Stall { after: u64 },
 }
 
 /// What connection threads share with the server handle.
@@ -518,7 +521,9 @@ fn respond<S: Conn>(stream: &mut S, req: &Request, shared: &Shared) -> bool {
     }
     let fault = shared.faults.lock().unwrap().get(&req.path).copied();
     let limit = match fault {
-        Some(Fault::Truncate { after } | Fault::Vanish { after }) => after.min(count),
+        Some(Fault::Truncate { after } | Fault::Vanish { after } | Fault::Stall { after }) => {
+            after.min(count)
+        }
         None => count,
     };
     if start > 0 {
@@ -536,6 +541,12 @@ fn respond<S: Conn>(stream: &mut S, req: &Request, shared: &Shared) -> bool {
         }
         Some(Fault::Vanish { .. }) => {
             shared.shut_down();
+            false
+        }
+        Some(Fault::Stall { .. }) => {
+            while !shared.stopping.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             false
         }
         None => copied.is_ok(),

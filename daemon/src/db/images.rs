@@ -24,9 +24,15 @@ pub struct ImageRow {
     pub uploaded_at: String,
     pub last_used_at: String,
     pub expires_at: String,
+    /// The remote and alias an image pulled by alias is refreshed from.
+    pub update_source: Option<hutch_api::image::ImageSource>,
 }
 
-const COLUMNS: &str = "fingerprint, filename, size, architecture, type, public, auto_update, cached, properties, profiles, created_at, uploaded_at, last_used_at, expires_at";
+const COLUMNS: &str = "fingerprint, filename, size, architecture, type, public, auto_update, cached, properties, profiles, created_at, uploaded_at, last_used_at, expires_at, update_source";
+
+fn source_to_text(source: &Option<hutch_api::image::ImageSource>) -> String {
+    source.as_ref().map(to_json).unwrap_or_default()
+}
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<ImageRow> {
     Ok(ImageRow {
@@ -44,6 +50,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<ImageRow> {
         uploaded_at: r.get(11)?,
         last_used_at: r.get(12)?,
         expires_at: r.get(13)?,
+        update_source: Some(r.get::<_, String>(14)?)
+            .filter(|t| !t.is_empty())
+            .and_then(|t| serde_json::from_str(&t).ok()),
     })
 }
 
@@ -59,7 +68,7 @@ pub struct AliasRow {
 impl Db {
     pub(in crate::engine) fn insert_image(&self, row: &ImageRow) -> Result<()> {
         let res = self.conn().execute(
-            &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+            &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
             params![
                 row.fingerprint,
                 row.filename,
@@ -74,7 +83,8 @@ impl Db {
                 row.created_at,
                 row.uploaded_at,
                 row.last_used_at,
-                row.expires_at
+                row.expires_at,
+                source_to_text(&row.update_source)
             ],
         );
         match res {
@@ -126,6 +136,40 @@ impl Db {
             "UPDATE images SET auto_update = ?2, properties = ?3, public = ?4, expires_at = ?5, profiles = ?6 WHERE fingerprint = ?1",
             params![row.fingerprint, row.auto_update, to_json(&row.properties), row.public, row.expires_at, to_json(&row.profiles)],
         )?;
+        Ok(())
+    }
+
+    /// Marks an image used now (an instance was made from it).
+    pub(in crate::engine) fn touch_image(&self, fingerprint: &str, now: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE images SET last_used_at = ?2 WHERE fingerprint = ?1",
+            params![fingerprint, now],
+        )?;
+        Ok(())
+    }
+
+    /// Moves every alias of image `from` to image `to` and gives `to` the refresh
+    /// settings and use record of `from`, in one transaction: a refresh is seen whole.
+    pub(in crate::engine) fn replace_image(&self, from: &ImageRow, to: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE image_aliases SET fingerprint = ?2 WHERE fingerprint = ?1",
+            params![from.fingerprint, to],
+        )?;
+        tx.execute(
+            "UPDATE images SET auto_update = ?2, cached = ?3, public = ?4, profiles = ?5, last_used_at = ?6, update_source = ?7 WHERE fingerprint = ?1",
+            params![
+                to,
+                from.auto_update,
+                from.cached,
+                from.public,
+                to_json(&from.profiles),
+                from.last_used_at,
+                source_to_text(&from.update_source)
+            ],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -120,6 +120,8 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 9: where an image pulled by alias is refreshed from (JSON `update_source`, '' for none).
+    "ALTER TABLE images ADD COLUMN update_source TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The database handle. Calls are short; one connection behind a mutex is plenty.

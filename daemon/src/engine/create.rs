@@ -21,7 +21,9 @@ use crate::error::{DaemonError, Result};
 /// Where a new instance's root filesystem comes from.
 #[derive(Debug)]
 pub enum CreateSource {
-    Image(ImageRow),
+    Image(Box<ImageRow>),
+    /// An image on a remote, pulled (or found in the store) when the create runs.
+    Remote(super::image_pull::PullSource),
     /// Another instance (`instance`) or one of its snapshots.
     Copy {
         instance: String,
@@ -56,11 +58,6 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSo
                 "Unknown source type {other}"
             )))
         }
-    }
-    if !req.source.server.is_empty() {
-        return Err(DaemonError::BadRequest(
-            "Remote image servers are not supported yet".into(),
-        ));
     }
     let profiles = req
         .put
@@ -106,6 +103,16 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSo
             with_snapshots,
         });
     }
+    if !req.source.server.is_empty() {
+        let s = &req.source;
+        return Ok(CreateSource::Remote(super::image_pull::PullSource::new(
+            &s.server,
+            &s.protocol,
+            &s.mode,
+            &s.alias,
+            &s.fingerprint,
+        )?));
+    }
     let image = if !req.source.alias.is_empty() {
         match d.db.alias(&req.source.alias)? {
             Some(a) => d.db.image_by_prefix(&a.fingerprint)?,
@@ -114,7 +121,7 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSo
     } else {
         d.db.image_by_prefix(&req.source.fingerprint)?
     };
-    Ok(CreateSource::Image(image))
+    Ok(CreateSource::Image(Box::new(image)))
 }
 
 /// LXD's instance name rules: a host name, not starting with a digit or a dash.
@@ -135,6 +142,19 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 /// Creates the instance (the body of the create operation).
 pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSource) -> Result<()> {
+    let source = match source {
+        CreateSource::Remote(remote) => {
+            let options = super::image_pull::PullOptions {
+                cached: true,
+                auto_update: None,
+                public: false,
+            };
+            CreateSource::Image(Box::new(
+                super::image_pull::pull_image(&d, &remote, options).await?,
+            ))
+        }
+        other => other,
+    };
     let now = crate::now();
     let mut config = req.put.config.clone();
     let architecture = match &source {
@@ -145,6 +165,7 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
             config.insert("volatile.base_image".into(), image.fingerprint.clone());
             image.architecture.clone()
         }
+        CreateSource::Remote(_) => unreachable!("pulled above"),
         CreateSource::Copy { architecture, .. } => {
             // A copy starts its own life: no power state or NIC addresses of the source.
             config.retain(|k, _| !k.starts_with("volatile.") || k == "volatile.base_image");
@@ -178,6 +199,10 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
     let _guard = lock.lock().await;
     let d2 = d.clone();
     let name = row.name.clone();
+    let base_image = match &source {
+        CreateSource::Image(image) => Some(image.fingerprint.clone()),
+        _ => None,
+    };
     let snapshots_of = match &source {
         CreateSource::Copy {
             instance,
@@ -202,6 +227,9 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         copy_snapshots(&d, from, &row.name)?;
     }
     d.db.set_instance_state(&row.name, "ready")?;
+    if let Some(fp) = &base_image {
+        d.db.touch_image(fp, &now)?;
+    }
     revert.success();
     d.events.lifecycle(
         "instance-created",
@@ -237,6 +265,7 @@ fn clone_volume(d: &AppState, name: &str, pool: &str, source: &CreateSource) -> 
             super::images::ensure_image_volume(d, &*dst, &image.fingerprint)?;
             (dst.clone(), image_vol(&image.fingerprint))
         }
+        CreateSource::Remote(_) => unreachable!("pulled before the clone"),
         CreateSource::Copy {
             instance,
             snapshot: Some(s),

@@ -122,7 +122,7 @@ fn image_object(d: &Daemon, row: &ImageRow) -> Result<Image> {
         created_at: row.created_at.clone(),
         last_used_at: row.last_used_at.clone(),
         uploaded_at: row.uploaded_at.clone(),
-        update_source: None,
+        update_source: row.update_source.clone(),
     })
 }
 
@@ -203,25 +203,7 @@ impl Engine {
         let fp = self.d.db.image_by_prefix(fingerprint)?.fingerprint;
         let e = self.clone();
         let fp2 = fp.clone();
-        Ok((
-            fp,
-            Box::pin(async move {
-                let lock = e.d.image_locks.get(&fp2);
-                let _g = lock.lock().await;
-                // Instances are independent clones (btrfs snapshots keep their shared
-                // extents): deleting the image volume takes nothing of theirs.
-                let (d, fp3) = (e.d.clone(), fp2.clone());
-                blocking(move || {
-                    d.db.record_intent(IntentKind::Image, "", &fp3)?;
-                    finish_delete_image(&d, &fp3)
-                })
-                .await?;
-                e.d.image_locks.prune();
-                e.d.events
-                    .lifecycle("image-deleted", &format!("/1.0/images/{fp2}"), json!({}));
-                Ok(())
-            }),
-        ))
+        Ok((fp, Box::pin(async move { remove_image(&e, &fp2).await })))
     }
 
     /// The image's files, streamed for download, named as LXD names them: a unified image
@@ -258,15 +240,32 @@ impl Engine {
     }
 
     /// `POST /1.0/images/<fp>/refresh`: checks the image exists; the work refreshes it from
-    /// its source. hutch has no image servers, so no image has a source, and the work fails
-    /// as LXD's does for an image without one.
+    /// its source (an image without one fails as LXD's does) and ends with metadata
+    /// `{"refreshed": bool}`.
     pub fn refresh_image(&self, fingerprint: &str) -> Result<(String, super::Work)> {
-        let fp = self.d.db.image_by_prefix(fingerprint)?.fingerprint;
-        let message =
-            format!("Failed to update image {fp:?} in project \"default\": Image source not found");
+        let row = self.d.db.image_by_prefix(fingerprint)?;
+        let fp = row.fingerprint.clone();
+        if row.update_source.is_none() {
+            let message = format!(
+                "Failed to update image {fp:?} in project \"default\": Image source not found"
+            );
+            return Ok((
+                fp,
+                Box::pin(async move { Err(DaemonError::NotFound(message)) }),
+            ));
+        }
+        let e = self.clone();
         Ok((
             fp,
-            Box::pin(async move { Err(DaemonError::NotFound(message)) }),
+            Box::pin(async move {
+                let refreshed = super::image_tasks::refresh_image(&e, &row).await?;
+                if let Some(op) = crate::operations::current() {
+                    let mut m = serde_json::Map::new();
+                    m.insert("refreshed".into(), refreshed.into());
+                    op.extend_metadata(m);
+                }
+                Ok(())
+            }),
         ))
     }
 
@@ -338,9 +337,13 @@ impl Engine {
         }))
     }
 
-    /// `lxc publish`: an image from a stopped instance or a snapshot.
+    /// `lxc publish`: an image from a stopped instance or a snapshot; or, with an `image`
+    /// source, an image pulled from a remote (`lxc image copy`).
     pub fn publish_image(&self, req: ImagesPost) -> ImageWork {
         let e = self.clone();
+        if req.source.as_ref().is_some_and(|s| s.kind == "image") {
+            return Box::pin(async move { e.copy_remote_image(req).await });
+        }
         Box::pin(async move {
             let (fp, size) = super::publish_image(&e, req).await?;
             e.d.events
@@ -349,6 +352,45 @@ impl Engine {
                 fingerprint: fp,
                 size,
             })
+        })
+    }
+
+    /// `POST /1.0/images` with a remote `image` source: pulled (or found in the store),
+    /// then given the request's aliases.
+    async fn copy_remote_image(&self, req: ImagesPost) -> Result<ImageMade> {
+        let s = req.source.clone().unwrap_or_default();
+        let source = super::image_pull::PullSource::new(
+            &s.server,
+            &s.protocol,
+            &s.mode,
+            &s.alias,
+            &s.fingerprint,
+        )?;
+        for alias in &req.aliases {
+            if self.d.db.alias(&alias.name)?.is_some() {
+                return Err(DaemonError::Conflict(format!(
+                    "Alias already exists: {}",
+                    alias.name
+                )));
+            }
+        }
+        let options = super::image_pull::PullOptions {
+            cached: false,
+            auto_update: Some(req.auto_update),
+            public: req.public,
+        };
+        let row = super::image_pull::pull_image(self, &source, options).await?;
+        for alias in &req.aliases {
+            self.d.db.insert_alias(&AliasRow {
+                name: alias.name.clone(),
+                fingerprint: row.fingerprint.clone(),
+                description: alias.description.clone(),
+                kind: "container".into(),
+            })?;
+        }
+        Ok(ImageMade {
+            fingerprint: row.fingerprint,
+            size: row.size as u64,
         })
     }
 
@@ -421,6 +463,24 @@ impl Engine {
         self.alias_row(name)?;
         self.d.db.delete_alias(name)
     }
+}
+
+/// Removes image `fp` under its lock: the delete recorded first, then finished.
+pub(super) async fn remove_image(d: &super::Engine, fp: &str) -> Result<()> {
+    let lock = d.image_locks.get(fp);
+    let _g = lock.lock().await;
+    // Instances are independent clones (btrfs snapshots keep their shared extents):
+    // deleting the image volume takes nothing of theirs.
+    let (d2, fp2) = (d.d.clone(), fp.to_string());
+    blocking(move || {
+        d2.db.record_intent(IntentKind::Image, "", &fp2)?;
+        finish_delete_image(&d2, &fp2)
+    })
+    .await?;
+    d.image_locks.prune();
+    d.events
+        .lifecycle("image-deleted", &format!("/1.0/images/{fp}"), json!({}));
+    Ok(())
 }
 
 /// Removes an image whose delete was recorded: its files, its volume on every pool, then

@@ -55,6 +55,51 @@ pub async fn import_image(
             "Image with same fingerprint already exists".into(),
         ));
     }
+    store_image(d, upload, fp, move |meta, now| {
+        let created_at = time::OffsetDateTime::from_unix_timestamp(meta.creation_date)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| now.to_string());
+        ImageRow {
+            fingerprint: fp.to_string(),
+            filename,
+            size: size as i64,
+            architecture: meta.lxd_architecture(),
+            kind: "container".into(),
+            public,
+            auto_update: false,
+            cached: false,
+            // `X-LXD-properties` of the upload win over metadata.yaml's, as in LXD.
+            properties: meta
+                .properties
+                .clone()
+                .into_iter()
+                .chain(properties)
+                .collect(),
+            profiles: vec!["default".into()],
+            created_at,
+            uploaded_at: now.to_string(),
+            last_used_at: "0001-01-01T00:00:00Z".into(),
+            expires_at: "0001-01-01T00:00:00Z".into(),
+            update_source: None,
+        }
+    })
+    .await
+}
+
+/// Unpacks image `fp` from its files into its volume, moves the files into the store and
+/// records the row `make_row` makes from its metadata (and the time now). The caller holds
+/// the image's lock and has checked it is new. A failure at any step leaves no volume,
+/// file or row.
+pub(super) async fn store_image(
+    d: &AppState,
+    upload: &Upload,
+    fp: &str,
+    make_row: impl FnOnce(&hutch_images::ImageMetadata, &str) -> ImageRow,
+) -> Result<()> {
     let vol = image_vol(fp);
     let pool = d.default_pool()?;
     let file = d.image_file(fp);
@@ -97,36 +142,7 @@ pub async fn import_image(
         Ok(meta)
     })
     .await??;
-    let now = crate::now();
-    let created_at = time::OffsetDateTime::from_unix_timestamp(meta.creation_date)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| now.clone());
-    let row = ImageRow {
-        fingerprint: fp.to_string(),
-        filename,
-        size: size as i64,
-        architecture: meta.lxd_architecture(),
-        kind: "container".into(),
-        public,
-        auto_update: false,
-        cached: false,
-        // `X-LXD-properties` of the upload win over metadata.yaml's, as in LXD.
-        properties: meta
-            .properties
-            .clone()
-            .into_iter()
-            .chain(properties)
-            .collect(),
-        profiles: vec!["default".into()],
-        created_at,
-        uploaded_at: now,
-        last_used_at: "0001-01-01T00:00:00Z".into(),
-        expires_at: "0001-01-01T00:00:00Z".into(),
-    };
+    let row = make_row(&meta, &crate::now());
     d.db.insert_image(&row)?;
     revert.success();
     Ok(())
@@ -224,7 +240,7 @@ pub async fn publish_image(
             None => return Err(bad("Not a snapshot")),
         },
         "virtual-machine" => return Err(bad("Virtual-machine images are not supported")),
-        "image" | "url" => return Err(bad("Copying images from remotes is not supported yet")),
+        "url" => return Err(bad("Images from URLs are not supported")),
         "" => return Err(bad("No source provided")),
         _ => return Err(bad("Bad type")),
     };

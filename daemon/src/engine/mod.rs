@@ -19,6 +19,8 @@ mod fault_tests;
 pub mod files;
 mod idmaps;
 mod image_catalog;
+mod image_pull;
+mod image_tasks;
 mod images;
 mod instances;
 mod lifecycle;
@@ -120,6 +122,7 @@ impl Engine {
         networks::start_supervisor(self.clone());
         autostart(self.clone());
         start_scheduler(self.clone());
+        image_tasks::start_image_tasks(self.clone());
     }
 
     /// LXD always has a `default` profile.
