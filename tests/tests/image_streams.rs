@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 
 use hutch_images::streams_tree::{StreamsFiles, StreamsImage, StreamsTree};
 use hutch_tests::{
-    busybox_rootfs, output_within, require_root, ImageServer, TestDaemon, TestDir, Via,
-    COMMAND_LIMIT,
+    busybox_rootfs, output_within, require_root, unique_name, ImageServer, TestDaemon, TestDir,
+    Via, COMMAND_LIMIT,
 };
 
 /// A split busybox image in `work`: (metadata tarball, rootfs tarball), both xz.
@@ -181,11 +181,19 @@ fn tree_fingerprints(tree: &Path) -> Vec<String> {
     fps
 }
 
+/// The image an alias points to, found in the alias list (hutchd refuses a `/` in an alias
+/// name inside the URL, which LXD allows).
 fn alias_target(d: &TestDaemon, alias: &str) -> String {
-    let (status, body) = d.http("GET", &format!("/1.0/images/aliases/{alias}"), b"");
+    let (status, body) = d.http("GET", "/1.0/images/aliases?recursion=1", b"");
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["metadata"]["target"].as_str().unwrap().to_string()
+    let found = v["metadata"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == alias)
+        .unwrap_or_else(|| panic!("no alias {alias} in {body}"));
+    found["target"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -284,4 +292,114 @@ fn export_streams_writes_local_images_that_lxc_lists() {
     let err = d.hutch_err(&["image", "export-streams", none.to_str().unwrap(), "nosuch"]);
     assert!(err.contains("not found"), "{err}");
     assert!(!none.join("streams").exists());
+}
+
+fn parse(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// `POST /1.0/instances` pulling `alias` from the simplestreams server at `url`; the
+/// finished operation.
+fn create_from(d: &TestDaemon, url: &str, name: &str, alias: &str) -> serde_json::Value {
+    let body = serde_json::json!({
+        "name": name,
+        "source": {"type": "image", "mode": "pull", "server": url,
+                   "protocol": "simplestreams", "alias": alias},
+    });
+    let (status, text) = d.http("POST", "/1.0/instances", body.to_string().as_bytes());
+    assert_eq!(status, 202, "{text}");
+    let id = parse(&text)["metadata"]["id"].as_str().unwrap().to_string();
+    let (_, text) = d.http(
+        "GET",
+        &format!("/1.0/operations/{id}/wait?timeout=120"),
+        b"",
+    );
+    parse(&text)["metadata"].clone()
+}
+
+#[test]
+fn an_exported_tree_feeds_a_second_hutchd_lxc_and_the_simplestreams_client() {
+    let test = "an_exported_tree_feeds_a_second_hutchd_lxc_and_the_simplestreams_client";
+    if !require_root(test) {
+        return;
+    }
+    // The first daemon: a built (split, templated) image and the unified test image.
+    let source = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    source.import_busybox(Via::Hutch);
+    let out = source.hutch_ok(&["image", "build", "busybox", "--alias", "built/bb"]);
+    assert!(out.contains("Image imported with fingerprint"), "{out}");
+    let built_fp = alias_target(&source, "built/bb");
+    let unified_fp = alias_target(&source, "bb");
+    let dir = TestDir::new();
+    let tree = dir.path().join("tree");
+    source.hutch_ok(&["image", "export-streams", tree.to_str().unwrap()]);
+    drop(source);
+
+    let server = ImageServer::https(&tree);
+    let ca = server.ca_file();
+
+    // hutch's simplestreams client reads the tree as LXD would.
+    std::env::set_var("SSL_CERT_FILE", &ca);
+    let client = hutch_images::simplestreams::SimpleStreams::new(&server.url()).unwrap();
+    let remote = client.resolve("built/bb").expect("resolve built/bb");
+    assert_eq!(remote.fingerprint, built_fp);
+    assert_eq!(remote.properties["os"], "busybox");
+    assert_eq!(remote.properties["type"], "root.tar.xz");
+    assert!(remote.rootfs.is_some());
+    let remote = client.resolve("bb").expect("resolve bb");
+    assert_eq!(remote.fingerprint, unified_fp);
+    assert!(remote.rootfs.is_none());
+
+    // A second hutchd pulls both by alias and runs them.
+    let consumer = TestDaemon::start_with_env(
+        &["--storage-backend", "dir"],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    for (alias, fp) in [("built/bb", &built_fp), ("bb", &unified_fp)] {
+        let name = unique_name("exp");
+        let op = create_from(&consumer, &server.url(), &name, alias);
+        assert_eq!(op["status_code"], 200, "{alias}: {op}");
+        let (_, inst) = consumer.http("GET", &format!("/1.0/instances/{name}"), b"");
+        assert_eq!(
+            parse(&inst)["metadata"]["config"]["volatile.base_image"],
+            fp.as_str()
+        );
+        consumer.hutch_ok(&["start", &name]);
+        assert_eq!(consumer.sh_ok(&name, "echo served").trim(), "served");
+        consumer.hutch_ok(&["delete", "--force", &name]);
+    }
+
+    // LXD's lxc launches from it through the second hutchd.
+    if lxc_available(test) {
+        let lxc_in = |args: &[&str]| {
+            let mut cmd = Command::new("lxc");
+            cmd.args(args)
+                .env("LXD_DIR", consumer.path())
+                .env("LXD_CONF", consumer.path().join("lxc-conf"))
+                .env("HOME", consumer.path())
+                .env("SSL_CERT_FILE", &ca);
+            let out = output_within(&mut cmd, b"", COMMAND_LIMIT);
+            assert!(
+                out.status.success(),
+                "lxc {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        lxc_in(&[
+            "remote",
+            "add",
+            "exported",
+            &server.url(),
+            "--protocol",
+            "simplestreams",
+            "--public",
+        ]);
+        let name = unique_name("lxe");
+        lxc_in(&["launch", "exported:built/bb", &name]);
+        let list = lxc_in(&["list", &name, "--format", "csv", "-c", "ns"]);
+        assert!(list.contains("RUNNING"), "{list}");
+        lxc_in(&["delete", "--force", &name]);
+    }
 }
