@@ -126,8 +126,8 @@ struct Shared {
     faults: Mutex<HashMap<String, Fault>>,
     stopping: AtomicBool,
     addr: SocketAddr,
-    /// A clone of every open connection, to shut them down on stop.
-    conns: Mutex<Vec<TcpStream>>,
+    /// A clone of every open connection by its number, to shut them down on stop.
+    conns: Mutex<HashMap<u64, TcpStream>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -140,7 +140,7 @@ impl Shared {
         }
         // Wake the accept loop, which then sees `stopping` and drops the listener.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        for c in self.conns.lock().unwrap().drain(..) {
+        for (_, c) in self.conns.lock().unwrap().drain() {
             let _ = c.shutdown(Shutdown::Both);
         }
     }
@@ -191,7 +191,7 @@ impl ImageServer {
             faults: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             addr: listener.local_addr().expect("local addr"),
-            conns: Mutex::new(Vec::new()),
+            conns: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -284,7 +284,7 @@ impl Drop for ImageServer {
 }
 
 fn accept_loop(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
+    for (id, stream) in (0u64..).zip(listener.incoming()) {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
         }
@@ -293,22 +293,26 @@ fn accept_loop(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, sh
         let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
         let _ = stream.set_nodelay(true);
         if let Ok(clone) = stream.try_clone() {
-            let mut conns = shared.conns.lock().unwrap();
-            // Forget connections that already ended, so the list stays short.
-            conns.retain(|c| c.peer_addr().is_ok());
-            conns.push(clone);
+            shared.conns.lock().unwrap().insert(id, clone);
         }
         let conn_shared = Arc::clone(&shared);
         let tls = tls.clone();
         let handle = std::thread::Builder::new()
             .name("image-server-conn".into())
-            .spawn(move || match tls {
-                Some(config) => {
-                    if let Ok(conn) = rustls::ServerConnection::new(config) {
-                        serve(rustls::StreamOwned::new(conn, stream), &conn_shared);
+            .spawn(move || {
+                match tls {
+                    Some(config) => {
+                        if let Ok(conn) = rustls::ServerConnection::new(config) {
+                            serve(rustls::StreamOwned::new(conn, stream), &conn_shared);
+                        }
                     }
+                    None => serve(stream, &conn_shared),
                 }
-                None => serve(stream, &conn_shared),
+                // The clone kept for stop() would hold the socket open: the client must
+                // see the end of a closed connection (a truncated plain-HTTP body above all).
+                if let Some(c) = conn_shared.conns.lock().unwrap().remove(&id) {
+                    let _ = c.shutdown(Shutdown::Both);
+                }
             });
         if let Ok(handle) = handle {
             let mut threads = shared.threads.lock().unwrap();
@@ -685,6 +689,22 @@ mod tests {
             200_000
         );
         assert!(!server.is_stopped());
+    }
+
+    #[test]
+    fn a_truncated_plain_http_body_ends_with_the_connection() {
+        let dir = tree();
+        let server = ImageServer::http(dir.path());
+        server.set_fault(
+            "images/x/20240501_05:24/root.tar.xz",
+            Fault::Truncate { after: 10 },
+        );
+        let url = format!("{}/images/x/20240501_05:24/root.tar.xz", server.url());
+        let resp = agent(&server).get(&url).call().unwrap();
+        let mut got = Vec::new();
+        let result = resp.into_reader().read_to_end(&mut got);
+        assert!(result.is_err() || got.len() == 10, "{result:?}");
+        assert!(got.len() <= 10);
     }
 
     #[test]
