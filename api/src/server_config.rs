@@ -113,8 +113,8 @@ pub static SERVER_KEYS: &[ServerKey] = &[
         kind: KeyKind::Bool,
         default: "true",
         hidden: false,
-        live: false,
-        doc: "refresh images cached from remotes; stored, image refresh is not built yet",
+        live: true,
+        doc: "images cached from remotes (at instance creation) get auto_update",
         validate: any,
     },
     ServerKey {
@@ -122,8 +122,8 @@ pub static SERVER_KEYS: &[ServerKey] = &[
         kind: KeyKind::Int,
         default: "6",
         hidden: false,
-        live: false,
-        doc: "hours between image refreshes (0 disables); stored, image refresh is not built yet",
+        live: true,
+        doc: "hours between refreshes of images pulled by alias with auto_update (0 disables)",
         validate: is_not_negative,
     },
     ServerKey {
@@ -131,8 +131,8 @@ pub static SERVER_KEYS: &[ServerKey] = &[
         kind: KeyKind::String,
         default: "gzip",
         hidden: false,
-        live: false,
-        doc: "default compression of published images (none, gzip, xz, zstd); stored, publish does not read it yet",
+        live: true,
+        doc: "default compression of published images (none, gzip, xz, zstd)",
         validate: is_compression,
     },
     ServerKey {
@@ -140,8 +140,8 @@ pub static SERVER_KEYS: &[ServerKey] = &[
         kind: KeyKind::Int,
         default: "10",
         hidden: false,
-        live: false,
-        doc: "days an unused cached remote image is kept; stored, image expiry is not built yet",
+        live: true,
+        doc: "days an unused cached remote image is kept (0: forever)",
         validate: is_not_negative,
     },
     ServerKey {

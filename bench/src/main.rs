@@ -13,6 +13,7 @@ use clap::Parser;
 use serde_json::json;
 
 mod images;
+mod remote;
 mod target;
 
 use images::{busybox_image, debian_image, import_busybox, import_debian};
@@ -56,6 +57,13 @@ struct Args {
     /// instead of warm from the previous run.
     #[arg(long, default_value_t = 0)]
     pause_ms: u64,
+    /// Where the image server's CA is kept from run to run: start LXD with
+    /// `SSL_CERT_FILE=<ca-dir>/ca.pem` for its remote-launch rows.
+    #[arg(long, default_value = "/var/tmp/hutch-bench-ca")]
+    ca_dir: PathBuf,
+    /// Skip the remote-launch rows.
+    #[arg(long)]
+    no_remote: bool,
 }
 
 /// `--pause-ms`, set once at start.
@@ -82,6 +90,8 @@ struct Plan<'a> {
     work: &'a Path,
     /// Whether the Debian image was imported (the `launch debian` row).
     debian: bool,
+    /// The image server of the remote-launch rows.
+    remote: Option<&'a remote::RemoteImages>,
 }
 
 fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Result<Vec<Row>> {
@@ -91,6 +101,7 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
         payload,
         work,
         debian,
+        remote,
     } = *plan;
     let mut rows = Vec::new();
     let label = |t: &Target| {
@@ -233,6 +244,9 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
             }
         }
     }
+    if let Some(remote) = remote {
+        remote::measure(targets, client, runs, remote, &mut record)?;
+    }
     rows.extend(memory);
     Ok(rows)
 }
@@ -254,6 +268,17 @@ fn main() -> Result<()> {
     std::fs::write(&payload, vec![7u8; 100 << 20])?;
     let mut rows = Vec::new();
     let debian = debian_image(&args, &work)?;
+    // Served before any daemon starts: each is given the server's CA.
+    let remote = if args.no_remote {
+        None
+    } else {
+        Some(remote::serve(
+            &work,
+            &args.ca_dir,
+            &work.join("image").join("rootfs"),
+            debian.as_ref().map(|d| d.1.as_path()),
+        )?)
+    };
     let lxd = match &args.lxd_dir {
         Some(dir) => {
             let info = Command::new("lxc")
@@ -284,6 +309,7 @@ fn main() -> Result<()> {
         payload: &payload,
         work: &work,
         debian: debian.is_some(),
+        remote: remote.as_ref(),
     };
     for driver in &args.drivers {
         let d = Daemon::start(&bin, driver)?;

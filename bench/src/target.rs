@@ -43,6 +43,10 @@ impl Target {
             .env("LXD_DIR", &self.dir)
             .env("LXD_CONF", self.dir.join("lxc-conf"))
             .env("HOME", &self.dir);
+        if let Some(ca) = crate::remote::CA_FILE.get() {
+            // Trust the bench's image server (Go's lxc and hutch both read it).
+            c.env("SSL_CERT_FILE", ca);
+        }
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -95,7 +99,11 @@ impl Daemon {
         if !ok {
             bail!("hutchd init --storage-backend {driver} failed");
         }
-        let child = Command::new(&hutchd)
+        let mut hutchd = Command::new(&hutchd);
+        if let Some(ca) = crate::remote::CA_FILE.get() {
+            hutchd.env("SSL_CERT_FILE", ca);
+        }
+        let child = hutchd
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use pack::{pack_unified, Compression};
-pub use unpack::{read_split_metadata, unpack_split_rootfs, unpack_unified, UnpackLimits};
+pub use unpack::{
+    read_split_metadata, unpack_split_rootfs, unpack_split_rootfs_stream, unpack_unified,
+    UnpackLimits,
+};
 
 /// The extension LXD gives an image file, told by its first bytes as LXD's
 /// `DetectCompression` tells it (`.tar.gz`, `.tar.xz`, `.squashfs`...); empty when unknown.

@@ -1,7 +1,7 @@
 //! Unpacking a unified image tarball (metadata.yaml + rootfs/) safely.
 
 use std::fs::{self, File};
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 use crate::{ImageError, ImageMetadata};
@@ -26,19 +26,29 @@ impl Default for UnpackLimits {
 
 /// Opens a possibly compressed tarball (gzip, xz, zstd or none, told by magic bytes).
 fn open_tar(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, ImageError> {
-    let mut f = File::open(path).map_err(|e| ImageError::io("open", path, e))?;
-    let mut magic = [0u8; 6];
-    let n = f
-        .read(&mut magic)
-        .map_err(|e| ImageError::io("read", path, e))?;
-    f.rewind().map_err(|e| ImageError::io("read", path, e))?;
-    let reader = BufReader::new(f);
-    let inner: Box<dyn Read> = match &magic[..n] {
+    let f = File::open(path).map_err(|e| ImageError::io("open", path, e))?;
+    tar_from_reader(f, path)
+}
+
+/// A tarball read from a stream (`name` for errors), its compression told by its first
+/// bytes, which are read ahead and put back in front.
+fn tar_from_reader<'a, R: Read + 'a>(
+    mut reader: R,
+    name: &Path,
+) -> Result<tar::Archive<Box<dyn Read + 'a>>, ImageError> {
+    let mut magic = Vec::with_capacity(6);
+    (&mut reader)
+        .take(6)
+        .read_to_end(&mut magic)
+        .map_err(|e| ImageError::io("read", name, e))?;
+    let reader =
+        BufReader::with_capacity(1 << 16, std::io::Cursor::new(magic.clone()).chain(reader));
+    let inner: Box<dyn Read + 'a> = match &magic[..] {
         [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(reader)),
         [0xfd, b'7', b'z', b'X', b'Z', 0x00] => Box::new(xz2::read::XzDecoder::new(reader)),
         [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
             zstd::stream::read::Decoder::with_buffer(reader)
-                .map_err(|e| ImageError::io("read", path, e))?,
+                .map_err(|e| ImageError::io("read", name, e))?,
         ),
         _ => Box::new(reader),
     };
@@ -119,6 +129,20 @@ pub fn unpack_split_rootfs(
     unpack(rootfs, Some(dest), plain_relative, false, limits).map(|_| ())
 }
 
+/// Unpacks a split image's tar rootfs as it arrives from `reader` (named `name` in
+/// errors) into `dest`, which must not exist yet: a download can be unpacked while it is
+/// received. Squashfs cannot be read this way.
+pub fn unpack_split_rootfs_stream(
+    reader: impl Read,
+    name: &Path,
+    dest: &Path,
+    limits: UnpackLimits,
+) -> Result<(), ImageError> {
+    fs::create_dir(dest).map_err(|e| ImageError::io("create", dest, e))?;
+    let archive = tar_from_reader(reader, name)?;
+    unpack_archive(archive, name, Some(dest), plain_relative, false, limits).map(|_| ())
+}
+
 /// A squashfs root filesystem, unpacked by `unsquashfs` (as LXD does). squashfs-tools
 /// 4.5.1 and later refuse names that escape the destination and writes through symlinks;
 /// device nodes are removed afterwards unless allowed, and the size is checked.
@@ -194,7 +218,19 @@ fn unpack(
     read_metadata: bool,
     limits: UnpackLimits,
 ) -> Result<Option<ImageMetadata>, ImageError> {
-    let mut archive = open_tar(tarball)?;
+    let archive = open_tar(tarball)?;
+    unpack_archive(archive, tarball, dest, map, read_metadata, limits)
+}
+
+/// [`unpack`] of an opened archive (`tarball` names it in errors).
+fn unpack_archive<R: Read>(
+    mut archive: tar::Archive<R>,
+    tarball: &Path,
+    dest: Option<&Path>,
+    map: fn(&Path) -> Option<PathBuf>,
+    read_metadata: bool,
+    limits: UnpackLimits,
+) -> Result<Option<ImageMetadata>, ImageError> {
     let mut metadata = None;
     let mut total: u64 = 0;
     let entries = archive

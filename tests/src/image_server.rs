@@ -33,7 +33,40 @@ pub struct TestCa {
 impl TestCa {
     /// A fresh CA, its PEM at [`TestCa::ca_file`].
     pub fn new() -> TestCa {
-        let key = KeyPair::generate().expect("generate CA key");
+        Self::with_key(KeyPair::generate().expect("generate CA key"))
+    }
+
+    /// A CA whose key is kept in `dir` (`ca.key`, made on first use) and whose certificate
+    /// is written there as `ca.pem` too: a daemon that read `ca.pem` at its start (Go reads
+    /// its roots once) trusts servers of later runs, whose certificates share the key and
+    /// the name. For the benchmark, whose LXD outlives one run.
+    pub fn persistent(dir: &Path) -> std::io::Result<TestCa> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(dir)?;
+        let key_file = dir.join("ca.key");
+        let key = match std::fs::read_to_string(&key_file) {
+            Ok(pem) => KeyPair::from_pem(&pem).map_err(std::io::Error::other)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = KeyPair::generate().map_err(std::io::Error::other)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&key_file)?;
+                f.write_all(key.serialize_pem().as_bytes())?;
+                key
+            }
+            Err(e) => return Err(e),
+        };
+        let ca = Self::with_key(key);
+        let pem = dir.join("ca.pem");
+        if !pem.exists() {
+            std::fs::copy(ca.ca_file(), pem)?;
+        }
+        Ok(ca)
+    }
+
+    fn with_key(key: KeyPair) -> TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, "hutch test CA");

@@ -460,17 +460,27 @@ fn auto_update_replaces_a_cached_image_and_instances_keep_working() {
     }
     let remote = Remote::new();
     let v1 = remote.publish("20240501_05:24", Packing::TarXz);
-    // The image tasks look every second, and the interval counts seconds.
+    // The image tasks look every second, and the interval counts seconds (so would the
+    // expiry: it is turned off).
     let d = daemon(&remote, &[("HUTCH_IMAGE_TASKS_PERIOD", "1")]);
+    d.hutch_ok(&["config", "set", "images.remote_cache_expiry", "0"]);
     d.hutch_ok(&["config", "set", "images.auto_update_interval", "1"]);
     let c1 = unique_name("auto");
     let op = create(&d, &remote, &c1, "busybox/1");
     assert_eq!(op["status_code"], 200, "{op}");
     let v2 = remote.publish("20240502_05:24", Packing::TarXz);
-    wait_until("the refreshed image", Duration::from_secs(60), || {
+    let refreshed = || {
         let imgs = images(&d);
         imgs.len() == 1 && imgs[0]["fingerprint"] == v2.fingerprint.as_str()
-    });
+    };
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("the refreshed image", Duration::from_secs(60), refreshed)
+    }))
+    .is_err()
+    {
+        let log = std::fs::read_to_string(d.path().join("hutchd.log")).unwrap_or_default();
+        panic!("no refresh; images {:?}; hutchd log:\n{log}", images(&d));
+    }
     let imgs = images(&d);
     assert_eq!(imgs[0]["cached"], true);
     assert_eq!(imgs[0]["update_source"]["alias"], "busybox/1");
@@ -621,4 +631,34 @@ print("pylxd ok")
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(remote.requests_for(v1.rootfs_path.as_deref().unwrap()), 1);
+}
+
+/// Unmounts what it names when dropped, so a failing test leaves no mount behind.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_pool_leaves_nothing() {
+    if !root_or_skip("a_full_pool_leaves_nothing") {
+        return;
+    }
+    let remote = Remote::new();
+    remote.publish("20240501_05:24", Packing::TarXz);
+    let d = daemon(&remote, &[]);
+    // The pool's image volumes live on a filesystem too small for the rootfs.
+    let images_dir = d.path().join("storage-pools/default/images");
+    std::fs::create_dir_all(&images_dir).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&images_dir));
+    let _unmount = Unmount(images_dir.clone());
+    let op = create(&d, &remote, &unique_name("full"), "busybox/1");
+    assert_eq!(op["status_code"], 400, "{op}");
+    assert!(op["err"].as_str().unwrap().contains(&remote.url()), "{op}");
+    assert_nothing_left(&d);
 }

@@ -128,7 +128,7 @@ pub async fn pull_image(d: &AppState, src: &PullSource, opts: PullOptions) -> Re
         .parse()
         .unwrap_or(true),
     };
-    let upload = download(d, &client, &remote).await?;
+    let (upload, prepared) = download(d, &client, &remote).await?;
     let update_source = by_alias.then(|| ImageSource {
         alias: src.name.clone(),
         certificate: String::new(),
@@ -136,7 +136,7 @@ pub async fn pull_image(d: &AppState, src: &PullSource, opts: PullOptions) -> Re
         server: src.server.clone(),
         image_type: String::new(),
     });
-    let stored = store_image(d, &upload, &fp, |_meta, now| ImageRow {
+    let stored = store_image(d, &upload, &fp, prepared, |_meta, now| ImageRow {
         fingerprint: fp.clone(),
         filename: remote.filename.clone(),
         size: remote.size as i64,
@@ -164,9 +164,15 @@ pub async fn pull_image(d: &AppState, src: &PullSource, opts: PullOptions) -> Re
 }
 
 /// Downloads the image's files into temporary files under `images/`, each checked against
-/// its sha256 and size and the pair against the image's fingerprint. A failure removes
-/// them.
-async fn download(d: &AppState, client: &SimpleStreams, remote: &RemoteImage) -> Result<Upload> {
+/// its sha256 and size and the pair against the image's fingerprint. A tar rootfs is
+/// unpacked into the image's staging volume as it arrives (then `true` is returned with
+/// the files); a squashfs must be whole before `unsquashfs` reads it. A failure removes
+/// the files and the staging volume.
+async fn download(
+    d: &AppState,
+    client: &SimpleStreams,
+    remote: &RemoteImage,
+) -> Result<(Upload, bool)> {
     let tmp = |what: &str| {
         d.dir
             .join("images")
@@ -179,15 +185,25 @@ async fn download(d: &AppState, client: &SimpleStreams, remote: &RemoteImage) ->
             rootfs: tmp("rootfs"),
         },
     };
+    let stream_unpack = remote
+        .rootfs
+        .as_ref()
+        .is_some_and(|r| r.ftype != "squashfs");
+    let pool = d.default_pool()?;
+    let staging = super::images::staging_vol(&remote.fingerprint);
     let mut revert = Revert::new();
     {
         let files = match &upload {
             Upload::Unified(p) => vec![p.clone()],
             Upload::Split { metadata, rootfs } => vec![metadata.clone(), rootfs.clone()],
         };
+        let (pool, staging) = (pool.clone(), staging.clone());
         revert.add(move || {
             for f in files {
                 let _ = std::fs::remove_file(f);
+            }
+            if stream_unpack {
+                let _ = pool.delete_volume(&staging);
             }
         });
     }
@@ -206,9 +222,40 @@ async fn download(d: &AppState, client: &SimpleStreams, remote: &RemoteImage) ->
             &meta_path,
             &mut whole,
             op.clone(),
+            None,
         )?;
         if let (Some(file), Some(path)) = (&remote2.rootfs, &rootfs_path) {
-            fetch_file(&client, file, "rootfs", path, &mut whole, op)?;
+            if stream_unpack {
+                let _ = pool.delete_volume(&staging);
+                pool.create_volume(&staging)?;
+                let target = pool.path(&staging).join("rootfs");
+                let name = std::path::PathBuf::from(format!("{}/{}", client.base(), file.path));
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(32);
+                let unpacker = std::thread::spawn(move || {
+                    let chunks = ChannelReader {
+                        rx,
+                        chunk: Vec::new(),
+                        at: 0,
+                    };
+                    let limits = hutch_images::UnpackLimits::default();
+                    hutch_images::unpack_split_rootfs_stream(chunks, &name, &target, limits)
+                });
+                let fetched = fetch_file(&client, file, "rootfs", path, &mut whole, op, Some(tx));
+                let unpacked = unpacker
+                    .join()
+                    .map_err(|_| DaemonError::BadRequest("the rootfs unpacker panicked".into()))?;
+                // A failed download explains a failed unpack: report the download.
+                fetched?;
+                unpacked.map_err(|e| {
+                    DaemonError::failed(
+                        "unpack",
+                        format!("{} from {}", file.path, client.base()),
+                        e,
+                    )
+                })?;
+            } else {
+                fetch_file(&client, file, "rootfs", path, &mut whole, op, None)?;
+            }
         }
         let got = hex::encode(whole.finalize());
         if got != remote2.fingerprint {
@@ -223,10 +270,37 @@ async fn download(d: &AppState, client: &SimpleStreams, remote: &RemoteImage) ->
     })
     .await?;
     revert.success();
-    Ok(upload)
+    Ok((upload, stream_unpack))
 }
 
-/// Streams one remote file into `path`, feeding `whole` (the image's fingerprint) too.
+/// The receiving end of a download teed into an unpacker.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    self.chunk = next;
+                    self.at = 0;
+                }
+                // The download ended (whole or not: the downloader says which).
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Streams one remote file into `path`, feeding `whole` (the image's fingerprint) and,
+/// when given, `tee` (an unpacker; once it stops taking, the file is still written).
 fn fetch_file(
     client: &SimpleStreams,
     file: &RemoteFile,
@@ -234,6 +308,7 @@ fn fetch_file(
     path: &Path,
     whole: &mut Sha256,
     op: Option<Arc<OpEntry>>,
+    mut tee: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
 ) -> Result<()> {
     let named = |e: Box<dyn std::error::Error + Send + Sync>| {
         DaemonError::failed(
@@ -259,7 +334,14 @@ fn fetch_file(
         whole.update(&buf[..n]);
         out.write_all(&buf[..n])
             .map_err(|e| DaemonError::io("write", path, e))?;
+        if tee
+            .as_ref()
+            .is_some_and(|t| t.send(buf[..n].to_vec()).is_err())
+        {
+            tee = None;
+        }
     }
+    drop(tee);
     let out = out
         .into_inner()
         .map_err(|e| DaemonError::io("write", path, e.into_error()))?;

@@ -55,7 +55,7 @@ pub async fn import_image(
             "Image with same fingerprint already exists".into(),
         ));
     }
-    store_image(d, upload, fp, move |meta, now| {
+    store_image(d, upload, fp, false, move |meta, now| {
         let created_at = time::OffsetDateTime::from_unix_timestamp(meta.creation_date)
             .ok()
             .and_then(|t| {
@@ -91,13 +91,15 @@ pub async fn import_image(
 }
 
 /// Unpacks image `fp` from its files into its volume, moves the files into the store and
-/// records the row `make_row` makes from its metadata (and the time now). The caller holds
+/// records the row `make_row` makes from its metadata (and the time now); `prepared`: the
+/// rootfs is already unpacked in the staging volume ([`staging_vol`]). The caller holds
 /// the image's lock and has checked it is new. A failure at any step leaves no volume,
 /// file or row.
 pub(super) async fn store_image(
     d: &AppState,
     upload: &Upload,
     fp: &str,
+    prepared: bool,
     make_row: impl FnOnce(&hutch_images::ImageMetadata, &str) -> ImageRow,
 ) -> Result<()> {
     let vol = image_vol(fp);
@@ -130,7 +132,7 @@ pub(super) async fn store_image(
         fp.to_string(),
     );
     let meta = tokio::task::spawn_blocking(move || -> Result<hutch_images::ImageMetadata> {
-        let meta = unpack_into(&*pool2, &fp2, &paths.0, paths.1.as_deref())?;
+        let meta = unpack_into(&*pool2, &fp2, &paths.0, paths.1.as_deref(), prepared)?;
         use std::os::unix::fs::PermissionsExt;
         let private = || std::fs::Permissions::from_mode(0o600);
         std::fs::rename(&paths.0, &file2).map_err(|e| DaemonError::io("store", &file2, e))?;
@@ -148,28 +150,42 @@ pub(super) async fn store_image(
     Ok(())
 }
 
+/// The volume an image is unpacked into before it is renamed to its own; startup removes
+/// leftovers of these.
+pub(super) fn staging_vol(fp: &str) -> PathBuf {
+    Path::new("images").join(format!(".{fp}.unpacking"))
+}
+
 /// Unpacks an image (a unified tarball, or split metadata and rootfs) into its read-only
 /// volume on `pool`: under a temporary name, renamed when complete, so a failure or a crash
-/// leaves no image volume that looks whole.
+/// leaves no image volume that looks whole. `prepared`: a split image's rootfs is already
+/// in the staging volume (unpacked while it downloaded).
 fn unpack_into(
     pool: &dyn StorageDriver,
     fp: &str,
     file: &Path,
     split_rootfs: Option<&Path>,
+    prepared: bool,
 ) -> Result<hutch_images::ImageMetadata> {
     let bad = |e: hutch_images::ImageError| DaemonError::BadRequest(crate::chain(&e));
     let vol = image_vol(fp);
-    let staging = Path::new("images").join(format!(".{fp}.unpacking"));
-    let _ = pool.delete_volume(&staging);
+    let staging = staging_vol(fp);
+    if !prepared {
+        let _ = pool.delete_volume(&staging);
+    }
     let unpacked = (|| {
-        pool.create_volume(&staging)?;
+        if !prepared {
+            pool.create_volume(&staging)?;
+        }
         let target = pool.path(&staging).join("rootfs");
         let limits = hutch_images::UnpackLimits::default();
         let meta = match split_rootfs {
             None => hutch_images::unpack_unified(file, &target, limits).map_err(bad)?,
             Some(rootfs) => {
                 let meta = hutch_images::read_split_metadata(file).map_err(bad)?;
-                hutch_images::unpack_split_rootfs(rootfs, &target, limits).map_err(bad)?;
+                if !prepared {
+                    hutch_images::unpack_split_rootfs(rootfs, &target, limits).map_err(bad)?;
+                }
                 meta
             }
         };
@@ -199,7 +215,7 @@ pub fn ensure_image_volume(d: &Daemon, pool: &dyn StorageDriver, fp: &str) -> Re
     let file = d.image_file(fp);
     let rootfs = file.with_file_name(format!("{fp}.rootfs"));
     let split = rootfs.exists().then_some(rootfs.as_path());
-    unpack_into(pool, fp, &file, split).map(|_| ())
+    unpack_into(pool, fp, &file, split, false).map(|_| ())
 }
 
 /// Writes through to a file, hashing and counting what goes by: the fingerprint of a
@@ -244,8 +260,17 @@ pub async fn publish_image(
         "" => return Err(bad("No source provided")),
         _ => return Err(bad("Bad type")),
     };
-    let compression: hutch_images::Compression = req
-        .compression_algorithm
+    // The request's algorithm, else the server's `images.compression_algorithm`.
+    let algorithm = if req.compression_algorithm.is_empty() {
+        hutch_api::server_config::server_config_value(
+            &d.db.server_config()?,
+            "images.compression_algorithm",
+        )
+        .to_string()
+    } else {
+        req.compression_algorithm.clone()
+    };
+    let compression: hutch_images::Compression = algorithm
         .parse()
         .map_err(|e: hutch_images::ImageError| DaemonError::BadRequest(e.to_string()))?;
     for alias in &req.aliases {
