@@ -403,3 +403,88 @@ fn an_exported_tree_feeds_a_second_hutchd_lxc_and_the_simplestreams_client() {
         lxc_in(&["delete", "--force", &name]);
     }
 }
+
+#[test]
+fn an_exported_debian_build_boots_from_a_second_hutchd() {
+    let test = "an_exported_debian_build_boots_from_a_second_hutchd";
+    if !require_root(test) {
+        return;
+    }
+    if std::env::var("HUTCH_TEST_DEBIAN").as_deref() == Ok("0")
+        && std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1")
+    {
+        hutch_tests::skipped(test, "HUTCH_TEST_DEBIAN=0");
+        return;
+    }
+    // The builder starts from the test suite's debootstrap cache (filled once per machine).
+    let scratch = TestDir::new();
+    hutch_tests::debian_rootfs(&scratch.path().join("rootfs")).expect("the Debian test cache");
+    drop(scratch);
+    let cache =
+        std::env::var("HUTCH_TEST_CACHE").unwrap_or_else(|_| "/var/cache/hutch-tests".into());
+
+    let source = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    source.hutch_ok(&[
+        "image",
+        "build",
+        "debian/12",
+        "--debootstrap-cache",
+        &cache,
+        "--alias",
+        "debian/12",
+    ]);
+    let fp = alias_target(&source, "debian/12");
+    let dir = TestDir::new();
+    let tree = dir.path().join("tree");
+    source.hutch_ok(&[
+        "image",
+        "export-streams",
+        tree.to_str().unwrap(),
+        "debian/12",
+    ]);
+    drop(source);
+    let text = std::fs::read_to_string(tree.join("streams/v1/images.json")).unwrap();
+    let products = parse(&text);
+    let product = &products["products"][format!(
+        "debian:bookworm:{}:default",
+        std::env::consts::ARCH.replace("x86_64", "amd64")
+    )
+    .as_str()];
+    assert_eq!(product["os"], "Debian", "{text}");
+    assert_eq!(product["aliases"], "debian/12");
+
+    let server = ImageServer::https(&tree);
+    let ca = server.ca_file();
+    let consumer = TestDaemon::start_with_env(
+        &["--storage-backend", "dir"],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    let name = unique_name("deb");
+    let op = create_from(&consumer, &server.url(), &name, "debian/12");
+    assert_eq!(op["status_code"], 200, "{op}");
+    let (_, inst) = consumer.http("GET", &format!("/1.0/instances/{name}"), b"");
+    let config = &parse(&inst)["metadata"]["config"];
+    assert_eq!(config["volatile.base_image"], fp.as_str());
+    assert_eq!(config["image.os"], "Debian");
+    assert_eq!(config["image.release"], "bookworm");
+    consumer.hutch_ok(&["start", &name]);
+    let state = || {
+        consumer
+            .sh(&name, "systemctl is-system-running 2>/dev/null")
+            .1
+            .trim()
+            .to_string()
+    };
+    hutch_tests::wait_until(
+        "systemd to finish starting",
+        std::time::Duration::from_secs(90),
+        || matches!(state().as_str(), "running" | "degraded"),
+    );
+    assert_eq!(
+        state(),
+        "running",
+        "{}",
+        consumer.sh(&name, "systemctl --failed").1
+    );
+    consumer.hutch_ok(&["delete", "--force", &name]);
+}

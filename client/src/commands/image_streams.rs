@@ -84,9 +84,21 @@ fn chosen_images(client: &Client, names: &[String]) -> Result<Vec<String>> {
         out.sort();
         return Ok(out);
     }
+    // Aliases from the list: hutchd refuses a `/` (`debian/12`) in an alias in the URL.
+    let aliases = client.get("/1.0/images/aliases?recursion=1")?;
+    let target_of = |name: &str| {
+        aliases.as_array().into_iter().flatten().find_map(|a| {
+            (a["name"].as_str() == Some(name))
+                .then(|| a["target"].as_str().map(str::to_string))
+                .flatten()
+        })
+    };
     for name in names {
         let name = name.strip_prefix("local:").unwrap_or(name);
-        let fp = super::resolve_image(client, name)?;
+        let fp = match target_of(name) {
+            Some(fp) => fp,
+            None => super::resolve_image(client, name)?,
+        };
         if fp.is_empty() {
             bail!("Image {name:?} not found");
         }
