@@ -376,6 +376,8 @@ struct Request {
     method: String,
     path: String,
     range: Option<String>,
+    if_none_match: Option<String>,
+    if_modified_since: Option<String>,
     close: bool,
 }
 
@@ -390,6 +392,7 @@ fn read_request<R: BufRead>(reader: &mut R) -> Option<Request> {
     let target = parts.next()?.to_string();
     let version = parts.next().unwrap_or("HTTP/1.0").to_string();
     let mut range = None;
+    let (mut if_none_match, mut if_modified_since) = (None, None);
     let mut close = version == "HTTP/1.0";
     let mut head_bytes = line.len();
     loop {
@@ -409,6 +412,8 @@ fn read_request<R: BufRead>(reader: &mut R) -> Option<Request> {
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "range" => range = Some(value.to_string()),
+            "if-none-match" => if_none_match = Some(value.to_string()),
+            "if-modified-since" => if_modified_since = Some(value.to_string()),
             "connection" => {
                 let v = value.to_ascii_lowercase();
                 if v.contains("close") {
@@ -425,8 +430,38 @@ fn read_request<R: BufRead>(reader: &mut R) -> Option<Request> {
         method,
         path: percent_decode(path),
         range,
+        if_none_match,
+        if_modified_since,
         close,
     })
+}
+
+/// An HTTP date (IMF-fixdate) of a Unix time: `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn http_date(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Days to civil date (Howard Hinnant's algorithm), for days since 1970.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn percent_decode(s: &str) -> String {
@@ -524,7 +559,28 @@ fn respond<S: Conn>(stream: &mut S, req: &Request, shared: &Shared) -> bool {
     let Ok(mut f) = std::fs::File::open(&file) else {
         return simple_response(stream, "404 Not Found", head_only);
     };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let Ok(meta) = f.metadata() else {
+        return simple_response(stream, "404 Not Found", head_only);
+    };
+    let len = meta.len();
+    // Validators as a static web server gives them, so clients can revalidate for free.
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    let etag = format!("\"{len:x}-{:x}\"", mtime.as_nanos());
+    let last_modified = http_date(mtime.as_secs());
+    let validators = format!("ETag: {etag}\r\nLast-Modified: {last_modified}\r\n");
+    let not_modified = match (&req.if_none_match, &req.if_modified_since) {
+        (Some(tags), _) => tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"),
+        (None, Some(since)) => *since == last_modified,
+        (None, None) => false,
+    };
+    if not_modified {
+        let head = format!("HTTP/1.1 304 Not Modified\r\n{validators}\r\n");
+        return stream.write_all(head.as_bytes()).is_ok() && stream.flush().is_ok();
+    }
     let content_type = if req.path.ends_with(".json") {
         "application/json"
     } else {
@@ -548,7 +604,7 @@ fn respond<S: Conn>(stream: &mut S, req: &Request, shared: &Shared) -> bool {
         None => ("200 OK", 0, len, String::new()),
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\n{range_header}\r\n"
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\n{validators}{range_header}\r\n"
     );
     if stream.write_all(head.as_bytes()).is_err() {
         return false;
@@ -786,6 +842,41 @@ mod tests {
         let mut rest = Vec::new();
         let _ = reader.read_to_end(&mut rest);
         assert!(TcpStream::connect(server.addr()).is_err());
+    }
+
+    #[test]
+    fn revalidation_answers_304_without_a_body() {
+        let dir = tree();
+        let server = ImageServer::https(dir.path());
+        let agent = agent(&server);
+        let url = format!("{}/streams/v1/index.json", server.url());
+        let resp = agent.get(&url).call().unwrap();
+        let etag = resp.header("etag").unwrap().to_string();
+        let last_modified = resp.header("last-modified").unwrap().to_string();
+        assert!(last_modified.ends_with(" GMT"), "{last_modified}");
+        body(resp).unwrap();
+        let resp = agent.get(&url).set("If-None-Match", &etag).call().unwrap();
+        assert_eq!(resp.status(), 304);
+        assert_eq!(resp.header("etag"), Some(etag.as_str()));
+        let resp = agent
+            .get(&url)
+            .set("If-Modified-Since", &last_modified)
+            .call()
+            .unwrap();
+        assert_eq!(resp.status(), 304);
+        // A changed file has another tag: served again.
+        std::fs::write(dir.path().join("streams/v1/index.json"), b"{}").unwrap();
+        let resp = agent.get(&url).set("If-None-Match", &etag).call().unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body(resp).unwrap(), b"{}");
+        assert_eq!(server.requests().len(), 4);
+    }
+
+    #[test]
+    fn http_dates_are_imf_fixdates() {
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
     }
 
     #[test]
