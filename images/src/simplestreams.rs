@@ -119,6 +119,20 @@ fn products_cache() -> &'static ProductsCache {
     CACHE.get_or_init(Default::default)
 }
 
+/// A JSON file as last received, with the validators to ask whether it changed.
+#[derive(Debug, Clone)]
+struct KeptJson {
+    etag: Option<String>,
+    last_modified: Option<String>,
+    text: Arc<str>,
+}
+
+fn json_cache() -> &'static Mutex<HashMap<String, KeptJson>> {
+    static CACHE: std::sync::OnceLock<Mutex<HashMap<String, KeptJson>>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
 /// A server's images and the aliases registered for them.
 #[derive(Debug, Default)]
 struct Catalog {
@@ -219,13 +233,55 @@ impl SimpleStreams {
             .map_err(|e| self.remote_err(path, Box::new(e)))
     }
 
+    /// A JSON file of the server, asked for with the validators (`ETag`, `Last-Modified`)
+    /// of the copy kept from last time: a `304 Not Modified` costs no body.
     fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ImageError> {
-        let mut text = String::new();
-        self.get(path)?
-            .into_reader()
-            .take(256 << 20)
-            .read_to_string(&mut text)
-            .map_err(|e| self.remote_err(path, e))?;
+        let url = self.url(path);
+        let kept = json_cache()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&url)
+            .cloned();
+        let mut request = self.agent.get(&url);
+        if let Some(kept) = &kept {
+            if let Some(etag) = &kept.etag {
+                request = request.set("If-None-Match", etag);
+            }
+            if let Some(modified) = &kept.last_modified {
+                request = request.set("If-Modified-Since", modified);
+            }
+        }
+        let response = request
+            .call()
+            .map_err(|e| self.remote_err(path, Box::new(e)))?;
+        let text = match (response.status(), kept) {
+            (304, Some(kept)) => kept.text,
+            _ => {
+                let etag = response.header("ETag").map(str::to_string);
+                let last_modified = response.header("Last-Modified").map(str::to_string);
+                let mut text = String::new();
+                response
+                    .into_reader()
+                    .take(256 << 20)
+                    .read_to_string(&mut text)
+                    .map_err(|e| self.remote_err(path, e))?;
+                let text: Arc<str> = text.into();
+                if etag.is_some() || last_modified.is_some() {
+                    json_cache()
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(
+                            url,
+                            KeptJson {
+                                etag,
+                                last_modified,
+                                text: text.clone(),
+                            },
+                        );
+                }
+                text
+            }
+        };
         serde_json::from_str(&text).map_err(|e| ImageError::RemoteInvalid {
             server: self.base.clone(),
             message: format!("{path}: {e}"),
@@ -847,5 +903,64 @@ mod tests {
         assert!(matches!(err, ImageError::Remote { .. }), "{err}");
         assert!(err.to_string().contains(&base), "{err}");
         assert!(SimpleStreams::new("ftp://x").is_err());
+    }
+
+    /// Answers each connection with one raw response; returns the base URL and the
+    /// requests received.
+    fn serve_raw(answers: Vec<String>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    return;
+                };
+                let mut req = [0u8; 4096];
+                let n = std::io::Read::read(&mut conn, &mut req).unwrap_or(0);
+                seen2
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&req[..n]).into_owned());
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        (format!("http://{addr}"), seen)
+    }
+
+    #[test]
+    fn unchanged_products_cost_no_body() {
+        let index = r#"{"format": "index:1.0", "index": {"images": {"datatype": "image-downloads",
+            "path": "streams/v1/images.json", "products": ["busybox:1:amd64:default"]},
+            "other": {"datatype": "image-ids", "path": "ids-only.json", "products": ["a"]},
+            "empty": {"datatype": "image-downloads", "path": "no-products.json", "products": []}}}"#;
+        let products = products();
+        let ok = |body: &str, etag: &str| {
+            format!(
+                "HTTP/1.1 200 OK\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let not_modified = "HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".to_string();
+        let (base, seen) = serve_raw(vec![
+            ok(index, "\"i1\""),
+            ok(&products, "\"p1\""),
+            not_modified.clone(),
+            not_modified,
+        ]);
+        let ss = SimpleStreams::new(&base).unwrap();
+        let first = ss.images().unwrap();
+        assert_eq!(first.len(), 6);
+        ss.forget_cached();
+        assert_eq!(ss.images().unwrap(), first);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert!(seen[2].contains("If-None-Match: \"i1\""), "{}", seen[2]);
+        assert!(seen[3].contains("If-None-Match: \"p1\""), "{}", seen[3]);
+        // Only image-downloads entries with products are read.
+        assert!(!seen
+            .iter()
+            .any(|r| r.contains("ids-only") || r.contains("no-products")));
     }
 }

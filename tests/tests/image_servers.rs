@@ -244,6 +244,15 @@ fn launch_by_alias_pulls_once_then_uses_the_cache() {
     assert_eq!(remote.requests_for(&v1.meta_path), 1);
     assert_eq!(images(&d).len(), 1);
 
+    // A newer serial on the server: while auto-update is on, launches keep using the
+    // cached image (LXD's PreferCached); the refresh task brings the new one.
+    let v2 = remote.publish("20240502_05:24", Packing::TarXz);
+    let c3 = unique_name("pull");
+    let op = create(&d, &remote, &c3, "busybox/1");
+    assert_eq!(op["status_code"], 200, "{op}");
+    assert_eq!(remote.requests_for(v2.rootfs_path.as_deref().unwrap()), 0);
+    assert_eq!(images(&d).len(), 1);
+
     // The instance runs from the pulled root filesystem.
     d.hutch_ok(&["start", &c2]);
     assert_eq!(d.sh_ok(&c2, "echo pulled").trim(), "pulled");

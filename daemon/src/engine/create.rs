@@ -148,6 +148,7 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
                 cached: true,
                 auto_update: None,
                 public: false,
+                prefer_cached: true,
             };
             CreateSource::Image(Box::new(
                 super::image_pull::pull_image(&d, &remote, options).await?,

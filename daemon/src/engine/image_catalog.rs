@@ -378,6 +378,7 @@ impl Engine {
             cached: false,
             auto_update: Some(req.auto_update),
             public: req.public,
+            prefer_cached: false,
         };
         let row = super::image_pull::pull_image(self, &source, options).await?;
         for alias in &req.aliases {

@@ -79,6 +79,10 @@ pub struct PullOptions {
     /// `None`: `images.auto_update_cached` decides.
     pub auto_update: Option<bool>,
     pub public: bool,
+    /// LXD's `PreferCached` (instance creation): while auto-update runs, an image cached
+    /// from the same server and alias is used even when the remote has a newer one (the
+    /// refresh task brings that).
+    pub prefer_cached: bool,
 }
 
 /// The remote image a name resolves to, and whether it was matched as an alias.
@@ -111,6 +115,18 @@ async fn resolve(src: &PullSource) -> Result<(SimpleStreams, RemoteImage, bool)>
 /// Concurrent pulls of one image download it once (the image's lock).
 pub async fn pull_image(d: &AppState, src: &PullSource, opts: PullOptions) -> Result<ImageRow> {
     let (client, remote, by_alias) = resolve(src).await?;
+    if opts.prefer_cached && by_alias {
+        if let Some(cached) = cached_from(d, src, &remote.architecture)? {
+            let lock = d.image_locks.get(&cached);
+            let _g = lock.lock().await;
+            // Unless it went meanwhile (expired, refreshed): then the remote's is pulled.
+            if let Ok(row) = d.db.image_by_prefix(&cached) {
+                if row.fingerprint == cached {
+                    return Ok(row);
+                }
+            }
+        }
+    }
     let fp = remote.fingerprint.clone();
     let lock = d.image_locks.get(&fp);
     let _g = lock.lock().await;
@@ -161,6 +177,32 @@ pub async fn pull_image(d: &AppState, src: &PullSource, opts: PullOptions) -> Re
     d.events
         .lifecycle("image-created", &format!("/1.0/images/{fp}"), json!({}));
     d.db.image_by_prefix(&fp)
+}
+
+/// The newest image cached from `src` (same server and alias, same architecture), when
+/// image refreshes are on (`images.auto_update_interval` > 0).
+fn cached_from(d: &AppState, src: &PullSource, architecture: &str) -> Result<Option<String>> {
+    let config = d.db.server_config()?;
+    let interval: u64 =
+        hutch_api::server_config::server_config_value(&config, "images.auto_update_interval")
+            .parse()
+            .unwrap_or(6);
+    if interval == 0 {
+        return Ok(None);
+    }
+    let mut rows: Vec<ImageRow> =
+        d.db.images()?
+            .into_iter()
+            .filter(|r| {
+                r.cached
+                    && r.architecture == architecture
+                    && r.update_source
+                        .as_ref()
+                        .is_some_and(|s| s.server == src.server && s.alias == src.name)
+            })
+            .collect();
+    rows.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(rows.into_iter().next().map(|r| r.fingerprint))
 }
 
 /// Downloads the image's files into temporary files under `images/`, each checked against

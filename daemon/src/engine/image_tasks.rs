@@ -99,6 +99,7 @@ pub async fn refresh_image(d: &AppState, row: &ImageRow) -> Result<bool> {
         cached: row.cached,
         auto_update: Some(row.auto_update),
         public: row.public,
+        prefer_cached: false,
     };
     let new = pull_image(d, &pull, options).await?;
     if new.fingerprint == row.fingerprint {
