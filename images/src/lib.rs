@@ -1,6 +1,7 @@
 //! Image formats: LXD's unified image tarballs, their metadata.yaml, fingerprints, and
 //! safe unpacking (no path escapes, no device nodes for unprivileged use, bounded size).
 
+pub mod builder;
 mod http;
 mod pack;
 pub mod simplestreams;

@@ -159,8 +159,8 @@ struct Shared {
     faults: Mutex<HashMap<String, Fault>>,
     stopping: AtomicBool,
     addr: SocketAddr,
-    /// A clone of every open connection, to shut them down on stop.
-    conns: Mutex<Vec<TcpStream>>,
+    /// A clone of every open connection by its number, to shut them down on stop.
+    conns: Mutex<HashMap<u64, TcpStream>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -173,7 +173,7 @@ impl Shared {
         }
         // Wake the accept loop, which then sees `stopping` and drops the listener.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        for c in self.conns.lock().unwrap().drain(..) {
+        for (_, c) in self.conns.lock().unwrap().drain() {
             let _ = c.shutdown(Shutdown::Both);
         }
     }
@@ -224,7 +224,7 @@ impl ImageServer {
             faults: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             addr: listener.local_addr().expect("local addr"),
-            conns: Mutex::new(Vec::new()),
+            conns: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -317,7 +317,7 @@ impl Drop for ImageServer {
 }
 
 fn accept_loop(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
+    for (id, stream) in (0u64..).zip(listener.incoming()) {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
         }
@@ -326,22 +326,26 @@ fn accept_loop(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, sh
         let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
         let _ = stream.set_nodelay(true);
         if let Ok(clone) = stream.try_clone() {
-            let mut conns = shared.conns.lock().unwrap();
-            // Forget connections that already ended, so the list stays short.
-            conns.retain(|c| c.peer_addr().is_ok());
-            conns.push(clone);
+            shared.conns.lock().unwrap().insert(id, clone);
         }
         let conn_shared = Arc::clone(&shared);
         let tls = tls.clone();
         let handle = std::thread::Builder::new()
             .name("image-server-conn".into())
-            .spawn(move || match tls {
-                Some(config) => {
-                    if let Ok(conn) = rustls::ServerConnection::new(config) {
-                        serve(rustls::StreamOwned::new(conn, stream), &conn_shared);
+            .spawn(move || {
+                match tls {
+                    Some(config) => {
+                        if let Ok(conn) = rustls::ServerConnection::new(config) {
+                            serve(rustls::StreamOwned::new(conn, stream), &conn_shared);
+                        }
                     }
+                    None => serve(stream, &conn_shared),
                 }
-                None => serve(stream, &conn_shared),
+                // The clone kept for stop() would hold the socket open: the client must
+                // see the end of a closed connection (a truncated plain-HTTP body above all).
+                if let Some(c) = conn_shared.conns.lock().unwrap().remove(&id) {
+                    let _ = c.shutdown(Shutdown::Both);
+                }
             });
         if let Ok(handle) = handle {
             let mut threads = shared.threads.lock().unwrap();
@@ -372,6 +376,8 @@ struct Request {
     method: String,
     path: String,
     range: Option<String>,
+    if_none_match: Option<String>,
+    if_modified_since: Option<String>,
     close: bool,
 }
 
@@ -386,6 +392,7 @@ fn read_request<R: BufRead>(reader: &mut R) -> Option<Request> {
     let target = parts.next()?.to_string();
     let version = parts.next().unwrap_or("HTTP/1.0").to_string();
     let mut range = None;
+    let (mut if_none_match, mut if_modified_since) = (None, None);
     let mut close = version == "HTTP/1.0";
     let mut head_bytes = line.len();
     loop {
@@ -405,6 +412,8 @@ fn read_request<R: BufRead>(reader: &mut R) -> Option<Request> {
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "range" => range = Some(value.to_string()),
+            "if-none-match" => if_none_match = Some(value.to_string()),
+            "if-modified-since" => if_modified_since = Some(value.to_string()),
             "connection" => {
                 let v = value.to_ascii_lowercase();
                 if v.contains("close") {
@@ -421,8 +430,38 @@ fn read_request<R: BufRead>(reader: &mut R) -> Option<Request> {
         method,
         path: percent_decode(path),
         range,
+        if_none_match,
+        if_modified_since,
         close,
     })
+}
+
+/// An HTTP date (IMF-fixdate) of a Unix time: `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn http_date(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Days to civil date (Howard Hinnant's algorithm), for days since 1970.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn percent_decode(s: &str) -> String {
@@ -520,7 +559,28 @@ fn respond<S: Conn>(stream: &mut S, req: &Request, shared: &Shared) -> bool {
     let Ok(mut f) = std::fs::File::open(&file) else {
         return simple_response(stream, "404 Not Found", head_only);
     };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let Ok(meta) = f.metadata() else {
+        return simple_response(stream, "404 Not Found", head_only);
+    };
+    let len = meta.len();
+    // Validators as a static web server gives them, so clients can revalidate for free.
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    let etag = format!("\"{len:x}-{:x}\"", mtime.as_nanos());
+    let last_modified = http_date(mtime.as_secs());
+    let validators = format!("ETag: {etag}\r\nLast-Modified: {last_modified}\r\n");
+    let not_modified = match (&req.if_none_match, &req.if_modified_since) {
+        (Some(tags), _) => tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"),
+        (None, Some(since)) => *since == last_modified,
+        (None, None) => false,
+    };
+    if not_modified {
+        let head = format!("HTTP/1.1 304 Not Modified\r\n{validators}\r\n");
+        return stream.write_all(head.as_bytes()).is_ok() && stream.flush().is_ok();
+    }
     let content_type = if req.path.ends_with(".json") {
         "application/json"
     } else {
@@ -544,7 +604,7 @@ fn respond<S: Conn>(stream: &mut S, req: &Request, shared: &Shared) -> bool {
         None => ("200 OK", 0, len, String::new()),
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\n{range_header}\r\n"
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\n{validators}{range_header}\r\n"
     );
     if stream.write_all(head.as_bytes()).is_err() {
         return false;
@@ -721,6 +781,22 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_plain_http_body_ends_with_the_connection() {
+        let dir = tree();
+        let server = ImageServer::http(dir.path());
+        server.set_fault(
+            "images/x/20240501_05:24/root.tar.xz",
+            Fault::Truncate { after: 10 },
+        );
+        let url = format!("{}/images/x/20240501_05:24/root.tar.xz", server.url());
+        let resp = agent(&server).get(&url).call().unwrap();
+        let mut got = Vec::new();
+        let result = resp.into_reader().read_to_end(&mut got);
+        assert!(result.is_err() || got.len() == 10, "{result:?}");
+        assert!(got.len() <= 10);
+    }
+
+    #[test]
     fn a_vanishing_server_cuts_the_body_and_refuses_what_follows() {
         let dir = tree();
         let server = ImageServer::http(dir.path());
@@ -766,6 +842,41 @@ mod tests {
         let mut rest = Vec::new();
         let _ = reader.read_to_end(&mut rest);
         assert!(TcpStream::connect(server.addr()).is_err());
+    }
+
+    #[test]
+    fn revalidation_answers_304_without_a_body() {
+        let dir = tree();
+        let server = ImageServer::https(dir.path());
+        let agent = agent(&server);
+        let url = format!("{}/streams/v1/index.json", server.url());
+        let resp = agent.get(&url).call().unwrap();
+        let etag = resp.header("etag").unwrap().to_string();
+        let last_modified = resp.header("last-modified").unwrap().to_string();
+        assert!(last_modified.ends_with(" GMT"), "{last_modified}");
+        body(resp).unwrap();
+        let resp = agent.get(&url).set("If-None-Match", &etag).call().unwrap();
+        assert_eq!(resp.status(), 304);
+        assert_eq!(resp.header("etag"), Some(etag.as_str()));
+        let resp = agent
+            .get(&url)
+            .set("If-Modified-Since", &last_modified)
+            .call()
+            .unwrap();
+        assert_eq!(resp.status(), 304);
+        // A changed file has another tag: served again.
+        std::fs::write(dir.path().join("streams/v1/index.json"), b"{}").unwrap();
+        let resp = agent.get(&url).set("If-None-Match", &etag).call().unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body(resp).unwrap(), b"{}");
+        assert_eq!(server.requests().len(), 4);
+    }
+
+    #[test]
+    fn http_dates_are_imf_fixdates() {
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub enum Cmd {
     },
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// Write local images as a static simplestreams tree (DIR [ALIAS...]).
+    ExportStreams(super::image_streams::ExportStreamsArgs),
+    /// Build an image offline (busybox, debian/12) into the local store.
+    Build(super::image_build::BuildArgs),
 }
 
 #[derive(Subcommand)]
@@ -159,6 +163,8 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
         Cmd::Alias(AliasCmd::Delete { alias }) => alias_delete(c, &alias),
         Cmd::Alias(AliasCmd::List { filters, format }) => alias_list(c, &filters, format),
         Cmd::Alias(AliasCmd::Rename { old, new }) => alias_rename(c, &old, &new),
+        Cmd::ExportStreams(args) => super::image_streams::run(c, args),
+        Cmd::Build(args) => super::image_build::run(c, args),
     }
 }
 
@@ -215,7 +221,12 @@ fn query_encode(pairs: &[(String, String)]) -> String {
 
 /// As lxc: an argument with `=` that is not an existing file is a property; `REMOTE:` is
 /// the target.
-fn import_cmd(client: &Client, files: &[String], aliases: &[String], public: bool) -> Result<()> {
+pub fn import_cmd(
+    client: &Client,
+    files: &[String],
+    aliases: &[String],
+    public: bool,
+) -> Result<()> {
     let mut paths = Vec::new();
     let mut properties = Vec::new();
     for arg in files {
