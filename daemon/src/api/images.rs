@@ -29,7 +29,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/1.0/images/aliases", get(list_aliases).post(create_alias))
         .route(
-            "/1.0/images/aliases/:name",
+            "/1.0/images/aliases/*name",
             get(one_alias)
                 .put(put_alias)
                 .patch(put_alias)
@@ -618,6 +618,20 @@ mod tests {
             .call(Method::POST, "/1.0/images/aliases", Some(alias))
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "{resp}");
+        // Aliases with slashes, as simplestreams servers name images: escaped as lxc
+        // sends them, or not.
+        let slashed = json!({"name": "debian/12", "target": fp});
+        let (status, _) = api
+            .call(Method::POST, "/1.0/images/aliases", Some(slashed))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        for path in ["debian%2F12", "debian/12"] {
+            let (status, resp) = api
+                .call(Method::GET, &format!("/1.0/images/aliases/{path}"), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{path}: {resp}");
+            assert_eq!(resp["metadata"]["name"], "debian/12", "{resp}");
+        }
         let (status, _) = api
             .call(
                 Method::POST,

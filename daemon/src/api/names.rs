@@ -20,10 +20,22 @@ pub async fn refuse_bad_segments(req: Request, next: Next) -> Response {
 
 /// The first segment of `path` that decodes to a name no object may have.
 fn bad_segment(path: &str) -> Option<String> {
-    path.split('/').find_map(|raw| {
-        let seg = percent_decode(raw);
-        let bad = seg == "." || seg == ".." || seg.contains('/') || seg.contains('\0');
-        bad.then_some(seg)
+    // Image aliases may hold slashes (`debian/12`), as LXD's do: `lxc` sends them escaped
+    // (`debian%2F12`) as one segment. They name rows, never files.
+    let (path, alias) = match path.strip_prefix("/1.0/images/aliases/") {
+        Some(alias) => ("/1.0/images/aliases", Some(alias)),
+        None => (path, None),
+    };
+    let alias_bad = alias.and_then(|a| {
+        let a = percent_decode(a);
+        (a.split('/').any(|s| s == "." || s == "..") || a.contains('\0')).then_some(a)
+    });
+    alias_bad.or_else(|| {
+        path.split('/').find_map(|raw| {
+            let seg = percent_decode(raw);
+            let bad = seg == "." || seg == ".." || seg.contains('/') || seg.contains('\0');
+            bad.then_some(seg)
+        })
     })
 }
 
@@ -65,5 +77,13 @@ mod tests {
         );
         assert_eq!(bad_segment("/1.0/images/%2e%2e"), Some("..".into()));
         assert_eq!(bad_segment("/1.0/instances/a%00b"), Some("a\0b".into()));
+        // Image aliases may hold slashes, never `..` or NUL.
+        assert_eq!(bad_segment("/1.0/images/aliases/debian%2F12"), None);
+        assert_eq!(bad_segment("/1.0/images/aliases/debian/12/amd64"), None);
+        assert_eq!(
+            bad_segment("/1.0/images/aliases/a%2F..%2Fb"),
+            Some("a/../b".into())
+        );
+        assert_eq!(bad_segment("/1.0/images/aliases/a%00"), Some("a\0".into()));
     }
 }
