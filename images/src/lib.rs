@@ -3,6 +3,7 @@
 
 mod pack;
 pub mod simplestreams;
+pub mod template;
 mod unpack;
 
 use std::collections::BTreeMap;
