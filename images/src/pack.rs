@@ -139,6 +139,7 @@ mod tests {
             creation_date: 1_700_000_000,
             expiry_date: 0,
             properties: BTreeMap::from([("os".to_string(), "busybox".to_string())]),
+            ..Default::default()
         }
     }
 

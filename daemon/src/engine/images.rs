@@ -149,10 +149,13 @@ fn unpack_into(
         pool.create_volume(&staging)?;
         let target = pool.path(&staging).join("rootfs");
         let limits = hutch_images::UnpackLimits::default();
+        // metadata.yaml and templates/ are kept beside rootfs/, as LXD keeps them.
         let meta = match split_rootfs {
-            None => hutch_images::unpack_unified(file, &target, limits).map_err(bad)?,
+            None => hutch_images::unpack_unified_volume(file, &pool.path(&staging), limits)
+                .map_err(bad)?,
             Some(rootfs) => {
-                let meta = hutch_images::read_split_metadata(file).map_err(bad)?;
+                let meta =
+                    hutch_images::unpack_split_metadata(file, &pool.path(&staging)).map_err(bad)?;
                 hutch_images::unpack_split_rootfs(rootfs, &target, limits).map_err(bad)?;
                 meta
             }
@@ -273,6 +276,7 @@ pub async fn publish_image(
         creation_date: time::OffsetDateTime::now_utc().unix_timestamp(),
         expiry_date: 0,
         properties,
+        templates: Default::default(),
     };
     // Named like an upload, so that a crash leaves debris that startup removes.
     let tmp = d
