@@ -35,6 +35,7 @@ mod schedule;
 mod server;
 mod snapshot;
 mod spec;
+mod templates;
 mod volume_copy;
 mod volume_snapshots;
 pub mod volumes;
