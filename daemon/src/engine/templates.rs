@@ -17,6 +17,7 @@ use hutch_images::ImageMetadata;
 use nix::errno::Errno;
 
 use super::spec::{flag, Expanded};
+use super::{blocking, Engine};
 use crate::daemon::Daemon;
 use crate::db::instances::InstanceRow;
 use crate::error::{DaemonError, Result};
@@ -137,6 +138,62 @@ fn is_shifted(rootfs: &Path) -> bool {
     // size 0 asks only for the value's size.
     let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
     n >= 0
+}
+
+impl Engine {
+    /// The instance's metadata.yaml in LXD's JSON shape (`GET
+    /// /1.0/instances/<name>/metadata`); empty fields when it has none, as LXD answers.
+    pub async fn instance_metadata(&self, name: &str) -> Result<serde_json::Value> {
+        self.d.db.instance_or_404(name)?;
+        let volume = self.d.instance_volume(name)?;
+        let meta = blocking(move || read_metadata(&volume))
+            .await?
+            .unwrap_or_default();
+        Ok(serde_json::json!({
+            "architecture": meta.architecture,
+            "creation_date": meta.creation_date,
+            "expiry_date": meta.expiry_date,
+            "properties": meta.properties,
+            "templates": meta.templates,
+        }))
+    }
+
+    /// The names of the files in the instance's templates/ (`GET .../metadata/templates`).
+    pub async fn instance_template_names(&self, name: &str) -> Result<Vec<String>> {
+        self.d.db.instance_or_404(name)?;
+        let dir = self.d.instance_volume(name)?.join("templates");
+        blocking(move || {
+            let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(DaemonError::io("read", &dir, e)),
+            };
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
+    /// One template file's text (`GET .../metadata/templates?path=<file>`).
+    pub async fn instance_template(&self, name: &str, file: &str) -> Result<Vec<u8>> {
+        self.d.db.instance_or_404(name)?;
+        // LXD takes a bare file name here.
+        if file.is_empty() || file.contains('/') || file == "." || file == ".." {
+            return Err(DaemonError::BadRequest("Invalid template filename".into()));
+        }
+        let path = self.d.instance_volume(name)?.join("templates").join(file);
+        let file = file.to_string();
+        blocking(move || match read_plain(&path)? {
+            Some(text) => Ok(text.into_bytes()),
+            None => Err(DaemonError::NotFound(format!(
+                "Template {file:?} not found"
+            ))),
+        })
+        .await
+    }
 }
 
 /// What rendering needs about one instance.
