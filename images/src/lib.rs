@@ -118,10 +118,14 @@ pub struct ImageMetadata {
     pub creation_date: i64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub expiry_date: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub properties: BTreeMap<String, String>,
     /// Files rendered into an instance's root filesystem, by absolute path.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub templates: BTreeMap<String, Template>,
 }
 
@@ -129,7 +133,7 @@ pub struct ImageMetadata {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct Template {
     /// Triggers: `create`, `copy`, `rename`, `start`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub when: Vec<String>,
     /// Leave a file that already exists alone.
     #[serde(default)]
@@ -137,8 +141,17 @@ pub struct Template {
     /// The template's file name in `templates/`.
     #[serde(default)]
     pub template: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub properties: BTreeMap<String, String>,
+}
+
+/// LXD writes empty maps and lists as `null` (Go's nil); they read as empty.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl ImageMetadata {
@@ -211,6 +224,8 @@ mod tests {
         assert_eq!(m.templates["/etc/motd"].properties["default"], "hi");
         let again = ImageMetadata::parse(&serde_yaml::to_string(&m).unwrap()).unwrap();
         assert_eq!(again, m);
+        let nulls = ImageMetadata::parse("architecture: x86_64\ncreation_date: 1\nproperties: null\ntemplates:\n  /a:\n    when: null\n    properties: null\n").unwrap();
+        assert!(nulls.properties.is_empty() && nulls.templates["/a"].when.is_empty());
         let plain = ImageMetadata::parse("architecture: x86_64\ncreation_date: 1\n").unwrap();
         assert!(!serde_yaml::to_string(&plain).unwrap().contains("templates"));
     }

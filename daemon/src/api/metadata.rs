@@ -1,25 +1,72 @@
 //! `/1.0/instances/<name>/metadata` and `.../metadata/templates`: the image metadata and
-//! template files an instance carries, read as LXD serves them.
+//! template files an instance carries, read and edited as LXD serves them
+//! (`container_edit_metadata`).
 
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use hutch_images::ImageMetadata;
 
-use super::sync;
+use super::{empty, parse_json, sync};
 use crate::daemon::AppState;
-use crate::error::Result;
+use crate::error::{DaemonError, Result};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/:name/metadata", get(metadata))
-        .route("/:name/metadata/templates", get(templates))
+        .route("/:name/metadata", get(metadata).put(put_metadata))
+        .route(
+            "/:name/metadata/templates",
+            get(templates)
+                .post(put_template)
+                .put(put_template)
+                .delete(delete_template),
+        )
 }
 
 async fn metadata(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
     Ok(sync(e.instance_metadata(&name).await?))
+}
+
+async fn put_metadata(
+    State(e): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response> {
+    let meta: ImageMetadata = parse_json(&body)?;
+    e.set_instance_metadata(&name, meta).await?;
+    Ok(empty())
+}
+
+/// The `path` query parameter, which every template change needs.
+fn template_name(q: &HashMap<String, String>) -> Result<&str> {
+    q.get("path")
+        .map(String::as_str)
+        .ok_or_else(|| DaemonError::BadRequest("missing path argument".into()))
+}
+
+async fn put_template(
+    State(e): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response> {
+    e.set_instance_template(&name, template_name(&q)?, body.to_vec())
+        .await?;
+    Ok(empty())
+}
+
+async fn delete_template(
+    State(e): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    e.delete_instance_template(&name, template_name(&q)?)
+        .await?;
+    Ok(empty())
 }
 
 /// The template names, or with `?path=` one template's text.
@@ -113,5 +160,65 @@ mod tests {
             .call(Method::GET, "/1.0/instances/nosuch/metadata", None)
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn metadata_and_templates_are_edited_as_lxd_edits_them() {
+        let api = TestApi::new().await;
+        let root = api.engine.add_stopped_instance("c1");
+        let volume = root.parent().unwrap().to_path_buf();
+        let meta = json!({"architecture": "x86_64", "creation_date": 7, "expiry_date": 0,
+            "properties": null, "templates": {"/etc/motd": {"when": ["start"], "create_only": false,
+            "template": "motd.tpl", "properties": null}}});
+        let (status, body) = api
+            .call(Method::PUT, "/1.0/instances/c1/metadata", Some(meta))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, body) = api
+            .call(Method::GET, "/1.0/instances/c1/metadata", None)
+            .await;
+        assert_eq!(
+            body["metadata"]["templates"]["/etc/motd"]["when"],
+            json!(["start"])
+        );
+        assert!(volume.join("metadata.yaml").is_file());
+
+        let uri = "/1.0/instances/c1/metadata/templates?path=motd.tpl";
+        let (status, _, _) = raw(
+            &api,
+            Method::POST,
+            uri,
+            &[],
+            b"hello {{ container.name }}\n",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, _, text) = raw(&api, Method::GET, uri, &[], b"").await;
+        assert_eq!(text, b"hello {{ container.name }}\n");
+        let (status, _, _) = raw(&api, Method::PUT, uri, &[], b"again").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            std::fs::read(volume.join("templates/motd.tpl")).unwrap(),
+            b"again"
+        );
+        let (status, _) = api.call(Method::DELETE, uri, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = api.call(Method::DELETE, uri, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        for bad in [
+            "/1.0/instances/c1/metadata/templates",
+            "/1.0/instances/c1/metadata/templates?path=a%2Fb",
+        ] {
+            let (status, _, _) = raw(&api, Method::POST, bad, &[], b"x").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let (status, _) = api
+            .call(
+                Method::PUT,
+                "/1.0/instances/c1/metadata",
+                Some(json!({"templates": 5})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 }

@@ -177,14 +177,18 @@ impl Engine {
         .await
     }
 
-    /// One template file's text (`GET .../metadata/templates?path=<file>`).
-    pub async fn instance_template(&self, name: &str, file: &str) -> Result<Vec<u8>> {
+    /// Where template `file` of instance `name` lives; LXD takes a bare file name.
+    fn template_path(&self, name: &str, file: &str) -> Result<PathBuf> {
         self.d.db.instance_or_404(name)?;
-        // LXD takes a bare file name here.
-        if file.is_empty() || file.contains('/') || file == "." || file == ".." {
+        if file.is_empty() || file.contains(['/', '\0']) || file == "." || file == ".." {
             return Err(DaemonError::BadRequest("Invalid template filename".into()));
         }
-        let path = self.d.instance_volume(name)?.join("templates").join(file);
+        Ok(self.d.instance_volume(name)?.join("templates").join(file))
+    }
+
+    /// One template file's text (`GET .../metadata/templates?path=<file>`).
+    pub async fn instance_template(&self, name: &str, file: &str) -> Result<Vec<u8>> {
+        let path = self.template_path(name, file)?;
         let file = file.to_string();
         blocking(move || match read_plain(&path)? {
             Some(text) => Ok(text.into_bytes()),
@@ -194,6 +198,75 @@ impl Engine {
         })
         .await
     }
+}
+
+impl Engine {
+    /// Replaces the instance's metadata.yaml (`PUT .../metadata`, a JSON body in LXD's
+    /// shape).
+    pub async fn set_instance_metadata(&self, name: &str, meta: ImageMetadata) -> Result<()> {
+        self.d.db.instance_or_404(name)?;
+        let lock = self.d.instance_lock(name);
+        let _g = lock.lock().await;
+        let path = self.d.instance_volume(name)?.join("metadata.yaml");
+        let yaml = serde_yaml::to_string(&meta).map_err(|e| {
+            DaemonError::failed(
+                "write",
+                path.display(),
+                hutch_images::ImageError::Invalid(format!("metadata.yaml: {e}")),
+            )
+        })?;
+        blocking(move || replace_file(&path, yaml.as_bytes())).await
+    }
+
+    /// Creates or replaces template `file` (`POST`/`PUT .../metadata/templates?path=`).
+    pub async fn set_instance_template(&self, name: &str, file: &str, data: Vec<u8>) -> Result<()> {
+        let path = self.template_path(name, file)?;
+        if data.len() as u64 > MAX_READ {
+            return Err(DaemonError::BadRequest(format!(
+                "A template may hold at most {MAX_READ} bytes"
+            )));
+        }
+        let lock = self.d.instance_lock(name);
+        let _g = lock.lock().await;
+        blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| DaemonError::io("create", dir, e))?;
+            }
+            replace_file(&path, &data)
+        })
+        .await
+    }
+
+    /// Removes template `file` (`DELETE .../metadata/templates?path=`).
+    pub async fn delete_instance_template(&self, name: &str, file: &str) -> Result<()> {
+        let path = self.template_path(name, file)?;
+        let file = file.to_string();
+        let lock = self.d.instance_lock(name);
+        let _g = lock.lock().await;
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DaemonError::NotFound(
+                format!("Template {file:?} not found"),
+            )),
+            Err(e) => Err(DaemonError::io("remove", &path, e)),
+        })
+        .await
+    }
+}
+
+/// Writes a file of the instance volume whole: a temporary name, then a rename.
+fn replace_file(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let written = File::create(&tmp)
+        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        DaemonError::io("write", path, e)
+    })
 }
 
 /// What rendering needs about one instance.
