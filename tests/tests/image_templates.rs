@@ -2,7 +2,8 @@
 //! whose metadata.yaml has templates for /etc/hostname, /etc/hosts, a `create_only` file, a
 //! `start` file reading `config_get`, and a path through a symlink the image planted; they
 //! are rendered at the first start, again per `when` after copy and rename, and the
-//! symlink leads nowhere outside the container. Needs root.
+//! symlink leads nowhere outside the container; the metadata and templates are read and
+//! edited through `hutch config metadata|template` and LXD's `lxc`. Needs root.
 
 use std::path::Path;
 use std::process::Command;
@@ -179,6 +180,36 @@ fn templates_render_on_create_copy_rename_and_start() {
         !victim.exists(),
         "a template was written outside the container"
     );
+    // The instance's metadata and templates, through hutch and through LXD's lxc.
+    let meta = d.hutch_ok(&["config", "metadata", "show", "c1"]);
+    assert!(
+        meta.contains("/etc/hostname:") && meta.contains("template: hostname.tpl"),
+        "{meta}"
+    );
+    let list = d.hutch_ok(&["config", "template", "list", "c1"]);
+    assert_eq!(list, "greeting.tpl\nhostname.tpl\nhosts.tpl\nmotd.tpl\n");
+    assert_eq!(
+        d.hutch_ok(&["config", "template", "show", "c1", "hostname.tpl"]),
+        "{{ container.name }}\n"
+    );
+    let meta = d.lxc_ok(&["config", "metadata", "show", "c1"]);
+    assert!(meta.contains("template: greeting.tpl"), "{meta}");
+    assert!(d
+        .lxc_ok(&["config", "template", "list", "c1"])
+        .contains("motd.tpl"));
+    assert_eq!(
+        d.lxc_ok(&["config", "template", "show", "c1", "hosts.tpl"]),
+        TEMPLATES[1].1
+    );
+    // An edited template is what the next start renders.
+    let out = d.hutch(
+        &["config", "template", "edit", "c1", "greeting.tpl"],
+        b"edited for {{ instance.name }}\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    d.hutch_ok(&["restart", "c1", "--force"]);
+    assert_eq!(cat(&d, "c1", "/etc/greeting"), "edited for c1\n");
+
     d.hutch_ok(&["delete", "c1", "c3", "--force"]);
     let prefix = hutch_tests::daemon::cgroup_prefix(d.path());
     for name in ["c1", "c3"] {

@@ -18,6 +18,7 @@ pub mod operation;
 pub mod profile;
 pub mod query;
 pub mod storage;
+pub mod template;
 
 use anyhow::{bail, Result};
 use serde_json::Value;
