@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use pack::{pack_unified, Compression};
+pub use pack::{pack_unified, pack_unified_with_templates, Compression};
 pub use unpack::{
     read_split_metadata, unpack_split_metadata, unpack_split_rootfs, unpack_unified,
     unpack_unified_volume, UnpackLimits,

@@ -210,9 +210,19 @@ fn templates_render_on_create_copy_rename_and_start() {
     d.hutch_ok(&["restart", "c1", "--force"]);
     assert_eq!(cat(&d, "c1", "/etc/greeting"), "edited for c1\n");
 
-    d.hutch_ok(&["delete", "c1", "c3", "--force"]);
+    // A published image carries the instance's templates (as edited): its instances get
+    // their own names.
+    d.hutch_ok(&["stop", "c1", "--force"]);
+    d.hutch_ok(&["publish", "c1", "--alias", "republished"]);
+    d.hutch_ok(&["launch", "republished", "p1"]);
+    assert_eq!(cat(&d, "p1", "/etc/hostname"), "p1\n");
+    assert_eq!(cat(&d, "p1", "/etc/greeting"), "edited for p1\n");
+    // create_only: the file the image's rootfs already holds stays.
+    assert_eq!(cat(&d, "p1", "/etc/motd"), "mine\n");
+
+    d.hutch_ok(&["delete", "c1", "c3", "p1", "--force"]);
     let prefix = hutch_tests::daemon::cgroup_prefix(d.path());
-    for name in ["c1", "c3"] {
+    for name in ["c1", "c3", "p1"] {
         assert_no_leftovers(
             &d.path().join("storage-pools/default/containers"),
             &format!("{prefix}/{name}"),

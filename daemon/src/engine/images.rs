@@ -276,7 +276,7 @@ pub async fn publish_image(
         creation_date: time::OffsetDateTime::now_utc().unix_timestamp(),
         expiry_date: 0,
         properties,
-        templates: Default::default(),
+        templates: super::templates::volume_templates(&rootfs),
     };
     // Named like an upload, so that a crash leaves debris that startup removes.
     let tmp = d
@@ -294,10 +294,18 @@ pub async fn publish_image(
                 size: 0,
             },
         );
-        let out = hutch_images::pack_unified(&rootfs, &meta, compression, out)
-            .map_err(|e| DaemonError::failed("pack", "image", e))?
-            .into_inner()
-            .map_err(|e| DaemonError::io("write", &tmp2, e.into_error()))?;
+        // The instance's templates go with it, as LXD publishes them.
+        let templates = rootfs.parent().map(|v| v.join("templates"));
+        let out = hutch_images::pack_unified_with_templates(
+            &rootfs,
+            templates.as_deref(),
+            &meta,
+            compression,
+            out,
+        )
+        .map_err(|e| DaemonError::failed("pack", "image", e))?
+        .into_inner()
+        .map_err(|e| DaemonError::io("write", &tmp2, e.into_error()))?;
         out.file
             .sync_all()
             .map_err(|e| DaemonError::io("sync", &tmp2, e))?;

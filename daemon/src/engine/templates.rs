@@ -66,6 +66,18 @@ pub fn apply_due(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<(
     target.apply("start")
 }
 
+/// The templates of the volume holding `rootfs` (an instance's or a snapshot's), for an
+/// image published from it; none when it has no readable metadata.yaml.
+pub fn volume_templates(
+    rootfs: &Path,
+) -> std::collections::BTreeMap<String, hutch_images::Template> {
+    rootfs
+        .parent()
+        .and_then(|volume| read_metadata(volume).ok().flatten())
+        .map(|meta| meta.templates)
+        .unwrap_or_default()
+}
+
 /// The instance volume's metadata.yaml (kept there from its image), if any.
 fn read_metadata(volume: &Path) -> Result<Option<ImageMetadata>> {
     let path = volume.join("metadata.yaml");
