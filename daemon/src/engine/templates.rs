@@ -355,13 +355,13 @@ fn plain_name(name: &str) -> Option<PathBuf> {
         .then(|| p.to_path_buf())
 }
 
-/// A template's target made relative to the root (`..` stays inside it anyway, by
-/// `RESOLVE_IN_ROOT`).
+/// A template's target made relative to the root (LXD joins even a relative one to the
+/// root; `..` stays inside it anyway, by `RESOLVE_IN_ROOT`).
 fn rootfs_relative(path: &str) -> Result<String> {
     let rel = path.trim_start_matches('/');
-    if rel.is_empty() || rel.contains('\0') || !path.starts_with('/') {
+    if rel.is_empty() || rel.contains('\0') {
         return Err(DaemonError::BadRequest(format!(
-            "template path {path:?} is not an absolute file path"
+            "template path {path:?} is not a file path"
         )));
     }
     Ok(rel.to_string())
@@ -616,7 +616,8 @@ mod tests {
             assert!(plain_name(bad).is_none(), "{bad}");
         }
         assert_eq!(rootfs_relative("/etc/hostname").unwrap(), "etc/hostname");
-        for bad in ["", "/", "etc/hostname", "/a\0b"] {
+        assert_eq!(rootfs_relative("etc/hostname").unwrap(), "etc/hostname");
+        for bad in ["", "/", "//", "/a\0b"] {
             assert!(rootfs_relative(bad).is_err(), "{bad:?}");
         }
     }
