@@ -322,9 +322,9 @@ enum Piece {
     Tag { words: Vec<Tok>, line: usize },
 }
 
-const SYMBOLS: [&str; 22] = [
+const SYMBOLS: [&str; 23] = [
     "==", "!=", "<>", "<=", ">=", "&&", "||", "(", ")", ",", ".", "|", ":", "[", "]", "<", ">",
-    "!", "+", "-", "*", "/",
+    "!", "+", "-", "*", "/", "%",
 ];
 
 /// Splits a template into text, `{{ }}` and `{% %}` pieces (comments dropped), applying
@@ -527,6 +527,7 @@ enum BinOp {
     Sub,
     Mul,
     Div,
+    Rem,
 }
 
 #[derive(Debug, Clone)]
@@ -832,41 +833,27 @@ impl ExprParser {
         Ok(())
     }
 
+    /// pongo2's grammar: `and` and `or` bind alike, to the right (`a and b or c` is
+    /// `a and (b or c)`).
     fn or(&mut self) -> Result<Expr, TemplateError> {
         self.deeper()?;
-        let mut left = self.and()?;
-        while self.is_word("or") || self.is_sym("||") {
-            self.pos += 1;
-            let right = self.and()?;
-            left = Expr::Binary(BinOp::Or, Box::new(left), Box::new(right));
-        }
-        self.depth -= 1;
-        Ok(left)
-    }
-
-    fn and(&mut self) -> Result<Expr, TemplateError> {
-        let mut left = self.not()?;
-        while self.is_word("and") || self.is_sym("&&") {
-            self.pos += 1;
-            let right = self.not()?;
-            left = Expr::Binary(BinOp::And, Box::new(left), Box::new(right));
-        }
-        Ok(left)
-    }
-
-    fn not(&mut self) -> Result<Expr, TemplateError> {
-        if self.is_word("not") || self.is_sym("!") {
-            self.pos += 1;
-            self.deeper()?;
-            let inner = self.not()?;
+        let left = self.comparison()?;
+        let op = if self.is_word("and") || self.is_sym("&&") {
+            BinOp::And
+        } else if self.is_word("or") || self.is_sym("||") {
+            BinOp::Or
+        } else {
             self.depth -= 1;
-            return Ok(Expr::Not(Box::new(inner)));
-        }
-        self.comparison()
+            return Ok(left);
+        };
+        self.pos += 1;
+        let right = self.or()?;
+        self.depth -= 1;
+        Ok(Expr::Binary(op, Box::new(left), Box::new(right)))
     }
 
     fn comparison(&mut self) -> Result<Expr, TemplateError> {
-        let left = self.additive()?;
+        let left = self.simple()?;
         let op = match self.peek() {
             Some(Tok::Sym("==")) => BinOp::Eq,
             Some(Tok::Sym("!=" | "<>")) => BinOp::Ne,
@@ -885,8 +872,18 @@ impl ExprParser {
             _ => return Ok(left),
         };
         self.pos += 1;
-        let right = self.additive()?;
+        let right = self.simple()?;
         Ok(Expr::Binary(op, Box::new(left), Box::new(right)))
+    }
+
+    /// pongo2's negation covers an arithmetic expression, not a comparison:
+    /// `not a == b` is `(not a) == b`.
+    fn simple(&mut self) -> Result<Expr, TemplateError> {
+        if self.is_word("not") || self.is_sym("!") {
+            self.pos += 1;
+            return Ok(Expr::Not(Box::new(self.additive()?)));
+        }
+        self.additive()
     }
 
     fn additive(&mut self) -> Result<Expr, TemplateError> {
@@ -909,6 +906,7 @@ impl ExprParser {
             let op = match self.peek() {
                 Some(Tok::Sym("*")) => BinOp::Mul,
                 Some(Tok::Sym("/")) => BinOp::Div,
+                Some(Tok::Sym("%")) => BinOp::Rem,
                 _ => return Ok(left),
             };
             self.pos += 1;
@@ -1251,7 +1249,7 @@ fn binary(op: BinOp, l: &Value, r: &Value) -> Value {
         BinOp::Ge => Value::Bool(matches!(order(), Some(Greater | Equal))),
         BinOp::In => Value::Bool(r.contains(l)),
         BinOp::NotIn => Value::Bool(!r.contains(l)),
-        BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div => arithmetic(op, l, r),
+        BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => arithmetic(op, l, r),
     }
 }
 
@@ -1263,6 +1261,7 @@ fn arithmetic(op: BinOp, l: &Value, r: &Value) -> Value {
             BinOp::Add => Value::Int(a.wrapping_add(*b)),
             BinOp::Sub => Value::Int(a.wrapping_sub(*b)),
             BinOp::Mul => Value::Int(a.wrapping_mul(*b)),
+            BinOp::Rem => a.checked_rem(*b).map(Value::Int).unwrap_or(Value::Nil),
             _ => a.checked_div(*b).map(Value::Int).unwrap_or(Value::Nil),
         },
         (Value::Str(a), Value::Str(b)) if op == BinOp::Add => Value::Str(format!("{a}{b}")),
@@ -1271,6 +1270,7 @@ fn arithmetic(op: BinOp, l: &Value, r: &Value) -> Value {
                 BinOp::Add => a + b,
                 BinOp::Sub => a - b,
                 BinOp::Mul => a * b,
+                BinOp::Rem => a % b,
                 _ => a / b,
             }),
             _ => Value::Nil,
@@ -1813,6 +1813,17 @@ config:
             Err(TemplateError::TooDeep { .. })
         ));
         let nots = format!("{{{{ {}1 }}}}", "not ".repeat(10_000));
+        assert!(render(&nots, &c, limits).is_err());
+        let ands = format!("{{{{ {}true }}}}", "true and ".repeat(10_000));
+        assert!(matches!(
+            render(&ands, &c, limits),
+            Err(TemplateError::TooDeep { .. })
+        ));
+        let nots = format!(
+            "{{{{ {}1{} }}}}",
+            "not (".repeat(10_000),
+            ")".repeat(10_000)
+        );
         assert!(matches!(
             render(&nots, &c, limits),
             Err(TemplateError::TooDeep { .. })
