@@ -322,6 +322,9 @@ enum Piece {
     Tag { words: Vec<Tok>, line: usize },
 }
 
+/// What `{%-`/`-%}` trim: pongo2's `tokenSpaceChars`, not all of Unicode's whitespace.
+const SPACE: [char; 4] = [' ', '\n', '\r', '\t'];
+
 const SYMBOLS: [&str; 23] = [
     "==", "!=", "<>", "<=", ">=", "&&", "||", "(", ")", ",", ".", "|", ":", "[", "]", "<", ">",
     "!", "+", "-", "*", "/", "%",
@@ -342,7 +345,7 @@ fn lex(src: &str) -> Result<Vec<Piece>, TemplateError> {
         let text_end = next.unwrap_or(rest.len());
         let mut text = &rest[..text_end];
         if trim_next {
-            text = text.trim_start();
+            text = text.trim_start_matches(SPACE);
             trim_next = false;
         }
         line += rest[..text_end].matches('\n').count();
@@ -366,7 +369,11 @@ fn lex(src: &str) -> Result<Vec<Piece>, TemplateError> {
         if trim_before {
             body = &body[1..];
         }
-        let text = if trim_before { text.trim_end() } else { text };
+        let text = if trim_before {
+            text.trim_end_matches(SPACE)
+        } else {
+            text
+        };
         push_text(&mut pieces, text);
         let close = if open == "{{" { "}}" } else { "%}" };
         let (toks, used, trim_after) = lex_expr(body, close, line)?;
@@ -543,6 +550,8 @@ enum Node {
         value: Option<String>,
         iterable: Expr,
         reversed: bool,
+        /// Lists in order of their items' text (maps always go in key order).
+        sorted: bool,
         body: Vec<Node>,
         empty: Vec<Node>,
     },
@@ -712,8 +721,13 @@ impl Parser {
                     return Err(syntax("for needs 'in'"));
                 }
                 let mut rest: Vec<Tok> = it.collect();
-                let reversed = rest.last() == Some(&Tok::Ident("reversed".into()));
-                if reversed {
+                let (mut reversed, mut sorted) = (false, false);
+                while let Some(Tok::Ident(w)) = rest.last() {
+                    match w.as_str() {
+                        "reversed" => reversed = true,
+                        "sorted" => sorted = true,
+                        _ => break,
+                    }
                     rest.pop();
                 }
                 let iterable = self.expression(rest, line)?;
@@ -731,6 +745,7 @@ impl Parser {
                     value,
                     iterable,
                     reversed,
+                    sorted,
                     body,
                     empty,
                 })
@@ -1107,6 +1122,7 @@ impl Renderer<'_> {
                     value,
                     iterable,
                     reversed,
+                    sorted,
                     body,
                     empty,
                 } => {
@@ -1119,6 +1135,9 @@ impl Renderer<'_> {
                             .collect(),
                         _ => Vec::new(),
                     };
+                    if *sorted {
+                        items.sort_by_cached_key(|(k, _)| k.to_text());
+                    }
                     if *reversed {
                         items.reverse();
                     }
@@ -1727,6 +1746,8 @@ config:
             "abc"
         );
         assert_eq!(r("a {{- 'x' -}} b", &c), "axb");
+        // Only spaces, tabs and newlines go, as in pongo2.
+        assert_eq!(r("a\u{a0} {{- 'x' -}} \u{b}b", &c), "a\u{a0}x\u{b}b");
         assert_eq!(r("a\n{% if true %}\nb\n{% endif %}\n", &c), "a\n\nb\n\n");
         assert_eq!(
             r(
