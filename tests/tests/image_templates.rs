@@ -269,3 +269,50 @@ fn a_broken_template_fails_the_start_and_names_the_template() {
     assert_eq!(pending_trigger(&d, "b1"), "create");
     d.hutch_ok(&["delete", "b1", "--force"]);
 }
+
+#[test]
+fn split_images_keep_their_templates() {
+    if !require_root("split_images_keep_their_templates") {
+        return;
+    }
+    let d = TestDaemon::start();
+    let work = d.path().join("split");
+    busybox_rootfs(&work.join("rootfs")).expect("build the busybox rootfs");
+    std::fs::write(
+        work.join("metadata.yaml"),
+        "architecture: x86_64\ncreation_date: 1\ntemplates:\n  /etc/hostname:\n    when: [create, copy]\n    template: hostname.tpl\n",
+    )
+    .unwrap();
+    std::fs::create_dir(work.join("templates")).unwrap();
+    std::fs::write(work.join("templates/hostname.tpl"), TEMPLATES[0].1).unwrap();
+    let tar = |args: &[&str], dir: &Path| {
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar {args:?}");
+    };
+    let meta = work.join("meta.tar.xz");
+    let rootfs = work.join("rootfs.tar.gz");
+    tar(
+        &["-cJf", meta.to_str().unwrap(), "metadata.yaml", "templates"],
+        &work,
+    );
+    tar(
+        &["-czf", rootfs.to_str().unwrap(), "."],
+        &work.join("rootfs"),
+    );
+    d.hutch_ok(&[
+        "image",
+        "import",
+        meta.to_str().unwrap(),
+        rootfs.to_str().unwrap(),
+        "--alias",
+        "split",
+    ]);
+    d.hutch_ok(&["launch", "split", "s1"]);
+    assert_eq!(cat(&d, "s1", "/etc/hostname"), "s1\n");
+    d.hutch_ok(&["delete", "s1", "--force"]);
+}
