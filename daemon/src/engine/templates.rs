@@ -27,6 +27,10 @@ pub const APPLY_KEY: &str = "volatile.apply_template";
 
 /// Largest metadata.yaml and template file read from an instance volume.
 const MAX_READ: u64 = 1 << 20;
+/// Most templates one trigger renders (public images have about ten), and most bytes they
+/// write together: an image is hostile input, and this work runs at every start.
+const MAX_TEMPLATES: usize = 1024;
+const MAX_TOTAL_OUTPUT: usize = 64 << 20;
 
 /// Records that the templates for `trigger` are due at the next start (LXD's
 /// `DeferTemplateApply`).
@@ -302,13 +306,21 @@ impl Target<'_> {
         if due.is_empty() {
             return Ok(());
         }
+        if due.len() > MAX_TEMPLATES {
+            return Err(DaemonError::BadRequest(format!(
+                "The image has more than {MAX_TEMPLATES} templates for {trigger}"
+            )));
+        }
         let root = open_dir(&self.volume.join("rootfs"))?;
+        // One budget for all the files a trigger renders, not one per file.
+        let mut output_left = MAX_TOTAL_OUTPUT;
         for (path, template) in due {
             let rel = rootfs_relative(path)?;
             if template.create_only && exists(&root, &rel) {
                 continue;
             }
-            let text = self.render(trigger, path, template)?;
+            let text = self.render(trigger, path, output_left, template)?;
+            output_left -= text.len();
             write_file(&root, path, &rel, text.as_bytes(), self.owner)?;
         }
         Ok(())
@@ -318,6 +330,7 @@ impl Target<'_> {
         &self,
         trigger: &str,
         path: &str,
+        max_output: usize,
         template: &hutch_images::Template,
     ) -> Result<String> {
         let name = plain_name(&template.template).ok_or_else(|| {
@@ -341,7 +354,10 @@ impl Target<'_> {
             &self.expanded.devices,
             &template.properties,
         );
-        let limits = TemplateLimits::default();
+        let limits = TemplateLimits {
+            max_output,
+            ..TemplateLimits::default()
+        };
         CompiledTemplate::parse(&source, limits)
             .and_then(|t| t.render(&ctx, limits))
             .map_err(|e| DaemonError::failed("render template", &template.template, e))
@@ -620,6 +636,67 @@ mod tests {
         for bad in ["", "/", "//", "/a\0b"] {
             assert!(rootfs_relative(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_trigger_renders_its_templates_into_the_rootfs() {
+        let vol = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(vol.path().join("rootfs/etc")).unwrap();
+        std::fs::create_dir(vol.path().join("templates")).unwrap();
+        std::fs::write(
+            vol.path().join("templates/name.tpl"),
+            "{{ container.name }} {{ trigger }} {{ config_get(\"user.x\", \"none\") }}\n",
+        )
+        .unwrap();
+        std::fs::write(vol.path().join("rootfs/etc/kept"), "mine").unwrap();
+        let meta = ImageMetadata::parse(
+            "architecture: x86_64\ncreation_date: 1\ntemplates:\n  /etc/a:\n    when: [create]\n    template: name.tpl\n  /etc/kept:\n    when: [create]\n    create_only: true\n    template: name.tpl\n  /etc/later:\n    when: [start]\n    template: name.tpl\n",
+        )
+        .unwrap();
+        let expanded = Expanded {
+            config: [("user.x".to_string(), "1\n".to_string())].into(),
+            ..Default::default()
+        };
+        let target = Target {
+            volume: vol.path(),
+            meta: &meta,
+            // The current user's ids, so the test needs no root to chown.
+            owner: (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            ),
+            instance: InstanceInfo {
+                name: "c1".into(),
+                architecture: "x86_64".into(),
+                privileged: false,
+                ephemeral: false,
+            },
+            expanded: &expanded,
+        };
+        target.apply("create").unwrap();
+        let etc = vol.path().join("rootfs/etc");
+        assert_eq!(
+            std::fs::read_to_string(etc.join("a")).unwrap(),
+            "c1 create 1\n"
+        );
+        assert_eq!(std::fs::read_to_string(etc.join("kept")).unwrap(), "mine");
+        assert!(!etc.join("later").exists());
+        target.apply("start").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(etc.join("later")).unwrap(),
+            "c1 start 1\n"
+        );
+        // A template file the image lacks fails the trigger, naming it.
+        let meta = ImageMetadata::parse(
+            "architecture: x86_64\ncreation_date: 1\ntemplates:\n  /etc/b:\n    when: [copy]\n    template: gone.tpl\n",
+        )
+        .unwrap();
+        let target = Target {
+            meta: &meta,
+            ..target
+        };
+        let err = target.apply("copy").unwrap_err();
+        assert!(err.to_string().contains("gone.tpl"), "{err}");
     }
 
     #[test]
