@@ -30,6 +30,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_exec_user_group_cwd",
     "api_filtering",
     "instances",
+    "container_edit_metadata",
     "instance_get_full",
     "container_full",
     "file_symlinks",

@@ -6,6 +6,7 @@ mod http;
 mod pack;
 pub mod simplestreams;
 pub mod streams_tree;
+pub mod template;
 mod unpack;
 
 use std::collections::BTreeMap;
@@ -15,10 +16,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use pack::{pack_unified, Compression};
+pub use pack::{pack_unified, pack_unified_with_templates, Compression};
 pub use unpack::{
-    read_split_metadata, unpack_split_rootfs, unpack_split_rootfs_stream, unpack_unified,
-    UnpackLimits,
+    read_split_metadata, unpack_split_metadata, unpack_split_rootfs, unpack_split_rootfs_stream,
+    unpack_unified, unpack_unified_volume, UnpackLimits,
 };
 
 /// The extension LXD gives an image file, told by its first bytes as LXD's
@@ -136,8 +137,40 @@ pub struct ImageMetadata {
     pub creation_date: i64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub expiry_date: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub properties: BTreeMap<String, String>,
+    /// Files rendered into an instance's root filesystem, by absolute path.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub templates: BTreeMap<String, Template>,
+}
+
+/// One entry of metadata.yaml's `templates`: when a file is rendered, and from what.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Template {
+    /// Triggers: `create`, `copy`, `rename`, `start`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub when: Vec<String>,
+    /// Leave a file that already exists alone.
+    #[serde(default)]
+    pub create_only: bool,
+    /// The template's file name in `templates/`.
+    #[serde(default)]
+    pub template: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// LXD writes empty maps and lists as `null` (Go's nil); they read as empty.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl ImageMetadata {
@@ -197,6 +230,23 @@ mod tests {
         assert_eq!(m.properties["os"], "Debian");
         assert!(ImageMetadata::parse("creation_date: 1\n").is_err());
         assert!(ImageMetadata::parse(": : :").is_err());
+    }
+
+    #[test]
+    fn metadata_templates_parse_and_stay_out_when_empty() {
+        let text = "architecture: x86_64\ncreation_date: 1\ntemplates:\n  /etc/hostname:\n    when:\n    - create\n    - copy\n    template: hostname.tpl\n  /etc/motd:\n    when: [start]\n    create_only: true\n    template: motd.tpl\n    properties:\n      default: hi\n";
+        let m = ImageMetadata::parse(text).unwrap();
+        assert_eq!(m.templates["/etc/hostname"].when, ["create", "copy"]);
+        assert_eq!(m.templates["/etc/hostname"].template, "hostname.tpl");
+        assert!(!m.templates["/etc/hostname"].create_only);
+        assert!(m.templates["/etc/motd"].create_only);
+        assert_eq!(m.templates["/etc/motd"].properties["default"], "hi");
+        let again = ImageMetadata::parse(&serde_yaml::to_string(&m).unwrap()).unwrap();
+        assert_eq!(again, m);
+        let nulls = ImageMetadata::parse("architecture: x86_64\ncreation_date: 1\nproperties: null\ntemplates:\n  /a:\n    when: null\n    properties: null\n").unwrap();
+        assert!(nulls.properties.is_empty() && nulls.templates["/a"].when.is_empty());
+        let plain = ImageMetadata::parse("architecture: x86_64\ncreation_date: 1\n").unwrap();
+        assert!(!serde_yaml::to_string(&plain).unwrap().contains("templates"));
     }
 
     #[test]

@@ -42,25 +42,49 @@ pub fn pack_unified<W: Write>(
     compression: Compression,
     out: W,
 ) -> Result<W, ImageError> {
+    pack_unified_with_templates(rootfs, None, meta, compression, out)
+}
+
+/// [`pack_unified`], with the files of `templates` (when given and present) as the
+/// image's `templates/`, as `lxc publish` packs an instance made from a templated image.
+pub fn pack_unified_with_templates<W: Write>(
+    rootfs: &Path,
+    templates: Option<&Path>,
+    meta: &ImageMetadata,
+    compression: Compression,
+    out: W,
+) -> Result<W, ImageError> {
+    let templates = templates.filter(|t| t.is_dir());
     let io_err = |e: io::Error| ImageError::io("pack", rootfs, e);
     match compression {
-        Compression::None => pack_tar(rootfs, meta, out),
+        Compression::None => pack_tar(rootfs, templates, meta, out),
         Compression::Gzip => {
             let enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-            pack_tar(rootfs, meta, enc)?.finish().map_err(io_err)
+            pack_tar(rootfs, templates, meta, enc)?
+                .finish()
+                .map_err(io_err)
         }
         Compression::Xz => {
             let enc = xz2::write::XzEncoder::new(out, 6);
-            pack_tar(rootfs, meta, enc)?.finish().map_err(io_err)
+            pack_tar(rootfs, templates, meta, enc)?
+                .finish()
+                .map_err(io_err)
         }
         Compression::Zstd => {
             let enc = zstd::stream::write::Encoder::new(out, 3).map_err(io_err)?;
-            pack_tar(rootfs, meta, enc)?.finish().map_err(io_err)
+            pack_tar(rootfs, templates, meta, enc)?
+                .finish()
+                .map_err(io_err)
         }
     }
 }
 
-fn pack_tar<W: Write>(rootfs: &Path, meta: &ImageMetadata, out: W) -> Result<W, ImageError> {
+fn pack_tar<W: Write>(
+    rootfs: &Path,
+    templates: Option<&Path>,
+    meta: &ImageMetadata,
+    out: W,
+) -> Result<W, ImageError> {
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
     let yaml = serde_yaml::to_string(meta)
@@ -73,6 +97,9 @@ fn pack_tar<W: Write>(rootfs: &Path, meta: &ImageMetadata, out: W) -> Result<W, 
     tar.append_data(&mut header, "metadata.yaml", yaml.as_bytes())
         .map_err(|e| ImageError::io("pack", Path::new("metadata.yaml"), e))?;
     append_tree(&mut tar, rootfs, Path::new("rootfs"))?;
+    if let Some(templates) = templates {
+        append_tree(&mut tar, templates, Path::new("templates"))?;
+    }
     tar.into_inner()
         .map_err(|e| ImageError::io("pack", rootfs, e))
 }
@@ -139,6 +166,7 @@ mod tests {
             creation_date: 1_700_000_000,
             expiry_date: 0,
             properties: BTreeMap::from([("os".to_string(), "busybox".to_string())]),
+            ..Default::default()
         }
     }
 
@@ -189,6 +217,48 @@ mod tests {
                 .is_fifo());
             assert!(!dest.join("sock").exists(), "sockets are left out");
         }
+    }
+
+    #[test]
+    fn templates_are_packed_beside_the_rootfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("rootfs");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        let templates = tmp.path().join("templates");
+        fs::create_dir(&templates).unwrap();
+        fs::write(templates.join("hostname.tpl"), "{{ container.name }}\n").unwrap();
+        let mut m = meta();
+        m.templates.insert(
+            "/etc/hostname".into(),
+            crate::Template {
+                when: vec!["create".into()],
+                template: "hostname.tpl".into(),
+                ..Default::default()
+            },
+        );
+        let file = tmp.path().join("image.tar.gz");
+        let out = File::create(&file).unwrap();
+        pack_unified_with_templates(&root, Some(&templates), &m, Compression::Gzip, out).unwrap();
+        let vol = tmp.path().join("vol");
+        fs::create_dir(&vol).unwrap();
+        let got =
+            crate::unpack_unified_volume(&file, &vol, crate::UnpackLimits::default()).unwrap();
+        assert_eq!(got.templates, m.templates);
+        assert_eq!(
+            fs::read(vol.join("templates/hostname.tpl")).unwrap(),
+            b"{{ container.name }}\n"
+        );
+        // No templates directory: an image without templates/.
+        let out = Vec::new();
+        let plain = pack_unified_with_templates(
+            &root,
+            Some(&tmp.path().join("none")),
+            &meta(),
+            Compression::None,
+            out,
+        )
+        .unwrap();
+        assert!(!String::from_utf8_lossy(&plain).contains("templates/"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Unpacking a unified image tarball (metadata.yaml + rootfs/) safely.
+//! Unpacking a unified image tarball (metadata.yaml + rootfs/) safely, and keeping an
+//! image's metadata.yaml and templates/ beside its rootfs (LXD's volume layout).
 
 use std::fs::{self, File};
 use std::io::{BufReader, Read};
@@ -93,6 +94,10 @@ fn check_parents(dest: &Path, rel: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// Bytes of metadata.yaml read, and of all of templates/ kept.
+const MAX_METADATA: u64 = 1 << 20;
+const MAX_TEMPLATES: u64 = 16 << 20;
+
 /// Unpacks `tarball` (a unified LXD image) so that its `rootfs/` becomes `dest`, which must
 /// not exist yet; returns its metadata. On error `dest` may hold a partial tree: the caller
 /// unpacks into a temporary name and renames into place.
@@ -102,14 +107,118 @@ pub fn unpack_unified(
     limits: UnpackLimits,
 ) -> Result<ImageMetadata, ImageError> {
     fs::create_dir(dest).map_err(|e| ImageError::io("create", dest, e))?;
-    unpack(tarball, Some(dest), rootfs_relative, true, limits)?
+    unpack(tarball, Some(dest), rootfs_relative, true, None, limits)?
         .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the tarball".into()))
+}
+
+/// Unpacks a unified image into the image volume `volume` (which exists): `rootfs/`, and
+/// beside it the image's `metadata.yaml` and `templates/`, as LXD lays out an image volume,
+/// so instance volumes cloned from it carry their templates.
+pub fn unpack_unified_volume(
+    tarball: &Path,
+    volume: &Path,
+    limits: UnpackLimits,
+) -> Result<ImageMetadata, ImageError> {
+    let rootfs = volume.join("rootfs");
+    fs::create_dir(&rootfs).map_err(|e| ImageError::io("create", &rootfs, e))?;
+    unpack(
+        tarball,
+        Some(&rootfs),
+        rootfs_relative,
+        true,
+        Some(volume),
+        limits,
+    )?
+    .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the tarball".into()))
 }
 
 /// Reads metadata.yaml from the metadata tarball of a split image.
 pub fn read_split_metadata(tarball: &Path) -> Result<ImageMetadata, ImageError> {
-    unpack(tarball, None, |_| None, true, UnpackLimits::default())?
+    unpack(tarball, None, |_| None, true, None, UnpackLimits::default())?
         .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the metadata tarball".into()))
+}
+
+/// Reads the metadata tarball of a split image and keeps its `metadata.yaml` and
+/// `templates/` in the image volume `volume` (which exists).
+pub fn unpack_split_metadata(tarball: &Path, volume: &Path) -> Result<ImageMetadata, ImageError> {
+    unpack(
+        tarball,
+        None,
+        |_| None,
+        true,
+        Some(volume),
+        UnpackLimits::default(),
+    )?
+    .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the metadata tarball".into()))
+}
+
+/// Path of an entry below `templates/`, checked to be plain relative components.
+fn templates_relative(path: &Path) -> Option<PathBuf> {
+    let mut comps = path
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir));
+    match comps.next() {
+        Some(Component::Normal(first)) if first == "templates" => {}
+        _ => return None,
+    }
+    let rest: Vec<Component> = comps.collect();
+    rest.iter()
+        .all(|c| matches!(c, Component::Normal(_)))
+        .then(|| rest.iter().collect())
+}
+
+/// Keeps one `templates/` entry in `keep/templates`: directories and regular files only
+/// (root-owned, 0755/0644), since nothing but plain files is ever read from there; no
+/// symlink is made, so nothing written here can lead outside `keep`.
+fn keep_template<R: Read>(
+    entry: &mut tar::Entry<R>,
+    keep: &Path,
+    rel: &Path,
+    kept: &mut u64,
+) -> Result<(), ImageError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = keep.join("templates");
+    let kind = entry.header().entry_type();
+    let target = dir.join(rel);
+    let mkdirs = |p: &Path| {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(p)
+            .map_err(|e| ImageError::io("create", p, e))
+    };
+    if kind.is_dir() {
+        return mkdirs(&target);
+    }
+    if !kind.is_file() {
+        return Ok(());
+    }
+    *kept = kept.saturating_add(entry.header().size().unwrap_or(0));
+    if *kept > MAX_TEMPLATES {
+        return Err(ImageError::TooLarge {
+            limit: MAX_TEMPLATES,
+        });
+    }
+    if let Some(parent) = target.parent() {
+        mkdirs(parent)?;
+    }
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .mode(0o644)
+        .open(&target)
+        .map_err(|e| ImageError::io("create", &target, e))?;
+    std::io::copy(&mut entry.by_ref().take(MAX_TEMPLATES), &mut out)
+        .map_err(|e| ImageError::io("write", &target, e))?;
+    Ok(())
+}
+
+/// Writes metadata.yaml as read into `keep`.
+fn keep_metadata(keep: &Path, text: &str) -> Result<(), ImageError> {
+    let path = keep.join("metadata.yaml");
+    fs::write(&path, text).map_err(|e| ImageError::io("write", &path, e))
 }
 
 /// Unpacks the rootfs of a split image (a tarball rooted at `/`, or a squashfs) into
@@ -126,7 +235,7 @@ pub fn unpack_split_rootfs(
         return unpack_squashfs(rootfs, dest, limits);
     }
     fs::create_dir(dest).map_err(|e| ImageError::io("create", dest, e))?;
-    unpack(rootfs, Some(dest), plain_relative, false, limits).map(|_| ())
+    unpack(rootfs, Some(dest), plain_relative, false, None, limits).map(|_| ())
 }
 
 /// Unpacks a split image's tar rootfs as it arrives from `reader` (named `name` in
@@ -140,7 +249,16 @@ pub fn unpack_split_rootfs_stream(
 ) -> Result<(), ImageError> {
     fs::create_dir(dest).map_err(|e| ImageError::io("create", dest, e))?;
     let archive = tar_from_reader(reader, name)?;
-    unpack_archive(archive, name, Some(dest), plain_relative, false, limits).map(|_| ())
+    unpack_archive(
+        archive,
+        name,
+        Some(dest),
+        plain_relative,
+        false,
+        None,
+        limits,
+    )
+    .map(|_| ())
 }
 
 /// A squashfs root filesystem, unpacked by `unsquashfs` (as LXD does). squashfs-tools
@@ -210,16 +328,18 @@ fn plain_relative(path: &Path) -> Option<PathBuf> {
 }
 
 /// Walks a tarball: metadata.yaml at its top is parsed when `read_metadata`; entries that
-/// `map` places below `dest` are unpacked (when `dest` is given); the rest is skipped.
+/// `map` places below `dest` are unpacked (when `dest` is given); metadata.yaml and
+/// templates/ are kept in `keep` (when given); the rest is skipped.
 fn unpack(
     tarball: &Path,
     dest: Option<&Path>,
     map: fn(&Path) -> Option<PathBuf>,
     read_metadata: bool,
+    keep: Option<&Path>,
     limits: UnpackLimits,
 ) -> Result<Option<ImageMetadata>, ImageError> {
     let archive = open_tar(tarball)?;
-    unpack_archive(archive, tarball, dest, map, read_metadata, limits)
+    unpack_archive(archive, tarball, dest, map, read_metadata, keep, limits)
 }
 
 /// [`unpack`] of an opened archive (`tarball` names it in errors).
@@ -229,10 +349,12 @@ fn unpack_archive<R: Read>(
     dest: Option<&Path>,
     map: fn(&Path) -> Option<PathBuf>,
     read_metadata: bool,
+    keep: Option<&Path>,
     limits: UnpackLimits,
 ) -> Result<Option<ImageMetadata>, ImageError> {
     let mut metadata = None;
     let mut total: u64 = 0;
+    let mut kept: u64 = 0;
     let entries = archive
         .entries()
         .map_err(|e| ImageError::io("read", tarball, e))?;
@@ -250,11 +372,22 @@ fn unpack_archive<R: Read>(
             let mut text = String::new();
             entry
                 .by_ref()
-                .take(1 << 20)
+                .take(MAX_METADATA)
                 .read_to_string(&mut text)
                 .map_err(|e| ImageError::Invalid(format!("metadata.yaml: {e}")))?;
             metadata = Some(ImageMetadata::parse(&text)?);
+            if let Some(keep) = keep {
+                keep_metadata(keep, &text)?;
+            }
             continue;
+        }
+        if let Some(keep) = keep {
+            if let Some(rel) = templates_relative(&path) {
+                if !rel.as_os_str().is_empty() {
+                    keep_template(&mut entry, keep, &rel, &mut kept)?;
+                }
+                continue;
+            }
         }
         let Some(dest) = dest else { continue };
         let Some(rel) = map(&path) else {
@@ -519,6 +652,119 @@ mod tests {
         let err = unpack_split_rootfs(&image, &work.path().join("bad"), UnpackLimits::default())
             .unwrap_err();
         assert!(matches!(err, ImageError::Invalid(_)), "{err}");
+    }
+
+    const META_TPL: &[u8] = b"architecture: x86_64\ncreation_date: 1\ntemplates:\n  /etc/hostname:\n    when: [create]\n    template: hostname.tpl\n";
+
+    #[test]
+    fn a_unified_image_volume_keeps_metadata_and_templates() {
+        let t = build(
+            &[
+                ("./metadata.yaml", META_TPL),
+                ("./templates/", b""),
+                ("./templates/hostname.tpl", b"{{ container.name }}\n"),
+                ("templates/sub/x.tpl", b"x"),
+                ("rootfs/etc/hostname", b"x\n"),
+            ],
+            &[
+                ("templates/evil", "/etc/shadow", tar::EntryType::Symlink),
+                (
+                    "templates/hard",
+                    "rootfs/etc/hostname",
+                    tar::EntryType::Link,
+                ),
+            ],
+        );
+        let vol = tempfile::tempdir().unwrap();
+        let meta = unpack_unified_volume(t.path(), vol.path(), UnpackLimits::default()).unwrap();
+        assert_eq!(meta.templates["/etc/hostname"].template, "hostname.tpl");
+        assert_eq!(
+            fs::read(vol.path().join("metadata.yaml")).unwrap(),
+            META_TPL
+        );
+        assert_eq!(
+            fs::read(vol.path().join("templates/hostname.tpl")).unwrap(),
+            b"{{ container.name }}\n"
+        );
+        assert_eq!(
+            fs::read(vol.path().join("templates/sub/x.tpl")).unwrap(),
+            b"x"
+        );
+        assert_eq!(
+            fs::read(vol.path().join("rootfs/etc/hostname")).unwrap(),
+            b"x\n"
+        );
+        // Links are not kept: templates are read as plain files only.
+        assert!(fs::symlink_metadata(vol.path().join("templates/evil")).is_err());
+        assert!(fs::symlink_metadata(vol.path().join("templates/hard")).is_err());
+        assert!(!vol.path().join("rootfs/templates").exists());
+    }
+
+    #[test]
+    fn template_paths_cannot_escape() {
+        // The tar crate refuses to write `..`; the name goes into the header by hand.
+        let t = tempfile::NamedTempFile::new().unwrap();
+        let mut b = tar::Builder::new(t.reopen().unwrap());
+        for (name, data) in [
+            ("metadata.yaml", META_TPL),
+            ("templates/../../escaped", b"x"),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        b.finish().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let vol = work.path().join("vol");
+        fs::create_dir(&vol).unwrap();
+        let err = unpack_unified_volume(t.path(), &vol, UnpackLimits::default()).unwrap_err();
+        assert!(matches!(err, ImageError::Invalid(_)), "{err}");
+        assert!(!work.path().join("escaped").exists());
+        assert_eq!(templates_relative(Path::new("templates/a/../b")), None);
+        assert_eq!(
+            templates_relative(Path::new("./templates/a.tpl")),
+            Some(PathBuf::from("a.tpl"))
+        );
+    }
+
+    #[test]
+    fn oversized_templates_are_refused() {
+        let big = vec![b'x'; (MAX_TEMPLATES / 2 + 1) as usize];
+        let t = build(
+            &[
+                ("metadata.yaml", META_TPL),
+                ("templates/a", &big),
+                ("templates/b", &big),
+            ],
+            &[],
+        );
+        let vol = tempfile::tempdir().unwrap();
+        let err = unpack_unified_volume(t.path(), vol.path(), UnpackLimits::default()).unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn split_metadata_is_kept_in_the_volume() {
+        let t = build(
+            &[
+                ("metadata.yaml", META_TPL),
+                ("templates/hostname.tpl", b"{{ container.name }}\n"),
+            ],
+            &[],
+        );
+        let vol = tempfile::tempdir().unwrap();
+        let meta = unpack_split_metadata(t.path(), vol.path()).unwrap();
+        assert_eq!(meta.templates.len(), 1);
+        assert_eq!(
+            fs::read(vol.path().join("metadata.yaml")).unwrap(),
+            META_TPL
+        );
+        assert!(vol.path().join("templates/hostname.tpl").is_file());
+        assert!(!vol.path().join("rootfs").exists());
     }
 
     #[test]

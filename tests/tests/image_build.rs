@@ -91,6 +91,11 @@ fn busybox_build_lands_in_the_store_and_launches() {
     d.hutch_ok(&["launch", "built-bb", &name]);
     assert_eq!(d.sh_ok(&name, "cat /proc/1/comm").trim(), "init");
     assert!(d.sh_ok(&name, "cat /etc/os-release").contains("ID=busybox"));
+    // The image's templates, rendered at the first start.
+    assert_eq!(d.sh_ok(&name, "cat /etc/hostname").trim(), name);
+    assert!(d
+        .sh_ok(&name, "cat /etc/hosts")
+        .contains(&format!("127.0.1.1\t{name}")));
     d.hutch_ok(&["delete", "--force", &name]);
 }
 

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::device::{self, get_config, instance_writable};
-use super::{edit as editor, lxc_format};
+use super::{edit as editor, lxc_format, template};
 use crate::http::{encode, Client};
 
 /// `hutch config ...`.
@@ -45,6 +45,12 @@ pub enum Cmd {
     /// Manage instance devices.
     #[command(subcommand)]
     Device(device::InstanceDeviceCmd),
+    /// Show or edit the image metadata of an instance.
+    #[command(subcommand)]
+    Metadata(template::MetadataCmd),
+    /// Manage the file templates of an instance.
+    #[command(subcommand)]
+    Template(template::TemplateCmd),
 }
 
 /// Runs one `hutch config` command.
@@ -93,6 +99,8 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
         Cmd::Edit { name: None } => server::edit(c),
         Cmd::Edit { name: Some(name) } => edit(c, &name),
         Cmd::Device(cmd) => device::run_instance(c, cmd),
+        Cmd::Metadata(cmd) => template::run_metadata(c, cmd),
+        Cmd::Template(cmd) => template::run_template(c, cmd),
     }
 }
 

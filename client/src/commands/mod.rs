@@ -22,6 +22,7 @@ pub mod profile;
 pub mod query;
 pub mod remote;
 pub mod storage;
+pub mod template;
 
 use anyhow::{bail, Result};
 use serde_json::Value;

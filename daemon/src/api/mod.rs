@@ -8,6 +8,7 @@ mod files;
 mod images;
 mod instances;
 mod logs;
+mod metadata;
 mod names;
 mod networks;
 mod operations;
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .merge(files::routes())
         .merge(console::routes())
         .merge(logs::routes())
+        .merge(metadata::routes())
         .merge(snapshots::routes());
     Router::new()
         .route("/", get(|| async { Json(vec!["/1.0"]) }))

@@ -164,12 +164,14 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
                 config.insert(format!("image.{k}"), v.clone());
             }
             config.insert("volatile.base_image".into(), image.fingerprint.clone());
+            config.insert(super::templates::APPLY_KEY.into(), "create".into());
             image.architecture.clone()
         }
         CreateSource::Remote(_) => unreachable!("pulled above"),
         CreateSource::Copy { architecture, .. } => {
             // A copy starts its own life: no power state or NIC addresses of the source.
             config.retain(|k, _| !k.starts_with("volatile.") || k == "volatile.base_image");
+            config.insert(super::templates::APPLY_KEY.into(), "copy".into());
             architecture.clone()
         }
     };

@@ -179,10 +179,13 @@ fn unpack_into(
         }
         let target = pool.path(&staging).join("rootfs");
         let limits = hutch_images::UnpackLimits::default();
+        // metadata.yaml and templates/ are kept beside rootfs/, as LXD keeps them.
         let meta = match split_rootfs {
-            None => hutch_images::unpack_unified(file, &target, limits).map_err(bad)?,
+            None => hutch_images::unpack_unified_volume(file, &pool.path(&staging), limits)
+                .map_err(bad)?,
             Some(rootfs) => {
-                let meta = hutch_images::read_split_metadata(file).map_err(bad)?;
+                let meta =
+                    hutch_images::unpack_split_metadata(file, &pool.path(&staging)).map_err(bad)?;
                 if !prepared {
                     hutch_images::unpack_split_rootfs(rootfs, &target, limits).map_err(bad)?;
                 }
@@ -314,6 +317,7 @@ pub async fn publish_image(
         creation_date: time::OffsetDateTime::now_utc().unix_timestamp(),
         expiry_date: 0,
         properties,
+        templates: super::templates::volume_templates(&rootfs),
     };
     // Named like an upload, so that a crash leaves debris that startup removes.
     let tmp = d
@@ -331,10 +335,18 @@ pub async fn publish_image(
                 size: 0,
             },
         );
-        let out = hutch_images::pack_unified(&rootfs, &meta, compression, out)
-            .map_err(|e| DaemonError::failed("pack", "image", e))?
-            .into_inner()
-            .map_err(|e| DaemonError::io("write", &tmp2, e.into_error()))?;
+        // The instance's templates go with it, as LXD publishes them.
+        let templates = rootfs.parent().map(|v| v.join("templates"));
+        let out = hutch_images::pack_unified_with_templates(
+            &rootfs,
+            templates.as_deref(),
+            &meta,
+            compression,
+            out,
+        )
+        .map_err(|e| DaemonError::failed("pack", "image", e))?
+        .into_inner()
+        .map_err(|e| DaemonError::io("write", &tmp2, e.into_error()))?;
         out.file
             .sync_all()
             .map_err(|e| DaemonError::io("sync", &tmp2, e))?;

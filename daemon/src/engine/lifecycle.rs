@@ -32,6 +32,8 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
     }
     let expanded = expand(&d, &row)?;
     super::create::secure_instance_volume(&d, &row, &expanded)?;
+    let (d2, row2, expanded2) = (d.clone(), row.clone(), expanded.clone());
+    blocking(move || super::templates::apply_due(&d2, &row2, &expanded2)).await?;
     let mut spec = build_spec(&d, &row, &expanded)?;
     devices::prepare_start(&d, &row, &expanded, &mut spec)?;
     spec.pre_start_hooks
@@ -201,6 +203,7 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
         return Err(e);
     }
     d.db.end_instance_rename(&name)?;
+    super::templates::defer(&d, &new, "rename")?;
     // Host entries are written again, under the new name, at the next start.
     devices::forget_instance(&d, &name)?;
     d.prune_instance_locks();

@@ -37,6 +37,7 @@ mod schedule;
 mod server;
 mod snapshot;
 mod spec;
+mod templates;
 mod volume_copy;
 mod volume_snapshots;
 pub mod volumes;
