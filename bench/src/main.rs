@@ -64,6 +64,10 @@ struct Args {
     /// Skip the remote-launch rows.
     #[arg(long)]
     no_remote: bool,
+    /// Make the CA in `--ca-dir` (if missing), print its certificate's path and exit: start
+    /// LXD with `SSL_CERT_FILE` set to it before a run with `--lxd-dir`.
+    #[arg(long)]
+    make_ca: bool,
 }
 
 /// `--pause-ms`, set once at start.
@@ -253,6 +257,11 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.make_ca {
+        hutch_tests::image_server::TestCa::persistent(&args.ca_dir)?;
+        println!("{}", args.ca_dir.join("ca.pem").display());
+        return Ok(());
+    }
     let _ = PAUSE.set(Duration::from_millis(args.pause_ms));
     let _forwarding = ForwardingGuard(std::fs::read_to_string(IP_FORWARD).ok());
     let exe = std::env::current_exe()?;
