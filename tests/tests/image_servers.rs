@@ -345,6 +345,41 @@ fn bad_downloads_leave_nothing() {
 }
 
 #[test]
+fn hostile_fingerprints_never_become_paths() {
+    if !root_or_skip("hostile_fingerprints_never_become_paths") {
+        return;
+    }
+    let remote = Remote::new();
+    let v1 = remote.publish("20240501_05:24", Packing::TarXz);
+    // The products file names a fingerprint that would lead out of the image store.
+    let evil_name = unique_name("hutch-evil");
+    let evil = format!("../../../../../../tmp/{evil_name}");
+    let products = remote.server.root().join("streams/v1/images.json");
+    let text = std::fs::read_to_string(&products).unwrap();
+    assert!(text.contains(&v1.fingerprint));
+    std::fs::write(&products, text.replace(&v1.fingerprint, &evil)).unwrap();
+    let d = daemon(&remote, &[]);
+    let op = create(&d, &remote, &unique_name("evil"), "busybox/1");
+    assert_eq!(op["status_code"], 400, "{op}");
+    assert!(
+        op["err"].as_str().unwrap().contains("Invalid fingerprint"),
+        "{op}"
+    );
+    assert_nothing_left(&d);
+    assert!(!Path::new("/tmp").join(&evil_name).exists());
+    // No file was asked for.
+    assert!(
+        !remote
+            .server
+            .requests()
+            .iter()
+            .any(|r| r.contains("rootfs")),
+        "{:?}",
+        remote.server.requests()
+    );
+}
+
+#[test]
 fn kill_mid_download_leaves_nothing_and_progress_is_reported() {
     if !root_or_skip("kill_mid_download_leaves_nothing_and_progress_is_reported") {
         return;

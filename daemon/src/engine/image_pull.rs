@@ -100,6 +100,14 @@ async fn resolve(src: &PullSource) -> Result<(SimpleStreams, RemoteImage, bool)>
                 other,
             ),
         })?;
+        // The fingerprint names files and volumes before the download proves it: a remote
+        // is hostile input, and only a sha256 in hex may become a path.
+        if !is_sha256_hex(&image.fingerprint) {
+            return Err(DaemonError::BadRequest(format!(
+                "Invalid fingerprint {:?} for {:?} from {}",
+                image.fingerprint, src.name, src.server
+            )));
+        }
         if image.kind != "container" {
             return Err(DaemonError::BadRequest(
                 "Virtual-machine images are not supported".into(),
@@ -109,6 +117,11 @@ async fn resolve(src: &PullSource) -> Result<(SimpleStreams, RemoteImage, bool)>
         Ok((client, image, by_alias))
     })
     .await
+}
+
+/// 64 lowercase hex digits.
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The local image `src` names, pulled from the remote unless the store already holds it.
@@ -433,6 +446,15 @@ pub fn byte_size(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_sha256_fingerprints_become_paths() {
+        assert!(is_sha256_hex(&"ab".repeat(32)));
+        assert!(!is_sha256_hex("../../../etc/passwd"));
+        assert!(!is_sha256_hex(&format!("{}/x", "a".repeat(62))));
+        assert!(!is_sha256_hex(&"AB".repeat(32)));
+        assert!(!is_sha256_hex("abcd"));
+    }
 
     #[test]
     fn sizes_read_as_lxd_prints_them() {
