@@ -8,7 +8,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -16,6 +16,7 @@ use hutch_images::template::{CompiledTemplate, Context, InstanceInfo, TemplateLi
 use hutch_images::ImageMetadata;
 use nix::errno::Errno;
 
+use super::files::open_in_root;
 use super::spec::{flag, Expanded};
 use super::{blocking, Engine};
 use crate::daemon::Daemon;
@@ -392,40 +393,10 @@ fn open_dir(dir: &Path) -> Result<OwnedFd> {
     Ok(f.into())
 }
 
-/// openat2 below `root`: `..` and every symlink (absolute ones too) resolve inside it.
-fn open_in(
-    root: &OwnedFd,
-    path: &str,
-    flags: i32,
-    mode: u32,
-) -> std::result::Result<OwnedFd, Errno> {
-    let c = CString::new(path).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: open_how is plain data; all zeroes is its empty value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = mode as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `how` and `c` live across the call; the size matches the struct.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: the kernel returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
 /// Whether something is at `rel` (following symlinks inside the root, as LXD's check
 /// follows them).
 fn exists(root: &OwnedFd, rel: &str) -> bool {
-    open_in(root, rel, libc::O_PATH, 0).is_ok()
+    open_in_root(root, rel, libc::O_PATH, 0).is_ok()
 }
 
 fn errno_error(path: &str, action: &'static str, e: Errno) -> DaemonError {
@@ -441,15 +412,15 @@ fn errno_error(path: &str, action: &'static str, e: Errno) -> DaemonError {
 /// owner and mode; a new one (and any missing parent directory) belongs to the container's
 /// root, 0644 (0755 for directories). Anything but a regular file is refused.
 fn write_file(root: &OwnedFd, path: &str, rel: &str, data: &[u8], owner: (u32, u32)) -> Result<()> {
-    let (fd, created) = match open_in(root, rel, libc::O_PATH, 0) {
+    let (fd, created) = match open_in_root(root, rel, libc::O_PATH, 0) {
         Ok(fd) => (fd, false),
         Err(Errno::ENOENT) => {
             make_parents(root, path, rel, owner)?;
             // Without O_EXCL a dangling symlink is followed, and its target made, inside
             // the root. O_NONBLOCK: a FIFO put there meanwhile cannot hang the daemon.
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NONBLOCK | libc::O_NOCTTY;
-            let fd =
-                open_in(root, rel, flags, 0o644).map_err(|e| errno_error(path, "create", e))?;
+            let fd = open_in_root(root, rel, flags, 0o644)
+                .map_err(|e| errno_error(path, "create", e))?;
             (fd, true)
         }
         Err(e) => return Err(errno_error(path, "open", e)),
@@ -491,10 +462,10 @@ fn make_parents(root: &OwnedFd, path: &str, rel: &str, owner: (u32, u32)) -> Res
     let mut dir = String::from(".");
     for part in &parts[..parts.len().saturating_sub(1)] {
         let next = format!("{dir}/{part}");
-        match open_in(root, &next, libc::O_PATH | libc::O_DIRECTORY, 0) {
+        match open_in_root(root, &next, libc::O_PATH | libc::O_DIRECTORY, 0) {
             Ok(_) => {}
             Err(Errno::ENOENT) => {
-                let parent = open_in(root, &dir, libc::O_PATH | libc::O_DIRECTORY, 0)
+                let parent = open_in_root(root, &dir, libc::O_PATH | libc::O_DIRECTORY, 0)
                     .map_err(|e| errno_error(path, "open", e))?;
                 nix::sys::stat::mkdirat(
                     Some(parent.as_raw_fd()),
@@ -502,7 +473,7 @@ fn make_parents(root: &OwnedFd, path: &str, rel: &str, owner: (u32, u32)) -> Res
                     nix::sys::stat::Mode::from_bits_truncate(0o755),
                 )
                 .map_err(|e| errno_error(path, "create a directory for", e))?;
-                let made = open_in(
+                let made = open_in_root(
                     root,
                     &next,
                     libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::revert::Revert;
 use super::{blocking, Engine};
 use crate::error::{DaemonError, Result};
+pub(crate) use root::open_in_root;
 use root::InstanceRoot;
 pub use root::{FileInfo, FileKind};
 

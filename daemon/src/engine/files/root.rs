@@ -180,27 +180,7 @@ impl InstanceRoot {
 
     /// openat2 below the root: `..` and absolute symlinks stay inside it.
     fn open_at(&self, path: &str, flags: i32, mode: u32) -> std::result::Result<OwnedFd, Errno> {
-        let c = CString::new(path).map_err(|_| Errno::EINVAL)?;
-        // SAFETY: open_how is plain data; all zeroes is its empty value.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (flags | libc::O_CLOEXEC) as u64;
-        how.mode = mode as u64;
-        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: `how` and `c` live across the call; the size matches the struct.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            return Err(Errno::last());
-        }
-        // SAFETY: the kernel returned a new fd that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        open_in_root(&self.fd, path, flags, mode)
     }
 
     fn parent_dir(&self, path: &str) -> Result<(OwnedFd, String)> {
@@ -487,6 +467,38 @@ fn normalize(p: &Path) -> String {
         }
     }
     format!("/{}", out.join("/"))
+}
+
+/// openat2 below `root`: `..` and every symlink (absolute ones too) resolve inside it, and
+/// magic links (/proc/self/fd/N) are refused. The one way the daemon opens a path inside a
+/// container's (hostile) root filesystem.
+pub(crate) fn open_in_root(
+    root: &impl AsRawFd,
+    path: &str,
+    flags: i32,
+    mode: u32,
+) -> std::result::Result<OwnedFd, Errno> {
+    let c = CString::new(path).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: open_how is plain data; all zeroes is its empty value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = mode as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `how` and `c` live across the call; the size matches the struct.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 #[cfg(test)]
