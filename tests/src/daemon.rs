@@ -176,6 +176,18 @@ impl TestDaemon {
         output_within(&mut cmd, stdin, COMMAND_LIMIT)
     }
 
+    /// Runs LXD's `lxc` against this daemon, trusting the CA in `ca_file` (Go reads
+    /// `SSL_CERT_FILE`): for remotes served by a test image server.
+    pub fn lxc_trusting(&self, ca_file: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new("lxc");
+        cmd.args(args)
+            .env("LXD_DIR", self.path())
+            .env("LXD_CONF", self.path().join("lxc-conf"))
+            .env("HOME", self.path())
+            .env("SSL_CERT_FILE", ca_file);
+        output_within(&mut cmd, b"", COMMAND_LIMIT)
+    }
+
     /// Runs the `hutch` client against this daemon.
     pub fn hutch(&self, args: &[&str], stdin: &[u8]) -> Output {
         let mut cmd = Command::new(crate::hutch_bin());

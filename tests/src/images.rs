@@ -40,3 +40,34 @@ pub fn busybox_rootfs(dest: &Path) -> anyhow::Result<()> {
 pub fn debian_rootfs(dest: &Path) -> anyhow::Result<()> {
     run_script("debian.sh", dest)
 }
+
+/// A split busybox image in `work`: (metadata tarball, rootfs tarball), both xz, its
+/// metadata carrying `serial`.
+pub fn split_busybox(work: &Path, serial: &str) -> (PathBuf, PathBuf) {
+    let tree = work.join(format!("bb-{serial}"));
+    std::fs::create_dir_all(&tree).unwrap();
+    let rootfs = tree.join("rootfs");
+    crate::busybox_rootfs(&rootfs).expect("busybox rootfs");
+    std::fs::write(
+        tree.join("metadata.yaml"),
+        format!(
+            "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: busybox\n  release: \"1\"\n  serial: \"{serial}\"\n  description: busybox test image\n"
+        ),
+    )
+    .unwrap();
+    let meta = work.join(format!("meta-{serial}.tar.xz"));
+    let root = work.join(format!("root-{serial}.tar.xz"));
+    for (out, dir, what) in [(&meta, &tree, "metadata.yaml"), (&root, &rootfs, ".")] {
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(dir)
+            .args(["--numeric-owner", "-cJf"])
+            .arg(out)
+            .arg(what)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar {what}");
+    }
+    std::fs::remove_dir_all(&tree).unwrap();
+    (meta, root)
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use cgroup::{cgroup_dirs, CgroupGuard};
 pub use daemon::{busybox_image, TestDaemon, Via};
 pub use image_server::{Fault, ImageServer, TestCa};
-pub use images::{busybox_rootfs, debian_rootfs};
+pub use images::{busybox_rootfs, debian_rootfs, split_busybox};
 pub use run::{output_within, COMMAND_LIMIT};
 pub use terminal::TerminalSession;
 pub use testdir::{mounts_under, processes_under, TestDir};

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use hutch_images::streams_tree::{Published, StreamsFiles, StreamsImage, StreamsTree};
-use hutch_tests::{busybox_rootfs, output_within, ImageServer, TestDaemon, TestDir, COMMAND_LIMIT};
+use hutch_tests::{
+    busybox_rootfs, output_within, split_busybox, ImageServer, TestDaemon, TestDir, COMMAND_LIMIT,
+};
 
 /// One client's surroundings: its config dir, the CA it trusts, the daemon it talks to.
 struct Env<'a> {
@@ -269,36 +271,6 @@ fn remote_prefixes_that_do_not_work_fail_as_lxc_fails() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not support yet"), "{err}");
-}
-
-/// A split busybox image in `work`: (metadata tarball, rootfs tarball), both xz.
-fn split_busybox(work: &Path, serial: &str) -> (PathBuf, PathBuf) {
-    let tree = work.join(format!("bb-{serial}"));
-    std::fs::create_dir_all(&tree).unwrap();
-    let rootfs = tree.join("rootfs");
-    busybox_rootfs(&rootfs).expect("busybox rootfs");
-    std::fs::write(
-        tree.join("metadata.yaml"),
-        format!(
-            "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: busybox\n  release: \"1\"\n  serial: \"{serial}\"\n  description: busybox test image\n"
-        ),
-    )
-    .unwrap();
-    let meta = work.join(format!("meta-{serial}.tar.xz"));
-    let root = work.join(format!("root-{serial}.tar.xz"));
-    for (out, dir, what) in [(&meta, &tree, "metadata.yaml"), (&root, &rootfs, ".")] {
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(dir)
-            .args(["--numeric-owner", "-cJf"])
-            .arg(out)
-            .arg(what)
-            .status()
-            .unwrap();
-        assert!(status.success(), "tar {what}");
-    }
-    std::fs::remove_dir_all(&tree).unwrap();
-    (meta, root)
 }
 
 /// A tree with one busybox image (aliases `busybox/1`, `busybox`) in `dir/tree`.

@@ -560,15 +560,6 @@ fn unused_cached_images_expire() {
 }
 
 /// LXD's `lxc` against hutchd, with its own config dir, trusting `ca_file`.
-fn lxc(d: &TestDaemon, ca_file: &Path, args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new("lxc");
-    cmd.args(args)
-        .env("LXD_DIR", d.path())
-        .env("LXD_CONF", d.path().join("lxc-conf"))
-        .env("HOME", d.path())
-        .env("SSL_CERT_FILE", ca_file);
-    output_within(&mut cmd, b"", COMMAND_LIMIT)
-}
 
 #[test]
 fn lxc_launches_from_a_simplestreams_remote() {
@@ -585,7 +576,7 @@ fn lxc_launches_from_a_simplestreams_remote() {
     let d = daemon(&remote, &[]);
     let ca = remote.server.ca_file();
     let ok = |args: &[&str]| {
-        let out = lxc(&d, &ca, args);
+        let out = d.lxc_trusting(&ca, args);
         assert!(
             out.status.success(),
             "lxc {args:?}: {}{}",

@@ -7,39 +7,9 @@ use std::process::{Command, Output};
 
 use hutch_images::streams_tree::{StreamsFiles, StreamsImage, StreamsTree};
 use hutch_tests::{
-    busybox_rootfs, output_within, require_root, unique_name, ImageServer, TestDaemon, TestDir,
-    Via, COMMAND_LIMIT,
+    output_within, require_root, split_busybox, unique_name, ImageServer, TestDaemon, TestDir, Via,
+    COMMAND_LIMIT,
 };
-
-/// A split busybox image in `work`: (metadata tarball, rootfs tarball), both xz.
-fn split_busybox(work: &Path, serial: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let tree = work.join(format!("bb-{serial}"));
-    std::fs::create_dir_all(&tree).unwrap();
-    let rootfs = tree.join("rootfs");
-    busybox_rootfs(&rootfs).expect("busybox rootfs");
-    std::fs::write(
-        tree.join("metadata.yaml"),
-        format!(
-            "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: busybox\n  release: \"1\"\n  serial: \"{serial}\"\n  description: busybox test image\n"
-        ),
-    )
-    .unwrap();
-    let meta = work.join(format!("meta-{serial}.tar.xz"));
-    let root = work.join(format!("root-{serial}.tar.xz"));
-    for (out, dir, what) in [(&meta, &tree, "metadata.yaml"), (&root, &rootfs, ".")] {
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(dir)
-            .args(["--numeric-owner", "-cJf"])
-            .arg(out)
-            .arg(what)
-            .status()
-            .unwrap();
-        assert!(status.success(), "tar {what}");
-    }
-    std::fs::remove_dir_all(&tree).unwrap();
-    (meta, root)
-}
 
 fn busybox_product(serial: &str, files: StreamsFiles) -> StreamsImage {
     StreamsImage {
@@ -372,13 +342,7 @@ fn an_exported_tree_feeds_a_second_hutchd_lxc_and_the_simplestreams_client() {
     // LXD's lxc launches from it through the second hutchd.
     if lxc_available(test) {
         let lxc_in = |args: &[&str]| {
-            let mut cmd = Command::new("lxc");
-            cmd.args(args)
-                .env("LXD_DIR", consumer.path())
-                .env("LXD_CONF", consumer.path().join("lxc-conf"))
-                .env("HOME", consumer.path())
-                .env("SSL_CERT_FILE", &ca);
-            let out = output_within(&mut cmd, b"", COMMAND_LIMIT);
+            let out = consumer.lxc_trusting(&ca, args);
             assert!(
                 out.status.success(),
                 "lxc {args:?}: {}{}",
