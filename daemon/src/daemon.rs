@@ -38,6 +38,9 @@ pub struct Daemon {
     /// One per image fingerprint: imports, unpacks into a pool and deletes of one image
     /// take turns, so no request removes what another made.
     pub(in crate::engine) image_locks: NamedLocks,
+    /// The server's certificate and key (`server.crt`, `server.key`), made at first start:
+    /// presented on the HTTPS listener and shown as `environment.certificate`.
+    pub(in crate::engine) identity: hutch_tls::Identity,
 }
 
 /// What handlers and background tasks hold.
@@ -134,7 +137,18 @@ impl Daemon {
             }
         }
         let idmap = IdMap::for_root(Path::new("/etc"))?;
+        let identity = hutch_tls::Identity::load_or_create(
+            &dir.join("server.crt"),
+            &dir.join("server.key"),
+            hutch_tls::Kind::Server,
+        )
+        .map_err(|e| DaemonError::Failed {
+            action: "load",
+            object: "the server certificate".into(),
+            source: Box::new(e),
+        })?;
         Ok(Daemon {
+            identity,
             dir: dir.to_path_buf(),
             db,
             pools: RwLock::new(pools),

@@ -3,6 +3,7 @@
 //! helper.
 
 mod api;
+mod auth;
 mod dev;
 mod engine;
 mod error;

@@ -259,6 +259,24 @@ impl TestDaemon {
         out
     }
 
+    /// Sets `core.https_address` to a free loopback port and returns the API's base URL
+    /// (`https://127.0.0.1:PORT`), once the listener answers.
+    pub fn enable_https(&self) -> String {
+        let port = crate::free_port();
+        let body = format!(r#"{{"config":{{"core.https_address":"127.0.0.1:{port}"}}}}"#);
+        let (status, out) = self.http("PATCH", "/1.0", body.as_bytes());
+        assert_eq!(status, 200, "set core.https_address: {out}");
+        crate::wait_until("the HTTPS listener", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        format!("https://127.0.0.1:{port}")
+    }
+
+    /// The daemon's certificate (`server.crt`), PEM.
+    pub fn server_cert(&self) -> String {
+        std::fs::read_to_string(self.path().join("server.crt")).expect("read server.crt")
+    }
+
     /// One raw HTTP/1.1 request on the unix socket; returns status and body.
     pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         self.http_with(method, path, &[], body)

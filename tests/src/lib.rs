@@ -6,6 +6,7 @@ mod cgroup;
 pub mod daemon;
 pub mod image_server;
 mod images;
+pub mod lxd;
 pub mod network;
 mod run;
 pub mod terminal;
@@ -19,6 +20,7 @@ pub use cgroup::{cgroup_dirs, CgroupGuard};
 pub use daemon::{busybox_image, TestDaemon, Via};
 pub use image_server::{Fault, ImageServer, TestCa};
 pub use images::{busybox_rootfs, debian_rootfs, split_busybox};
+pub use lxd::ReferenceLxd;
 pub use run::{output_within, COMMAND_LIMIT};
 pub use terminal::TerminalSession;
 pub use testdir::{mounts_under, processes_under, TestDir};
@@ -81,6 +83,14 @@ fn built_bin(name: &str, env: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
 }
 
 /// A short name (at most 15 characters, so it fits a host name and an interface name) of

@@ -36,8 +36,8 @@ impl Engine {
             environment: ServerEnvironment {
                 addresses: vec![],
                 architectures: vec![host.arch.clone()],
-                certificate: String::new(),
-                certificate_fingerprint: String::new(),
+                certificate: self.d.identity.cert_pem.clone(),
+                certificate_fingerprint: self.d.identity.fingerprint(),
                 driver: "lxc".into(),
                 driver_version: env!("CARGO_PKG_VERSION").into(),
                 firewall: "nftables".into(),
