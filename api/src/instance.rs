@@ -82,6 +82,34 @@ pub struct InstanceSource {
     /// The older name of `instance_only`, which `lxc` still sends beside it.
     #[serde(default)]
     pub container_only: bool,
+    /// Migration: the source's operation URL (`https://host:port/1.0/operations/<id>`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub operation: String,
+    /// Migration: the peer's certificate (PEM), the only one its TLS may present.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub certificate: String,
+    /// Migration: the websocket secrets of the source's operation (`control`, `fs`).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub secrets: BTreeMap<String, String>,
+    /// Migration: the image the instance came from, recorded as `volatile.base_image`.
+    #[serde(
+        rename = "base-image",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub base_image: String,
+    /// Migration: a stateful (CRIU) transfer was asked for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
+    /// Migration: update an existing instance instead of making a new one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refresh: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_inconsistent: bool,
 }
 
 /// `POST /1.0/instances`.
@@ -104,6 +132,19 @@ pub struct InstancePost {
     pub name: String,
     #[serde(default)]
     pub migration: bool,
+    /// Migration: stateful (CRIU). A missing key means true, as in LXD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<bool>,
+    /// Migration: leave the snapshots behind.
+    #[serde(default)]
+    pub instance_only: bool,
+    #[serde(default)]
+    pub container_only: bool,
+    #[serde(default)]
+    pub allow_inconsistent: bool,
+    /// Migration in push mode: the target to dial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<MigrationTarget>,
     /// Move the instance's volumes to this pool (LXD's `instance_pool_move`).
     #[serde(default, deserialize_with = "null_as_default")]
     pub pool: String,
@@ -137,6 +178,24 @@ pub struct InstanceSnapshotPost {
     pub name: String,
     #[serde(default)]
     pub migration: bool,
+    /// Migration: stateful (CRIU). A missing key means true, as in LXD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<bool>,
+    /// Migration in push mode: the target to dial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<MigrationTarget>,
+}
+
+/// `target` of a migration `POST` (push mode): the target's operation, its certificate
+/// and the secrets of its websockets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MigrationTarget {
+    #[serde(default)]
+    pub certificate: String,
+    #[serde(default)]
+    pub operation: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// `PUT /1.0/instances/<name>/state`.

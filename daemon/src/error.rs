@@ -76,6 +76,8 @@ pub enum DaemonError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(transparent)]
+    Migration(#[from] crate::engine::migration::MigrationError),
     /// Blocking work panicked or was cancelled.
     #[error("background task")]
     Task(#[from] tokio::task::JoinError),
@@ -122,6 +124,7 @@ impl DaemonError {
             DaemonError::Storage(e) => library_kind!(hutch_storage, e.kind()),
             DaemonError::Network(e) => library_kind!(hutch_network, e.kind()),
             DaemonError::Image(e) => library_kind!(hutch_images, e.kind()),
+            DaemonError::Migration(e) => e.kind(),
             DaemonError::Database(_)
             | DaemonError::Io { .. }
             | DaemonError::Failed { .. }

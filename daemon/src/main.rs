@@ -68,6 +68,10 @@ pub use crate::error::chain;
 fn main() -> anyhow::Result<()> {
     // The hidden modes run before anything else: they must stay single-threaded.
     let args: Vec<OsString> = std::env::args_os().collect();
+    // rsync appends its own arguments to this one's: any count is fine.
+    if args.len() >= 3 && args[1] == "__netcat" {
+        engine::migration::netcat_main(&args[2]);
+    }
     if args.len() == 3 || args.len() == 4 {
         let dir = Path::new(&args[2]);
         if args[1] == "__monitor" {

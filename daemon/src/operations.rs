@@ -35,6 +35,8 @@ pub struct OpEntry {
     done: watch::Sender<bool>,
     /// Websockets the operation waits for, by secret.
     sockets: Mutex<HashMap<String, oneshot::Sender<WebSocket>>>,
+    /// Set by `DELETE /1.0/operations/<id>` on an operation that may be cancelled.
+    cancel: watch::Sender<bool>,
     events: EventHub,
 }
 
@@ -89,6 +91,36 @@ impl OpEntry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(secret)
+    }
+
+    /// Lets clients cancel the operation (`may_cancel`); its work watches [`cancelled`].
+    pub fn set_cancellable(&self) {
+        let op = {
+            let mut op = self.lock();
+            op.may_cancel = true;
+            op.clone()
+        };
+        self.publish(&op);
+    }
+
+    /// Asks the work to stop; false when the operation may not be cancelled.
+    pub fn cancel(&self) -> bool {
+        if !self.lock().may_cancel {
+            return false;
+        }
+        self.cancel.send_replace(true);
+        true
+    }
+
+    /// Resolves once the operation is cancelled.
+    pub fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.cancel.subscribe();
+        async move {
+            if rx.wait_for(|c| *c).await.is_err() {
+                // The operation is gone without a cancel: nothing will come.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     fn finish(&self, result: Result<Option<Value>, String>) {
@@ -176,6 +208,7 @@ impl Operations {
             op: Mutex::new(op),
             done: watch::channel(false).0,
             sockets: Mutex::default(),
+            cancel: watch::channel(false).0,
             events: self.events.clone(),
         });
         self.ops

@@ -129,6 +129,24 @@ impl StorageDriver for BtrfsDriver {
             .map(|_| ())
     }
 
+    fn send_argv(&self, vol: &Path, parent: Option<&Path>) -> Option<Vec<String>> {
+        let mut argv = vec!["btrfs".to_string(), "send".to_string()];
+        if let Some(p) = parent {
+            argv.push("-p".into());
+            argv.push(self.path(p).display().to_string());
+        }
+        argv.push(self.path(vol).display().to_string());
+        Some(argv)
+    }
+
+    fn receive_argv(&self, into: &Path) -> Option<Vec<String>> {
+        Some(vec![
+            "btrfs".into(),
+            "receive".into(),
+            self.path(into).display().to_string(),
+        ])
+    }
+
     fn set_readonly(&self, vol: &Path, readonly: bool) -> Result<(), StorageError> {
         let argv = vec![
             "btrfs".to_string(),
@@ -195,6 +213,23 @@ mod tests {
                 "true"
             ]
         );
+    }
+
+    #[test]
+    fn sends_and_receives_are_btrfs_streams() {
+        let d = BtrfsDriver::new(Path::new("/pool"), Arc::new(FakeRunner::default()));
+        assert_eq!(
+            d.send_argv(Path::new("s/c1/b"), Some(Path::new("s/c1/a")))
+                .unwrap(),
+            ["btrfs", "send", "-p", "/pool/s/c1/a", "/pool/s/c1/b"]
+        );
+        assert_eq!(
+            d.receive_argv(Path::new("containers/.c1.migrating"))
+                .unwrap(),
+            ["btrfs", "receive", "/pool/containers/.c1.migrating"]
+        );
+        let dir = crate::DirDriver::new(Path::new("/pool"));
+        assert!(dir.send_argv(Path::new("a"), None).is_none());
     }
 
     #[test]

@@ -60,6 +60,21 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
         Ok(tree_usage(&p))
     }
 
+    /// The command that writes volume `vol` (read-only) as a stream on its stdout,
+    /// incremental on `parent` when given, for a peer of the same driver: `btrfs send`.
+    /// `None`: the driver has no such stream and volumes travel as files (rsync).
+    fn send_argv(&self, vol: &Path, parent: Option<&Path>) -> Option<Vec<String>> {
+        let _ = (vol, parent);
+        None
+    }
+
+    /// The command that makes a volume inside directory `into` (relative to the pool)
+    /// from a [`send_argv`](Self::send_argv) stream on its stdin: `btrfs receive`.
+    fn receive_argv(&self, into: &Path) -> Option<Vec<String>> {
+        let _ = into;
+        None
+    }
+
     /// Full path of a volume.
     fn path(&self, vol: &Path) -> PathBuf {
         self.root().join(vol)

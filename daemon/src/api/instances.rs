@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::{empty, if_match, operation, parse_json, recursion, sync, versioned};
 use crate::daemon::AppState;
+use crate::engine::migration::MigrateRequest;
 use crate::error::Result;
 use crate::operations::instance_resources;
 
@@ -37,6 +38,9 @@ async fn list(
 
 async fn create(State(e): State<AppState>, body: Bytes) -> Result<Response> {
     let req: InstancesPost = parse_json(&body)?;
+    if req.source.kind == "migration" {
+        return Ok(super::accepted(&e.create_from_migration(req).await?));
+    }
     let (name, work) = e.create_instance(req)?;
     Ok(operation(
         &e,
@@ -87,6 +91,16 @@ async fn rename(
     body: Bytes,
 ) -> Result<Response> {
     let req: InstancePost = parse_json(&body)?;
+    if req.migration && req.pool.is_empty() {
+        let migrate = MigrateRequest {
+            live: req.live,
+            instance_only: req.instance_only || req.container_only,
+            target: req.target,
+        };
+        return Ok(super::accepted(
+            &e.migrate_instance(&name, None, migrate).await?,
+        ));
+    }
     let (description, work) = e.rename_instance(&name, req)?;
     Ok(operation(&e, description, instance_resources(&name), work))
 }

@@ -55,6 +55,9 @@ async fn cancel(State(d): State<AppState>, Path(id): Path<String>) -> Result<Res
             "Only running operations can be cancelled".into(),
         ));
     }
+    if op.cancel() {
+        return Ok(super::empty());
+    }
     Err(DaemonError::BadRequest(
         "This operation can't be cancelled".into(),
     ))

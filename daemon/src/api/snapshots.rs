@@ -69,6 +69,21 @@ async fn rename(
     body: Bytes,
 ) -> Result<Response> {
     let req: InstanceSnapshotPost = parse_json(&body)?;
+    if req.migration {
+        if req.name.is_empty() {
+            return Err(crate::error::DaemonError::BadRequest(
+                "A snapshot migration needs a name".into(),
+            ));
+        }
+        let migrate = crate::engine::migration::MigrateRequest {
+            live: req.live,
+            instance_only: true,
+            target: req.target,
+        };
+        return Ok(super::accepted(
+            &e.migrate_instance(&name, Some(&snap), migrate).await?,
+        ));
+    }
     let work = e.rename_snapshot(&name, &snap, req)?;
     Ok(operation(
         &e,

@@ -32,6 +32,8 @@ pub enum CreateSource {
         /// Copy the source's snapshots too (a copy of a whole instance, unless instance-only).
         with_snapshots: bool,
     },
+    /// Another server's instance, received with LXD's migration protocol.
+    Migration(Box<super::migration::MigrationSource>),
 }
 
 pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSource> {
@@ -45,9 +47,10 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSo
             req.kind
         )));
     }
-    match req.source.kind.as_str() {
-        "image" | "copy" => {}
-        "none" | "migration" => {
+    let migration = match req.source.kind.as_str() {
+        "image" | "copy" => None,
+        "migration" => Some(super::migration::MigrationSource::check(&req.source)?),
+        "none" => {
             return Err(DaemonError::BadRequest(format!(
                 "Source type {:?} is not supported yet",
                 req.source.kind
@@ -58,7 +61,7 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSo
                 "Unknown source type {other}"
             )))
         }
-    }
+    };
     let profiles = req
         .put
         .profiles
@@ -78,11 +81,16 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSo
     devices.extend(req.put.devices.clone());
     super::check_root_size(d, &devices)?;
     super::devices::validate_devices(d, &devices)?;
-    if d.db.instance(&req.name)?.is_some() {
+    // A refresh updates the instance that is there; on a missing one it is a plain copy.
+    let refresh = migration.as_ref().is_some_and(|m| m.refresh());
+    if !refresh && d.db.instance(&req.name)?.is_some() {
         return Err(DaemonError::Conflict(format!(
             "Instance {:?} already exists",
             req.name
         )));
+    }
+    if let Some(m) = migration {
+        return Ok(CreateSource::Migration(Box::new(m)));
     }
     if req.source.kind == "copy" {
         let (instance, snapshot) = match req.source.source.split_once('/') {
@@ -168,6 +176,11 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
             image.architecture.clone()
         }
         CreateSource::Remote(_) => unreachable!("pulled above"),
+        CreateSource::Migration(_) => {
+            return Err(DaemonError::BadRequest(
+                "Migration sources are created by create_from_migration".into(),
+            ))
+        }
         CreateSource::Copy { architecture, .. } => {
             // A copy starts its own life: no power state or NIC addresses of the source.
             config.retain(|k, _| !k.starts_with("volatile.") || k == "volatile.base_image");
@@ -268,7 +281,9 @@ fn clone_volume(d: &AppState, name: &str, pool: &str, source: &CreateSource) -> 
             super::images::ensure_image_volume(d, &*dst, &image.fingerprint)?;
             (dst.clone(), image_vol(&image.fingerprint))
         }
-        CreateSource::Remote(_) => unreachable!("pulled before the clone"),
+        CreateSource::Remote(_) | CreateSource::Migration(_) => {
+            unreachable!("pulled or received before the clone")
+        }
         CreateSource::Copy {
             instance,
             snapshot: Some(s),
@@ -340,7 +355,7 @@ fn copy_snapshots(d: &AppState, from: &str, to: &str) -> Result<()> {
 }
 
 /// Removes the snapshot volumes and rows of a half-made instance.
-fn remove_snapshot_leftovers(d: &Daemon, name: &str) {
+pub(super) fn remove_snapshot_leftovers(d: &Daemon, name: &str) {
     if let Ok(pool) = d.instance_pool(name) {
         for s in d.db.snapshots(name).unwrap_or_default() {
             let _ = pool.delete_volume(&snapshot_vol(name, &s.name));

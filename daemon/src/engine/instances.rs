@@ -368,8 +368,9 @@ impl Engine {
             ));
         }
         if req.migration {
+            // Migrations answer a websocket operation of their own (`migrate_instance`).
             return Err(DaemonError::BadRequest(
-                "Migration is not supported yet".into(),
+                "Migration requests go through migrate_instance".into(),
             ));
         }
         super::validate_name(&req.name)?;

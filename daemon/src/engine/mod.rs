@@ -10,7 +10,7 @@ pub mod db;
 
 mod autostart;
 pub mod console;
-mod create;
+pub(crate) mod create;
 pub mod devices;
 pub mod exec;
 pub mod fault;
@@ -26,6 +26,7 @@ mod instances;
 mod lifecycle;
 mod logs;
 mod lxcfs;
+pub mod migration;
 pub mod net_state;
 pub mod networks;
 pub mod pools;
