@@ -314,7 +314,13 @@ async fn receive_on(
     let transfer = async {
         if !refresh {
             let (d, n) = (e.clone(), row.name.clone());
-            revert.add(move || super::super::create::remove_snapshot_leftovers(&d, &n));
+            let dir = e
+                .pool(&row.pool)?
+                .path(Path::new("containers-snapshots").join(&n).as_path());
+            revert.add(move || {
+                super::super::create::remove_snapshot_leftovers(&d, &n);
+                let _ = std::fs::remove_dir(dir);
+            });
         }
         match transport.fs {
             MigrationFsType::Btrfs => {
