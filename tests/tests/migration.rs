@@ -20,7 +20,9 @@ fn wait_op(d: &TestDaemon, accepted: &Value) -> Value {
     parse(&body)["metadata"].clone()
 }
 
-/// An LXD with `c1`, a busybox container with two snapshots and a file owned by 33:44.
+/// An LXD with `c1`, a busybox container with two snapshots and a file owned by 33:44,
+/// started once so that LXD shifted its files to its id map (LXD 5.0 on `dir` does not use
+/// idmapped mounts).
 fn lxd_with_container(test: &str) -> Option<ReferenceLxd> {
     let lxd = ReferenceLxd::start(test)?;
     let image = lxd.lxd_dir().join("bb.tar.gz");
@@ -39,6 +41,10 @@ fn lxd_with_container(test: &str) -> Option<ReferenceLxd> {
         "--gid",
         "44",
     ]);
+    lxd.lxc_ok(&["start", "c1"]);
+    lxd.lxc_ok(&["stop", "c1", "--force"]);
+    let shifted = lxd.lxc_ok(&["config", "get", "c1", "volatile.last_state.idmap"]);
+    assert!(shifted.contains("Hostid"), "LXD shifted c1: {shifted}");
     lxd.lxc_ok(&["snapshot", "c1", "s0"]);
     lxd.lxc_ok(&["snapshot", "c1", "s1"]);
     Some(lxd)
@@ -380,4 +386,163 @@ fn live_migration_of_a_running_container_is_refused() {
     assert_eq!(op["err"], "Timed out waiting for migration connections");
     d.hutch_ok(&["stop", "c1", "--force"]);
     std::thread::sleep(Duration::from_millis(10));
+}
+
+/// The daemon's HTTPS base URL, or None (said by the test's name) where this hutchd has no
+/// HTTPS listener yet (`enable_https` panics when none comes up).
+fn https_or_skip(d: &TestDaemon, test: &str) -> Option<String> {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let url = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.enable_https()));
+    std::panic::set_hook(prev);
+    match url {
+        Ok(url) => Some(url),
+        Err(_) => {
+            hutch_tests::skipped(
+                test,
+                "this hutchd has no HTTPS listener (core.https_address)",
+            );
+            None
+        }
+    }
+}
+
+/// A hutchd with `c1` (stopped): two snapshots, each with its own `/root/data`.
+fn hutchd_with_container(backend: &str) -> TestDaemon {
+    let d = TestDaemon::start_with(&["--storage-backend", backend]);
+    d.import_busybox(Via::Hutch);
+    d.hutch_ok(&["launch", "bb", "c1"]);
+    for v in ["s0", "s1", "main"] {
+        d.hutch_ok(&[
+            "exec",
+            "c1",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo {v} > /root/data; chown 33:44 /root/data"),
+        ]);
+        if v != "main" {
+            d.hutch_ok(&["snapshot", "c1", v]);
+        }
+    }
+    d.hutch_ok(&["stop", "c1", "--force"]);
+    d
+}
+
+/// Moves `c1` from a hutchd on `from` to one on `to`, pulled or pushed.
+fn between_hutchds(test: &str, from: &str, to: &str, push: bool) {
+    if !require_root(test) {
+        return;
+    }
+    let src = hutchd_with_container(from);
+    let dst = TestDaemon::start_with(&["--storage-backend", to]);
+    // Only the side that is dialled listens.
+    let listening = if push { &dst } else { &src };
+    let Some(url) = https_or_skip(listening, test) else {
+        return;
+    };
+    let accepted = if push {
+        let create = json!({"name": "c1", "architecture": "x86_64", "source": {"type": "migration", "mode": "push"}});
+        let (status, body) = dst.http("POST", "/1.0/instances", create.to_string().as_bytes());
+        assert_eq!(status, 202, "{body}");
+        let target_op = parse(&body);
+        let id = target_op["metadata"]["id"].as_str().unwrap();
+        let post = json!({"migration": true, "live": false, "target": {
+            "certificate": dst.server_cert(),
+            "operation": format!("{url}/1.0/operations/{id}"),
+            "secrets": target_op["metadata"]["metadata"],
+        }});
+        let (status, body) = src.http("POST", "/1.0/instances/c1", post.to_string().as_bytes());
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(wait_op(&src, &parse(&body))["status"], "Success");
+        target_op
+    } else {
+        let (status, body) = src.http(
+            "POST",
+            "/1.0/instances/c1",
+            br#"{"migration":true,"live":false}"#,
+        );
+        assert_eq!(status, 202, "{body}");
+        let source_op = parse(&body);
+        let create = json!({"name": "c1", "architecture": "x86_64", "source": {
+            "type": "migration", "mode": "pull",
+            "operation": format!("{url}/1.0/operations/{}", source_op["metadata"]["id"].as_str().unwrap()),
+            "certificate": src.server_cert(),
+            "secrets": source_op["metadata"]["metadata"],
+        }});
+        let (status, body) = dst.http("POST", "/1.0/instances", create.to_string().as_bytes());
+        assert_eq!(status, 202, "{body}");
+        parse(&body)
+    };
+    let op = wait_op(&dst, &accepted);
+    assert_eq!(op["status"], "Success", "{op}");
+    let pool = dst.path().join("storage-pools/default");
+    for (vol, want) in [
+        ("containers-snapshots/c1/s0", "s0"),
+        ("containers-snapshots/c1/s1", "s1"),
+        ("containers/c1", "main"),
+    ] {
+        let data = pool.join(vol).join("rootfs/root/data");
+        assert_eq!(
+            std::fs::read_to_string(&data).unwrap().trim(),
+            want,
+            "{vol}"
+        );
+        let m = std::fs::metadata(&data).unwrap();
+        assert_eq!((m.uid(), m.gid()), (33, 44), "{vol}");
+        if from == "btrfs" && to == "btrfs" && vol.contains("snapshots") {
+            // Sent as btrfs streams: the subvolume records where it came from.
+            let out = std::process::Command::new("btrfs")
+                .args(["subvolume", "show"])
+                .arg(pool.join(vol))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let received = text
+                .lines()
+                .find(|l| l.trim_start().starts_with("Received UUID:"))
+                .unwrap_or_default();
+            assert!(
+                !received.trim().ends_with('-'),
+                "{vol} was not received: {text}"
+            );
+        }
+    }
+    dst.hutch_ok(&["start", "c1"]);
+    assert_eq!(
+        dst.hutch_ok(&["exec", "c1", "--", "cat", "/root/data"])
+            .trim(),
+        "main"
+    );
+    dst.hutch_ok(&["stop", "c1", "--force"]);
+}
+
+#[test]
+fn btrfs_to_btrfs_pulled_as_btrfs_streams() {
+    between_hutchds(
+        "btrfs_to_btrfs_pulled_as_btrfs_streams",
+        "btrfs",
+        "btrfs",
+        false,
+    );
+}
+
+#[test]
+fn btrfs_to_btrfs_pushed_as_btrfs_streams() {
+    between_hutchds(
+        "btrfs_to_btrfs_pushed_as_btrfs_streams",
+        "btrfs",
+        "btrfs",
+        true,
+    );
+}
+
+#[test]
+fn btrfs_to_dir_pulled_with_rsync() {
+    between_hutchds("btrfs_to_dir_pulled_with_rsync", "btrfs", "dir", false);
+}
+
+#[test]
+fn btrfs_to_dir_pushed_with_rsync() {
+    between_hutchds("btrfs_to_dir_pushed_with_rsync", "btrfs", "dir", true);
 }
