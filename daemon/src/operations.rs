@@ -104,7 +104,7 @@ impl OpEntry {
     }
 
     /// Asks the work to stop; false when the operation may not be cancelled.
-    pub fn cancel(&self) -> bool {
+    pub fn cancel_work(&self) -> bool {
         if !self.lock().may_cancel {
             return false;
         }

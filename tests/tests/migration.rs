@@ -135,6 +135,32 @@ fn hutchd_pulls_a_container_from_lxd() {
         lxd_c1["config"]["volatile.base_image"]
     );
     assert_busybox_from_lxd(&d, "c1");
+
+    // A refresh sends only what the target lacks: a new snapshot and the main volume.
+    lxd.lxc_ok(&["snapshot", "c1", "s2"]);
+    let (id, secrets) = lxd_migration_source(&lxd, "c1");
+    let req = json!({
+        "name": "c1",
+        "source": {
+            "type": "migration", "mode": "pull", "refresh": true,
+            "operation": format!("{}/1.0/operations/{id}", lxd.url),
+            "certificate": lxd.server_cert(),
+            "secrets": secrets,
+        }
+    });
+    let (status, body) = d.http("POST", "/1.0/instances", req.to_string().as_bytes());
+    assert_eq!(status, 202, "{body}");
+    let op = wait_op(&d, &parse(&body));
+    assert_eq!(op["status"], "Success", "{op}\nLXD: {}", lxd.log());
+    let (_, body) = d.http("GET", "/1.0/instances/c1/snapshots", b"");
+    assert_eq!(
+        parse(&body)["metadata"],
+        json!([
+            "/1.0/instances/c1/snapshots/s0",
+            "/1.0/instances/c1/snapshots/s1",
+            "/1.0/instances/c1/snapshots/s2"
+        ])
+    );
 }
 
 #[test]
@@ -192,6 +218,47 @@ fn lxd_receives_a_container_pushed_by_hutchd() {
     assert_eq!(listed.trim(), "c1,STOPPED,2");
     let snaps = lxd.lxc_ok(&["query", "/1.0/instances/c1/snapshots"]);
     assert!(snaps.contains("s0") && snaps.contains("s1"), "{snaps}");
+
+    // A snapshot alone becomes an instance of its own on the target.
+    let create = json!({
+        "name": "from-s0",
+        "architecture": "x86_64",
+        "profiles": ["default"],
+        "source": {"type": "migration", "mode": "push", "certificate": "", "instance_only": true}
+    });
+    let target_op = parse(&lxd.lxc_ok(&[
+        "query",
+        "-X",
+        "POST",
+        "-d",
+        &create.to_string(),
+        "/1.0/instances",
+    ]));
+    let target_id = target_op["id"].as_str().unwrap().to_string();
+    let post = json!({"name": "from-s0", "migration": true, "live": false, "target": {
+        "certificate": lxd.server_cert(),
+        "operation": format!("{}/1.0/operations/{target_id}", lxd.url),
+        "secrets": target_op["metadata"],
+    }});
+    let (status, body) = d.http(
+        "POST",
+        "/1.0/instances/c1/snapshots/s0",
+        post.to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let accepted = parse(&body);
+    assert_eq!(accepted["metadata"]["description"], "Transferring snapshot");
+    assert_eq!(wait_op(&d, &accepted)["status"], "Success");
+    let waited = lxd.lxc_ok(&[
+        "query",
+        &format!("/1.0/operations/{target_id}/wait?timeout=60"),
+    ]);
+    assert_eq!(parse(&waited)["status"], "Success", "{waited}");
+    assert_eq!(
+        lxd.lxc_ok(&["list", "from-s0", "--format", "csv", "-c", "nS"])
+            .trim(),
+        "from-s0,0"
+    );
 
     // A running container goes stateless (live:false): two passes, the last one frozen.
     d.hutch_ok(&["launch", "bb", "c2"]);

@@ -55,7 +55,7 @@ async fn cancel(State(d): State<AppState>, Path(id): Path<String>) -> Result<Res
             "Only running operations can be cancelled".into(),
         ));
     }
-    if op.cancel() {
+    if op.cancel_work() {
         return Ok(super::empty());
     }
     Err(DaemonError::BadRequest(
