@@ -92,6 +92,11 @@ async fn dial_channels(
     Ok(Channels { control, fs })
 }
 
+/// The transports of `pool`: btrfs streams first where the driver makes them, then rsync.
+fn transports_of(pool: &dyn hutch_storage::StorageDriver) -> Vec<proto::Transport> {
+    proto::pool_transports(pool.send_argv(std::path::Path::new(""), None).is_some())
+}
+
 /// Ends a migration that failed on this side: the peer is told why (LXD's
 /// `MigrationControl{success:false}`), then the sockets close.
 async fn report_failure(channels: &mut Channels, err: &MigrationError) {

@@ -5,7 +5,7 @@
 //! (`live:false`): a first pass, then a final pass with the instance frozen where the
 //! pool's snapshots are not atomic.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use hutch_api::instance::MigrationTarget;
@@ -126,6 +126,7 @@ async fn send(e: Engine, out: Outgoing, mut channels: Channels, op: Arc<OpEntry>
     match result {
         Ok(()) => {
             channels.control.tx.close().await;
+            channels.fs.tx.close().await;
             Ok(())
         }
         Err(err) => {
@@ -188,7 +189,7 @@ async fn send_on(
     op: Arc<OpEntry>,
 ) -> Result<()> {
     let pool = e.instance_pool(&out.instance)?;
-    let ours = proto::pool_transports(pool.send_argv(Path::new("x"), None).is_some());
+    let ours = super::transports_of(&*pool);
     let mut offer = MigrationHeader::of_types(&ours);
     if out.running {
         offer.criu = Some(CriuType::None as i32);

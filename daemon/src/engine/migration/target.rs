@@ -269,7 +269,7 @@ async fn receive_on(
         return Err(MigrationError::LiveRestore.into());
     }
     let pool = e.pool(&row.pool)?;
-    let ours = proto::pool_transports(pool.send_argv(Path::new("x"), None).is_some());
+    let ours = super::transports_of(&*pool);
     offer.refresh = Some(refresh);
     let types = proto::match_types(&offer, &ours)?;
     let mut resp = MigrationHeader::of_types(&types);
