@@ -35,8 +35,10 @@ pub struct OpEntry {
     done: watch::Sender<bool>,
     /// Websockets the operation waits for, by secret.
     sockets: Mutex<HashMap<String, oneshot::Sender<WebSocket>>>,
-    /// Set by `DELETE /1.0/operations/<id>` on an operation that may be cancelled.
+    /// Set by `DELETE /1.0/operations/<id>` on an operation whose work may be cancelled.
     cancel: watch::Sender<bool>,
+    /// The work watches [`OpEntry::cancelled`] (unlike a token, which a cancel ends).
+    work_cancellable: std::sync::atomic::AtomicBool,
     events: EventHub,
 }
 
@@ -93,8 +95,11 @@ impl OpEntry {
             .remove(secret)
     }
 
-    /// Lets clients cancel the operation (`may_cancel`); its work watches [`cancelled`].
+    /// Lets clients cancel the operation's work (`may_cancel`); the work watches
+    /// [`cancelled`](Self::cancelled), cleans up, and the operation ends `Cancelled`.
     pub fn set_cancellable(&self) {
+        self.work_cancellable
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let op = {
             let mut op = self.lock();
             op.may_cancel = true;
@@ -103,9 +108,17 @@ impl OpEntry {
         self.publish(&op);
     }
 
-    /// Asks the work to stop; false when the operation may not be cancelled.
+    /// Asks the work to stop; false when the operation has no cancellable work running.
     pub fn cancel_work(&self) -> bool {
-        if !self.lock().may_cancel {
+        let running = {
+            let op = self.lock();
+            op.may_cancel && op.status_code == StatusCode::Running as u16
+        };
+        if !running
+            || !self
+                .work_cancellable
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
             return false;
         }
         self.cancel.send_replace(true);
@@ -128,6 +141,8 @@ impl OpEntry {
             let mut op = self.lock();
             let code = match &result {
                 Ok(_) => StatusCode::Success,
+                // Work that stopped because a client cancelled it.
+                Err(_) if *self.cancel.borrow() => StatusCode::Cancelled,
                 Err(_) => StatusCode::Failure,
             };
             op.status = code.text().into();
@@ -148,6 +163,26 @@ impl OpEntry {
         self.publish(&op);
         // send_replace stores the value even when nobody is subscribed yet.
         self.done.send_replace(true);
+    }
+
+    /// Marks a running operation that may be cancelled as cancelled; false when it is
+    /// final already or may not be cancelled. Checked and changed under one lock, so a
+    /// single-use operation (a token) is consumed once whoever races for it.
+    fn cancel(&self) -> bool {
+        let op = {
+            let mut op = self.lock();
+            if !op.may_cancel || op.status_code != StatusCode::Running as u16 {
+                return false;
+            }
+            op.status = StatusCode::Cancelled.text().into();
+            op.status_code = StatusCode::Cancelled as u16;
+            op.may_cancel = false;
+            op.updated_at = crate::now();
+            op.clone()
+        };
+        self.publish(&op);
+        self.done.send_replace(true);
+        true
     }
 
     /// Waits until the operation is final or `timeout` passes.
@@ -209,6 +244,7 @@ impl Operations {
             done: watch::channel(false).0,
             sockets: Mutex::default(),
             cancel: watch::channel(false).0,
+            work_cancellable: Default::default(),
             events: self.events.clone(),
         });
         self.ops
@@ -217,6 +253,32 @@ impl Operations {
             .insert(id, entry.clone());
         entry.publish(&entry.snapshot());
         entry
+    }
+
+    /// Registers a token: an operation with no body that stays running until it is used
+    /// or revoked (both cancel it), holding `metadata` for whoever presents its secret.
+    pub fn create_token(&self, description: &str, metadata: Value) -> Arc<OpEntry> {
+        let entry = self.create("token", description, BTreeMap::new(), metadata);
+        entry.lock().may_cancel = true;
+        entry
+    }
+
+    /// Cancels `entry` if it is running and may be cancelled (a token), and forgets it a
+    /// little after; false otherwise.
+    pub fn cancel(&self, entry: &Arc<OpEntry>) -> bool {
+        if !entry.cancel() {
+            return false;
+        }
+        let ops = self.clone();
+        let id = entry.id();
+        tokio::spawn(async move {
+            tokio::time::sleep(KEEP_FINISHED).await;
+            ops.ops
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
+        true
     }
 
     /// Runs `work` as the body of `entry`, records how it ended, and forgets the
@@ -298,6 +360,21 @@ mod tests {
         let last = sub.recv().await.unwrap();
         assert!(last.json.contains("\"status_code\":200"));
         assert!(ops.get(&op.id).is_some());
+    }
+
+    #[tokio::test]
+    async fn tokens_run_until_cancelled_once() {
+        let ops = Operations::new(EventHub::new());
+        let task = ops.create("task", "Testing", BTreeMap::new(), Value::Null);
+        assert!(!ops.cancel(&task), "a task may not be cancelled");
+        let token = ops.create_token("Executing operation", serde_json::json!({"secret": "s"}));
+        assert_eq!(token.snapshot().class, "token");
+        assert!(token.snapshot().may_cancel);
+        assert!(ops.cancel(&token));
+        assert!(!ops.cancel(&token), "a token is consumed once");
+        let op = token.snapshot();
+        assert_eq!((op.status_code, op.status.as_str()), (401, "Cancelled"));
+        token.wait(None).await;
     }
 
     #[tokio::test]

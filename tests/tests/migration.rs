@@ -368,7 +368,7 @@ fn a_cut_transfer_leaves_nothing_on_the_target() {
     let (status, body) = d.http("DELETE", &url, b"");
     assert_eq!(status, 200, "{body}");
     let op = wait_op(&d, &accepted);
-    assert_ne!(op["status"], "Success", "{op}");
+    assert_eq!(op["status"], "Cancelled", "{op}");
     assert_nothing_made(&d, "c2");
 
     // Push mode, cancelled while it waits for the source: nothing is left either.
@@ -383,7 +383,7 @@ fn a_cut_transfer_leaves_nothing_on_the_target() {
     let (status, body) = d.http("DELETE", url, b"");
     assert_eq!(status, 200, "{body}");
     let op = wait_op(&d, &accepted);
-    assert_ne!(op["status"], "Success", "{op}");
+    assert_eq!(op["status"], "Cancelled", "{op}");
     assert_nothing_made(&d, "c3");
 
     // Unknown modes are LXD's 501.
