@@ -613,3 +613,52 @@ fn btrfs_to_dir_pulled_with_rsync() {
 fn btrfs_to_dir_pushed_with_rsync() {
     between_hutchds("btrfs_to_dir_pushed_with_rsync", "btrfs", "dir", true);
 }
+
+#[test]
+fn lxc_copies_between_lxd_and_hutchd() {
+    let test = "lxc_copies_between_lxd_and_hutchd";
+    if !require_root(test) {
+        return;
+    }
+    let Some(lxd) = lxd_with_container(test) else {
+        return;
+    };
+    let d = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let url = d.enable_https();
+    let (status, body) = d.http(
+        "PATCH",
+        "/1.0",
+        json!({"config": {"core.trust_password": "s3cret"}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    lxd.lxc_ok(&[
+        "remote",
+        "add",
+        "h1",
+        &url,
+        "--accept-certificate",
+        "--password",
+        "s3cret",
+    ]);
+    // LXD to hutchd (hutchd pulls from LXD), with LXD's own client.
+    lxd.lxc_ok(&["copy", "c1", "h1:c1"]);
+    assert_busybox_from_lxd(&d, "c1");
+    // And back (LXD pulls from hutchd): LXD dials hutchd's operation websockets.
+    lxd.lxc_ok(&["copy", "h1:c1", "back"]);
+    assert_eq!(
+        lxd.lxc_ok(&["list", "back", "--format", "csv", "-c", "nsS"])
+            .trim(),
+        "back,STOPPED,2"
+    );
+    // lxc move with --stateless: the source is gone afterwards.
+    lxd.lxc_ok(&["move", "h1:c1", "moved"]);
+    let (status, _) = d.http("GET", "/1.0/instances/c1", b"");
+    assert_eq!(status, 404);
+    assert_eq!(
+        lxd.lxc_ok(&["list", "moved", "--format", "csv", "-c", "nS"])
+            .trim(),
+        "moved,2"
+    );
+}
