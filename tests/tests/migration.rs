@@ -479,14 +479,17 @@ fn hutchd_with_container(backend: &str) -> TestDaemon {
     let d = TestDaemon::start_with(&["--storage-backend", backend]);
     d.import_busybox(Via::Hutch);
     d.hutch_ok(&["launch", "bb", "c1"]);
-    for v in ["s0", "s1", "main"] {
+    // Contents of different lengths: rsync's quick check (size and mtime in seconds, as
+    // LXD runs it) would take two same-size writes within a second for one.
+    for (i, v) in ["s0", "s1", "main"].into_iter().enumerate() {
+        let content = format!("{v}{}", ".".repeat(i));
         d.hutch_ok(&[
             "exec",
             "c1",
             "--",
             "sh",
             "-c",
-            &format!("echo {v} > /root/data; chown 33:44 /root/data"),
+            &format!("echo {content} > /root/data; chown 33:44 /root/data"),
         ]);
         if v != "main" {
             d.hutch_ok(&["snapshot", "c1", v]);
@@ -546,8 +549,8 @@ fn between_hutchds(test: &str, from: &str, to: &str, push: bool) {
     let pool = dst.path().join("storage-pools/default");
     for (vol, want) in [
         ("containers-snapshots/c1/s0", "s0"),
-        ("containers-snapshots/c1/s1", "s1"),
-        ("containers/c1", "main"),
+        ("containers-snapshots/c1/s1", "s1."),
+        ("containers/c1", "main.."),
     ] {
         let data = pool.join(vol).join("rootfs/root/data");
         assert_eq!(
@@ -579,7 +582,7 @@ fn between_hutchds(test: &str, from: &str, to: &str, push: bool) {
     assert_eq!(
         dst.hutch_ok(&["exec", "c1", "--", "cat", "/root/data"])
             .trim(),
-        "main"
+        "main.."
     );
     dst.hutch_ok(&["stop", "c1", "--force"]);
 }

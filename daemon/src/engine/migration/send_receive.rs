@@ -88,13 +88,19 @@ pub async fn send(
     Ok(())
 }
 
-/// Receives the volumes [`send`] sends into `staging` (a directory relative to the pool):
-/// `staging/<snapshot>/<subvolume>` for each of `snapshots`, then `staging/.main/…`.
-/// Returns the received subvolumes (relative to the pool), snapshots first.
+/// Where one received subvolume lands: `dir` (relative to the pool), and the name it must
+/// have there (a snapshot keeps its name; `None`: whatever the stream calls it).
+pub struct Landing {
+    pub dir: PathBuf,
+    pub name: Option<String>,
+}
+
+/// Receives the volumes [`send`] sends, one per landing, in order; returns where each
+/// landed (relative to the pool). Snapshots land straight in place: a received subvolume
+/// is read-only and cannot move to another directory.
 pub async fn receive(
     pool: &dyn StorageDriver,
-    snapshots: &[String],
-    staging: &Path,
+    landings: &[Landing],
     conn: &mut Conn,
     with_header: bool,
     progress: &Progress,
@@ -115,37 +121,44 @@ pub async fn receive(
         }
     }
     let mut received = Vec::new();
-    let dirs = snapshots
-        .iter()
-        .map(String::as_str)
-        .chain(std::iter::once(".main"));
-    for dir in dirs {
-        let into = staging.join(dir);
-        let into_path = pool.path(&into);
+    for landing in landings {
+        let into_path = pool.path(&landing.dir);
         std::fs::create_dir_all(&into_path)
             .map_err(MigrationError::io("make a receive directory"))?;
-        let argv = pool.receive_argv(&into).ok_or(MigrationError::BadMessage {
-            what: "transport",
-            reason: "the pool cannot receive btrfs streams".into(),
-        })?;
+        let list = || -> std::collections::BTreeSet<std::ffi::OsString> {
+            std::fs::read_dir(&into_path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect()
+        };
+        let before = list();
+        let argv = pool
+            .receive_argv(&landing.dir)
+            .ok_or(MigrationError::BadMessage {
+                what: "transport",
+                reason: "the pool cannot receive btrfs streams".into(),
+            })?;
         let mut child = spawn(&argv, true, false)?;
         let stdin = child.stdin.take().expect("piped stdin");
+        let label = landing.name.as_deref().unwrap_or("main volume");
         let (pumped, done) = tokio::join!(
             conn.rx.pump_into(stdin, Some(progress)),
-            finish("btrfs", child, dir)
+            finish("btrfs", child, label)
         );
+        let new: Vec<_> = list().difference(&before).cloned().collect();
+        // Whatever landed is recorded first, so a failure below still removes it.
+        received.extend(new.iter().map(|n| landing.dir.join(n)));
         pumped?;
         done?;
-        let mut entries = std::fs::read_dir(&into_path)
-            .map_err(MigrationError::io("read a receive directory"))?
-            .flatten();
-        let (Some(one), None) = (entries.next(), entries.next()) else {
+        let expected = landing.name.as_ref().map(std::ffi::OsString::from);
+        if new.len() != 1 || (expected.is_some() && expected.as_ref() != new.first()) {
             return Err(MigrationError::BadMessage {
                 what: "btrfs stream",
-                reason: format!("{dir} did not make exactly one subvolume"),
+                reason: format!("{label} did not make the one subvolume expected"),
             });
-        };
-        received.push(into.join(one.file_name()));
+        }
     }
     Ok(received)
 }

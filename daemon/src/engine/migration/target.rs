@@ -317,8 +317,16 @@ async fn receive_on(
             let dir = e
                 .pool(&row.pool)?
                 .path(Path::new("containers-snapshots").join(&n).as_path());
+            let pool = e.pool(&row.pool)?;
             revert.add(move || {
                 super::super::create::remove_snapshot_leftovers(&d, &n);
+                // Received volumes without a row yet: the directory is this instance's.
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let vol = Path::new("containers-snapshots")
+                        .join(&n)
+                        .join(entry.file_name());
+                    let _ = pool.delete_volume(&vol);
+                }
                 let _ = std::fs::remove_dir(dir);
             });
         }
@@ -485,7 +493,8 @@ fn finish_volume(e: &Engine, row: &InstanceRow) -> Result<()> {
     super::super::create::secure_instance_volume(e, row, &expanded)
 }
 
-/// btrfs: the streams land in a staging directory, then move into place.
+/// btrfs: snapshots land in place; the main volume lands in a staging directory and is
+/// snapshotted (writable) into place.
 async fn receive_btrfs(
     e: &Engine,
     row: &InstanceRow,
@@ -495,15 +504,26 @@ async fn receive_btrfs(
     idmap: &DiskIdmap,
     progress: &Progress,
 ) -> Result<()> {
+    use super::send_receive::Landing;
     let pool = e.pool(&row.pool)?;
     let staging = PathBuf::from("containers").join(format!(".{}.migrating", row.name));
     let staging_path = pool.path(&staging);
     let _ = std::fs::remove_dir_all(&staging_path);
-    let names: Vec<String> = snapshots.iter().map(|s| s.name.clone()).collect();
+    let snapshots_dir = PathBuf::from("containers-snapshots").join(&row.name);
+    let mut landings: Vec<Landing> = snapshots
+        .iter()
+        .map(|s| Landing {
+            dir: snapshots_dir.clone(),
+            name: Some(s.name.clone()),
+        })
+        .collect();
+    landings.push(Landing {
+        dir: staging.clone(),
+        name: None,
+    });
     let received = super::send_receive::receive(
         &*pool,
-        &names,
-        &staging,
+        &landings,
         fs,
         transport.has(proto::BTRFS_MIGRATION_HEADER),
         progress,
@@ -511,16 +531,11 @@ async fn receive_btrfs(
     .await;
     let result = (|| -> Result<()> {
         let received = received?;
-        let (main_received, snaps_received) = received.split_last().expect("main volume");
-        for (s, vol) in snapshots.iter().zip(snaps_received) {
-            let to = snapshot_vol(&row.name, &s.name);
-            if let Some(parent) = pool.path(&to).parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| DaemonError::io("create", parent, e))?;
-            }
-            pool.rename_volume(vol, &to)?;
+        let main_received = received.last().expect("main volume");
+        for s in snapshots {
             e.db.insert_snapshot(&snapshot_row(row, s))?;
             if !idmap.is_empty() {
+                let to = snapshot_vol(&row.name, &s.name);
                 pool.set_readonly(&to, false)?;
                 idmap.unshift_tree(&pool.path(&to).join("rootfs"))?;
                 pool.set_readonly(&to, true)?;
@@ -529,24 +544,17 @@ async fn receive_btrfs(
         let main = instance_vol(&row.name);
         pool.delete_volume(&main)?;
         pool.clone_volume(main_received, &main, false)?;
-        pool.delete_volume(main_received)?;
         idmap.unshift_tree(&pool.path(&main).join("rootfs"))?;
         Ok(())
     })();
-    // Whatever was received and not moved into place goes.
+    // The staged main volume goes whatever happened; received snapshots are removed by
+    // the revert on failure (they are where the instance's snapshots live).
     for entry in std::fs::read_dir(&staging_path)
         .into_iter()
         .flatten()
         .flatten()
     {
-        for sub in std::fs::read_dir(entry.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let rel = staging.join(entry.file_name()).join(sub.file_name());
-            let _ = pool.delete_volume(&rel);
-        }
+        let _ = pool.delete_volume(&staging.join(entry.file_name()));
     }
     let _ = std::fs::remove_dir_all(&staging_path);
     result?;
