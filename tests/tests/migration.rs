@@ -665,3 +665,64 @@ fn lxc_copies_between_lxd_and_hutchd() {
         "moved,2"
     );
 }
+
+#[test]
+fn a_source_killed_mid_way_leaves_nothing_on_the_target() {
+    let test = "a_source_killed_mid_way_leaves_nothing_on_the_target";
+    if !require_root(test) {
+        return;
+    }
+    let mut src = hutchd_with_container("dir");
+    let dst = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let url = src.enable_https();
+    // Enough data that the transfer is still running when the source dies.
+    let big = src
+        .path()
+        .join("storage-pools/default/containers/c1/rootfs/root/big");
+    let status = std::process::Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=300", "status=none"])
+        .arg(format!("of={}", big.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (status, body) = src.http(
+        "POST",
+        "/1.0/instances/c1",
+        br#"{"migration":true,"live":false}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let source_op = parse(&body);
+    let create = json!({"name": "c1", "source": {
+        "type": "migration", "mode": "pull",
+        "operation": format!("{url}/1.0/operations/{}", source_op["metadata"]["id"].as_str().unwrap()),
+        "certificate": src.server_cert(),
+        "secrets": source_op["metadata"]["metadata"],
+    }});
+    let (status, body) = dst.http("POST", "/1.0/instances", create.to_string().as_bytes());
+    assert_eq!(status, 202, "{body}");
+    let accepted = parse(&body);
+    let op_url = accepted["operation"].as_str().unwrap().to_string();
+    hutch_tests::wait_until("data flowing", Duration::from_secs(60), || {
+        let (_, op) = dst.http("GET", &op_url, b"");
+        parse(&op)["metadata"]["metadata"]["fs_progress"].is_string()
+    });
+    src.kill();
+    let mut op = Value::Null;
+    hutch_tests::wait_until("the target to fail", Duration::from_secs(60), || {
+        let (_, body) = dst.http("GET", &op_url, b"");
+        op = parse(&body)["metadata"].clone();
+        if op["status"] == "Running" {
+            let log = std::fs::read_to_string(dst.path().join("hutchd.log")).unwrap_or_default();
+            eprintln!("{}", &log[log.len().saturating_sub(1500)..]);
+        }
+        op["status"] != "Running"
+    });
+    assert_eq!(op["status"], "Failure", "{op}");
+    assert_nothing_made(&dst, "c1");
+    // The source's transfer helpers (rsync, netcat) went with it.
+    hutch_tests::wait_until(
+        "the source's rsync to exit",
+        Duration::from_secs(30),
+        || hutch_tests::processes_under(src.path()).is_empty(),
+    );
+}

@@ -27,12 +27,16 @@ type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, MigrationError>> + Se
 /// The sending half of a websocket.
 pub struct Tx {
     sink: FrameSink,
+    /// A send failed: the sink must not be polled again (futures' adapters panic).
+    broken: bool,
 }
 
 /// The receiving half of a websocket.
 pub struct Rx {
     channel: &'static str,
     stream: FrameStream,
+    /// The stream ended or failed: it is not polled again.
+    ended: bool,
 }
 
 /// A migration websocket (`control` or `fs`), split.
@@ -76,10 +80,12 @@ impl Conn {
         Conn {
             tx: Tx {
                 sink: Box::pin(sink),
+                broken: false,
             },
             rx: Rx {
                 channel,
                 stream: Box::pin(stream),
+                ended: false,
             },
         }
     }
@@ -117,10 +123,12 @@ impl Conn {
         Conn {
             tx: Tx {
                 sink: Box::pin(sink),
+                broken: false,
             },
             rx: Rx {
                 channel,
                 stream: Box::pin(stream),
+                ended: false,
             },
         }
     }
@@ -128,7 +136,12 @@ impl Conn {
 
 impl Tx {
     pub async fn send(&mut self, frame: Frame) -> Result<(), MigrationError> {
-        self.sink.send(frame).await
+        if self.broken {
+            return Err(MigrationError::Closed("migration"));
+        }
+        let sent = self.sink.send(frame).await;
+        self.broken = sent.is_err();
+        sent
     }
 
     /// Ends the current stream (`WebsocketIO.Close`: an empty text message).
@@ -143,8 +156,10 @@ impl Tx {
 
     /// Closes the websocket normally (code 1000), ignoring a peer already gone.
     pub async fn close(&mut self) {
-        let _ = self.send(Frame::Close).await;
-        let _ = self.sink.close().await;
+        if self.send(Frame::Close).await.is_ok() {
+            let _ = self.sink.close().await;
+        }
+        self.broken = true;
     }
 
     /// Copies `from` until its end, one binary message per read, then ends the stream.
@@ -174,9 +189,19 @@ impl Tx {
 impl Rx {
     /// The next message; a closed or failed socket is an error naming the channel.
     pub async fn next(&mut self) -> Result<Frame, MigrationError> {
+        if self.ended {
+            return Err(MigrationError::Closed(self.channel));
+        }
         match self.stream.next().await {
-            Some(f) => f,
-            None => Err(MigrationError::Closed(self.channel)),
+            Some(Ok(f)) => Ok(f),
+            Some(Err(e)) => {
+                self.ended = true;
+                Err(e)
+            }
+            None => {
+                self.ended = true;
+                Err(MigrationError::Closed(self.channel))
+            }
         }
     }
 
