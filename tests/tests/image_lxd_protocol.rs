@@ -542,3 +542,265 @@ fn lxd_copies_public_images_from_hutchd() {
         lxd.lxc_ok(&["delete", &name]);
     }
 }
+
+/// A hostile LXD-protocol server over HTTPS (a certificate from a test CA): it answers
+/// the image API for one image, claiming `fingerprint`, and sends `export` as that image's
+/// export (other bytes than the fingerprint names, a body cut short).
+struct FakeLxd {
+    url: String,
+    ca: hutch_tests::TestCa,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the fake server sends for the export.
+struct FakeExport {
+    content_type: String,
+    /// Content-Length to announce (the whole body's, even when less is sent).
+    length: Option<usize>,
+    body: Vec<u8>,
+    /// How much of `body` is sent before the connection is closed.
+    send: usize,
+}
+
+impl FakeLxd {
+    fn start(fingerprint: &str, export: FakeExport) -> FakeLxd {
+        use std::io::{BufRead, BufReader, Write};
+        let ca = hutch_tests::TestCa::new();
+        let (chain, key) = ca.server_cert();
+        let config = std::sync::Arc::new(
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fp = fingerprint.to_string();
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+                let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                    continue;
+                };
+                let mut tls = BufReader::new(rustls::StreamOwned::new(conn, stream));
+                let mut line = String::new();
+                if tls.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut h = String::new();
+                    if tls.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                        break;
+                    }
+                }
+                let json = |status: &str, body: Value| {
+                    let text = body.to_string();
+                    format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len()).into_bytes()
+                };
+                let reply = if path == "/1.0/images/aliases/bb" {
+                    json(
+                        "200 OK",
+                        json!({"type": "sync", "metadata": {"name": "bb", "target": fp, "type": "container"}}),
+                    )
+                } else if path == format!("/1.0/images/{fp}") {
+                    json(
+                        "200 OK",
+                        json!({"type": "sync", "metadata": {
+                        "fingerprint": fp, "architecture": "x86_64", "type": "container",
+                        "public": true, "size": export.body.len(), "filename": "bb.tar.gz",
+                        "properties": {"os": "busybox"}}}),
+                    )
+                } else if path == format!("/1.0/images/{fp}/export") {
+                    let mut head = format!("HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Disposition: attachment; filename=bb.tar.gz\r\nConnection: close\r\n", export.content_type);
+                    if let Some(n) = export.length {
+                        head.push_str(&format!("Content-Length: {n}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let mut out = head.into_bytes();
+                    out.extend_from_slice(&export.body[..export.send]);
+                    out
+                } else {
+                    json(
+                        "404 Not Found",
+                        json!({"type": "error", "error": "Image not found", "error_code": 404}),
+                    )
+                };
+                let tls = tls.get_mut();
+                let _ = tls.write_all(&reply);
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+                let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        FakeLxd {
+            url: format!("https://{addr}"),
+            ca,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeLxd {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.url.trim_start_matches("https://"));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+/// A split image as a multipart export body (Go's writer's layout).
+fn multipart(boundary: &str, meta: &[u8], root: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, (name, data)) in [("metadata", meta), ("rootfs", root)]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.tar.xz\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+        out.extend_from_slice(data);
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
+}
+
+#[test]
+fn bad_exports_leave_nothing() {
+    if !require_root("bad_exports_leave_nothing") {
+        return;
+    }
+    let work = TestDir::new();
+    let unified_file = work.path().join("bb.tar.gz");
+    busybox_image(work.path(), &unified_file).expect("busybox image");
+    let unified = std::fs::read(&unified_file).unwrap();
+    let (meta, root) = split_busybox(work.path(), "1");
+    let (meta, root) = (std::fs::read(meta).unwrap(), std::fs::read(root).unwrap());
+    let split_fp = sha256_hex(&[&meta, &root]);
+    let split_body = multipart("xYz", &meta, &root);
+    let cut = meta.len() + (root.len() / 2);
+    let cases = [
+        // Whole, but not the image the fingerprint names.
+        (
+            "doesn't match",
+            sha256_hex(&[b"another image"]),
+            FakeExport {
+                content_type: "application/octet-stream".into(),
+                length: Some(unified.len()),
+                send: unified.len(),
+                body: unified.clone(),
+            },
+        ),
+        // Cut short while announcing its whole length.
+        (
+            "download",
+            sha256_hex(&[&unified]),
+            FakeExport {
+                content_type: "application/octet-stream".into(),
+                length: Some(unified.len()),
+                send: unified.len() / 2,
+                body: unified.clone(),
+            },
+        ),
+        // A split image cut in its rootfs (mid-unpack), no length announced.
+        (
+            "closing delimiter",
+            split_fp.clone(),
+            FakeExport {
+                content_type: "multipart/form-data; boundary=xYz".into(),
+                length: None,
+                send: cut,
+                body: split_body.clone(),
+            },
+        ),
+        // Parts in the wrong order.
+        (
+            "Invalid multipart image",
+            split_fp.clone(),
+            FakeExport {
+                content_type: "multipart/form-data; boundary=xYz".into(),
+                length: None,
+                send: split_body.len(),
+                body: split_body
+                    .replace_first(b"name=\"metadata\"", b"name=\"rootfs\"\x20\x20\x20"),
+            },
+        ),
+    ];
+    for (want, fp, export) in cases {
+        let fake = FakeLxd::start(&fp, export);
+        let ca = fake.ca.ca_file();
+        let d = TestDaemon::start_with_env(
+            &["--storage-backend", "dir"],
+            &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+        );
+        // No certificate: the server is checked against the CAs (the test's here).
+        let op = create(
+            &d,
+            &unique_name("bad"),
+            source(&fake.url, "", Name::Alias("bb")),
+        );
+        assert_failed(&op, want);
+        assert_nothing_left(&d);
+    }
+
+    // The same server whole and honest: the pull works (the fake is a fair LXD).
+    let fake = FakeLxd::start(
+        &split_fp,
+        FakeExport {
+            content_type: "multipart/form-data; boundary=xYz".into(),
+            length: Some(split_body.len()),
+            send: split_body.len(),
+            body: split_body,
+        },
+    );
+    let ca = fake.ca.ca_file();
+    let d = TestDaemon::start_with_env(
+        &["--storage-backend", "dir"],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    let name = unique_name("good");
+    let op = create(&d, &name, source(&fake.url, "", Name::Alias("bb")));
+    assert_eq!(op["status_code"], 200, "{op}");
+    started(&d, &name);
+}
+
+/// Byte-string replacement of the first occurrence, same length.
+trait ReplaceFirst {
+    fn replace_first(&self, from: &[u8], to: &[u8]) -> Vec<u8>;
+}
+
+impl ReplaceFirst for Vec<u8> {
+    fn replace_first(&self, from: &[u8], to: &[u8]) -> Vec<u8> {
+        let at = self
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("pattern");
+        let mut out = self.clone();
+        out.splice(at..at + from.len(), to.iter().copied());
+        out
+    }
+}
