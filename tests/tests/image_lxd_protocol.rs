@@ -2,14 +2,14 @@
 //! split, by alias and by fingerprint, for a launch and for `POST /1.0/images`), pinned to
 //! the server's certificate, caches them, refreshes them from their alias, and leaves
 //! nothing behind when a pull fails (wrong certificate, private image, unreachable
-//! server). With hutchd's HTTPS listener, hutchd also pulls from another hutchd, and LXD
-//! pulls from hutchd (`lxc image copy h1:<alias> local:`).
+//! server, an export that is cut short or is not the image it claims). Over hutchd's HTTPS
+//! listener, hutchd also pulls public images from another hutchd, and LXD pulls from
+//! hutchd (`lxc image copy h1:<alias> local:`).
 
 use std::path::PathBuf;
 
 use hutch_tests::{
-    busybox_image, require_root, skipped, split_busybox, unique_name, ReferenceLxd, TestDaemon,
-    TestDir,
+    busybox_image, require_root, split_busybox, unique_name, ReferenceLxd, TestDaemon, TestDir,
 };
 use serde_json::{json, Value};
 
@@ -414,23 +414,6 @@ fn private_lxd_images_need_their_secret() {
     );
 }
 
-/// hutchd's HTTPS API on a loopback port, or None (said by `test`'s name) while hutchd
-/// has no HTTPS listener.
-fn https_or_skip(d: &TestDaemon, test: &str) -> Option<String> {
-    let port = hutch_tests::free_port();
-    let body = format!(r#"{{"config":{{"core.https_address":"127.0.0.1:{port}"}}}}"#);
-    let (status, out) = d.http("PATCH", "/1.0", body.as_bytes());
-    assert_eq!(status, 200, "set core.https_address: {out}");
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(format!("https://127.0.0.1:{port}"));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    skipped(test, "hutchd does not listen on core.https_address yet");
-    None
-}
-
 /// A busybox image in `d` under `alias`, unified or split, made public; its fingerprint.
 fn public_hutchd_image(d: &TestDaemon, alias: &str, split: bool) -> String {
     let work = TestDir::new();
@@ -474,9 +457,7 @@ fn hutchd_pulls_public_images_from_another_hutchd() {
         return;
     }
     let server = hutchd();
-    let Some(url) = https_or_skip(&server, test) else {
-        return;
-    };
+    let url = server.enable_https();
     let unified = public_hutchd_image(&server, "uni", false);
     let split = public_hutchd_image(&server, "split", true);
     let cert = server.server_cert();
@@ -513,9 +494,7 @@ fn lxd_copies_public_images_from_hutchd() {
         return;
     };
     let d = hutchd();
-    let Some(url) = https_or_skip(&d, test) else {
-        return;
-    };
+    let url = d.enable_https();
     let unified = public_hutchd_image(&d, "uni", false);
     let split = public_hutchd_image(&d, "split", true);
     lxd.lxc_ok(&[
