@@ -783,3 +783,34 @@ impl ReplaceFirst for Vec<u8> {
         out
     }
 }
+
+#[test]
+fn lxc_launches_on_hutchd_from_an_lxd_remote() {
+    let Some(lxd) = reference_lxd("lxc_launches_on_hutchd_from_an_lxd_remote") else {
+        return;
+    };
+    let imgs = LxdImages::import(&lxd, true);
+    let d = hutchd();
+    // LXD's own client, driving hutchd, with the reference LXD as a public remote: it
+    // sends the source with the remote's certificate, as it would to LXD.
+    d.lxc_ok(&[
+        "remote",
+        "add",
+        "lx",
+        &lxd.url,
+        "--public",
+        "--accept-certificate",
+    ]);
+    let name = unique_name("lxcl");
+    d.lxc_ok(&["launch", "lx:split", &name]);
+    assert_eq!(d.sh_ok(&name, "echo launched").trim(), "launched");
+    let got = image(&d, &imgs.split);
+    assert_eq!(got["update_source"]["protocol"], "lxd");
+    assert_eq!(
+        got["update_source"]["certificate"],
+        lxd.server_cert().as_str()
+    );
+    d.lxc_ok(&["delete", "--force", &name]);
+    d.lxc_ok(&["image", "copy", "lx:uni", "local:", "--alias", "u"]);
+    assert_eq!(aliased(&d, "u")["fingerprint"], imgs.unified.as_str());
+}
