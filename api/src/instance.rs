@@ -82,12 +82,16 @@ pub struct InstanceSource {
     /// The older name of `instance_only`, which `lxc` still sends beside it.
     #[serde(default)]
     pub container_only: bool,
+    /// The peer's certificate (PEM), pinned: an LXD-protocol image server's, or a
+    /// migration source's (the only one its TLS may present).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub certificate: String,
+    /// Image pulls: the one-time secret of an image that is not public.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret: String,
     /// Migration: the source's operation URL (`https://host:port/1.0/operations/<id>`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub operation: String,
-    /// Migration: the peer's certificate (PEM), the only one its TLS may present.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub certificate: String,
     /// Migration: the websocket secrets of the source's operation (`control`, `fs`).
     #[serde(
         default,
