@@ -47,8 +47,7 @@ fn lxc_remotes_by_token_and_password_list_launch_and_exec() {
     let token = out
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
         .expect("a token")
         .to_string();
     assert!(out.contains("certificate add token"), "{out}");
