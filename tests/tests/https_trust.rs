@@ -605,6 +605,16 @@ fn the_listener_follows_core_https_address() {
         json!([format!("127.0.0.1:{port}")])
     );
 
+    // Kept across a restart: the daemon listens again as it starts.
+    let mut d = d;
+    d.kill();
+    d.spawn();
+    assert_eq!(
+        moved.call("GET", "/1.0", None).0,
+        200,
+        "listening after a restart"
+    );
+
     // Unset: nothing listens.
     let (status, _) = local(
         &d,
