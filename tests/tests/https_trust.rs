@@ -321,6 +321,17 @@ fn clients_are_trusted_by_token_certificate_and_password() {
     );
     assert_eq!(status, 201, "{body}");
     assert_trusted(&p, "by password");
+    let (_, body) = local(
+        &d,
+        "GET",
+        &format!("/1.0/certificates/{}", p.fingerprint()),
+        Value::Null,
+    );
+    let name = body["metadata"]["name"].as_str().unwrap();
+    assert!(
+        name.starts_with("root@"),
+        "named after its common name: {body}"
+    );
     // Without a certificate there is nothing to trust.
     let none = Client::new(&d, &url, None);
     let (status, body) = none.call(
