@@ -6,6 +6,7 @@ mod config;
 mod http;
 mod output;
 mod progress;
+mod tls;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -88,8 +89,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Cmd::Instance(cmd) => instance::run(&c, cmd)?,
         Cmd::Publish(a) => image::publish(&c, &a)?,
-        Cmd::Exec(a) => return exec::exec(&c, &a),
-        Cmd::Console(a) => exec::console(&c, &a)?,
+        Cmd::Exec(mut a) => {
+            let (c, name) = remote::split(&c, &a.name)?;
+            a.name = name;
+            return exec::exec(&c, &a);
+        }
+        Cmd::Console(mut a) => {
+            let (c, name) = remote::split(&c, &a.name)?;
+            a.name = name;
+            exec::console(&c, &a)?
+        }
         Cmd::File(cmd) => file::run(&c, cmd)?,
         Cmd::Config(cmd) => config_cmd::run(&c, cmd)?,
         Cmd::Profile(cmd) => profile::run(&c, cmd)?,

@@ -106,7 +106,7 @@ pub fn exec(client: &Client, args: &ExecArgs) -> Result<i32> {
     }
 }
 
-fn pump_stdin(mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>) {
+fn pump_stdin(mut ws: tungstenite::WebSocket<crate::http::Conn>) {
     let mut buf = [0u8; 65536];
     let mut stdin = std::io::stdin();
     while let Ok(n) = stdin.read(&mut buf) {
@@ -117,7 +117,7 @@ fn pump_stdin(mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>) {
     let _ = ws.send(Message::Text(String::new()));
 }
 
-fn pump_out(mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>, mut out: impl Write) {
+fn pump_out(mut ws: tungstenite::WebSocket<crate::http::Conn>, mut out: impl Write) {
     while let Ok(msg) = ws.read() {
         match msg {
             Message::Binary(b) => {
@@ -175,8 +175,8 @@ impl Drop for RawMode {
 /// Bridges the terminal and a websocket until the far end ends; with `detachable`,
 /// ctrl+a q ends it from this side (as `lxc console` does).
 fn run_interactive(
-    mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>,
-    mut control: tungstenite::WebSocket<std::os::unix::net::UnixStream>,
+    mut ws: tungstenite::WebSocket<crate::http::Conn>,
+    mut control: tungstenite::WebSocket<crate::http::Conn>,
     detachable: bool,
 ) -> Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -188,7 +188,7 @@ fn run_interactive(
             nix::sys::signal::SigHandler::Handler(on_winch),
         );
     }
-    let sock = ws.get_ref().try_clone()?;
+    let sock = ws.get_ref().as_fd().try_clone_to_owned()?;
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let mut buf = [0u8; 16384];
