@@ -556,3 +556,30 @@ pub fn encode(v: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_as_lxc_reads_them() {
+        let hp = |s: &str| split_host_port(s);
+        assert_eq!(hp("h"), Some(("h".into(), 8443)));
+        assert_eq!(hp("h:1"), Some(("h".into(), 1)));
+        assert_eq!(hp("[fd00::1]:2"), Some(("fd00::1".into(), 2)));
+        assert_eq!(hp("[fd00::1]"), Some(("fd00::1".into(), 8443)));
+        assert_eq!(hp("fd00::1"), Some(("fd00::1".into(), 8443)));
+        assert_eq!(hp(""), None);
+        assert_eq!(hp(":1"), None);
+        assert_eq!(hp("h:x"), None);
+        let id = hutch_tls::Identity::generate(hutch_tls::Kind::Client).unwrap();
+        let tls = hutch_tls::client_config(hutch_tls::ServerTrust::System, Some(&id)).unwrap();
+        let h = Https::new("https://[::1]:9/x", tls.clone()).unwrap();
+        assert_eq!(h.url, "https://[::1]:9");
+        assert_eq!(
+            Https::new("https://h", tls.clone()).unwrap().url,
+            "https://h:8443"
+        );
+        assert!(Https::new("http://h", tls).is_err());
+    }
+}

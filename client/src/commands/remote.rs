@@ -245,7 +245,7 @@ fn add_https(conf: &mut ClientConfig, name: &str, remote: &Remote, contact: Cont
         client.request(
             "POST",
             "/1.0/certificates",
-            Some(&certificates_post("", &password)),
+            Some(&certificates_post("client", &password)),
         )?;
         if client.get("/1.0")?["auth"] != "trusted" {
             bail!("Server doesn't trust us after authentication");
@@ -645,7 +645,10 @@ pub fn default_client() -> Client {
 /// `[REMOTE:]NAME` split as lxc splits it, with a client for the remote: `default` (the
 /// default remote's, already made) when there is no prefix or it names the default one.
 pub fn split(default: &Client, raw: &str) -> Result<(Client, String)> {
-    let conf = ClientConfig::load()?;
+    split_in(&ClientConfig::load()?, default, raw)
+}
+
+fn split_in(conf: &ClientConfig, default: &Client, raw: &str) -> Result<(Client, String)> {
     let (remote, name) = conf.parse_remote(raw)?;
     if remote == conf.default_remote {
         return Ok((default.clone(), name));
@@ -656,10 +659,18 @@ pub fn split(default: &Client, raw: &str) -> Result<(Client, String)> {
 /// [`split`] of several names, which must all be on one remote (as lxc's per-name calls
 /// end up when they are); the names without their prefix.
 pub fn split_all(default: &Client, raws: &[String]) -> Result<(Client, Vec<String>)> {
+    split_all_in(&ClientConfig::load()?, default, raws)
+}
+
+fn split_all_in(
+    conf: &ClientConfig,
+    default: &Client,
+    raws: &[String],
+) -> Result<(Client, Vec<String>)> {
     let mut client = default.clone();
     let mut names = Vec::with_capacity(raws.len());
     for (i, raw) in raws.iter().enumerate() {
-        let (c, n) = split(default, raw)?;
+        let (c, n) = split_in(conf, default, raw)?;
         if i > 0 && !c.same_server(&client) {
             bail!("Names on different remotes in one command are not supported");
         }
@@ -818,6 +829,56 @@ mod tests {
              ubuntu,https://cloud-images.ubuntu.com/releases,simplestreams,none,YES,YES,NO\n\
              ubuntu-daily,https://cloud-images.ubuntu.com/daily,simplestreams,none,YES,YES,NO\n"
         );
+    }
+
+    #[test]
+    fn remote_prefixes_lead_to_their_server() {
+        let (_d, mut c) = conf();
+        c.remotes.insert(
+            "s2".into(),
+            Remote {
+                addr: "unix:///tmp/s2.socket".into(),
+                ..Remote::default()
+            },
+        );
+        let default = Client::at(PathBuf::from("/tmp/default.socket"));
+        let s2 = Client::at(PathBuf::from("/tmp/s2.socket"));
+        let (client, name) = split_in(&c, &default, "s2:c1").unwrap();
+        assert!(client.same_server(&s2));
+        assert_eq!(name, "c1");
+        let (client, name) = split_in(&c, &default, "s2:").unwrap();
+        assert!(client.same_server(&s2) && name.is_empty());
+        for raw in ["c1", "local:c1", "c1/snap:1"] {
+            let (client, name) = split_in(&c, &default, raw).unwrap();
+            assert!(client.same_server(&default), "{raw}");
+            assert_eq!(name, raw.trim_start_matches("local:"));
+        }
+        assert_eq!(
+            err(split_in(&c, &default, "images:c1")),
+            "The remote isn't a private LXD server"
+        );
+        assert_eq!(
+            err(split_in(&c, &default, "nope:c1")),
+            "The remote \"nope\" doesn't exist"
+        );
+        let raws = ["s2:a".to_string(), "s2:b".to_string()];
+        let (client, names) = split_all_in(&c, &default, &raws).unwrap();
+        assert!(client.same_server(&s2));
+        assert_eq!(names, ["a", "b"]);
+        let mixed = ["s2:a".to_string(), "b".to_string()];
+        assert!(split_all_in(&c, &default, &mixed).is_err());
+    }
+
+    #[test]
+    fn lxd_addresses_and_bad_schemes() {
+        let (_d, mut c) = conf();
+        assert_eq!(
+            err(add(&mut c, "x", "http://127.0.0.1", AddArgs::default())),
+            "Invalid URL scheme \"http\" in \"http://127.0.0.1\""
+        );
+        let r = add(&mut c, "y", "10.0.0.1", AddArgs::default()).unwrap();
+        assert_eq!(r.addr, "https://10.0.0.1:8443");
+        assert_eq!(r.auth_type, "tls");
     }
 
     #[test]

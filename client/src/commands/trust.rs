@@ -1,6 +1,8 @@
 //! `hutch config trust add|list|list-tokens|revoke-token|remove|show`, as lxc 5.0.2's
 //! lxc/config_trust.go, and the certificate add token (`remote add NAME TOKEN`).
 
+use std::path::Path;
+
 use anyhow::{anyhow, bail, Result};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
@@ -261,7 +263,15 @@ fn add(
     if kind != "client" && kind != "metrics" {
         bail!("Unknown certificate type {kind:?}");
     }
-    let (c, _) = split(c, args.first().map(String::as_str).unwrap_or(""))?;
+    // lxc 5.0.2 reads a lone argument as the certificate file, so that a token cannot
+    // be made on another remote; a lone `REMOTE:` (an empty name) is that remote here.
+    let remote_only = args.len() == 1 && args[0].ends_with(':') && !Path::new(&args[0]).exists();
+    let (c, _) = if args.len() == 2 || remote_only {
+        split(c, &args[0])?
+    } else {
+        (c.clone(), String::new())
+    };
+    let args = if remote_only { &[][..] } else { args };
     let projects: Vec<&str> = if projects.is_empty() {
         vec![]
     } else {
