@@ -4,69 +4,30 @@
 //! target, gone from the source). Between two hutchd, and between two reference LXDs (the
 //! API's final word, which checks the client's half alone).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use hutch_tests::{
-    busybox_image, hutch_bin, output_within, require_root, unique_name, ReferenceLxd, TestDaemon,
-    TestDir, COMMAND_LIMIT,
+    busybox_image, require_root, unique_name, HutchClient, ReferenceLxd, TestDaemon, TestDir,
 };
 
-/// A `hutch` client with its own config directory and no local daemon.
-struct Hutch {
-    conf: PathBuf,
-    _dir: TestDir,
+/// `NAME,STATE` rows of `list REMOTE:`.
+fn states(h: &HutchClient, remote: &str) -> String {
+    h.ok(&["list", &format!("{remote}:"), "-c", "ns", "-f", "csv"])
 }
 
-impl Hutch {
-    fn new() -> Hutch {
-        let dir = TestDir::new();
-        Hutch {
-            conf: dir.path().join("conf"),
-            _dir: dir,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(hutch_bin());
-        cmd.args(args)
-            .env("HUTCH_CONF", &self.conf)
-            .env("HUTCH_DIR", self.conf.join("no-daemon"));
-        output_within(&mut cmd, b"", COMMAND_LIMIT)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "hutch {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `NAME,STATE` rows of `list REMOTE:`.
-    fn states(&self, remote: &str) -> String {
-        self.ok(&["list", &format!("{remote}:"), "-c", "ns", "-f", "csv"])
-    }
-
-    /// The snapshot names of `REMOTE:NAME`, sorted.
-    fn snapshots(&self, remote: &str, name: &str) -> Vec<String> {
-        let out = self.ok(&[
-            "query",
-            &format!("{remote}:/1.0/instances/{name}/snapshots"),
-        ]);
-        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-        let mut names: Vec<String> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|u| u.as_str()?.rsplit('/').next().map(String::from))
-            .collect();
-        names.sort();
-        names
-    }
+/// The snapshot names of `REMOTE:NAME`, sorted.
+fn snapshots(h: &HutchClient, remote: &str, name: &str) -> Vec<String> {
+    let out = h.ok(&[
+        "query",
+        &format!("{remote}:/1.0/instances/{name}/snapshots"),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let mut names: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.as_str()?.rsplit('/').next().map(String::from))
+        .collect();
+    names.sort();
+    names
 }
 
 /// The token on the last line of `config trust add`'s output.
@@ -76,7 +37,17 @@ fn token_of(out: &str) -> String {
 }
 
 /// The copy and move flow from remote `a` (which has image `bb`) to remote `b`.
-fn copy_move_flow(h: &Hutch) {
+fn copy_move_flow(h: &HutchClient) {
+    // Images: b pulls a's (private, so with a secret a makes) by alias, and launches
+    // from a's image by the same pull.
+    h.ok(&["image", "copy", "a:bb", "b:", "--alias", "bb-copy"]);
+    let images = h.ok(&["image", "list", "b:", "-f", "csv", "-c", "lf"]);
+    assert!(images.contains("bb-copy,"), "{images}");
+    let from_image = unique_name("ci");
+    h.ok(&["launch", "a:bb", &format!("b:{from_image}")]);
+    assert!(states(h, "b").contains(&format!("{from_image},RUNNING")));
+    h.ok(&["delete", "--force", &format!("b:{from_image}")]);
+
     let c1 = unique_name("c1");
     h.ok(&["launch", "a:bb", &format!("a:{c1}")]);
     h.ok(&["snapshot", &format!("a:{c1}"), "snap0"]);
@@ -85,8 +56,8 @@ fn copy_move_flow(h: &Hutch) {
 
     // Pull (the default): the instance and both snapshots.
     h.ok(&["copy", &format!("a:{c1}"), "b:"]);
-    assert!(h.states("b").contains(&format!("{c1},STOPPED")));
-    assert_eq!(h.snapshots("b", &c1), ["snap0", "snap1"]);
+    assert!(states(h, "b").contains(&format!("{c1},STOPPED")));
+    assert_eq!(snapshots(h, "b", &c1), ["snap0", "snap1"]);
 
     // Push and relay, with a new name; --instance-only leaves the snapshots.
     let pushed = unique_name("cp");
@@ -97,7 +68,7 @@ fn copy_move_flow(h: &Hutch) {
         "--mode",
         "push",
     ]);
-    assert_eq!(h.snapshots("b", &pushed), ["snap0", "snap1"]);
+    assert_eq!(snapshots(h, "b", &pushed), ["snap0", "snap1"]);
     let relayed = unique_name("cr");
     h.ok(&[
         "copy",
@@ -107,7 +78,7 @@ fn copy_move_flow(h: &Hutch) {
         "relay",
         "--instance-only",
     ]);
-    assert!(h.snapshots("b", &relayed).is_empty());
+    assert!(snapshots(h, "b", &relayed).is_empty());
     h.ok(&["start", &format!("b:{relayed}")]);
     assert_eq!(
         h.ok(&["exec", &format!("b:{relayed}"), "--", "echo", "relayed"]),
@@ -117,8 +88,8 @@ fn copy_move_flow(h: &Hutch) {
     // A snapshot as a new instance.
     let from_snap = unique_name("cs");
     h.ok(&["copy", &format!("a:{c1}/snap0"), &format!("b:{from_snap}")]);
-    assert!(h.states("b").contains(&format!("{from_snap},STOPPED")));
-    assert!(h.snapshots("b", &from_snap).is_empty());
+    assert!(states(h, "b").contains(&format!("{from_snap},STOPPED")));
+    assert!(snapshots(h, "b", &from_snap).is_empty());
 
     // A stateless move of a running container: running on b, gone from a.
     let moved = unique_name("cm");
@@ -129,15 +100,15 @@ fn copy_move_flow(h: &Hutch) {
         &format!("b:{moved}"),
         "--stateless",
     ]);
-    assert!(!h.states("a").contains(&c1), "{}", h.states("a"));
-    assert!(h.states("b").contains(&format!("{moved},RUNNING")));
-    assert_eq!(h.snapshots("b", &moved), ["snap0", "snap1"]);
+    assert!(!states(h, "a").contains(&c1), "{}", states(h, "a"));
+    assert!(states(h, "b").contains(&format!("{moved},RUNNING")));
+    assert_eq!(snapshots(h, "b", &moved), ["snap0", "snap1"]);
     assert_eq!(
         h.ok(&["exec", &format!("b:{moved}"), "--", "echo", "moved"]),
         "moved\n"
     );
     for n in [&c1, &pushed, &relayed, &from_snap, &moved] {
-        let _ = h.run(&["delete", "--force", &format!("b:{n}")]);
+        let _ = h.run(&["delete", "--force", &format!("b:{n}")], b"");
     }
 }
 
@@ -157,7 +128,7 @@ fn copy_and_move_between_reference_lxds() {
     let image = work.path().join("bb.tar.gz");
     busybox_image(work.path(), &image).expect("busybox image");
     a.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
-    let h = Hutch::new();
+    let h = HutchClient::new();
     for (name, lxd) in [("a", &a), ("b", &b)] {
         let token = token_of(&lxd.lxc_ok(&["config", "trust", "add", "--name", "hutch"]));
         h.ok(&["remote", "add", name, &token]);
@@ -177,7 +148,7 @@ fn copy_and_move_between_hutchds() {
         "container_push",
         "container_only_migration",
     ];
-    if !has_extensions(&a, &needed) {
+    if !a.has_extensions(&needed) {
         hutch_tests::skipped(
             test,
             "this hutchd has no trust tokens or migration yet (the daemon halves of issue 15)",
@@ -186,23 +157,11 @@ fn copy_and_move_between_hutchds() {
     }
     let b = TestDaemon::start_with(&["--storage-backend", "dir"]);
     a.import_busybox(hutch_tests::Via::Hutch);
-    let h = Hutch::new();
+    let h = HutchClient::new();
     for (name, d) in [("a", &a), ("b", &b)] {
         d.enable_https();
         let token = token_of(&d.hutch_ok(&["config", "trust", "add", "--name", "hutch"]));
         h.ok(&["remote", "add", name, &token]);
     }
     copy_move_flow(&h);
-}
-
-/// Whether the daemon advertises every one of `names` in `api_extensions`.
-fn has_extensions(d: &TestDaemon, names: &[&str]) -> bool {
-    let (status, body) = d.http("GET", "/1.0", b"");
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-    names.iter().all(|n| {
-        v["metadata"]["api_extensions"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|x| x == n))
-    })
 }

@@ -4,67 +4,12 @@
 //! `REMOTE:NAME`, and `config trust` on the remote. The remote is a hutchd with its HTTPS
 //! listener, and the reference LXD (the API's final word) for the same flow.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use hutch_tests::{
-    busybox_image, hutch_bin, output_within, require_root, unique_name, ReferenceLxd, TestDaemon,
-    TestDir, COMMAND_LIMIT,
+    busybox_image, require_root, unique_name, HutchClient, ReferenceLxd, TestDaemon, TestDir,
 };
-
-/// A `hutch` client with a config directory of its own (`HUTCH_CONF`) and no local daemon.
-struct Hutch {
-    conf: PathBuf,
-    _dir: TestDir,
-}
-
-impl Hutch {
-    fn new() -> Hutch {
-        let dir = TestDir::new();
-        Hutch {
-            conf: dir.path().join("conf"),
-            _dir: dir,
-        }
-    }
-
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut cmd = Command::new(hutch_bin());
-        cmd.args(args)
-            .env("HUTCH_CONF", &self.conf)
-            .env("HUTCH_DIR", self.conf.join("no-daemon"));
-        output_within(&mut cmd, stdin, COMMAND_LIMIT)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_in(args, b"")
-    }
-
-    fn ok_in(&self, args: &[&str], stdin: &[u8]) -> String {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "hutch {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs a command that must fail; its stderr.
-    fn err_in(&self, args: &[&str], stdin: &[u8]) -> String {
-        let out = self.run(args, stdin);
-        assert!(
-            !out.status.success(),
-            "hutch {args:?} succeeded: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn server_cert(&self, remote: &str) -> PathBuf {
-        self.conf.join("servercerts").join(format!("{remote}.crt"))
-    }
-}
 
 /// The token in `config trust add`'s output (its last line).
 fn token_of(out: &str) -> String {
@@ -139,7 +84,7 @@ fn remote_flow(
     password_for_second_client: Option<&str>,
     image: Option<&str>,
 ) {
-    let h = Hutch::new();
+    let h = HutchClient::new();
     let work = TestDir::new();
     let fp = fingerprint_of(server_pem, work.path());
     assert_eq!(fp.len(), 64);
@@ -151,27 +96,27 @@ fn remote_flow(
         err.contains("Certificate fingerprint mismatch between certificate token and server"),
         "{err}"
     );
-    assert!(!h.server_cert("h1").exists());
+    assert!(!h.server_cert_path("h1").exists());
     assert!(!h.ok(&["remote", "list", "-f", "csv"]).contains("h1,"));
 
     // The real token: the certificate stored, the client trusted.
     h.ok(&["remote", "add", "h1", token]);
-    let stored = std::fs::read_to_string(h.server_cert("h1")).expect("servercerts/h1.crt");
+    let stored = std::fs::read_to_string(h.server_cert_path("h1")).expect("servercerts/h1.crt");
     assert_eq!(fingerprint_of(&stored, work.path()), fp);
     let list = h.ok(&["remote", "list", "-f", "csv"]);
     assert!(
         list.contains(&format!("h1,{url},lxd,tls,NO,NO,NO")),
         "{list}"
     );
-    assert!(h.conf.join("client.crt").exists());
+    assert!(h.conf().join("client.crt").exists());
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(h.conf.join("client.key"))
+    let mode = std::fs::metadata(h.conf().join("client.key"))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     // A token is single-use.
-    let h_again = Hutch::new();
+    let h_again = HutchClient::new();
     let err = h_again.err_in(&["remote", "add", "h1", token], b"");
     assert!(err.contains("Failed to create certificate"), "{err}");
 
@@ -179,7 +124,7 @@ fn remote_flow(
     h.ok(&["list", "h1:", "-f", "csv"]);
     let trust = h.ok(&["config", "trust", "list", "h1:", "-f", "csv"]);
     let client_fp = {
-        let pem = std::fs::read_to_string(h.conf.join("client.crt")).unwrap();
+        let pem = std::fs::read_to_string(h.conf().join("client.crt")).unwrap();
         fingerprint_of(&pem, work.path())
     };
     assert!(trust.contains(&client_fp[..12]), "{trust}");
@@ -218,20 +163,20 @@ fn remote_flow(
 
     // A stored certificate that no longer matches the server: refused.
     let other = work.path().join("other.crt");
-    std::fs::copy(h.conf.join("client.crt"), &other).unwrap();
-    let saved = std::fs::read(h.server_cert("h1")).unwrap();
-    std::fs::copy(&other, h.server_cert("h1")).unwrap();
+    std::fs::copy(h.conf().join("client.crt"), &other).unwrap();
+    let saved = std::fs::read(h.server_cert_path("h1")).unwrap();
+    std::fs::copy(&other, h.server_cert_path("h1")).unwrap();
     let err = h.err_in(&["list", "h1:"], b"");
     assert!(err.contains("certificate"), "{err}");
-    std::fs::write(h.server_cert("h1"), saved).unwrap();
+    std::fs::write(h.server_cert_path("h1"), saved).unwrap();
 
     // A second client by URL and password: a "no" to the fingerprint stores nothing;
     // --accept-certificate with the password is trusted.
     if let Some(password) = password_for_second_client {
-        let h2 = Hutch::new();
+        let h2 = HutchClient::new();
         let err = h2.err_in(&["remote", "add", "s", url, "--password", password], b"n\n");
         assert!(err.contains("Server certificate NACKed by user"), "{err}");
-        assert!(!h2.server_cert("s").exists());
+        assert!(!h2.server_cert_path("s").exists());
         let out = h2.ok_in(
             &["remote", "add", "s", url, "--password", password],
             format!("{fp}\n").as_bytes(),
@@ -245,7 +190,7 @@ fn remote_flow(
             "{out}"
         );
         h2.ok(&["list", "s:"]);
-        let h3 = Hutch::new();
+        let h3 = HutchClient::new();
         let out = h3.ok(&[
             "remote",
             "add",
@@ -256,7 +201,7 @@ fn remote_flow(
             password,
         ]);
         assert!(!out.contains("Certificate fingerprint"), "{out}");
-        let err = Hutch::new().err_in(
+        let err = HutchClient::new().err_in(
             &[
                 "remote",
                 "add",
@@ -277,7 +222,7 @@ fn remote_flow(
         );
         // `config trust remove` of the second client: it is no longer trusted.
         let h2_fp = fingerprint_of(
-            &std::fs::read_to_string(h2.conf.join("client.crt")).unwrap(),
+            &std::fs::read_to_string(h2.conf().join("client.crt")).unwrap(),
             work.path(),
         );
         h.ok(&["config", "trust", "remove", &format!("h1:{h2_fp}")]);
@@ -302,7 +247,7 @@ fn remote_flow(
     assert_eq!(out, "Certificate add token for later deleted\n");
     let tokens = h.ok(&["config", "trust", "list-tokens", "h1:", "-f", "csv"]);
     assert!(!tokens.contains("later"), "{tokens}");
-    let err = Hutch::new().err_in(&["remote", "add", "x", &later], b"");
+    let err = HutchClient::new().err_in(&["remote", "add", "x", &later], b"");
     assert!(
         err.lines()
             .last()
@@ -346,7 +291,7 @@ fn hutch_remote_to_hutchd() {
         return;
     }
     let d = TestDaemon::start_with(&["--storage-backend", "dir"]);
-    if !has_extensions(&d, &["certificate_token"]) {
+    if !d.has_extensions(&["certificate_token"]) {
         hutch_tests::skipped(
             test,
             "this hutchd has no trust tokens yet (the daemon half of issue 15)",
@@ -365,16 +310,4 @@ fn hutch_remote_to_hutchd() {
         Some("sekret"),
         Some("bb"),
     );
-}
-
-/// Whether the daemon advertises every one of `names` in `api_extensions`.
-fn has_extensions(d: &TestDaemon, names: &[&str]) -> bool {
-    let (status, body) = d.http("GET", "/1.0", b"");
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-    names.iter().all(|n| {
-        v["metadata"]["api_extensions"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|x| x == n))
-    })
 }

@@ -32,7 +32,7 @@ impl Token {
     pub fn decode(text: &str) -> Option<Token> {
         // Go's StdEncoding: the standard alphabet, padded, nothing else.
         let standard = !text.is_empty()
-            && text.len() % 4 == 0
+            && text.len().is_multiple_of(4)
             && text
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
