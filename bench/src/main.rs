@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::json;
 
+mod https;
 mod images;
 mod remote;
 mod target;
@@ -64,6 +65,9 @@ struct Args {
     /// Skip the remote-launch rows.
     #[arg(long)]
     no_remote: bool,
+    /// Skip the HTTPS rows (exec and list over HTTPS, copy of 500 MB to a second daemon).
+    #[arg(long)]
+    no_https: bool,
     /// Make the CA in `--ca-dir` (if missing), print its certificate's path and exit: start
     /// LXD with `SSL_CERT_FILE` set to it before a run with `--lxd-dir`.
     #[arg(long)]
@@ -96,6 +100,8 @@ struct Plan<'a> {
     debian: bool,
     /// The image server of the remote-launch rows.
     remote: Option<&'a remote::RemoteImages>,
+    /// For the HTTPS rows (lxc only): each target's copy destination, by URL.
+    https_dests: Option<&'a [String]>,
 }
 
 fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Result<Vec<Row>> {
@@ -106,6 +112,7 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
         work,
         debian,
         remote,
+        https_dests,
     } = *plan;
     let mut rows = Vec::new();
     let label = |t: &Target| {
@@ -251,6 +258,10 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
     if let Some(remote) = remote {
         remote::measure(targets, client, runs, remote, &mut record)?;
     }
+    if let Some(dests) = https_dests.filter(|_| client == "lxc") {
+        https::measure(targets, runs, &mut record)?;
+        https::measure_copy(targets, dests, runs, &mut record)?;
+    }
     rows.extend(memory);
     Ok(rows)
 }
@@ -319,6 +330,12 @@ fn main() -> Result<()> {
         work: &work,
         debian: debian.is_some(),
         remote: remote.as_ref(),
+        https_dests: None,
+    };
+    // The copy rows' second LXD, when LXD is measured.
+    let lxd_dest = match (&lxd, args.no_https) {
+        (Some(_), false) => Some(https::SecondLxd::start()?),
+        _ => None,
     };
     for driver in &args.drivers {
         let d = Daemon::start(&bin, driver)?;
@@ -342,6 +359,20 @@ fn main() -> Result<()> {
                 _ => None,
             };
             let targets: Vec<&Target> = std::iter::once(&d.target).chain(lxd).collect();
+            // The HTTPS rows copy to a second daemon of each target's kind.
+            let dest = match (client.as_str(), args.no_https) {
+                ("lxc", false) => Some(https::second_hutchd(&bin, driver)?),
+                _ => None,
+            };
+            let dests: Option<Vec<String>> = dest.as_ref().map(|(_, url)| {
+                std::iter::once(url.clone())
+                    .chain(lxd.and(lxd_dest.as_ref()).map(|l| l.url.clone()))
+                    .collect()
+            });
+            let plan = Plan {
+                https_dests: dests.as_deref(),
+                ..plan
+            };
             rows.extend(measure(&targets, driver, client, &plan)?);
         }
     }

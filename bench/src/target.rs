@@ -84,10 +84,18 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(bin: &Path, driver: &str) -> Result<Self> {
-        let dir = PathBuf::from(format!("/tmp/hutch-bench-{}-{driver}", std::process::id()));
+        Self::start_named(bin, driver, "")
+    }
+
+    /// A daemon whose directory and bridge carry `name` too (a second daemon beside one).
+    pub(crate) fn start_named(bin: &Path, driver: &str, name: &str) -> Result<Self> {
+        let dir = PathBuf::from(format!(
+            "/tmp/hutch-bench-{}-{driver}{name}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir)?;
         let hutchd = bin.join("hutchd");
-        let bridge = format!("hbench{}", std::process::id() % 100_000);
+        let bridge = format!("hb{name}{}", std::process::id() % 100_000);
         let ok = Command::new(&hutchd)
             .arg("--dir")
             .arg(&dir)
