@@ -238,6 +238,38 @@ fn remote_flow(
         );
     }
 
+    // A certificate added from its file, shown, renamed by edit, removed.
+    let extra = extra_certificate(work.path());
+    h.ok(&[
+        "config",
+        "trust",
+        "add",
+        "h1:",
+        extra.to_str().unwrap(),
+        "--name",
+        "extra",
+    ]);
+    let extra_fp = fingerprint_of(&std::fs::read_to_string(&extra).unwrap(), work.path());
+    let shown = h.ok(&["config", "trust", "show", &format!("h1:{extra_fp}")]);
+    assert!(shown.starts_with("name: extra\ntype: client\n"), "{shown}");
+    assert!(
+        shown.ends_with(&format!("fingerprint: {extra_fp}\n")),
+        "{shown}"
+    );
+    h.ok_in(
+        &["config", "trust", "edit", &format!("h1:{extra_fp}")],
+        shown.replace("name: extra", "name: renamed").as_bytes(),
+    );
+    let trust = h.ok(&["config", "trust", "list", "h1:", "-f", "csv"]);
+    assert!(
+        trust.contains("client,renamed,root@extra") && trust.contains(&extra_fp[..12]),
+        "{trust}"
+    );
+    h.ok(&["config", "trust", "remove", &format!("h1:{extra_fp}")]);
+    assert!(!h
+        .ok(&["config", "trust", "list", "h1:", "-f", "csv"])
+        .contains("renamed"));
+
     // Tokens made by hutch on the remote: listed, revoked.
     let out = h.ok(&["config", "trust", "add", "h1:", "--name", "later"]);
     let later = token_of(&out);
@@ -310,4 +342,33 @@ fn hutch_remote_to_hutchd() {
         Some("sekret"),
         Some("bb"),
     );
+}
+
+/// A fresh self-signed client certificate (openssl), PEM at the returned path.
+fn extra_certificate(work: &Path) -> std::path::PathBuf {
+    let crt = work.join("extra.crt");
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:secp384r1",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=root@extra",
+        ])
+        .arg("-keyout")
+        .arg(work.join("extra.key"))
+        .arg("-out")
+        .arg(&crt)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl req");
+    assert!(status.success(), "openssl req failed");
+    crt
 }

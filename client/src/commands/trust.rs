@@ -172,6 +172,8 @@ pub enum Cmd {
     RevokeToken { name: String },
     /// Show trust configurations.
     Show { fingerprint: String },
+    /// Edit trust configurations as YAML (in $VISUAL/$EDITOR, or from stdin).
+    Edit { fingerprint: String },
 }
 
 /// Runs one `hutch config trust` command.
@@ -243,6 +245,25 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             let cert = c.get(&format!("/1.0/certificates/{}", encode(&fp)))?;
             print!("{}", show_yaml(&cert));
             Ok(())
+        }
+        Cmd::Edit { fingerprint } => {
+            let (c, fp) = split(c, &fingerprint)?;
+            if fp.is_empty() {
+                bail!("Missing certificate fingerprint");
+            }
+            let url = format!("/1.0/certificates/{}", encode(&fp));
+            let current = show_yaml(&c.get(&url)?);
+            super::edit::edit("", &current, |text| {
+                let new = super::edit::parse_yaml(text)?;
+                // The writable part (api.CertificatePut); the fingerprint is not.
+                let put = json!({
+                    "name": new["name"], "type": new["type"],
+                    "restricted": new["restricted"].as_bool().unwrap_or(false),
+                    "projects": new["projects"], "certificate": new["certificate"],
+                });
+                c.request("PUT", &url, Some(&put))?;
+                Ok(())
+            })
         }
     }
 }
