@@ -238,7 +238,20 @@ impl Https {
         }
         let tcp = match (tcp, last) {
             (Some(t), _) => t,
-            (None, Some(e)) => return Err(e).with_context(|| format!("cannot reach {}", self.url)),
+            // As lxc (Go's net/http) words it.
+            (None, Some(e)) => {
+                let why = match (e.kind(), e.raw_os_error()) {
+                    (std::io::ErrorKind::TimedOut, _) => "i/o timeout".to_string(),
+                    (_, Some(n)) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
+                    _ => e.to_string(),
+                };
+                bail!(
+                    "Get \"{}\": Unable to connect to: {} ([dial tcp {}: connect: {why}])",
+                    self.url,
+                    self.authority,
+                    self.authority
+                )
+            }
             (None, None) => bail!("cannot resolve {}", self.url),
         };
         tcp.set_nodelay(true).ok();

@@ -158,9 +158,7 @@ fn set_project(conf: &mut ClientConfig, name: &str, client: &Client) {
     if let [only] = projects.as_array().map(Vec::as_slice).unwrap_or_default() {
         let project = only.as_str().unwrap_or_default().rsplit('/').next();
         if let (Some(p), Some(r)) = (project, conf.remotes.get_mut(name)) {
-            if p != "default" {
-                r.project = p.to_string();
-            }
+            r.project = p.to_string();
         }
     }
 }
