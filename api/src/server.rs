@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// `projects` is the default project alone (read-only, with `used_by`); `warnings` lists
 /// what the daemon records, which today is nothing.
 pub const API_EXTENSIONS: &[&str] = &[
+    "certificate_update",
     "storage",
     "container_only_migration",
     "snapshot_expiry_creation",
@@ -40,9 +41,12 @@ pub const API_EXTENSIONS: &[&str] = &[
     "resources_v2",
     "console",
     "projects",
+    "certificate_project",
     "warnings",
     "operation_wait",
     "image_force_refresh",
+    "certificate_token",
+    "remote_token_expiry",
 ];
 
 /// The writable part of the server: its config. `null` values unset keys; a write-only key
@@ -58,6 +62,36 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<BTreeMap<String, serde_json::Value>, D::Error> {
     Ok(Option::deserialize(d)?.unwrap_or_default())
+}
+
+/// What `GET /1.0` shows a caller the server does not trust (LXD's `ServerUntrusted`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerUntrusted {
+    pub api_extensions: Vec<String>,
+    pub api_status: String,
+    pub api_version: String,
+    pub auth: String,
+    pub public: bool,
+    pub auth_methods: Vec<String>,
+}
+
+impl ServerUntrusted {
+    pub fn new() -> Self {
+        ServerUntrusted {
+            api_extensions: API_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+            api_status: "stable".into(),
+            api_version: "1.0".into(),
+            auth: "untrusted".into(),
+            public: false,
+            auth_methods: vec!["tls".into()],
+        }
+    }
+}
+
+impl Default for ServerUntrusted {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Server info.

@@ -46,6 +46,15 @@ pub static SERVER_KEYS: &[ServerKey] = &[
         validate: is_compression,
     },
     ServerKey {
+        name: "cluster.https_address",
+        kind: KeyKind::String,
+        default: "",
+        hidden: false,
+        live: false,
+        doc: "address for cluster traffic; stored, hutch does not cluster yet",
+        validate: is_listen_address,
+    },
+    ServerKey {
         name: "core.debug_address",
         kind: KeyKind::String,
         default: "",
@@ -59,8 +68,8 @@ pub static SERVER_KEYS: &[ServerKey] = &[
         kind: KeyKind::String,
         default: "",
         hidden: false,
-        live: false,
-        doc: "address to serve the API on over HTTPS (host, host:port, :port); stored, HTTPS is not served yet",
+        live: true,
+        doc: "address to serve the API on over HTTPS (host, host:port, [v6]:port, :port; port 8443 when none); started, moved and stopped live",
         validate: is_listen_address,
     },
     ServerKey {
@@ -100,12 +109,21 @@ pub static SERVER_KEYS: &[ServerKey] = &[
         validate: any,
     },
     ServerKey {
+        name: "core.remote_token_expiry",
+        kind: KeyKind::String,
+        default: "",
+        hidden: false,
+        live: true,
+        doc: "how long a certificate add token lives (LXD's expiry: `30M`, `1H`, `2d`, `1H 30M`; S M H d w m y); none: forever",
+        validate: is_expiry,
+    },
+    ServerKey {
         name: "core.trust_password",
         kind: KeyKind::String,
         default: "",
         hidden: true,
         live: false,
-        doc: "password remote clients give to get trusted (write-only, stored hashed); HTTPS is not served yet",
+        doc: "password remote clients give to get trusted (write-only, stored hashed)",
         validate: any,
     },
     ServerKey {
@@ -380,6 +398,42 @@ fn is_compression(v: &str) -> Result<(), String> {
     }
 }
 
+/// LXD's expiry expression (`shared.GetExpiry`).
+fn is_expiry(v: &str) -> Result<(), String> {
+    expiry_seconds(v).map(|_| ())
+}
+
+/// The length of an expiry expression as LXD writes them: space-separated `<n><unit>`,
+/// each unit once, units `S` `M` `H` `d` `w` `m` (30 days) `y` (365 days).
+pub fn expiry_seconds(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let mut seen = Vec::new();
+    let mut total: u64 = 0;
+    for part in v.split(' ') {
+        let bad = || "Invalid expiry expression".to_string();
+        let unit = part.chars().last().ok_or_else(bad)?;
+        let digits = &part[..part.len() - unit.len_utf8()];
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || seen.contains(&unit)
+        {
+            return Err(bad());
+        }
+        seen.push(unit);
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let unit_seconds: u64 = match unit {
+            'S' => 1,
+            'M' => 60,
+            'H' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            'm' => 30 * 86_400,
+            'y' => 365 * 86_400,
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(n.saturating_mul(unit_seconds));
+    }
+    Ok(total)
+}
+
 /// `POOL/VOLUME`, naming a custom volume.
 fn is_pool_volume(v: &str) -> Result<(), String> {
     match v.split_once('/') {
@@ -426,7 +480,7 @@ fn is_listen_address(v: &str) -> Result<(), String> {
 }
 
 /// Go's `net.SplitHostPort`: `host:port` with one colon, or `[host]:port`.
-fn split_host_port(v: &str) -> Option<(&str, &str)> {
+pub fn split_host_port(v: &str) -> Option<(&str, &str)> {
     if let Some(rest) = v.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         return Some((host, after.strip_prefix(':')?));
@@ -449,6 +503,17 @@ mod tests {
 
     fn changes(v: Value) -> BTreeMap<String, Value> {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn expiry_expressions_parse_as_lxd_does() {
+        assert_eq!(expiry_seconds("30M"), Ok(1800));
+        assert_eq!(expiry_seconds("1H"), Ok(3600));
+        assert_eq!(expiry_seconds("1d 2H"), Ok(86_400 + 7200));
+        assert_eq!(expiry_seconds("5S"), Ok(5));
+        for bad in ["", "1", "H", "1h", "1H 2H", "-1H", "1.5H", "1H  2M"] {
+            assert!(expiry_seconds(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

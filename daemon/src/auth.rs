@@ -1,10 +1,20 @@
-#![allow(dead_code)] // Used by the HTTPS listener.
-//! Who sent a request. Each listener puts a [`Caller`] in every request's extensions: the
-//! unix socket's peers are admins; a TLS peer is known by its client certificate, if it
-//! showed one, and is trusted only when the trust store holds that certificate.
+//! Who sent a request, and what they may reach. Each listener puts a [`Caller`] in every
+//! request's extensions: the unix socket's peers are admins; a TLS peer is known by its
+//! client certificate, if it showed one, and is trusted only when the trust store holds
+//! that certificate. The [`authenticate`] layer decides, per request, from an in-memory
+//! copy of the trust store, and leaves the [`Trust`] it found for the handlers that
+//! answer untrusted callers differently (`GET /1.0`, images, `POST /1.0/certificates`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::daemon::AppState;
+use crate::error::DaemonError;
 
 /// The peer of one connection, as its listener saw it.
 #[derive(Debug, Clone)]
@@ -27,6 +37,114 @@ impl Caller {
             Caller::Tls { certificate, .. } => {
                 certificate.as_ref().map(|der| hutch_tls::fingerprint(der))
             }
+        }
+    }
+}
+
+/// How far a caller is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// The unix socket, or a client certificate in the trust store.
+    Admin,
+    /// A `restricted` client certificate: reads only.
+    ReadOnly,
+    /// A `metrics` certificate: `/1.0/metrics` only.
+    Metrics,
+    /// No certificate, or one the store does not hold.
+    Untrusted,
+}
+
+impl Trust {
+    /// Trusted for the API (LXD's `auth: trusted`).
+    pub fn is_trusted(self) -> bool {
+        matches!(self, Trust::Admin | Trust::ReadOnly)
+    }
+}
+
+/// What an untrusted caller may ask (LXD's `AllowUntrusted` routes). Each of these
+/// handlers checks again what the caller may see: public images only, an operation's
+/// secret, its own certificate.
+fn untrusted_may(method: &Method, path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", [] | [""] | ["1.0"]) => true,
+        ("POST", ["1.0", "certificates"]) => true,
+        ("GET", ["1.0", "images"]) => true,
+        ("GET", ["1.0", "images", "aliases"]) => false,
+        ("GET", ["1.0", "images", "aliases", _, ..]) => true,
+        ("GET", ["1.0", "images", _] | ["1.0", "images", _, "export"]) => true,
+        ("GET", ["1.0", "operations", _, "wait" | "websocket"]) => true,
+        _ => false,
+    }
+}
+
+/// The authentication layer: trusted callers pass (restricted ones for reads only),
+/// untrusted ones reach [`untrusted_may`]'s routes only; everything else is LXD's 403
+/// `not authorized`.
+pub async fn authenticate(State(e): State<AppState>, mut req: Request, next: Next) -> Response {
+    let trust = match req.extensions().get::<Caller>() {
+        Some(caller) => e.trust(caller),
+        // A listener that names no caller: nobody is trusted by accident.
+        None => Trust::Untrusted,
+    };
+    let path = req.uri().path();
+    let trust = match trust {
+        Trust::Metrics if path != "/1.0/metrics" => Trust::Untrusted,
+        t => t,
+    };
+    let allowed = match trust {
+        Trust::Admin => true,
+        Trust::ReadOnly => {
+            matches!(*req.method(), Method::GET | Method::HEAD) || untrusted_may(req.method(), path)
+        }
+        Trust::Metrics => *req.method() == Method::GET,
+        Trust::Untrusted => untrusted_may(req.method(), path),
+    };
+    if !allowed {
+        if let Some(Caller::Tls { address, .. }) = req.extensions().get::<Caller>() {
+            tracing::debug!(ip = %address, method = %req.method(), path, "rejecting untrusted request");
+        }
+        return DaemonError::Forbidden("not authorized".into()).into_response();
+    }
+    req.extensions_mut().insert(trust);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_routes_are_lxds() {
+        for (m, p) in [
+            ("GET", "/"),
+            ("GET", "/1.0"),
+            ("GET", "/1.0/"),
+            ("POST", "/1.0/certificates"),
+            ("GET", "/1.0/images"),
+            ("GET", "/1.0/images/abcd"),
+            ("GET", "/1.0/images/abcd/export"),
+            ("GET", "/1.0/images/aliases/busybox"),
+            ("GET", "/1.0/operations/x/wait"),
+            ("GET", "/1.0/operations/x/websocket"),
+        ] {
+            assert!(untrusted_may(&m.parse().unwrap(), p), "{m} {p}");
+        }
+        for (m, p) in [
+            ("PUT", "/1.0"),
+            ("GET", "/1.0/instances"),
+            ("GET", "/1.0/certificates"),
+            ("GET", "/1.0/images/aliases"),
+            ("POST", "/1.0/images"),
+            ("DELETE", "/1.0/images/abcd"),
+            ("GET", "/1.0/images/abcd/secret"),
+            ("GET", "/1.0/operations"),
+            ("GET", "/1.0/operations/x"),
+            ("GET", "/1.0/events"),
+            ("GET", "/1.0/containers/c1"),
+            ("GET", "/1.1"),
+        ] {
+            assert!(!untrusted_may(&m.parse().unwrap(), p), "{m} {p}");
         }
     }
 }

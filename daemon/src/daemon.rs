@@ -41,6 +41,8 @@ pub struct Daemon {
     /// The server's certificate and key (`server.crt`, `server.key`), made at first start:
     /// presented on the HTTPS listener and shown as `environment.certificate`.
     pub(in crate::engine) identity: hutch_tls::Identity,
+    /// The trust store's fingerprints, in memory (the HTTPS auth check reads it).
+    pub(in crate::engine) trust: crate::engine::certificates::TrustCache,
 }
 
 /// What handlers and background tasks hold.
@@ -147,8 +149,10 @@ impl Daemon {
             object: "the server certificate".into(),
             source: Box::new(e),
         })?;
+        let trust = crate::engine::certificates::TrustCache::load(&db)?;
         Ok(Daemon {
             identity,
+            trust,
             dir: dir.to_path_buf(),
             db,
             pools: RwLock::new(pools),

@@ -8,6 +8,7 @@ mod dev;
 mod engine;
 mod error;
 mod events;
+mod https;
 mod init;
 mod layout;
 mod logging;

@@ -118,6 +118,26 @@ impl OpEntry {
         self.done.send_replace(true);
     }
 
+    /// Marks a running operation that may be cancelled as cancelled; false when it is
+    /// final already or may not be cancelled. Checked and changed under one lock, so a
+    /// single-use operation (a token) is consumed once whoever races for it.
+    fn cancel(&self) -> bool {
+        let op = {
+            let mut op = self.lock();
+            if !op.may_cancel || op.status_code != StatusCode::Running as u16 {
+                return false;
+            }
+            op.status = StatusCode::Cancelled.text().into();
+            op.status_code = StatusCode::Cancelled as u16;
+            op.may_cancel = false;
+            op.updated_at = crate::now();
+            op.clone()
+        };
+        self.publish(&op);
+        self.done.send_replace(true);
+        true
+    }
+
     /// Waits until the operation is final or `timeout` passes.
     pub async fn wait(&self, timeout: Option<Duration>) {
         let mut rx = self.done.subscribe();
@@ -184,6 +204,32 @@ impl Operations {
             .insert(id, entry.clone());
         entry.publish(&entry.snapshot());
         entry
+    }
+
+    /// Registers a token: an operation with no body that stays running until it is used
+    /// or revoked (both cancel it), holding `metadata` for whoever presents its secret.
+    pub fn create_token(&self, description: &str, metadata: Value) -> Arc<OpEntry> {
+        let entry = self.create("token", description, BTreeMap::new(), metadata);
+        entry.lock().may_cancel = true;
+        entry
+    }
+
+    /// Cancels `entry` if it is running and may be cancelled (a token), and forgets it a
+    /// little after; false otherwise.
+    pub fn cancel(&self, entry: &Arc<OpEntry>) -> bool {
+        if !entry.cancel() {
+            return false;
+        }
+        let ops = self.clone();
+        let id = entry.id();
+        tokio::spawn(async move {
+            tokio::time::sleep(KEEP_FINISHED).await;
+            ops.ops
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
+        true
     }
 
     /// Runs `work` as the body of `entry`, records how it ended, and forgets the
@@ -265,6 +311,21 @@ mod tests {
         let last = sub.recv().await.unwrap();
         assert!(last.json.contains("\"status_code\":200"));
         assert!(ops.get(&op.id).is_some());
+    }
+
+    #[tokio::test]
+    async fn tokens_run_until_cancelled_once() {
+        let ops = Operations::new(EventHub::new());
+        let task = ops.create("task", "Testing", BTreeMap::new(), Value::Null);
+        assert!(!ops.cancel(&task), "a task may not be cancelled");
+        let token = ops.create_token("Executing operation", serde_json::json!({"secret": "s"}));
+        assert_eq!(token.snapshot().class, "token");
+        assert!(token.snapshot().may_cancel);
+        assert!(ops.cancel(&token));
+        assert!(!ops.cancel(&token), "a token is consumed once");
+        let op = token.snapshot();
+        assert_eq!((op.status_code, op.status.as_str()), (401, "Cancelled"));
+        token.wait(None).await;
     }
 
     #[tokio::test]

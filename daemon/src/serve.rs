@@ -1,4 +1,5 @@
-//! Serving the API on `$HUTCH_DIR/unix.socket`, and the start-up reconciliation.
+//! Serving the API on `$HUTCH_DIR/unix.socket` and, when `core.https_address` is set, over
+//! HTTPS; and the start-up reconciliation.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -32,7 +33,25 @@ pub async fn serve(
     }
     tracing::info!(socket = %sock.display(), "hutchd listening");
     state.start_background_tasks();
-    let app = crate::api::router(state);
+    let https = crate::https::HttpsListener::new(
+        state
+            .tls_server_config()
+            .map_err(|e| anyhow::anyhow!(e.chain()))?,
+    );
+    let app = crate::api::network_router(state.clone()).layer(axum::Extension(https.clone()));
+    https.set_router(app.clone());
+    let address = state
+        .https_address()
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    if !address.is_empty() {
+        // A listener that cannot bind at start is reported; the socket serves anyway, and
+        // setting the address again retries.
+        let listener = https.clone();
+        let started = tokio::task::spawn_blocking(move || listener.listen(&address)).await?;
+        if let Err(e) = started {
+            tracing::error!(error = %e.chain(), "HTTPS listener not started");
+        }
+    }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -46,16 +65,11 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            // Upgrades carry the exec, console and event websockets.
-            if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        tokio::spawn(crate::https::serve_connection(
+            stream,
+            app.clone(),
+            crate::auth::Caller::Unix,
+        ));
     }
     tracing::info!("hutchd stopped; containers keep running");
     Ok(())

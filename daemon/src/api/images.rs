@@ -14,6 +14,7 @@ use hutch_api::image::{ImageAlias, ImageAliasPut, ImagePut};
 use serde_json::{json, Value};
 
 use super::{accepted, created, empty, operation, parse_json, recursion, sync, versioned};
+use crate::auth::Trust;
 use crate::daemon::AppState;
 use crate::engine::{ExportedFile, ImageExport, ImageUpload, ImageWork};
 use crate::error::{DaemonError, Result};
@@ -48,15 +49,58 @@ fn image_resources(fp: &str) -> BTreeMap<String, Vec<String>> {
     BTreeMap::from([("images".to_string(), vec![format!("/1.0/images/{fp}")])])
 }
 
-async fn list(
-    State(e): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response> {
-    Ok(sync(e.list_images(recursion(&q))?))
+/// What the caller's trust was found to be (the auth layer leaves it on every request).
+type CallerTrust = Option<axum::Extension<Trust>>;
+
+fn trusted(trust: &CallerTrust) -> bool {
+    trust.as_ref().is_some_and(|t| t.0.is_trusted())
 }
 
-async fn one(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
-    Ok(versioned(e.image(&fp)?))
+/// An untrusted caller sees public images only; a private one is not there for it.
+fn public_only(e: &AppState, trust: &CallerTrust, fp: &str) -> Result<()> {
+    if trusted(trust) || e.image(fp)?.object.public {
+        Ok(())
+    } else {
+        Err(DaemonError::NotFound("Image not found".into()))
+    }
+}
+
+async fn list(
+    State(e): State<AppState>,
+    trust: CallerTrust,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    if trusted(&trust) {
+        return Ok(sync(e.list_images(recursion(&q))?));
+    }
+    let public = e
+        .list_images(1)?
+        .into_iter()
+        .filter(|i| i["public"] == json!(true));
+    Ok(sync(if recursion(&q) > 0 {
+        public.collect::<Vec<_>>()
+    } else {
+        public
+            .map(|i| {
+                json!(format!(
+                    "/1.0/images/{}",
+                    i["fingerprint"].as_str().unwrap_or_default()
+                ))
+            })
+            .collect()
+    }))
+}
+
+async fn one(
+    State(e): State<AppState>,
+    trust: CallerTrust,
+    Path(fp): Path<String>,
+) -> Result<Response> {
+    let image = e.image(&fp)?;
+    if !trusted(&trust) && !image.object.public {
+        return Err(DaemonError::NotFound("Image not found".into()));
+    }
+    Ok(versioned(image))
 }
 
 async fn put(
@@ -91,7 +135,12 @@ async fn refresh(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Re
 /// `GET /1.0/images/<fp>/export`: a unified image as one file; a split image as
 /// multipart/form-data with parts `metadata` and `rootfs`, as LXD sends them (`lxc image
 /// export` writes the two files under the names the parts carry).
-async fn export(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
+async fn export(
+    State(e): State<AppState>,
+    trust: CallerTrust,
+    Path(fp): Path<String>,
+) -> Result<Response> {
+    public_only(&e, &trust, &fp)?;
     let (metadata, rootfs) = match e.export_image(&fp)? {
         ImageExport::Unified(file) => {
             return Ok((
@@ -296,8 +345,17 @@ async fn create_alias(State(e): State<AppState>, body: Bytes) -> Result<Response
     Ok(created(&format!("/1.0/images/aliases/{name}")))
 }
 
-async fn one_alias(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {
-    Ok(versioned(e.alias(&name)?))
+/// An untrusted caller sees the aliases of public images only.
+async fn one_alias(
+    State(e): State<AppState>,
+    trust: CallerTrust,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    let alias = e.alias(&name)?;
+    if public_only(&e, &trust, &alias.object.target).is_err() {
+        return Err(DaemonError::NotFound("Image alias not found".into()));
+    }
+    Ok(versioned(alias))
 }
 
 async fn put_alias(

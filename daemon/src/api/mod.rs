@@ -1,6 +1,7 @@
 //! The REST API: one module per resource, each handler extracting and validating, calling
 //! one engine function, and wrapping the result in LXD's envelope.
 
+mod certificates;
 mod console;
 mod events;
 mod exec;
@@ -59,8 +60,20 @@ impl IntoResponse for DaemonError {
     }
 }
 
-/// The whole API, for the unix socket or for in-process tests.
+/// The whole API for in-process callers (`hutchd init` without a daemon, tests): every
+/// request comes from the local admin, as on the unix socket.
 pub fn router(state: AppState) -> Router {
+    network_router(state).layer(axum::middleware::map_request(
+        |mut req: axum::extract::Request| async move {
+            req.extensions_mut().insert(crate::auth::Caller::Unix);
+            req
+        },
+    ))
+}
+
+/// The whole API for the listeners, which put each request's [`Caller`](crate::auth::Caller)
+/// in its extensions; a request without one is untrusted.
+pub fn network_router(state: AppState) -> Router {
     let instance_routes = instances::routes()
         .merge(exec::routes())
         .merge(files::routes())
@@ -71,6 +84,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { Json(vec!["/1.0"]) }))
         .merge(server::routes())
+        .merge(certificates::routes())
         .merge(resources::routes())
         .merge(events::routes())
         .merge(operations::routes())
@@ -84,6 +98,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { DaemonError::NotFound("not found".into()) })
         .method_not_allowed_fallback(|| async { DaemonError::NotImplemented })
         .layer(axum::middleware::from_fn(names::refuse_bad_segments))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
         .layer(axum::middleware::map_response(envelope_plain_errors))
         .with_state(state)
 }

@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::sync;
+use crate::auth::Trust;
 use crate::daemon::AppState;
 use crate::error::{DaemonError, Result};
 
@@ -19,6 +20,10 @@ pub fn routes() -> Router<AppState> {
         .route("/1.0/operations/:id", get(one).delete(cancel))
         .route("/1.0/operations/:id/wait", get(wait))
         .route("/1.0/operations/:id/websocket", get(websocket))
+}
+
+fn forbidden() -> DaemonError {
+    DaemonError::Forbidden("not authorized".into())
 }
 
 fn not_found() -> DaemonError {
@@ -48,8 +53,12 @@ async fn one(State(d): State<AppState>, Path(id): Path<String>) -> Result<Respon
     Ok(sync(op.snapshot()))
 }
 
+/// Tokens are revoked by cancelling them; other operations cannot be cancelled.
 async fn cancel(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response> {
     let op = d.operations().get(&id).ok_or_else(not_found)?;
+    if d.operations().cancel(&op) {
+        return Ok(super::empty());
+    }
     if op.snapshot().status_code >= 200 {
         return Err(DaemonError::BadRequest(
             "Only running operations can be cancelled".into(),
@@ -60,12 +69,22 @@ async fn cancel(State(d): State<AppState>, Path(id): Path<String>) -> Result<Res
     ))
 }
 
+/// Reached untrusted too (a migration peer), with the operation's `secret`.
 async fn wait(
     State(d): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    trust: Option<axum::Extension<Trust>>,
 ) -> Result<Response> {
+    let trusted = trust.is_some_and(|axum::Extension(t)| t.is_trusted());
+    let secret = q.get("secret").map(String::as_str).unwrap_or_default();
+    if !trusted && secret.is_empty() {
+        return Err(forbidden());
+    }
     let op = d.operations().get(&id).ok_or_else(not_found)?;
+    if !secret.is_empty() && op.snapshot().metadata["secret"].as_str() != Some(secret) {
+        return Err(forbidden());
+    }
     let timeout = q
         .get("timeout")
         .and_then(|t| t.parse::<i64>().ok())
@@ -83,9 +102,7 @@ async fn websocket(
 ) -> Result<Response> {
     let op = d.operations().get(&id).ok_or_else(not_found)?;
     let secret = q.get("secret").cloned().unwrap_or_default();
-    let sender = op
-        .take_socket(&secret)
-        .ok_or_else(|| DaemonError::Forbidden("not authorized".into()))?;
+    let sender = op.take_socket(&secret).ok_or_else(forbidden)?;
     Ok(ws
         .on_upgrade(move |socket| async move {
             let _ = sender.send(socket);

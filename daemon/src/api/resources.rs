@@ -1,5 +1,4 @@
-//! `GET /1.0/resources` (the host's CPUs and memory), `GET /1.0/certificates` (no trusted
-//! certificates: the API is served on the unix socket only) and `GET /1.0/warnings`.
+//! `GET /1.0/resources` (the host's CPUs and memory) and `GET /1.0/warnings`.
 
 use std::collections::HashMap;
 
@@ -7,7 +6,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use serde_json::Value;
 
 use super::{recursion, sync};
 use crate::daemon::AppState;
@@ -16,17 +14,12 @@ use crate::error::Result;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/1.0/resources", get(resources))
-        .route("/1.0/certificates", get(certificates))
         .route("/1.0/warnings", get(warnings))
         .route("/1.0/warnings/:uuid", get(warning))
 }
 
 async fn resources(State(e): State<AppState>) -> Result<Response> {
     Ok(sync(e.resources().await?))
-}
-
-async fn certificates() -> Response {
-    sync(Vec::<Value>::new())
 }
 
 async fn warnings(State(e): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {

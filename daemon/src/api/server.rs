@@ -9,11 +9,18 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use hutch_api::server::ServerPut;
+use hutch_api::server::{ServerPut, ServerUntrusted};
+use hutch_api::server_config::server_config_value;
 
 use super::{empty, if_match, parse_json, recursion, sync, sync_etag};
+use crate::auth::Trust;
 use crate::daemon::AppState;
 use crate::error::Result;
+use crate::https::HttpsListener;
+
+/// The HTTPS listener, where the daemon serves over the network (in-process routers
+/// have none).
+type Https = Option<axum::Extension<std::sync::Arc<HttpsListener>>>;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -22,25 +29,55 @@ pub fn routes() -> Router<AppState> {
         .route("/1.0/projects/:name", get(project))
 }
 
-/// The ETag is over the config as shown, as LXD's is.
-async fn info(State(e): State<AppState>) -> Result<Response> {
+/// The ETag is over the config as shown, as LXD's is. An untrusted caller learns what the
+/// API is and that it is not trusted, nothing of the server.
+async fn info(
+    State(e): State<AppState>,
+    trust: Option<axum::Extension<Trust>>,
+) -> Result<Response> {
+    if !trust.is_some_and(|axum::Extension(t)| t.is_trusted()) {
+        return Ok(sync(ServerUntrusted::new()));
+    }
     let server = e.server_info().await?;
     let tag = server.config.clone();
     Ok(sync_etag(server, &tag))
 }
 
-async fn replace(State(e): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response> {
-    update(e, headers, body, false).await
+async fn replace(
+    State(e): State<AppState>,
+    https: Https,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    update(e, https, headers, body, false).await
 }
 
-async fn merge(State(e): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response> {
-    update(e, headers, body, true).await
+async fn merge(
+    State(e): State<AppState>,
+    https: Https,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    update(e, https, headers, body, true).await
 }
 
-async fn update(e: AppState, headers: HeaderMap, body: Bytes, merge: bool) -> Result<Response> {
+/// The HTTPS listener follows `core.https_address` before the change is stored: an
+/// address it cannot bind refuses the whole change.
+async fn update(
+    e: AppState,
+    https: Https,
+    headers: HeaderMap,
+    body: Bytes,
+    merge: bool,
+) -> Result<Response> {
     let put: ServerPut = parse_json(&body)?;
-    e.update_server_config(put, merge, if_match(&headers))
-        .await?;
+    e.update_server_config_then(put, merge, if_match(&headers), move |config| match &https {
+        Some(axum::Extension(listener)) => {
+            listener.listen(server_config_value(config, "core.https_address"))
+        }
+        None => Ok(()),
+    })
+    .await?;
     Ok(empty())
 }
 

@@ -1,6 +1,7 @@
 //! The daemon's SQLite database: one file, WAL, versioned append-only migrations, and
 //! typed access per table.
 
+pub mod certificates;
 pub mod config;
 pub mod images;
 pub mod instances;
@@ -122,6 +123,15 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 9: where an image pulled by alias is refreshed from (JSON `update_source`, '' for none).
     "ALTER TABLE images ADD COLUMN update_source TEXT NOT NULL DEFAULT '';",
+    // 10: the trust store: client certificates allowed over HTTPS (`/1.0/certificates`).
+    "CREATE TABLE certificates (
+        fingerprint TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        restricted INTEGER NOT NULL DEFAULT 0,
+        projects TEXT NOT NULL DEFAULT '[]',
+        certificate TEXT NOT NULL
+    );",
 ];
 
 /// The database handle. Calls are short; one connection behind a mutex is plenty.

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod db;
 
 mod autostart;
+pub mod certificates;
 pub mod console;
 mod create;
 pub mod devices;
@@ -53,6 +54,7 @@ pub use lifecycle::{
 };
 pub use reconcile::reconcile;
 pub use schedule::start_scheduler;
+pub(crate) use server::split_listen_address;
 pub use snapshot::{create_snapshot, delete_snapshot, restore_snapshot, validate_snapshot_name};
 pub use spec::{
     check_root_size, expand, limits_from as limits_of, root_pool, root_size as spec_root_size,

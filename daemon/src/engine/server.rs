@@ -24,7 +24,11 @@ impl Engine {
             .map(|p| p.info().name)
             .unwrap_or("dir")
             .to_string();
-        let host = blocking(|| Ok(Host::read())).await?;
+        let https_address =
+            server_config::server_config_value(&self.d.db.server_config()?, "core.https_address")
+                .to_string();
+        let (host, addresses) =
+            blocking(move || Ok((Host::read(), listen_addresses(&https_address)))).await?;
         Ok(Server {
             api_extensions: API_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
             api_status: "stable".into(),
@@ -34,7 +38,7 @@ impl Engine {
             auth_methods: vec!["tls".into()],
             config,
             environment: ServerEnvironment {
-                addresses: vec![],
+                addresses,
                 architectures: vec![host.arch.clone()],
                 certificate: self.d.identity.cert_pem.clone(),
                 certificate_fingerprint: self.d.identity.fingerprint(),
@@ -74,11 +78,26 @@ impl Engine {
     /// names the config as `GET` shows it, checked inside the same transaction as the
     /// write. Unknown keys and bad values are refused with LXD's message, storing
     /// nothing; a new trust password is stored hashed.
+    #[cfg(test)]
     pub async fn update_server_config(
         &self,
         put: ServerPut,
         merge: bool,
         if_match: Option<String>,
+    ) -> Result<()> {
+        self.update_server_config_then(put, merge, if_match, |_| Ok(()))
+            .await
+    }
+
+    /// As [`update_server_config`](Self::update_server_config), with `apply` run on the
+    /// new config (as stored: hidden keys hashed) before it is committed: what it refuses
+    /// (a listener that cannot bind) is not stored.
+    pub async fn update_server_config_then(
+        &self,
+        put: ServerPut,
+        merge: bool,
+        if_match: Option<String>,
+        apply: impl FnOnce(&BTreeMap<String, String>) -> Result<()> + Send + 'static,
     ) -> Result<()> {
         let d = self.d.clone();
         let changed = blocking(move || {
@@ -96,6 +115,7 @@ impl Engine {
                         }
                     }
                 }
+                apply(&change.config)?;
                 Ok((change.config, change.changed))
             })
         })
@@ -186,6 +206,100 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The HTTPS listener's TLS config: the server certificate, client certificates asked
+    /// for and checked against the trust store per request.
+    pub fn tls_server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+        self.d
+            .identity
+            .server_config()
+            .map_err(|e| DaemonError::failed("set up", "TLS", e))
+    }
+
+    /// `core.https_address` as stored ("" when the API is not served over HTTPS).
+    pub fn https_address(&self) -> Result<String> {
+        Ok(
+            server_config::server_config_value(&self.d.db.server_config()?, "core.https_address")
+                .to_string(),
+        )
+    }
+}
+
+/// Where a listener on `address` (`core.https_address`) is reached, as LXD's
+/// `util.ListenAddresses` lists it: the address with its port (8443 when none), or for a
+/// wildcard host the host's global unicast addresses (IPv4 only for `0.0.0.0`).
+pub(crate) fn listen_addresses(address: &str) -> Vec<String> {
+    if address.is_empty() {
+        return Vec::new();
+    }
+    let (host, port) = split_listen_address(address);
+    let join = |ip: &str| {
+        if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }
+    };
+    if !(host.is_empty() || host == "0.0.0.0" || host == "::") {
+        return vec![join(&host)];
+    }
+    let Ok(ifaddrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for a in ifaddrs {
+        let Some(addr) = a.address else { continue };
+        let ip: std::net::IpAddr = if let Some(v4) = addr.as_sockaddr_in() {
+            std::net::IpAddr::V4(v4.ip())
+        } else if let Some(v6) = addr.as_sockaddr_in6() {
+            std::net::IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        if !is_global_unicast(&ip) || (ip.is_ipv6() && host == "0.0.0.0") {
+            continue;
+        }
+        let text = join(&ip.to_string());
+        if !out.contains(&text) {
+            out.push(text);
+        }
+    }
+    out
+}
+
+/// `host` and `port` of a listen address as LXD reads one: a bare host or IP takes port
+/// 8443; brackets are taken off an IPv6 host.
+pub(crate) fn split_listen_address(address: &str) -> (String, u16) {
+    const DEFAULT_PORT: u16 = 8443;
+    let unwrapped = address.trim_matches(|c| c == '[' || c == ']');
+    if unwrapped.parse::<std::net::IpAddr>().is_ok() || !unwrapped.contains(':') {
+        return (unwrapped.to_string(), DEFAULT_PORT);
+    }
+    match server_config::split_host_port(address) {
+        Some((host, port)) => (host.to_string(), port.parse().unwrap_or(DEFAULT_PORT)),
+        None => (unwrapped.to_string(), DEFAULT_PORT),
+    }
+}
+
+/// Go's `IP.IsGlobalUnicast`: not loopback, link-local, multicast or unspecified.
+fn is_global_unicast(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_unspecified()
+                || v4.is_broadcast())
+        }
+        std::net::IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_multicast()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
 /// What `GET /1.0` tells of the host: uname, /etc/os-release, hostname.
 struct Host {
     kernel: String,
@@ -245,9 +359,8 @@ fn hash_password(clear: &str) -> String {
     )
 }
 
-/// Whether `clear` is the password `stored` was made from. The HTTPS trust flow
-/// (`POST /1.0/certificates` with a password) is its user; it is not built yet.
-#[cfg_attr(not(test), allow(dead_code))]
+/// Whether `clear` is the password `stored` was made from (an empty `stored`: no password
+/// is set, nothing matches).
 pub(crate) fn password_matches(stored: &str, clear: &str) -> bool {
     let mut parts = stored.split('$');
     let (Some("pbkdf2-sha256"), Some(rounds), Some(salt), Some(hash), None) = (
@@ -313,6 +426,25 @@ mod tests {
             ("Debian GNU/Linux".to_string(), "12".to_string())
         );
         assert_eq!(os_release(""), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn listen_addresses_as_lxd_lists_them() {
+        assert!(listen_addresses("").is_empty());
+        assert_eq!(listen_addresses("127.0.0.1"), ["127.0.0.1:8443"]);
+        assert_eq!(listen_addresses("127.0.0.1:9443"), ["127.0.0.1:9443"]);
+        assert_eq!(listen_addresses("[::1]:9443"), ["[::1]:9443"]);
+        assert_eq!(listen_addresses("::1"), ["[::1]:8443"]);
+        assert_eq!(listen_addresses("[::1]"), ["[::1]:8443"]);
+        assert_eq!(split_listen_address(":8444"), (String::new(), 8444));
+        assert_eq!(
+            split_listen_address("host.example"),
+            ("host.example".into(), 8443)
+        );
+        for a in listen_addresses(":8444") {
+            assert!(a.ends_with(":8444"), "{a}");
+            assert!(!a.starts_with("127."), "{a}");
+        }
     }
 
     #[test]

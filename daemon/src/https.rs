@@ -1,0 +1,241 @@
+//! The HTTPS listener (`core.https_address`): the same router as the unix socket, over
+//! TLS 1.2/1.3, each request carrying the peer's address and client certificate as its
+//! [`Caller`]. Started at daemon start when the key is set, and started, moved or
+//! stopped live when it changes; a change that cannot bind is refused and the listener
+//! stays as it was.
+
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::Caller;
+use crate::error::{DaemonError, Result};
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS sessions kept for resumption (clients reconnect for every `lxc` command).
+const SESSION_CACHE: usize = 4096;
+
+/// The HTTPS listener of one daemon: none, or one accept loop on one address.
+pub struct HttpsListener {
+    tls: Arc<rustls::ServerConfig>,
+    router: std::sync::OnceLock<Router>,
+    runtime: tokio::runtime::Handle,
+    running: Mutex<Option<Running>>,
+}
+
+impl std::fmt::Debug for HttpsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsListener").finish_non_exhaustive()
+    }
+}
+
+/// An accept loop and how to stop it.
+struct Running {
+    /// `core.https_address` as configured.
+    address: String,
+    stop: oneshot::Sender<()>,
+    /// Closed once the loop has closed its socket, so the port is free again.
+    stopped: mpsc::Receiver<()>,
+}
+
+impl Running {
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.stopped.recv();
+    }
+}
+
+impl HttpsListener {
+    /// A listener presenting `tls` (resumable sessions added), serving nothing yet. Call
+    /// inside the runtime.
+    pub fn new(tls: Arc<rustls::ServerConfig>) -> Arc<HttpsListener> {
+        let mut tls = (*tls).clone();
+        tls.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+        if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
+            tls.ticketer = ticketer;
+        }
+        Arc::new(HttpsListener {
+            tls: Arc::new(tls),
+            router: std::sync::OnceLock::new(),
+            runtime: tokio::runtime::Handle::current(),
+            running: Mutex::new(None),
+        })
+    }
+
+    /// The router every connection is served with (set once, before the first `listen`).
+    pub fn set_router(&self, router: Router) {
+        let _ = self.router.set(router);
+    }
+
+    /// Serves on `address` (`core.https_address`; "" stops serving). Same address: nothing
+    /// to do. Otherwise the current loop stops and a socket is bound on the new address;
+    /// if that fails, the old address is served again and the error returned. Blocks
+    /// while the old loop closes: call off the async workers.
+    pub fn listen(&self, address: &str) -> Result<()> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let current = running
+            .as_ref()
+            .map(|r| r.address.clone())
+            .unwrap_or_default();
+        if current == address {
+            return Ok(());
+        }
+        if let Some(old) = running.take() {
+            old.stop();
+        }
+        if address.is_empty() {
+            tracing::info!("HTTPS listener stopped");
+            return Ok(());
+        }
+        match bind(address) {
+            Ok(socket) => {
+                *running = Some(self.serve(address, socket)?);
+                Ok(())
+            }
+            Err(e) => {
+                if !current.is_empty() {
+                    match bind(&current) {
+                        Ok(socket) => *running = Some(self.serve(&current, socket)?),
+                        Err(e) => {
+                            tracing::error!(error = %e, "serve the previous HTTPS address again")
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn serve(&self, address: &str, socket: StdListener) -> Result<Running> {
+        let router =
+            self.router.get().cloned().ok_or_else(|| {
+                DaemonError::BadRequest("The HTTPS listener has no API yet".into())
+            })?;
+        let _guard = self.runtime.enter();
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| DaemonError::io("listen on", address, e))?;
+        let listener =
+            TcpListener::from_std(socket).map_err(|e| DaemonError::io("listen on", address, e))?;
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!(address = %local, "HTTPS listener started");
+        }
+        let (stop, stop_rx) = oneshot::channel();
+        let (stopped_tx, stopped) = mpsc::channel();
+        let acceptor = TlsAcceptor::from(self.tls.clone());
+        self.runtime.spawn(async move {
+            accept_loop(listener, acceptor, router, stop_rx).await;
+            // The socket is closed (dropped above): the port is free.
+            drop(stopped_tx);
+        });
+        Ok(Running {
+            address: address.to_string(),
+            stop,
+            stopped,
+        })
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        let (stream, address) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTPS accept failed");
+                    // Out of descriptors and the like: let it pass rather than spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %address, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|der| Arc::new(der.to_vec()));
+            let caller = Caller::Tls {
+                address,
+                certificate,
+            };
+            serve_connection(tls, router, caller).await;
+        });
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades: exec, console, events and migration websockets) on
+/// one connection, every request carrying `caller`.
+pub async fn serve_connection<S>(stream: S, router: Router, caller: Caller)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let service = router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(caller.clone());
+        req
+    });
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A listening socket on `address` as LXD reads it: `host`, `host:port`, `[v6]:port`,
+/// `:port` (every address, IPv4 and IPv6); port 8443 when none is given.
+fn bind(address: &str) -> Result<StdListener> {
+    let (host, port) = crate::engine::split_listen_address(address);
+    let fail = |e: std::io::Error| {
+        DaemonError::BadRequest(format!(
+            "Cannot listen on network HTTPS socket {address:?}: {e}"
+        ))
+    };
+    let candidates: Vec<SocketAddr> = if host.is_empty() {
+        // `[::]` takes IPv4 too (Linux's default bindv6only=0); `0.0.0.0` when IPv6 is off.
+        vec![
+            SocketAddr::from(([0u16; 8], port)),
+            SocketAddr::from(([0u8; 4], port)),
+        ]
+    } else {
+        (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(fail)?
+            .collect()
+    };
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for candidate in candidates {
+        match StdListener::bind(candidate) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(fail(last))
+}
