@@ -368,33 +368,67 @@ fn relay(
     Ok(())
 }
 
-/// Carries messages between two websockets until either closes.
+/// Carries messages between two websockets until either closes: wakes when either socket
+/// has data, then carries every message ready on each side (those decoded above the socket
+/// included, which do not wake poll), a short read timeout saying when a side has no more.
 fn bridge(mut a: tungstenite::WebSocket<Conn>, mut b: tungstenite::WebSocket<Conn>) {
-    let tick = Some(Duration::from_millis(20));
-    let _ = a.get_ref().set_read_timeout(tick);
-    let _ = b.get_ref().set_read_timeout(tick);
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let tick = Some(Duration::from_millis(1));
+    if a.get_ref().set_read_timeout(tick).is_err() || b.get_ref().set_read_timeout(tick).is_err() {
+        return;
+    }
+    let (Ok(fa), Ok(fb)) = (
+        a.get_ref().as_fd().try_clone_to_owned(),
+        b.get_ref().as_fd().try_clone_to_owned(),
+    ) else {
+        return;
+    };
     let idle = |e: &tungstenite::Error| {
         matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
     };
-    // One step: a message from `from` carried to `to`; false once either side ended.
-    let step =
-        |from: &mut tungstenite::WebSocket<Conn>, to: &mut tungstenite::WebSocket<Conn>| match from
-            .read()
-        {
-            Ok(Message::Close(frame)) => {
-                let _ = to.close(frame);
-                let _ = to.flush();
-                false
+    // The ready messages of `from` (64 at most, so neither way starves) sent on `to`:
+    // Some(whether more may be ready), None once either side ended.
+    let drain = |from: &mut tungstenite::WebSocket<Conn>, to: &mut tungstenite::WebSocket<Conn>| {
+        for _ in 0..64 {
+            match from.read() {
+                Ok(Message::Close(frame)) => {
+                    let _ = to.close(frame);
+                    let _ = to.flush();
+                    return None;
+                }
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Ok(m) => {
+                    if to.send(m).is_err() {
+                        return None;
+                    }
+                }
+                Err(e) if idle(&e) => return Some(false),
+                Err(_) => {
+                    let _ = to.close(None);
+                    let _ = to.flush();
+                    return None;
+                }
             }
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => true,
-            Ok(m) => to.send(m).is_ok(),
-            Err(e) if idle(&e) => true,
-            Err(_) => {
-                let _ = to.close(None);
-                let _ = to.flush();
-                false
-            }
+        }
+        Some(true)
+    };
+    let mut busy = false;
+    loop {
+        let mut fds = [
+            PollFd::new(fa.as_fd(), PollFlags::POLLIN),
+            PollFd::new(fb.as_fd(), PollFlags::POLLIN),
+        ];
+        // No wait while messages may still be ready from the last round.
+        let wait = if busy { 0u16 } else { 200 };
+        match poll(&mut fds, PollTimeout::from(wait)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+        let (Some(ab), Some(ba)) = (drain(&mut a, &mut b), drain(&mut b, &mut a)) else {
+            return;
         };
-    while step(&mut a, &mut b) && step(&mut b, &mut a) {}
+        busy = ab || ba;
+    }
 }
