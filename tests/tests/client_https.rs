@@ -119,6 +119,7 @@ fn remote_flow(
     let h_again = HutchClient::new();
     let err = h_again.err_in(&["remote", "add", "h1", token], b"");
     assert!(err.contains("Failed to create certificate"), "{err}");
+    assert!(!h_again.server_cert_path("h1").exists());
 
     // Instance commands through REMOTE:NAME.
     h.ok(&["list", "h1:", "-f", "csv"]);
@@ -201,7 +202,8 @@ fn remote_flow(
             password,
         ]);
         assert!(!out.contains("Certificate fingerprint"), "{out}");
-        let err = HutchClient::new().err_in(
+        let refused = HutchClient::new();
+        let err = refused.err_in(
             &[
                 "remote",
                 "add",
@@ -220,6 +222,11 @@ fn remote_flow(
                 .starts_with("Error: "),
             "{err}"
         );
+        // Nothing half-made: no remote, no stored certificate.
+        assert!(!refused.server_cert_path("bad").exists());
+        assert!(!refused
+            .ok(&["remote", "list", "-f", "csv"])
+            .contains("bad,"));
         // `config trust remove` of the second client: it is no longer trusted.
         let h2_fp = fingerprint_of(
             &std::fs::read_to_string(h2.conf().join("client.crt")).unwrap(),

@@ -89,8 +89,9 @@ pub fn run(cmd: Cmd) -> Result<()> {
                 public,
             };
             if let Some(token) = super::trust::Token::decode(&url) {
-                add_by_token(&mut conf, &name, &token, &url, args)?;
-                return conf.save();
+                return add_by_token(&mut conf, &name, &token, &url, args)
+                    .and_then(|()| conf.save())
+                    .inspect_err(|_| forget_certificate(&name));
             }
             let remote = add(&mut conf, &name, &url, args)?;
             if remote.is_unix() {
@@ -106,7 +107,10 @@ pub fn run(cmd: Cmd) -> Result<()> {
                     accept_certificate,
                     password,
                 };
-                add_https(&mut conf, &name, &remote, contact)?;
+                add_https(&mut conf, &name, &remote, contact)
+                    .and_then(|()| conf.save())
+                    .inspect_err(|_| forget_certificate(&name))?;
+                return Ok(());
             }
             conf.save()
         }
@@ -143,6 +147,14 @@ pub fn run(cmd: Cmd) -> Result<()> {
             conf.default_remote = name;
             conf.save()
         }
+    }
+}
+
+/// A `remote add` that failed leaves no certificate behind for the name (it was no remote:
+/// `add` refuses names in use).
+fn forget_certificate(name: &str) {
+    if !name.contains(['/', ':']) && !name.starts_with('.') {
+        tls::rename_server_cert(name, None);
     }
 }
 
