@@ -82,6 +82,12 @@ pub struct InstanceSource {
     /// The older name of `instance_only`, which `lxc` still sends beside it.
     #[serde(default)]
     pub container_only: bool,
+    /// Image pulls from an LXD-protocol server: its certificate (PEM), pinned.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub certificate: String,
+    /// Image pulls: the one-time secret of an image that is not public.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret: String,
 }
 
 /// `POST /1.0/instances`.

@@ -1,8 +1,11 @@
 //! Image formats: LXD's unified image tarballs, their metadata.yaml, fingerprints, and
-//! safe unpacking (no path escapes, no device nodes for unprivileged use, bounded size).
+//! safe unpacking (no path escapes, no device nodes for unprivileged use, bounded size), and
+//! the clients of image servers (simplestreams, LXD protocol).
 
 pub mod builder;
 mod http;
+pub mod lxd_remote;
+pub mod multipart;
 mod pack;
 pub mod simplestreams;
 pub mod streams_tree;

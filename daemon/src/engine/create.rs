@@ -105,13 +105,16 @@ pub fn validate_create(d: &AppState, req: &mut InstancesPost) -> Result<CreateSo
     }
     if !req.source.server.is_empty() {
         let s = &req.source;
-        return Ok(CreateSource::Remote(super::image_pull::PullSource::new(
-            &s.server,
-            &s.protocol,
-            &s.mode,
-            &s.alias,
-            &s.fingerprint,
-        )?));
+        return Ok(CreateSource::Remote(
+            super::image_pull::PullSource::new(
+                &s.server,
+                &s.protocol,
+                &s.mode,
+                &s.alias,
+                &s.fingerprint,
+            )?
+            .with_credentials(&s.certificate, &s.secret)?,
+        ));
     }
     let image = if !req.source.alias.is_empty() {
         match d.db.alias(&req.source.alias)? {

@@ -365,7 +365,8 @@ impl Engine {
             &s.mode,
             &s.alias,
             &s.fingerprint,
-        )?;
+        )?
+        .with_credentials(&s.certificate, &s.secret)?;
         for alias in &req.aliases {
             if self.d.db.alias(&alias.name)?.is_some() {
                 return Err(DaemonError::Conflict(format!(

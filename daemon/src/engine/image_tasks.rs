@@ -1,4 +1,5 @@
-//! The image tasks: refreshing images pulled by alias with `auto_update` every
+//! The image tasks: refreshing images pulled by alias (from simplestreams or LXD-protocol
+//! servers) with `auto_update` every
 //! `images.auto_update_interval` hours, and removing cached images unused for
 //! `images.remote_cache_expiry` days, as LXD's `autoUpdateImages` and
 //! `pruneExpiredImages` do.
@@ -13,7 +14,7 @@ use hutch_api::server_config::server_config_value;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::image_pull::{pull_image, PullOptions, PullSource};
+use super::image_pull::{pull_image, Protocol, PullOptions, PullSource};
 use crate::daemon::AppState;
 use crate::db::images::ImageRow;
 use crate::error::{DaemonError, Result};
@@ -90,10 +91,15 @@ pub async fn refresh_image(d: &AppState, row: &ImageRow) -> Result<bool> {
         .update_source
         .clone()
         .ok_or_else(|| DaemonError::NotFound("Image source not found".into()))?;
-    let pull = PullSource::new(&source.server, &source.protocol, "pull", &source.alias, "")?;
-    // A refresh must see what the server publishes now, not what was read a moment ago.
-    if let Ok(client) = hutch_images::simplestreams::SimpleStreams::new(&pull.server) {
-        client.forget_cached();
+    // With the certificate it was first pulled with: an LXD-protocol server stays pinned.
+    let pull = PullSource::new(&source.server, &source.protocol, "pull", &source.alias, "")?
+        .with_credentials(&source.certificate, "")?;
+    // A refresh must see what the server publishes now, not what was read a moment ago
+    // (LXD-protocol servers are asked afresh each time).
+    if pull.protocol == Protocol::SimpleStreams {
+        if let Ok(client) = hutch_images::simplestreams::SimpleStreams::new(&pull.server) {
+            client.forget_cached();
+        }
     }
     let options = PullOptions {
         cached: row.cached,
