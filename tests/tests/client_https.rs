@@ -379,3 +379,37 @@ fn extra_certificate(work: &Path) -> std::path::PathBuf {
     assert!(status.success(), "openssl req failed");
     crt
 }
+
+/// Images from an LXD-protocol remote into the local hutchd, as lxc asks for them: the
+/// local daemon pulls with the remote's stored certificate, and for a private image with
+/// the secret hutch asks the remote for. `image list REMOTE:` reads the remote.
+#[test]
+fn images_from_an_lxd_remote_into_hutchd() {
+    let test = "images_from_an_lxd_remote_into_hutchd";
+    if !require_root(test) {
+        return;
+    }
+    let Some(lxd) = ReferenceLxd::start(test) else {
+        return;
+    };
+    let work = TestDir::new();
+    let image = work.path().join("bb.tar.gz");
+    busybox_image(work.path(), &image).expect("busybox image");
+    // Private, as `lxc image import` makes it: pulled with a secret.
+    lxd.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    let d = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let token = token_of(&lxd.lxc_ok(&["config", "trust", "add", "--name", "hutchd-user"]));
+    d.hutch_ok(&["remote", "add", "h1", &token]);
+    let listed = d.hutch_ok(&["image", "list", "h1:", "-c", "l", "-f", "csv"]);
+    assert!(listed.contains("bb"), "{listed}");
+    d.hutch_ok(&["image", "copy", "h1:bb", "local:", "--alias", "from-lxd"]);
+    let local = d.hutch_ok(&["image", "list", "-c", "l", "-f", "csv"]);
+    assert!(local.contains("from-lxd"), "{local}");
+    let c1 = unique_name("c1");
+    d.hutch_ok(&["launch", "h1:bb", &c1]);
+    assert_eq!(
+        d.hutch_ok(&["exec", &c1, "--", "echo", "pulled"]),
+        "pulled\n"
+    );
+    d.hutch_ok(&["delete", "--force", &c1]);
+}
