@@ -6,6 +6,7 @@ mod config;
 mod http;
 mod output;
 mod progress;
+mod tls;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -88,8 +89,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Cmd::Instance(cmd) => instance::run(&c, cmd)?,
         Cmd::Publish(a) => image::publish(&c, &a)?,
-        Cmd::Exec(a) => return exec::exec(&c, &a),
-        Cmd::Console(a) => exec::console(&c, &a)?,
+        Cmd::Exec(mut a) => {
+            let (c, name) = remote::split(&c, &a.name)?;
+            a.name = name;
+            return exec::exec(&c, &a);
+        }
+        Cmd::Console(mut a) => {
+            let (c, name) = remote::split(&c, &a.name)?;
+            a.name = name;
+            exec::console(&c, &a)?
+        }
         Cmd::File(cmd) => file::run(&c, cmd)?,
         Cmd::Config(cmd) => config_cmd::run(&c, cmd)?,
         Cmd::Profile(cmd) => profile::run(&c, cmd)?,
@@ -98,7 +107,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Storage(cmd) => storage::run(&c, cmd)?,
         Cmd::Operation(cmd) => operation::run(&c, cmd)?,
         Cmd::Query(a) => query::query(&c, &a)?,
-        Cmd::Monitor(a) => monitor::monitor(&c, &a)?,
+        Cmd::Monitor(a) => {
+            let (c, _) = remote::split(&c, a.remote.as_deref().unwrap_or(""))?;
+            monitor::monitor(&c, &a)?
+        }
         Cmd::Version => misc::version(&c)?,
         Cmd::Warning(cmd) => misc::warning(&c, cmd)?,
         Cmd::Project(cmd) => misc::project(&c, cmd)?,
@@ -272,6 +284,44 @@ mod tests {
                 "--copy-aliases",
             ],
             &["hutch", "-q", "launch", "bb", "c1"],
+            &[
+                "hutch",
+                "remote",
+                "add",
+                "h1",
+                "https://h",
+                "--accept-certificate",
+                "--password",
+                "p",
+            ],
+            &[
+                "hutch", "copy", "c1", "h2:", "--mode", "relay", "-s", "p", "-p", "x", "-c", "k=v",
+            ],
+            &[
+                "hutch",
+                "copy",
+                "c1/snap0",
+                "h2:c2",
+                "--instance-only",
+                "--refresh",
+            ],
+            &["hutch", "move", "c1", "h2:c1", "--stateless"],
+            &["hutch", "config", "trust", "add", "h1:", "--name", "n"],
+            &["hutch", "config", "trust", "add", "h1:", "c.crt"],
+            &[
+                "hutch",
+                "config",
+                "trust",
+                "list-tokens",
+                "h1:",
+                "-f",
+                "csv",
+            ],
+            &["hutch", "config", "trust", "revoke-token", "h1:n"],
+            &["hutch", "config", "trust", "rm", "h1:abc"],
+            &["hutch", "monitor", "h1:", "--type", "lifecycle"],
+            &["hutch", "profile", "list", "h1:"],
+            &["hutch", "operation", "list", "h1:"],
             &["hutch", "launch", "bb", "c1", "--quiet"],
         ] {
             assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");

@@ -41,6 +41,62 @@ impl Caller {
     }
 }
 
+tokio::task_local! {
+    /// Who the request being served on this task came from (events name them).
+    static REQUESTOR: Requestor;
+}
+
+/// Who asked for a change, as lifecycle events name them (LXD's `requestor`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Requestor {
+    /// `root` on the socket; the client certificate's fingerprint over HTTPS.
+    pub username: String,
+    /// `unix` or `tls`.
+    pub protocol: String,
+    pub address: String,
+}
+
+impl Requestor {
+    fn of(caller: &Caller) -> Requestor {
+        match caller {
+            Caller::Unix => Requestor::local(),
+            Caller::Tls { address, .. } => Requestor {
+                username: caller.fingerprint().unwrap_or_default(),
+                protocol: "tls".into(),
+                address: address.to_string(),
+            },
+        }
+    }
+
+    /// The socket's admin, and whatever the daemon does on its own.
+    pub fn local() -> Requestor {
+        Requestor {
+            username: "root".into(),
+            protocol: "unix".into(),
+            address: "@".into(),
+        }
+    }
+}
+
+/// The requestor of the request served on this task (or of the operation it started);
+/// the local admin outside any.
+pub fn requestor() -> Requestor {
+    REQUESTOR
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| Requestor::local())
+}
+
+/// Runs `work` (an operation's body) as done for the current requestor.
+pub fn on_behalf<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    REQUESTOR.scope(requestor(), work)
+}
+
+/// `work` (blocking work off the async workers) as done for the current requestor.
+pub fn on_behalf_blocking<R>(work: impl FnOnce() -> R) -> impl FnOnce() -> R {
+    let requestor = requestor();
+    move || REQUESTOR.sync_scope(requestor, work)
+}
+
 /// How far a caller is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trust {
@@ -82,10 +138,10 @@ fn untrusted_may(method: &Method, path: &str) -> bool {
 /// untrusted ones reach [`untrusted_may`]'s routes only; everything else is LXD's 403
 /// `not authorized`.
 pub async fn authenticate(State(e): State<AppState>, mut req: Request, next: Next) -> Response {
-    let trust = match req.extensions().get::<Caller>() {
-        Some(caller) => e.trust(caller),
+    let (trust, requestor) = match req.extensions().get::<Caller>() {
+        Some(caller) => (e.trust(caller), Requestor::of(caller)),
         // A listener that names no caller: nobody is trusted by accident.
-        None => Trust::Untrusted,
+        None => (Trust::Untrusted, Requestor::local()),
     };
     let path = req.uri().path();
     let trust = match trust {
@@ -107,7 +163,7 @@ pub async fn authenticate(State(e): State<AppState>, mut req: Request, next: Nex
         return DaemonError::Forbidden("not authorized".into()).into_response();
     }
     req.extensions_mut().insert(trust);
-    next.run(req).await
+    REQUESTOR.scope(requestor, next.run(req)).await
 }
 
 #[cfg(test)]

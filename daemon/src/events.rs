@@ -66,7 +66,7 @@ impl EventHub {
                 "action": action,
                 "source": source,
                 "context": context,
-                "requestor": {"username": "root", "protocol": "unix", "address": "@"},
+                "requestor": crate::auth::requestor(),
             }),
         );
     }

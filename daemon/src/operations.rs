@@ -288,6 +288,8 @@ impl Operations {
         F: Future<Output = Result<Option<Value>, DaemonError>> + Send + 'static,
     {
         let ops = self.clone();
+        // Events the work sends name who asked for it.
+        let work = crate::auth::on_behalf(work);
         tokio::spawn(async move {
             let result = CURRENT
                 .scope(entry.clone(), work)

@@ -24,15 +24,6 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!(e.chain()))
         .context("recover the state directory")?;
-    let sock = dir.join("unix.socket");
-    let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
-    if let Ok(Some(group)) = nix::unistd::Group::from_name("hutch") {
-        let _ = nix::unistd::chown(&sock, None, Some(group.gid));
-    }
-    tracing::info!(socket = %sock.display(), "hutchd listening");
-    state.start_background_tasks();
     let https = crate::https::HttpsListener::new(
         state
             .tls_server_config()
@@ -44,14 +35,24 @@ pub async fn serve(
         .https_address()
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
     if !address.is_empty() {
-        // A listener that cannot bind at start is reported; the socket serves anyway, and
-        // setting the address again retries.
+        // Before the socket appears, so that whoever waits for it finds HTTPS too. A
+        // listener that cannot bind is reported; the socket serves anyway, and setting
+        // the address again retries.
         let listener = https.clone();
         let started = tokio::task::spawn_blocking(move || listener.listen(&address)).await?;
         if let Err(e) = started {
             tracing::error!(error = %e.chain(), "HTTPS listener not started");
         }
     }
+    let sock = dir.join("unix.socket");
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("hutch") {
+        let _ = nix::unistd::chown(&sock, None, Some(group.gid));
+    }
+    tracing::info!(socket = %sock.display(), "hutchd listening");
+    state.start_background_tasks();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {

@@ -272,6 +272,18 @@ impl TestDaemon {
         format!("https://127.0.0.1:{port}")
     }
 
+    /// Whether the daemon advertises every one of `names` in `api_extensions`.
+    pub fn has_extensions(&self, names: &[&str]) -> bool {
+        let (status, body) = self.http("GET", "/1.0", b"");
+        assert_eq!(status, 200, "GET /1.0: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("GET /1.0 json");
+        let have = v["metadata"]["api_extensions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        names.iter().all(|n| have.iter().any(|x| x == n))
+    }
+
     /// The daemon's certificate (`server.crt`), PEM.
     pub fn server_cert(&self) -> String {
         std::fs::read_to_string(self.path().join("server.crt")).expect("read server.crt")

@@ -4,6 +4,7 @@
 
 mod cgroup;
 pub mod daemon;
+mod hutch_client;
 pub mod image_server;
 mod images;
 pub mod lxd;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use cgroup::{cgroup_dirs, CgroupGuard};
 pub use daemon::{busybox_image, TestDaemon, Via};
+pub use hutch_client::HutchClient;
 pub use image_server::{Fault, ImageServer, TestCa};
 pub use images::{busybox_rootfs, debian_rootfs, split_busybox};
 pub use lxd::ReferenceLxd;

@@ -321,6 +321,17 @@ fn clients_are_trusted_by_token_certificate_and_password() {
     );
     assert_eq!(status, 201, "{body}");
     assert_trusted(&p, "by password");
+    let (_, body) = local(
+        &d,
+        "GET",
+        &format!("/1.0/certificates/{}", p.fingerprint()),
+        Value::Null,
+    );
+    let name = body["metadata"]["name"].as_str().unwrap();
+    assert!(
+        name.starts_with("root@"),
+        "named after its common name: {body}"
+    );
     // Without a certificate there is nothing to trust.
     let none = Client::new(&d, &url, None);
     let (status, body) = none.call(
@@ -603,6 +614,16 @@ fn the_listener_follows_core_https_address() {
     assert_eq!(
         info["metadata"]["environment"]["addresses"],
         json!([format!("127.0.0.1:{port}")])
+    );
+
+    // Kept across a restart: the daemon listens again as it starts.
+    let mut d = d;
+    d.kill();
+    d.spawn();
+    assert_eq!(
+        moved.call("GET", "/1.0", None).0,
+        200,
+        "listening after a restart"
     );
 
     // Unset: nothing listens.

@@ -51,10 +51,14 @@ pub enum Cmd {
     /// Manage the file templates of an instance.
     #[command(subcommand)]
     Template(template::TemplateCmd),
+    /// Manage trusted clients.
+    #[command(subcommand)]
+    Trust(super::trust::Cmd),
 }
 
 /// Runs one `hutch config` command.
 pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
+    use super::remote::split;
     match cmd {
         Cmd::Get {
             first,
@@ -70,10 +74,22 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             first,
             second: Some(key),
             expanded,
-        } => get(c, &first, &key, expanded),
+        } => {
+            let (c, name) = split(c, &first)?;
+            if name.is_empty() {
+                return server::get(&c, &key);
+            }
+            get(&c, &name, &key, expanded)
+        }
         Cmd::Set { args } => match set_target(&args) {
             SetTarget::Server(pairs) => server::set(c, &pairs),
-            SetTarget::Instance(name, pairs) => set(c, &name, &pairs),
+            SetTarget::Instance(name, pairs) => {
+                let (c, name) = split(c, &name)?;
+                if name.is_empty() {
+                    return server::set(&c, &pairs);
+                }
+                set(&c, &name, &pairs)
+            }
         },
         Cmd::Unset {
             first,
@@ -82,7 +98,13 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
         Cmd::Unset {
             first,
             second: Some(key),
-        } => unset(c, &first, &key),
+        } => {
+            let (c, name) = split(c, &first)?;
+            if name.is_empty() {
+                return server::unset(&c, &key);
+            }
+            unset(&c, &name, &key)
+        }
         Cmd::Show {
             name: None,
             expanded,
@@ -95,12 +117,25 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
         Cmd::Show {
             name: Some(name),
             expanded,
-        } => show(c, &name, expanded),
+        } => {
+            let (c, name) = split(c, &name)?;
+            if name.is_empty() {
+                return server::show(&c);
+            }
+            show(&c, &name, expanded)
+        }
         Cmd::Edit { name: None } => server::edit(c),
-        Cmd::Edit { name: Some(name) } => edit(c, &name),
+        Cmd::Edit { name: Some(name) } => {
+            let (c, name) = split(c, &name)?;
+            if name.is_empty() {
+                return server::edit(&c);
+            }
+            edit(&c, &name)
+        }
         Cmd::Device(cmd) => device::run_instance(c, cmd),
         Cmd::Metadata(cmd) => template::run_metadata(c, cmd),
         Cmd::Template(cmd) => template::run_template(c, cmd),
+        Cmd::Trust(cmd) => super::trust::run(c, cmd),
     }
 }
 

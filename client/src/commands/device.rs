@@ -192,15 +192,27 @@ pub fn instance_writable(v: &Value) -> Value {
 
 pub fn run_instance(c: &Client, cmd: InstanceDeviceCmd) -> Result<()> {
     let o = Owner::Instance;
+    // `[REMOTE:]INSTANCE`: the client of its remote, the name without the prefix.
+    let on = |name: &mut String| -> Result<Client> {
+        let (c, n) = super::remote::split(c, name)?;
+        *name = n;
+        Ok(c)
+    };
     match cmd {
-        InstanceDeviceCmd::Add(a) => add(c, o, &a),
-        InstanceDeviceCmd::Get(a) => get(c, o, &a),
-        InstanceDeviceCmd::List(a) => list(c, o, &a.name),
-        InstanceDeviceCmd::Override(a) => override_device(c, &a),
-        InstanceDeviceCmd::Remove(a) => remove(c, o, &a),
-        InstanceDeviceCmd::Set(a) => set(c, o, &a.name, &a.device, &get_config(&a.props)?),
-        InstanceDeviceCmd::Show(a) => show(c, o, &a.name),
-        InstanceDeviceCmd::Unset(a) => unset(c, o, &a),
+        InstanceDeviceCmd::Add(mut a) => add(&on(&mut a.name)?, o, &a),
+        InstanceDeviceCmd::Get(mut a) => get(&on(&mut a.name)?, o, &a),
+        InstanceDeviceCmd::List(mut a) => list(&on(&mut a.name)?, o, &a.name),
+        InstanceDeviceCmd::Override(mut a) => override_device(&on(&mut a.name)?, &a),
+        InstanceDeviceCmd::Remove(mut a) => remove(&on(&mut a.name)?, o, &a),
+        InstanceDeviceCmd::Set(mut a) => set(
+            &on(&mut a.name)?,
+            o,
+            &a.name,
+            &a.device,
+            &get_config(&a.props)?,
+        ),
+        InstanceDeviceCmd::Show(mut a) => show(&on(&mut a.name)?, o, &a.name),
+        InstanceDeviceCmd::Unset(mut a) => unset(&on(&mut a.name)?, o, &a),
     }
 }
 

@@ -106,7 +106,7 @@ pub fn exec(client: &Client, args: &ExecArgs) -> Result<i32> {
     }
 }
 
-fn pump_stdin(mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>) {
+fn pump_stdin(mut ws: tungstenite::WebSocket<crate::http::Conn>) {
     let mut buf = [0u8; 65536];
     let mut stdin = std::io::stdin();
     while let Ok(n) = stdin.read(&mut buf) {
@@ -117,7 +117,7 @@ fn pump_stdin(mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>) {
     let _ = ws.send(Message::Text(String::new()));
 }
 
-fn pump_out(mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>, mut out: impl Write) {
+fn pump_out(mut ws: tungstenite::WebSocket<crate::http::Conn>, mut out: impl Write) {
     while let Ok(msg) = ws.read() {
         match msg {
             Message::Binary(b) => {
@@ -175,8 +175,8 @@ impl Drop for RawMode {
 /// Bridges the terminal and a websocket until the far end ends; with `detachable`,
 /// ctrl+a q ends it from this side (as `lxc console` does).
 fn run_interactive(
-    mut ws: tungstenite::WebSocket<std::os::unix::net::UnixStream>,
-    mut control: tungstenite::WebSocket<std::os::unix::net::UnixStream>,
+    mut ws: tungstenite::WebSocket<crate::http::Conn>,
+    mut control: tungstenite::WebSocket<crate::http::Conn>,
     detachable: bool,
 ) -> Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -188,7 +188,12 @@ fn run_interactive(
             nix::sys::signal::SigHandler::Handler(on_winch),
         );
     }
-    let sock = ws.get_ref().try_clone()?;
+    let sock = ws.get_ref().as_fd().try_clone_to_owned()?;
+    // Messages may already sit decoded above the socket (the websocket's buffer, TLS
+    // records read whole): after each wake every ready message is read, a short timeout
+    // saying when there are no more.
+    ws.get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_millis(1)))?;
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let mut buf = [0u8; 16384];
@@ -205,11 +210,9 @@ fn run_interactive(
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
         }
         match poll(&mut fds, PollTimeout::from(200u16)) {
-            Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
+            Err(nix::errno::Errno::EINTR) | Ok(_) => {}
             Err(e) => return Err(e.into()),
-            Ok(_) => {}
         }
-        let sock_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
         let stdin_ready = fds
             .get(1)
             .and_then(|f| f.revents())
@@ -232,15 +235,34 @@ fn run_interactive(
                 ws.send(Message::Binary(buf[..n].to_vec()))?;
             }
         }
-        if sock_ready {
-            match ws.read() {
-                Ok(Message::Binary(b)) => {
-                    stdout.write_all(&b)?;
-                    stdout.flush()?;
+        // Also after a timeout: what is buffered above the socket does not wake poll.
+        {
+            let mut ended = false;
+            loop {
+                match ws.read() {
+                    Ok(Message::Binary(b)) => {
+                        stdout.write_all(&b)?;
+                        stdout.flush()?;
+                    }
+                    Ok(Message::Text(t)) if t.is_empty() => ended = true,
+                    Ok(Message::Close(_)) => ended = true,
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break
+                    }
+                    Err(_) => ended = true,
+                    Ok(_) => {}
                 }
-                Ok(Message::Text(t)) if t.is_empty() => break,
-                Ok(Message::Close(_)) | Err(_) => break,
-                Ok(_) => {}
+                if ended {
+                    break;
+                }
+            }
+            if ended {
+                break;
             }
         }
     }

@@ -71,6 +71,8 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             mode,
         } => {
             let dest = paths.pop().expect("clap requires two paths");
+            let (c, dest) = super::remote::split(c, &dest)?;
+            let c = &c;
             let mode = mode.as_deref().map(parse_mode).transpose()?;
             if recursive && (uid.is_some() || gid.is_some() || mode.is_some()) {
                 bail!("Can't supply uid/gid/mode in recursive mode");
@@ -106,10 +108,17 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
                         .with_context(|| format!("create {}", dir.display()))?;
                 }
             }
-            pull(c, &paths, &dest, recursive)
+            let (c, paths) = super::remote::split_all(c, &paths)?;
+            pull(&c, &paths, &dest, recursive)
         }
-        Cmd::Delete { targets } => delete(c, &targets),
-        Cmd::Edit { target } => edit(c, &target),
+        Cmd::Delete { targets } => {
+            let (c, targets) = super::remote::split_all(c, &targets)?;
+            delete(&c, &targets)
+        }
+        Cmd::Edit { target } => {
+            let (c, target) = super::remote::split(c, &target)?;
+            edit(&c, &target)
+        }
     }
 }
 

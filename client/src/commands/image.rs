@@ -149,7 +149,15 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
                 };
                 super::image_remote::copy(c, &url, &name, &remote, &opts)
             }
-            None => copy(c, &name, &remote, &aliases, public, auto_update),
+            None => {
+                let opts = super::image_remote::CopyOptions {
+                    aliases,
+                    copy_aliases,
+                    public,
+                    auto_update,
+                };
+                copy_lxd(c, &name, &remote, &opts)
+            }
         },
         Cmd::Refresh { names } => refresh(c, &names),
         Cmd::GetProperty { name, key } => get_property(c, &name, &key),
@@ -543,7 +551,29 @@ pub fn list(client: &Client, filters: &[String], format: Format, columns: &str) 
     if let Some((url, filters)) = super::image_remote::streams_filters(filters)? {
         return super::image_remote::list(&url, &filters, format, columns);
     }
-    let filters = filters_of(filters)?;
+    // `REMOTE:[filter]` first: that server's images (another hutchd, an LXD).
+    let names_remote = |a: &String| {
+        a.find(':')
+            .is_some_and(|c| a.find('=').is_none_or(|eq| c < eq))
+    };
+    let (client, filters) = match filters.first().filter(|a| names_remote(a)) {
+        Some(first) => {
+            let conf = crate::config::ClientConfig::load()?;
+            let (remote, rest) = conf.parse_remote(first)?;
+            let client = match super::remote::image_server(&conf, &remote)? {
+                super::remote::ImageServer::Daemon { client, .. } => client,
+                super::remote::ImageServer::Streams { .. } => client.clone(),
+            };
+            let mut f: Vec<String> = Vec::new();
+            if !rest.is_empty() {
+                f.push(rest);
+            }
+            f.extend(filters[1..].iter().cloned());
+            (client, f)
+        }
+        None => (client.clone(), filters.to_vec()),
+    };
+    let client = &client;
     let all = client.get("/1.0/images?recursion=1")?;
     print_list(
         all.as_array().cloned().unwrap_or_default(),
@@ -1063,6 +1093,43 @@ impl<R: std::io::BufRead> Read for PartReader<'_, '_, R> {
 
 /// `image copy IMAGE local:` of an image already there: the aliases are added,
 /// `--public`/`--auto-update` set on it.
+/// `image copy SRC:NAME DST:` where the source is an LXD-protocol server: a copy within
+/// one server, or a pull by the target from the source.
+fn copy_lxd(
+    c: &Client,
+    name: &str,
+    target: &str,
+    opts: &super::image_remote::CopyOptions,
+) -> Result<()> {
+    use super::remote::ImageServer;
+    let conf = crate::config::ClientConfig::load()?;
+    let (src_remote, src_name) = conf.parse_remote(name)?;
+    let ImageServer::Daemon {
+        client: source,
+        remote,
+    } = super::remote::image_server(&conf, &src_remote)?
+    else {
+        bail!("The remote isn't an LXD-protocol server");
+    };
+    let (dest, rest) = super::remote::split(c, target)?;
+    if !rest.is_empty() {
+        bail!("The target must be a remote (\"local:\"), not an image");
+    }
+    if dest.same_server(&source) {
+        let aliases = opts.aliases.clone();
+        return copy(
+            &dest,
+            &src_name,
+            "",
+            &aliases,
+            opts.public,
+            opts.auto_update,
+        );
+    }
+    let server = super::image_remote::reach(&source, remote)?;
+    super::image_remote::copy_between(&source, server, &src_name, &dest, opts)
+}
+
 pub fn copy(
     client: &Client,
     name: &str,

@@ -7,9 +7,9 @@ use hutch_images::simplestreams::{RemoteImage, SimpleStreams};
 use serde_json::{json, Value};
 
 use super::image::{info_text, point_aliases, print_list};
-use super::remote::{image_server, ImageServer};
+use super::remote::{image_server, ImageServer, LxdSource};
 use crate::config::ClientConfig;
-use crate::http::Client;
+use crate::http::{encode, Client};
 use crate::output::{self, Format};
 use crate::progress::Progress;
 
@@ -21,9 +21,9 @@ pub fn require_current(remote: &str) -> Result<()> {
     }
     match image_server(&conf, remote)? {
         ImageServer::Streams { .. } => bail!("The remote isn't a private LXD server"),
-        ImageServer::Daemon(c) => {
+        ImageServer::Daemon { client: c, .. } => {
             let current = image_server(&conf, &conf.default_remote)?;
-            if matches!(&current, ImageServer::Daemon(d) if d.socket() == c.socket()) {
+            if matches!(&current, ImageServer::Daemon { client: d, .. } if d.same_server(&c)) {
                 return Ok(());
             }
             bail!(
@@ -40,7 +40,7 @@ pub fn streams_name(raw: &str) -> Result<Option<(String, String)>> {
     let (remote, name) = conf.parse_remote(raw)?;
     Ok(match image_server(&conf, &remote)? {
         ImageServer::Streams { url, .. } => Some((url, name)),
-        ImageServer::Daemon(_) => None,
+        ImageServer::Daemon { .. } => None,
     })
 }
 
@@ -57,7 +57,7 @@ pub fn streams_filters(args: &[String]) -> Result<Option<(String, Vec<String>)>>
         let conf = ClientConfig::load()?;
         return Ok(match image_server(&conf, &conf.default_remote)? {
             ImageServer::Streams { url } => Some((url, args.to_vec())),
-            ImageServer::Daemon(_) => None,
+            ImageServer::Daemon { .. } => None,
         });
     };
     let Some((url, rest)) = streams_name(first)? else {
@@ -119,6 +119,99 @@ pub fn info(url: &str, name: &str) -> Result<()> {
 pub fn pull_source(url: &str, name: &str) -> Value {
     json!({"type": "image", "mode": "pull", "server": url, "protocol": "simplestreams",
         "alias": name})
+}
+
+/// Where an image on an LXD-protocol server (another hutchd, an LXD) is pulled from: the
+/// `source` of the target's `POST /1.0/images` or `/1.0/instances`, and the image as the
+/// source describes it. As lxc's CopyImage/CreateInstanceFromImage: an alias goes as such
+/// only when the image is public, else the fingerprint, with a secret the source makes for
+/// it (`POST /1.0/images/<fp>/secret`).
+pub fn lxd_pull_source(source: &Client, server: &LxdSource, name: &str) -> Result<(Value, Value)> {
+    let alias_target = source
+        .get(&format!("/1.0/images/aliases/{}", encode(name)))
+        .ok()
+        .and_then(|a| a["target"].as_str().map(String::from));
+    let fp = alias_target.clone().unwrap_or_else(|| name.to_string());
+    let image = source
+        .get(&format!("/1.0/images/{}", encode(&fp)))
+        .map_err(|_| anyhow::anyhow!("Image not found"))?;
+    let fp = image["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let public = image["public"].as_bool().unwrap_or(false);
+    let mut src = json!({"type": "image", "mode": "pull", "server": server.url,
+        "protocol": "lxd", "certificate": server.certificate});
+    if alias_target.is_some() && public {
+        src["alias"] = json!(name);
+    } else {
+        src["fingerprint"] = json!(fp);
+    }
+    if !public {
+        let env = source.request("POST", &format!("/1.0/images/{fp}/secret"), None)?;
+        let secret = env.metadata["metadata"]["secret"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("the source made no secret for the image"))?;
+        src["secret"] = json!(secret);
+    }
+    Ok((src, image))
+}
+
+/// How a daemon reaches the server of `client` to pull from it: the remote's URL and
+/// stored certificate, or for a unix socket the server's own HTTPS addresses and
+/// certificate (as lxc's GetConnectionInfo gives them).
+pub fn reach(client: &Client, remote: Option<LxdSource>) -> Result<LxdSource> {
+    if let Some(r) = remote {
+        return Ok(r);
+    }
+    let server = client.get("/1.0")?;
+    let url = super::copy::addresses(client, &server)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("The source server isn't listening on the network"))?;
+    Ok(LxdSource {
+        url,
+        certificate: server["environment"]["certificate"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    })
+}
+
+/// `image copy SRC:NAME DST:` between two LXD-protocol servers: `DST` pulls.
+pub fn copy_between(
+    source: &Client,
+    server: LxdSource,
+    name: &str,
+    target: &Client,
+    opts: &CopyOptions,
+) -> Result<()> {
+    let (src, image) = lxd_pull_source(source, &server, name)?;
+    let mut aliases = Vec::new();
+    if opts.copy_aliases {
+        aliases.extend(
+            image["aliases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["name"].as_str().map(String::from)),
+        );
+    }
+    aliases.extend(opts.aliases.iter().cloned());
+    let body = json!({"source": src, "public": opts.public, "auto_update": opts.auto_update});
+    let env = target.request("POST", "/1.0/images", Some(&body))?;
+    let progress = Progress::new("Copying the image: %s");
+    let op = target.wait_op_progress(&env, Some(&progress))?;
+    let fp = op["metadata"]["fingerprint"]
+        .as_str()
+        .or(image["fingerprint"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    point_aliases(target, &aliases, &fp)?;
+    if !output::quiet() {
+        println!("Image copied successfully!");
+    }
+    Ok(())
 }
 
 /// `image copy`'s flags.

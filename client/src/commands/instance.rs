@@ -46,16 +46,15 @@ pub enum Cmd {
     },
     /// Restore an instance from one of its snapshots.
     Restore { name: String, snapshot: String },
-    /// Copy an instance or a snapshot (SOURCE[/SNAPSHOT]) to a new instance.
-    Copy {
-        source: String,
-        name: String,
-        /// Leave the source's snapshots behind.
-        #[arg(long)]
-        instance_only: bool,
-    },
+    /// Copy an instance or a snapshot ([REMOTE:]SOURCE[/SNAPSHOT]) to a new instance,
+    /// on the same server or another ([REMOTE:][NAME]).
+    #[command(visible_alias = "cp")]
+    Copy(super::copy::CopyArgs),
+    /// Move an instance to another server ([REMOTE:][NAME]), or rename it, or move it to
+    /// another storage pool (`--storage`).
+    #[command(visible_alias = "mv")]
+    Move(super::copy::CopyArgs),
     /// Rename an instance, or move it to another storage pool (`--storage`).
-    #[command(alias = "move")]
     Rename {
         from: String,
         to: Option<String>,
@@ -120,48 +119,81 @@ pub struct StopArgs {
 
 /// Runs one instance command.
 pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
+    use super::remote::{split, split_all};
     match cmd {
         Cmd::Launch(a) => create(c, &a, true),
         Cmd::Init(a) => create(c, &a, false),
-        Cmd::Start(a) => action(c, "start", &a.names, a.all, -1, false, a.console.as_deref()),
-        Cmd::Stop(a) => action(
-            c,
-            "stop",
-            &a.names,
-            a.all,
-            a.timeout,
-            a.force,
-            a.console.as_deref(),
-        ),
-        Cmd::Restart(a) => action(
-            c,
-            "restart",
-            &a.names,
-            a.all,
-            a.timeout,
-            a.force,
-            a.console.as_deref(),
-        ),
-        Cmd::Pause(a) => action(c, "pause", &a.names, a.all, -1, false, None),
+        Cmd::Start(a) => {
+            let (c, names) = split_all(c, &a.names)?;
+            action(&c, "start", &names, a.all, -1, false, a.console.as_deref())
+        }
+        Cmd::Stop(a) => {
+            let (c, names) = split_all(c, &a.names)?;
+            action(
+                &c,
+                "stop",
+                &names,
+                a.all,
+                a.timeout,
+                a.force,
+                a.console.as_deref(),
+            )
+        }
+        Cmd::Restart(a) => {
+            let (c, names) = split_all(c, &a.names)?;
+            action(
+                &c,
+                "restart",
+                &names,
+                a.all,
+                a.timeout,
+                a.force,
+                a.console.as_deref(),
+            )
+        }
+        Cmd::Pause(a) => {
+            let (c, names) = split_all(c, &a.names)?;
+            action(&c, "pause", &names, a.all, -1, false, None)
+        }
         Cmd::Delete {
             names,
             force,
             interactive,
-        } => delete(c, &names, force, interactive),
-        Cmd::Rename { from, to, storage } => rename(c, &from, to.as_deref(), storage.as_deref()),
-        Cmd::Snapshot { name, snapshot } => self::snapshot(c, &name, snapshot.as_deref()),
-        Cmd::Restore { name, snapshot } => restore(c, &name, &snapshot),
-        Cmd::Copy {
-            source,
-            name,
-            instance_only,
-        } => copy(c, &source, &name, instance_only),
+        } => {
+            let (c, names) = split_all(c, &names)?;
+            delete(&c, &names, force, interactive)
+        }
+        Cmd::Rename { from, to, storage } => {
+            let (c, from) = split(c, &from)?;
+            let to = match to {
+                Some(t) => Some(split(&c, &t)?.1),
+                None => None,
+            };
+            rename(&c, &from, to.as_deref(), storage.as_deref())
+        }
+        Cmd::Snapshot { name, snapshot } => {
+            let (c, name) = split(c, &name)?;
+            self::snapshot(&c, &name, snapshot.as_deref())
+        }
+        Cmd::Restore { name, snapshot } => {
+            let (c, name) = split(c, &name)?;
+            restore(&c, &name, &snapshot)
+        }
+        Cmd::Copy(a) => super::copy::copy(c, &a),
+        Cmd::Move(a) => super::copy::move_(c, &a),
         Cmd::List(a) => list::list(c, &a),
         Cmd::Info {
             name: Some(name),
             show_log,
-            resources: _,
-        } => info::instance(c, &name, show_log),
+            resources,
+        } => {
+            let (c, name) = split(c, &name)?;
+            if name.is_empty() {
+                info::server(&c, resources)
+            } else {
+                info::instance(&c, &name, show_log)
+            }
+        }
         Cmd::Info {
             name: None,
             resources,
@@ -220,17 +252,18 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
     let client = if remote == conf.default_remote {
         client
     } else {
-        target = client_of(conf.remote(&remote)?)?;
+        target = client_of(&remote, conf.remote(&remote)?)?;
         &target
     };
     let (iremote, image) = conf.parse_remote(&args.image)?;
     let source = match image_server(&conf, &iremote)? {
         ImageServer::Streams { url } => pull_source(&url, &image),
-        ImageServer::Daemon(c) if c.socket() == client.socket() => {
+        ImageServer::Daemon { client: c, .. } if c.same_server(client) => {
             json!({"type": "image", "fingerprint": resolve_image(client, &image)?})
         }
-        ImageServer::Daemon(_) => {
-            bail!("The image's remote \"{iremote}\" is another hutchd: copy the image over first")
+        ImageServer::Daemon { client: c, remote } => {
+            let server = super::image_remote::reach(&c, remote)?;
+            super::image_remote::lxd_pull_source(&c, &server, &image)?.0
         }
     };
     let profiles = if args.no_profiles {

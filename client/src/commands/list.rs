@@ -527,19 +527,18 @@ fn should_show(filters: &[String], v: &Value) -> bool {
 /// `hutch list`.
 pub fn list(client: &Client, args: &ListArgs) -> Result<()> {
     let mut filters = args.filters.clone();
+    let mut remote_client = None;
     if let Some(first) = filters.first() {
         if first.contains(':') && !first.contains('=') {
-            let (remote, name) = first.split_once(':').unwrap_or_default();
-            if !remote.is_empty() && remote != "local" {
-                bail!("The remote \"{remote}\" doesn't exist");
-            }
-            let name = name.to_string();
+            let (c, name) = super::remote::split(client, first)?;
+            remote_client = Some(c);
             filters.remove(0);
             if !name.is_empty() {
                 filters.push(name);
             }
         }
     }
+    let client = remote_client.as_ref().unwrap_or(client);
     let server = client.get("/1.0")?;
     let clustered = server["environment"]["server_clustered"]
         .as_bool()

@@ -2,6 +2,7 @@
 
 pub mod alias;
 pub mod config;
+pub mod copy;
 pub mod device;
 pub mod edit;
 pub mod exec;
@@ -23,6 +24,7 @@ pub mod query;
 pub mod remote;
 pub mod storage;
 pub mod template;
+pub mod trust;
 
 use anyhow::{bail, Result};
 use serde_json::Value;

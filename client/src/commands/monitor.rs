@@ -9,6 +9,8 @@ use crate::http::Client;
 
 #[derive(Args)]
 pub struct MonitorArgs {
+    /// `[REMOTE:]`.
+    pub remote: Option<String>,
     /// Event type to listen for (lifecycle, operation, logging); repeatable; all when none.
     #[arg(long = "type")]
     pub types: Vec<String>,

@@ -16,6 +16,8 @@ pub enum Cmd {
     /// List networks, managed and not (the host's other interfaces).
     #[command(alias = "ls")]
     List {
+        /// `[REMOTE:]`.
+        remote: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -77,7 +79,10 @@ pub enum Cmd {
 /// Runs one `hutch network` command.
 pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::List { format } => list(c, format),
+        Cmd::List { remote, format } => {
+            let (c, _) = super::remote::split(c, remote.as_deref().unwrap_or(""))?;
+            list(&c, format)
+        }
         Cmd::Show { name } => show(c, &name),
         Cmd::Create { name, config } => create(c, &name, &config),
         Cmd::Delete { name } => delete(c, &name),

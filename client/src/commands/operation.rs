@@ -13,6 +13,8 @@ pub enum Cmd {
     /// List background operations.
     #[command(visible_alias = "ls")]
     List {
+        /// `[REMOTE:]`.
+        remote: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -26,7 +28,10 @@ pub enum Cmd {
 /// Runs one `hutch operation` command.
 pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::List { format } => list(c, format),
+        Cmd::List { remote, format } => {
+            let (c, _) = super::remote::split(c, remote.as_deref().unwrap_or(""))?;
+            list(&c, format)
+        }
         Cmd::Show { id } => {
             let mut op = c.get(&format!("/1.0/operations/{}", encode(&id)))?;
             // LXD's struct has a map here: none shows as an empty one.

@@ -35,6 +35,8 @@ pub enum Cmd {
     /// List profiles.
     #[command(alias = "ls")]
     List {
+        /// `[REMOTE:]`.
+        remote: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -66,7 +68,10 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
         Cmd::Device(cmd) => device::run_profile(c, cmd),
         Cmd::Edit { name } => edit(c, &name),
         Cmd::Get { name, key } => get(c, &name, &key),
-        Cmd::List { format } => list(c, format),
+        Cmd::List { remote, format } => {
+            let (c, _) = super::remote::split(c, remote.as_deref().unwrap_or(""))?;
+            list(&c, format)
+        }
         Cmd::Remove { instance, profile } => remove(c, &instance, &profile),
         Cmd::Rename { name, new } => rename(c, &name, &new),
         Cmd::Set { name, args } => set(c, &name, &args),

@@ -27,14 +27,14 @@ pub struct QueryArgs {
 }
 
 pub fn query(client: &Client, args: &QueryArgs) -> Result<()> {
-    let path = match args.path.split_once(':') {
-        Some((remote, path)) if !remote.starts_with('/') => {
-            if remote != "local" {
-                bail!("The remote \"{remote}\" doesn't exist");
-            }
-            path
+    let remote_client;
+    let (client, path) = match args.path.split_once(':') {
+        Some((remote, _)) if !remote.starts_with('/') => {
+            let (c, path) = super::remote::split(client, &args.path)?;
+            remote_client = (c, path);
+            (&remote_client.0, remote_client.1.as_str())
         }
-        _ => args.path.as_str(),
+        _ => (client, args.path.as_str()),
     };
     if !path.starts_with('/') {
         bail!("Query path must start with /");

@@ -11,6 +11,7 @@ use clap::Subcommand;
 use crate::config::{ClientConfig, Remote};
 use crate::http::{socket_path, Client};
 use crate::output::{self, Format};
+use crate::tls;
 
 /// `hutch remote ...`.
 #[derive(Subcommand)]
@@ -71,12 +72,13 @@ pub fn run(cmd: Cmd) -> Result<()> {
         Cmd::Add {
             name,
             url,
+            accept_certificate,
             auth_type,
             domain,
+            password,
             project,
             protocol,
             public,
-            ..
         } => {
             let url = url.unwrap_or_else(|| name.clone());
             let args = AddArgs {
@@ -86,23 +88,29 @@ pub fn run(cmd: Cmd) -> Result<()> {
                 protocol,
                 public,
             };
+            if let Some(token) = super::trust::Token::decode(&url) {
+                return add_by_token(&mut conf, &name, &token, &url, args)
+                    .and_then(|()| conf.save())
+                    .inspect_err(|_| forget_certificate(&name));
+            }
             let remote = add(&mut conf, &name, &url, args)?;
             if remote.is_unix() {
                 // As lxc: a socket remote must answer before it is kept, and with a
                 // single project that one is recorded.
-                let client = client_of(&remote)?;
+                let client = client_of(&name, &remote)?;
                 client.get("/1.0")?;
                 if remote.project.is_empty() {
-                    let projects = client.get("/1.0/projects").unwrap_or_default();
-                    if let [only] = projects.as_array().map(Vec::as_slice).unwrap_or_default() {
-                        let project = only.as_str().unwrap_or_default().rsplit('/').next();
-                        if let (Some(p), Some(r)) = (project, conf.remotes.get_mut(&name)) {
-                            r.project = p.to_string();
-                        }
-                    }
+                    set_project(&mut conf, &name, &client);
                 }
             } else if !remote.is_simplestreams() {
-                eprintln!("Note: remote \"{name}\" is stored, but hutch cannot talk to LXD-protocol HTTPS remotes yet");
+                let contact = Contact {
+                    accept_certificate,
+                    password,
+                };
+                add_https(&mut conf, &name, &remote, contact)
+                    .and_then(|()| conf.save())
+                    .inspect_err(|_| forget_certificate(&name))?;
+                return Ok(());
             }
             conf.save()
         }
@@ -116,11 +124,15 @@ pub fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Remove { name } => {
             remove(&mut conf, &name)?;
-            conf.save()
+            conf.save()?;
+            tls::rename_server_cert(&name, None);
+            Ok(())
         }
         Cmd::Rename { old, new } => {
             rename(&mut conf, &old, &new)?;
-            conf.save()
+            conf.save()?;
+            tls::rename_server_cert(&old, Some(&new));
+            Ok(())
         }
         Cmd::SetUrl { name, url } => {
             changeable(&conf, &name)?;
@@ -136,6 +148,240 @@ pub fn run(cmd: Cmd) -> Result<()> {
             conf.save()
         }
     }
+}
+
+/// A `remote add` that failed leaves no certificate behind for the name (it was no remote:
+/// `add` refuses names in use).
+fn forget_certificate(name: &str) {
+    if !name.contains(['/', ':']) && !name.starts_with('.') {
+        tls::rename_server_cert(name, None);
+    }
+}
+
+/// How `remote add` gets an HTTPS server to trust this client.
+struct Contact {
+    accept_certificate: bool,
+    password: String,
+}
+
+/// The remote's only project, recorded as lxc records it (none when several or none).
+fn set_project(conf: &mut ClientConfig, name: &str, client: &Client) {
+    let projects = client.get("/1.0/projects").unwrap_or_default();
+    if let [only] = projects.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let project = only.as_str().unwrap_or_default().rsplit('/').next();
+        if let (Some(p), Some(r)) = (project, conf.remotes.get_mut(name)) {
+            r.project = p.to_string();
+        }
+    }
+}
+
+/// lxc makes the client certificate before its first HTTPS contact, and says so.
+fn ensure_identity() -> Result<()> {
+    if !tls::has_identity() {
+        eprintln!("Generating a client certificate. This may take a minute...");
+    }
+    tls::identity()?;
+    Ok(())
+}
+
+/// Reads one line from stdin (lxc's ReadStdin), without its line ending.
+fn read_line() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// The second half of `remote add NAME https://...`, as lxc's cmdRemoteAdd.Run: reach the
+/// server (system CAs first, else the certificate it shows once the user accepts its
+/// fingerprint, stored in servercerts/), then, when it does not trust this client yet,
+/// send the password (asked for when not given) with the client certificate.
+fn add_https(conf: &mut ClientConfig, name: &str, remote: &Remote, contact: Contact) -> Result<()> {
+    if !remote.public && (remote.auth_type == "tls" || remote.auth_type.is_empty()) {
+        ensure_identity()?;
+    }
+    if remote.auth_type == "candid" {
+        bail!("Authentication type 'candid' not supported by hutch");
+    }
+    let mut client =
+        tls::client_with(&remote.addr, hutch_tls::ServerTrust::System, !remote.public)?;
+    let mut server = client.get("/1.0");
+    if server.is_err() {
+        let der = tls::remote_certificate(&remote.addr)?;
+        if !contact.accept_certificate {
+            let digest = hutch_tls::fingerprint(&der);
+            println!("Certificate fingerprint: {digest}");
+            print!("ok (y/n/[fingerprint])? ");
+            std::io::Write::flush(&mut std::io::stdout())?;
+            let line = read_line()?;
+            if line != digest {
+                let first = line.chars().next().map(|c| c.to_ascii_lowercase());
+                match first {
+                    None | Some('n') => bail!("Server certificate NACKed by user"),
+                    Some('y') => {}
+                    Some(_) => bail!("Please type 'y', 'n' or the fingerprint:"),
+                }
+            }
+        }
+        tls::store_server_cert(name, &der)?;
+        client = tls::client_for(name, &remote.addr, remote.public)?;
+        server = client.get("/1.0");
+    }
+    let server = server?;
+    if remote.public {
+        conf.remotes
+            .insert(name.to_string(), public_remote(&remote.addr));
+        return Ok(());
+    }
+    if server["public"].as_bool().unwrap_or(false) {
+        conf.remotes
+            .insert(name.to_string(), public_remote(&remote.addr));
+        return Ok(());
+    }
+    let methods = server["auth_methods"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !methods.iter().any(|m| m == "tls") {
+        bail!("Authentication type 'tls' not supported by server");
+    }
+    if server["auth"] != "trusted" {
+        let mut password = contact.password;
+        if password.is_empty() {
+            print!("Admin password (or token) for {name}: ");
+            std::io::Write::flush(&mut std::io::stdout())?;
+            password = read_line()?;
+            println!();
+        }
+        client.request(
+            "POST",
+            "/1.0/certificates",
+            Some(&certificates_post("client", &password)),
+        )?;
+        if client.get("/1.0")?["auth"] != "trusted" {
+            bail!("Server doesn't trust us after authentication");
+        }
+        println!("Client certificate now trusted by server: {name}");
+    }
+    if remote.project.is_empty() {
+        set_project(conf, name, &client);
+    }
+    Ok(())
+}
+
+/// A public LXD-protocol image server, as lxc records one.
+fn public_remote(addr: &str) -> Remote {
+    Remote {
+        addr: addr.to_string(),
+        public: true,
+        ..Remote::default()
+    }
+}
+
+/// `POST /1.0/certificates` as lxc's api.CertificatesPost marshals it (every field).
+fn certificates_post(kind: &str, password: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": "", "type": kind, "restricted": false, "projects": null,
+        "certificate": "", "password": password, "token": false,
+    })
+}
+
+/// `remote add NAME TOKEN`, as lxc's RunToken: each address of the token in turn; one that
+/// cannot be reached is skipped, one whose certificate is not the token's is refused;
+/// the token itself is the password.
+fn add_by_token(
+    conf: &mut ClientConfig,
+    name: &str,
+    token: &super::trust::Token,
+    raw: &str,
+    args: AddArgs,
+) -> Result<()> {
+    if name.contains(':') {
+        bail!("Remote names may not contain colons");
+    }
+    if let Some(r) = conf.remotes.get(name) {
+        bail!("Remote {name} exists as <{}>", r.addr);
+    }
+    ensure_identity()?;
+    for addr in &token.addresses {
+        let addr = format!("https://{addr}");
+        match token_contact(conf, name, token, raw, &addr, &args) {
+            Err(TokenError::Unavailable(_)) => continue,
+            Err(TokenError::Other(e)) => return Err(e),
+            Ok(()) => return Ok(()),
+        }
+    }
+    println!("All server addresses are unavailable");
+    print!("Please provide an alternate server address (empty to abort): ");
+    std::io::Write::flush(&mut std::io::stdout())?;
+    let line = read_line()?;
+    if line.is_empty() {
+        bail!("Failed to add remote");
+    }
+    match token_contact(conf, name, token, raw, &line, &args) {
+        Ok(()) => Ok(()),
+        Err(TokenError::Unavailable(e) | TokenError::Other(e)) => Err(e),
+    }
+}
+
+/// Why one address of a token did not do: unreachable (try the next) or refused.
+enum TokenError {
+    Unavailable(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+fn token_contact(
+    conf: &mut ClientConfig,
+    name: &str,
+    token: &super::trust::Token,
+    raw: &str,
+    addr: &str,
+    args: &AddArgs,
+) -> std::result::Result<(), TokenError> {
+    let unavailable = |e: anyhow::Error| {
+        TokenError::Unavailable(anyhow::anyhow!("Unavailable remote server: {e:#}"))
+    };
+    let other = TokenError::Other;
+    let client = tls::client_with(addr, hutch_tls::ServerTrust::System, true).map_err(other)?;
+    let client = if client.get("/1.0").is_ok() {
+        client
+    } else {
+        let der = tls::remote_certificate(addr).map_err(unavailable)?;
+        if hutch_tls::fingerprint(&der) != token.fingerprint {
+            return Err(other(anyhow::anyhow!(
+                "Certificate fingerprint mismatch between certificate token and server \"{addr}\""
+            )));
+        }
+        tls::store_server_cert(name, &der).map_err(other)?;
+        let client = tls::client_for(name, addr, false).map_err(other)?;
+        client.get("/1.0").map_err(unavailable)?;
+        client
+    };
+    client
+        .request(
+            "POST",
+            "/1.0/certificates",
+            Some(&certificates_post("", raw)),
+        )
+        .map_err(|e| other(anyhow::anyhow!("Failed to create certificate: {e:#}")))?;
+    conf.remotes.insert(
+        name.to_string(),
+        Remote {
+            addr: addr.to_string(),
+            protocol: if args.protocol.is_empty() {
+                "lxd".into()
+            } else {
+                args.protocol.clone()
+            },
+            auth_type: "tls".into(),
+            domain: args.domain.clone(),
+            project: args.project.clone(),
+            ..Remote::default()
+        },
+    );
+    if args.project.is_empty() {
+        set_project(conf, name, &client);
+    }
+    Ok(())
 }
 
 /// The options of `remote add` that end up in the config.
@@ -174,6 +420,11 @@ pub fn add(conf: &mut ClientConfig, name: &str, addr: &str, args: AddArgs) -> Re
     } else if protocol != "lxd" {
         bail!("Invalid protocol: {protocol}");
     } else {
+        if let Some((scheme, _)) = addr.split_once("://") {
+            if scheme != "unix" && scheme != "https" {
+                bail!("Invalid URL scheme \"{scheme}\" in \"{addr}\"");
+            }
+        }
         Remote {
             addr: normalize_lxd_addr(addr),
             protocol,
@@ -367,18 +618,21 @@ fn socket_of(remote: &Remote) -> PathBuf {
     }
 }
 
-/// A client for a remote that runs instances (a hutchd on a unix socket).
-pub fn client_of(remote: &Remote) -> Result<Client> {
+/// A client for the remote `name` that runs instances: a hutchd on a unix socket, or an
+/// LXD-protocol server over HTTPS (its stored certificate pinned, this client's presented).
+pub fn client_of(name: &str, remote: &Remote) -> Result<Client> {
     if remote.public || remote.is_simplestreams() {
         bail!("The remote isn't a private LXD server");
     }
-    if !remote.is_unix() {
-        bail!(
-            "The remote at {} speaks the LXD protocol over HTTPS, which hutch does not support yet",
-            remote.addr
-        );
+    server_of(name, remote)
+}
+
+/// A client for an LXD-protocol remote, public image servers included.
+fn server_of(name: &str, remote: &Remote) -> Result<Client> {
+    if remote.is_unix() {
+        return Ok(Client::at(socket_of(remote)));
     }
-    Ok(Client::at(socket_of(remote)))
+    tls::client_for(name, &remote.addr, remote.public)
 }
 
 /// The client for the default remote; when that is no hutchd, one whose every request
@@ -389,18 +643,70 @@ pub fn default_client() -> Client {
         // The socket still works; the remote commands report the config error.
         Err(_) => return Client::new(),
     };
-    match conf.remote(&conf.default_remote).and_then(client_of) {
+    match conf
+        .remote(&conf.default_remote)
+        .and_then(|r| client_of(&conf.default_remote, r))
+    {
         Ok(c) => c,
         Err(e) => Client::unusable(&e.to_string()),
     }
 }
 
+/// `[REMOTE:]NAME` split as lxc splits it, with a client for the remote: `default` (the
+/// default remote's, already made) when there is no prefix or it names the default one.
+pub fn split(default: &Client, raw: &str) -> Result<(Client, String)> {
+    split_in(&ClientConfig::load()?, default, raw)
+}
+
+fn split_in(conf: &ClientConfig, default: &Client, raw: &str) -> Result<(Client, String)> {
+    let (remote, name) = conf.parse_remote(raw)?;
+    if remote == conf.default_remote {
+        return Ok((default.clone(), name));
+    }
+    Ok((client_of(&remote, conf.remote(&remote)?)?, name))
+}
+
+/// [`split`] of several names, which must all be on one remote (as lxc's per-name calls
+/// end up when they are); the names without their prefix.
+pub fn split_all(default: &Client, raws: &[String]) -> Result<(Client, Vec<String>)> {
+    split_all_in(&ClientConfig::load()?, default, raws)
+}
+
+fn split_all_in(
+    conf: &ClientConfig,
+    default: &Client,
+    raws: &[String],
+) -> Result<(Client, Vec<String>)> {
+    let mut client = default.clone();
+    let mut names = Vec::with_capacity(raws.len());
+    for (i, raw) in raws.iter().enumerate() {
+        let (c, n) = split_in(conf, default, raw)?;
+        if i > 0 && !c.same_server(&client) {
+            bail!("Names on different remotes in one command are not supported");
+        }
+        client = c;
+        names.push(n);
+    }
+    Ok((client, names))
+}
+
 /// Where a `REMOTE:` prefix leads for images.
 pub enum ImageServer {
-    /// A hutchd (its images API).
-    Daemon(Client),
+    /// A hutchd or LXD (its images API); `url` and `certificate` (PEM) say how a daemon
+    /// reaches it to pull (None for a unix socket).
+    Daemon {
+        client: Client,
+        remote: Option<LxdSource>,
+    },
     /// A simplestreams server at this base URL.
     Streams { url: String },
+}
+
+/// How a daemon reaches an LXD-protocol image server to pull from it.
+pub struct LxdSource {
+    pub url: String,
+    /// The server's certificate as stored for the remote (PEM), empty for system CAs.
+    pub certificate: String,
 }
 
 /// The image server called `name`.
@@ -411,13 +717,26 @@ pub fn image_server(conf: &ClientConfig, name: &str) -> Result<ImageServer> {
             url: remote.addr.clone(),
         });
     }
-    if !remote.is_unix() {
-        bail!(
-            "The remote \"{name}\" ({}) speaks the LXD protocol over HTTPS, which hutch does not support yet",
-            remote.addr
-        );
-    }
-    Ok(ImageServer::Daemon(Client::at(socket_of(remote))))
+    let client = if name == conf.default_remote && !remote.public {
+        default_client()
+    } else {
+        server_of(name, remote)?
+    };
+    let source = if remote.is_unix() {
+        None
+    } else {
+        let certificate = tls::stored_server_cert(name)?
+            .map(|der| hutch_tls::pem_of_der(&der))
+            .unwrap_or_default();
+        Some(LxdSource {
+            url: remote.addr.clone(),
+            certificate,
+        })
+    };
+    Ok(ImageServer::Daemon {
+        client,
+        remote: source,
+    })
 }
 
 #[cfg(test)]
@@ -523,17 +842,62 @@ mod tests {
     }
 
     #[test]
+    fn remote_prefixes_lead_to_their_server() {
+        let (_d, mut c) = conf();
+        c.remotes.insert(
+            "s2".into(),
+            Remote {
+                addr: "unix:///tmp/s2.socket".into(),
+                ..Remote::default()
+            },
+        );
+        let default = Client::at(PathBuf::from("/tmp/default.socket"));
+        let s2 = Client::at(PathBuf::from("/tmp/s2.socket"));
+        let (client, name) = split_in(&c, &default, "s2:c1").unwrap();
+        assert!(client.same_server(&s2));
+        assert_eq!(name, "c1");
+        let (client, name) = split_in(&c, &default, "s2:").unwrap();
+        assert!(client.same_server(&s2) && name.is_empty());
+        for raw in ["c1", "local:c1", "c1/snap:1"] {
+            let (client, name) = split_in(&c, &default, raw).unwrap();
+            assert!(client.same_server(&default), "{raw}");
+            assert_eq!(name, raw.trim_start_matches("local:"));
+        }
+        assert_eq!(
+            err(split_in(&c, &default, "images:c1")),
+            "The remote isn't a private LXD server"
+        );
+        assert_eq!(
+            err(split_in(&c, &default, "nope:c1")),
+            "The remote \"nope\" doesn't exist"
+        );
+        let raws = ["s2:a".to_string(), "s2:b".to_string()];
+        let (client, names) = split_all_in(&c, &default, &raws).unwrap();
+        assert!(client.same_server(&s2));
+        assert_eq!(names, ["a", "b"]);
+        let mixed = ["s2:a".to_string(), "b".to_string()];
+        assert!(split_all_in(&c, &default, &mixed).is_err());
+    }
+
+    #[test]
+    fn lxd_addresses_and_bad_schemes() {
+        let (_d, mut c) = conf();
+        assert_eq!(
+            err(add(&mut c, "x", "http://127.0.0.1", AddArgs::default())),
+            "Invalid URL scheme \"http\" in \"http://127.0.0.1\""
+        );
+        let r = add(&mut c, "y", "10.0.0.1", AddArgs::default()).unwrap();
+        assert_eq!(r.addr, "https://10.0.0.1:8443");
+        assert_eq!(r.auth_type, "tls");
+    }
+
+    #[test]
     fn remotes_that_are_not_a_hutchd_say_so() {
         let (_d, c) = conf();
         assert_eq!(
-            err(client_of(&c.remotes["images"])),
+            err(client_of("images", &c.remotes["images"])),
             "The remote isn't a private LXD server"
         );
-        let lxd = Remote {
-            addr: "https://10.0.0.1:8443".into(),
-            ..Remote::default()
-        };
-        assert!(err(client_of(&lxd)).contains("does not support yet"));
         assert!(matches!(
             image_server(&c, "images"),
             Ok(ImageServer::Streams { .. })

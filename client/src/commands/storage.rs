@@ -16,6 +16,8 @@ pub enum Cmd {
     /// List storage pools.
     #[command(alias = "ls")]
     List {
+        /// `[REMOTE:]`.
+        remote: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -176,7 +178,10 @@ pub enum VolumeCmd {
 /// Runs one `hutch storage` command.
 pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::List { format } => list(c, format),
+        Cmd::List { remote, format } => {
+            let (c, _) = super::remote::split(c, remote.as_deref().unwrap_or(""))?;
+            list(&c, format)
+        }
         Cmd::Info { pool, bytes } => info(c, &pool, bytes),
         Cmd::Show { pool, resources } => show_pool(c, &pool, resources),
         Cmd::Get { pool, key } => {

@@ -88,3 +88,93 @@ async fn delete(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Res
     e.delete_certificate(&fp)?;
     Ok(empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+
+    use crate::api::testing::TestApi;
+    use crate::auth::Caller;
+
+    /// One request through the network router as the TLS peer holding `cert`.
+    async fn as_tls(
+        api: &TestApi,
+        cert: &[u8],
+        method: Method,
+        uri: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("Content-Type", "application/json")
+            .extension(Caller::Tls {
+                address: "127.0.0.1:40000".parse().unwrap(),
+                certificate: Some(Arc::new(cert.to_vec())),
+            })
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = crate::api::network_router(api.engine.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn trusted_tls_callers_act_and_are_named_in_events() {
+        let api = TestApi::new().await;
+        let id = hutch_tls::Identity::generate(hutch_tls::Kind::Client).unwrap();
+        let (status, body) = as_tls(
+            &api,
+            &id.cert_der,
+            Method::POST,
+            "/1.0/profiles",
+            json!({"name": "p1"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let cert = hutch_tls::base64_encode(&id.cert_der);
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/1.0/certificates",
+                Some(json!({"certificate": cert, "name": "t"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let mut events = api.engine.events().subscribe();
+        let (status, body) = as_tls(
+            &api,
+            &id.cert_der,
+            Method::POST,
+            "/1.0/profiles",
+            json!({"name": "p1"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let event: Value = loop {
+            let e = events.recv().await.unwrap();
+            let v: Value = serde_json::from_str(&e.json).unwrap();
+            if v["type"] == "lifecycle" || v["metadata"]["action"].is_string() {
+                break v;
+            }
+        };
+        let requestor = &event["metadata"]["requestor"];
+        assert_eq!(requestor["protocol"], "tls", "{event}");
+        assert_eq!(requestor["username"], id.fingerprint(), "{event}");
+        assert_eq!(requestor["address"], "127.0.0.1:40000", "{event}");
+    }
+}

@@ -118,6 +118,26 @@ fn certificate_pem(text: &str) -> Result<(String, String)> {
     Ok((hutch_tls::fingerprint(&der), hutch_tls::pem_of_der(&der)))
 }
 
+/// The subject's common name of a DER certificate: the last `CN` attribute of issuer and
+/// subject (the subject follows the issuer), when it is a string.
+fn common_name(der: &[u8]) -> Option<String> {
+    const CN_OID: &[u8] = &[0x06, 0x03, 0x55, 0x04, 0x03];
+    let mut found = None;
+    let mut at = 0;
+    while let Some(pos) = der[at..].windows(CN_OID.len()).position(|w| w == CN_OID) {
+        let value = at + pos + CN_OID.len();
+        // A string tag (UTF8, Printable, IA5, T61, BMP excluded) and a short length.
+        if let [tag, len, rest @ ..] = &der[value..] {
+            let len = *len as usize;
+            if matches!(tag, 0x0c | 0x13 | 0x14 | 0x16) && len < 0x80 && rest.len() >= len {
+                found = std::str::from_utf8(&rest[..len]).ok().map(str::to_string);
+            }
+        }
+        at = value;
+    }
+    found
+}
+
 /// The token a client gives as its password, if it is one (`shared.CertificateTokenDecode`).
 fn decode_token(password: &str) -> Option<CertificateAddToken> {
     let json = hutch_tls::base64_decode(password.trim())?;
@@ -227,10 +247,13 @@ impl Engine {
                 Caller::Unix => return Err(bad("Can't use TLS data on non-TLS link")),
             }
         };
-        let name = match (&req.put.name, caller) {
-            (n, _) if !n.is_empty() => n.clone(),
-            (_, Caller::Tls { address, .. }) => address.ip().to_string(),
-            (_, Caller::Unix) => fingerprint[..12].to_string(),
+        // As LXD: the name given, else the certificate's common name, else the peer's IP.
+        let der = hutch_tls::cert_der_of_pem(&pem).unwrap_or_default();
+        let name = match (&req.put.name, common_name(&der), caller) {
+            (n, _, _) if !n.is_empty() => n.clone(),
+            (_, Some(cn), _) => cn,
+            (_, None, Caller::Tls { address, .. }) => address.ip().to_string(),
+            (_, None, Caller::Unix) => fingerprint[..12].to_string(),
         };
         let cert = Certificate {
             fingerprint: fingerprint.clone(),
@@ -405,6 +428,18 @@ mod tests {
         assert_eq!(decode_token(&text), Some(t));
         assert_eq!(decode_token("s3cret"), None);
         assert_eq!(decode_token(&hutch_tls::base64_encode(b"{}")), None);
+    }
+
+    #[test]
+    fn common_names_are_read_from_the_subject() {
+        let id = hutch_tls::Identity::generate(hutch_tls::Kind::Client).unwrap();
+        let cn = common_name(&id.cert_der).unwrap();
+        assert!(cn.starts_with("root@"), "{cn}");
+        assert_eq!(common_name(b"not a certificate"), None);
+        assert_eq!(
+            common_name(&[0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x09]),
+            None
+        );
     }
 
     #[test]

@@ -190,7 +190,8 @@ pub fn check_version<T: serde::Serialize>(if_match: Option<&str>, current: &T) -
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f).await?
+    // Events sent from the work name the request's requestor.
+    tokio::task::spawn_blocking(crate::auth::on_behalf_blocking(f)).await?
 }
 
 /// What the runtime says of an instance: status, init pid and, when it runs, the state its
