@@ -49,4 +49,4 @@ report_skipped() {
     rm -f "$HUTCH_SKIP_LOG"
 }
 trap report_skipped EXIT
-HUTCH_REQUIRED_TESTS=1 cargo test --workspace "$@"
+HUTCH_REQUIRED_TESTS=1 cargo test --workspace --no-fail-fast "$@"

@@ -258,7 +258,18 @@ impl Operations {
     /// Registers a token: an operation with no body that stays running until it is used
     /// or revoked (both cancel it), holding `metadata` for whoever presents its secret.
     pub fn create_token(&self, description: &str, metadata: Value) -> Arc<OpEntry> {
-        let entry = self.create("token", description, BTreeMap::new(), metadata);
+        self.create_token_on(description, BTreeMap::new(), metadata)
+    }
+
+    /// [`create_token`](Self::create_token) naming the objects it opens (an image secret
+    /// names its image).
+    pub fn create_token_on(
+        &self,
+        description: &str,
+        resources: BTreeMap<String, Vec<String>>,
+        metadata: Value,
+    ) -> Arc<OpEntry> {
+        let entry = self.create("token", description, resources, metadata);
         entry.lock().may_cancel = true;
         entry
     }
@@ -323,6 +334,16 @@ impl Operations {
             .cloned()
             .collect()
     }
+}
+
+/// A fresh operation secret (websockets, image secrets): 64 hex characters, as LXD's.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    // Two v4 UUIDs: 244 random bits from the OS generator.
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    bytes[..16].copy_from_slice(a.as_bytes());
+    bytes[16..].copy_from_slice(b.as_bytes());
+    hex::encode(bytes)
 }
 
 /// The resources map of an operation on one instance.

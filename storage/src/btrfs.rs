@@ -140,9 +140,12 @@ impl StorageDriver for BtrfsDriver {
     }
 
     fn receive_argv(&self, into: &Path) -> Option<Vec<String>> {
+        // The stream comes from another host: `--chroot` confines every path it names to
+        // the landing directory, so a hostile stream cannot write elsewhere on this host.
         Some(vec![
             "btrfs".into(),
             "receive".into(),
+            "--chroot".into(),
             self.path(into).display().to_string(),
         ])
     }
@@ -226,7 +229,12 @@ mod tests {
         assert_eq!(
             d.receive_argv(Path::new("containers/.c1.migrating"))
                 .unwrap(),
-            ["btrfs", "receive", "/pool/containers/.c1.migrating"]
+            [
+                "btrfs",
+                "receive",
+                "--chroot",
+                "/pool/containers/.c1.migrating"
+            ]
         );
         let dir = crate::DirDriver::new(Path::new("/pool"));
         assert!(dir.send_argv(Path::new("a"), None).is_none());

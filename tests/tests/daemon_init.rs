@@ -357,3 +357,57 @@ fn a_state_dir_under_a_closed_parent_is_refused() {
     assert!(!state.join("database").exists(), "nothing was made");
     assert_no_leftovers(parent.path(), &cgroup_prefix(&state));
 }
+
+/// `--network-address`/`--network-port`/`--trust-password`, as `lxd init --auto` takes
+/// them: the running daemon listens on HTTPS and trusts a client that gives the password.
+#[test]
+fn init_auto_network_address_serves_https() {
+    let test = "init_auto_network_address_serves_https";
+    if !require_root(test) {
+        return;
+    }
+    let mut d = TestDaemon::uninitialised();
+    d.spawn();
+    let refused = init(d.path(), &["--auto", "--network-port", "8443"], "");
+    assert!(!refused.status.success());
+    let port = hutch_tests::free_port().to_string();
+    init_ok(
+        d.path(),
+        &[
+            "--auto",
+            "--storage-backend",
+            "dir",
+            "--network-bridge",
+            "none",
+            "--network-address",
+            "127.0.0.1",
+            "--network-port",
+            &port,
+            "--trust-password",
+            "s3cret",
+        ],
+        "",
+    );
+    let server = get(&d, "/1.0").unwrap();
+    assert_eq!(
+        server["config"]["core.https_address"],
+        format!("127.0.0.1:{port}")
+    );
+    assert_eq!(server["config"]["core.trust_password"], true);
+    // LXD's own client adds the remote with the password and lists through it.
+    let url = format!("https://127.0.0.1:{port}");
+    d.lxc_ok(&[
+        "remote",
+        "add",
+        "h",
+        &url,
+        "--accept-certificate",
+        "--password",
+        "s3cret",
+    ]);
+    d.lxc_ok(&["list", "h:"]);
+    let prefix = cgroup_prefix(d.path());
+    let dir = d.path().to_path_buf();
+    drop(d);
+    assert_no_leftovers(&dir, &prefix);
+}

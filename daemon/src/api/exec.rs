@@ -32,10 +32,6 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/:name/exec", post(exec))
 }
 
-fn secret() -> String {
-    uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string()
-}
-
 fn timed_out() -> DaemonError {
     DaemonError::BadRequest("Timed out waiting for websockets to connect".into())
 }
@@ -65,7 +61,10 @@ async fn exec(
     } else {
         vec!["0", "1", "2", "control"]
     };
-    let secrets: HashMap<String, String> = fds.iter().map(|f| (f.to_string(), secret())).collect();
+    let secrets: HashMap<String, String> = fds
+        .iter()
+        .map(|f| (f.to_string(), crate::operations::new_secret()))
+        .collect();
     let metadata = json!({"fds": secrets, "command": req.command, "environment": run.environment(), "interactive": req.interactive});
     let op = e.operations().create(
         "websocket",

@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/1.0/images/:fp/export", get(export))
         .route("/1.0/images/:fp/refresh", axum::routing::post(refresh))
+        .route("/1.0/images/:fp/secret", axum::routing::post(secret))
 }
 
 fn image_resources(fp: &str) -> BTreeMap<String, Vec<String>> {
@@ -56,9 +57,18 @@ fn trusted(trust: &CallerTrust) -> bool {
     trust.as_ref().is_some_and(|t| t.0.is_trusted())
 }
 
-/// An untrusted caller sees public images only; a private one is not there for it.
-fn public_only(e: &AppState, trust: &CallerTrust, fp: &str) -> Result<()> {
-    if trusted(trust) || e.image(fp)?.object.public {
+/// An untrusted caller sees public images only, and a private one whose secret it gives
+/// (`consume`: the secret is spent, as an export spends it); for it other images are not
+/// there.
+fn public_only(
+    e: &AppState,
+    trust: &CallerTrust,
+    fp: &str,
+    q: &HashMap<String, String>,
+    consume: bool,
+) -> Result<()> {
+    let secret = q.get("secret").map(String::as_str).unwrap_or_default();
+    if trusted(trust) || e.image(fp)?.object.public || e.image_secret_valid(fp, secret, consume) {
         Ok(())
     } else {
         Err(DaemonError::NotFound("Image not found".into()))
@@ -95,12 +105,15 @@ async fn one(
     State(e): State<AppState>,
     trust: CallerTrust,
     Path(fp): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let image = e.image(&fp)?;
-    if !trusted(&trust) && !image.object.public {
-        return Err(DaemonError::NotFound("Image not found".into()));
-    }
-    Ok(versioned(image))
+    public_only(&e, &trust, &fp, &q, false)?;
+    Ok(versioned(e.image(&fp)?))
+}
+
+/// `POST /1.0/images/<fp>/secret`: a token operation whose metadata holds the secret.
+async fn secret(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
+    Ok(super::accepted(&e.image_secret(&fp)?))
 }
 
 async fn put(
@@ -139,8 +152,9 @@ async fn export(
     State(e): State<AppState>,
     trust: CallerTrust,
     Path(fp): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    public_only(&e, &trust, &fp)?;
+    public_only(&e, &trust, &fp, &q, true)?;
     let (metadata, rootfs) = match e.export_image(&fp)? {
         ImageExport::Unified(file) => {
             return Ok((
@@ -352,7 +366,7 @@ async fn one_alias(
     Path(name): Path<String>,
 ) -> Result<Response> {
     let alias = e.alias(&name)?;
-    if public_only(&e, &trust, &alias.object.target).is_err() {
+    if public_only(&e, &trust, &alias.object.target, &HashMap::new(), false).is_err() {
         return Err(DaemonError::NotFound("Image alias not found".into()));
     }
     Ok(versioned(alias))

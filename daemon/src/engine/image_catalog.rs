@@ -170,6 +170,58 @@ impl Engine {
         })
     }
 
+    /// `POST /1.0/images/<fp>/secret`: a one-time secret that lets an untrusted caller (a
+    /// server pulling the image) read this private image and export it once, held by a
+    /// token operation naming the image.
+    pub fn image_secret(
+        &self,
+        fingerprint: &str,
+    ) -> Result<std::sync::Arc<crate::operations::OpEntry>> {
+        let fp = self.d.db.image_by_prefix(fingerprint)?.fingerprint;
+        let resources = std::collections::BTreeMap::from([(
+            "images".to_string(),
+            vec![format!("/1.0/images/{fp}")],
+        )]);
+        let secret = crate::operations::new_secret();
+        Ok(self.d.ops.create_token_on(
+            "Executing operation",
+            resources,
+            serde_json::json!({ "secret": secret }),
+        ))
+    }
+
+    /// Whether `secret` is a live image secret of image `fingerprint` (its full
+    /// fingerprint); `consume` cancels it, as an export does (secrets are single-use).
+    pub fn image_secret_valid(&self, fingerprint: &str, secret: &str, consume: bool) -> bool {
+        if secret.is_empty() {
+            return false;
+        }
+        let Ok(row) = self.d.db.image_by_prefix(fingerprint) else {
+            return false;
+        };
+        let resource = format!("/1.0/images/{}", row.fingerprint);
+        let found = self.d.ops.all().into_iter().find(|op| {
+            let s = op.snapshot();
+            s.class == "token"
+                && s.status_code == hutch_api::operation::StatusCode::Running as u16
+                && s.resources
+                    .get("images")
+                    .is_some_and(|r| r.contains(&resource))
+                && s.metadata["secret"].as_str().is_some_and(|m| {
+                    m.len() == secret.len()
+                        && m.bytes()
+                            .zip(secret.bytes())
+                            .fold(0u8, |a, (x, y)| a | (x ^ y))
+                            == 0
+                })
+        });
+        match found {
+            Some(op) if consume => self.d.ops.cancel(&op),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
     /// `PUT`/`PATCH` of an image's writable fields, as LXD's: the If-Match checked, the
     /// profiles must exist, a zero `expires_at` keeps the current one.
     pub fn update_image(

@@ -45,12 +45,15 @@ pub struct InitArgs {
     /// Managed bridge to create and put in the default profile (`none`: no network).
     #[arg(long, default_value = "hutchbr0", conflicts_with = "preseed")]
     network_bridge: String,
-    /// Address to serve the API on over HTTPS (not supported yet).
+    /// Address to serve the API on over HTTPS (`core.https_address`).
     #[arg(long, value_name = "IP", conflicts_with = "preseed")]
     network_address: Option<String>,
-    /// Port to serve the API on over HTTPS (not supported yet).
+    /// Port to serve the API on over HTTPS (default 8443).
     #[arg(long, value_name = "PORT", conflicts_with = "preseed")]
     network_port: Option<u16>,
+    /// Password clients give to be trusted (`core.trust_password`).
+    #[arg(long, value_name = "PASSWORD", conflicts_with = "preseed")]
+    trust_password: Option<String>,
 }
 
 /// Why `hutchd init` failed.
@@ -179,19 +182,30 @@ fn mode(args: InitArgs) -> Result<Mode, InitError> {
             .map_err(InitError::ReadStdin)?;
         return Ok(Mode::Preseed(Preseed::parse(&text)?));
     }
+    let mut config = std::collections::BTreeMap::new();
     match (&args.network_address, args.network_port) {
         (None, Some(_)) => {
             return Err(InitError::Usage(
                 "--network-port can't be used without --network-address".into(),
             ))
         }
-        (Some(_), _) => return Err(InitError::Usage(
-            "--network-address is not supported yet: hutchd serves its API on its unix socket only"
-                .into(),
-        )),
+        (Some(ip), port) => {
+            // As lxd init joins them: an IPv6 address gets brackets.
+            let port = port.unwrap_or(8443);
+            let address = if ip.contains(':') && !ip.starts_with('[') {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            };
+            config.insert("core.https_address".to_string(), address);
+        }
         (None, None) => {}
     }
+    if let Some(password) = args.trust_password {
+        config.insert("core.trust_password".to_string(), password);
+    }
     Ok(Mode::Auto(AutoFlags {
+        config,
         backend: args.storage_backend,
         loop_gib: args.storage_create_loop,
         pool: args.storage_pool,
@@ -213,7 +227,8 @@ fn execute(dir: &Path, t: &dyn Transport, mode: Mode) -> Result<(), InitError> {
                 None => "dir".into(),
             };
             flags.check(&backend)?;
-            let (seed, skipped) = flags.preseed(&backend, &current)?;
+            let (mut seed, skipped) = flags.preseed(&backend, &current)?;
+            seed.config.extend(flags.config.clone());
             for s in skipped {
                 eprintln!("hutchd init: {s}");
             }

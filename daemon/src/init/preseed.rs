@@ -154,6 +154,8 @@ impl Preseed {
 /// The flags of `hutchd init --auto`, as LXD's.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AutoFlags {
+    /// Server keys from `--network-address`/`--network-port` and `--trust-password`.
+    pub config: BTreeMap<String, String>,
     /// `--storage-backend`; `None`: btrfs where it works, else dir.
     pub backend: Option<String>,
     /// `--storage-create-loop`: the loop file's size in GiB.

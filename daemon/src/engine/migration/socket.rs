@@ -350,15 +350,7 @@ pub async fn dial(
     Ok(Conn::dialled(channel, ws))
 }
 
-/// A fresh websocket secret: 64 hex characters, as LXD's.
-pub fn new_secret() -> String {
-    let mut bytes = [0u8; 32];
-    // Two v4 UUIDs: 244 random bits from the OS generator.
-    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    bytes[..16].copy_from_slice(a.as_bytes());
-    bytes[16..].copy_from_slice(b.as_bytes());
-    hex::encode(bytes)
-}
+pub use crate::operations::new_secret;
 
 #[cfg(test)]
 mod tests {
