@@ -184,8 +184,74 @@ async fn accept_loop(
                 address,
                 certificate,
             };
-            serve_connection(tls, router, caller).await;
+            serve_connection(ClosingTls(tls), router, caller).await;
         });
+    }
+}
+
+/// A TLS connection that says goodbye: when it is dropped (a websocket's end, a closed
+/// keep-alive connection) it sends TLS `close_notify`, best effort, as Go's `tls.Conn.Close`
+/// does for LXD. Without it, clients such as Python's `ssl` (pylxd's websockets) take the
+/// bare TCP close as an error: "EOF occurred in violation of protocol".
+struct ClosingTls(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl Drop for ClosingTls {
+    fn drop(&mut self) {
+        let (tcp, conn) = self.0.get_mut();
+        conn.send_close_notify();
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            if conn.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+        let _ = tcp.try_write(&out);
+    }
+}
+
+impl tokio::io::AsyncRead for ClosingTls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ClosingTls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
     }
 }
 
