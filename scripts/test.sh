@@ -17,11 +17,12 @@ cd "$(dirname "$0")/.."
 # A root shell from plain `su` keeps the user's PATH, without the sbin directories.
 export PATH="$HOME/.cargo/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-# System tools the tests use (lxd-client: LXD's own `lxc`, to drive hutchd), installed only
+# System tools the tests use (lxd-client: LXD's own `lxc`, to drive hutchd; lxd: the reference
+# LXD 5.0 the interoperability tests start, each its own), installed only
 # when missing.
 need=()
 for pkg in busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap zstd \
-    lxd-client lxcfs squashfs-tools rsync; do
+    lxd-client lxd lxcfs squashfs-tools rsync; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
