@@ -58,27 +58,7 @@ impl Db {
 
     /// Adds a certificate; one already there is LXD's 409.
     pub(in crate::engine) fn insert_certificate(&self, c: &Certificate) -> Result<()> {
-        let res = self.conn().execute(
-            &format!("INSERT INTO certificates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-            params![
-                c.fingerprint,
-                c.put.name,
-                c.put.kind,
-                c.put.restricted,
-                to_json(&c.put.projects),
-                c.put.certificate
-            ],
-        );
-        match res {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(DaemonError::Conflict(
-                    "Certificate already in trust store".into(),
-                ))
-            }
-            other => other.map(|_| ()).map_err(Into::into),
-        }
+        insert_row(&self.conn(), c)
     }
 
     /// Replaces the certificate `old` (its fingerprint changes with its certificate) in
@@ -87,27 +67,7 @@ impl Db {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM certificates WHERE fingerprint = ?1", [old])?;
-        let res = tx.execute(
-            &format!("INSERT INTO certificates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-            params![
-                c.fingerprint,
-                c.put.name,
-                c.put.kind,
-                c.put.restricted,
-                to_json(&c.put.projects),
-                c.put.certificate
-            ],
-        );
-        match res {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                return Err(DaemonError::Conflict(
-                    "Certificate already in trust store".into(),
-                ))
-            }
-            other => other?,
-        };
+        insert_row(&tx, c)?;
         tx.commit()?;
         Ok(())
     }
@@ -118,5 +78,30 @@ impl Db {
             [fingerprint],
         )?;
         Ok(())
+    }
+}
+
+/// One certificate row; a fingerprint already there is LXD's 409.
+fn insert_row(conn: &rusqlite::Connection, c: &Certificate) -> Result<()> {
+    let res = conn.execute(
+        &format!("INSERT INTO certificates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        params![
+            c.fingerprint,
+            c.put.name,
+            c.put.kind,
+            c.put.restricted,
+            to_json(&c.put.projects),
+            c.put.certificate
+        ],
+    );
+    match res {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(DaemonError::Conflict(
+                "Certificate already in trust store".into(),
+            ))
+        }
+        other => other.map(|_| ()).map_err(Into::into),
     }
 }

@@ -51,20 +51,8 @@ impl Progress {
     }
 }
 
-/// LXD's `units.GetByteSizeString(n, 2)`: decimal units, two decimals.
-pub fn byte_size(n: u64) -> String {
-    if n < 1000 {
-        return format!("{n}B");
-    }
-    let mut value = n as f64;
-    for unit in ["kB", "MB", "GB", "TB", "PB", "EB"] {
-        value /= 1000.0;
-        if value < 1000.0 {
-            return format!("{value:.2}{unit}");
-        }
-    }
-    format!("{value:.2}EB")
-}
+/// LXD's `units.GetByteSizeString(n, 2)`, shared with the image pulls' progress.
+pub use crate::engine::image_pull::byte_size;
 
 #[cfg(test)]
 mod tests {
