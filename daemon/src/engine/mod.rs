@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod db;
 
 mod autostart;
+pub(crate) mod backup_config;
 pub mod certificates;
 pub mod console;
 pub(crate) mod create;

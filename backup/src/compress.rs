@@ -1,0 +1,2 @@
+//! Compression of a tarball stream (`backups.compression_algorithm`, `--compression`).
+//! Owned by the export work.
