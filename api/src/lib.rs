@@ -1,6 +1,7 @@
 //! The REST types shared by hutchd and hutch, in LXD's `/1.0` shapes, the response
 //! envelope, and the tables of instance and server config keys. No I/O.
 
+pub mod backup;
 pub mod certificate;
 pub mod config;
 pub mod image;

@@ -50,6 +50,9 @@ pub const API_EXTENSIONS: &[&str] = &[
     "image_force_refresh",
     "certificate_token",
     "remote_token_expiry",
+    "container_backup",
+    "backup_compression",
+    "backup_compression_algorithm",
 ];
 
 /// The writable part of the server: its config. `null` values unset keys; a write-only key

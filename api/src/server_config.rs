@@ -42,7 +42,7 @@ pub static SERVER_KEYS: &[ServerKey] = &[
         default: "gzip",
         hidden: false,
         live: false,
-        doc: "compression of instance backups (none, gzip, xz, zstd); stored, backups are not built yet",
+        doc: "compression of instance backups (none, gzip, xz, zstd) when a backup names none",
         validate: is_compression,
     },
     ServerKey {

@@ -78,6 +78,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Migration(#[from] crate::engine::migration::MigrationError),
+    #[error(transparent)]
+    Backup(#[from] hutch_backup::BackupError),
     /// Blocking work panicked or was cancelled.
     #[error("background task")]
     Task(#[from] tokio::task::JoinError),
@@ -125,6 +127,8 @@ impl DaemonError {
             DaemonError::Network(e) => library_kind!(hutch_network, e.kind()),
             DaemonError::Image(e) => library_kind!(hutch_images, e.kind()),
             DaemonError::Migration(e) => e.kind(),
+            DaemonError::Backup(hutch_backup::BackupError::Io { .. }) => ErrorKind::Internal,
+            DaemonError::Backup(_) => ErrorKind::InvalidInput,
             DaemonError::Database(_)
             | DaemonError::Io { .. }
             | DaemonError::Failed { .. }

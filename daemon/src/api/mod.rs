@@ -1,6 +1,7 @@
 //! The REST API: one module per resource, each handler extracting and validating, calling
 //! one engine function, and wrapping the result in LXD's envelope.
 
+mod backups;
 mod certificates;
 mod console;
 mod events;
@@ -80,7 +81,8 @@ pub fn network_router(state: AppState) -> Router {
         .merge(console::routes())
         .merge(logs::routes())
         .merge(metadata::routes())
-        .merge(snapshots::routes());
+        .merge(snapshots::routes())
+        .merge(backups::routes());
     Router::new()
         .route("/", get(|| async { Json(vec!["/1.0"]) }))
         .merge(server::routes())

@@ -202,6 +202,10 @@ impl Db {
             params![old, new],
         )?;
         tx.execute(
+            "UPDATE backups SET instance = ?2 WHERE instance = ?1",
+            params![old, new],
+        )?;
+        tx.execute(
             "INSERT OR REPLACE INTO instance_renames (old, new) VALUES (?1, ?2)",
             params![old, new],
         )?;
@@ -219,6 +223,10 @@ impl Db {
         )?;
         tx.execute(
             "UPDATE snapshots SET instance = ?1 WHERE instance = ?2",
+            params![old, new],
+        )?;
+        tx.execute(
+            "UPDATE backups SET instance = ?1 WHERE instance = ?2",
             params![old, new],
         )?;
         tx.execute("DELETE FROM instance_renames WHERE old = ?1", [old])?;

@@ -1,6 +1,7 @@
 //! The daemon's SQLite database: one file, WAL, versioned append-only migrations, and
 //! typed access per table.
 
+pub mod backups;
 pub mod certificates;
 pub mod config;
 pub mod images;
@@ -131,6 +132,24 @@ const MIGRATIONS: &[&str] = &[
         restricted INTEGER NOT NULL DEFAULT 0,
         projects TEXT NOT NULL DEFAULT '[]',
         certificate TEXT NOT NULL
+    );",
+    // 11: stored instance backups (`/1.0/instances/<n>/backups`): what each captured, the
+    // volumes of it on the instance's pool, and its state (`creating`, `ready`, `deleting`:
+    // what a crash interrupted is finished or rolled back at start).
+    "CREATE TABLE backups (
+        instance TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        instance_only INTEGER NOT NULL,
+        optimized_storage INTEGER NOT NULL,
+        compression TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        state TEXT NOT NULL,
+        snapshots TEXT NOT NULL,
+        config TEXT NOT NULL,
+        total_bytes INTEGER NOT NULL,
+        PRIMARY KEY (instance, name)
     );",
 ];
 

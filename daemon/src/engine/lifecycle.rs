@@ -163,6 +163,8 @@ pub async fn delete_instance(d: AppState, name: String) -> Result<()> {
 pub fn finish_delete(d: &Daemon, name: &str, pool: &str) -> Result<()> {
     let _ = std::fs::remove_dir_all(d.runtime_dir(name));
     let _ = std::fs::remove_dir_all(d.dir.join("logs").join(name));
+    // Backups first: on zfs their copies are clones of the volumes below.
+    super::backups::remove_instance_backups(d, name)?;
     let pool = d.pool(pool)?;
     for snap in d.db.snapshots(name)? {
         pool.delete_volume(&snapshot_vol(name, &snap.name))?;
@@ -216,6 +218,7 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
 /// runtime directory and logs. Each move is done only where the old exists and the new does
 /// not, so running it again after a crash finishes the job.
 pub fn move_instance_files(d: &Daemon, pool: &str, old: &str, new: &str) -> Result<()> {
+    let pool_name = pool;
     let pool = d.pool(pool)?;
     let snaps = Path::new("containers-snapshots");
     for (from, to) in [
@@ -227,6 +230,7 @@ pub fn move_instance_files(d: &Daemon, pool: &str, old: &str, new: &str) -> Resu
             super::fault::point("rename-volume-moved");
         }
     }
+    super::backups::rename_instance_backups(d, &pool_name, old, new)?;
     for (from, to) in [
         (d.runtime_dir(old), d.runtime_dir(new)),
         (d.dir.join("logs").join(old), d.dir.join("logs").join(new)),

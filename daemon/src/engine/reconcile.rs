@@ -48,6 +48,7 @@ pub fn reconcile(d: &Daemon) -> Result<()> {
             tracing::error!(name = %intent.name, error = %e.chain(), "finish a delete");
         }
     }
+    super::backups::reconcile_backups(d)?;
     for (old, new) in d.db.instance_renames()? {
         tracing::info!(from = %old, to = %new, "finishing a rename that was interrupted");
         let Some(row) = d.db.instance(&new)? else {

@@ -53,6 +53,7 @@ pub fn start_scheduler(d: AppState) {
             let now = OffsetDateTime::now_utc();
             take_due(&d, now, &mut fired).await;
             remove_expired(&d, now).await;
+            super::backups::remove_expired_backups(&d, now).await;
             tokio::time::sleep(interval()).await;
         }
     });
