@@ -6,6 +6,7 @@ pub mod copy;
 pub mod device;
 pub mod edit;
 pub mod exec;
+pub mod export;
 pub mod file;
 pub mod image;
 pub mod image_build;
