@@ -92,8 +92,7 @@ impl Compression {
                 e.finish()
             }
             Compression::Xz(preset) => {
-                let mut e =
-                    xz2::write::XzEncoder::new(Vec::with_capacity(data.len() / 4), preset);
+                let mut e = xz2::write::XzEncoder::new(Vec::with_capacity(data.len() / 4), preset);
                 e.write_all(data)?;
                 e.finish()
             }
@@ -254,7 +253,10 @@ mod tests {
     fn names_with_arguments_parse_and_unknown_ones_are_refused() {
         assert_eq!(Compression::parse("gzip").unwrap(), Compression::Gzip(6));
         assert_eq!(Compression::parse("gzip -9").unwrap(), Compression::Gzip(9));
-        assert_eq!(Compression::parse("zstd -T0").unwrap(), Compression::Zstd(3));
+        assert_eq!(
+            Compression::parse("zstd -T0").unwrap(),
+            Compression::Zstd(3)
+        );
         assert_eq!(Compression::parse("").unwrap(), Compression::Gzip(6));
         assert_eq!(Compression::parse("none").unwrap().extension(), ".tar");
         let err = Compression::parse("rm -rf /").unwrap_err();

@@ -55,7 +55,11 @@ pub type Tick<'a> = &'a mut dyn FnMut(u64) -> io::Result<()>;
 /// stream (no tar trailer), which every reader refuses.
 pub fn write_backup<W: Write>(out: W, plan: &Plan, tick: Tick<'_>) -> Result<W, BackupError> {
     let mut tar = tar::Builder::new(out);
-    let mut w = TarWriter { tar: &mut tar, read: 0, tick };
+    let mut w = TarWriter {
+        tar: &mut tar,
+        read: 0,
+        tick,
+    };
     let index = plan.index.to_yaml();
     w.file("backup/index.yaml", index.as_bytes(), 0o644)?;
     match &plan.optimized {
@@ -122,10 +126,7 @@ struct TarWriter<'a, 'b, W: Write> {
 /// Where a hard-linked file was first written, by (device, inode), within one volume.
 type Links = HashMap<(u64, u64), PathBuf>;
 
-fn io_err<'p>(
-    path: &'p Path,
-    action: &'static str,
-) -> impl FnOnce(io::Error) -> BackupError + 'p {
+fn io_err<'p>(path: &'p Path, action: &'static str) -> impl FnOnce(io::Error) -> BackupError + 'p {
     move |e| BackupError::io(action, path, e)
 }
 
@@ -340,9 +341,7 @@ impl<W: Write> TarWriter<'_, '_, W> {
         tmp.mode(tar::HeaderMode::Complete);
         tmp.append_data(&mut h, name, io::empty())
             .map_err(io_err(name, "write"))?;
-        let mut bytes = tmp
-            .into_inner()
-            .map_err(io_err(name, "write"))?;
+        let mut bytes = tmp.into_inner().map_err(io_err(name, "write"))?;
         // Drop the trailer (two zero blocks) and set the real size in the last header.
         bytes.truncate(bytes.len() - 1024);
         let last = bytes.len() - 512;
@@ -439,7 +438,9 @@ struct Limited<'a, W: Write> {
 impl<W: Write> Write for Limited<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.len() as u64 > self.left {
-            return Err(io::Error::other("the stream is longer than on its first pass"));
+            return Err(io::Error::other(
+                "the stream is longer than on its first pass",
+            ));
         }
         let n = self.inner.write(buf)?;
         self.left -= n as u64;
@@ -467,7 +468,10 @@ fn run_stream(
         .spawn()
         .map_err(io_err(what, "run"))?;
     let copied = (|| -> io::Result<u64> {
-        let mut stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
         loop {
@@ -627,10 +631,16 @@ mod tests {
         assert!(!names.contains(&"backup"), "{names:?}");
         let pos = |n: &str| names.iter().position(|x| *x == n).unwrap_or(usize::MAX);
         assert!(pos("backup/snapshots/snap0/rootfs/etc/hostname") < pos("backup/container"));
-        assert!(pos("backup/container/rootfs/etc/hostname") < usize::MAX, "{names:?}");
+        assert!(
+            pos("backup/container/rootfs/etc/hostname") < usize::MAX,
+            "{names:?}"
+        );
         let file = |n: &str| list.iter().find(|(x, _, _)| x == n).unwrap().2.clone();
         assert_eq!(file("backup/container/rootfs/etc/hostname"), b"new\n");
-        assert_eq!(file("backup/container/backup.yaml"), plan.backup_yaml.as_bytes());
+        assert_eq!(
+            file("backup/container/backup.yaml"),
+            plan.backup_yaml.as_bytes()
+        );
         assert_eq!(
             names
                 .iter()
@@ -664,11 +674,18 @@ mod tests {
         assert!(evil.2.is_empty(), "a symlink is never followed");
         // `alias` sorts first: it carries the data, `hostname` links to it.
         let alias = get("backup/container/rootfs/etc/alias").unwrap();
-        assert_eq!((alias.1, &alias.2[..]), (tar::EntryType::Regular, &b"new\n"[..]));
+        assert_eq!(
+            (alias.1, &alias.2[..]),
+            (tar::EntryType::Regular, &b"new\n"[..])
+        );
         let hostname = get("backup/container/rootfs/etc/hostname").unwrap();
         assert_eq!(hostname.1, tar::EntryType::Link);
         assert!(get("backup/container/rootfs/sock").is_none());
-        let deep = format!("backup/container/rootfs/{}/{}", "d".repeat(120), "f".repeat(120));
+        let deep = format!(
+            "backup/container/rootfs/{}/{}",
+            "d".repeat(120),
+            "f".repeat(120)
+        );
         assert_eq!(get(&deep).unwrap().2, b"deep");
     }
 
@@ -690,7 +707,11 @@ mod tests {
             header_yaml: "subvolumes: []\n".into(),
             streams: vec![(
                 "backup/container.bin".into(),
-                vec!["sh".into(), "-c".into(), "printf 'x%.0s' $(seq 1 1000)".into()],
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "printf 'x%.0s' $(seq 1 1000)".into(),
+                ],
             )],
         });
         let out = write_backup(Vec::new(), &plan, &mut |_| Ok(())).unwrap();
@@ -698,7 +719,11 @@ mod tests {
         let names: Vec<&str> = list.iter().map(|(n, _, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["backup/index.yaml", "backup/optimized_header.yaml", "backup/container.bin"]
+            [
+                "backup/index.yaml",
+                "backup/optimized_header.yaml",
+                "backup/container.bin"
+            ]
         );
         assert_eq!(list[2].2, vec![b'x'; 1000]);
         // A stream that differs between its passes is refused.

@@ -11,8 +11,8 @@ mod tls;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use commands::{
-    alias, config as config_cmd, exec, export, file, image, instance, misc, monitor, network, operation,
-    profile, query, remote, storage,
+    alias, config as config_cmd, exec, export, file, image, instance, misc, monitor, network,
+    operation, profile, query, remote, storage,
 };
 
 #[derive(Parser)]

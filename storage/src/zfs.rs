@@ -268,7 +268,9 @@ mod tests {
     #[test]
     fn send_and_receive_name_datasets_and_their_send_snapshot() {
         let (_, d) = driver();
-        let full = d.send_argv(Path::new("backups/c1/b0/container"), None).unwrap();
+        let full = d
+            .send_argv(Path::new("backups/c1/b0/container"), None)
+            .unwrap();
         assert_eq!(
             full.join(" "),
             "zfs send -c tank/hutch/backups/c1/b0/container@hutch-send"

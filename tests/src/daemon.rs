@@ -162,6 +162,11 @@ impl TestDaemon {
         }
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Runs `lxc` (Debian's lxd-client) against this daemon.
     pub fn lxc(&self, args: &[&str]) -> Output {
         self.lxc_with_stdin(args, b"")

@@ -56,7 +56,11 @@ pub fn export(default: &Client, args: &ExportArgs) -> Result<()> {
         .map(str::to_string)
         .context("the server named no backup")?;
     let url = format!("{base}/{}", encode(&backup));
-    let downloaded = download(&client, &url, args.file.as_deref().unwrap_or("backup.tar.gz"));
+    let downloaded = download(
+        &client,
+        &url,
+        args.file.as_deref().unwrap_or("backup.tar.gz"),
+    );
     // The backup goes whether the download worked or not.
     let deleted = client
         .request("DELETE", &url, None)
@@ -71,7 +75,13 @@ pub fn export(default: &Client, args: &ExportArgs) -> Result<()> {
 
 /// The tarball into `file`; a failure removes what was written.
 fn download(client: &Client, url: &str, file: &str) -> Result<()> {
-    let mut resp = client.send("GET", &format!("{url}/export"), &[], &mut std::io::empty(), 0)?;
+    let mut resp = client.send(
+        "GET",
+        &format!("{url}/export"),
+        &[],
+        &mut std::io::empty(),
+        0,
+    )?;
     if resp.status != 200 {
         parse_envelope(&resp.into_raw()?)?;
         bail!("export failed");
@@ -148,12 +158,20 @@ impl Line {
 
     fn add(&mut self, n: u64) {
         self.bytes += n;
-        if !self.enabled || self.last.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
+        if !self.enabled
+            || self
+                .last
+                .is_some_and(|l| l.elapsed() < Duration::from_secs(1))
+        {
             return;
         }
         self.last = Some(Instant::now());
         let rate = self.bytes as f64 / self.start.elapsed().as_secs_f64().max(0.001);
-        let mut text = format!("Exporting the backup: {} ({}/s)", size(self.bytes as f64), size(rate));
+        let mut text = format!(
+            "Exporting the backup: {} ({}/s)",
+            size(self.bytes as f64),
+            size(rate)
+        );
         if let Some(p) = self.server_progress() {
             text.push_str(&p);
         }

@@ -127,7 +127,10 @@ mod tests {
         let base = "/1.0/instances/c1/backups";
         let (status, op) = api.call(Method::POST, base, Some(json!({}))).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{op}");
-        assert_eq!(op["metadata"]["resources"]["backups"][0], "/1.0/backups/backup0");
+        assert_eq!(
+            op["metadata"]["resources"]["backups"][0],
+            "/1.0/backups/backup0"
+        );
         assert_eq!(api.wait(&op).await["status"], "Success");
         let (status, resp) = api
             .call(Method::POST, base, Some(json!({"name": "a/b"})))
@@ -142,8 +145,13 @@ mod tests {
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
         let (_, list) = api.call(Method::GET, base, None).await;
-        assert_eq!(list["metadata"], json!(["/1.0/instances/c1/backups/backup0"]));
-        let (_, list) = api.call(Method::GET, &format!("{base}?recursion=1"), None).await;
+        assert_eq!(
+            list["metadata"],
+            json!(["/1.0/instances/c1/backups/backup0"])
+        );
+        let (_, list) = api
+            .call(Method::GET, &format!("{base}?recursion=1"), None)
+            .await;
         assert_eq!(list["metadata"][0]["expires_at"], "0001-01-01T00:00:00Z");
         let (status, op) = api
             .call(
@@ -157,7 +165,9 @@ mod tests {
         let (status, one) = api.call(Method::GET, &format!("{base}/kept"), None).await;
         assert_eq!(status, StatusCode::OK, "{one}");
         assert_eq!(one["metadata"]["name"], "kept");
-        let (status, _) = api.call(Method::GET, &format!("{base}/backup0"), None).await;
+        let (status, _) = api
+            .call(Method::GET, &format!("{base}/backup0"), None)
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, op) = api
             .call(Method::DELETE, &format!("{base}/kept"), None)

@@ -148,7 +148,12 @@ impl Db {
         Ok(())
     }
 
-    pub(in crate::engine) fn rename_backup(&self, instance: &str, old: &str, new: &str) -> Result<()> {
+    pub(in crate::engine) fn rename_backup(
+        &self,
+        instance: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<()> {
         let res = self.conn().execute(
             "UPDATE backups SET name = ?3 WHERE instance = ?1 AND name = ?2",
             params![instance, old, new],
@@ -157,7 +162,9 @@ impl Db {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(DaemonError::Conflict(format!("Backup {new:?} already exists")))
+                Err(DaemonError::Conflict(format!(
+                    "Backup {new:?} already exists"
+                )))
             }
             other => other.map(|_| ()).map_err(Into::into),
         }
@@ -212,8 +219,16 @@ mod tests {
         db.set_backup_state("c1", "b2", "ready").unwrap();
         assert_eq!(db.backup("c1", "b2").unwrap().state, "ready");
         db.delete_backup("c1", "b2").unwrap();
-        let names: Vec<String> = db.backups("c1").unwrap().into_iter().map(|b| b.name).collect();
+        let names: Vec<String> = db
+            .backups("c1")
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
         assert_eq!(names, ["b1"]);
-        assert!(matches!(db.backup("c1", "b2"), Err(DaemonError::NotFound(_))));
+        assert!(matches!(
+            db.backup("c1", "b2"),
+            Err(DaemonError::NotFound(_))
+        ));
     }
 }

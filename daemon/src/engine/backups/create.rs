@@ -33,8 +33,13 @@ impl Engine {
     pub fn create_backup(&self, name: &str, req: InstanceBackupsPost) -> Result<(String, Work)> {
         self.d.db.instance_or_404(name)?;
         let backup = if req.name.is_empty() {
-            let taken: Vec<String> =
-                self.d.db.backups(name)?.into_iter().map(|b| b.name).collect();
+            let taken: Vec<String> = self
+                .d
+                .db
+                .backups(name)?
+                .into_iter()
+                .map(|b| b.name)
+                .collect();
             next_backup_name(&taken)
         } else {
             validate_backup_name(&req.name)?;
@@ -92,7 +97,9 @@ async fn create_backup(d: AppState, name: String, req: Request) -> Result<()> {
     }
     // Optimized only where the driver has a send stream LXD's layout describes (btrfs);
     // elsewhere it is silently a plain backup, as LXD does on dir.
-    let optimized = req.optimized && pool.info().name == "btrfs" && pool.send_argv(&instance_vol(&name), None).is_some();
+    let optimized = req.optimized
+        && pool.info().name == "btrfs"
+        && pool.send_argv(&instance_vol(&name), None).is_some();
     let record = BackupRow {
         instance: name.clone(),
         name: req.name.clone(),

@@ -7,7 +7,9 @@ use hutch_api::backup::InstanceBackupPost;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{backup_container_vol, backup_dir, backup_snapshot_vol, ready_backup, validate_backup_name};
+use super::{
+    backup_container_vol, backup_dir, backup_snapshot_vol, ready_backup, validate_backup_name,
+};
 use crate::daemon::{AppState, Daemon};
 use crate::engine::{blocking, Engine, Work};
 use crate::error::{DaemonError, Result};
@@ -42,7 +44,9 @@ impl Engine {
             let _g = lock.lock().await;
             let row = ready_backup(&d, &name, &old)?;
             if d.db.backup(&name, &new).is_ok() {
-                return Err(DaemonError::Conflict(format!("Backup {new:?} already exists")));
+                return Err(DaemonError::Conflict(format!(
+                    "Backup {new:?} already exists"
+                )));
             }
             let pool = d.pool(&row.pool)?;
             let (from, to) = (backup_dir(&name, &old), backup_dir(&name, &new));
@@ -111,7 +115,10 @@ pub(crate) fn remove_instance_backups(d: &Daemon, name: &str) -> Result<()> {
 /// running it again after a crash finishes the job.
 pub(crate) fn rename_instance_backups(d: &Daemon, pool: &str, old: &str, new: &str) -> Result<()> {
     let pool = d.pool(pool)?;
-    let (from, to) = (Path::new("backups").join(old), Path::new("backups").join(new));
+    let (from, to) = (
+        Path::new("backups").join(old),
+        Path::new("backups").join(new),
+    );
     if pool.path(&from).exists() && !pool.path(&to).exists() {
         pool.rename_volume(&from, &to)?;
     }
@@ -130,8 +137,12 @@ pub(crate) async fn remove_expired_backups(d: &AppState, now: OffsetDateTime) {
             Ok(w) => w.await,
             Err(e) => Err(e),
         } {
-            Ok(()) => tracing::info!(instance = %b.instance, backup = %b.name, "expired backup deleted"),
-            Err(e) => tracing::warn!(instance = %b.instance, backup = %b.name, error = %e.chain(), "deleting an expired backup failed"),
+            Ok(()) => {
+                tracing::info!(instance = %b.instance, backup = %b.name, "expired backup deleted")
+            }
+            Err(e) => {
+                tracing::warn!(instance = %b.instance, backup = %b.name, error = %e.chain(), "deleting an expired backup failed")
+            }
         }
     }
 }

@@ -284,21 +284,36 @@ impl ProgressReport {
             return None;
         }
         self.last = Some(now);
-        Some(progress_metadata(read, self.total, now.duration_since(self.start)))
+        Some(progress_metadata(
+            read,
+            self.total,
+            now.duration_since(self.start),
+        ))
     }
 
     fn finish(&mut self) -> Option<serde_json::Map<String, Value>> {
-        Some(progress_metadata(self.total, self.total, self.start.elapsed()))
+        Some(progress_metadata(
+            self.total,
+            self.total,
+            self.start.elapsed(),
+        ))
     }
 }
 
 /// The operation metadata for `read` of `total` bytes after `elapsed`.
-pub fn progress_metadata(read: u64, total: u64, elapsed: Duration) -> serde_json::Map<String, Value> {
+pub fn progress_metadata(
+    read: u64,
+    total: u64,
+    elapsed: Duration,
+) -> serde_json::Map<String, Value> {
     let read = read.min(total.max(read));
     let percent = (read * 100).checked_div(total).unwrap_or(100).min(100);
     let secs = elapsed.as_secs_f64().max(0.001);
     let speed = (read as f64 / secs) as u64;
-    let eta = total.saturating_sub(read).checked_div(speed.max(1)).unwrap_or(0);
+    let eta = total
+        .saturating_sub(read)
+        .checked_div(speed.max(1))
+        .unwrap_or(0);
     let text = format!("{percent}% ({}/s)", human(speed));
     let mut m = serde_json::Map::new();
     m.insert("export_progress".into(), Value::String(text.clone()));

@@ -74,7 +74,10 @@ pub fn next_backup_name(taken: &[String]) -> String {
 
 /// The operation resources of work on a backup; `backups` renders as
 /// `/1.0/backups/<name>`, the shape `lxc export` trims to find the name.
-pub fn backup_resources(instance: &str, backup: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+pub fn backup_resources(
+    instance: &str,
+    backup: &str,
+) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut r = crate::operations::instance_resources(instance);
     r.insert("backups".into(), vec![format!("/1.0/backups/{backup}")]);
     r
