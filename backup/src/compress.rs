@@ -35,7 +35,7 @@ impl Compression {
         let level = words
             .filter_map(|w| w.strip_prefix('-'))
             .filter_map(|w| w.parse::<u32>().ok())
-            .last();
+            .next_back();
         let unknown = || BackupError::UnknownCompression(value.to_string());
         Ok(match name {
             "none" => Compression::None,

@@ -88,7 +88,6 @@ pub fn write_backup<W: Write>(out: W, plan: &Plan, tick: Tick<'_>) -> Result<W, 
             )?;
         }
     }
-    drop(w);
     // The trailer is written only after every entry went through.
     tar.into_inner()
         .map_err(|e| BackupError::io("write", "the backup stream", e))
@@ -172,7 +171,7 @@ impl<W: Write> TarWriter<'_, '_, W> {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let dir = Dir::open(root, flags, Mode::empty()).map_err(nix_err(root, "open"))?;
         let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(nix_err(root, "stat"))?;
-        self.header_of(&st, prefix, dir.as_raw_fd(), tar::EntryType::Directory, 0)?;
+        self.header_of(&st, prefix, dir.as_raw_fd(), tar::EntryType::Directory)?;
         let mut links = Links::new();
         self.dir(dir, root, prefix, &mut links, backup_yaml)?;
         if let Some(yaml) = backup_yaml {
@@ -232,7 +231,7 @@ impl<W: Write> TarWriter<'_, '_, W> {
                 let dir = Dir::openat(Some(parent), n, flags, Mode::empty())
                     .map_err(nix_err(host, "open"))?;
                 let st = checked_same(dir.as_raw_fd(), &st, host)?;
-                self.header_of(&st, name, dir.as_raw_fd(), tar::EntryType::Directory, 0)?;
+                self.header_of(&st, name, dir.as_raw_fd(), tar::EntryType::Directory)?;
                 self.dir(dir, host, name, links, None)
             }
             SFlag::S_IFREG => {
@@ -257,7 +256,7 @@ impl<W: Write> TarWriter<'_, '_, W> {
                     }
                     links.insert(key, name.to_path_buf());
                 }
-                self.header_of(&st, name, file.as_raw_fd(), tar::EntryType::Regular, 0)?;
+                self.header_of(&st, name, file.as_raw_fd(), tar::EntryType::Regular)?;
                 self.data(file, st.st_size as u64, host)
             }
             SFlag::S_IFLNK => {
@@ -306,7 +305,6 @@ impl<W: Write> TarWriter<'_, '_, W> {
         name: &Path,
         fd: RawFd,
         kind: tar::EntryType,
-        _size: u64,
     ) -> Result<(), BackupError> {
         let xattrs = read_xattrs(fd).map_err(io_err(name, "read xattrs of"))?;
         if !xattrs.is_empty() {

@@ -230,7 +230,7 @@ pub fn move_instance_files(d: &Daemon, pool: &str, old: &str, new: &str) -> Resu
             super::fault::point("rename-volume-moved");
         }
     }
-    super::backups::rename_instance_backups(d, &pool_name, old, new)?;
+    super::backups::rename_instance_backups(d, pool_name, old, new)?;
     for (from, to) in [
         (d.runtime_dir(old), d.runtime_dir(new)),
         (d.dir.join("logs").join(old), d.dir.join("logs").join(new)),
