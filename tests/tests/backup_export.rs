@@ -548,3 +548,34 @@ fn lxd_imports_a_backup_hutchd_exported() {
     let pulled = lxd.lxc_ok(&["file", "pull", "c1/root/data", "-"]);
     assert_eq!(pulled, "three\n");
 }
+
+#[test]
+fn lxd_imports_an_optimized_btrfs_backup_hutchd_exported() {
+    let test = "lxd_imports_an_optimized_btrfs_backup_hutchd_exported";
+    if !require_root(test) {
+        return;
+    }
+    let Some(lxd) = ReferenceLxd::start(test) else {
+        return;
+    };
+    let d = daemon("btrfs");
+    instance_with_snapshots(&d, "c1");
+    let file = d.path().join("c1-opt.tar.gz");
+    d.lxc_ok(&[
+        "export",
+        "c1",
+        file.to_str().unwrap(),
+        "--optimized-storage",
+    ]);
+    lxd.lxc_ok(&["storage", "create", "bt", "btrfs", "size=1GiB"]);
+    lxd.lxc_ok(&["import", file.to_str().unwrap(), "-s", "bt"]);
+    let snaps = lxd.lxc_ok(&["query", "/1.0/instances/c1/snapshots"]);
+    assert!(
+        snaps.contains("snap0") && snaps.contains("snap1"),
+        "{snaps}"
+    );
+    let pulled = lxd.lxc_ok(&["file", "pull", "c1/root/data", "-"]);
+    assert_eq!(pulled, "three\n");
+    lxd.lxc_ok(&["delete", "c1"]);
+    lxd.lxc_ok(&["storage", "delete", "bt"]);
+}

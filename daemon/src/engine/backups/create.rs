@@ -125,7 +125,8 @@ async fn create_backup(d: AppState, name: String, req: Request) -> Result<()> {
     let running = runtime_status(&d, &name).0 == StatusCode::Running;
     let freeze = running && !pool.info().atomic_snapshots;
     let (d2, name2, backup) = (d.clone(), name.clone(), req.name.clone());
-    let total = blocking(move || capture(&d2, &name2, &backup, &snapshots, freeze)).await?;
+    let yaml = record.config.clone();
+    let total = blocking(move || capture(&d2, &name2, &backup, &snapshots, freeze, &yaml)).await?;
     d.db.set_backup_ready(&name, &req.name, total)?;
     revert.success();
     d.events.lifecycle(
@@ -143,6 +144,7 @@ fn capture(
     backup: &str,
     snapshots: &[String],
     freeze: bool,
+    backup_yaml: &str,
 ) -> Result<u64> {
     let pool = d.instance_pool(name)?;
     // The copies hold what the containers wrote: no host user may reach them.
@@ -159,6 +161,9 @@ fn capture(
         pool.clone_volume(&snapshot_vol(name, snap), &vol, true)?;
         total += hutch_backup::write::tree_bytes(&pool.path(&vol));
     }
+    // The volume carries its backup.yaml, as LXD's do: an optimized stream holds it, and
+    // LXD's import reads it from the received volume.
+    write_backup_yaml(&pool.path(&instance_vol(name)), backup_yaml)?;
     let rd = d.runtime_dir(name);
     if freeze {
         hutch_runtime::container::freeze(&rd)?;
@@ -171,4 +176,23 @@ fn capture(
     cloned?;
     total += hutch_backup::write::tree_bytes(&pool.path(&vol));
     Ok(total)
+}
+
+/// Writes `backup.yaml` (0400) into a volume's top directory (the host's, not the
+/// container's: it holds `rootfs/`), under a temporary name renamed into place.
+fn write_backup_yaml(volume: &std::path::Path, yaml: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = volume.join(".backup.yaml.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(&tmp)
+        .map_err(|e| DaemonError::io("create", &tmp, e))?;
+    f.write_all(yaml.as_bytes())
+        .map_err(|e| DaemonError::io("write", &tmp, e))?;
+    let to = volume.join("backup.yaml");
+    std::fs::rename(&tmp, &to).map_err(|e| DaemonError::io("rename", &to, e))
 }

@@ -153,7 +153,7 @@ impl Engine {
                 subvolumes.push(OptimizedSubvolume {
                     path: "/".into(),
                     snapshot: s.clone(),
-                    readonly: false,
+                    readonly: true,
                     uuid: String::new(),
                 });
                 parent = Some(vol);
