@@ -126,7 +126,9 @@ async fn create_backup(d: AppState, name: String, req: Request) -> Result<()> {
     let freeze = running && !pool.info().atomic_snapshots;
     let (d2, name2, backup) = (d.clone(), name.clone(), req.name.clone());
     let yaml = record.config.clone();
-    let total = blocking(move || capture(&d2, &name2, &backup, &snapshots, freeze, &yaml)).await?;
+    let total =
+        blocking(move || capture(&d2, &name2, &backup, &snapshots, freeze, &yaml, optimized))
+            .await?;
     d.db.set_backup_ready(&name, &req.name, total)?;
     revert.success();
     d.events.lifecycle(
@@ -145,6 +147,7 @@ fn capture(
     snapshots: &[String],
     freeze: bool,
     backup_yaml: &str,
+    optimized: bool,
 ) -> Result<u64> {
     let pool = d.instance_pool(name)?;
     // The copies hold what the containers wrote: no host user may reach them.
@@ -161,9 +164,15 @@ fn capture(
         pool.clone_volume(&snapshot_vol(name, snap), &vol, true)?;
         total += hutch_backup::write::tree_bytes(&pool.path(&vol));
     }
-    // The volume carries its backup.yaml, as LXD's do: an optimized stream holds it, and
-    // LXD's import reads it from the received volume.
-    write_backup_yaml(&pool.path(&instance_vol(name)), backup_yaml)?;
+    // The volume carries its backup.yaml, as LXD's do: an optimized stream must hold it
+    // (LXD's import reads it from the received volume). A plain export writes the
+    // captured one into the tarball anyway, so there a full pool is no failure.
+    if let Err(e) = write_backup_yaml(&pool.path(&instance_vol(name)), backup_yaml) {
+        if optimized {
+            return Err(e);
+        }
+        tracing::warn!(instance = %name, error = %e.chain(), "backup.yaml not updated");
+    }
     let rd = d.runtime_dir(name);
     if freeze {
         hutch_runtime::container::freeze(&rd)?;
