@@ -50,6 +50,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "image_force_refresh",
     "certificate_token",
     "remote_token_expiry",
+    "container_backup_override_pool",
+    "backup_override_name",
 ];
 
 /// The writable part of the server: its config. `null` values unset keys; a write-only key

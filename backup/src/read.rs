@@ -50,9 +50,13 @@ impl std::fmt::Display for Part {
 
 /// Where the reader puts what it reads. Called on the reader's thread, in stream order.
 pub trait Sink {
-    /// The index, before any volume: refuse it here (name taken, pool unknown, …).
-    fn index(&mut self, index: &Index, header: Option<&OptimizedHeader>)
-        -> Result<(), BackupError>;
+    /// The index, before any volume: refuse it here (name taken, pool unknown, …), or
+    /// give the most bytes the volumes may hold (the pool's free space).
+    fn index(
+        &mut self,
+        index: &Index,
+        header: Option<&OptimizedHeader>,
+    ) -> Result<u64, BackupError>;
     /// The files of `part` follow: the directory (existing, empty) they are written into.
     fn open_volume(&mut self, part: &Part) -> Result<PathBuf, BackupError>;
     /// Every file of `part` is written.
@@ -298,7 +302,8 @@ impl Walk<'_> {
             }
         }
         self.optimized = index.optimized;
-        self.sink.index(&index, self.header.as_ref())?;
+        let room = self.sink.index(&index, self.header.as_ref())?;
+        self.limits.max_bytes = self.limits.max_bytes.min(room);
         self.index = Some(index);
         Ok(())
     }
@@ -399,7 +404,9 @@ impl Walk<'_> {
                 let ext = ext.map_err(bad)?;
                 if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
                     if extract::restorable_xattr(name) {
-                        attrs.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                        attrs
+                            .xattrs
+                            .push((name.to_vec(), ext.value_bytes().to_vec()));
                     }
                 }
             }

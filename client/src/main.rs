@@ -11,8 +11,8 @@ mod tls;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use commands::{
-    alias, config as config_cmd, exec, file, image, instance, misc, monitor, network, operation,
-    profile, query, remote, storage,
+    alias, config as config_cmd, exec, file, image, import, instance, misc, monitor, network,
+    operation, profile, query, remote, storage,
 };
 
 #[derive(Parser)]
@@ -32,6 +32,8 @@ enum Cmd {
     /// Make an image of an instance or of a snapshot (NAME[/SNAPSHOT]), with properties
     /// given as key=value.
     Publish(image::PublishArgs),
+    /// Import a backup of an instance (from `hutch export` or `lxc export`).
+    Import(import::ImportArgs),
     /// Run a command in an instance.
     Exec(exec::ExecArgs),
     /// Attach to an instance's console, or show its log.
@@ -89,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Cmd::Instance(cmd) => instance::run(&c, cmd)?,
         Cmd::Publish(a) => image::publish(&c, &a)?,
+        Cmd::Import(a) => import::import(&c, &a)?,
         Cmd::Exec(mut a) => {
             let (c, name) = remote::split(&c, &a.name)?;
             a.name = name;

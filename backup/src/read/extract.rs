@@ -195,7 +195,8 @@ impl Volume {
     pub fn symlink(&mut self, rel: &Path, target: &Path, attrs: &Attrs) -> Result<(), BackupError> {
         let (parent, leaf) = self.parent_of(rel)?;
         self.clear(&parent, leaf, rel)?;
-        symlinkat(target, Some(parent.as_raw_fd()), leaf).map_err(|e| self.err("create", rel, e))?;
+        symlinkat(target, Some(parent.as_raw_fd()), leaf)
+            .map_err(|e| self.err("create", rel, e))?;
         fchownat(
             Some(parent.as_raw_fd()),
             leaf,
@@ -292,7 +293,10 @@ fn apply(fd: &OwnedFd, attrs: &Attrs) -> Result<(), Errno> {
         Some(Uid::from_raw(attrs.uid)),
         Some(Gid::from_raw(attrs.gid)),
     )?;
-    fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(attrs.mode & 0o7777))?;
+    fchmod(
+        fd.as_raw_fd(),
+        Mode::from_bits_truncate(attrs.mode & 0o7777),
+    )?;
     for (name, value) in &attrs.xattrs {
         let Ok(cname) = CString::new(name.clone()) else {
             continue;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
@@ -20,7 +20,13 @@ use crate::operations::instance_resources;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(list).post(create))
+        // Backups (`lxc import`) are gigabytes: no limit here, JSON bodies keep theirs below.
+        .route(
+            "/",
+            get(list)
+                .post(create)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route(
             "/:name",
             get(one).put(put).patch(patch).post(rename).delete(delete),
@@ -36,7 +42,22 @@ async fn list(
     Ok(sync(e.list_instances(recursion(&q), filter).await?))
 }
 
-async fn create(State(e): State<AppState>, body: Bytes) -> Result<Response> {
+/// The JSON bodies' limit (axum's default), kept for them when backups have none.
+const JSON_LIMIT: usize = 2 << 20;
+
+/// `POST /1.0/instances`: a JSON create request, or (`Content-Type` exactly
+/// `application/octet-stream`, as LXD) a backup tarball to import.
+async fn create(State(e): State<AppState>, request: Request) -> Result<Response> {
+    let headers = request.headers().clone();
+    let is_backup = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/octet-stream");
+    if is_backup {
+        return import(e, &headers, request.into_body()).await;
+    }
+    let body = axum::body::to_bytes(request.into_body(), JSON_LIMIT)
+        .await
+        .map_err(|_| crate::error::DaemonError::BadRequest("Request body too large".into()))?;
     let req: InstancesPost = parse_json(&body)?;
     if req.source.kind == "migration" {
         return Ok(super::accepted(&e.create_from_migration(req).await?));
@@ -48,6 +69,26 @@ async fn create(State(e): State<AppState>, body: Bytes) -> Result<Response> {
         instance_resources(&name),
         work,
     ))
+}
+
+/// `lxc import`: the body streams into the engine; the answer comes once it is read.
+async fn import(e: AppState, headers: &HeaderMap, body: axum::body::Body) -> Result<Response> {
+    use futures_util::TryStreamExt;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let upload = crate::engine::BackupUpload {
+        name: header("X-LXD-name"),
+        pool: header("X-LXD-pool"),
+        length: header("Content-Length").and_then(|v| v.parse().ok()),
+    };
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let op = e.import_backup(upload, Box::pin(stream)).await?;
+    Ok(super::accepted(&op))
 }
 
 async fn one(

@@ -10,6 +10,7 @@ pub mod db;
 
 mod autostart;
 pub(crate) mod backup_config;
+mod backup_import;
 pub mod certificates;
 pub mod console;
 pub(crate) mod create;
@@ -46,6 +47,7 @@ mod volume_snapshots;
 pub mod volumes;
 
 pub use autostart::autostart;
+pub use backup_import::BackupUpload;
 pub use create::validate_name;
 pub use create::{create_instance, validate_create};
 pub use image_catalog::{ExportedFile, ImageExport, ImageUpload, ImageWork};
