@@ -50,6 +50,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "image_force_refresh",
     "certificate_token",
     "remote_token_expiry",
+    "container_backup",
     "container_backup_override_pool",
     "backup_override_name",
 ];
