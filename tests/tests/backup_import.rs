@@ -65,6 +65,8 @@ impl Tarball {
         h.set_mode(mode);
         h.set_size(size);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         h
     }
 
@@ -398,17 +400,7 @@ fn a_cancelled_import_leaves_nothing() {
     let data = t.finish();
     let mut upload = start_upload(&d, &data, data.len() / 2);
     // The operation is there while the body streams, with its progress.
-    let mut op = Value::Null;
-    wait_until("the import's operation", Duration::from_secs(60), || {
-        let (_, body) = d.http("GET", "/1.0/operations?recursion=1", b"");
-        let ops = parse(&body)["metadata"]["running"].clone();
-        op = ops
-            .as_array()
-            .and_then(|a| a.iter().find(|o| o["description"] == "Restoring backup"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        op["metadata"]["progress"]["received"].as_u64().unwrap_or(0) > 0
-    });
+    let op = import_op(&d);
     assert_eq!(op["resources"]["instances"][0], "/1.0/instances/slow", "{op}");
     assert_eq!(op["may_cancel"], true, "{op}");
     let id = op["id"].as_str().unwrap().to_string();
@@ -419,20 +411,31 @@ fn a_cancelled_import_leaves_nothing() {
     let mut resp = String::new();
     let _ = upload.read_to_string(&mut resp);
     assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
-    wait_until("the cancelled import's removal", Duration::from_secs(60), || {
-        instances(&d).is_empty()
-    });
+    let (_, body) = d.http("GET", &format!("/1.0/operations/{id}/wait?timeout=60"), b"");
+    assert_eq!(parse(&body)["metadata"]["status"], "Cancelled", "{body}");
     assert_nothing_left(&d, "default", "a cancelled import");
     // A client that goes away mid-upload: the same.
     let upload = start_upload(&d, &data, data.len() / 2);
-    wait_until("the second import's operation", Duration::from_secs(60), || {
-        !instances(&d).is_empty()
-    });
+    let id = import_op(&d)["id"].as_str().unwrap().to_string();
     drop(upload);
-    wait_until("the abandoned import's removal", Duration::from_secs(60), || {
-        instances(&d).is_empty()
-    });
+    let (_, body) = d.http("GET", &format!("/1.0/operations/{id}/wait?timeout=60"), b"");
+    assert_eq!(parse(&body)["metadata"]["status"], "Failure", "{body}");
     assert_nothing_left(&d, "default", "an abandoned import");
+}
+
+/// The running import's operation, once it reports bytes received.
+fn import_op(d: &TestDaemon) -> Value {
+    let mut op = Value::Null;
+    wait_until("the import's operation", Duration::from_secs(60), || {
+        let (_, body) = d.http("GET", "/1.0/operations?recursion=1", b"");
+        op = parse(&body)["metadata"]["running"]
+            .as_array()
+            .and_then(|a| a.iter().find(|o| o["description"] == "Restoring backup"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        op["metadata"]["progress"]["received"].as_u64().unwrap_or(0) > 0
+    });
+    op
 }
 
 /// hutchd on a btrfs pool with `c1` (busybox, snapshots s0 and s1, a marker per volume),
