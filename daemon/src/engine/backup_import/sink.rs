@@ -89,8 +89,8 @@ struct Accepted {
     optimized: bool,
     /// The source pool's driver (`index.yaml`'s `backend`).
     backend: String,
-    /// The source's disk idmap: an optimized stream carries its files as they were on
-    /// the source's disk, shifted unless the source used idmapped mounts.
+    /// The source's disk idmap: LXD writes files (in a tarball or a stream) with the ids
+    /// they have on its disk, shifted unless it used idmapped mounts.
     idmap: DiskIdmap,
     /// The received main volume of an optimized backup, in its staging directory.
     staged_main: Option<PathBuf>,
@@ -254,9 +254,12 @@ impl ImportSink {
     }
 
     fn close(&mut self, part: &Part) -> Result<()> {
+        let vol = self.vol(part);
+        let (pool, idmap) = (self.state().pool.clone(), self.state().idmap.clone());
+        // LXD 5.0 writes a shifted disk's ids as they are on it: back to the container's.
+        idmap.unshift_tree(&pool.path(&vol).join("rootfs"))?;
         if let Part::Snapshot(s) = part {
-            let vol = self.vol(part);
-            self.state().pool.set_readonly(&vol, true)?;
+            pool.set_readonly(&vol, true)?;
             let row = self.snapshot_row(s);
             self.e.db.insert_snapshot(&row)?;
         }
