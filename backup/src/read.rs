@@ -97,7 +97,11 @@ pub fn read_backup(
         bytes: 0,
     };
     for entry in entries {
-        let entry = entry.map_err(corrupt)?;
+        // What is not a tarball at all has no index either (LXD's words for it).
+        let entry = entry.map_err(|e| match walk.index {
+            None => BackupError::Invalid(MISSING_INDEX.into()),
+            Some(_) => corrupt(e),
+        })?;
         walk.entry(entry)?;
     }
     let Some(index) = walk.index.take() else {

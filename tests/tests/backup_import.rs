@@ -144,7 +144,10 @@ fn snapshots_of(d: &TestDaemon, name: &str) -> Vec<String> {
 
 fn instances(d: &TestDaemon) -> Vec<Value> {
     let (_, body) = d.http("GET", "/1.0/instances", b"");
-    parse(&body)["metadata"].as_array().cloned().unwrap_or_default()
+    parse(&body)["metadata"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Nothing of an import is left: no instance, no volume, no staging directory.
@@ -158,7 +161,11 @@ fn assert_nothing_left(d: &TestDaemon, pool: &str, what: &str) {
             .flatten()
             .map(|e| e.file_name())
             .collect();
-        assert!(left.is_empty(), "{what}: left in {}: {left:?}", path.display());
+        assert!(
+            left.is_empty(),
+            "{what}: left in {}: {left:?}",
+            path.display()
+        );
     }
 }
 
@@ -198,7 +205,11 @@ fn a_tarball_in_lxds_layout_imports_with_lxc_and_hutch() {
     assert_eq!(c1["config"]["user.k"], "v", "{c1}");
     assert_eq!(c1["status"], "Stopped");
     let (_, body) = d.http("GET", "/1.0/instances/c1/snapshots/s0", b"");
-    assert_eq!(parse(&body)["metadata"]["config"]["user.snap"], "s0", "{body}");
+    assert_eq!(
+        parse(&body)["metadata"]["config"]["user.snap"],
+        "s0",
+        "{body}"
+    );
     // It runs, and inside the owners are the container's.
     d.hutch_ok(&["start", "c1"]);
     let owners = d.hutch_ok(&["exec", "c1", "--", "stat", "-c", "%u:%g", "/etc/marker"]);
@@ -291,7 +302,11 @@ fn hostile_backups_are_refused_and_leave_nothing() {
         (
             "a hard link outside its volume",
             hostile(&index, |t| {
-                t.link(tar::EntryType::Link, "backup/container/rootfs/h", "/etc/passwd")
+                t.link(
+                    tar::EntryType::Link,
+                    "backup/container/rootfs/h",
+                    "/etc/passwd",
+                )
             }),
             "absolute",
         ),
@@ -325,11 +340,18 @@ fn hostile_backups_are_refused_and_leave_nothing() {
             },
             "Backup is missing index.yaml",
         ),
-        ("a truncated gzip stream", good[..good.len() - 40].to_vec(), ""),
+        (
+            "a truncated gzip stream",
+            good[..good.len() - 40].to_vec(),
+            "",
+        ),
     ];
     // A 10 GB sparse file: its size alone is refused (the default pool's free space is
     // what it is; 1 TiB is the hard cap, so a second case goes past that).
-    for (what, size) in [("a 10 GB sparse file", 10u64 << 30), ("a 2 TB sparse file", 2u64 << 40)] {
+    for (what, size) in [
+        ("a 10 GB sparse file", 10u64 << 30),
+        ("a 2 TB sparse file", 2u64 << 40),
+    ] {
         let free = nix::sys::statvfs::statvfs(&d.path().join("storage-pools/default"))
             .map(|s| s.blocks_available() * s.fragment_size())
             .unwrap_or(0);
@@ -401,7 +423,10 @@ fn a_cancelled_import_leaves_nothing() {
     let mut upload = start_upload(&d, &data, data.len() / 2);
     // The operation is there while the body streams, with its progress.
     let op = import_op(&d);
-    assert_eq!(op["resources"]["instances"][0], "/1.0/instances/slow", "{op}");
+    assert_eq!(
+        op["resources"]["instances"][0], "/1.0/instances/slow",
+        "{op}"
+    );
     assert_eq!(op["may_cancel"], true, "{op}");
     let id = op["id"].as_str().unwrap().to_string();
     let (status, body) = d.http("DELETE", &format!("/1.0/operations/{id}"), b"");
@@ -453,15 +478,36 @@ fn optimized_backup(d: &TestDaemon) -> Vec<u8> {
     std::fs::write(pool.join("containers/c1/rootfs/etc/marker"), "main").unwrap();
     let ro = pool.join("containers/.c1.backup");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("btrfs").args(args).output().unwrap();
+        let out = std::process::Command::new("btrfs")
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "btrfs {args:?}: {out:?}");
         out.stdout
     };
-    run(&["subvolume", "snapshot", "-r", pool.join("containers/c1").to_str().unwrap(), ro.to_str().unwrap()]);
+    run(&[
+        "subvolume",
+        "snapshot",
+        "-r",
+        pool.join("containers/c1").to_str().unwrap(),
+        ro.to_str().unwrap(),
+    ]);
     let snap = |s: &str| pool.join(format!("containers-snapshots/c1/{s}"));
     let s0 = run(&["send", "-q", snap("s0").to_str().unwrap()]);
-    let s1 = run(&["send", "-q", "-p", snap("s0").to_str().unwrap(), snap("s1").to_str().unwrap()]);
-    let main = run(&["send", "-q", "-p", snap("s1").to_str().unwrap(), ro.to_str().unwrap()]);
+    let s1 = run(&[
+        "send",
+        "-q",
+        "-p",
+        snap("s0").to_str().unwrap(),
+        snap("s1").to_str().unwrap(),
+    ]);
+    let main = run(&[
+        "send",
+        "-q",
+        "-p",
+        snap("s1").to_str().unwrap(),
+        ro.to_str().unwrap(),
+    ]);
     run(&["subvolume", "delete", ro.to_str().unwrap()]);
     let mut t = Tarball::new();
     t.file(
@@ -486,7 +532,11 @@ fn an_optimized_btrfs_backup_restores_snapshots_as_snapshots() {
     if !require_root(test) {
         return;
     }
-    if std::process::Command::new("mkfs.btrfs").arg("--version").output().is_err() {
+    if std::process::Command::new("mkfs.btrfs")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         skipped(test, "btrfs-progs is not installed");
         return;
     }
@@ -504,7 +554,9 @@ fn an_optimized_btrfs_backup_restores_snapshots_as_snapshots() {
         "{err}"
     );
     let plain = d.path().join("storage-pools/plain/containers");
-    assert!(std::fs::read_dir(&plain).map(|r| r.count() == 0).unwrap_or(true));
+    assert!(std::fs::read_dir(&plain)
+        .map(|r| r.count() == 0)
+        .unwrap_or(true));
     // Onto the btrfs pool under another name: the snapshots are subvolumes again.
     d.lxc_ok(&["import", file, "c2"]);
     assert_eq!(snapshots_of(&d, "c2"), ["s0", "s1"]);
@@ -516,7 +568,11 @@ fn an_optimized_btrfs_backup_restores_snapshots_as_snapshots() {
         assert_eq!(marker(&d, "default", vol), want, "{vol}");
         let p = d.path().join(format!("storage-pools/default/{vol}"));
         // A subvolume's root directory is inode 256.
-        assert_eq!(std::fs::metadata(&p).unwrap().ino(), 256, "{vol} is a subvolume");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().ino(),
+            256,
+            "{vol} is a subvolume"
+        );
     }
     let staging: Vec<_> = std::fs::read_dir(d.path().join("storage-pools/default/containers"))
         .unwrap()
@@ -526,7 +582,10 @@ fn an_optimized_btrfs_backup_restores_snapshots_as_snapshots() {
         .collect();
     assert!(staging.is_empty(), "{staging:?}");
     d.hutch_ok(&["start", "c2"]);
-    assert_eq!(d.hutch_ok(&["exec", "c2", "--", "cat", "/etc/marker"]), "main");
+    assert_eq!(
+        d.hutch_ok(&["exec", "c2", "--", "cat", "/etc/marker"]),
+        "main"
+    );
     d.hutch_ok(&["stop", "c2", "--force"]);
 }
 
@@ -540,7 +599,14 @@ fn lxd_with_container(test: &str) -> Option<ReferenceLxd> {
     let owned = lxd.lxd_dir().join("owned");
     std::fs::write(&owned, "from lxd\n").unwrap();
     lxd.lxc_ok(&[
-        "file", "push", owned.to_str().unwrap(), "c1/etc/owned", "--uid", "33", "--gid", "44",
+        "file",
+        "push",
+        owned.to_str().unwrap(),
+        "c1/etc/owned",
+        "--uid",
+        "33",
+        "--gid",
+        "44",
     ]);
     lxd.lxc_ok(&["start", "c1"]);
     lxd.lxc_ok(&["stop", "c1", "--force"]);

@@ -237,6 +237,19 @@ fn hostile_backups_are_refused() {
         with(vec![E::Hard("backup/container/rootfs/h", "/etc/passwd")]),
         "absolute",
     );
+    // A later entry may not turn a directory into a symlink, nor write a directory
+    // through one.
+    refused(
+        with(vec![E::Symlink("backup/container/rootfs/etc", "/tmp")]),
+        "would replace a directory",
+    );
+    refused(
+        with(vec![
+            E::Symlink("backup/container/rootfs/d", "/tmp"),
+            E::Dir("backup/container/rootfs/d/"),
+        ]),
+        "not a directory",
+    );
     // An index that lies: a snapshot it lacks, and one it does not list.
     let mut missing = good();
     missing.drain(1..5);

@@ -255,6 +255,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_backup_upload_is_told_by_its_content_type_and_needs_its_index() {
+        let api = TestApi::new().await;
+        let octet = [("Content-Type", "application/octet-stream")];
+        let (status, _, body) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/instances",
+                b"not a tarball".to_vec(),
+                &octet,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "Backup is missing index.yaml");
+        // Another content type is JSON, whatever the body.
+        let (status, _, body) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/instances",
+                b"not json".to_vec(),
+                &[("Content-Type", "application/octet-stream; x=y")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].as_str().unwrap().starts_with("Invalid JSON"));
+    }
+
+    #[tokio::test]
     async fn updates_are_checked_against_etags_names_and_keys() {
         let api = TestApi::new().await;
         let fp = api.tiny_image().await;

@@ -133,8 +133,7 @@ fn report(op: &OpEntry, received: u64, total: Option<u64>, start: Instant) {
         progress.insert("total".into(), total.into());
         let percent = (received.min(total) * 100 / total).min(100);
         progress.insert("percent".into(), percent.into());
-        if rate > 0 {
-            let eta = total.saturating_sub(received) / rate;
+        if let Some(eta) = total.saturating_sub(received).checked_div(rate) {
             progress.insert("eta_seconds".into(), eta.into());
             text = format!(
                 "Restore: {percent}% ({}/s, {eta}s left)",

@@ -75,6 +75,7 @@ fn bad_backup(err: BackupError) -> DaemonError {
         BackupError::Invalid(m) if m == hutch_backup::read::MISSING_INDEX => {
             DaemonError::BadRequest(m)
         }
+        BackupError::Invalid(m) => DaemonError::BadRequest(format!("Invalid backup: {m}")),
         other => {
             DaemonError::BadRequest(format!("Invalid backup: {}", crate::error::chain(&other)))
         }
