@@ -658,3 +658,93 @@ fn a_backup_made_by_lxd_imports_into_hutchd() {
     assert_eq!(ls.trim(), "33:44");
     d.hutch_ok(&["stop", "c1", "--force"]);
 }
+
+/// Removes what a test made on the reference LXD's btrfs pool (its loop file and mount)
+/// even when the test fails.
+struct LxdPoolGuard<'a>(&'a ReferenceLxd, &'static str, &'static str);
+
+impl Drop for LxdPoolGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.lxc(&["delete", "-f", self.2]);
+        let _ = self.0.lxc(&["storage", "delete", self.1]);
+    }
+}
+
+#[test]
+fn an_optimized_backup_made_by_lxd_on_btrfs_imports_with_its_snapshots() {
+    let test = "an_optimized_backup_made_by_lxd_on_btrfs_imports_with_its_snapshots";
+    if !require_root(test) {
+        return;
+    }
+    let Some(lxd) = ReferenceLxd::start(test) else {
+        return;
+    };
+    let out = lxd.lxc(&["storage", "create", "bp", "btrfs", "size=1GiB"]);
+    if !out.status.success() {
+        skipped(
+            test,
+            &format!(
+                "the reference LXD cannot make a btrfs pool here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        );
+        return;
+    }
+    let _guard = LxdPoolGuard(&lxd, "bp", "c1");
+    let image = lxd.lxd_dir().join("bb.tar.gz");
+    busybox_image(&lxd.lxd_dir(), &image).expect("busybox image");
+    lxd.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    lxd.lxc_ok(&["init", "bb", "c1", "-s", "bp"]);
+    let owned = lxd.lxd_dir().join("owned");
+    std::fs::write(&owned, "from lxd\n").unwrap();
+    lxd.lxc_ok(&[
+        "file",
+        "push",
+        owned.to_str().unwrap(),
+        "c1/etc/owned",
+        "--uid",
+        "33",
+        "--gid",
+        "44",
+    ]);
+    lxd.lxc_ok(&["start", "c1"]);
+    lxd.lxc_ok(&["stop", "c1", "--force"]);
+    lxd.lxc_ok(&["snapshot", "c1", "s0"]);
+    lxd.lxc_ok(&["snapshot", "c1", "s1"]);
+    let file = lxd.lxd_dir().join("c1.opt.tar.gz");
+    lxd.lxc_ok(&[
+        "export",
+        "c1",
+        file.to_str().unwrap(),
+        "--optimized-storage",
+    ]);
+
+    let d = TestDaemon::start_with(&["--storage-backend", "btrfs"]);
+    d.lxc_ok(&["import", file.to_str().unwrap()]);
+    assert_eq!(snapshots_of(&d, "c1"), ["s0", "s1"]);
+    let pool = d.path().join("storage-pools/default");
+    for vol in [
+        "containers/c1",
+        "containers-snapshots/c1/s0",
+        "containers-snapshots/c1/s1",
+    ] {
+        let p = pool.join(vol);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().ino(),
+            256,
+            "{vol} is a subvolume"
+        );
+        let busybox = std::fs::symlink_metadata(p.join("rootfs/bin/busybox")).unwrap();
+        assert_eq!(
+            (busybox.uid(), busybox.gid()),
+            (0, 0),
+            "{vol}: stored unshifted"
+        );
+        let m = std::fs::metadata(p.join("rootfs/etc/owned")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (33, 44), "{vol}");
+    }
+    d.hutch_ok(&["start", "c1"]);
+    let ls = d.hutch_ok(&["exec", "c1", "--", "stat", "-c", "%u:%g", "/etc/owned"]);
+    assert_eq!(ls.trim(), "33:44");
+    d.hutch_ok(&["stop", "c1", "--force"]);
+}

@@ -274,13 +274,6 @@ impl ImportSink {
             Part::Snapshot(s) => {
                 let dir = PathBuf::from("containers-snapshots").join(&name);
                 super::receive::receive(&*pool, &dir, Some(s), stream)?;
-                let vol = snapshot_vol(&name, s);
-                let idmap = self.state().idmap.clone();
-                if !idmap.is_empty() {
-                    pool.set_readonly(&vol, false)?;
-                    idmap.unshift_tree(&pool.path(&vol).join("rootfs"))?;
-                    pool.set_readonly(&vol, true)?;
-                }
                 let row = self.snapshot_row(s);
                 self.e.db.insert_snapshot(&row)?;
             }
@@ -302,6 +295,14 @@ impl ImportSink {
     fn finish(&mut self) -> Result<()> {
         let e = self.e.clone();
         let st = self.state.as_mut().expect("a read backup had its index");
+        if st.optimized && !st.idmap.is_empty() {
+            for s in e.db.snapshots(&st.row.name)? {
+                let vol = snapshot_vol(&st.row.name, &s.name);
+                if st.pool.path(&vol).exists() {
+                    unshift_received(&*st.pool, &st.idmap, &vol)?;
+                }
+            }
+        }
         let main = instance_vol(&st.row.name);
         if let Some(received) = st.staged_main.take() {
             // A received subvolume is read-only: its writable snapshot is the instance's.
@@ -424,6 +425,29 @@ fn place_root_disk(e: &Engine, row: &mut InstanceRow, pool: &str) -> Result<()> 
         );
     }
     Ok(())
+}
+
+/// Shifts a received read-only snapshot's files back to the container's ids. btrfs
+/// refuses to make a received subvolume writable (later incremental streams find their
+/// parent by it), so once every stream is in: a writable snapshot of it is shifted and
+/// takes its place, read-only.
+fn unshift_received(pool: &dyn StorageDriver, idmap: &DiskIdmap, vol: &Path) -> Result<()> {
+    let name = vol
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let work = vol.with_file_name(format!(".{name}.unshifting"));
+    let _ = pool.delete_volume(&work);
+    pool.clone_volume(vol, &work, false)?;
+    let shifted = idmap
+        .unshift_tree(&pool.path(&work).join("rootfs"))
+        .map_err(DaemonError::from)
+        .and_then(|()| {
+            pool.delete_volume(vol)?;
+            Ok(pool.clone_volume(&work, vol, true)?)
+        });
+    let _ = pool.delete_volume(&work);
+    shifted
 }
 
 fn remove_staging(pool: &dyn StorageDriver, staging: &Path) {
