@@ -265,7 +265,7 @@ fn hostile_backups_are_refused_and_leave_nothing() {
     let index = index_yaml("evil", "dir", &["s0"], false);
     let depth = "../".repeat(12);
     let good = gzip(&hostile(&index, |_| {}));
-    let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "a ../ path",
             hostile(&index, |t| {
