@@ -176,7 +176,15 @@ impl ImportSink {
                 .map(String::as_str)
                 .unwrap_or("[]"),
         );
-        e.db.insert_instance(&row)?;
+        if let Err(err) = e.db.insert_instance(&row) {
+            // Another create of the same name got in between the check and here.
+            if e.db.instance(&name)?.is_some() {
+                return Err(DaemonError::Conflict(format!(
+                    "Instance {name:?} already exists"
+                )));
+            }
+            return Err(err);
+        }
         {
             let (d, n) = (e.clone(), name.clone());
             self.revert
