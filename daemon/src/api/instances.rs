@@ -281,6 +281,86 @@ mod tests {
         assert!(body["error"].as_str().unwrap().starts_with("Invalid JSON"));
     }
 
+    /// A backup of `name` with snapshot s0, owned by whoever runs the test.
+    fn tiny_backup(name: &str) -> Vec<u8> {
+        let index = format!(
+            "name: {name}\nbackend: dir\npool: default\nsnapshots: [s0]\ntype: container\n\
+             config:\n  container:\n    name: {name}\n    architecture: x86_64\n    \
+             config: {{user.k: v}}\n    profiles: [default]\n  snapshots:\n  - name: s0\n"
+        );
+        let mut b = tar::Builder::new(Vec::new());
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        for (path, data) in [
+            ("backup/index.yaml", index.as_bytes()),
+            ("backup/snapshots/s0/rootfs/etc/marker", b"s0".as_slice()),
+            ("backup/container/rootfs/etc/marker", b"main".as_slice()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(uid.as_raw().into());
+            h.set_gid(gid.as_raw().into());
+            h.set_mtime(1);
+            h.set_cksum();
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_backup_upload_makes_the_instance_and_its_snapshots_once() {
+        let api = TestApi::new().await;
+        let octet = [("Content-Type", "application/octet-stream")];
+        let (status, _, op) = api
+            .call_raw(Method::POST, "/1.0/instances", tiny_backup("c1"), &octet)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{op}");
+        assert_eq!(op["metadata"]["description"], "Restoring backup");
+        assert_eq!(api.wait(&op).await["status"], "Success");
+        let (_, c1) = api.call(Method::GET, "/1.0/instances/c1", None).await;
+        assert_eq!(c1["metadata"]["config"]["user.k"], "v", "{c1}");
+        let (_, snaps) = api
+            .call(Method::GET, "/1.0/instances/c1/snapshots", None)
+            .await;
+        assert_eq!(snaps["metadata"], json!(["/1.0/instances/c1/snapshots/s0"]));
+        let pool = api.dir.path().join("storage-pools/default");
+        assert_eq!(
+            std::fs::read(pool.join("containers/c1/rootfs/etc/marker")).unwrap(),
+            b"main"
+        );
+        assert_eq!(
+            std::fs::read(pool.join("containers-snapshots/c1/s0/rootfs/etc/marker")).unwrap(),
+            b"s0"
+        );
+        // The same name again is a conflict, answered before anything is made; another
+        // name (X-LXD-name) is a second instance.
+        let (status, _, body) = api
+            .call_raw(Method::POST, "/1.0/instances", tiny_backup("c1"), &octet)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, _, op) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/instances",
+                tiny_backup("c1"),
+                &[octet[0], ("X-LXD-name", "c2")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{op}");
+        assert_eq!(api.wait(&op).await["status"], "Success");
+        // An unknown pool (X-LXD-pool): refused, nothing made.
+        let (status, _, body) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/instances",
+                tiny_backup("c3"),
+                &[octet[0], ("X-LXD-pool", "nowhere")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(!pool.join("containers/c3").exists());
+    }
+
     #[tokio::test]
     async fn updates_are_checked_against_etags_names_and_keys() {
         let api = TestApi::new().await;
