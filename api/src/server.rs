@@ -53,6 +53,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_backup",
     "backup_compression",
     "backup_compression_algorithm",
+    "container_backup_override_pool",
+    "backup_override_name",
 ];
 
 /// The writable part of the server: its config. `null` values unset keys; a write-only key

@@ -11,7 +11,8 @@ mod tls;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use commands::{
-    alias, config as config_cmd, exec, export, file, image, instance, misc, monitor, network,
+    alias, config as config_cmd, exec, export, file, image, import, instance, misc, monitor,
+    network,
     operation, profile, query, remote, storage,
 };
 
@@ -34,6 +35,8 @@ enum Cmd {
     Publish(image::PublishArgs),
     /// Export an instance as a backup tarball (LXD's layout).
     Export(export::ExportArgs),
+    /// Import a backup of an instance (from `hutch export` or `lxc export`).
+    Import(import::ImportArgs),
     /// Run a command in an instance.
     Exec(exec::ExecArgs),
     /// Attach to an instance's console, or show its log.
@@ -92,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Instance(cmd) => instance::run(&c, cmd)?,
         Cmd::Publish(a) => image::publish(&c, &a)?,
         Cmd::Export(a) => export::export(&c, &a)?,
+        Cmd::Import(a) => import::import(&c, &a)?,
         Cmd::Exec(mut a) => {
             let (c, name) = remote::split(&c, &a.name)?;
             a.name = name;

@@ -12,6 +12,7 @@ pub mod image;
 pub mod image_build;
 pub mod image_remote;
 pub mod image_streams;
+pub mod import;
 pub mod info;
 pub mod instance;
 pub mod list;

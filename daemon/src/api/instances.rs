@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
@@ -20,7 +20,13 @@ use crate::operations::instance_resources;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(list).post(create))
+        // Backups (`lxc import`) are gigabytes: no limit here, JSON bodies keep theirs below.
+        .route(
+            "/",
+            get(list)
+                .post(create)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route(
             "/:name",
             get(one).put(put).patch(patch).post(rename).delete(delete),
@@ -36,7 +42,22 @@ async fn list(
     Ok(sync(e.list_instances(recursion(&q), filter).await?))
 }
 
-async fn create(State(e): State<AppState>, body: Bytes) -> Result<Response> {
+/// The JSON bodies' limit (axum's default), kept for them when backups have none.
+const JSON_LIMIT: usize = 2 << 20;
+
+/// `POST /1.0/instances`: a JSON create request, or (`Content-Type` exactly
+/// `application/octet-stream`, as LXD) a backup tarball to import.
+async fn create(State(e): State<AppState>, request: Request) -> Result<Response> {
+    let headers = request.headers().clone();
+    let is_backup = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/octet-stream");
+    if is_backup {
+        return import(e, &headers, request.into_body()).await;
+    }
+    let body = axum::body::to_bytes(request.into_body(), JSON_LIMIT)
+        .await
+        .map_err(|_| crate::error::DaemonError::BadRequest("Request body too large".into()))?;
     let req: InstancesPost = parse_json(&body)?;
     if req.source.kind == "migration" {
         return Ok(super::accepted(&e.create_from_migration(req).await?));
@@ -48,6 +69,26 @@ async fn create(State(e): State<AppState>, body: Bytes) -> Result<Response> {
         instance_resources(&name),
         work,
     ))
+}
+
+/// `lxc import`: the body streams into the engine; the answer comes once it is read.
+async fn import(e: AppState, headers: &HeaderMap, body: axum::body::Body) -> Result<Response> {
+    use futures_util::TryStreamExt;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let upload = crate::engine::BackupUpload {
+        name: header("X-LXD-name"),
+        pool: header("X-LXD-pool"),
+        length: header("Content-Length").and_then(|v| v.parse().ok()),
+    };
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let op = e.import_backup(upload, Box::pin(stream)).await?;
+    Ok(super::accepted(&op))
 }
 
 async fn one(
@@ -211,6 +252,113 @@ mod tests {
             .path()
             .join("storage-pools/default/containers/c1")
             .exists());
+    }
+
+    #[tokio::test]
+    async fn a_backup_upload_is_told_by_its_content_type_and_needs_its_index() {
+        let api = TestApi::new().await;
+        let octet = [("Content-Type", "application/octet-stream")];
+        let (status, _, body) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/instances",
+                b"not a tarball".to_vec(),
+                &octet,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "Backup is missing index.yaml");
+        // Another content type is JSON, whatever the body.
+        let (status, _, body) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/instances",
+                b"not json".to_vec(),
+                &[("Content-Type", "application/octet-stream; x=y")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].as_str().unwrap().starts_with("Invalid JSON"));
+    }
+
+    /// A backup of `name` with snapshot s0, owned by whoever runs the test.
+    fn tiny_backup(name: &str) -> Vec<u8> {
+        let index = format!(
+            "name: {name}\nbackend: dir\npool: default\nsnapshots: [s0]\ntype: container\n\
+             config:\n  container:\n    name: {name}\n    architecture: x86_64\n    \
+             config: {{user.k: v}}\n    profiles: [default]\n  snapshots:\n  - name: s0\n"
+        );
+        let mut b = tar::Builder::new(Vec::new());
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        for (path, data) in [
+            ("backup/index.yaml", index.as_bytes()),
+            ("backup/snapshots/s0/rootfs/etc/marker", b"s0".as_slice()),
+            ("backup/container/rootfs/etc/marker", b"main".as_slice()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(uid.as_raw().into());
+            h.set_gid(gid.as_raw().into());
+            h.set_mtime(1);
+            h.set_cksum();
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_backup_upload_makes_the_instance_and_its_snapshots_once() {
+        let api = TestApi::new().await;
+        let octet = [("Content-Type", "application/octet-stream")];
+        let (status, _, op) = api
+            .call_raw(Method::POST, "/1.0/instances", tiny_backup("c1"), &octet)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{op}");
+        assert_eq!(op["metadata"]["description"], "Restoring backup");
+        assert_eq!(api.wait(&op).await["status"], "Success");
+        let (_, c1) = api.call(Method::GET, "/1.0/instances/c1", None).await;
+        assert_eq!(c1["metadata"]["config"]["user.k"], "v", "{c1}");
+        let (_, snaps) = api
+            .call(Method::GET, "/1.0/instances/c1/snapshots", None)
+            .await;
+        assert_eq!(snaps["metadata"], json!(["/1.0/instances/c1/snapshots/s0"]));
+        let pool = api.dir.path().join("storage-pools/default");
+        assert_eq!(
+            std::fs::read(pool.join("containers/c1/rootfs/etc/marker")).unwrap(),
+            b"main"
+        );
+        assert_eq!(
+            std::fs::read(pool.join("containers-snapshots/c1/s0/rootfs/etc/marker")).unwrap(),
+            b"s0"
+        );
+        // The same name again is a conflict, answered before anything is made; another
+        // name (X-LXD-name) is a second instance.
+        let (status, _, body) = api
+            .call_raw(Method::POST, "/1.0/instances", tiny_backup("c1"), &octet)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, _, op) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/instances",
+                tiny_backup("c1"),
+                &[octet[0], ("X-LXD-name", "c2")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{op}");
+        assert_eq!(api.wait(&op).await["status"], "Success");
+        // An unknown pool (X-LXD-pool): refused, nothing made.
+        let (status, _, body) = api
+            .call_raw(
+                Method::POST,
+                "/1.0/instances",
+                tiny_backup("c3"),
+                &[octet[0], ("X-LXD-pool", "nowhere")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(!pool.join("containers/c3").exists());
     }
 
     #[tokio::test]

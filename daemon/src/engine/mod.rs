@@ -11,6 +11,7 @@ pub mod db;
 mod autostart;
 pub(crate) mod backup_config;
 mod backups;
+mod backup_import;
 pub mod certificates;
 pub mod console;
 pub(crate) mod create;
@@ -48,6 +49,7 @@ pub mod volumes;
 
 pub use autostart::autostart;
 pub use backups::backup_resources as backups_resources;
+pub use backup_import::BackupUpload;
 pub use create::validate_name;
 pub use create::{create_instance, validate_create};
 pub use image_catalog::{ExportedFile, ImageExport, ImageUpload, ImageWork};

@@ -24,6 +24,41 @@ impl DiskIdmap {
         )
     }
 
+    /// The map LXD writes in `volatile.last_state.idmap` (a JSON list of
+    /// `{Isuid, Isgid, Hostid, Nsid, Maprange}`); empty when it does not parse.
+    pub fn from_lxd_json(text: &str) -> DiskIdmap {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            #[serde(default)]
+            isuid: bool,
+            #[serde(default)]
+            isgid: bool,
+            #[serde(default)]
+            hostid: i64,
+            #[serde(default)]
+            nsid: i64,
+            #[serde(default)]
+            maprange: i64,
+        }
+        let entries: Vec<Entry> = serde_json::from_str(text).unwrap_or_default();
+        let fit = |v: i64| i32::try_from(v).ok();
+        DiskIdmap::new(
+            &entries
+                .iter()
+                .filter_map(|e| {
+                    Some(IdMapType {
+                        isuid: e.isuid,
+                        isgid: e.isgid,
+                        hostid: fit(e.hostid)?,
+                        nsid: fit(e.nsid)?,
+                        maprange: fit(e.maprange)?,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -16,6 +16,7 @@ mod source;
 mod target;
 
 pub use error::MigrationError;
+pub(crate) use idshift::DiskIdmap;
 pub use netcat::netcat_main;
 pub use source::MigrateRequest;
 pub use target::MigrationSource;
