@@ -56,3 +56,22 @@ fn parse_request(body: &[u8]) -> Result<RecoverPost> {
     }
     parse_json(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_unix_socket_may_recover() {
+        assert!(local_only(Some(Extension(Caller::Unix))).is_ok());
+        let tls = Caller::Tls {
+            address: "127.0.0.1:8443".parse().unwrap(),
+            certificate: None,
+        };
+        assert!(matches!(
+            local_only(Some(Extension(tls))),
+            Err(DaemonError::Forbidden(_))
+        ));
+        assert!(local_only(None).is_err());
+    }
+}

@@ -205,15 +205,9 @@ fn refresh_of(action: &str, source: &str) -> Option<Refresh> {
     match (action, parts.as_slice()) {
         ("instance-deleted", _) | ("storage-volume-deleted", _) => None,
         (a, ["1.0", "instances", name, ..]) if a.starts_with("instance-") => {
-            // Start, stop and file pushes change nothing the file records.
-            let irrelevant = [
-                "instance-started",
-                "instance-stopped",
-                "instance-shutdown",
-                "instance-paused",
-                "instance-resumed",
-                "instance-file-pushed",
-            ];
+            // Pauses and file pushes change nothing the file records (a start or stop
+            // does: `volatile.last_state.power`, `last_used_at`).
+            let irrelevant = ["instance-paused", "instance-resumed", "instance-file-pushed"];
             (!irrelevant.contains(&a)).then(|| Refresh::Instance(name.to_string()))
         }
         (a, ["1.0", "storage-pools", pool, "volumes", "custom", name, ..])
@@ -285,7 +279,7 @@ mod tests {
             refresh_of("instance-snapshot-created", "/1.0/instances/c1/snapshots/s0"),
             Some(Refresh::Instance("c1".into()))
         );
-        assert_eq!(refresh_of("instance-started", "/1.0/instances/c1"), None);
+        assert_eq!(refresh_of("instance-paused", "/1.0/instances/c1"), None);
         assert_eq!(refresh_of("instance-deleted", "/1.0/instances/c1"), None);
         assert_eq!(
             refresh_of(
