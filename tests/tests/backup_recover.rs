@@ -172,7 +172,7 @@ fn conflicts_and_hostile_backup_files_are_refused_by_name() {
     let list = d.lxc_ok(&["list", "--format", "csv", "-c", "n"]);
     assert!(list.contains("x3") && !list.contains("evil"), "{list}");
     assert_eq!(json(&d, "/1.0/instances/x2")["expanded_devices"]["root"]["pool"], "default");
-    assert_eq!(json(&d, "/1.0/instances/x3")["expanded_devices"]["root"]["pool"], "default");
+    assert_eq!(json(&d, "/1.0/instances/x3")["expanded_devices"]["root"]["pool"], "p2");
     assert!(d.lxc_ok(&["storage", "list", "--format", "csv"]).contains("p2"));
     // Nothing refused was touched.
     assert!(p2.join("evil1/backup.yaml").exists() && p2.join("x2/rootfs").exists());
