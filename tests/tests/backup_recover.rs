@@ -43,6 +43,13 @@ fn read_config(path: &Path) -> Config {
     Config::from_yaml(&text).unwrap()
 }
 
+fn mounted(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = path.to_string_lossy();
+    text.lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(want.as_ref()))
+}
+
 fn btrfs_available() -> bool {
     Command::new("mkfs.btrfs").arg("--version").output().is_ok()
 }
@@ -90,8 +97,16 @@ fn recover_brings_back_pools_instances_snapshots_and_volumes() {
     d.lxc_ok(&["snapshot", "c1", "s1"]);
     d.lxc_ok(&["init", "bb", "c2", "-s", "dpool"]);
     d.lxc_ok(&["snapshot", "c2", "only"]);
+    // A pool on a loop file of its own, unmounted with the database lost (as by a reboot).
+    d.lxc_ok(&["storage", "create", "bpool", "btrfs", "size=300MiB"]);
+    d.lxc_ok(&["init", "bb", "c3", "-s", "bpool"]);
     let before = snapshot_of_state(&d);
+    let c3_before = d.lxc_ok(&["config", "show", "c3"]);
 
+    d.kill();
+    let bpool = d.path().join("storage-pools/bpool");
+    let umount = Command::new("umount").arg(&bpool).status().unwrap();
+    assert!(umount.success());
     lose_database(&mut d);
     assert_eq!(d.lxc_ok(&["list", "--format", "csv", "-c", "n"]).trim(), "");
     // The volumes stayed where they were (the start did not quarantine them).
@@ -100,7 +115,7 @@ fn recover_brings_back_pools_instances_snapshots_and_volumes() {
 
     let (code, dry) = recover(&d, &["--dry-run"]);
     assert_eq!(code, 0, "{dry}");
-    for want in ["Pool default (btrfs", "Pool dpool (dir", "c1", "2 snapshots", "c2", "vol1"] {
+    for want in ["Pool default (btrfs", "Pool dpool (dir", "Pool bpool (btrfs", "c1", "2 snapshots", "c2", "c3", "vol1"] {
         assert!(dry.contains(want), "{want} missing from:\n{dry}");
     }
     assert!(dry.contains("Profiles to re-create: default"), "{dry}");
@@ -108,6 +123,7 @@ fn recover_brings_back_pools_instances_snapshots_and_volumes() {
     // Nothing changed.
     assert_eq!(d.lxc_ok(&["list", "--format", "csv", "-c", "n"]).trim(), "");
     assert!(!d.lxc_ok(&["storage", "list", "--format", "csv"]).contains("dpool"));
+    assert!(!mounted(&bpool), "the dry run left bpool mounted");
 
     let (code, out) = recover(&d, &[]);
     assert_eq!(code, 0, "{out}");
@@ -118,6 +134,9 @@ fn recover_brings_back_pools_instances_snapshots_and_volumes() {
     }
     // The running container kept running and is reachable again; its files are there.
     assert_eq!(d.sh_ok("c1", "cat /root/mark").trim(), "before");
+    assert_eq!(d.lxc_ok(&["config", "show", "c3"]), c3_before);
+    assert!(mounted(&bpool));
+    d.lxc_ok(&["start", "c3"]);
     d.lxc_ok(&["start", "c2"]);
     assert_eq!(d.sh_ok("c2", "echo up").trim(), "up");
     d.lxc_ok(&["restore", "c1", "s0"]);
@@ -259,4 +278,36 @@ fn backup_files_follow_every_change_and_stay_out_of_the_container() {
     // The pool describes itself.
     assert!(pool.join(".hutch-pool.yaml").exists());
     d.lxc_ok(&["stop", "--all", "--force"]);
+}
+
+#[test]
+fn init_after_the_database_is_lost_leaves_the_volumes_for_recover() {
+    let name = "init_after_the_database_is_lost_leaves_the_volumes_for_recover";
+    if !require_root(name) {
+        return;
+    }
+    let mut d = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    d.import_busybox(Via::Hutch);
+    d.lxc_ok(&["launch", "bb", "y1"]);
+    d.lxc_ok(&["snapshot", "y1", "s0"]);
+    let before = d.lxc_ok(&["config", "show", "y1"]);
+    lose_database(&mut d);
+    // `hutchd init --auto` makes the default pool again, over the existing one.
+    let mut init = Command::new(hutchd_bin());
+    init.arg("--dir")
+        .arg(d.path())
+        .args(["init", "--auto", "--storage-backend", "dir", "--network-bridge", "none"]);
+    let out = output_within(&mut init, b"", COMMAND_LIMIT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A restart in between: nothing is moved aside.
+    d.kill();
+    d.spawn();
+    let vol = d.path().join("storage-pools/default/containers/y1");
+    assert!(vol.join("rootfs").exists());
+    let (code, out) = recover(&d, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Pool default (dir") && out.contains("in the database"), "{out}");
+    assert_eq!(d.lxc_ok(&["config", "show", "y1"]), before);
+    assert_eq!(d.lxc_ok(&["list", "y1", "--format", "csv", "-c", "nsS"]).trim(), "y1,RUNNING,1");
+    d.lxc_ok(&["stop", "y1", "--force"]);
 }
