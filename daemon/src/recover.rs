@@ -39,7 +39,11 @@ pub struct RecoverArgs {
 
 /// A `--pool` value: a name, or `NAME=DRIVER:SOURCE`.
 fn parse_pool(spec: &str) -> Result<StoragePoolsPost, InitError> {
-    let bad = || InitError::Usage(format!("--pool {spec:?}: expected NAME or NAME=DRIVER:SOURCE"));
+    let bad = || {
+        InitError::Usage(format!(
+            "--pool {spec:?}: expected NAME or NAME=DRIVER:SOURCE"
+        ))
+    };
     let (name, backing) = match spec.split_once('=') {
         Some((name, backing)) => (name, Some(backing)),
         None => (spec, None),
@@ -156,7 +160,9 @@ pub fn render(report: &RecoverReport, dry_run: bool) -> String {
         for v in &p.volumes {
             out.push_str(&item_line("volume", v, dry_run));
         }
-        for s in std::iter::once(p.status).chain(p.instances.iter().chain(&p.volumes).map(|i| i.status)) {
+        for s in
+            std::iter::once(p.status).chain(p.instances.iter().chain(&p.volumes).map(|i| i.status))
+        {
             match s {
                 RecoverStatus::Missing | RecoverStatus::Recovered => missing += 1,
                 RecoverStatus::Refused => refused += 1,
@@ -167,11 +173,19 @@ pub fn render(report: &RecoverReport, dry_run: bool) -> String {
     if !report.profiles.is_empty() {
         out.push_str(&format!(
             "Profiles {}: {}\n",
-            if dry_run { "to re-create" } else { "re-created" },
+            if dry_run {
+                "to re-create"
+            } else {
+                "re-created"
+            },
             report.profiles.join(", ")
         ));
     }
-    let verb = if dry_run { "would be recovered" } else { "recovered" };
+    let verb = if dry_run {
+        "would be recovered"
+    } else {
+        "recovered"
+    };
     out.push_str(&format!("{missing} {verb}, {refused} refused"));
     if dry_run {
         out.push_str(" (dry run: nothing was changed)");
@@ -191,7 +205,10 @@ mod tests {
         let p = parse_pool("p2=btrfs:/dev/sdb1").unwrap();
         assert_eq!((p.name.as_str(), p.driver.as_str()), ("p2", "btrfs"));
         assert_eq!(p.put.config["source"], "/dev/sdb1");
-        assert_eq!(parse_pool("p3=zfs:tank/a").unwrap().put.config["source"], "tank/a");
+        assert_eq!(
+            parse_pool("p3=zfs:tank/a").unwrap().put.config["source"],
+            "tank/a"
+        );
         assert!(parse_pool("=dir:/x").is_err());
         assert!(parse_pool("p=dir").is_err());
         assert!(parse_pool("p=:/x").is_err());

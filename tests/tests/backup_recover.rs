@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use hutch_backup::Config;
-use hutch_tests::{hutchd_bin, output_within, require_root, skipped, TestDaemon, Via, COMMAND_LIMIT};
+use hutch_tests::{
+    hutchd_bin, output_within, require_root, skipped, TestDaemon, Via, COMMAND_LIMIT,
+};
 
 /// `hutchd recover ARGS` against the daemon's state directory.
 fn recover(d: &TestDaemon, args: &[&str]) -> (i32, String) {
@@ -64,10 +66,16 @@ fn snapshot_of_state(d: &TestDaemon) -> Vec<String> {
         d.lxc_ok(&["config", "device", "show", "c1"]),
         d.lxc_ok(&["config", "show", "c1/s0"]),
         d.lxc_ok(&["storage", "list", "--format", "csv"]),
-        d.lxc_ok(&["storage", "volume", "list", "default", "--format", "csv", "-c", "tn"]),
+        d.lxc_ok(&[
+            "storage", "volume", "list", "default", "--format", "csv", "-c", "tn",
+        ]),
         d.lxc_ok(&["storage", "volume", "show", "default", "vol1"]),
         d.lxc_ok(&["profile", "show", "default"]),
-        json(d, "/1.0/storage-pools/default/volumes/custom/vol1/snapshots").to_string(),
+        json(
+            d,
+            "/1.0/storage-pools/default/volumes/custom/vol1/snapshots",
+        )
+        .to_string(),
     ]
 }
 
@@ -84,12 +92,27 @@ fn recover_brings_back_pools_instances_snapshots_and_volumes() {
     d.import_busybox(Via::Hutch);
     d.lxc_ok(&["storage", "create", "dpool", "dir"]);
     d.lxc_ok(&["storage", "volume", "create", "default", "vol1"]);
-    d.lxc_ok(&["storage", "volume", "set", "default", "vol1", "user.note", "kept"]);
+    d.lxc_ok(&[
+        "storage",
+        "volume",
+        "set",
+        "default",
+        "vol1",
+        "user.note",
+        "kept",
+    ]);
     d.lxc_ok(&["storage", "volume", "snapshot", "default", "vol1", "vs0"]);
     d.lxc_ok(&["launch", "bb", "c1"]);
     d.lxc_ok(&["config", "set", "c1", "user.color", "blue"]);
     d.lxc_ok(&[
-        "config", "device", "add", "c1", "data", "disk", "pool=default", "source=vol1",
+        "config",
+        "device",
+        "add",
+        "c1",
+        "data",
+        "disk",
+        "pool=default",
+        "source=vol1",
         "path=/srv/data",
     ]);
     d.sh_ok("c1", "echo before > /root/mark");
@@ -110,19 +133,36 @@ fn recover_brings_back_pools_instances_snapshots_and_volumes() {
     lose_database(&mut d);
     assert_eq!(d.lxc_ok(&["list", "--format", "csv", "-c", "n"]).trim(), "");
     // The volumes stayed where they were (the start did not quarantine them).
-    assert!(d.path().join("storage-pools/default/containers/c1/rootfs").exists());
-    assert!(d.path().join("storage-pools/dpool/containers/c2/rootfs").exists());
+    assert!(d
+        .path()
+        .join("storage-pools/default/containers/c1/rootfs")
+        .exists());
+    assert!(d
+        .path()
+        .join("storage-pools/dpool/containers/c2/rootfs")
+        .exists());
 
     let (code, dry) = recover(&d, &["--dry-run"]);
     assert_eq!(code, 0, "{dry}");
-    for want in ["Pool default (btrfs", "Pool dpool (dir", "Pool bpool (btrfs", "c1", "2 snapshots", "c2", "c3", "vol1"] {
+    for want in [
+        "Pool default (btrfs",
+        "Pool dpool (dir",
+        "Pool bpool (btrfs",
+        "c1",
+        "2 snapshots",
+        "c2",
+        "c3",
+        "vol1",
+    ] {
         assert!(dry.contains(want), "{want} missing from:\n{dry}");
     }
     assert!(dry.contains("Profiles to re-create: default"), "{dry}");
     assert!(dry.contains("dry run: nothing was changed"), "{dry}");
     // Nothing changed.
     assert_eq!(d.lxc_ok(&["list", "--format", "csv", "-c", "n"]).trim(), "");
-    assert!(!d.lxc_ok(&["storage", "list", "--format", "csv"]).contains("dpool"));
+    assert!(!d
+        .lxc_ok(&["storage", "list", "--format", "csv"])
+        .contains("dpool"));
     assert!(!mounted(&bpool), "the dry run left bpool mounted");
 
     let (code, out) = recover(&d, &[]);
@@ -175,8 +215,14 @@ fn conflicts_and_hostile_backup_files_are_refused_by_name() {
         std::fs::write(p2.join(dir).join("backup.yaml"), yaml).unwrap();
     };
     plant("evil1", b"\x00\xff{{{ not yaml");
-    plant("evil2", b"container: {name: ../../etc}\npool: {name: p2, driver: dir}\n");
-    plant("evil3", b"container: {name: evil3}\npool: {name: default, driver: dir}\n");
+    plant(
+        "evil2",
+        b"container: {name: ../../etc}\npool: {name: p2, driver: dir}\n",
+    );
+    plant(
+        "evil3",
+        b"container: {name: evil3}\npool: {name: default, driver: dir}\n",
+    );
 
     let (code, out) = recover(&d, &[]);
     assert_eq!(code, 1, "{out}");
@@ -190,9 +236,17 @@ fn conflicts_and_hostile_backup_files_are_refused_by_name() {
     // The rest came in: x3 on p2, and the pool itself; x2 stays the new one.
     let list = d.lxc_ok(&["list", "--format", "csv", "-c", "n"]);
     assert!(list.contains("x3") && !list.contains("evil"), "{list}");
-    assert_eq!(json(&d, "/1.0/instances/x2")["expanded_devices"]["root"]["pool"], "default");
-    assert_eq!(json(&d, "/1.0/instances/x3")["expanded_devices"]["root"]["pool"], "p2");
-    assert!(d.lxc_ok(&["storage", "list", "--format", "csv"]).contains("p2"));
+    assert_eq!(
+        json(&d, "/1.0/instances/x2")["expanded_devices"]["root"]["pool"],
+        "default"
+    );
+    assert_eq!(
+        json(&d, "/1.0/instances/x3")["expanded_devices"]["root"]["pool"],
+        "p2"
+    );
+    assert!(d
+        .lxc_ok(&["storage", "list", "--format", "csv"])
+        .contains("p2"));
     // Nothing refused was touched.
     assert!(p2.join("evil1/backup.yaml").exists() && p2.join("x2/rootfs").exists());
     // The daemon still answers, and a second look changes nothing more.
@@ -215,8 +269,14 @@ fn backup_files_follow_every_change_and_stay_out_of_the_container() {
         let api = json(&d, &format!("/1.0/instances/{inst}"));
         let container = c.container.clone().unwrap();
         assert_eq!(container.name, inst);
-        assert_eq!(serde_json::to_value(&container.config).unwrap(), api["config"]);
-        assert_eq!(serde_json::to_value(&container.devices).unwrap(), api["devices"]);
+        assert_eq!(
+            serde_json::to_value(&container.config).unwrap(),
+            api["config"]
+        );
+        assert_eq!(
+            serde_json::to_value(&container.devices).unwrap(),
+            api["devices"]
+        );
         assert_eq!(
             serde_json::to_value(&container.expanded_config).unwrap(),
             api["expanded_config"]
@@ -250,7 +310,10 @@ fn backup_files_follow_every_change_and_stay_out_of_the_container() {
     d.lxc_ok(&["restore", "c1", "first"]);
     assert_eq!(matches_api("c1").container.unwrap().config["user.a"], "1");
     d.lxc_ok(&["profile", "set", "default", "user.p", "x"]);
-    assert_eq!(matches_api("c1").container.unwrap().expanded_config["user.p"], "x");
+    assert_eq!(
+        matches_api("c1").container.unwrap().expanded_config["user.p"],
+        "x"
+    );
     d.lxc_ok(&["stop", "c1", "--force"]);
     d.lxc_ok(&["rename", "c1", "c9"]);
     matches_api("c9");
@@ -260,7 +323,10 @@ fn backup_files_follow_every_change_and_stay_out_of_the_container() {
 
     // Not in the container's view, and the container cannot write it.
     d.lxc_ok(&["start", "c9"]);
-    let found = d.sh_ok("c9", "find / -xdev -name backup.yaml 2>/dev/null; echo done");
+    let found = d.sh_ok(
+        "c9",
+        "find / -xdev -name backup.yaml 2>/dev/null; echo done",
+    );
     assert_eq!(found.trim(), "done");
 
     // Custom volumes: the file beside the volume follows config, snapshots and renames.
@@ -294,11 +360,20 @@ fn init_after_the_database_is_lost_leaves_the_volumes_for_recover() {
     lose_database(&mut d);
     // `hutchd init --auto` makes the default pool again, over the existing one.
     let mut init = Command::new(hutchd_bin());
-    init.arg("--dir")
-        .arg(d.path())
-        .args(["init", "--auto", "--storage-backend", "dir", "--network-bridge", "none"]);
+    init.arg("--dir").arg(d.path()).args([
+        "init",
+        "--auto",
+        "--storage-backend",
+        "dir",
+        "--network-bridge",
+        "none",
+    ]);
     let out = output_within(&mut init, b"", COMMAND_LIMIT);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A restart in between: nothing is moved aside.
     d.kill();
     d.spawn();
@@ -306,8 +381,15 @@ fn init_after_the_database_is_lost_leaves_the_volumes_for_recover() {
     assert!(vol.join("rootfs").exists());
     let (code, out) = recover(&d, &[]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("Pool default (dir") && out.contains("in the database"), "{out}");
+    assert!(
+        out.contains("Pool default (dir") && out.contains("in the database"),
+        "{out}"
+    );
     assert_eq!(d.lxc_ok(&["config", "show", "y1"]), before);
-    assert_eq!(d.lxc_ok(&["list", "y1", "--format", "csv", "-c", "nsS"]).trim(), "y1,RUNNING,1");
+    assert_eq!(
+        d.lxc_ok(&["list", "y1", "--format", "csv", "-c", "nsS"])
+            .trim(),
+        "y1,RUNNING,1"
+    );
     d.lxc_ok(&["stop", "y1", "--force"]);
 }

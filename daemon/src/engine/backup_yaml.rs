@@ -95,7 +95,10 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 pub fn write_instance(d: &Daemon, name: &str) -> Result<()> {
     let row = d.db.instance_or_404(name)?;
     let config = backup_config(d, name)?;
-    let path = d.pool(&row.pool)?.path(&instance_vol(name)).join(INSTANCE_FILE);
+    let path = d
+        .pool(&row.pool)?
+        .path(&instance_vol(name))
+        .join(INSTANCE_FILE);
     write_file(&path, &config.to_yaml())
 }
 
@@ -193,7 +196,10 @@ fn log(done: Result<()>, what: &str, name: &str) {
 #[derive(Debug, PartialEq, Eq)]
 enum Refresh {
     Instance(String),
-    Volume { pool: String, name: String },
+    Volume {
+        pool: String,
+        name: String,
+    },
     Pool(String),
     /// Every instance that uses the profile.
     Profile(String),
@@ -207,7 +213,11 @@ fn refresh_of(action: &str, source: &str) -> Option<Refresh> {
         (a, ["1.0", "instances", name, ..]) if a.starts_with("instance-") => {
             // Pauses and file pushes change nothing the file records (a start or stop
             // does: `volatile.last_state.power`, `last_used_at`).
-            let irrelevant = ["instance-paused", "instance-resumed", "instance-file-pushed"];
+            let irrelevant = [
+                "instance-paused",
+                "instance-resumed",
+                "instance-file-pushed",
+            ];
             (!irrelevant.contains(&a)).then(|| Refresh::Instance(name.to_string()))
         }
         (a, ["1.0", "storage-pools", pool, "volumes", "custom", name, ..])
@@ -276,7 +286,10 @@ mod tests {
             Some(Refresh::Instance("c1".into()))
         );
         assert_eq!(
-            refresh_of("instance-snapshot-created", "/1.0/instances/c1/snapshots/s0"),
+            refresh_of(
+                "instance-snapshot-created",
+                "/1.0/instances/c1/snapshots/s0"
+            ),
             Some(Refresh::Instance("c1".into()))
         );
         assert_eq!(refresh_of("instance-paused", "/1.0/instances/c1"), None);

@@ -31,7 +31,11 @@ static RECOVERS: Mutex<()> = Mutex::new(());
 impl Engine {
     /// `POST /internal/recover/validate` (`import` false: nothing changes, what a dry run
     /// prints) and `/internal/recover/import` (the rows are made).
-    pub async fn recover_from_pools(&self, req: RecoverPost, import: bool) -> Result<RecoverReport> {
+    pub async fn recover_from_pools(
+        &self,
+        req: RecoverPost,
+        import: bool,
+    ) -> Result<RecoverReport> {
         let d = self.d.clone();
         blocking(move || {
             let _turn = RECOVERS.lock().unwrap_or_else(|e| e.into_inner());
@@ -70,8 +74,8 @@ fn recover(d: &Daemon, req: &RecoverPost, import: bool) -> Result<RecoverReport>
     for pool in found {
         let mut instances = scan::instances(d, &pool)?;
         for inst in instances.iter_mut().filter(|i| i.refused.is_none()) {
-            inst.refused = check_instance(d, inst, &pool, &pool_names, &mut profiles, &claimed)
-                .err();
+            inst.refused =
+                check_instance(d, inst, &pool, &pool_names, &mut profiles, &claimed).err();
             if inst.refused.is_none() {
                 claimed.insert(inst.name.clone());
             }
@@ -296,7 +300,11 @@ fn add_instance(d: &Daemon, pool: &str, name: &str, config: &Config) -> Result<(
 
 /// The row of a custom volume, from its file or with an empty config.
 fn add_volume(d: &Daemon, pool: &str, vol: &FoundVolume) -> Result<()> {
-    let v = vol.config.as_ref().and_then(|c| c.volume.clone()).unwrap_or_default();
+    let v = vol
+        .config
+        .as_ref()
+        .and_then(|c| c.volume.clone())
+        .unwrap_or_default();
     d.db.insert_volume(&VolumeRow {
         pool: pool.to_string(),
         name: vol.name.clone(),

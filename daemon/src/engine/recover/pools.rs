@@ -70,11 +70,11 @@ fn read_definition(root: &Path, name: &str) -> Result<Option<PoolDefinition>> {
             def.name
         )));
     }
-    d_driver_known(&def.driver)?;
+    check_driver(&def.driver)?;
     Ok(Some(def))
 }
 
-fn d_driver_known(driver: &str) -> Result<()> {
+fn check_driver(driver: &str) -> Result<()> {
     match driver.split(':').next() {
         Some("dir" | "btrfs" | "zfs") => Ok(()),
         _ => Err(DaemonError::BadRequest(format!(
@@ -85,7 +85,7 @@ fn d_driver_known(driver: &str) -> Result<()> {
 
 /// The definition a caller gave: `driver` (`dir`, `btrfs`, `zfs`) and `config.source`.
 fn given_definition(asked: &StoragePoolsPost) -> Result<PoolDefinition> {
-    d_driver_known(&asked.driver)?;
+    check_driver(&asked.driver)?;
     let mut config = asked.put.config.clone();
     let source = config.get("source").cloned().unwrap_or_default();
     if source.is_empty() {
@@ -164,7 +164,9 @@ pub fn find_pool(d: &Daemon, name: &str, asked: Option<&StoragePoolsPost>) -> Re
         },
         Err(e) => {
             if mounted_here {
-                let _ = d.pool_host.unmount(&guess.unwrap_or_default().row().record());
+                let _ = d
+                    .pool_host
+                    .unmount(&guess.unwrap_or_default().row().record());
             }
             return Err(e);
         }
@@ -223,7 +225,10 @@ mod tests {
             ..Default::default()
         };
         assert!(given_definition(&asked).is_err());
-        asked.put.config.insert("source".into(), "tank/hutch".into());
+        asked
+            .put
+            .config
+            .insert("source".into(), "tank/hutch".into());
         assert_eq!(given_definition(&asked).unwrap().driver, "zfs:tank/hutch");
         asked.driver = "lvm".into();
         assert!(given_definition(&asked).is_err());

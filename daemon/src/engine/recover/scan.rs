@@ -245,39 +245,66 @@ mod tests {
         std::fs::create_dir_all(&vol).unwrap();
         std::fs::write(vol.join("backup.yaml"), yaml).unwrap();
         for s in snaps {
-            std::fs::create_dir_all(root.join("containers-snapshots").join(name).join(s))
-                .unwrap();
+            std::fs::create_dir_all(root.join("containers-snapshots").join(name).join(s)).unwrap();
         }
     }
 
     fn refused(root: &Path, name: &str) -> String {
-        check_instance(&pool(root), name).refused.unwrap_or_default()
+        check_instance(&pool(root), name)
+            .refused
+            .unwrap_or_default()
     }
 
     #[test]
     fn hostile_or_mismatched_files_are_refused_by_reason() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let good = "container: {name: c1}\npool: {name: p, driver: btrfs}\nsnapshots: [{name: s0}]\n";
+        let good =
+            "container: {name: c1}\npool: {name: p, driver: btrfs}\nsnapshots: [{name: s0}]\n";
         put(root, "c1", good, &["s0"]);
         assert_eq!(check_instance(&pool(root), "c1").refused, None);
         assert_eq!(check_instance(&pool(root), "c1").snapshots, 1);
 
         put(root, "c2", "\u{0}garbage: [", &[]);
         assert!(refused(root, "c2").contains("backup.yaml"));
-        put(root, "c3", "container: {name: ../c3}\npool: {name: p}\n", &[]);
+        put(
+            root,
+            "c3",
+            "container: {name: ../c3}\npool: {name: p}\n",
+            &[],
+        );
         assert!(refused(root, "c3").contains("names the instance"));
-        put(root, "c4", "container: {name: c4}\npool: {name: other}\n", &[]);
+        put(
+            root,
+            "c4",
+            "container: {name: c4}\npool: {name: other}\n",
+            &[],
+        );
         assert!(refused(root, "c4").contains("pool \"other\""));
-        put(root, "c5", "container: {name: c5}\npool: {name: p, driver: dir}\n", &[]);
+        put(
+            root,
+            "c5",
+            "container: {name: c5}\npool: {name: p, driver: dir}\n",
+            &[],
+        );
         assert!(refused(root, "c5").contains("driver"));
-        put(root, "c6", "container: {name: c6}\npool: {name: p}\n", &["extra"]);
+        put(
+            root,
+            "c6",
+            "container: {name: c6}\npool: {name: p}\n",
+            &["extra"],
+        );
         assert!(refused(root, "c6").contains("snapshots differ"));
         put(root, "c7", "pool: {name: p}\n", &[]);
         assert!(refused(root, "c7").contains("no instance"));
         std::fs::create_dir_all(root.join("containers/c8")).unwrap();
         assert!(refused(root, "c8").contains("no backup.yaml"));
-        put(root, "bad_name", "container: {name: bad_name}\npool: {name: p}\n", &[]);
+        put(
+            root,
+            "bad_name",
+            "container: {name: bad_name}\npool: {name: p}\n",
+            &[],
+        );
         assert!(!refused(root, "bad_name").is_empty());
     }
 
