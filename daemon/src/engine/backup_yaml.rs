@@ -69,8 +69,12 @@ pub fn volume_file(root: &Path, name: &str) -> PathBuf {
     root.join(VOLUME_FILES).join(format!("{name}.yaml"))
 }
 
-/// Writes `text` to `path` as root-only, read-only, replacing it whole.
+/// Writes `text` to `path` as root-only, read-only, replacing it whole; a file that says
+/// that already is left alone (a start rewrites every file: no fsync for nothing).
 fn write_file(path: &Path, text: &str) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
