@@ -10,6 +10,7 @@ pub mod network;
 pub mod operation;
 pub mod profile;
 pub mod project;
+pub mod recover;
 pub mod resources;
 pub mod response;
 pub mod schedule;

@@ -17,9 +17,20 @@ pub struct Event {
     pub json: Arc<String>,
 }
 
-#[derive(Debug, Clone)]
+/// Called, in the sender's thread, with the action and source of every lifecycle event: the
+/// engine keeps each instance's and volume's `backup.yaml` current through it.
+pub type LifecycleObserver = dyn Fn(&str, &str) + Send + Sync;
+
+#[derive(Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<Event>,
+    observer: Arc<std::sync::OnceLock<Box<LifecycleObserver>>>,
+}
+
+impl std::fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHub").finish_non_exhaustive()
+    }
 }
 
 impl Default for EventHub {
@@ -32,7 +43,13 @@ impl EventHub {
     pub fn new() -> Self {
         EventHub {
             tx: broadcast::channel(CAPACITY).0,
+            observer: Arc::default(),
         }
+    }
+
+    /// Sets the one lifecycle observer (a second is ignored).
+    pub fn observe_lifecycle(&self, observer: Box<LifecycleObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -60,6 +77,9 @@ impl EventHub {
     /// A lifecycle event such as `instance-started` about `source` (an API path).
     pub fn lifecycle(&self, action: &str, source: &str, context: Value) {
         tracing::info!(action, source, "lifecycle");
+        if let Some(observe) = self.observer.get() {
+            observe(action, source);
+        }
         self.send(
             "lifecycle",
             json!({

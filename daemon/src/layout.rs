@@ -174,6 +174,8 @@ pub const POOL_DIRS: &[(&str, u32)] = &[
     ("images", 0o700),
     ("custom", 0o700),
     ("custom-snapshots", 0o700),
+    // Custom volumes' backup files (engine/backup_yaml.rs): beside the volumes, not in them.
+    ("custom-backups", 0o700),
     ("quarantine", 0o700),
 ];
 

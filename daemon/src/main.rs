@@ -13,6 +13,7 @@ mod init;
 mod layout;
 mod logging;
 mod operations;
+mod recover;
 mod serve;
 
 // The daemon's state and its database belong to the engine; these names are shortcuts.
@@ -51,6 +52,10 @@ enum Command {
     /// defaults (--auto) or from LXD's preseed YAML on stdin (--preseed). Goes through the
     /// running daemon's API when one runs.
     Init(init::InitArgs),
+    /// Rebuild the database's rows from what the storage pools hold (after the database
+    /// was lost): pools, instances with their snapshots, custom volumes. Goes through the
+    /// running daemon's API when one runs.
+    Recover(recover::RecoverArgs),
     /// Drive one container through the runtime, without the API (developer tool).
     #[command(subcommand)]
     Container(dev::ContainerCommand),
@@ -126,6 +131,13 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Recover(args)) => match recover::run(&cli.dir, hutchd, events, args) {
+            Ok(refused) => std::process::exit(i32::from(refused)),
+            Err(e) => {
+                eprintln!("Error: {}", chain(&e));
+                std::process::exit(1);
+            }
+        },
         Some(Command::Container(cmd)) => {
             std::fs::create_dir_all(&cli.dir)
                 .with_context(|| format!("create {}", cli.dir.display()))?;

@@ -9,6 +9,7 @@ mod exec;
 mod files;
 mod images;
 mod instances;
+mod internal;
 mod logs;
 mod metadata;
 mod names;
@@ -97,6 +98,7 @@ pub fn network_router(state: AppState) -> Router {
         .merge(networks::routes())
         .merge(storage::routes())
         .merge(storage::volume_routes())
+        .merge(internal::routes())
         .fallback(|| async { DaemonError::NotFound("not found".into()) })
         .method_not_allowed_fallback(|| async { DaemonError::NotImplemented })
         .layer(axum::middleware::from_fn(names::refuse_bad_segments))

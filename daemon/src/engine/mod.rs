@@ -12,6 +12,7 @@ mod autostart;
 pub(crate) mod backup_config;
 mod backups;
 mod backup_import;
+mod backup_yaml;
 pub mod certificates;
 pub mod console;
 pub(crate) mod create;
@@ -36,6 +37,7 @@ pub mod networks;
 pub mod pools;
 mod profiles;
 mod reconcile;
+pub mod recover;
 mod resources;
 pub mod revert;
 mod schedule;
@@ -88,9 +90,16 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(daemon: Daemon) -> Self {
-        Engine {
-            d: Arc::new(daemon),
-        }
+        let d = Arc::new(daemon);
+        // Weak: the hub lives in the daemon, which must not own itself.
+        let weak = Arc::downgrade(&d);
+        d.events
+            .observe_lifecycle(Box::new(move |action: &str, source: &str| {
+                if let Some(d) = weak.upgrade() {
+                    backup_yaml::on_lifecycle(&d, action, source);
+                }
+            }));
+        Engine { d }
     }
 
     /// Operations (the API lists, waits on and cancels them).
@@ -112,6 +121,7 @@ impl Engine {
         self.ensure_default_profile()?;
         let d = self.clone();
         blocking(move || {
+            backup_yaml::write_all(&d);
             networks::start_networks(&d);
             Ok(())
         })

@@ -404,6 +404,10 @@ pub async fn move_instance_pool(d: AppState, name: String, to: String) -> Result
     }
     d.db.set_instance_pool(&name, &to)?;
     revert.success();
+    // The copy carried the old pool's backup.yaml.
+    if let Err(e) = super::backup_yaml::write_instance(&d, &name) {
+        tracing::warn!(instance = %name, error = %e.chain(), "cannot write its backup.yaml");
+    }
     blocking(move || {
         remove_instance_volumes(&src, &name, &snaps);
         Ok(())

@@ -1,7 +1,8 @@
 //! At daemon start, before the API answers: finish or roll back whatever a crash
 //! interrupted, as the database's records of intent say, and never delete what no record
 //! explains: such a volume is moved aside (quarantined) and logged, so a database restored
-//! from an old backup cannot wipe newer instances.
+//! from an old backup cannot wipe newer instances. A volume whose `backup.yaml` describes
+//! it stays in place for `hutchd recover`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -165,6 +166,15 @@ fn sweep_instance_volumes(
                 tracing::warn!(volume = %name, pool = %pool_name, "putting back the volume of an interrupted restore");
                 pool.rename_volume(&vol, &instance_vol(&instance))?;
             }
+            Some(Stray::Quarantine) if describes_itself(&pool.path(&vol), name) => {
+                // The database lost it (deleted, restored from an old copy): recover
+                // brings it back from its backup.yaml, so it stays where recover looks.
+                tracing::warn!(
+                    volume = %name,
+                    pool = %pool_name,
+                    "no instance owns this volume, but its backup.yaml describes it: left in place, run `hutchd recover`"
+                );
+            }
             Some(Stray::Quarantine) => {
                 let aside = quarantine_name(name);
                 tracing::warn!(
@@ -178,6 +188,15 @@ fn sweep_instance_volumes(
         }
     }
     Ok(())
+}
+
+/// Whether the volume at `path` holds a `backup.yaml` that names it `name`.
+fn describes_itself(path: &Path, name: &str) -> bool {
+    std::fs::read_to_string(path.join(super::backup_yaml::INSTANCE_FILE))
+        .ok()
+        .and_then(|text| hutch_backup::Config::from_yaml(&text).ok())
+        .and_then(|c| c.container)
+        .is_some_and(|c| c.name == name)
 }
 
 /// `quarantine/containers-<name>-<unix seconds>`: unique enough for one start, readable.

@@ -326,6 +326,11 @@ pub async fn rename_snapshot(d: AppState, name: String, snap: String, new: Strin
     });
     d.db.rename_snapshot(&name, &snap, &new)?;
     revert.success();
+    d.events.lifecycle(
+        "instance-snapshot-renamed",
+        &format!("/1.0/instances/{name}/snapshots/{new}"),
+        json!({ "old_name": snap }),
+    );
     Ok(())
 }
 

@@ -181,8 +181,16 @@ impl Engine {
         snap: &str,
     ) -> Result<Work> {
         let (p, vol) = existing_snapshot(&self.d, pool, name, snap)?;
+        let (events, url) = (
+            self.d.clone(),
+            format!("/1.0/storage-pools/{pool}/volumes/custom/{name}/snapshots/{snap}"),
+        );
         Ok(Box::pin(async move {
-            blocking(move || Ok(p.delete_volume(&vol)?)).await
+            blocking(move || Ok(p.delete_volume(&vol)?)).await?;
+            events
+                .events
+                .lifecycle("storage-volume-snapshot-deleted", &url, json!({}));
+            Ok(())
         }))
     }
 }

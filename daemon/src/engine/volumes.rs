@@ -337,7 +337,9 @@ impl Engine {
         if new_name == name {
             return Ok(());
         }
+        let url = volume_url(pool, &new_name);
         let (d, old, pool) = (self.d.clone(), name.to_string(), pool.to_string());
+        let events = self.d.clone();
         blocking(move || {
             d.db.insert_volume(&VolumeRow {
                 name: new_name.clone(),
@@ -355,7 +357,11 @@ impl Engine {
             revert.success();
             Ok(())
         })
-        .await
+        .await?;
+        events
+            .events
+            .lifecycle("storage-volume-renamed", &url, json!({ "old_name": name }));
+        Ok(())
     }
 
     /// `PUT`/`PATCH .../volumes/custom/<name>`: description and config (PATCH merges; a
@@ -409,7 +415,11 @@ impl Engine {
                 ..row
             })
         })
-        .await
+        .await?;
+        self.d
+            .events
+            .lifecycle("storage-volume-updated", &volume_url(pool, name), json!({}));
+        Ok(())
     }
 
     /// Replaces a custom volume's content with its snapshot `snap`'s; refused while a

@@ -143,11 +143,24 @@ pub fn run(
     args: InitArgs,
 ) -> Result<(), InitError> {
     let mode = mode(args)?;
+    with_api(dir, hutchd, events, |api| execute(dir, api, mode))
+}
+
+/// Runs `f` with the API of state directory `dir`: the running daemon's socket when a
+/// daemon holds the directory (never behind its back), else the router in this process,
+/// holding the directory's lock so that no daemon starts meanwhile. `hutchd recover`
+/// uses it too.
+pub fn with_api<T>(
+    dir: &Path,
+    hutchd: PathBuf,
+    events: crate::events::EventHub,
+    f: impl FnOnce(&dyn Transport) -> Result<T, InitError>,
+) -> Result<T, InitError> {
     match crate::layout::lock_state_dir(dir) {
         Ok(lock) => {
             crate::layout::prepare_state_dir(dir)?;
             let local = local::LocalApi::open(dir, hutchd, events)?;
-            let res = execute(dir, &local, mode);
+            let res = f(&local);
             // The daemon's state goes before the lock does: no daemon may start while
             // pools are still mounted by this process.
             drop(local);
@@ -166,7 +179,7 @@ pub fn run(
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            execute(dir, &socket, mode)
+            f(&socket)
         }
         Err(e) => Err(e.into()),
     }

@@ -488,6 +488,8 @@ async fn unshift(idmap: &DiskIdmap, volume: &Path) -> Result<()> {
 /// the directory closed as hutch's are.
 fn finish_volume(e: &Engine, row: &InstanceRow) -> Result<()> {
     let path = e.pool(&row.pool)?.path(&instance_vol(&row.name));
+    // The source's file describes the source's host; ours is written from the new rows
+    // when the instance-created event is sent (engine/backup_yaml.rs).
     let _ = std::fs::remove_file(path.join("backup.yaml"));
     let expanded = super::super::expand(e, row)?;
     super::super::create::secure_instance_volume(e, row, &expanded)
