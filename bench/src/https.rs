@@ -41,6 +41,15 @@ fn listen(t: &Target) -> Result<String> {
     Ok(format!("https://127.0.0.1:{port}"))
 }
 
+/// Whether `t` has an HTTPS address.
+fn listening(t: &Target) -> Result<bool> {
+    let out = t
+        .cmd("lxc", &["config", "get", "core.https_address"])
+        .stdout(Stdio::piped())
+        .output()?;
+    Ok(!String::from_utf8_lossy(&out.stdout).trim().is_empty())
+}
+
 /// Adds `url` to `from`'s `lxc` remotes as `name`, trusted by password.
 fn add_remote(from: &Target, name: &str, url: &str) -> Result<()> {
     let _ = from.time("lxc", &["remote", "remove", name]);
@@ -185,6 +194,11 @@ pub(crate) fn measure_copy(
     mut record: impl FnMut(&str, Vec<Vec<Duration>>),
 ) -> Result<()> {
     for (t, url) in targets.iter().zip(dests) {
+        // The destination pulls from the source's HTTPS address (set by `measure` when it
+        // ran first).
+        if !listening(t)? {
+            listen(t)?;
+        }
         add_remote(t, DEST, url)?;
         t.time("lxc", &["launch", "bb", "big"])?;
         t.time(

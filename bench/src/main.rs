@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::json;
 
+mod backup;
 mod https;
 mod images;
 mod remote;
@@ -68,6 +69,14 @@ struct Args {
     /// Skip the HTTPS rows (exec and list over HTTPS, copy of 500 MB to a second daemon).
     #[arg(long)]
     no_https: bool,
+    /// Skip the backup rows (export and import of a 500 MB container).
+    #[arg(long)]
+    no_backup: bool,
+    /// Measure only these groups of rows (default: all): basic (launch to delete),
+    /// throughput (exec 1 GB stdout), list, debian, remote, https (exec and list over
+    /// HTTPS), copy (copy 500 MB over HTTPS), backup (export and import 500 MB).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Make the CA in `--ca-dir` (if missing), print its certificate's path and exit: start
     /// LXD with `SSL_CERT_FILE` set to it before a run with `--lxd-dir`.
     #[arg(long)]
@@ -102,6 +111,17 @@ struct Plan<'a> {
     remote: Option<&'a remote::RemoteImages>,
     /// For the HTTPS rows (lxc only): each target's copy destination, by URL.
     https_dests: Option<&'a [String]>,
+    /// The backup rows (lxc only).
+    backup: bool,
+    /// `--only`: the groups of rows to measure (empty: all).
+    only: &'a [String],
+}
+
+impl Plan<'_> {
+    /// Whether the rows of `group` are measured.
+    fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
 }
 
 fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Result<Vec<Row>> {
@@ -113,6 +133,8 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
         debian,
         remote,
         https_dests,
+        backup,
+        only: _,
     } = *plan;
     let mut rows = Vec::new();
     let label = |t: &Target| {
@@ -139,67 +161,72 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
         }
         Ok(out)
     };
-    record("launch", ab(&|t, n| t.time(client, &["launch", "bb", n]))?);
-    record(
-        "exec true",
-        ab(&|t, n| t.time(client, &["exec", n, "--", "true"]))?,
-    );
-    record(
-        "snapshot",
-        ab(&|t, n| t.time(client, &["snapshot", n, "s0"]))?,
-    );
-    record(
-        "copy",
-        ab(&|t, n| t.time(client, &["copy", n, &format!("{n}c")]))?,
-    );
-    for t in targets {
-        for n in &names {
-            t.time(client, &["delete", &format!("{n}c")])?;
+    if plan.wants("basic") {
+        record("launch", ab(&|t, n| t.time(client, &["launch", "bb", n]))?);
+        record(
+            "exec true",
+            ab(&|t, n| t.time(client, &["exec", n, "--", "true"]))?,
+        );
+        record(
+            "snapshot",
+            ab(&|t, n| t.time(client, &["snapshot", n, "s0"]))?,
+        );
+        record(
+            "copy",
+            ab(&|t, n| t.time(client, &["copy", n, &format!("{n}c")]))?,
+        );
+        for t in targets {
+            for n in &names {
+                t.time(client, &["delete", &format!("{n}c")])?;
+            }
         }
+        record(
+            "restore",
+            ab(&|t, n| t.time(client, &["restore", n, "s0"]))?,
+        );
+        let dest = |n: &str| format!("{n}/root/payload");
+        let payload_s = payload.to_str().unwrap_or_default();
+        record(
+            "push 100 MB",
+            ab(&|t, n| t.time(client, &["file", "push", payload_s, &dest(n)]))?,
+        );
+        let pulled = work.join("pulled");
+        let pulled_s = pulled.to_str().unwrap_or_default();
+        record(
+            "pull 100 MB",
+            ab(&|t, n| t.time(client, &["file", "pull", &dest(n), pulled_s]))?,
+        );
+        record(
+            "stop --force",
+            ab(&|t, n| t.time(client, &["stop", n, "--force"]))?,
+        );
+        record("start", ab(&|t, n| t.time(client, &["start", n]))?);
+        // A clean stop: init is asked to halt (busybox init sleeps about 2 s on the way).
+        record("stop (clean)", ab(&|t, n| t.time(client, &["stop", n]))?);
+        record("delete", ab(&|t, n| t.time(client, &["delete", n]))?);
     }
-    record(
-        "restore",
-        ab(&|t, n| t.time(client, &["restore", n, "s0"]))?,
-    );
-    let dest = |n: &str| format!("{n}/root/payload");
-    let payload_s = payload.to_str().unwrap_or_default();
-    record(
-        "push 100 MB",
-        ab(&|t, n| t.time(client, &["file", "push", payload_s, &dest(n)]))?,
-    );
-    let pulled = work.join("pulled");
-    let pulled_s = pulled.to_str().unwrap_or_default();
-    record(
-        "pull 100 MB",
-        ab(&|t, n| t.time(client, &["file", "pull", &dest(n), pulled_s]))?,
-    );
-    record(
-        "stop --force",
-        ab(&|t, n| t.time(client, &["stop", n, "--force"]))?,
-    );
-    record("start", ab(&|t, n| t.time(client, &["start", n]))?);
-    // A clean stop: init is asked to halt (busybox init sleeps about 2 s on the way).
-    record("stop (clean)", ab(&|t, n| t.time(client, &["stop", n]))?);
-    record("delete", ab(&|t, n| t.time(client, &["delete", n]))?);
     // Exec throughput: 1 GB through stdout (discarded by the client).
-    let x = format!("x{client}");
-    for t in targets {
-        t.time(client, &["launch", "bb", &x])?;
-    }
-    let mut thru = vec![Vec::new(); targets.len()];
-    for _ in 0..runs.min(3) {
-        for (i, t) in targets.iter().enumerate() {
-            let cmd = ["exec", &x, "--", "sh", "-c", "head -c 1000000000 /dev/zero"];
-            thru[i].push(t.time(client, &cmd)?);
+    if plan.wants("throughput") {
+        let x = format!("x{client}");
+        for t in targets {
+            t.time(client, &["launch", "bb", &x])?;
         }
-    }
-    record("exec 1 GB stdout", thru);
-    for t in targets {
-        t.time(client, &["delete", &x, "--force"])?;
+        let mut thru = vec![Vec::new(); targets.len()];
+        for _ in 0..runs.min(3) {
+            for (i, t) in targets.iter().enumerate() {
+                let cmd = ["exec", &x, "--", "sh", "-c", "head -c 1000000000 /dev/zero"];
+                thru[i].push(t.time(client, &cmd)?);
+            }
+        }
+        record("exec 1 GB stdout", thru);
+        for t in targets {
+            t.time(client, &["delete", &x, "--force"])?;
+        }
     }
     // list (and daemon memory) with each number of running containers.
     let mut running = 0;
     let mut memory = Vec::new();
+    let list_sizes = if plan.wants("list") { list_sizes } else { &[] };
     for &size in list_sizes {
         for t in targets {
             for k in running..size {
@@ -244,7 +271,7 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
         }
     }
     // Debian (systemd) launches, when its image was imported.
-    if debian {
+    if debian && plan.wants("debian") {
         record(
             "launch debian",
             ab(&|t, n| t.time(client, &["launch", "deb", &format!("d{n}")]))?,
@@ -255,12 +282,19 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
             }
         }
     }
-    if let Some(remote) = remote {
+    if let Some(remote) = remote.filter(|_| plan.wants("remote")) {
         remote::measure(targets, client, runs, remote, &mut record)?;
     }
     if let Some(dests) = https_dests.filter(|_| client == "lxc") {
-        https::measure(targets, runs, &mut record)?;
-        https::measure_copy(targets, dests, runs, &mut record)?;
+        if plan.wants("https") {
+            https::measure(targets, runs, &mut record)?;
+        }
+        if plan.wants("copy") {
+            https::measure_copy(targets, dests, runs, &mut record)?;
+        }
+    }
+    if backup && client == "lxc" && plan.wants("backup") {
+        backup::measure(targets, runs, work, &mut record)?;
     }
     rows.extend(memory);
     Ok(rows)
@@ -331,9 +365,14 @@ fn main() -> Result<()> {
         debian: debian.is_some(),
         remote: remote.as_ref(),
         https_dests: None,
+        backup: !args.no_backup,
+        only: &args.only,
     };
     // The copy rows' second LXD, when LXD is measured.
-    let lxd_dest = match (&lxd, args.no_https) {
+    // The HTTPS rows' daemons are started only when some HTTPS row is measured.
+    let no_https = args.no_https
+        || !(args.only.is_empty() || args.only.iter().any(|g| g == "https" || g == "copy"));
+    let lxd_dest = match (&lxd, no_https) {
         (Some(_), false) => Some(https::SecondLxd::start()?),
         _ => None,
     };
@@ -360,7 +399,7 @@ fn main() -> Result<()> {
             };
             let targets: Vec<&Target> = std::iter::once(&d.target).chain(lxd).collect();
             // The HTTPS rows copy to a second daemon of each target's kind.
-            let dest = match (client.as_str(), args.no_https) {
+            let dest = match (client.as_str(), no_https) {
                 ("lxc", false) => Some(https::second_hutchd(&bin, driver)?),
                 _ => None,
             };

@@ -19,6 +19,9 @@ use crate::error::{DaemonError, Result};
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What is read from a client's socket at once, under TLS.
+const SOCKET_READ: usize = 256 << 10;
+
 /// TLS sessions kept for resumption (clients reconnect for every `lxc` command).
 const SESSION_CACHE: usize = 4096;
 
@@ -163,6 +166,9 @@ async fn accept_loop(
             _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
+        // rustls reads 4 KiB at a time: one system call per 4 KiB of an upload (a pushed
+        // file, a migration pushed to us) without a buffer under it.
+        let stream = tokio::io::BufReader::with_capacity(SOCKET_READ, stream);
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
@@ -193,7 +199,7 @@ async fn accept_loop(
 /// keep-alive connection) it sends TLS `close_notify`, best effort, as Go's `tls.Conn.Close`
 /// does for LXD. Without it, clients such as Python's `ssl` (pylxd's websockets) take the
 /// bare TCP close as an error: "EOF occurred in violation of protocol".
-struct ClosingTls(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+struct ClosingTls(tokio_rustls::server::TlsStream<tokio::io::BufReader<tokio::net::TcpStream>>);
 
 impl Drop for ClosingTls {
     fn drop(&mut self) {
@@ -205,7 +211,7 @@ impl Drop for ClosingTls {
                 break;
             }
         }
-        let _ = tcp.try_write(&out);
+        let _ = tcp.get_ref().try_write(&out);
     }
 }
 

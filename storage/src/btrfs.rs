@@ -151,15 +151,17 @@ impl StorageDriver for BtrfsDriver {
     }
 
     fn set_readonly(&self, vol: &Path, readonly: bool) -> Result<(), StorageError> {
-        let argv = vec![
-            "btrfs".to_string(),
-            "property".into(),
-            "set".into(),
+        let mut argv = vec!["btrfs".to_string(), "property".into(), "set".into()];
+        if !readonly {
+            // A received volume (`received_uuid` set) is made writable only by force.
+            argv.push("-f".into());
+        }
+        argv.extend([
             "-ts".into(),
             self.path(vol).display().to_string(),
             "ro".into(),
             readonly.to_string(),
-        ];
+        ]);
         self.runner.run(&argv).map(|_| ())
     }
 }

@@ -74,18 +74,37 @@ pub fn recv_argv(path: &Path, features: &[&str]) -> Vec<String> {
     argv
 }
 
-/// Starts a transfer tool with the pipes asked for and its stderr captured.
+/// The size the data pipes of a transfer tool are widened to (from the kernel's 64 KiB):
+/// a read then takes up to a whole websocket message, and a write lands without waiting
+/// for the tool to catch up.
+const PIPE_SIZE: i32 = 1 << 20;
+
+/// Widens the pipe `fd` to [`PIPE_SIZE`], best effort (an unprivileged limit, an old
+/// kernel: the default stays, only slower).
+pub(super) fn widen_pipe(fd: std::os::fd::RawFd) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+}
+
+/// Starts a transfer tool with the pipes asked for (widened) and its stderr captured.
 pub(super) fn spawn(argv: &[String], stdin: bool, stdout: bool) -> Result<Child, MigrationError> {
+    use std::os::fd::AsRawFd;
     let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     let program = if argv[0] == "rsync" { "rsync" } else { "btrfs" };
-    Command::new(&argv[0])
+    let child = Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(pipe(stdin))
         .stdout(pipe(stdout))
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| MigrationError::Spawn { program, source })
+        .map_err(|source| MigrationError::Spawn { program, source })?;
+    if let Some(i) = &child.stdin {
+        widen_pipe(i.as_raw_fd());
+    }
+    if let Some(o) = &child.stdout {
+        widen_pipe(o.as_raw_fd());
+    }
+    Ok(child)
 }
 
 /// Waits for `child` (`program`), an error with its stderr unless it exits 0.

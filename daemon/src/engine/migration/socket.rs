@@ -12,6 +12,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::error::MigrationError;
 use super::progress::Progress;
 
+/// The most one binary message carries: a pipe read of a fast producer fills it in one
+/// go (see [`super::rsync::widen_pipe`]), and each message costs a frame, a flush and TLS
+/// records on the way, so big ones keep a 500 MB volume to a few hundred.
+const FRAME: usize = 1 << 20;
+
+/// What is read from the socket under TLS at once: rustls asks for 4 KiB at a time and
+/// tungstenite 0.24 reads its frames 4 KiB at a time, a system call each without this.
+const SOCKET_READ: usize = 256 << 10;
+
 /// One websocket message, as the migration uses them.
 #[derive(Debug)]
 pub enum Frame {
@@ -162,16 +171,17 @@ impl Tx {
         self.broken = true;
     }
 
-    /// Copies `from` until its end, one binary message per read, then ends the stream.
+    /// Copies `from` until its end, one binary message per read (of at most [`FRAME`]
+    /// bytes, handed over without a copy), then ends the stream.
     pub async fn pump_from<R: AsyncRead + Unpin>(
         &mut self,
         mut from: R,
         progress: Option<&Progress>,
     ) -> Result<(), MigrationError> {
-        let mut buf = vec![0u8; 128 * 1024];
         loop {
+            let mut buf = Vec::with_capacity(FRAME);
             let n = from
-                .read(&mut buf)
+                .read_buf(&mut buf)
                 .await
                 .map_err(MigrationError::io("read the local stream"))?;
             if n == 0 {
@@ -180,7 +190,7 @@ impl Tx {
             if let Some(p) = progress {
                 p.add(n as u64);
             }
-            self.send(Frame::Binary(buf[..n].to_vec())).await?;
+            self.send(Frame::Binary(buf)).await?;
         }
         self.end_stream().await
     }
@@ -329,6 +339,7 @@ pub async fn dial(
             .await
             .map_err(|e| dial_err(e.into()))?;
         let _ = tcp.set_nodelay(true);
+        let tcp = tokio::io::BufReader::with_capacity(SOCKET_READ, tcp);
         let tls = connector
             .connect(name, tcp)
             .await

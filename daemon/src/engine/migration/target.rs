@@ -496,7 +496,7 @@ fn finish_volume(e: &Engine, row: &InstanceRow) -> Result<()> {
 }
 
 /// btrfs: snapshots land in place; the main volume lands in a staging directory and is
-/// snapshotted (writable) into place.
+/// made writable and moved into place.
 async fn receive_btrfs(
     e: &Engine,
     row: &InstanceRow,
@@ -545,7 +545,11 @@ async fn receive_btrfs(
         }
         let main = instance_vol(&row.name);
         pool.delete_volume(&main)?;
-        pool.clone_volume(main_received, &main, false)?;
+        // The received volume itself becomes the instance's, made writable and moved into
+        // place, as LXD does: a snapshot of it would first write all its data out (0.7 s
+        // for 500 MB on a loop file).
+        pool.set_readonly(main_received, false)?;
+        pool.rename_volume(main_received, &main)?;
         idmap.unshift_tree(&pool.path(&main).join("rootfs"))?;
         Ok(())
     })();
