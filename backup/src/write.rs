@@ -144,6 +144,8 @@ impl<W: Write> TarWriter<'_, '_, W> {
         h.set_size(data.len() as u64);
         h.set_mode(mode);
         h.set_mtime(now());
+        h.set_uid(0);
+        h.set_gid(0);
         self.tar
             .append_data(&mut h, name, data)
             .map_err(io_err(Path::new(name), "write"))
@@ -156,6 +158,8 @@ impl<W: Write> TarWriter<'_, '_, W> {
         h.set_size(0);
         h.set_mode(0o700);
         h.set_mtime(now());
+        h.set_uid(0);
+        h.set_gid(0);
         self.tar
             .append_data(&mut h, name, io::empty())
             .map_err(io_err(Path::new(name), "write"))
@@ -402,6 +406,8 @@ impl<W: Write> TarWriter<'_, '_, W> {
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o600);
         h.set_mtime(now());
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_size(size);
         self.header_only(h, path)?;
         let (tar, read, tick) = (&mut *self.tar, &mut self.read, &mut *self.tick);

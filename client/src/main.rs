@@ -12,8 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use commands::{
     alias, config as config_cmd, exec, export, file, image, import, instance, misc, monitor,
-    network,
-    operation, profile, query, remote, storage,
+    network, operation, profile, query, remote, storage,
 };
 
 #[derive(Parser)]

@@ -2,9 +2,6 @@
 //! one conversion that export (index.yaml, each volume's backup.yaml), import and recover
 //! share, so a backup written by one reads the same in the others.
 
-// Callers (export, import, recover) land with them; remove this allow when they do.
-#![allow(dead_code)]
-
 use hutch_backup::config as bc;
 use hutch_backup::Config;
 

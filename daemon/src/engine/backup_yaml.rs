@@ -71,7 +71,7 @@ pub fn volume_file(root: &Path, name: &str) -> PathBuf {
 
 /// Writes `text` to `path` as root-only, read-only, replacing it whole; a file that says
 /// that already is left alone (a start rewrites every file: no fsync for nothing).
-fn write_file(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_file(path: &Path, text: &str) -> Result<()> {
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
         return Ok(());
     }

@@ -10,9 +10,9 @@ pub mod db;
 
 mod autostart;
 pub(crate) mod backup_config;
-mod backups;
 mod backup_import;
 mod backup_yaml;
+mod backups;
 pub mod certificates;
 pub mod console;
 pub(crate) mod create;
@@ -50,8 +50,8 @@ mod volume_snapshots;
 pub mod volumes;
 
 pub use autostart::autostart;
-pub use backups::backup_resources as backups_resources;
 pub use backup_import::BackupUpload;
+pub use backups::backup_resources as backups_resources;
 pub use create::validate_name;
 pub use create::{create_instance, validate_create};
 pub use image_catalog::{ExportedFile, ImageExport, ImageUpload, ImageWork};

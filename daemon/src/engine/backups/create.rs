@@ -167,7 +167,10 @@ fn capture(
     // The volume carries its backup.yaml, as LXD's do: an optimized stream must hold it
     // (LXD's import reads it from the received volume). A plain export writes the
     // captured one into the tarball anyway, so there a full pool is no failure.
-    if let Err(e) = write_backup_yaml(&pool.path(&instance_vol(name)), backup_yaml) {
+    if let Err(e) = super::super::backup_yaml::write_file(
+        &pool.path(&instance_vol(name)).join("backup.yaml"),
+        backup_yaml,
+    ) {
         if optimized {
             return Err(e);
         }
@@ -185,23 +188,4 @@ fn capture(
     cloned?;
     total += hutch_backup::write::tree_bytes(&pool.path(&vol));
     Ok(total)
-}
-
-/// Writes `backup.yaml` (0400) into a volume's top directory (the host's, not the
-/// container's: it holds `rootfs/`), under a temporary name renamed into place.
-fn write_backup_yaml(volume: &std::path::Path, yaml: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = volume.join(".backup.yaml.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o400)
-        .open(&tmp)
-        .map_err(|e| DaemonError::io("create", &tmp, e))?;
-    f.write_all(yaml.as_bytes())
-        .map_err(|e| DaemonError::io("write", &tmp, e))?;
-    let to = volume.join("backup.yaml");
-    std::fs::rename(&tmp, &to).map_err(|e| DaemonError::io("rename", &to, e))
 }
