@@ -13,9 +13,15 @@ pub struct ReferenceLxd {
     daemon: Option<Child>,
     /// `https://127.0.0.1:PORT`.
     pub url: String,
-    // Last: removed after the daemon is gone.
+    // Removed after the daemon is gone.
     dir: TestDir,
+    /// Last: the next reference LXD of this test binary starts after this one is gone.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+/// One reference LXD at a time per test binary: two of them importing btrfs streams side by
+/// side on a loaded 2-core machine stalled one for minutes in CI.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl ReferenceLxd {
     /// A fresh LXD, or None (said by `test`'s name) when `lxd` is not installed.
@@ -27,6 +33,7 @@ impl ReferenceLxd {
             );
             return None;
         }
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = TestDir::new();
         let lxd_dir = dir.path().join("lxd");
         std::fs::create_dir_all(dir.path().join("pool")).expect("pool dir");
@@ -44,6 +51,7 @@ impl ReferenceLxd {
             daemon: Some(daemon),
             url: String::new(),
             dir,
+            _turn: turn,
         };
         let out = lxd.lxd(&["waitready", "--timeout", "60"], b"");
         assert!(out.status.success(), "lxd waitready: {}", lxd.log());
