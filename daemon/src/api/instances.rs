@@ -55,9 +55,13 @@ async fn create(State(e): State<AppState>, request: Request) -> Result<Response>
     if is_backup {
         return import(e, &headers, request.into_body()).await;
     }
-    let body = axum::body::to_bytes(request.into_body(), JSON_LIMIT)
-        .await
-        .map_err(|_| crate::error::DaemonError::BadRequest("Request body too large".into()))?;
+    let Ok(body) = axum::body::to_bytes(request.into_body(), JSON_LIMIT).await else {
+        // A plain 413, put in LXD's envelope by the router like axum's own limit.
+        return Ok(axum::response::IntoResponse::into_response((
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large",
+        )));
+    };
     let req: InstancesPost = parse_json(&body)?;
     if req.source.kind == "migration" {
         return Ok(super::accepted(&e.create_from_migration(req).await?));
