@@ -70,7 +70,10 @@ pub fn volume_file(root: &Path, name: &str) -> PathBuf {
 }
 
 /// Writes `text` to `path` as root-only, read-only, replacing it whole; a file that says
-/// that already is left alone (a start rewrites every file: no fsync for nothing).
+/// that already is left alone. Not fsynced: these files are on every start, stop and
+/// snapshot path, and each daemon start rewrites them all from the database, so a file a
+/// power loss truncated is whole again before anyone needs it (the rename keeps the old
+/// one whole until then).
 pub(crate) fn write_file(path: &Path, text: &str) -> Result<()> {
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
         return Ok(());
@@ -84,10 +87,7 @@ pub(crate) fn write_file(path: &Path, text: &str) -> Result<()> {
         .create_new(true)
         .mode(0o400)
         .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        })
+        .and_then(|mut f| f.write_all(text.as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, path));
     written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
