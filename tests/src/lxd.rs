@@ -15,13 +15,43 @@ pub struct ReferenceLxd {
     pub url: String,
     // Removed after the daemon is gone.
     dir: TestDir,
-    /// Last: the next reference LXD of this test binary starts after this one is gone.
-    _turn: std::sync::MutexGuard<'static, ()>,
+    /// Last: another test's reference LXD starts after this test's are gone.
+    _turn: Turn,
 }
 
-/// One reference LXD at a time per test binary: two of them importing btrfs streams side by
-/// side on a loaded 2-core machine stalled one for minutes in CI.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// One test at a time per test binary runs reference LXDs: two of them importing btrfs
+/// streams side by side on a loaded 2-core machine stalled one for minutes in CI. A test may
+/// start several (a copy between two LXDs), so the turn is held per thread, counted, and
+/// given up when that thread's last reference LXD is gone.
+static TURN: std::sync::Mutex<(Option<std::thread::ThreadId>, usize)> =
+    std::sync::Mutex::new((None, 0));
+static TURN_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+struct Turn;
+
+impl Turn {
+    fn take() -> Turn {
+        let me = std::thread::current().id();
+        let mut held = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        while held.0.is_some_and(|owner| owner != me) {
+            held = TURN_FREED.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        held.0 = Some(me);
+        held.1 += 1;
+        Turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut held = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        held.1 = held.1.saturating_sub(1);
+        if held.1 == 0 {
+            held.0 = None;
+            TURN_FREED.notify_all();
+        }
+    }
+}
 
 impl ReferenceLxd {
     /// A fresh LXD, or None (said by `test`'s name) when `lxd` is not installed.
@@ -33,7 +63,7 @@ impl ReferenceLxd {
             );
             return None;
         }
-        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let turn = Turn::take();
         let dir = TestDir::new();
         let lxd_dir = dir.path().join("lxd");
         std::fs::create_dir_all(dir.path().join("pool")).expect("pool dir");
