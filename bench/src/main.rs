@@ -12,10 +12,14 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::json;
 
+mod api_load;
 mod backup;
 mod https;
 mod images;
+mod plot;
 mod remote;
+mod scale;
+mod soak;
 mod target;
 
 use images::{busybox_image, debian_image, import_busybox, import_debian};
@@ -72,11 +76,29 @@ struct Args {
     /// Skip the backup rows (export and import of a 500 MB container).
     #[arg(long)]
     no_backup: bool,
-    /// Measure only these groups of rows (default: all): basic (launch to delete),
-    /// throughput (exec 1 GB stdout), list, debian, remote, https (exec and list over
-    /// HTTPS), copy (copy 500 MB over HTTPS), backup (export and import 500 MB).
+    /// Measure only these groups of rows (default: all but scale): basic (launch to
+    /// delete), throughput (exec 1 GB stdout), list, debian, remote, https (exec and list
+    /// over HTTPS), copy (copy 500 MB over HTTPS), backup (export and import 500 MB), scale
+    /// (`--scale` running containers with NICs: list, RSS, launch rates, API load; hutchd
+    /// only, and only when named).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Running containers of the scale group.
+    #[arg(long, default_value_t = 1000)]
+    scale: usize,
+    /// Containers launched at once in the scale group (0: skip).
+    #[arg(long, default_value_t = 128)]
+    scale_parallel: usize,
+    /// Concurrent API clients in the scale group.
+    #[arg(long, default_value_t = 200)]
+    scale_clients: usize,
+    /// Instead of the rows: N create/start/exec/stop/delete cycles on the first driver,
+    /// sampling the daemon's RSS, fds and threads into a CSV and PNG plots.
+    #[arg(long, default_value_t = 0)]
+    soak: usize,
+    /// Where the soak writes its CSV and plots.
+    #[arg(long, default_value = "soak-results")]
+    soak_out: PathBuf,
     /// Make the CA in `--ca-dir` (if missing), print its certificate's path and exit: start
     /// LXD with `SSL_CERT_FILE` set to it before a run with `--lxd-dir`.
     #[arg(long)]
@@ -321,6 +343,38 @@ fn main() -> Result<()> {
     let payload = work.join("payload");
     std::fs::write(&payload, vec![7u8; 100 << 20])?;
     let mut rows = Vec::new();
+    let first_driver = args
+        .drivers
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "btrfs".into());
+    if args.soak > 0 {
+        let flat = soak::run(&bin, &image, &first_driver, args.soak, &args.soak_out);
+        let _ = std::fs::remove_dir_all(&work);
+        flat?;
+        return Ok(());
+    }
+    if args.only.iter().any(|g| g == "scale") {
+        if args.lxd_dir.is_some() {
+            println!(
+                "scale rows: hutchd only (LXD is not measured at {} containers: it would take hours)",
+                args.scale
+            );
+        }
+        rows.extend(scale::measure(&scale::ScalePlan {
+            bin: &bin,
+            image: &image,
+            driver: &first_driver,
+            n: args.scale,
+            parallel: args.scale_parallel,
+            clients: args.scale_clients,
+            runs: args.runs,
+        })?);
+        if args.only.iter().all(|g| g == "scale") {
+            let _ = std::fs::remove_dir_all(&work);
+            return report(&rows, &args.json);
+        }
+    }
     let debian = debian_image(&args, &work)?;
     // Served before any daemon starts: each is given the server's CA.
     let remote = if args.no_remote {
@@ -454,12 +508,18 @@ fn main() -> Result<()> {
         ));
     }
     let _ = std::fs::remove_dir_all(&work);
+    report(&rows, &args.json)
+}
+
+/// Prints the table (and hutchd's ratio to LXD where both were measured) and writes the
+/// JSON results to `json`.
+fn report(rows: &[Row], json_path: &Path) -> Result<()> {
     println!(
-        "{:<18} {:<6} {:<6} {:>9} {:>9} {:>9}",
+        "{:<28} {:<6} {:<6} {:>9} {:>9} {:>9}",
         "operation", "client", "driver", "median", "min", "max"
     );
-    for (op, client, driver, med, min, max) in &rows {
-        println!("{op:<18} {client:<6} {driver:<6} {med:>9.4} {min:>9.4} {max:>9.4}");
+    for (op, client, driver, med, min, max) in rows {
+        println!("{op:<28} {client:<6} {driver:<6} {med:>9.4} {min:>9.4} {max:>9.4}");
     }
     // hutchd against LXD, both driven by lxc: the ratio of medians per operation.
     let ratios: Vec<(String, String, f64, f64, f64)> = rows
@@ -483,7 +543,7 @@ fn main() -> Result<()> {
     let json: Vec<_> = rows.iter().map(|(op, client, driver, med, min, max)| json!({"operation": op, "client": client, "driver": driver, "median_s": med, "min_s": min, "max_s": max})).collect();
     let ratio_json: Vec<_> = ratios.iter().map(|(op, driver, h, l, r)| json!({"operation": op, "driver": driver, "hutchd_s": h, "lxd_s": l, "ratio": r})).collect();
     let json = json!({"rows": json, "hutchd_vs_lxd": ratio_json});
-    std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
-    eprintln!("results written to {}", args.json.display());
+    std::fs::write(json_path, serde_json::to_string_pretty(&json)?)?;
+    eprintln!("results written to {}", json_path.display());
     Ok(())
 }

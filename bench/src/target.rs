@@ -30,6 +30,25 @@ pub(crate) fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// Open file descriptors of process `pid`.
+pub(crate) fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Threads of process `pid`.
+pub(crate) fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 impl Target {
     /// The client command for `client` ("hutch" or "lxc"; LXD is driven by lxc only).
     pub(crate) fn cmd(&self, client: &str, args: &[&str]) -> Command {

@@ -1,0 +1,200 @@
+//! The soak (`--soak N`): N create/start/exec/stop/delete cycles of a busybox container on
+//! a fresh hutchd, with the daemon's RSS, open fds and threads and the cycle latency
+//! sampled every 1,000 cycles (every N/100 when N is smaller) into a CSV and PNG plots,
+//! and a verdict: did each stay flat within ±5 % after warm-up.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::images::import_busybox;
+use crate::plot::{lines, Series};
+use crate::target::{open_fds, rss_mib, threads, Daemon, Target};
+
+/// How far a resource may move after warm-up and still count as flat.
+const FLAT: f64 = 0.05;
+
+/// One sample, taken after `cycle` cycles.
+struct Sample {
+    cycle: usize,
+    rss_mib: f64,
+    fds: usize,
+    threads: usize,
+    /// Mean cycle latency since the previous sample.
+    cycle_ms: f64,
+}
+
+/// Cycles between samples.
+fn interval(n: usize) -> usize {
+    (n / 100).clamp(1, 1000)
+}
+
+/// One create/start/exec/stop/delete cycle of container `name`.
+fn cycle(t: &Target, name: &str) -> Result<Duration> {
+    let start = Instant::now();
+    t.time("hutch", &["init", "bb", name])?;
+    t.time("hutch", &["start", name])?;
+    t.time("hutch", &["exec", name, "--", "true"])?;
+    t.time("hutch", &["stop", name, "--force"])?;
+    t.time("hutch", &["delete", name])?;
+    Ok(start.elapsed())
+}
+
+/// Median of `v` (not empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The verdict line for one resource: the median of the last quarter of the samples after
+/// warm-up (the first tenth) against the median of the first quarter after it, and the
+/// largest single move from that baseline.
+fn verdict(name: &str, values: &[f64]) -> (bool, String) {
+    let warm = (values.len() / 10).max(1).min(values.len().saturating_sub(1));
+    let after = &values[warm..];
+    if after.len() < 2 {
+        return (true, format!("{name}: too few samples to judge"));
+    }
+    let quarter = (after.len() / 4).max(1);
+    let base = median(after[..quarter].to_vec());
+    let end = median(after[after.len() - quarter..].to_vec());
+    let drift = if base > 0.0 { end / base - 1.0 } else { 0.0 };
+    let widest = after
+        .iter()
+        .map(|v| if base > 0.0 { v / base - 1.0 } else { 0.0 })
+        .fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
+    let flat = drift.abs() <= FLAT;
+    let line = format!(
+        "{name}: {base:.1} after warm-up, {end:.1} at the end ({:+.1} %, widest sample {:+.1} %): {}",
+        drift * 100.0,
+        widest * 100.0,
+        if flat { "flat" } else { "NOT flat" }
+    );
+    (flat, line)
+}
+
+/// Runs the soak and writes `soak.csv`, `soak-rss.png`, `soak-latency.png` and
+/// `soak-fds-threads.png` into `out`. Returns whether everything stayed flat.
+pub(crate) fn run(bin: &Path, image: &Path, driver: &str, n: usize, out: &Path) -> Result<bool> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let d = Daemon::start(bin, driver)?;
+    let t = &d.target;
+    import_busybox(t, image)?;
+    let every = interval(n);
+    let sample = |cycle: usize, cycle_ms: f64| Sample {
+        cycle,
+        rss_mib: rss_mib(t.pid),
+        fds: open_fds(t.pid),
+        threads: threads(t.pid),
+        cycle_ms,
+    };
+    let mut samples = vec![sample(0, 0.0)];
+    let mut spent = Duration::ZERO;
+    for i in 1..=n {
+        spent += cycle(t, "soak").with_context(|| format!("soak cycle {i}"))?;
+        if i % every == 0 || i == n {
+            let done = i - samples.last().map_or(0, |s| s.cycle);
+            let s = sample(i, spent.as_secs_f64() * 1000.0 / done as f64);
+            eprintln!(
+                "soak: {i}/{n} cycles, RSS {:.1} MiB, {} fds, {} threads, {:.0} ms/cycle",
+                s.rss_mib, s.fds, s.threads, s.cycle_ms
+            );
+            samples.push(s);
+            spent = Duration::ZERO;
+        }
+    }
+    let mut csv = String::from("cycle,rss_mib,fds,threads,cycle_ms\n");
+    for s in &samples {
+        let _ = writeln!(
+            csv,
+            "{},{:.2},{},{},{:.1}",
+            s.cycle, s.rss_mib, s.fds, s.threads, s.cycle_ms
+        );
+    }
+    std::fs::write(out.join("soak.csv"), csv)?;
+    let points = |f: &dyn Fn(&Sample) -> f64| -> Vec<(f64, f64)> {
+        samples.iter().map(|s| (s.cycle as f64, f(s))).collect()
+    };
+    lines(
+        &out.join("soak-rss.png"),
+        &format!("hutchd RSS over {n} cycles"),
+        "MiB",
+        &[Series {
+            name: "RSS",
+            points: points(&|s| s.rss_mib),
+        }],
+    )?;
+    lines(
+        &out.join("soak-latency.png"),
+        &format!("create/start/exec/stop/delete cycle latency over {n} cycles"),
+        "ms per cycle",
+        &[Series {
+            name: "cycle",
+            points: samples
+                .iter()
+                .skip(1)
+                .map(|s| (s.cycle as f64, s.cycle_ms))
+                .collect(),
+        }],
+    )?;
+    lines(
+        &out.join("soak-fds-threads.png"),
+        &format!("hutchd open fds and threads over {n} cycles"),
+        "count",
+        &[
+            Series {
+                name: "open fds",
+                points: points(&|s| s.fds as f64),
+            },
+            Series {
+                name: "threads",
+                points: points(&|s| s.threads as f64),
+            },
+        ],
+    )?;
+    // The sample before the first cycle is not part of the soak.
+    let measured = &samples[1..];
+    let mut all_flat = true;
+    println!("soak of {n} cycles ({driver}), sampled every {every}:");
+    for (name, values) in [
+        ("RSS (MiB)", measured.iter().map(|s| s.rss_mib).collect::<Vec<_>>()),
+        ("open fds", measured.iter().map(|s| s.fds as f64).collect()),
+        ("threads", measured.iter().map(|s| s.threads as f64).collect()),
+    ] {
+        let (flat, line) = verdict(name, &values);
+        all_flat &= flat;
+        println!("  {line}");
+    }
+    println!(
+        "  CSV and plots in {}: {}",
+        out.display(),
+        if all_flat {
+            "RSS, fds and threads stayed flat within ±5 % after warm-up"
+        } else {
+            "something grew more than 5 % after warm-up"
+        }
+    );
+    Ok(all_flat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_every_thousand_or_every_hundredth() {
+        assert_eq!(interval(100_000), 1000);
+        assert_eq!(interval(5_000), 50);
+        assert_eq!(interval(50), 1);
+    }
+
+    #[test]
+    fn a_steady_series_is_flat_and_a_growing_one_is_not() {
+        let steady = [30.0, 20.0, 20.5, 20.2, 19.9, 20.1, 20.3, 20.0, 20.2, 20.1, 20.0];
+        assert!(verdict("rss", &steady).0);
+        let growing: Vec<f64> = (0..20).map(|i| 20.0 + i as f64).collect();
+        assert!(!verdict("rss", &growing).0);
+    }
+}
