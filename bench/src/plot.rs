@@ -96,7 +96,16 @@ mod tests {
     fn draws_a_png() {
         let path = std::env::temp_dir().join(format!("hutch-plot-{}.png", std::process::id()));
         let points = (0..50).map(|i| (i as f64, 20.0 + (i % 3) as f64)).collect();
-        lines(&path, "test", "MiB", &[Series { name: "rss", points }]).unwrap();
+        lines(
+            &path,
+            "test",
+            "MiB",
+            &[Series {
+                name: "rss",
+                points,
+            }],
+        )
+        .unwrap();
         let png = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         assert_eq!(&png[1..4], b"PNG");

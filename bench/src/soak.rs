@@ -52,7 +52,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// warm-up (the first tenth) against the median of the first quarter after it, and the
 /// largest single move from that baseline.
 fn verdict(name: &str, values: &[f64]) -> (bool, String) {
-    let warm = (values.len() / 10).max(1).min(values.len().saturating_sub(1));
+    let warm = (values.len() / 10)
+        .max(1)
+        .min(values.len().saturating_sub(1));
     let after = &values[warm..];
     if after.len() < 2 {
         return (true, format!("{name}: too few samples to judge"));
@@ -159,9 +161,15 @@ pub(crate) fn run(bin: &Path, image: &Path, driver: &str, n: usize, out: &Path) 
     let mut all_flat = true;
     println!("soak of {n} cycles ({driver}), sampled every {every}:");
     for (name, values) in [
-        ("RSS (MiB)", measured.iter().map(|s| s.rss_mib).collect::<Vec<_>>()),
+        (
+            "RSS (MiB)",
+            measured.iter().map(|s| s.rss_mib).collect::<Vec<_>>(),
+        ),
         ("open fds", measured.iter().map(|s| s.fds as f64).collect()),
-        ("threads", measured.iter().map(|s| s.threads as f64).collect()),
+        (
+            "threads",
+            measured.iter().map(|s| s.threads as f64).collect(),
+        ),
     ] {
         let (flat, line) = verdict(name, &values);
         all_flat &= flat;
@@ -192,7 +200,9 @@ mod tests {
 
     #[test]
     fn a_steady_series_is_flat_and_a_growing_one_is_not() {
-        let steady = [30.0, 20.0, 20.5, 20.2, 19.9, 20.1, 20.3, 20.0, 20.2, 20.1, 20.0];
+        let steady = [
+            30.0, 20.0, 20.5, 20.2, 19.9, 20.1, 20.3, 20.0, 20.2, 20.1, 20.0,
+        ];
         assert!(verdict("rss", &steady).0);
         let growing: Vec<f64> = (0..20).map(|i| 20.0 + i as f64).collect();
         assert!(!verdict("rss", &growing).0);
