@@ -132,6 +132,29 @@ pub fn unpack_unified_volume(
     .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the tarball".into()))
 }
 
+/// [`unpack_unified_volume`] of a tarball read from `reader` (`name` names it in errors):
+/// the caller's reader can stop the unpack (a cancelled operation) by failing a read.
+pub fn unpack_unified_volume_from(
+    reader: impl Read,
+    name: &Path,
+    volume: &Path,
+    limits: UnpackLimits,
+) -> Result<ImageMetadata, ImageError> {
+    let rootfs = volume.join("rootfs");
+    fs::create_dir(&rootfs).map_err(|e| ImageError::io("create", &rootfs, e))?;
+    let archive = tar_from_reader(reader, name)?;
+    unpack_archive(
+        archive,
+        name,
+        Some(&rootfs),
+        rootfs_relative,
+        true,
+        Some(volume),
+        limits,
+    )?
+    .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the tarball".into()))
+}
+
 /// Reads metadata.yaml from the metadata tarball of a split image.
 pub fn read_split_metadata(tarball: &Path) -> Result<ImageMetadata, ImageError> {
     unpack(tarball, None, |_| None, true, None, UnpackLimits::default())?

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod db;
 
 mod autostart;
+pub(crate) mod cancel;
 pub(crate) mod backup_config;
 mod backup_import;
 mod backup_yaml;
