@@ -19,7 +19,7 @@ use hutch_tests::{
 };
 use serde_json::{json, Value};
 
-/// A simplestreams tree served over plain HTTP on loopback.
+/// A simplestreams tree served on loopback.
 struct Remote {
     dir: TestDir,
     tree: StreamsTree,
@@ -27,12 +27,22 @@ struct Remote {
 }
 
 impl Remote {
+    /// Over plain HTTP.
     fn new() -> Remote {
+        Remote::serve(ImageServer::http)
+    }
+
+    /// Over HTTPS, with a test CA (`hutch` takes simplestreams remotes over HTTPS only).
+    fn https() -> Remote {
+        Remote::serve(ImageServer::https)
+    }
+
+    fn serve(server: fn(&Path) -> ImageServer) -> Remote {
         let dir = TestDir::new();
         let root = dir.path().join("tree");
         std::fs::create_dir_all(&root).unwrap();
         let tree = StreamsTree::new(&root);
-        let server = ImageServer::http(&root);
+        let server = server(&root);
         Remote { dir, tree, server }
     }
 
@@ -356,26 +366,30 @@ fn ctrl_c_of_hutch_launch_cancels_the_launch() {
     if !require_root("ctrl_c_of_hutch_launch_cancels_the_launch") {
         return;
     }
-    let remote = Remote::new();
+    let remote = Remote::https();
     let image = remote.publish_split();
     let rootfs = image.rootfs_path.clone().unwrap();
     remote
         .server
         .set_fault(&rootfs, Fault::Stall { after: 4096 });
-    let d = daemon(&[]);
-    d.hutch_ok(&[
-        "remote",
-        "add",
-        "slow",
-        &remote.url(),
-        "--protocol",
-        "simplestreams",
-    ]);
+    let ca = remote.server.ca_file();
+    let d = daemon(&[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let hutch = || {
+        let mut cmd = Command::new(hutch_bin());
+        cmd.env("HUTCH_DIR", d.path())
+            .env("HUTCH_CONF", d.path().join("hutch-conf"))
+            .env("SSL_CERT_FILE", &ca);
+        cmd
+    };
+    let added = output_within(
+        hutch().args(["remote", "add", "slow", &remote.url(), "--protocol", "simplestreams"]),
+        b"",
+        COMMAND_LIMIT,
+    );
+    assert!(added.status.success(), "{added:?}");
     let name = unique_name("int");
-    let mut hutch = Command::new(hutch_bin())
+    let mut hutch = hutch()
         .args(["launch", "slow:busybox/1", &name])
-        .env("HUTCH_DIR", d.path())
-        .env("HUTCH_CONF", d.path().join("hutch-conf"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

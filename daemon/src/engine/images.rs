@@ -220,8 +220,8 @@ fn unpack_into(
     unpacked
 }
 
-/// A split image's rootfs unpacked into `target`: a tarball through the cancel, a
-/// squashfs by `unsquashfs` (the cancel is seen once it ends).
+/// A split image's rootfs unpacked into `target`: a tarball read through the cancel, a
+/// squashfs by `unsquashfs`, killed by a cancel.
 fn unpack_rootfs(
     rootfs: &Path,
     target: &Path,
@@ -231,7 +231,9 @@ fn unpack_rootfs(
     let io = |e| hutch_images::ImageError::io("read", rootfs, e);
     let mut f = std::fs::File::open(rootfs).map_err(io)?;
     if hutch_images::detect_extension(&mut f).map_err(io)? == ".squashfs" {
-        return hutch_images::unpack_split_rootfs(rootfs, target, limits);
+        return hutch_images::unpack_squashfs_until(rootfs, target, limits, &|| {
+            cancel.is_cancelled()
+        });
     }
     let reader = cancel.reader(f, Some("unpack"));
     hutch_images::unpack_split_rootfs_stream(reader, rootfs, target, limits)
