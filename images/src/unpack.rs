@@ -313,13 +313,13 @@ fn unpack_squashfs(
         stop,
     )
     .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ImageError::MissingTool {
-                format: "squashfs",
-                tool: "unsquashfs",
-                package: "squashfs-tools",
-            },
-            _ => ImageError::io("run unsquashfs on", file, e),
-        })?;
+        std::io::ErrorKind::NotFound => ImageError::MissingTool {
+            format: "squashfs",
+            tool: "unsquashfs",
+            package: "squashfs-tools",
+        },
+        _ => ImageError::io("run unsquashfs on", file, e),
+    })?;
     if !out.status.success() {
         return Err(ImageError::Invalid(format!(
             "unsquashfs failed: {}",

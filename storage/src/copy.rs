@@ -82,7 +82,8 @@ fn copy_entry(src: &Path, dst: &Path, copy: &mut Copying) -> Result<(), StorageE
     } else if ft.is_file() {
         copy_file(src, dst, copy)?;
         if meta.nlink() > 1 {
-            copy.links.insert((meta.dev(), meta.ino()), dst.to_path_buf());
+            copy.links
+                .insert((meta.dev(), meta.ino()), dst.to_path_buf());
         }
     } else {
         // Fifos, sockets and device nodes: recreate the node.

@@ -78,7 +78,12 @@ impl StorageDriver for DirDriver {
 impl DirDriver {
     /// Copies volume `from` to `dst` under a temporary name, so a failure never leaves a
     /// half volume in place.
-    fn copy_into_place(&self, from: &Path, dst: &Path, stop: StopCheck) -> Result<(), StorageError> {
+    fn copy_into_place(
+        &self,
+        from: &Path,
+        dst: &Path,
+        stop: StopCheck,
+    ) -> Result<(), StorageError> {
         let name = dst
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -189,7 +189,10 @@ fn names(d: &TestDaemon, path: &str) -> Vec<String> {
         .cloned()
         .unwrap_or_default()
         .iter()
-        .filter_map(|v| v.as_str().map(|s| s.rsplit('/').next().unwrap().to_string()))
+        .filter_map(|v| {
+            v.as_str()
+                .map(|s| s.rsplit('/').next().unwrap().to_string())
+        })
         .collect();
     out.sort();
     out
@@ -213,10 +216,22 @@ fn assert_nothing_left(d: &TestDaemon, keep: &[&str], what: &str) {
     let keep: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
     assert_eq!(names(d, "/1.0/instances"), keep, "instances after {what}");
     let pool = d.path().join("storage-pools/default");
-    assert_eq!(entries(&pool.join("containers")), keep, "volumes after {what}");
+    assert_eq!(
+        entries(&pool.join("containers")),
+        keep,
+        "volumes after {what}"
+    );
     assert_eq!(names(d, "/1.0/images"), Vec::<String>::new(), "{what}");
-    assert_eq!(entries(&d.path().join("images")), Vec::<String>::new(), "{what}");
-    assert_eq!(entries(&pool.join("images")), Vec::<String>::new(), "{what}");
+    assert_eq!(
+        entries(&d.path().join("images")),
+        Vec::<String>::new(),
+        "{what}"
+    );
+    assert_eq!(
+        entries(&pool.join("images")),
+        Vec::<String>::new(),
+        "{what}"
+    );
 }
 
 fn daemon(env: &[(&str, &str)]) -> TestDaemon {
@@ -256,7 +271,11 @@ fn a_launch_cancelled_while_its_image_downloads_leaves_nothing() {
     // The same image downloads whole afterwards.
     remote.server.clear_faults();
     let id = start_op(&d, "POST", "/1.0/instances", &body);
-    let (_, text) = d.http("GET", &format!("/1.0/operations/{id}/wait?timeout=120"), b"");
+    let (_, text) = d.http(
+        "GET",
+        &format!("/1.0/operations/{id}/wait?timeout=120"),
+        b"",
+    );
     assert_eq!(parse(&text)["metadata"]["status_code"], 200, "{text}");
     // A cancel once the work is done is refused and changes nothing.
     let (status, _) = d.http("DELETE", &format!("/1.0/operations/{id}"), b"");
@@ -316,7 +335,11 @@ fn a_launch_cancelled_while_its_image_unpacks_leaves_nothing() {
         .path()
         .join("storage-pools/default/images")
         .join(format!(".{}.unpacking", image.fingerprint));
-    assert!(staging.join("rootfs").exists(), "{:?}", entries(staging.parent().unwrap()));
+    assert!(
+        staging.join("rootfs").exists(),
+        "{:?}",
+        entries(staging.parent().unwrap())
+    );
     assert_cancelled(&cancel(&d, &id));
     assert_nothing_left(&d, &[], "a cancelled unpack");
 }
@@ -341,7 +364,9 @@ fn a_copy_cancelled_mid_way_leaves_no_target() {
     let dst = unique_name("dst");
     let body = json!({"name": dst, "source": {"type": "copy", "source": src}});
     let id = start_op(&d, "POST", "/1.0/instances", &body);
-    let running = op_when(&d, &id, "the copy", |o| o["metadata"]["test_hold"] == "copy");
+    let running = op_when(&d, &id, "the copy", |o| {
+        o["metadata"]["test_hold"] == "copy"
+    });
     assert_eq!(running["may_cancel"], true, "{running}");
     let pool = d.path().join("storage-pools/default/containers");
     assert!(
@@ -382,7 +407,14 @@ fn ctrl_c_of_hutch_launch_cancels_the_launch() {
         cmd
     };
     let added = output_within(
-        hutch().args(["remote", "add", "slow", &remote.url(), "--protocol", "simplestreams"]),
+        hutch().args([
+            "remote",
+            "add",
+            "slow",
+            &remote.url(),
+            "--protocol",
+            "simplestreams",
+        ]),
         b"",
         COMMAND_LIMIT,
     );

@@ -247,9 +247,16 @@ mod tests {
     #[tokio::test]
     async fn readers_and_checks_stop_once_the_operation_is_cancelled() {
         let ops = Operations::new(EventHub::new());
-        let op = ops.create("task", "Testing", Default::default(), serde_json::Value::Null);
+        let op = ops.create(
+            "task",
+            "Testing",
+            Default::default(),
+            serde_json::Value::Null,
+        );
         op.set_cancellable();
-        let cancel = Cancel { op: Some(op.clone()) };
+        let cancel = Cancel {
+            op: Some(op.clone()),
+        };
         assert!(cancel.check().is_ok());
         let mut plain = cancel.reader(&b"abc"[..], None);
         let mut buf = [0u8; 2];
@@ -276,7 +283,12 @@ mod tests {
     #[test]
     fn a_detached_reader_passes_the_data_through() {
         let ops = Operations::new(EventHub::new());
-        let op = ops.create("task", "Testing", Default::default(), serde_json::Value::Null);
+        let op = ops.create(
+            "task",
+            "Testing",
+            Default::default(),
+            serde_json::Value::Null,
+        );
         let cancel = Cancel { op: Some(op) };
         let data: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
         let mut r = cancel.detached_reader(Box::new(std::io::Cursor::new(data.clone())));

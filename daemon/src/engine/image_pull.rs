@@ -232,13 +232,15 @@ fn is_sha256_hex(s: &str) -> bool {
 /// running operation stops the download and the unpack and leaves no file or row.
 pub async fn pull_image(d: &AppState, src: &PullSource, opts: PullOptions) -> Result<ImageRow> {
     let cancel = Cancel::current();
-    pull(d, src, opts, &cancel).await.map_err(|e| {
-        if cancel.is_cancelled() {
-            canceled()
-        } else {
-            e
-        }
-    })
+    pull(d, src, opts, &cancel).await.map_err(
+        |e| {
+            if cancel.is_cancelled() {
+                canceled()
+            } else {
+                e
+            }
+        },
+    )
 }
 
 async fn pull(
@@ -471,7 +473,14 @@ impl Receiver {
         self.files.push(path.clone());
         let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
         if !rootfs {
-            return write_file(&mut reader, &path, &mut self.whole, None, what, &self.cancel);
+            return write_file(
+                &mut reader,
+                &path,
+                &mut self.whole,
+                None,
+                what,
+                &self.cancel,
+            );
         }
         // Told by its first bytes, as LXD tells it: a squashfs cannot be read as a stream.
         let mut header = Vec::with_capacity(263);
@@ -482,7 +491,14 @@ impl Receiver {
         let squashfs = hutch_images::extension_of(&header) == ".squashfs";
         let mut reader = std::io::Cursor::new(header).chain(reader);
         if squashfs {
-            return write_file(&mut reader, &path, &mut self.whole, None, what, &self.cancel);
+            return write_file(
+                &mut reader,
+                &path,
+                &mut self.whole,
+                None,
+                what,
+                &self.cancel,
+            );
         }
         let _ = self.pool.delete_volume(&self.staging);
         self.staged = true;

@@ -9,11 +9,11 @@ pub mod daemon;
 pub mod db;
 
 mod autostart;
-pub(crate) mod cancel;
 pub(crate) mod backup_config;
 mod backup_import;
 mod backup_yaml;
 mod backups;
+pub(crate) mod cancel;
 pub mod certificates;
 pub mod console;
 pub(crate) mod create;
