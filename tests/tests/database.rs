@@ -232,6 +232,7 @@ fn a_full_disk_refuses_writes_serves_reads_and_recovers() {
     let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(!out.status.success(), "config set on a full disk succeeded");
     assert!(err.contains("no space left"), "{err}");
+    eprintln!("config set on a full disk: {}", err.trim());
     // Reads are served, and the refused write left nothing.
     assert!(d.lxc_ok(&["list", "-c", "n", "-f", "csv"]).contains("c1"));
     let shown = d.lxc_ok(&["config", "show", "c1"]);
@@ -392,24 +393,28 @@ fn kill_9_during_mixed_operations_never_breaks_the_database() {
         d.lxc_ok(&["profile", "create", &format!("p{t}")]);
     }
     let done = AtomicUsize::new(0);
+    let succeeded = AtomicUsize::new(0);
     let per_round = total / kills;
     for round in 0..kills {
         let start = done.load(Ordering::SeqCst);
-        let kill_after = start + 1 + rng.below(per_round as u64) as usize;
+        // Somewhere in this round's share of the operations.
+        let kill_after = (round * per_round + 1 + rng.below(per_round as u64) as usize).max(start + 1);
         let delay = Duration::from_millis(rng.below(300));
         let seeds: Vec<u64> = (0..threads).map(|_| rng.next() | 1).collect();
         let stop = AtomicBool::new(false);
         let pid = d.pid().expect("the daemon runs");
         std::thread::scope(|s| {
             for (t, seed) in seeds.into_iter().enumerate() {
-                let (d, done, stop) = (&d, &done, &stop);
+                let (d, done, stop, succeeded) = (&d, &done, &stop, &succeeded);
                 s.spawn(move || {
                     let mut rng = Rng(seed);
                     while !stop.load(Ordering::SeqCst) {
                         let args = random_op(&mut rng, t);
                         let args: Vec<&str> = args.iter().map(String::as_str).collect();
                         // Any answer will do: conflicts, missing names, a dead daemon.
-                        let _ = d.lxc(&args);
+                        if d.lxc(&args).status.success() {
+                            succeeded.fetch_add(1, Ordering::SeqCst);
+                        }
                         done.fetch_add(1, Ordering::SeqCst);
                     }
                 });
@@ -426,12 +431,17 @@ fn kill_9_during_mixed_operations_never_breaks_the_database() {
         });
         d.kill();
         eprintln!(
-            "{name}: round {round}: killed after {} operations",
-            done.load(Ordering::SeqCst)
+            "{name}: round {round}: killed after {} operations ({} succeeded)",
+            done.load(Ordering::SeqCst),
+            succeeded.load(Ordering::SeqCst)
         );
         d.spawn();
         let (status, body) = d.http("GET", "/1.0/instances", b"");
         assert_eq!(status, 200, "{body}");
         check_consistent(&d);
     }
+    eprintln!(
+        "{name}: at the end: {}",
+        d.lxc_ok(&["list", "-c", "ns", "-f", "csv"]).replace('\n', " ")
+    );
 }

@@ -224,11 +224,22 @@ pub fn remove_volume_and_snapshots(p: &dyn StorageDriver, name: &str) -> Result<
 /// volume, its row, then the intent. What an interrupted run removed is fine, so the
 /// start-up reconciliation calls this for a recorded intent.
 pub fn finish_volume_delete(d: &Daemon, pool: &str, name: &str) -> Result<()> {
+    remove_volume_and_row(d, pool, name)?;
+    d.db.clear_intent(IntentKind::Volume, pool, name)
+}
+
+/// Removes what an interrupted create of custom volume `name` made (start-up).
+pub fn undo_volume_create(d: &Daemon, pool: &str, name: &str) -> Result<()> {
+    remove_volume_and_row(d, pool, name)?;
+    d.db.clear_intent(IntentKind::VolumeCreate, pool, name)
+}
+
+fn remove_volume_and_row(d: &Daemon, pool: &str, name: &str) -> Result<()> {
     if d.db.volume(pool, name).is_ok() {
         remove_volume_and_snapshots(&*d.pool(pool)?, name)?;
         d.db.delete_volume(pool, name)?;
     }
-    d.db.clear_intent(IntentKind::Volume, pool, name)
+    Ok(())
 }
 
 /// Records the intent to delete custom volume `name` of `pool`, then deletes it.
@@ -291,11 +302,15 @@ impl Engine {
         };
         let d = self.d.clone();
         blocking(move || {
-            d.db.insert_volume(&row)?;
+            d.db.insert_volume_creating(&row)?;
             let mut revert = Revert::new();
             let (d2, row2) = (d.clone(), row.clone());
             revert.add(move || {
-                if let Err(e) = d2.db.delete_volume(&row2.pool, &row2.name) {
+                let undone = d2.db.delete_volume(&row2.pool, &row2.name).and_then(|()| {
+                    d2.db
+                        .clear_intent(IntentKind::VolumeCreate, &row2.pool, &row2.name)
+                });
+                if let Err(e) = undone {
                     tracing::error!(volume = row2.name, error = %e.chain(), "undo a volume create");
                 }
             });
@@ -310,6 +325,7 @@ impl Engine {
             if size.is_some() {
                 p.set_quota(&vol, size)?;
             }
+            d.db.clear_intent(IntentKind::VolumeCreate, &row.pool, &row.name)?;
             revert.success();
             Ok(())
         })
