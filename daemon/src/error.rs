@@ -223,7 +223,10 @@ mod tests {
         let e = DaemonError::from(full);
         assert_eq!(e.kind(), ErrorKind::NoSpace);
         let msg = e.envelope(500).error;
-        assert!(msg.starts_with("no space left on device: database"), "{msg}");
+        assert!(
+            msg.starts_with("no space left on device: database"),
+            "{msg}"
+        );
         let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
         let e = DaemonError::failed("write", "backup.yaml", DaemonError::io("write", "f", io));
         assert_eq!(e.kind(), ErrorKind::NoSpace);

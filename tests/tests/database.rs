@@ -116,7 +116,11 @@ fn a_damaged_database_is_refused_with_the_way_back_and_that_way_works() {
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(d.path().join(format!("database/local.db{suffix}")));
     }
-    std::fs::write(&path, b"this is not SQLite at all, only some garbage ".repeat(200)).unwrap();
+    std::fs::write(
+        &path,
+        b"this is not SQLite at all, only some garbage ".repeat(200),
+    )
+    .unwrap();
     let text = start_refused(&d);
     assert!(text.contains("is damaged"), "{text}");
     assert!(text.contains("hutchd recover"), "{text}");
@@ -238,12 +242,19 @@ fn a_full_disk_refuses_writes_serves_reads_and_recovers() {
     let shown = d.lxc_ok(&["config", "show", "c1"]);
     assert!(shown.contains("user.before"), "{shown}");
     assert!(!shown.contains("user.full"), "{shown}");
-    let (status, body) = d.http("PATCH", "/1.0/instances/c1", br#"{"config":{"user.x":"1"}}"#);
+    let (status, body) = d.http(
+        "PATCH",
+        "/1.0/instances/c1",
+        br#"{"config":{"user.x":"1"}}"#,
+    );
     assert_eq!(status, 500, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["type"], "error", "{body}");
     assert!(
-        v["error"].as_str().unwrap_or_default().contains("no space left"),
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no space left"),
         "{body}"
     );
 
@@ -344,7 +355,10 @@ fn check_consistent(d: &TestDaemon) {
             .join("containers-snapshots")
             .join(&instance)
             .join(&snap);
-        assert!(vol.is_dir(), "snapshot {instance}/{snap} has a row but no volume");
+        assert!(
+            vol.is_dir(),
+            "snapshot {instance}/{snap} has a row but no volume"
+        );
     }
     for (pool, name) in rows("SELECT pool, name FROM volumes") {
         let vol = pools.join(&pool).join("custom").join(&name);
@@ -384,7 +398,9 @@ fn kill_9_during_mixed_operations_never_breaks_the_database() {
                 .unwrap_or(1)
                 | 1
         });
-    eprintln!("{name}: seed {seed} (HUTCH_SEED={seed} replays it), {total} operations, {kills} kills");
+    eprintln!(
+        "{name}: seed {seed} (HUTCH_SEED={seed} replays it), {total} operations, {kills} kills"
+    );
     let mut rng = Rng(seed);
     let threads = 3;
     let mut d = TestDaemon::start_with(&["--storage-backend", "dir"]);
@@ -398,7 +414,8 @@ fn kill_9_during_mixed_operations_never_breaks_the_database() {
     for round in 0..kills {
         let start = done.load(Ordering::SeqCst);
         // Somewhere in this round's share of the operations.
-        let kill_after = (round * per_round + 1 + rng.below(per_round as u64) as usize).max(start + 1);
+        let kill_after =
+            (round * per_round + 1 + rng.below(per_round as u64) as usize).max(start + 1);
         let delay = Duration::from_millis(rng.below(300));
         let seeds: Vec<u64> = (0..threads).map(|_| rng.next() | 1).collect();
         let stop = AtomicBool::new(false);
@@ -442,6 +459,7 @@ fn kill_9_during_mixed_operations_never_breaks_the_database() {
     }
     eprintln!(
         "{name}: at the end: {}",
-        d.lxc_ok(&["list", "-c", "ns", "-f", "csv"]).replace('\n', " ")
+        d.lxc_ok(&["list", "-c", "ns", "-f", "csv"])
+            .replace('\n', " ")
     );
 }
