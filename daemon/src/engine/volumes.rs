@@ -608,3 +608,43 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }
+
+#[cfg(test)]
+mod create_crash_tests {
+    use crate::api::testing::TestApi;
+    use crate::db::volumes::VolumeRow;
+
+    #[tokio::test]
+    async fn an_interrupted_volume_create_is_removed_at_start_and_a_finished_one_stays() {
+        let api = TestApi::new().await;
+        let db = &api.engine.d.db;
+        let row = |name: &str| VolumeRow {
+            pool: "default".into(),
+            name: name.into(),
+            description: String::new(),
+            config: Default::default(),
+            created_at: crate::now(),
+        };
+        // Killed after the row and its intent were recorded, before the volume was made.
+        db.insert_volume_creating(&row("v1")).unwrap();
+        // A create of a name taken is refused without an intent that would remove it.
+        api.engine
+            .create_storage_volume(
+                "default",
+                serde_json::from_value(serde_json::json!({"name": "v2", "type": "custom"}))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(db.insert_volume_creating(&row("v2")).is_err());
+        crate::engine::testing::reconcile(&api.engine);
+        assert!(db.volume("default", "v1").is_err());
+        assert!(db.volume("default", "v2").is_ok());
+        assert!(api
+            .dir
+            .path()
+            .join("storage-pools/default/custom/v2")
+            .is_dir());
+        assert!(db.intents().unwrap().is_empty());
+    }
+}
