@@ -179,7 +179,7 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // FULL: a commit survives power loss (NORMAL may lose the last ones while their
-        // volumes exist); measured ~1.5x NORMAL per write, below the bench rows' noise.
+        // volumes exist). Measured: 1.5-2.4 ms a commit against 0.12 ms; a launch makes 6.
         conn.pragma_update(None, "synchronous", "FULL")?;
         if version > 0 && (version as usize) < MIGRATIONS.len() {
             let dest = copies::path_for(path, version);
