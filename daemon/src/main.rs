@@ -80,7 +80,10 @@ pub use crate::error::chain;
 fn main() -> anyhow::Result<()> {
     // The hidden modes run before anything else: they must stay single-threaded.
     let args: Vec<OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a.as_encoded_bytes().starts_with(b"__")) {
+    if args
+        .get(1)
+        .is_some_and(|a| a.as_encoded_bytes().starts_with(b"__"))
+    {
         // Nothing of a container inherits the daemon's raised open-file limit.
         fd_limit::restore();
     }

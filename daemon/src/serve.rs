@@ -58,10 +58,9 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let host_shutdown = state.exit_requested();
     tokio::pin!(host_shutdown);
-    let mut power = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
-        libc::SIGPWR,
-    ))
-    .context("install SIGPWR handler")?;
+    let mut power =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGPWR))
+            .context("install SIGPWR handler")?;
     let mut stopped_containers = false;
     loop {
         let (stream, _) = tokio::select! {

@@ -130,8 +130,7 @@ fn an_init_that_dies_or_exits_comes_back_with_autorestart() {
 
 #[test]
 fn without_autorestart_or_after_poweroff_it_stays_stopped_and_reboot_restarts() {
-    if !require_root("without_autorestart_or_after_poweroff_it_stays_stopped_and_reboot_restarts")
-    {
+    if !require_root("without_autorestart_or_after_poweroff_it_stays_stopped_and_reboot_restarts") {
         return;
     }
     let d = daemon(&[]);
@@ -215,9 +214,13 @@ fn a_death_while_the_daemon_is_down_is_handled_at_its_next_start() {
     kill_init(gone);
     // Each monitor records the death; then a daemon starts.
     wait_until("the monitors' exit records", LIMIT, || {
-        ["back", "gone"]
-            .iter()
-            .all(|n| d.path().join("containers").join(n).join("exit.json").exists())
+        ["back", "gone"].iter().all(|n| {
+            d.path()
+                .join("containers")
+                .join(n)
+                .join("exit.json")
+                .exists()
+        })
     });
     d.spawn();
     wait_for_new_init(&d, "back", back);
@@ -245,7 +248,14 @@ fn prioritised(d: &TestDaemon) -> std::path::PathBuf {
         // busybox init reads inittab when it starts.
         d.hutch_ok(&["restart", name]);
         d.hutch_ok(&[
-            "config", "device", "add", name, "shared", "disk", &source, "path=/shared",
+            "config",
+            "device",
+            "add",
+            name,
+            "shared",
+            "disk",
+            &source,
+            "path=/shared",
             "shift=true",
         ]);
     }
@@ -267,7 +277,9 @@ fn check_order_and_come_back(d: &mut TestDaemon, order: &std::path::Path) {
     }
     d.spawn();
     for name in ["p10", "p5", "p0"] {
-        wait_until(&format!("{name} back"), LIMIT, || state(d, name).0 == "Running");
+        wait_until(&format!("{name} back"), LIMIT, || {
+            state(d, name).0 == "Running"
+        });
     }
     assert_eq!(state(d, "never").0, "Stopped");
     d.hutch_ok(&["delete", "p10", "p5", "p0", "--force"]);
@@ -282,7 +294,9 @@ fn hutchd_shutdown_stops_by_priority_and_the_next_start_brings_them_back() {
     let mut d = daemon(&[]);
     let order = prioritised(&d);
     let mut cmd = Command::new(hutch_tests::hutchd_bin());
-    cmd.arg("--dir").arg(d.path()).args(["shutdown", "--timeout", "120"]);
+    cmd.arg("--dir")
+        .arg(d.path())
+        .args(["shutdown", "--timeout", "120"]);
     let out = output_within(&mut cmd, b"", COMMAND_LIMIT);
     assert!(
         out.status.success(),

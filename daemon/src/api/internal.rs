@@ -52,7 +52,10 @@ async fn import(
 }
 
 /// Answers once every instance is stopped; the daemon exits right after.
-async fn shutdown(State(e): State<AppState>, caller: Option<Extension<Caller>>) -> Result<Response> {
+async fn shutdown(
+    State(e): State<AppState>,
+    caller: Option<Extension<Caller>>,
+) -> Result<Response> {
     local_only(caller)?;
     e.shutdown_host().await?;
     Ok(sync(serde_json::json!({})))

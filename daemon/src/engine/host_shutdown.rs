@@ -75,7 +75,10 @@ impl Engine {
             };
             running.push(ToStop::from_config(&row.name, &config));
         }
-        tracing::info!(instances = running.len(), "host shutdown: stopping instances");
+        tracing::info!(
+            instances = running.len(),
+            "host shutdown: stopping instances"
+        );
         for group in stop_plan(running) {
             let priority = group[0].priority;
             let stops: Vec<_> = group
@@ -83,19 +86,18 @@ impl Engine {
                 .map(|i| {
                     let e = self.clone();
                     tokio::spawn(async move {
-                        let res = super::lifecycle::stop_for_host_shutdown(
-                            e,
-                            i.name.clone(),
-                            i.timeout,
-                        )
-                        .await;
+                        let res =
+                            super::lifecycle::stop_for_host_shutdown(e, i.name.clone(), i.timeout)
+                                .await;
                         (i.name, res)
                     })
                 })
                 .collect();
             for stop in stops {
                 match stop.await {
-                    Ok((name, Ok(()))) => tracing::info!(instance = %name, priority, "stopped for host shutdown"),
+                    Ok((name, Ok(()))) => {
+                        tracing::info!(instance = %name, priority, "stopped for host shutdown")
+                    }
                     Ok((name, Err(err))) => {
                         tracing::warn!(instance = %name, error = %err.chain(), "stop for host shutdown failed")
                     }
@@ -143,7 +145,12 @@ mod tests {
         ]);
         assert_eq!(
             names(&plan),
-            vec![vec!["a", "b"], vec!["mid"], vec!["low", "zero"], vec!["neg"]]
+            vec![
+                vec!["a", "b"],
+                vec!["mid"],
+                vec!["low", "zero"],
+                vec!["neg"]
+            ]
         );
         assert!(stop_plan(Vec::new()).is_empty());
     }

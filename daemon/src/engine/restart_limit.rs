@@ -82,7 +82,10 @@ mod tests {
         let limit = RestartLimit::new(10, Duration::from_secs(60));
         let t0 = Instant::now();
         for i in 0..10 {
-            assert!(limit.allow("c1", t0 + Duration::from_secs(i)), "restart {i}");
+            assert!(
+                limit.allow("c1", t0 + Duration::from_secs(i)),
+                "restart {i}"
+            );
         }
         assert!(!limit.allow("c1", t0 + Duration::from_secs(30)));
         assert!(!limit.allow("c1", t0 + Duration::from_secs(59)));

@@ -138,7 +138,11 @@ pub fn watch_running(e: &Engine) {
 pub async fn settle_exits_while_away(e: &Engine) {
     let booted = host_boot_time(Path::new("/proc")).unwrap_or(0);
     for row in e.db.instances().unwrap_or_default() {
-        if row.config.get("volatile.last_state.power").map(String::as_str) != Some("RUNNING")
+        if row
+            .config
+            .get("volatile.last_state.power")
+            .map(String::as_str)
+            != Some("RUNNING")
             || runtime_status(e, &row.name).0 != StatusCode::Stopped
         {
             continue;
@@ -181,7 +185,12 @@ async fn handle_exit(e: &Engine, name: &str, token: u64) -> Result<()> {
     }
     // A stop through the API records STOPPED before it lets go of the lock: it is never
     // taken for an end of init, even when init ended by itself as the stop came.
-    if row.config.get("volatile.last_state.power").map(String::as_str) != Some("RUNNING") {
+    if row
+        .config
+        .get("volatile.last_state.power")
+        .map(String::as_str)
+        != Some("RUNNING")
+    {
         return Ok(());
     }
     let record = container::last_exit(&e.runtime_dir(name));
@@ -252,8 +261,7 @@ async fn handle_exit(e: &Engine, name: &str, token: u64) -> Result<()> {
             } else {
                 tracing::info!(instance = %name, how = %how, "stopped by itself");
             }
-            e.events
-                .lifecycle("instance-shutdown", &source, context);
+            e.events.lifecycle("instance-shutdown", &source, context);
             drop(guard);
             if row.ephemeral {
                 super::delete_instance(e.clone(), name.to_string()).await?;
