@@ -333,3 +333,37 @@ fn sigpwr_is_a_host_shutdown_and_sigterm_is_not() {
     d.wait_for_exit(LIMIT);
     check_order_and_come_back(&mut d, &order);
 }
+
+#[test]
+fn hutchd_shutdown_without_a_daemon_stops_the_containers_itself() {
+    if !require_root("hutchd_shutdown_without_a_daemon_stops_the_containers_itself") {
+        return;
+    }
+    let mut d = daemon(&[]);
+    for name in ["s1", "s2"] {
+        d.hutch_ok(&["launch", "bb", name]);
+    }
+    d.kill();
+    let mut cmd = Command::new(hutch_tests::hutchd_bin());
+    cmd.arg("--dir").arg(d.path()).arg("shutdown");
+    let out = output_within(&mut cmd, b"", COMMAND_LIMIT);
+    assert!(
+        out.status.success(),
+        "hutchd shutdown: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["s1", "s2"] {
+        let dir = d.path().join("containers").join(name);
+        assert!(
+            hutch_runtime::container::running_state(&dir).is_none(),
+            "{name} still runs"
+        );
+    }
+    d.spawn();
+    for name in ["s1", "s2"] {
+        wait_until(&format!("{name} back"), LIMIT, || {
+            state(&d, name).0 == "Running"
+        });
+    }
+    d.hutch_ok(&["delete", "s1", "s2", "--force"]);
+}
