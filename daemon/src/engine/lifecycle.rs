@@ -59,7 +59,9 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
     d.db.set_instance_config_key(&name, "volatile.last_state.power", Some("RUNNING"))?;
     // A start begins a new autorestart record (an autorestart writes its own after).
     for key in [watch::KEY_RESTARTS, watch::KEY_LAST, watch::KEY_GAVE_UP] {
-        d.db.set_instance_config_key(&name, key, None)?;
+        if row.config.contains_key(key) {
+            d.db.set_instance_config_key(&name, key, None)?;
+        }
     }
     watch::watch(&d, &name);
     d.events
