@@ -367,3 +367,66 @@ fn hutchd_shutdown_without_a_daemon_stops_the_containers_itself() {
     }
     d.hutch_ok(&["delete", "s1", "s2", "--force"]);
 }
+
+#[test]
+fn autostart_follows_priorities_including_a_profiles() {
+    if !require_root("autostart_follows_priorities_including_a_profiles") {
+        return;
+    }
+    let mut d = daemon(&[]);
+    d.hutch_ok(&["profile", "create", "prio5"]);
+    d.hutch_ok(&["profile", "set", "prio5", "boot.autostart.priority=5"]);
+    d.hutch_ok(&["launch", "bb", "a0", "-c", "boot.autostart=true"]);
+    d.hutch_ok(&[
+        "launch",
+        "bb",
+        "a5",
+        "-p",
+        "default",
+        "-p",
+        "prio5",
+        "-c",
+        "boot.autostart=true",
+    ]);
+    d.hutch_ok(&[
+        "launch",
+        "bb",
+        "a10",
+        "-c",
+        "boot.autostart=true",
+        "-c",
+        "boot.autostart.priority=10",
+        "-c",
+        "boot.autostart.delay=1",
+    ]);
+    // The host goes down with the daemon and every container.
+    d.kill();
+    for name in ["a0", "a5", "a10"] {
+        hutch_runtime::container::stop(
+            &d.path().join("containers").join(name),
+            Duration::from_secs(1),
+            true,
+        )
+        .unwrap();
+    }
+    d.spawn();
+    for name in ["a0", "a5", "a10"] {
+        wait_until(&format!("{name} autostarted"), LIMIT, || {
+            state(&d, name).0 == "Running"
+        });
+    }
+    // The new daemon's log: the order of the starts.
+    let log = fs::read_to_string(d.path().join("hutchd.log")).unwrap();
+    let started: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lifecycle") && l.contains("instance-started"))
+        .filter_map(|l| {
+            ["a10", "a5", "a0"].into_iter().find(|n| {
+                l.contains(&format!("/1.0/instances/{n}\""))
+                    || l.ends_with(&format!("/1.0/instances/{n}"))
+            })
+        })
+        .collect();
+    assert_eq!(started, ["a10", "a5", "a0"], "{log}");
+    d.hutch_ok(&["delete", "a0", "a5", "a10", "--force"]);
+}
