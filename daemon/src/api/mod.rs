@@ -46,7 +46,8 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        // LXD answers a full disk with 500 too.
+        ErrorKind::Internal | ErrorKind::NoSpace => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -215,6 +216,23 @@ pub fn operation(
     let op = d
         .operations()
         .create("task", description, resources, Value::Null);
+    d.operations()
+        .run(op.clone(), async move { work.await.map(|()| None) });
+    accepted(&op)
+}
+
+/// [`operation`] whose work stops and undoes itself on `DELETE /1.0/operations/<id>`
+/// (`may_cancel`).
+pub fn cancellable_operation(
+    d: &AppState,
+    description: &str,
+    resources: std::collections::BTreeMap<String, Vec<String>>,
+    work: crate::engine::Work,
+) -> Response {
+    let op = d
+        .operations()
+        .create("task", description, resources, Value::Null);
+    op.set_cancellable();
     d.operations()
         .run(op.clone(), async move { work.await.map(|()| None) });
     accepted(&op)

@@ -13,6 +13,7 @@ pub(crate) mod backup_config;
 mod backup_import;
 mod backup_yaml;
 mod backups;
+pub(crate) mod cancel;
 pub mod certificates;
 pub mod console;
 pub(crate) mod create;
@@ -22,6 +23,7 @@ pub mod fault;
 #[cfg(test)]
 mod fault_tests;
 pub mod files;
+mod host_shutdown;
 mod idmaps;
 mod image_catalog;
 mod image_pull;
@@ -39,15 +41,18 @@ mod profiles;
 mod reconcile;
 pub mod recover;
 mod resources;
+mod restart_limit;
 pub mod revert;
 mod schedule;
 mod server;
 mod snapshot;
 mod spec;
+pub mod supervision;
 mod templates;
 mod volume_copy;
 mod volume_snapshots;
 pub mod volumes;
+mod watch;
 
 pub use autostart::autostart;
 pub use backup_import::BackupUpload;
@@ -139,6 +144,7 @@ impl Engine {
     /// The daemon's background work: network supervision, autostart, scheduled snapshots.
     pub fn start_background_tasks(&self) {
         networks::start_supervisor(self.clone());
+        watch::watch_running(self);
         autostart(self.clone());
         start_scheduler(self.clone());
         image_tasks::start_image_tasks(self.clone());
