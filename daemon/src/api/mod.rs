@@ -5,7 +5,7 @@ mod backups;
 mod certificates;
 mod console;
 mod events;
-mod exec;
+pub mod exec;
 mod files;
 mod images;
 mod instances;
