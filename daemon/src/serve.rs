@@ -26,6 +26,7 @@ pub async fn serve(
         .context("recover the state directory")?;
     // Exec sessions earlier daemons left running are served again, before clients return.
     crate::api::exec::readopt(&state).await;
+    crate::api::console::readopt(&state).await;
     let https = crate::https::HttpsListener::new(
         state
             .tls_server_config()

@@ -215,3 +215,42 @@ fn cancel_and_check(d: &TestDaemon, op: &str, marker: &str) {
         .collect();
     assert!(helpers.is_empty(), "{helpers:?}");
 }
+
+#[test]
+fn a_console_session_survives_kill_9_and_a_restart() {
+    if !require_root("a_console_session_survives_kill_9_and_a_restart") {
+        return;
+    }
+    let mut d = daemon_with_container("s1");
+    let cmd = format!("{} console s1", hutch_bin().display());
+    let mut term =
+        hutch_tests::TerminalSession::start(&cmd, &[("HUTCH_DIR", d.path().as_os_str())]);
+    let say = |d: &TestDaemon, what: &str| {
+        d.hutch_ok(&[
+            "exec",
+            "s1",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo {what} > /dev/console"),
+        ]);
+    };
+    term.wait_for("CONSOLE-BEFORE", |seen| {
+        if seen.contains("detach") {
+            say(&d, "CONSOLE-BEFORE");
+        }
+    });
+    d.kill();
+    d.spawn();
+    // What the console says while no client is attached is not replayed: said until the
+    // client is back and shows it.
+    term.wait_for("CONSOLE-AFTER", |_| say(&d, "CONSOLE-AFTER"));
+    term.type_keys(&[b"\x01", b"q"]);
+    let status = term.wait();
+    assert!(status.success(), "console did not detach cleanly: {status}");
+    wait_until("the console operation ends", Duration::from_secs(10), || {
+        let dir = d.path().join("containers/s1/consoles");
+        std::fs::read_dir(dir).map_or(true, |mut rd| rd.next().is_none())
+    });
+    d.hutch_ok(&["delete", "--force", "s1"]);
+}

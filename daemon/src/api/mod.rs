@@ -3,7 +3,7 @@
 
 mod backups;
 mod certificates;
-mod console;
+pub mod console;
 mod events;
 pub mod exec;
 mod files;
