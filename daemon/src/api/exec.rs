@@ -340,7 +340,7 @@ enum Input {
 
 enum Step {
     Output(std::io::Result<usize>),
-    Connected(Option<WebSocket>),
+    Connected(Option<Box<WebSocket>>),
     Client(Option<std::result::Result<Message, axum::Error>>),
 }
 
@@ -423,7 +423,7 @@ async fn bridge<R, W>(
                         None => std::future::pending().await,
                     }
                 }, if !eof => Step::Output(n),
-                next = more.recv(), if *more_open => Step::Connected(next),
+                next = more.recv(), if *more_open => Step::Connected(next.map(Box::new)),
                 msg = ws.next() => Step::Client(msg),
             }
         };
@@ -434,7 +434,7 @@ async fn bridge<R, W>(
             }
             Step::Output(Ok(n)) => pending = Some(Message::Binary(buf[..n].to_vec())),
             // One live connection per fd: the newest.
-            Step::Connected(Some(ws)) => conn.live = Some(ws),
+            Step::Connected(Some(ws)) => conn.live = Some(*ws),
             Step::Connected(None) => conn.more_open = false,
             Step::Client(None) | Step::Client(Some(Err(_))) => conn.live = None,
             Step::Client(Some(Ok(msg))) => {
@@ -491,7 +491,10 @@ async fn serve_pipes(
     mut conns: HashMap<String, Conn>,
 ) -> Result<i32> {
     let controls = Arc::new(piped.process.controls()?);
-    let control = tokio::spawn(serve_control(take_conn(&mut conns, "control")?, controls.clone()));
+    let control = tokio::spawn(serve_control(
+        take_conn(&mut conns, "control")?,
+        controls.clone(),
+    ));
     let none_out: Option<tokio::net::unix::pipe::Receiver> = None;
     let none_in: Option<tokio::net::unix::pipe::Sender> = None;
     let stdin = tokio::spawn(bridge(
@@ -538,7 +541,10 @@ async fn serve_pipes(
 /// Interactive: one pty, both ways over websocket 0.
 async fn serve_pty(op: &OpEntry, pty: PtyExec, mut conns: HashMap<String, Conn>) -> Result<i32> {
     let controls = Arc::new(pty.controls);
-    let control = tokio::spawn(serve_control(take_conn(&mut conns, "control")?, controls.clone()));
+    let control = tokio::spawn(serve_control(
+        take_conn(&mut conns, "control")?,
+        controls.clone(),
+    ));
     let (done, done_rx) = oneshot::channel();
     // The pty reports EIO once the command and its children have closed it.
     let data = tokio::spawn(bridge(

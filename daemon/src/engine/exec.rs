@@ -94,9 +94,9 @@ impl Engine {
             AdoptedExec::Detached(ExecProcess { session })
         } else if id.interactive {
             let controls = ExecControls(session.controller()?);
-            let master = session.take_pty().ok_or_else(|| {
-                DaemonError::failed("attach to", "the session", "it has no pty")
-            })?;
+            let master = session
+                .take_pty()
+                .ok_or_else(|| DaemonError::failed("attach to", "the session", "it has no pty"))?;
             AdoptedExec::Pty(pty_exec(master, controls, session)?)
         } else {
             let pipes = pipes.ok_or_else(|| {
@@ -119,7 +119,11 @@ impl Engine {
 }
 
 /// A pty session's halves for the API.
-fn pty_exec(master: std::fs::File, controls: ExecControls, session: ExecSession) -> Result<PtyExec> {
+fn pty_exec(
+    master: std::fs::File,
+    controls: ExecControls,
+    session: ExecSession,
+) -> Result<PtyExec> {
     let writer = master
         .try_clone()
         .map_err(|e| DaemonError::io("dup", "pty", e))?;
@@ -345,10 +349,9 @@ impl Exec {
             name,
             request,
         } = self;
-        let mut session = blocking(move || {
-            Self::start(&engine, &name, &request, ExecStdio::Pty, &identity, &[])
-        })
-        .await?;
+        let mut session =
+            blocking(move || Self::start(&engine, &name, &request, ExecStdio::Pty, &identity, &[]))
+                .await?;
         // The controls share the pty, for window-resize: taken before the pty goes.
         let controls = ExecControls(session.controller()?);
         let master = session
@@ -390,8 +393,14 @@ impl Exec {
                 stdout,
                 stderr,
             };
-            let session =
-                Self::start(&self.engine, &self.name, &self.request, stdio, &identity, &[])?;
+            let session = Self::start(
+                &self.engine,
+                &self.name,
+                &self.request,
+                stdio,
+                &identity,
+                &[],
+            )?;
             revert.success();
             Ok((session, logs))
         })

@@ -101,6 +101,12 @@ fn run(dir: &Path, control: OwnedFd, born_in_cgroup2: bool) -> Result<()> {
             })
         }
     };
+    // The host's /dev/null, opened before we join the container (whose /dev/null may not
+    // be ours to open): it replaces our copies of the command's stdio once it runs.
+    let null = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| RuntimeError::sys("open /dev/null", e))?;
+    // SAFETY: open returned a new fd that we own.
+    let null = unsafe { OwnedFd::from_raw_fd(null) };
     join_container(&state, dir, born_in_cgroup2)?;
     if let Some(cwd) = &req.cwd {
         check_cwd(cwd)?;
@@ -137,19 +143,22 @@ fn run(dir: &Path, control: OwnedFd, born_in_cgroup2: bool) -> Result<()> {
                 drop(slave);
                 master
             });
-            // Our copies of the caller's stdio must not keep its pipes open.
-            if let Ok(null) = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
-                for fd in 0..3 {
-                    let _ = dup2(null, fd);
-                }
-                let _ = nix::unistd::close(null);
+            // Our copies of the caller's stdio must not keep its pipes open (a kept session
+            // would never let its output end).
+            for fd in 0..3 {
+                let _ = dup2(null.as_raw_fd(), fd);
             }
+            drop(null);
             send_msg(
                 control.as_fd(),
                 &ExecEvent::Started {
                     pid: child.as_raw(),
                 },
-                &master.as_ref().map(|m| m.as_raw_fd()).into_iter().collect::<Vec<_>>(),
+                &master
+                    .as_ref()
+                    .map(|m| m.as_raw_fd())
+                    .into_iter()
+                    .collect::<Vec<_>>(),
             )?;
             let kept = match (listener.is_some(), master, kept_pipes) {
                 (true, Some(master), _) => Kept::Pty(master),

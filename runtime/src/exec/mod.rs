@@ -427,11 +427,12 @@ pub fn attach(socket: &Path) -> Result<(ExecSession, Option<AttachedPipes>)> {
         },
         &[],
     )?;
-    let (event, mut fds) = recv_msg::<ExecEvent>(control.as_fd(), "attached")?.ok_or_else(|| {
-        RuntimeError::ExecFailed {
-            reason: "the exec session hung up".into(),
-        }
-    })?;
+    let (event, mut fds) =
+        recv_msg::<ExecEvent>(control.as_fd(), "attached")?.ok_or_else(|| {
+            RuntimeError::ExecFailed {
+                reason: "the exec session hung up".into(),
+            }
+        })?;
     let ExecEvent::Attached {
         version,
         pid,
