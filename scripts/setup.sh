@@ -65,8 +65,31 @@ Restart=on-failure
 [Install]
 WantedBy=multi-user.target
 UNIT
+    # Host shutdown stops the containers in boot.stop.priority order through a second
+    # unit, as LXD's lxd-containers: its ExecStop runs `hutchd shutdown` when the host
+    # goes down (it stops before hutchd, being ordered after it). `systemctl restart
+    # hutchd` (an upgrade) does not touch it: Wants= passes no stop or restart on, and
+    # hutchd's SIGTERM leaves containers running.
+    cat >/etc/systemd/system/hutchd-containers.service <<UNIT
+[Unit]
+Description=hutch - stop containers in order at host shutdown
+After=hutchd.service
+Wants=hutchd.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+Environment=HUTCH_DIR=$HUTCH_DIR
+ExecStart=/bin/true
+ExecStop=/usr/local/bin/hutchd shutdown
+TimeoutStopSec=600
+
+[Install]
+WantedBy=multi-user.target
+UNIT
     systemctl daemon-reload
     systemctl enable --now hutchd
+    systemctl enable --now hutchd-containers
 else
     setsid nohup hutchd --verbose >>/var/log/hutchd.log 2>&1 </dev/null &
 fi

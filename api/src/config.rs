@@ -33,6 +33,13 @@ pub static INSTANCE_KEYS: &[ConfigKey] = &[
         validate: is_bool,
     },
     ConfigKey {
+        name: "boot.autorestart",
+        default: "false",
+        live: true,
+        doc: "start again when init ends unasked (10 times a minute at most)",
+        validate: is_bool,
+    },
+    ConfigKey {
         name: "boot.autostart.delay",
         default: "0",
         live: true,
@@ -510,6 +517,8 @@ mod tests {
         );
         assert!(validate_instance_config(&cfg(&[("environment.", "x")])).is_err());
         assert!(validate_instance_config(&cfg(&[("boot.autostart", "maybe")])).is_err());
+        assert!(validate_instance_config(&cfg(&[("boot.autorestart", "true")])).is_ok());
+        assert!(validate_instance_config(&cfg(&[("boot.autorestart", "often")])).is_err());
     }
 
     #[test]

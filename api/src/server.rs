@@ -55,6 +55,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "backup_compression_algorithm",
     "container_backup_override_pool",
     "backup_override_name",
+    // Incus's: `boot.autorestart`.
+    "instance_auto_restart",
 ];
 
 /// The writable part of the server: its config. `null` values unset keys; a write-only key

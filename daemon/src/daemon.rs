@@ -43,6 +43,8 @@ pub struct Daemon {
     pub(in crate::engine) identity: hutch_tls::Identity,
     /// The trust store's fingerprints, in memory (the HTTPS auth check reads it).
     pub(in crate::engine) trust: crate::engine::certificates::TrustCache,
+    /// Watchers of running instances, the autorestart limit, host shutdown.
+    pub(in crate::engine) supervision: crate::engine::supervision::Supervision,
 }
 
 /// What handlers and background tasks hold.
@@ -170,6 +172,7 @@ impl Daemon {
             ),
             locks: NamedLocks::default(),
             image_locks: NamedLocks::default(),
+            supervision: crate::engine::supervision::Supervision::new(),
         })
     }
 

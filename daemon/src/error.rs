@@ -16,6 +16,10 @@ pub enum ErrorKind {
     /// The client's ETag does not match the object's.
     PreconditionFailed,
     NotImplemented,
+    /// The disk under the state directory (or a pool) is full: SQLite's `SQLITE_FULL` or
+    /// an `ENOSPC` anywhere in the causes. Reads still work; writes work again once space
+    /// returns.
+    NoSpace,
     /// The host failed: a disk, a command, the database.
     Internal,
 }
@@ -53,6 +57,9 @@ pub enum DaemonError {
     Config(#[from] hutch_api::config::ConfigError),
     #[error("database")]
     Database(#[from] rusqlite::Error),
+    /// The database was not opened (a newer schema, a damaged file).
+    #[error(transparent)]
+    DatabaseOpen(#[from] crate::db::OpenError),
     #[error(transparent)]
     Runtime(#[from] hutch_runtime::RuntimeError),
     #[error(transparent)]
@@ -115,6 +122,11 @@ impl DaemonError {
 
     /// The kind of failure, from this error or the library error it wraps.
     pub fn kind(&self) -> ErrorKind {
+        // A full disk surfaces through any layer (SQLite, a file write, a library's io
+        // error), so the causes decide, not the variant.
+        if no_space_in(self) {
+            return ErrorKind::NoSpace;
+        }
         match self {
             DaemonError::NotFound(_) => ErrorKind::NotFound,
             DaemonError::BadRequest(_) | DaemonError::Config(_) => ErrorKind::InvalidInput,
@@ -130,6 +142,7 @@ impl DaemonError {
             DaemonError::Backup(hutch_backup::BackupError::Io { .. }) => ErrorKind::Internal,
             DaemonError::Backup(_) => ErrorKind::InvalidInput,
             DaemonError::Database(_)
+            | DaemonError::DatabaseOpen(_)
             | DaemonError::Io { .. }
             | DaemonError::Failed { .. }
             | DaemonError::Task(_) => ErrorKind::Internal,
@@ -138,13 +151,38 @@ impl DaemonError {
 
     /// The message with its causes, as one line.
     pub fn chain(&self) -> String {
-        chain(self)
+        let message = chain(self);
+        // Clients match LXD's lowercase wording; SQLite says "database or disk is full"
+        // and the kernel "No space left on device".
+        if self.kind() == ErrorKind::NoSpace && !message.contains("no space left") {
+            return format!("no space left on device: {message}");
+        }
+        message
     }
 
     /// LXD's error envelope for this error under `status`.
     pub fn envelope(&self, status: u16) -> Envelope {
         Envelope::error(status, &self.chain())
     }
+}
+
+/// Whether `err` or one of its causes is a full disk.
+fn no_space_in(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::ENOSPC) {
+                return true;
+            }
+        }
+        if let Some(sql) = e.downcast_ref::<rusqlite::Error>() {
+            if sql.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// An error and its causes as one line ("failed to mount x: permission denied").
@@ -174,5 +212,25 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Internal);
         let db = DaemonError::from(rusqlite::Error::InvalidQuery);
         assert_eq!(db.chain(), "database: Query is not read-only");
+    }
+
+    #[test]
+    fn a_full_disk_is_its_own_kind_with_lxds_words() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        let e = DaemonError::from(full);
+        assert_eq!(e.kind(), ErrorKind::NoSpace);
+        let msg = e.envelope(500).error;
+        assert!(
+            msg.starts_with("no space left on device: database"),
+            "{msg}"
+        );
+        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = DaemonError::failed("write", "backup.yaml", DaemonError::io("write", "f", io));
+        assert_eq!(e.kind(), ErrorKind::NoSpace);
+        let other = DaemonError::io("write", "f", std::io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(other.kind(), ErrorKind::Internal);
     }
 }

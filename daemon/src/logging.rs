@@ -18,7 +18,13 @@ pub fn init(level: &str, events: EventHub) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        // A log that cannot be written (full disk, closed pipe) is skipped: the layer's own
+        // report of that goes through `eprintln!`, which panics when stderr fails.
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .log_internal_errors(false),
+        )
         .with(EventLayer { events })
         .init();
 }

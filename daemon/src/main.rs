@@ -8,6 +8,7 @@ mod dev;
 mod engine;
 mod error;
 mod events;
+mod fd_limit;
 mod https;
 mod init;
 mod layout;
@@ -15,6 +16,7 @@ mod logging;
 mod operations;
 mod recover;
 mod serve;
+mod shutdown;
 
 // The daemon's state and its database belong to the engine; these names are shortcuts.
 use engine::{daemon, db};
@@ -56,6 +58,10 @@ enum Command {
     /// was lost): pools, instances with their snapshots, custom volumes. Goes through the
     /// running daemon's API when one runs.
     Recover(recover::RecoverArgs),
+    /// Stop every container, highest boot.stop.priority first, and have the daemon exit,
+    /// as `lxd shutdown`: for host shutdown (SIGPWR to hutchd does the same). SIGTERM, as
+    /// a restart or upgrade sends, stops the daemon alone.
+    Shutdown(shutdown::ShutdownArgs),
     /// Drive one container through the runtime, without the API (developer tool).
     #[command(subcommand)]
     Container(dev::ContainerCommand),
@@ -74,6 +80,13 @@ pub use crate::error::chain;
 fn main() -> anyhow::Result<()> {
     // The hidden modes run before anything else: they must stay single-threaded.
     let args: Vec<OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a.as_encoded_bytes().starts_with(b"__"))
+    {
+        // Nothing of a container inherits the daemon's raised open-file limit.
+        fd_limit::restore();
+    }
     // rsync appends its own arguments to this one's: any count is fine.
     if args.len() >= 3 && args[1] == "__netcat" {
         engine::migration::netcat_main(&args[2]);
@@ -100,6 +113,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let cli = Cli::parse();
+    if cli.command.is_none() {
+        // Before any thread: it records the original limit in the environment.
+        fd_limit::raise();
+    }
     let level = if cli.debug {
         "debug"
     } else if cli.verbose {
@@ -138,6 +155,13 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Some(Command::Shutdown(args)) => {
+            if let Err(e) = shutdown::run(&cli.dir, hutchd, events, args) {
+                eprintln!("Error: {}", chain(&e));
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Some(Command::Container(cmd)) => {
             std::fs::create_dir_all(&cli.dir)
                 .with_context(|| format!("create {}", cli.dir.display()))?;

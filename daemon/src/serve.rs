@@ -9,8 +9,9 @@ use tokio::net::UnixListener;
 
 use crate::daemon::Daemon;
 
-/// Opens the state, reconciles it, and serves until SIGTERM or SIGINT. Containers keep
-/// running when the daemon stops.
+/// Opens the state, reconciles it, and serves until SIGTERM or SIGINT (containers keep
+/// running: that is what an upgrade relies on) or a host shutdown (SIGPWR or `hutchd
+/// shutdown`: containers are stopped in `boot.stop.priority` order first).
 pub async fn serve(
     dir: &Path,
     hutchd: std::path::PathBuf,
@@ -58,6 +59,12 @@ pub async fn serve(
     state.start_background_tasks();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let host_shutdown = state.exit_requested();
+    tokio::pin!(host_shutdown);
+    let mut power =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGPWR))
+            .context("install SIGPWR handler")?;
+    let mut stopped_containers = false;
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -68,6 +75,22 @@ pub async fn serve(
                 }
             },
             _ = &mut shutdown => break,
+            _ = &mut host_shutdown => {
+                stopped_containers = true;
+                break;
+            }
+            _ = power.recv() => {
+                tracing::info!("SIGPWR: host shutdown");
+                // The API keeps serving while the containers stop; the exit comes from
+                // `host_shutdown` above once they are.
+                let e = state.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = e.shutdown_host().await {
+                        tracing::error!(error = %err.chain(), "host shutdown failed");
+                    }
+                });
+                continue;
+            }
         };
         tokio::spawn(crate::https::serve_connection(
             stream,
@@ -75,7 +98,11 @@ pub async fn serve(
             crate::auth::Caller::Unix,
         ));
     }
-    tracing::info!("hutchd stopped; containers keep running");
+    if stopped_containers {
+        tracing::info!("hutchd stopped after stopping its containers (host shutdown)");
+    } else {
+        tracing::info!("hutchd stopped; containers keep running");
+    }
     Ok(())
 }
 

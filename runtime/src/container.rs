@@ -39,6 +39,12 @@ pub fn running_state(dir: &Path) -> Option<MonitorState> {
     (crate::sys::process_start_time(state.init_pid) == Some(state.init_start_time)).then_some(state)
 }
 
+/// How the container last ended, from the record its monitor left (none when it never
+/// stopped, or the record is unreadable).
+pub fn last_exit(dir: &Path) -> Option<ExitRecord> {
+    read_json(&RuntimeDir::new(dir).exit()).ok().flatten()
+}
+
 /// The cgroup of a running container, from its published state.
 pub fn cgroup_of_state(state: &MonitorState) -> Box<dyn CgroupDriver> {
     cgroup::open(&state.cgroup_layout, &state.cgroup, Arc::new(RealCgroupFs))
@@ -82,6 +88,7 @@ fn stop_orphan(dir: &Path, state: &MonitorState, timeout: Duration, force: bool)
         code: None,
         signal: None,
         stopped_at: crate::state::unix_now(),
+        requested: true,
     };
     let _ = crate::state::write_json_atomic(&rd.exit(), &record);
     let _ = std::fs::remove_file(rd.socket());

@@ -104,6 +104,38 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
     /// Unix time it ended.
     pub stopped_at: u64,
+    /// Whether someone asked for the stop (the monitor's `Stop`), rather than init ending
+    /// by itself.
+    #[serde(default)]
+    pub requested: bool,
+}
+
+/// Why a container's init ended, as far as the host can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCause {
+    /// A stop was asked of the monitor.
+    Requested,
+    /// `poweroff` or `halt` inside: the kernel ends a pid namespace's init with SIGINT.
+    Poweroff,
+    /// `reboot` inside: the kernel ends a pid namespace's init with SIGHUP.
+    Reboot,
+    /// Anything else: init exited, crashed or was killed.
+    Ended,
+}
+
+impl ExitRecord {
+    /// How the container ended. From the host only SIGKILL and SIGSTOP reach an init that
+    /// has no handler, so a death by SIGINT or SIGHUP is the kernel's reboot(2) verdict.
+    pub fn cause(&self) -> ExitCause {
+        if self.requested {
+            return ExitCause::Requested;
+        }
+        match self.signal {
+            Some(libc::SIGINT) => ExitCause::Poweroff,
+            Some(libc::SIGHUP) => ExitCause::Reboot,
+            _ => ExitCause::Ended,
+        }
+    }
 }
 
 /// Seconds since the epoch.
@@ -153,11 +185,52 @@ mod tests {
             code: Some(0),
             signal: None,
             stopped_at: 5,
+            requested: false,
         };
         write_json_atomic(&rd.exit(), &rec).unwrap();
         assert_eq!(read_json::<ExitRecord>(&rd.exit()).unwrap(), Some(rec));
         assert!(!rd.exit().with_extension("json.tmp").exists());
         assert_eq!(read_json::<ExitRecord>(&rd.state()).unwrap(), None);
+    }
+
+    #[test]
+    fn causes_follow_the_request_and_the_kernels_reboot_signals() {
+        let rec = |signal: Option<i32>, code: Option<i32>, requested: bool| ExitRecord {
+            code,
+            signal,
+            stopped_at: 1,
+            requested,
+        };
+        assert_eq!(
+            rec(Some(libc::SIGINT), None, false).cause(),
+            ExitCause::Poweroff
+        );
+        assert_eq!(
+            rec(Some(libc::SIGHUP), None, false).cause(),
+            ExitCause::Reboot
+        );
+        assert_eq!(
+            rec(Some(libc::SIGKILL), None, false).cause(),
+            ExitCause::Ended
+        );
+        assert_eq!(rec(None, Some(3), false).cause(), ExitCause::Ended);
+        assert_eq!(rec(None, Some(0), false).cause(), ExitCause::Ended);
+        // A stop asked for wins, whatever signal ended init.
+        assert_eq!(
+            rec(Some(libc::SIGKILL), None, true).cause(),
+            ExitCause::Requested
+        );
+        assert_eq!(
+            rec(Some(libc::SIGINT), None, true).cause(),
+            ExitCause::Requested
+        );
+    }
+
+    #[test]
+    fn older_records_read_as_not_requested() {
+        let rec: ExitRecord =
+            serde_json::from_str(r#"{"code":null,"signal":9,"stopped_at":3}"#).unwrap();
+        assert!(!rec.requested);
     }
 
     #[test]

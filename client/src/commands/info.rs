@@ -34,6 +34,26 @@ pub fn info_time(t: &str) -> Option<String> {
     ))
 }
 
+/// hutch's own line (LXD has none): what `boot.autorestart` did since the instance was
+/// last started by hand, from the daemon's `volatile.autorestart.*` keys.
+fn autorestart_line(config: &Value) -> String {
+    let count = s(&config["volatile.autorestart.count"]);
+    let when = |key: &str| info_time(&s(&config[key]));
+    let restarts = match count.as_str() {
+        "" => String::new(),
+        "1" => " after 1 restart".to_string(),
+        n => format!(" after {n} restarts"),
+    };
+    if let Some(t) = when("volatile.autorestart.gave_up") {
+        return format!("Autorestart: gave up {t}{restarts}: restarted too often, left stopped\n");
+    }
+    match (count.as_str(), when("volatile.autorestart.last")) {
+        ("", _) | (_, None) => String::new(),
+        ("1", Some(t)) => format!("Autorestart: restarted 1 time, last {t}\n"),
+        (n, Some(t)) => format!("Autorestart: restarted {n} times, last {t}\n"),
+    }
+}
+
 /// The text of `hutch info NAME` for the instance object `v` (recursion=1: with state
 /// and snapshots).
 pub fn render_instance(v: &Value) -> String {
@@ -61,6 +81,7 @@ pub fn render_instance(v: &Value) -> String {
     if let Some(t) = info_time(&s(&v["last_used_at"])) {
         o += &format!("Last Used: {t}\n");
     }
+    o += &autorestart_line(&v["config"]);
     if pid != 0 {
         o += "\nResources:\n";
         o += &format!("  Processes: {}\n", n(&st["processes"]));
@@ -344,6 +365,24 @@ mod tests {
         assert!(
             text.contains("| s0   | 2026/12/02 05:00 UTC |            | NO       |"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn autorestarts_are_shown_and_a_give_up_is_said() {
+        assert_eq!(autorestart_line(&json!({})), "");
+        let restarted = json!({"volatile.autorestart.count": "3",
+            "volatile.autorestart.last": "2026-12-02T05:00:00Z"});
+        assert_eq!(
+            autorestart_line(&restarted),
+            "Autorestart: restarted 3 times, last 2026/12/02 05:00 UTC\n"
+        );
+        let gave_up = json!({"volatile.autorestart.count": "10",
+            "volatile.autorestart.last": "2026-12-02T05:00:00Z",
+            "volatile.autorestart.gave_up": "2026-12-02T05:01:00Z"});
+        assert_eq!(
+            autorestart_line(&gave_up),
+            "Autorestart: gave up 2026/12/02 05:01 UTC after 10 restarts: restarted too often, left stopped\n"
         );
     }
 

@@ -1,11 +1,12 @@
 //! `/internal/recover/validate` and `/internal/recover/import` (LXD's paths), for
 //! `hutchd recover`: on the unix socket only, since they read and rewrite the database
-//! from what the host's disks hold.
+//! from what the host's disks hold. `/internal/shutdown` (LXD's), for `hutchd shutdown`:
+//! the host goes down, so every instance is stopped in order and the daemon exits.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{post, put};
 use axum::{Extension, Router};
 use hutch_api::recover::RecoverPost;
 
@@ -18,13 +19,14 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/internal/recover/validate", post(validate))
         .route("/internal/recover/import", post(import))
+        .route("/internal/shutdown", put(shutdown))
 }
 
 fn local_only(caller: Option<Extension<Caller>>) -> Result<()> {
     match caller.as_deref() {
         Some(Caller::Unix) => Ok(()),
         _ => Err(DaemonError::Forbidden(
-            "recover is only available on the unix socket".into(),
+            "only available on the unix socket".into(),
         )),
     }
 }
@@ -47,6 +49,16 @@ async fn import(
     local_only(caller)?;
     let req: RecoverPost = parse_request(&body)?;
     Ok(sync(e.recover_from_pools(req, true).await?))
+}
+
+/// Answers once every instance is stopped; the daemon exits right after.
+async fn shutdown(
+    State(e): State<AppState>,
+    caller: Option<Extension<Caller>>,
+) -> Result<Response> {
+    local_only(caller)?;
+    e.shutdown_host().await?;
+    Ok(sync(serde_json::json!({})))
 }
 
 /// An empty body asks for every pool.

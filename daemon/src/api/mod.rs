@@ -46,7 +46,8 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        // LXD answers a full disk with 500 too.
+        ErrorKind::Internal | ErrorKind::NoSpace => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

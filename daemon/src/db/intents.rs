@@ -15,6 +15,9 @@ pub enum IntentKind {
     Image,
     /// A custom volume of a pool, with its snapshots.
     Volume,
+    /// A custom volume being created: its row is recorded with this intent, its volume
+    /// made, then the intent cleared; a restart finds one left and removes both.
+    VolumeCreate,
     /// A storage pool and what backs it.
     Pool,
     /// An instance snapshot, named `<instance>/<snapshot>`.
@@ -24,10 +27,11 @@ pub enum IntentKind {
 }
 
 impl IntentKind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             IntentKind::Image => "delete-image",
             IntentKind::Volume => "delete-volume",
+            IntentKind::VolumeCreate => "create-volume",
             IntentKind::Pool => "delete-pool",
             IntentKind::Snapshot => "delete-snapshot",
             IntentKind::Network => "delete-network",
@@ -38,6 +42,7 @@ impl IntentKind {
         [
             IntentKind::Image,
             IntentKind::Volume,
+            IntentKind::VolumeCreate,
             IntentKind::Pool,
             IntentKind::Snapshot,
             IntentKind::Network,

@@ -4,6 +4,8 @@
 pub mod backups;
 pub mod certificates;
 pub mod config;
+pub mod copies;
+pub mod health;
 pub mod images;
 pub mod instances;
 pub mod intents;
@@ -12,6 +14,8 @@ pub mod pools;
 pub mod profiles;
 pub mod snapshots;
 pub mod volumes;
+
+pub use health::OpenError;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -160,13 +164,33 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (creating) the database at `path` and brings its schema up to date.
+    /// Opens (creating) the database at `path` and brings its schema up to date. Refused,
+    /// with nothing written: a schema newer than this binary's, a damaged file. An existing
+    /// database is copied aside before a migration changes it.
     pub(in crate::engine) fn open(path: &Path) -> Result<Self> {
         let mut conn = Connection::open(path)?;
+        // Other openers (`hutchd init`, `hutchd recover`) wait for a writer, not fail.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Read-only checks first: a refused database must be left as it was found. A WAL
+        // left by a kill -9 is replayed by SQLite here.
+        let version = health::schema_version(&conn, path)?;
+        health::check_version(version, MIGRATIONS.len())?;
+        health::quick_check(&conn, path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        migrate(&mut conn)?;
+        // FULL: a commit survives power loss (NORMAL may lose the last ones while their
+        // volumes exist). Measured: 1.5-2.4 ms a commit against 0.12 ms; a launch makes 6.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        if version > 0 && (version as usize) < MIGRATIONS.len() {
+            let dest = copies::path_for(path, version);
+            copies::copy(&conn, &dest).map_err(|source| OpenError::Copy {
+                path: dest.display().to_string(),
+                source,
+            })?;
+            copies::prune(path, copies::KEEP);
+            tracing::info!(from = version, to = MIGRATIONS.len(), copy = %dest.display(), "migrating the database");
+        }
+        migrate(&mut conn, version as usize)?;
         Ok(Db {
             conn: Mutex::new(conn),
         })
@@ -178,9 +202,7 @@ impl Db {
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: usize =
-        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+fn migrate(conn: &mut Connection, version: usize) -> Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -215,5 +237,119 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v as usize, MIGRATIONS.len());
+        // A new database is not copied: there is nothing to go back to.
+        assert!(copies::list(&path).is_empty());
+    }
+
+    fn set_version(path: &Path, v: i64) {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "user_version", v).unwrap();
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.db");
+        drop(Db::open(&path).unwrap());
+        set_version(&path, MIGRATIONS.len() as i64 + 1);
+        let before = std::fs::read(&path).unwrap();
+        let e = Db::open(&path).unwrap_err();
+        assert!(
+            e.chain().contains("is newer than this hutchd supports"),
+            "{}",
+            e.chain()
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn an_older_database_is_copied_before_it_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.db");
+        let old = MIGRATIONS.len() as i64 - 1;
+        drop(Db::open(&path).unwrap());
+        {
+            // What the previous binary left: one migration fewer, a row of its own.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("DROP TABLE backups; INSERT INTO config VALUES ('k', 'v');")
+                .unwrap();
+            conn.pragma_update(None, "user_version", old).unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let v: i64 = db
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let copy = Connection::open(copies::path_for(&path, old)).unwrap();
+        let cv: i64 = copy
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(cv, old);
+        let k: String = copy
+            .query_row("SELECT value FROM config WHERE key = 'k'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(k, "v");
+    }
+
+    /// The cost of `synchronous=FULL` against `NORMAL` for 1,000 one-row commits (as `config
+    /// set` makes), and of `quick_check` on 1,000 instances: printed, not asserted. Run with
+    /// `--nocapture`; `HUTCH_DB_BENCH_DIR` puts the files on the disk to measure.
+    #[test]
+    fn durability_and_check_costs() {
+        let base = std::env::var_os("HUTCH_DB_BENCH_DIR").map(std::path::PathBuf::from);
+        let dir = match &base {
+            Some(b) => tempfile::tempdir_in(b).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
+        for mode in ["NORMAL", "FULL"] {
+            let path = dir.path().join(format!("{mode}.db"));
+            let db = Db::open(&path).unwrap();
+            let conn = db.conn();
+            conn.pragma_update(None, "synchronous", mode).unwrap();
+            let start = std::time::Instant::now();
+            for i in 0..1000 {
+                conn.execute(
+                    "INSERT OR REPLACE INTO config (key, value) VALUES ('k', ?1)",
+                    [i.to_string()],
+                )
+                .unwrap();
+            }
+            eprintln!("synchronous={mode}: 1000 commits in {:?}", start.elapsed());
+        }
+        let path = dir.path().join("big.db");
+        let db = Db::open(&path).unwrap();
+        {
+            let mut conn = db.conn();
+            let tx = conn.transaction().unwrap();
+            for i in 0..1000 {
+                tx.execute(
+                    "INSERT INTO instances VALUES (?1, 'container', 'x86_64', 0, 0, '', '', '', \
+                     '{\"limits.memory\":\"1GiB\",\"boot.autostart\":\"true\"}', \
+                     '{\"root\":{\"type\":\"disk\",\"path\":\"/\",\"pool\":\"default\"}}', \
+                     '[\"default\"]', 'created', 'default')",
+                    [format!("c{i}")],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        drop(db);
+        let start = std::time::Instant::now();
+        drop(Db::open(&path).unwrap());
+        let open = start.elapsed();
+        let conn = Connection::open(&path).unwrap();
+        let start = std::time::Instant::now();
+        health::quick_check(&conn, &path).unwrap();
+        let quick = start.elapsed();
+        let start = std::time::Instant::now();
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        eprintln!(
+            "1000 instances: open {open:?}, quick_check {quick:?}, integrity_check {:?}",
+            start.elapsed()
+        );
     }
 }

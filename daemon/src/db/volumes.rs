@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension};
 
+use super::intents::IntentKind;
 use super::{from_json, to_json, Db};
 use crate::error::{DaemonError, Result};
 
@@ -19,21 +20,22 @@ pub struct VolumeRow {
 
 impl Db {
     pub(in crate::engine) fn insert_volume(&self, v: &VolumeRow) -> Result<()> {
-        let res = self.conn().execute(
-            "INSERT INTO volumes (pool, name, description, config, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![v.pool, v.name, v.description, to_json(&v.config), v.created_at],
-        );
-        match res {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(DaemonError::Conflict(format!(
-                    "Volume by that name already exists: {}",
-                    v.name
-                )))
-            }
-            other => other.map(|_| ()).map_err(Into::into),
-        }
+        insert(&self.conn(), v)
+    }
+
+    /// Inserts the row of a volume about to be made, with the intent that a restart
+    /// removes both if the create does not finish (one transaction: an intent without
+    /// its own row would let a restart remove someone else's volume).
+    pub(in crate::engine) fn insert_volume_creating(&self, v: &VolumeRow) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert(&tx, v)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO intents (kind, pool, name) VALUES (?1, ?2, ?3)",
+            params![IntentKind::VolumeCreate.as_str(), v.pool, v.name],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     pub(in crate::engine) fn volume(&self, pool: &str, name: &str) -> Result<VolumeRow> {
@@ -77,5 +79,23 @@ impl Db {
             [pool, name],
         )?;
         Ok(())
+    }
+}
+
+fn insert(conn: &rusqlite::Connection, v: &VolumeRow) -> Result<()> {
+    let res = conn.execute(
+        "INSERT INTO volumes (pool, name, description, config, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![v.pool, v.name, v.description, to_json(&v.config), v.created_at],
+    );
+    match res {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(DaemonError::Conflict(format!(
+                "Volume by that name already exists: {}",
+                v.name
+            )))
+        }
+        other => other.map(|_| ()).map_err(Into::into),
     }
 }

@@ -52,13 +52,22 @@ pub fn autostart_plan(rows: &[InstanceRow]) -> Vec<(String, i64, u64)> {
 /// Starts what the plan says, in the background.
 pub fn autostart(d: AppState) {
     tokio::spawn(async move {
-        let rows = match d.db.instances() {
+        // Instances that stopped by themselves while no daemon ran are judged first: a
+        // `poweroff` inside is not undone here, an autorestart is done here.
+        super::watch::settle_exits_while_away(&d).await;
+        let mut rows = match d.db.instances() {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e.chain(), "autostart: cannot list instances");
                 return;
             }
         };
+        // The boot.* keys may come from profiles, as in LXD.
+        for row in &mut rows {
+            if let Ok(expanded) = super::spec::expand(&d, row) {
+                row.config = expanded.config;
+            }
+        }
         for (name, _, delay) in autostart_plan(&rows) {
             if runtime_status(&d, &name).0 != StatusCode::Stopped {
                 continue;

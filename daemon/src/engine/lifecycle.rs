@@ -11,6 +11,7 @@ use super::blocking;
 use super::devices;
 use super::runtime_status;
 use super::spec::{build_spec, expand};
+use super::watch;
 use crate::daemon::{instance_vol, snapshot_vol, AppState, Daemon};
 use crate::error::{DaemonError, Result};
 
@@ -25,6 +26,11 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
     let lock = d.instance_lock(&name);
     let _g = lock.lock().await;
     let row = d.db.instance_or_404(&name)?;
+    if d.supervision.shutting_down() {
+        return Err(DaemonError::BadRequest(
+            "The daemon is shutting down".into(),
+        ));
+    }
     if runtime_status(&d, &name).0 != StatusCode::Stopped {
         return Err(DaemonError::BadRequest(
             "The instance is already running".into(),
@@ -51,6 +57,13 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
     row.last_used_at = crate::now();
     d.db.update_instance(&row)?;
     d.db.set_instance_config_key(&name, "volatile.last_state.power", Some("RUNNING"))?;
+    // A start begins a new autorestart record (an autorestart writes its own after).
+    for key in [watch::KEY_RESTARTS, watch::KEY_LAST, watch::KEY_GAVE_UP] {
+        if row.config.contains_key(key) {
+            d.db.set_instance_config_key(&name, key, None)?;
+        }
+    }
+    watch::watch(&d, &name);
     d.events
         .lifecycle("instance-started", &source(&name), json!({}));
     Ok(())
@@ -59,6 +72,36 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
 /// Stops the instance: a clean halt waiting `timeout` seconds (-1: no limit), or a kill
 /// when `force` or `timeout` is 0. Ephemeral instances are deleted after.
 pub async fn stop_instance(d: AppState, name: String, timeout: i64, force: bool) -> Result<()> {
+    let force = force || timeout == 0;
+    let wait = if timeout < 0 {
+        UNLIMITED_STOP
+    } else {
+        Duration::from_secs(timeout as u64)
+    };
+    let event = if force {
+        "instance-stopped"
+    } else {
+        "instance-shutdown"
+    };
+    stop_with(d, name, wait, force, Some("STOPPED"), event).await
+}
+
+/// Host shutdown's stop: a clean halt, killed after `timeout`. The power state stays
+/// RUNNING so that the next daemon start brings the instance back.
+pub async fn stop_for_host_shutdown(d: AppState, name: String, timeout: Duration) -> Result<()> {
+    stop_with(d, name, timeout, false, None, "instance-shutdown").await
+}
+
+/// Stops a running instance, records `power` as its last power state (when given), and
+/// deletes it after when it is ephemeral.
+async fn stop_with(
+    d: AppState,
+    name: String,
+    wait: Duration,
+    force: bool,
+    power: Option<&'static str>,
+    event: &'static str,
+) -> Result<()> {
     let ephemeral = {
         let lock = d.instance_lock(&name);
         let _g = lock.lock().await;
@@ -68,12 +111,6 @@ pub async fn stop_instance(d: AppState, name: String, timeout: i64, force: bool)
                 "The instance is already stopped".into(),
             ));
         }
-        let force = force || timeout == 0;
-        let wait = if timeout < 0 {
-            UNLIMITED_STOP
-        } else {
-            Duration::from_secs(timeout as u64)
-        };
         let (d2, n2) = (d.clone(), name.clone());
         blocking(move || {
             devices::stop_proxies(&d2, &n2);
@@ -83,16 +120,10 @@ pub async fn stop_instance(d: AppState, name: String, timeout: i64, force: bool)
         let rd = d.runtime_dir(&name);
         blocking(move || Ok(container::stop(&rd, wait, force)?)).await?;
         devices::forget_host_names(&d, &row)?;
-        d.db.set_instance_config_key(&name, "volatile.last_state.power", Some("STOPPED"))?;
-        d.events.lifecycle(
-            if force {
-                "instance-stopped"
-            } else {
-                "instance-shutdown"
-            },
-            &source(&name),
-            json!({}),
-        );
+        if let Some(power) = power {
+            d.db.set_instance_config_key(&name, "volatile.last_state.power", Some(power))?;
+        }
+        d.events.lifecycle(event, &source(&name), json!({}));
         row.ephemeral
     };
     if ephemeral {
@@ -151,6 +182,7 @@ pub async fn delete_instance(d: AppState, name: String) -> Result<()> {
     devices::forget_instance(&d, &name)?;
     let (d2, name2) = (d.clone(), name.clone());
     blocking(move || finish_delete(&d2, &name2, &row.pool)).await?;
+    d.supervision.forget(&name);
     d.prune_instance_locks();
     d.events
         .lifecycle("instance-deleted", &source(&name), json!({}));
@@ -208,6 +240,7 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
     super::templates::defer(&d, &new, "rename")?;
     // Host entries are written again, under the new name, at the next start.
     devices::forget_instance(&d, &name)?;
+    d.supervision.forget(&name);
     d.prune_instance_locks();
     d.events
         .lifecycle("instance-renamed", &source(&new), json!({"old_name": name}));

@@ -22,6 +22,7 @@ pub mod fault;
 #[cfg(test)]
 mod fault_tests;
 pub mod files;
+mod host_shutdown;
 mod idmaps;
 mod image_catalog;
 mod image_pull;
@@ -39,15 +40,18 @@ mod profiles;
 mod reconcile;
 pub mod recover;
 mod resources;
+mod restart_limit;
 pub mod revert;
 mod schedule;
 mod server;
 mod snapshot;
 mod spec;
+pub mod supervision;
 mod templates;
 mod volume_copy;
 mod volume_snapshots;
 pub mod volumes;
+mod watch;
 
 pub use autostart::autostart;
 pub use backup_import::BackupUpload;
@@ -139,6 +143,7 @@ impl Engine {
     /// The daemon's background work: network supervision, autostart, scheduled snapshots.
     pub fn start_background_tasks(&self) {
         networks::start_supervisor(self.clone());
+        watch::watch_running(self);
         autostart(self.clone());
         start_scheduler(self.clone());
         image_tasks::start_image_tasks(self.clone());

@@ -41,6 +41,9 @@ pub fn reconcile(d: &Daemon) -> Result<()> {
             IntentKind::Volume => {
                 super::volumes::finish_volume_delete(d, &intent.pool, &intent.name)
             }
+            IntentKind::VolumeCreate => {
+                super::volumes::undo_volume_create(d, &intent.pool, &intent.name)
+            }
             IntentKind::Pool => super::pools::finish_pool_delete(d, &intent.name),
             // Networks: finished as networks are brought back (`networks::start_networks`).
             IntentKind::Network => Ok(()),

@@ -224,11 +224,22 @@ pub fn remove_volume_and_snapshots(p: &dyn StorageDriver, name: &str) -> Result<
 /// volume, its row, then the intent. What an interrupted run removed is fine, so the
 /// start-up reconciliation calls this for a recorded intent.
 pub fn finish_volume_delete(d: &Daemon, pool: &str, name: &str) -> Result<()> {
+    remove_volume_and_row(d, pool, name)?;
+    d.db.clear_intent(IntentKind::Volume, pool, name)
+}
+
+/// Removes what an interrupted create of custom volume `name` made (start-up).
+pub fn undo_volume_create(d: &Daemon, pool: &str, name: &str) -> Result<()> {
+    remove_volume_and_row(d, pool, name)?;
+    d.db.clear_intent(IntentKind::VolumeCreate, pool, name)
+}
+
+fn remove_volume_and_row(d: &Daemon, pool: &str, name: &str) -> Result<()> {
     if d.db.volume(pool, name).is_ok() {
         remove_volume_and_snapshots(&*d.pool(pool)?, name)?;
         d.db.delete_volume(pool, name)?;
     }
-    d.db.clear_intent(IntentKind::Volume, pool, name)
+    Ok(())
 }
 
 /// Records the intent to delete custom volume `name` of `pool`, then deletes it.
@@ -291,11 +302,15 @@ impl Engine {
         };
         let d = self.d.clone();
         blocking(move || {
-            d.db.insert_volume(&row)?;
+            d.db.insert_volume_creating(&row)?;
             let mut revert = Revert::new();
             let (d2, row2) = (d.clone(), row.clone());
             revert.add(move || {
-                if let Err(e) = d2.db.delete_volume(&row2.pool, &row2.name) {
+                let undone = d2.db.delete_volume(&row2.pool, &row2.name).and_then(|()| {
+                    d2.db
+                        .clear_intent(IntentKind::VolumeCreate, &row2.pool, &row2.name)
+                });
+                if let Err(e) = undone {
                     tracing::error!(volume = row2.name, error = %e.chain(), "undo a volume create");
                 }
             });
@@ -310,6 +325,7 @@ impl Engine {
             if size.is_some() {
                 p.set_quota(&vol, size)?;
             }
+            d.db.clear_intent(IntentKind::VolumeCreate, &row.pool, &row.name)?;
             revert.success();
             Ok(())
         })
@@ -590,5 +606,45 @@ mod tests {
         assert!(d.db.intents().unwrap().is_empty());
         let (status, _) = api.call(Method::GET, &format!("{vols}/v1"), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}
+
+#[cfg(test)]
+mod create_crash_tests {
+    use crate::api::testing::TestApi;
+    use crate::db::volumes::VolumeRow;
+
+    #[tokio::test]
+    async fn an_interrupted_volume_create_is_removed_at_start_and_a_finished_one_stays() {
+        let api = TestApi::new().await;
+        let db = &api.engine.d.db;
+        let row = |name: &str| VolumeRow {
+            pool: "default".into(),
+            name: name.into(),
+            description: String::new(),
+            config: Default::default(),
+            created_at: crate::now(),
+        };
+        // Killed after the row and its intent were recorded, before the volume was made.
+        db.insert_volume_creating(&row("v1")).unwrap();
+        // A create of a name taken is refused without an intent that would remove it.
+        api.engine
+            .create_storage_volume(
+                "default",
+                serde_json::from_value(serde_json::json!({"name": "v2", "type": "custom"}))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(db.insert_volume_creating(&row("v2")).is_err());
+        crate::engine::testing::reconcile(&api.engine);
+        assert!(db.volume("default", "v1").is_err());
+        assert!(db.volume("default", "v2").is_ok());
+        assert!(api
+            .dir
+            .path()
+            .join("storage-pools/default/custom/v2")
+            .is_dir());
+        assert!(db.intents().unwrap().is_empty());
     }
 }

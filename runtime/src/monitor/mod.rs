@@ -1,4 +1,7 @@
-//! The per-container monitor: starting it, and talking to it.
+//! The per-container monitor: starting it, and talking to it. A connection to its socket
+//! ends when the monitor exits, which is after init is gone, cleaned up and its exit
+//! recorded (`exit.json`, with whether a stop was asked for): the daemon's watchers hold
+//! one open, unasked, to learn that a container stopped by itself.
 
 mod process;
 pub mod protocol;

@@ -7,6 +7,7 @@ use std::io::{BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -103,6 +104,9 @@ struct Monitor {
     exited_cond: Condvar,
     /// Connections waiting for the end of a stop.
     stop_waiters: Mutex<Vec<UnixStream>>,
+    /// Set by a `Stop` request: the exit record then says the stop was asked for, so the
+    /// daemon tells it from init ending by itself (see `ExitRecord::cause`).
+    stop_requested: AtomicBool,
     /// Attached console clients.
     consoles: Mutex<Vec<UnixStream>>,
     log_limit: u64,
@@ -153,6 +157,7 @@ fn publish(
         exited: Mutex::new(None),
         exited_cond: Condvar::new(),
         stop_waiters: Mutex::new(Vec::new()),
+        stop_requested: AtomicBool::new(false),
         consoles: Mutex::new(Vec::new()),
         log_limit: spec.console_log_limit,
     };
@@ -182,6 +187,7 @@ fn reap_until_init_exits(init: Pid) -> ExitRecord {
                     code: Some(code),
                     signal: None,
                     stopped_at: unix_now(),
+                    requested: false,
                 }
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => {
@@ -189,6 +195,7 @@ fn reap_until_init_exits(init: Pid) -> ExitRecord {
                     code: None,
                     signal: Some(sig as i32),
                     stopped_at: unix_now(),
+                    requested: false,
                 }
             }
             Ok(_) | Err(Errno::EINTR) => {}
@@ -198,6 +205,7 @@ fn reap_until_init_exits(init: Pid) -> ExitRecord {
                     code: None,
                     signal: None,
                     stopped_at: unix_now(),
+                    requested: false,
                 };
             }
         }
@@ -205,7 +213,8 @@ fn reap_until_init_exits(init: Pid) -> ExitRecord {
 }
 
 /// Cleans up after init, answers everyone waiting for the stop, and exits.
-fn finish(m: &Monitor, record: ExitRecord) -> ! {
+fn finish(m: &Monitor, mut record: ExitRecord) -> ! {
+    record.requested = m.stop_requested.load(Ordering::SeqCst);
     let _ = std::fs::remove_file(m.rd.socket());
     let _ = m.created.cgroup.thaw();
     let _ = m.created.cgroup.kill_all();
@@ -306,6 +315,7 @@ fn stop(m: &Arc<Monitor>, timeout_ms: u64, force: bool, mut waiter: UnixStream) 
             let _ = send(&mut waiter, &MonitorReply::Stopped(record.clone()));
             return;
         }
+        m.stop_requested.store(true, Ordering::SeqCst);
         m.stop_waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
