@@ -273,3 +273,77 @@ fn attach(listener: BorrowedFd<'_>, kept: &Kept, child: Pid) -> Result<Option<Ow
         .is_ok()
         .then_some(conn))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::socketpair;
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
+    }
+
+    #[test]
+    fn a_later_caller_attaches_gets_the_fds_and_the_exit_once_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let mut cat = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let child = Pid::from_raw(cat.id() as i32);
+        let (first, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let listener = listen_at(&path).unwrap();
+        let ((_, stdin), (stdout, _), (stderr, _)) = (pipe(), pipe(), pipe());
+        let kept = Kept::Pipes {
+            stdin: Some(stdin),
+            stdout,
+            stderr,
+        };
+        let keeper = std::thread::spawn(move || supervise(theirs, Some(listener), kept, child));
+        // The first caller goes; the session stays.
+        drop(first);
+        let conn = connect_to(&path).unwrap();
+        let attach = ExecControl::Attach {
+            version: PROTOCOL_VERSION,
+        };
+        send_msg(conn.as_fd(), &attach, &[]).unwrap();
+        let (answer, fds) = recv_msg::<ExecEvent>(conn.as_fd(), "attached")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            answer,
+            ExecEvent::Attached {
+                pty: false,
+                stdin_open: true,
+                ..
+            }
+        ));
+        assert_eq!(fds.len(), 3);
+        send_msg(conn.as_fd(), &ExecControl::CloseStdin, &[]).unwrap();
+        drop(cat.stdin.take());
+        let (exit, _) = recv_msg::<ExecEvent>(conn.as_fd(), "exited")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            exit,
+            ExecEvent::Exited {
+                code: Some(0),
+                signal: None
+            }
+        );
+        assert!(
+            !keeper.is_finished(),
+            "the status waits for its acknowledgement"
+        );
+        send_msg(conn.as_fd(), &ExecControl::Ack, &[]).unwrap();
+        keeper.join().unwrap().unwrap();
+    }
+}
