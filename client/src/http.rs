@@ -485,7 +485,7 @@ impl Client {
         let watcher = progress
             .filter(|p| p.enabled())
             .and_then(|p| self.watch_operation(&env.operation, p.clone()));
-        let op = self.get(&format!("{}/wait?timeout=-1", env.operation));
+        let op = self.wait_interruptible(&env.operation, progress);
         if let Some(p) = progress {
             p.done("");
         }
@@ -495,6 +495,36 @@ impl Client {
             bail!("{}", op["err"].as_str().unwrap_or("operation failed"));
         }
         Ok(op)
+    }
+
+    /// Waits for the operation at `op_url` to end, a second at a time so that a Ctrl-C
+    /// is seen: the first cancels the operation (`DELETE`) and waits for its end, a second
+    /// ends the client at once (see `interrupt`).
+    fn wait_interruptible(&self, op_url: &str, progress: Option<&Progress>) -> Result<Value> {
+        let ctrl_c = crate::interrupt::Watch::install();
+        let mut cancelling = false;
+        loop {
+            let op = self.get(&format!("{op_url}/wait?timeout=1"))?;
+            let code = op["status_code"].as_u64().unwrap_or(0);
+            // 1xx: still going; 200 Success, 400 Failure, 401 Cancelled.
+            if code >= 200 {
+                if cancelling && code == hutch_api::operation::StatusCode::Cancelled as u64 {
+                    eprintln!("Operation cancelled");
+                    return Err(crate::interrupt::Interrupted.into());
+                }
+                return Ok(op);
+            }
+            if !cancelling && ctrl_c.pressed() {
+                cancelling = true;
+                if let Some(p) = progress {
+                    p.done("");
+                }
+                eprintln!("Cancelling...");
+                if let Err(e) = self.request("DELETE", op_url, None) {
+                    eprintln!("Error: {e} (Ctrl-C again to stop waiting)");
+                }
+            }
+        }
     }
 
     /// A thread that feeds the operation events of `op_url` to `progress` until it is

@@ -4,6 +4,7 @@
 mod commands;
 mod config;
 mod http;
+mod interrupt;
 mod output;
 mod progress;
 mod tls;
@@ -150,6 +151,10 @@ fn expand_aliases(args: Vec<String>) -> anyhow::Result<Vec<String>> {
 
 /// Prints an error as lxc does and exits 1.
 fn fail(e: &anyhow::Error) -> ! {
+    if e.downcast_ref::<interrupt::Interrupted>().is_some() {
+        // The wait said so already.
+        std::process::exit(interrupt::EXIT_STATUS);
+    }
     let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
     eprintln!("Error: {}", msg.join(": "));
     std::process::exit(1);

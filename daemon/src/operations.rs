@@ -156,6 +156,12 @@ impl OpEntry {
         true
     }
 
+    /// Whether a client cancelled the work: what blocking threads, which cannot await
+    /// [`cancelled`](Self::cancelled), look at between steps.
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
     /// Resolves once the operation is cancelled.
     pub fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.cancel.subscribe();

@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 pub use pack::{pack_unified, pack_unified_with_templates, Compression};
 pub use unpack::{
     read_split_metadata, unpack_split_metadata, unpack_split_rootfs, unpack_split_rootfs_stream,
-    unpack_unified, unpack_unified_volume, UnpackLimits,
+    unpack_squashfs_until, unpack_unified, unpack_unified_volume, unpack_unified_volume_from,
+    UnpackLimits,
 };
 
 /// The extension LXD gives an image file, told by its first bytes as LXD's

@@ -132,6 +132,29 @@ pub fn unpack_unified_volume(
     .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the tarball".into()))
 }
 
+/// [`unpack_unified_volume`] of a tarball read from `reader` (`name` names it in errors):
+/// the caller's reader can stop the unpack (a cancelled operation) by failing a read.
+pub fn unpack_unified_volume_from(
+    reader: impl Read,
+    name: &Path,
+    volume: &Path,
+    limits: UnpackLimits,
+) -> Result<ImageMetadata, ImageError> {
+    let rootfs = volume.join("rootfs");
+    fs::create_dir(&rootfs).map_err(|e| ImageError::io("create", &rootfs, e))?;
+    let archive = tar_from_reader(reader, name)?;
+    unpack_archive(
+        archive,
+        name,
+        Some(&rootfs),
+        rootfs_relative,
+        true,
+        Some(volume),
+        limits,
+    )?
+    .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the tarball".into()))
+}
+
 /// Reads metadata.yaml from the metadata tarball of a split image.
 pub fn read_split_metadata(tarball: &Path) -> Result<ImageMetadata, ImageError> {
     unpack(tarball, None, |_| None, true, None, UnpackLimits::default())?
@@ -232,7 +255,7 @@ pub fn unpack_split_rootfs(
     if crate::detect_extension(&mut f).map_err(|e| ImageError::io("read", rootfs, e))?
         == ".squashfs"
     {
-        return unpack_squashfs(rootfs, dest, limits);
+        return unpack_squashfs(rootfs, dest, limits, &|| false);
     }
     fs::create_dir(dest).map_err(|e| ImageError::io("create", dest, e))?;
     unpack(rootfs, Some(dest), plain_relative, false, None, limits).map(|_| ())
@@ -261,24 +284,42 @@ pub fn unpack_split_rootfs_stream(
     .map(|_| ())
 }
 
+/// A squashfs root filesystem (`rootfs`) unpacked into `dest` (which must not exist) by
+/// `unsquashfs`, killed once `stop` says so (a cancelled operation).
+pub fn unpack_squashfs_until(
+    rootfs: &Path,
+    dest: &Path,
+    limits: UnpackLimits,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), ImageError> {
+    unpack_squashfs(rootfs, dest, limits, stop)
+}
+
 /// A squashfs root filesystem, unpacked by `unsquashfs` (as LXD does). squashfs-tools
 /// 4.5.1 and later refuse names that escape the destination and writes through symlinks;
 /// device nodes are removed afterwards unless allowed, and the size is checked.
-fn unpack_squashfs(file: &Path, dest: &Path, limits: UnpackLimits) -> Result<(), ImageError> {
-    let out = std::process::Command::new("unsquashfs")
-        .args(["-n", "-q", "-d"])
-        .arg(dest)
-        .arg(file)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ImageError::MissingTool {
-                format: "squashfs",
-                tool: "unsquashfs",
-                package: "squashfs-tools",
-            },
-            _ => ImageError::io("run unsquashfs on", file, e),
-        })?;
+fn unpack_squashfs(
+    file: &Path,
+    dest: &Path,
+    limits: UnpackLimits,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), ImageError> {
+    let out = run_until(
+        std::process::Command::new("unsquashfs")
+            .args(["-n", "-q", "-d"])
+            .arg(dest)
+            .arg(file)
+            .stdin(std::process::Stdio::null()),
+        stop,
+    )
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ImageError::MissingTool {
+            format: "squashfs",
+            tool: "unsquashfs",
+            package: "squashfs-tools",
+        },
+        _ => ImageError::io("run unsquashfs on", file, e),
+    })?;
     if !out.status.success() {
         return Err(ImageError::Invalid(format!(
             "unsquashfs failed: {}",
@@ -287,6 +328,42 @@ fn unpack_squashfs(file: &Path, dest: &Path, limits: UnpackLimits) -> Result<(),
     }
     let mut total = 0u64;
     check_tree(dest, limits, &mut total)
+}
+
+/// Runs `cmd` to its end (stderr kept), or kills it once `stop` says so.
+fn run_until(
+    cmd: &mut std::process::Command,
+    stop: &dyn Fn() -> bool,
+) -> std::io::Result<std::process::Output> {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Drained aside, so that a chatty tool never blocks on a full pipe.
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = e.read_to_end(&mut text);
+            text
+        })
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if stop() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other("operation canceled"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    Ok(std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr,
+    })
 }
 
 /// Walks an unpacked tree: removes device nodes (unless allowed) and counts file bytes

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::copy::StopCheck;
 use crate::driver::{in_parent, DriverInfo, StorageDriver};
 use crate::error::StorageError;
 
@@ -43,9 +44,19 @@ impl StorageDriver for DirDriver {
         })
     }
 
-    fn clone_volume(&self, from: &Path, to: &Path, _readonly: bool) -> Result<(), StorageError> {
+    fn clone_volume(&self, from: &Path, to: &Path, readonly: bool) -> Result<(), StorageError> {
+        self.clone_volume_until(from, to, readonly, &crate::copy::never)
+    }
+
+    fn clone_volume_until(
+        &self,
+        from: &Path,
+        to: &Path,
+        _readonly: bool,
+        stop: StopCheck,
+    ) -> Result<(), StorageError> {
         let dst = self.path(to);
-        in_parent(&dst, || self.copy_into_place(from, &dst))
+        in_parent(&dst, || self.copy_into_place(from, &dst, stop))
     }
 
     fn delete_volume(&self, vol: &Path) -> Result<(), StorageError> {
@@ -67,14 +78,19 @@ impl StorageDriver for DirDriver {
 impl DirDriver {
     /// Copies volume `from` to `dst` under a temporary name, so a failure never leaves a
     /// half volume in place.
-    fn copy_into_place(&self, from: &Path, dst: &Path) -> Result<(), StorageError> {
+    fn copy_into_place(
+        &self,
+        from: &Path,
+        dst: &Path,
+        stop: StopCheck,
+    ) -> Result<(), StorageError> {
         let name = dst
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let tmp = dst.with_file_name(format!(".{name}.copying"));
         let _ = std::fs::remove_dir_all(&tmp);
-        if let Err(e) = crate::copy::clone_tree(&self.path(from), &tmp) {
+        if let Err(e) = crate::copy::clone_tree_until(&self.path(from), &tmp, stop) {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::copy::StopCheck;
 use crate::error::StorageError;
 use crate::usage::{filesystem_usage, tree_usage, PoolUsage};
 
@@ -27,6 +28,19 @@ pub trait StorageDriver: Send + Sync + std::fmt::Debug {
     fn create_volume(&self, vol: &Path) -> Result<(), StorageError>;
     /// A new volume `to` with the content of `from` (snapshot or copy); read-only if asked.
     fn clone_volume(&self, from: &Path, to: &Path, readonly: bool) -> Result<(), StorageError>;
+
+    /// [`clone_volume`](Self::clone_volume) that a driver which copies stops (and undoes)
+    /// once `stop` says so; an instant clone has nothing to stop.
+    fn clone_volume_until(
+        &self,
+        from: &Path,
+        to: &Path,
+        readonly: bool,
+        stop: StopCheck,
+    ) -> Result<(), StorageError> {
+        let _ = stop;
+        self.clone_volume(from, to, readonly)
+    }
     /// Removes a volume; a missing one is fine.
     fn delete_volume(&self, vol: &Path) -> Result<(), StorageError>;
     /// Makes a volume read-only (image volumes) or writable again.
@@ -140,6 +154,18 @@ pub fn copy_volume_across(
     to: &Path,
     readonly: bool,
 ) -> Result<(), StorageError> {
+    copy_volume_across_until(src, from, dst, to, readonly, &crate::copy::never)
+}
+
+/// [`copy_volume_across`], stopped (and undone) once `stop` says so.
+pub fn copy_volume_across_until(
+    src: &dyn StorageDriver,
+    from: &Path,
+    dst: &dyn StorageDriver,
+    to: &Path,
+    readonly: bool,
+    stop: StopCheck,
+) -> Result<(), StorageError> {
     let name = to
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -155,7 +181,7 @@ pub fn copy_volume_across(
             for entry in entries {
                 let entry = entry.map_err(|e| StorageError::io("read", &from_path, e))?;
                 let into = dst.path(&staging).join(entry.file_name());
-                crate::copy::clone_tree(&entry.path(), &into)?;
+                crate::copy::clone_tree_until(&entry.path(), &into, stop)?;
             }
             if readonly {
                 dst.set_readonly(&staging, true)?;

@@ -21,9 +21,9 @@ mod volume_failures;
 mod zfs;
 
 pub use btrfs::BtrfsDriver;
-pub use copy::clone_tree;
+pub use copy::{clone_tree, clone_tree_until, StopCheck};
 pub use dir::DirDriver;
-pub use driver::{copy_volume_across, DriverInfo, StorageDriver};
+pub use driver::{copy_volume_across, copy_volume_across_until, DriverInfo, StorageDriver};
 pub use error::{ErrorKind, StorageError};
 pub use fake::{FakeRunner, FakeWorld};
 pub use mounts::{FakeMounter, Mounter, SystemMounter};

@@ -208,11 +208,13 @@ fn multipart_body<const N: usize>(
         .chain(futures_util::stream::once(async move { Ok(end) }))
 }
 
-/// Runs work that makes an image as an operation whose metadata names the image.
+/// Runs work that makes an image as an operation whose metadata names the image; a
+/// cancel stops the download, unpack or packing and leaves no image.
 fn image_operation(e: &AppState, work: ImageWork) -> Response {
     let op = e
         .operations()
         .create("task", "Downloading image", BTreeMap::new(), Value::Null);
+    op.set_cancellable();
     e.operations().run(op.clone(), async move {
         let made = work.await?;
         Ok(Some(

@@ -67,7 +67,7 @@ async fn create(State(e): State<AppState>, request: Request) -> Result<Response>
         return Ok(super::accepted(&e.create_from_migration(req).await?));
     }
     let (name, work) = e.create_instance(req)?;
-    Ok(operation(
+    Ok(super::cancellable_operation(
         &e,
         "Creating instance",
         instance_resources(&name),

@@ -221,6 +221,23 @@ pub fn operation(
     accepted(&op)
 }
 
+/// [`operation`] whose work stops and undoes itself on `DELETE /1.0/operations/<id>`
+/// (`may_cancel`).
+pub fn cancellable_operation(
+    d: &AppState,
+    description: &str,
+    resources: std::collections::BTreeMap<String, Vec<String>>,
+    work: crate::engine::Work,
+) -> Response {
+    let op = d
+        .operations()
+        .create("task", description, resources, Value::Null);
+    op.set_cancellable();
+    d.operations()
+        .run(op.clone(), async move { work.await.map(|()| None) });
+    accepted(&op)
+}
+
 /// `recursion` query value (0 when missing or malformed).
 pub fn recursion(q: &std::collections::HashMap<String, String>) -> u8 {
     q.get("recursion").and_then(|v| v.parse().ok()).unwrap_or(0)

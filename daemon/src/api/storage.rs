@@ -186,7 +186,7 @@ async fn create_volume(
         return Ok(super::empty());
     }
     let work = e.copy_storage_volume(&pool, req)?;
-    Ok(operation(
+    Ok(super::cancellable_operation(
         &e,
         "Copying storage volume",
         Default::default(),

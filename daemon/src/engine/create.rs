@@ -11,6 +11,7 @@ use hutch_api::config::validate_instance_config;
 use hutch_api::instance::InstancesPost;
 use serde_json::json;
 
+use super::cancel::{canceled, Cancel};
 use super::revert::Revert;
 use crate::daemon::{image_vol, instance_vol, snapshot_vol, AppState, Daemon};
 use crate::db::images::ImageRow;
@@ -151,8 +152,25 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// Creates the instance (the body of the create operation).
+/// Creates the instance (the body of the create operation). A cancel of the operation
+/// stops the download, the unpack or the copy and removes everything made.
 pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSource) -> Result<()> {
+    let cancel = Cancel::current();
+    create(d, req, source, &cancel).await.map_err(|e| {
+        if cancel.is_cancelled() {
+            canceled()
+        } else {
+            e
+        }
+    })
+}
+
+async fn create(
+    d: AppState,
+    req: InstancesPost,
+    source: CreateSource,
+    cancel: &Cancel,
+) -> Result<()> {
     let source = match source {
         CreateSource::Remote(remote) => {
             let options = super::image_pull::PullOptions {
@@ -167,6 +185,7 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         }
         other => other,
     };
+    cancel.check()?;
     let now = crate::now();
     let mut config = req.put.config.clone();
     let architecture = match &source {
@@ -215,7 +234,7 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         revert.add(move || remove_leftovers(&d, &name));
     }
     let lock = d.instance_lock(&row.name);
-    let _guard = lock.lock().await;
+    let _guard = cancel.run(async { Ok(lock.lock().await) }).await?;
     let d2 = d.clone();
     let name = row.name.clone();
     let base_image = match &source {
@@ -231,7 +250,10 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         _ => None,
     };
     let pool_name = row.pool.clone();
-    tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &pool_name, &source)).await??;
+    let cancel2 = cancel.clone();
+    tokio::task::spawn_blocking(move || clone_volume(&d2, &name, &pool_name, &source, &cancel2))
+        .await??;
+    cancel.check()?;
     secure_instance_volume(&d, &row, &super::expand(&d, &row)?)?;
     // The root disk's size, from the profiles and the instance's own devices.
     let size = super::spec::root_size(&super::expand(&d, &row)?.devices)?;
@@ -243,8 +265,10 @@ pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSour
         // Runs before the instance's own removal: snapshot volumes and rows first.
         let (d2, name) = (d.clone(), row.name.clone());
         revert.add(move || remove_snapshot_leftovers(&d2, &name));
-        copy_snapshots(&d, from, &row.name)?;
+        let (d2, from, to, cancel2) = (d.clone(), from.clone(), row.name.clone(), cancel.clone());
+        tokio::task::spawn_blocking(move || copy_snapshots(&d2, &from, &to, &cancel2)).await??;
     }
+    cancel.check()?;
     d.db.set_instance_state(&row.name, "ready")?;
     if let Some(fp) = &base_image {
         d.db.touch_image(fp, &now)?;
@@ -276,12 +300,19 @@ pub fn secure_instance_volume(
 
 /// The instance's root filesystem on pool `pool`, cloned from the image volume (or the
 /// source instance) under a temporary name and renamed into place once complete.
-fn clone_volume(d: &AppState, name: &str, pool: &str, source: &CreateSource) -> Result<()> {
+fn clone_volume(
+    d: &AppState,
+    name: &str,
+    pool: &str,
+    source: &CreateSource,
+    cancel: &Cancel,
+) -> Result<()> {
     let dst = d.pool(pool)?;
     // A btrfs snapshot, or a copy made aside and renamed into place, per driver.
     let (src, from) = match source {
         CreateSource::Image(image) => {
-            super::images::ensure_image_volume(d, &*dst, &image.fingerprint)?;
+            super::images::ensure_image_volume(d, &*dst, &image.fingerprint, cancel)?;
+            cancel.check()?;
             (dst.clone(), image_vol(&image.fingerprint))
         }
         CreateSource::Remote(_) | CreateSource::Migration(_) => {
@@ -307,12 +338,13 @@ fn clone_volume(d: &AppState, name: &str, pool: &str, source: &CreateSource) -> 
             let across = !Arc::ptr_eq(&src, &dst);
             if running && (across || !src.info().atomic_snapshots) {
                 hutch_runtime::container::freeze(&rd)?;
-                let cloned = copy_volume(
+                let cloned = copy_volume_until(
                     &src,
                     &instance_vol(instance),
                     &dst,
                     &instance_vol(name),
                     false,
+                    cancel,
                 );
                 let _ = hutch_runtime::container::thaw(&rd);
                 return cloned;
@@ -320,7 +352,7 @@ fn clone_volume(d: &AppState, name: &str, pool: &str, source: &CreateSource) -> 
             (src, instance_vol(instance))
         }
     };
-    copy_volume(&src, &from, &dst, &instance_vol(name), false)
+    copy_volume_until(&src, &from, &dst, &instance_vol(name), false, cancel)
 }
 
 /// A clone within a pool (a snapshot where the driver can), or a copy across pools.
@@ -331,25 +363,40 @@ pub fn copy_volume(
     to: &Path,
     readonly: bool,
 ) -> Result<()> {
+    copy_volume_until(src, from, dst, to, readonly, &Cancel::none())
+}
+
+/// [`copy_volume`], stopped (and undone) by a cancel while it copies.
+pub fn copy_volume_until(
+    src: &Arc<dyn StorageDriver>,
+    from: &Path,
+    dst: &Arc<dyn StorageDriver>,
+    to: &Path,
+    readonly: bool,
+    cancel: &Cancel,
+) -> Result<()> {
+    let stop = cancel.copy_check();
     if Arc::ptr_eq(src, dst) {
-        Ok(dst.clone_volume(from, to, readonly)?)
+        Ok(dst.clone_volume_until(from, to, readonly, &stop)?)
     } else {
-        Ok(hutch_storage::copy_volume_across(
-            &**src, from, &**dst, to, readonly,
+        Ok(hutch_storage::copy_volume_across_until(
+            &**src, from, &**dst, to, readonly, &stop,
         )?)
     }
 }
 
 /// Copies every snapshot of `from` (volumes and records) to the new instance `to`.
-fn copy_snapshots(d: &AppState, from: &str, to: &str) -> Result<()> {
+fn copy_snapshots(d: &AppState, from: &str, to: &str, cancel: &Cancel) -> Result<()> {
     let (src, dst) = (d.instance_pool(from)?, d.instance_pool(to)?);
     for mut s in d.db.snapshots(from)? {
-        copy_volume(
+        cancel.check()?;
+        copy_volume_until(
             &src,
             &snapshot_vol(from, &s.name),
             &dst,
             &snapshot_vol(to, &s.name),
             true,
+            cancel,
         )?;
         s.instance = to.to_string();
         d.db.insert_snapshot(&s)?;

@@ -19,6 +19,7 @@ use hutch_storage::StorageDriver;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::cancel::{canceled, Cancel};
 use super::images::{store_image, Upload};
 use crate::daemon::AppState;
 use crate::db::images::ImageRow;
@@ -227,13 +228,32 @@ fn is_sha256_hex(s: &str) -> bool {
 }
 
 /// The local image `src` names, pulled from the remote unless the store already holds it.
-/// Concurrent pulls of one image download it once (the image's lock).
+/// Concurrent pulls of one image download it once (the image's lock). A cancel of the
+/// running operation stops the download and the unpack and leaves no file or row.
 pub async fn pull_image(d: &AppState, src: &PullSource, opts: PullOptions) -> Result<ImageRow> {
-    let found = resolve(src).await?;
+    let cancel = Cancel::current();
+    pull(d, src, opts, &cancel).await.map_err(
+        |e| {
+            if cancel.is_cancelled() {
+                canceled()
+            } else {
+                e
+            }
+        },
+    )
+}
+
+async fn pull(
+    d: &AppState,
+    src: &PullSource,
+    opts: PullOptions,
+    cancel: &Cancel,
+) -> Result<ImageRow> {
+    let found = cancel.run(resolve(src)).await?;
     if opts.prefer_cached && found.by_alias {
         if let Some(cached) = cached_from(d, src, &found.architecture)? {
             let lock = d.image_locks.get(&cached);
-            let _g = lock.lock().await;
+            let _g = cancel.run(async { Ok(lock.lock().await) }).await?;
             // Unless it went meanwhile (expired, refreshed): then the remote's is pulled.
             if let Ok(row) = d.db.image_by_prefix(&cached) {
                 if row.fingerprint == cached {
@@ -244,7 +264,7 @@ pub async fn pull_image(d: &AppState, src: &PullSource, opts: PullOptions) -> Re
     }
     let fp = found.fingerprint.clone();
     let lock = d.image_locks.get(&fp);
-    let _g = lock.lock().await;
+    let _g = cancel.run(async { Ok(lock.lock().await) }).await?;
     if let Ok(row) = d.db.image_by_prefix(&fp) {
         if row.fingerprint == fp {
             return Ok(row);
@@ -273,7 +293,7 @@ pub async fn pull_image(d: &AppState, src: &PullSource, opts: PullOptions) -> Re
         found.created_at.clone(),
         found.architecture.clone(),
     );
-    let (upload, prepared) = download(d, found).await?;
+    let (upload, prepared) = download(d, found, cancel).await?;
     let stored = store_image(d, &upload, &fp, prepared, |_meta, now| ImageRow {
         fingerprint: fp.clone(),
         filename,
@@ -334,7 +354,7 @@ fn cached_from(d: &AppState, src: &PullSource, architecture: &str) -> Result<Opt
 /// the server publishes them). A tar rootfs is unpacked into the image's staging volume
 /// as it arrives (then `true` is returned with the files); a squashfs must be whole
 /// before `unsquashfs` reads it. A failure removes the files and the staging volume.
-async fn download(d: &AppState, found: Found) -> Result<(Upload, bool)> {
+async fn download(d: &AppState, found: Found, cancel: &Cancel) -> Result<(Upload, bool)> {
     let receiver = Receiver {
         dir: d.dir.join("images"),
         pool: d.default_pool()?,
@@ -342,7 +362,9 @@ async fn download(d: &AppState, found: Found) -> Result<(Upload, bool)> {
         whole: Sha256::new(),
         files: Vec::new(),
         staged: false,
+        cancel: cancel.clone(),
     };
+    let cancel = cancel.clone();
     let op = crate::operations::current();
     super::blocking(move || {
         let mut receiver = receiver;
@@ -356,6 +378,7 @@ async fn download(d: &AppState, found: Found) -> Result<(Upload, bool)> {
                     let progress = Box::new(move |read| report(read, Some(size)));
                     client
                         .open(file, progress)
+                        .map(|r| cancel.detached_reader(r))
                         .map_err(|e| DaemonError::failed("download", named(&file.path), e))
                 };
                 let meta = open(&remote.meta, "metadata", op.clone())?;
@@ -378,6 +401,7 @@ async fn download(d: &AppState, found: Found) -> Result<(Upload, bool)> {
                     .map_err(|e| DaemonError::failed("download", named("the export"), e))?;
                 match export {
                     LxdExport::Unified { body, .. } => {
+                        let body = cancel.detached_reader(body);
                         receiver.receive(body, &named("the export"), false)?;
                     }
                     LxdExport::Split(mut parts) => {
@@ -395,10 +419,19 @@ async fn download(d: &AppState, found: Found) -> Result<(Upload, bool)> {
                                 }
                             }
                         };
+                        // Read in turn: the cancel is seen between reads.
                         part(&mut parts, &["metadata"])?;
-                        receiver.receive(&mut parts, &named("the metadata"), false)?;
+                        receiver.receive(
+                            cancel.reader(&mut parts, None),
+                            &named("the metadata"),
+                            false,
+                        )?;
                         part(&mut parts, &["rootfs", "rootfs.img"])?;
-                        receiver.receive(&mut parts, &named("the rootfs"), true)?;
+                        receiver.receive(
+                            cancel.reader(&mut parts, None),
+                            &named("the rootfs"),
+                            true,
+                        )?;
                         // The closing delimiter: a body cut after the last byte of the
                         // rootfs is still cut.
                         parts
@@ -425,6 +458,8 @@ struct Receiver {
     files: Vec<PathBuf>,
     /// The staging volume holds (some of) the rootfs.
     staged: bool,
+    /// The download stops between reads once this is cancelled.
+    cancel: Cancel,
 }
 
 impl Receiver {
@@ -438,7 +473,14 @@ impl Receiver {
         self.files.push(path.clone());
         let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
         if !rootfs {
-            return write_file(&mut reader, &path, &mut self.whole, None, what);
+            return write_file(
+                &mut reader,
+                &path,
+                &mut self.whole,
+                None,
+                what,
+                &self.cancel,
+            );
         }
         // Told by its first bytes, as LXD tells it: a squashfs cannot be read as a stream.
         let mut header = Vec::with_capacity(263);
@@ -449,7 +491,14 @@ impl Receiver {
         let squashfs = hutch_images::extension_of(&header) == ".squashfs";
         let mut reader = std::io::Cursor::new(header).chain(reader);
         if squashfs {
-            return write_file(&mut reader, &path, &mut self.whole, None, what);
+            return write_file(
+                &mut reader,
+                &path,
+                &mut self.whole,
+                None,
+                what,
+                &self.cancel,
+            );
         }
         let _ = self.pool.delete_volume(&self.staging);
         self.staged = true;
@@ -466,7 +515,14 @@ impl Receiver {
             let limits = hutch_images::UnpackLimits::default();
             hutch_images::unpack_split_rootfs_stream(chunks, &name, &target, limits)
         });
-        let written = write_file(&mut reader, &path, &mut self.whole, Some(tx), what);
+        let written = write_file(
+            &mut reader,
+            &path,
+            &mut self.whole,
+            Some(tx),
+            what,
+            &self.cancel,
+        );
         let unpacked = unpacker
             .join()
             .map_err(|_| DaemonError::BadRequest("the rootfs unpacker panicked".into()))?;
@@ -539,11 +595,13 @@ fn write_file(
     whole: &mut Sha256,
     mut tee: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     what: &str,
+    cancel: &Cancel,
 ) -> Result<()> {
     let out = std::fs::File::create(path).map_err(|e| DaemonError::io("create", path, e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
     let mut buf = vec![0u8; 1 << 20];
     loop {
+        cancel.check()?;
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use hutch_api::operation::StatusCode;
 use hutch_storage::StorageDriver;
 
+use super::cancel::Cancel;
 use super::revert::Revert;
 use crate::daemon::{image_vol, AppState, Daemon};
 use crate::db::images::ImageRow;
@@ -131,8 +132,17 @@ pub(super) async fn store_image(
         pool.clone(),
         fp.to_string(),
     );
+    let cancel = Cancel::current();
     let meta = tokio::task::spawn_blocking(move || -> Result<hutch_images::ImageMetadata> {
-        let meta = unpack_into(&*pool2, &fp2, &paths.0, paths.1.as_deref(), prepared)?;
+        let meta = unpack_into(
+            &*pool2,
+            &fp2,
+            &paths.0,
+            paths.1.as_deref(),
+            prepared,
+            &cancel,
+        )?;
+        cancel.check()?;
         use std::os::unix::fs::PermissionsExt;
         let private = || std::fs::Permissions::from_mode(0o600);
         std::fs::rename(&paths.0, &file2).map_err(|e| DaemonError::io("store", &file2, e))?;
@@ -166,6 +176,7 @@ fn unpack_into(
     file: &Path,
     split_rootfs: Option<&Path>,
     prepared: bool,
+    cancel: &Cancel,
 ) -> Result<hutch_images::ImageMetadata> {
     let bad = |e: hutch_images::ImageError| DaemonError::BadRequest(crate::chain(&e));
     let vol = image_vol(fp);
@@ -181,17 +192,23 @@ fn unpack_into(
         let limits = hutch_images::UnpackLimits::default();
         // metadata.yaml and templates/ are kept beside rootfs/, as LXD keeps them.
         let meta = match split_rootfs {
-            None => hutch_images::unpack_unified_volume(file, &pool.path(&staging), limits)
-                .map_err(bad)?,
+            None => {
+                // Read through the cancel: a cancelled operation stops the unpack.
+                let f = std::fs::File::open(file).map_err(|e| DaemonError::io("open", file, e))?;
+                let reader = cancel.reader(f, Some("unpack"));
+                hutch_images::unpack_unified_volume_from(reader, file, &pool.path(&staging), limits)
+                    .map_err(bad)?
+            }
             Some(rootfs) => {
                 let meta =
                     hutch_images::unpack_split_metadata(file, &pool.path(&staging)).map_err(bad)?;
                 if !prepared {
-                    hutch_images::unpack_split_rootfs(rootfs, &target, limits).map_err(bad)?;
+                    unpack_rootfs(rootfs, &target, limits, cancel).map_err(bad)?;
                 }
                 meta
             }
         };
+        cancel.check()?;
         pool.rename_volume(&staging, &vol)?;
         // Instances are cloned from it; nothing may change it.
         pool.set_readonly(&vol, true)?;
@@ -203,9 +220,34 @@ fn unpack_into(
     unpacked
 }
 
+/// A split image's rootfs unpacked into `target`: a tarball read through the cancel, a
+/// squashfs by `unsquashfs`, killed by a cancel.
+fn unpack_rootfs(
+    rootfs: &Path,
+    target: &Path,
+    limits: hutch_images::UnpackLimits,
+    cancel: &Cancel,
+) -> std::result::Result<(), hutch_images::ImageError> {
+    let io = |e| hutch_images::ImageError::io("read", rootfs, e);
+    let mut f = std::fs::File::open(rootfs).map_err(io)?;
+    if hutch_images::detect_extension(&mut f).map_err(io)? == ".squashfs" {
+        return hutch_images::unpack_squashfs_until(rootfs, target, limits, &|| {
+            cancel.is_cancelled()
+        });
+    }
+    let reader = cancel.reader(f, Some("unpack"));
+    hutch_images::unpack_split_rootfs_stream(reader, rootfs, target, limits)
+}
+
 /// Makes sure image `fp` has its volume on `pool` (images are unpacked into the default
 /// pool at import, and into another pool the first time an instance is made there).
-pub fn ensure_image_volume(d: &Daemon, pool: &dyn StorageDriver, fp: &str) -> Result<()> {
+/// A cancel stops the unpack and removes it.
+pub fn ensure_image_volume(
+    d: &Daemon,
+    pool: &dyn StorageDriver,
+    fp: &str,
+    cancel: &Cancel,
+) -> Result<()> {
     if pool.path(&image_vol(fp)).exists() {
         return Ok(());
     }
@@ -218,7 +260,7 @@ pub fn ensure_image_volume(d: &Daemon, pool: &dyn StorageDriver, fp: &str) -> Re
     let file = d.image_file(fp);
     let rootfs = file.with_file_name(format!("{fp}.rootfs"));
     let split = rootfs.exists().then_some(rootfs.as_path());
-    unpack_into(pool, fp, &file, split, false).map(|_| ())
+    unpack_into(pool, fp, &file, split, false, cancel).map(|_| ())
 }
 
 /// Writes through to a file, hashing and counting what goes by: the fingerprint of a

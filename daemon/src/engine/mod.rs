@@ -13,6 +13,7 @@ pub(crate) mod backup_config;
 mod backup_import;
 mod backup_yaml;
 mod backups;
+pub(crate) mod cancel;
 pub mod certificates;
 pub mod console;
 pub(crate) mod create;

@@ -9,7 +9,8 @@ use hutch_api::storage::{StorageVolumePost, StorageVolumePut, StorageVolumesPost
 use hutch_storage::StorageDriver;
 use serde_json::json;
 
-use super::create::copy_volume;
+use super::cancel::{canceled, Cancel};
+use super::create::copy_volume_until;
 use super::revert::Revert;
 use super::volumes::{
     check_volume_config, check_volume_kind, custom_volume, delete_volume, ensure_unused,
@@ -81,9 +82,9 @@ fn plan_copy(
     })
 }
 
-/// Runs a copy: the row, then the volume, its snapshots and its quota; a failure removes
-/// what was made.
-fn run_copy(d: &Arc<Daemon>, c: VolumeCopy) -> Result<()> {
+/// Runs a copy: the row, then the volume, its snapshots and its quota; a failure or a
+/// cancel removes what was made.
+fn run_copy(d: &Arc<Daemon>, c: VolumeCopy, cancel: &Cancel) -> Result<()> {
     d.db.insert_volume(&c.row)?;
     let mut revert = Revert::new();
     let (d2, pool, name) = (d.clone(), c.row.pool.clone(), c.row.name.clone());
@@ -95,19 +96,21 @@ fn run_copy(d: &Arc<Daemon>, c: VolumeCopy) -> Result<()> {
         }
     });
     let to = custom_vol(&c.row.name);
-    copy_volume(&c.src, &c.from, &c.dst, &to, false)?;
+    copy_volume_until(&c.src, &c.from, &c.dst, &to, false, cancel)?;
     if let Some(src_name) = &c.with_snapshots_of {
         for s in snapshot_names(&*c.src, src_name) {
             let (from, to) = (
                 snapshots_dir(src_name).join(&s),
                 snapshots_dir(&c.row.name).join(&s),
             );
-            copy_volume(&c.src, &from, &c.dst, &to, true)?;
+            cancel.check()?;
+            copy_volume_until(&c.src, &from, &c.dst, &to, true, cancel)?;
         }
     }
     if c.size.is_some() {
         c.dst.set_quota(&to, c.size)?;
     }
+    cancel.check()?;
     revert.success();
     Ok(())
 }
@@ -139,8 +142,11 @@ impl Engine {
         )?;
         let (d, url) = (self.d.clone(), volume_url(pool, &req.name));
         Ok(Box::pin(async move {
-            let d2 = d.clone();
-            blocking(move || run_copy(&d2, plan)).await?;
+            let (d2, cancel) = (d.clone(), Cancel::current());
+            let cancel2 = cancel.clone();
+            blocking(move || run_copy(&d2, plan, &cancel2))
+                .await
+                .map_err(|e| if cancel.is_cancelled() { canceled() } else { e })?;
             d.events
                 .lifecycle("storage-volume-created", &url, json!({}));
             Ok(())
@@ -167,7 +173,7 @@ impl Engine {
         let (d, pool, name) = (self.d.clone(), pool.to_string(), name.to_string());
         Ok(Box::pin(async move {
             blocking(move || {
-                run_copy(&d, plan)?;
+                run_copy(&d, plan, &Cancel::none())?;
                 delete_volume(&d, &pool, &name)
             })
             .await
