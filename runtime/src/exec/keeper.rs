@@ -345,5 +345,7 @@ mod tests {
         );
         send_msg(conn.as_fd(), &ExecControl::Ack, &[]).unwrap();
         keeper.join().unwrap().unwrap();
+        // The keeper reaped it already.
+        let _ = cat.wait();
     }
 }
