@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::ws::WebSocket;
 use hutch_api::operation::{Operation, StatusCode};
 use serde_json::Value;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::DaemonError;
 use crate::events::EventHub;
@@ -28,13 +28,31 @@ pub fn current() -> Option<Arc<OpEntry>> {
 /// How long a finished operation stays readable.
 const KEEP_FINISHED: Duration = Duration::from_secs(5);
 
+/// Where a websocket connected with a secret goes: to one waiter, once, or to a session
+/// that takes connections again while it runs (a client reconnecting to an exec).
+#[derive(Debug)]
+pub enum SocketSink {
+    Once(oneshot::Sender<WebSocket>),
+    Reconnectable(mpsc::Sender<WebSocket>),
+}
+
+impl SocketSink {
+    /// Hands the connected socket over; false when nobody waits any more.
+    pub fn send(self, ws: WebSocket) -> bool {
+        match self {
+            SocketSink::Once(tx) => tx.send(ws).is_ok(),
+            SocketSink::Reconnectable(tx) => tx.try_send(ws).is_ok(),
+        }
+    }
+}
+
 /// One operation.
 #[derive(Debug)]
 pub struct OpEntry {
     op: Mutex<Operation>,
     done: watch::Sender<bool>,
     /// Websockets the operation waits for, by secret.
-    sockets: Mutex<HashMap<String, oneshot::Sender<WebSocket>>>,
+    sockets: Mutex<HashMap<String, SocketSink>>,
     /// Set by `DELETE /1.0/operations/<id>` on an operation whose work may be cancelled.
     cancel: watch::Sender<bool>,
     /// The work watches [`OpEntry::cancelled`] (unlike a token, which a cancel ends).
@@ -83,16 +101,29 @@ impl OpEntry {
         self.sockets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(secret.to_string(), tx);
+            .insert(secret.to_string(), SocketSink::Once(tx));
         rx
     }
 
-    /// The waiting end for `secret`, taken once.
-    pub fn take_socket(&self, secret: &str) -> Option<oneshot::Sender<WebSocket>> {
+    /// Registers a websocket secret that may connect again while the operation runs:
+    /// every connection comes out of the receiver, the latest being the live one.
+    pub fn expect_sockets(&self, secret: &str) -> mpsc::Receiver<WebSocket> {
+        let (tx, rx) = mpsc::channel(4);
         self.sockets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(secret)
+            .insert(secret.to_string(), SocketSink::Reconnectable(tx));
+        rx
+    }
+
+    /// The waiting end for `secret`: taken once, or for a reconnectable one, shared.
+    pub fn take_socket(&self, secret: &str) -> Option<SocketSink> {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        match sockets.get(secret) {
+            Some(SocketSink::Reconnectable(tx)) => Some(SocketSink::Reconnectable(tx.clone())),
+            Some(SocketSink::Once(_)) => sockets.remove(secret),
+            None => None,
+        }
     }
 
     /// Lets clients cancel the operation's work (`may_cancel`); the work watches
@@ -229,13 +260,46 @@ impl Operations {
         resources: BTreeMap<String, Vec<String>>,
         metadata: Value,
     ) -> Arc<OpEntry> {
-        let now = crate::now();
         let id = uuid::Uuid::new_v4().to_string();
+        self.register(id, crate::now(), class, description, resources, metadata)
+    }
+
+    /// Registers again, with its id and creation time, a running operation an earlier
+    /// daemon made (a kept exec session this daemon adopts).
+    pub fn adopt(
+        &self,
+        id: &str,
+        created_at: &str,
+        class: &str,
+        description: &str,
+        resources: BTreeMap<String, Vec<String>>,
+        metadata: Value,
+    ) -> Arc<OpEntry> {
+        self.register(
+            id.to_string(),
+            created_at.to_string(),
+            class,
+            description,
+            resources,
+            metadata,
+        )
+    }
+
+    fn register(
+        &self,
+        id: String,
+        created_at: String,
+        class: &str,
+        description: &str,
+        resources: BTreeMap<String, Vec<String>>,
+        metadata: Value,
+    ) -> Arc<OpEntry> {
+        let now = crate::now();
         let op = Operation {
             id: id.clone(),
             class: class.into(),
             description: description.into(),
-            created_at: now.clone(),
+            created_at,
             updated_at: now,
             status: StatusCode::Running.text().into(),
             status_code: StatusCode::Running as u16,

@@ -25,6 +25,9 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!(e.chain()))
         .context("recover the state directory")?;
+    // Exec sessions earlier daemons left running are served again, before clients return.
+    crate::api::exec::readopt(&state).await;
+    crate::api::console::readopt(&state).await;
     let https = crate::https::HttpsListener::new(
         state
             .tls_server_config()

@@ -26,8 +26,9 @@ pub mod userns;
 pub use container::Status;
 pub use error::{ErrorKind, Result, RuntimeError};
 pub use exec::{
-    exec, exec_main, ExecController, ExecExit, ExecRequest, ExecSession, ExecStdio, WindowSize,
-    BORN_IN_CGROUP2,
+    attach as exec_attach, exec, exec_kept, exec_main, session_paths as exec_session_paths,
+    sessions_dir as exec_sessions_dir, AttachedPipes, ExecController, ExecExit, ExecRequest,
+    ExecSession, ExecStdio, WindowSize, BORN_IN_CGROUP2,
 };
 pub use hotplug::{device_plug_main, hotplug, HotplugOp};
 pub use idmap::{IdMap, IdMapEntry};

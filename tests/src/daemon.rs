@@ -23,15 +23,19 @@ pub struct TestDaemon {
 /// `hutchd`, or with `cgroup2_only`, hutchd in a new mount namespace whose /sys/fs/cgroup
 /// is the cgroup2 hierarchy alone.
 fn hutchd_command(cgroup2_only: bool) -> Command {
+    hutchd_command_of(&hutchd_bin(), cgroup2_only)
+}
+
+fn hutchd_command_of(bin: &Path, cgroup2_only: bool) -> Command {
     if !cgroup2_only {
-        return Command::new(hutchd_bin());
+        return Command::new(bin);
     }
     let mut c = Command::new("unshare");
     c.args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(
             r#"umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec "$0" "$@""#,
         )
-        .arg(hutchd_bin());
+        .arg(bin);
     c
 }
 
@@ -112,9 +116,14 @@ impl TestDaemon {
 
     /// Starts the daemon process (again, after `kill`).
     pub fn spawn(&mut self) {
+        self.spawn_binary(&hutchd_bin());
+    }
+
+    /// Starts the daemon process from another copy of hutchd (an upgrade in place).
+    pub fn spawn_binary(&mut self, bin: &Path) {
         let _ = std::fs::remove_file(self.socket());
         let log = std::fs::File::create(self.path().join("hutchd.log")).expect("daemon log");
-        let child = hutchd_command(self.cgroup2_only)
+        let child = hutchd_command_of(bin, self.cgroup2_only)
             .arg("--dir")
             .arg(self.path())
             .arg("--verbose")

@@ -1,5 +1,9 @@
 //! `hutch exec`: a command inside an instance over the operation's websockets, with a real
 //! terminal (raw mode, window size, resize) when interactive. And `hutch console --show-log`.
+//!
+//! A websocket that drops while the operation runs (the daemon restarted, was killed or
+//! upgraded: it re-adopts the session) is connected again with the same secret, with
+//! backoff for up to [`RECONNECT_FOR`]; input not yet sent is sent after.
 
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsFd;
@@ -10,7 +14,77 @@ use clap::Args;
 use serde_json::{json, Value};
 use tungstenite::Message;
 
-use crate::http::{encode, Client};
+use crate::http::{encode, Client, Conn};
+
+type Ws = tungstenite::WebSocket<Conn>;
+
+/// How long a dropped session is retried.
+const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A websocket of an operation that can be connected again.
+#[derive(Clone)]
+struct Endpoint {
+    client: Client,
+    op: String,
+    path: String,
+}
+
+impl Endpoint {
+    fn new(client: &Client, op: &str, secret: &str) -> Self {
+        Endpoint {
+            client: client.clone(),
+            op: op.to_string(),
+            path: format!("{op}/websocket?secret={}", encode(secret)),
+        }
+    }
+
+    fn connect(&self) -> Result<Ws> {
+        self.client.websocket(&self.path)
+    }
+
+    /// Connects again after a drop, with backoff; `None` once the operation is over (or
+    /// the daemon stays away past [`RECONNECT_FOR`]).
+    fn reconnect(&self) -> Option<Ws> {
+        let deadline = std::time::Instant::now() + RECONNECT_FOR;
+        let mut pause = std::time::Duration::from_millis(50);
+        while std::time::Instant::now() < deadline {
+            if let Ok(ws) = self.connect() {
+                return Some(ws);
+            }
+            // A daemon that answers and has no running operation: nothing to come back to.
+            if let Ok(raw) = self.client.raw("GET", &self.op, &[], b"") {
+                let running = serde_json::from_slice::<Value>(&raw.body)
+                    .ok()
+                    .and_then(|v| v["metadata"]["status_code"].as_u64())
+                    == Some(103);
+                if !running {
+                    return None;
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_secs(1));
+        }
+        None
+    }
+}
+
+/// `GET <op>/wait`, retried while the daemon is away (restarting).
+fn wait_operation(client: &Client, op: &str) -> Result<Value> {
+    let deadline = std::time::Instant::now() + RECONNECT_FOR;
+    loop {
+        match client.get(&format!("{op}/wait?timeout=-1")) {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                // Retried only while the daemon cannot be reached at all.
+                if client.raw("GET", "/1.0", &[], b"").is_ok() {
+                    return Err(e);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+    }
+}
 
 #[derive(Args)]
 pub struct ExecArgs {
@@ -71,30 +145,32 @@ pub fn exec(client: &Client, args: &ExecArgs) -> Result<i32> {
     )?;
     let op = env_resp.operation.clone();
     let fds = env_resp.metadata["metadata"]["fds"].clone();
-    let ws_path = |fd: &str| -> Result<String> {
-        Ok(format!(
-            "{op}/websocket?secret={}",
-            fds[fd]
-                .as_str()
-                .ok_or_else(|| anyhow!("no websocket {fd}"))?
-        ))
+    let endpoint = |fd: &str| -> Result<Endpoint> {
+        let secret = fds[fd]
+            .as_str()
+            .ok_or_else(|| anyhow!("no websocket {fd}"))?;
+        Ok(Endpoint::new(client, &op, secret))
     };
-    let control = client.websocket(&ws_path("control")?)?;
+    let control = endpoint("control")?;
+    let control_ws = control.connect()?;
     if interactive {
-        let ws0 = client.websocket(&ws_path("0")?)?;
-        run_interactive(ws0, control, false)?;
+        let data = endpoint("0")?;
+        let ws0 = data.connect()?;
+        run_interactive(ws0, control_ws, false, Some((&data, &control)))?;
     } else {
-        let ws0 = client.websocket(&ws_path("0")?)?;
-        let ws1 = client.websocket(&ws_path("1")?)?;
-        let ws2 = client.websocket(&ws_path("2")?)?;
-        std::thread::spawn(move || pump_stdin(ws0));
-        let out = std::thread::spawn(move || pump_out(ws1, std::io::stdout()));
-        let err = std::thread::spawn(move || pump_out(ws2, std::io::stderr()));
+        let (e0, e1, e2) = (endpoint("0")?, endpoint("1")?, endpoint("2")?);
+        let ws0 = e0.connect()?;
+        let ws1 = e1.connect()?;
+        let ws2 = e2.connect()?;
+        std::thread::spawn(move || pump_stdin(ws0, &e0));
+        let out = std::thread::spawn(move || pump_out(ws1, &e1, std::io::stdout()));
+        let err = std::thread::spawn(move || pump_out(ws2, &e2, std::io::stderr()));
+        // The control socket is held (and reconnected) while the output runs.
+        std::thread::spawn(move || hold(control_ws, &control));
         let _ = out.join();
         let _ = err.join();
-        drop(control);
     }
-    let result = client.get(&format!("{op}/wait?timeout=-1"))?;
+    let result = wait_operation(client, &op)?;
     // A command that never started (a missing cwd) fails with `return` -1 and the reason.
     let failed = result["status_code"].as_u64().unwrap_or(0) >= 400;
     match result["metadata"]["return"].as_i64() {
@@ -106,27 +182,60 @@ pub fn exec(client: &Client, args: &ExecArgs) -> Result<i32> {
     }
 }
 
-fn pump_stdin(mut ws: tungstenite::WebSocket<crate::http::Conn>) {
+/// Sends `msg`, connecting again (and resending) when the connection dropped; false once
+/// the operation is over.
+fn send_again(ws: &mut Ws, endpoint: &Endpoint, msg: Message) -> bool {
+    loop {
+        if ws.send(msg.clone()).is_ok() {
+            return true;
+        }
+        match endpoint.reconnect() {
+            Some(new) => *ws = new,
+            None => return false,
+        }
+    }
+}
+
+fn pump_stdin(mut ws: Ws, endpoint: &Endpoint) {
     let mut buf = [0u8; 65536];
     let mut stdin = std::io::stdin();
     while let Ok(n) = stdin.read(&mut buf) {
-        if n == 0 || ws.send(Message::Binary(buf[..n].to_vec())).is_err() {
+        if n == 0 || !send_again(&mut ws, endpoint, Message::Binary(buf[..n].to_vec())) {
             break;
         }
     }
-    let _ = ws.send(Message::Text(String::new()));
+    send_again(&mut ws, endpoint, Message::Text(String::new()));
+    hold(ws, endpoint);
 }
 
-fn pump_out(mut ws: tungstenite::WebSocket<crate::http::Conn>, mut out: impl Write) {
-    while let Ok(msg) = ws.read() {
-        match msg {
-            Message::Binary(b) => {
+/// Holds a socket the daemon sends nothing on, connecting it again when it drops.
+fn hold(mut ws: Ws, endpoint: &Endpoint) {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(_)) => return,
+            Ok(_) => {}
+            Err(_) => match endpoint.reconnect() {
+                Some(new) => ws = new,
+                None => return,
+            },
+        }
+    }
+}
+
+fn pump_out(mut ws: Ws, endpoint: &Endpoint, mut out: impl Write) {
+    loop {
+        match ws.read() {
+            Ok(Message::Binary(b)) => {
                 let _ = out.write_all(&b);
                 let _ = out.flush();
             }
-            Message::Text(t) if t.is_empty() => break,
-            Message::Close(_) => break,
-            _ => {}
+            Ok(Message::Text(t)) if t.is_empty() => break,
+            Ok(Message::Close(_)) => break,
+            Ok(_) => {}
+            Err(_) => match endpoint.reconnect() {
+                Some(new) => ws = new,
+                None => break,
+            },
         }
     }
 }
@@ -174,10 +283,12 @@ impl Drop for RawMode {
 
 /// Bridges the terminal and a websocket until the far end ends; with `detachable`,
 /// ctrl+a q ends it from this side (as `lxc console` does).
+/// With `endpoints` (data, control), a dropped connection is connected again.
 fn run_interactive(
-    mut ws: tungstenite::WebSocket<crate::http::Conn>,
-    mut control: tungstenite::WebSocket<crate::http::Conn>,
+    mut ws: Ws,
+    mut control: Ws,
     detachable: bool,
+    endpoints: Option<(&Endpoint, &Endpoint)>,
 ) -> Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let _raw = RawMode::enter();
@@ -188,12 +299,31 @@ fn run_interactive(
             nix::sys::signal::SigHandler::Handler(on_winch),
         );
     }
-    let sock = ws.get_ref().as_fd().try_clone_to_owned()?;
+    let mut sock = ws.get_ref().as_fd().try_clone_to_owned()?;
     // Messages may already sit decoded above the socket (the websocket's buffer, TLS
     // records read whole): after each wake every ready message is read, a short timeout
     // saying when there are no more.
     ws.get_ref()
         .set_read_timeout(Some(std::time::Duration::from_millis(1)))?;
+    // Connects both sockets again after a drop; false once the session is over.
+    let reconnect = |ws: &mut Ws, control: &mut Ws, sock: &mut std::os::fd::OwnedFd| {
+        let Some((data_ep, control_ep)) = endpoints else {
+            return Ok(false);
+        };
+        let Some(new) = data_ep.reconnect() else {
+            return Ok(false);
+        };
+        *ws = new;
+        if let Some(c) = control_ep.reconnect() {
+            *control = c;
+        }
+        *sock = ws.get_ref().as_fd().try_clone_to_owned()?;
+        ws.get_ref()
+            .set_read_timeout(Some(std::time::Duration::from_millis(1)))?;
+        // The terminal's size may have changed meanwhile.
+        RESIZED.store(1, Ordering::SeqCst);
+        Ok::<bool, anyhow::Error>(true)
+    };
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let mut buf = [0u8; 16384];
@@ -232,12 +362,18 @@ fn run_interactive(
                         ctrl_a = b == 0x01;
                     }
                 }
-                ws.send(Message::Binary(buf[..n].to_vec()))?;
+                let msg = Message::Binary(buf[..n].to_vec());
+                while ws.send(msg.clone()).is_err() {
+                    if !reconnect(&mut ws, &mut control, &mut sock)? {
+                        return Ok(());
+                    }
+                }
             }
         }
         // Also after a timeout: what is buffered above the socket does not wake poll.
         {
             let mut ended = false;
+            let mut dropped = false;
             loop {
                 match ws.read() {
                     Ok(Message::Binary(b)) => {
@@ -254,7 +390,10 @@ fn run_interactive(
                     {
                         break
                     }
-                    Err(_) => ended = true,
+                    Err(_) => {
+                        dropped = true;
+                        break;
+                    }
                     Ok(_) => {}
                 }
                 if ended {
@@ -262,6 +401,9 @@ fn run_interactive(
                 }
             }
             if ended {
+                break;
+            }
+            if dropped && !reconnect(&mut ws, &mut control, &mut sock)? {
                 break;
             }
         }
@@ -297,16 +439,12 @@ pub fn console_attach(client: &Client, name: &str) -> Result<()> {
     )?;
     let op = env.operation.clone();
     let fds = env.metadata["metadata"]["fds"].clone();
-    let path = |fd: &str| {
-        format!(
-            "{op}/websocket?secret={}",
-            fds[fd].as_str().unwrap_or_default()
-        )
-    };
-    let control = client.websocket(&path("control"))?;
-    let data = client.websocket(&path("0"))?;
+    let endpoint = |fd: &str| Endpoint::new(client, &op, fds[fd].as_str().unwrap_or_default());
+    let (control_ep, data_ep) = (endpoint("control"), endpoint("0"));
+    let control = control_ep.connect()?;
+    let data = data_ep.connect()?;
     eprintln!("To detach from the console, press: <ctrl>+a q\r");
-    run_interactive(data, control, true)
+    run_interactive(data, control, true, Some((&data_ep, &control_ep)))
 }
 
 /// `hutch console NAME --show-log`.

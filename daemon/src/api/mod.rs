@@ -3,9 +3,9 @@
 
 mod backups;
 mod certificates;
-mod console;
+pub mod console;
 mod events;
-mod exec;
+pub mod exec;
 mod files;
 mod images;
 mod instances;

@@ -1,7 +1,14 @@
 //! An instance's console: attached through its monitor, which holds the console pty, and
 //! the console log the monitor keeps (`console.log`, rotated to `console.log.1`).
+//!
+//! An attached console's operation outlives the daemon: its identity lies in the runtime
+//! directory (`consoles/<id>.json`) while it runs, and a new daemon serves it again under
+//! the same id and secrets ([`Engine::kept_consoles`]); the pty is the monitor's.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use hutch_api::instance::InstanceConsolePost;
 use hutch_api::operation::StatusCode;
@@ -32,7 +39,71 @@ pub struct ConsoleControls {
     runtime_dir: PathBuf,
 }
 
+/// What a new daemon needs to serve an attached console again as the same operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsoleIdentity {
+    pub id: String,
+    pub instance: String,
+    pub created_at: String,
+    /// Websocket secrets by fd (`0`, `control`).
+    pub secrets: BTreeMap<String, String>,
+    /// The operation's metadata as clients saw it.
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+fn consoles_dir(rundir: &Path) -> PathBuf {
+    rundir.join("consoles")
+}
+
 impl Engine {
+    /// Records a console operation's identity while it runs.
+    pub fn keep_console(&self, identity: &ConsoleIdentity) -> Result<()> {
+        let dir = consoles_dir(&self.d.runtime_dir(&identity.instance));
+        std::fs::create_dir_all(&dir).map_err(|e| DaemonError::io("create", &dir, e))?;
+        let path = dir.join(format!("{}.json", identity.id));
+        let json = serde_json::to_vec(identity)
+            .map_err(|e| DaemonError::failed("write", "the console identity", e))?;
+        std::fs::write(&path, json).map_err(|e| DaemonError::io("write", &path, e))
+    }
+
+    /// Forgets a console operation that ended.
+    pub fn forget_console(&self, instance: &str, id: &str) {
+        let dir = consoles_dir(&self.d.runtime_dir(instance));
+        let _ = std::fs::remove_file(dir.join(format!("{id}.json")));
+    }
+
+    /// The consoles earlier daemons had attached, on instances still running, ready to
+    /// attach again (blocking); the identities of the others are removed.
+    pub fn kept_consoles(&self) -> Vec<(ConsoleIdentity, Console)> {
+        let mut found = Vec::new();
+        let Ok(instances) = std::fs::read_dir(self.d.dir.join("containers")) else {
+            return found;
+        };
+        for instance in instances.flatten() {
+            let Ok(entries) = std::fs::read_dir(consoles_dir(&instance.path())) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let identity = std::fs::read(&path)
+                    .ok()
+                    .and_then(|raw| serde_json::from_slice::<ConsoleIdentity>(&raw).ok());
+                let console = identity.as_ref().and_then(|id| {
+                    self.console(&id.instance, &InstanceConsolePost::default())
+                        .ok()
+                });
+                match (identity, console) {
+                    (Some(identity), Some(console)) => found.push((identity, console)),
+                    _ => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+        }
+        found
+    }
+
     /// Checks `POST .../console`: the instance exists and is not stopped, and only the text
     /// console is asked for.
     pub fn console(&self, name: &str, req: &InstanceConsolePost) -> Result<Console> {

@@ -2,6 +2,10 @@
 //! checks the request, turns it into what the runtime runs (environment, user, cwd), makes
 //! the pipes, pty or record logs and starts the helper; the API bridges what it hands
 //! back (pipe ends, the pty, a control handle) to websockets.
+//!
+//! Sessions outlive the daemon: the helper keeps them (`<rundir>/exec/<id>.sock`), the
+//! operation's identity lies beside them (`<id>.json`), and a new daemon finds, attaches
+//! to and serves them again under the same operation ([`Engine::kept_exec_sessions`]).
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -10,6 +14,7 @@ use std::path::{Path, PathBuf};
 use hutch_api::instance::InstanceExecPost;
 use hutch_api::operation::StatusCode;
 use hutch_runtime::{ExecController, ExecRequest, ExecSession, ExecStdio, WindowSize};
+use serde::{Deserialize, Serialize};
 use tokio::net::unix::pipe;
 
 use super::revert::Revert;
@@ -25,10 +30,144 @@ pub struct Exec {
     request: ExecRequest,
 }
 
+impl Engine {
+    /// Writes a session's identity beside its socket (before the session starts).
+    fn write_session_identity(&self, identity: &SessionIdentity) -> Result<PathBuf> {
+        let rundir = self.d.runtime_dir(&identity.instance);
+        let dir = hutch_runtime::exec_sessions_dir(&rundir);
+        std::fs::create_dir_all(&dir).map_err(|e| DaemonError::io("create", &dir, e))?;
+        let (socket, path) = hutch_runtime::exec_session_paths(&rundir, &identity.id);
+        let json = serde_json::to_vec(identity)
+            .map_err(|e| DaemonError::failed("write", "the session identity", e))?;
+        std::fs::write(&path, json).map_err(|e| DaemonError::io("write", &path, e))?;
+        Ok(socket)
+    }
+
+    /// The kept exec sessions of the running instances, each attached to (blocking: call
+    /// at start, from a blocking task). Leftovers of sessions that are gone (a socket
+    /// nobody listens on, an identity without a socket) are removed.
+    pub fn kept_exec_sessions(&self) -> Vec<(SessionIdentity, AdoptedExec)> {
+        let mut found = Vec::new();
+        let Ok(instances) = std::fs::read_dir(self.d.dir.join("containers")) else {
+            return found;
+        };
+        for instance in instances.flatten() {
+            let dir = hutch_runtime::exec_sessions_dir(&instance.path());
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "sock") {
+                    // A socket whose identity is gone cannot be served: its session ends.
+                    if !path.with_extension("json").exists() {
+                        if let Ok((session, _)) = hutch_runtime::exec_attach(&path) {
+                            let _ = session.controller().map(|c| c.kill());
+                            let _ = session.wait();
+                        }
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                match self.adopt_session(&path) {
+                    Ok(adopted) => found.push(adopted),
+                    Err(e) => {
+                        tracing::info!(session = %path.display(), error = %e.chain(), "exec session gone");
+                        let _ = std::fs::remove_file(&path);
+                        let _ = std::fs::remove_file(path.with_extension("sock"));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    fn adopt_session(&self, identity: &Path) -> Result<(SessionIdentity, AdoptedExec)> {
+        let raw = std::fs::read(identity).map_err(|e| DaemonError::io("read", identity, e))?;
+        let id: SessionIdentity = serde_json::from_slice(&raw)
+            .map_err(|e| DaemonError::failed("read", identity.display(), e))?;
+        let (mut session, pipes) = hutch_runtime::exec_attach(&identity.with_extension("sock"))?;
+        let adopted = if id.secrets.is_empty() {
+            AdoptedExec::Detached(ExecProcess { session })
+        } else if id.interactive {
+            let controls = ExecControls(session.controller()?);
+            let master = session
+                .take_pty()
+                .ok_or_else(|| DaemonError::failed("attach to", "the session", "it has no pty"))?;
+            AdoptedExec::Pty(pty_exec(master, controls, session)?)
+        } else {
+            let pipes = pipes.ok_or_else(|| {
+                DaemonError::failed("attach to", "the session", "it has no pipes")
+            })?;
+            let registered = |e| DaemonError::io("register", "exec pipe", e);
+            AdoptedExec::Pipes(PipedExec {
+                stdin: pipes
+                    .stdin
+                    .map(pipe::Sender::from_owned_fd)
+                    .transpose()
+                    .map_err(registered)?,
+                stdout: pipe::Receiver::from_owned_fd(pipes.stdout).map_err(registered)?,
+                stderr: pipe::Receiver::from_owned_fd(pipes.stderr).map_err(registered)?,
+                process: ExecProcess { session },
+            })
+        };
+        Ok((id, adopted))
+    }
+}
+
+/// A pty session's halves for the API.
+fn pty_exec(
+    master: std::fs::File,
+    controls: ExecControls,
+    session: ExecSession,
+) -> Result<PtyExec> {
+    let writer = master
+        .try_clone()
+        .map_err(|e| DaemonError::io("dup", "pty", e))?;
+    Ok(PtyExec {
+        reader: tokio::fs::File::from_std(master),
+        writer: tokio::fs::File::from_std(writer),
+        controls,
+        process: ExecProcess { session },
+    })
+}
+
+/// What a new daemon needs to serve a kept session again as the same operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionIdentity {
+    /// The operation's id.
+    pub id: String,
+    pub instance: String,
+    pub created_at: String,
+    /// Websocket secrets by fd (`0`, `1`, `2`, `control`); none for an exec without
+    /// websockets.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    pub interactive: bool,
+    #[serde(default)]
+    pub record_output: bool,
+    /// The operation's metadata as clients saw it.
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+/// A kept session found at start and attached to, in the shape it was started in.
+#[derive(Debug)]
+pub enum AdoptedExec {
+    Pipes(PipedExec),
+    Pty(PtyExec),
+    /// An exec without websockets (its output discarded or recorded).
+    Detached(ExecProcess),
+}
+
 /// A command started with three pipes: the API writes `stdin` and reads the others.
 #[derive(Debug)]
 pub struct PipedExec {
-    pub stdin: pipe::Sender,
+    /// `None` when the input had ended before this daemon attached.
+    pub stdin: Option<pipe::Sender>,
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,
     pub process: ExecProcess,
@@ -42,14 +181,6 @@ pub struct PtyExec {
     pub writer: tokio::fs::File,
     pub controls: ExecControls,
     pub process: ExecProcess,
-}
-
-/// How a command run without websockets ended, and where its output was recorded.
-#[derive(Debug)]
-pub struct DetachedExit {
-    pub code: i32,
-    /// The names of the stdout and stderr logs (`exec_<id>.stdout|stderr`), when recorded.
-    pub logs: Option<(String, String)>,
 }
 
 /// A running command: controlled while it runs, waited for once.
@@ -158,23 +289,30 @@ impl Exec {
         &self.request.env
     }
 
-    /// Starts the helper (blocking: call from a blocking task).
+    /// Starts the helper, keeping the session as `identity` (blocking: call from a
+    /// blocking task); `ends` are the daemon's pipe ends the helper holds too.
     fn start(
         engine: &Engine,
         name: &str,
         req: &ExecRequest,
         stdio: ExecStdio,
+        identity: &SessionIdentity,
+        ends: &[std::os::fd::BorrowedFd<'_>],
     ) -> Result<ExecSession> {
-        Ok(hutch_runtime::exec(
+        let socket = engine.write_session_identity(identity)?;
+        // The runtime removes the socket and the identity when the start fails.
+        Ok(hutch_runtime::exec_kept(
             &engine.d.hutchd,
             &engine.d.runtime_dir(name),
             req,
             stdio,
+            &socket,
+            ends,
         )?)
     }
 
     /// Runs the command with three pipes; their other ends are the command's stdio.
-    pub async fn start_pipes(self) -> Result<PipedExec> {
+    pub async fn start_pipes(self, identity: SessionIdentity) -> Result<PipedExec> {
         let (in_r, in_w) = pipe_pair()?;
         let (out_r, out_w) = pipe_pair()?;
         let (err_r, err_w) = pipe_pair()?;
@@ -188,10 +326,16 @@ impl Exec {
             name,
             request,
         } = self;
-        let session = blocking(move || Self::start(&engine, &name, &request, stdio)).await?;
+        let (session, in_w, out_r, err_r) = blocking(move || {
+            use std::os::fd::AsFd;
+            let ends = [in_w.as_fd(), out_r.as_fd(), err_r.as_fd()];
+            let session = Self::start(&engine, &name, &request, stdio, &identity, &ends)?;
+            Ok((session, in_w, out_r, err_r))
+        })
+        .await?;
         let registered = |e| DaemonError::io("register", "exec pipe", e);
         Ok(PipedExec {
-            stdin: pipe::Sender::from_owned_fd(in_w).map_err(registered)?,
+            stdin: Some(pipe::Sender::from_owned_fd(in_w).map_err(registered)?),
             stdout: pipe::Receiver::from_owned_fd(out_r).map_err(registered)?,
             stderr: pipe::Receiver::from_owned_fd(err_r).map_err(registered)?,
             process: ExecProcess { session },
@@ -199,35 +343,33 @@ impl Exec {
     }
 
     /// Runs the command on a new pty inside the instance.
-    pub async fn start_pty(self) -> Result<PtyExec> {
+    pub async fn start_pty(self, identity: SessionIdentity) -> Result<PtyExec> {
         let Exec {
             engine,
             name,
             request,
         } = self;
         let mut session =
-            blocking(move || Self::start(&engine, &name, &request, ExecStdio::Pty)).await?;
+            blocking(move || Self::start(&engine, &name, &request, ExecStdio::Pty, &identity, &[]))
+                .await?;
         // The controls share the pty, for window-resize: taken before the pty goes.
         let controls = ExecControls(session.controller()?);
         let master = session
             .take_pty()
             .ok_or_else(|| DaemonError::failed("take", "the pty", "the exec session has none"))?;
-        let writer = master
-            .try_clone()
-            .map_err(|e| DaemonError::io("dup", "pty", e))?;
-        Ok(PtyExec {
-            reader: tokio::fs::File::from_std(master),
-            writer: tokio::fs::File::from_std(writer),
-            controls,
-            process: ExecProcess { session },
-        })
+        pty_exec(master, controls, session)
     }
 
-    /// Runs the command with no input and its output discarded, or recorded in the
-    /// instance's logs as `exec_<id>.stdout|stderr` when `record`; waits for it to end.
-    /// Logs of a command that could not start are removed.
-    pub async fn run_detached(self, id: &str, record: bool) -> Result<DetachedExit> {
-        let id = id.to_string();
+    /// Starts the command with no input and its output discarded, or recorded in the
+    /// instance's logs as `exec_<id>.stdout|stderr` when `record_output`: the running
+    /// command and the names of its logs. Logs of a command that could not start are
+    /// removed.
+    pub async fn start_detached(
+        self,
+        identity: SessionIdentity,
+    ) -> Result<(ExecProcess, Option<(String, String)>)> {
+        let id = identity.id.clone();
+        let record = identity.record_output;
         let (session, logs) = blocking(move || {
             let mut revert = Revert::new();
             let (stdout, stderr, logs) = if record {
@@ -251,13 +393,19 @@ impl Exec {
                 stdout,
                 stderr,
             };
-            let session = Self::start(&self.engine, &self.name, &self.request, stdio)?;
+            let session = Self::start(
+                &self.engine,
+                &self.name,
+                &self.request,
+                stdio,
+                &identity,
+                &[],
+            )?;
             revert.success();
             Ok((session, logs))
         })
         .await?;
-        let code = ExecProcess { session }.wait().await?;
-        Ok(DetachedExit { code, logs })
+        Ok((ExecProcess { session }, logs))
     }
 }
 
@@ -276,6 +424,16 @@ impl ExecProcess {
 }
 
 impl ExecControls {
+    /// Kills the command and its process group (a cancelled exec).
+    pub fn kill(&self) -> Result<()> {
+        Ok(self.0.kill()?)
+    }
+
+    /// Ends the command's input (the session's own copy of stdin's write end closes).
+    pub fn close_stdin(&self) -> Result<()> {
+        Ok(self.0.close_stdin()?)
+    }
+
     /// Resizes the command's pty.
     pub fn resize(&self, cols: u16, rows: u16) -> Result<()> {
         Ok(self.0.resize(WindowSize { cols, rows })?)
@@ -364,7 +522,16 @@ mod tests {
             name: "c1".into(),
             request: exec_request(&BTreeMap::new(), &req),
         };
-        run.run_detached("op1", true).await.unwrap_err();
+        let identity = SessionIdentity {
+            id: "op1".into(),
+            instance: "c1".into(),
+            created_at: String::new(),
+            secrets: BTreeMap::new(),
+            interactive: false,
+            record_output: true,
+            metadata: serde_json::Value::Null,
+        };
+        run.start_detached(identity).await.unwrap_err();
         let logs = e.exec_logs_dir("c1");
         assert!(logs.is_dir(), "the logs directory was made");
         assert_eq!(

@@ -8,15 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use nix::fcntl::{open, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
-use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{
-    dup2, execve, fork, setgroups, setresgid, setresuid, setsid, ForkResult, Gid, Pid, Uid,
+    dup2, execve, fork, setgroups, setresgid, setresuid, setsid, ForkResult, Gid, Uid,
 };
 
-use super::protocol::{recv_msg, send_msg, ExecControl, ExecEvent, ExecRequest, WindowSize};
+use super::keeper::{self, Kept};
+use super::protocol::{recv_msg, send_msg, ExecEvent, ExecRequest, StartRequest, WindowSize};
 use crate::cgroup::{self, RealCgroupFs};
 use crate::create::{chain, DEFAULT_PATH};
 use crate::error::{Result, RuntimeError};
@@ -42,13 +41,25 @@ pub fn exec_main(dir: &Path, born_in_cgroup2: bool) -> ! {
     let _ = sys::set_dumpable(false);
     sys::name_after_argv0();
     let _ = sys::set_cloexec(control.as_raw_fd(), true);
-    let code = match run(dir, control.as_fd(), born_in_cgroup2) {
+    // Detached from the daemon: its terminal, its process group and their signals are not
+    // ours (a kept session outlives the daemon).
+    let _ = setsid();
+    // SAFETY: ignoring signals installs no handler.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let ran = control
+        .try_clone()
+        .map_err(|e| RuntimeError::io("dup", "exec control socket", e))
+        .and_then(|c| run(dir, c, born_in_cgroup2));
+    let code = match ran {
         Ok(()) => 0,
         Err(e) => {
             let _ = send_msg(
                 control.as_fd(),
                 &ExecEvent::Failed { message: chain(&e) },
-                None,
+                &[],
             );
             1
         }
@@ -57,12 +68,12 @@ pub fn exec_main(dir: &Path, born_in_cgroup2: bool) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn run(dir: &Path, control: BorrowedFd<'_>, born_in_cgroup2: bool) -> Result<()> {
-    let (req, _) = recv_msg::<ExecRequest>(control, "an exec request")?.ok_or_else(|| {
-        RuntimeError::ExecFailed {
+fn run(dir: &Path, control: OwnedFd, born_in_cgroup2: bool) -> Result<()> {
+    let (start, mut ends) = recv_msg::<StartRequest>(control.as_fd(), "an exec request")?
+        .ok_or_else(|| RuntimeError::ExecFailed {
             reason: "the caller hung up before sending a request".into(),
-        }
-    })?;
+        })?;
+    let StartRequest { request: req, keep } = start;
     if req.command.is_empty() {
         return Err(RuntimeError::ExecFailed {
             reason: "no command given".into(),
@@ -74,6 +85,28 @@ fn run(dir: &Path, control: BorrowedFd<'_>, born_in_cgroup2: bool) -> Result<()>
         }
     })?;
     let filter = seccomp::compile(&state.seccomp, state.privileged, state.nesting)?;
+    // Made on the host's paths, before we join the container's mount namespace.
+    let listener = keep.as_deref().map(keeper::listen_at).transpose()?;
+    let kept_pipes = match (&listener, req.pty, ends.len()) {
+        // With a pty, or without websockets (the command's output goes to files).
+        (None, _, _) | (Some(_), _, 0) => None,
+        (Some(_), None, 3) => {
+            let stderr = ends.pop();
+            let stdout = ends.pop();
+            Some((ends.pop(), stdout, stderr))
+        }
+        _ => {
+            return Err(RuntimeError::ExecFailed {
+                reason: "a kept session needs the caller's three pipe ends".into(),
+            })
+        }
+    };
+    // The host's /dev/null, opened before we join the container (whose /dev/null may not
+    // be ours to open): it replaces our copies of the command's stdio once it runs.
+    let null = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| RuntimeError::sys("open /dev/null", e))?;
+    // SAFETY: open returned a new fd that we own.
+    let null = unsafe { OwnedFd::from_raw_fd(null) };
     join_container(&state, dir, born_in_cgroup2)?;
     if let Some(cwd) = &req.cwd {
         check_cwd(cwd)?;
@@ -110,22 +143,33 @@ fn run(dir: &Path, control: BorrowedFd<'_>, born_in_cgroup2: bool) -> Result<()>
                 drop(slave);
                 master
             });
-            // Our copies of the caller's stdio must not keep its pipes open.
-            if let Ok(null) = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
-                for fd in 0..3 {
-                    let _ = dup2(null, fd);
-                }
-                let _ = nix::unistd::close(null);
+            // Our copies of the caller's stdio must not keep its pipes open (a kept session
+            // would never let its output end).
+            for fd in 0..3 {
+                let _ = dup2(null.as_raw_fd(), fd);
             }
+            drop(null);
             send_msg(
-                control,
+                control.as_fd(),
                 &ExecEvent::Started {
                     pid: child.as_raw(),
                 },
-                master.as_ref().map(|m| m.as_raw_fd()),
+                &master
+                    .as_ref()
+                    .map(|m| m.as_raw_fd())
+                    .into_iter()
+                    .collect::<Vec<_>>(),
             )?;
-            drop(master);
-            supervise(control, child)
+            let kept = match (listener.is_some(), master, kept_pipes) {
+                (true, Some(master), _) => Kept::Pty(master),
+                (true, None, Some((stdin, Some(stdout), Some(stderr)))) => Kept::Pipes {
+                    stdin,
+                    stdout,
+                    stderr,
+                },
+                _ => Kept::Nothing,
+            };
+            keeper::supervise(control, listener, kept, child)
         }
     }
 }
@@ -321,60 +365,6 @@ fn resolve(cmd: &str, path: &str) -> Option<CString> {
         // SAFETY: c is a valid NUL-terminated path.
         (unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0).then_some(c)
     })
-}
-
-/// Forwards signals from the caller until the command ends, then reports its end.
-fn supervise(control: BorrowedFd<'_>, child: Pid) -> Result<()> {
-    let child_fd =
-        sys::pidfd_open(child.as_raw()).map_err(|e| RuntimeError::sys("watch the command", e))?;
-    let mut caller_gone = false;
-    loop {
-        let mut fds = vec![PollFd::new(child_fd.as_fd(), PollFlags::POLLIN)];
-        if !caller_gone {
-            fds.push(PollFd::new(control, PollFlags::POLLIN));
-        }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(RuntimeError::sys("poll", e)),
-            Ok(_) => {}
-        }
-        let child_done = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let control_ready = fds
-            .get(1)
-            .and_then(|f| f.revents())
-            .is_some_and(|r| !r.is_empty());
-        if control_ready {
-            match recv_msg::<ExecControl>(control, "an exec control message") {
-                Ok(Some((ExecControl::Signal { signal }, _))) => {
-                    // Raw numbers: real-time signals are forwarded too.
-                    // SAFETY: kill with plain integers.
-                    unsafe { libc::kill(child.as_raw(), signal) };
-                }
-                // The caller is gone: the command runs on to its end all the same.
-                Ok(None) | Err(_) => caller_gone = true,
-            }
-        }
-        if child_done {
-            let event = match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => ExecEvent::Exited {
-                    code: Some(code),
-                    signal: None,
-                },
-                Ok(WaitStatus::Signaled(_, sig, _)) => ExecEvent::Exited {
-                    code: None,
-                    signal: Some(sig as i32),
-                },
-                Ok(other) => {
-                    return Err(RuntimeError::ExecFailed {
-                        reason: format!("unexpected wait status {other:?}"),
-                    })
-                }
-                Err(e) => return Err(RuntimeError::sys("wait for the command", e)),
-            };
-            let _ = send_msg(control, &event, None);
-            return Ok(());
-        }
-    }
 }
 
 /// The command's environment: the request's, with a default PATH.

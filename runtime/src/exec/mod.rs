@@ -3,11 +3,12 @@
 //! and no round trip to the monitor.
 
 mod helper;
+mod keeper;
 pub mod protocol;
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -18,8 +19,25 @@ use nix::unistd::Pid;
 
 use helper::CONTROL_FD;
 pub use helper::{exec_main, set_window_size, BORN_IN_CGROUP2};
-use protocol::{recv_msg, send_msg, ExecControl, ExecEvent};
+use protocol::{recv_msg, send_msg, ExecControl, ExecEvent, StartRequest, PROTOCOL_VERSION};
 pub use protocol::{ExecRequest, WindowSize};
+
+/// The directory of a container's kept exec sessions (`<rundir>/exec`).
+pub fn sessions_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("exec")
+}
+
+/// Where the session `id` listens, and where its identity (written by the daemon) lies.
+pub fn session_paths(dir: &Path, id: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let d = sessions_dir(dir);
+    (d.join(format!("{id}.sock")), d.join(format!("{id}.json")))
+}
+
+/// Removes a kept session's socket and identity.
+fn remove_session_files(socket: &Path) {
+    let _ = std::fs::remove_file(socket);
+    let _ = std::fs::remove_file(socket.with_extension("json"));
+}
 
 use crate::error::{Result, RuntimeError};
 
@@ -48,6 +66,15 @@ impl ExecExit {
     pub fn code(&self) -> i32 {
         self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
     }
+}
+
+/// The daemon's ends of a piped session it re-attached to.
+#[derive(Debug)]
+pub struct AttachedPipes {
+    /// `None` once the input was closed.
+    pub stdin: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
 }
 
 /// The exec helper process, a child of ours: reaped by `wait`, or else when dropped.
@@ -79,14 +106,49 @@ impl Drop for Helper {
 pub struct ExecSession {
     /// Declared before `helper`: dropped first, so an unwaited helper sees its end.
     control: OwnedFd,
-    helper: Helper,
+    /// `None` for a session attached to (started by another daemon).
+    helper: Option<Helper>,
     pty: Option<File>,
     /// Host pid of the command.
     pub pid: i32,
+    /// The socket of a kept session, removed with its identity once the end is acknowledged.
+    kept: Option<std::path::PathBuf>,
 }
 
-/// Starts `req` in the container whose runtime directory is `dir`.
+/// Starts `req` in the container whose runtime directory is `dir`; the session ends with
+/// its caller.
 pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> Result<ExecSession> {
+    start(hutchd, dir, req, stdio, None, &[])
+}
+
+/// Starts `req` as [`exec`] does, the helper keeping the session for later daemons on
+/// `socket` (see [`session_paths`]); with pipes, `caller_ends` are the caller's ends
+/// (stdin's write end, stdout's and stderr's read ends), which it holds for them.
+pub fn exec_kept(
+    hutchd: &Path,
+    dir: &Path,
+    req: &ExecRequest,
+    stdio: ExecStdio,
+    socket: &Path,
+    caller_ends: &[BorrowedFd<'_>],
+) -> Result<ExecSession> {
+    std::fs::create_dir_all(sessions_dir(dir))
+        .map_err(|e| RuntimeError::io("create", sessions_dir(dir), e))?;
+    let started = start(hutchd, dir, req, stdio, Some(socket), caller_ends);
+    if started.is_err() {
+        remove_session_files(socket);
+    }
+    started
+}
+
+fn start(
+    hutchd: &Path,
+    dir: &Path,
+    req: &ExecRequest,
+    stdio: ExecStdio,
+    keep: Option<&Path>,
+    caller_ends: &[BorrowedFd<'_>],
+) -> Result<ExecSession> {
     if req.command.is_empty() {
         return Err(RuntimeError::ExecFailed {
             reason: "no command given".into(),
@@ -116,18 +178,25 @@ pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> R
     let helper = spawn_helper(hutchd, dir, &state, stdio, theirs)?;
     let mut session = ExecSession {
         control: ours,
-        helper: Helper {
+        helper: Some(Helper {
             pid: helper,
             reaped: false,
-        },
+        }),
         pty: None,
         pid: 0,
+        kept: None,
     };
-    send_msg(session.control.as_fd(), req, None)?;
+    let ends: Vec<_> = caller_ends.iter().map(|f| f.as_raw_fd()).collect();
+    let start = StartRequest {
+        request: req.clone(),
+        keep: keep.map(Path::to_path_buf),
+    };
+    send_msg(session.control.as_fd(), &start, &ends)?;
     match recv_msg::<ExecEvent>(session.control.as_fd(), "started")? {
-        Some((ExecEvent::Started { pid }, fd)) => {
+        Some((ExecEvent::Started { pid }, fds)) => {
             session.pid = pid;
-            session.pty = fd.map(File::from);
+            session.pty = fds.into_iter().next().map(File::from);
+            session.kept = keep.map(Path::to_path_buf);
             if req.pty.is_some() && session.pty.is_none() {
                 return Err(RuntimeError::Protocol {
                     peer: "exec helper",
@@ -138,7 +207,7 @@ pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> R
             Ok(session)
         }
         Some((ExecEvent::Failed { message }, _)) => {
-            session.helper.wait();
+            session.reap();
             Err(RuntimeError::ExecFailed { reason: message })
         }
         Some((other, _)) => Err(RuntimeError::Protocol {
@@ -147,7 +216,7 @@ pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> R
             got: format!("{other:?}"),
         }),
         None => {
-            session.helper.wait();
+            session.reap();
             Err(RuntimeError::ExecFailed {
                 reason: "the exec helper died".into(),
             })
@@ -165,7 +234,17 @@ pub struct ExecController {
 impl ExecController {
     /// Forwards a signal to the command.
     pub fn signal(&self, signal: i32) -> Result<()> {
-        send_msg(self.control.as_fd(), &ExecControl::Signal { signal }, None)
+        send_msg(self.control.as_fd(), &ExecControl::Signal { signal }, &[])
+    }
+
+    /// Kills the command and its process group.
+    pub fn kill(&self) -> Result<()> {
+        send_msg(self.control.as_fd(), &ExecControl::Kill, &[])
+    }
+
+    /// Tells a kept session that the input ended (it closes its copy of stdin).
+    pub fn close_stdin(&self) -> Result<()> {
+        send_msg(self.control.as_fd(), &ExecControl::CloseStdin, &[])
     }
 
     /// Resizes the pty (an error when the command has none).
@@ -337,7 +416,86 @@ fn helper_child(
     }
 }
 
+/// Attaches to the kept session listening on `socket` (started by an earlier daemon): the
+/// session, and with pipes the daemon's ends of them.
+pub fn attach(socket: &Path) -> Result<(ExecSession, Option<AttachedPipes>)> {
+    let control = keeper::connect_to(socket)?;
+    send_msg(
+        control.as_fd(),
+        &ExecControl::Attach {
+            version: PROTOCOL_VERSION,
+        },
+        &[],
+    )?;
+    let (event, mut fds) =
+        recv_msg::<ExecEvent>(control.as_fd(), "attached")?.ok_or_else(|| {
+            RuntimeError::ExecFailed {
+                reason: "the exec session hung up".into(),
+            }
+        })?;
+    let ExecEvent::Attached {
+        version,
+        pid,
+        pty,
+        stdin_open,
+    } = event
+    else {
+        return Err(RuntimeError::Protocol {
+            peer: "exec session",
+            expected: "attached",
+            got: format!("{event:?}"),
+        });
+    };
+    if version > PROTOCOL_VERSION {
+        return Err(RuntimeError::ExecFailed {
+            reason: format!("the exec session speaks version {version}, newer than ours"),
+        });
+    }
+    let wrong = |n: usize| RuntimeError::Protocol {
+        peer: "exec session",
+        expected: "the session's fds",
+        got: format!("{n} fds"),
+    };
+    let mut session = ExecSession {
+        control,
+        helper: None,
+        pty: None,
+        pid,
+        kept: Some(socket.to_path_buf()),
+    };
+    if pty {
+        let master = fds.pop().ok_or_else(|| wrong(0))?;
+        session.pty = Some(File::from(master));
+        return Ok((session, None));
+    }
+    if fds.is_empty() {
+        // An exec without websockets: its output goes to files.
+        return Ok((session, None));
+    }
+    let expected = if stdin_open { 3 } else { 2 };
+    if fds.len() != expected {
+        return Err(wrong(fds.len()));
+    }
+    let stderr = fds.pop().ok_or_else(|| wrong(0))?;
+    let stdout = fds.pop().ok_or_else(|| wrong(0))?;
+    let stdin = fds.pop();
+    Ok((
+        session,
+        Some(AttachedPipes {
+            stdin,
+            stdout,
+            stderr,
+        }),
+    ))
+}
+
 impl ExecSession {
+    fn reap(&mut self) {
+        if let Some(h) = &mut self.helper {
+            h.wait();
+        }
+    }
+
     /// A controller sharing this session's control socket and pty.
     pub fn controller(&self) -> Result<ExecController> {
         let control = self
@@ -376,13 +534,21 @@ impl ExecSession {
 
     /// Forwards a signal to the command.
     pub fn signal(&self, signal: i32) -> Result<()> {
-        send_msg(self.control.as_fd(), &ExecControl::Signal { signal }, None)
+        send_msg(self.control.as_fd(), &ExecControl::Signal { signal }, &[])
     }
 
-    /// Waits for the command to end.
+    /// Waits for the command to end, and acknowledges its end: a kept session then goes,
+    /// and its socket and identity are removed.
     pub fn wait(mut self) -> Result<ExecExit> {
         let event = recv_msg::<ExecEvent>(self.control.as_fd(), "exited");
-        self.helper.wait();
+        if matches!(&event, Ok(Some((ExecEvent::Exited { .. }, _)))) {
+            // A session that is not kept has gone already: nothing to acknowledge.
+            let _ = send_msg(self.control.as_fd(), &ExecControl::Ack, &[]);
+            if let Some(socket) = &self.kept {
+                remove_session_files(socket);
+            }
+        }
+        self.reap();
         match event? {
             Some((ExecEvent::Exited { code, signal }, _)) => Ok(ExecExit { code, signal }),
             Some((ExecEvent::Failed { message }, _)) => {

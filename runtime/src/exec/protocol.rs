@@ -1,4 +1,8 @@
-//! Messages between an exec caller and the exec helper, one per SOCK_SEQPACKET datagram.
+//! Messages between an exec caller (a daemon) and the exec helper, one per SOCK_SEQPACKET
+//! datagram. The helper keeps its session after the caller is gone: a later daemon
+//! connects to its socket (`<rundir>/exec/<id>.sock`), says `Attach` with its protocol
+//! version, and gets the session's fds back. Versioned so that a newer daemon adopts the
+//! helpers an older one started.
 
 use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
@@ -9,6 +13,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
+
+/// The version of this protocol. A daemon adopts helpers of this version or older; a
+/// helper answers an `Attach` of any version with its own.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Most fds one message carries (a piped session's three ends).
+const MAX_FDS: usize = 3;
 
 /// Largest message either side sends.
 pub const MAX_MESSAGE: usize = 256 * 1024;
@@ -40,6 +51,18 @@ pub struct ExecRequest {
     pub pty: Option<WindowSize>,
 }
 
+/// The first message to a fresh helper: the request, and whether to keep the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRequest {
+    #[serde(flatten)]
+    pub request: ExecRequest,
+    /// Keep the session after the caller is gone, listening on this socket path; the
+    /// message then carries the caller's ends of the pipes (stdin's write end, stdout's
+    /// and stderr's read ends), which the helper holds so that they outlive the caller.
+    #[serde(default)]
+    pub keep: Option<std::path::PathBuf>,
+}
+
 /// From the helper to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -53,6 +76,14 @@ pub enum ExecEvent {
     },
     /// The command could not be started.
     Failed { message: String },
+    /// The answer to `Attach`: the session's fds travel with it (the pty master, or
+    /// stdin's write end when still open, then stdout's and stderr's read ends).
+    Attached {
+        version: u32,
+        pid: i32,
+        pty: bool,
+        stdin_open: bool,
+    },
 }
 
 /// From the caller to the helper.
@@ -61,30 +92,38 @@ pub enum ExecEvent {
 pub enum ExecControl {
     /// Forward a signal to the command.
     Signal { signal: i32 },
+    /// A new caller takes the session over (the first message on a kept session's socket).
+    Attach { version: u32 },
+    /// The caller's input ended: the helper closes its copy of stdin's write end.
+    CloseStdin,
+    /// Kill the command and its process group (a cancelled exec).
+    Kill,
+    /// The caller has the exit status: the helper may go.
+    Ack,
 }
 
-/// Sends one message, with an fd attached when given.
-pub fn send_msg<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fd: Option<RawFd>) -> Result<()> {
+/// Sends one message, with fds attached when given.
+pub fn send_msg<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[RawFd]) -> Result<()> {
     let data = serde_json::to_vec(msg).expect("exec messages serialize");
     let iov = [IoSlice::new(&data)];
-    let fds: Vec<RawFd> = fd.into_iter().collect();
     let cmsgs: Vec<ControlMessage> = if fds.is_empty() {
         vec![]
     } else {
-        vec![ControlMessage::ScmRights(&fds)]
+        vec![ControlMessage::ScmRights(fds)]
     };
     sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)
         .map_err(|e| RuntimeError::sys("send on the exec socket", e))?;
     Ok(())
 }
 
-/// Receives one message and any fd sent with it; `Ok(None)` when the peer hung up.
+/// Receives one message and the fds sent with it, in order; `Ok(None)` when the peer
+/// hung up.
 pub fn recv_msg<T: DeserializeOwned>(
     sock: BorrowedFd<'_>,
     expected: &'static str,
-) -> Result<Option<(T, Option<OwnedFd>)>> {
+) -> Result<Option<(T, Vec<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_MESSAGE];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (len, fd) = loop {
         let mut iov = [IoSliceMut::new(&mut buf)];
         match recvmsg::<()>(
@@ -94,7 +133,7 @@ pub fn recv_msg<T: DeserializeOwned>(
             MsgFlags::MSG_CMSG_CLOEXEC,
         ) {
             Ok(msg) => {
-                let mut fd = None;
+                let mut fd = Vec::new();
                 for c in msg
                     .cmsgs()
                     .map_err(|e| RuntimeError::sys("read control message", e))?
@@ -103,7 +142,7 @@ pub fn recv_msg<T: DeserializeOwned>(
                         for raw in fds {
                             // SAFETY: SCM_RIGHTS gave us a new fd that nothing else owns.
                             let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                            fd.get_or_insert(owned);
+                            fd.push(owned);
                         }
                     }
                 }
@@ -147,7 +186,7 @@ mod tests {
         send_msg(
             a.as_fd(),
             &ExecEvent::Started { pid: 7 },
-            Some(file.as_raw_fd()),
+            &[file.as_raw_fd()],
         )
         .unwrap();
         send_msg(
@@ -156,12 +195,12 @@ mod tests {
                 code: Some(3),
                 signal: None,
             },
-            None,
+            &[],
         )
         .unwrap();
         let (m, fd) = recv_msg::<ExecEvent>(b.as_fd(), "event").unwrap().unwrap();
         assert_eq!(m, ExecEvent::Started { pid: 7 });
-        assert!(fd.is_some());
+        assert_eq!(fd.len(), 1);
         let (m, fd) = recv_msg::<ExecEvent>(b.as_fd(), "event").unwrap().unwrap();
         assert_eq!(
             m,
@@ -170,7 +209,7 @@ mod tests {
                 signal: None
             }
         );
-        assert!(fd.is_none());
+        assert!(fd.is_empty());
         drop(a);
         assert!(recv_msg::<ExecEvent>(b.as_fd(), "event").unwrap().is_none());
     }
@@ -178,7 +217,7 @@ mod tests {
     #[test]
     fn a_wrong_message_is_a_protocol_error() {
         let (a, b) = pair();
-        send_msg(a.as_fd(), &ExecControl::Signal { signal: 2 }, None).unwrap();
+        send_msg(a.as_fd(), &ExecControl::Signal { signal: 2 }, &[]).unwrap();
         let err = recv_msg::<ExecEvent>(b.as_fd(), "an exec event").unwrap_err();
         assert!(err.to_string().contains("expected an exec event"), "{err}");
     }
