@@ -60,11 +60,11 @@ impl Engine {
     /// Records a console operation's identity while it runs.
     pub fn keep_console(&self, identity: &ConsoleIdentity) -> Result<()> {
         let dir = consoles_dir(&self.d.runtime_dir(&identity.instance));
-        std::fs::create_dir_all(&dir).map_err(|e| DaemonError::io("create", &dir, e))?;
         let path = dir.join(format!("{}.json", identity.id));
         let json = serde_json::to_vec(identity)
             .map_err(|e| DaemonError::failed("write", "the console identity", e))?;
-        std::fs::write(&path, json).map_err(|e| DaemonError::io("write", &path, e))
+        // It holds the websocket secrets.
+        crate::layout::write_private(&path, &json).map_err(|e| DaemonError::io("write", &path, e))
     }
 
     /// Forgets a console operation that ended.

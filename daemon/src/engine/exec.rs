@@ -34,12 +34,12 @@ impl Engine {
     /// Writes a session's identity beside its socket (before the session starts).
     fn write_session_identity(&self, identity: &SessionIdentity) -> Result<PathBuf> {
         let rundir = self.d.runtime_dir(&identity.instance);
-        let dir = hutch_runtime::exec_sessions_dir(&rundir);
-        std::fs::create_dir_all(&dir).map_err(|e| DaemonError::io("create", &dir, e))?;
         let (socket, path) = hutch_runtime::exec_session_paths(&rundir, &identity.id);
         let json = serde_json::to_vec(identity)
             .map_err(|e| DaemonError::failed("write", "the session identity", e))?;
-        std::fs::write(&path, json).map_err(|e| DaemonError::io("write", &path, e))?;
+        // It holds the websocket secrets: root alone reads it (and lists its directory).
+        crate::layout::write_private(&path, &json)
+            .map_err(|e| DaemonError::io("write", &path, e))?;
         Ok(socket)
     }
 
