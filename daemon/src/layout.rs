@@ -226,6 +226,28 @@ pub fn secure_instance_dir(vol: &Path, owner: (u32, u32)) {
     chmod(vol, 0o100);
 }
 
+/// Writes `data` to `path`, readable by root alone, in a directory only root can list:
+/// for files holding secrets (a kept session's websocket secrets), which a local user who
+/// can traverse `HUTCH_DIR` must not read.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        // One made by an older hutchd may be wider.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,26 +352,4 @@ mod tests {
         assert_eq!(mode(&d.join("storage-pools/p")), 0o711);
         assert_eq!(mode(&d.join("storage-pools/p/containers")), 0o711);
     }
-}
-
-/// Writes `data` to `path`, readable by root alone, in a directory only root can list:
-/// for files holding secrets (a kept session's websocket secrets), which a local user who
-/// can traverse `HUTCH_DIR` must not read.
-pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        // One made by an older hutchd may be wider.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(data)
 }
