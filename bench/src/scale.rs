@@ -70,6 +70,19 @@ fn parallel_launches(t: &Target, count: usize) -> Result<(f64, Vec<String>)> {
     Ok((count as f64 / took, names))
 }
 
+/// A /20 gateway address (4,093 leases) in a 10.X.0.0/16 no host route touches.
+fn free_subnet() -> Result<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "route", "show", "table", "all"])
+        .output()?;
+    let routes = String::from_utf8_lossy(&out.stdout);
+    (200..=250)
+        .map(|x| format!("10.{x}."))
+        .find(|p| !routes.contains(p.as_str()))
+        .map(|p| format!("{p}0.1/20"))
+        .ok_or_else(|| anyhow::anyhow!("no free 10.X.0.0/20 for {n} NICs", n = 4093))
+}
+
 /// Measures the scale rows on a fresh hutchd.
 pub(crate) fn measure(plan: &ScalePlan) -> Result<Vec<Row>> {
     let ScalePlan {
@@ -84,6 +97,15 @@ pub(crate) fn measure(plan: &ScalePlan) -> Result<Vec<Row>> {
     let d = Daemon::start(bin, driver)?;
     let t = &d.target;
     import_busybox(t, image)?;
+    // A /24 leases 253 addresses: past that the rest of the containers' DHCP clients
+    // broadcast forever, and every broadcast is copied to every port of the bridge.
+    if n + parallel > 200 {
+        let subnet = free_subnet()?;
+        t.time(
+            "hutch",
+            &["network", "set", &d.bridge, "ipv4.address", &subnet],
+        )?;
+    }
     let mut rows = Vec::new();
     if parallel > 0 {
         let (rate, names) = parallel_launches(t, parallel)?;

@@ -143,11 +143,30 @@ async fn envelope_plain_errors(resp: Response) -> Response {
         .into_response()
 }
 
-/// A sync 200 response.
+/// A sync 200 response. `value` is written straight into the envelope: a listing of
+/// 1,000 instances is not copied into a `Value` tree first.
 pub fn sync<T: Serialize>(value: T) -> Response {
-    Json(Envelope::sync(
-        serde_json::to_value(value).unwrap_or(Value::Null),
-    ))
+    /// [`Envelope::sync`]'s body, borrowing its metadata.
+    #[derive(Serialize)]
+    struct SyncBody<T> {
+        #[serde(rename = "type")]
+        kind: hutch_api::response::ResponseType,
+        status: &'static str,
+        status_code: u16,
+        operation: &'static str,
+        error_code: u16,
+        error: &'static str,
+        metadata: T,
+    }
+    Json(SyncBody {
+        kind: hutch_api::response::ResponseType::Sync,
+        status: "Success",
+        status_code: 200,
+        operation: "",
+        error_code: 0,
+        error: "",
+        metadata: value,
+    })
     .into_response()
 }
 
@@ -246,4 +265,21 @@ pub fn recursion(q: &std::collections::HashMap<String, String>) -> u8 {
 /// A JSON body, or LXD's 400 for malformed JSON.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DaemonError> {
     serde_json::from_slice(body).map_err(|e| DaemonError::BadRequest(format!("Invalid JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sync_body_is_lxds_envelope() {
+        let metadata = serde_json::json!({"name": "c1", "devices": {}});
+        let resp = sync(&metadata);
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let got: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(got, serde_json::to_value(Envelope::sync(metadata)).unwrap());
+    }
 }

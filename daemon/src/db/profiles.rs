@@ -1,5 +1,7 @@
 //! The `profiles` table.
 
+use std::collections::HashMap;
+
 use hutch_api::profile::{Profile, ProfilePut};
 use rusqlite::{params, OptionalExtension};
 
@@ -22,6 +24,23 @@ impl Db {
                 },
             )
             .optional()?)
+    }
+
+    /// Every profile by name, in one query (a listing expands each instance over them).
+    pub(in crate::engine) fn profiles_by_name(&self) -> Result<HashMap<String, ProfilePut>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, description, config, devices FROM profiles")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                ProfilePut {
+                    description: r.get(1)?,
+                    config: from_json(&r.get::<_, String>(2)?),
+                    devices: from_json(&r.get::<_, String>(3)?),
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub(in crate::engine) fn profile_or_404(&self, name: &str) -> Result<ProfilePut> {

@@ -1,6 +1,6 @@
 //! The `snapshots` table: instance snapshots and the config they captured.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use hutch_api::profile::Devices;
 use rusqlite::{params, OptionalExtension, Row};
@@ -79,6 +79,23 @@ impl Db {
             .query_map([instance], from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    /// Every instance's snapshots in one query (a listing), in the order
+    /// [`Db::snapshots`] gives.
+    pub(in crate::engine) fn snapshots_by_instance(
+        &self,
+    ) -> Result<HashMap<String, Vec<SnapshotRow>>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM snapshots ORDER BY instance, created_at, name"
+        ))?;
+        let mut out: HashMap<String, Vec<SnapshotRow>> = HashMap::new();
+        for row in stmt.query_map([], from_row)? {
+            let row = row?;
+            out.entry(row.instance.clone()).or_default().push(row);
+        }
+        Ok(out)
     }
 
     pub(in crate::engine) fn snapshot(&self, instance: &str, name: &str) -> Result<SnapshotRow> {

@@ -5,14 +5,19 @@
 use std::collections::HashMap;
 
 use hutch_api::config::validate_instance_config;
+use hutch_api::instance::Instance;
 use hutch_api::instance::InstancesPost;
 use hutch_api::instance::{InstancePost, InstancePut, InstanceState, InstanceStatePut};
 use hutch_api::operation::StatusCode;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::{blocking, Engine, Versioned, Work};
 use crate::db::instances::InstanceRow;
+use crate::db::snapshots::SnapshotRow;
 use crate::error::{DaemonError, Result};
+use hutch_api::profile::ProfilePut;
 
 /// What an instance's ETag covers: its writable fields.
 fn version_of(row: &InstanceRow) -> Value {
@@ -48,49 +53,153 @@ impl StateAction {
     }
 }
 
+/// Fewer instances than this are listed on the calling thread alone.
+const LIST_CHUNK_MIN: usize = 64;
+
+/// What a listing reads once for all its instances.
+struct ListShared {
+    profiles: HashMap<String, ProfilePut>,
+    /// By instance; empty below recursion 2.
+    snapshots: HashMap<String, Vec<SnapshotRow>>,
+}
+
+/// An instance as `GET` and listings show it: the object, and from level 2 its state,
+/// snapshots and (null) backups.
+#[derive(Serialize)]
+struct FullInstance {
+    #[serde(flatten)]
+    object: Instance,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<InstanceState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshots: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backups: Option<Value>,
+}
+
+fn internal(e: serde_json::Error) -> DaemonError {
+    DaemonError::failed("serialize", "an instance", e)
+}
+
+/// `v` serialized, for a listing to carry as it is.
+fn raw<T: Serialize + ?Sized>(v: &T) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(v).map_err(internal)
+}
+
 impl Engine {
     /// The instance URLs (`recursion` 0), or the objects (1), with state and snapshots (2),
-    /// keeping those matching LXD's `filter`.
-    pub async fn list_instances(&self, recursion: u8, filter: &str) -> Result<Vec<Value>> {
+    /// keeping those matching LXD's `filter`. Each comes serialized: a listing of 1,000 is
+    /// built on every core (the runtime reads are system calls per instance) and written
+    /// into the response as it is.
+    pub async fn list_instances(&self, recursion: u8, filter: &str) -> Result<Vec<Box<RawValue>>> {
         let rows = self.d.db.instances()?;
         if recursion == 0 {
-            return Ok(rows
+            return rows
                 .iter()
-                .map(|r| Value::String(format!("/1.0/instances/{}", r.name)))
-                .collect());
+                .map(|r| raw(&format!("/1.0/instances/{}", r.name)))
+                .collect();
         }
         let d = self.clone();
         let filter = filter.to_string();
         blocking(move || {
-            let infos: Vec<_> = rows
-                .iter()
-                .map(|r| super::runtime_info(&d.d, &r.name))
-                .collect();
-            // Interfaces of every running instance, read in one pass over their namespaces.
-            let mut ifaces: HashMap<i64, hutch_network::nic::Interfaces> = HashMap::new();
-            if recursion >= 2 {
-                let pids: Vec<i64> = infos.iter().map(|i| i.pid).filter(|p| *p > 0).collect();
-                let pids32: Vec<i32> = pids.iter().map(|p| *p as i32).collect();
-                for (pid, res) in pids
-                    .iter()
-                    .zip(super::devices::interfaces_of_many(&d, &pids32))
-                {
-                    if let Ok(i) = res {
-                        ifaces.insert(*pid, i);
-                    }
-                }
+            // What instances share is read once: profiles, and (with state) snapshots.
+            let shared = ListShared {
+                profiles: d.d.db.profiles_by_name()?,
+                snapshots: if recursion >= 2 {
+                    d.d.db.snapshots_by_instance()?
+                } else {
+                    HashMap::new()
+                },
+            };
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let per_thread = rows.len().div_ceil(threads).max(LIST_CHUNK_MIN);
+            let chunks: Vec<&[InstanceRow]> = rows.chunks(per_thread).collect();
+            let listed: Vec<Result<Vec<Box<RawValue>>>> = match chunks.as_slice() {
+                [] => Vec::new(),
+                [one] => vec![d.list_chunk(one, &shared, recursion, &filter)],
+                many => std::thread::scope(|s| {
+                    let handles: Vec<_> = many
+                        .iter()
+                        .map(|chunk| {
+                            let (d, shared, filter) = (&d, &shared, filter.as_str());
+                            s.spawn(move || d.list_chunk(chunk, shared, recursion, filter))
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(DaemonError::failed(
+                                    "list",
+                                    "instances",
+                                    "a listing thread panicked",
+                                ))
+                            })
+                        })
+                        .collect()
+                }),
+            };
+            let mut all = Vec::with_capacity(rows.len());
+            for chunk in listed {
+                all.extend(chunk?);
             }
-            let all = rows
-                .iter()
-                .zip(infos.iter())
-                .map(|(r, info)| d.full(r, info, ifaces.remove(&info.pid), recursion))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(all
-                .into_iter()
-                .filter(|v| matches_filter(v, &filter))
-                .collect())
+            Ok(all)
         })
         .await
+    }
+
+    /// Part of a listing: `rows` as objects, serialized, those matching `filter` kept.
+    fn list_chunk(
+        &self,
+        rows: &[InstanceRow],
+        shared: &ListShared,
+        recursion: u8,
+        filter: &str,
+    ) -> Result<Vec<Box<RawValue>>> {
+        let infos: Vec<_> = rows
+            .iter()
+            .map(|r| super::runtime_info(&self.d, &r.name))
+            .collect();
+        // Interfaces of every running instance, read in one pass over their namespaces.
+        let mut ifaces: HashMap<i64, hutch_network::nic::Interfaces> = HashMap::new();
+        if recursion >= 2 {
+            let pids: Vec<i64> = infos.iter().map(|i| i.pid).filter(|p| *p > 0).collect();
+            let pids32: Vec<i32> = pids.iter().map(|p| *p as i32).collect();
+            for (pid, res) in pids
+                .iter()
+                .zip(super::devices::interfaces_of_many(self, &pids32))
+            {
+                if let Ok(i) = res {
+                    ifaces.insert(*pid, i);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, info) in rows.iter().zip(infos.iter()) {
+            let expanded =
+                super::spec::expand_with(row, |name| Ok(shared.profiles.get(name).cloned()))?;
+            let snapshots = shared
+                .snapshots
+                .get(&row.name)
+                .map_or(&[][..], Vec::as_slice);
+            let full = self.full(
+                row,
+                info,
+                expanded,
+                ifaces.remove(&info.pid),
+                snapshots,
+                recursion,
+            );
+            if filter.is_empty() {
+                out.push(raw(&full)?);
+            } else {
+                let v = serde_json::to_value(&full).map_err(internal)?;
+                if matches_filter(&v, filter) {
+                    out.push(raw(&v)?);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// One instance (with state and snapshots when `recursion` > 0).
@@ -98,8 +207,15 @@ impl Engine {
         let row = self.d.db.instance_or_404(name)?;
         let level = if recursion > 0 { 2 } else { 1 };
         let info = super::runtime_info(&self.d, &row.name);
+        let expanded = super::expand(&self.d, &row)?;
+        let snapshots = if level >= 2 {
+            self.d.db.snapshots(&row.name)?
+        } else {
+            Vec::new()
+        };
+        let full = self.full(&row, &info, expanded, None, &snapshots, level);
         Ok(Versioned {
-            object: self.full(&row, &info, None, level)?,
+            object: serde_json::to_value(full).map_err(internal)?,
             version: version_of(&row),
         })
     }
@@ -111,22 +227,34 @@ impl Engine {
         &self,
         row: &InstanceRow,
         info: &super::RuntimeInfo,
+        expanded: super::spec::Expanded,
         ifaces: Option<hutch_network::nic::Interfaces>,
+        snapshots: &[SnapshotRow],
         level: u8,
-    ) -> Result<Value> {
-        let obj = super::instance_object_with(&self.d, row, info.code)?;
-        // The state reuses the object's expanded devices: profiles are read once.
-        let state = (level >= 2)
-            .then(|| super::instance_state_with(&self.d, row, &obj.expanded_devices, info, ifaces));
-        let mut v = serde_json::to_value(obj).unwrap_or_default();
-        if let Some(state) = state {
-            v["state"] = serde_json::to_value(state).unwrap_or_default();
-            let snaps = self.d.db.snapshots(&row.name)?;
-            v["snapshots"] =
-                Value::Array(snaps.iter().map(super::snapshot::snapshot_object).collect());
-            v["backups"] = Value::Null;
+    ) -> FullInstance {
+        let object = super::instance_object_expanded(row, info.code, expanded);
+        if level < 2 {
+            return FullInstance {
+                object,
+                state: None,
+                snapshots: None,
+                backups: None,
+            };
         }
-        Ok(v)
+        // The state reuses the object's expanded devices.
+        let state =
+            super::instance_state_with(&self.d, row, &object.expanded_devices, info, ifaces);
+        FullInstance {
+            object,
+            state: Some(state),
+            snapshots: Some(
+                snapshots
+                    .iter()
+                    .map(super::snapshot::snapshot_object)
+                    .collect(),
+            ),
+            backups: Some(Value::Null),
+        }
     }
 
     /// Checks a create request and returns the work that makes the instance.

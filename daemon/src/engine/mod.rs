@@ -256,10 +256,13 @@ pub fn runtime_status(d: &Daemon, name: &str) -> (StatusCode, i64) {
     (info.code, info.pid)
 }
 
-/// The API object of an instance whose status is already known.
-pub fn instance_object_with(d: &Daemon, row: &InstanceRow, code: StatusCode) -> Result<Instance> {
-    let expanded = expand(d, row)?;
-    Ok(Instance {
+/// The API object of an instance from its row, status and expansion over its profiles.
+pub fn instance_object_expanded(
+    row: &InstanceRow,
+    code: StatusCode,
+    expanded: spec::Expanded,
+) -> Instance {
+    Instance {
         architecture: row.architecture.clone(),
         config: row.config.clone(),
         devices: row.devices.clone(),
@@ -277,7 +280,7 @@ pub fn instance_object_with(d: &Daemon, row: &InstanceRow, code: StatusCode) -> 
         location: "none".into(),
         kind: row.kind.clone(),
         project: "default".into(),
-    })
+    }
 }
 
 /// `GET .../state`.

@@ -5,6 +5,7 @@
 //! [`FakeNetlink`] records the calls, keeps a model of the links, and can be told to fail
 //! the Nth call, so the daemon's network logic is tested without root.
 
+mod dump;
 mod fake;
 mod ops;
 mod worker;

@@ -15,7 +15,7 @@ use rtnetlink::{
     Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
-use super::{pair_up, Address, Interfaces, Link, PeerSpec};
+use super::{Address, Link, PeerSpec};
 use crate::addr::{Ipv4Net, Ipv6Net};
 use crate::error::{NetworkError, Result};
 
@@ -136,11 +136,6 @@ pub(super) async fn addresses(h: &Handle) -> Result<Vec<Address>> {
             })
         })
         .collect())
-}
-
-/// Every link with its addresses.
-pub(super) async fn interfaces(h: &Handle) -> Result<Interfaces> {
-    Ok(pair_up(links(h).await?, addresses(h).await?))
 }
 
 /// See [`super::Netlink::used_prefixes`].
@@ -296,11 +291,18 @@ pub(super) async fn add_veth(
     if let Some(master) = master {
         host = host.controller(master);
     }
-    h.link()
-        .add(host.build())
-        .execute()
-        .await
-        .map_err(nl_err(&format!("create veth {host_name}")))
+    match h.link().add(host.build()).execute().await {
+        // The bridge numbers its ports in 10 bits: 1,023 at most, then EXFULL.
+        Err(rtnetlink::Error::NetlinkError(e))
+            if master.is_some() && e.raw_code().abs() == libc::EXFULL =>
+        {
+            Err(NetworkError::Invalid(format!(
+                "cannot plug {host_name}: the bridge has no free port (a Linux bridge takes \
+                 at most 1,023)"
+            )))
+        }
+        other => other.map_err(nl_err(&format!("create veth {host_name}"))),
+    }
 }
 
 /// See [`super::Netlink::add_macvlan`].

@@ -241,7 +241,26 @@ impl Netlink for SystemNetlink {
     }
 
     fn interfaces_in(&self, netns: &[PathBuf]) -> Vec<Result<Interfaces>> {
-        in_each_netns(netns, |h| async move { ops::interfaces(&h).await })
+        // A plain blocking dump per namespace, on one thread that joins each in turn: a
+        // listing reads hundreds, and needs no runtime or async connection for it.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                netns
+                    .iter()
+                    .map(|path| {
+                        join_netns(path)?;
+                        super::dump::interfaces()
+                    })
+                    .collect()
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                netns
+                    .iter()
+                    .map(|_| Err(NetworkError::WorkerGone))
+                    .collect()
+            })
+        })
     }
 }
 
