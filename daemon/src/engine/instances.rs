@@ -92,13 +92,16 @@ impl Engine {
     /// built on every core (the runtime reads are system calls per instance) and written
     /// into the response as it is.
     pub async fn list_instances(&self, recursion: u8, filter: &str) -> Result<Vec<Box<RawValue>>> {
-        let rows = self.d.db.instances()?;
         if recursion == 0 {
-            return rows
+            return self
+                .d
+                .db
+                .instance_names()?
                 .iter()
-                .map(|r| raw(&format!("/1.0/instances/{}", r.name)))
+                .map(|name| raw(&format!("/1.0/instances/{name}")))
                 .collect();
         }
+        let rows = self.d.db.instances()?;
         let d = self.clone();
         let filter = filter.to_string();
         blocking(move || {
