@@ -9,6 +9,7 @@ use hutch_api::instance::Instance;
 use hutch_api::instance::InstancesPost;
 use hutch_api::instance::{InstancePost, InstancePut, InstanceState, InstanceStatePut};
 use hutch_api::operation::StatusCode;
+use hutch_api::profile::ProfilePut;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -17,7 +18,6 @@ use super::{blocking, Engine, Versioned, Work};
 use crate::db::instances::InstanceRow;
 use crate::db::snapshots::SnapshotRow;
 use crate::error::{DaemonError, Result};
-use hutch_api::profile::ProfilePut;
 
 /// What an instance's ETag covers: its writable fields.
 fn version_of(row: &InstanceRow) -> Value {
