@@ -113,14 +113,24 @@ impl Socket {
         // The kernel fills each read with whole messages, up to the buffer's size.
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            // SAFETY: `buf` is a live buffer of its length.
-            let n =
-                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            // SAFETY: `buf` is a live buffer of its length. MSG_TRUNC returns the datagram's
+            // real length, to refuse one the buffer cut short.
+            let n = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_TRUNC,
+                )
+            };
             if n < 0 {
                 if nix::Error::last() == nix::Error::EINTR {
                     continue;
                 }
                 return Err(sys_err(action));
+            }
+            if n as usize > buf.len() {
+                return Err(malformed(action));
             }
             let mut rest = &buf[..n as usize];
             while rest.len() >= NLMSG_HDRLEN {
