@@ -302,15 +302,14 @@ fn parse_address(body: &[u8]) -> Option<Address> {
 mod tests {
     use super::*;
 
-    /// Needs no privilege: the host's own links and addresses, read both ways, agree on
-    /// everything but the counters (traffic may pass between the two reads).
-    #[test]
-    fn the_direct_dump_reads_what_rtnetlink_reads() {
+    /// Both readers of the calling thread's namespace, counters zeroed (traffic may pass
+    /// between the two reads).
+    fn both_readers() -> (Interfaces, Interfaces) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let expected = rt.block_on(async {
+        let by_rtnetlink = rt.block_on(async {
             let (conn, handle, _) = rtnetlink::new_connection().unwrap();
             tokio::spawn(conn);
             use super::super::ops::{addresses, links};
@@ -327,12 +326,57 @@ mod tests {
                 })
                 .collect()
         };
-        let direct = interfaces().unwrap();
-        assert!(direct.iter().any(|(l, a)| l.name == "lo"
-            && l.link_type == "loopback"
-            && a.iter()
-                .any(|a| a.addr == IpAddr::V4(Ipv4Addr::LOCALHOST) && a.scope == "local")));
-        assert_eq!(strip(direct), strip(expected));
+        (strip(interfaces().unwrap()), strip(by_rtnetlink))
+    }
+
+    /// The two readers agree on everything but the counters. As root (CI) in a namespace of
+    /// the test's own with a bridge, a veth pair on it and addresses of both families (the
+    /// host's links change under concurrent tests); without privilege on the host's, read
+    /// until two reads fall between changes.
+    #[test]
+    fn the_direct_dump_reads_what_rtnetlink_reads() {
+        std::thread::spawn(|| {
+            let private = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).is_ok();
+            if private {
+                // Children forked from this thread start in its namespace.
+                for args in [
+                    "link set lo up",
+                    "link add hbr0 type bridge",
+                    "link add hv0 type veth peer name hv1",
+                    "link set hv1 master hbr0",
+                    "addr add 10.99.0.1/24 dev hv0",
+                    "addr add fd42::1/64 dev hv0",
+                    "link set hv0 up",
+                    "link set hv1 up",
+                    "link set hbr0 up",
+                ] {
+                    let ok = std::process::Command::new("ip")
+                        .args(args.split(' '))
+                        .status()
+                        .unwrap()
+                        .success();
+                    assert!(ok, "ip {args}");
+                }
+                let (direct, expected) = both_readers();
+                let hv0 = direct.iter().find(|(l, _)| l.name == "hv0").expect("hv0");
+                assert_eq!(hv0.0.kind, "veth");
+                assert!(hv0.1.iter().any(|a| a.addr.to_string() == "10.99.0.1"
+                    && a.prefix == 24
+                    && a.scope == "global"));
+                let hbr0 = direct.iter().find(|(l, _)| l.name == "hbr0").expect("hbr0");
+                let hv1 = direct.iter().find(|(l, _)| l.name == "hv1").expect("hv1");
+                assert_eq!(hv1.0.master, Some(hbr0.0.index));
+                assert_eq!(direct, expected);
+            } else {
+                let agreed = (0..50).any(|_| {
+                    let (direct, expected) = both_readers();
+                    direct == expected
+                });
+                assert!(agreed, "the readers never agreed on the host's links");
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
