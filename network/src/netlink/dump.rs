@@ -32,12 +32,7 @@ const IFLA_STATS64: u16 = 23;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 
-const ARPHRD_ETHER: u16 = 1;
-const ARPHRD_LOOPBACK: u16 = 772;
-const IFF_UP: u32 = 0x1;
-const IFF_POINTOPOINT: u32 = 0x10;
-const RT_SCOPE_LINK: u8 = 253;
-const RT_SCOPE_HOST: u8 = 254;
+const IFF_UP: u32 = libc::IFF_UP as u32;
 
 /// Every link of the calling thread's network namespace with its addresses.
 pub(super) fn interfaces() -> Result<Interfaces> {
@@ -225,16 +220,7 @@ fn parse_link(body: &[u8]) -> Option<Link> {
     let mut l = Link {
         index,
         up: flags & IFF_UP != 0,
-        link_type: if link_layer == ARPHRD_LOOPBACK {
-            "loopback"
-        } else if flags & IFF_POINTOPOINT != 0 {
-            "point-to-point"
-        } else if link_layer == ARPHRD_ETHER {
-            "broadcast"
-        } else {
-            "unknown"
-        }
-        .into(),
+        link_type: super::link_type_name(link_layer, flags).into(),
         ..Link::default()
     };
     for (kind, payload) in attributes(&body[16..]) {
@@ -283,18 +269,11 @@ fn parse_address(body: &[u8]) -> Option<Address> {
         }
     }
     let addr = local.or(address)?;
-    let scope = match (scope, &addr) {
-        (RT_SCOPE_HOST, _) => "local",
-        (RT_SCOPE_LINK, _) => "link",
-        (_, IpAddr::V4(a)) if a.is_loopback() => "local",
-        (_, IpAddr::V6(a)) if a.is_loopback() => "local",
-        _ => "global",
-    };
     Some(Address {
         index,
         addr,
         prefix,
-        scope: scope.into(),
+        scope: super::scope_name(&addr, scope).into(),
     })
 }
 

@@ -50,6 +50,30 @@ pub struct Address {
     pub scope: String,
 }
 
+/// LXD's type of a link from its `ifinfomsg` link-layer type and flags (both readers).
+fn link_type_name(link_layer: u16, flags: u32) -> &'static str {
+    if link_layer == libc::ARPHRD_LOOPBACK {
+        "loopback"
+    } else if flags & libc::IFF_POINTOPOINT as u32 != 0 {
+        "point-to-point"
+    } else if link_layer == libc::ARPHRD_ETHER {
+        "broadcast"
+    } else {
+        "unknown"
+    }
+}
+
+/// LXD's scope of an address from its `ifaddrmsg` scope (both readers).
+fn scope_name(addr: &std::net::IpAddr, scope: u8) -> &'static str {
+    match (scope, addr) {
+        (libc::RT_SCOPE_HOST, _) => "local",
+        (libc::RT_SCOPE_LINK, _) => "link",
+        (_, std::net::IpAddr::V4(a)) if a.is_loopback() => "local",
+        (_, std::net::IpAddr::V6(a)) if a.is_loopback() => "local",
+        _ => "global",
+    }
+}
+
 /// Each interface of a namespace with its addresses.
 pub type Interfaces = Vec<(Link, Vec<Address>)>;
 

@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage, MacVlanMode,
+    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
 use rtnetlink::{
@@ -23,16 +23,8 @@ fn link_from(m: &LinkMessage) -> Link {
     let mut l = Link {
         index: m.header.index,
         up: m.header.flags.contains(LinkFlags::Up),
-        link_type: if m.header.link_layer_type == LinkLayerType::Loopback {
-            "loopback"
-        } else if m.header.flags.contains(LinkFlags::Pointopoint) {
-            "point-to-point"
-        } else if m.header.link_layer_type == LinkLayerType::Ether {
-            "broadcast"
-        } else {
-            "unknown"
-        }
-        .into(),
+        link_type: super::link_type_name(m.header.link_layer_type.into(), m.header.flags.bits())
+            .into(),
         ..Link::default()
     };
     for a in &m.attributes {
@@ -58,16 +50,6 @@ fn link_from(m: &LinkMessage) -> Link {
         }
     }
     l
-}
-
-fn scope_name(addr: &IpAddr, scope: AddressScope) -> &'static str {
-    match (scope, addr) {
-        (AddressScope::Host, _) => "local",
-        (AddressScope::Link, _) => "link",
-        (_, IpAddr::V4(a)) if a.is_loopback() => "local",
-        (_, IpAddr::V6(a)) if a.is_loopback() => "local",
-        _ => "global",
-    }
 }
 
 fn nl_err(action: &str) -> impl Fn(rtnetlink::Error) -> NetworkError + '_ {
@@ -132,7 +114,7 @@ pub(super) async fn addresses(h: &Handle) -> Result<Vec<Address>> {
                 index: m.header.index,
                 addr,
                 prefix: m.header.prefix_len,
-                scope: scope_name(&addr, m.header.scope).into(),
+                scope: super::scope_name(&addr, m.header.scope.into()).into(),
             })
         })
         .collect())
