@@ -48,6 +48,12 @@ pub async fn serve(
             tracing::error!(error = %e.chain(), "HTTPS listener not started");
         }
     }
+    // Signal handlers before the socket appears: whoever waits for the socket may signal
+    // at once, and an uncaught SIGPWR or SIGTERM would end the daemon without its shutdown.
+    let shutdown = shutdown_signal()?;
+    let mut power =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGPWR))
+            .context("install SIGPWR handler")?;
     let sock = dir.join("unix.socket");
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).with_context(|| format!("bind {}", sock.display()))?;
@@ -57,13 +63,9 @@ pub async fn serve(
     }
     tracing::info!(socket = %sock.display(), "hutchd listening");
     state.start_background_tasks();
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let host_shutdown = state.exit_requested();
     tokio::pin!(host_shutdown);
-    let mut power =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGPWR))
-            .context("install SIGPWR handler")?;
     let mut stopped_containers = false;
     loop {
         let (stream, _) = tokio::select! {
@@ -106,12 +108,15 @@ pub async fn serve(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT, with both handlers installed now (not at the first poll).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
