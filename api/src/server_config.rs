@@ -34,14 +34,14 @@ pub struct ServerKey {
 }
 
 /// Server keys with exact names (LXD 5.0's node and cluster schemas, the part hutch's
-/// roadmap needs). None of them has an effect yet; see each `doc`.
+/// roadmap needs). Keys marked not `live` are stored without an effect yet; see each `doc`.
 pub static SERVER_KEYS: &[ServerKey] = &[
     ServerKey {
         name: "backups.compression_algorithm",
         kind: KeyKind::String,
         default: "gzip",
         hidden: false,
-        live: false,
+        live: true,
         doc: "compression of instance backups (none, gzip, xz, zstd) when a backup names none",
         validate: is_compression,
     },

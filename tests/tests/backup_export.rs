@@ -162,10 +162,11 @@ fn stored_backups_are_created_listed_renamed_deleted_and_expire() {
         (status, one["metadata"]["name"].as_str()),
         (200, Some("kept"))
     );
-    assert!(d
-        .path()
-        .join("storage-pools/default/backups/c1/kept/container")
-        .is_dir());
+    // On dir a backup copies nothing (its export reads the instance's volumes): its
+    // directory only.
+    let kept = d.path().join("storage-pools/default/backups/c1/kept");
+    assert!(kept.is_dir());
+    assert!(!kept.join("container").exists());
     let (status, _) = json(&d, "GET", &format!("{base}/backup0"), "");
     assert_eq!(status, 404);
     let (_, op) = json(&d, "DELETE", &format!("{base}/backup1"), "");
@@ -193,7 +194,7 @@ fn stored_backups_are_created_listed_renamed_deleted_and_expire() {
     assert_eq!(status, 200);
     assert!(d
         .path()
-        .join("storage-pools/default/backups/c2/kept/container")
+        .join("storage-pools/default/backups/c2/kept")
         .is_dir());
     d.hutch_ok(&["delete", "c2"]);
     assert!(!d.path().join("storage-pools/default/backups/c2").exists());
@@ -276,6 +277,24 @@ fn hutch_export_writes_every_compression() {
     assert!(d
         .hutch_err(&["export", "c1", "x", "--compression", "rar"])
         .contains("rar"));
+    // No algorithm asked: the server's backups.compression_algorithm, live.
+    d.hutch_ok(&["config", "set", "backups.compression_algorithm", "xz"]);
+    for client in ["hutch", "lxc"] {
+        let path = d.path().join(format!("by-server-{client}"));
+        if client == "hutch" {
+            d.hutch_ok(&["export", "c1", path.to_str().unwrap()]);
+        } else {
+            d.lxc_ok(&["export", "c1", path.to_str().unwrap()]);
+        }
+        let magic = std::fs::read(&path).unwrap();
+        assert!(
+            magic.starts_with(b"\xfd7zXZ"),
+            "{client}: not xz: {:?}",
+            &magic[..6.min(magic.len())]
+        );
+        check_layout(&tar_list(&path, "-tJf"), &["snap0", "snap1"]);
+    }
+    d.hutch_ok(&["config", "unset", "backups.compression_algorithm"]);
 }
 
 fn tar_list_zstd(file: &Path) -> Vec<String> {
@@ -378,16 +397,35 @@ fn optimized_btrfs_exports_are_streams_btrfs_receive_takes() {
     }
 }
 
-#[test]
-fn an_export_larger_than_the_pools_free_space_streams_through() {
-    if !require_root("an_export_larger_than_the_pools_free_space_streams_through") {
-        return;
+/// A 200 MiB tmpfs of the test's own, unmounted when dropped (after the daemon that used
+/// it, which is declared later and so dropped first).
+struct SmallTmpfs(tempfile::TempDir);
+
+impl SmallTmpfs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=200m,mode=0711", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(ok.success(), "mount a tmpfs");
+        SmallTmpfs(dir)
     }
-    let d = daemon("dir");
-    d.lxc_ok(&["storage", "create", "tiny", "btrfs", "size=200MiB"]);
-    d.lxc_ok(&["init", "bb", "big", "-s", "tiny"]);
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Fills an instance on `pool` with as much incompressible data as fits, exports it
+/// uncompressed and checks the tarball is larger than what the pool has free.
+fn export_larger_than_free_space(d: &TestDaemon, pool: &str, pool_path: &Path) {
+    d.lxc_ok(&["init", "bb", "big", "-s", pool]);
     d.hutch_ok(&["start", "big"]);
-    // As much incompressible data as fits (dd stops with ENOSPC at the end).
+    // dd stops with ENOSPC at the end.
     let _ = d.sh(
         "big",
         "dd if=/dev/urandom of=/root/big bs=1M count=150; sync",
@@ -396,11 +434,9 @@ fn an_export_larger_than_the_pools_free_space_streams_through() {
     let written: u64 = written.trim().parse().expect("a size");
     assert!(written > 80 << 20, "only {written} bytes written");
     d.hutch_ok(&["stop", "big", "--force"]);
-    let tiny = d.path().join("storage-pools/tiny");
-    let st = nix::sys::statvfs::statvfs(&tiny).unwrap();
+    let st = nix::sys::statvfs::statvfs(pool_path).unwrap();
     let free = st.blocks_available() * st.fragment_size();
     assert!(free < written, "the pool still has {free} bytes free");
-    // Incompressible data, no compression: the tarball is larger than what is free.
     let file = d.path().join("big.tar");
     d.hutch_ok(&[
         "export",
@@ -416,6 +452,35 @@ fn an_export_larger_than_the_pools_free_space_streams_through() {
         .iter()
         .any(|n| n == "backup/container/rootfs/root/big"));
     d.hutch_ok(&["delete", "big"]);
+    // Nothing the export made stays on the pool.
+    let backups = pool_path.join("backups/big");
+    assert!(!backups.exists(), "{} is left", backups.display());
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn an_export_larger_than_the_pools_free_space_streams_through() {
+    if !require_root("an_export_larger_than_the_pools_free_space_streams_through") {
+        return;
+    }
+    let small = SmallTmpfs::new();
+    let d = daemon("dir");
+    // btrfs: the backup's copies are snapshots.
+    d.lxc_ok(&["storage", "create", "tiny", "btrfs", "size=200MiB"]);
+    export_larger_than_free_space(&d, "tiny", &d.path().join("storage-pools/tiny"));
+    d.lxc_ok(&["storage", "delete", "tiny"]);
+    // dir: no copy at all, the export reads the instance's own volume.
+    let source = small.0.path().join("pool");
+    std::fs::create_dir(&source).unwrap();
+    d.lxc_ok(&[
+        "storage",
+        "create",
+        "tinydir",
+        "dir",
+        &format!("source={}", source.display()),
+    ]);
+    export_larger_than_free_space(&d, "tinydir", &source);
+    d.lxc_ok(&["storage", "delete", "tinydir"]);
 }
 
 #[test]
@@ -461,8 +526,21 @@ fn a_cancelled_export_stops_and_leaves_nothing() {
                     .cloned()
             })
             .unwrap_or(Value::Null);
-        !export.is_null()
+        // Running, and reporting what it read.
+        export["metadata"]["progress"]["processed"]
+            .as_str()
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(0)
+            > 0
     });
+    // Progress as LXD's: text, percent of the total, rate and time left.
+    let progress = &export["metadata"]["progress"];
+    for field in ["percent", "speed", "total", "eta"] {
+        assert!(progress[field].is_string(), "{field}: {export}");
+    }
+    assert!(export["metadata"]["export_progress"]
+        .as_str()
+        .is_some_and(|t| t.contains("%")));
     assert_eq!(export["may_cancel"], true);
     assert_eq!(export["resources"]["backups"][0], "/1.0/backups/b");
     let id = export["id"].as_str().unwrap();
@@ -582,51 +660,153 @@ fn lxd_imports_an_optimized_btrfs_backup_hutchd_exported() {
 
 /// hutchd → hutchd: export (plain and optimized), delete, import; files, config and
 /// snapshots come back, and the instance starts.
+/// What a volume holds, line by line: path, type, mode, owner, and for files their size,
+/// modification time and SHA-256, for links their target, for nodes their device. The
+/// `backup.yaml` the daemon rewrites at the volume's top is left out.
+fn tree_manifest(root: &Path) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .flatten()
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            if rel == "backup.yaml" {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            let ft = m.file_type();
+            let head = format!("{rel} {:o} {}:{}", m.mode(), m.uid(), m.gid());
+            if ft.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.push(format!("{head} -> {}", target.display()));
+            } else if ft.is_dir() {
+                out.push(format!("{head} dir"));
+                walk(root, &path, out);
+            } else if ft.is_file() {
+                let digest = Sha256::digest(std::fs::read(&path).unwrap());
+                out.push(format!("{head} {} {} {digest:x}", m.len(), m.mtime()));
+            } else {
+                out.push(format!("{head} node {}", m.rdev()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// The instance's trees: its volume and each snapshot's.
+fn instance_trees(d: &TestDaemon, name: &str, snapshots: &[&str]) -> Vec<Vec<String>> {
+    let pool = d.path().join("storage-pools/default");
+    let mut trees = vec![tree_manifest(&pool.join("containers").join(name))];
+    for s in snapshots {
+        trees.push(tree_manifest(
+            &pool.join("containers-snapshots").join(name).join(s),
+        ));
+    }
+    trees
+}
+
+/// `lxc config show` without the volatile keys an import may set anew.
+fn stable_config(d: &TestDaemon, name: &str) -> Vec<String> {
+    d.lxc_ok(&["config", "show", name])
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("volatile."))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Each snapshot as the API shows it, but for when it was last used.
+fn snapshot_objects(d: &TestDaemon, name: &str) -> Vec<Value> {
+    let snaps: Value = serde_json::from_str(&d.lxc_ok(&[
+        "query",
+        &format!("/1.0/instances/{name}/snapshots?recursion=1"),
+    ]))
+    .unwrap();
+    snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            let o = s.as_object_mut().unwrap();
+            o.remove("last_used_at");
+            for key in ["config", "expanded_config"] {
+                if let Some(c) = o.get_mut(key).and_then(Value::as_object_mut) {
+                    c.retain(|k, _| !k.starts_with("volatile."));
+                }
+            }
+            s
+        })
+        .collect()
+}
+
 #[test]
 fn an_exported_instance_imports_back_plain_and_optimized() {
     if !require_root("an_exported_instance_imports_back_plain_and_optimized") {
         return;
     }
-    let d = daemon("btrfs");
-    instance_with_snapshots(&d, "rt");
-    d.hutch_ok(&["config", "set", "rt", "user.note", "kept"]);
-    let before_config = d.lxc_ok(&["config", "show", "rt"]);
-    let key_lines = |text: &str| -> Vec<String> {
-        text.lines()
-            .filter(|l| l.contains("user.note") || l.contains("image.") || l.contains("profiles"))
-            .map(str::to_string)
-            .collect()
-    };
-    for (label, extra) in [("plain", None), ("optimized", Some("--optimized-storage"))] {
-        let file = d.path().join(format!("rt-{label}.tar.gz"));
-        let mut args = vec!["export", "rt", file.to_str().unwrap()];
-        args.extend(extra);
-        d.hutch_ok(&args);
-        d.hutch_ok(&["delete", "rt"]);
-        d.hutch_ok(&["import", file.to_str().unwrap()]);
-        assert_eq!(
-            key_lines(&d.lxc_ok(&["config", "show", "rt"])),
-            key_lines(&before_config),
-            "{label}"
-        );
-        let snaps: Value =
-            serde_json::from_str(&d.lxc_ok(&["query", "/1.0/instances/rt/snapshots?recursion=1"]))
-                .unwrap();
-        let names: Vec<&str> = snaps
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["snap0", "snap1"], "{label}");
-        d.hutch_ok(&["start", "rt"]);
-        assert_eq!(d.sh_ok("rt", "cat /root/data").trim(), "three", "{label}");
-        d.hutch_ok(&["restore", "rt", "snap0"]);
-        assert_eq!(d.sh_ok("rt", "cat /root/data").trim(), "one", "{label}");
-        d.sh_ok("rt", "echo three > /root/data");
-        // A restore takes the snapshot's config too (as LXD): the note goes back on.
+    for backend in ["btrfs", "dir"] {
+        let d = daemon(backend);
+        instance_with_snapshots(&d, "rt");
         d.hutch_ok(&["config", "set", "rt", "user.note", "kept"]);
+        d.hutch_ok(&[
+            "config",
+            "device",
+            "add",
+            "rt",
+            "tmp",
+            "disk",
+            "source=/tmp",
+            "path=/mnt/tmp",
+        ]);
+        // A tree with what a rootfs has: modes, owners, links, a fifo, a hard link (device
+        // nodes cannot be made in an unprivileged container; the import's own tests have
+        // them).
+        d.hutch_ok(&["start", "rt"]);
+        d.sh_ok(
+            "rt",
+            "mkdir -p /srv/t && cd /srv/t && echo x > f && chown 12:34 f && chmod 4750 f && \
+             ln -s /etc/passwd abs && ln -s f rel && ln f hard && mkfifo fifo && chmod 1777 /srv/t",
+        );
         d.hutch_ok(&["stop", "rt", "--force"]);
-        std::fs::remove_file(&file).unwrap();
+        let before_trees = instance_trees(&d, "rt", &["snap0", "snap1"]);
+        let before_config = stable_config(&d, "rt");
+        let before_snapshots = snapshot_objects(&d, "rt");
+        for (label, extra) in [("plain", None), ("optimized", Some("--optimized-storage"))] {
+            let label = format!("{backend}, {label}");
+            let file = d.path().join("rt-export.tar.gz");
+            let mut args = vec!["export", "rt", file.to_str().unwrap()];
+            args.extend(extra);
+            d.hutch_ok(&args);
+            d.hutch_ok(&["delete", "rt"]);
+            d.hutch_ok(&["import", file.to_str().unwrap()]);
+            assert_eq!(stable_config(&d, "rt"), before_config, "{label}");
+            assert_eq!(snapshot_objects(&d, "rt"), before_snapshots, "{label}");
+            let after_trees = instance_trees(&d, "rt", &["snap0", "snap1"]);
+            for (before, after) in before_trees.iter().zip(&after_trees) {
+                let gone: Vec<_> = before.iter().filter(|l| !after.contains(l)).collect();
+                let new: Vec<_> = after.iter().filter(|l| !before.contains(l)).collect();
+                assert!(
+                    gone.is_empty() && new.is_empty(),
+                    "{label}: lost {gone:?}, gained {new:?}"
+                );
+            }
+            d.hutch_ok(&["start", "rt"]);
+            assert_eq!(d.sh_ok("rt", "cat /root/data").trim(), "three", "{label}");
+            d.hutch_ok(&["restore", "rt", "snap0"]);
+            assert_eq!(d.sh_ok("rt", "cat /root/data").trim(), "one", "{label}");
+            d.hutch_ok(&["stop", "rt", "--force"]);
+            // Back to the exported state for the next round: the export again.
+            d.hutch_ok(&["delete", "rt"]);
+            d.hutch_ok(&["import", file.to_str().unwrap()]);
+            std::fs::remove_file(&file).unwrap();
+        }
+        d.hutch_ok(&["delete", "rt"]);
     }
 }

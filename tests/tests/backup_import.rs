@@ -467,7 +467,11 @@ fn import_op(d: &TestDaemon) -> Value {
             .and_then(|a| a.iter().find(|o| o["description"] == "Restoring backup"))
             .cloned()
             .unwrap_or(Value::Null);
-        op["metadata"]["progress"]["received"].as_u64().unwrap_or(0) > 0
+        op["metadata"]["progress"]["processed"]
+            .as_str()
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(0)
+            > 0
     });
     op
 }

@@ -116,25 +116,27 @@ impl Engine {
     }
 }
 
-/// Progress in the operation's metadata: bytes received (of the total when known), the
-/// rate, and the time left; also as LXD-style text.
+/// Progress in the operation's metadata, in the shape of the export's (LXD's `progress`
+/// strings: stage, bytes processed, speed, and with a known total the percent and the
+/// seconds left); also as LXD-style text.
 fn report(op: &OpEntry, received: u64, total: Option<u64>, start: Instant) {
     let secs = start.elapsed().as_secs_f64().max(0.001);
     let rate = (received as f64 / secs) as u64;
     let mut progress = serde_json::Map::new();
-    progress.insert("received".into(), received.into());
-    progress.insert("rate".into(), rate.into());
+    progress.insert("stage".into(), "import".into());
+    progress.insert("processed".into(), received.to_string().into());
+    progress.insert("speed".into(), rate.to_string().into());
     let mut text = format!(
         "Restore: {} ({}/s)",
         super::image_pull::byte_size(received),
         super::image_pull::byte_size(rate)
     );
     if let Some(total) = total.filter(|t| *t > 0) {
-        progress.insert("total".into(), total.into());
+        progress.insert("total".into(), total.to_string().into());
         let percent = (received.min(total) * 100 / total).min(100);
-        progress.insert("percent".into(), percent.into());
+        progress.insert("percent".into(), percent.to_string().into());
         if let Some(eta) = total.saturating_sub(received).checked_div(rate) {
-            progress.insert("eta_seconds".into(), eta.into());
+            progress.insert("eta".into(), eta.to_string().into());
             text = format!(
                 "Restore: {percent}% ({}/s, {eta}s left)",
                 super::image_pull::byte_size(rate)

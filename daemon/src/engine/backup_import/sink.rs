@@ -398,8 +398,16 @@ impl Sink for ImportSink {
 /// An optimized backup goes onto a pool of its own driver only.
 fn check_driver(backend: &str, pool: &dyn StorageDriver) -> Result<()> {
     let ours = pool.info().name;
-    if backend != ours || pool.receive_argv(Path::new(".")).is_none() {
+    if backend != ours {
         return Err(driver_mismatch(backend, pool));
+    }
+    if pool.receive_argv(Path::new(".")).is_none() {
+        // zfs: hutch keeps its snapshots as clones, not as the `@` snapshots of LXD's
+        // zfs streams, so it has no receive of that layout yet.
+        return Err(DaemonError::BadRequest(format!(
+            "Optimized backups of storage driver {ours:?} cannot be imported: use a backup \
+             made without --optimized-storage"
+        )));
     }
     Ok(())
 }
@@ -467,4 +475,30 @@ fn remove_staging(pool: &dyn StorageDriver, staging: &Path) {
         let _ = pool.delete_volume(&staging.join(entry.file_name()));
     }
     let _ = std::fs::remove_dir_all(pool.path(staging));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hutch_storage::{DirDriver, FakeRunner, ZfsDriver};
+
+    use super::check_driver;
+
+    #[test]
+    fn optimized_backups_go_only_onto_a_pool_that_receives_their_stream() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DirDriver::new(tmp.path());
+        let err = check_driver("btrfs", &dir).unwrap_err().to_string();
+        assert!(
+            err.contains(r#"driver "btrfs" differs from the target storage pool driver "dir""#),
+            "{err}"
+        );
+        let zfs = ZfsDriver::new(tmp.path(), "tank/hutch", Arc::new(FakeRunner::default()));
+        let err = check_driver("zfs", &zfs).unwrap_err().to_string();
+        assert!(
+            err.contains(r#"Optimized backups of storage driver "zfs" cannot be imported"#),
+            "{err}"
+        );
+    }
 }

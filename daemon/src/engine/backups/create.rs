@@ -1,6 +1,7 @@
 //! Creating a backup: checked at once, then, under the instance's lock, a row in state
-//! `creating`, read-only copies of the volumes (consistent: atomic on btrfs and zfs,
-//! under a freeze elsewhere), the config captured, and the row made `ready`.
+//! `creating`, read-only copies of the volumes where they are instant (atomic on btrfs and
+//! zfs; dir pools read the live volumes at export instead), the config captured, and the
+//! row made `ready`.
 
 use hutch_api::backup::InstanceBackupsPost;
 use hutch_api::operation::StatusCode;
@@ -97,9 +98,7 @@ async fn create_backup(d: AppState, name: String, req: Request) -> Result<()> {
     }
     // Optimized only where the driver has a send stream LXD's layout describes (btrfs);
     // elsewhere it is silently a plain backup, as LXD does on dir.
-    let optimized = req.optimized
-        && pool.info().name == "btrfs"
-        && pool.send_argv(&instance_vol(&name), None).is_some();
+    let optimized = req.optimized && pool.send_argv(&instance_vol(&name), None).is_some();
     let record = BackupRow {
         instance: name.clone(),
         name: req.name.clone(),
@@ -139,7 +138,9 @@ async fn create_backup(d: AppState, name: String, req: Request) -> Result<()> {
     Ok(())
 }
 
-/// The read-only copies of the volumes; returns the bytes of file data they hold.
+/// The read-only copies of the volumes where they are instant (else the instance's own
+/// are read at export: [`super::captures_volumes`]); returns the bytes of file data the
+/// export will read.
 fn capture(
     d: &Daemon,
     name: &str,
@@ -158,12 +159,6 @@ fn capture(
         std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| DaemonError::io("chmod", &top, e))?;
     }
-    let mut total = 0;
-    for snap in snapshots {
-        let vol = backup_snapshot_vol(name, backup, snap);
-        pool.clone_volume(&snapshot_vol(name, snap), &vol, true)?;
-        total += hutch_backup::write::tree_bytes(&pool.path(&vol));
-    }
     // The volume carries its backup.yaml, as LXD's do: an optimized stream must hold it
     // (LXD's import reads it from the received volume). A plain export writes the
     // captured one into the tarball anyway, so there a full pool is no failure.
@@ -175,6 +170,22 @@ fn capture(
             return Err(e);
         }
         tracing::warn!(instance = %name, error = %e.chain(), "backup.yaml not updated");
+    }
+    if !super::captures_volumes(&*pool) {
+        // The backup's directory only: rename and delete find it as for a captured one.
+        let dir = pool.path(&super::backup_dir(name, backup));
+        std::fs::create_dir_all(&dir).map_err(|e| DaemonError::io("create", &dir, e))?;
+        let mut total = hutch_backup::write::tree_bytes(&pool.path(&instance_vol(name)));
+        for snap in snapshots {
+            total += hutch_backup::write::tree_bytes(&pool.path(&snapshot_vol(name, snap)));
+        }
+        return Ok(total);
+    }
+    let mut total = 0;
+    for snap in snapshots {
+        let vol = backup_snapshot_vol(name, backup, snap);
+        pool.clone_volume(&snapshot_vol(name, snap), &vol, true)?;
+        total += hutch_backup::write::tree_bytes(&pool.path(&vol));
     }
     let rd = d.runtime_dir(name);
     if freeze {

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{backup_container_vol, backup_resources, backup_snapshot_vol, ready_backup};
+use crate::daemon::{instance_vol, snapshot_vol};
 use crate::db::backups::BackupRow;
 use crate::engine::Engine;
 use crate::error::{DaemonError, Result};
@@ -134,11 +135,30 @@ impl Engine {
             kind: "container".into(),
             config: Some(config.clone()),
         };
-        let snapshots: Vec<(String, std::path::PathBuf)> = row
-            .snapshots
-            .iter()
-            .map(|s| (s.clone(), pool.path(&backup_snapshot_vol(name, backup, s))))
-            .collect();
+        // The captured copies, or on dir the instance's own volumes (never optimized).
+        let captured = super::captures_volumes(&*pool);
+        let snapshot_path = |s: &str| {
+            if captured {
+                pool.path(&backup_snapshot_vol(name, backup, s))
+            } else {
+                pool.path(&snapshot_vol(name, s))
+            }
+        };
+        let mut snapshots = Vec::new();
+        for s in &row.snapshots {
+            let path = snapshot_path(s);
+            if !path.is_dir() {
+                return Err(DaemonError::NotFound(format!(
+                    "Snapshot {s:?} of backup {backup:?} no longer exists"
+                )));
+            }
+            snapshots.push((s.clone(), path));
+        }
+        let container = if captured {
+            pool.path(&backup_container_vol(name, backup))
+        } else {
+            pool.path(&instance_vol(name))
+        };
         let optimized = if row.optimized_storage {
             let mut streams = Vec::new();
             let mut subvolumes = Vec::new();
@@ -181,7 +201,7 @@ impl Engine {
             index,
             backup_yaml: config.to_yaml(),
             snapshots,
-            container: pool.path(&backup_container_vol(name, backup)),
+            container,
             optimized,
         })
     }

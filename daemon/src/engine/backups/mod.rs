@@ -1,10 +1,11 @@
 //! Stored instance backups (`/1.0/instances/<n>/backups`), as LXD keeps them: create
-//! (read-only copies of the instance's volumes, instant on btrfs and zfs, and its
-//! `backup.yaml` captured), list, rename, delete, expiry, and the export stream made from
-//! them on each download.
+//! (read-only copies of the instance's volumes where they are instant, on btrfs and zfs,
+//! and its `backup.yaml` captured), list, rename, delete, expiry, and the export stream
+//! made from them on each download.
 //!
 //! A backup's volumes sit on the instance's pool under `backups/<instance>/<backup>/`:
-//! `container` and `snapshots/<snap>`. Its row carries a state (`creating`, `ready`,
+//! `container` and `snapshots/<snap>` (on dir the directory stays empty: see
+//! [`captures_volumes`]). Its row carries a state (`creating`, `ready`,
 //! `deleting`) so that the start-up reconciliation removes what a crash left half-made.
 
 mod create;
@@ -38,6 +39,15 @@ pub fn backup_container_vol(instance: &str, backup: &str) -> PathBuf {
 /// The captured copy of one of its snapshots.
 pub fn backup_snapshot_vol(instance: &str, backup: &str, snap: &str) -> PathBuf {
     backup_dir(instance, backup).join("snapshots").join(snap)
+}
+
+/// Whether a backup on `pool` holds copies of the volumes, made when it is created: only
+/// where a copy costs nothing whatever the size (btrfs, zfs). Elsewhere (dir) a copy would
+/// need the container's size again on the pool, so the backup reads the instance's own
+/// volume and snapshots when it is exported, as LXD's dir driver reads them when it writes
+/// its tarball; its contents are then those of the export's time.
+pub fn captures_volumes(pool: &dyn hutch_storage::StorageDriver) -> bool {
+    pool.info().instant_clone
 }
 
 /// A backup as LXD shows it.
