@@ -131,6 +131,16 @@ fn first_field(text: &str) -> f64 {
         .unwrap_or_else(|| panic!("not a number: {text:?}"))
 }
 
+/// Whether `mountinfo` (a container's /proc/self/mountinfo) has lxcfs's FUSE mount at `path`.
+fn lxcfs_bound(mountinfo: &str, path: &str) -> bool {
+    mountinfo.lines().any(|l| {
+        let Some((mount, fs)) = l.split_once(" - ") else {
+            return false;
+        };
+        mount.split(' ').nth(4) == Some(path) && fs.starts_with("fuse.lxcfs ")
+    })
+}
+
 #[test]
 fn lxcfs_shows_containers_their_memory_and_cpu_limits() {
     let test = "lxcfs_shows_containers_their_memory_and_cpu_limits";
@@ -187,8 +197,35 @@ fn lxcfs_shows_containers_their_memory_and_cpu_limits() {
             uptime < host_uptime,
             "{name}: {uptime} vs host {host_uptime}"
         );
+        // /proc/stat's per-CPU lines follow limits.cpu too.
+        let stat_cpus = exec("grep -c '^cpu[0-9]' /proc/stat");
+        assert_eq!(stat_cpus.trim(), "1", "{name}: lxcfs's stat has one CPU");
+        // Each of these is lxcfs's file bound over the kernel's, and reads.
+        let mountinfo = exec("cat /proc/self/mountinfo");
+        for file in [
+            "stat",
+            "loadavg",
+            "swaps",
+            "diskstats",
+            "meminfo",
+            "cpuinfo",
+        ] {
+            let path = format!("/proc/{file}");
+            assert!(
+                lxcfs_bound(&mountinfo, &path),
+                "{name}: {path} is not lxcfs's: {mountinfo}"
+            );
+            exec(&format!("cat {path} >/dev/null"));
+        }
+        assert_eq!(
+            exec("cat /proc/loadavg").split_whitespace().count(),
+            5,
+            "{name}"
+        );
+        assert!(exec("cat /proc/swaps").starts_with("Filename"), "{name}");
         // Files lxcfs does not serve are the kernel's as before.
         assert!(exec("cat /proc/version").contains("Linux"));
+        assert!(!lxcfs_bound(&mountinfo, "/proc/version"));
     }
     if host_cpus != "1" {
         // Without limits.cpu it sees every CPU: the view follows the limits, not a constant.
@@ -196,6 +233,16 @@ fn lxcfs_shows_containers_their_memory_and_cpu_limits() {
         d.lxc_ok(&["restart", "unpriv", "--force"]);
         let n = d.lxc_ok(&["exec", "unpriv", "--", "nproc"]);
         assert_eq!(n.trim(), host_cpus);
+        let stat_cpus = d.lxc_ok(&[
+            "exec",
+            "unpriv",
+            "--",
+            "grep",
+            "-c",
+            "^cpu[0-9]",
+            "/proc/stat",
+        ]);
+        assert_eq!(stat_cpus.trim(), host_cpus);
     }
 
     d.lxc_ok(&["delete", "--force", "unpriv", "priv"]);
