@@ -161,6 +161,66 @@ pub struct StorageDriverInfo {
 mod tests {
     use super::*;
 
+    /// docs/api-extensions.md, which says what is advertised and why the rest is not.
+    const EXTENSIONS_DOC: &str = include_str!("../../docs/api-extensions.md");
+
+    /// The names in backquotes in `text`.
+    fn quoted(text: &str) -> Vec<&str> {
+        text.split('`').skip(1).step_by(2).collect()
+    }
+
+    /// The doc's section under `## {heading}`, up to the next heading.
+    fn section(heading: &str) -> &'static str {
+        let start = EXTENSIONS_DOC
+            .find(&format!("\n## {heading}\n"))
+            .unwrap_or_else(|| panic!("no \"## {heading}\" in docs/api-extensions.md"));
+        let body = &EXTENSIONS_DOC[start + heading.len() + 5..];
+        &body[..body.find("\n## ").unwrap_or(body.len())]
+    }
+
+    #[test]
+    fn the_extensions_doc_lists_exactly_what_is_advertised() {
+        // The first backquoted word of each list item; the rest of the line is a note.
+        let documented: Vec<&str> = section("Advertised")
+            .lines()
+            .filter_map(|l| l.strip_prefix("- "))
+            .flat_map(|item| quoted(item.split(':').next().unwrap_or(item)))
+            .collect();
+        for ext in API_EXTENSIONS {
+            assert!(
+                documented.contains(ext),
+                "{ext} is advertised but not listed as such in docs/api-extensions.md"
+            );
+        }
+        for ext in &documented {
+            assert!(
+                API_EXTENSIONS.contains(ext),
+                "docs/api-extensions.md lists {ext} as advertised, but it is not"
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_the_extensions_doc_calls_unadvertised_is_advertised() {
+        // The first column of the table: names, or prefixes ending in `*`.
+        let unadvertised: Vec<&str> = section("Not advertised")
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .flat_map(|row| quoted(row.split(" | ").next().unwrap_or(row)))
+            .collect();
+        assert!(unadvertised.len() > 10, "{unadvertised:?}");
+        for name in unadvertised {
+            let matches = |ext: &&str| match name.strip_suffix('*') {
+                Some(prefix) => ext.starts_with(prefix),
+                None => *ext == name,
+            };
+            assert!(
+                !API_EXTENSIONS.iter().any(matches),
+                "docs/api-extensions.md says {name} is not advertised, but it is"
+            );
+        }
+    }
+
     #[test]
     fn server_put_takes_null_and_missing_config() {
         for body in [r#"{"config":null}"#, "{}"] {

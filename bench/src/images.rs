@@ -16,7 +16,7 @@ pub(crate) fn debian_image(args: &Args, work: &Path) -> Result<Option<(PathBuf, 
         .unwrap_or_else(|| PathBuf::from("/var/cache/hutch-tests"));
     let rootfs = match &args.debian_rootfs {
         Some(p) => p.clone(),
-        None => cache.join(format!("debian-12-{}.tar.zst", lxd_arch())),
+        None => cache.join(format!("debian-12-{}-r2.tar.zst", lxd_arch())),
     };
     if !rootfs.exists() {
         return Ok(None);

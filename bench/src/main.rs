@@ -55,7 +55,7 @@ struct Args {
     #[arg(long)]
     lxd_dir: Option<PathBuf>,
     /// A Debian rootfs tarball for the `launch debian` row (default: the test suite's cache,
-    /// `/var/cache/hutch-tests/debian-12-<arch>.tar.zst`, when it exists).
+    /// `/var/cache/hutch-tests/debian-12-<arch>-r2.tar.zst`, when it exists).
     #[arg(long)]
     debian_rootfs: Option<PathBuf>,
     /// Idle time before each timed command, in milliseconds: with a pause, the kernel's

@@ -2,7 +2,9 @@
 # Makes a Debian 12 root filesystem with systemd as init at DEST, as root. debootstrap runs
 # once per machine; its result is cached as a tarball in $HUTCH_TEST_CACHE (default
 # /var/cache/hutch-tests), built aside and renamed into place, so later calls (concurrent
-# ones too, serialised by flock) only unpack it. Refuses a non-empty DEST.
+# ones too, serialised by flock) only unpack it. Refuses a non-empty DEST. The cache's name
+# carries a revision, bumped with the package list so that an older cache is not reused; the
+# image builder (`hutch image build debian/12 --debootstrap-cache`) reads the same file.
 set -euo pipefail
 dest=${1:?usage: debian.sh DEST}
 die() { echo "debian.sh: $*" >&2; exit 1; }
@@ -14,7 +16,7 @@ fi
 cache=${HUTCH_TEST_CACHE:-/var/cache/hutch-tests}
 arch=$(dpkg --print-architecture)
 if command -v zstd >/dev/null; then ext=zst comp=--zstd; else ext=gz comp=--gzip; fi
-tarball="$cache/debian-12-$arch.tar.$ext"
+tarball="$cache/debian-12-$arch-r2.tar.$ext"
 tar_opts=(--numeric-owner --xattrs --xattrs-include='*' "$comp")
 
 # Removes a build tree without crossing into anything a killed debootstrap left mounted.
@@ -33,7 +35,7 @@ build() {
     trap 'exit 130' INT TERM
     local root=$work/root
     echo "debian.sh: debootstrap bookworm (once, cached in $cache)" >&2
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,iproute2 \
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,systemd-resolved,dbus,iproute2 \
         bookworm "$root" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
         { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
 

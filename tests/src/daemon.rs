@@ -248,6 +248,29 @@ impl TestDaemon {
         assert!(out.contains("Image imported with fingerprint"), "{out}");
     }
 
+    /// Builds the Debian 12 image with `hutch image build` (systemd, networkd's DHCP,
+    /// resolved) from the test suite's debootstrap cache, under alias `alias`. `Err` when
+    /// the cache is missing and cannot be made here (it needs the Debian mirror once).
+    pub fn build_debian(&self, alias: &str) -> anyhow::Result<()> {
+        let scratch = self.path().join("debian-cache-fill");
+        crate::debian_rootfs(&scratch)?;
+        // The builder reads the cache `debian.sh` wrote; the unpacked tree is not needed.
+        let _ = std::fs::remove_dir_all(&scratch);
+        let cache =
+            std::env::var("HUTCH_TEST_CACHE").unwrap_or_else(|_| "/var/cache/hutch-tests".into());
+        let out = self.hutch_ok(&[
+            "image",
+            "build",
+            "debian/12",
+            "--debootstrap-cache",
+            &cache,
+            "--alias",
+            alias,
+        ]);
+        assert!(out.contains("Image imported with fingerprint"), "{out}");
+        Ok(())
+    }
+
     /// `hutch ...` that must fail; returns its stderr.
     pub fn hutch_err(&self, args: &[&str]) -> String {
         let out = self.hutch(args, b"");

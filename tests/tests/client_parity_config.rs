@@ -603,8 +603,29 @@ fn storage_pools_and_volumes_match_lxc() {
         &d,
         &["storage", "volume", "snapshot", "default", "vol-@", "s1"],
     );
-    // (hutchd cannot rename a volume snapshot yet: 501.) A new name under another volume is
-    // refused by both clients before any request.
+    // A volume snapshot renamed and back, by both clients; a new name under another volume
+    // is refused by both before any request.
+    twin(
+        &d,
+        &[
+            "storage", "volume", "rename", "default", "vol-@/s1", "vol-@/s2",
+        ],
+    );
+    for who in ["lxc", "hutch"] {
+        d.hutch_ok(&[
+            "storage",
+            "volume",
+            "show",
+            "default",
+            &format!("vol-{who}/s2"),
+        ]);
+    }
+    twin(
+        &d,
+        &[
+            "storage", "volume", "rename", "default", "vol-@/s2", "vol-@/s1",
+        ],
+    );
     twin_err(
         &d,
         &[

@@ -3,24 +3,16 @@
 //! unprivileged containers, read-only honoured, idmapped where asked; `unix-char` nodes
 //! usable inside when given and refused by the devices cgroup when not; `none` devices
 //! masking a profile's; `gpu` devices where the host has a GPU (skipped by name where it
-//! has none, unless `HUTCH_REQUIRE_GPU=1`). Needs root; each test has its own daemon and
+//! has none, unless `HUTCH_REQUIRE_GPU=1`); disks and nodes hot-plugged into a Debian
+//! container with systemd as init. Needs root; each test has its own daemon and
 //! leaves nothing behind.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::Duration;
 
-use hutch_runtime::{
-    container, BindMount, ContainerSpec, ExecRequest, ExecStdio, HotplugOp, IdMap,
-};
-use hutch_tests::{
-    assert_no_leftovers, debian_rootfs, hutchd_bin, require_root, unique_name, CgroupGuard,
-    TestDaemon, TestDir, Via,
-};
+use hutch_tests::{assert_no_leftovers, require_root, wait_until, TestDaemon, Via};
 
 /// A daemon with the busybox image imported under alias `bb`.
 fn daemon() -> TestDaemon {
@@ -578,104 +570,123 @@ fn gpu_devices_pass_the_cards_nodes() {
     no_leftovers(&d);
 }
 
-/// Runs `script` with `sh -c` as root in the runtime's container at `rd`; (code, stdout).
-fn runtime_sh(rd: &Path, script: &str) -> (i32, String) {
-    let req = ExecRequest {
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        env: BTreeMap::new(),
-        cwd: None,
-        uid: 0,
-        gid: 0,
-        pty: None,
-    };
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let null = || -> std::os::fd::OwnedFd {
-        fs::File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .unwrap()
-            .into()
-    };
-    let session = hutch_runtime::exec(
-        &hutchd_bin(),
-        rd,
-        &req,
-        ExecStdio::Pipes {
-            stdin: null(),
-            stdout: out_w,
-            stderr: null(),
-        },
-    )
-    .expect("exec");
-    let mut out = String::new();
-    fs::File::from(out_r).read_to_string(&mut out).unwrap();
-    (session.wait().unwrap().code(), out)
-}
-
 #[test]
-fn disks_hot_plug_into_a_debian_container() {
-    if !require_root("disks_hot_plug_into_a_debian_container") {
+fn disks_and_char_devices_hot_plug_into_a_debian_container() {
+    let test = "disks_and_char_devices_hot_plug_into_a_debian_container";
+    if !require_root(test) {
         return;
     }
     if std::env::var("HUTCH_TEST_DEBIAN").as_deref() == Ok("0")
         && std::env::var("HUTCH_REQUIRED_TESTS").as_deref() != Ok("1")
     {
-        hutch_tests::skipped(
-            "disks_hot_plug_into_a_debian_container",
-            "HUTCH_TEST_DEBIAN=0",
-        );
+        hutch_tests::skipped(test, "HUTCH_TEST_DEBIAN=0");
         return;
     }
-    // Straight through the runtime (the daemon's path is the busybox tests'): Debian
-    // 12 with systemd as init, unprivileged, its root an idmapped mount.
-    let dir = TestDir::new();
-    let name = unique_name("deb");
-    let rootfs = dir.path().join("rootfs");
-    debian_rootfs(&rootfs).expect("build the Debian root filesystem");
-    let cgroup = format!("hutch-test-{name}/{name}");
-    let _cg = CgroupGuard::new(&cgroup);
-    let spec = ContainerSpec::new(
-        &name,
-        &rootfs,
-        Some(IdMap::single(1_000_000, 65536)),
-        &cgroup,
-    );
-    let rd = dir.path().join("run");
-    hutch_runtime::start(&hutchd_bin(), &rd, &spec).expect("start");
-    let src = dir.path().join("src");
+    // Debian 12 with systemd as init (udev-less /dev, mount units watching /proc/self/
+    // mountinfo), unprivileged, through the daemon as a user has it.
+    let d = TestDaemon::start();
+    if let Err(e) = d.build_debian("deb") {
+        if std::env::var("HUTCH_REQUIRED_TESTS").as_deref() == Ok("1") {
+            panic!("{test}: the Debian image cannot be built: {e}");
+        }
+        hutch_tests::skipped(test, &format!("the Debian image cannot be built: {e}"));
+        return;
+    }
+    d.hutch_ok(&["launch", "deb", "deb"]);
+    wait_until("systemd in the container", Duration::from_secs(60), || {
+        d.sh("deb", "cat /proc/1/comm").1 == "systemd\n"
+    });
+
+    let src = d.path().join("src");
     fs::create_dir(&src).unwrap();
     fs::write(src.join("hello"), "hello debian\n").unwrap();
-    let result = std::panic::catch_unwind(|| {
-        let plug = HotplugOp::Plug(BindMount {
-            source: src.clone(),
-            target: "/mnt/hot/d".into(),
-            readonly: false,
-            idmapped: true,
-        });
-        hutch_runtime::hotplug(&hutchd_bin(), &rd, &[plug]).expect("plug");
-        let (code, out) = runtime_sh(
-            &rd,
-            "cat /mnt/hot/d/hello && echo written > /mnt/hot/d/inside && stat -c %U /mnt/hot",
-        );
-        assert_eq!(code, 0, "{out}");
-        // The mount point was made as the container's root would have made it.
-        assert_eq!(out, "hello debian\nroot\n");
-        assert_eq!(fs::read_to_string(src.join("inside")).unwrap(), "written\n");
-        assert_eq!(fs::metadata(src.join("inside")).unwrap().uid(), 0);
-        let unplug = HotplugOp::Unplug {
-            target: "/mnt/hot/d".into(),
-            remove: false,
-        };
-        hutch_runtime::hotplug(&hutchd_bin(), &rd, &[unplug]).expect("unplug");
-        let (_, mounts) = runtime_sh(&rd, "cat /proc/self/mounts");
-        assert!(!mounts.contains("/mnt/hot/d"), "{mounts}");
-        let (code, _) = runtime_sh(&rd, "test -e /mnt/hot/d/hello");
-        assert_ne!(code, 0);
-    });
-    let _ = container::stop(&rd, Duration::from_secs(1), true);
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
+    let source = format!("source={}", src.display());
+    d.hutch_ok(&[
+        "config",
+        "device",
+        "add",
+        "deb",
+        "d",
+        "disk",
+        &source,
+        "path=/mnt/hot/d",
+        "shift=true",
+    ]);
+    assert!(
+        mounted(&d, "deb", "/mnt/hot/d"),
+        "/mnt/hot/d is not mounted"
+    );
+    assert_eq!(d.sh_ok("deb", "cat /mnt/hot/d/hello"), "hello debian\n");
+    d.sh_ok("deb", "echo written > /mnt/hot/d/inside");
+    assert_eq!(fs::read_to_string(src.join("inside")).unwrap(), "written\n");
+    assert_eq!(
+        fs::metadata(src.join("inside")).unwrap().uid(),
+        0,
+        "the container's root is host root on a shifted disk"
+    );
+    // The mount point was made as the container's root would have made it.
+    assert_eq!(d.sh_ok("deb", "stat -c %U /mnt/hot"), "root\n");
+
+    d.hutch_ok(&[
+        "config",
+        "device",
+        "add",
+        "deb",
+        "ro",
+        "disk",
+        &source,
+        "path=/srv/ro",
+        "readonly=true",
+        "shift=true",
+    ]);
+    assert_eq!(d.sh_ok("deb", "cat /srv/ro/hello"), "hello debian\n");
+    let (code, out) = d.sh("deb", "echo x > /srv/ro/nope");
+    assert_ne!(code, 0, "a write to a read-only disk worked: {out}");
+    assert!(out.contains("Read-only"), "{out}");
+    assert!(!src.join("nope").exists());
+
+    d.hutch_ok(&["config", "device", "remove", "deb", "d"]);
+    d.hutch_ok(&["config", "device", "remove", "deb", "ro"]);
+    for path in ["/mnt/hot/d", "/srv/ro"] {
+        assert!(!mounted(&d, "deb", path), "{path} still mounted");
     }
-    assert_no_leftovers(dir.path(), &cgroup);
+    let (code, _) = d.sh("deb", "test -e /mnt/hot/d/hello");
+    assert_ne!(code, 0, "the disk's files are still seen");
+    assert!(src.join("hello").exists());
+
+    // A copy of /dev/zero's node, made on the host.
+    let zero = d.path().join("zero");
+    nix::sys::stat::mknod(
+        &zero,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 5),
+    )
+    .unwrap();
+    d.hutch_ok(&[
+        "config",
+        "device",
+        "add",
+        "deb",
+        "z",
+        "unix-char",
+        &format!("source={}", zero.display()),
+        "path=/dev/hostzero",
+        "mode=0666",
+    ]);
+    assert_eq!(
+        d.sh_ok("deb", "stat -c '%F %t:%T %a' /dev/hostzero"),
+        "character special file 1:5 666\n"
+    );
+    assert_eq!(
+        d.sh_ok("deb", "head -c 3 /dev/hostzero | od -An -tx1")
+            .trim(),
+        "00 00 00"
+    );
+    d.hutch_ok(&["config", "device", "remove", "deb", "z"]);
+    let (code, out) = d.sh("deb", "test -e /dev/hostzero");
+    assert_ne!(code, 0, "/dev/hostzero is still there: {out}");
+
+    d.hutch_ok(&["delete", "-f", "deb"]);
+    no_leftovers(&d);
 }

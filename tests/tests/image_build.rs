@@ -195,6 +195,16 @@ fn debian_build_from_the_debootstrap_cache_boots_with_networkd_dhcp() {
     assert!(d
         .sh_ok(&name, "cat /etc/systemd/network/eth0.network")
         .contains("DHCP=yes"));
+    // The resolver is resolved's stub, with the servers and search domain from the lease.
+    assert_eq!(
+        d.sh_ok(&name, "systemctl is-active systemd-resolved")
+            .trim(),
+        "active"
+    );
+    assert_eq!(
+        d.sh_ok(&name, "readlink /etc/resolv.conf").trim(),
+        "../run/systemd/resolve/stub-resolv.conf"
+    );
     wait_until("a DHCP lease on eth0", Duration::from_secs(60), || {
         d.sh(&name, "ip -4 -o addr show dev eth0")
             .1

@@ -14,8 +14,7 @@ use std::time::Duration;
 use hutch_tests::daemon::cgroup_prefix;
 use hutch_tests::network::assert_no_network_leftovers;
 use hutch_tests::{
-    assert_no_leftovers, debian_rootfs, require_root, unique_name, wait_until, TestDaemon, TestDir,
-    Via,
+    assert_no_leftovers, require_root, unique_name, wait_until, TestDaemon, TestDir, Via,
 };
 use nix::mount::{umount2, MntFlags};
 use nix::sys::signal::{kill, Signal};
@@ -132,6 +131,16 @@ fn first_field(text: &str) -> f64 {
         .unwrap_or_else(|| panic!("not a number: {text:?}"))
 }
 
+/// Whether `mountinfo` (a container's /proc/self/mountinfo) has lxcfs's FUSE mount at `path`.
+fn lxcfs_bound(mountinfo: &str, path: &str) -> bool {
+    mountinfo.lines().any(|l| {
+        let Some((mount, fs)) = l.split_once(" - ") else {
+            return false;
+        };
+        mount.split(' ').nth(4) == Some(path) && fs.starts_with("fuse.lxcfs ")
+    })
+}
+
 #[test]
 fn lxcfs_shows_containers_their_memory_and_cpu_limits() {
     let test = "lxcfs_shows_containers_their_memory_and_cpu_limits";
@@ -188,8 +197,35 @@ fn lxcfs_shows_containers_their_memory_and_cpu_limits() {
             uptime < host_uptime,
             "{name}: {uptime} vs host {host_uptime}"
         );
+        // /proc/stat's per-CPU lines follow limits.cpu too.
+        let stat_cpus = exec("grep -c '^cpu[0-9]' /proc/stat");
+        assert_eq!(stat_cpus.trim(), "1", "{name}: lxcfs's stat has one CPU");
+        // Each of these is lxcfs's file bound over the kernel's, and reads.
+        let mountinfo = exec("cat /proc/self/mountinfo");
+        for file in [
+            "stat",
+            "loadavg",
+            "swaps",
+            "diskstats",
+            "meminfo",
+            "cpuinfo",
+        ] {
+            let path = format!("/proc/{file}");
+            assert!(
+                lxcfs_bound(&mountinfo, &path),
+                "{name}: {path} is not lxcfs's: {mountinfo}"
+            );
+            exec(&format!("cat {path} >/dev/null"));
+        }
+        assert_eq!(
+            exec("cat /proc/loadavg").split_whitespace().count(),
+            5,
+            "{name}"
+        );
+        assert!(exec("cat /proc/swaps").starts_with("Filename"), "{name}");
         // Files lxcfs does not serve are the kernel's as before.
         assert!(exec("cat /proc/version").contains("Linux"));
+        assert!(!lxcfs_bound(&mountinfo, "/proc/version"));
     }
     if host_cpus != "1" {
         // Without limits.cpu it sees every CPU: the view follows the limits, not a constant.
@@ -197,6 +233,16 @@ fn lxcfs_shows_containers_their_memory_and_cpu_limits() {
         d.lxc_ok(&["restart", "unpriv", "--force"]);
         let n = d.lxc_ok(&["exec", "unpriv", "--", "nproc"]);
         assert_eq!(n.trim(), host_cpus);
+        let stat_cpus = d.lxc_ok(&[
+            "exec",
+            "unpriv",
+            "--",
+            "grep",
+            "-c",
+            "^cpu[0-9]",
+            "/proc/stat",
+        ]);
+        assert_eq!(stat_cpus.trim(), host_cpus);
     }
 
     d.lxc_ok(&["delete", "--force", "unpriv", "priv"]);
@@ -456,57 +502,6 @@ fn peers_resolve_by_bare_name_and_a_missing_type_is_nodata() {
     assert_no_leftovers(&d.path().join("storage-pools/default/containers"), &prefix);
 }
 
-/// The Debian test image as a split image: a metadata tarball and the cached rootfs
-/// tarball; `Err` with the reason when the rootfs cannot be had here.
-fn debian_split_image(work: &Path) -> Result<(PathBuf, PathBuf), String> {
-    let cache = std::env::var_os("HUTCH_TEST_CACHE")
-        .map_or_else(|| PathBuf::from("/var/cache/hutch-tests"), PathBuf::from);
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let rootfs = ["zst", "gz"]
-        .iter()
-        .map(|ext| cache.join(format!("debian-12-{arch}.tar.{ext}")))
-        .find(|p| p.exists());
-    let rootfs = match rootfs {
-        Some(p) => p,
-        None => {
-            // The first build debootstraps it into the cache (needs the Debian mirror).
-            let scratch = work.join("debian-build");
-            debian_rootfs(&scratch)
-                .map_err(|e| format!("the Debian image cannot be built: {e}"))?;
-            let _ = std::fs::remove_dir_all(&scratch);
-            ["zst", "gz"]
-                .iter()
-                .map(|ext| cache.join(format!("debian-12-{arch}.tar.{ext}")))
-                .find(|p| p.exists())
-                .ok_or("the Debian image cache is missing after a build")?
-        }
-    };
-    let meta_dir = work.join("debian-meta");
-    std::fs::create_dir_all(&meta_dir).map_err(|e| e.to_string())?;
-    std::fs::write(
-        meta_dir.join("metadata.yaml"),
-        "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: debian\n  release: bookworm\n",
-    )
-    .map_err(|e| e.to_string())?;
-    let meta = work.join("debian-meta.tar.gz");
-    let ok = Command::new("tar")
-        .arg("-C")
-        .arg(&meta_dir)
-        .arg("-czf")
-        .arg(&meta)
-        .arg("metadata.yaml")
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        return Err("tar of the Debian metadata failed".into());
-    }
-    Ok((meta, rootfs))
-}
-
 #[test]
 fn debian_resolves_a_peer_by_bare_name_with_glibc() {
     let test = "debian_resolves_a_peer_by_bare_name_with_glibc";
@@ -519,43 +514,40 @@ fn debian_resolves_a_peer_by_bare_name_with_glibc() {
         hutch_tests::skipped(test, "HUTCH_TEST_DEBIAN=0");
         return;
     }
+    // The image `hutch image build debian/12` makes: networkd's DHCP, resolved's stub.
     let d = daemon_with_image(&[]);
-    let (meta, rootfs) = match debian_split_image(d.path()) {
-        Ok(image) => image,
-        Err(why) => {
-            skip(test, &why);
-            return;
-        }
-    };
-    d.lxc_ok(&[
-        "image",
-        "import",
-        meta.to_str().unwrap(),
-        rootfs.to_str().unwrap(),
-        "--alias",
-        "deb",
-    ]);
+    if let Err(e) = d.build_debian("deb") {
+        skip(test, &format!("the Debian image cannot be built: {e}"));
+        return;
+    }
     let prefix = cgroup_prefix(d.path());
     let net = unique_name("hdg");
     d.lxc_ok(&["network", "create", &net, "ipv4.nat=false"]);
-    let gw = gateway_of(&d, &net);
     d.lxc_ok(&["launch", "bb", "peer", "-n", &net]);
     let ip = wait_for_ipv4(&d, "peer");
     d.lxc_ok(&["launch", "deb", "deb", "-n", &net]);
-    // The image has no DHCP client: an address of the subnet by hand, and the network's
-    // dnsmasq as the only server, with no search list, so that glibc asks for the bare name
-    // (AAAA and A: a REFUSED AAAA made it give up).
-    let mine = format!("{}.200", gw.rsplit_once('.').unwrap().0);
-    let setup = format!(
-        "ip link set eth0 up && ip addr add {mine}/24 dev eth0 && \
-         rm -f /etc/resolv.conf && echo 'nameserver {gw}' > /etc/resolv.conf"
-    );
+    // Nothing written by hand: the lease gives the address, resolved the server and the
+    // search domain, so glibc asks for `peer.hutch` on behalf of `peer`.
     wait_until(
-        "the Debian container's exec",
-        Duration::from_secs(30),
-        || d.lxc(&["exec", "deb", "--", "true"]).status.success(),
+        "a DHCP lease on the Debian container",
+        Duration::from_secs(60),
+        || ipv4_of(&d, "deb").is_some(),
     );
-    d.lxc_ok(&["exec", "deb", "--", "sh", "-c", &setup]);
+    assert_eq!(
+        d.lxc_ok(&["exec", "deb", "--", "readlink", "/etc/resolv.conf"])
+            .trim(),
+        "../run/systemd/resolve/stub-resolv.conf"
+    );
+    let resolves = |name: &str| {
+        let out = d.lxc(&["exec", "deb", "--", "getent", "hosts", name]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with(&ip)
+    };
+    // resolved learns the lease's server a moment after networkd has the address.
+    wait_until(
+        "the Debian container to resolve its peer",
+        Duration::from_secs(30),
+        || resolves("peer"),
+    );
     for name in ["peer", "peer.hutch"] {
         let out = d.lxc(&["exec", "deb", "--", "getent", "hosts", name]);
         let text = String::from_utf8_lossy(&out.stdout);

@@ -25,7 +25,7 @@ pub struct BuildArgs {
     /// `default`, or `cloud` (with cloud-init; Debian only).
     #[arg(long, default_value = "default")]
     pub variant: String,
-    /// A directory caching debootstrap's result (`debian-<version>-<arch>.tar.zst`): used
+    /// A directory caching debootstrap's result (`debian-<version>-<arch>-r2.tar.zst`): used
     /// when it holds one, filled when it does not.
     #[arg(long)]
     pub debootstrap_cache: Option<PathBuf>,

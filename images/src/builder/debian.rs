@@ -1,6 +1,7 @@
-//! Debian by debootstrap (minbase with systemd, dbus and iproute2), made into a container
-//! image: systemd as init, DHCP on eth0 by systemd-networkd, no units for hardware a
-//! container lacks, no per-machine identity. debootstrap's result can be cached as a
+//! Debian by debootstrap (minbase with systemd, systemd-resolved, dbus and iproute2), made
+//! into a container image: systemd as init, DHCP on eth0 by systemd-networkd, DNS servers and
+//! search domain from the lease by systemd-resolved, no units for hardware a container lacks,
+//! no per-machine identity. debootstrap's result can be cached as a
 //! tarball (the test suite's `$HUTCH_TEST_CACHE` layout), so later builds skip it.
 
 use std::fs;
@@ -52,21 +53,40 @@ impl FromStr for DebianRelease {
     }
 }
 
-/// Packages on top of minbase: systemd as init, and what its networking needs.
+/// Packages on top of minbase: systemd as init, and what its networking needs (bookworm
+/// splits systemd-resolved out of systemd).
 fn packages(variant: Variant) -> Vec<&'static str> {
-    let mut p = vec!["systemd", "systemd-sysv", "dbus", "iproute2"];
+    let mut p = vec![
+        "systemd",
+        "systemd-sysv",
+        "systemd-resolved",
+        "dbus",
+        "iproute2",
+    ];
     if variant == Variant::Cloud {
         p.push("cloud-init");
     }
     p
 }
 
+/// The revision of the cache's contents, in its file name: bumped with `packages`, so that a
+/// cache made with fewer packages is not reused (`tests/images/debian.sh` writes the same).
+const CACHE_REVISION: &str = "r2";
+
+/// The file name of the cached debootstrap result.
+fn cache_name(release: &DebianRelease, ext: &str) -> String {
+    format!(
+        "debian-{}-{}-{CACHE_REVISION}.tar.{ext}",
+        release.version,
+        dpkg_architecture()
+    )
+}
+
 /// The cache tarball of debootstrap's result, if the cache holds one.
 fn cached_tarball(cache: &Path, release: &DebianRelease) -> Option<PathBuf> {
-    let arch = dpkg_architecture();
     ["zst", "gz"]
         .iter()
-        .map(|ext| cache.join(format!("debian-{}-{arch}.tar.{ext}", release.version)))
+        .map(|ext| cache.join(cache_name(release, ext)))
         .find(|p| p.metadata().is_ok_and(|m| m.len() > 0))
 }
 
@@ -138,11 +158,7 @@ pub fn build_rootfs(
         } else {
             ("gz", "--gzip")
         };
-        let name = format!(
-            "debian-{}-{}.tar.{ext}",
-            release.version,
-            dpkg_architecture()
-        );
+        let name = cache_name(release, ext);
         let aside = work.join(&name);
         run(
             Command::new("tar")
@@ -184,17 +200,30 @@ const MASKED_UNITS: [&str; 7] = [
     "dev-hugepages.mount",
 ];
 
-/// systemd-networkd's configuration: DHCP on eth0.
-pub const ETH0_NETWORK: &str = "[Match]\nName=eth0\n\n[Network]\nDHCP=yes\n";
+/// systemd-networkd's configuration: DHCP on eth0, the lease's domain as search domain (off
+/// by default in networkd), so that a bare name `peer` is looked up as `peer.<domain>`.
+pub const ETH0_NETWORK: &str =
+    "[Match]\nName=eth0\n\n[Network]\nDHCP=yes\n\n[DHCPv4]\nUseDomains=yes\n";
 
-/// Makes a debootstrapped tree a container image: networkd with DHCP on eth0 (enabled as
-/// `systemctl enable` would), container-irrelevant units masked, no machine identity, no
-/// host resolv.conf, apt's caches emptied. Plain file operations: no chroot, no root.
+/// Where /etc/resolv.conf points: systemd-resolved's stub, with the search domains from
+/// the lease (the link Debian's systemd-resolved package makes).
+pub const RESOLV_CONF_LINK: &str = "../run/systemd/resolve/stub-resolv.conf";
+
+/// Makes a debootstrapped tree a container image: networkd with DHCP on eth0 and resolved
+/// (enabled as `systemctl enable` would), resolv.conf resolved's, container-irrelevant units
+/// masked, no machine identity, apt's caches emptied. Plain file operations: no chroot, no
+/// root.
 pub fn configure_debian(root: &Path, variant: Variant) -> Result<(), BuildError> {
     let units = root.join("lib/systemd/system");
     if !units.join("systemd-networkd.service").exists() {
         return Err(BuildError::Invalid(format!(
             "{} has no systemd-networkd: not a Debian tree with systemd",
+            root.display()
+        )));
+    }
+    if !units.join("systemd-resolved.service").exists() {
+        return Err(BuildError::Invalid(format!(
+            "{} has no systemd-resolved: debootstrap it with the package",
             root.display()
         )));
     }
@@ -248,6 +277,14 @@ pub fn configure_debian(root: &Path, variant: Variant) -> Result<(), BuildError>
             "/lib/systemd/system/systemd-networkd-wait-online.service",
         )?;
     }
+    link(
+        &format!("{etc_units}/sysinit.target.wants/systemd-resolved.service"),
+        "/lib/systemd/system/systemd-resolved.service",
+    )?;
+    link(
+        &format!("{etc_units}/dbus-org.freedesktop.resolve1.service"),
+        "/lib/systemd/system/systemd-resolved.service",
+    )?;
     for unit in MASKED_UNITS {
         link(&format!("{etc_units}/{unit}"), "/dev/null")?;
     }
@@ -260,14 +297,8 @@ pub fn configure_debian(root: &Path, variant: Variant) -> Result<(), BuildError>
         "etc/hosts",
         "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n",
     )?;
-    // debootstrap copies the build host's resolv.conf in.
-    if root
-        .join("etc/resolv.conf")
-        .symlink_metadata()
-        .is_ok_and(|m| m.is_file())
-    {
-        write("etc/resolv.conf", "")?;
-    }
+    // Not the build host's, which debootstrap copies in.
+    link("etc/resolv.conf", RESOLV_CONF_LINK)?;
     for dir in ["var/lib/apt/lists", "var/cache/apt/archives"] {
         let Ok(entries) = fs::read_dir(root.join(dir)) else {
             continue;
@@ -295,6 +326,7 @@ mod tests {
         assert_eq!((r.codename(), r.version()), ("bookworm", "12"));
         assert_eq!("bookworm".parse::<DebianRelease>().unwrap(), r);
         assert!("sid".parse::<DebianRelease>().is_err());
+        assert!(packages(Variant::Default).contains(&"systemd-resolved"));
         assert!(packages(Variant::Cloud).contains(&"cloud-init"));
         assert!(!packages(Variant::Default).contains(&"cloud-init"));
     }
@@ -307,6 +339,7 @@ mod tests {
             "systemd-networkd.service",
             "systemd-networkd.socket",
             "systemd-networkd-wait-online.service",
+            "systemd-resolved.service",
         ] {
             fs::write(units.join(u), "[Unit]\n").unwrap();
         }
@@ -320,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn configuration_enables_networkd_dhcp_and_strips_identity() {
+    fn configuration_enables_networkd_dhcp_resolved_and_strips_identity() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         fake_debian(root);
@@ -345,10 +378,22 @@ mod tests {
         );
         assert_eq!(fs::read_to_string(root.join("etc/machine-id")).unwrap(), "");
         assert_eq!(fs::read_to_string(root.join("etc/hostname")).unwrap(), "");
+        assert!(ETH0_NETWORK.contains("UseDomains=yes"));
         assert_eq!(
-            fs::read_to_string(root.join("etc/resolv.conf")).unwrap(),
-            ""
+            fs::read_link(root.join("etc/resolv.conf")).unwrap(),
+            Path::new(RESOLV_CONF_LINK)
         );
+        assert_eq!(
+            fs::read_link(
+                root.join("etc/systemd/system/sysinit.target.wants/systemd-resolved.service")
+            )
+            .unwrap(),
+            Path::new("/lib/systemd/system/systemd-resolved.service")
+        );
+        assert!(root
+            .join("etc/systemd/system/dbus-org.freedesktop.resolve1.service")
+            .symlink_metadata()
+            .is_ok());
         assert!(!root.join("var/lib/apt/lists/deb_Packages").exists());
         assert!(root.join("var/lib/apt/lists/lock").exists());
         // Twice is the same as once.
@@ -360,6 +405,11 @@ mod tests {
         assert!(err.contains("cloud-init"), "{err}");
         let empty = tempfile::tempdir().unwrap();
         assert!(configure_debian(empty.path(), Variant::Default).is_err());
+        fs::remove_file(root.join("lib/systemd/system/systemd-resolved.service")).unwrap();
+        let err = configure_debian(root, Variant::Default)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("systemd-resolved"), "{err}");
     }
 
     #[test]
@@ -367,7 +417,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r: DebianRelease = "12".parse().unwrap();
         assert_eq!(cached_tarball(dir.path(), &r), None);
-        let name = format!("debian-12-{}.tar.zst", dpkg_architecture());
+        let name = format!("debian-12-{}-{CACHE_REVISION}.tar.zst", dpkg_architecture());
+        let older = format!("debian-12-{}.tar.zst", dpkg_architecture());
+        fs::write(dir.path().join(older), b"data").unwrap();
+        assert_eq!(
+            cached_tarball(dir.path(), &r),
+            None,
+            "a cache of another revision"
+        );
         fs::write(dir.path().join(&name), b"").unwrap();
         assert_eq!(
             cached_tarball(dir.path(), &r),
