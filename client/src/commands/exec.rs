@@ -8,6 +8,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{anyhow, Result};
 use clap::Args;
@@ -20,6 +21,46 @@ type Ws = tungstenite::WebSocket<Conn>;
 
 /// How long a dropped session is retried.
 const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the output sockets of a non-interactive session have seen, for the sockets that
+/// carry nothing back (stdin once it ended, control): when the daemon closes those, it is
+/// either the end (after the outputs' end frames) or a drop (the outputs drop too).
+#[derive(Default)]
+struct Outputs {
+    /// (outputs still open, some output dropped)
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Outputs {
+    fn open(n: usize) -> Arc<Self> {
+        Arc::new(Outputs {
+            state: Mutex::new((n, false)),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn ended(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = s.0.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    fn dropped(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.changed.notify_all();
+    }
+
+    /// After a held socket closed: whether to connect it again (an output dropped while
+    /// open) rather than stop (every output ended). Waits for one or the other.
+    fn held_socket_dropped(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.0 > 0 && !s.1 {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.0 > 0
+    }
+}
 
 /// A websocket of an operation that can be connected again.
 #[derive(Clone)]
@@ -162,11 +203,18 @@ pub fn exec(client: &Client, args: &ExecArgs) -> Result<i32> {
         let ws0 = e0.connect()?;
         let ws1 = e1.connect()?;
         let ws2 = e2.connect()?;
-        std::thread::spawn(move || pump_stdin(ws0, &e0));
-        let out = std::thread::spawn(move || pump_out(ws1, &e1, std::io::stdout()));
-        let err = std::thread::spawn(move || pump_out(ws2, &e2, std::io::stderr()));
+        let outputs = Outputs::open(2);
+        let (o_in, o_out, o_err, o_ctl) = (
+            outputs.clone(),
+            outputs.clone(),
+            outputs.clone(),
+            outputs.clone(),
+        );
+        std::thread::spawn(move || pump_stdin(ws0, &e0, &o_in));
+        let out = std::thread::spawn(move || pump_out(ws1, &e1, std::io::stdout(), &o_out));
+        let err = std::thread::spawn(move || pump_out(ws2, &e2, std::io::stderr(), &o_err));
         // The control socket is held (and reconnected) while the output runs.
-        std::thread::spawn(move || hold(control_ws, &control));
+        std::thread::spawn(move || hold(control_ws, &control, &o_ctl));
         let _ = out.join();
         let _ = err.join();
     }
@@ -196,7 +244,7 @@ fn send_again(ws: &mut Ws, endpoint: &Endpoint, msg: Message) -> bool {
     }
 }
 
-fn pump_stdin(mut ws: Ws, endpoint: &Endpoint) {
+fn pump_stdin(mut ws: Ws, endpoint: &Endpoint, outputs: &Outputs) {
     let mut buf = [0u8; 65536];
     let mut stdin = std::io::stdin();
     while let Ok(n) = stdin.read(&mut buf) {
@@ -205,15 +253,17 @@ fn pump_stdin(mut ws: Ws, endpoint: &Endpoint) {
         }
     }
     send_again(&mut ws, endpoint, Message::Text(String::new()));
-    hold(ws, endpoint);
+    hold(ws, endpoint, outputs);
 }
 
-/// Holds a socket the daemon sends nothing on, connecting it again when it drops.
-fn hold(mut ws: Ws, endpoint: &Endpoint) {
+/// Holds a socket the daemon sends nothing on, connecting it again when it drops (not when
+/// the daemon closes it at the end of the session).
+fn hold(mut ws: Ws, endpoint: &Endpoint, outputs: &Outputs) {
     loop {
         match ws.read() {
             Ok(Message::Close(_)) => return,
             Ok(_) => {}
+            Err(_) if !outputs.held_socket_dropped() => return,
             Err(_) => match endpoint.reconnect() {
                 Some(new) => ws = new,
                 None => return,
@@ -222,7 +272,7 @@ fn hold(mut ws: Ws, endpoint: &Endpoint) {
     }
 }
 
-fn pump_out(mut ws: Ws, endpoint: &Endpoint, mut out: impl Write) {
+fn pump_out(mut ws: Ws, endpoint: &Endpoint, mut out: impl Write, outputs: &Outputs) {
     loop {
         match ws.read() {
             Ok(Message::Binary(b)) => {
@@ -232,12 +282,16 @@ fn pump_out(mut ws: Ws, endpoint: &Endpoint, mut out: impl Write) {
             Ok(Message::Text(t)) if t.is_empty() => break,
             Ok(Message::Close(_)) => break,
             Ok(_) => {}
-            Err(_) => match endpoint.reconnect() {
-                Some(new) => ws = new,
-                None => break,
-            },
+            Err(_) => {
+                outputs.dropped();
+                match endpoint.reconnect() {
+                    Some(new) => ws = new,
+                    None => break,
+                }
+            }
         }
     }
+    outputs.ended();
 }
 
 /// SIGWINCH sets this; the loop sends the new size.
