@@ -3,7 +3,8 @@
 # each operation driven by hutch and by LXD's lxc, medians with min and max; the table goes
 # to stdout and the numbers to bench-results.json. Extra arguments go to hutch-bench
 # (--runs N, --drivers btrfs,dir, --clients hutch,lxc, --list-sizes N,M, --json FILE,
-# --pause-ms MS, --lxd-dir DIR; --only scale [--scale N] for the 1,000-container rows;
+# --pause-ms MS, --lxd-dir DIR; --only basic,throughput,list,debian,remote,https,copy,backup
+# for some groups of rows; --only scale [--scale N] for the 1,000-container rows;
 # --soak N [--soak-out DIR] for the soak with its CSV and PNG plots).
 set -euo pipefail
 cd "$(dirname "$0")/.."
