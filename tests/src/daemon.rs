@@ -250,8 +250,9 @@ impl TestDaemon {
 
     /// Builds the Debian 12 image with `hutch image build` (systemd, networkd's DHCP,
     /// resolved) from the test suite's debootstrap cache, under alias `alias`. `Err` when
-    /// the cache is missing and cannot be made here (it needs the Debian mirror once).
-    pub fn build_debian(&self, alias: &str) -> anyhow::Result<()> {
+    /// the cache is missing and cannot be made here (it needs the Debian mirror once);
+    /// else what the build printed.
+    pub fn build_debian(&self, alias: &str) -> anyhow::Result<String> {
         let scratch = self.path().join("debian-cache-fill");
         crate::debian_rootfs(&scratch)?;
         // The builder reads the cache `debian.sh` wrote; the unpacked tree is not needed.
@@ -268,7 +269,7 @@ impl TestDaemon {
             alias,
         ]);
         assert!(out.contains("Image imported with fingerprint"), "{out}");
-        Ok(())
+        Ok(out)
     }
 
     /// `hutch ...` that must fail; returns its stderr.

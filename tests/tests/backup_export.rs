@@ -397,29 +397,6 @@ fn optimized_btrfs_exports_are_streams_btrfs_receive_takes() {
     }
 }
 
-/// A 200 MiB tmpfs of the test's own, unmounted when dropped (after the daemon that used
-/// it, which is declared later and so dropped first).
-struct SmallTmpfs(tempfile::TempDir);
-
-impl SmallTmpfs {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=200m,mode=0711", "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("run mount");
-        assert!(ok.success(), "mount a tmpfs");
-        SmallTmpfs(dir)
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 /// Fills an instance on `pool` with as much incompressible data as fits, exports it
 /// uncompressed and checks the tarball is larger than what the pool has free.
 fn export_larger_than_free_space(d: &TestDaemon, pool: &str, pool_path: &Path) {
@@ -463,14 +440,22 @@ fn an_export_larger_than_the_pools_free_space_streams_through() {
     if !require_root("an_export_larger_than_the_pools_free_space_streams_through") {
         return;
     }
-    let small = SmallTmpfs::new();
     let d = daemon("dir");
     // btrfs: the backup's copies are snapshots.
     d.lxc_ok(&["storage", "create", "tiny", "btrfs", "size=200MiB"]);
     export_larger_than_free_space(&d, "tiny", &d.path().join("storage-pools/tiny"));
     d.lxc_ok(&["storage", "delete", "tiny"]);
-    // dir: no copy at all, the export reads the instance's own volume.
-    let source = small.0.path().join("pool");
+    // dir: no copy at all, the export reads the instance's own volume. Its source is a
+    // 200 MiB tmpfs in the daemon's test directory, which unmounts it when it goes.
+    let small = d.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=200m,mode=0711", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("run mount");
+    assert!(ok.success(), "mount a tmpfs");
+    let source = small.join("pool");
     std::fs::create_dir(&source).unwrap();
     d.lxc_ok(&[
         "storage",

@@ -14,6 +14,17 @@ use std::time::Duration;
 
 use hutch_tests::{assert_no_leftovers, require_root, wait_until, TestDaemon, Via};
 
+/// A character device node `major:minor` made on the host, mode 0600.
+fn host_char_node(path: &Path, major: u64, minor: u64) {
+    nix::sys::stat::mknod(
+        path,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(major, minor),
+    )
+    .unwrap();
+}
+
 /// A daemon with the busybox image imported under alias `bb`.
 fn daemon() -> TestDaemon {
     with_image(TestDaemon::start())
@@ -255,13 +266,7 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
     let nodes = d.path().join("nodes");
     fs::create_dir(&nodes).unwrap();
     let zero = nodes.join("zero");
-    nix::sys::stat::mknod(
-        &zero,
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-        nix::sys::stat::makedev(1, 5),
-    )
-    .unwrap();
+    host_char_node(&zero, 1, 5);
     // 1:200 has no driver: opened, it is ENXIO where the devices cgroup lets it through,
     // EPERM where it does not.
     d.sh_ok("p", "mknod /root/n200 c 1 200");
@@ -340,13 +345,7 @@ fn unix_char_devices_are_usable_when_given_and_refused_when_not() {
     assert!(cat_error(&d, "p", "/root/n200").contains("Operation not permitted"));
     // A device whose host node went while it was plugged still unplugs, and is denied.
     let host_n200 = nodes.join("n200");
-    nix::sys::stat::mknod(
-        &host_n200,
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-        nix::sys::stat::makedev(1, 200),
-    )
-    .unwrap();
+    host_char_node(&host_n200, 1, 200);
     d.hutch_ok(&[
         "config",
         "device",
@@ -656,13 +655,7 @@ fn disks_and_char_devices_hot_plug_into_a_debian_container() {
 
     // A copy of /dev/zero's node, made on the host.
     let zero = d.path().join("zero");
-    nix::sys::stat::mknod(
-        &zero,
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-        nix::sys::stat::makedev(1, 5),
-    )
-    .unwrap();
+    host_char_node(&zero, 1, 5);
     d.hutch_ok(&[
         "config",
         "device",

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use hutch_tests::{debian_rootfs, require_root, unique_name, wait_until, TestDaemon, TestDir};
+use hutch_tests::{require_root, unique_name, wait_until, TestDaemon, TestDir};
 
 /// The fingerprint `hutch image import` (and so `image build`) prints.
 fn imported_fingerprint(out: &str) -> String {
@@ -144,24 +144,10 @@ fn debian_build_from_the_debootstrap_cache_boots_with_networkd_dhcp() {
         hutch_tests::skipped(test, "HUTCH_TEST_DEBIAN=0");
         return;
     }
-    // Fills the cache (debootstrap once per machine) the builder starts from.
-    let scratch = TestDir::new();
-    debian_rootfs(&scratch.path().join("rootfs")).expect("the Debian test cache");
-    drop(scratch);
-    let cache =
-        std::env::var("HUTCH_TEST_CACHE").unwrap_or_else(|_| "/var/cache/hutch-tests".into());
-
     let net = unique_name("hbd");
     let d = TestDaemon::start_with(&["--storage-backend", "dir", "--network-bridge", &net]);
-    let out = d.hutch_ok(&[
-        "image",
-        "build",
-        "debian/12",
-        "--debootstrap-cache",
-        &cache,
-        "--alias",
-        "built-deb",
-    ]);
+    // From the test suite's debootstrap cache (filled once per machine).
+    let out = d.build_debian("built-deb").expect("the Debian test cache");
     imported_fingerprint(&out);
     let props = &image_json(&d, "built-deb")["properties"];
     assert_eq!(props["os"], "Debian");

@@ -381,22 +381,10 @@ fn an_exported_debian_build_boots_from_a_second_hutchd() {
         return;
     }
     // The builder starts from the test suite's debootstrap cache (filled once per machine).
-    let scratch = TestDir::new();
-    hutch_tests::debian_rootfs(&scratch.path().join("rootfs")).expect("the Debian test cache");
-    drop(scratch);
-    let cache =
-        std::env::var("HUTCH_TEST_CACHE").unwrap_or_else(|_| "/var/cache/hutch-tests".into());
-
     let source = TestDaemon::start_with(&["--storage-backend", "dir"]);
-    source.hutch_ok(&[
-        "image",
-        "build",
-        "debian/12",
-        "--debootstrap-cache",
-        &cache,
-        "--alias",
-        "debian/12",
-    ]);
+    source
+        .build_debian("debian/12")
+        .expect("the Debian test cache");
     let fp = alias_target(&source, "debian/12");
     let dir = TestDir::new();
     let tree = dir.path().join("tree");
