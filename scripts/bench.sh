@@ -9,5 +9,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release -p hutchd -p hutch -p hutch-bench
+cargo build --release -p hutchd -p hutch-helper -p hutch -p hutch-bench
 exec target/release/hutch-bench "$@"

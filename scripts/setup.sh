@@ -35,7 +35,9 @@ if ! command -v cargo >/dev/null; then
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
 fi
 
-cargo build --release -p hutchd -p hutch
+cargo build --release -p hutchd -p hutch-helper -p hutch
+# The helper first: a daemon restarted onto the new hutchd spawns the new helper.
+install -m 0755 target/release/hutchd-helper /usr/local/bin/hutchd-helper
 install -m 0755 target/release/hutchd /usr/local/bin/hutchd
 install -m 0755 target/release/hutch /usr/local/bin/hutch
 

@@ -22,8 +22,10 @@ pub struct Daemon {
     pub(in crate::engine) db: Db,
     pub(in crate::engine) ops: Operations,
     pub(in crate::engine) events: EventHub,
-    /// The hutchd binary, re-executed as monitor and exec helper.
+    /// The hutchd binary (rsync's transport for migration runs it as `hutchd __netcat`).
     pub(in crate::engine) hutchd: PathBuf,
+    /// `hutchd-helper`, beside hutchd: monitors, exec helpers, proxies, device and NIC plugs.
+    pub(in crate::engine) helper: PathBuf,
     /// The id range of unprivileged containers.
     pub(in crate::engine) idmap: IdMap,
     /// Storage pools by name, each mounted under `storage-pools/<name>`.
@@ -161,6 +163,7 @@ impl Daemon {
             pool_host,
             ops: Operations::new(events.clone()),
             events,
+            helper: crate::layout::helper_beside(&hutchd),
             hutchd,
             idmap,
             cgroup_prefix: cgroup_prefix(dir),

@@ -58,6 +58,8 @@ fn cgroup_path(dir: &Path, name: &str) -> String {
 
 pub fn run(dir: &Path, cmd: ContainerCommand) -> anyhow::Result<i32> {
     let hutchd = std::env::current_exe().context("find the hutchd binary")?;
+    crate::layout::check_helper(&hutchd)?;
+    let helper = crate::layout::helper_beside(&hutchd);
     match cmd {
         ContainerCommand::Start {
             name,
@@ -77,7 +79,7 @@ pub fn run(dir: &Path, cmd: ContainerCommand) -> anyhow::Result<i32> {
                 memory,
                 ..spec.limits
             };
-            let started = hutch_runtime::start(&hutchd, &runtime_dir(dir, &name), &spec)?;
+            let started = hutch_runtime::start(&helper, &runtime_dir(dir, &name), &spec)?;
             println!("{}", started.init_pid);
             Ok(0)
         }
@@ -115,7 +117,7 @@ pub fn run(dir: &Path, cmd: ContainerCommand) -> anyhow::Result<i32> {
                 stdout: dup(std::io::stdout().as_fd())?,
                 stderr: dup(std::io::stderr().as_fd())?,
             };
-            let session = hutch_runtime::exec(&hutchd, &runtime_dir(dir, &name), &req, stdio)?;
+            let session = hutch_runtime::exec(&helper, &runtime_dir(dir, &name), &req, stdio)?;
             Ok(session.wait()?.code())
         }
         ContainerCommand::Stop {

@@ -90,6 +90,30 @@ pub enum LayoutError {
         mode: u32,
         dir: PathBuf,
     },
+    /// `hutchd-helper` is not installed beside hutchd: no container could start.
+    #[error(
+        "{path} is missing: hutchd runs containers through hutchd-helper, installed beside it \
+         (`install target/release/hutchd-helper {dir}/`)"
+    )]
+    NoHelper { path: PathBuf, dir: PathBuf },
+}
+
+/// `hutchd-helper`, the binary hutchd spawns for containers: beside `hutchd`.
+pub fn helper_beside(hutchd: &Path) -> PathBuf {
+    hutchd.with_file_name("hutchd-helper")
+}
+
+/// Checks that `hutchd-helper` is beside `hutchd`, so that a daemon without it says so at
+/// start rather than at each container's.
+pub fn check_helper(hutchd: &Path) -> Result<(), LayoutError> {
+    let path = helper_beside(hutchd);
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(LayoutError::NoHelper {
+        dir: path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        path,
+    })
 }
 
 /// Makes the state directory (0711, as LXD: others may traverse it, not list it) and checks

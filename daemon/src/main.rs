@@ -1,6 +1,6 @@
-//! hutchd: the hutch daemon. Serves LXD's `/1.0` REST API on `$HUTCH_DIR/unix.socket`,
-//! and is also re-executed in two hidden modes: the per-container monitor and the exec
-//! helper.
+//! hutchd: the hutch daemon. Serves LXD's `/1.0` REST API on `$HUTCH_DIR/unix.socket`.
+//! What it spawns for containers (monitors, exec helpers, proxies, device and NIC plugs)
+//! is `hutchd-helper`, a binary of its own beside it.
 
 mod api;
 mod auth;
@@ -8,7 +8,6 @@ mod dev;
 mod engine;
 mod error;
 mod events;
-mod fd_limit;
 mod https;
 mod init;
 mod layout;
@@ -22,7 +21,7 @@ mod shutdown;
 use engine::{daemon, db};
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -78,44 +77,18 @@ pub fn now() -> String {
 pub use crate::error::chain;
 
 fn main() -> anyhow::Result<()> {
-    // The hidden modes run before anything else: they must stay single-threaded.
+    // rsync's transport for a migration (`-e "hutchd __netcat SOCKET"`); rsync appends
+    // its own arguments to this one's: any count is fine. Before anything else, as it
+    // must stay single-threaded.
     let args: Vec<OsString> = std::env::args_os().collect();
-    if args
-        .get(1)
-        .is_some_and(|a| a.as_encoded_bytes().starts_with(b"__"))
-    {
-        // Nothing of a container inherits the daemon's raised open-file limit.
-        fd_limit::restore();
-    }
-    // rsync appends its own arguments to this one's: any count is fine.
     if args.len() >= 3 && args[1] == "__netcat" {
+        hutch_runtime::fd_limit::restore();
         engine::migration::netcat_main(&args[2]);
-    }
-    if args.len() == 3 || args.len() == 4 {
-        let dir = Path::new(&args[2]);
-        if args[1] == "__monitor" {
-            hutch_runtime::monitor_main(dir);
-        }
-        if args[1] == "__exec" {
-            let born = args
-                .get(3)
-                .is_some_and(|a| a == hutch_runtime::BORN_IN_CGROUP2);
-            hutch_runtime::exec_main(dir, born);
-        }
-        if args[1] == "__proxy" {
-            hutch_network::proxy::proxy_main(dir);
-        }
-        if args[1] == "__device-plug" {
-            hutch_runtime::device_plug_main();
-        }
-        if args[1] == "__nic-plug" {
-            engine::devices::nic_plug_main(dir);
-        }
     }
     let cli = Cli::parse();
     if cli.command.is_none() {
         // Before any thread: it records the original limit in the environment.
-        fd_limit::raise();
+        hutch_runtime::fd_limit::raise();
     }
     let level = if cli.debug {
         "debug"
@@ -131,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         None => {
             // Containers' roots must be able to traverse every directory down to theirs.
             layout::prepare_state_dir(&cli.dir)?;
+            layout::check_helper(&hutchd)?;
             // One daemon per state directory: a second would take the socket and undo the
             // first's work in flight. Held until the process exits.
             let _lock = layout::lock_state_dir(&cli.dir)?;

@@ -312,7 +312,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, ns: Arc<Netns>, target: SocketAddr) {
     }
 }
 
-/// What one proxy process serves (`hutchd __proxy <spec file>`).
+/// What one proxy process serves (`hutchd-helper __proxy <spec file>`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProxySpec {
     pub listen: String,

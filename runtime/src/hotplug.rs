@@ -3,7 +3,7 @@
 //! (`open_tree(OPEN_TREE_CLONE)`), idmapped through the container's user namespace and
 //! made read-only there (`mount_setattr`), then attached by a helper that entered the
 //! container's mount namespace (`move_mount`): a multi-threaded process such as hutchd
-//! cannot `setns` into a mount namespace, so the helper is `hutchd __device-plug`, a fresh
+//! cannot `setns` into a mount namespace, so the helper is `hutchd-helper __device-plug`, a fresh
 //! single-threaded process that reads its plan on stdin.
 //!
 //! Mount points are walked one component at a time below the container's root, refusing
@@ -50,8 +50,8 @@ struct Plan {
 }
 
 /// Applies `ops`, in order, to the running container of runtime directory `dir` through a
-/// `hutchd __device-plug` helper; stops at the first that fails. Blocks.
-pub fn hotplug(hutchd: &Path, dir: &Path, ops: &[HotplugOp]) -> Result<()> {
+/// `hutchd-helper __device-plug` helper; stops at the first that fails. Blocks.
+pub fn hotplug(helper_bin: &Path, dir: &Path, ops: &[HotplugOp]) -> Result<()> {
     if ops.is_empty() {
         return Ok(());
     }
@@ -65,16 +65,16 @@ pub fn hotplug(hutchd: &Path, dir: &Path, ops: &[HotplugOp]) -> Result<()> {
         idmapped_root: state.idmapped,
         ops: ops.to_vec(),
     };
-    let exe = sys::helper_exe(hutchd).unwrap_or_else(|| hutchd.to_path_buf());
+    let exe = sys::helper_exe(helper_bin).unwrap_or_else(|| helper_bin.to_path_buf());
     let mut child = Command::new(&exe)
-        .arg0(hutchd)
+        .arg0(helper_bin)
         .arg("__device-plug")
         .arg(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| RuntimeError::io("run", hutchd, e))?;
+        .map_err(|e| RuntimeError::io("run", helper_bin, e))?;
     let json = serde_json::to_vec(&plan).expect("plans serialize");
     if let Some(mut stdin) = child.stdin.take() {
         // A helper that died early shows in its exit status and stderr below.
@@ -82,7 +82,7 @@ pub fn hotplug(hutchd: &Path, dir: &Path, ops: &[HotplugOp]) -> Result<()> {
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| RuntimeError::io("wait for", hutchd, e))?;
+        .map_err(|e| RuntimeError::io("wait for", helper_bin, e))?;
     if out.status.success() {
         return Ok(());
     }
@@ -96,7 +96,7 @@ pub fn hotplug(hutchd: &Path, dir: &Path, ops: &[HotplugOp]) -> Result<()> {
     })
 }
 
-/// `hutchd __device-plug <dir>`: applies the plan read on stdin. Must run before any
+/// `hutchd-helper __device-plug <dir>`: applies the plan read on stdin. Must run before any
 /// thread starts.
 pub fn device_plug_main() -> ! {
     let mut input = Vec::new();

@@ -4,8 +4,8 @@
 //!
 //! Entry points: [`start`] boots a container under its own monitor process, [`exec`] runs
 //! a command in it, the functions in [`container`] stop, freeze and measure it. The hutchd
-//! binary must call [`monitor_main`] and [`exec_main`] for its hidden `__monitor` and
-//! `__exec` modes before it starts any thread.
+//! helper binary (`hutchd-helper`) calls [`monitor_main`] and [`exec_main`] for its
+//! `__monitor` and `__exec` modes before it starts any thread.
 
 pub mod cgroup;
 pub mod console;
@@ -13,6 +13,7 @@ pub mod container;
 mod create;
 pub mod error;
 pub mod exec;
+pub mod fd_limit;
 pub mod hotplug;
 pub mod idmap;
 pub mod monitor;

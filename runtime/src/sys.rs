@@ -86,23 +86,23 @@ fn readonly_exe(path: &Path) -> Result<OwnedFd, Errno> {
     Ok(tree)
 }
 
-/// The read-only bind of `hutchd` this process execs its helpers and monitors from, made
+/// The read-only bind of `hutchd-helper` this process execs its helpers and monitors from, made
 /// once: a detached mount costs an RCU grace period when it goes, which an exec should not
 /// pay each time. Kept close-on-exec at fd 100 or above, clear of the fixed fds a child is
-/// given before it execs. `None` where it cannot be made (the caller execs `hutchd`).
-pub fn helper_exe(hutchd: &Path) -> Option<std::path::PathBuf> {
+/// given before it execs. `None` where it cannot be made (the caller execs `helper_bin` itself).
+pub fn helper_exe(helper_bin: &Path) -> Option<std::path::PathBuf> {
     static EXE: std::sync::OnceLock<Option<(std::path::PathBuf, OwnedFd)>> =
         std::sync::OnceLock::new();
     let made = EXE.get_or_init(|| {
-        let tree = readonly_exe(hutchd).ok()?;
+        let tree = readonly_exe(helper_bin).ok()?;
         let high =
             nix::fcntl::fcntl(tree.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100)).ok()?;
         // SAFETY: a new fd from fcntl that nothing else owns.
         let high = unsafe { OwnedFd::from_raw_fd(high) };
-        Some((hutchd.to_path_buf(), high))
+        Some((helper_bin.to_path_buf(), high))
     });
     match made {
-        Some((path, fd)) if path == hutchd => {
+        Some((path, fd)) if path == helper_bin => {
             Some(format!("/proc/self/fd/{}", fd.as_raw_fd()).into())
         }
         _ => None,

@@ -64,6 +64,11 @@ pub fn hutchd_bin() -> PathBuf {
     built_bin("hutchd", "HUTCH_HUTCHD")
 }
 
+/// The built `hutchd-helper` (monitors, exec helpers, proxies), beside `hutchd`.
+pub fn helper_bin() -> PathBuf {
+    hutchd_bin().with_file_name("hutchd-helper")
+}
+
 /// The built `hutch` client: `$HUTCH_HUTCH`, else `target/<profile>/hutch`.
 pub fn hutch_bin() -> PathBuf {
     built_bin("hutch", "HUTCH_HUTCH")

@@ -15,8 +15,8 @@ use hutch_runtime::{
     container, ContainerSpec, ExecRequest, ExecStdio, IdMap, RuntimeError, Status, WindowSize,
 };
 use hutch_tests::{
-    assert_no_leftovers, busybox_rootfs, hutchd_bin, require_root, unique_name, wait_until,
-    CgroupGuard, TestDir,
+    assert_no_leftovers, busybox_rootfs, helper_bin, hutchd_bin, require_root, unique_name,
+    wait_until, CgroupGuard, TestDir,
 };
 
 const HOST_BASE: u32 = 1_000_000;
@@ -52,7 +52,7 @@ fn prepare(privileged: bool) -> (TestDir, ContainerSpec, CgroupGuard) {
 
 fn boot_spec(dir: TestDir, spec: ContainerSpec, guard: CgroupGuard) -> Booted {
     let rd = dir.path().join("run");
-    let started = hutch_runtime::start(&hutchd_bin(), &rd, &spec).expect("start container");
+    let started = hutch_runtime::start(&helper_bin(), &rd, &spec).expect("start container");
     Booted {
         name: spec.name.clone(),
         rd,
@@ -89,7 +89,7 @@ fn exec_as(c: &Booted, uid: u32, command: &[&str], stdin: &[u8]) -> Output {
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let session = hutch_runtime::exec(
-        &hutchd_bin(),
+        &helper_bin(),
         &c.rd,
         &req,
         ExecStdio::Pipes {
@@ -246,7 +246,7 @@ fn exec_on_a_pty_has_a_terminal_of_the_right_size() {
         }),
     };
     let mut session =
-        hutch_runtime::exec(&hutchd_bin(), &c.rd, &req, ExecStdio::Pty).expect("exec on pty");
+        hutch_runtime::exec(&helper_bin(), &c.rd, &req, ExecStdio::Pty).expect("exec on pty");
     let mut master = session.take_pty().expect("pty master");
     let mut reader = master.try_clone().unwrap();
     let collected = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -311,7 +311,7 @@ fn exec_forwards_signals() {
             .into()
     };
     let session = hutch_runtime::exec(
-        &hutchd_bin(),
+        &helper_bin(),
         &c.rd,
         &req,
         ExecStdio::Pipes {
@@ -537,7 +537,7 @@ fn clean_stop_is_quick_and_leaves_nothing() {
         gid: 0,
         pty: Some(WindowSize { cols: 80, rows: 24 }),
     };
-    let err = hutch_runtime::exec(&hutchd_bin(), &c.rd, &req, ExecStdio::Pty).unwrap_err();
+    let err = hutch_runtime::exec(&helper_bin(), &c.rd, &req, ExecStdio::Pty).unwrap_err();
     assert!(matches!(err, RuntimeError::NotRunning { .. }), "{err}");
 }
 
@@ -609,7 +609,7 @@ fn failed_starts_say_why_and_leave_nothing() {
     let (dir, mut spec, _guard) = prepare(false);
     spec.rootfs = dir.path().join("missing");
     let rd = dir.path().join("run1");
-    let err = hutch_runtime::start(&hutchd_bin(), &rd, &spec).unwrap_err();
+    let err = hutch_runtime::start(&helper_bin(), &rd, &spec).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
     assert_no_leftovers(dir.path(), &spec.cgroup);
 
@@ -617,7 +617,7 @@ fn failed_starts_say_why_and_leave_nothing() {
     let (dir, spec, _guard) = prepare(false);
     fs::remove_file(spec.rootfs.join("sbin/init")).unwrap();
     let rd = dir.path().join("run2");
-    let err = hutch_runtime::start(&hutchd_bin(), &rd, &spec).unwrap_err();
+    let err = hutch_runtime::start(&helper_bin(), &rd, &spec).unwrap_err();
     assert!(matches!(err, RuntimeError::StartFailed { .. }), "{err}");
     assert!(err.to_string().contains("/sbin/init"), "{err}");
     assert!(matches!(
@@ -629,7 +629,7 @@ fn failed_starts_say_why_and_leave_nothing() {
     // An invalid spec is refused before anything is made.
     let (dir, mut spec, _guard) = prepare(false);
     spec.name = "bad name".into();
-    let err = hutch_runtime::start(&hutchd_bin(), &dir.path().join("run3"), &spec).unwrap_err();
+    let err = hutch_runtime::start(&helper_bin(), &dir.path().join("run3"), &spec).unwrap_err();
     assert!(matches!(err, RuntimeError::InvalidSpec { .. }), "{err}");
     assert!(!dir.path().join("run3").exists());
 
@@ -640,7 +640,7 @@ fn failed_starts_say_why_and_leave_nothing() {
         "-c".into(),
         "echo no-network >&2; exit 1".into(),
     ]];
-    let err = hutch_runtime::start(&hutchd_bin(), &dir.path().join("run4"), &spec).unwrap_err();
+    let err = hutch_runtime::start(&helper_bin(), &dir.path().join("run4"), &spec).unwrap_err();
     assert!(err.to_string().contains("no-network"), "{err}");
     assert_no_leftovers(dir.path(), &spec.cgroup);
 }
@@ -658,7 +658,7 @@ fn starting_twice_is_refused_and_hooks_see_the_netns() {
         format!("readlink $HUTCH_NETNS > {}", marker.display()),
     ]];
     let c = boot_spec(dir, spec.clone(), guard);
-    let err = hutch_runtime::start(&hutchd_bin(), &c.rd, &spec).unwrap_err();
+    let err = hutch_runtime::start(&helper_bin(), &c.rd, &spec).unwrap_err();
     assert!(matches!(err, RuntimeError::AlreadyRunning { .. }), "{err}");
     let saw = fs::read_to_string(&marker).unwrap();
     assert_eq!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hutch_runtime::{container, ContainerSpec, ExecRequest, ExecStdio, IdMap};
 use hutch_tests::{
-    assert_no_leftovers, debian_rootfs, hutchd_bin, require_root, unique_name, CgroupGuard, TestDir,
+    assert_no_leftovers, debian_rootfs, helper_bin, require_root, unique_name, CgroupGuard, TestDir,
 };
 
 fn run(rd: &std::path::Path, command: &[&str]) -> (i32, String) {
@@ -31,7 +31,7 @@ fn run(rd: &std::path::Path, command: &[&str]) -> (i32, String) {
             .into()
     };
     let session = hutch_runtime::exec(
-        &hutchd_bin(),
+        &helper_bin(),
         rd,
         &req,
         ExecStdio::Pipes {
@@ -70,7 +70,7 @@ fn debian_boots_systemd_unprivileged() {
         &cgroup,
     );
     let rd = dir.path().join("run");
-    hutch_runtime::start(&hutchd_bin(), &rd, &spec).expect("start");
+    hutch_runtime::start(&helper_bin(), &rd, &spec).expect("start");
 
     let result = std::panic::catch_unwind(|| {
         // Exec'd as /sbin/init, systemd renames itself early in its start.

@@ -10,19 +10,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
 
-use hutch_tests::{assert_no_leftovers, hutchd_bin, require_root, TestDaemon, Via};
+use hutch_tests::{assert_no_leftovers, helper_bin, hutchd_bin, require_root, TestDaemon, Via};
 
-/// Every daemon of this file runs a copy of hutchd (through `HUTCH_HUTCHD`), so an attack
-/// on the exec helper's binary that got through could never damage the built one.
+/// Every daemon of this file runs a copy of hutchd and hutchd-helper (through
+/// `HUTCH_HUTCHD`), so an attack on the helper's binary that got through could never damage
+/// the built one.
 fn use_hutchd_copy() {
     static COPY: Once = Once::new();
     COPY.call_once(|| {
         let built = hutchd_bin();
-        let copy = built.with_file_name("hutchd-security");
-        let tmp = built.with_file_name(format!("hutchd-security.{}", std::process::id()));
-        fs::copy(&built, &tmp).expect("copy hutchd");
-        fs::rename(&tmp, &copy).expect("rename the hutchd copy");
-        std::env::set_var("HUTCH_HUTCHD", &copy);
+        let dir = built.with_file_name("security-copy");
+        fs::create_dir_all(&dir).expect("make the copy's directory");
+        for (from, name) in [(built, "hutchd"), (helper_bin(), "hutchd-helper")] {
+            let tmp = dir.join(format!("{name}.{}", std::process::id()));
+            fs::copy(&from, &tmp).expect("copy the binary");
+            fs::rename(&tmp, dir.join(name)).expect("rename the copy");
+        }
+        std::env::set_var("HUTCH_HUTCHD", dir.join("hutchd"));
     });
 }
 

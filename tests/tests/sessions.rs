@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hutch_tests::{hutch_bin, hutchd_bin, require_root, wait_until, TestDaemon, Via};
+use hutch_tests::{helper_bin, hutch_bin, hutchd_bin, require_root, wait_until, TestDaemon, Via};
 
 fn daemon_with_container(name: &str) -> TestDaemon {
     let d = TestDaemon::start();
@@ -116,13 +116,20 @@ fn streamed_output_survives_a_restart_onto_a_replaced_binary() {
         return;
     }
     let mut d = daemon_with_container("s1");
-    // The daemon runs from an installed copy, replaced (a new file, as `install` makes)
-    // while the session runs, then restarted from it.
-    let bin = d.path().join("installed-hutchd");
+    // The daemon runs from an installed copy of hutchd and its helper, both replaced (new
+    // files, as `install` makes) while the session runs, then restarted from it.
+    let installed = d.path().join("installed");
+    std::fs::create_dir_all(&installed).expect("make the install directory");
+    let bin = installed.join("hutchd");
     let install = |bin: &Path| {
-        let tmp = bin.with_extension("new");
-        std::fs::copy(hutchd_bin(), &tmp).expect("copy hutchd");
-        std::fs::rename(&tmp, bin).expect("install hutchd");
+        for (from, to) in [
+            (hutchd_bin(), bin.to_path_buf()),
+            (helper_bin(), bin.with_file_name("hutchd-helper")),
+        ] {
+            let tmp = to.with_extension("new");
+            std::fs::copy(from, &tmp).expect("copy the binary");
+            std::fs::rename(&tmp, to).expect("install the binary");
+        }
     };
     install(&bin);
     d.kill();

@@ -302,7 +302,7 @@ impl Exec {
         let socket = engine.write_session_identity(identity)?;
         // The runtime removes the socket and the identity when the start fails.
         Ok(hutch_runtime::exec_kept(
-            &engine.d.hutchd,
+            &engine.d.helper,
             &engine.d.runtime_dir(name),
             req,
             stdio,

@@ -44,8 +44,8 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
     devices::prepare_start(&d, &row, &expanded, &mut spec)?;
     spec.pre_start_hooks
         .extend(devices::start_hook(&d, &row, &expanded)?);
-    let (hutchd, rd) = (d.hutchd.clone(), d.runtime_dir(&name));
-    blocking(move || Ok(hutch_runtime::start(&hutchd, &rd, &spec)?)).await?;
+    let (helper, rd) = (d.helper.clone(), d.runtime_dir(&name));
+    blocking(move || Ok(hutch_runtime::start(&helper, &rd, &spec)?)).await?;
     let pid = runtime_status(&d, &name).1;
     if let Err(e) = devices::start_proxies(&d, &name, pid as i32, &expanded).await {
         // A device that cannot start fails the start, as in LXD.

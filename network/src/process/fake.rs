@@ -132,7 +132,7 @@ impl Processes for FakeProcesses {
 
     fn spawn_proxy(
         &self,
-        _hutchd: &Path,
+        _helper_bin: &Path,
         device: &str,
         spec: &ProxySpec,
         _spec_file: &Path,

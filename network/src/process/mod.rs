@@ -51,12 +51,12 @@ pub trait Processes: Send + Sync + fmt::Debug {
     ) -> Result<ProcessId>;
     /// The live dnsmasq of `bridge` that its pid file names (one a previous daemon started).
     fn find_dnsmasq(&self, bridge: &str, files: &DnsmasqFiles) -> Option<ProcessId>;
-    /// Starts the forwarder of proxy `device` (`hutchd __proxy <spec_file>`, the spec
+    /// Starts the forwarder of proxy `device` (`hutchd-helper __proxy <spec_file>`, the spec
     /// written first), and returns once it has bound its ports or said why it could not;
     /// it is nobody's child.
     fn spawn_proxy(
         &self,
-        hutchd: &Path,
+        helper_bin: &Path,
         device: &str,
         spec: &ProxySpec,
         spec_file: &Path,

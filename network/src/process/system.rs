@@ -1,5 +1,5 @@
 //! The real [`Processes`]: dnsmasq as a detached child of the daemon (reaped here), proxy
-//! forwarders as `hutchd __proxy`, which detach from the daemon entirely.
+//! forwarders as `hutchd-helper __proxy`, which detach from the daemon entirely.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -64,14 +64,14 @@ impl Processes for SystemProcesses {
 
     fn spawn_proxy(
         &self,
-        hutchd: &Path,
+        helper_bin: &Path,
         device: &str,
         spec: &ProxySpec,
         spec_file: &Path,
     ) -> Result<ProcessId> {
         let body = serde_json::to_vec(spec).expect("a proxy spec serializes");
         std::fs::write(spec_file, body).map_err(|e| NetworkError::io("write", spec_file, e))?;
-        let mut child = Command::new(hutchd)
+        let mut child = Command::new(helper_bin)
             .arg("__proxy")
             .arg(spec_file)
             .stdin(Stdio::null())
@@ -79,7 +79,7 @@ impl Processes for SystemProcesses {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| NetworkError::Spawn {
-                program: hutchd.display().to_string(),
+                program: helper_bin.display().to_string(),
                 source: e,
             })?;
         let mut out = child.stdout.take().expect("piped stdout");

@@ -1,4 +1,4 @@
-//! The exec helper: the hidden `__exec` mode of hutchd. A fresh single-threaded process
+//! The exec helper: the hidden `__exec` mode of hutchd-helper. A fresh single-threaded process
 //! that joins the container's cgroup and namespaces with setns, starts the command as the
 //! requested user, forwards signals, and reports how it ended.
 
@@ -30,7 +30,7 @@ pub const CONTROL_FD: i32 = 3;
 /// The last argument of a helper born in the container's cgroup2 directory by clone3.
 pub const BORN_IN_CGROUP2: &str = "born-in-cgroup2";
 
-/// Entry point of `hutchd __exec <dir> [born-in-cgroup2]`. Must run before any thread is
+/// Entry point of `hutchd-helper __exec <dir> [born-in-cgroup2]`. Must run before any thread is
 /// started.
 pub fn exec_main(dir: &Path, born_in_cgroup2: bool) -> ! {
     // SAFETY: the caller put the control socket on this fd for us alone.

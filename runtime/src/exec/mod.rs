@@ -1,5 +1,5 @@
 //! Running a command inside a running container, through a fresh exec helper process
-//! (`<hutchd> __exec <dir>`). Needs only the container's runtime directory: no daemon
+//! (`<hutchd-helper> __exec <dir>`). Needs only the container's runtime directory: no daemon
 //! and no round trip to the monitor.
 
 mod helper;
@@ -117,15 +117,20 @@ pub struct ExecSession {
 
 /// Starts `req` in the container whose runtime directory is `dir`; the session ends with
 /// its caller.
-pub fn exec(hutchd: &Path, dir: &Path, req: &ExecRequest, stdio: ExecStdio) -> Result<ExecSession> {
-    start(hutchd, dir, req, stdio, None, &[])
+pub fn exec(
+    helper_bin: &Path,
+    dir: &Path,
+    req: &ExecRequest,
+    stdio: ExecStdio,
+) -> Result<ExecSession> {
+    start(helper_bin, dir, req, stdio, None, &[])
 }
 
 /// Starts `req` as [`exec`] does, the helper keeping the session for later daemons on
 /// `socket` (see [`session_paths`]); with pipes, `caller_ends` are the caller's ends
 /// (stdin's write end, stdout's and stderr's read ends), which it holds for them.
 pub fn exec_kept(
-    hutchd: &Path,
+    helper_bin: &Path,
     dir: &Path,
     req: &ExecRequest,
     stdio: ExecStdio,
@@ -134,7 +139,7 @@ pub fn exec_kept(
 ) -> Result<ExecSession> {
     std::fs::create_dir_all(sessions_dir(dir))
         .map_err(|e| RuntimeError::io("create", sessions_dir(dir), e))?;
-    let started = start(hutchd, dir, req, stdio, Some(socket), caller_ends);
+    let started = start(helper_bin, dir, req, stdio, Some(socket), caller_ends);
     if started.is_err() {
         remove_session_files(socket);
     }
@@ -142,7 +147,7 @@ pub fn exec_kept(
 }
 
 fn start(
-    hutchd: &Path,
+    helper_bin: &Path,
     dir: &Path,
     req: &ExecRequest,
     stdio: ExecStdio,
@@ -175,7 +180,7 @@ fn start(
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| RuntimeError::sys("create the exec socket", e))?;
-    let helper = spawn_helper(hutchd, dir, &state, stdio, theirs)?;
+    let helper = spawn_helper(helper_bin, dir, &state, stdio, theirs)?;
     let mut session = ExecSession {
         control: ours,
         helper: Some(Helper {
@@ -258,11 +263,11 @@ impl ExecController {
     }
 }
 
-/// Starts `hutchd __exec DIR` with `stdio` and the control socket on fd 3: born in the
+/// Starts `hutchd-helper __exec DIR` with `stdio` and the control socket on fd 3: born in the
 /// container's cgroup2 directory where the kernel allows it (it then joins only the v1
 /// hierarchies, if any), else spawned plainly (it then moves itself in).
 fn spawn_helper(
-    hutchd: &Path,
+    helper_bin: &Path,
     dir: &Path,
     state: &crate::state::MonitorState,
     stdio: ExecStdio,
@@ -286,15 +291,15 @@ fn spawn_helper(
             (null()?, null()?, null()?)
         }
     };
-    // The helper runs from a read-only bind of hutchd: a container process that reaches
+    // The helper runs from a read-only bind of hutchd-helper: a container process that reaches
     // /proc/<helper>/exe cannot write through it.
-    let exe = crate::sys::helper_exe(hutchd).unwrap_or_else(|| hutchd.to_path_buf());
+    let exe = crate::sys::helper_exe(helper_bin).unwrap_or_else(|| helper_bin.to_path_buf());
     let stdio = [&stdin, &stdout, &stderr];
-    if let Some(pid) = spawn_into_cgroup2(hutchd, &exe, dir, state, stdio, &control)? {
+    if let Some(pid) = spawn_into_cgroup2(helper_bin, &exe, dir, state, stdio, &control)? {
         return Ok(pid);
     }
     let mut cmd = Command::new(&exe);
-    cmd.arg0(hutchd)
+    cmd.arg0(helper_bin)
         .arg("__exec")
         .arg(dir)
         .stdin(Stdio::from(stdin))
@@ -303,7 +308,7 @@ fn spawn_helper(
     crate::sys::pass_fd_as(&mut cmd, control.as_raw_fd(), CONTROL_FD);
     let helper = cmd
         .spawn()
-        .map_err(|e| RuntimeError::io("run", hutchd, e))?;
+        .map_err(|e| RuntimeError::io("run", helper_bin, e))?;
     // Reaped through its pid, like the helpers born by clone3.
     Ok(Pid::from_raw(helper.id() as i32))
 }
@@ -311,7 +316,7 @@ fn spawn_helper(
 /// The helper born in the container's cgroup2 directory (or its exec leaf) by clone3;
 /// `None` where that cannot be, for the caller to spawn it plainly.
 fn spawn_into_cgroup2(
-    hutchd: &Path,
+    helper_bin: &Path,
     exe: &Path,
     dir: &Path,
     state: &crate::state::MonitorState,
@@ -340,7 +345,7 @@ fn spawn_into_cgroup2(
     };
     let program = cstr(exe.as_os_str().as_bytes())?;
     let argv = [
-        cstr(hutchd.as_os_str().as_bytes())?,
+        cstr(helper_bin.as_os_str().as_bytes())?,
         cstr(b"__exec")?,
         cstr(dir.as_os_str().as_bytes())?,
         cstr(helper::BORN_IN_CGROUP2.as_bytes())?,

@@ -44,9 +44,9 @@ pub struct Started {
     pub monitor_pid: i32,
 }
 
-/// Starts `spec` under a new monitor (`<hutchd> __monitor <dir>`), detached from the
+/// Starts `spec` under a new monitor (`<hutchd-helper> __monitor <dir>`), detached from the
 /// caller, and returns once init runs. `dir` becomes the container's runtime directory.
-pub fn start(hutchd: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Started> {
+pub fn start(helper_bin: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Started> {
     spec.validate()?;
     if MonitorClient::connect(dir).is_ok() {
         return Err(RuntimeError::AlreadyRunning {
@@ -68,10 +68,10 @@ pub fn start(hutchd: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Started>
     let log2 = log
         .try_clone()
         .map_err(|e| RuntimeError::io("dup", rd.monitor_log(), e))?;
-    // From a read-only bind of hutchd, as the exec helper (see `sys::helper_exe`).
-    let exe = crate::sys::helper_exe(hutchd).unwrap_or_else(|| hutchd.to_path_buf());
+    // From a read-only bind of hutchd-helper, as the exec helper (see `sys::helper_exe`).
+    let exe = crate::sys::helper_exe(helper_bin).unwrap_or_else(|| helper_bin.to_path_buf());
     let mut cmd = Command::new(&exe);
-    cmd.arg0(hutchd)
+    cmd.arg0(helper_bin)
         .arg("__monitor")
         .arg(dir)
         .stdin(Stdio::null())
@@ -80,7 +80,7 @@ pub fn start(hutchd: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Started>
     crate::sys::pass_fd_as(&mut cmd, status_w.as_raw_fd(), STATUS_FD);
     let mut child = cmd
         .spawn()
-        .map_err(|e| RuntimeError::io("run", hutchd, e))?;
+        .map_err(|e| RuntimeError::io("run", helper_bin, e))?;
     drop(cmd);
     drop(status_w);
     // The first monitor process forks the real one and exits at once.

@@ -1,4 +1,4 @@
-//! The monitor process: the hidden `__monitor` mode of hutchd. It detaches from the
+//! The monitor process: the hidden `__monitor` mode of hutchd-helper. It detaches from the
 //! daemon, creates the container, then supervises it: reaps, logs the console, answers
 //! on its socket, and cleans up when init exits.
 
@@ -29,7 +29,7 @@ use crate::sys;
 /// The fd on which the starter waits for the monitor's [`StartReport`].
 pub const STATUS_FD: i32 = 3;
 
-/// Entry point of `hutchd __monitor <dir>`. Must run before any thread is started.
+/// Entry point of `hutchd-helper __monitor <dir>`. Must run before any thread is started.
 pub fn monitor_main(dir: &Path) -> ! {
     // SAFETY: the starter put the write end of its status pipe on this fd for us alone.
     let status = unsafe { OwnedFd::from_raw_fd(STATUS_FD) };

@@ -20,8 +20,7 @@ use hutch_api::profile::Devices;
 use hutch_runtime::HotplugOp;
 
 pub use nic::{
-    forget_host_names, forget_instance, instance_network, interfaces_of_many, nic_plug_main,
-    start_hook,
+    forget_host_names, forget_instance, instance_network, interfaces_of_many, start_hook,
 };
 pub use proxy::{restore_proxies, start_proxies, stop_proxies, Proxies};
 pub use unix::prepare_start;
@@ -76,12 +75,12 @@ async fn hotplug_ops(
     if ops.is_empty() {
         return Ok(());
     }
-    let (hutchd, rd) = (e.d.hutchd.clone(), e.d.runtime_dir(name));
+    let (helper, rd) = (e.d.helper.clone(), e.d.runtime_dir(name));
     super::blocking(move || {
         for (i, op) in ops.iter().enumerate() {
-            if let Err(err) = hutch_runtime::hotplug(&hutchd, &rd, std::slice::from_ref(op)) {
+            if let Err(err) = hutch_runtime::hotplug(&helper, &rd, std::slice::from_ref(op)) {
                 for back in undo[..i].iter().rev() {
-                    if let Err(e) = hutch_runtime::hotplug(&hutchd, &rd, std::slice::from_ref(back))
+                    if let Err(e) = hutch_runtime::hotplug(&helper, &rd, std::slice::from_ref(back))
                     {
                         tracing::warn!(error = %e, "undo a device change");
                     }

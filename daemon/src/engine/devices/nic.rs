@@ -1,4 +1,4 @@
-//! NIC devices: their rules, the plan the runtime's start hook plugs (`hutchd __nic-plug`),
+//! NIC devices: their rules, the plan the runtime's start hook plugs (`hutchd-helper __nic-plug`),
 //! hot-plug and unplug while running, and the interfaces an instance's state reports.
 
 use std::collections::BTreeMap;
@@ -219,27 +219,10 @@ pub fn start_hook(
     let plan = rd.join("nics.json");
     nic::write_plan(&plan, &nics)?;
     Ok(Some(vec![
-        e.d.hutchd.display().to_string(),
+        e.d.helper.display().to_string(),
         "__nic-plug".into(),
         plan.display().to_string(),
     ]))
-}
-
-/// `hutchd __nic-plug <plan>`, run by the runtime between namespace setup and init's exec.
-pub fn nic_plug_main(plan: &std::path::Path) -> ! {
-    let result = (|| -> anyhow::Result<()> {
-        let pid: i32 = std::env::var("HUTCH_PID")?.parse()?;
-        let nics = nic::read_plan(plan)?;
-        nic::plug(&hutch_network::SystemNetlink::new(), pid, &nics)?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            eprintln!("{e:#}");
-            std::process::exit(1)
-        }
-    }
 }
 
 /// After a stop: the host-side names are gone with the namespace.

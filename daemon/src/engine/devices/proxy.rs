@@ -1,5 +1,5 @@
 //! Proxy devices: kernel DNAT (`nat=true`, one nftables table per instance) or forwarder
-//! processes (`hutchd __proxy`) that outlive daemon restarts, recorded in the instance's
+//! processes (`hutchd-helper __proxy`) that outlive daemon restarts, recorded in the instance's
 //! runtime directory so that a restarted daemon adopts them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -137,7 +137,7 @@ fn spawn(d: &Daemon, name: &str, devname: &str, dev: &Options, pid: i32) -> Resu
     let id = d
         .net
         .processes
-        .spawn_proxy(&d.hutchd, devname, &spec, &file)?;
+        .spawn_proxy(&d.helper, devname, &spec, &file)?;
     Ok(ProxyProcess {
         id,
         device: dev.clone(),

@@ -1,12 +1,12 @@
 //! The daemon's open-file limit. It holds a connection to every running container's
-//! monitor (see engine/watch.rs), so a thousand containers need more than the usual soft
+//! monitor (see its engine/watch.rs), so a thousand containers need more than the usual soft
 //! limit of 1024: the daemon raises its soft limit to the hard one, as Go does for LXD,
 //! and, as Go does too, its helpers (monitors, exec, proxies) put the original back before
 //! anything of a container inherits it.
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
-/// Where the daemon leaves its original soft limit for the helpers it re-executes.
+/// Where the daemon leaves its original soft limit for the helpers it spawns.
 const ORIGINAL_SOFT: &str = "HUTCH_NOFILE_SOFT";
 
 /// Raises this process's soft limit to the hard one and records the original for helpers.

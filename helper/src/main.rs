@@ -1,0 +1,36 @@
+//! `hutchd-helper`: every process hutchd spawns for a container, one hidden mode each.
+//! A binary of its own, not hutchd re-executed: it carries the runtime and network crates
+//! only (no HTTP server, TLS, SQLite or CLI parser), so each exec, start and proxy pays
+//! for loading a few MB rather than all of hutchd, and each monitor maps that much.
+//!
+//! Every mode runs before any thread starts, as the runtime requires.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // Nothing of a container inherits the daemon's raised open-file limit.
+    hutch_runtime::fd_limit::restore();
+    let mode = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let arg = args.get(2).map(Path::new);
+    match (mode, arg) {
+        ("__monitor", Some(dir)) => hutch_runtime::monitor_main(dir),
+        ("__exec", Some(dir)) => {
+            let born = args
+                .get(3)
+                .is_some_and(|a| a == hutch_runtime::BORN_IN_CGROUP2);
+            hutch_runtime::exec_main(dir, born)
+        }
+        ("__proxy", Some(spec)) => hutch_network::proxy::proxy_main(spec),
+        ("__device-plug", Some(_)) => hutch_runtime::device_plug_main(),
+        ("__nic-plug", Some(plan)) => hutch_network::nic::plug_main(plan),
+        _ => {
+            eprintln!(
+                "hutchd-helper is run by hutchd only (modes: __monitor, __exec, __proxy, \
+                 __device-plug, __nic-plug)"
+            );
+            std::process::exit(2)
+        }
+    }
+}
