@@ -258,7 +258,9 @@ pub fn plan(stack: &Stack, current: &Current) -> Result<Plan, Foreign> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let mut want = i.config.clone();
-            want.retain(|k, _| !server_owned(k));
+            // The image key's change is said once, as `image`.
+            want.retain(|k, _| !server_owned(k) && k != IMAGE_KEY);
+            let own: Map = own.into_iter().filter(|(k, _)| k != IMAGE_KEY).collect();
             map_changes("config.", &own, &want, &mut c);
             device_changes(&o.devices, &i.devices, &mut c);
             if o.profiles != i.profiles {
@@ -440,11 +442,13 @@ mod tests {
         let Op::Replace(changes) = &web.op else {
             panic!("{web:?}")
         };
-        assert!(
-            changes
-                .iter()
-                .any(|c| c.to_string() == "image: \"bb\" -> \"bb2\""),
-            "{changes:?}"
+        let said: Vec<String> = changes.iter().map(Change::to_string).collect();
+        assert_eq!(
+            said,
+            [
+                "image: \"bb\" -> \"bb2\"",
+                "config.user.color: \"blue\" -> \"green\""
+            ]
         );
         let small = p.step(Kind::Profile, "small").unwrap();
         assert_eq!(
