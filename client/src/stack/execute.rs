@@ -49,11 +49,11 @@ fn say(msg: &str) {
     }
 }
 
+/// A step's title and the work that does it.
+type Job<'a> = (String, Box<dyn FnOnce() -> Result<()> + Send + 'a>);
+
 /// Runs `jobs` side by side; each yields (title, result).
-fn parallel<'a>(
-    jobs: Vec<(String, Box<dyn FnOnce() -> Result<()> + Send + 'a>)>,
-    report: &Mutex<Report>,
-) {
+fn parallel(jobs: Vec<Job<'_>>, report: &Mutex<Report>) {
     std::thread::scope(|s| {
         for (title, job) in jobs {
             s.spawn(move || {
@@ -78,8 +78,6 @@ fn failed(report: &Mutex<Report>) -> bool {
         .failed
         .is_empty()
 }
-
-type Job<'a> = (String, Box<dyn FnOnce() -> Result<()> + Send + 'a>);
 
 /// The job for one network, volume or profile step.
 fn base_job<'a>(c: &'a Client, stack: &'a Stack, step: &'a Step) -> Option<Job<'a>> {

@@ -13,6 +13,7 @@ pub mod file;
 pub mod interpolate;
 pub mod model;
 pub mod plan;
+pub mod ports;
 
 use std::path::Path;
 
