@@ -335,29 +335,33 @@ fn a_failure_half_way_is_reported_and_a_second_apply_finishes() {
     let dir = stack_dir(&d);
     let file = dir.join("stack.yaml");
     let content = |image: &str| {
-        format!("name: half\nvolumes: {{data: {{}}}}\ninstances:\n  first:\n    image: bb\n    volumes: {{data: /data}}\n    provision: [\"echo 1 >> /data/runs\"]\n  second:\n    image: {image}\n    depends_on: [first]\n  third:\n    image: bb\n    depends_on: [second]\n")
+        format!("name: half\nvolumes: {{data: {{}}}}\ninstances:\n  first:\n    image: bb\n    volumes: {{data: /data}}\n    provision: [\"echo 1 >> /data/runs\"]\n  second:\n    image: {image}\n    depends_on: [first]\n  third:\n    image: bb\n    depends_on: [second]\n    provision: [\"exit ${{THIRD_EXIT:-0}}\"]\n")
     };
+    // An image that does not exist, after `first` was made.
     std::fs::write(&file, content("no-such-image")).unwrap();
     let out = fails(&d, &["apply"], &file);
-    assert!(
-        out.contains("Done:") && out.contains("create instance first"),
-        "{out}"
-    );
-    assert!(
-        out.contains("Failed:") && out.contains("create instance second"),
-        "{out}"
-    );
+    assert!(out.contains("Done:") && out.contains("create instance first"), "{out}");
+    assert!(out.contains("Failed:") && out.contains("create instance second"), "{out}");
     assert!(out.contains("no-such-image"), "{out}");
-    assert!(
-        out.contains("Not done:") && out.contains("create instance third"),
-        "{out}"
-    );
+    assert!(out.contains("Not done:") && out.contains("create instance third"), "{out}");
     assert!(out.contains("apply again"), "{out}");
     assert_eq!(instance_names(&d), ["first"]);
 
+    // The image fixed; now `third`'s provisioning fails after it was made and started.
     std::fs::write(&file, content("bb")).unwrap();
+    std::fs::write(dir.join(".env"), "THIRD_EXIT=3\n").unwrap();
     let plan = ok(&d, &["diff"], &file);
     assert!(!plan.contains("instance first"), "first is done: {plan}");
+    let out = fails(&d, &["apply"], &file);
+    assert!(out.contains("create instance third: provision command 1"), "{out}");
+    assert!(out.contains("exited 3"), "{out}");
+    assert_eq!(instance_names(&d), ["first", "second", "third"]);
+
+    // Fixed again: the second apply finishes `third` (no new instance).
+    std::fs::write(dir.join(".env"), "THIRD_EXIT=0\n").unwrap();
+    let plan = ok(&d, &["diff"], &file);
+    assert!(plan.contains("update   instance third"), "{plan}");
+    assert!(plan.contains(r#"provisioned: "no" -> "yes""#), "{plan}");
     ok(&d, &["apply"], &file);
     assert_eq!(instance_names(&d), ["first", "second", "third"]);
     assert_eq!(custom_volumes(&d), ["data"]);
