@@ -340,10 +340,19 @@ fn a_failure_half_way_is_reported_and_a_second_apply_finishes() {
     // An image that does not exist, after `first` was made.
     std::fs::write(&file, content("no-such-image")).unwrap();
     let out = fails(&d, &["apply"], &file);
-    assert!(out.contains("Done:") && out.contains("create instance first"), "{out}");
-    assert!(out.contains("Failed:") && out.contains("create instance second"), "{out}");
+    assert!(
+        out.contains("Done:") && out.contains("create instance first"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Failed:") && out.contains("create instance second"),
+        "{out}"
+    );
     assert!(out.contains("no-such-image"), "{out}");
-    assert!(out.contains("Not done:") && out.contains("create instance third"), "{out}");
+    assert!(
+        out.contains("Not done:") && out.contains("create instance third"),
+        "{out}"
+    );
     assert!(out.contains("apply again"), "{out}");
     assert_eq!(instance_names(&d), ["first"]);
 
@@ -353,7 +362,10 @@ fn a_failure_half_way_is_reported_and_a_second_apply_finishes() {
     let plan = ok(&d, &["diff"], &file);
     assert!(!plan.contains("instance first"), "first is done: {plan}");
     let out = fails(&d, &["apply"], &file);
-    assert!(out.contains("create instance third: provision command 1"), "{out}");
+    assert!(
+        out.contains("create instance third: provision command 1"),
+        "{out}"
+    );
     assert!(out.contains("exited 3"), "{out}");
     assert_eq!(instance_names(&d), ["first", "second", "third"]);
 

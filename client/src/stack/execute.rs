@@ -52,11 +52,21 @@ fn say(msg: &str) {
 /// A step's title and the work that does it.
 type Job<'a> = (String, Box<dyn FnOnce() -> Result<()> + Send + 'a>);
 
-/// Runs `jobs` side by side; each yields (title, result).
+/// How many steps run at once: enough for a small site, without a thread per replica of
+/// a large `count`.
+const WORKERS: usize = 8;
+
+/// Runs `jobs` side by side, [`WORKERS`] at a time, recording each in `report`.
 fn parallel(jobs: Vec<Job<'_>>, report: &Mutex<Report>) {
+    let workers = jobs.len().min(WORKERS);
+    let queue = Mutex::new(jobs.into_iter());
     std::thread::scope(|s| {
-        for (title, job) in jobs {
-            s.spawn(move || {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some((title, job)) = next else {
+                    return;
+                };
                 let result = job();
                 let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
                 match result {
@@ -179,6 +189,9 @@ fn instance_job(c: &Client, stack: &Stack, step: &Step, now: Option<&Object>) ->
 
 /// Applies `plan` (computed from `current`) to the server.
 pub fn apply(c: &Client, stack: &Stack, plan: &Plan, current: &Current, opts: Options) -> Report {
+    // One Ctrl-C handler for the whole run: the waits of the steps side by side install
+    // and restore theirs in any order.
+    let _ctrl_c = crate::interrupt::Watch::install();
     let report = Mutex::new(Report::default());
     let mut rest: Vec<&Step> = Vec::new();
     // Networks, volumes and profiles.
@@ -330,10 +343,50 @@ pub fn down(c: &Client, stack: &str, current: &Current, volumes: bool) -> Report
             }
         }
     }
+    let _ctrl_c = crate::interrupt::Watch::install();
     let report = Mutex::new(Report {
         kept,
         ..Default::default()
     });
     delete_all(c, &objects, &report);
     report.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn parallel_runs_every_job_a_few_at_a_time_and_reports_each() {
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let jobs: Vec<Job> = (0..40)
+            .map(|i| -> Job {
+                let (running, most) = (&running, &most);
+                (
+                    format!("job {i}"),
+                    Box::new(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::yield_now();
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        if i % 4 == 0 {
+                            anyhow::bail!("job {i} broke")
+                        }
+                        Ok(())
+                    }),
+                )
+            })
+            .collect();
+        let report = Mutex::new(Report::default());
+        parallel(jobs, &report);
+        let r = report.into_inner().unwrap();
+        assert_eq!(r.done.len(), 30);
+        assert_eq!(r.failed.len(), 10);
+        assert!(r.failed.iter().all(|(t, why)| why == &format!("{t} broke")));
+        assert!(most.load(Ordering::SeqCst) <= WORKERS);
+        assert!(!r.ok());
+    }
 }
