@@ -297,7 +297,7 @@ fn bad_files_cycles_and_foreign_objects_create_nothing() {
         ),
         (
             "name: s1\nvolumes: {v1: {}}\ninstances:\n  db:\n    imgae: bb\n",
-            "instances.db.imgae: unknown field `imgae`",
+            "stack.yaml:5:5: instances.db.imgae: unknown field `imgae`",
         ),
         (
             "name: s1\nvolumes: {v1: {}}\ninstances:\n  a: {image: bb, depends_on: [b]}\n  b: {image: bb, depends_on: [a]}\n",

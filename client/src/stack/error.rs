@@ -19,10 +19,12 @@ pub enum StackError {
         column: usize,
         message: String,
     },
-    /// A key or value of the wrong shape, with its path in the file (`instances.web.imgae`).
-    #[error("{}: {key}: {message}", path.display())]
+    /// A key or value of the wrong shape, with its path in the file (`instances.web.imgae`)
+    /// and, when it can be found, its line and column (`at`).
+    #[error("{}{}: {key}: {message}", path.display(), at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
     Shape {
         path: PathBuf,
+        at: Option<(usize, usize)>,
         key: String,
         message: String,
     },

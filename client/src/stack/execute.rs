@@ -187,6 +187,31 @@ fn instance_job(c: &Client, stack: &Stack, step: &Step, now: Option<&Object>) ->
     }
 }
 
+/// The healthchecks of the instances that `wave` waits on with `condition: healthy`.
+fn health_jobs<'a>(c: &'a Client, stack: &'a Stack, wave: &[String]) -> Vec<Job<'a>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut checks: Vec<Job> = Vec::new();
+    for svc in wave {
+        for (dep, cond) in &stack.services[svc].depends_on {
+            let target = &stack.services[dep];
+            let Some(h) = target.healthcheck.as_ref() else {
+                continue;
+            };
+            if *cond != Condition::Healthy {
+                continue;
+            }
+            for inst in target.instances.iter().filter(|i| seen.insert(i.as_str())) {
+                say(&format!("Waiting for {inst} to be healthy"));
+                checks.push((
+                    format!("healthcheck of {inst}"),
+                    Box::new(move || actions::wait_healthy(c, inst, h)),
+                ));
+            }
+        }
+    }
+    checks
+}
+
 /// Applies `plan` (computed from `current`) to the server.
 pub fn apply(c: &Client, stack: &Stack, plan: &Plan, current: &Current, opts: Options) -> Report {
     // One Ctrl-C handler for the whole run: the waits of the steps side by side install
@@ -216,29 +241,7 @@ pub fn apply(c: &Client, stack: &Stack, plan: &Plan, current: &Current, opts: Op
         }
         // Healthchecks of the services this wave waits on, when it has work to do.
         if !steps.is_empty() {
-            let mut checks: Vec<Job> = Vec::new();
-            for svc in wave {
-                for (dep, cond) in &stack.services[svc].depends_on {
-                    let target = &stack.services[dep];
-                    let Some(h) = target
-                        .healthcheck
-                        .as_ref()
-                        .filter(|_| *cond == Condition::Healthy)
-                    else {
-                        continue;
-                    };
-                    for inst in &target.instances {
-                        if checks.iter().any(|(t, _)| t.ends_with(&format!(" {inst}"))) {
-                            continue;
-                        }
-                        say(&format!("Waiting for {inst} to be healthy"));
-                        checks.push((
-                            format!("healthcheck of {inst}"),
-                            Box::new(move || actions::wait_healthy(c, inst, h)),
-                        ));
-                    }
-                }
-            }
+            let checks = health_jobs(c, stack, wave);
             parallel(checks, &report);
             if failed(&report) {
                 rest.extend(steps);

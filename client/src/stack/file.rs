@@ -290,6 +290,7 @@ pub fn parse(path: &Path, text: &str, vars: &mut Vars<'_>) -> Result<StackFile, 
     if value.is_null() {
         return Err(StackError::Shape {
             path: path.to_path_buf(),
+            at: None,
             key: "name".into(),
             message: "the file is empty".into(),
         });
@@ -297,14 +298,26 @@ pub fn parse(path: &Path, text: &str, vars: &mut Vars<'_>) -> Result<StackFile, 
     interpolate_values(&mut value, "", vars)?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
-        let inner = e.into_inner();
-        // serde_yaml puts its own location (none, from a Value) or path first at times.
         StackError::Shape {
             path: path.to_path_buf(),
+            at: location_of(text, &key),
             key: if key == "." { "(top)".into() } else { key },
-            message: inner.to_string(),
+            message: e.into_inner().to_string(),
         }
     })
+}
+
+/// Where in `text` the shape error at `key` is: the values were interpolated in a tree
+/// that has no positions, so the raw text is read again and its error taken when it is
+/// at the same key (an unknown key always is).
+fn location_of(text: &str, key: &str) -> Option<(usize, usize)> {
+    let raw = serde_yaml::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, StackFile>(raw) {
+        Err(e) if e.path().to_string() == key => {
+            e.inner().location().map(|l| (l.line(), l.column()))
+        }
+        _ => None,
+    }
 }
 
 fn syntax(path: &Path, e: &serde_yaml::Error) -> StackError {
@@ -454,7 +467,10 @@ instances:
     fn unknown_keys_are_refused_with_their_path() {
         let e = parse_text("name: x\ninstances:\n  web:\n    imgae: bb\n", &[]).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("instances.web"), "{text}");
+        assert!(
+            text.starts_with("stack.yaml:4:5: instances.web.imgae: "),
+            "{text}"
+        );
         assert!(text.contains("unknown field `imgae`"), "{text}");
         let e = parse_text(
             "name: x\ninstances:\n  web:\n    image: bb\n    depends_on: {db: {conditon: healthy}}\n",
