@@ -7,13 +7,14 @@ mod http;
 mod interrupt;
 mod output;
 mod progress;
+mod stack;
 mod tls;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
 use commands::{
     alias, config as config_cmd, exec, export, file, image, import, instance, misc, monitor,
-    network, operation, profile, query, remote, storage,
+    network, operation, profile, query, remote, stack as stack_cmd, storage,
 };
 
 #[derive(Parser)]
@@ -80,6 +81,8 @@ enum Cmd {
     /// Manage the list of remote servers (image servers, other hutchd sockets).
     #[command(subcommand)]
     Remote(remote::Cmd),
+    #[command(flatten)]
+    Stack(stack_cmd::Cmd),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -123,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Project(cmd) => misc::project(&c, cmd)?,
         Cmd::Alias(cmd) => alias::run(cmd)?,
         Cmd::Remote(cmd) => remote::run(cmd)?,
+        Cmd::Stack(cmd) => stack_cmd::run(&c, cmd)?,
         Cmd::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hutch", &mut std::io::stdout())
         }
@@ -334,6 +338,11 @@ mod tests {
             &["hutch", "profile", "list", "h1:"],
             &["hutch", "operation", "list", "h1:"],
             &["hutch", "launch", "bb", "c1", "--quiet"],
+            &["hutch", "apply", "-f", "s.yaml", "--dry-run", "--replace"],
+            &["hutch", "apply", "--remove-orphans"],
+            &["hutch", "diff", "-f", "s.yaml"],
+            &["hutch", "down", "-f", "s.yaml", "--volumes"],
+            &["hutch", "ps", "-f", "s.yaml", "--format", "csv"],
         ] {
             assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
         }

@@ -255,17 +255,7 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
         target = client_of(&remote, conf.remote(&remote)?)?;
         &target
     };
-    let (iremote, image) = conf.parse_remote(&args.image)?;
-    let source = match image_server(&conf, &iremote)? {
-        ImageServer::Streams { url } => pull_source(&url, &image),
-        ImageServer::Daemon { client: c, .. } if c.same_server(client) => {
-            json!({"type": "image", "fingerprint": resolve_image(client, &image)?})
-        }
-        ImageServer::Daemon { client: c, remote } => {
-            let server = super::image_remote::reach(&c, remote)?;
-            super::image_remote::lxd_pull_source(&c, &server, &image)?.0
-        }
-    };
+    let source = image_source(client, &conf, &args.image)?;
     let profiles = if args.no_profiles {
         Some(vec![])
     } else if args.profiles.is_empty() {
@@ -299,6 +289,22 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
         state(client, &name, "start", -1, false)?;
     }
     Ok(())
+}
+
+/// The `source` of a new instance on `client` from `[REMOTE:]IMAGE`: a local image, or a
+/// pull from a simplestreams or LXD-protocol remote.
+pub fn image_source(client: &Client, conf: &ClientConfig, image: &str) -> Result<Value> {
+    let (iremote, image) = conf.parse_remote(image)?;
+    Ok(match image_server(conf, &iremote)? {
+        ImageServer::Streams { url } => pull_source(&url, &image),
+        ImageServer::Daemon { client: c, .. } if c.same_server(client) => {
+            json!({"type": "image", "fingerprint": resolve_image(client, &image)?})
+        }
+        ImageServer::Daemon { client: c, remote } => {
+            let server = super::image_remote::reach(&c, remote)?;
+            super::image_remote::lxd_pull_source(&c, &server, &image)?.0
+        }
+    })
 }
 
 /// `PUT /state` and wait.

@@ -24,6 +24,7 @@ pub mod operation;
 pub mod profile;
 pub mod query;
 pub mod remote;
+pub mod stack;
 pub mod storage;
 pub mod template;
 pub mod trust;
