@@ -154,6 +154,9 @@ impl Daemon {
             source: Box::new(e),
         })?;
         let trust = crate::engine::certificates::TrustCache::load(&db)?;
+        let ops = Operations::new(events.clone());
+        let wal = db.wal_sync();
+        ops.set_durable(Arc::new(move || wal.sync()));
         Ok(Daemon {
             identity,
             trust,
@@ -161,7 +164,7 @@ impl Daemon {
             db,
             pools: RwLock::new(pools),
             pool_host,
-            ops: Operations::new(events.clone()),
+            ops,
             events,
             helper: crate::layout::helper_beside(&hutchd),
             hutchd,

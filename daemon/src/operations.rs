@@ -237,11 +237,23 @@ impl OpEntry {
     }
 }
 
+/// Makes what the work wrote durable (the database's commits); blocks.
+pub type MakeDurable = Arc<dyn Fn() + Send + Sync>;
+
 /// Every operation the daemon knows.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Operations {
     ops: Arc<Mutex<BTreeMap<String, Arc<OpEntry>>>>,
     events: EventHub,
+    /// Run before an operation is said to be done, so that a client told "Success" finds
+    /// the change after a power loss.
+    durable: Arc<std::sync::OnceLock<MakeDurable>>,
+}
+
+impl std::fmt::Debug for Operations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operations").finish_non_exhaustive()
+    }
 }
 
 impl Operations {
@@ -249,7 +261,13 @@ impl Operations {
         Operations {
             ops: Arc::default(),
             events,
+            durable: Arc::default(),
         }
+    }
+
+    /// Sets what makes an operation's writes durable before it ends (once).
+    pub fn set_durable(&self, durable: MakeDurable) {
+        let _ = self.durable.set(durable);
     }
 
     /// Registers a running operation.
@@ -378,6 +396,10 @@ impl Operations {
                 .map_err(|e| e.chain());
             if let Err(e) = &result {
                 tracing::info!(operation = %entry.id(), error = %e, "operation failed");
+            }
+            // Failed work may have written too (what it undid).
+            if let Some(durable) = ops.durable.get().cloned() {
+                let _ = tokio::task::spawn_blocking(move || durable()).await;
             }
             entry.finish(result);
             tokio::time::sleep(KEEP_FINISHED).await;

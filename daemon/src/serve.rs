@@ -100,6 +100,8 @@ pub async fn serve(
             crate::auth::Caller::Unix,
         ));
     }
+    // What background tasks wrote since the last change ended, before the process goes.
+    state.make_durable();
     if stopped_containers {
         tracing::info!("hutchd stopped after stopping its containers (host shutdown)");
     } else {

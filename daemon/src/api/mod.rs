@@ -105,10 +105,32 @@ pub fn network_router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(names::refuse_bad_segments))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            durable_writes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             crate::auth::authenticate,
         ))
         .layer(axum::middleware::map_response(envelope_plain_errors))
         .with_state(state)
+}
+
+/// The answer to a write request leaves once its commits are durable (see the engine's
+/// `make_durable`); an accepted operation is made durable when it ends instead.
+async fn durable_writes(
+    axum::extract::State(e): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let write = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let resp = next.run(req).await;
+    if write && resp.status() != StatusCode::ACCEPTED {
+        let _ = tokio::task::spawn_blocking(move || e.make_durable()).await;
+    }
+    resp
 }
 
 /// axum's own rejections (a body over the size limit, a malformed query string, a missing

@@ -150,6 +150,12 @@ impl Engine {
         image_tasks::start_image_tasks(self.clone());
     }
 
+    /// Makes every database commit made so far durable: one `fdatasync` of the WAL for
+    /// all of them, at the end of a change (see db/durable.rs). Blocks.
+    pub fn make_durable(&self) {
+        self.d.db.wal_sync().sync();
+    }
+
     /// LXD always has a `default` profile.
     pub fn ensure_default_profile(&self) -> Result<()> {
         if self.d.db.profile("default")?.is_none() {
