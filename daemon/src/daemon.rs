@@ -155,8 +155,7 @@ impl Daemon {
         })?;
         let trust = crate::engine::certificates::TrustCache::load(&db)?;
         let ops = Operations::new(events.clone());
-        let wal = db.wal_sync();
-        ops.set_durable(Arc::new(move || wal.sync()));
+        ops.set_durable(db.wal_sync());
         Ok(Daemon {
             identity,
             trust,

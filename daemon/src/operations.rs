@@ -237,8 +237,13 @@ impl OpEntry {
     }
 }
 
-/// Makes what the work wrote durable (the database's commits); blocks.
-pub type MakeDurable = Arc<dyn Fn() + Send + Sync>;
+/// What makes the work's writes durable (the database's commits).
+pub trait Durability: Send + Sync {
+    /// Whether anything written is not durable yet (cheap).
+    fn owed(&self) -> bool;
+    /// Makes everything written so far durable. Blocks.
+    fn sync(&self);
+}
 
 /// Every operation the daemon knows.
 #[derive(Clone)]
@@ -247,7 +252,7 @@ pub struct Operations {
     events: EventHub,
     /// Run before an operation is said to be done, so that a client told "Success" finds
     /// the change after a power loss.
-    durable: Arc<std::sync::OnceLock<MakeDurable>>,
+    durable: Arc<std::sync::OnceLock<Arc<dyn Durability>>>,
 }
 
 impl std::fmt::Debug for Operations {
@@ -266,7 +271,7 @@ impl Operations {
     }
 
     /// Sets what makes an operation's writes durable before it ends (once).
-    pub fn set_durable(&self, durable: MakeDurable) {
+    pub fn set_durable(&self, durable: Arc<dyn Durability>) {
         let _ = self.durable.set(durable);
     }
 
@@ -398,8 +403,8 @@ impl Operations {
                 tracing::info!(operation = %entry.id(), error = %e, "operation failed");
             }
             // Failed work may have written too (what it undid).
-            if let Some(durable) = ops.durable.get().cloned() {
-                let _ = tokio::task::spawn_blocking(move || durable()).await;
+            if let Some(durable) = ops.durable.get().filter(|d| d.owed()).cloned() {
+                let _ = tokio::task::spawn_blocking(move || durable.sync()).await;
             }
             entry.finish(result);
             tokio::time::sleep(KEEP_FINISHED).await;

@@ -23,8 +23,8 @@ fn main() {
             hutch_runtime::exec_main(dir, born)
         }
         ("__proxy", Some(spec)) => hutch_network::proxy::proxy_main(spec),
-        ("__device-plug", Some(_)) => hutch_runtime::device_plug_main(),
-        ("__nic-plug", Some(plan)) => hutch_network::nic::plug_main(plan),
+        ("__device-plug", Some(_)) => exit_with(hutch_runtime::device_plug()),
+        ("__nic-plug", Some(plan)) => exit_with(hutch_network::nic::plug_planned(plan)),
         _ => {
             eprintln!(
                 "hutchd-helper is run by hutchd only (modes: __monitor, __exec, __proxy, \
@@ -33,4 +33,19 @@ fn main() {
             std::process::exit(2)
         }
     }
+}
+
+/// Exits 0, or 1 with the error and its causes on one line of stderr (the daemon shows it).
+fn exit_with<E: std::error::Error>(result: Result<(), E>) -> ! {
+    let Err(e) = result else {
+        std::process::exit(0)
+    };
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    eprintln!("{msg}");
+    std::process::exit(1)
 }

@@ -126,25 +126,12 @@ pub fn read_plan(path: &Path) -> Result<Vec<NicSpec>> {
 
 /// `hutchd-helper __nic-plug <plan>`, run by the runtime's start hook between namespace
 /// setup and init's exec (`HUTCH_PID` names the container's init): plugs the plan's NICs.
-pub fn plug_main(plan: &Path) -> ! {
-    let result = std::env::var("HUTCH_PID")
+pub fn plug_planned(plan: &Path) -> Result<()> {
+    let pid = std::env::var("HUTCH_PID")
         .ok()
         .and_then(|p| p.parse::<i32>().ok())
-        .ok_or_else(|| NetworkError::Invalid("HUTCH_PID names no process".into()))
-        .and_then(|pid| plug(&crate::SystemNetlink::new(), pid, &read_plan(plan)?));
-    match result {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            eprintln!("{msg}");
-            std::process::exit(1)
-        }
-    }
+        .ok_or_else(|| NetworkError::Invalid("HUTCH_PID names no process".into()))?;
+    plug(&crate::SystemNetlink::new(), pid, &read_plan(plan)?)
 }
 
 #[cfg(test)]

@@ -98,30 +98,15 @@ pub fn hotplug(helper_bin: &Path, dir: &Path, ops: &[HotplugOp]) -> Result<()> {
 
 /// `hutchd-helper __device-plug <dir>`: applies the plan read on stdin. Must run before any
 /// thread starts.
-pub fn device_plug_main() -> ! {
+pub fn device_plug() -> Result<()> {
     let mut input = Vec::new();
-    let result = std::io::stdin()
+    std::io::stdin()
         .read_to_end(&mut input)
-        .map_err(|e| RuntimeError::io("read", "stdin", e))
-        .and_then(|_| {
-            serde_json::from_slice::<Plan>(&input).map_err(|e| RuntimeError::DeviceFailed {
-                reason: format!("bad plan: {e}"),
-            })
-        })
-        .and_then(|plan| apply(&plan));
-    match result {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            eprintln!("{msg}");
-            std::process::exit(1)
-        }
-    }
+        .map_err(|e| RuntimeError::io("read", "stdin", e))?;
+    let plan = serde_json::from_slice::<Plan>(&input).map_err(|e| RuntimeError::DeviceFailed {
+        reason: format!("bad plan: {e}"),
+    })?;
+    apply(&plan)
 }
 
 fn apply(plan: &Plan) -> Result<()> {

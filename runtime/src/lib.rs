@@ -31,7 +31,7 @@ pub use exec::{
     sessions_dir as exec_sessions_dir, AttachedPipes, ExecController, ExecExit, ExecRequest,
     ExecSession, ExecStdio, WindowSize, BORN_IN_CGROUP2,
 };
-pub use hotplug::{device_plug_main, hotplug, HotplugOp};
+pub use hotplug::{device_plug, hotplug, HotplugOp};
 pub use idmap::{IdMap, IdMapEntry};
 pub use monitor::{monitor_main, start, MonitorClient, Started};
 pub use spec::{BindMount, ContainerSpec, CpuAllowance, DeviceNode, Limits, Seccomp};

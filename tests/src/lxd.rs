@@ -129,6 +129,13 @@ impl ReferenceLxd {
         output_within(&mut cmd, b"", COMMAND_LIMIT)
     }
 
+    /// Builds the busybox test image and imports it into this LXD as `bb`.
+    pub fn import_busybox(&self) {
+        let image = self.lxd_dir().join("bb.tar.gz");
+        crate::busybox_image(&self.lxd_dir(), &image).expect("busybox image");
+        self.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    }
+
     /// [`lxc`](Self::lxc) that must succeed; its stdout.
     pub fn lxc_ok(&self, args: &[&str]) -> String {
         let out = self.lxc(args);

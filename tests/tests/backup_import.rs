@@ -605,9 +605,7 @@ fn an_optimized_btrfs_backup_restores_snapshots_as_snapshots() {
 /// An LXD with `c1`, a busybox container with two snapshots and a file owned by 33:44.
 fn lxd_with_container(test: &str) -> Option<ReferenceLxd> {
     let lxd = ReferenceLxd::start(test)?;
-    let image = lxd.lxd_dir().join("bb.tar.gz");
-    busybox_image(&lxd.lxd_dir(), &image).expect("busybox image");
-    lxd.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    lxd.import_busybox();
     lxd.lxc_ok(&["init", "bb", "c1", "-c", "user.from=lxd"]);
     let owned = lxd.lxd_dir().join("owned");
     std::fs::write(&owned, "from lxd\n").unwrap();
@@ -695,9 +693,7 @@ fn an_optimized_backup_made_by_lxd_on_btrfs_imports_with_its_snapshots() {
         return;
     }
     let _guard = LxdPoolGuard(&lxd, "bp", "c1");
-    let image = lxd.lxd_dir().join("bb.tar.gz");
-    busybox_image(&lxd.lxd_dir(), &image).expect("busybox image");
-    lxd.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    lxd.import_busybox();
     lxd.lxc_ok(&["init", "bb", "c1", "-s", "bp"]);
     let owned = lxd.lxd_dir().join("owned");
     std::fs::write(&owned, "from lxd\n").unwrap();

@@ -6,7 +6,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use hutch_tests::{busybox_image, require_root, ReferenceLxd, TestDaemon, Via};
+use hutch_tests::{require_root, ReferenceLxd, TestDaemon, Via};
 use serde_json::{json, Value};
 
 fn parse(text: &str) -> Value {
@@ -25,9 +25,7 @@ fn wait_op(d: &TestDaemon, accepted: &Value) -> Value {
 /// idmapped mounts).
 fn lxd_with_container(test: &str) -> Option<ReferenceLxd> {
     let lxd = ReferenceLxd::start(test)?;
-    let image = lxd.lxd_dir().join("bb.tar.gz");
-    busybox_image(&lxd.lxd_dir(), &image).expect("busybox image");
-    lxd.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    lxd.import_busybox();
     lxd.lxc_ok(&["init", "bb", "c1"]);
     let owned = lxd.lxd_dir().join("owned");
     std::fs::write(&owned, "from lxd\n").unwrap();

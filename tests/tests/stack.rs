@@ -14,8 +14,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use hutch_tests::{
-    assert_no_leftovers, busybox_image, free_port, hutch_bin, output_within, require_root,
-    unique_name, ReferenceLxd, TestDaemon, TestDir, Via, COMMAND_LIMIT,
+    assert_no_leftovers, free_port, hutch_bin, output_within, require_root, unique_name,
+    ReferenceLxd, TestDaemon, TestDir, Via, COMMAND_LIMIT,
 };
 use serde_json::Value;
 
@@ -401,9 +401,7 @@ fn the_same_stack_applies_to_a_reference_lxd() {
     let Some(lxd) = ReferenceLxd::start(test) else {
         return;
     };
-    let image = lxd.lxd_dir().join("bb.tar.gz");
-    busybox_image(&lxd.lxd_dir(), &image).expect("busybox image");
-    lxd.lxc_ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    lxd.import_busybox();
     let work = TestDir::new();
     let file = work.path().join("stack.yaml");
     let port = free_port();

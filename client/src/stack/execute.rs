@@ -95,51 +95,29 @@ fn base_job<'a>(c: &'a Client, stack: &'a Stack, step: &'a Step) -> Option<Job<'
     let job: Box<dyn FnOnce() -> Result<()> + Send> = match step.kind {
         Kind::Network => {
             let n = stack.networks.get(&step.name)?;
-            say(&format!(
-                "{} network {}",
-                if update { "Updating" } else { "Creating" },
-                n.name
-            ));
-            Box::new(move || {
-                if update {
-                    actions::update_network(c, n)
-                } else {
-                    actions::create_network(c, n)
-                }
+            Box::new(move || match update {
+                true => actions::update_network(c, n),
+                false => actions::create_network(c, n),
             })
         }
         Kind::Volume => {
             let v = stack.volumes.get(&step.name)?;
-            say(&format!(
-                "{} volume {}",
-                if update { "Updating" } else { "Creating" },
-                step.name
-            ));
-            Box::new(move || {
-                if update {
-                    actions::update_volume(c, v)
-                } else {
-                    actions::create_volume(c, v)
-                }
+            Box::new(move || match update {
+                true => actions::update_volume(c, v),
+                false => actions::create_volume(c, v),
             })
         }
         Kind::Profile => {
             let p = stack.profiles.get(&step.name)?;
-            say(&format!(
-                "{} profile {}",
-                if update { "Updating" } else { "Creating" },
-                p.name
-            ));
-            Box::new(move || {
-                if update {
-                    actions::update_profile(c, p)
-                } else {
-                    actions::create_profile(c, p)
-                }
+            Box::new(move || match update {
+                true => actions::update_profile(c, p),
+                false => actions::create_profile(c, p),
             })
         }
         Kind::Instance => return None,
     };
+    let verb = if update { "Updating" } else { "Creating" };
+    say(&format!("{verb} {} {}", step.kind, step.name));
     Some((step.title(), job))
 }
 

@@ -128,7 +128,7 @@ async fn durable_writes(
     );
     let resp = next.run(req).await;
     if write && resp.status() != StatusCode::ACCEPTED {
-        let _ = tokio::task::spawn_blocking(move || e.make_durable()).await;
+        e.make_durable().await;
     }
     resp
 }

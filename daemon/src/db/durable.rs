@@ -24,9 +24,11 @@ pub struct WalSync {
     wal: PathBuf,
     /// Commits made (the connection's commit hook counts them).
     committed: AtomicU64,
-    /// Commits known durable, and the WAL opened for syncing. One syncer at a time: a
-    /// caller that waited finds its commits synced by the one before it.
-    synced: Mutex<(u64, Option<File>)>,
+    /// Commits known durable: a change with nothing owed costs two loads.
+    durable: AtomicU64,
+    /// The WAL, opened for syncing; its lock makes one syncer at a time, and a caller that
+    /// waited finds its commits synced by the one before it.
+    file: Mutex<Option<File>>,
 }
 
 impl WalSync {
@@ -37,7 +39,8 @@ impl WalSync {
         WalSync {
             wal: wal.into(),
             committed: AtomicU64::new(0),
-            synced: Mutex::new((0, None)),
+            durable: AtomicU64::new(0),
+            file: Mutex::new(None),
         }
     }
 
@@ -45,47 +48,57 @@ impl WalSync {
     pub fn note_commit(&self) {
         self.committed.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+impl crate::operations::Durability for WalSync {
+    fn owed(&self) -> bool {
+        self.committed.load(Ordering::SeqCst) > self.durable.load(Ordering::SeqCst)
+    }
 
     /// Makes every commit noted so far durable; returns at once when they are. Blocks
     /// (an `fdatasync`): call it off the async workers.
-    pub fn sync(&self) {
+    fn sync(&self) {
         let want = self.committed.load(Ordering::SeqCst);
-        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
-        if synced.0 >= want {
+        if self.durable.load(Ordering::SeqCst) >= want {
+            return;
+        }
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if self.durable.load(Ordering::SeqCst) >= want {
             return;
         }
         // Everything committed by now is covered by this sync, not only `want`.
         let covered = self.committed.load(Ordering::SeqCst);
-        if synced.1.is_none() {
+        if file.is_none() {
             // The WAL exists once a commit was made; it is kept (reset, not removed) while
             // the daemon's connection is open, so the file stays the same.
-            synced.1 = File::open(&self.wal).ok();
+            *file = File::open(&self.wal).ok();
         }
-        let done = match &synced.1 {
+        let done = match &*file {
             Some(wal) => wal.sync_data(),
             None => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
         };
         match done {
-            Ok(()) => synced.0 = covered,
+            Ok(()) => {
+                self.durable.fetch_max(covered, Ordering::SeqCst);
+            }
             Err(e) => {
                 // Reopened next time; the commits stay owed.
-                synced.1 = None;
+                *file = None;
                 tracing::warn!(wal = %self.wal.display(), error = %e, "sync the database's WAL");
             }
         }
-    }
-
-    /// Commits not yet known durable.
-    #[cfg(test)]
-    pub fn owed(&self) -> u64 {
-        let synced = self.synced.lock().unwrap_or_else(|e| e.into_inner()).0;
-        self.committed.load(Ordering::SeqCst) - synced
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operations::Durability;
+
+    /// Commits not yet known durable.
+    fn owed(sync: &WalSync) -> u64 {
+        sync.committed.load(Ordering::SeqCst) - sync.durable.load(Ordering::SeqCst)
+    }
 
     #[test]
     fn commits_are_counted_and_one_sync_covers_them_all() {
@@ -93,7 +106,7 @@ mod tests {
         let db = super::super::Db::open(&dir.path().join("local.db")).unwrap();
         let sync = db.wal_sync();
         sync.sync();
-        assert_eq!(sync.owed(), 0);
+        assert_eq!(owed(&sync), 0);
         for i in 0..5 {
             db.conn()
                 .execute(
@@ -102,12 +115,12 @@ mod tests {
                 )
                 .unwrap();
         }
-        assert_eq!(sync.owed(), 5);
+        assert_eq!(owed(&sync), 5);
         sync.sync();
-        assert_eq!(sync.owed(), 0);
+        assert_eq!(owed(&sync), 0);
         // Nothing owed: no sync at all.
         sync.sync();
-        assert_eq!(sync.owed(), 0);
+        assert_eq!(owed(&sync), 0);
     }
 
     #[test]
@@ -131,7 +144,7 @@ mod tests {
             tx.execute("DELETE FROM config", []).unwrap();
             tx.rollback().unwrap();
         }
-        assert_eq!(sync.owed(), 1);
+        assert_eq!(owed(&sync), 1);
     }
 
     /// Through the router: a write request answers, and an operation ends, with nothing
@@ -149,10 +162,10 @@ mod tests {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(sync.owed(), 0);
+        assert_eq!(owed(&sync), 0);
         let fingerprint = api.tiny_image().await;
         api.tiny_instance("durable", &fingerprint).await;
-        assert_eq!(sync.owed(), 0);
+        assert_eq!(owed(&sync), 0);
     }
 
     #[test]
@@ -160,6 +173,6 @@ mod tests {
         let sync = WalSync::new(std::path::Path::new("/nonexistent/hutch/local.db"));
         sync.note_commit();
         sync.sync();
-        assert_eq!(sync.owed(), 1);
+        assert_eq!(owed(&sync), 1);
     }
 }

@@ -151,9 +151,13 @@ impl Engine {
     }
 
     /// Makes every database commit made so far durable: one `fdatasync` of the WAL for
-    /// all of them, at the end of a change (see db/durable.rs). Blocks.
-    pub fn make_durable(&self) {
-        self.d.db.wal_sync().sync();
+    /// all of them, at the end of a change (see db/durable.rs); nothing when none is owed.
+    pub async fn make_durable(&self) {
+        use crate::operations::Durability;
+        let wal = self.d.db.wal_sync();
+        if wal.owed() {
+            let _ = tokio::task::spawn_blocking(move || wal.sync()).await;
+        }
     }
 
     /// LXD always has a `default` profile.
