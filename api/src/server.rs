@@ -55,6 +55,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "backup_compression_algorithm",
     "container_backup_override_pool",
     "backup_override_name",
+    "metrics",
+    "metrics_cpu_seconds",
     // Incus's: `boot.autorestart`.
     "instance_auto_restart",
 ];

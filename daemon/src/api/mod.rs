@@ -12,6 +12,7 @@ mod instances;
 mod internal;
 mod logs;
 mod metadata;
+mod metrics;
 mod names;
 mod networks;
 mod operations;
@@ -100,6 +101,8 @@ pub fn network_router(state: AppState) -> Router {
         .merge(storage::routes())
         .merge(storage::volume_routes())
         .merge(internal::routes())
+        .merge(metrics::routes())
+        .route_layer(axum::middleware::from_fn(metrics::tag_route))
         .fallback(|| async { DaemonError::NotFound("not found".into()) })
         .method_not_allowed_fallback(|| async { DaemonError::NotImplemented })
         .layer(axum::middleware::from_fn(names::refuse_bad_segments))
@@ -112,6 +115,10 @@ pub fn network_router(state: AppState) -> Router {
             crate::auth::authenticate,
         ))
         .layer(axum::middleware::map_response(envelope_plain_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::time_requests,
+        ))
         .with_state(state)
 }
 

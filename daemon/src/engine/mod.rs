@@ -33,6 +33,7 @@ mod instances;
 mod lifecycle;
 mod logs;
 mod lxcfs;
+pub mod metrics;
 pub mod migration;
 pub mod net_state;
 pub mod networks;
@@ -91,6 +92,8 @@ use crate::operations::Operations;
 #[derive(Clone, Debug)]
 pub struct Engine {
     d: Arc<Daemon>,
+    /// The request histogram and start time `GET /1.0/metrics` reports.
+    metrics: Arc<metrics::MetricsState>,
 }
 
 impl Engine {
@@ -104,7 +107,10 @@ impl Engine {
                     backup_yaml::on_lifecycle(&d, action, source);
                 }
             }));
-        Engine { d }
+        Engine {
+            d,
+            metrics: Arc::default(),
+        }
     }
 
     /// Operations (the API lists, waits on and cancels them).

@@ -20,7 +20,7 @@ use hutch_api::profile::Devices;
 use hutch_runtime::HotplugOp;
 
 pub use nic::{
-    forget_host_names, forget_instance, instance_network, interfaces_of_many, start_hook,
+    forget_host_names, forget_instance, host_ends, instance_network, interfaces_of_many, start_hook,
 };
 pub use proxy::{restore_proxies, start_proxies, stop_proxies, Proxies};
 pub use unix::prepare_start;

@@ -225,6 +225,17 @@ pub fn start_hook(
     ]))
 }
 
+/// A running instance's veth NICs as (name inside, host end), from the host ends its
+/// start recorded in `volatile.<dev>.host_name` (metrics read the host end's counters).
+pub fn host_ends(config: &BTreeMap<String, String>, devices: &Devices) -> Vec<(String, String)> {
+    nics(devices)
+        .filter_map(|(devname, dev)| {
+            let host = config.get(&format!("volatile.{devname}.host_name"))?;
+            Some((interface_name(devname, dev), host.clone()))
+        })
+        .collect()
+}
+
 /// After a stop: the host-side names are gone with the namespace.
 pub fn forget_host_names(e: &Engine, row: &InstanceRow) -> Result<()> {
     for key in row
