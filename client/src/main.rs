@@ -14,7 +14,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use commands::{
     alias, config as config_cmd, exec, export, file, image, import, instance, misc, monitor,
-    network, operation, profile, query, remote, stack as stack_cmd, storage,
+    network, operation, profile, query, remote, stack as stack_cmd, storage, top,
 };
 
 #[derive(Parser)]
@@ -67,6 +67,8 @@ enum Cmd {
     Query(query::QueryArgs),
     /// Monitor the server's events.
     Monitor(monitor::MonitorArgs),
+    /// Show the running instances' CPU, memory, disk and network use, live.
+    Top(top::TopArgs),
     /// Show local and remote versions.
     Version,
     /// Manage warnings.
@@ -121,6 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let (c, _) = remote::split(&c, a.remote.as_deref().unwrap_or(""))?;
             monitor::monitor(&c, &a)?
         }
+        Cmd::Top(a) => top::top(&c, &a)?,
         Cmd::Version => misc::version(&c)?,
         Cmd::Warning(cmd) => misc::warning(&c, cmd)?,
         Cmd::Project(cmd) => misc::project(&c, cmd)?,

@@ -27,6 +27,7 @@ pub mod remote;
 pub mod stack;
 pub mod storage;
 pub mod template;
+pub mod top;
 pub mod trust;
 
 use anyhow::{bail, Result};

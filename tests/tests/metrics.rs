@@ -1,0 +1,509 @@
+//! End-to-end: `GET /1.0/metrics` on a real hutchd with busybox containers, one running
+//! (with a NIC on a bridge the test made, some CPU burnt and a file written) and one
+//! stopped: a strict check of the Prometheus text, LXD's names and labels, values against
+//! the cgroup's own counters, the request histogram, `hutch top --format csv`, who may
+//! scrape over HTTPS, and (where LXD is installed) that the `lxd_*` names hutch emits are
+//! LXD 5.0's. Needs root; each test has its own daemon.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hutch_tests::{require_root, ReferenceLxd, TestDaemon, Via};
+use hutch_tls::{Identity, Kind, ServerTrust};
+use serde_json::json;
+
+/// One sample: family name (as written), labels, value.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses the exposition text strictly: every sample's family has `# HELP` and `# TYPE`
+/// before it (histogram samples by their `_bucket`/`_sum`/`_count` suffixes), a family's
+/// lines are together, no series appears twice, values are numbers, and the text ends
+/// with `# EOF`. Returns the samples and each family's type.
+fn parse_strict(text: &str) -> (Vec<Sample>, HashMap<String, String>) {
+    assert!(text.ends_with("# EOF\n"), "no final # EOF:\n{text}");
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut helps: BTreeSet<String> = BTreeSet::new();
+    let mut finished: BTreeSet<String> = BTreeSet::new();
+    let mut current: Option<String> = None;
+    let mut series: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap().to_string();
+            assert!(helps.insert(name.clone()), "two HELP lines for {name}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(helps.contains(name), "TYPE before HELP for {name}");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            assert!(
+                types.insert(name.into(), kind.into()).is_none(),
+                "two TYPE lines: {name}"
+            );
+            if let Some(prev) = current.replace(name.to_string()) {
+                finished.insert(prev);
+            }
+            continue;
+        }
+        if line == "# EOF" || line.starts_with('#') {
+            continue;
+        }
+        let (head, value) = line.rsplit_once(' ').expect("sample value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match head.split_once('{') {
+            Some((n, l)) => (n, l.strip_suffix('}').expect("closing brace")),
+            None => (head, ""),
+        };
+        let mut map = BTreeMap::new();
+        for pair in split_labels(labels) {
+            let (k, v) = pair.split_once('=').expect("label k=v");
+            assert!(
+                v.starts_with('"') && v.ends_with('"') && v.len() >= 2,
+                "label value not quoted: {line}"
+            );
+            assert!(
+                map.insert(k.to_string(), v[1..v.len() - 1].to_string())
+                    .is_none(),
+                "label {k} twice: {line}"
+            );
+        }
+        let sorted: Vec<&String> = map.keys().collect();
+        let written: Vec<&str> = split_labels(labels)
+            .iter()
+            .map(|p| p.split('=').next().unwrap())
+            .collect();
+        assert_eq!(
+            sorted.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            written,
+            "labels not sorted: {line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                let base = name.strip_suffix(s)?;
+                (types.get(base).map(String::as_str) == Some("histogram")).then_some(base)
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "sample without TYPE: {line}");
+        assert_eq!(
+            current.as_deref(),
+            Some(family),
+            "family {family} not together: {line}"
+        );
+        assert!(!finished.contains(family), "family {family} split: {line}");
+        assert!(series.insert(head.to_string()), "series twice: {head}");
+        out.push(Sample {
+            name: name.to_string(),
+            labels: map,
+            value,
+        });
+    }
+    (out, types)
+}
+
+/// `k="v"` pairs of a label list (values here never hold a comma or a quote).
+fn split_labels(labels: &str) -> Vec<&str> {
+    if labels.is_empty() {
+        return Vec::new();
+    }
+    labels.split(',').collect()
+}
+
+/// A raw GET on the daemon's unix socket: status, content type, body.
+fn get(socket: &Path, path: &str) -> (u16, String, String) {
+    let mut s = UnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: hutch\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    split_response(&resp)
+}
+
+fn split_response(resp: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP answer");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "chunked answer"
+    );
+    (status, ctype, body.to_string())
+}
+
+fn of<'a>(samples: &'a [Sample], name: &str, instance: &str) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| s.name == name && s.labels.get("name").map(String::as_str) == Some(instance))
+        .collect()
+}
+
+fn sum(samples: &[&Sample]) -> f64 {
+    samples.iter().map(|s| s.value).sum()
+}
+
+/// A v1 or v2 file of the instance's cgroup: the first of `candidates` (controller dir,
+/// file) that exists.
+fn cgroup_value(rel: &str, candidates: &[(&str, &str)]) -> Option<String> {
+    candidates.iter().find_map(|(hier, file)| {
+        let base = Path::new("/sys/fs/cgroup").join(hier).join(rel).join(file);
+        std::fs::read_to_string(base).ok()
+    })
+}
+
+#[test]
+fn metrics_report_running_instances_under_lxds_names() {
+    if !require_root("metrics_report_running_instances_under_lxds_names") {
+        return;
+    }
+    let net = hutch_tests::unique_name("hbm");
+    let d = TestDaemon::start_with(&["--network-bridge", &net]);
+    assert!(d.has_extensions(&["metrics", "metrics_cpu_seconds"]));
+    d.import_busybox(Via::Hutch);
+    d.hutch_ok(&["launch", "bb", "run1"]);
+    d.hutch_ok(&["launch", "bb", "stop1"]);
+    d.hutch_ok(&["stop", "stop1", "--force"]);
+    d.sh_ok(
+        "run1",
+        "dd if=/dev/zero of=/root/blob bs=1M count=4 2>/dev/null; sync; \
+         i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+    );
+    let socket = d.socket();
+    let (status, ctype, text) = get(&socket, "/1.0/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(ctype, "text/plain; version=0.0.4");
+    let (samples, types) = parse_strict(&text);
+
+    // Every instance sample carries LXD's labels; the stopped instance has none.
+    for s in samples.iter().filter(|s| s.name.starts_with("lxd_")) {
+        assert_eq!(
+            s.labels.get("name").map(String::as_str),
+            Some("run1"),
+            "{s:?}"
+        );
+        assert_eq!(s.labels["project"], "default", "{s:?}");
+        if s.name.starts_with("lxd_filesystem_") {
+            assert!(!s.labels.contains_key("type"), "{s:?}");
+            assert_eq!(s.labels["mountpoint"], "/", "{s:?}");
+        } else {
+            assert_eq!(s.labels["type"], "container", "{s:?}");
+        }
+    }
+    for (name, kind) in [
+        ("lxd_cpu_seconds_total", "counter"),
+        ("lxd_memory_MemTotal_bytes", "gauge"),
+        ("lxd_memory_Cached_bytes", "gauge"),
+        ("lxd_filesystem_size_bytes", "gauge"),
+        ("lxd_network_receive_bytes_total", "counter"),
+        ("lxd_network_transmit_packets_total", "counter"),
+        ("lxd_procs_total", "gauge"),
+        ("hutch_api_request_duration_seconds", "histogram"),
+        ("hutch_instances", "gauge"),
+        ("hutch_threads", "gauge"),
+        ("hutch_open_fds", "gauge"),
+        ("hutch_resident_memory_bytes", "gauge"),
+        ("hutch_uptime_seconds", "counter"),
+    ] {
+        assert_eq!(
+            types.get(name).map(String::as_str),
+            Some(kind),
+            "{name}:\n{text}"
+        );
+    }
+
+    // Values against the cgroup's own counters, read after the scrape (they only grow,
+    // and the processes are idle by now).
+    let rel = format!("{}/run1", hutch_tests::daemon::cgroup_prefix(d.path()));
+    let cpu = sum(&of(&samples, "lxd_cpu_seconds_total", "run1"));
+    assert!(cpu > 0.0, "no CPU time:\n{text}");
+    let modes: BTreeSet<&str> = of(&samples, "lxd_cpu_seconds_total", "run1")
+        .iter()
+        .map(|s| s.labels["mode"].as_str())
+        .collect();
+    assert_eq!(modes, BTreeSet::from(["system", "user"]));
+    if let Some(ns) = cgroup_value(&rel, &[("cpuacct", "cpuacct.usage")]) {
+        let cg = ns.trim().parse::<f64>().unwrap() / 1e9;
+        assert!(
+            cpu <= cg + 1e-6 && cpu > cg * 0.5,
+            "cpu {cpu} vs cgroup {cg}"
+        );
+    } else if let Some(stat) = cgroup_value(&rel, &[("", "cpu.stat"), ("unified", "cpu.stat")]) {
+        let usec: f64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        assert!(cpu <= usec / 1e6 + 1e-6, "cpu {cpu} vs cgroup {usec} us");
+    }
+    let total = sum(&of(&samples, "lxd_memory_MemTotal_bytes", "run1"));
+    let free = sum(&of(&samples, "lxd_memory_MemFree_bytes", "run1"));
+    assert!(total > free && free > 0.0, "total {total} free {free}");
+    let cached = sum(&of(&samples, "lxd_memory_Cached_bytes", "run1"));
+    assert!(cached > 0.0, "the 4 MB file is in the page cache:\n{text}");
+    let procs = sum(&of(&samples, "lxd_procs_total", "run1"));
+    let cg_procs = cgroup_value(&rel, &[("pids", "pids.current"), ("", "pids.current")])
+        .map(|v| v.trim().parse::<f64>().unwrap());
+    assert!(procs >= 1.0, "{procs}");
+    if let Some(p) = cg_procs {
+        assert_eq!(procs, p, "processes against pids.current");
+    }
+    let size = sum(&of(&samples, "lxd_filesystem_size_bytes", "run1"));
+    let avail = sum(&of(&samples, "lxd_filesystem_avail_bytes", "run1"));
+    assert!(size > 0.0 && avail <= size, "size {size} avail {avail}");
+    let eth0: Vec<&Sample> = of(&samples, "lxd_network_transmit_packets_total", "run1");
+    assert_eq!(eth0.len(), 1, "{eth0:?}");
+    assert_eq!(eth0[0].labels["device"], "eth0");
+    // DHCP: the container has sent something by the time it got an address.
+    hutch_tests::wait_until("run1 sends packets", Duration::from_secs(30), || {
+        let (_, _, t) = get(&socket, "/1.0/metrics");
+        let (s, _) = parse_strict(&t);
+        sum(&of(&s, "lxd_network_transmit_packets_total", "run1")) > 0.0
+    });
+    assert!(of(&samples, "lxd_procs_total", "stop1").is_empty());
+    let instances: BTreeMap<&str, f64> = samples
+        .iter()
+        .filter(|s| s.name == "hutch_instances")
+        .map(|s| (s.labels["status"].as_str(), s.value))
+        .collect();
+    assert_eq!(
+        instances,
+        BTreeMap::from([("Running", 1.0), ("Stopped", 1.0)])
+    );
+
+    // The histogram counts requests by route template, never by raw path.
+    let count = |samples: &[Sample], route: &str| -> f64 {
+        samples
+            .iter()
+            .filter(|s| {
+                s.name == "hutch_api_request_duration_seconds_count"
+                    && s.labels["method"] == "GET"
+                    && s.labels["route"] == route
+            })
+            .map(|s| s.value)
+            .sum()
+    };
+    for _ in 0..3 {
+        let (status, _, _) = get(&socket, "/1.0/instances/run1");
+        assert_eq!(status, 200);
+    }
+    let (_, _, again) = get(&socket, "/1.0/metrics");
+    let (after, _) = parse_strict(&again);
+    assert!(count(&after, "/1.0/metrics") >= count(&samples, "/1.0/metrics") + 1.0);
+    let by_name = count(&after, "/1.0/instances/:name");
+    assert!(by_name >= 3.0, "{again}");
+    assert!(
+        !again.contains("route=\"/1.0/instances/run1\""),
+        "a raw path became a label:\n{again}"
+    );
+    let buckets: Vec<&Sample> = after
+        .iter()
+        .filter(|s| {
+            s.name == "hutch_api_request_duration_seconds_bucket"
+                && s.labels["route"] == "/1.0/instances/:name"
+                && s.labels["method"] == "GET"
+        })
+        .collect();
+    assert_eq!(buckets.last().unwrap().labels["le"], "+Inf");
+    assert_eq!(buckets.last().unwrap().value, by_name);
+    assert!(buckets.windows(2).all(|w| w[0].value <= w[1].value));
+    assert_eq!(get(&socket, "/1.0/metrics?project=default").0, 200);
+    assert_eq!(get(&socket, "/1.0/metrics?project=nope").0, 404);
+
+    // hutch top: one csv table of rates over an interval.
+    let csv = d.hutch_ok(&["top", "--format", "csv", "--interval", "0.5"]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "name,cpu_percent,memory_bytes,disk_read_bytes_per_second,disk_write_bytes_per_second,network_rx_bytes_per_second,network_tx_bytes_per_second,processes",
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 2, "the running instance only:\n{csv}");
+    let cells: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(cells.len(), 8, "{csv}");
+    assert_eq!(cells[0], "run1");
+    assert!(cells[1].parse::<f64>().unwrap() >= 0.0, "{csv}");
+    assert!(cells[2].parse::<f64>().unwrap() > 0.0, "{csv}");
+    assert!(cells[7].parse::<f64>().unwrap() >= 1.0, "{csv}");
+    let err = d.hutch_err(&["top", "--format", "csv", "--interval", "0"]);
+    assert!(err.contains("interval"), "{err}");
+
+    d.hutch_ok(&["delete", "--force", "run1", "stop1"]);
+}
+
+/// A client of the HTTPS listener, the server pinned, with a certificate or without.
+struct Client {
+    address: String,
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl Client {
+    fn new(d: &TestDaemon, url: &str, identity: Option<&Identity>) -> Client {
+        let server = hutch_tls::cert_der_of_pem(&d.server_cert()).expect("server.crt");
+        let config = hutch_tls::client_config(ServerTrust::Pinned(server), identity).expect("tls");
+        Client {
+            address: url.trim_start_matches("https://").to_string(),
+            config,
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String, String) {
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let conn = rustls::ClientConnection::new(self.config.clone(), name).expect("client");
+        let tcp = TcpStream::connect(&self.address).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(60))).ok();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.address
+        );
+        tls.write_all(head.as_bytes()).expect("send");
+        let mut resp = Vec::new();
+        // The server may close without close_notify once it has answered.
+        let _ = tls.read_to_end(&mut resp);
+        split_response(&resp)
+    }
+}
+
+#[test]
+fn metrics_certificates_scrape_and_reach_nothing_else() {
+    if !require_root("metrics_certificates_scrape_and_reach_nothing_else") {
+        return;
+    }
+    let d = TestDaemon::start();
+    let url = d.enable_https();
+    let trust = |kind: &str| {
+        let id = Identity::generate(Kind::Client).unwrap();
+        let body = json!({"certificate": hutch_tls::base64_encode(&id.cert_der),
+                          "name": kind, "type": kind});
+        let (status, out) = d.http("POST", "/1.0/certificates", body.to_string().as_bytes());
+        assert_eq!(status, 201, "{out}");
+        id
+    };
+    let metrics_id = trust("metrics");
+    let scraper = Client::new(&d, &url, Some(&metrics_id));
+    let (status, ctype, text) = scraper.get("/1.0/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(ctype, "text/plain; version=0.0.4");
+    let (samples, _) = parse_strict(&text);
+    assert!(samples.iter().any(|s| s.name == "hutch_threads"), "{text}");
+    for path in [
+        "/1.0/instances",
+        "/1.0/certificates",
+        "/1.0/events",
+        "/1.0/metrics/x",
+    ] {
+        let (status, _, body) = scraper.get(path);
+        assert_eq!(status, 403, "a metrics certificate on {path}: {body}");
+    }
+    let admin_id = trust("client");
+    let (status, _, _) = Client::new(&d, &url, Some(&admin_id)).get("/1.0/metrics");
+    assert_eq!(status, 200);
+    for (who, client) in [
+        ("no certificate", Client::new(&d, &url, None)),
+        (
+            "an unknown certificate",
+            Client::new(&d, &url, Some(&Identity::generate(Kind::Client).unwrap())),
+        ),
+    ] {
+        let (status, _, body) = client.get("/1.0/metrics");
+        assert_eq!(status, 403, "{who}: {body}");
+        assert!(body.contains("not authorized"), "{who}: {body}");
+    }
+}
+
+/// Metric names newer LXD releases emit that 5.0 does not (`lxd/metrics/types.go` on
+/// main): hutch emits them too, for the dashboards made for those releases.
+const NEWER_LXD_NAMES: &[&str] = &["lxd_cpu_effective_total", "lxd_memory_OOM_kills_total"];
+
+#[test]
+fn hutch_emits_lxds_metric_names() {
+    if !require_root("hutch_emits_lxds_metric_names") {
+        return;
+    }
+    let Some(lxd) = ReferenceLxd::start("hutch_emits_lxds_metric_names") else {
+        return;
+    };
+    lxd.import_busybox();
+    lxd.lxc_ok(&["launch", "bb", "m1"]);
+    let (status, _, lxd_text) = get(&lxd.lxd_dir().join("unix.socket"), "/1.0/metrics");
+    assert_eq!(status, 200, "{lxd_text}");
+    let (lxd_samples, lxd_types) = parse_strict(&lxd_text);
+    lxd.lxc_ok(&["delete", "--force", "m1"]);
+
+    let d = TestDaemon::start();
+    d.import_busybox(Via::Hutch);
+    d.hutch_ok(&["launch", "bb", "m1"]);
+    let (_, _, text) = get(&d.socket(), "/1.0/metrics");
+    let (samples, types) = parse_strict(&text);
+    d.hutch_ok(&["delete", "--force", "m1"]);
+
+    let names = |s: &[Sample]| -> BTreeSet<String> {
+        s.iter()
+            .filter(|s| s.name.starts_with("lxd_"))
+            .map(|s| s.name.clone())
+            .collect()
+    };
+    let (ours, theirs) = (names(&samples), names(&lxd_samples));
+    let extra: Vec<&String> = ours
+        .difference(&theirs)
+        .filter(|n| !NEWER_LXD_NAMES.contains(&n.as_str()))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "not LXD's: {extra:?}\nLXD:\n{lxd_text}\nhutch:\n{text}"
+    );
+    for n in ours.intersection(&theirs) {
+        assert_eq!(types[n], lxd_types[n], "type of {n}");
+        // The same label names, the values aside.
+        let keys = |s: &[Sample]| -> BTreeSet<String> {
+            s.iter()
+                .filter(|s| &s.name == n)
+                .flat_map(|s| s.labels.keys().cloned())
+                .collect()
+        };
+        assert_eq!(keys(&samples), keys(&lxd_samples), "labels of {n}");
+    }
+    for core in [
+        "lxd_cpu_seconds_total",
+        "lxd_memory_MemTotal_bytes",
+        "lxd_procs_total",
+    ] {
+        assert!(ours.contains(core), "{core}:\n{text}");
+    }
+}
