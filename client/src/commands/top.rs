@@ -460,7 +460,7 @@ fn live(
     interval: Duration,
 ) -> Result<()> {
     let interrupt = crate::interrupt::Watch::install();
-    let screen = Screen::enter();
+    let terminal = Screen::enter();
     let mut before: Option<(Instant, BTreeMap<String, Totals>)> = None;
     let remote = if remote.is_empty() { "(local)" } else { remote };
     let result = (|| -> Result<()> {
@@ -500,7 +500,7 @@ fn live(
             }
         }
     })();
-    drop(screen);
+    drop(terminal);
     result
 }
 
