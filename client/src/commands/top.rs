@@ -477,7 +477,7 @@ fn live(
             loop {
                 sort_rows(&mut table, key);
                 let (w, h) = terminal_size();
-                let text = screen(&table, key, remote, secs, w, h).join("\r\n");
+                let text = screen(&table, key, remote, secs, w, h).join("\n");
                 print!("\x1b[H\x1b[2J{text}");
                 std::io::stdout().flush()?;
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -2,7 +2,6 @@
 //! (cgroup v2, or the v1 controllers of a legacy or hybrid host): CPU time, memory, block
 //! I/O and processes. Nothing enters the container; each value is one small file read.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use hutch_runtime::cgroup::CgroupLayout;
@@ -59,20 +58,25 @@ pub struct CgroupStats {
     pub processes: u64,
 }
 
+/// v1 writes "no limit" as `i64::MAX` rounded down to a page: anything this large.
+const UNLIMITED: u64 = 1 << 62;
+
 /// A limit file's value: `max` (v2) or a page-rounded `i64::MAX` (v1) mean none.
 fn limit_value(text: &str) -> Option<u64> {
     let v: u64 = text.trim().parse().ok()?;
-    (v < (1 << 62)).then_some(v)
+    (v < UNLIMITED).then_some(v)
 }
 
-/// `key value` lines (memory.stat, cpu.stat, memory.events) as a map.
-pub fn flat_keyed(text: &str) -> HashMap<&str, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k, v.trim().parse().ok()?))
-        })
-        .collect()
+/// The value of `key` in `key value` lines (cpu.stat, memory.events, memory.oom_control).
+pub fn field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        if k == key {
+            v.trim().parse().ok()
+        } else {
+            None
+        }
+    })
 }
 
 /// How many CPUs a cpuset list (`0-3,6`) names.
@@ -169,49 +173,51 @@ pub fn parse_blkio(bytes: &str, ops: &str) -> Vec<(String, DiskIo)> {
     by_dev
 }
 
-/// Memory from v1's `memory.stat` (its hierarchical `total_*` keys).
-fn memory_v1(stat: &HashMap<&str, u64>) -> Memory {
-    let g = |k: &str| {
-        stat.get(format!("total_{k}").as_str())
-            .copied()
-            .unwrap_or(0)
-    };
-    Memory {
-        active_anon: g("active_anon"),
-        active_file: g("active_file"),
-        inactive_anon: g("inactive_anon"),
-        inactive_file: g("inactive_file"),
-        cached: g("cache"),
-        dirty: g("dirty"),
-        mapped: g("mapped_file"),
-        shmem: g("shmem"),
-        unevictable: g("unevictable"),
-        writeback: g("writeback"),
-        rss: Some(g("rss")),
-        ..Memory::default()
+/// Memory from `memory.stat`: v1's hierarchical `total_*` keys, or v2's own, and (v1)
+/// the limit in force with its parents' (`hierarchical_memory_limit`), so that no other
+/// file is read for it.
+fn memory_of(text: &str, v1: bool) -> Memory {
+    let mut m = Memory::default();
+    let mut rss = 0;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.trim().parse::<u64>() else {
+            continue;
+        };
+        let key = match (v1, key.strip_prefix("total_")) {
+            (true, Some(k)) => k,
+            (true, None) if key == "hierarchical_memory_limit" => {
+                m.limit = (v < UNLIMITED).then_some(v);
+                continue;
+            }
+            (true, None) => continue,
+            (false, _) => key,
+        };
+        let field = match (key, v1) {
+            ("active_anon", _) => &mut m.active_anon,
+            ("active_file", _) => &mut m.active_file,
+            ("inactive_anon", _) => &mut m.inactive_anon,
+            ("inactive_file", _) => &mut m.inactive_file,
+            ("cache", true) | ("file", false) => &mut m.cached,
+            ("dirty", true) | ("file_dirty", false) => &mut m.dirty,
+            ("mapped_file", true) | ("file_mapped", false) => &mut m.mapped,
+            ("writeback", true) | ("file_writeback", false) => &mut m.writeback,
+            ("shmem", _) => &mut m.shmem,
+            ("unevictable", _) => &mut m.unevictable,
+            ("rss", true) => &mut rss,
+            _ => continue,
+        };
+        *field = v;
     }
-}
-
-/// Memory from v2's `memory.stat`.
-fn memory_v2(stat: &HashMap<&str, u64>) -> Memory {
-    let g = |k: &str| stat.get(k).copied().unwrap_or(0);
-    Memory {
-        active_anon: g("active_anon"),
-        active_file: g("active_file"),
-        inactive_anon: g("inactive_anon"),
-        inactive_file: g("inactive_file"),
-        cached: g("file"),
-        dirty: g("file_dirty"),
-        mapped: g("file_mapped"),
-        shmem: g("shmem"),
-        unevictable: g("unevictable"),
-        writeback: g("file_writeback"),
-        ..Memory::default()
-    }
+    // As LXD: RSS is a v1 figure only.
+    m.rss = v1.then_some(rss);
+    m
 }
 
 fn read(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok()
+    super::host::read_small(path)
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -237,25 +243,23 @@ fn read_v2(dir: &Path) -> CgroupStats {
     let f = |name: &str| dir.join(name);
     let mut stats = CgroupStats::default();
     if let Some(text) = read(&f("cpu.stat")) {
-        let cpu = flat_keyed(&text);
         // v2 has no per-CPU split: LXD reports it all as CPU 0.
         for (mode, key) in [("system", "system_usec"), ("user", "user_usec")] {
             stats.cpu.push(CpuTime {
                 cpu: "0".into(),
                 mode,
-                seconds: cpu.get(key).copied().unwrap_or(0) as f64 / 1e6,
+                seconds: field(&text, key).unwrap_or(0) as f64 / 1e6,
             });
         }
     }
     stats.effective_cpus = read(&f("cpuset.cpus.effective")).and_then(|s| count_cpus(&s));
     if let Some(text) = read(&f("memory.stat")) {
-        stats.memory = memory_v2(&flat_keyed(&text));
+        stats.memory = memory_of(&text, false);
     }
     stats.memory.usage = read_u64(&f("memory.current")).unwrap_or(0);
     stats.memory.limit = read(&f("memory.max")).and_then(|s| limit_value(&s));
     stats.memory.swap = read_u64(&f("memory.swap.current"));
-    stats.memory.oom_kills =
-        read(&f("memory.events")).and_then(|t| flat_keyed(&t).get("oom_kill").copied());
+    stats.memory.oom_kills = read(&f("memory.events")).and_then(|t| field(&t, "oom_kill"));
     stats.disk = read(&f("io.stat"))
         .map(|t| parse_io_stat(&t))
         .unwrap_or_default();
@@ -282,15 +286,14 @@ fn read_v1(layout: &CgroupLayout, rel: &str) -> CgroupStats {
     };
     stats.effective_cpus = text("cpuset", "cpuset.effective_cpus").and_then(|s| count_cpus(&s));
     if let Some(t) = text("memory", "memory.stat") {
-        stats.memory = memory_v1(&flat_keyed(&t));
+        stats.memory = memory_of(&t, true);
     }
     let num = |name: &str| file("memory", name).and_then(|p| read_u64(&p));
     let usage = num("memory.usage_in_bytes").unwrap_or(0);
     stats.memory.usage = usage;
-    stats.memory.limit = text("memory", "memory.limit_in_bytes").and_then(|s| limit_value(&s));
     stats.memory.swap = num("memory.memsw.usage_in_bytes").map(|t| t.saturating_sub(usage));
     stats.memory.oom_kills =
-        text("memory", "memory.oom_control").and_then(|t| flat_keyed(&t).get("oom_kill").copied());
+        text("memory", "memory.oom_control").and_then(|t| field(&t, "oom_kill"));
     if let (Some(bytes), Some(ops)) = (
         text("blkio", "blkio.throttle.io_service_bytes_recursive"),
         text("blkio", "blkio.throttle.io_serviced_recursive"),
@@ -445,10 +448,9 @@ mod tests {
             &[
                 (
                     "memory.stat",
-                    "cache 1\ntotal_cache 5246976\ntotal_rss 61440\n",
+                    "cache 1\nhierarchical_memory_limit 268435456\ntotal_cache 5246976\ntotal_rss 61440\n",
                 ),
                 ("memory.usage_in_bytes", "6082560\n"),
-                ("memory.limit_in_bytes", "268435456\n"),
                 ("memory.memsw.usage_in_bytes", "6086656\n"),
                 (
                     "memory.oom_control",

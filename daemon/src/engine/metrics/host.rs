@@ -6,6 +6,26 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// A small kernel file (cgroup, proc) as text: open, read, close, without the size
+/// query and the second read `read_to_string` makes. A pseudo-file shorter than the
+/// buffer comes whole in one read; a longer one is read on to its end.
+pub fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    loop {
+        let n = f.read(&mut buf[len..]).ok()?;
+        len += n;
+        if n == 0 || len < buf.len() {
+            break;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
+}
+
 /// One interface's counters, as `/proc/net/dev` lists them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetCounters {
@@ -265,6 +285,23 @@ vethab12:    1000      10    1    2    0     0          0         0     2000    
             ("/dev/loop3", "btrfs")
         );
         assert_eq!(mount_of(&mounts, Path::new("/etc")).unwrap().fstype, "ext4");
+    }
+
+    #[test]
+    fn small_files_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 10, 8191, 8192, 8193, 40000] {
+            let p = dir.path().join(format!("f{len}"));
+            let text: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            std::fs::write(&p, &text).unwrap();
+            assert_eq!(read_small(&p).as_deref(), Some(text.as_str()), "{len}");
+        }
+        assert_eq!(read_small(&dir.path().join("missing")), None);
+        assert!(read_small(Path::new("/proc/self/status"))
+            .unwrap()
+            .contains("Threads:"));
     }
 
     #[test]

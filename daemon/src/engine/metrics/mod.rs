@@ -510,9 +510,12 @@ fn add_instance(set: &mut MetricSet, m: &InstanceMetrics, host_mem_total: u64) {
             ("type", m.kind.clone()),
         ]
     };
+    // Extra labels (`cpu`, `device`, `mode`) sort before `name`: in this order no sort
+    // is needed when rendering.
     let with = |extra: &[(&'static str, &str)]| {
-        let mut l = base();
-        l.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let mut l: Vec<(&'static str, String)> =
+            extra.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        l.extend(base());
         l
     };
     let cg = &m.cgroup;
@@ -614,7 +617,10 @@ fn add_daemon(set: &mut MetricSet, f: &DaemonFigures, requests: &RequestDuration
             n as f64,
         );
     }
-    for s in requests.snapshot() {
+    let mut series = requests.snapshot();
+    // A stable order from scrape to scrape (the table's is by hash).
+    series.sort_by(|a, b| (&a.route, &a.method).cmp(&(&b.route, &b.method)));
+    for s in series {
         set.add_histogram(
             REQUEST_DURATION,
             vec![("method", s.method), ("route", s.route)],

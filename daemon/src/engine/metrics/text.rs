@@ -71,7 +71,9 @@ impl MetricSet {
     }
 
     fn family(&mut self, desc: Desc) -> &mut Family {
-        let i = match self.families.iter().position(|f| f.desc.name == desc.name) {
+        // Descriptions are constants: their names' pointers match first.
+        let same = |f: &Family| std::ptr::eq(f.desc.name, desc.name) || f.desc.name == desc.name;
+        let i = match self.families.iter().position(same) {
             Some(i) => i,
             None => {
                 self.families.push(Family {
@@ -109,8 +111,8 @@ impl MetricSet {
             .map(|(le, n)| (format_value(*le), *n))
             .chain(std::iter::once(("+Inf".to_string(), count)));
         for (le, n) in bounds {
-            let mut l = labels.clone();
-            l.push(("le", le));
+            let mut l = vec![("le", le)];
+            l.extend(labels.iter().cloned());
             family.samples.push(Sample {
                 suffix: "_bucket",
                 labels: l,
@@ -131,29 +133,17 @@ impl MetricSet {
 
     /// The exposition text, ending with `# EOF` as LXD's does.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(
-            self.families.iter().map(|f| f.samples.len()).sum::<usize>() * 96 + 64,
-        );
+        let lines: usize = self.families.iter().map(|f| f.samples.len()).sum();
+        let mut out = String::with_capacity(lines * 96 + 64);
         for f in self.families.iter().filter(|f| !f.samples.is_empty()) {
             let _ = writeln!(out, "# HELP {} {}", f.desc.name, escape_help(f.desc.help));
             let _ = writeln!(out, "# TYPE {} {}", f.desc.name, f.desc.kind.name());
             for s in &f.samples {
                 out.push_str(f.desc.name);
                 out.push_str(s.suffix);
-                if !s.labels.is_empty() {
-                    let mut labels: Vec<&(&str, String)> = s.labels.iter().collect();
-                    labels.sort_by(|a, b| a.0.cmp(b.0));
-                    out.push('{');
-                    for (i, (k, v)) in labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
-                    }
-                    out.push('}');
-                }
+                push_labels(&mut out, &s.labels);
                 out.push(' ');
-                out.push_str(&format_value(s.value));
+                push_value(&mut out, s.value);
                 out.push('\n');
             }
         }
@@ -162,19 +152,58 @@ impl MetricSet {
     }
 }
 
-/// A label value with `\`, `"` and newlines escaped.
-fn escape_label(v: &str) -> String {
-    if !v.contains(['\\', '"', '\n']) {
-        return v.to_string();
+/// `{a="…",b="…"}` sorted by name (callers mostly add them sorted: then no sort is made).
+fn push_labels(out: &mut String, labels: &[(&'static str, String)]) {
+    if labels.is_empty() {
+        return;
     }
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    if !labels.windows(2).all(|w| w[0].0 <= w[1].0) {
+        order.sort_by_key(|i| labels[*i].0);
+    }
+    out.push('{');
+    for (n, i) in order.into_iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let (k, v) = &labels[i];
+        out.push_str(k);
+        out.push_str("=\"");
+        push_escaped_label(out, v);
+        out.push('"');
+    }
+    out.push('}');
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn push_escaped_label(out: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// A help text with `\` and newlines escaped.
 fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Writes [`format_value`] of `v`; whole numbers below a million (most samples) go
+/// straight as integers.
+fn push_value(out: &mut String, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        out.push_str(&format_value(v));
+    }
 }
 
 /// `v` as Go's `FormatFloat(v, 'g', -1, 64)`: the shortest digits that read back as `v`,
