@@ -441,6 +441,24 @@ fn metrics_certificates_scrape_and_reach_nothing_else() {
     let admin_id = trust("client");
     let (status, _, _) = Client::new(&d, &url, Some(&admin_id)).get("/1.0/metrics");
     assert_eq!(status, 200);
+    // hutch top over HTTPS: a remote added by token, one scrape per refresh.
+    d.import_busybox(Via::Hutch);
+    d.hutch_ok(&["launch", "bb", "far1"]);
+    let out = d.hutch_ok(&["config", "trust", "add", "--name", "topc"]);
+    let token = out.lines().last().unwrap_or_default().trim().to_string();
+    let h = hutch_tests::HutchClient::new();
+    h.ok(&["remote", "add", "r1", &token]);
+    let csv = h.ok(&["top", "r1:", "--format", "csv", "--interval", "0.2"]);
+    let names: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(names, ["far1"], "{csv}");
+    assert!(csv.starts_with("name,cpu_percent,"), "{csv}");
+    let err = h.err_in(&["top", "r1:far1", "--format", "csv"], b"");
+    assert!(err.contains("takes a remote"), "{err}");
+    d.hutch_ok(&["delete", "--force", "far1"]);
     for (who, client) in [
         ("no certificate", Client::new(&d, &url, None)),
         (
