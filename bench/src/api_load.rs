@@ -45,6 +45,14 @@ fn get(socket: &Path, path: &str) -> Result<(u16, Duration)> {
     Ok((status, took))
 }
 
+/// One `GET /1.0/metrics`, timed; an answer other than 200 is an error.
+pub(crate) fn scrape(socket: &Path) -> Result<Duration> {
+    match get(socket, "/1.0/metrics")? {
+        (200, took) => Ok(took),
+        (status, _) => bail!("GET /1.0/metrics on {}: HTTP {status}", socket.display()),
+    }
+}
+
 /// `clients` threads, started together, each making `rounds` rounds of list, state and
 /// config requests about `instances` (taken in turn, a different one per client).
 pub(crate) fn run(

@@ -263,6 +263,15 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
             }
         }
         record(&format!("list of {size}"), list);
+        // One Prometheus scrape of every running container (LXD's row too, from its own
+        // socket; LXD may answer from its 8 s cache, hutchd reads afresh every time).
+        let mut scrapes = vec![Vec::new(); targets.len()];
+        for _ in 0..runs {
+            for (i, t) in targets.iter().enumerate() {
+                scrapes[i].push(api_load::scrape(&t.dir.join("unix.socket"))?);
+            }
+        }
+        record(&format!("metrics scrape, {size} running"), scrapes);
         // A launch must cost the same however many containers already run.
         record(
             &format!("launch, {size} running"),
