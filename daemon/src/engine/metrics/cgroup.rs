@@ -239,34 +239,41 @@ pub fn read_stats(layout: &CgroupLayout, rel: &str) -> CgroupStats {
     }
 }
 
+/// v2 CPU time: no per-CPU split, so LXD reports it all as CPU 0.
+fn cpu_v2(dir: &Path) -> Vec<CpuTime> {
+    let Some(text) = read(&dir.join("cpu.stat")) else {
+        return Vec::new();
+    };
+    [("system", "system_usec"), ("user", "user_usec")]
+        .into_iter()
+        .map(|(mode, key)| CpuTime {
+            cpu: "0".into(),
+            mode,
+            seconds: field(&text, key).unwrap_or(0) as f64 / 1e6,
+        })
+        .collect()
+}
+
 fn read_v2(dir: &Path) -> CgroupStats {
     let f = |name: &str| dir.join(name);
-    let mut stats = CgroupStats::default();
-    if let Some(text) = read(&f("cpu.stat")) {
-        // v2 has no per-CPU split: LXD reports it all as CPU 0.
-        for (mode, key) in [("system", "system_usec"), ("user", "user_usec")] {
-            stats.cpu.push(CpuTime {
-                cpu: "0".into(),
-                mode,
-                seconds: field(&text, key).unwrap_or(0) as f64 / 1e6,
-            });
-        }
-    }
-    stats.effective_cpus = read(&f("cpuset.cpus.effective")).and_then(|s| count_cpus(&s));
-    if let Some(text) = read(&f("memory.stat")) {
-        stats.memory = memory_of(&text, false);
-    }
-    stats.memory.usage = read_u64(&f("memory.current")).unwrap_or(0);
-    stats.memory.limit = read(&f("memory.max")).and_then(|s| limit_value(&s));
-    stats.memory.swap = read_u64(&f("memory.swap.current"));
-    stats.memory.oom_kills = read(&f("memory.events")).and_then(|t| field(&t, "oom_kill"));
-    stats.disk = read(&f("io.stat"))
-        .map(|t| parse_io_stat(&t))
+    let mut memory = read(&f("memory.stat"))
+        .map(|text| memory_of(&text, false))
         .unwrap_or_default();
-    stats.processes = read_u64(&f("pids.current"))
-        .or_else(|| count_lines(&f("cgroup.procs")))
-        .unwrap_or(0);
-    stats
+    memory.usage = read_u64(&f("memory.current")).unwrap_or(0);
+    memory.limit = read(&f("memory.max")).and_then(|s| limit_value(&s));
+    memory.swap = read_u64(&f("memory.swap.current"));
+    memory.oom_kills = read(&f("memory.events")).and_then(|t| field(&t, "oom_kill"));
+    CgroupStats {
+        cpu: cpu_v2(dir),
+        effective_cpus: read(&f("cpuset.cpus.effective")).and_then(|s| count_cpus(&s)),
+        memory,
+        disk: read(&f("io.stat"))
+            .map(|t| parse_io_stat(&t))
+            .unwrap_or_default(),
+        processes: read_u64(&f("pids.current"))
+            .or_else(|| count_lines(&f("cgroup.procs")))
+            .unwrap_or(0),
+    }
 }
 
 fn read_v1(layout: &CgroupLayout, rel: &str) -> CgroupStats {
@@ -275,16 +282,18 @@ fn read_v1(layout: &CgroupLayout, rel: &str) -> CgroupStats {
     };
     let file = |controller: &str, name: &str| dir(controller).map(|d| d.join(name));
     let text = |controller: &str, name: &str| file(controller, name).and_then(|p| read(&p));
-    let mut stats = CgroupStats::default();
-    stats.cpu = match text("cpuacct", "cpuacct.usage_all") {
-        Some(t) => parse_usage_all(&t),
-        // No cpuacct: the hybrid host's v2 tree counts CPU time (cpu.stat is core).
-        None => layout
-            .v2()
-            .map(|h| read_v2(&h.mountpoint.join(rel)).cpu)
-            .unwrap_or_default(),
+    let mut stats = CgroupStats {
+        cpu: match text("cpuacct", "cpuacct.usage_all") {
+            Some(t) => parse_usage_all(&t),
+            // No cpuacct: the hybrid host's v2 tree counts CPU time (cpu.stat is core).
+            None => layout
+                .v2()
+                .map(|h| cpu_v2(&h.mountpoint.join(rel)))
+                .unwrap_or_default(),
+        },
+        effective_cpus: text("cpuset", "cpuset.effective_cpus").and_then(|s| count_cpus(&s)),
+        ..CgroupStats::default()
     };
-    stats.effective_cpus = text("cpuset", "cpuset.effective_cpus").and_then(|s| count_cpus(&s));
     if let Some(t) = text("memory", "memory.stat") {
         stats.memory = memory_of(&t, true);
     }

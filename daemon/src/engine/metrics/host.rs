@@ -155,9 +155,7 @@ fn unescape_octal(s: &str) -> String {
 pub fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
     let mut best: Option<&Mount> = None;
     for m in mounts.iter().filter(|m| path.starts_with(&m.mountpoint)) {
-        if best.map_or(true, |b| {
-            m.mountpoint.as_os_str().len() >= b.mountpoint.as_os_str().len()
-        }) {
+        if best.is_none_or(|b| m.mountpoint.as_os_str().len() >= b.mountpoint.as_os_str().len()) {
             best = Some(m);
         }
     }
