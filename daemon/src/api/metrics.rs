@@ -54,3 +54,45 @@ pub async fn time_requests(State(e): State<AppState>, req: Request, next: Next) 
     e.observe_request(method.as_str(), route, start.elapsed());
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+
+    use crate::api::testing::TestApi;
+
+    #[tokio::test]
+    async fn metrics_are_text_and_requests_count_by_route() {
+        let api = TestApi::new().await;
+        let fp = api.tiny_image().await;
+        api.tiny_instance("c1", &fp).await;
+        for _ in 0..2 {
+            let (status, _) = api.call(Method::GET, "/1.0/instances/c1", None).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let (status, _) = api.call(Method::GET, "/1.0/nope/x", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, headers, _) = api
+            .call_raw(Method::GET, "/1.0/metrics?project=default", Vec::new(), &[])
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "text/plain; version=0.0.4");
+        let (status, body) = api.call(Method::GET, "/1.0/metrics?project=p2", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+        let text = api.engine.metrics(None).await.unwrap();
+        // A stopped instance has no samples; the daemon counts it.
+        assert!(!text.contains("lxd_"), "{text}");
+        for line in [
+            "hutch_instances{status=\"Running\"} 0",
+            "hutch_instances{status=\"Stopped\"} 1",
+            "hutch_api_request_duration_seconds_count{method=\"GET\",route=\"/1.0/instances/:name\"} 2",
+            "hutch_api_request_duration_seconds_count{method=\"GET\",route=\"other\"} 1",
+            "hutch_api_request_duration_seconds_count{method=\"GET\",route=\"/1.0/metrics\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("/1.0/instances/c1"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
