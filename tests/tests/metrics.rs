@@ -373,6 +373,50 @@ fn metrics_report_running_instances_under_lxds_names() {
     d.hutch_ok(&["delete", "--force", "run1", "stop1"]);
 }
 
+#[test]
+fn metrics_read_a_cgroup2_only_host() {
+    if !require_root("metrics_read_a_cgroup2_only_host") {
+        return;
+    }
+    // The daemon sees the cgroup2 hierarchy alone (on a hybrid host it has few or no
+    // controllers: CPU time and processes are core, memory may be missing).
+    let d = TestDaemon::start_cgroup2_only();
+    d.import_busybox(Via::Hutch);
+    d.hutch_ok(&["launch", "bb", "v2a"]);
+    d.sh_ok("v2a", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done");
+    let (status, _, text) = get(&d.socket(), "/1.0/metrics");
+    assert_eq!(status, 200, "{text}");
+    let (samples, _) = parse_strict(&text);
+    let cpu = of(&samples, "lxd_cpu_seconds_total", "v2a");
+    let labels: BTreeSet<(&str, &str)> = cpu
+        .iter()
+        .map(|s| (s.labels["cpu"].as_str(), s.labels["mode"].as_str()))
+        .collect();
+    // As LXD on cgroup v2: no per-CPU split, all of it as CPU 0.
+    assert_eq!(
+        labels,
+        BTreeSet::from([("0", "system"), ("0", "user")]),
+        "{text}"
+    );
+    assert!(sum(&cpu) > 0.0, "{text}");
+    assert!(
+        sum(&of(&samples, "lxd_procs_total", "v2a")) >= 1.0,
+        "{text}"
+    );
+    let controllers =
+        std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").unwrap_or_default();
+    let memory = !of(&samples, "lxd_memory_MemTotal_bytes", "v2a").is_empty();
+    if Path::new("/sys/fs/cgroup/unified").exists() {
+        // A hybrid host: memory samples only where its v2 tree has the controller.
+        assert_eq!(
+            memory,
+            controllers.split_whitespace().any(|c| c == "memory"),
+            "{text}"
+        );
+    }
+    d.hutch_ok(&["delete", "--force", "v2a"]);
+}
+
 /// A client of the HTTPS listener, the server pinned, with a certificate or without.
 struct Client {
     address: String,

@@ -52,7 +52,8 @@ pub struct CgroupStats {
     pub cpu: Vec<CpuTime>,
     /// CPUs it may run on (its effective cpuset).
     pub effective_cpus: Option<u64>,
-    pub memory: Memory,
+    /// None without a memory controller (its samples are then left out, not zeros).
+    pub memory: Option<Memory>,
     /// By `major:minor`.
     pub disk: Vec<(String, DiskIo)>,
     pub processes: u64,
@@ -256,13 +257,14 @@ fn cpu_v2(dir: &Path) -> Vec<CpuTime> {
 
 fn read_v2(dir: &Path) -> CgroupStats {
     let f = |name: &str| dir.join(name);
-    let mut memory = read(&f("memory.stat"))
-        .map(|text| memory_of(&text, false))
-        .unwrap_or_default();
-    memory.usage = read_u64(&f("memory.current")).unwrap_or(0);
-    memory.limit = read(&f("memory.max")).and_then(|s| limit_value(&s));
-    memory.swap = read_u64(&f("memory.swap.current"));
-    memory.oom_kills = read(&f("memory.events")).and_then(|t| field(&t, "oom_kill"));
+    let memory = read(&f("memory.stat")).map(|text| {
+        let mut m = memory_of(&text, false);
+        m.usage = read_u64(&f("memory.current")).unwrap_or(0);
+        m.limit = read(&f("memory.max")).and_then(|s| limit_value(&s));
+        m.swap = read_u64(&f("memory.swap.current"));
+        m.oom_kills = read(&f("memory.events")).and_then(|t| field(&t, "oom_kill"));
+        m
+    });
     CgroupStats {
         cpu: cpu_v2(dir),
         effective_cpus: read(&f("cpuset.cpus.effective")).and_then(|s| count_cpus(&s)),
@@ -294,15 +296,14 @@ fn read_v1(layout: &CgroupLayout, rel: &str) -> CgroupStats {
         effective_cpus: text("cpuset", "cpuset.effective_cpus").and_then(|s| count_cpus(&s)),
         ..CgroupStats::default()
     };
-    if let Some(t) = text("memory", "memory.stat") {
-        stats.memory = memory_of(&t, true);
-    }
-    let num = |name: &str| file("memory", name).and_then(|p| read_u64(&p));
-    let usage = num("memory.usage_in_bytes").unwrap_or(0);
-    stats.memory.usage = usage;
-    stats.memory.swap = num("memory.memsw.usage_in_bytes").map(|t| t.saturating_sub(usage));
-    stats.memory.oom_kills =
-        text("memory", "memory.oom_control").and_then(|t| field(&t, "oom_kill"));
+    stats.memory = text("memory", "memory.stat").map(|t| {
+        let mut m = memory_of(&t, true);
+        let num = |name: &str| file("memory", name).and_then(|p| read_u64(&p));
+        m.usage = num("memory.usage_in_bytes").unwrap_or(0);
+        m.swap = num("memory.memsw.usage_in_bytes").map(|t| t.saturating_sub(m.usage));
+        m.oom_kills = text("memory", "memory.oom_control").and_then(|t| field(&t, "oom_kill"));
+        m
+    });
     if let (Some(bytes), Some(ops)) = (
         text("blkio", "blkio.throttle.io_service_bytes_recursive"),
         text("blkio", "blkio.throttle.io_serviced_recursive"),
@@ -425,13 +426,13 @@ mod tests {
             ]
         );
         assert_eq!(s.effective_cpus, Some(2));
-        assert_eq!(s.memory.cached, 8192);
-        assert_eq!(s.memory.dirty, 512);
-        assert_eq!(s.memory.usage, 65536);
-        assert_eq!(s.memory.limit, None);
-        assert_eq!(s.memory.rss, None);
-        assert_eq!(s.memory.swap, Some(0));
-        assert_eq!(s.memory.oom_kills, Some(1));
+        assert_eq!(s.memory.as_ref().unwrap().cached, 8192);
+        assert_eq!(s.memory.as_ref().unwrap().dirty, 512);
+        assert_eq!(s.memory.as_ref().unwrap().usage, 65536);
+        assert_eq!(s.memory.as_ref().unwrap().limit, None);
+        assert_eq!(s.memory.as_ref().unwrap().rss, None);
+        assert_eq!(s.memory.as_ref().unwrap().swap, Some(0));
+        assert_eq!(s.memory.as_ref().unwrap().oom_kills, Some(1));
         assert_eq!(s.disk[0].1.writes, 4);
         assert_eq!(s.processes, 3);
     }
@@ -474,11 +475,11 @@ mod tests {
         let s = read_stats(&layout, rel);
         assert_eq!(s.cpu.len(), 2);
         assert_eq!(s.cpu[1].seconds, 1.0);
-        assert_eq!(s.memory.cached, 5246976);
-        assert_eq!(s.memory.rss, Some(61440));
-        assert_eq!(s.memory.limit, Some(268435456));
-        assert_eq!(s.memory.swap, Some(4096));
-        assert_eq!(s.memory.oom_kills, Some(2));
+        assert_eq!(s.memory.as_ref().unwrap().cached, 5246976);
+        assert_eq!(s.memory.as_ref().unwrap().rss, Some(61440));
+        assert_eq!(s.memory.as_ref().unwrap().limit, Some(268435456));
+        assert_eq!(s.memory.as_ref().unwrap().swap, Some(4096));
+        assert_eq!(s.memory.as_ref().unwrap().oom_kills, Some(2));
         assert!(s.disk.is_empty());
         assert_eq!(s.processes, 1);
         assert_eq!(s.effective_cpus, None);

@@ -551,7 +551,31 @@ fn add_instance(set: &mut MetricSet, m: &InstanceMetrics, host_mem_total: u64) {
         set.add(FS_FREE, l(), fs.usage.free as f64);
         set.add(FS_SIZE, l(), fs.usage.size as f64);
     }
-    let mem = &cg.memory;
+    if let Some(mem) = &cg.memory {
+        add_memory(set, mem, host_mem_total, base());
+    }
+    for (dev, c) in &m.network {
+        let l = || with(&[("device", dev)]);
+        set.add(NET_RX_BYTES, l(), c.rx_bytes as f64);
+        set.add(NET_RX_DROP, l(), c.rx_drop as f64);
+        set.add(NET_RX_ERRS, l(), c.rx_errs as f64);
+        set.add(NET_RX_PACKETS, l(), c.rx_packets as f64);
+        set.add(NET_TX_BYTES, l(), c.tx_bytes as f64);
+        set.add(NET_TX_DROP, l(), c.tx_drop as f64);
+        set.add(NET_TX_ERRS, l(), c.tx_errs as f64);
+        set.add(NET_TX_PACKETS, l(), c.tx_packets as f64);
+    }
+    set.add(PROCS, base(), cg.processes as f64);
+}
+
+/// LXD's memory samples: `MemTotal` is the limit (the host's memory when unlimited),
+/// `MemFree` what the limit leaves, `MemAvailable` that and the page cache.
+fn add_memory(
+    set: &mut MetricSet,
+    mem: &cgroup::Memory,
+    host_mem_total: u64,
+    labels: Vec<(&'static str, String)>,
+) {
     let total = mem.limit.unwrap_or(host_mem_total);
     let free = total.saturating_sub(mem.usage);
     for (desc, v) in [
@@ -575,21 +599,9 @@ fn add_instance(set: &mut MetricSet, m: &InstanceMetrics, host_mem_total: u64) {
         (MEM_OOM_KILLS, mem.oom_kills),
     ] {
         if let Some(v) = v {
-            set.add(desc, base(), v as f64);
+            set.add(desc, labels.clone(), v as f64);
         }
     }
-    for (dev, c) in &m.network {
-        let l = || with(&[("device", dev)]);
-        set.add(NET_RX_BYTES, l(), c.rx_bytes as f64);
-        set.add(NET_RX_DROP, l(), c.rx_drop as f64);
-        set.add(NET_RX_ERRS, l(), c.rx_errs as f64);
-        set.add(NET_RX_PACKETS, l(), c.rx_packets as f64);
-        set.add(NET_TX_BYTES, l(), c.tx_bytes as f64);
-        set.add(NET_TX_DROP, l(), c.tx_drop as f64);
-        set.add(NET_TX_ERRS, l(), c.tx_errs as f64);
-        set.add(NET_TX_PACKETS, l(), c.tx_packets as f64);
-    }
-    set.add(PROCS, base(), cg.processes as f64);
 }
 
 /// The daemon's own figures at a scrape.
@@ -651,7 +663,7 @@ mod tests {
                     seconds: 1.5,
                 }],
                 effective_cpus: Some(2),
-                memory: Memory {
+                memory: Some(Memory {
                     active_anon: 4096,
                     cached: 8192,
                     usage: 65536,
@@ -660,7 +672,7 @@ mod tests {
                     swap: Some(0),
                     oom_kills: None,
                     ..Memory::default()
-                },
+                }),
                 disk: vec![(
                     "vda".into(),
                     DiskIo {
@@ -718,6 +730,14 @@ mod tests {
         // What the host does not count is left out, not shown as 0.
         assert!(!text.contains("lxd_memory_RSS_bytes"), "{text}");
         assert!(!text.contains("lxd_memory_OOM_kills_total"), "{text}");
+        // No memory controller: no memory samples, rather than zeros.
+        let mut bare = sample();
+        bare.cgroup.memory = None;
+        let mut set = MetricSet::with_order(ORDER);
+        add_instance(&mut set, &bare, 1 << 30);
+        let bare_text = set.render();
+        assert!(!bare_text.contains("lxd_memory_"), "{bare_text}");
+        assert!(bare_text.contains("lxd_procs_total"), "{bare_text}");
         // LXD's order: CPU, disk, filesystem, memory, network, processes.
         let at = |name: &str| text.find(&format!("# TYPE {name} ")).unwrap();
         assert!(at("lxd_cpu_seconds_total") < at("lxd_disk_read_bytes_total"));
@@ -729,7 +749,7 @@ mod tests {
     #[test]
     fn an_unlimited_instance_counts_the_hosts_memory() {
         let mut m = sample();
-        m.cgroup.memory.limit = None;
+        m.cgroup.memory.as_mut().unwrap().limit = None;
         let mut set = MetricSet::with_order(ORDER);
         add_instance(&mut set, &m, 1000 * 1024);
         assert!(set.render().contains(
