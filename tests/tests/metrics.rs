@@ -533,6 +533,22 @@ fn hutch_emits_lxds_metric_names() {
     let (status, _, lxd_text) = get(&lxd.lxd_dir().join("unix.socket"), "/1.0/metrics");
     assert_eq!(status, 200, "{lxd_text}");
     let (lxd_samples, lxd_types) = parse_strict(&lxd_text);
+    // hutch top reads LXD's metrics as well (on LXD's own socket).
+    let conf = hutch_tests::TestDir::new();
+    let mut top = std::process::Command::new(hutch_tests::hutch_bin());
+    top.args(["top", "--format", "csv", "--interval", "0.2"])
+        .env("HUTCH_DIR", lxd.lxd_dir())
+        .env("HUTCH_CONF", conf.path().join("hutch-conf"));
+    let out = hutch_tests::output_within(&mut top, b"", hutch_tests::COMMAND_LIMIT);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{csv}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{csv}");
+    assert!(rows[0].starts_with("m1,"), "{csv}");
     lxd.lxc_ok(&["delete", "--force", "m1"]);
 
     let d = TestDaemon::start();
