@@ -1,7 +1,7 @@
 //! The `scale` group: a fresh hutchd with a managed bridge, N running busybox containers
-//! each with a NIC on it, and what N costs: launch latency as N grows (lxc), `lxc list` and
-//! `hutch list` of N, the daemon's RSS, 128 launches at once (hutch), and API latency under
-//! 200 concurrent clients. Everything is deleted afterwards (the daemon's teardown removes
+//! each with a NIC on it, and what N costs: launch latency as N grows (lxc), `lxc list`,
+//! `hutch list` and a metrics scrape of N, the daemon's RSS, 128 launches at once (hutch),
+//! and API latency under 200 concurrent clients. Everything is deleted afterwards (the daemon's teardown removes
 //! the bridge, its dnsmasq and nftables table).
 
 use std::path::Path;
@@ -169,6 +169,18 @@ pub(crate) fn measure(plan: &ScalePlan) -> Result<Vec<Row>> {
             max,
         ));
     }
+    let mut scrapes: Vec<Duration> = (0..runs)
+        .map(|_| crate::api_load::scrape(&d.dir.join("unix.socket")))
+        .collect::<Result<_>>()?;
+    let (med, min, max) = stats(&mut scrapes);
+    rows.push((
+        format!("metrics scrape, {n} running"),
+        "http".into(),
+        driver.into(),
+        med,
+        min,
+        max,
+    ));
     // Read at rest, as the other RSS rows.
     std::thread::sleep(Duration::from_millis(2500));
     rows.push(value_row(
