@@ -100,6 +100,7 @@ pub fn network_router(state: AppState) -> Router {
         .merge(storage::routes())
         .merge(storage::volume_routes())
         .merge(internal::routes())
+        .merge(crate::ui::api_routes())
         .fallback(|| async { DaemonError::NotFound("not found".into()) })
         .method_not_allowed_fallback(|| async { DaemonError::NotImplemented })
         .layer(axum::middleware::from_fn(names::refuse_bad_segments))
