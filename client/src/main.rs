@@ -67,6 +67,8 @@ enum Cmd {
     Query(query::QueryArgs),
     /// Monitor the server's events.
     Monitor(monitor::MonitorArgs),
+    /// Print a one-time login link to the local server's web UI (and open it).
+    Ui(commands::ui::UiArgs),
     /// Show local and remote versions.
     Version,
     /// Manage warnings.
@@ -121,6 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let (c, _) = remote::split(&c, a.remote.as_deref().unwrap_or(""))?;
             monitor::monitor(&c, &a)?
         }
+        Cmd::Ui(a) => commands::ui::ui(&a)?,
         Cmd::Version => misc::version(&c)?,
         Cmd::Warning(cmd) => misc::warning(&c, cmd)?,
         Cmd::Project(cmd) => misc::project(&c, cmd)?,

@@ -28,6 +28,7 @@ pub mod stack;
 pub mod storage;
 pub mod template;
 pub mod trust;
+pub mod ui;
 
 use anyhow::{bail, Result};
 use serde_json::Value;
