@@ -674,10 +674,23 @@ mod tests {
 
     #[test]
     fn the_ui_address_is_loopback_only() {
-        for ok in ["127.0.0.1:8444", "127.0.0.2", "[::1]:8444", "::1", "localhost:1"] {
+        for ok in [
+            "127.0.0.1:8444",
+            "127.0.0.2",
+            "[::1]:8444",
+            "::1",
+            "localhost:1",
+        ] {
             assert_eq!(is_loopback_address(ok), Ok(()), "{ok}");
         }
-        for bad in [":8444", "0.0.0.0:8444", "[::]:1", "10.0.0.1:8444", "example.com:1", "x y"] {
+        for bad in [
+            ":8444",
+            "0.0.0.0:8444",
+            "[::]:1",
+            "10.0.0.1:8444",
+            "example.com:1",
+            "x y",
+        ] {
             assert!(is_loopback_address(bad).is_err(), "{bad}");
         }
     }

@@ -119,20 +119,32 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
     let index = ui_http(port, "GET", "/ui/", &[], "");
     assert_eq!(index.status, 200, "{}", index.head);
     let csp = index.header("content-security-policy").expect("a CSP");
-    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert_eq!(index.header("x-content-type-options"), Some("nosniff"));
     let etag = index.header("etag").expect("an ETag").to_string();
     let again = ui_http(port, "GET", "/ui/", &[("If-None-Match", &etag)], "");
     assert_eq!(again.status, 304);
     let js = ui_http(port, "GET", "/ui/js/main.js", &[], "");
-    assert_eq!(js.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
 
     // Without a session, the API is closed.
     for path in ["/1.0", "/1.0/instances", "/1.0/events"] {
         let a = ui_http(port, "GET", path, &[], "");
         assert_eq!(a.status, 403, "{path}: {}", a.body);
     }
-    let forged = ui_http(port, "GET", "/1.0/instances", &[("Cookie", "hutch_ui_session=00ff")], "");
+    let forged = ui_http(
+        port,
+        "GET",
+        "/1.0/instances",
+        &[("Cookie", "hutch_ui_session=00ff")],
+        "",
+    );
     assert_eq!(forged.status, 403);
 
     // A token works once.
@@ -188,7 +200,13 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
     assert_eq!(ws.status, 403, "cross-origin websocket: {}", ws.head);
 
     // DNS rebinding: a name that is not loopback is not the UI.
-    let rebound = ui_http(port, "GET", "/1.0/instances", &[("Host", "evil.example"), ("Cookie", &cookie)], "");
+    let rebound = ui_http(
+        port,
+        "GET",
+        "/1.0/instances",
+        &[("Host", "evil.example"), ("Cookie", &cookie)],
+        "",
+    );
     assert_eq!(rebound.status, 421);
 
     // Tokens are given on the unix socket only, never to a browser session.
@@ -209,7 +227,9 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
 
 /// Clicks the button labelled `label` in the row of `name`.
 fn click_in_row(b: &Browser, name: &str, label: &str) -> anyhow::Result<()> {
-    let button = b.wait_xpath(&format!("//tr[@data-name='{name}']//button[text()='{label}']"))?;
+    let button = b.wait_xpath(&format!(
+        "//tr[@data-name='{name}']//button[text()='{label}']"
+    ))?;
     b.click(&button)
 }
 
@@ -226,8 +246,10 @@ fn wait_row_state(b: &Browser, name: &str, want: &str) -> anyhow::Result<()> {
 
 /// Whether the page is wider than the viewport.
 fn overflows(b: &Browser) -> anyhow::Result<bool> {
-    Ok(b.script("return document.documentElement.scrollWidth > window.innerWidth;")?
-        == Value::Bool(true))
+    Ok(
+        b.script("return document.documentElement.scrollWidth > window.innerWidth;")?
+            == Value::Bool(true),
+    )
 }
 
 /// Saves a screenshot when `HUTCH_UI_SCREENSHOTS` names a directory (CI's artifacts).
@@ -265,7 +287,10 @@ fn ui_drives_an_instance_in_a_real_browser() {
         .unwrap_or_else(|| panic!("no link in {out:?}"))
         .trim()
         .to_string();
-    assert!(url.starts_with(&format!("http://127.0.0.1:{port}/ui/?token=")), "{url}");
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{port}/ui/?token=")),
+        "{url}"
+    );
 
     let b = Browser::start(d.path()).expect("start chromium through chromedriver");
     if let Err(e) = drive(&d, &b, &url, &name) {
@@ -282,7 +307,10 @@ fn drive(d: &TestDaemon, b: &Browser, url: &str, name: &str) -> anyhow::Result<(
     b.goto(url)?;
     b.wait_css(&format!("tr[data-name='{name}']"))?;
     let here = b.url()?;
-    anyhow::ensure!(!here.contains("token"), "the token stayed in the URL: {here}");
+    anyhow::ensure!(
+        !here.contains("token"),
+        "the token stayed in the URL: {here}"
+    );
     let paint = b.script(
         "const p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : null;",
     )?;
@@ -304,8 +332,12 @@ fn drive(d: &TestDaemon, b: &Browser, url: &str, name: &str) -> anyhow::Result<(
     b.goto(&format!("{}#/i/{name}/terminal", base(url)))?;
     let input = b.wait_css(".xterm-helper-textarea")?;
     b.wait("a shell prompt", || {
-        let text = b.script("return document.querySelector('.xterm-rows')?.innerText || ''").ok()?;
-        text.as_str().is_some_and(|t| !t.trim().is_empty()).then_some(())
+        let text = b
+            .script("return document.querySelector('.xterm-rows')?.innerText || ''")
+            .ok()?;
+        text.as_str()
+            .is_some_and(|t| !t.trim().is_empty())
+            .then_some(())
     })?;
     b.type_into(&input, "echo hi-$RANDOM\u{E007}")?;
     let line = b.wait("the command's output in the terminal", || {
@@ -329,7 +361,9 @@ fn drive(d: &TestDaemon, b: &Browser, url: &str, name: &str) -> anyhow::Result<(
     b.clear(&dir)?;
     b.type_into(&dir, "/tmp\u{E007}")?;
     b.wait("the /tmp listing", || {
-        let v = b.script("return document.getElementById('f-path').value").ok()?;
+        let v = b
+            .script("return document.getElementById('f-path').value")
+            .ok()?;
         (v == "/tmp").then_some(())
     })?;
     let file = b.css("#f-upload")?;
@@ -346,7 +380,11 @@ fn drive(d: &TestDaemon, b: &Browser, url: &str, name: &str) -> anyhow::Result<(
     b.type_into(&snap_name, "ui-snap0")?;
     click(b, "//button[text()='Create snapshot']")?;
     b.wait_css("tr[data-name='ui-snap0']")?;
-    let (status, out) = d.http("GET", &format!("/1.0/instances/{name}/snapshots/ui-snap0"), b"");
+    let (status, out) = d.http(
+        "GET",
+        &format!("/1.0/instances/{name}/snapshots/ui-snap0"),
+        b"",
+    );
     anyhow::ensure!(status == 200, "the snapshot is not there: {out}");
     snap(b, "snapshots");
 
@@ -374,9 +412,97 @@ fn drive(d: &TestDaemon, b: &Browser, url: &str, name: &str) -> anyhow::Result<(
     );
     snap(b, "config");
 
+    // The overview graphs CPU and memory from the instance's state.
+    b.goto(&format!("{}#/i/{name}", base(url)))?;
+    b.wait("CPU and memory graphs", || {
+        let v = b
+            .script("return [...document.querySelectorAll('figure.graph polyline')].map(p => p.getAttribute('points') || '');")
+            .ok()?;
+        let drawn = v.as_array()?.iter().filter(|p| p.as_str().is_some_and(|p| !p.is_empty())).count();
+        (drawn == 2).then_some(())
+    })?;
+    snap(b, "overview");
+
+    // The console attaches over its websockets.
+    b.goto(&format!("{}#/i/{name}/console", base(url)))?;
+    b.wait_css(".xterm-rows")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let error = b.script(
+        "return [...document.querySelectorAll('main .error')].map(e => e.textContent).join('')",
+    )?;
+    anyhow::ensure!(error.as_str() == Some(""), "the console failed: {error}");
+
+    // Create and start an instance from the image, with its profile, then delete it.
+    let second = unique_name("ui");
+    b.goto(&format!("{}#/create", base(url)))?;
+    let field = b.wait_css("#c-name")?;
+    b.type_into(&field, &second)?;
+    let image = b.css("#c-image")?;
+    b.wait("the image list", || {
+        b.value(&image).ok().filter(|v| v.len() == 64)
+    })?;
+    b.wait_css("input[name=profile][value=default]:checked")?;
+    click(b, "//button[text()='Create']")?;
+    b.wait("the new instance's page", || {
+        b.url()
+            .ok()
+            .filter(|u| u.ends_with(&format!("#/i/{second}")))
+    })?;
+    let (status, state) = d.http("GET", &format!("/1.0/instances/{second}/state"), b"");
+    anyhow::ensure!(
+        status == 200 && state.contains("\"Running\""),
+        "{second}: {state}"
+    );
+    let (_, made) = d.http("GET", &format!("/1.0/instances/{second}"), b"");
+    anyhow::ensure!(made.contains("\"profiles\":[\"default\"]"), "{made}");
+    b.goto(&format!("{}#/", base(url)))?;
+    wait_row_state(b, &second, "Running")?;
+    click_in_row(b, &second, "Delete")?;
+    b.accept_alert()?;
+    b.wait("the deleted instance gone from the list", || {
+        b.css(&format!("tr[data-name='{second}']"))
+            .is_err()
+            .then_some(())
+    })?;
+    let (status, _) = d.http("GET", &format!("/1.0/instances/{second}"), b"");
+    anyhow::ensure!(status == 404, "{second} is still there");
+
+    // The other pages render.
+    for (page, shot) in [
+        ("#/networks", "networks"),
+        ("#/storage", "storage"),
+        ("#/images", "images"),
+        ("#/operations", "operations"),
+    ] {
+        b.goto(&format!("{}{page}", base(url)))?;
+        b.wait_css("main table, main section.card, main p.muted")?;
+        std::thread::sleep(Duration::from_millis(300));
+        let error = b.script(
+            "return [...document.querySelectorAll('main .error')].map(e => e.textContent).join('')",
+        )?;
+        anyhow::ensure!(error.as_str() == Some(""), "{page}: {error}");
+        snap(b, shot);
+    }
+
+    // A fresh load from the warm daemon, for comparison with the first paint above.
+    b.goto(&format!("{}?again=1#/", base(url)))?;
+    b.wait_css(&format!("tr[data-name='{name}']"))?;
+    let paint = b.script(
+        "const p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : null;",
+    )?;
+    eprintln!("web UI first contentful paint, warm (information only): {paint} ms");
+
     // Every page fits a phone's width.
     b.emulate_width(390, 844)?;
-    for page in ["#/", &format!("#/i/{name}"), &format!("#/i/{name}/config"), "#/networks", "#/storage", "#/images", "#/operations"] {
+    for page in [
+        "#/",
+        &format!("#/i/{name}"),
+        &format!("#/i/{name}/config"),
+        "#/networks",
+        "#/storage",
+        "#/images",
+        "#/operations",
+    ] {
         b.goto(&format!("{}{page}", base(url)))?;
         b.wait_css("main h1")?;
         std::thread::sleep(Duration::from_millis(300));

@@ -54,10 +54,11 @@ export function toast(text, bad = false) {
   setTimeout(() => t.remove(), 4000);
 }
 
+// A table; a header given as [text, class] marks its column (`wide`: hidden on phones).
 export function table(headers, rows) {
   return h("div", { class: "scroll" },
     h("table", {},
-      h("thead", {}, h("tr", {}, headers.map((x) => h("th", { scope: "col" }, x)))),
+      h("thead", {}, h("tr", {}, headers.map((x) => Array.isArray(x) ? h("th", { scope: "col", class: x[1] }, x[0]) : h("th", { scope: "col" }, x)))),
       h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: headers.length, class: "muted" }, "none")))));
 }
 

@@ -12,15 +12,20 @@ function chart(fig) {
   svg.setAttribute("viewBox", `0 0 ${POINTS - 1} 100`);
   svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("role", "img");
+  const area = document.createElementNS(SVG, "polygon");
   const line = document.createElementNS(SVG, "polyline");
-  svg.append(line);
+  svg.append(area, line);
   const label = document.createElement("span");
   label.className = "now";
   fig.append(svg, label);
   return (values, max, text) => {
     const top = Math.max(max, 1e-9);
-    const pts = values.map((v, i) => `${i + POINTS - values.length},${100 - (v / top) * 95}`).join(" ");
+    // One sample is drawn as a flat line from the left edge until more come.
+    const shown = values.length === 1 ? [values[0], values[0]] : values;
+    const first = POINTS - shown.length;
+    const pts = shown.map((v, i) => `${i + first},${(100 - (v / top) * 95).toFixed(2)}`).join(" ");
     line.setAttribute("points", pts);
+    area.setAttribute("points", `${first},100 ${pts} ${POINTS - 1},100`);
     label.textContent = text;
     svg.setAttribute("aria-label", `${fig.querySelector("figcaption").textContent}: ${text}`);
   };

@@ -26,10 +26,10 @@ function overview(body, name, path, err) {
   const cpu = h("figure", { class: "graph" }, h("figcaption", {}, "CPU"));
   const mem = h("figure", { class: "graph" }, h("figcaption", {}, "Memory"));
   const act = (action) => () => run("PUT", `${path}/state`, { action, timeout: 30, force: action !== "start" }).then(load);
-  const actions = h("div", { class: "actions" },
-    button("Start", act("start"), { errorEl: err, class: "primary" }),
-    button("Stop", act("stop"), { errorEl: err }),
-    button("Restart", act("restart"), { errorEl: err }),
+  const startB = button("Start", act("start"), { errorEl: err, class: "primary" });
+  const stopB = button("Stop", act("stop"), { errorEl: err });
+  const restartB = button("Restart", act("restart"), { errorEl: err });
+  const actions = h("div", { class: "actions" }, startB, stopB, restartB,
     button("Delete", async () => { await run("DELETE", path); location.hash = "#/"; },
       { errorEl: err, class: "danger", confirm: `Delete ${name}? (it must be stopped)` }));
   mount(body, actions, facts, h("div", { class: "graphs" }, cpu, mem));
@@ -46,6 +46,10 @@ function overview(body, name, path, err) {
       h("dt", {}, "Processes"), h("dd", {}, s.processes ?? "—"),
       h("dt", {}, "Created"), h("dd", {}, new Date(i.created_at).toLocaleString()));
     document.getElementById("i-status")?.replaceChildren(statusBadge(s.status));
+    const running = s.status === "Running";
+    startB.hidden = running;
+    stopB.hidden = !running;
+    restartB.hidden = !running;
   }
   load().catch((e) => (err.textContent = e.message));
 

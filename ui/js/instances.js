@@ -15,7 +15,7 @@ export function list(view) {
     try {
       const all = await get("/1.0/instances?recursion=2");
       all.sort((a, b) => a.name.localeCompare(b.name));
-      mount(body, table(["Name", "State", "IPv4", "Memory", "Image", "Actions"], all.map((i) => row(i, err, refresh))));
+      mount(body, table(["Name", "State", ["IPv4", "wide"], ["Memory", "wide"], ["Image", "wide"], "Actions"], all.map((i) => row(i, err, refresh))));
       err.textContent = "";
     } catch (e) {
       err.textContent = e.message;
@@ -45,9 +45,9 @@ function row(i, err, refresh) {
   return h("tr", { "data-name": i.name },
     h("td", {}, h("a", { href: `#/i/${enc(i.name)}` }, i.name)),
     h("td", { class: "state" }, statusBadge(i.status)),
-    h("td", { class: "mono" }, ipv4(i.state)),
-    h("td", {}, running ? bytes(i.state?.memory?.usage) : "—"),
-    h("td", { class: "muted" }, i.config?.["image.description"] || i.config?.["image.os"] || ""),
+    h("td", { class: "mono wide" }, ipv4(i.state)),
+    h("td", { class: "wide" }, running ? bytes(i.state?.memory?.usage) : "—"),
+    h("td", { class: "muted wide" }, i.config?.["image.description"] || i.config?.["image.os"] || ""),
     h("td", { class: "actions" },
       running
         ? [button("Stop", act("stop"), { errorEl: err }), button("Restart", act("restart"), { errorEl: err })]

@@ -20,8 +20,8 @@ export function networks(view) {
         h("h2", {}, n.name, " ", h("span", { class: "muted" }, `${n.type}${n.managed ? ", managed" : ""}`)),
         h("p", { class: "mono" }, [n.config?.["ipv4.address"], n.config?.["ipv6.address"]].filter(Boolean).join("  ")),
         h("p", { class: "muted" }, `Used by ${(n.used_by || []).length}`),
-        n.managed ? table(["Host", "Address", "MAC", "Type"], leases.map((l) =>
-          h("tr", {}, h("td", {}, l.hostname), h("td", { class: "mono" }, l.address), h("td", { class: "mono" }, l.hwaddr), h("td", {}, l.type)))) : null);
+        n.managed ? table(["Host", "Address", ["MAC", "wide"], ["Type", "wide"]], leases.map((l) =>
+          h("tr", {}, h("td", {}, l.hostname), h("td", { class: "mono" }, l.address), h("td", { class: "mono wide" }, l.hwaddr), h("td", { class: "wide" }, l.type)))) : null);
     }));
     mount(body, sections.length ? sections : h("p", { class: "muted" }, "No networks."));
   })().catch(fail);
@@ -51,13 +51,13 @@ export function images(view) {
   const { err, body, fail } = page(view, "Images");
   const load = async () => {
     const all = await get("/1.0/images?recursion=1");
-    mount(body, table(["Alias", "Fingerprint", "Description", "Size", "Uploaded", ""], all.map((i) =>
+    mount(body, table(["Alias", "Fingerprint", ["Description", "wide"], ["Size", "wide"], ["Uploaded", "wide"], ""], all.map((i) =>
       h("tr", {},
         h("td", {}, (i.aliases || []).map((a) => a.name).join(", ")),
         h("td", { class: "mono" }, i.fingerprint.slice(0, 12)),
-        h("td", {}, i.properties?.description || ""),
-        h("td", {}, bytes(i.size)),
-        h("td", {}, new Date(i.uploaded_at).toLocaleDateString()),
+        h("td", { class: "wide" }, i.properties?.description || ""),
+        h("td", { class: "wide" }, bytes(i.size)),
+        h("td", { class: "wide" }, new Date(i.uploaded_at).toLocaleDateString()),
         h("td", { class: "actions" }, button("Delete", () => run("DELETE", `/1.0/images/${i.fingerprint}`).then(load),
           { errorEl: err, class: "danger", confirm: `Delete image ${i.fingerprint.slice(0, 12)}?` }))))));
   };
@@ -69,12 +69,12 @@ export function operations(view) {
   const load = async () => {
     const all = await get("/1.0/operations?recursion=1");
     const ops = Object.values(all || {}).flat().sort((a, b) => b.created_at.localeCompare(a.created_at));
-    mount(body, table(["Description", "Status", "Created", "Resources", ""], ops.map((o) =>
+    mount(body, table(["Description", "Status", ["Created", "wide"], ["Resources", "wide"], ""], ops.map((o) =>
       h("tr", {},
         h("td", {}, o.description),
         h("td", {}, o.status, o.err ? h("span", { class: "error" }, ` ${o.err}`) : null),
-        h("td", {}, new Date(o.created_at).toLocaleTimeString()),
-        h("td", { class: "mono" }, Object.values(o.resources || {}).flat().join(" ")),
+        h("td", { class: "wide" }, new Date(o.created_at).toLocaleTimeString()),
+        h("td", { class: "mono wide" }, Object.values(o.resources || {}).flat().join(" ")),
         h("td", { class: "actions" }, o.status === "Running" && o.may_cancel
           ? button("Cancel", () => request("DELETE", `/1.0/operations/${o.id}`).then(load), { errorEl: err }) : null)))));
   };

@@ -131,7 +131,10 @@ pub fn page(status: StatusCode, text: &'static str) -> Response {
     secure(
         (
             status,
-            [(header::CONTENT_TYPE, TEXT), (header::CACHE_CONTROL, "no-store")],
+            [
+                (header::CONTENT_TYPE, TEXT),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
             text,
         )
             .into_response(),
@@ -150,7 +153,10 @@ mod tests {
         let index = serve("", &HeaderMap::new());
         assert_eq!(index.status(), StatusCode::OK);
         let h = index.headers();
-        assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+        assert!(h[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
         assert!(h[header::CONTENT_SECURITY_POLICY]
             .to_str()
             .unwrap()
@@ -164,8 +170,14 @@ mod tests {
         let tag = first.headers()[header::ETAG].clone();
         let mut headers = HeaderMap::new();
         headers.insert(header::IF_NONE_MATCH, tag);
-        assert_eq!(serve("js/main.js", &headers).status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(serve("../Cargo.toml", &HeaderMap::new()).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            serve("js/main.js", &headers).status(),
+            StatusCode::NOT_MODIFIED
+        );
+        assert_eq!(
+            serve("../Cargo.toml", &HeaderMap::new()).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]

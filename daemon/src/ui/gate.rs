@@ -27,7 +27,10 @@ pub async fn ui_gate(
     next: Next,
 ) -> Response {
     let Some(host) = loopback_host(req.headers()) else {
-        return page(StatusCode::MISDIRECTED_REQUEST, "unexpected Host for the hutch web UI");
+        return page(
+            StatusCode::MISDIRECTED_REQUEST,
+            "unexpected Host for the hutch web UI",
+        );
     };
     let path = req.uri().path();
     if path == "/" {
@@ -84,7 +87,10 @@ fn log_in(sessions: &UiSessions, token: &str) -> Response {
     };
     let mut resp = (
         StatusCode::SEE_OTHER,
-        [(header::LOCATION, "/ui/"), (header::CACHE_CONTROL, "no-store")],
+        [
+            (header::LOCATION, "/ui/"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
     )
         .into_response();
     let cookie = format!(
@@ -164,10 +170,20 @@ mod tests {
 
     #[test]
     fn only_loopback_hosts_pass() {
-        for ok in ["127.0.0.1:8444", "localhost:8444", "[::1]:8444", "127.0.0.1"] {
+        for ok in [
+            "127.0.0.1:8444",
+            "localhost:8444",
+            "[::1]:8444",
+            "127.0.0.1",
+        ] {
             assert!(loopback_host(&headers(&[("host", ok)])).is_some(), "{ok}");
         }
-        for bad in ["evil.example:8444", "10.0.0.1:8444", "127.0.0.1:x", "attacker"] {
+        for bad in [
+            "evil.example:8444",
+            "10.0.0.1:8444",
+            "127.0.0.1:x",
+            "attacker",
+        ] {
             assert!(loopback_host(&headers(&[("host", bad)])).is_none(), "{bad}");
         }
         assert!(loopback_host(&HeaderMap::new()).is_none());
@@ -178,8 +194,18 @@ mod tests {
         let me = "http://127.0.0.1:8444";
         let post = Method::POST;
         let get = Method::GET;
-        assert!(same_origin(&post, &headers(&[("origin", "http://127.0.0.1:8444")]), me, true));
-        assert!(!same_origin(&post, &headers(&[("origin", "http://127.0.0.1:9999")]), me, true));
+        assert!(same_origin(
+            &post,
+            &headers(&[("origin", "http://127.0.0.1:8444")]),
+            me,
+            true
+        ));
+        assert!(!same_origin(
+            &post,
+            &headers(&[("origin", "http://127.0.0.1:9999")]),
+            me,
+            true
+        ));
         assert!(!same_origin(&post, &HeaderMap::new(), me, true));
         assert!(same_origin(&get, &HeaderMap::new(), me, true));
         let ws = headers(&[("upgrade", "websocket"), ("origin", "http://evil.example")]);
@@ -187,8 +213,18 @@ mod tests {
         // HTTPS: clients without Origin (lxc, pylxd) pass; a foreign page's write does not.
         let https = "https://h:8443";
         assert!(same_origin(&post, &HeaderMap::new(), https, false));
-        assert!(!same_origin(&post, &headers(&[("origin", "http://evil.example")]), https, false));
-        assert!(same_origin(&get, &headers(&[("origin", "http://evil.example")]), https, false));
+        assert!(!same_origin(
+            &post,
+            &headers(&[("origin", "http://evil.example")]),
+            https,
+            false
+        ));
+        assert!(same_origin(
+            &get,
+            &headers(&[("origin", "http://evil.example")]),
+            https,
+            false
+        ));
     }
 
     #[test]
@@ -208,7 +244,10 @@ mod tests {
         let resp = log_in(&s, &token);
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
         let c = resp.headers()[header::SET_COOKIE].to_str().unwrap();
-        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict"), "{c}");
+        assert!(
+            c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+            "{c}"
+        );
         assert_eq!(log_in(&s, &token).status(), StatusCode::FORBIDDEN);
     }
 }

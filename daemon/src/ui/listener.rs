@@ -66,9 +66,12 @@ impl UiListener {
     /// Serves `api` (the listeners' router) with the UI's files beside it, behind the gate.
     /// Set once, before the first `listen`.
     pub fn set_router(&self, api: Router) {
-        let router = api.merge(super::asset_routes()).layer(
-            axum::middleware::from_fn_with_state(self.sessions.clone(), super::gate::ui_gate),
-        );
+        let router = api
+            .merge(super::asset_routes())
+            .layer(axum::middleware::from_fn_with_state(
+                self.sessions.clone(),
+                super::gate::ui_gate,
+            ));
         let _ = self.router.set(router);
     }
 
@@ -105,7 +108,9 @@ impl UiListener {
                 if !current.is_empty() {
                     match bind(&current) {
                         Ok(socket) => *running = Some(self.serve(&current, socket)?),
-                        Err(e) => tracing::error!(error = %e, "serve the previous UI address again"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "serve the previous UI address again")
+                        }
                     }
                 }
                 Err(e)
@@ -150,7 +155,11 @@ impl UiListener {
                     address: peer,
                     session: None,
                 };
-                tokio::spawn(crate::https::serve_connection(stream, router.clone(), caller));
+                tokio::spawn(crate::https::serve_connection(
+                    stream,
+                    router.clone(),
+                    caller,
+                ));
             }
             drop(listener);
             drop(stopped_tx);
@@ -169,7 +178,9 @@ impl UiListener {
 /// name resolved to.
 fn bind(address: &str) -> Result<StdListener> {
     let fail = |why: String| {
-        DaemonError::BadRequest(format!("Cannot listen for the web UI on {address:?}: {why}"))
+        DaemonError::BadRequest(format!(
+            "Cannot listen for the web UI on {address:?}: {why}"
+        ))
     };
     let (host, port) = match hutch_api::server_config::split_host_port(address) {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|e| fail(e.to_string()))?),

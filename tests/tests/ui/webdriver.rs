@@ -127,7 +127,10 @@ impl Browser {
     }
 
     fn session_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-        let id = self.session.as_deref().ok_or_else(|| anyhow!("no session"))?;
+        let id = self
+            .session
+            .as_deref()
+            .ok_or_else(|| anyhow!("no session"))?;
         self.call(method, &format!("/session/{id}{path}"), body)
     }
 
@@ -193,6 +196,23 @@ impl Browser {
         Ok(())
     }
 
+    /// Accepts the page's `confirm()` dialog, once it is open.
+    pub fn accept_alert(&self) -> Result<()> {
+        self.wait("a dialog", || {
+            self.session_call("POST", "/alert/accept", None).ok()
+        })?;
+        Ok(())
+    }
+
+    /// The selected option's value of a `<select>`, or an input's value.
+    pub fn value(&self, e: &Element) -> Result<String> {
+        Ok(self
+            .session_call("GET", &format!("/element/{}/property/value", e.0), None)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
     pub fn text(&self, e: &Element) -> Result<String> {
         Ok(self
             .session_call("GET", &format!("/element/{}/text", e.0), None)?
@@ -215,9 +235,11 @@ impl Browser {
         self.session_call(
             "POST",
             "/goog/cdp/execute",
-            Some(json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
-                "width": width, "height": height, "deviceScaleFactor": 1, "mobile": true,
-            }})),
+            Some(
+                json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                    "width": width, "height": height, "deviceScaleFactor": 1, "mobile": true,
+                }}),
+            ),
         )?;
         Ok(())
     }
