@@ -527,3 +527,97 @@ fn base(url: &str) -> String {
         None => url.to_string(),
     }
 }
+
+/// One request over the daemon's HTTPS listener at `address`, as `identity` if given,
+/// with extra headers: status, head and body.
+fn https_call(
+    d: &TestDaemon,
+    address: &str,
+    identity: Option<&hutch_tls::Identity>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let server = hutch_tls::cert_der_of_pem(&d.server_cert()).expect("server.crt");
+    let config = hutch_tls::client_config(hutch_tls::ServerTrust::Pinned(server), identity)
+        .expect("tls config");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let conn = rustls::ClientConnection::new(config, name).expect("client");
+    let tcp = TcpStream::connect(address).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{extra}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    tls.write_all(head.as_bytes()).expect("send");
+    let mut resp = Vec::new();
+    let _ = tls.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Answer {
+        status: head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+#[test]
+fn ui_over_https_trusts_the_browsers_client_certificate() {
+    if !require_root("ui_over_https_trusts_the_browsers_client_certificate") {
+        return;
+    }
+    let d = TestDaemon::start();
+    let url = d.enable_https();
+    let address = url.trim_start_matches("https://").to_string();
+
+    // The files are served to anyone; the API only to a trusted certificate.
+    let index = https_call(&d, &address, None, "GET", "/ui/", &[]);
+    assert_eq!(index.status, 200, "{}", index.head);
+    assert!(index.header("content-security-policy").is_some());
+    assert!(index.body.contains("/ui/js/main.js"), "{}", index.body);
+    let stranger = https_call(&d, &address, None, "GET", "/1.0/instances", &[]);
+    assert_eq!(stranger.status, 403, "{}", stranger.body);
+
+    let browser = hutch_tls::Identity::generate(hutch_tls::Kind::Client).expect("client cert");
+    let cert = hutch_tls::base64_encode(&browser.cert_der);
+    let body = format!(r#"{{"certificate":"{cert}","name":"browser","type":"client"}}"#);
+    let (status, out) = d.http("POST", "/1.0/certificates", body.as_bytes());
+    assert_eq!(status, 201, "{out}");
+    let trusted = https_call(&d, &address, Some(&browser), "GET", "/1.0/instances", &[]);
+    assert_eq!(trusted.status, 200, "{}", trusted.body);
+
+    // The certificate is as ambient as a cookie: another origin's page may not write.
+    let own = format!("https://{address}");
+    let evil = https_call(
+        &d,
+        &address,
+        Some(&browser),
+        "PATCH",
+        "/1.0",
+        &[("Origin", "https://evil.example")],
+    );
+    assert_eq!(evil.status, 403, "{}", evil.body);
+    let same = https_call(
+        &d,
+        &address,
+        Some(&browser),
+        "PATCH",
+        "/1.0",
+        &[("Origin", &own)],
+    );
+    assert_eq!(same.status, 200, "{}", same.body);
+    // Clients that name no origin (lxc, pylxd) write as before.
+    let cli = https_call(&d, &address, Some(&browser), "PATCH", "/1.0", &[]);
+    assert_eq!(cli.status, 200, "{}", cli.body);
+    // Login tokens are for the unix socket only.
+    let token = https_call(&d, &address, Some(&browser), "POST", "/1.0/ui/tokens", &[]);
+    assert_eq!(token.status, 403, "{}", token.body);
+}

@@ -247,7 +247,8 @@ impl Browser {
     /// A PNG of the viewport, written to `path`.
     pub fn screenshot(&self, path: &Path) -> Result<()> {
         let v = self.session_call("GET", "/screenshot", None)?;
-        let png = base64_decode(v.as_str().unwrap_or_default())?;
+        let png = hutch_tls::base64_decode(v.as_str().unwrap_or_default())
+            .ok_or_else(|| anyhow!("a screenshot that is not base64"))?;
         std::fs::write(path, png)?;
         Ok(())
     }
@@ -292,28 +293,4 @@ impl Drop for Browser {
             }
         }
     }
-}
-
-/// Standard base64 (WebDriver's screenshots).
-fn base64_decode(text: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' | b'\n' | b'\r' => continue,
-            _ => bail!("not base64"),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Ok(out)
 }
