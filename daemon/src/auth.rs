@@ -184,6 +184,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_ui_session_is_named_in_events_by_its_address() {
+        let caller = Caller::Ui {
+            address: "127.0.0.1:5000".parse().unwrap(),
+            session: Some("abc".into()),
+        };
+        let r = Requestor::of(&caller);
+        assert_eq!((r.username.as_str(), r.protocol.as_str()), ("ui", "ui"));
+        assert_eq!(r.address, "127.0.0.1:5000");
+        assert_eq!(caller.fingerprint(), None);
+    }
+
+    #[test]
     fn untrusted_routes_are_lxds() {
         for (m, p) in [
             ("GET", "/"),
