@@ -99,7 +99,7 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
     if !require_root("ui_listener_admits_only_sessions_from_its_own_origin") {
         return;
     }
-    let d = TestDaemon::start();
+    let mut d = TestDaemon::start();
 
     // The listener is loopback only: anything else is refused, and nothing is stored.
     let (status, out) = d.http(
@@ -218,6 +218,18 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
         "",
     );
     assert_eq!(from_ui.status, 403, "{}", from_ui.body);
+
+    // A restarted daemon serves the UI again at once; sessions lived in the old one only.
+    d.kill();
+    d.spawn();
+    let index = ui_http(port, "GET", "/ui/", &[], "");
+    assert_eq!(index.status, 200, "after a restart: {}", index.head);
+    let old = ui_http(port, "GET", "/1.0/instances", &[("Cookie", &cookie)], "");
+    assert_eq!(
+        old.status, 403,
+        "a session of the previous daemon: {}",
+        old.body
+    );
 
     // Stopping the listener closes the port.
     let (status, out) = d.http("PATCH", "/1.0", br#"{"config":{"core.ui_address":""}}"#);
