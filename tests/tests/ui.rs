@@ -364,6 +364,22 @@ fn drive(d: &TestDaemon, b: &Browser, url: &str, name: &str) -> anyhow::Result<(
     eprintln!("terminal printed {line}");
     snap(b, "terminal");
 
+    // Leaving the terminal hangs its shell up: the exec operation ends.
+    b.goto(&format!("{}#/", base(url)))?;
+    b.wait("the terminal's shell to end", || {
+        let (_, ops) = d.http("GET", "/1.0/operations?recursion=1", b"");
+        let v: Value = serde_json::from_str(&ops).ok()?;
+        let running = v["metadata"]["running"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let execs = running
+            .iter()
+            .filter(|o| o["description"] == "Executing command")
+            .count();
+        (execs == 0).then_some(())
+    })?;
+
     // Upload a file into /tmp and read it inside the container.
     let local = d.path().join("ui-upload.txt");
     let content = format!("uploaded by the web UI test {}\n", unique_name("f"));

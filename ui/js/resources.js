@@ -74,7 +74,7 @@ export function operations(view) {
         h("td", {}, o.description),
         h("td", {}, o.status, o.err ? h("span", { class: "error" }, ` ${o.err}`) : null),
         h("td", { class: "wide" }, new Date(o.created_at).toLocaleTimeString()),
-        h("td", { class: "mono wide" }, Object.values(o.resources || {}).flat().join(" ")),
+        h("td", { class: "mono wide" }, Object.values(o.resources || {}).flat().filter((r) => !r.startsWith("/1.0/containers/")).join(" ")),
         h("td", { class: "actions" }, o.status === "Running" && o.may_cancel
           ? button("Cancel", () => request("DELETE", `/1.0/operations/${o.id}`).then(load), { errorEl: err }) : null)))));
   };

@@ -28,6 +28,7 @@ export function open(box) {
 }
 
 async function attach(term, fit, path, body) {
+  const exec = path.endsWith("/exec");
   const op = await request("POST", path, body);
   const fds = op.metadata?.metadata?.fds || {};
   const base = `${op.operation}/websocket?secret=`;
@@ -53,9 +54,18 @@ async function attach(term, fit, path, body) {
     close() {
       input.dispose();
       window.removeEventListener("resize", resize);
-      data.close();
-      control.close();
       term.dispose();
+      data.onmessage = null;
+      data.onclose = () => control.close();
+      if (!exec || control.readyState !== 1) { data.close(); control.close(); return; }
+      // The daemon keeps a session whose client went for a reconnect: end the shell
+      // instead, as a closed terminal does (SIGHUP, then SIGKILL for a shell that only
+      // noted it, as ash reading a line does), reading its output to the end so that the
+      // operation ends with it.
+      const signal = (n) => { if (control.readyState === 1) control.send(JSON.stringify({ command: "signal", signal: n })); };
+      signal(1);
+      setTimeout(() => signal(9), 1000);
+      setTimeout(() => { data.close(); control.close(); }, 5000);
     },
   };
 }

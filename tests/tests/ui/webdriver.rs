@@ -275,22 +275,38 @@ impl Drop for Browser {
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
-        // Whatever Chromium of this profile is left (a session that did not end).
+        // Whatever Chromium of this profile is left (a session that did not end), until
+        // none is (a killed process takes a moment to go).
         let marker = format!("--user-data-dir={}", self.profile.display());
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let ours = cmdline
-                .split(|b| *b == 0)
-                .any(|arg| arg == marker.as_bytes());
-            if ours {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = processes_with_arg(&marker);
+            if left.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for pid in left {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Live processes (not zombies) with `arg` among their arguments.
+fn processes_with_arg(arg: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // A zombie's cmdline is empty: it is gone but for its parent's wait.
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
 }
