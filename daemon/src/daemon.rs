@@ -47,6 +47,8 @@ pub struct Daemon {
     pub(in crate::engine) trust: crate::engine::certificates::TrustCache,
     /// Watchers of running instances, the autorestart limit, host shutdown.
     pub(in crate::engine) supervision: crate::engine::supervision::Supervision,
+    /// Rewrites `backup.yaml` files after the changes that made them stale.
+    pub(in crate::engine) backup_files: crate::engine::backup_yaml::Writer,
 }
 
 /// What handlers and background tasks hold.
@@ -178,6 +180,7 @@ impl Daemon {
             locks: NamedLocks::default(),
             image_locks: NamedLocks::default(),
             supervision: crate::engine::supervision::Supervision::new(),
+            backup_files: Default::default(),
         })
     }
 

@@ -117,6 +117,7 @@ pub async fn serve(
         ));
     }
     // What background tasks wrote since the last change ended, before the process goes.
+    state.flush_backup_files().await;
     state.make_durable().await;
     if stopped_containers {
         tracing::info!("hutchd stopped after stopping its containers (host shutdown)");

@@ -1,5 +1,6 @@
 //! The `btrfs` driver: volumes are subvolumes, clones and snapshots are btrfs snapshots
-//! (instant, sharing extents), driven through the `btrfs` command as LXD does.
+//! (instant, sharing extents), driven through the `btrfs` command as LXD does (the runner
+//! makes the subvolume commands by ioctl: see runner.rs).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

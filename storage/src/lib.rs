@@ -6,6 +6,7 @@
 //! through a [`CommandRunner`] and every mount through a [`Mounter`], each with a fake.
 
 mod btrfs;
+mod btrfs_ioctl;
 mod copy;
 mod dir;
 mod driver;

@@ -163,6 +163,17 @@ impl TestDaemon {
         self.child = None;
     }
 
+    /// Stops the daemon as a service manager would (SIGTERM: it finishes its writes and
+    /// leaves containers running), waiting for it to exit.
+    pub fn stop(&mut self) {
+        let Some(pid) = self.pid() else { return };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        self.wait_for_exit(COMMAND_LIMIT);
+    }
+
     /// `kill -9` of the daemon: containers must not notice.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

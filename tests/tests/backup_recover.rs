@@ -32,17 +32,33 @@ fn json(d: &TestDaemon, path: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&body).unwrap()["metadata"].clone()
 }
 
-/// Loses the database: the daemon is killed (containers keep running), `database/`
-/// removed, the daemon started again on an empty one.
+/// Loses the database: the daemon is stopped (containers keep running; the backup files
+/// the last change made stale are written before it exits), `database/` removed, the
+/// daemon started again on an empty one.
 fn lose_database(d: &mut TestDaemon) {
-    d.kill();
+    d.stop();
     std::fs::remove_dir_all(d.path().join("database")).unwrap();
     d.spawn();
 }
 
-fn read_config(path: &Path) -> Config {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Config::from_yaml(&text).unwrap()
+fn try_read_config(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Config::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Polls `check` until it gives a value; panics with `what` and the last reason after
+/// ten seconds (a file the daemon rewrites after answering).
+fn settled<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(why) if std::time::Instant::now() > deadline => {
+                panic!("waiting for {what}: {why}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
 }
 
 fn mounted(path: &Path) -> bool {
@@ -264,36 +280,49 @@ fn backup_files_follow_every_change_and_stay_out_of_the_container() {
     d.import_busybox(Via::Hutch);
     let pool = d.path().join("storage-pools/default");
     let yaml = |inst: &str| pool.join("containers").join(inst).join("backup.yaml");
+    // The daemon rewrites a file just after answering the change: each check waits for
+    // the file to agree with the API.
     let matches_api = |inst: &str| {
-        let c = read_config(&yaml(inst));
-        let api = json(&d, &format!("/1.0/instances/{inst}"));
-        let container = c.container.clone().unwrap();
-        assert_eq!(container.name, inst);
-        assert_eq!(
-            serde_json::to_value(&container.config).unwrap(),
-            api["config"]
-        );
-        assert_eq!(
-            serde_json::to_value(&container.devices).unwrap(),
-            api["devices"]
-        );
-        assert_eq!(
-            serde_json::to_value(&container.expanded_config).unwrap(),
-            api["expanded_config"]
-        );
-        assert_eq!(c.pool.clone().unwrap().name, "default");
-        let snaps: Vec<String> = json(&d, &format!("/1.0/instances/{inst}/snapshots"))
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().rsplit('/').next().unwrap().to_string())
-            .collect();
-        let mut listed: Vec<String> = c.snapshots.iter().map(|s| s.name.clone()).collect();
-        listed.sort();
-        let mut snaps = snaps;
-        snaps.sort();
-        assert_eq!(listed, snaps);
-        c
+        settled(&format!("{inst}'s backup.yaml to match the API"), || {
+            let c = try_read_config(&yaml(inst))?;
+            let api = json(&d, &format!("/1.0/instances/{inst}"));
+            let container = c.container.clone().ok_or("no container")?;
+            let snaps: Vec<String> = json(&d, &format!("/1.0/instances/{inst}/snapshots"))
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+                .collect();
+            let mut listed: Vec<String> = c.snapshots.iter().map(|s| s.name.clone()).collect();
+            listed.sort();
+            let mut snaps = snaps;
+            snaps.sort();
+            let differs = [
+                (container.name != inst, "name"),
+                (
+                    serde_json::to_value(&container.config).unwrap() != api["config"],
+                    "config",
+                ),
+                (
+                    serde_json::to_value(&container.devices).unwrap() != api["devices"],
+                    "devices",
+                ),
+                (
+                    serde_json::to_value(&container.expanded_config).unwrap()
+                        != api["expanded_config"],
+                    "expanded_config",
+                ),
+                (
+                    c.pool.clone().map(|p| p.name).as_deref() != Some("default"),
+                    "pool",
+                ),
+                (listed != snaps, "snapshots"),
+            ];
+            match differs.iter().find(|(d, _)| *d) {
+                Some((_, what)) => Err(format!("{what} differs")),
+                None => Ok(c),
+            }
+        })
     };
     d.lxc_ok(&["launch", "bb", "c1"]);
     matches_api("c1");
@@ -334,13 +363,26 @@ fn backup_files_follow_every_change_and_stay_out_of_the_container() {
     d.lxc_ok(&["storage", "volume", "create", "default", "v1"]);
     d.lxc_ok(&["storage", "volume", "set", "default", "v1", "user.k", "v"]);
     d.lxc_ok(&["storage", "volume", "snapshot", "default", "v1", "vs"]);
-    let c = read_config(&vfile("v1"));
-    assert_eq!(c.volume.unwrap().config["user.k"], "v");
-    assert_eq!(c.volume_snapshots[0].name, "vs");
+    settled("v1's file to follow its config and snapshot", || {
+        let c = try_read_config(&vfile("v1"))?;
+        let config = c.volume.ok_or("no volume")?.config;
+        match (config.get("user.k"), c.volume_snapshots.first()) {
+            (Some(v), Some(s)) if v == "v" && s.name == "vs" => Ok(()),
+            other => Err(format!("not yet: {other:?}")),
+        }
+    });
     assert!(!pool.join("custom/v1").join("backup.yaml").exists());
     d.lxc_ok(&["storage", "volume", "rename", "default", "v1", "v2"]);
-    assert!(!vfile("v1").exists());
-    assert_eq!(read_config(&vfile("v2")).volume.unwrap().name, "v2");
+    settled("v1's file to go and v2's to come", || {
+        let name = try_read_config(&vfile("v2"))?
+            .volume
+            .ok_or("no volume")?
+            .name;
+        match (vfile("v1").exists(), name == "v2") {
+            (false, true) => Ok(()),
+            other => Err(format!("v1 exists, v2 named: {other:?}")),
+        }
+    });
     // The pool describes itself.
     assert!(pool.join(".hutch-pool.yaml").exists());
     d.lxc_ok(&["stop", "--all", "--force"]);

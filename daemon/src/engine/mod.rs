@@ -11,7 +11,7 @@ pub mod db;
 mod autostart;
 pub(crate) mod backup_config;
 mod backup_import;
-mod backup_yaml;
+pub(crate) mod backup_yaml;
 mod backups;
 pub(crate) mod cancel;
 pub mod certificates;
@@ -148,6 +148,16 @@ impl Engine {
         autostart(self.clone());
         start_scheduler(self.clone());
         image_tasks::start_image_tasks(self.clone());
+    }
+
+    /// Waits for the `backup.yaml` files the last changes made stale to be rewritten (at
+    /// exit; a few seconds at most, the next start rewrites them all anyway).
+    pub async fn flush_backup_files(&self) {
+        let d = self.d.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            d.backup_files.flush(std::time::Duration::from_secs(5))
+        })
+        .await;
     }
 
     /// Makes every database commit made so far durable: one `fdatasync` of the WAL for
