@@ -81,17 +81,22 @@ fn enable_ui(d: &TestDaemon) -> u16 {
     port
 }
 
-/// The session cookie a redeemed token set (`name=value`).
-fn log_in(port: u16, token: &str) -> String {
+/// A redeemed token's session: the cookie it set (`name=value`) and the key the page
+/// keeps (from the redirect's fragment).
+fn log_in(port: u16, token: &str) -> (String, String) {
     let a = ui_http(port, "GET", &format!("/ui/?token={token}"), &[], "");
     assert_eq!(a.status, 303, "{}{}", a.head, a.body);
-    assert_eq!(a.header("location"), Some("/ui/"));
+    let to = a.header("location").expect("a redirect");
+    let key = to
+        .strip_prefix("/ui/#key=")
+        .expect("the key in the fragment");
     let cookie = a.header("set-cookie").expect("a session cookie");
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
-    cookie.split(';').next().unwrap_or_default().to_string()
+    let cookie = cookie.split(';').next().unwrap_or_default().to_string();
+    (cookie, key.to_string())
 }
 
 #[test]
@@ -149,11 +154,44 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
 
     // A token works once.
     let t = token(&d, "");
-    let cookie = log_in(port, &t);
+    let (cookie, key) = log_in(port, &t);
     let used = ui_http(port, "GET", &format!("/ui/?token={t}"), &[], "");
     assert_eq!(used.status, 403, "a used token is refused");
-    let list = ui_http(port, "GET", "/1.0/instances", &[("Cookie", &cookie)], "");
+    let session = [
+        ("Cookie", cookie.as_str()),
+        ("X-Hutch-UI-Key", key.as_str()),
+    ];
+    let list = ui_http(port, "GET", "/1.0/instances", &session, "");
     assert_eq!(list.status, 200, "{}", list.body);
+    // On websockets the key rides in the query.
+    let by_query = ui_http(
+        port,
+        "GET",
+        &format!("/1.0/instances?ui_key={key}"),
+        &[("Cookie", &cookie)],
+        "",
+    );
+    assert_eq!(by_query.status, 200, "{}", by_query.body);
+    // The cookie alone (another loopback port's server may be sent it) is not a session;
+    // nor is the key alone.
+    let cookie_only = ui_http(port, "GET", "/1.0/instances", &[("Cookie", &cookie)], "");
+    assert_eq!(cookie_only.status, 403, "{}", cookie_only.body);
+    let wrong_key = ui_http(
+        port,
+        "GET",
+        "/1.0/instances",
+        &[("Cookie", &cookie), ("X-Hutch-UI-Key", &t)],
+        "",
+    );
+    assert_eq!(wrong_key.status, 403, "{}", wrong_key.body);
+    let key_only = ui_http(
+        port,
+        "GET",
+        "/1.0/instances",
+        &[("X-Hutch-UI-Key", &key)],
+        "",
+    );
+    assert_eq!(key_only.status, 403, "{}", key_only.body);
 
     // An expired token is refused.
     let short = token(&d, r#"{"lifetime": 1}"#);
@@ -167,11 +205,15 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
         port,
         "PATCH",
         "/1.0",
-        &[("Cookie", &cookie), ("Origin", "http://127.0.0.1:1")],
+        &[
+            ("Cookie", &cookie),
+            ("X-Hutch-UI-Key", &key),
+            ("Origin", "http://127.0.0.1:1"),
+        ],
         body,
     );
     assert_eq!(evil.status, 403, "cross-origin write: {}", evil.body);
-    let bare = ui_http(port, "PATCH", "/1.0", &[("Cookie", &cookie)], body);
+    let bare = ui_http(port, "PATCH", "/1.0", &session, body);
     assert_eq!(bare.status, 403, "a write without Origin: {}", bare.body);
     let (_, info) = d.http("GET", "/1.0", b"");
     assert!(!info.contains("user.ui-test"), "{info}");
@@ -179,7 +221,11 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
         port,
         "PATCH",
         "/1.0",
-        &[("Cookie", &cookie), ("Origin", &origin)],
+        &[
+            ("Cookie", &cookie),
+            ("X-Hutch-UI-Key", &key),
+            ("Origin", &origin),
+        ],
         body,
     );
     assert_eq!(ok.status, 200, "same-origin write: {}", ok.body);
@@ -189,6 +235,7 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
         "/1.0/events",
         &[
             ("Cookie", &cookie),
+            ("X-Hutch-UI-Key", &key),
             ("Origin", "http://evil.example"),
             ("Upgrade", "websocket"),
             ("Connection", "Upgrade"),
@@ -204,7 +251,11 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
         port,
         "GET",
         "/1.0/instances",
-        &[("Host", "evil.example"), ("Cookie", &cookie)],
+        &[
+            ("Host", "evil.example"),
+            ("Cookie", &cookie),
+            ("X-Hutch-UI-Key", &key),
+        ],
         "",
     );
     assert_eq!(rebound.status, 421);
@@ -214,7 +265,11 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
         port,
         "POST",
         "/1.0/ui/tokens",
-        &[("Cookie", &cookie), ("Origin", &origin)],
+        &[
+            ("Cookie", &cookie),
+            ("X-Hutch-UI-Key", &key),
+            ("Origin", &origin),
+        ],
         "",
     );
     assert_eq!(from_ui.status, 403, "{}", from_ui.body);
@@ -224,7 +279,7 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
     d.spawn();
     let index = ui_http(port, "GET", "/ui/", &[], "");
     assert_eq!(index.status, 200, "after a restart: {}", index.head);
-    let old = ui_http(port, "GET", "/1.0/instances", &[("Cookie", &cookie)], "");
+    let old = ui_http(port, "GET", "/1.0/instances", &session, "");
     assert_eq!(
         old.status, 403,
         "a session of the previous daemon: {}",
@@ -237,12 +292,21 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
-/// Clicks the button labelled `label` in the row of `name`.
+/// Clicks the button labelled `label` in the row of `name`. The list is drawn again on
+/// every event: a row found just before may be gone at the click, then it is found again.
 fn click_in_row(b: &Browser, name: &str, label: &str) -> anyhow::Result<()> {
-    let button = b.wait_xpath(&format!(
-        "//tr[@data-name='{name}']//button[text()='{label}']"
-    ))?;
-    b.click(&button)
+    let path = format!("//tr[@data-name='{name}']//button[text()='{label}']");
+    let mut last = None;
+    for _ in 0..10 {
+        let button = b.wait_xpath(&path)?;
+        match b.click(&button) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.to_string().contains("stale element") => last = Some(e),
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no {label} button for {name}")))
 }
 
 fn row_state(b: &Browser, name: &str) -> Option<String> {
@@ -320,8 +384,8 @@ fn drive(d: &TestDaemon, b: &Browser, url: &str, name: &str) -> anyhow::Result<(
     b.wait_css(&format!("tr[data-name='{name}']"))?;
     let here = b.url()?;
     anyhow::ensure!(
-        !here.contains("token"),
-        "the token stayed in the URL: {here}"
+        !here.contains("token") && !here.contains("key="),
+        "a secret stayed in the URL: {here}"
     );
     let paint = b.script(
         "const p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : null;",

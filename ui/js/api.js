@@ -1,5 +1,25 @@
 // The API client: LXD's envelope in, errors out as exceptions carrying the API's text.
 
+// On the loopback UI listener a session is the cookie plus a key kept in this origin's
+// storage (a login leaves it in the fragment once); over HTTPS there is none.
+const KEY = "hutch-ui-key";
+if (location.hash.startsWith("#key=")) {
+  localStorage.setItem(KEY, location.hash.slice(5));
+  history.replaceState(null, "", `${location.pathname}${location.search}#/`);
+}
+const sessionKey = () => (location.protocol === "http:" ? localStorage.getItem(KEY) : null);
+
+// Headers every request of the page sends.
+export function authHeaders(headers = {}) {
+  const key = sessionKey();
+  return key ? { ...headers, "X-Hutch-UI-Key": key } : headers;
+}
+
+// fetch() with the session's key.
+export function apiFetch(path, init = {}) {
+  return fetch(path, { ...init, credentials: "same-origin", headers: authHeaders(init.headers) });
+}
+
 export class ApiError extends Error {
   constructor(status, message) {
     super(message || `HTTP ${status}`);
@@ -21,7 +41,7 @@ async function envelope(resp) {
 }
 
 export async function request(method, path, data, headers = {}) {
-  const init = { method, headers: { ...headers }, credentials: "same-origin" };
+  const init = { method, headers: { ...headers } };
   if (data !== undefined) {
     if (data instanceof Blob || data instanceof ArrayBuffer || typeof data === "string") {
       init.body = data;
@@ -30,7 +50,7 @@ export async function request(method, path, data, headers = {}) {
       init.headers["Content-Type"] = "application/json";
     }
   }
-  const resp = await fetch(path, init);
+  const resp = await apiFetch(path, init);
   return envelope(resp);
 }
 
@@ -53,9 +73,12 @@ export async function wait(opPath) {
 
 export const enc = encodeURIComponent;
 
+// A websocket's URL; browsers set no headers on websockets, so the key goes in the query.
 export function wsURL(path) {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${proto}//${location.host}${path}`;
+  const key = sessionKey();
+  const auth = key ? `${path.includes("?") ? "&" : "?"}ui_key=${enc(key)}` : "";
+  return `${proto}//${location.host}${path}${auth}`;
 }
 
 // The events websocket, reconnecting; `onEvent` gets each parsed event.

@@ -1,7 +1,7 @@
 // A file browser on the instance's files API: list a directory, open a subdirectory,
 // download a file, upload one into the directory shown, delete.
 
-import { request, enc } from "./api.js";
+import { request, enc, apiFetch } from "./api.js";
 import { h, mount, button, table } from "./dom.js";
 
 export function browser(body, path, err) {
@@ -25,7 +25,7 @@ export function browser(body, path, err) {
   go.addEventListener("submit", (ev) => { ev.preventDefault(); list(where.value).catch((e) => (err.textContent = e.message)); });
 
   async function open(target) {
-    const resp = await fetch(`${path}/files?path=${enc(target)}`, { credentials: "same-origin" });
+    const resp = await apiFetch(`${path}/files?path=${enc(target)}`);
     const type = resp.headers.get("X-LXD-Type") || resp.headers.get("X-LXD-type");
     if (!resp.ok) {
       const env = await resp.json().catch(() => ({}));

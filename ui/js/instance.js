@@ -1,7 +1,7 @@
 // One instance: overview with CPU and memory graphs, terminal, console, files,
 // snapshots, and the config and devices editor.
 
-import { get, run, enc } from "./api.js";
+import { get, run, enc, apiFetch } from "./api.js";
 import { h, mount, button, errorBox, table, statusBadge, tabs } from "./dom.js";
 
 const TABS = [["overview", "Overview"], ["terminal", "Terminal"], ["console", "Console"],
@@ -132,7 +132,7 @@ function config(body, name, path, err) {
   let current = null;
   let etag = null;
   async function load() {
-    const resp = await fetch(path, { credentials: "same-origin" });
+    const resp = await apiFetch(path);
     const env = await resp.json();
     if (env.type === "error") throw new Error(env.error);
     current = env.metadata;

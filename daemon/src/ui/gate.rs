@@ -20,6 +20,11 @@ use crate::error::DaemonError;
 /// The session cookie's name.
 const COOKIE: &str = "hutch_ui_session";
 
+/// The header, or on websockets (whose browser API sets no headers) the query parameter,
+/// that carries the session's key.
+const KEY_HEADER: &str = "x-hutch-ui-key";
+const KEY_QUERY: &str = "ui_key";
+
 /// The gate of the UI listener (see the module doc).
 pub async fn ui_gate(
     State(sessions): State<Arc<UiSessions>>,
@@ -45,7 +50,16 @@ pub async fn ui_gate(
     if !same_origin(req.method(), req.headers(), &format!("http://{host}"), true) {
         return DaemonError::Forbidden("cross-origin request refused".into()).into_response();
     }
-    let session = cookie(req.headers(), COOKIE).and_then(|c| sessions.session(c));
+    let key = req
+        .headers()
+        .get(KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| query_value(req.uri().query().unwrap_or(""), KEY_QUERY));
+    let session = match (cookie(req.headers(), COOKIE), key) {
+        (Some(c), Some(k)) => sessions.session(c, &k),
+        _ => None,
+    };
     let Some(session) = session else {
         return DaemonError::Forbidden("not authorized".into()).into_response();
     };
@@ -77,7 +91,8 @@ pub async fn refuse_cross_origin(req: Request, next: Next) -> Response {
 }
 
 /// Exchanges a login token for a session cookie, and sends the browser on to `/ui/` so
-/// that the token leaves the address bar (and the history).
+/// that the token leaves the address bar (and the history), with the session's key in
+/// the fragment (never sent to a server), where the page takes it into its storage.
 fn log_in(sessions: &UiSessions, token: &str) -> Response {
     let Some(session) = sessions.redeem(token) else {
         return page(
@@ -85,20 +100,17 @@ fn log_in(sessions: &UiSessions, token: &str) -> Response {
             "This login link was used already or has expired: run `hutch ui` again.",
         );
     };
-    let mut resp = (
-        StatusCode::SEE_OTHER,
-        [
-            (header::LOCATION, "/ui/"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-    )
-        .into_response();
+    let mut resp = (StatusCode::SEE_OTHER, [(header::CACHE_CONTROL, "no-store")]).into_response();
     let cookie = format!(
-        "{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        session.cookie,
         SESSION_LIFETIME.as_secs()
     );
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
+    let location = format!("/ui/#key={}", session.key);
+    for (name, value) in [(header::SET_COOKIE, cookie), (header::LOCATION, location)] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
     }
     secure(resp)
 }

@@ -1,6 +1,11 @@
 //! One-time login tokens and the sessions they open, in memory only: a daemon restart
 //! logs every browser out, which is the safe way round. Secrets are kept as their
 //! sha256, so the table itself holds nothing a browser could present.
+//!
+//! A session is two secrets: the cookie, and a key the page keeps in its origin's storage
+//! and sends with each request. Cookies are not kept apart by port, so any other web
+//! server on the loopback address may be sent the cookie; the key stays with the UI's own
+//! origin (scheme, host and port).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,8 +37,24 @@ pub struct UiSessions {
 struct Tables {
     /// Token digest → when it expires.
     tokens: HashMap<Digest32, Instant>,
-    /// Session digest → when it expires.
-    sessions: HashMap<Digest32, Instant>,
+    /// Cookie digest → the session.
+    sessions: HashMap<Digest32, Session>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    expires: Instant,
+    /// Digest of the key the page sends beside the cookie.
+    key: Digest32,
+}
+
+/// What a redeemed token gives the browser.
+#[derive(Debug)]
+pub struct NewSession {
+    /// The HttpOnly cookie's value.
+    pub cookie: String,
+    /// The key the page keeps and sends (`X-Hutch-UI-Key`, or `ui_key=` on websockets).
+    pub key: String,
 }
 
 impl UiSessions {
@@ -41,39 +62,56 @@ impl UiSessions {
     pub fn issue_token(&self, lifetime: Duration) -> String {
         let token = random_secret();
         let mut t = self.lock();
-        insert_bounded(&mut t.tokens, digest(&token), Instant::now() + lifetime);
+        let now = Instant::now();
+        insert_bounded(&mut t.tokens, digest(&token), now + lifetime, |e| *e, now);
         token
     }
 
-    /// Uses up `token`: a new session's secret when the token was live, else None (unknown,
-    /// used before or expired).
-    pub fn redeem(&self, token: &str) -> Option<String> {
+    /// Uses up `token`: a new session when the token was live, else None (unknown, used
+    /// before or expired).
+    pub fn redeem(&self, token: &str) -> Option<NewSession> {
         let mut t = self.lock();
         let expires = t.tokens.remove(&digest(token))?;
-        if expires <= Instant::now() {
+        let now = Instant::now();
+        if expires <= now {
             return None;
         }
-        let session = random_secret();
+        let new = NewSession {
+            cookie: random_secret(),
+            key: random_secret(),
+        };
+        let session = Session {
+            expires: now + SESSION_LIFETIME,
+            key: digest(&new.key),
+        };
         insert_bounded(
             &mut t.sessions,
-            digest(&session),
-            Instant::now() + SESSION_LIFETIME,
+            digest(&new.cookie),
+            session,
+            |s| s.expires,
+            now,
         );
-        Some(session)
+        Some(new)
     }
 
-    /// The session `secret` names, if live, by a short id (for logs and events).
-    pub fn session(&self, secret: &str) -> Option<Arc<str>> {
-        let key = digest(secret);
+    /// The session of `cookie` and `key`, if live, by a short id (for logs and events).
+    pub fn session(&self, cookie: &str, key: &str) -> Option<Arc<str>> {
+        let id = digest(cookie);
         let mut t = self.lock();
-        match t.sessions.get(&key) {
-            Some(expires) if *expires > Instant::now() => Some(hex::encode(&key[..6]).into()),
-            Some(_) => {
-                t.sessions.remove(&key);
-                None
-            }
-            None => None,
+        let session = *t.sessions.get(&id)?;
+        if session.expires <= Instant::now() {
+            t.sessions.remove(&id);
+            return None;
         }
+        // Digests of equal length compared whole: no early exit on the first difference.
+        let key = digest(key);
+        let same = session
+            .key
+            .iter()
+            .zip(key.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+        same.then(|| hex::encode(&id[..6]).into())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -83,16 +121,25 @@ impl UiSessions {
 
 /// Inserts, first dropping what expired and then, when still full, the entry that
 /// expires first.
-fn insert_bounded(table: &mut HashMap<Digest32, Instant>, key: Digest32, expires: Instant) {
-    let now = Instant::now();
-    table.retain(|_, e| *e > now);
+fn insert_bounded<V>(
+    table: &mut HashMap<Digest32, V>,
+    key: Digest32,
+    value: V,
+    expires: impl Fn(&V) -> Instant,
+    now: Instant,
+) {
+    table.retain(|_, v| expires(v) > now);
     while table.len() >= MAX_ENTRIES {
-        let Some(oldest) = table.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) else {
+        let Some(oldest) = table
+            .iter()
+            .min_by_key(|(_, v)| expires(v))
+            .map(|(k, _)| *k)
+        else {
             break;
         };
         table.remove(&oldest);
     }
-    table.insert(key, expires);
+    table.insert(key, value);
 }
 
 fn digest(secret: &str) -> Digest32 {
@@ -117,11 +164,24 @@ mod tests {
         let s = UiSessions::default();
         let token = s.issue_token(TOKEN_LIFETIME);
         assert_eq!(token.len(), 64);
-        let session = s.redeem(&token).expect("a fresh token is live");
-        assert!(s.session(&session).is_some());
+        let new = s.redeem(&token).expect("a fresh token is live");
+        assert!(s.session(&new.cookie, &new.key).is_some());
         assert!(s.redeem(&token).is_none(), "a used token is refused");
-        assert!(s.session(&token).is_none(), "a token is no session");
-        assert!(s.session("guess").is_none());
+        assert!(
+            s.session(&token, &new.key).is_none(),
+            "a token is no session"
+        );
+        assert!(s.session("guess", &new.key).is_none());
+    }
+
+    #[test]
+    fn a_cookie_without_its_key_is_refused() {
+        let s = UiSessions::default();
+        let new = s.redeem(&s.issue_token(TOKEN_LIFETIME)).unwrap();
+        assert!(s.session(&new.cookie, "").is_none());
+        assert!(s.session(&new.cookie, &new.cookie).is_none());
+        let other = s.redeem(&s.issue_token(TOKEN_LIFETIME)).unwrap();
+        assert!(s.session(&new.cookie, &other.key).is_none());
     }
 
     #[test]
