@@ -213,6 +213,24 @@ fn ui_listener_admits_only_sessions_from_its_own_origin() {
         body,
     );
     assert_eq!(evil.status, 403, "cross-origin write: {}", evil.body);
+    let evil_post = ui_http(
+        port,
+        "POST",
+        "/1.0/profiles",
+        &[
+            ("Cookie", &cookie),
+            ("X-Hutch-UI-Key", &key),
+            ("Origin", "http://evil.example"),
+        ],
+        r#"{"name":"ui-evil"}"#,
+    );
+    assert_eq!(
+        evil_post.status, 403,
+        "cross-origin POST: {}",
+        evil_post.body
+    );
+    let (status, _) = d.http("GET", "/1.0/profiles/ui-evil", b"");
+    assert_eq!(status, 404, "the cross-origin POST made a profile");
     let bare = ui_http(port, "PATCH", "/1.0", &session, body);
     assert_eq!(bare.status, 403, "a write without Origin: {}", bare.body);
     let (_, info) = d.http("GET", "/1.0", b"");
