@@ -77,15 +77,21 @@ pub async fn ui_gate(
 /// The HTTPS listener's check: a browser names its page's origin; a request from another
 /// origin may read what CORS lets it (nothing) but not change anything.
 pub async fn refuse_cross_origin(req: Request, next: Next) -> Response {
-    if let Some(host) = req
+    // HTTP/2 names the host in the URI instead; with neither, no Origin matches.
+    let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-    {
-        let origin = format!("https://{host}");
-        if !same_origin(req.method(), req.headers(), &origin, false) {
-            return DaemonError::Forbidden("cross-origin request refused".into()).into_response();
-        }
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    if !same_origin(
+        req.method(),
+        req.headers(),
+        &format!("https://{host}"),
+        false,
+    ) {
+        return DaemonError::Forbidden("cross-origin request refused".into()).into_response();
     }
     next.run(req).await
 }
