@@ -338,6 +338,7 @@ mod tests {
             &["hutch", "config", "trust", "revoke-token", "h1:n"],
             &["hutch", "config", "trust", "rm", "h1:abc"],
             &["hutch", "monitor", "h1:", "--type", "lifecycle"],
+            &["hutch", "ui", "--no-open", "--address", "127.0.0.1:9444"],
             &["hutch", "profile", "list", "h1:"],
             &["hutch", "operation", "list", "h1:"],
             &["hutch", "launch", "bb", "c1", "--quiet"],
