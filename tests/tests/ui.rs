@@ -520,6 +520,24 @@ fn drive(d: &TestDaemon, b: &Browser, url: &str, name: &str) -> anyhow::Result<(
         "shown {shown:?}, the API says {}",
         api_error["error"]
     );
+    // The JSON editor: a device the API refuses, its error shown under the editor.
+    let editor = b.css("#cfg-json")?;
+    b.clear(&editor)?;
+    b.type_into(
+        &editor,
+        r#"{"devices": {"bad": {"type": "no-such-type"}}, "profiles": ["default"]}"#,
+    )?;
+    click(b, "//button[text()='Save JSON']")?;
+    let shown = b.wait("the device error inline", || {
+        let t = b.text(&b.css("#cfg-json-error").ok()?).ok()?;
+        (!t.is_empty()).then_some(t)
+    })?;
+    anyhow::ensure!(shown.contains("no-such-type"), "shown {shown:?}");
+    let (_, made) = d.http("GET", &format!("/1.0/instances/{name}"), b"");
+    anyhow::ensure!(
+        !made.contains("no-such-type"),
+        "the bad device was stored: {made}"
+    );
     snap(b, "config");
 
     // The overview graphs CPU and memory from the instance's state.

@@ -1,7 +1,7 @@
 // One instance: overview with CPU and memory graphs, terminal, console, files,
 // snapshots, and the config and devices editor.
 
-import { get, run, enc, apiFetch } from "./api.js";
+import { get, run, enc, apiFetch, events } from "./api.js";
 import { h, mount, button, errorBox, table, statusBadge, tabs } from "./dom.js";
 
 const TABS = [["overview", "Overview"], ["terminal", "Terminal"], ["console", "Console"],
@@ -59,7 +59,11 @@ function overview(body, name, path, err) {
     if (stopped) return;
     graphs = g.sampler(path, cpu, mem);
   });
-  return () => { stopped = true; graphs?.stop(); };
+  // Started, stopped or changed elsewhere: shown at once.
+  const ev = events("lifecycle", (e) => {
+    if (e.metadata?.source === path) load().catch((x) => (err.textContent = x.message));
+  });
+  return () => { stopped = true; graphs?.stop(); ev.close(); };
 }
 
 function terminal(body, name, path, err) {
