@@ -127,6 +127,15 @@ pub static SERVER_KEYS: &[ServerKey] = &[
         validate: any,
     },
     ServerKey {
+        name: "core.ui_address",
+        kind: KeyKind::String,
+        default: "",
+        hidden: false,
+        live: true,
+        doc: "loopback address (127.0.0.1:port, [::1]:port, localhost:port; port 8444 when none) of the web UI's plain-HTTP listener, for a browser on this host logging in with `hutch ui`; started, moved and stopped live",
+        validate: is_loopback_address,
+    },
+    ServerKey {
         name: "images.auto_update_cached",
         kind: KeyKind::Bool,
         default: "true",
@@ -479,6 +488,25 @@ fn is_listen_address(v: &str) -> Result<(), String> {
     }
 }
 
+/// A listen address on the loopback interface only: the web UI's plain-HTTP listener
+/// must not be reachable from another host.
+fn is_loopback_address(v: &str) -> Result<(), String> {
+    is_listen_address(v)?;
+    let host = split_host_port(v).map_or(v, |(h, _)| h);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} is not a loopback address (127.0.0.1:PORT, [::1]:PORT or localhost:PORT): the web UI listener serves plain HTTP, for this host only"
+        ))
+    }
+}
+
 /// Go's `net.SplitHostPort`: `host:port` with one colon, or `[host]:port`.
 pub fn split_host_port(v: &str) -> Option<(&str, &str)> {
     if let Some(rest) = v.strip_prefix('[') {
@@ -642,6 +670,29 @@ mod tests {
         assert!(
             change_server_config(&BTreeMap::new(), &changes(json!({"user.": "x"})), true).is_err()
         );
+    }
+
+    #[test]
+    fn the_ui_address_is_loopback_only() {
+        for ok in [
+            "127.0.0.1:8444",
+            "127.0.0.2",
+            "[::1]:8444",
+            "::1",
+            "localhost:1",
+        ] {
+            assert_eq!(is_loopback_address(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            ":8444",
+            "0.0.0.0:8444",
+            "[::]:1",
+            "10.0.0.1:8444",
+            "example.com:1",
+            "x y",
+        ] {
+            assert!(is_loopback_address(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

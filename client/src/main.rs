@@ -69,6 +69,8 @@ enum Cmd {
     Monitor(monitor::MonitorArgs),
     /// Show the running instances' CPU, memory, disk and network use, live.
     Top(top::TopArgs),
+    /// Print a one-time login link to the local server's web UI (and open it).
+    Ui(commands::ui::UiArgs),
     /// Show local and remote versions.
     Version,
     /// Manage warnings.
@@ -124,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             monitor::monitor(&c, &a)?
         }
         Cmd::Top(a) => top::top(&c, &a)?,
+        Cmd::Ui(a) => commands::ui::ui(&a)?,
         Cmd::Version => misc::version(&c)?,
         Cmd::Warning(cmd) => misc::warning(&c, cmd)?,
         Cmd::Project(cmd) => misc::project(&c, cmd)?,
@@ -338,6 +341,7 @@ mod tests {
             &["hutch", "config", "trust", "revoke-token", "h1:n"],
             &["hutch", "config", "trust", "rm", "h1:abc"],
             &["hutch", "monitor", "h1:", "--type", "lifecycle"],
+            &["hutch", "ui", "--no-open", "--address", "127.0.0.1:9444"],
             &["hutch", "profile", "list", "h1:"],
             &["hutch", "operation", "list", "h1:"],
             &["hutch", "launch", "bb", "c1", "--quiet"],

@@ -27,13 +27,20 @@ pub enum Caller {
         /// The client certificate (DER) the peer proved it holds, if it showed one.
         certificate: Option<Arc<Vec<u8>>>,
     },
+    /// A browser on the web UI's loopback listener (`core.ui_address`, see `ui.rs`).
+    /// `session` is set only once its cookie named a live session, which an admin's
+    /// login token opened: then it is an admin.
+    Ui {
+        address: SocketAddr,
+        session: Option<Arc<str>>,
+    },
 }
 
 impl Caller {
     /// sha256 of the client certificate, hex; None without one (or on the socket).
     pub fn fingerprint(&self) -> Option<String> {
         match self {
-            Caller::Unix => None,
+            Caller::Unix | Caller::Ui { .. } => None,
             Caller::Tls { certificate, .. } => {
                 certificate.as_ref().map(|der| hutch_tls::fingerprint(der))
             }
@@ -49,9 +56,10 @@ tokio::task_local! {
 /// Who asked for a change, as lifecycle events name them (LXD's `requestor`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Requestor {
-    /// `root` on the socket; the client certificate's fingerprint over HTTPS.
+    /// `root` on the socket; the client certificate's fingerprint over HTTPS; `ui` in the
+    /// web UI.
     pub username: String,
-    /// `unix` or `tls`.
+    /// `unix`, `tls` or `ui`.
     pub protocol: String,
     pub address: String,
 }
@@ -63,6 +71,11 @@ impl Requestor {
             Caller::Tls { address, .. } => Requestor {
                 username: caller.fingerprint().unwrap_or_default(),
                 protocol: "tls".into(),
+                address: address.to_string(),
+            },
+            Caller::Ui { address, .. } => Requestor {
+                username: "ui".into(),
+                protocol: "ui".into(),
                 address: address.to_string(),
             },
         }
@@ -100,7 +113,7 @@ pub fn on_behalf_blocking<R>(work: impl FnOnce() -> R) -> impl FnOnce() -> R {
 /// How far a caller is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trust {
-    /// The unix socket, or a client certificate in the trust store.
+    /// The unix socket, a client certificate in the trust store, or a web UI session.
     Admin,
     /// A `restricted` client certificate: reads only.
     ReadOnly,
@@ -169,6 +182,18 @@ pub async fn authenticate(State(e): State<AppState>, mut req: Request, next: Nex
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ui_session_is_named_in_events_by_its_address() {
+        let caller = Caller::Ui {
+            address: "127.0.0.1:5000".parse().unwrap(),
+            session: Some("abc".into()),
+        };
+        let r = Requestor::of(&caller);
+        assert_eq!((r.username.as_str(), r.protocol.as_str()), ("ui", "ui"));
+        assert_eq!(r.address, "127.0.0.1:5000");
+        assert_eq!(caller.fingerprint(), None);
+    }
 
     #[test]
     fn untrusted_routes_are_lxds() {

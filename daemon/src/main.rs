@@ -16,6 +16,7 @@ mod operations;
 mod recover;
 mod serve;
 mod shutdown;
+mod ui;
 
 // The daemon's state and its database belong to the engine; these names are shortcuts.
 use engine::{daemon, db};

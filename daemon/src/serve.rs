@@ -33,8 +33,16 @@ pub async fn serve(
             .tls_server_config()
             .map_err(|e| anyhow::anyhow!(e.chain()))?,
     );
-    let app = crate::api::network_router(state.clone()).layer(axum::Extension(https.clone()));
-    https.set_router(app.clone());
+    let ui = crate::ui::UiListener::new();
+    let app = crate::api::network_router(state.clone())
+        .layer(axum::Extension(https.clone()))
+        .layer(axum::Extension(ui.clone()));
+    https.set_router(
+        app.clone()
+            .merge(crate::ui::asset_routes())
+            .layer(axum::middleware::from_fn(crate::ui::refuse_cross_origin)),
+    );
+    ui.set_router(app.clone());
     let address = state
         .https_address()
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
@@ -46,6 +54,14 @@ pub async fn serve(
         let started = tokio::task::spawn_blocking(move || listener.listen(&address)).await?;
         if let Err(e) = started {
             tracing::error!(error = %e.chain(), "HTTPS listener not started");
+        }
+    }
+    let ui_address = state.ui_address().map_err(|e| anyhow::anyhow!(e.chain()))?;
+    if !ui_address.is_empty() {
+        let listener = ui.clone();
+        let started = tokio::task::spawn_blocking(move || listener.listen(&ui_address)).await?;
+        if let Err(e) = started {
+            tracing::error!(error = %e.chain(), "web UI listener not started");
         }
     }
     // Signal handlers before the socket appears: whoever waits for the socket may signal

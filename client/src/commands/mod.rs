@@ -29,6 +29,7 @@ pub mod storage;
 pub mod template;
 pub mod top;
 pub mod trust;
+pub mod ui;
 
 use anyhow::{bail, Result};
 use serde_json::Value;

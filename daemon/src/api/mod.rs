@@ -102,6 +102,7 @@ pub fn network_router(state: AppState) -> Router {
         .merge(storage::volume_routes())
         .merge(internal::routes())
         .merge(metrics::routes())
+        .merge(crate::ui::api_routes())
         .route_layer(axum::middleware::from_fn(metrics::tag_route))
         .fallback(|| async { DaemonError::NotFound("not found".into()) })
         .method_not_allowed_fallback(|| async { DaemonError::NotImplemented })

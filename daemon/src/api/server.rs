@@ -22,6 +22,9 @@ use crate::https::HttpsListener;
 /// have none).
 type Https = Option<axum::Extension<std::sync::Arc<HttpsListener>>>;
 
+/// The web UI's loopback listener, likewise.
+type Ui = Option<axum::Extension<std::sync::Arc<crate::ui::UiListener>>>;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/1.0", get(info).put(replace).patch(merge))
@@ -46,36 +49,41 @@ async fn info(
 async fn replace(
     State(e): State<AppState>,
     https: Https,
+    ui: Ui,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    update(e, https, headers, body, false).await
+    update(e, (https, ui), headers, body, false).await
 }
 
 async fn merge(
     State(e): State<AppState>,
     https: Https,
+    ui: Ui,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    update(e, https, headers, body, true).await
+    update(e, (https, ui), headers, body, true).await
 }
 
-/// The HTTPS listener follows `core.https_address` before the change is stored: an
-/// address it cannot bind refuses the whole change.
+/// The HTTPS and web UI listeners follow `core.https_address` and `core.ui_address` before
+/// the change is stored: an address one cannot bind refuses the whole change.
 async fn update(
     e: AppState,
-    https: Https,
+    (https, ui): (Https, Ui),
     headers: HeaderMap,
     body: Bytes,
     merge: bool,
 ) -> Result<Response> {
     let put: ServerPut = parse_json(&body)?;
-    e.update_server_config_then(put, merge, if_match(&headers), move |config| match &https {
-        Some(axum::Extension(listener)) => {
-            listener.listen(server_config_value(config, "core.https_address"))
+    e.update_server_config_then(put, merge, if_match(&headers), move |config| {
+        if let Some(axum::Extension(listener)) = &https {
+            listener.listen(server_config_value(config, "core.https_address"))?;
         }
-        None => Ok(()),
+        if let Some(axum::Extension(listener)) = &ui {
+            listener.listen(server_config_value(config, "core.ui_address"))?;
+        }
+        Ok(())
     })
     .await?;
     Ok(empty())

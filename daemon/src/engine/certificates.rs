@@ -151,6 +151,14 @@ impl Engine {
     pub fn trust(&self, caller: &Caller) -> Trust {
         let Some(fingerprint) = (match caller {
             Caller::Unix => return Trust::Admin,
+            // The session was opened with a token only the socket's admin can get.
+            Caller::Ui { session, .. } => {
+                return if session.is_some() {
+                    Trust::Admin
+                } else {
+                    Trust::Untrusted
+                }
+            }
             Caller::Tls { .. } => caller.fingerprint(),
         }) else {
             return Trust::Untrusted;
@@ -244,7 +252,9 @@ impl Engine {
                     ..
                 } => (hutch_tls::fingerprint(der), hutch_tls::pem_of_der(der)),
                 Caller::Tls { .. } => return Err(bad("No client certificate provided")),
-                Caller::Unix => return Err(bad("Can't use TLS data on non-TLS link")),
+                Caller::Unix | Caller::Ui { .. } => {
+                    return Err(bad("Can't use TLS data on non-TLS link"))
+                }
             }
         };
         // As LXD: the name given, else the certificate's common name, else the peer's IP.
@@ -253,7 +263,7 @@ impl Engine {
             (n, _, _) if !n.is_empty() => n.clone(),
             (_, Some(cn), _) => cn,
             (_, None, Caller::Tls { address, .. }) => address.ip().to_string(),
-            (_, None, Caller::Unix) => fingerprint[..12].to_string(),
+            (_, None, Caller::Unix | Caller::Ui { .. }) => fingerprint[..12].to_string(),
         };
         let cert = Certificate {
             fingerprint: fingerprint.clone(),

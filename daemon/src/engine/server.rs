@@ -216,6 +216,14 @@ impl Engine {
             .map_err(|e| DaemonError::failed("set up", "TLS", e))
     }
 
+    /// `core.ui_address` as stored ("" when the web UI has no loopback listener).
+    pub fn ui_address(&self) -> Result<String> {
+        Ok(
+            server_config::server_config_value(&self.d.db.server_config()?, "core.ui_address")
+                .to_string(),
+        )
+    }
+
     /// `core.https_address` as stored ("" when the API is not served over HTTPS).
     pub fn https_address(&self) -> Result<String> {
         Ok(
