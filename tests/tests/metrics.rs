@@ -200,6 +200,11 @@ fn metrics_report_running_instances_under_lxds_names() {
     d.hutch_ok(&["launch", "bb", "run1"]);
     d.hutch_ok(&["launch", "bb", "stop1"]);
     d.hutch_ok(&["stop", "stop1", "--force"]);
+    // 20 running in all, as the issue scrapes them.
+    let running: Vec<String> = (1..=20).map(|i| format!("run{i}")).collect();
+    for name in &running[1..] {
+        d.hutch_ok(&["launch", "bb", name]);
+    }
     d.sh_ok(
         "run1",
         "dd if=/dev/zero of=/root/blob bs=1M count=4 2>/dev/null; sync; \
@@ -213,9 +218,8 @@ fn metrics_report_running_instances_under_lxds_names() {
 
     // Every instance sample carries LXD's labels; the stopped instance has none.
     for s in samples.iter().filter(|s| s.name.starts_with("lxd_")) {
-        assert_eq!(
-            s.labels.get("name").map(String::as_str),
-            Some("run1"),
+        assert!(
+            s.labels.get("name").is_some_and(|n| running.contains(n)),
             "{s:?}"
         );
         assert_eq!(s.labels["project"], "default", "{s:?}");
@@ -303,6 +307,25 @@ fn metrics_report_running_instances_under_lxds_names() {
         sum(&of(&s, "lxd_network_transmit_packets_total", "run1")) > 0.0
     });
     assert!(of(&samples, "lxd_procs_total", "stop1").is_empty());
+    // Every running instance is there, each with its own processes and its NIC.
+    for name in &running {
+        let procs = sum(&of(&samples, "lxd_procs_total", name));
+        let rel = format!("{}/{name}", hutch_tests::daemon::cgroup_prefix(d.path()));
+        if let Some(p) = cgroup_value(&rel, &[("pids", "pids.current"), ("", "pids.current")]) {
+            assert_eq!(procs, p.trim().parse::<f64>().unwrap(), "{name}: processes");
+        } else {
+            assert!(procs >= 1.0, "{name}: {procs}");
+        }
+        assert_eq!(
+            of(&samples, "lxd_network_receive_bytes_total", name).len(),
+            1,
+            "{name}: eth0"
+        );
+        assert!(
+            !of(&samples, "lxd_memory_MemTotal_bytes", name).is_empty(),
+            "{name}: memory"
+        );
+    }
     let instances: BTreeMap<&str, f64> = samples
         .iter()
         .filter(|s| s.name == "hutch_instances")
@@ -310,7 +333,7 @@ fn metrics_report_running_instances_under_lxds_names() {
         .collect();
     assert_eq!(
         instances,
-        BTreeMap::from([("Running", 1.0), ("Stopped", 1.0)])
+        BTreeMap::from([("Running", 20.0), ("Stopped", 1.0)])
     );
 
     // The histogram counts requests by route template, never by raw path.
@@ -360,17 +383,27 @@ fn metrics_report_running_instances_under_lxds_names() {
         "name,cpu_percent,memory_bytes,disk_read_bytes_per_second,disk_write_bytes_per_second,network_rx_bytes_per_second,network_tx_bytes_per_second,processes",
         "{csv}"
     );
-    assert_eq!(lines.len(), 2, "the running instance only:\n{csv}");
-    let cells: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(lines.len(), 21, "the running instances only:\n{csv}");
+    let mut names: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    names.sort();
+    let mut want: Vec<&str> = running.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(names, want, "{csv}");
+    let run1 = lines.iter().find(|l| l.starts_with("run1,")).unwrap();
+    let cells: Vec<&str> = run1.split(',').collect();
     assert_eq!(cells.len(), 8, "{csv}");
-    assert_eq!(cells[0], "run1");
     assert!(cells[1].parse::<f64>().unwrap() >= 0.0, "{csv}");
     assert!(cells[2].parse::<f64>().unwrap() > 0.0, "{csv}");
     assert!(cells[7].parse::<f64>().unwrap() >= 1.0, "{csv}");
     let err = d.hutch_err(&["top", "--format", "csv", "--interval", "0"]);
     assert!(err.contains("interval"), "{err}");
 
-    d.hutch_ok(&["delete", "--force", "run1", "stop1"]);
+    let mut all: Vec<&str> = vec!["delete", "--force", "stop1"];
+    all.extend(running.iter().map(String::as_str));
+    d.hutch_ok(&all);
 }
 
 #[test]

@@ -347,13 +347,17 @@ fn overflows(b: &Browser) -> anyhow::Result<bool> {
 }
 
 /// Saves a screenshot when `HUTCH_UI_SCREENSHOTS` names a directory (CI's artifacts).
+/// Saves a screenshot of the page as a test artifact: in `$HUTCH_UI_SCREENSHOTS`, or
+/// `target/ui-screenshots/` of the workspace.
 fn snap(b: &Browser, name: &str) {
-    if let Some(dir) = std::env::var_os("HUTCH_UI_SCREENSHOTS") {
-        let dir = std::path::PathBuf::from(dir);
-        let _ = std::fs::create_dir_all(&dir);
-        if let Err(e) = b.screenshot(&dir.join(format!("{name}.png"))) {
-            eprintln!("screenshot {name}: {e}");
-        }
+    let dir = std::env::var_os("HUTCH_UI_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots")
+        });
+    let _ = std::fs::create_dir_all(&dir);
+    if let Err(e) = b.screenshot(&dir.join(format!("{name}.png"))) {
+        eprintln!("screenshot {name}: {e}");
     }
 }
 
@@ -397,6 +401,9 @@ fn ui_drives_an_instance_in_a_real_browser() {
 }
 
 fn drive(d: &TestDaemon, b: &Browser, url: &str, name: &str) -> anyhow::Result<()> {
+    // The first paint is the daemon's (cold: this is its first page), not the browser's
+    // own cold start: a blank page first brings the browser up.
+    b.goto("about:blank")?;
     // Log in: the token becomes a cookie and leaves the address bar.
     b.goto(url)?;
     b.wait_css(&format!("tr[data-name='{name}']"))?;
