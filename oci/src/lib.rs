@@ -10,6 +10,7 @@ mod error;
 mod flatten;
 mod image;
 mod user;
+mod write;
 
 pub use archive::ArchiveSource;
 pub use error::OciError;
@@ -18,6 +19,7 @@ pub use image::{
     apply_layer, host_arch, read_image, BlobSource, Layer, LayerCheck, OciImage, RunConfig,
 };
 pub use user::resolve_user;
+pub use write::{write_docker_archive, write_oci_archive, ImageToWrite};
 
 /// Reads the image in archive `path` (OCI layout or docker-save) and flattens it into
 /// `rootfs` (an existing, empty directory). On error `rootfs` may hold a partial tree: the
