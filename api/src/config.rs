@@ -193,6 +193,42 @@ pub static INSTANCE_KEYS: &[ConfigKey] = &[
         },
     },
     ConfigKey {
+        name: "oci.entrypoint",
+        default: "",
+        live: false,
+        doc: "command an OCI application container runs (overrides the image's Entrypoint and Cmd)",
+        validate: |v| match v.trim_start().starts_with('[') {
+            true => serde_json::from_str::<Vec<String>>(v)
+                .map(|_| ())
+                .map_err(|e| format!("not a JSON list of strings: {e}")),
+            false => Ok(()),
+        },
+    },
+    ConfigKey {
+        name: "oci.cwd",
+        default: "",
+        live: false,
+        doc: "working directory of an OCI application container's process",
+        validate: |v| match v.starts_with('/') {
+            true => Ok(()),
+            false => Err("not an absolute path".into()),
+        },
+    },
+    ConfigKey {
+        name: "oci.uid",
+        default: "",
+        live: false,
+        doc: "user id an OCI application container's process runs as",
+        validate: is_uint,
+    },
+    ConfigKey {
+        name: "oci.gid",
+        default: "",
+        live: false,
+        doc: "group id an OCI application container's process runs as",
+        validate: is_uint,
+    },
+    ConfigKey {
         name: "snapshots.expiry",
         default: "",
         live: true,

@@ -453,6 +453,10 @@ fn init_process(
         for fd in 0..3 {
             dup2(slave, fd).map_err(|e| RuntimeError::sys("dup the console", e))?;
         }
+        if let Some(cwd) = &spec.init_cwd {
+            nix::unistd::chdir(cwd.as_path())
+                .map_err(|e| RuntimeError::sys(format!("change directory to {}", cwd.display()), e))?;
+        }
         sys::drop_bounding_caps().map_err(|e| RuntimeError::sys("drop capabilities", e))?;
         sys::reset_signals();
         sys::cloexec_from(3).map_err(|e| RuntimeError::sys("mark fds close-on-exec", e))?;
@@ -460,6 +464,14 @@ fn init_process(
         // no_new_privs, so setuid programs inside keep working.
         if let Some(filter) = exec.filter {
             seccomp::install(filter).map_err(|e| RuntimeError::sys("install seccomp filter", e))?;
+        }
+        // After the filter, which needs the capabilities a non-root user loses.
+        if let Some(user) = spec.init_user {
+            let gid = nix::unistd::Gid::from_raw(user.gid);
+            nix::unistd::setgroups(&[gid]).map_err(|e| RuntimeError::sys("set groups", e))?;
+            nix::unistd::setgid(gid).map_err(|e| RuntimeError::sys("set gid", e))?;
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(user.uid))
+                .map_err(|e| RuntimeError::sys("set uid", e))?;
         }
         let e = execve(&exec.argv[0], exec.argv, exec.envp).unwrap_err();
         Err(RuntimeError::sys(

@@ -34,6 +34,6 @@ pub use exec::{
 pub use hotplug::{device_plug, hotplug, HotplugOp};
 pub use idmap::{IdMap, IdMapEntry};
 pub use monitor::{monitor_main, start, MonitorClient, Started};
-pub use spec::{BindMount, ContainerSpec, CpuAllowance, DeviceNode, Limits, Seccomp};
+pub use spec::{BindMount, ContainerSpec, CpuAllowance, DeviceNode, InitUser, Limits, Seccomp};
 pub use state::{ExitRecord, MonitorState, RuntimeDir};
 pub use sys::process_start_time;

@@ -43,6 +43,13 @@ pub struct ContainerSpec {
     /// The init command; `/sbin/init` when empty.
     #[serde(default)]
     pub init: Vec<String>,
+    /// Working directory of init inside the container (`/` when unset): an application
+    /// container's process starts where its image says.
+    #[serde(default)]
+    pub init_cwd: Option<PathBuf>,
+    /// Ids (inside the container) init runs as; root when unset.
+    #[serde(default)]
+    pub init_user: Option<InitUser>,
     /// Signal that asks init to halt; detected from the root filesystem when unset.
     #[serde(default)]
     pub halt_signal: Option<i32>,
@@ -130,6 +137,13 @@ pub struct CpuAllowance {
     pub period_us: u64,
 }
 
+/// The user and group init runs as, as the container sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// A host path bind-mounted into the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindMount {
@@ -170,6 +184,8 @@ impl ContainerSpec {
             device_rules: Vec::new(),
             env: BTreeMap::new(),
             init: Vec::new(),
+            init_cwd: None,
+            init_user: None,
             halt_signal: None,
             pre_start_hooks: Vec::new(),
             nesting: false,
@@ -242,6 +258,11 @@ impl ContainerSpec {
         }
         if self.init.iter().any(|a| a.contains('\0')) {
             return Err(invalid("init", "arguments must not contain NUL"));
+        }
+        if let Some(cwd) = &self.init_cwd {
+            if !cwd.is_absolute() || cwd.components().any(|c| matches!(c, Component::ParentDir)) {
+                return Err(invalid("init_cwd", "must be an absolute path without '..'"));
+            }
         }
         if let Some(sig) = self.halt_signal {
             if !(1..=64).contains(&sig) {
@@ -364,6 +385,28 @@ fn validate_container_path(field: &str, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_cwd_must_be_absolute() {
+        let mut s = spec();
+        s.init_cwd = Some("/srv/app".into());
+        assert!(s.validate().is_ok());
+        s.init_cwd = Some("srv".into());
+        assert!(s.validate().is_err());
+        s.init_cwd = Some("/srv/../..".into());
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn old_specs_read_without_init_user_or_cwd() {
+        let mut v = serde_json::to_value(spec()).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("init_cwd");
+        obj.remove("init_user");
+        let back: ContainerSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(back.init_cwd, None);
+        assert_eq!(back.init_user, None);
+    }
     use crate::idmap::IdMap;
 
     fn spec() -> ContainerSpec {
