@@ -313,6 +313,7 @@ async fn upload(State(e): State<AppState>, req: Request) -> Result<Response> {
         filename,
         public,
         properties,
+        header(&headers, "x-hutch-image-format").as_deref() == Some("oci"),
     )?;
     Ok(image_operation(&e, work))
 }

@@ -353,7 +353,8 @@ impl Engine {
 
     /// Checks a complete upload against the fingerprint the client expects; the work
     /// imports it, `properties` (`X-LXD-properties`) over those of its metadata.yaml. Its
-    /// files are removed either way.
+    /// files are removed either way. An OCI or docker-save archive is converted (`oci`:
+    /// the client said it is one, so anything else is refused).
     pub fn import_upload(
         &self,
         mut upload: ImageUpload,
@@ -361,6 +362,7 @@ impl Engine {
         filename: String,
         public: bool,
         properties: std::collections::BTreeMap<String, String>,
+        oci: bool,
     ) -> Result<ImageWork> {
         upload
             .file
@@ -376,8 +378,12 @@ impl Engine {
         }
         let e = self.clone();
         Ok(Box::pin(async move {
-            let size = upload.size;
             let files = upload.files.as_ref().expect("files until dropped");
+            if let Some(made) = e.import_if_oci(files, oci, &filename, public, &properties).await? {
+                drop(upload);
+                return Ok(made);
+            }
+            let size = upload.size;
             super::import_image(&e, files, &fp, size, filename, public, properties).await?;
             drop(upload);
             e.d.events
@@ -387,6 +393,51 @@ impl Engine {
                 size,
             })
         }))
+    }
+
+    /// Imports `files` as an OCI image when they are an OCI or docker-save archive
+    /// (`required`: they must be); `None` when they are not one.
+    async fn import_if_oci(
+        &self,
+        files: &super::images::Upload,
+        required: bool,
+        filename: &str,
+        public: bool,
+        properties: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<ImageMade>> {
+        let super::images::Upload::Unified(path) = files else {
+            return match required {
+                true => Err(DaemonError::BadRequest(
+                    "an OCI image is one archive, not a split image".into(),
+                )),
+                false => Ok(None),
+            };
+        };
+        let p = path.clone();
+        let oci = tokio::task::spawn_blocking(move || hutch_oci::is_oci_archive(&p)).await?;
+        if !oci {
+            return match required {
+                true => Err(DaemonError::BadRequest(
+                    "not an OCI archive: no oci-layout or manifest.json at the top of a plain tar"
+                        .into(),
+                )),
+                false => Ok(None),
+            };
+        }
+        let (fingerprint, size) = super::oci::import_archive(
+            self,
+            path,
+            filename.to_string(),
+            public,
+            properties.clone(),
+        )
+        .await?;
+        self.d.events.lifecycle(
+            "image-created",
+            &format!("/1.0/images/{fingerprint}"),
+            json!({}),
+        );
+        Ok(Some(ImageMade { fingerprint, size }))
     }
 
     /// `lxc publish`: an image from a stopped instance or a snapshot; or, with an `image`

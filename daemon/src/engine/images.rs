@@ -265,10 +265,29 @@ pub fn ensure_image_volume(
 
 /// Writes through to a file, hashing and counting what goes by: the fingerprint of a
 /// published image is known when its last byte is written.
-struct HashingFile {
+/// A file being written whose sha256 and size are counted as it is.
+pub(super) struct HashingFile {
     file: std::fs::File,
     hasher: sha2::Sha256,
     size: u64,
+}
+
+impl HashingFile {
+    pub(super) fn new(file: std::fs::File) -> Self {
+        HashingFile {
+            file,
+            hasher: sha2::Sha256::default(),
+            size: 0,
+        }
+    }
+
+    /// Syncs the file (`path` names it); returns its fingerprint and size.
+    pub(super) fn sync(self, path: &Path) -> Result<(String, u64)> {
+        self.file
+            .sync_all()
+            .map_err(|e| DaemonError::io("sync", path, e))?;
+        Ok((hex::encode(sha2::Digest::finalize(self.hasher)), self.size))
+    }
 }
 
 impl std::io::Write for HashingFile {

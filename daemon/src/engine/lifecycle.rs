@@ -111,6 +111,11 @@ async fn stop_with(
                 "The instance is already stopped".into(),
             ));
         }
+        // An application's process that ignores SIGTERM is killed after docker's wait.
+        let wait = match wait == UNLIMITED_STOP && super::oci::is_oci(&row.config) {
+            true => super::oci::STOP_TIMEOUT,
+            false => wait,
+        };
         let (d2, n2) = (d.clone(), name.clone());
         blocking(move || {
             devices::stop_proxies(&d2, &n2);

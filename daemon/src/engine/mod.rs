@@ -33,6 +33,7 @@ mod instances;
 mod lifecycle;
 mod logs;
 mod lxcfs;
+mod oci;
 pub mod metrics;
 pub mod migration;
 pub mod net_state;

@@ -96,7 +96,11 @@ pub fn reconcile(d: &Daemon) -> Result<()> {
     // Uploads that never finished.
     for entry in read_dir(&d.dir.join("images"))? {
         if entry.file_name().to_string_lossy().starts_with(".upload-") {
-            let _ = std::fs::remove_file(entry.path());
+            // An OCI import's scratch root is a directory.
+            match entry.file_type().is_ok_and(|t| t.is_dir()) {
+                true => drop(std::fs::remove_dir_all(entry.path())),
+                false => drop(std::fs::remove_file(entry.path())),
+            }
         }
     }
     for row in &rows {

@@ -153,6 +153,9 @@ pub fn build_spec(d: &Daemon, row: &InstanceRow, expanded: &Expanded) -> Result<
             spec.env.insert(var.to_string(), v.clone());
         }
     }
+    if super::oci::is_oci(&expanded.config) {
+        super::oci::apply_to_spec(&mut spec, &expanded.config)?;
+    }
     spec.mounts = disk_mounts(d, &expanded.devices)?;
     spec.lxcfs = super::lxcfs::serving_dir();
     Ok(spec)
