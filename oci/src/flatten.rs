@@ -22,7 +22,9 @@ pub struct FlattenLimits {
 
 impl Default for FlattenLimits {
     fn default() -> Self {
-        FlattenLimits { max_bytes: 64 << 30 }
+        FlattenLimits {
+            max_bytes: 64 << 30,
+        }
     }
 }
 
@@ -89,11 +91,10 @@ pub fn flatten_layer(
             }
         }
         if kind.is_hard_link() {
-            let link = entry
-                .link_name()
-                .ok()
-                .flatten()
-                .ok_or_else(|| OciError::invalid(rel.display().to_string(), "no link target"))?;
+            let link =
+                entry.link_name().ok().flatten().ok_or_else(|| {
+                    OciError::invalid(rel.display().to_string(), "no link target")
+                })?;
             let link_rel = relative(&link, true)?;
             check_parents(rootfs, &link_rel)?;
             let source = rootfs.join(&link_rel);
@@ -145,11 +146,7 @@ fn check_parents(rootfs: &Path, rel: &Path) -> Result<(), OciError> {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(OciError::ThroughSymlink {
                     path: rel.display().to_string(),
-                    link: p
-                        .strip_prefix(rootfs)
-                        .unwrap_or(&p)
-                        .display()
-                        .to_string(),
+                    link: p.strip_prefix(rootfs).unwrap_or(&p).display().to_string(),
                 })
             }
             Ok(_) => {}

@@ -102,7 +102,12 @@ pub fn apply_layer(
     match &layer.check {
         LayerCheck::Blob(digest) => {
             let mut checked = Hashing::new(raw, digest)?;
-            flatten_layer(decompress(&mut checked, &layer.file)?, rootfs, limits, total)?;
+            flatten_layer(
+                decompress(&mut checked, &layer.file)?,
+                rootfs,
+                limits,
+                total,
+            )?;
             checked.finish()
         }
         LayerCheck::Uncompressed(digest) => {
@@ -154,10 +159,7 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 /// A layer decompressed as its first bytes say (gzip, zstd, or a plain tar).
-fn decompress<'a>(
-    mut reader: impl Read + 'a,
-    name: &str,
-) -> Result<Box<dyn Read + 'a>, OciError> {
+fn decompress<'a>(mut reader: impl Read + 'a, name: &str) -> Result<Box<dyn Read + 'a>, OciError> {
     let mut magic = Vec::with_capacity(4);
     (&mut reader)
         .take(4)
@@ -377,12 +379,7 @@ fn finish(
             working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
             user: c.user().clone().filter(|u| !u.is_empty()),
             exposed_ports: c.exposed_ports().clone().unwrap_or_default(),
-            labels: c
-                .labels()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
+            labels: c.labels().clone().unwrap_or_default().into_iter().collect(),
         })
         .unwrap_or_default();
     Ok(OciImage {

@@ -22,9 +22,10 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), OciError> {
     };
     let passwd = read_db(rootfs, "passwd")?;
     // passwd: name:x:uid:gid:...
-    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| {
-        f.len() >= 4 && (f[0] == name || (name.parse::<u32>().is_ok() && f[2] == name))
-    });
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == name || (name.parse::<u32>().is_ok() && f[2] == name)));
     let uid = match name.parse::<u32>() {
         Ok(uid) => uid,
         Err(_) => entry

@@ -75,7 +75,12 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 pub fn write_oci_archive(path: &Path, image: &ImageToWrite) -> Result<String, OciError> {
     let file = File::create(path).map_err(|e| OciError::io("create", path, e))?;
     let mut b = tar::Builder::new(file);
-    add(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#, path)?;
+    add(
+        &mut b,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        path,
+    )?;
     let config = config_json(image);
     add(&mut b, &blob_name(&config), &config, path)?;
     let mut layers = Vec::new();
@@ -135,7 +140,13 @@ pub fn write_docker_archive(path: &Path, image: &ImageToWrite) -> Result<(), Oci
         add(&mut b, &name, layer, path)?;
         names.push(name);
     }
-    let manifest = json!([{"Config": config_name, "RepoTags": ["hutch/test:latest"], "Layers": names}]);
-    add(&mut b, "manifest.json", manifest.to_string().as_bytes(), path)?;
+    let manifest =
+        json!([{"Config": config_name, "RepoTags": ["hutch/test:latest"], "Layers": names}]);
+    add(
+        &mut b,
+        "manifest.json",
+        manifest.to_string().as_bytes(),
+        path,
+    )?;
     b.finish().map_err(|e| OciError::io("write", path, e))
 }

@@ -39,7 +39,10 @@ fn run() -> RunConfig {
 fn layers() -> Vec<Vec<u8>> {
     vec![
         file_layer(&[
-            ("etc/passwd", b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n"),
+            (
+                "etc/passwd",
+                b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n",
+            ),
             ("etc/group", b"root:x:0:\nstaff:x:50:\n"),
             ("etc/gone", b"g"),
         ]),
@@ -137,7 +140,11 @@ fn digest_mismatches_are_refused() {
 
 #[test]
 fn images_for_another_architecture_are_refused() {
-    let other = if host_arch() == "s390x" { "amd64" } else { "s390x" };
+    let other = if host_arch() == "s390x" {
+        "amd64"
+    } else {
+        "s390x"
+    };
     let dir = tempfile::tempdir().unwrap();
     let (run, layers) = (run(), layers());
     let image = ImageToWrite {

@@ -104,7 +104,10 @@ fn layers_apply_in_order_with_whiteouts() {
     assert_eq!(fs::read(root.join("etc/kept")).unwrap(), b"new");
     assert_eq!(fs::read(root.join("etc/added")).unwrap(), b"a");
     use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(root.join("bin/su")).unwrap().permissions().mode();
+    let mode = fs::metadata(root.join("bin/su"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o7777, 0o4755, "setuid kept");
 }
 

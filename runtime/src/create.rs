@@ -454,8 +454,9 @@ fn init_process(
             dup2(slave, fd).map_err(|e| RuntimeError::sys("dup the console", e))?;
         }
         if let Some(cwd) = &spec.init_cwd {
-            nix::unistd::chdir(cwd.as_path())
-                .map_err(|e| RuntimeError::sys(format!("change directory to {}", cwd.display()), e))?;
+            nix::unistd::chdir(cwd.as_path()).map_err(|e| {
+                RuntimeError::sys(format!("change directory to {}", cwd.display()), e)
+            })?;
         }
         sys::drop_bounding_caps().map_err(|e| RuntimeError::sys("drop capabilities", e))?;
         sys::reset_signals();

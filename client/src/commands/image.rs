@@ -26,6 +26,10 @@ pub enum Cmd {
         aliases: Vec<String>,
         #[arg(long)]
         public: bool,
+        /// `oci`: the file is an OCI archive or a `docker save` tarball, flattened into
+        /// an application-container image by the daemon (it also recognises one unasked).
+        #[arg(long, value_parser = ["lxd", "oci"])]
+        format: Option<String>,
     },
     /// List images (`-c` columns: l L f F p d a s u t, as lxc).
     #[command(alias = "ls")]
@@ -120,7 +124,11 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             files,
             aliases,
             public,
-        } => import_cmd(c, &files, &aliases, public),
+            format,
+        } => match format.as_deref() {
+            Some("oci") => import_oci(c, &files, &aliases, public),
+            _ => import_cmd(c, &files, &aliases, public),
+        },
         Cmd::List {
             filters,
             format,
@@ -254,6 +262,34 @@ pub fn import_cmd(
         [meta, rootfs] => import_split(client, Path::new(meta), Path::new(rootfs), public, &props)?,
         _ => bail!("Invalid number of arguments"),
     };
+    point_aliases(client, aliases, &fp)?;
+    println!("Image imported with fingerprint: {fp}");
+    Ok(())
+}
+
+/// `hutch image import --format oci FILE`: one archive, uploaded as it is, with the
+/// header that makes the daemon refuse anything but an OCI or docker-save archive.
+fn import_oci(client: &Client, files: &[String], aliases: &[String], public: bool) -> Result<()> {
+    let paths: Vec<&String> = files
+        .iter()
+        .filter(|f| !(f.ends_with(':') && !Path::new(f).exists()))
+        .collect();
+    let [file] = paths[..] else {
+        bail!("--format oci takes one archive (an OCI archive or a docker save tarball)");
+    };
+    for f in files.iter().filter(|f| f.ends_with(':')) {
+        local(f)?;
+    }
+    let path = Path::new(file);
+    let (mut f, len) = open(path)?;
+    let headers = vec![
+        ("Content-Type", "application/octet-stream".to_string()),
+        ("X-LXD-filename", file_name(path)),
+        ("X-LXD-public", public.to_string()),
+        ("X-Hutch-Image-Format", "oci".to_string()),
+    ];
+    let resp = client.send("POST", "/1.0/images", &headers, &mut f, len)?;
+    let fp = finish_upload(client, resp)?;
     point_aliases(client, aliases, &fp)?;
     println!("Image imported with fingerprint: {fp}");
     Ok(())

@@ -193,6 +193,10 @@ async fn create(
             for (k, v) in &image.properties {
                 config.insert(format!("image.{k}"), v.clone());
             }
+            // An OCI image's Env, under the request's own environment.* keys.
+            for (k, v) in super::oci::environment_keys(&image.properties) {
+                config.entry(k).or_insert(v);
+            }
             config.insert("volatile.base_image".into(), image.fingerprint.clone());
             config.insert(super::templates::APPLY_KEY.into(), "create".into());
             image.architecture.clone()

@@ -379,7 +379,10 @@ impl Engine {
         let e = self.clone();
         Ok(Box::pin(async move {
             let files = upload.files.as_ref().expect("files until dropped");
-            if let Some(made) = e.import_if_oci(files, oci, &filename, public, &properties).await? {
+            if let Some(made) = e
+                .import_if_oci(files, oci, &filename, public, &properties)
+                .await?
+            {
                 drop(upload);
                 return Ok(made);
             }

@@ -73,15 +73,9 @@ fn convert(archive: &Path, scratch: &Path, packed: &Path) -> Result<(String, u64
     meta.properties = super::properties::oci_properties(&image, &meta.architecture);
     let file = std::fs::File::create(packed).map_err(|e| DaemonError::io("create", packed, e))?;
     let out = std::io::BufWriter::with_capacity(1 << 20, HashingFile::new(file));
-    let out = hutch_images::pack_unified(
-        &rootfs,
-        &meta,
-        hutch_images::Compression::Gzip,
-        out,
-    )
-    .map_err(|e| DaemonError::failed("pack", "image", e))?
-    .into_inner()
-    .map_err(|e| DaemonError::io("write", packed, e.into_error()))?;
+    let out = hutch_images::pack_unified(&rootfs, &meta, hutch_images::Compression::Gzip, out)
+        .map_err(|e| DaemonError::failed("pack", "image", e))?
+        .into_inner()
+        .map_err(|e| DaemonError::io("write", packed, e.into_error()))?;
     out.sync(packed)
 }
-

@@ -209,7 +209,10 @@ mod tests {
         assert_eq!(p.command, vec!["/bin/sh", "-c", "true"]);
         assert_eq!(p.cwd, Some(PathBuf::from("/tmp")));
         assert_eq!(p.user, None);
-        let c = cfg(&[("image.type", "oci"), ("oci.entrypoint", r#"["/x", "a b"]"#)]);
+        let c = cfg(&[
+            ("image.type", "oci"),
+            ("oci.entrypoint", r#"["/x", "a b"]"#),
+        ]);
         assert_eq!(process(&c, root.path()).unwrap().command, vec!["/x", "a b"]);
     }
 

@@ -8,3 +8,4 @@ mod properties;
 
 pub use import::import_archive;
 pub use launch::{apply_to_spec, is_oci, STOP_TIMEOUT};
+pub use properties::environment_keys;

@@ -43,6 +43,23 @@ pub fn oci_properties(image: &OciImage, lxd_arch: &str) -> BTreeMap<String, Stri
     p
 }
 
+/// The `environment.*` keys an instance of an image with `properties` starts with: the
+/// OCI image's Env (none for other images), so exec sees it as the process does.
+pub fn environment_keys(properties: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    if properties.get("type").map(String::as_str) != Some(TYPE_OCI) {
+        return Vec::new();
+    }
+    let env: Vec<String> = properties
+        .get("oci.env")
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
+    env.iter()
+        .filter_map(|e| e.split_once('='))
+        .filter(|(k, _)| !k.is_empty() && !k.contains('\0'))
+        .map(|(k, v)| (format!("environment.{k}"), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +91,10 @@ mod tests {
         assert_eq!(p["oci.user"], "1000:50");
         assert_eq!(p["oci.exposed_ports"], "80/tcp,53/udp");
         assert_eq!(p["oci.label.maintainer"], "me");
+        assert_eq!(
+            environment_keys(&p),
+            vec![("environment.A".to_string(), "1".to_string())]
+        );
+        assert!(environment_keys(&BTreeMap::new()).is_empty());
     }
 }

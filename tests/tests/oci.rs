@@ -1,0 +1,315 @@
+//! End-to-end: OCI images from local archives. An image built here from the busybox
+//! rootfs (a base layer, an upper layer with a whiteout, a user and a file) and a config
+//! (Entrypoint, Cmd, Env, WorkingDir, User), written as an OCI archive and as a `docker
+//! save` tarball, imported with `hutch image import --format oci`, launched: the process
+//! runs where and as whom the image says, its output is in the console log, exec sees
+//! its environment. Hostile archives are refused and leave nothing. Needs root.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hutch_oci::{host_arch, write_docker_archive, write_oci_archive, ImageToWrite, RunConfig};
+use hutch_tests::{busybox_rootfs, require_root, unique_name, wait_until, TestDaemon};
+use serde_json::Value;
+
+/// Generous: every wait below is for a state, never a measure of speed.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A layer tar of the tree at `root` (symlinks stored as links).
+fn tree_layer(root: &Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", root).expect("tar the rootfs");
+    b.into_inner().expect("layer")
+}
+
+/// A layer of `(name, content, kind)` entries, names written raw (so `../` gets in).
+fn raw_layer(entries: &[(&str, &[u8], tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data, kind, link) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        let gnu = h.as_gnu_mut().expect("gnu header");
+        gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_cksum();
+        b.append(&h, *data).expect("append");
+    }
+    b.into_inner().expect("layer")
+}
+
+fn file<'a>(name: &'a str, data: &'a [u8]) -> (&'a str, &'a [u8], tar::EntryType, &'a str) {
+    (name, data, tar::EntryType::Regular, "")
+}
+
+/// The upper layer: a whiteout of /etc/inittab, a user `app`, and /srv/app/added.
+fn upper_layer() -> Vec<u8> {
+    raw_layer(&[
+        file("etc/.wh.inittab", b""),
+        file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234:app:/srv/app:/bin/sh\n",
+        ),
+        file("etc/group", b"root:x:0:\napp:x:1234:\n"),
+        ("srv/", b"", tar::EntryType::Directory, ""),
+        ("srv/app/", b"", tar::EntryType::Directory, ""),
+        file("srv/app/added", b"added-by-layer-2\n"),
+    ])
+}
+
+fn run_config() -> RunConfig {
+    RunConfig {
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        cmd: vec!["echo hello-oci; sleep 1000".into()],
+        env: vec![
+            "PATH=/bin:/sbin:/usr/bin:/usr/sbin".into(),
+            "OCI_GREETING=hi there".into(),
+        ],
+        working_dir: Some("/srv/app".into()),
+        user: Some("app".into()),
+        exposed_ports: vec!["8080/tcp".into()],
+        labels: [("org.example.test".to_string(), "hutch".to_string())].into(),
+    }
+}
+
+/// The test image as (OCI archive, docker-save tarball) in `dir`.
+fn build_archives(dir: &Path) -> (PathBuf, PathBuf) {
+    let rootfs = dir.join("bb-rootfs");
+    busybox_rootfs(&rootfs).expect("busybox rootfs");
+    let layers = vec![tree_layer(&rootfs), upper_layer()];
+    fs::remove_dir_all(&rootfs).expect("remove the rootfs");
+    let run = run_config();
+    let image = ImageToWrite {
+        architecture: host_arch(),
+        run: &run,
+        layers: &layers,
+        gzip: true,
+    };
+    let oci = dir.join("image-oci.tar");
+    write_oci_archive(&oci, &image).expect("write the OCI archive");
+    let docker = dir.join("image-docker.tar");
+    write_docker_archive(
+        &docker,
+        &ImageToWrite {
+            gzip: false,
+            ..image
+        },
+    )
+    .expect("docker");
+    (oci, docker)
+}
+
+fn get(d: &TestDaemon, path: &str) -> Value {
+    let (status, body) = d.http("GET", path, b"");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    v["metadata"].clone()
+}
+
+/// Waits until the console log of `name` shows `text`.
+fn wait_for_log(d: &TestDaemon, name: &str, text: &str) {
+    wait_until(&format!("{text} in {name}'s console log"), LIMIT, || {
+        d.hutch_ok(&["console", name, "--show-log"]).contains(text)
+    });
+}
+
+#[test]
+fn oci_and_docker_archives_run_their_process() {
+    if !require_root("oci_and_docker_archives_run_their_process") {
+        return;
+    }
+    let d = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let (oci, docker) = build_archives(d.path());
+    for (archive, kind) in [(&oci, "oci"), (&docker, "docker")] {
+        let alias = unique_name(&format!("app-{kind}"));
+        let out = d.hutch_ok(&[
+            "image",
+            "import",
+            "--format",
+            "oci",
+            archive.to_str().unwrap(),
+            "--alias",
+            &alias,
+        ]);
+        assert!(out.contains("Image imported with fingerprint"), "{out}");
+        let fp = get(&d, &format!("/1.0/images/aliases/{alias}"))["target"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let image = get(&d, &format!("/1.0/images/{fp}"));
+        let props = &image["properties"];
+        assert_eq!(props["type"], "oci", "{image}");
+        assert_eq!(props["oci.user"], "app", "{image}");
+        assert_eq!(props["oci.exposed_ports"], "8080/tcp", "{image}");
+        assert_eq!(props["oci.label.org.example.test"], "hutch", "{image}");
+        assert_eq!(
+            props["oci.manifest_digest"].is_string(),
+            kind == "oci",
+            "{image}"
+        );
+
+        let name = unique_name(&format!("oci-{kind}"));
+        d.hutch_ok(&["launch", &alias, &name]);
+        wait_for_log(&d, &name, "hello-oci");
+        // The process: its cwd, ids and environment, as the image said.
+        assert_eq!(d.sh_ok(&name, "readlink /proc/1/cwd").trim(), "/srv/app");
+        let ids = d.sh_ok(&name, "awk '/^Uid:|^Gid:/ {print $2}' /proc/1/status");
+        assert_eq!(ids.split_whitespace().collect::<Vec<_>>(), ["1234", "1234"]);
+        let environ = d.sh_ok(&name, "tr '\\0' '\\n' </proc/1/environ");
+        assert!(environ.contains("OCI_GREETING=hi there"), "{environ}");
+        // exec gets the image's Env through environment.* keys.
+        assert_eq!(d.sh_ok(&name, "echo \"$OCI_GREETING\"").trim(), "hi there");
+        // The layers: the whiteout removed, the upper file present.
+        d.sh_ok(&name, "test ! -e /etc/inittab");
+        assert_eq!(
+            d.sh_ok(&name, "cat /srv/app/added").trim(),
+            "added-by-layer-2"
+        );
+        // sh as PID 1 ignores SIGTERM: the stop kills it after the wait.
+        d.hutch_ok(&["stop", &name]);
+        let state = get(&d, &format!("/1.0/instances/{name}/state"));
+        assert_eq!(state["status"], "Stopped", "{state}");
+
+        if kind == "docker" {
+            // oci.* keys override the image's process.
+            let over = unique_name("oci-over");
+            d.hutch_ok(&[
+                "launch",
+                &alias,
+                &over,
+                "-c",
+                r#"oci.entrypoint=["/bin/sh","-c","echo override-$(id -u); sleep 1000"]"#,
+                "-c",
+                "oci.cwd=/tmp",
+                "-c",
+                "oci.uid=0",
+                "-c",
+                "oci.gid=0",
+            ]);
+            wait_for_log(&d, &over, "override-0");
+            assert_eq!(d.sh_ok(&over, "readlink /proc/1/cwd").trim(), "/tmp");
+            d.hutch_ok(&["delete", &over, "--force"]);
+        }
+        d.hutch_ok(&["delete", &name]);
+        d.hutch_ok(&["image", "delete", &alias]);
+    }
+    assert_nothing_left(&d);
+}
+
+/// No image, no image volume and no upload debris in the daemon's state.
+fn assert_nothing_left(d: &TestDaemon) {
+    let images = get(d, "/1.0/images");
+    assert_eq!(images, Value::Array(Vec::new()), "images left: {images}");
+    let debris: Vec<_> = fs::read_dir(d.path().join("images"))
+        .expect("images dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(debris.is_empty(), "files left in images/: {debris:?}");
+    for pool in fs::read_dir(d.path().join("storage-pools"))
+        .expect("pools")
+        .flatten()
+    {
+        let vols = pool.path().join("images");
+        let left: Vec<_> = fs::read_dir(&vols)
+            .map(|r| r.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "image volumes left in {vols:?}: {left:?}");
+    }
+}
+
+#[test]
+fn hostile_archives_are_refused_and_leave_nothing() {
+    if !require_root("hostile_archives_are_refused_and_leave_nothing") {
+        return;
+    }
+    let d = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let outside = d.path().join("outside");
+    fs::create_dir_all(&outside).expect("outside dir");
+    let run = run_config();
+    let base = raw_layer(&[
+        ("etc/", b"", tar::EntryType::Directory, ""),
+        file("etc/x", b"x"),
+    ]);
+    let write = |name: &str, layers: Vec<Vec<u8>>, arch: &str| -> PathBuf {
+        let path = d.path().join(name);
+        let image = ImageToWrite {
+            architecture: arch,
+            run: &run,
+            layers: &layers,
+            gzip: false,
+        };
+        write_oci_archive(&path, &image).expect("write");
+        path
+    };
+    let escape = write(
+        "escape.tar",
+        vec![
+            base.clone(),
+            raw_layer(&[
+                ("a", b"", tar::EntryType::Symlink, outside.to_str().unwrap()),
+                file("a/pwned", b"pwned"),
+            ]),
+        ],
+        host_arch(),
+    );
+    let dotdot = write(
+        "dotdot.tar",
+        vec![base.clone(), raw_layer(&[file("../../pwned", b"pwned")])],
+        host_arch(),
+    );
+    let tampered = write(
+        "tampered.tar",
+        vec![
+            base.clone(),
+            raw_layer(&[file("etc/y", b"original-content")]),
+        ],
+        host_arch(),
+    );
+    let mut data = fs::read(&tampered).expect("read");
+    let at = data
+        .windows(16)
+        .position(|w| w == b"original-content")
+        .expect("content in the archive");
+    data[at..at + 16].copy_from_slice(b"tampered-content");
+    fs::write(&tampered, data).expect("write");
+    let other = if host_arch() == "s390x" {
+        "amd64"
+    } else {
+        "s390x"
+    };
+    let wrong_arch = write("arch.tar", vec![base.clone()], other);
+    let not_oci = d.path().join("not-oci.tar");
+    fs::write(&not_oci, raw_layer(&[file("metadata.yaml", b"x")])).expect("write");
+
+    let cases: [(&PathBuf, &[&str]); 5] = [
+        (&escape, &["passes through the symlink"]),
+        (&dotdot, &["escapes the root filesystem"]),
+        (&tampered, &["digest mismatch for sha256:"]),
+        (&wrong_arch, &["no image for linux/", other]),
+        (&not_oci, &["not an OCI archive"]),
+    ];
+    for (archive, wants) in cases {
+        let err = d.hutch_err(&[
+            "image",
+            "import",
+            "--format",
+            "oci",
+            archive.to_str().unwrap(),
+            "--alias",
+            "hostile",
+        ]);
+        for want in wants {
+            assert!(err.contains(want), "{archive:?}: {err}");
+        }
+        assert_nothing_left(&d);
+    }
+    assert!(!outside.join("pwned").exists(), "a layer wrote outside");
+    assert!(!d.path().join("pwned").exists() && !Path::new("/pwned").exists());
+}
