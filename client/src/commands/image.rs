@@ -272,7 +272,7 @@ pub fn import_cmd(
 fn import_oci(client: &Client, files: &[String], aliases: &[String], public: bool) -> Result<()> {
     let paths: Vec<&String> = files
         .iter()
-        .filter(|f| !(f.ends_with(':') && !Path::new(f).exists()))
+        .filter(|f| !f.ends_with(':') || Path::new(f).exists())
         .collect();
     let [file] = paths[..] else {
         bail!("--format oci takes one archive (an OCI archive or a docker save tarball)");
