@@ -20,7 +20,7 @@ use crate::console::{self, ConsolePty};
 use crate::error::{Result, RuntimeError};
 use crate::rootfs;
 use crate::seccomp;
-use crate::spec::ContainerSpec;
+use crate::spec::{ContainerSpec, InitUser};
 use crate::sys;
 use crate::userns::{self, RootTree};
 
@@ -466,14 +466,11 @@ fn init_process(
         if let Some(filter) = exec.filter {
             seccomp::install(filter).map_err(|e| RuntimeError::sys("install seccomp filter", e))?;
         }
-        // After the filter, which needs the capabilities a non-root user loses.
-        if let Some(user) = spec.init_user {
-            let gid = nix::unistd::Gid::from_raw(user.gid);
-            nix::unistd::setgroups(&[gid]).map_err(|e| RuntimeError::sys("set groups", e))?;
-            nix::unistd::setgid(gid).map_err(|e| RuntimeError::sys("set gid", e))?;
-            nix::unistd::setuid(nix::unistd::Uid::from_raw(user.uid))
-                .map_err(|e| RuntimeError::sys("set uid", e))?;
+        if spec.reaper {
+            return Err(crate::reaper::run(exec.argv, exec.envp, spec.init_user));
         }
+        // After the filter, which needs the capabilities a non-root user loses.
+        become_user(spec.init_user)?;
         let e = execve(&exec.argv[0], exec.argv, exec.envp).unwrap_err();
         Err(RuntimeError::sys(
             format!("exec {}", exec.argv[0].to_string_lossy()),
@@ -484,6 +481,16 @@ fn init_process(
         Ok(()) => unreachable!("exec returned without error"),
         Err(e) => e,
     }
+}
+
+/// Takes the ids init (or the application under the reaper) runs as, when not root.
+pub(crate) fn become_user(user: Option<InitUser>) -> Result<()> {
+    let Some(user) = user else { return Ok(()) };
+    let gid = nix::unistd::Gid::from_raw(user.gid);
+    nix::unistd::setgroups(&[gid]).map_err(|e| RuntimeError::sys("set groups", e))?;
+    nix::unistd::setgid(gid).map_err(|e| RuntimeError::sys("set gid", e))?;
+    nix::unistd::setuid(nix::unistd::Uid::from_raw(user.uid))
+        .map_err(|e| RuntimeError::sys("set uid", e))
 }
 
 /// The environment init gets: what LXD gives, plus the spec's own.

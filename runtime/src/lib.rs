@@ -17,6 +17,7 @@ pub mod fd_limit;
 pub mod hotplug;
 pub mod idmap;
 pub mod monitor;
+mod reaper;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;

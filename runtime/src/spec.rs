@@ -50,6 +50,10 @@ pub struct ContainerSpec {
     /// Ids (inside the container) init runs as; root when unset.
     #[serde(default)]
     pub init_user: Option<InitUser>,
+    /// Run init as a child of a small PID 1 of ours that reaps orphans and passes
+    /// signals on (application containers, whose process is not written to be PID 1).
+    #[serde(default)]
+    pub reaper: bool,
     /// Signal that asks init to halt; detected from the root filesystem when unset.
     #[serde(default)]
     pub halt_signal: Option<i32>,
@@ -186,6 +190,7 @@ impl ContainerSpec {
             init: Vec::new(),
             init_cwd: None,
             init_user: None,
+            reaper: false,
             halt_signal: None,
             pre_start_hooks: Vec::new(),
             nesting: false,

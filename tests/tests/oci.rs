@@ -157,11 +157,21 @@ fn oci_and_docker_archives_run_their_process() {
         let name = unique_name(&format!("oci-{kind}"));
         d.hutch_ok(&["launch", &alias, &name]);
         wait_for_log(&d, &name, "hello-oci");
-        // The process: its cwd, ids and environment, as the image said.
-        assert_eq!(d.sh_ok(&name, "readlink /proc/1/cwd").trim(), "/srv/app");
-        let ids = d.sh_ok(&name, "awk '/^Uid:|^Gid:/ {print $2}' /proc/1/status");
+        // The process (the first child of our PID 1; exec'd commands may be its children
+        // too): its cwd, ids and environment, as the image said.
+        let app = d
+            .sh_ok(&name, "cut -d' ' -f1 /proc/1/task/1/children")
+            .trim()
+            .to_string();
+        assert!(!app.is_empty(), "no child of PID 1");
+        let cwd = d.sh_ok(&name, &format!("readlink /proc/{app}/cwd"));
+        assert_eq!(cwd.trim(), "/srv/app");
+        let ids = d.sh_ok(
+            &name,
+            &format!("awk '/^Uid:|^Gid:/ {{print $2}}' /proc/{app}/status"),
+        );
         assert_eq!(ids.split_whitespace().collect::<Vec<_>>(), ["1234", "1234"]);
-        let environ = d.sh_ok(&name, "tr '\\0' '\\n' </proc/1/environ");
+        let environ = d.sh_ok(&name, &format!("tr '\\0' '\\n' </proc/{app}/environ"));
         assert!(environ.contains("OCI_GREETING=hi there"), "{environ}");
         // exec gets the image's Env through environment.* keys.
         assert_eq!(d.sh_ok(&name, "echo \"$OCI_GREETING\"").trim(), "hi there");
@@ -171,7 +181,15 @@ fn oci_and_docker_archives_run_their_process() {
             d.sh_ok(&name, "cat /srv/app/added").trim(),
             "added-by-layer-2"
         );
-        // sh as PID 1 ignores SIGTERM: the stop kills it after the wait.
+        // PID 1 reaps orphans: a background process whose parent is gone ends reaped.
+        d.sh_ok(&name, "(sleep 1 &); true");
+        wait_until("orphans reaped", LIMIT, || {
+            d.sh_ok(&name, "grep -l '^State:.*Z' /proc/[0-9]*/status || true")
+                .trim()
+                .is_empty()
+                && !d.sh_ok(&name, "ps -o comm").contains("sleep 1")
+        });
+        // SIGTERM reaches the shell through our PID 1, and the stop is clean.
         d.hutch_ok(&["stop", &name]);
         let state = get(&d, &format!("/1.0/instances/{name}/state"));
         assert_eq!(state["status"], "Stopped", "{state}");
@@ -193,8 +211,28 @@ fn oci_and_docker_archives_run_their_process() {
                 "oci.gid=0",
             ]);
             wait_for_log(&d, &over, "override-0");
-            assert_eq!(d.sh_ok(&over, "readlink /proc/1/cwd").trim(), "/tmp");
+            let cwd = d.sh_ok(
+                &over,
+                "readlink /proc/$(cut -d' ' -f1 /proc/1/task/1/children)/cwd",
+            );
+            assert_eq!(cwd.trim(), "/tmp");
             d.hutch_ok(&["delete", &over, "--force"]);
+            // The container lives as long as its process.
+            let short = unique_name("oci-short");
+            d.hutch_ok(&[
+                "launch",
+                &alias,
+                &short,
+                "-c",
+                r#"oci.entrypoint=["/bin/sh","-c","echo short-lived; exit 3"]"#,
+            ]);
+            wait_until(&format!("{short} stopped"), LIMIT, || {
+                get(&d, &format!("/1.0/instances/{short}/state"))["status"] == "Stopped"
+            });
+            assert!(d
+                .hutch_ok(&["console", &short, "--show-log"])
+                .contains("short-lived"));
+            d.hutch_ok(&["delete", &short]);
         }
         d.hutch_ok(&["delete", &name]);
         d.hutch_ok(&["image", "delete", &alias]);

@@ -136,6 +136,7 @@ pub fn apply_to_spec(spec: &mut ContainerSpec, config: &BTreeMap<String, String>
     spec.env = p.env;
     spec.init_cwd = p.cwd;
     spec.init_user = p.user;
+    spec.reaper = true;
     spec.halt_signal = Some(libc::SIGTERM);
     Ok(())
 }

@@ -1,0 +1,84 @@
+//! A small PID 1 for application containers: the container's init forks the application's
+//! process, then stays to reap every orphan the namespace hands it and to pass signals on
+//! to the application; it exits with the application's status when the application ends.
+//! A process that is not written to be PID 1 (a shell, most servers) then stops on
+//! SIGTERM and leaves no zombies.
+
+use std::ffi::CString;
+
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{execve, fork, ForkResult, Pid};
+
+use crate::spec::InitUser;
+use crate::RuntimeError;
+
+/// The signals passed on to the application (SIGKILL and SIGSTOP cannot be caught).
+const FORWARDED: &[Signal] = &[
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGPWR,
+    Signal::SIGCONT,
+];
+
+/// Runs `argv` (as `user`) under this process as its reaper. Returns only on an error
+/// before the fork, or in the child on a failed exec.
+pub(crate) fn run(argv: &[CString], envp: &[CString], user: Option<InitUser>) -> RuntimeError {
+    let mut waited = SigSet::empty();
+    for &sig in FORWARDED {
+        waited.add(sig);
+    }
+    waited.add(Signal::SIGCHLD);
+    // Blocked, so that they queue for sigwait: PID 1 of a namespace would otherwise drop
+    // signals it has no handler for.
+    if let Err(e) = waited.thread_block() {
+        return RuntimeError::sys("block signals", e);
+    }
+    // SAFETY: this process is single-threaded (the container's init before exec).
+    match unsafe { fork() } {
+        Err(e) => RuntimeError::sys("fork the application", e),
+        Ok(ForkResult::Child) => {
+            let _ = SigSet::all().thread_unblock();
+            if let Err(e) = super::create::become_user(user) {
+                return e;
+            }
+            let e = execve(&argv[0], argv, envp).unwrap_err();
+            RuntimeError::sys(format!("exec {}", argv[0].to_string_lossy()), e)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            // What the monitor waits to see closed at exec (the report pipe) closes now.
+            // SAFETY: close_range closes only this process's descriptors above stdio.
+            unsafe { libc::close_range(3, u32::MAX, 0) };
+            reap(child, &waited)
+        }
+    }
+}
+
+/// Waits for signals: passes them on to `app`, reaps children, and exits as `app` did.
+fn reap(app: Pid, waited: &SigSet) -> ! {
+    loop {
+        let Ok(sig) = waited.wait() else { continue };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(app, sig);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == app => exit(code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == app => exit(128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit ends the process without running anything of the monitor's.
+    unsafe { libc::_exit(code) }
+}
