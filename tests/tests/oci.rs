@@ -351,3 +351,35 @@ fn hostile_archives_are_refused_and_leave_nothing() {
     assert!(!outside.join("pwned").exists(), "a layer wrote outside");
     assert!(!d.path().join("pwned").exists() && !Path::new("/pwned").exists());
 }
+
+#[test]
+fn lxc_imports_and_launches_an_oci_archive() {
+    if !require_root("lxc_imports_and_launches_an_oci_archive") {
+        return;
+    }
+    if std::process::Command::new("lxc")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        hutch_tests::skipped(
+            "lxc_imports_and_launches_an_oci_archive",
+            "no lxc client (apt-get install lxd-client)",
+        );
+        return;
+    }
+    let d = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let (oci, _docker) = build_archives(d.path());
+    // LXD's client sends the archive as any image; hutchd recognises it.
+    let alias = unique_name("app-lxc");
+    let out = d.lxc_ok(&["image", "import", oci.to_str().unwrap(), "--alias", &alias]);
+    assert!(out.contains("Image imported with fingerprint"), "{out}");
+    let name = unique_name("oci-lxc");
+    d.lxc_ok(&["launch", &alias, &name]);
+    wait_for_log(&d, &name, "hello-oci");
+    let out = d.lxc_ok(&["exec", &name, "--", "cat", "/srv/app/added"]);
+    assert_eq!(out.trim(), "added-by-layer-2");
+    d.lxc_ok(&["delete", &name, "--force"]);
+    d.lxc_ok(&["image", "delete", &alias]);
+    assert_nothing_left(&d);
+}
