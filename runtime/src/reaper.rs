@@ -82,3 +82,32 @@ fn exit(code: i32) -> ! {
     // SAFETY: _exit ends the process without running anything of the monitor's.
     unsafe { libc::_exit(code) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `script` under the reaper in a child process; its exit status.
+    fn reaped(script: &str) -> WaitStatus {
+        let argv: Vec<CString> = ["/bin/sh", "-c", script]
+            .iter()
+            .map(|a| CString::new(*a).unwrap())
+            .collect();
+        let envp = [CString::new("PATH=/bin:/usr/bin").unwrap()];
+        // SAFETY: the child only forks, waits and execs (or exits) before it ends.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                let _ = run(&argv, &envp, None);
+                exit(99)
+            }
+            ForkResult::Parent { child } => waitpid(child, None).expect("wait"),
+        }
+    }
+
+    #[test]
+    fn the_reaper_exits_as_the_application_did() {
+        assert!(matches!(reaped("exit 7"), WaitStatus::Exited(_, 7)));
+        // Killed by a signal: 128 + its number, as a shell reports it.
+        assert!(matches!(reaped("kill -9 $$"), WaitStatus::Exited(_, 137)));
+    }
+}
