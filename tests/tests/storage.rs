@@ -154,6 +154,41 @@ fn zfs_pool_snapshots_restore_and_copies() {
     snapshots_restore_copy("zfs");
 }
 
+/// Subvolumes made inside a container's root filesystem (what a nested container manager
+/// does), one of them a read-only snapshot, go with the container.
+#[test]
+fn btrfs_subvolumes_nested_in_a_container_are_deleted_with_it() {
+    if !require_root("btrfs_subvolumes_nested_in_a_container_are_deleted_with_it") {
+        return;
+    }
+    let d = daemon("btrfs");
+    d.hutch_ok(&["init", "bb", "n1"]);
+    let vol = d.path().join("storage-pools/default/containers/n1");
+    let btrfs = |args: &[&str]| {
+        let out = Command::new("btrfs").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "btrfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let inner = vol.join("rootfs/inner");
+    btrfs(&["subvolume", "create", inner.to_str().unwrap()]);
+    fs::write(inner.join("data"), b"x").unwrap();
+    let deeper = inner.join("deeper");
+    btrfs(&["subvolume", "create", deeper.to_str().unwrap()]);
+    let frozen = vol.join("rootfs/frozen");
+    btrfs(&[
+        "subvolume",
+        "snapshot",
+        "-r",
+        inner.to_str().unwrap(),
+        frozen.to_str().unwrap(),
+    ]);
+    d.hutch_ok(&["delete", "n1"]);
+    assert!(!vol.exists(), "{} is still there", vol.display());
+}
+
 #[test]
 fn btrfs_clones_share_the_image_and_the_pool_goes_away_cleanly() {
     if !require_root("btrfs_clones_share_the_image_and_the_pool_goes_away_cleanly") {

@@ -255,35 +255,45 @@ pub fn on_lifecycle(d: &Arc<Daemon>, action: &str, source: &str) {
     }
 }
 
-/// Rewrites one stale file (or, for a profile, every file of its instances).
-fn refresh(d: &Daemon, stale: Refresh) {
+/// Rewrites one stale file (or, for a profile, every file of its instances); what it could
+/// not write yet (an instance whose lock a long action holds) is handed back.
+fn refresh(d: &Daemon, stale: Refresh) -> Vec<Refresh> {
     match stale {
         Refresh::Instance(name) => {
-            // The instance's own lock: no delete or rename moves the volume mid-write.
+            // The instance's own lock: no delete or rename moves the volume mid-write. An
+            // export or a copy may hold it for minutes: the writer does not wait behind it.
             let lock = d.instance_lock(&name);
-            let _held = lock.blocking_lock();
+            let Ok(held) = lock.try_lock() else {
+                return vec![Refresh::Instance(name)];
+            };
             match write_instance(d, &name) {
                 // Deleted or renamed since the event: its volume says nothing any more.
                 Err(DaemonError::NotFound(_)) => {
-                    drop(_held);
+                    drop(held);
                     drop(lock);
                     d.prune_instance_locks();
                 }
                 done => log(done, "instance", &name),
             }
+            Vec::new()
         }
         Refresh::Volume { pool, name } => {
             log(write_volume(d, &pool, &name), "volume", &name);
             // A renamed volume's old file: the event names the new one only.
             prune_volume_files(d, &pool);
+            Vec::new()
         }
-        Refresh::Pool(name) => log(write_pool(d, &name), "pool", &name),
+        Refresh::Pool(name) => {
+            log(write_pool(d, &name), "pool", &name);
+            Vec::new()
+        }
         Refresh::Profile(profile) => {
-            for row in d.db.instances().unwrap_or_default() {
-                if row.state == "ready" && row.profiles.contains(&profile) {
-                    refresh(d, Refresh::Instance(row.name));
-                }
-            }
+            d.db.instances()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|row| row.state == "ready" && row.profiles.contains(&profile))
+                .flat_map(|row| refresh(d, Refresh::Instance(row.name)))
+                .collect()
         }
     }
 }
@@ -350,11 +360,22 @@ fn write_until_idle(d: Weak<Daemon>) {
             }
             std::mem::take(&mut s.files)
         };
-        for stale in batch {
-            refresh(&d, stale);
+        let busy: Vec<Refresh> = batch.into_iter().flat_map(|s| refresh(&d, s)).collect();
+        if !busy.is_empty() {
+            d.backup_files
+                .stale
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .files
+                .extend(busy);
+            drop(d);
+            std::thread::sleep(BUSY_RETRY);
         }
     }
 }
+
+/// How soon a file whose instance was busy is tried again.
+const BUSY_RETRY: Duration = Duration::from_millis(50);
 
 /// Removes the files of custom volumes that no longer exist on `pool`.
 fn prune_volume_files(d: &Daemon, pool: &str) {
@@ -410,6 +431,43 @@ mod tests {
             Some(Refresh::Pool("p".into()))
         );
         assert_eq!(refresh_of("image-created", "/1.0/images/abc"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_busy_instance_does_not_hold_up_the_other_files() {
+        let api = crate::api::testing::TestApi::new().await;
+        let fp = api.tiny_image().await;
+        api.tiny_instance("c1", &fp).await;
+        api.tiny_instance("c2", &fp).await;
+        let d = api.engine.d.clone();
+        let flush = |d: &Arc<Daemon>| {
+            let d = d.clone();
+            tokio::task::spawn_blocking(move || d.backup_files.flush(Duration::from_secs(10)))
+        };
+        flush(&d).await.unwrap();
+        let file = |name: &str| {
+            d.pool("default")
+                .unwrap()
+                .path(&instance_vol(name))
+                .join(INSTANCE_FILE)
+        };
+        for name in ["c1", "c2"] {
+            std::fs::remove_file(file(name)).unwrap();
+        }
+        // c1's lock is held, as a long export holds it: c2's file is written meanwhile.
+        let lock = d.instance_lock("c1");
+        let held = lock.lock().await;
+        on_lifecycle(&d, "instance-updated", "/1.0/instances/c1");
+        on_lifecycle(&d, "instance-updated", "/1.0/instances/c2");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !file("c2").exists() {
+            assert!(std::time::Instant::now() < deadline, "c2 waited behind c1");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!file("c1").exists());
+        drop(held);
+        flush(&d).await.unwrap();
+        assert!(file("c1").exists());
     }
 
     #[test]
