@@ -64,6 +64,10 @@ pub fn flatten_layer(
             continue;
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+            // `.wh..` would name the parent's parent.
+            if matches!(hidden, "" | "." | "..") {
+                return Err(OciError::Escape(raw.display().to_string()));
+            }
             remove_any(&rootfs.join(&parent).join(hidden))?;
             continue;
         }

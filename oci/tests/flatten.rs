@@ -225,3 +225,15 @@ fn the_size_bound_holds_over_all_layers() {
     let err = flatten_layer(&l[..], dir.path(), limits, &mut total).unwrap_err();
     assert!(matches!(err, OciError::TooLarge { .. }), "{err}");
 }
+
+#[test]
+fn whiteouts_of_dot_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    for name in [".wh...", ".wh..", "etc/.wh...", "etc/.wh.."] {
+        let err = apply(&root, &[E::File(name, b"", 0o644)]).unwrap_err();
+        assert!(matches!(err, OciError::Escape(_)), "{name}: {err}");
+        assert!(root.join("etc").is_dir(), "{name}");
+    }
+}
