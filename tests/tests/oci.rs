@@ -173,6 +173,8 @@ fn oci_and_docker_archives_run_their_process() {
         assert_eq!(ids.split_whitespace().collect::<Vec<_>>(), ["1234", "1234"]);
         let environ = d.sh_ok(&name, &format!("tr '\\0' '\\n' </proc/{app}/environ"));
         assert!(environ.contains("OCI_GREETING=hi there"), "{environ}");
+        let info = d.hutch_ok(&["info", &name]);
+        assert!(info.contains("Exposed ports: 8080/tcp"), "{info}");
         // exec gets the image's Env through environment.* keys.
         assert_eq!(d.sh_ok(&name, "echo \"$OCI_GREETING\"").trim(), "hi there");
         // The layers: the whiteout removed, the upper file present.

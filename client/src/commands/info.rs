@@ -54,6 +54,19 @@ fn autorestart_line(config: &Value) -> String {
     }
 }
 
+/// hutch's own line (LXD has none): the ports an OCI image exposes, as a hint (no proxy
+/// device is made for them).
+fn exposed_ports_line(config: &Value) -> String {
+    let ports = s(&config["image.oci.exposed_ports"]);
+    if s(&config["image.type"]) != "oci" || ports.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Exposed ports: {} (OCI image; add proxy devices to reach them)\n",
+        ports.replace(',', ", ")
+    )
+}
+
 /// The text of `hutch info NAME` for the instance object `v` (recursion=1: with state
 /// and snapshots).
 pub fn render_instance(v: &Value) -> String {
@@ -82,6 +95,7 @@ pub fn render_instance(v: &Value) -> String {
         o += &format!("Last Used: {t}\n");
     }
     o += &autorestart_line(&v["config"]);
+    o += &exposed_ports_line(&v["config"]);
     if pid != 0 {
         o += "\nResources:\n";
         o += &format!("  Processes: {}\n", n(&st["processes"]));
@@ -365,6 +379,16 @@ mod tests {
         assert!(
             text.contains("| s0   | 2026/12/02 05:00 UTC |            | NO       |"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn an_oci_images_ports_are_a_hint() {
+        assert_eq!(exposed_ports_line(&json!({})), "");
+        let c = json!({"image.type": "oci", "image.oci.exposed_ports": "80/tcp,53/udp"});
+        assert_eq!(
+            exposed_ports_line(&c),
+            "Exposed ports: 80/tcp, 53/udp (OCI image; add proxy devices to reach them)\n"
         );
     }
 
