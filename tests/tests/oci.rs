@@ -237,6 +237,22 @@ fn oci_and_docker_archives_run_their_process() {
             d.hutch_ok(&["delete", &short]);
         }
         d.hutch_ok(&["delete", &name]);
+        // A normal image: exported as a unified tarball, which imports back as the same
+        // OCI image.
+        let export = d.path().join(format!("export-{kind}"));
+        d.hutch_ok(&["image", "export", &alias, export.to_str().unwrap()]);
+        d.hutch_ok(&["image", "delete", &alias]);
+        let tarball = export.with_extension("tar.gz");
+        d.hutch_ok(&[
+            "image",
+            "import",
+            tarball.to_str().unwrap(),
+            "--alias",
+            &alias,
+        ]);
+        let again = get(&d, &format!("/1.0/images/{fp}"));
+        assert_eq!(again["properties"]["type"], "oci", "{again}");
+        fs::remove_file(&tarball).expect("remove the export");
         d.hutch_ok(&["image", "delete", &alias]);
     }
     assert_nothing_left(&d);
