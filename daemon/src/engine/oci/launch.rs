@@ -119,13 +119,19 @@ fn process(config: &BTreeMap<String, String>, rootfs: &Path) -> Result<Process> 
     })
 }
 
-/// The first `dir/name` on `path` that exists in the root filesystem (a symlink counts;
-/// it is resolved inside the container at exec).
+/// The first `dir/name` on `path` that exists in the root filesystem, symlinks resolved
+/// inside it (`openat2(RESOLVE_IN_ROOT)`: the image's links never lead to the host's).
 fn find_in_path(rootfs: &Path, name: &str, path: &str) -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(rootfs)
+        .ok()?;
     path.split(':')
-        .filter(|d| d.starts_with('/') && !d.contains(".."))
+        .filter(|d| d.starts_with('/'))
         .map(|d| format!("{}/{name}", d.trim_end_matches('/')))
-        .find(|p| std::fs::symlink_metadata(rootfs.join(&p[1..])).is_ok())
+        .find(|p| crate::engine::files::open_in_root(&root, p, libc::O_PATH, 0).is_ok())
 }
 
 /// Makes `spec` (of an instance with `config`) run the OCI image's process, stopped by
@@ -157,6 +163,8 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::create_dir_all(dir.path().join("bin")).unwrap();
         std::fs::write(dir.path().join("bin/app"), b"").unwrap();
+        // A link that would lead to the host's /bin: not followed out of the root.
+        std::os::unix::fs::symlink("/../../../../bin", dir.path().join("hostbin")).unwrap();
         std::fs::write(
             dir.path().join("etc/passwd"),
             "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/:/bin/sh\n",
@@ -193,6 +201,22 @@ mod tests {
                 uid: 1000,
                 gid: 1001
             })
+        );
+    }
+
+    #[test]
+    fn commands_are_found_on_path_inside_the_root_only() {
+        let root = rootfs();
+        assert_eq!(
+            find_in_path(root.path(), "app", "/nope:/bin"),
+            Some("/bin/app".into())
+        );
+        // /bin/sh exists on the host, not in this root.
+        assert_eq!(find_in_path(root.path(), "sh", "/hostbin:/bin"), None);
+        // The link resolves to the root's own /bin.
+        assert_eq!(
+            find_in_path(root.path(), "app", "/hostbin"),
+            Some("/hostbin/app".into())
         );
     }
 
