@@ -647,7 +647,7 @@ fn lxd_imports_an_optimized_btrfs_backup_hutchd_exported() {
 /// snapshots come back, and the instance starts.
 /// What a volume holds, line by line: path, type, mode, owner, and for files their size,
 /// modification time and SHA-256, for links their target, for nodes their device. The
-/// `backup.yaml` the daemon rewrites at the volume's top is left out.
+/// `backup.yaml` the daemon rewrites at the volume's top is left out (and its temporary).
 fn tree_manifest(root: &Path) -> Vec<String> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::MetadataExt;
@@ -660,7 +660,8 @@ fn tree_manifest(root: &Path) -> Vec<String> {
         for e in entries {
             let path = e.path();
             let rel = path.strip_prefix(root).unwrap().display().to_string();
-            if rel == "backup.yaml" {
+            // Rewritten by the daemon just after each change (under a temporary name).
+            if rel == "backup.yaml" || rel == ".backup.yaml.tmp" {
                 continue;
             }
             let m = std::fs::symlink_metadata(&path).unwrap();

@@ -10,10 +10,10 @@
 //! Files are written 0400, root-owned, under a temporary name renamed into place. They
 //! follow every change through the lifecycle events ([`on_lifecycle`]): each action that
 //! changes what a file says already announces itself there, so one observer replaces a
-//! call at each site. The observer only queues what went stale; a [`Writer`] thread
-//! rewrites it after the answer, once per burst (an instance's file holds every snapshot's
-//! config: 40 KB of YAML with 50 snapshots, 2.5 ms to emit, which no request should wait
-//! on). A failure to write is logged, never the user's action's failure; a file a crash
+//! call at each site. For instances the observer only queues what went stale; a
+//! [`Writer`] thread rewrites it after the answer, once per burst (an instance's file holds
+//! every snapshot's config: 40 KB of YAML with 50 snapshots, 2.5 ms to emit, which no
+//! request should wait on). Pools' and volumes' files are small and written at once. A failure to write is logged, never the user's action's failure; a file a crash
 //! left stale is rewritten from the database at the next start ([`write_all`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -248,10 +248,19 @@ fn refresh_of(action: &str, source: &str) -> Option<Refresh> {
     }
 }
 
-/// The lifecycle observer: queues what the event made stale for the writer.
+/// The lifecycle observer: queues the instances' files the event made stale for the
+/// writer; a pool's or a custom volume's file (a few lines) is rewritten at once, as part
+/// of the change, so that a pool or volume deleted right after never races its writer.
 pub fn on_lifecycle(d: &Arc<Daemon>, action: &str, source: &str) {
-    if let Some(stale) = refresh_of(action, source) {
-        d.backup_files.queue(d, stale);
+    match refresh_of(action, source) {
+        None => {}
+        Some(stale @ (Refresh::Instance(_) | Refresh::Profile(_))) => {
+            d.backup_files.queue(d, stale)
+        }
+        Some(stale) => {
+            // Only an instance can be busy: nothing comes back.
+            let _ = refresh(d, stale);
+        }
     }
 }
 
