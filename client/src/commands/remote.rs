@@ -407,7 +407,18 @@ pub fn add(conf: &mut ClientConfig, name: &str, addr: &str, args: AddArgs) -> Re
     } else {
         args.protocol
     };
-    let remote = if protocol == "simplestreams" {
+    let remote = if protocol == "oci" {
+        // A registry: plain HTTP too, for one on a trusted network (loopback).
+        if !matches!(url_scheme(addr), Some("https" | "http")) {
+            bail!("Only http(s) URLs are supported for OCI registries");
+        }
+        Remote {
+            addr: addr.trim_end_matches('/').to_string(),
+            protocol,
+            public: true,
+            ..Remote::default()
+        }
+    } else if protocol == "simplestreams" {
         if url_scheme(addr) != Some("https") {
             bail!("Only https URLs are supported for simplestreams");
         }
@@ -700,6 +711,8 @@ pub enum ImageServer {
     },
     /// A simplestreams server at this base URL.
     Streams { url: String },
+    /// An OCI registry at this URL: only the daemon talks to it (it pulls).
+    Registry { url: String },
 }
 
 /// How a daemon reaches an LXD-protocol image server to pull from it.
@@ -712,6 +725,11 @@ pub struct LxdSource {
 /// The image server called `name`.
 pub fn image_server(conf: &ClientConfig, name: &str) -> Result<ImageServer> {
     let remote = conf.remote(name)?;
+    if remote.is_oci() {
+        return Ok(ImageServer::Registry {
+            url: remote.addr.clone(),
+        });
+    }
     if remote.is_simplestreams() {
         return Ok(ImageServer::Streams {
             url: remote.addr.clone(),
