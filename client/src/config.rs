@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(conf.default_remote, "local");
         assert_eq!(
             conf.remotes.keys().collect::<Vec<_>>(),
-            ["images", "local", "ubuntu", "ubuntu-daily"]
+            ["docker", "images", "local", "ubuntu", "ubuntu-daily"]
         );
         conf.save().unwrap();
         assert_eq!(

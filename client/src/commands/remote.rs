@@ -102,7 +102,8 @@ pub fn run(cmd: Cmd) -> Result<()> {
                 if remote.project.is_empty() {
                     set_project(&mut conf, &name, &client);
                 }
-            } else if !remote.is_simplestreams() {
+            // Image servers and registries are not contacted when added.
+            } else if !remote.is_simplestreams() && !remote.is_oci() {
                 let contact = Contact {
                     accept_certificate,
                     password,
@@ -542,7 +543,7 @@ pub fn list(conf: &ClientConfig, format: Format) -> Result<String> {
             };
             let auth = match r.auth_type.as_str() {
                 "" if r.is_unix() => "file access",
-                "" if r.is_simplestreams() => "none",
+                "" if r.is_simplestreams() || r.is_oci() => "none",
                 "" => "tls",
                 a => a,
             };
@@ -920,5 +921,28 @@ mod tests {
             image_server(&c, "images"),
             Ok(ImageServer::Streams { .. })
         ));
+    }
+
+    #[test]
+    fn oci_remotes_are_registries_the_daemon_pulls_from() {
+        let (_d, mut c) = conf();
+        let oci = || AddArgs {
+            protocol: "oci".into(),
+            ..AddArgs::default()
+        };
+        let r = add(&mut c, "reg", "http://127.0.0.1:5000/", oci()).unwrap();
+        assert_eq!((r.addr.as_str(), r.public), ("http://127.0.0.1:5000", true));
+        assert_eq!(
+            err(add(&mut c, "bad", "127.0.0.1:5000", oci())),
+            "Only http(s) URLs are supported for OCI registries"
+        );
+        for name in ["reg", "docker"] {
+            assert!(matches!(
+                image_server(&c, name),
+                Ok(ImageServer::Registry { .. })
+            ));
+        }
+        assert_eq!(c.remotes["docker"].addr, "https://docker.io");
+        assert!(c.remotes["docker"].is_static);
     }
 }

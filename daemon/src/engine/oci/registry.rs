@@ -69,14 +69,18 @@ fn host_platform(manifests: &[ImageIndexEntry]) -> Option<String> {
         .map(|m| m.digest.clone())
 }
 
-fn client(protocol: ClientProtocol) -> Client {
-    Client::new(ClientConfig {
+fn client(protocol: ClientProtocol) -> Result<Client> {
+    // reqwest is built without a crypto provider of its own: it takes the process's, ring
+    // (as the rest of hutchd uses), installed once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::try_from(ClientConfig {
         protocol,
         platform_resolver: Some(Box::new(host_platform)),
         max_concurrent_download: PARALLEL_LAYERS,
         connect_timeout: Some(std::time::Duration::from_secs(15)),
         ..Default::default()
     })
+    .map_err(|e| DaemonError::failed("make", "the OCI registry client", e))
 }
 
 /// A registry error as the API reports it: a missing image is a 404.
@@ -111,7 +115,7 @@ pub async fn pull_registry(
     cancel: &Cancel,
 ) -> Result<ImageRow> {
     let (reference, protocol) = reference_of(&src.server, &src.name)?;
-    let client = client(protocol);
+    let client = client(protocol)?;
     let auth = RegistryAuth::Anonymous;
     let (manifest, digest, _) = cancel
         .run(async {
