@@ -66,7 +66,9 @@ impl Env<'_> {
 fn without_docker(text: &str) -> String {
     if let Some(start) = text.find("\"docker\":{") {
         // JSON: the object and the comma after it.
-        let end = text[start..].find("},").map_or(text.len(), |e| start + e + 2);
+        let end = text[start..]
+            .find("},")
+            .map_or(text.len(), |e| start + e + 2);
         return format!("{}{}", &text[..start], &text[end..]);
     }
     let mut out = Vec::new();

@@ -3,9 +3,9 @@
 //! built here from busybox is pushed into it with `skopeo`; a remote of protocol `oci`
 //! points at it. `hutch launch REMOTE:IMAGE:TAG` runs the image's process, `image copy`
 //! names it, a second launch reuses the image of the same manifest digest without a blob
-//! download (the registry's log says so), a missing tag and an unreachable registry fail
-//! clearly and leave nothing. The built-in `docker` remote is listed, never contacted.
-//! Needs root.
+//! download (the registry's log says so), a missing tag, an unreachable registry, a blob
+//! that does not match its digest and an image for another architecture fail clearly and
+//! leave nothing. The built-in `docker` remote is listed, never contacted. Needs root.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -95,21 +95,31 @@ fn tree_layer(root: &Path) -> Vec<u8> {
 
 /// A one-layer busybox image that says hello and stays up, as an OCI archive.
 fn build_archive(dir: &Path) -> PathBuf {
+    build_archive_as(
+        dir,
+        "bb-oci.tar",
+        "echo hello-registry; sleep 1000",
+        host_arch(),
+    )
+}
+
+/// A one-layer busybox image running `script`, for `arch`, as the OCI archive `file`.
+fn build_archive_as(dir: &Path, file: &str, script: &str, arch: &str) -> PathBuf {
     let rootfs = dir.join("bb-rootfs");
     busybox_rootfs(&rootfs).expect("busybox rootfs");
     let layers = vec![tree_layer(&rootfs)];
     fs::remove_dir_all(&rootfs).expect("remove the rootfs");
     let run = RunConfig {
         entrypoint: vec!["/bin/sh".into(), "-c".into()],
-        cmd: vec!["echo hello-registry; sleep 1000".into()],
+        cmd: vec![script.into()],
         env: vec!["PATH=/bin:/sbin:/usr/bin:/usr/sbin".into()],
         ..RunConfig::default()
     };
-    let archive = dir.join("bb-oci.tar");
+    let archive = dir.join(file);
     write_oci_archive(
         &archive,
         &ImageToWrite {
-            architecture: host_arch(),
+            architecture: arch,
             run: &run,
             layers: &layers,
             gzip: true,
@@ -230,7 +240,14 @@ fn images_pulled_from_a_registry_run_and_are_cached_by_digest() {
     assert_eq!(registry.blob_requests("test/bb"), blobs);
 
     // image copy with an alias names the same image.
-    d.hutch_ok(&["image", "copy", "reg:test/bb:1", "local:", "--alias", "bb-reg"]);
+    d.hutch_ok(&[
+        "image",
+        "copy",
+        "reg:test/bb:1",
+        "local:",
+        "--alias",
+        "bb-reg",
+    ]);
     let alias = get(&d, "/1.0/images/aliases/bb-reg");
     assert_eq!(alias["target"], first[0].as_str(), "{alias}");
     assert_eq!(images(&d), first);
@@ -253,5 +270,83 @@ fn images_pulled_from_a_registry_run_and_are_cached_by_digest() {
 
     for c in [&c1, &c2, &c3] {
         d.hutch_ok(&["delete", "--force", c]);
+    }
+}
+
+/// The digest of the config of `repo_tag` in the registry (`skopeo inspect --raw`).
+fn config_digest(registry: &Registry, repo_tag: &str) -> String {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://127.0.0.1:{}/{repo_tag}", registry.port))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: Value = serde_json::from_slice(&out.stdout).expect("manifest");
+    manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_string()
+}
+
+#[test]
+fn broken_images_on_a_registry_are_refused_and_leave_nothing() {
+    let test = "broken_images_on_a_registry_are_refused_and_leave_nothing";
+    if !require_root(test) || !tools_present(test) {
+        return;
+    }
+    let d = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let registry = Registry::start(d.path());
+    d.hutch_ok(&["remote", "add", "reg", &registry.url(), "--protocol", "oci"]);
+
+    // A blob whose content no longer matches its digest (changed in the registry's
+    // storage, same length): refused.
+    let archive = build_archive_as(d.path(), "bad.tar", "echo corrupt; sleep 1000", host_arch());
+    push(&archive, &registry, "test/bad:1");
+    let digest = config_digest(&registry, "test/bad:1");
+    let hex = digest.trim_start_matches("sha256:");
+    let data = d
+        .path()
+        .join("registry-storage/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let len = fs::metadata(&data).expect("the config blob").len() as usize;
+    fs::write(&data, vec![b' '; len]).expect("corrupt the config blob");
+    let c1 = unique_name("reg-bad");
+    let err = d.hutch_err(&["launch", "reg:test/bad:1", &c1]);
+    assert!(err.to_lowercase().contains("digest"), "{err}");
+
+    // An image for another architecture: refused, naming it.
+    let other = if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let archive = build_archive_as(d.path(), "other.tar", "echo other; sleep 1000", other);
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy", "--override-arch", other, "copy"])
+        .args(["--dest-tls-verify=false", "-q"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("docker://127.0.0.1:{}/test/other:1", registry.port))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c2 = unique_name("reg-arch");
+    let err = d.hutch_err(&["launch", "reg:test/other:1", &c2]);
+    assert!(err.contains(other), "{err}");
+
+    assert!(images(&d).is_empty(), "{:?}", images(&d));
+    assert!(scratch_left(&d).is_empty(), "{:?}", scratch_left(&d));
+    for c in [&c1, &c2] {
+        let (status, _) = d.http("GET", &format!("/1.0/instances/{c}"), b"");
+        assert_eq!(status, 404, "{c}");
     }
 }

@@ -84,23 +84,30 @@ fn client(protocol: ClientProtocol) -> Result<Client> {
 }
 
 /// A registry error as the API reports it: a missing image is a 404.
-fn registry_error(reference: &Reference, e: oci_client::errors::OciDistributionError) -> DaemonError {
+fn registry_error(
+    reference: &Reference,
+    e: oci_client::errors::OciDistributionError,
+) -> DaemonError {
     use oci_client::errors::OciDistributionError as E;
     let name = reference.whole();
     match &e {
         E::ImageManifestNotFoundError(m) if m.contains("platform") => DaemonError::BadRequest(
             format!("No image for linux/{} in {name}", hutch_oci::host_arch()),
         ),
-        E::ImageManifestNotFoundError(_) => {
-            DaemonError::NotFound(format!("Failed getting remote image info: {name}: not found"))
-        }
+        E::ImageManifestNotFoundError(_) => DaemonError::NotFound(format!(
+            "Failed getting remote image info: {name}: not found"
+        )),
         E::RegistryError { envelope, .. }
-            if envelope
-                .errors
-                .iter()
-                .any(|c| matches!(format!("{:?}", c.code).as_str(), "ManifestUnknown" | "NameUnknown")) =>
+            if envelope.errors.iter().any(|c| {
+                matches!(
+                    format!("{:?}", c.code).as_str(),
+                    "ManifestUnknown" | "NameUnknown"
+                )
+            }) =>
         {
-            DaemonError::NotFound(format!("Failed getting remote image info: {name}: not found"))
+            DaemonError::NotFound(format!(
+                "Failed getting remote image info: {name}: not found"
+            ))
         }
         _ => DaemonError::failed("pull", format!("OCI image {name}"), e),
     }
@@ -166,9 +173,10 @@ pub async fn pull_registry(
 
 /// The image made from the manifest `digest`, when the store has one.
 fn image_of_manifest(d: &AppState, digest: &str) -> Result<Option<ImageRow>> {
-    Ok(d.db.images()?.into_iter().find(|r| {
-        r.properties.get("oci.manifest_digest").map(String::as_str) == Some(digest)
-    }))
+    Ok(d.db
+        .images()?
+        .into_iter()
+        .find(|r| r.properties.get("oci.manifest_digest").map(String::as_str) == Some(digest)))
 }
 
 fn make_dir(path: &Path) -> Result<()> {
@@ -214,7 +222,11 @@ async fn download(
         "manifests": [{"mediaType": media_type, "digest": digest, "size": raw.len()}],
     });
     write(&layout.join("index.json"), index.to_string().as_bytes()).await?;
-    write(&layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).await?;
+    write(
+        &layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .await?;
     let wanted: Vec<&OciDescriptor> = std::iter::once(&manifest.config)
         .chain(&manifest.layers)
         .collect();
@@ -317,13 +329,7 @@ async fn store(
         update_source,
     })
     .await
-    .map_err(|e| {
-        DaemonError::failed(
-            "store",
-            format!("image {fp} from {}", src.server),
-            e,
-        )
-    })
+    .map_err(|e| DaemonError::failed("store", format!("image {fp} from {}", src.server), e))
 }
 
 #[cfg(test)]
