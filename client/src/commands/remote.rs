@@ -851,9 +851,11 @@ mod tests {
     #[test]
     fn list_reads_as_lxc_prints_it() {
         let (_d, c) = conf();
+        // lxc's list, and hutch's built-in registry first.
         assert_eq!(
             list(&c, Format::Csv).unwrap(),
-            "images,https://images.linuxcontainers.org,simplestreams,none,YES,NO,NO\n\
+            "docker,https://docker.io,oci,none,YES,YES,NO\n\
+             images,https://images.linuxcontainers.org,simplestreams,none,YES,NO,NO\n\
              local (current),unix://,lxd,file access,NO,YES,NO\n\
              ubuntu,https://cloud-images.ubuntu.com/releases,simplestreams,none,YES,YES,NO\n\
              ubuntu-daily,https://cloud-images.ubuntu.com/daily,simplestreams,none,YES,YES,NO\n"
