@@ -738,5 +738,8 @@ mod tests {
         assert!(PullSource::new("https://x", "simplestreams", "push", "a", "").is_err());
         assert!(PullSource::new("x", "simplestreams", "pull", "a", "").is_err());
         assert!(PullSource::new("https://x", "simplestreams", "pull", "", "").is_err());
+        // OCI registries (Incus's protocol name), over HTTP too.
+        let oci = PullSource::new("http://127.0.0.1:5000", "oci", "pull", "a/b:1", "").unwrap();
+        assert_eq!((oci.protocol, oci.name.as_str()), (Protocol::Oci, "a/b:1"));
     }
 }
