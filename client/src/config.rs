@@ -12,6 +12,9 @@ use serde_yaml::{Mapping, Value};
 /// The public image server of linuxcontainers.org, lxc's `images:`.
 pub const IMAGES_URL: &str = "https://images.linuxcontainers.org";
 
+/// The public registry of Docker Hub, hutch's built-in `docker:` (an OCI registry).
+pub const DOCKER_URL: &str = "https://docker.io";
+
 /// One remote as lxc 5.0 stores it (its YAML keys, in its order).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Remote {
@@ -23,12 +26,13 @@ pub struct Remote {
     pub domain: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub project: String,
-    /// `simplestreams`, or `lxd` (also when empty).
+    /// `simplestreams`, `oci` (a registry), or `lxd` (also when empty).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub protocol: String,
     #[serde(default)]
     pub public: bool,
-    /// Built in and unchangeable (`local`, `ubuntu`, `ubuntu-daily`); never written.
+    /// Built in and unchangeable (`local`, `ubuntu`, `ubuntu-daily`, `docker`); never
+    /// written.
     #[serde(skip)]
     pub is_static: bool,
 }
@@ -52,6 +56,11 @@ impl Remote {
     pub fn is_simplestreams(&self) -> bool {
         self.protocol == "simplestreams"
     }
+
+    /// An OCI registry (protocol `oci`).
+    pub fn is_oci(&self) -> bool {
+        self.protocol == "oci"
+    }
 }
 
 /// The remotes lxc 5.0.2 always has, whatever the file says.
@@ -72,6 +81,16 @@ fn static_remotes() -> BTreeMap<String, Remote> {
     m.insert(
         "ubuntu-daily".to_string(),
         Remote::streams("https://cloud-images.ubuntu.com/daily", true),
+    );
+    m.insert(
+        "docker".to_string(),
+        Remote {
+            addr: DOCKER_URL.into(),
+            protocol: "oci".into(),
+            public: true,
+            is_static: true,
+            ..Remote::default()
+        },
     );
     m
 }
@@ -280,7 +299,7 @@ mod tests {
         assert_eq!(conf.default_remote, "local");
         assert_eq!(
             conf.remotes.keys().collect::<Vec<_>>(),
-            ["images", "local", "ubuntu", "ubuntu-daily"]
+            ["docker", "images", "local", "ubuntu", "ubuntu-daily"]
         );
         conf.save().unwrap();
         assert_eq!(

@@ -6,6 +6,7 @@
 //! same way an archive does.
 
 mod archive;
+mod dir;
 mod error;
 mod flatten;
 mod image;
@@ -13,6 +14,7 @@ mod user;
 mod write;
 
 pub use archive::ArchiveSource;
+pub use dir::DirSource;
 pub use error::OciError;
 pub use flatten::{flatten_layer, FlattenLimits};
 pub use image::{
@@ -29,11 +31,19 @@ pub fn unpack_archive(
     rootfs: &std::path::Path,
     limits: FlattenLimits,
 ) -> Result<OciImage, OciError> {
-    let source = ArchiveSource::open(path)?;
-    let image = read_image(&source)?;
+    unpack(&ArchiveSource::open(path)?, rootfs, limits)
+}
+
+/// Reads the image of `source` and flattens it into `rootfs`, as [`unpack_archive`].
+pub fn unpack(
+    source: &dyn BlobSource,
+    rootfs: &std::path::Path,
+    limits: FlattenLimits,
+) -> Result<OciImage, OciError> {
+    let image = read_image(source)?;
     let mut total = 0u64;
     for layer in &image.layers {
-        apply_layer(&source, layer, rootfs, limits, &mut total)?;
+        apply_layer(source, layer, rootfs, limits, &mut total)?;
     }
     Ok(image)
 }

@@ -33,7 +33,11 @@ impl Env<'_> {
         if let Some(ca) = self.ca {
             cmd.env("SSL_CERT_FILE", ca);
         }
-        output_within(&mut cmd, b"", COMMAND_LIMIT)
+        let mut out = output_within(&mut cmd, b"", COMMAND_LIMIT);
+        if args.first() == Some(&"remote") && matches!(args.get(1), Some(&"list" | &"ls")) {
+            out.stdout = without_docker(&String::from_utf8_lossy(&out.stdout)).into_bytes();
+        }
+        out
     }
 
     fn lxc(&self, args: &[&str]) -> Output {
@@ -55,6 +59,37 @@ impl Env<'_> {
     fn config(&self) -> String {
         std::fs::read_to_string(self.conf.join("config.yml")).unwrap_or_default()
     }
+}
+
+/// `remote list` without hutch's built-in `docker` remote (an OCI registry, which lxc 5.0
+/// does not have), in any of its formats, so the rest compares with lxc's.
+fn without_docker(text: &str) -> String {
+    if let Some(start) = text.find("\"docker\":{") {
+        // JSON: the object and the comma after it.
+        let end = text[start..]
+            .find("},")
+            .map_or(text.len(), |e| start + e + 2);
+        return format!("{}{}", &text[..start], &text[end..]);
+    }
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let name = line.trim_start_matches(['|', ' ']);
+        if line == "docker:" {
+            // YAML: the block of indented lines under it.
+            while lines.peek().is_some_and(|l| l.starts_with(' ')) {
+                lines.next();
+            }
+        } else if name.starts_with("docker ") || name.starts_with("docker,") {
+            // A table row and its separator line.
+            if line.starts_with('|') {
+                lines.next();
+            }
+        } else {
+            out.push(line);
+        }
+    }
+    out.iter().map(|l| format!("{l}\n")).collect()
 }
 
 /// What a run shows the user: exit status, stdout, and the `Error:` lines of stderr (lxc

@@ -146,14 +146,15 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
             copy_aliases,
             public,
             auto_update,
-        } => match super::image_remote::streams_name(&name)? {
-            Some((url, name)) => {
+        } => match registry_or_streams(&name)? {
+            Some((url, name, registry)) => {
                 local(&remote)?;
                 let opts = super::image_remote::CopyOptions {
                     aliases,
                     copy_aliases,
                     public,
                     auto_update,
+                    registry,
                 };
                 super::image_remote::copy(c, &url, &name, &remote, &opts)
             }
@@ -163,6 +164,7 @@ pub fn run(c: &Client, cmd: Cmd) -> Result<()> {
                     copy_aliases,
                     public,
                     auto_update,
+                    registry: false,
                 };
                 copy_lxd(c, &name, &remote, &opts)
             }
@@ -598,7 +600,8 @@ pub fn list(client: &Client, filters: &[String], format: Format, columns: &str) 
             let (remote, rest) = conf.parse_remote(first)?;
             let client = match super::remote::image_server(&conf, &remote)? {
                 super::remote::ImageServer::Daemon { client, .. } => client,
-                super::remote::ImageServer::Streams { .. } => client.clone(),
+                super::remote::ImageServer::Streams { .. }
+                | super::remote::ImageServer::Registry { .. } => client.clone(),
             };
             let mut f: Vec<String> = Vec::new();
             if !rest.is_empty() {
@@ -659,6 +662,14 @@ fn info_time(t: &str) -> Option<String> {
         t.get(8..10)?,
         t.get(11..16)?
     ))
+}
+
+/// `REMOTE:NAME` on an OCI registry (`true`) or a simplestreams server: its URL and name.
+fn registry_or_streams(raw: &str) -> Result<Option<(String, String, bool)>> {
+    if let Some((url, name)) = super::image_remote::registry_name(raw)? {
+        return Ok(Some((url, name, true)));
+    }
+    Ok(super::image_remote::streams_name(raw)?.map(|(url, name)| (url, name, false)))
 }
 
 /// `image info`: lxc's text (properties sorted; lxc prints them in map order).

@@ -20,7 +20,9 @@ pub fn require_current(remote: &str) -> Result<()> {
         return Ok(());
     }
     match image_server(&conf, remote)? {
-        ImageServer::Streams { .. } => bail!("The remote isn't a private LXD server"),
+        ImageServer::Streams { .. } | ImageServer::Registry { .. } => {
+            bail!("The remote isn't a private LXD server")
+        }
         ImageServer::Daemon { client: c, .. } => {
             let current = image_server(&conf, &conf.default_remote)?;
             if matches!(&current, ImageServer::Daemon { client: d, .. } if d.same_server(&c)) {
@@ -40,7 +42,20 @@ pub fn streams_name(raw: &str) -> Result<Option<(String, String)>> {
     let (remote, name) = conf.parse_remote(raw)?;
     Ok(match image_server(&conf, &remote)? {
         ImageServer::Streams { url, .. } => Some((url, name)),
+        ImageServer::Registry { .. } => bail!(
+            "The remote {remote:?} is an OCI registry: its images are only pulled (launch, image copy)"
+        ),
         ImageServer::Daemon { .. } => None,
+    })
+}
+
+/// `REMOTE:IMAGE[:TAG|@DIGEST]` where the remote is an OCI registry: its URL and the name.
+pub fn registry_name(raw: &str) -> Result<Option<(String, String)>> {
+    let conf = ClientConfig::load()?;
+    let (remote, name) = conf.parse_remote(raw)?;
+    Ok(match image_server(&conf, &remote)? {
+        ImageServer::Registry { url } => Some((url, name)),
+        _ => None,
     })
 }
 
@@ -57,7 +72,7 @@ pub fn streams_filters(args: &[String]) -> Result<Option<(String, Vec<String>)>>
         let conf = ClientConfig::load()?;
         return Ok(match image_server(&conf, &conf.default_remote)? {
             ImageServer::Streams { url } => Some((url, args.to_vec())),
-            ImageServer::Daemon { .. } => None,
+            ImageServer::Daemon { .. } | ImageServer::Registry { .. } => None,
         });
     };
     let Some((url, rest)) = streams_name(first)? else {
@@ -119,6 +134,12 @@ pub fn info(url: &str, name: &str) -> Result<()> {
 pub fn pull_source(url: &str, name: &str) -> Value {
     json!({"type": "image", "mode": "pull", "server": url, "protocol": "simplestreams",
         "alias": name})
+}
+
+/// The `source` of a pull from an OCI registry (as Incus sends it): the daemon resolves
+/// `IMAGE[:TAG|@DIGEST]` on the registry.
+pub fn registry_pull_source(url: &str, name: &str) -> Value {
+    json!({"type": "image", "mode": "pull", "server": url, "protocol": "oci", "alias": name})
 }
 
 /// Where an image on an LXD-protocol server (another hutchd, an LXD) is pulled from: the
@@ -188,7 +209,7 @@ pub fn copy_between(
 ) -> Result<()> {
     let (src, image) = lxd_pull_source(source, &server, name)?;
     let mut aliases = Vec::new();
-    if opts.copy_aliases {
+    if opts.copy_aliases && !opts.registry {
         aliases.extend(
             image["aliases"]
                 .as_array()
@@ -220,6 +241,8 @@ pub struct CopyOptions {
     pub copy_aliases: bool,
     pub public: bool,
     pub auto_update: bool,
+    /// The remote is an OCI registry (`protocol: oci`).
+    pub registry: bool,
 }
 
 /// `image copy REMOTE:NAME local:`: the daemon pulls the image, then the aliases are
@@ -243,8 +266,12 @@ pub fn copy(
         aliases = server(url)?.resolve(name)?.aliases;
     }
     aliases.extend(opts.aliases.iter().cloned());
+    let source = match opts.registry {
+        true => registry_pull_source(url, name),
+        false => pull_source(url, name),
+    };
     let body = json!({
-        "source": pull_source(url, name),
+        "source": source,
         "public": opts.public,
         "auto_update": opts.auto_update,
     });

@@ -297,6 +297,7 @@ pub fn image_source(client: &Client, conf: &ClientConfig, image: &str) -> Result
     let (iremote, image) = conf.parse_remote(image)?;
     Ok(match image_server(conf, &iremote)? {
         ImageServer::Streams { url } => pull_source(&url, &image),
+        ImageServer::Registry { url } => super::image_remote::registry_pull_source(&url, &image),
         ImageServer::Daemon { client: c, .. } if c.same_server(client) => {
             json!({"type": "image", "fingerprint": resolve_image(client, &image)?})
         }

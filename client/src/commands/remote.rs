@@ -102,7 +102,8 @@ pub fn run(cmd: Cmd) -> Result<()> {
                 if remote.project.is_empty() {
                     set_project(&mut conf, &name, &client);
                 }
-            } else if !remote.is_simplestreams() {
+            // Image servers and registries are not contacted when added.
+            } else if !remote.is_simplestreams() && !remote.is_oci() {
                 let contact = Contact {
                     accept_certificate,
                     password,
@@ -407,7 +408,18 @@ pub fn add(conf: &mut ClientConfig, name: &str, addr: &str, args: AddArgs) -> Re
     } else {
         args.protocol
     };
-    let remote = if protocol == "simplestreams" {
+    let remote = if protocol == "oci" {
+        // A registry: plain HTTP too, for one on a trusted network (loopback).
+        if !matches!(url_scheme(addr), Some("https" | "http")) {
+            bail!("Only http(s) URLs are supported for OCI registries");
+        }
+        Remote {
+            addr: addr.trim_end_matches('/').to_string(),
+            protocol,
+            public: true,
+            ..Remote::default()
+        }
+    } else if protocol == "simplestreams" {
         if url_scheme(addr) != Some("https") {
             bail!("Only https URLs are supported for simplestreams");
         }
@@ -531,7 +543,7 @@ pub fn list(conf: &ClientConfig, format: Format) -> Result<String> {
             };
             let auth = match r.auth_type.as_str() {
                 "" if r.is_unix() => "file access",
-                "" if r.is_simplestreams() => "none",
+                "" if r.is_simplestreams() || r.is_oci() => "none",
                 "" => "tls",
                 a => a,
             };
@@ -700,6 +712,8 @@ pub enum ImageServer {
     },
     /// A simplestreams server at this base URL.
     Streams { url: String },
+    /// An OCI registry at this URL: only the daemon talks to it (it pulls).
+    Registry { url: String },
 }
 
 /// How a daemon reaches an LXD-protocol image server to pull from it.
@@ -712,6 +726,11 @@ pub struct LxdSource {
 /// The image server called `name`.
 pub fn image_server(conf: &ClientConfig, name: &str) -> Result<ImageServer> {
     let remote = conf.remote(name)?;
+    if remote.is_oci() {
+        return Ok(ImageServer::Registry {
+            url: remote.addr.clone(),
+        });
+    }
     if remote.is_simplestreams() {
         return Ok(ImageServer::Streams {
             url: remote.addr.clone(),
@@ -832,9 +851,11 @@ mod tests {
     #[test]
     fn list_reads_as_lxc_prints_it() {
         let (_d, c) = conf();
+        // lxc's list, and hutch's built-in registry first.
         assert_eq!(
             list(&c, Format::Csv).unwrap(),
-            "images,https://images.linuxcontainers.org,simplestreams,none,YES,NO,NO\n\
+            "docker,https://docker.io,oci,none,YES,YES,NO\n\
+             images,https://images.linuxcontainers.org,simplestreams,none,YES,NO,NO\n\
              local (current),unix://,lxd,file access,NO,YES,NO\n\
              ubuntu,https://cloud-images.ubuntu.com/releases,simplestreams,none,YES,YES,NO\n\
              ubuntu-daily,https://cloud-images.ubuntu.com/daily,simplestreams,none,YES,YES,NO\n"
@@ -902,5 +923,28 @@ mod tests {
             image_server(&c, "images"),
             Ok(ImageServer::Streams { .. })
         ));
+    }
+
+    #[test]
+    fn oci_remotes_are_registries_the_daemon_pulls_from() {
+        let (_d, mut c) = conf();
+        let oci = || AddArgs {
+            protocol: "oci".into(),
+            ..AddArgs::default()
+        };
+        let r = add(&mut c, "reg", "http://127.0.0.1:5000/", oci()).unwrap();
+        assert_eq!((r.addr.as_str(), r.public), ("http://127.0.0.1:5000", true));
+        assert_eq!(
+            err(add(&mut c, "bad", "127.0.0.1:5000", oci())),
+            "Only http(s) URLs are supported for OCI registries"
+        );
+        for name in ["reg", "docker"] {
+            assert!(matches!(
+                image_server(&c, name),
+                Ok(ImageServer::Registry { .. })
+            ));
+        }
+        assert_eq!(c.remotes["docker"].addr, "https://docker.io");
+        assert!(c.remotes["docker"].is_static);
     }
 }

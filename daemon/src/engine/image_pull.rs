@@ -32,6 +32,8 @@ pub enum Protocol {
     SimpleStreams,
     /// LXD's REST API (`/1.0/images`), asked as an untrusted client.
     Lxd,
+    /// An OCI registry (distribution API), as Incus names it.
+    Oci,
 }
 
 impl Protocol {
@@ -40,6 +42,7 @@ impl Protocol {
         match self {
             Protocol::SimpleStreams => "simplestreams",
             Protocol::Lxd => "lxd",
+            Protocol::Oci => "oci",
         }
     }
 }
@@ -74,6 +77,7 @@ impl PullSource {
         let protocol = match protocol {
             "simplestreams" => Protocol::SimpleStreams,
             "" | "lxd" => Protocol::Lxd,
+            "oci" => Protocol::Oci,
             other => return bad(format!("Invalid protocol: {other}")),
         };
         if !matches!(mode, "" | "pull") {
@@ -82,7 +86,7 @@ impl PullSource {
             ));
         }
         let schemes: &[&str] = match protocol {
-            Protocol::SimpleStreams => &["https://", "http://"],
+            Protocol::SimpleStreams | Protocol::Oci => &["https://", "http://"],
             // LXD's API is served over HTTPS only.
             Protocol::Lxd => &["https://"],
         };
@@ -179,6 +183,12 @@ async fn resolve(src: &PullSource) -> Result<Found> {
                 };
                 (found, image.kind)
             }
+            // Pulled by `oci::pull_registry`, never resolved here.
+            Protocol::Oci => {
+                return Err(DaemonError::BadRequest(
+                    "OCI registries have no image index to resolve".into(),
+                ))
+            }
             Protocol::Lxd => {
                 let client = LxdRemote::new(&src.server, &src.certificate)?;
                 // As LXD: with a secret the name is the image's fingerprint, no alias.
@@ -249,6 +259,9 @@ async fn pull(
     opts: PullOptions,
     cancel: &Cancel,
 ) -> Result<ImageRow> {
+    if src.protocol == Protocol::Oci {
+        return super::oci::pull_registry(d, src, opts, cancel).await;
+    }
     let found = cancel.run(resolve(src)).await?;
     if opts.prefer_cached && found.by_alias {
         if let Some(cached) = cached_from(d, src, &found.architecture)? {
@@ -725,5 +738,8 @@ mod tests {
         assert!(PullSource::new("https://x", "simplestreams", "push", "a", "").is_err());
         assert!(PullSource::new("x", "simplestreams", "pull", "a", "").is_err());
         assert!(PullSource::new("https://x", "simplestreams", "pull", "", "").is_err());
+        // OCI registries (Incus's protocol name), over HTTP too.
+        let oci = PullSource::new("http://127.0.0.1:5000", "oci", "pull", "a/b:1", "").unwrap();
+        assert_eq!((oci.protocol, oci.name.as_str()), (Protocol::Oci, "a/b:1"));
     }
 }

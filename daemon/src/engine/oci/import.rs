@@ -25,7 +25,11 @@ pub async fn import_archive(
     let packed = d.dir.join("images").join(format!("{stem}.tar.gz"));
     let (archive2, scratch2, packed2) = (archive.to_path_buf(), scratch.clone(), packed.clone());
     let converted = tokio::task::spawn_blocking(move || {
-        let result = convert(&archive2, &scratch2, &packed2);
+        let result = make_scratch(&scratch2).and_then(|()| {
+            let source = hutch_oci::ArchiveSource::open(&archive2)
+                .map_err(|e| DaemonError::BadRequest(crate::chain(&e)))?;
+            convert(&source, &scratch2, &packed2)
+        });
         let _ = std::fs::remove_dir_all(&scratch2);
         result
     })
@@ -47,20 +51,28 @@ pub async fn import_archive(
     imported.map(|()| (fp, size))
 }
 
-/// Flattens `archive` into `scratch` and packs it as a unified image at `packed`;
-/// returns its fingerprint and size.
-fn convert(archive: &Path, scratch: &Path, packed: &Path) -> Result<(String, u64)> {
+/// The scratch directory, for root only.
+fn make_scratch(scratch: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(scratch)
-        .map_err(|e| DaemonError::io("create", scratch, e))?;
+        .map_err(|e| DaemonError::io("create", scratch, e))
+}
+
+/// Flattens the image of `source` into `scratch/rootfs` (`scratch` exists) and packs it as
+/// a unified image at `packed`; returns its fingerprint and size.
+pub(super) fn convert(
+    source: &dyn hutch_oci::BlobSource,
+    scratch: &Path,
+    packed: &Path,
+) -> Result<(String, u64)> {
     let rootfs = scratch.join("rootfs");
     std::fs::create_dir(&rootfs).map_err(|e| DaemonError::io("create", &rootfs, e))?;
     let limits = hutch_oci::FlattenLimits {
         max_bytes: hutch_images::UnpackLimits::default().max_bytes,
     };
-    let image = hutch_oci::unpack_archive(archive, &rootfs, limits)
+    let image = hutch_oci::unpack(source, &rootfs, limits)
         .map_err(|e| DaemonError::BadRequest(crate::chain(&e)))?;
     let mut meta = hutch_images::ImageMetadata {
         architecture: image.architecture.clone(),

@@ -5,7 +5,9 @@
 mod import;
 mod launch;
 mod properties;
+mod registry;
 
 pub use import::import_archive;
 pub use launch::{apply_to_spec, is_oci, STOP_TIMEOUT};
 pub use properties::environment_keys;
+pub use registry::pull_registry;

@@ -1,0 +1,352 @@
+//! End-to-end: OCI images pulled from a registry. Debian's `docker-registry` (distribution
+//! v2) runs on a free loopback port with its storage in the test's directory; an image
+//! built here from busybox is pushed into it with `skopeo`; a remote of protocol `oci`
+//! points at it. `hutch launch REMOTE:IMAGE:TAG` runs the image's process, `image copy`
+//! names it, a second launch reuses the image of the same manifest digest without a blob
+//! download (the registry's log says so), a missing tag, an unreachable registry, a blob
+//! that does not match its digest and an image for another architecture fail clearly and
+//! leave nothing. The built-in `docker` remote is listed, never contacted. Needs root.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hutch_oci::{host_arch, write_oci_archive, ImageToWrite, RunConfig};
+use hutch_tests::{
+    busybox_rootfs, free_port, require_root, skipped, unique_name, wait_until, TestDaemon,
+};
+use serde_json::Value;
+
+/// Generous: every wait below is for a state, never a measure of speed.
+const LIMIT: Duration = Duration::from_secs(60);
+
+const REGISTRY: &str = "/usr/bin/docker-registry";
+
+/// A registry process, killed and reaped when dropped (the test failing or not).
+struct Registry {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Registry {
+    /// Starts `docker-registry` on a free loopback port, storage and log under `dir`.
+    fn start(dir: &Path) -> Registry {
+        let port = free_port();
+        let storage = dir.join("registry-storage");
+        fs::create_dir_all(&storage).expect("registry storage");
+        let config = dir.join("registry.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .expect("registry config");
+        let log = dir.join("registry.log");
+        let out = fs::File::create(&log).expect("registry log");
+        let child = Command::new(REGISTRY)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Registry { child, port, log };
+        wait_until("the registry answers", LIMIT, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        registry
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// How many blob requests of `repo` the registry logged so far.
+    fn blob_requests(&self, repo: &str) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("GET /v2/{repo}/blobs/")))
+            .count()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A layer tar of the tree at `root` (symlinks stored as links).
+fn tree_layer(root: &Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", root).expect("tar the rootfs");
+    b.into_inner().expect("layer")
+}
+
+/// A one-layer busybox image that says hello and stays up, as an OCI archive.
+fn build_archive(dir: &Path) -> PathBuf {
+    build_archive_as(
+        dir,
+        "bb-oci.tar",
+        "echo hello-registry; sleep 1000",
+        host_arch(),
+    )
+}
+
+/// A one-layer busybox image running `script`, for `arch`, as the OCI archive `file`.
+fn build_archive_as(dir: &Path, file: &str, script: &str, arch: &str) -> PathBuf {
+    let rootfs = dir.join("bb-rootfs");
+    busybox_rootfs(&rootfs).expect("busybox rootfs");
+    let layers = vec![tree_layer(&rootfs)];
+    fs::remove_dir_all(&rootfs).expect("remove the rootfs");
+    let run = RunConfig {
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        cmd: vec![script.into()],
+        env: vec!["PATH=/bin:/sbin:/usr/bin:/usr/sbin".into()],
+        ..RunConfig::default()
+    };
+    let archive = dir.join(file);
+    write_oci_archive(
+        &archive,
+        &ImageToWrite {
+            architecture: arch,
+            run: &run,
+            layers: &layers,
+            gzip: true,
+        },
+    )
+    .expect("write the OCI archive");
+    archive
+}
+
+/// `skopeo copy` of `archive` into the registry as `repo:tag`.
+fn push(archive: &Path, registry: &Registry, repo_tag: &str) {
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--dest-tls-verify=false", "-q"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("docker://127.0.0.1:{}/{repo_tag}", registry.port))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo copy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn get(d: &TestDaemon, path: &str) -> Value {
+    let (status, body) = d.http("GET", path, b"");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    v["metadata"].clone()
+}
+
+/// The fingerprints of the daemon's images.
+fn images(d: &TestDaemon) -> Vec<String> {
+    get(d, "/1.0/images?recursion=1")
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["fingerprint"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Files a pull left in the image store's scratch names.
+fn scratch_left(d: &TestDaemon) -> Vec<String> {
+    fs::read_dir(d.path().join("images"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".upload-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn tools_present(test: &str) -> bool {
+    if !Path::new(REGISTRY).exists() {
+        skipped(test, "docker-registry is not installed");
+        return false;
+    }
+    let skopeo = Command::new("skopeo").arg("--version").output();
+    if !skopeo.is_ok_and(|o| o.status.success()) {
+        skipped(test, "skopeo is not installed");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn images_pulled_from_a_registry_run_and_are_cached_by_digest() {
+    let test = "images_pulled_from_a_registry_run_and_are_cached_by_digest";
+    if !require_root(test) || !tools_present(test) {
+        return;
+    }
+    let d = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let registry = Registry::start(d.path());
+    let archive = build_archive(d.path());
+    push(&archive, &registry, "test/bb:1");
+
+    // The built-in registry remote is listed (and never contacted here).
+    let remotes = d.hutch_ok(&["remote", "list"]);
+    assert!(
+        remotes.contains("docker") && remotes.contains("https://docker.io"),
+        "{remotes}"
+    );
+    d.hutch_ok(&["remote", "add", "reg", &registry.url(), "--protocol", "oci"]);
+
+    // Launch: pulled, flattened, its process runs.
+    let c1 = unique_name("reg-a");
+    d.hutch_ok(&["launch", "reg:test/bb:1", &c1]);
+    wait_until("hello-registry in the console log", LIMIT, || {
+        d.hutch_ok(&["console", &c1, "--show-log"])
+            .contains("hello-registry")
+    });
+    let first = images(&d);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let image = get(&d, &format!("/1.0/images/{}", first[0]));
+    assert_eq!(image["properties"]["type"], "oci", "{image}");
+    let digest = image["properties"]["oci.manifest_digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{image}");
+    assert_eq!(image["update_source"]["protocol"], "oci", "{image}");
+    let blobs = registry.blob_requests("test/bb");
+    assert!(blobs >= 2, "config and layer pulled: {blobs}");
+
+    // A second launch of the tag: the manifest is asked for, no blob is downloaded, the
+    // image is the same one.
+    let c2 = unique_name("reg-b");
+    d.hutch_ok(&["launch", "reg:test/bb:1", &c2]);
+    assert_eq!(images(&d), first);
+    assert_eq!(registry.blob_requests("test/bb"), blobs);
+    // By digest too.
+    let c3 = unique_name("reg-c");
+    d.hutch_ok(&["init", &format!("reg:test/bb@{digest}"), &c3]);
+    assert_eq!(images(&d), first);
+    assert_eq!(registry.blob_requests("test/bb"), blobs);
+
+    // image copy with an alias names the same image.
+    d.hutch_ok(&[
+        "image",
+        "copy",
+        "reg:test/bb:1",
+        "local:",
+        "--alias",
+        "bb-reg",
+    ]);
+    let alias = get(&d, "/1.0/images/aliases/bb-reg");
+    assert_eq!(alias["target"], first[0].as_str(), "{alias}");
+    assert_eq!(images(&d), first);
+
+    // A missing tag: a clear error, nothing made.
+    let c4 = unique_name("reg-d");
+    let err = d.hutch_err(&["launch", "reg:test/bb:nope", &c4]);
+    assert!(err.contains("not found"), "{err}");
+    assert_eq!(images(&d), first);
+    let (status, _) = d.http("GET", &format!("/1.0/instances/{c4}"), b"");
+    assert_eq!(status, 404);
+
+    // An unreachable registry: a clear error, nothing made.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    d.hutch_ok(&["remote", "add", "gone", &closed, "--protocol", "oci"]);
+    let err = d.hutch_err(&["image", "copy", "gone:test/bb:1", "local:"]);
+    assert!(err.contains("gone") || err.contains("127.0.0.1"), "{err}");
+    assert_eq!(images(&d), first);
+    assert!(scratch_left(&d).is_empty(), "{:?}", scratch_left(&d));
+
+    for c in [&c1, &c2, &c3] {
+        d.hutch_ok(&["delete", "--force", c]);
+    }
+}
+
+/// The digest of the config of `repo_tag` in the registry (`skopeo inspect --raw`).
+fn config_digest(registry: &Registry, repo_tag: &str) -> String {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://127.0.0.1:{}/{repo_tag}", registry.port))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: Value = serde_json::from_slice(&out.stdout).expect("manifest");
+    manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_string()
+}
+
+#[test]
+fn broken_images_on_a_registry_are_refused_and_leave_nothing() {
+    let test = "broken_images_on_a_registry_are_refused_and_leave_nothing";
+    if !require_root(test) || !tools_present(test) {
+        return;
+    }
+    let d = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let registry = Registry::start(d.path());
+    d.hutch_ok(&["remote", "add", "reg", &registry.url(), "--protocol", "oci"]);
+
+    // A blob whose content no longer matches its digest (changed in the registry's
+    // storage, same length): refused.
+    let archive = build_archive_as(d.path(), "bad.tar", "echo corrupt; sleep 1000", host_arch());
+    push(&archive, &registry, "test/bad:1");
+    let digest = config_digest(&registry, "test/bad:1");
+    let hex = digest.trim_start_matches("sha256:");
+    let data = d
+        .path()
+        .join("registry-storage/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let len = fs::metadata(&data).expect("the config blob").len() as usize;
+    fs::write(&data, vec![b' '; len]).expect("corrupt the config blob");
+    let c1 = unique_name("reg-bad");
+    let err = d.hutch_err(&["launch", "reg:test/bad:1", &c1]);
+    assert!(err.to_lowercase().contains("digest"), "{err}");
+
+    // An image for another architecture: refused, naming it.
+    let other = if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let archive = build_archive_as(d.path(), "other.tar", "echo other; sleep 1000", other);
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy", "--override-arch", other, "copy"])
+        .args(["--dest-tls-verify=false", "-q"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("docker://127.0.0.1:{}/test/other:1", registry.port))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c2 = unique_name("reg-arch");
+    let err = d.hutch_err(&["launch", "reg:test/other:1", &c2]);
+    assert!(err.contains(other), "{err}");
+
+    assert!(images(&d).is_empty(), "{:?}", images(&d));
+    assert!(scratch_left(&d).is_empty(), "{:?}", scratch_left(&d));
+    for c in [&c1, &c2] {
+        let (status, _) = d.http("GET", &format!("/1.0/instances/{c}"), b"");
+        assert_eq!(status, 404, "{c}");
+    }
+}
