@@ -5,16 +5,16 @@
 //! stays as it was.
 
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Caller;
 use crate::error::{DaemonError, Result};
+use crate::listener::{LiveListener, OnConnection};
 
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,33 +25,16 @@ const SOCKET_READ: usize = 256 << 10;
 /// TLS sessions kept for resumption (clients reconnect for every `lxc` command).
 const SESSION_CACHE: usize = 4096;
 
-/// The HTTPS listener of one daemon: none, or one accept loop on one address.
+/// The HTTPS listener of one daemon: TLS over a [`LiveListener`].
 pub struct HttpsListener {
     tls: Arc<rustls::ServerConfig>,
     router: std::sync::OnceLock<Router>,
-    runtime: tokio::runtime::Handle,
-    running: Mutex<Option<Running>>,
+    live: LiveListener,
 }
 
 impl std::fmt::Debug for HttpsListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpsListener").finish_non_exhaustive()
-    }
-}
-
-/// An accept loop and how to stop it.
-struct Running {
-    /// `core.https_address` as configured.
-    address: String,
-    stop: oneshot::Sender<()>,
-    /// Closed once the loop has closed its socket, so the port is free again.
-    stopped: mpsc::Receiver<()>,
-}
-
-impl Running {
-    fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.stopped.recv();
     }
 }
 
@@ -67,8 +50,7 @@ impl HttpsListener {
         Arc::new(HttpsListener {
             tls: Arc::new(tls),
             router: std::sync::OnceLock::new(),
-            runtime: tokio::runtime::Handle::current(),
-            running: Mutex::new(None),
+            live: LiveListener::new("HTTPS listener", bind),
         })
     }
 
@@ -77,122 +59,49 @@ impl HttpsListener {
         let _ = self.router.set(router);
     }
 
-    /// Serves on `address` (`core.https_address`; "" stops serving). Same address: nothing
-    /// to do. Otherwise the current loop stops and a socket is bound on the new address;
-    /// if that fails, the old address is served again and the error returned. Blocks
-    /// while the old loop closes: call off the async workers.
+    /// Serves on `address` (`core.https_address`; "" stops serving), as
+    /// [`LiveListener::listen`] does. Blocks while the old loop closes: call off the async
+    /// workers.
     pub fn listen(&self, address: &str) -> Result<()> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let current = running
-            .as_ref()
-            .map(|r| r.address.clone())
-            .unwrap_or_default();
-        if current == address {
-            return Ok(());
-        }
-        if let Some(old) = running.take() {
-            old.stop();
-        }
-        if address.is_empty() {
-            tracing::info!("HTTPS listener stopped");
-            return Ok(());
-        }
-        match bind(address) {
-            Ok(socket) => {
-                *running = Some(self.serve(address, socket)?);
-                Ok(())
-            }
-            Err(e) => {
-                if !current.is_empty() {
-                    match bind(&current) {
-                        Ok(socket) => *running = Some(self.serve(&current, socket)?),
-                        Err(e) => {
-                            tracing::error!(error = %e, "serve the previous HTTPS address again")
-                        }
-                    }
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn serve(&self, address: &str, socket: StdListener) -> Result<Running> {
         let router =
             self.router.get().cloned().ok_or_else(|| {
                 DaemonError::BadRequest("The HTTPS listener has no API yet".into())
             })?;
-        let _guard = self.runtime.enter();
-        socket
-            .set_nonblocking(true)
-            .map_err(|e| DaemonError::io("listen on", address, e))?;
-        let listener =
-            TcpListener::from_std(socket).map_err(|e| DaemonError::io("listen on", address, e))?;
-        if let Ok(local) = listener.local_addr() {
-            tracing::info!(address = %local, "HTTPS listener started");
-        }
-        let (stop, stop_rx) = oneshot::channel();
-        let (stopped_tx, stopped) = mpsc::channel();
         let acceptor = TlsAcceptor::from(self.tls.clone());
-        self.runtime.spawn(async move {
-            accept_loop(listener, acceptor, router, stop_rx).await;
-            // The socket is closed (dropped above): the port is free.
-            drop(stopped_tx);
-        });
-        Ok(Running {
-            address: address.to_string(),
-            stop,
-            stopped,
-        })
+        let on_connection: OnConnection =
+            Arc::new(move |stream, peer| accept_tls(stream, peer, &acceptor, &router));
+        self.live.listen(address, on_connection)
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    router: Router,
-    mut stop: oneshot::Receiver<()>,
-) {
-    loop {
-        let (stream, address) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTPS accept failed");
-                    // Out of descriptors and the like: let it pass rather than spin.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => break,
+/// Serves one accepted connection: the TLS handshake, then HTTP with the peer as caller.
+fn accept_tls(stream: TcpStream, address: SocketAddr, acceptor: &TlsAcceptor, router: &Router) {
+    // rustls reads 4 KiB at a time: one system call per 4 KiB of an upload (a pushed
+    // file, a migration pushed to us) without a buffer under it.
+    let stream = tokio::io::BufReader::with_capacity(SOCKET_READ, stream);
+    let acceptor = acceptor.clone();
+    let router = router.clone();
+    tokio::spawn(async move {
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %address, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
         };
-        let _ = stream.set_nodelay(true);
-        // rustls reads 4 KiB at a time: one system call per 4 KiB of an upload (a pushed
-        // file, a migration pushed to us) without a buffer under it.
-        let stream = tokio::io::BufReader::with_capacity(SOCKET_READ, stream);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %address, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let certificate = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|der| Arc::new(der.to_vec()));
-            let caller = Caller::Tls {
-                address,
-                certificate,
-            };
-            serve_connection(ClosingTls(tls), router, caller).await;
-        });
-    }
+        let certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|der| Arc::new(der.to_vec()));
+        let caller = Caller::Tls {
+            address,
+            certificate,
+        };
+        serve_connection(ClosingTls(tls), router, caller).await;
+    });
 }
 
 /// A TLS connection that says goodbye: when it is dropped (a websocket's end, a closed

@@ -11,6 +11,7 @@ mod events;
 mod https;
 mod init;
 mod layout;
+mod listener;
 mod logging;
 mod operations;
 mod recover;

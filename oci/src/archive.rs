@@ -90,11 +90,30 @@ impl BlobSource for ArchiveSource {
 }
 
 /// An uncompressed tar with `oci-layout` or `manifest.json` at its top and no
-/// `metadata.yaml` (which would make it an LXD image).
+/// `metadata.yaml` (which would make it an LXD image). Every image upload asks: an LXD
+/// image is known at its first `metadata.yaml`, `rootfs/` or `templates/` entry, without
+/// reading the rest of its headers.
 pub(crate) fn looks_like_oci(path: &Path) -> bool {
-    let Ok(source) = ArchiveSource::open(path) else {
+    let Ok(file) = File::open(path) else {
         return false;
     };
-    (source.exists("oci-layout") || source.exists("manifest.json"))
-        && !source.exists("metadata.yaml")
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let Ok(entries) = archive.entries() else {
+        return false;
+    };
+    let mut layout = false;
+    for entry in entries {
+        // Not a tar (a compressed upload): not an OCI archive.
+        let Ok(entry) = entry else { return false };
+        let Some(name) = entry.path().ok().and_then(|p| clean_name(&p)) else {
+            continue;
+        };
+        let top = name.split('/').next().unwrap_or_default();
+        match top {
+            "metadata.yaml" | "rootfs" | "templates" => return false,
+            "oci-layout" | "manifest.json" => layout = true,
+            _ => {}
+        }
+    }
+    layout
 }

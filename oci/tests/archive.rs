@@ -5,8 +5,8 @@ use std::fs;
 use std::path::Path;
 
 use hutch_oci::{
-    host_arch, resolve_user, unpack_archive, write_docker_archive, write_oci_archive,
-    FlattenLimits, ImageToWrite, OciError, RunConfig,
+    host_arch, is_oci_archive, resolve_user, unpack_archive, write_docker_archive,
+    write_oci_archive, FlattenLimits, ImageToWrite, OciError, RunConfig,
 };
 
 fn file_layer(entries: &[(&str, &[u8])]) -> Vec<u8> {
@@ -113,21 +113,26 @@ fn tamper(path: &Path, from: &[u8], to: &[u8]) {
     fs::write(path, data).unwrap();
 }
 
-#[test]
-fn digest_mismatches_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
+/// The test image for `architecture`, written in `dir` as an OCI and a docker-save archive.
+fn both_archives(dir: &Path, architecture: &str) -> [std::path::PathBuf; 2] {
     let (run, layers) = (run(), layers());
     let image = ImageToWrite {
-        architecture: host_arch(),
+        architecture,
         run: &run,
         layers: &layers,
         gzip: false,
     };
-    let oci = dir.path().join("oci.tar");
+    let oci = dir.join("oci.tar");
     write_oci_archive(&oci, &image).unwrap();
-    let docker = dir.path().join("docker.tar");
+    let docker = dir.join("docker.tar");
     write_docker_archive(&docker, &image).unwrap();
-    for path in [&oci, &docker] {
+    [oci, docker]
+}
+
+#[test]
+fn digest_mismatches_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for path in &both_archives(dir.path(), host_arch()) {
         tamper(path, b"layer 2 content", b"layer X content");
         let root = tempfile::tempdir().unwrap();
         let err = unpack_archive(path, root.path(), FlattenLimits::default()).unwrap_err();
@@ -146,22 +151,37 @@ fn images_for_another_architecture_are_refused() {
         "s390x"
     };
     let dir = tempfile::tempdir().unwrap();
-    let (run, layers) = (run(), layers());
-    let image = ImageToWrite {
-        architecture: other,
-        run: &run,
-        layers: &layers,
-        gzip: false,
-    };
-    let oci = dir.path().join("oci.tar");
-    write_oci_archive(&oci, &image).unwrap();
-    let docker = dir.path().join("docker.tar");
-    write_docker_archive(&docker, &image).unwrap();
-    for path in [&oci, &docker] {
+    for path in &both_archives(dir.path(), other) {
         let root = tempfile::tempdir().unwrap();
         let err = unpack_archive(path, root.path(), FlattenLimits::default()).unwrap_err();
         assert!(matches!(err, OciError::WrongPlatform { .. }), "{err}");
         assert!(err.to_string().contains(other), "{err}");
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
     }
+}
+
+#[test]
+fn oci_archives_are_told_from_lxd_images_and_compressed_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    for path in &both_archives(dir.path(), host_arch()) {
+        assert!(is_oci_archive(path), "{}", path.display());
+    }
+    // An LXD image: known at its first entry, whatever follows.
+    let lxd = dir.path().join("lxd.tar");
+    let mut b = tar::Builder::new(fs::File::create(&lxd).unwrap());
+    for (name, data) in [
+        ("metadata.yaml", &b"architecture: x86_64\n"[..]),
+        ("manifest.json", b"[]"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    b.finish().unwrap();
+    assert!(!is_oci_archive(&lxd));
+    let gz = dir.path().join("image.tar.gz");
+    fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]).unwrap();
+    assert!(!is_oci_archive(&gz));
 }

@@ -131,8 +131,15 @@ fn build_archive_as(dir: &Path, file: &str, script: &str, arch: &str) -> PathBuf
 
 /// `skopeo copy` of `archive` into the registry as `repo:tag`.
 fn push(archive: &Path, registry: &Registry, repo_tag: &str) {
+    push_with(&[], archive, registry, repo_tag)
+}
+
+/// The same, with skopeo's global options `global` (`--override-arch`...).
+fn push_with(global: &[&str], archive: &Path, registry: &Registry, repo_tag: &str) {
     let out = Command::new("skopeo")
-        .args(["--insecure-policy", "copy", "--dest-tls-verify=false", "-q"])
+        .arg("--insecure-policy")
+        .args(global)
+        .args(["copy", "--dest-tls-verify=false", "-q"])
         .arg(format!("oci-archive:{}", archive.display()))
         .arg(format!("docker://127.0.0.1:{}/{repo_tag}", registry.port))
         .output()
@@ -327,17 +334,11 @@ fn broken_images_on_a_registry_are_refused_and_leave_nothing() {
         "arm64"
     };
     let archive = build_archive_as(d.path(), "other.tar", "echo other; sleep 1000", other);
-    let out = Command::new("skopeo")
-        .args(["--insecure-policy", "--override-arch", other, "copy"])
-        .args(["--dest-tls-verify=false", "-q"])
-        .arg(format!("oci-archive:{}", archive.display()))
-        .arg(format!("docker://127.0.0.1:{}/test/other:1", registry.port))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    push_with(
+        &["--override-arch", other],
+        &archive,
+        &registry,
+        "test/other:1",
     );
     let c2 = unique_name("reg-arch");
     let err = d.hutch_err(&["launch", "reg:test/other:1", &c2]);

@@ -133,6 +133,22 @@ pub struct PullOptions {
     pub prefer_cached: bool,
 }
 
+impl PullOptions {
+    /// Whether the pulled image refreshes itself: as asked, else as
+    /// `images.auto_update_cached` says.
+    pub fn auto_update(&self, d: &AppState) -> Result<bool> {
+        Ok(match self.auto_update {
+            Some(a) => a,
+            None => hutch_api::server_config::server_config_value(
+                &d.db.server_config()?,
+                "images.auto_update_cached",
+            )
+            .parse()
+            .unwrap_or(true),
+        })
+    }
+}
+
 /// The remote image a name resolved to, whatever the protocol.
 struct Found {
     fingerprint: String,
@@ -283,15 +299,7 @@ async fn pull(
             return Ok(row);
         }
     }
-    let auto_update = match opts.auto_update {
-        Some(a) => a,
-        None => hutch_api::server_config::server_config_value(
-            &d.db.server_config()?,
-            "images.auto_update_cached",
-        )
-        .parse()
-        .unwrap_or(true),
-    };
+    let auto_update = opts.auto_update(d)?;
     let update_source = found.by_alias.then(|| ImageSource {
         alias: src.name.clone(),
         certificate: src.certificate.clone(),

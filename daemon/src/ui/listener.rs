@@ -4,46 +4,28 @@
 //! is refused and the listener stays as it was.
 
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use super::sessions::UiSessions;
 use crate::auth::Caller;
 use crate::error::{DaemonError, Result};
+use crate::listener::{LiveListener, OnConnection};
 
 /// Port of `core.ui_address` when it names none.
 pub const DEFAULT_PORT: u16 = 8444;
 
-/// The UI listener of one daemon: none, or one accept loop on one loopback address.
+/// The UI listener of one daemon: plain HTTP on loopback over a [`LiveListener`].
 pub struct UiListener {
     sessions: Arc<UiSessions>,
     router: OnceLock<Router>,
-    runtime: tokio::runtime::Handle,
-    running: Mutex<Option<Running>>,
+    live: LiveListener,
 }
 
 impl std::fmt::Debug for UiListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UiListener").finish_non_exhaustive()
-    }
-}
-
-struct Running {
-    /// `core.ui_address` as configured.
-    address: String,
-    bound: SocketAddr,
-    stop: oneshot::Sender<()>,
-    /// Closed once the loop has closed its socket.
-    stopped: mpsc::Receiver<()>,
-}
-
-impl Running {
-    fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.stopped.recv();
     }
 }
 
@@ -53,8 +35,7 @@ impl UiListener {
         Arc::new(UiListener {
             sessions: Arc::default(),
             router: OnceLock::new(),
-            runtime: tokio::runtime::Handle::current(),
-            running: Mutex::new(None),
+            live: LiveListener::new("web UI listener", bind),
         })
     }
 
@@ -77,99 +58,31 @@ impl UiListener {
 
     /// Where the listener is bound, if it runs.
     pub fn bound(&self) -> Option<SocketAddr> {
-        self.lock().as_ref().map(|r| r.bound)
+        self.live.bound()
     }
 
-    /// Serves on `address` ("" stops serving), as the HTTPS listener does: an address that
-    /// cannot be bound leaves the previous one served and is refused. Blocks while the old
-    /// loop closes: call off the async workers.
+    /// Serves on `address` (`core.ui_address`; "" stops serving), as
+    /// [`LiveListener::listen`] does. Blocks while the old loop closes: call off the async
+    /// workers.
     pub fn listen(&self, address: &str) -> Result<()> {
-        let mut running = self.lock();
-        let current = running
-            .as_ref()
-            .map(|r| r.address.clone())
-            .unwrap_or_default();
-        if current == address {
-            return Ok(());
-        }
-        if let Some(old) = running.take() {
-            old.stop();
-        }
-        if address.is_empty() {
-            tracing::info!("web UI listener stopped");
-            return Ok(());
-        }
-        match bind(address) {
-            Ok(socket) => {
-                *running = Some(self.serve(address, socket)?);
-                Ok(())
-            }
-            Err(e) => {
-                if !current.is_empty() {
-                    match bind(&current) {
-                        Ok(socket) => *running = Some(self.serve(&current, socket)?),
-                        Err(e) => {
-                            tracing::error!(error = %e, "serve the previous UI address again")
-                        }
-                    }
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn serve(&self, address: &str, socket: StdListener) -> Result<Running> {
         let router = self
             .router
             .get()
             .cloned()
             .ok_or_else(|| DaemonError::BadRequest("the web UI has no API yet".into()))?;
-        let _guard = self.runtime.enter();
-        let io = |e| DaemonError::io("listen on", address, e);
-        socket.set_nonblocking(true).map_err(io)?;
-        let bound = socket.local_addr().map_err(io)?;
-        let listener = TcpListener::from_std(socket).map_err(io)?;
-        tracing::info!(address = %bound, "web UI listening on http://{bound}/ui/");
-        let (stop, mut stop_rx) = oneshot::channel::<()>();
-        let (stopped_tx, stopped) = mpsc::channel::<()>();
-        self.runtime.spawn(async move {
-            loop {
-                let (stream, peer) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(conn) => conn,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "web UI accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    _ = &mut stop_rx => break,
-                };
-                let _ = stream.set_nodelay(true);
-                // No session yet: the gate names it once the cookie checks out.
-                let caller = Caller::Ui {
-                    address: peer,
-                    session: None,
-                };
-                tokio::spawn(crate::https::serve_connection(
-                    stream,
-                    router.clone(),
-                    caller,
-                ));
-            }
-            drop(listener);
-            drop(stopped_tx);
+        let on_connection: OnConnection = Arc::new(move |stream, peer| {
+            // No session yet: the gate names it once the cookie checks out.
+            let caller = Caller::Ui {
+                address: peer,
+                session: None,
+            };
+            tokio::spawn(crate::https::serve_connection(
+                stream,
+                router.clone(),
+                caller,
+            ));
         });
-        Ok(Running {
-            address: address.to_string(),
-            bound,
-            stop,
-            stopped,
-        })
+        self.live.listen(address, on_connection)
     }
 }
 

@@ -291,15 +291,7 @@ async fn store(
     fp: &str,
     size: u64,
 ) -> Result<()> {
-    let auto_update = match opts.auto_update {
-        Some(a) => a,
-        None => hutch_api::server_config::server_config_value(
-            &d.db.server_config()?,
-            "images.auto_update_cached",
-        )
-        .parse()
-        .unwrap_or(true),
-    };
+    let auto_update = opts.auto_update(d)?;
     let update_source = reference.digest().is_none().then(|| ImageSource {
         alias: src.name.clone(),
         certificate: String::new(),
