@@ -204,7 +204,8 @@ impl<W: Write> TarWriter<'_, '_, W> {
         names.sort();
         let fd = dir.as_raw_fd();
         for n in names {
-            if skip_backup_yaml.is_some() && n == "backup.yaml" {
+            // The captured file replaces the live one, and the live one's temporary.
+            if skip_backup_yaml.is_some() && (n == "backup.yaml" || n == ".backup.yaml.tmp") {
                 continue;
             }
             let (host, name) = (host.join(&n), name.join(&n));
@@ -232,8 +233,11 @@ impl<W: Write> TarWriter<'_, '_, W> {
             SFlag::S_IFDIR => {
                 let flags =
                     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-                let dir = Dir::openat(Some(parent), n, flags, Mode::empty())
-                    .map_err(nix_err(host, "open"))?;
+                let dir = match Dir::openat(Some(parent), n, flags, Mode::empty()) {
+                    Ok(dir) => dir,
+                    Err(nix::Error::ENOENT) => return Ok(()),
+                    Err(e) => return Err(nix_err(host, "open")(e)),
+                };
                 let st = checked_same(dir.as_raw_fd(), &st, host)?;
                 self.header_of(&st, name, dir.as_raw_fd(), tar::EntryType::Directory)?;
                 self.dir(dir, host, name, links, None)
@@ -244,8 +248,12 @@ impl<W: Write> TarWriter<'_, '_, W> {
                     | OFlag::O_NONBLOCK
                     | OFlag::O_CLOEXEC
                     | OFlag::O_NOCTTY;
-                let fd = nix::fcntl::openat(Some(parent), n, flags, Mode::empty())
-                    .map_err(nix_err(host, "open"))?;
+                let fd = match nix::fcntl::openat(Some(parent), n, flags, Mode::empty()) {
+                    Ok(fd) => fd,
+                    // Gone since its stat (a temporary renamed over its file): skipped.
+                    Err(nix::Error::ENOENT) => return Ok(()),
+                    Err(e) => return Err(nix_err(host, "open")(e)),
+                };
                 // SAFETY: `fd` was just opened here and is owned by nothing else.
                 let file = unsafe { File::from_raw_fd(fd) };
                 let st = checked_same(file.as_raw_fd(), &st, host)?;

@@ -7,6 +7,7 @@
 //! slows the producer, and a client that goes away (the channel closes) or a cancel stops
 //! it: the thread ends, any `btrfs send` it ran is killed, and nothing is left behind.
 
+use std::future::Future;
 use std::io::{self, Write};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,15 +44,34 @@ pub struct BackupDownload {
 
 /// The tarball's bytes as they are produced; an error ends the body without its end
 /// (a chunked body cut short), which every client takes as a failed download.
-#[derive(Debug)]
+///
+/// A cancel ends the body at once, without sending what is still queued: the client
+/// learns of it while the operation is still readable.
 pub struct BackupStream {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    cancelled: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl std::fmt::Debug for BackupStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupStream").finish_non_exhaustive()
+    }
 }
 
 impl futures_util::Stream for BackupStream {
     type Item = io::Result<Vec<u8>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(cancelled) = self.cancelled.as_mut() {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                self.cancelled = None;
+                // Closed: a producer waiting for room stops at once.
+                self.rx.close();
+                return Poll::Ready(Some(Err(io::Error::other("the export was cancelled"))));
+            }
+        } else {
+            return Poll::Ready(None);
+        }
         self.rx.poll_recv(cx)
     }
 }
@@ -107,7 +127,10 @@ impl Engine {
             }
         });
         Ok(BackupDownload {
-            stream: BackupStream { rx },
+            stream: BackupStream {
+                rx,
+                cancelled: Some(Box::pin(op.cancelled())),
+            },
             file_name: format!("{name}-{backup}{}", compression.extension()),
             operation: format!("/1.0/operations/{}", op.id()),
         })
