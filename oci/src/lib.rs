@@ -6,6 +6,7 @@
 //! same way an archive does.
 
 mod archive;
+mod auth;
 mod dir;
 mod error;
 mod flatten;
@@ -14,6 +15,7 @@ mod user;
 mod write;
 
 pub use archive::ArchiveSource;
+pub use auth::{auth_files, find_credentials, Credentials};
 pub use dir::DirSource;
 pub use error::OciError;
 pub use flatten::{flatten_layer, FlattenLimits};

@@ -12,6 +12,7 @@ pub mod network;
 mod run;
 pub mod terminal;
 mod testdir;
+pub mod token_server;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

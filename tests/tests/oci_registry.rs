@@ -10,9 +10,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hutch_oci::{host_arch, write_oci_archive, ImageToWrite, RunConfig};
+use hutch_tests::token_server::TokenServer;
 use hutch_tests::{
     busybox_rootfs, free_port, require_root, skipped, unique_name, wait_until, TestDaemon,
 };
@@ -33,6 +35,11 @@ struct Registry {
 impl Registry {
     /// Starts `docker-registry` on a free loopback port, storage and log under `dir`.
     fn start(dir: &Path) -> Registry {
+        Registry::start_with(dir, "")
+    }
+
+    /// The same, with more of its YAML config (`auth:`...).
+    fn start_with(dir: &Path, more_config: &str) -> Registry {
         let port = free_port();
         let storage = dir.join("registry-storage");
         fs::create_dir_all(&storage).expect("registry storage");
@@ -42,7 +49,7 @@ impl Registry {
             format!(
                 "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
+                 http:\n  addr: 127.0.0.1:{port}\n{more_config}",
                 storage.display()
             ),
         )
@@ -136,10 +143,22 @@ fn push(archive: &Path, registry: &Registry, repo_tag: &str) {
 
 /// The same, with skopeo's global options `global` (`--override-arch`...).
 fn push_with(global: &[&str], archive: &Path, registry: &Registry, repo_tag: &str) {
+    skopeo_copy(global, &[], archive, registry, repo_tag)
+}
+
+/// `skopeo [global] copy [copy_options]` of `archive` into the registry as `repo:tag`.
+fn skopeo_copy(
+    global: &[&str],
+    copy_options: &[&str],
+    archive: &Path,
+    registry: &Registry,
+    repo_tag: &str,
+) {
     let out = Command::new("skopeo")
         .arg("--insecure-policy")
         .args(global)
         .args(["copy", "--dest-tls-verify=false", "-q"])
+        .args(copy_options)
         .arg(format!("oci-archive:{}", archive.display()))
         .arg(format!("docker://127.0.0.1:{}/{repo_tag}", registry.port))
         .output()
@@ -349,5 +368,81 @@ fn broken_images_on_a_registry_are_refused_and_leave_nothing() {
     for c in [&c1, &c2] {
         let (status, _) = d.http("GET", &format!("/1.0/instances/{c}"), b"");
         assert_eq!(status, 404, "{c}");
+    }
+}
+
+/// The registry auth file hutchd reads (REGISTRY_AUTH_FILE), for `user`:`password` on
+/// `registry`.
+fn write_auth_file(path: &Path, registry: &Registry, user: &str, password: &str) {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let key = format!("127.0.0.1:{}", registry.port);
+    let json = serde_json::json!({"auths": {key: {"auth": auth}}});
+    fs::write(path, json.to_string()).expect("write the auth file");
+}
+
+#[test]
+fn a_registry_behind_token_auth_is_pulled_anonymously_or_with_the_hosts_login() {
+    let test = "a_registry_behind_token_auth_is_pulled_anonymously_or_with_the_hosts_login";
+    if !require_root(test) || !tools_present(test) {
+        return;
+    }
+    let secrets = tempfile::tempdir().expect("a directory for the auth file");
+    let auth_file = secrets.path().join("auth.json");
+    let auth_env = auth_file.display().to_string();
+    let d = TestDaemon::start_with_env(
+        &["--storage-backend", "dir"],
+        &[("REGISTRY_AUTH_FILE", &auth_env)],
+    );
+    let tokens = TokenServer::start(d.path(), "hutch", "s3cret");
+    let registry = Registry::start_with(d.path(), &tokens.registry_config());
+    let archive = build_archive(d.path());
+    for repo in ["public/bb:1", "private/bb:1"] {
+        let creds = ["--dest-creds", "hutch:s3cret"];
+        skopeo_copy(&[], &creds, &archive, &registry, repo);
+    }
+    d.hutch_ok(&["remote", "add", "reg", &registry.url(), "--protocol", "oci"]);
+
+    // A public repository: the challenge answered with an anonymous token.
+    let c1 = unique_name("tok-a");
+    d.hutch_ok(&["launch", "reg:public/bb:1", &c1]);
+    wait_until("hello-registry in the console log", LIMIT, || {
+        d.hutch_ok(&["console", &c1, "--show-log"])
+            .contains("hello-registry")
+    });
+    let first = images(&d);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // A private one without a login, then with a wrong one: refused, saying where
+    // credentials come from; nothing made.
+    let err = d.hutch_err(&["image", "copy", "reg:private/bb:1", "local:"]);
+    assert!(
+        err.contains("refused access") && err.contains("login"),
+        "{err}"
+    );
+    write_auth_file(&auth_file, &registry, "hutch", "wrong");
+    let err = d.hutch_err(&["image", "copy", "reg:private/bb:1", "local:"]);
+    assert!(err.contains("refused access"), "{err}");
+    assert_eq!(images(&d), first);
+    assert!(scratch_left(&d).is_empty(), "{:?}", scratch_left(&d));
+    // A broken auth file is an error, not an anonymous pull.
+    fs::write(&auth_file, "{").unwrap();
+    let err = d.hutch_err(&["image", "copy", "reg:private/bb:1", "local:"]);
+    assert!(err.contains("auth file"), "{err}");
+
+    // The host's login (read at each pull, no restart): the token server sees the
+    // credentials, and the same image (one manifest) is found again.
+    let before = tokens.counts.authenticated.load(Ordering::SeqCst);
+    write_auth_file(&auth_file, &registry, "hutch", "s3cret");
+    let c2 = unique_name("tok-b");
+    d.hutch_ok(&["launch", "reg:private/bb:1", &c2]);
+    assert!(tokens.counts.authenticated.load(Ordering::SeqCst) > before);
+    assert_eq!(images(&d), first, "the same manifest, the same image");
+    wait_until("hello-registry in the second console log", LIMIT, || {
+        d.hutch_ok(&["console", &c2, "--show-log"])
+            .contains("hello-registry")
+    });
+    for c in [&c1, &c2] {
+        d.hutch_ok(&["delete", "--force", c]);
     }
 }

@@ -1,6 +1,7 @@
 //! Images pulled from OCI registries (remotes of protocol `oci`) with `oci-client`: the
 //! tag or digest resolved to the manifest for this host (the WWW-Authenticate challenge
-//! answered with an anonymous bearer token where the registry asks for one), the local
+//! answered with a bearer token, anonymous or got with the credentials the host's root
+//! logged in with: [`hutch_oci::find_credentials`]), the local
 //! store searched for an image of that manifest digest (then nothing is downloaded), else
 //! the manifest, config and layers (in parallel, each checked against its digest) written
 //! as an OCI image layout into a scratch directory and imported from it as an archive is.
@@ -83,7 +84,24 @@ fn client(protocol: ClientProtocol) -> Result<Client> {
     .map_err(|e| DaemonError::failed("make", "the OCI registry client", e))
 }
 
-/// A registry error as the API reports it: a missing image is a 404.
+/// How to authenticate to the registry of `reference`: the credentials of the host's
+/// registry logins (`docker login`, `podman login`, `skopeo login`, or the file
+/// `REGISTRY_AUTH_FILE` names, read at each pull), else anonymously.
+fn registry_auth(reference: &Reference) -> Result<RegistryAuth> {
+    let found = hutch_oci::find_credentials(
+        &hutch_oci::auth_files(),
+        reference.registry(),
+        reference.repository(),
+    )
+    .map_err(|e| DaemonError::failed("read", "the registry credentials", e))?;
+    Ok(match found {
+        Some(c) => RegistryAuth::Basic(c.username, c.password),
+        None => RegistryAuth::Anonymous,
+    })
+}
+
+/// A registry error as the API reports it: a missing image is a 404, a refused login says
+/// where credentials come from.
 fn registry_error(
     reference: &Reference,
     e: oci_client::errors::OciDistributionError,
@@ -109,8 +127,25 @@ fn registry_error(
                 "Failed getting remote image info: {name}: not found"
             ))
         }
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => denied(&name),
+        E::RegistryError { envelope, .. }
+            if envelope
+                .errors
+                .iter()
+                .any(|c| matches!(format!("{:?}", c.code).as_str(), "Unauthorized" | "Denied")) =>
+        {
+            denied(&name)
+        }
         _ => DaemonError::failed("pull", format!("OCI image {name}"), e),
     }
+}
+
+fn denied(name: &str) -> DaemonError {
+    DaemonError::Forbidden(format!(
+        "Failed getting remote image info: {name}: the registry refused access (log in to \
+         it as root with `docker login`, `podman login` or `skopeo login`, or name an auth \
+         file in REGISTRY_AUTH_FILE for hutchd)"
+    ))
 }
 
 /// The local image of the OCI image `src` names, pulled from its registry unless the
@@ -123,7 +158,7 @@ pub async fn pull_registry(
 ) -> Result<ImageRow> {
     let (reference, protocol) = reference_of(&src.server, &src.name)?;
     let client = client(protocol)?;
-    let auth = RegistryAuth::Anonymous;
+    let auth = registry_auth(&reference)?;
     let (manifest, digest, _) = cancel
         .run(async {
             client
@@ -145,7 +180,9 @@ pub async fn pull_registry(
         make_dir(&scratch)?;
         let layout = scratch.join("layout");
         cancel
-            .run(download(&client, &reference, &manifest, &digest, &layout))
+            .run(download(
+                &client, &reference, &auth, &manifest, &digest, &layout,
+            ))
             .await?;
         let (scratch2, packed2) = (scratch.clone(), packed.clone());
         tokio::task::spawn_blocking(move || {
@@ -192,6 +229,7 @@ fn make_dir(path: &Path) -> Result<()> {
 async fn download(
     client: &Client,
     reference: &Reference,
+    auth: &RegistryAuth,
     manifest: &OciImageManifest,
     digest: &str,
     layout: &Path,
@@ -208,7 +246,7 @@ async fn download(
     let (raw, _) = client
         .pull_manifest_raw(
             &by_digest,
-            &RegistryAuth::Anonymous,
+            auth,
             &[
                 oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
                 oci_client::manifest::IMAGE_MANIFEST_MEDIA_TYPE,
