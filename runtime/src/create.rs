@@ -430,6 +430,7 @@ fn init_process(
 ) -> RuntimeError {
     let mut step = || -> Result<()> {
         sethostname(&spec.name).map_err(|e| RuntimeError::sys("set hostname", e))?;
+        sys::loopback_up().map_err(|e| RuntimeError::sys("bring the loopback interface up", e))?;
         rootfs::apply(ops, &spec.rootfs, trees.root, trees.binds)?;
         report_line(report, MSG_MOUNTED, "")
             .map_err(|e| RuntimeError::io("report", "monitor", e))?;

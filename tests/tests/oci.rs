@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hutch_oci::{host_arch, write_docker_archive, write_oci_archive, ImageToWrite, RunConfig};
-use hutch_tests::{busybox_rootfs, require_root, unique_name, wait_until, TestDaemon};
+use hutch_tests::{busybox_rootfs, free_port, require_root, unique_name, wait_until, TestDaemon};
 use serde_json::Value;
 
 /// Generous: every wait below is for a state, never a measure of speed.
@@ -191,6 +191,11 @@ fn oci_and_docker_archives_run_their_process() {
                 .is_empty()
                 && !d.sh_ok(&name, "ps -o comm").contains("sleep 1")
         });
+        let pid1 = d.sh_ok(&name, "cat /proc/1/comm");
+        assert!(
+            !["sh", "init"].contains(&pid1.trim()),
+            "PID 1 is ours: {pid1}"
+        );
         // SIGTERM reaches the shell through our PID 1, and the stop is clean.
         d.hutch_ok(&["stop", &name]);
         let state = get(&d, &format!("/1.0/instances/{name}/state"));
@@ -219,6 +224,25 @@ fn oci_and_docker_archives_run_their_process() {
             );
             assert_eq!(cwd.trim(), "/tmp");
             d.hutch_ok(&["delete", &over, "--force"]);
+            // An image's own init (busybox's, known by its name) is PID 1 itself, where
+            // other processes run under ours.
+            let own = unique_name("oci-init");
+            d.hutch_ok(&[
+                "launch",
+                &alias,
+                &own,
+                "-c",
+                r#"oci.entrypoint=["/sbin/init"]"#,
+                "-c",
+                "oci.uid=0",
+                "-c",
+                "oci.gid=0",
+            ]);
+            wait_until("the image's init as PID 1", LIMIT, || {
+                d.sh(&own, "cat /proc/1/comm").1.trim() == "init"
+            });
+            d.hutch_ok(&["delete", &own, "--force"]);
+            published_ports(&d, &alias);
             // The container lives as long as its process.
             let short = unique_name("oci-short");
             d.hutch_ok(&[
@@ -256,6 +280,69 @@ fn oci_and_docker_archives_run_their_process() {
         d.hutch_ok(&["image", "delete", &alias]);
     }
     assert_nothing_left(&d);
+}
+
+/// `launch --ports`: `all` makes a proxy device per exposed port (on the same host port;
+/// checked unstarted, so no host port is taken); a given one reaches a server in the
+/// container through the host's loopback; a bad spec makes nothing.
+fn published_ports(d: &TestDaemon, alias: &str) {
+    let idle = unique_name("oci-ports");
+    d.hutch_ok(&["init", alias, &idle, "--ports", "all,9/udp"]);
+    let devices = get(d, &format!("/1.0/instances/{idle}"))["devices"].clone();
+    assert_eq!(devices["port-8080"]["type"], "proxy", "{devices}");
+    assert_eq!(
+        devices["port-8080"]["listen"], "tcp:0.0.0.0:8080",
+        "{devices}"
+    );
+    assert_eq!(devices["port-8080"]["connect"], "tcp:127.0.0.1:8080");
+    assert_eq!(devices["port-9-udp"]["connect"], "udp:127.0.0.1:9");
+    d.hutch_ok(&["delete", &idle]);
+
+    let host_port = free_port();
+    let web = unique_name("oci-web");
+    d.hutch_ok(&[
+        "launch",
+        alias,
+        &web,
+        "--ports",
+        &format!("127.0.0.1:{host_port}:8080"),
+        "--ports",
+        "all",
+    ]);
+    let devices = get(d, &format!("/1.0/instances/{web}"))["devices"].clone();
+    let names: Vec<&String> = devices.as_object().unwrap().keys().collect();
+    assert_eq!(
+        names,
+        [&format!("port-{host_port}")],
+        "8080 is published once"
+    );
+    d.sh_ok(&web, "httpd -p 8080 -h /srv/app");
+    // Loopback is up in an application container too (nothing of the image's did it).
+    let lo = d.sh_ok(&web, "cat /sys/class/net/lo/flags");
+    assert_eq!(
+        u32::from_str_radix(lo.trim().trim_start_matches("0x"), 16).unwrap() & 1,
+        1,
+        "{lo}"
+    );
+    let mut body = String::new();
+    wait_until("the page through the published port", LIMIT, || {
+        use std::io::{Read, Write};
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", host_port)) else {
+            return false;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = conn.write_all(b"GET /added HTTP/1.0\r\n\r\n");
+        body.clear();
+        let _ = conn.read_to_string(&mut body);
+        body.contains("added-by-layer-2")
+    });
+    d.hutch_ok(&["delete", &web, "--force"]);
+
+    let bad = unique_name("oci-bad");
+    let err = d.hutch_err(&["launch", alias, &bad, "--ports", "80/sctp"]);
+    assert!(err.contains("--ports"), "{err}");
+    let (status, _) = d.http("GET", &format!("/1.0/instances/{bad}"), b"");
+    assert_eq!(status, 404);
 }
 
 /// No image, no image volume and no upload debris in the daemon's state.

@@ -54,15 +54,15 @@ fn autorestart_line(config: &Value) -> String {
     }
 }
 
-/// hutch's own line (LXD has none): the ports an OCI image exposes, as a hint (no proxy
-/// device is made for them).
+/// hutch's own line (LXD has none): the ports an OCI image exposes, as a hint (proxy
+/// devices are made for them only when asked, `launch --ports`).
 fn exposed_ports_line(config: &Value) -> String {
     let ports = s(&config["image.oci.exposed_ports"]);
     if s(&config["image.type"]) != "oci" || ports.is_empty() {
         return String::new();
     }
     format!(
-        "Exposed ports: {} (OCI image; add proxy devices to reach them)\n",
+        "Exposed ports: {} (OCI image; `launch --ports all` publishes them)\n",
         ports.replace(',', ", ")
     )
 }
@@ -388,7 +388,7 @@ mod tests {
         let c = json!({"image.type": "oci", "image.oci.exposed_ports": "80/tcp,53/udp"});
         assert_eq!(
             exposed_ports_line(&c),
-            "Exposed ports: 80/tcp, 53/udp (OCI image; add proxy devices to reach them)\n"
+            "Exposed ports: 80/tcp, 53/udp (OCI image; `launch --ports all` publishes them)\n"
         );
     }
 

@@ -227,11 +227,16 @@ pub struct CreateArgs {
     /// Put the root disk on this storage pool instead of the profiles'.
     #[arg(short = 's', long)]
     pub storage: Option<String>,
+    /// Publish ports on the host as proxy devices: [ADDR:]HOST:PORT[/udp], PORT[/udp]
+    /// (the same number on the host), or `all` (every port the OCI image exposes);
+    /// comma-separated or repeated.
+    #[arg(long)]
+    pub ports: Vec<String>,
 }
 
-/// The instance's own devices from `--network` and `--storage`.
-fn devices(args: &CreateArgs) -> Value {
-    let mut d = json!({});
+/// The instance's own devices from `--network`, `--storage` and `--ports`.
+fn devices(args: &CreateArgs, ports: &super::ports::Ports) -> Value {
+    let mut d = Value::Object(super::ports::devices(&ports.maps));
     if let Some(n) = &args.network {
         d["eth0"] = json!({"type": "nic", "network": n, "name": "eth0"});
     }
@@ -256,6 +261,7 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
         &target
     };
     let source = image_source(client, &conf, &args.image)?;
+    let ports = super::ports::parse(&args.ports)?;
     let profiles = if args.no_profiles {
         Some(vec![])
     } else if args.profiles.is_empty() {
@@ -268,7 +274,7 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
         "type": "container",
         "profiles": profiles,
         "config": pairs(&args.config)?,
-        "devices": devices(args),
+        "devices": devices(args, &ports),
         "ephemeral": args.ephemeral,
         "source": source,
     });
@@ -282,11 +288,34 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
         println!("Creating {name}");
     }
     client.wait_op_progress(&env, Some(&Progress::new("Retrieving image: %s")))?;
+    if ports.exposed {
+        publish_exposed(client, &name, &ports.maps)?;
+    }
     if start {
         if !output::quiet() {
             println!("Starting {name}");
         }
         state(client, &name, "start", -1, false)?;
+    }
+    Ok(())
+}
+
+/// `--ports all`: proxy devices for the ports the new instance's image exposes; when they
+/// cannot be added, the instance is deleted again (nothing half made).
+fn publish_exposed(client: &Client, name: &str, given: &[crate::stack::ports::Port]) -> Result<()> {
+    let path = format!("/1.0/instances/{}", encode(name));
+    let added = client.get(&path).and_then(|inst| {
+        let maps = super::ports::exposed(&inst["config"], given)?;
+        if maps.is_empty() {
+            eprintln!("The image of {name} exposes no ports: none published");
+            return Ok(());
+        }
+        let body = json!({"devices": super::ports::devices(&maps)});
+        client.request("PATCH", &path, Some(&body)).map(drop)
+    });
+    if let Err(e) = added {
+        let _ = client.run("DELETE", &path, None);
+        return Err(e.context(format!("Failed to publish the ports of {name}")));
     }
     Ok(())
 }

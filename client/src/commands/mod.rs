@@ -21,6 +21,7 @@ pub mod misc;
 pub mod monitor;
 pub mod network;
 pub mod operation;
+pub mod ports;
 pub mod profile;
 pub mod query;
 pub mod remote;

@@ -134,15 +134,41 @@ fn find_in_path(rootfs: &Path, name: &str, path: &str) -> Option<String> {
         .find(|p| crate::engine::files::open_in_root(&root, p, libc::O_PATH, 0).is_ok())
 }
 
+/// Process managers written to be PID 1 (they reap orphans and pass signals on
+/// themselves), by the file name an image's command names them with.
+const OWN_INITS: &[&str] = &[
+    "tini",
+    "tini-static",
+    "dumb-init",
+    "catatonit",
+    "docker-init",
+    "s6-svscan",
+    "runit",
+    "runit-init",
+    "openrc-init",
+    "systemd",
+    // /sbin/init, and s6-overlay's /init.
+    "init",
+];
+
+/// Whether `command` starts with an init of the image's own (then ours is not put in
+/// front of it).
+fn brings_own_init(command: &[String]) -> bool {
+    command
+        .first()
+        .and_then(|c| c.rsplit('/').next())
+        .is_some_and(|name| OWN_INITS.contains(&name))
+}
+
 /// Makes `spec` (of an instance with `config`) run the OCI image's process, stopped by
-/// SIGTERM.
+/// SIGTERM; under our reaper as PID 1 unless the image brings an init of its own.
 pub fn apply_to_spec(spec: &mut ContainerSpec, config: &BTreeMap<String, String>) -> Result<()> {
     let p = process(config, &spec.rootfs)?;
+    spec.reaper = !brings_own_init(&p.command);
     spec.init = p.command;
     spec.env = p.env;
     spec.init_cwd = p.cwd;
     spec.init_user = p.user;
-    spec.reaper = true;
     spec.halt_signal = Some(libc::SIGTERM);
     Ok(())
 }
@@ -239,6 +265,19 @@ mod tests {
             ("oci.entrypoint", r#"["/x", "a b"]"#),
         ]);
         assert_eq!(process(&c, root.path()).unwrap().command, vec!["/x", "a b"]);
+    }
+
+    #[test]
+    fn an_image_with_its_own_init_runs_it_as_pid_1() {
+        let own =
+            |c: &[&str]| brings_own_init(&c.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(own(&["/sbin/tini", "--", "nginx"]));
+        assert!(own(&["/usr/bin/dumb-init", "app"]));
+        assert!(own(&["/init"]));
+        assert!(own(&["/lib/systemd/systemd"]));
+        assert!(!own(&["/usr/sbin/nginx", "-g", "daemon off;"]));
+        assert!(!own(&["/bin/initialise"]));
+        assert!(!own(&[]));
     }
 
     #[test]
