@@ -243,6 +243,7 @@ fn oci_and_docker_archives_run_their_process() {
             });
             d.hutch_ok(&["delete", &own, "--force"]);
             published_ports(&d, &alias);
+            comes_back_with_autorestart(&d, &alias);
             // The container lives as long as its process.
             let short = unique_name("oci-short");
             d.hutch_ok(&[
@@ -280,6 +281,23 @@ fn oci_and_docker_archives_run_their_process() {
         d.hutch_ok(&["image", "delete", &alias]);
     }
     assert_nothing_left(&d);
+}
+
+/// `boot.autorestart`: the application's process killed, the container comes back with
+/// a new one.
+fn comes_back_with_autorestart(d: &TestDaemon, alias: &str) {
+    let name = unique_name("oci-auto");
+    d.hutch_ok(&["launch", alias, &name, "-c", "boot.autorestart=true"]);
+    wait_for_log(d, &name, "hello-oci");
+    let state = |d: &TestDaemon| get(d, &format!("/1.0/instances/{name}/state"));
+    let first = state(d)["pid"].as_i64().unwrap_or_default();
+    assert!(first > 0);
+    d.sh_ok(&name, "kill -9 $(cut -d' ' -f1 /proc/1/task/1/children)");
+    wait_until("the container back with a new process", LIMIT, || {
+        let s = state(d);
+        s["status"] == "Running" && s["pid"].as_i64().is_some_and(|p| p > 0 && p != first)
+    });
+    d.hutch_ok(&["delete", &name, "--force"]);
 }
 
 /// `launch --ports`: `all` makes a proxy device per exposed port (on the same host port;

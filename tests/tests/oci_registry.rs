@@ -294,6 +294,36 @@ fn images_pulled_from_a_registry_run_and_are_cached_by_digest() {
     assert_eq!(images(&d), first);
     assert!(scratch_left(&d).is_empty(), "{:?}", scratch_left(&d));
 
+    // The tag moves on: a refresh (what images.auto_update_interval runs) pulls the new
+    // manifest and the alias follows it; asked again, nothing changes.
+    let out = d.hutch_ok(&["image", "refresh", "bb-reg"]);
+    assert!(out.contains("up to date"), "{out}");
+    let newer = build_archive_as(
+        d.path(),
+        "bb-oci-2.tar",
+        "echo hello-again; sleep 1000",
+        host_arch(),
+    );
+    push(&newer, &registry, "test/bb:1");
+    let out = d.hutch_ok(&["image", "refresh", "bb-reg"]);
+    assert!(out.contains("refreshed"), "{out}");
+    let moved = get(&d, "/1.0/images/aliases/bb-reg")["target"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(moved, first[0], "the alias follows the tag");
+    let refreshed = get(&d, &format!("/1.0/images/{moved}"));
+    assert_ne!(
+        refreshed["properties"]["oci.manifest_digest"],
+        digest.as_str()
+    );
+    assert_eq!(
+        refreshed["update_source"]["alias"], "test/bb:1",
+        "{refreshed}"
+    );
+    let out = d.hutch_ok(&["image", "refresh", "bb-reg"]);
+    assert!(out.contains("up to date"), "{out}");
+
     for c in [&c1, &c2, &c3] {
         d.hutch_ok(&["delete", "--force", c]);
     }
