@@ -16,6 +16,7 @@ mod api_load;
 mod backup;
 mod https;
 mod images;
+mod oci;
 mod plot;
 mod remote;
 mod scale;
@@ -77,8 +78,10 @@ struct Args {
     #[arg(long)]
     no_backup: bool,
     /// Measure only these groups of rows (default: all but scale): basic (launch to
-    /// delete), throughput (exec 1 GB stdout), list, debian, remote, https (exec and list
-    /// over HTTPS), copy (copy 500 MB over HTTPS), backup (export and import 500 MB), scale
+    /// delete), throughput (exec 1 GB stdout), list, debian, remote, oci (launch of a 50 MB
+    /// OCI image from a registry on loopback; hutchd and the hutch client only), https
+    /// (exec and list over HTTPS), copy (copy 500 MB over HTTPS), backup (export and
+    /// import 500 MB), scale
     /// (`--scale` running containers with NICs: list, RSS, launch rates, API load; hutchd
     /// only, and only when named).
     #[arg(long, value_delimiter = ',')]
@@ -131,6 +134,8 @@ struct Plan<'a> {
     debian: bool,
     /// The image server of the remote-launch rows.
     remote: Option<&'a remote::RemoteImages>,
+    /// The registry of the OCI rows.
+    oci: Option<&'a hutch_tests::registry::Registry>,
     /// For the HTTPS rows (lxc only): each target's copy destination, by URL.
     https_dests: Option<&'a [String]>,
     /// The backup rows (lxc only).
@@ -154,6 +159,7 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
         work,
         debian,
         remote,
+        oci,
         https_dests,
         backup,
         only: _,
@@ -316,6 +322,9 @@ fn measure(targets: &[&Target], driver: &str, client: &str, plan: &Plan) -> Resu
     if let Some(remote) = remote.filter(|_| plan.wants("remote")) {
         remote::measure(targets, client, runs, remote, &mut record)?;
     }
+    if let Some(registry) = oci.filter(|_| client == "hutch" && plan.wants("oci")) {
+        oci::measure(targets[0], runs, registry, &mut record)?;
+    }
     if let Some(dests) = https_dests.filter(|_| client == "lxc") {
         if plan.wants("https") {
             https::measure(targets, runs, &mut record)?;
@@ -396,6 +405,11 @@ fn main() -> Result<()> {
             debian.as_ref().map(|d| d.1.as_path()),
         )?)
     };
+    let oci = if args.only.is_empty() || args.only.iter().any(|g| g == "oci") {
+        oci::serve(&work, &work.join("image").join("rootfs"))?
+    } else {
+        None
+    };
     let lxd = match &args.lxd_dir {
         Some(dir) => {
             let info = Command::new("lxc")
@@ -427,6 +441,7 @@ fn main() -> Result<()> {
         work: &work,
         debian: debian.is_some(),
         remote: remote.as_ref(),
+        oci: oci.as_ref(),
         https_dests: None,
         backup: !args.no_backup,
         only: &args.only,

@@ -9,6 +9,7 @@ pub mod image_server;
 mod images;
 pub mod lxd;
 pub mod network;
+pub mod registry;
 mod run;
 pub mod terminal;
 mod testdir;

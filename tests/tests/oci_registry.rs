@@ -9,11 +9,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hutch_oci::{host_arch, write_oci_archive, ImageToWrite, RunConfig};
+use hutch_tests::registry::Registry;
 use hutch_tests::token_server::TokenServer;
 use hutch_tests::{
     busybox_rootfs, free_port, require_root, skipped, unique_name, wait_until, TestDaemon,
@@ -22,75 +23,6 @@ use serde_json::Value;
 
 /// Generous: every wait below is for a state, never a measure of speed.
 const LIMIT: Duration = Duration::from_secs(60);
-
-const REGISTRY: &str = "/usr/bin/docker-registry";
-
-/// A registry process, killed and reaped when dropped (the test failing or not).
-struct Registry {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Registry {
-    /// Starts `docker-registry` on a free loopback port, storage and log under `dir`.
-    fn start(dir: &Path) -> Registry {
-        Registry::start_with(dir, "")
-    }
-
-    /// The same, with more of its YAML config (`auth:`...).
-    fn start_with(dir: &Path, more_config: &str) -> Registry {
-        let port = free_port();
-        let storage = dir.join("registry-storage");
-        fs::create_dir_all(&storage).expect("registry storage");
-        let config = dir.join("registry.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n{more_config}",
-                storage.display()
-            ),
-        )
-        .expect("registry config");
-        let log = dir.join("registry.log");
-        let out = fs::File::create(&log).expect("registry log");
-        let child = Command::new(REGISTRY)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("start docker-registry");
-        let registry = Registry { child, port, log };
-        wait_until("the registry answers", LIMIT, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        registry
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// How many blob requests of `repo` the registry logged so far.
-    fn blob_requests(&self, repo: &str) -> usize {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&format!("GET /v2/{repo}/blobs/")))
-            .count()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A layer tar of the tree at `root` (symlinks stored as links).
 fn tree_layer(root: &Path) -> Vec<u8> {
@@ -136,40 +68,6 @@ fn build_archive_as(dir: &Path, file: &str, script: &str, arch: &str) -> PathBuf
     archive
 }
 
-/// `skopeo copy` of `archive` into the registry as `repo:tag`.
-fn push(archive: &Path, registry: &Registry, repo_tag: &str) {
-    push_with(&[], archive, registry, repo_tag)
-}
-
-/// The same, with skopeo's global options `global` (`--override-arch`...).
-fn push_with(global: &[&str], archive: &Path, registry: &Registry, repo_tag: &str) {
-    skopeo_copy(global, &[], archive, registry, repo_tag)
-}
-
-/// `skopeo [global] copy [copy_options]` of `archive` into the registry as `repo:tag`.
-fn skopeo_copy(
-    global: &[&str],
-    copy_options: &[&str],
-    archive: &Path,
-    registry: &Registry,
-    repo_tag: &str,
-) {
-    let out = Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(global)
-        .args(["copy", "--dest-tls-verify=false", "-q"])
-        .args(copy_options)
-        .arg(format!("oci-archive:{}", archive.display()))
-        .arg(format!("docker://127.0.0.1:{}/{repo_tag}", registry.port))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo copy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn get(d: &TestDaemon, path: &str) -> Value {
     let (status, body) = d.http("GET", path, b"");
     assert_eq!(status, 200, "GET {path}: {body}");
@@ -202,16 +100,13 @@ fn scratch_left(d: &TestDaemon) -> Vec<String> {
 }
 
 fn tools_present(test: &str) -> bool {
-    if !Path::new(REGISTRY).exists() {
-        skipped(test, "docker-registry is not installed");
-        return false;
+    match Registry::tools_missing() {
+        Some(why) => {
+            skipped(test, why);
+            false
+        }
+        None => true,
     }
-    let skopeo = Command::new("skopeo").arg("--version").output();
-    if !skopeo.is_ok_and(|o| o.status.success()) {
-        skipped(test, "skopeo is not installed");
-        return false;
-    }
-    true
 }
 
 #[test]
@@ -223,7 +118,7 @@ fn images_pulled_from_a_registry_run_and_are_cached_by_digest() {
     let d = TestDaemon::start_with(&["--storage-backend", "dir"]);
     let registry = Registry::start(d.path());
     let archive = build_archive(d.path());
-    push(&archive, &registry, "test/bb:1");
+    registry.push(&archive, "test/bb:1");
 
     // The built-in registry remote is listed (and never contacted here).
     let remotes = d.hutch_ok(&["remote", "list"]);
@@ -304,7 +199,7 @@ fn images_pulled_from_a_registry_run_and_are_cached_by_digest() {
         "echo hello-again; sleep 1000",
         host_arch(),
     );
-    push(&newer, &registry, "test/bb:1");
+    registry.push(&newer, "test/bb:1");
     let out = d.hutch_ok(&["image", "refresh", "bb-reg"]);
     assert!(out.contains("refreshed"), "{out}");
     let moved = get(&d, "/1.0/images/aliases/bb-reg")["target"]
@@ -361,7 +256,7 @@ fn broken_images_on_a_registry_are_refused_and_leave_nothing() {
     // A blob whose content no longer matches its digest (changed in the registry's
     // storage, same length): refused.
     let archive = build_archive_as(d.path(), "bad.tar", "echo corrupt; sleep 1000", host_arch());
-    push(&archive, &registry, "test/bad:1");
+    registry.push(&archive, "test/bad:1");
     let digest = config_digest(&registry, "test/bad:1");
     let hex = digest.trim_start_matches("sha256:");
     let data = d
@@ -383,12 +278,7 @@ fn broken_images_on_a_registry_are_refused_and_leave_nothing() {
         "arm64"
     };
     let archive = build_archive_as(d.path(), "other.tar", "echo other; sleep 1000", other);
-    push_with(
-        &["--override-arch", other],
-        &archive,
-        &registry,
-        "test/other:1",
-    );
+    registry.skopeo_copy(&["--override-arch", other], &[], &archive, "test/other:1");
     let c2 = unique_name("reg-arch");
     let err = d.hutch_err(&["launch", "reg:test/other:1", &c2]);
     assert!(err.contains(other), "{err}");
@@ -429,7 +319,7 @@ fn a_registry_behind_token_auth_is_pulled_anonymously_or_with_the_hosts_login() 
     let archive = build_archive(d.path());
     for repo in ["public/bb:1", "private/bb:1"] {
         let creds = ["--dest-creds", "hutch:s3cret"];
-        skopeo_copy(&[], &creds, &archive, &registry, repo);
+        registry.skopeo_copy(&[], &creds, &archive, repo);
     }
     d.hutch_ok(&["remote", "add", "reg", &registry.url(), "--protocol", "oci"]);
 
