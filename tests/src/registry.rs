@@ -16,6 +16,8 @@ pub struct Registry {
     child: Child,
     pub port: u16,
     log: PathBuf,
+    /// `https` when it serves TLS.
+    scheme: &'static str,
 }
 
 impl Registry {
@@ -34,6 +36,37 @@ impl Registry {
     /// Starts `docker-registry` on a free loopback port, storage and log under `dir`.
     pub fn start(dir: &Path) -> Registry {
         Registry::start_with(dir, "")
+    }
+
+    /// One serving HTTPS with a certificate for 127.0.0.1 signed by `ca`.
+    pub fn start_tls(dir: &Path, ca: &crate::TestCa) -> Registry {
+        use base64::Engine as _;
+        let pem = |label: &str, der: &[u8]| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap_or_default())
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        let (chain, key) = ca.server_cert();
+        let chain: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        let (cert_file, key_file) = (dir.join("registry-cert.pem"), dir.join("registry-key.pem"));
+        fs::write(&cert_file, chain).expect("registry certificate");
+        fs::write(&key_file, pem("PRIVATE KEY", key.secret_der())).expect("registry key");
+        // Under `http:` (the line before is its `addr`).
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert_file.display(),
+            key_file.display()
+        );
+        let mut registry = Registry::start_with(dir, &tls);
+        registry.scheme = "https";
+        registry
     }
 
     /// The same, with more of its YAML config (`auth:`...).
@@ -62,7 +95,12 @@ impl Registry {
             .stderr(out)
             .spawn()
             .expect("start docker-registry");
-        let registry = Registry { child, port, log };
+        let registry = Registry {
+            child,
+            port,
+            log,
+            scheme: "http",
+        };
         wait_until("the registry answers", Duration::from_secs(60), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
@@ -70,7 +108,7 @@ impl Registry {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// How many blob requests of `repo` the registry logged so far.

@@ -5,7 +5,9 @@
 //! names it, a second launch reuses the image of the same manifest digest without a blob
 //! download (the registry's log says so), a missing tag, an unreachable registry, a blob
 //! that does not match its digest and an image for another architecture fail clearly and
-//! leave nothing. The built-in `docker` remote is listed, never contacted. Needs root.
+//! leave nothing. The built-in `docker` remote is listed, never contacted. A registry
+//! behind token auth is pulled from anonymously or with the host's login; one over HTTPS
+//! is trusted through the daemon's roots only. Needs root.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hutch_oci::{host_arch, write_oci_archive, ImageToWrite, RunConfig};
+use hutch_tests::image_server::TestCa;
 use hutch_tests::registry::Registry;
 use hutch_tests::token_server::TokenServer;
 use hutch_tests::{
@@ -365,4 +368,54 @@ fn a_registry_behind_token_auth_is_pulled_anonymously_or_with_the_hosts_login() 
     for c in [&c1, &c2] {
         d.hutch_ok(&["delete", "--force", c]);
     }
+}
+
+#[test]
+fn an_https_registry_is_trusted_through_the_hosts_roots_and_no_other() {
+    let test = "an_https_registry_is_trusted_through_the_hosts_roots_and_no_other";
+    if !require_root(test) || !tools_present(test) {
+        return;
+    }
+    let ca = TestCa::new();
+    let ca_file = ca.ca_file().display().to_string();
+    let d = TestDaemon::start_with_env(
+        &["--storage-backend", "dir"],
+        &[("SSL_CERT_FILE", &ca_file)],
+    );
+    let trusted_dir = d.path().join("trusted");
+    fs::create_dir_all(&trusted_dir).unwrap();
+    let registry = Registry::start_tls(&trusted_dir, &ca);
+    assert!(registry.url().starts_with("https://"));
+    let archive = build_archive(d.path());
+    registry.push(&archive, "test/bb:1");
+    d.hutch_ok(&["remote", "add", "reg", &registry.url(), "--protocol", "oci"]);
+    let c1 = unique_name("tls-a");
+    d.hutch_ok(&["launch", "reg:test/bb:1", &c1]);
+    wait_until("hello-registry in the console log", LIMIT, || {
+        d.hutch_ok(&["console", &c1, "--show-log"])
+            .contains("hello-registry")
+    });
+    let first = images(&d);
+
+    // A registry whose certificate no root of the daemon's signed: refused, nothing made.
+    let other_dir = d.path().join("untrusted");
+    fs::create_dir_all(&other_dir).unwrap();
+    let untrusted = Registry::start_tls(&other_dir, &TestCa::new());
+    untrusted.push(&archive, "test/bb:1");
+    d.hutch_ok(&[
+        "remote",
+        "add",
+        "bad",
+        &untrusted.url(),
+        "--protocol",
+        "oci",
+    ]);
+    let c2 = unique_name("tls-b");
+    let err = d.hutch_err(&["launch", "bad:test/bb:1", &c2]);
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    assert_eq!(images(&d), first);
+    assert!(scratch_left(&d).is_empty(), "{:?}", scratch_left(&d));
+    let (status, _) = d.http("GET", &format!("/1.0/instances/{c2}"), b"");
+    assert_eq!(status, 404);
+    d.hutch_ok(&["delete", "--force", &c1]);
 }
