@@ -20,7 +20,7 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 apt-get update -q
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-    build-essential pkg-config curl ca-certificates \
+    build-essential pkg-config curl ca-certificates protobuf-compiler \
     busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap zstd lxcfs \
     squashfs-tools
 

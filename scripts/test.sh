@@ -20,10 +20,12 @@ export PATH="$HOME/.cargo/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 # System tools the tests use (lxd-client: LXD's own `lxc`, to drive hutchd; lxd: the reference
 # LXD 5.0 the interoperability tests start, each its own), installed only
 # when missing; chromium and chromium-driver: the web UI test drives a real browser;
-# docker-registry and skopeo: the OCI registry test runs one on loopback and pushes into it.
+# docker-registry and skopeo: the OCI registry test runs one on loopback and pushes into it;
+# etcd-server: the cluster test's shared state; protobuf-compiler: etcd-client's build.
 need=()
 for pkg in busybox-static debootstrap btrfs-progs dnsmasq-base nftables iproute2 uidmap zstd \
-    lxd-client lxd lxcfs squashfs-tools rsync chromium chromium-driver docker-registry skopeo; do
+    lxd-client lxd lxcfs squashfs-tools rsync chromium chromium-driver docker-registry skopeo \
+    etcd-server protobuf-compiler; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

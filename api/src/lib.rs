@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod certificate;
+pub mod cluster;
 pub mod config;
 pub mod image;
 pub mod instance;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// what the daemon records, which today is nothing.
 pub const API_EXTENSIONS: &[&str] = &[
     "certificate_update",
+    "clustering",
     "storage",
     "container_only_migration",
     "container_push",

@@ -46,6 +46,16 @@ pub static SERVER_KEYS: &[ServerKey] = &[
         validate: is_compression,
     },
     ServerKey {
+        name: "cluster.etcd_endpoints",
+        kind: KeyKind::String,
+        default: "",
+        hidden: false,
+        live: true,
+        doc: "hutch's own: the etcd client URLs (comma-separated http:// or https://) the \
+              cluster's shared state lives in; `PUT /1.0/cluster` enables a cluster on them",
+        validate: is_etcd_endpoints,
+    },
+    ServerKey {
         name: "cluster.https_address",
         kind: KeyKind::String,
         default: "",
@@ -53,6 +63,16 @@ pub static SERVER_KEYS: &[ServerKey] = &[
         live: false,
         doc: "address for cluster traffic; stored, hutch does not cluster yet",
         validate: is_listen_address,
+    },
+    ServerKey {
+        name: "cluster.offline_threshold",
+        kind: KeyKind::Int,
+        default: "20",
+        hidden: false,
+        live: false,
+        doc: "seconds without a heartbeat before a member shows Offline (3 or more); read \
+              when the member's heartbeat starts (enable, join, daemon start)",
+        validate: is_offline_threshold,
     },
     ServerKey {
         name: "core.debug_address",
@@ -397,6 +417,29 @@ fn is_not_negative(v: &str) -> Result<(), String> {
         Ok(n) if n >= 0 => Ok(()),
         _ => Err("must be zero or more".into()),
     }
+}
+
+fn is_offline_threshold(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if n >= 3 => Ok(()),
+        _ => Err("must be 3 or more (seconds)".into()),
+    }
+}
+
+/// A comma-separated list of http:// or https:// URLs with a host.
+fn is_etcd_endpoints(v: &str) -> Result<(), String> {
+    for url in v.split(',').map(str::trim) {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+        if rest.is_empty() || rest.contains('/') && !rest.ends_with('/') {
+            return Err(format!(
+                "{url:?} is not an etcd client URL (scheme://host:port)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What hutch can compress images and backups with.

@@ -13,8 +13,8 @@ mod tls;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use commands::{
-    alias, config as config_cmd, exec, export, file, image, import, instance, misc, monitor,
-    network, operation, profile, query, remote, stack as stack_cmd, storage, top,
+    alias, cluster, config as config_cmd, exec, export, file, image, import, instance, misc,
+    monitor, network, operation, profile, query, remote, stack as stack_cmd, storage, top,
 };
 
 #[derive(Parser)]
@@ -82,6 +82,9 @@ enum Cmd {
     /// Manage command aliases.
     #[command(subcommand)]
     Alias(alias::Cmd),
+    /// The cluster this server is in and its members.
+    #[command(subcommand)]
+    Cluster(cluster::Cmd),
     /// Manage the list of remote servers (image servers, other hutchd sockets).
     #[command(subcommand)]
     Remote(remote::Cmd),
@@ -132,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Project(cmd) => misc::project(&c, cmd)?,
         Cmd::Alias(cmd) => alias::run(cmd)?,
         Cmd::Remote(cmd) => remote::run(cmd)?,
+        Cmd::Cluster(cmd) => cluster::run(&c, cmd)?,
         Cmd::Stack(cmd) => stack_cmd::run(&c, cmd)?,
         Cmd::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hutch", &mut std::io::stdout())

@@ -49,6 +49,8 @@ pub struct Daemon {
     pub(in crate::engine) supervision: crate::engine::supervision::Supervision,
     /// Rewrites `backup.yaml` files after the changes that made them stale.
     pub(in crate::engine) backup_files: crate::engine::backup_yaml::Writer,
+    /// This server's cluster membership, when it has one.
+    pub(in crate::engine) cluster: crate::engine::cluster::ClusterSlot,
 }
 
 /// What handlers and background tasks hold.
@@ -88,6 +90,13 @@ impl std::fmt::Debug for Runners {
 }
 
 impl Daemon {
+    /// Where instances are, as LXD's `location`: the member name, or `none` standalone.
+    pub(in crate::engine) fn location(&self) -> String {
+        self.cluster
+            .get()
+            .map_or_else(|| "none".to_string(), |m| m.server_name.clone())
+    }
+
     /// Opens the state directory (creating its layout and database) and mounts the pool,
     /// with the real system behind it.
     pub fn open(dir: &Path, hutchd: PathBuf, events: EventHub) -> Result<Self> {
@@ -181,6 +190,7 @@ impl Daemon {
             image_locks: NamedLocks::default(),
             supervision: crate::engine::supervision::Supervision::new(),
             backup_files: Default::default(),
+            cluster: Default::default(),
         })
     }
 

@@ -20,6 +20,8 @@ pub enum ErrorKind {
     /// an `ENOSPC` anywhere in the causes. Reads still work; writes work again once space
     /// returns.
     NoSpace,
+    /// A service the request needs is out of reach (the cluster's etcd): try again later.
+    Unavailable,
     /// The host failed: a disk, a command, the database.
     Internal,
 }
@@ -53,6 +55,9 @@ pub enum DaemonError {
     PreconditionFailed { server: String, client: String },
     #[error("not implemented")]
     NotImplemented,
+    /// The cluster's shared state (etcd) cannot be reached; the message says which.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Config(#[from] hutch_api::config::ConfigError),
     #[error("database")]
@@ -134,6 +139,7 @@ impl DaemonError {
             DaemonError::Forbidden(_) => ErrorKind::Forbidden,
             DaemonError::PreconditionFailed { .. } => ErrorKind::PreconditionFailed,
             DaemonError::NotImplemented => ErrorKind::NotImplemented,
+            DaemonError::Unavailable(_) => ErrorKind::Unavailable,
             DaemonError::Runtime(e) => library_kind!(hutch_runtime, e.kind()),
             DaemonError::Storage(e) => library_kind!(hutch_storage, e.kind()),
             DaemonError::Network(e) => library_kind!(hutch_network, e.kind()),

@@ -75,6 +75,22 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Unix time `t` as LXD writes times (RFC 3339, UTC).
+pub fn rfc3339_of(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// An error and its causes on one line.
 pub use crate::error::chain;
 

@@ -4,6 +4,7 @@
 
 mod cgroup;
 pub mod daemon;
+pub mod etcd;
 mod hutch_client;
 pub mod image_server;
 mod images;

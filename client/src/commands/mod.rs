@@ -1,6 +1,7 @@
 //! One module per command group, each with clap arguments and a `run`.
 
 pub mod alias;
+pub mod cluster;
 pub mod config;
 pub mod copy;
 pub mod device;

@@ -3,6 +3,7 @@
 
 mod backups;
 mod certificates;
+mod cluster;
 pub mod console;
 mod events;
 pub mod exec;
@@ -47,6 +48,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         // LXD answers a full disk with 500 too.
         ErrorKind::Internal | ErrorKind::NoSpace => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -90,6 +92,7 @@ pub fn network_router(state: AppState) -> Router {
         .route("/", get(|| async { Json(vec!["/1.0"]) }))
         .merge(server::routes())
         .merge(certificates::routes())
+        .merge(cluster::routes())
         .merge(resources::routes())
         .merge(events::routes())
         .merge(operations::routes())

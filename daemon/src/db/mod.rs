@@ -3,6 +3,7 @@
 
 pub mod backups;
 pub mod certificates;
+pub mod cluster;
 pub mod config;
 pub mod copies;
 pub mod durable;
@@ -156,6 +157,15 @@ const MIGRATIONS: &[&str] = &[
         total_bytes INTEGER NOT NULL,
         PRIMARY KEY (instance, name)
     );",
+    // 12: this server's cluster membership (one row at most): its member name, the
+    // cluster's id (the etcd key prefix under which the shared state lives) and the etcd
+    // endpoints.
+    "CREATE TABLE cluster (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        server_name TEXT NOT NULL,
+        cluster_id TEXT NOT NULL,
+        endpoints TEXT NOT NULL
+    );",
 ];
 
 /// The database handle. Calls are short; one connection behind a mutex is plenty.
@@ -286,7 +296,7 @@ mod tests {
         {
             // What the previous binary left: one migration fewer, a row of its own.
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch("DROP TABLE backups; INSERT INTO config VALUES ('k', 'v');")
+            conn.execute_batch("DROP TABLE cluster; INSERT INTO config VALUES ('k', 'v');")
                 .unwrap();
             conn.pragma_update(None, "user_version", old).unwrap();
         }

@@ -235,7 +235,8 @@ impl Engine {
         snapshots: &[SnapshotRow],
         level: u8,
     ) -> FullInstance {
-        let object = super::instance_object_expanded(row, info.code, expanded);
+        let mut object = super::instance_object_expanded(row, info.code, expanded);
+        object.location = self.d.location();
         if level < 2 {
             return FullInstance {
                 object,

@@ -15,6 +15,7 @@ pub(crate) mod backup_yaml;
 mod backups;
 pub(crate) mod cancel;
 pub mod certificates;
+pub mod cluster;
 pub mod console;
 pub(crate) mod create;
 pub mod devices;
@@ -150,6 +151,9 @@ impl Engine {
 
     /// The daemon's background work: network supervision, autostart, scheduled snapshots.
     pub fn start_background_tasks(&self) {
+        if let Err(e) = self.resume_cluster() {
+            tracing::error!(error = %e.chain(), "cluster membership not resumed");
+        }
         networks::start_supervisor(self.clone());
         watch::watch_running(self);
         autostart(self.clone());

@@ -54,9 +54,14 @@ impl Engine {
                 os_version: host.os_version,
                 project: DEFAULT_PROJECT.into(),
                 server: "lxd".into(),
-                server_clustered: false,
+                server_clustered: self.d.cluster.get().is_some(),
                 server_event_mode: "full-mesh".into(),
-                server_name: host.hostname,
+                // The member name when clustered, as LXD.
+                server_name: self
+                    .d
+                    .cluster
+                    .get()
+                    .map_or(host.hostname, |m| m.server_name.clone()),
                 server_pid: std::process::id() as i64,
                 server_version: "5.0.2".into(),
                 storage,

@@ -1,0 +1,104 @@
+//! `hutch cluster enable|list|show`, as lxc/cluster.go: the cluster the server is in and its
+//! members. hutch's `enable` also takes the etcd endpoints the cluster's state lives in.
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::http::{encode, Client};
+use crate::output::{self, Format};
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Make this server the first member of a new cluster named NAME (its shared state in
+    /// etcd; the server must listen on the network: core.https_address).
+    Enable {
+        name: String,
+        /// etcd client URLs (comma-separated), stored as cluster.etcd_endpoints first.
+        #[arg(long)]
+        etcd: Option<String>,
+    },
+    /// List the cluster's members.
+    #[command(visible_alias = "ls")]
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show one member.
+    Show { name: String },
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or("").to_string()
+}
+
+/// lxc's refusal when the server is standalone.
+fn require_clustered(client: &Client) -> Result<()> {
+    let cluster = client.get("/1.0/cluster")?;
+    if !cluster["enabled"].as_bool().unwrap_or(false) {
+        bail!("LXD server isn't part of a cluster");
+    }
+    Ok(())
+}
+
+pub fn run(client: &Client, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Enable { name, etcd } => {
+            let cluster = client.get("/1.0/cluster")?;
+            if cluster["enabled"].as_bool().unwrap_or(false) {
+                bail!("This LXD server is already clustered");
+            }
+            if let Some(endpoints) = etcd {
+                let body = json!({"config": {"cluster.etcd_endpoints": endpoints}});
+                client.request("PATCH", "/1.0", Some(&body))?;
+            }
+            let body = json!({"server_name": name, "enabled": true});
+            client.run("PUT", "/1.0/cluster", Some(&body))?;
+            println!("Clustering enabled");
+        }
+        Cmd::List { format } => {
+            require_clustered(client)?;
+            let members = client.get("/1.0/cluster/members?recursion=1")?;
+            let headers: Vec<String> = [
+                "NAME",
+                "URL",
+                "ROLES",
+                "ARCHITECTURE",
+                "FAILURE DOMAIN",
+                "DESCRIPTION",
+                "STATE",
+                "MESSAGE",
+            ]
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+            let joiner = if format == Format::Csv { "," } else { "\n" };
+            let rows: Vec<Vec<String>> = members
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    let roles: Vec<String> =
+                        m["roles"].as_array().into_iter().flatten().map(s).collect();
+                    vec![
+                        s(&m["server_name"]),
+                        s(&m["url"]),
+                        roles.join(joiner),
+                        s(&m["architecture"]),
+                        s(&m["failure_domain"]),
+                        s(&m["description"]),
+                        s(&m["status"]).to_uppercase(),
+                        s(&m["message"]),
+                    ]
+                })
+                .collect();
+            print!("{}", output::render(format, &headers, &rows, &members)?);
+        }
+        Cmd::Show { name } => {
+            require_clustered(client)?;
+            let member = client.get(&format!("/1.0/cluster/members/{}", encode(&name)))?;
+            print!("{}", serde_yaml::to_string(&member)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! Clustering (issue 21), first part: a server becomes the first member of a cluster
+//! whose shared state lives in etcd (`PUT /1.0/cluster` with `cluster.etcd_endpoints` set),
+//! publishes itself there and keeps a heartbeat lease; `/1.0/cluster/members` reads every
+//! member from etcd, Online while its heartbeat lives. The membership is recorded in the
+//! local database and taken up again at each start. Joining, placement and forwarding
+//! come next.
+
+pub mod membership;
+
+use std::sync::{Arc, RwLock};
+
+use hutch_api::cluster::{Cluster, ClusterMember, ClusterPut};
+use hutch_api::server_config::server_config_value;
+
+use super::{blocking, Engine, Work};
+use crate::db::cluster::ClusterRow;
+use crate::error::{DaemonError, Result};
+use membership::{MemberRecord, Membership};
+
+/// This server's membership, when it is in a cluster.
+#[derive(Debug, Default)]
+pub struct ClusterSlot(RwLock<Option<Arc<Membership>>>);
+
+impl ClusterSlot {
+    pub fn get(&self) -> Option<Arc<Membership>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, m: Option<Arc<Membership>>) {
+        let old = std::mem::replace(&mut *self.0.write().unwrap_or_else(|e| e.into_inner()), m);
+        if let Some(old) = old {
+            old.stop_heartbeat();
+        }
+    }
+}
+
+fn not_clustered() -> DaemonError {
+    DaemonError::BadRequest("This server is not clustered".into())
+}
+
+impl Engine {
+    /// `GET /1.0/cluster`.
+    pub fn cluster_info(&self) -> Cluster {
+        match self.d.cluster.get() {
+            Some(m) => Cluster {
+                server_name: m.server_name.clone(),
+                enabled: true,
+                member_config: Vec::new(),
+            },
+            None => Cluster::default(),
+        }
+    }
+
+    /// Takes the recorded membership up again (at daemon start): the heartbeat starts and
+    /// keeps trying while etcd is away.
+    pub fn resume_cluster(&self) -> Result<()> {
+        let Some(row) = self.d.db.cluster_membership()? else {
+            return Ok(());
+        };
+        let m = Membership::new(
+            &row.server_name,
+            &row.cluster_id,
+            &row.endpoints,
+            self.offline_threshold()?,
+        );
+        m.start_heartbeat();
+        self.d.cluster.set(Some(m));
+        Ok(())
+    }
+
+    fn offline_threshold(&self) -> Result<i64> {
+        let config = self.d.db.server_config()?;
+        Ok(server_config_value(&config, "cluster.offline_threshold")
+            .parse()
+            .unwrap_or(20))
+    }
+
+    /// `PUT /1.0/cluster`: checked now, done by the returned work (LXD's task `Creating
+    /// bootstrap node`, or leaving).
+    pub fn update_cluster(&self, put: ClusterPut) -> Result<(&'static str, Work)> {
+        if !put.cluster_address.is_empty() {
+            return Err(DaemonError::BadRequest(
+                "Joining a cluster is not supported yet: use PUT /1.0/cluster on the first \
+                 member only"
+                    .into(),
+            ));
+        }
+        if !put.enabled {
+            if !put.server_name.is_empty() {
+                return Err(DaemonError::BadRequest(
+                    "Server name must be empty when disabling clustering".into(),
+                ));
+            }
+            let m = self.d.cluster.get().ok_or_else(not_clustered)?;
+            let e = self.clone();
+            return Ok(("Leaving cluster", Box::pin(async move { e.leave(m).await })));
+        }
+        if put.server_name.is_empty() {
+            return Err(DaemonError::BadRequest(
+                "Server name must be set when enabling clustering".into(),
+            ));
+        }
+        check_member_name(&put.server_name)?;
+        if self.d.cluster.get().is_some() {
+            return Err(DaemonError::BadRequest(
+                "This server is already clustered".into(),
+            ));
+        }
+        let config = self.d.db.server_config()?;
+        let https = server_config_value(&config, "core.https_address").to_string();
+        if https.is_empty() {
+            return Err(DaemonError::BadRequest(
+                "This LXD server is not available on the network".into(),
+            ));
+        }
+        let endpoints: Vec<String> = server_config_value(&config, "cluster.etcd_endpoints")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(DaemonError::BadRequest(
+                "No etcd to keep the cluster's state in: set cluster.etcd_endpoints first \
+                 (hutch config set cluster.etcd_endpoints http://HOST:2379)"
+                    .into(),
+            ));
+        }
+        let url = super::server::listen_addresses(&https)
+            .first()
+            .map(|a| format!("https://{a}"))
+            .unwrap_or_default();
+        let row = ClusterRow {
+            server_name: put.server_name.clone(),
+            cluster_id: uuid::Uuid::new_v4().simple().to_string(),
+            endpoints,
+        };
+        let threshold = self.offline_threshold()?;
+        let e = self.clone();
+        Ok((
+            "Creating bootstrap node",
+            Box::pin(async move { e.bootstrap(row, url, threshold).await }),
+        ))
+    }
+
+    /// Publishes this server as the first member, then records the membership; a failure
+    /// to record it takes the publication back.
+    async fn bootstrap(&self, row: ClusterRow, url: String, threshold: i64) -> Result<()> {
+        let m = Membership::new(&row.server_name, &row.cluster_id, &row.endpoints, threshold);
+        let record = MemberRecord {
+            server_name: row.server_name.clone(),
+            url,
+            architecture: std::env::consts::ARCH.to_string(),
+            ..Default::default()
+        };
+        m.publish(&record).await?;
+        let d = self.d.clone();
+        let stored = row.clone();
+        if let Err(e) = blocking(move || d.db.set_cluster_membership(Some(&stored))).await {
+            let _ = m.remove_member(&row.server_name).await;
+            return Err(e);
+        }
+        m.start_heartbeat();
+        self.d.cluster.set(Some(m));
+        self.d.events.lifecycle(
+            "cluster-enabled",
+            &format!("/1.0/cluster/members/{}", row.server_name),
+            serde_json::json!({}),
+        );
+        Ok(())
+    }
+
+    /// Leaves the cluster: allowed to its last member only (the others must remove it).
+    async fn leave(&self, m: Arc<Membership>) -> Result<()> {
+        let others: Vec<String> = m
+            .members(crate::unix_now())
+            .await?
+            .into_iter()
+            .map(|x| x.server_name)
+            .filter(|n| *n != m.server_name)
+            .collect();
+        if !others.is_empty() {
+            return Err(DaemonError::BadRequest(format!(
+                "This member cannot leave while the cluster has others ({})",
+                others.join(", ")
+            )));
+        }
+        m.stop_heartbeat();
+        m.remove_member(&m.server_name).await?;
+        let d = self.d.clone();
+        blocking(move || d.db.set_cluster_membership(None)).await?;
+        self.d.cluster.set(None);
+        Ok(())
+    }
+
+    /// `GET /1.0/cluster/members`.
+    pub async fn cluster_members(&self) -> Result<Vec<ClusterMember>> {
+        let m = self.d.cluster.get().ok_or_else(not_clustered)?;
+        m.members(crate::unix_now()).await
+    }
+
+    /// `GET /1.0/cluster/members/<name>`.
+    pub async fn cluster_member(&self, name: &str) -> Result<ClusterMember> {
+        self.cluster_members()
+            .await?
+            .into_iter()
+            .find(|m| m.server_name == name)
+            .ok_or_else(|| DaemonError::NotFound("Cluster member not found".into()))
+    }
+}
+
+/// A member name: what a host name may be, and not `@…` (LXD's groups) or `none`.
+fn check_member_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('@')
+        && name != "none"
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(DaemonError::BadRequest(format!(
+            "Invalid cluster member name {name:?}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names_are_checked() {
+        assert!(check_member_name("n1").is_ok());
+        assert!(check_member_name("host-2.lan").is_ok());
+        for bad in ["@group", "none", "a/b", "a b", ""] {
+            assert!(check_member_name(bad).is_err(), "{bad}");
+        }
+    }
+}
