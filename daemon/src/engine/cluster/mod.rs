@@ -19,15 +19,24 @@ use membership::{MemberRecord, Membership};
 
 /// This server's membership, when it is in a cluster.
 #[derive(Debug, Default)]
-pub struct ClusterSlot(RwLock<Option<Arc<Membership>>>);
+pub struct ClusterSlot {
+    current: RwLock<Option<Arc<Membership>>>,
+    /// Held by an enable or a leave from its check to its end: two at once cannot both
+    /// pass the check.
+    changing: tokio::sync::Mutex<()>,
+}
 
 impl ClusterSlot {
     pub fn get(&self) -> Option<Arc<Membership>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set(&self, m: Option<Arc<Membership>>) {
-        let old = std::mem::replace(&mut *self.0.write().unwrap_or_else(|e| e.into_inner()), m);
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let old = std::mem::replace(&mut *current, m);
         if let Some(old) = old {
             old.stop_heartbeat();
         }
@@ -146,6 +155,12 @@ impl Engine {
     /// Publishes this server as the first member, then records the membership; a failure
     /// to record it takes the publication back.
     async fn bootstrap(&self, row: ClusterRow, url: String, threshold: i64) -> Result<()> {
+        let _changing = self.d.cluster.changing.lock().await;
+        if self.d.cluster.get().is_some() {
+            return Err(DaemonError::BadRequest(
+                "This server is already clustered".into(),
+            ));
+        }
         let m = Membership::new(&row.server_name, &row.cluster_id, &row.endpoints, threshold);
         let record = MemberRecord {
             server_name: row.server_name.clone(),
@@ -172,6 +187,15 @@ impl Engine {
 
     /// Leaves the cluster: allowed to its last member only (the others must remove it).
     async fn leave(&self, m: Arc<Membership>) -> Result<()> {
+        let _changing = self.d.cluster.changing.lock().await;
+        if !self
+            .d
+            .cluster
+            .get()
+            .is_some_and(|now| Arc::ptr_eq(&now, &m))
+        {
+            return Err(not_clustered());
+        }
         let others: Vec<String> = m
             .members(crate::unix_now())
             .await?
