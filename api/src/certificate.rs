@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What a trusted certificate may do: `client` the API, `metrics` only `/1.0/metrics`.
-pub const CERTIFICATE_TYPES: &[&str] = &["client", "metrics"];
+pub const CERTIFICATE_TYPES: &[&str] = &["client", "server", "metrics"];
 
 /// The writable part of a certificate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

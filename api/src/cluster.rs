@@ -44,6 +44,34 @@ pub struct ClusterPut {
     pub server_address: String,
     #[serde(default)]
     pub cluster_password: String,
+    /// A join token (`hutch cluster add`, `lxc cluster add`): the member to join, pinned by
+    /// the certificate fingerprint the token carries.
+    #[serde(default)]
+    pub cluster_token: String,
+}
+
+/// A join token, as lxc prints it: base64 of this JSON (LXD's `ClusterMemberJoinToken`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterJoinToken {
+    pub server_name: String,
+    pub fingerprint: String,
+    pub addresses: Vec<String>,
+    pub secret: String,
+    #[serde(default)]
+    pub expires_at: String,
+}
+
+/// What a member tells a joiner it has just trusted (`GET /internal/cluster`): where the
+/// cluster's state lives.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterJoinInfo {
+    /// The member answering.
+    pub server_name: String,
+    pub cluster_id: String,
+    pub etcd_endpoints: Vec<String>,
+    pub offline_threshold: i64,
+    /// The member's certificate (PEM), which the joiner trusts in turn.
+    pub certificate: String,
 }
 
 /// `GET /1.0/cluster/members/<name>`.

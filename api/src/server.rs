@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub const API_EXTENSIONS: &[&str] = &[
     "certificate_update",
     "clustering",
+    "clustering_join_token",
     "storage",
     "container_only_migration",
     "container_push",

@@ -137,3 +137,106 @@ fn the_first_member_lives_in_etcd_and_lxc_sees_the_cluster() {
     );
     d.hutch_ok(&["delete", "c1"]);
 }
+
+/// The token `hutch cluster add` printed (its last line).
+fn token_of(out: &str) -> String {
+    out.lines().last().unwrap_or_default().trim().to_string()
+}
+
+#[test]
+fn a_second_member_joins_by_token_and_each_sees_the_other_go_offline() {
+    let test = "a_second_member_joins_by_token_and_each_sees_the_other_go_offline";
+    if !require_root(test) {
+        return;
+    }
+    if let Some(why) = Etcd::missing() {
+        skipped(test, why);
+        return;
+    }
+    let d1 = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let mut d2 = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let etcd = Etcd::start(d1.path());
+    let url1 = d1.enable_https();
+    let url2 = d2.enable_https();
+    d1.hutch_ok(&["config", "set", "cluster.offline_threshold", "3"]);
+    d1.hutch_ok(&["cluster", "enable", "n1", "--etcd", &etcd.url()]);
+
+    // A token whose fingerprint is not the member's: refused, nothing joined.
+    let token = token_of(&d1.hutch_ok(&["cluster", "add", "n2"]));
+    let mut forged: Value =
+        serde_json::from_slice(&hutch_tls::base64_decode(&token).expect("base64 token"))
+            .expect("json token");
+    forged["fingerprint"] = "00".repeat(32).into();
+    let forged = hutch_tls::base64_encode(forged.to_string().as_bytes());
+    let err = d2.hutch_err(&["cluster", "join", &forged]);
+    assert!(err.contains("does not match"), "{err}");
+    assert_eq!(get(&d2, "/1.0/cluster").1["metadata"]["enabled"], false);
+    // LXD's client asks for tokens the same way (its own print of the same shape).
+    let lxc_token = d1.lxc_ok(&["cluster", "add", "n3"]);
+    assert!(
+        lxc_token.starts_with("Member n3 join token:"),
+        "{lxc_token}"
+    );
+    // A name that is a member already gets no token.
+    let err = d1.hutch_err(&["cluster", "add", "n1"]);
+    assert!(err.contains("already has a member"), "{err}");
+
+    // The real token joins; it is spent.
+    let out = d2.hutch_ok(&["cluster", "join", &token]);
+    assert!(out.contains("Joined the cluster as n2"), "{out}");
+    let err = d2.hutch_err(&["cluster", "join", &token]);
+    assert!(err.contains("already clustered"), "{err}");
+    let arch = std::env::consts::ARCH;
+    let expected = format!(
+        "n1,{url1},database,{arch},default,,ONLINE,Fully operational\n\
+         n2,{url2},database,{arch},default,,ONLINE,Fully operational"
+    );
+    for d in [&d1, &d2] {
+        let list = d.lxc_ok(&["cluster", "list", "--format", "csv"]);
+        assert_eq!(list.trim(), expected);
+    }
+    // Each member trusts the other's certificate, as a server.
+    for (d, other) in [(&d1, "n2"), (&d2, "n1")] {
+        let (_, certs) = get(d, "/1.0/certificates?recursion=1");
+        let found = certs["metadata"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "server" && c["name"] == other);
+        assert!(found, "{certs}");
+    }
+
+    // n2 gone: n1 shows it Offline within the threshold's reach; back, Online.
+    d2.kill();
+    wait_until("n2 offline on n1", LIMIT, || {
+        let (_, v) = get(&d1, "/1.0/cluster/members/n2");
+        v["metadata"]["status"] == "Offline"
+            && v["metadata"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("No heartbeat for"))
+    });
+    let list = d1.lxc_ok(&["cluster", "list", "--format", "csv"]);
+    assert!(list.contains("n2,") && list.contains("OFFLINE"), "{list}");
+    d2.spawn();
+    wait_until("n2 online again on n1", LIMIT, || {
+        get(&d1, "/1.0/cluster/members/n2").1["metadata"]["status"] == "Online"
+    });
+    // The first member cannot leave a cluster that has another.
+    let (status, body) = d1.http(
+        "PUT",
+        "/1.0/cluster",
+        br#"{"server_name":"","enabled":false}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["metadata"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (_, op) = get(&d1, &format!("/1.0/operations/{id}/wait?timeout=30"));
+    assert!(
+        op["metadata"]["err"]
+            .as_str()
+            .is_some_and(|e| e.contains("n2")),
+        "{op}"
+    );
+}

@@ -77,9 +77,9 @@ fn an_older_database_is_copied_then_migrated() {
     let path = db_path(&d);
     let latest = user_version(&path);
     {
-        // What the previous hutchd left: its last migration (the backups table) not made.
+        // What the previous hutchd left: its last migration (the cluster table) not made.
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("DROP TABLE backups").unwrap();
+        conn.execute_batch("DROP TABLE cluster").unwrap();
         conn.pragma_update(None, "user_version", latest - 1)
             .unwrap();
     }

@@ -18,6 +18,11 @@ pub enum Cmd {
         #[arg(long)]
         etcd: Option<String>,
     },
+    /// Print a join token for a new member NAME (it joins with `hutch cluster join TOKEN`).
+    Add { name: String },
+    /// Join the cluster a member's token names, as member of the name the token carries
+    /// (this server must listen on the network: core.https_address).
+    Join { token: String },
     /// List the cluster's members.
     #[command(visible_alias = "ls")]
     List {
@@ -55,6 +60,40 @@ pub fn run(client: &Client, cmd: Cmd) -> Result<()> {
             let body = json!({"server_name": name, "enabled": true});
             client.run("PUT", "/1.0/cluster", Some(&body))?;
             println!("Clustering enabled");
+        }
+        Cmd::Add { name } => {
+            require_clustered(client)?;
+            let env = client.request(
+                "POST",
+                "/1.0/cluster/members",
+                Some(&json!({"server_name": name})),
+            )?;
+            let meta = &env.metadata["metadata"];
+            // lxc's ClusterMemberJoinToken, in its field order.
+            let token = json!({
+                "server_name": meta["serverName"],
+                "fingerprint": meta["fingerprint"],
+                "addresses": meta["addresses"],
+                "secret": meta["secret"],
+                "expires_at": meta["expiresAt"],
+            });
+            let token = hutch_tls::base64_encode(serde_json::to_string(&token)?.as_bytes());
+            println!("Member {name} join token:\n{token}");
+        }
+        Cmd::Join { token } => {
+            let raw = hutch_tls::base64_decode(token.trim())
+                .ok_or_else(|| anyhow::anyhow!("Invalid cluster join token"))?;
+            let decoded: Value = serde_json::from_slice(&raw)?;
+            let name = s(&decoded["server_name"]);
+            let address = s(&decoded["addresses"][0]);
+            let body = json!({
+                "server_name": name,
+                "enabled": true,
+                "cluster_address": address,
+                "cluster_token": token.trim(),
+            });
+            client.run("PUT", "/1.0/cluster", Some(&body))?;
+            println!("Joined the cluster as {name}");
         }
         Cmd::List { format } => {
             require_clustered(client)?;

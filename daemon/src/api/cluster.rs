@@ -16,8 +16,25 @@ use crate::error::Result;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/1.0/cluster", get(info).put(put))
-        .route("/1.0/cluster/members", get(members))
+        .route("/1.0/cluster/members", get(members).post(add_member))
         .route("/1.0/cluster/members/:name", get(member))
+        .route("/internal/cluster", get(join_info))
+}
+
+/// `POST /1.0/cluster/members {"server_name"}`: a join token operation.
+async fn add_member(State(e): State<AppState>, body: Bytes) -> Result<Response> {
+    #[derive(serde::Deserialize)]
+    struct Post {
+        server_name: String,
+    }
+    let req: Post = parse_json(&body)?;
+    let op = e.cluster_join_token(&req.server_name).await?;
+    Ok(super::accepted(&op))
+}
+
+/// What a joiner reads once its certificate is trusted: where the cluster's state lives.
+async fn join_info(State(e): State<AppState>) -> Result<Response> {
+    Ok(sync(e.cluster_join_info()?))
 }
 
 async fn info(State(e): State<AppState>) -> Response {
@@ -67,8 +84,17 @@ mod tests {
             body["metadata"],
             json!({"server_name": "", "enabled": false, "member_config": []})
         );
-        for uri in ["/1.0/cluster/members", "/1.0/cluster/members/n1"] {
-            let (status, body) = api.call(Method::GET, uri, None).await;
+        for (method, uri, body) in [
+            (Method::GET, "/1.0/cluster/members", None),
+            (Method::GET, "/1.0/cluster/members/n1", None),
+            (Method::GET, "/internal/cluster", None),
+            (
+                Method::POST,
+                "/1.0/cluster/members",
+                Some(json!({"server_name": "n2"})),
+            ),
+        ] {
+            let (status, body) = api.call(method, uri, body).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
             assert_eq!(body["error"], "This server is not clustered");
         }
@@ -89,7 +115,11 @@ mod tests {
             (json!({"enabled": false}), "This server is not clustered"),
             (
                 json!({"server_name": "n2", "enabled": true, "cluster_address": "10.0.0.1:8443"}),
-                "Joining a cluster is not supported yet",
+                "Joining needs a join token",
+            ),
+            (
+                json!({"server_name": "n2", "enabled": true, "cluster_token": "bm9wZQ=="}),
+                "Invalid cluster join token",
             ),
             (json!({"enabled": "yes"}), "Invalid JSON"),
         ];

@@ -283,6 +283,63 @@ impl Engine {
         Ok(CertificateAdded::Certificate(fingerprint))
     }
 
+    /// A cluster join token for member `name` (LXD's `POST /1.0/cluster/members`): a token
+    /// operation whose secret, presented with the joiner's certificate to `POST
+    /// /1.0/certificates`, adds that certificate as a `server` (as LXD's joins do).
+    pub(in crate::engine) fn issue_join_token(&self, name: &str) -> Result<Arc<OpEntry>> {
+        let config = self.d.db.server_config()?;
+        let https_address = server_config_value(&config, "core.https_address");
+        let request = CertificatesPost {
+            put: CertificatePut {
+                name: name.to_string(),
+                kind: "server".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        // Three hours, LXD's cluster.join_token_expiry default.
+        let at = time::OffsetDateTime::now_utc() + time::Duration::hours(3);
+        let meta = json!({
+            "serverName": name,
+            "secret": new_secret(),
+            "fingerprint": self.d.identity.fingerprint(),
+            "addresses": super::server::listen_addresses(https_address),
+            "expiresAt": at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "request": request,
+        });
+        // An earlier token for the same name is cancelled, as LXD does.
+        for op in self.d.ops.all() {
+            let snap = op.snapshot();
+            if snap.class == "token" && snap.metadata["serverName"] == name {
+                self.d.ops.cancel(&op);
+            }
+        }
+        let resources = std::collections::BTreeMap::from([("cluster".to_string(), Vec::new())]);
+        Ok(self
+            .d
+            .ops
+            .create_token_on("Executing operation", resources, meta))
+    }
+
+    /// Trusts `pem` as a `server` certificate named `name` (a cluster member's).
+    pub(in crate::engine) fn trust_member(&self, name: &str, pem: &str) -> Result<()> {
+        let (fingerprint, pem) = certificate_pem(pem)?;
+        if self.d.trust.get(&fingerprint).is_some() {
+            return Ok(());
+        }
+        let cert = Certificate {
+            fingerprint,
+            put: CertificatePut {
+                name: name.to_string(),
+                kind: "server".into(),
+                certificate: pem,
+                ..Default::default()
+            },
+        };
+        self.d.db.insert_certificate(&cert)?;
+        self.d.trust.refresh(&self.d.db)
+    }
+
     /// A token operation for `req`, listing where the server listens.
     fn issue_token(&self, mut req: CertificatesPost, https_address: &str) -> Result<Arc<OpEntry>> {
         req.password = String::new();

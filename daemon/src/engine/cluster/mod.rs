@@ -5,11 +5,12 @@
 //! local database and taken up again at each start. Joining, placement and forwarding
 //! come next.
 
+pub mod join;
 pub mod membership;
 
 use std::sync::{Arc, RwLock};
 
-use hutch_api::cluster::{Cluster, ClusterMember, ClusterPut};
+use hutch_api::cluster::{Cluster, ClusterJoinInfo, ClusterJoinToken, ClusterMember, ClusterPut};
 use hutch_api::server_config::server_config_value;
 
 use super::{blocking, Engine, Work};
@@ -87,12 +88,22 @@ impl Engine {
     /// `PUT /1.0/cluster`: checked now, done by the returned work (LXD's task `Creating
     /// bootstrap node`, or leaving).
     pub fn update_cluster(&self, put: ClusterPut) -> Result<(&'static str, Work)> {
-        if !put.cluster_address.is_empty() {
-            return Err(DaemonError::BadRequest(
-                "Joining a cluster is not supported yet: use PUT /1.0/cluster on the first \
-                 member only"
-                    .into(),
-            ));
+        // A join: the token names the member to join (LXD's preseed puts it in
+        // cluster_token; older clients in cluster_password).
+        let token_text = if put.cluster_token.is_empty() {
+            put.cluster_password.clone()
+        } else {
+            put.cluster_token.clone()
+        };
+        if put.enabled && (!token_text.is_empty() || !put.cluster_address.is_empty()) {
+            if token_text.is_empty() {
+                return Err(DaemonError::BadRequest(
+                    "Joining needs a join token (cluster_token): hutch cluster add NAME on a \
+                     member prints one"
+                        .into(),
+                ));
+            }
+            return self.join_work(put, &token_text);
         }
         if !put.enabled {
             if !put.server_name.is_empty() {
@@ -150,6 +161,139 @@ impl Engine {
             "Creating bootstrap node",
             Box::pin(async move { e.bootstrap(row, url, threshold).await }),
         ))
+    }
+
+    /// The checks of a join, and the work that joins.
+    fn join_work(&self, put: ClusterPut, token_text: &str) -> Result<(&'static str, Work)> {
+        let token = join::decode_token(token_text)?;
+        let name = if put.server_name.is_empty() {
+            token.server_name.clone()
+        } else {
+            put.server_name.clone()
+        };
+        if name != token.server_name {
+            return Err(DaemonError::BadRequest(format!(
+                "The join token is for member {:?}, not {name:?}",
+                token.server_name
+            )));
+        }
+        check_member_name(&name)?;
+        if self.d.cluster.get().is_some() {
+            return Err(DaemonError::BadRequest(
+                "This server is already clustered".into(),
+            ));
+        }
+        let config = self.d.db.server_config()?;
+        let https = server_config_value(&config, "core.https_address").to_string();
+        if https.is_empty() {
+            return Err(DaemonError::BadRequest(
+                "This LXD server is not available on the network".into(),
+            ));
+        }
+        let url = super::server::listen_addresses(&https)
+            .first()
+            .map(|a| format!("https://{a}"))
+            .unwrap_or_default();
+        let e = self.clone();
+        Ok((
+            "Joining cluster",
+            Box::pin(async move { e.join(token, name, url).await }),
+        ))
+    }
+
+    /// Joins the cluster of the member `token` names: trusted by it, told where the state
+    /// lives, published there with a heartbeat; that member's certificate is trusted here
+    /// in turn. A failure after the publication takes it back.
+    async fn join(&self, token: ClusterJoinToken, name: String, url: String) -> Result<()> {
+        let _changing = self.d.cluster.changing.lock().await;
+        if self.d.cluster.get().is_some() {
+            return Err(DaemonError::BadRequest(
+                "This server is already clustered".into(),
+            ));
+        }
+        let identity = self.d.identity.clone();
+        let (t, n) = (token.clone(), name.clone());
+        let info = blocking(move || join::request(&t, &n, &identity)).await?;
+        let m = Membership::new(
+            &name,
+            &info.cluster_id,
+            &info.etcd_endpoints,
+            info.offline_threshold,
+        );
+        if m.members(crate::unix_now())
+            .await?
+            .iter()
+            .any(|x| x.server_name == name)
+        {
+            return Err(DaemonError::Conflict(format!(
+                "The cluster already has a member with name: {name}"
+            )));
+        }
+        let record = MemberRecord {
+            server_name: name.clone(),
+            url,
+            architecture: std::env::consts::ARCH.to_string(),
+            ..Default::default()
+        };
+        m.publish(&record).await?;
+        let row = ClusterRow {
+            server_name: name.clone(),
+            cluster_id: info.cluster_id.clone(),
+            endpoints: info.etcd_endpoints.clone(),
+        };
+        let (e, member, pem) = (
+            self.clone(),
+            info.server_name.clone(),
+            info.certificate.clone(),
+        );
+        let stored = blocking(move || {
+            e.trust_member(&member, &pem)?;
+            e.d.db.set_cluster_membership(Some(&row))
+        })
+        .await;
+        if let Err(err) = stored {
+            let _ = m.remove_member(&name).await;
+            return Err(err);
+        }
+        m.start_heartbeat();
+        self.d.cluster.set(Some(m));
+        self.d.events.lifecycle(
+            "cluster-member-added",
+            &format!("/1.0/cluster/members/{name}"),
+            serde_json::json!({}),
+        );
+        Ok(())
+    }
+
+    /// `POST /1.0/cluster/members`: a join token for member `name`.
+    pub async fn cluster_join_token(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::Arc<crate::operations::OpEntry>> {
+        let m = self.d.cluster.get().ok_or_else(not_clustered)?;
+        check_member_name(name)?;
+        if m.members(crate::unix_now())
+            .await?
+            .iter()
+            .any(|x| x.server_name == name)
+        {
+            return Err(DaemonError::BadRequest(format!(
+                "The cluster already has a member with name: {name}"
+            )));
+        }
+        self.issue_join_token(name)
+    }
+
+    /// `GET /internal/cluster` (trusted callers: a joiner just trusted with its token).
+    pub fn cluster_join_info(&self) -> Result<ClusterJoinInfo> {
+        let m = self.d.cluster.get().ok_or_else(not_clustered)?;
+        Ok(ClusterJoinInfo {
+            server_name: m.server_name.clone(),
+            cluster_id: m.cluster_id.clone(),
+            etcd_endpoints: m.endpoints.clone(),
+            offline_threshold: m.offline_threshold,
+            certificate: self.d.identity.cert_pem.clone(),
+        })
     }
 
     /// Publishes this server as the first member, then records the membership; a failure
