@@ -177,6 +177,7 @@ fn a_second_member_joins_by_token_and_each_sees_the_other_go_offline() {
         lxc_token.starts_with("Member n3 join token:"),
         "{lxc_token}"
     );
+    let n3_token = token_of(&lxc_token);
     // A name that is a member already gets no token.
     let err = d1.hutch_err(&["cluster", "add", "n1"]);
     assert!(err.contains("already has a member"), "{err}");
@@ -195,6 +196,36 @@ fn a_second_member_joins_by_token_and_each_sees_the_other_go_offline() {
         let list = d.lxc_ok(&["cluster", "list", "--format", "csv"]);
         assert_eq!(list.trim(), expected);
     }
+    // A third joins with `hutchd init --join` and lxc's token, its address set by init.
+    let d3 = TestDaemon::start_with(&["--storage-backend", "dir"]);
+    let port3 = hutch_tests::free_port().to_string();
+    let mut init = std::process::Command::new(hutch_tests::hutchd_bin());
+    init.arg("--dir").arg(d3.path()).args([
+        "init",
+        "--network-bridge",
+        "none",
+        "--network-address",
+        "127.0.0.1",
+        "--network-port",
+        &port3,
+        "--join",
+        &n3_token,
+    ]);
+    let out = hutch_tests::output_within(&mut init, b"", hutch_tests::COMMAND_LIMIT);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("created cluster member \"n3\""), "{text}");
+    wait_until("n3 online on n1", LIMIT, || {
+        get(&d1, "/1.0/cluster/members/n3").1["metadata"]["status"] == "Online"
+    });
+    let (status, body) = d3.http(
+        "PUT",
+        "/1.0/cluster",
+        br#"{"server_name":"","enabled":false}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    drop(d3);
     // Each member trusts the other's certificate, as a server.
     for (d, other) in [(&d1, "n2"), (&d2, "n1")] {
         let (_, certs) = get(d, "/1.0/certificates?recursion=1");

@@ -162,6 +162,21 @@ pub fn apply(api: &Api, seed: &Preseed) -> Result<Vec<Done>, InitError> {
     for p in &seed.profiles {
         done.push(profile(api, &mut revert, p).map_err(step("profile", &p.name))?);
     }
+    // Last: a join reaches out to the cluster, with the address set above.
+    if let Some(c) = seed.cluster.as_ref().filter(|c| c.enabled) {
+        let body = serde_json::to_value(c).unwrap_or_default();
+        api.call("PUT", "/1.0/cluster", Some(&body))
+            .map_err(step("cluster", &c.server_name))?;
+        let name = api.call("GET", "/1.0/cluster", None)?["server_name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        done.push(Done {
+            kind: "cluster member",
+            name,
+            change: Change::Created,
+        });
+    }
     revert.success();
     Ok(done)
 }

@@ -54,6 +54,10 @@ pub struct InitArgs {
     /// Password clients give to be trusted (`core.trust_password`).
     #[arg(long, value_name = "PASSWORD", conflicts_with = "preseed")]
     trust_password: Option<String>,
+    /// Join the cluster of this token (from `hutch cluster add NAME` on a member) once the
+    /// rest is applied; the server must listen on the network (--network-address).
+    #[arg(long, value_name = "TOKEN", conflicts_with = "preseed")]
+    join: Option<String>,
 }
 
 /// Why `hutchd init` failed.
@@ -131,7 +135,7 @@ pub trait Transport {
 
 /// What init is asked to do.
 enum Mode {
-    Preseed(Preseed),
+    Preseed(Box<Preseed>),
     Auto(AutoFlags),
 }
 
@@ -193,7 +197,7 @@ fn mode(args: InitArgs) -> Result<Mode, InitError> {
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(InitError::ReadStdin)?;
-        return Ok(Mode::Preseed(Preseed::parse(&text)?));
+        return Ok(Mode::Preseed(Box::new(Preseed::parse(&text)?)));
     }
     let mut config = std::collections::BTreeMap::new();
     match (&args.network_address, args.network_port) {
@@ -223,6 +227,7 @@ fn mode(args: InitArgs) -> Result<Mode, InitError> {
         loop_gib: args.storage_create_loop,
         pool: args.storage_pool,
         bridge: Some(args.network_bridge).filter(|b| b != "none"),
+        join: args.join,
     }))
 }
 
@@ -231,7 +236,7 @@ fn execute(dir: &Path, t: &dyn Transport, mode: Mode) -> Result<(), InitError> {
     let api = Api::new(t);
     let auto = matches!(mode, Mode::Auto(_));
     let seed = match mode {
-        Mode::Preseed(seed) => seed,
+        Mode::Preseed(seed) => *seed,
         Mode::Auto(flags) => {
             let current = current(&api, flags.bridge.as_deref())?;
             let backend = match &flags.backend {
@@ -242,6 +247,13 @@ fn execute(dir: &Path, t: &dyn Transport, mode: Mode) -> Result<(), InitError> {
             flags.check(&backend)?;
             let (mut seed, skipped) = flags.preseed(&backend, &current)?;
             seed.config.extend(flags.config.clone());
+            if let Some(token) = &flags.join {
+                seed.cluster = Some(hutch_api::cluster::ClusterPut {
+                    enabled: true,
+                    cluster_token: token.clone(),
+                    ..Default::default()
+                });
+            }
             for s in skipped {
                 eprintln!("hutchd init: {s}");
             }

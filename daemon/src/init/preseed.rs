@@ -25,9 +25,10 @@ pub struct Preseed {
     /// LXD's projects: only the `default` project exists in hutchd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub projects: Option<serde_yaml::Value>,
-    /// LXD's clustering: not in hutchd yet.
+    /// LXD's clustering: enable a cluster (`server_name`, `enabled`) or join one
+    /// (`cluster_token`), after everything else is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<serde_yaml::Value>,
+    pub cluster: Option<hutch_api::cluster::ClusterPut>,
 }
 
 /// A network to create, or to update when it exists (`POST /1.0/networks`).
@@ -89,9 +90,6 @@ impl Preseed {
     /// parts of LXD's preseed hutchd has no use for.
     pub fn check(&self) -> Result<(), InitError> {
         let bad = |m: String| Err(InitError::InvalidPreseed(m));
-        if self.cluster.as_ref().is_some_and(|c| !c.is_null()) {
-            return bad("clustering (\"cluster\") is not supported by hutchd".into());
-        }
         if let Some(projects) = self.projects.as_ref().filter(|p| !p.is_null()) {
             let names = projects
                 .as_sequence()
@@ -148,6 +146,7 @@ impl Preseed {
             && self.networks.is_empty()
             && self.storage_pools.is_empty()
             && self.profiles.is_empty()
+            && self.cluster.is_none()
     }
 }
 
@@ -165,6 +164,8 @@ pub struct AutoFlags {
     pub pool: Option<String>,
     /// `--network-bridge`: the managed bridge to make (`None`: no network).
     pub bridge: Option<String>,
+    /// `--join`: a cluster join token, used once the rest is applied.
+    pub join: Option<String>,
 }
 
 /// What `--auto` needs to know of the server before it chooses.
@@ -475,9 +476,20 @@ projects: []
     }
 
     #[test]
+    fn lxds_cluster_section_is_read() {
+        let seed = Preseed::parse(
+            "cluster:\n  server_name: n2\n  enabled: true\n  cluster_token: abc\n  \
+             cluster_certificate_path: \"\"\n",
+        )
+        .unwrap();
+        let c = seed.cluster.unwrap();
+        assert_eq!((c.server_name.as_str(), c.enabled), ("n2", true));
+        assert_eq!(c.cluster_token, "abc");
+    }
+
+    #[test]
     fn what_hutchd_lacks_or_repeats_is_refused() {
         for (text, want) in [
-            ("cluster:\n  enabled: true\n", "clustering"),
             ("projects:\n- name: web\n", "projects other than"),
             ("networks:\n- name: n\n  project: web\n", "project \"web\""),
             (
