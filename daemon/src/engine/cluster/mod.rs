@@ -1,9 +1,9 @@
 //! Clustering (issue 21), first part: a server becomes the first member of a cluster
 //! whose shared state lives in etcd (`PUT /1.0/cluster` with `cluster.etcd_endpoints` set),
 //! publishes itself there and keeps a heartbeat lease; `/1.0/cluster/members` reads every
-//! member from etcd, Online while its heartbeat lives. The membership is recorded in the
-//! local database and taken up again at each start. Joining, placement and forwarding
-//! come next.
+//! member from etcd, Online while its heartbeat lives; more members join with a token
+//! (`join.rs`). The membership is recorded in the local database and taken up again at
+//! each start. Placement and forwarding come next.
 
 pub mod join;
 pub mod membership;
@@ -121,18 +121,9 @@ impl Engine {
             ));
         }
         check_member_name(&put.server_name)?;
-        if self.d.cluster.get().is_some() {
-            return Err(DaemonError::BadRequest(
-                "This server is already clustered".into(),
-            ));
-        }
+        self.check_standalone()?;
+        let url = self.member_url()?;
         let config = self.d.db.server_config()?;
-        let https = server_config_value(&config, "core.https_address").to_string();
-        if https.is_empty() {
-            return Err(DaemonError::BadRequest(
-                "This LXD server is not available on the network".into(),
-            ));
-        }
         let endpoints: Vec<String> = server_config_value(&config, "cluster.etcd_endpoints")
             .split(',')
             .map(str::trim)
@@ -146,10 +137,6 @@ impl Engine {
                     .into(),
             ));
         }
-        let url = super::server::listen_addresses(&https)
-            .first()
-            .map(|a| format!("https://{a}"))
-            .unwrap_or_default();
         let row = ClusterRow {
             server_name: put.server_name.clone(),
             cluster_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -161,6 +148,31 @@ impl Engine {
             "Creating bootstrap node",
             Box::pin(async move { e.bootstrap(row, url, threshold).await }),
         ))
+    }
+
+    fn check_standalone(&self) -> Result<()> {
+        match self.d.cluster.get() {
+            Some(_) => Err(DaemonError::BadRequest(
+                "This server is already clustered".into(),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Where other members and clients reach this one (`https://` and the first address
+    /// `core.https_address` gives); a server not on the network cannot be a member.
+    fn member_url(&self) -> Result<String> {
+        let config = self.d.db.server_config()?;
+        let https = server_config_value(&config, "core.https_address");
+        if https.is_empty() {
+            return Err(DaemonError::BadRequest(
+                "This LXD server is not available on the network".into(),
+            ));
+        }
+        Ok(super::server::listen_addresses(https)
+            .first()
+            .map(|a| format!("https://{a}"))
+            .unwrap_or_default())
     }
 
     /// The checks of a join, and the work that joins.
@@ -178,22 +190,8 @@ impl Engine {
             )));
         }
         check_member_name(&name)?;
-        if self.d.cluster.get().is_some() {
-            return Err(DaemonError::BadRequest(
-                "This server is already clustered".into(),
-            ));
-        }
-        let config = self.d.db.server_config()?;
-        let https = server_config_value(&config, "core.https_address").to_string();
-        if https.is_empty() {
-            return Err(DaemonError::BadRequest(
-                "This LXD server is not available on the network".into(),
-            ));
-        }
-        let url = super::server::listen_addresses(&https)
-            .first()
-            .map(|a| format!("https://{a}"))
-            .unwrap_or_default();
+        self.check_standalone()?;
+        let url = self.member_url()?;
         let e = self.clone();
         Ok((
             "Joining cluster",
@@ -206,11 +204,7 @@ impl Engine {
     /// in turn. A failure after the publication takes it back.
     async fn join(&self, token: ClusterJoinToken, name: String, url: String) -> Result<()> {
         let _changing = self.d.cluster.changing.lock().await;
-        if self.d.cluster.get().is_some() {
-            return Err(DaemonError::BadRequest(
-                "This server is already clustered".into(),
-            ));
-        }
+        self.check_standalone()?;
         let identity = self.d.identity.clone();
         let (t, n) = (token.clone(), name.clone());
         let info = blocking(move || join::request(&t, &n, &identity)).await?;
@@ -300,11 +294,7 @@ impl Engine {
     /// to record it takes the publication back.
     async fn bootstrap(&self, row: ClusterRow, url: String, threshold: i64) -> Result<()> {
         let _changing = self.d.cluster.changing.lock().await;
-        if self.d.cluster.get().is_some() {
-            return Err(DaemonError::BadRequest(
-                "This server is already clustered".into(),
-            ));
-        }
+        self.check_standalone()?;
         let m = Membership::new(&row.server_name, &row.cluster_id, &row.endpoints, threshold);
         let record = MemberRecord {
             server_name: row.server_name.clone(),
