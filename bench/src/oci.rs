@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hutch_oci::{host_arch, write_oci_archive, ImageToWrite, RunConfig};
+use hutch_oci::{host_arch, tree_layer, write_oci_archive, ImageToWrite, RunConfig};
 use hutch_tests::registry::Registry;
 
 use crate::target::Target;
@@ -17,14 +17,6 @@ use crate::target::Target;
 /// The name the targets know the registry by, and the image on it.
 const REMOTE: &str = "benchoci";
 const IMAGE: &str = "bench/app:1";
-
-/// A tar layer of the tree at `root`.
-fn tree_layer(root: &Path) -> Result<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
-    b.follow_symlinks(false);
-    b.append_dir_all(".", root)?;
-    Ok(b.into_inner()?)
-}
 
 /// A layer holding one file of `size` random bytes (so nothing compresses it away).
 fn random_layer(size: usize) -> Result<Vec<u8>> {

@@ -23,7 +23,7 @@ pub use image::{
     apply_layer, host_arch, read_image, BlobSource, Layer, LayerCheck, OciImage, RunConfig,
 };
 pub use user::resolve_user;
-pub use write::{write_docker_archive, write_oci_archive, ImageToWrite};
+pub use write::{tree_layer, write_docker_archive, write_oci_archive, ImageToWrite};
 
 /// Reads the image in archive `path` (OCI layout or docker-save) and flattens it into
 /// `rootfs` (an existing, empty directory). On error `rootfs` may hold a partial tree: the

@@ -52,6 +52,16 @@ fn config_json(image: &ImageToWrite) -> Vec<u8> {
     config.to_string().into_bytes()
 }
 
+/// A layer: the tar of the tree at `root` (symlinks stored as links), uncompressed, for
+/// [`ImageToWrite::layers`].
+pub fn tree_layer(root: &Path) -> Result<Vec<u8>, OciError> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", root)
+        .map_err(|e| OciError::io("tar", root, e))?;
+    b.into_inner().map_err(|e| OciError::io("tar", root, e))
+}
+
 fn add(b: &mut tar::Builder<File>, name: &str, data: &[u8], path: &Path) -> Result<(), OciError> {
     let mut h = tar::Header::new_ustar();
     h.set_size(data.len() as u64);

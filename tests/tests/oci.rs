@@ -16,14 +16,6 @@ use serde_json::Value;
 /// Generous: every wait below is for a state, never a measure of speed.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A layer tar of the tree at `root` (symlinks stored as links).
-fn tree_layer(root: &Path) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    b.follow_symlinks(false);
-    b.append_dir_all(".", root).expect("tar the rootfs");
-    b.into_inner().expect("layer")
-}
-
 /// A layer of `(name, content, kind)` entries, names written raw (so `../` gets in).
 fn raw_layer(entries: &[(&str, &[u8], tar::EntryType, &str)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -82,7 +74,10 @@ fn run_config() -> RunConfig {
 fn build_archives(dir: &Path) -> (PathBuf, PathBuf) {
     let rootfs = dir.join("bb-rootfs");
     busybox_rootfs(&rootfs).expect("busybox rootfs");
-    let layers = vec![tree_layer(&rootfs), upper_layer()];
+    let layers = vec![
+        hutch_oci::tree_layer(&rootfs).expect("tar the rootfs"),
+        upper_layer(),
+    ];
     fs::remove_dir_all(&rootfs).expect("remove the rootfs");
     let run = run_config();
     let image = ImageToWrite {

@@ -27,14 +27,6 @@ use serde_json::Value;
 /// Generous: every wait below is for a state, never a measure of speed.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A layer tar of the tree at `root` (symlinks stored as links).
-fn tree_layer(root: &Path) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    b.follow_symlinks(false);
-    b.append_dir_all(".", root).expect("tar the rootfs");
-    b.into_inner().expect("layer")
-}
-
 /// A one-layer busybox image that says hello and stays up, as an OCI archive.
 fn build_archive(dir: &Path) -> PathBuf {
     build_archive_as(
@@ -49,7 +41,7 @@ fn build_archive(dir: &Path) -> PathBuf {
 fn build_archive_as(dir: &Path, file: &str, script: &str, arch: &str) -> PathBuf {
     let rootfs = dir.join("bb-rootfs");
     busybox_rootfs(&rootfs).expect("busybox rootfs");
-    let layers = vec![tree_layer(&rootfs)];
+    let layers = vec![hutch_oci::tree_layer(&rootfs).expect("tar the rootfs")];
     fs::remove_dir_all(&rootfs).expect("remove the rootfs");
     let run = RunConfig {
         entrypoint: vec!["/bin/sh".into(), "-c".into()],
