@@ -5,7 +5,20 @@
 # Starts lxcfs too (as LXD's packaging does), so that containers see their own limits in
 # free, top, uptime and nproc. Safe to run again. Run it as root; from another user it runs
 # itself again through sudo.
+#
+# With --cluster, it also installs and starts etcd on loopback (Debian's etcd-server) and
+# makes this server the first member of a cluster named after the host; more hosts join
+# with `hutch cluster add NAME` here and `hutch cluster join TOKEN` there (README,
+# "Clusters").
 set -euo pipefail
+
+cluster=0
+for arg in "$@"; do
+    case "$arg" in
+        --cluster) cluster=1 ;;
+        *) echo "scripts/setup.sh: unknown argument $arg (only --cluster)" >&2; exit 2 ;;
+    esac
+done
 
 if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null; then
@@ -110,3 +123,27 @@ for _ in $(seq 50); do hutch list -c 4 --format csv first | grep -q . && break; 
 hutch list
 echo "PID 1 in first is: $(hutch exec first -- cat /proc/1/comm)"
 echo "try: hutch exec first -- sh"
+
+if [ "$cluster" = 1 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server
+    if ! curl -sf http://127.0.0.1:2379/health >/dev/null; then
+        if [ -d /run/systemd/system ]; then
+            systemctl enable --now etcd
+        else
+            mkdir -p /var/lib/hutch-etcd
+            setsid nohup etcd --data-dir /var/lib/hutch-etcd \
+                --listen-client-urls http://127.0.0.1:2379 \
+                --advertise-client-urls http://127.0.0.1:2379 \
+                >>/var/log/hutch-etcd.log 2>&1 </dev/null &
+        fi
+        for _ in $(seq 100); do curl -sf http://127.0.0.1:2379/health >/dev/null && break; sleep 0.1; done
+    fi
+    if [ "$(hutch config get core.https_address)" = "" ]; then
+        hutch config set core.https_address :8443
+    fi
+    if ! hutch cluster list >/dev/null 2>&1; then
+        hutch cluster enable "$(hostname -s)" --etcd http://127.0.0.1:2379
+    fi
+    hutch cluster list
+    echo "add a member: hutch cluster add NAME here, then hutch cluster join TOKEN there"
+fi

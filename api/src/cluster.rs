@@ -70,8 +70,13 @@ pub struct ClusterJoinInfo {
     pub cluster_id: String,
     pub etcd_endpoints: Vec<String>,
     pub offline_threshold: i64,
-    /// The member's certificate (PEM), which the joiner trusts in turn.
+    /// The member's certificate (PEM), which the joiner trusts in turn: the cluster's,
+    /// which every member presents.
     pub certificate: String,
+    /// The cluster certificate's key (PEM), for an admin caller only (a joiner): the
+    /// joiner presents the cluster's certificate from then on, as LXD's members do.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
 }
 
 /// `GET /1.0/cluster/members/<name>`.

@@ -12,6 +12,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "certificate_update",
     "clustering",
     "clustering_join_token",
+    "clustering_evacuation",
+    "cluster_internal_copy",
     "storage",
     "container_only_migration",
     "container_push",

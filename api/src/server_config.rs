@@ -215,6 +215,22 @@ pub static SERVER_KEYS: &[ServerKey] = &[
 pub const SERVER_KEY_PREFIXES: &[(&str, &str)] = &[("user.", "free-form user data")];
 
 /// The table entry of `key`.
+/// Whether server key `key` is each cluster member's own (where it listens, its etcd
+/// endpoints, its volumes), as LXD's node config is; every other key is the cluster's.
+pub fn is_member_key(key: &str) -> bool {
+    matches!(
+        key,
+        "cluster.etcd_endpoints"
+            | "cluster.https_address"
+            | "core.debug_address"
+            | "core.https_address"
+            | "core.metrics_address"
+            | "core.ui_address"
+            | "storage.backups_volume"
+            | "storage.images_volume"
+    )
+}
+
 pub fn server_key(key: &str) -> Option<&'static ServerKey> {
     SERVER_KEYS.iter().find(|k| k.name == key)
 }

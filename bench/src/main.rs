@@ -14,6 +14,7 @@ use serde_json::json;
 
 mod api_load;
 mod backup;
+mod cluster;
 mod https;
 mod images;
 mod oci;
@@ -83,7 +84,8 @@ struct Args {
     /// (exec and list over HTTPS), copy (copy 500 MB over HTTPS), backup (export and
     /// import 500 MB), scale
     /// (`--scale` running containers with NICs: list, RSS, launch rates, API load; hutchd
-    /// only, and only when named).
+    /// only, and only when named), cluster (three members in etcd against one server:
+    /// launches at once, list across members; hutchd only, and only when named).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Running containers of the scale group.
@@ -95,6 +97,12 @@ struct Args {
     /// Concurrent API clients in the scale group.
     #[arg(long, default_value_t = 200)]
     scale_clients: usize,
+    /// Instances listed across the cluster group's three members.
+    #[arg(long, default_value_t = 300)]
+    cluster_instances: usize,
+    /// Launches at once in the cluster group, on one server and on three members.
+    #[arg(long, default_value_t = 60)]
+    cluster_parallel: usize,
     /// Instead of the rows: N create/start/exec/stop/delete cycles on the first driver,
     /// sampling the daemon's RSS, fds and threads into a CSV and PNG plots.
     #[arg(long, default_value_t = 0)]
@@ -371,6 +379,25 @@ fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&work);
         flat?;
         return Ok(());
+    }
+    if args.only.iter().any(|g| g == "cluster") {
+        if let Some(why) = hutch_tests::etcd::Etcd::missing() {
+            println!("cluster rows: not measured ({why})");
+        } else {
+            rows.extend(cluster::measure(&cluster::ClusterPlan {
+                bin: &bin,
+                image: &image,
+                driver: &first_driver,
+                work: &work,
+                instances: args.cluster_instances,
+                parallel: args.cluster_parallel,
+                runs: args.runs,
+            })?);
+        }
+        if args.only.iter().all(|g| g == "cluster") {
+            let _ = std::fs::remove_dir_all(&work);
+            return report(&rows, &args.json);
+        }
     }
     if args.only.iter().any(|g| g == "scale") {
         if args.lxd_dir.is_some() {

@@ -147,15 +147,53 @@ fn untrusted_may(method: &Method, path: &str) -> bool {
     }
 }
 
+/// The cluster member a TLS caller is, if it is one (a member that joined since the
+/// last read of etcd is looked for again when its certificate is not trusted otherwise).
+async fn cluster_member(e: &AppState, fingerprint: Option<String>, trust: Trust) -> Option<String> {
+    let fingerprint = fingerprint?;
+    match e.member_of_fingerprint(&fingerprint) {
+        Some(name) => Some(name),
+        None if trust == Trust::Untrusted => e.member_of_fingerprint_now(&fingerprint).await,
+        None => None,
+    }
+}
+
 /// The authentication layer: trusted callers pass (restricted ones for reads only),
 /// untrusted ones reach [`untrusted_may`]'s routes only; everything else is LXD's 403
 /// `not authorized`.
 pub async fn authenticate(State(e): State<AppState>, mut req: Request, next: Next) -> Response {
-    let (trust, requestor) = match req.extensions().get::<Caller>() {
+    let (mut trust, requestor) = match req.extensions().get::<Caller>() {
         Some(caller) => (e.trust(caller), Requestor::of(caller)),
         // A listener that names no caller: nobody is trusted by accident.
         None => (Trust::Untrusted, Requestor::local()),
     };
+    // Standalone, nobody is a member: no second hash of the certificate.
+    let fingerprint = match e.membership() {
+        Some(_) => req
+            .extensions()
+            .get::<Caller>()
+            .and_then(Caller::fingerprint),
+        None => None,
+    };
+    if let Some(member) = cluster_member(&e, fingerprint, trust).await {
+        // Another member: trusted as a server, and a request it forwards no further
+        // than the client behind it.
+        trust = Trust::Admin;
+        let forwarded = req
+            .headers()
+            .get(&crate::engine::cluster::forward::FORWARDED)
+            .is_some();
+        if forwarded {
+            let word = req
+                .headers()
+                .get(&crate::engine::cluster::forward::TRUST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            trust = crate::engine::cluster::forward::trust_of_word(word);
+            req.extensions_mut()
+                .insert(crate::api::forward::FromMember(member));
+        }
+    }
     let path = req.uri().path();
     let trust = match trust {
         Trust::Metrics if path != "/1.0/metrics" => Trust::Untrusted,

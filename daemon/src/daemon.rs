@@ -41,8 +41,11 @@ pub struct Daemon {
     /// take turns, so no request removes what another made.
     pub(in crate::engine) image_locks: NamedLocks,
     /// The server's certificate and key (`server.crt`, `server.key`), made at first start:
-    /// presented on the HTTPS listener and shown as `environment.certificate`.
-    pub(in crate::engine) identity: hutch_tls::Identity,
+    /// presented on the HTTPS listener and shown as `environment.certificate`; a member
+    /// that joins a cluster takes the cluster's (see [`Daemon::set_identity`]).
+    identity: RwLock<Arc<hutch_tls::Identity>>,
+    /// What the HTTPS listener presents: the identity, switched with it.
+    pub(in crate::engine) cert_switch: Arc<hutch_tls::CertSwitch>,
     /// The trust store's fingerprints, in memory (the HTTPS auth check reads it).
     pub(in crate::engine) trust: crate::engine::certificates::TrustCache,
     /// Watchers of running instances, the autorestart limit, host shutdown.
@@ -164,11 +167,14 @@ impl Daemon {
             object: "the server certificate".into(),
             source: Box::new(e),
         })?;
+        let cert_switch = hutch_tls::CertSwitch::new(&identity)
+            .map_err(|e| DaemonError::failed("load", "the server certificate", e))?;
         let trust = crate::engine::certificates::TrustCache::load(&db)?;
         let ops = Operations::new(events.clone());
         ops.set_durable(db.wal_sync());
         Ok(Daemon {
-            identity,
+            identity: RwLock::new(Arc::new(identity)),
+            cert_switch,
             trust,
             dir: dir.to_path_buf(),
             db,
@@ -192,6 +198,33 @@ impl Daemon {
             backup_files: Default::default(),
             cluster: Default::default(),
         })
+    }
+
+    /// The server's certificate and key.
+    pub(in crate::engine) fn identity(&self) -> Arc<hutch_tls::Identity> {
+        self.identity
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `identity` the server's: written to `server.crt` and `server.key`, presented
+    /// from the next TLS handshake on. Returns the one it replaced.
+    pub(in crate::engine) fn set_identity(
+        &self,
+        identity: hutch_tls::Identity,
+    ) -> Result<Arc<hutch_tls::Identity>> {
+        identity
+            .save(&self.dir.join("server.crt"), &self.dir.join("server.key"))
+            .map_err(|e| DaemonError::failed("write", "the server certificate", e))?;
+        self.cert_switch
+            .set(&identity)
+            .map_err(|e| DaemonError::failed("load", "the server certificate", e))?;
+        let new = Arc::new(identity);
+        Ok(std::mem::replace(
+            &mut *self.identity.write().unwrap_or_else(|e| e.into_inner()),
+            new,
+        ))
     }
 
     /// The lock that serialises lifecycle actions and config writes on instance `name`.

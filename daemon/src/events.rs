@@ -15,6 +15,8 @@ const CAPACITY: usize = 1024;
 pub struct Event {
     pub kind: &'static str,
     pub json: Arc<String>,
+    /// Sent by another cluster member and relayed here: not passed on to members.
+    pub relayed: bool,
 }
 
 /// Called, in the sender's thread, with the action and source of every lifecycle event: the
@@ -25,6 +27,8 @@ pub type LifecycleObserver = dyn Fn(&str, &str) + Send + Sync;
 pub struct EventHub {
     tx: broadcast::Sender<Event>,
     observer: Arc<std::sync::OnceLock<Box<LifecycleObserver>>>,
+    /// The member name events carry as `location` (`none` standalone).
+    location: Arc<std::sync::RwLock<Arc<str>>>,
 }
 
 impl std::fmt::Debug for EventHub {
@@ -44,7 +48,43 @@ impl EventHub {
         EventHub {
             tx: broadcast::channel(CAPACITY).0,
             observer: Arc::default(),
+            location: Arc::new(std::sync::RwLock::new(Arc::from("none"))),
         }
+    }
+
+    /// The member name events carry from now on.
+    pub fn set_location(&self, location: &str) {
+        *self.location.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(location);
+    }
+
+    /// The member name events carry now.
+    pub fn location(&self) -> String {
+        self.location
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_string()
+    }
+
+    /// Passes on an event another member sent (its JSON, as it came): subscribers here
+    /// see the whole cluster's events, as LXD's do.
+    pub fn relay(&self, text: &str) {
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        let kind = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v["type"].as_str().map(str::to_string));
+        let kind = match kind.as_deref() {
+            Some("operation") => "operation",
+            Some("lifecycle") => "lifecycle",
+            Some("logging") => "logging",
+            _ => return,
+        };
+        let _ = self.tx.send(Event {
+            kind,
+            json: Arc::new(text.to_string()),
+            relayed: true,
+        });
     }
 
     /// Sets the one lifecycle observer (a second is ignored).
@@ -61,16 +101,22 @@ impl EventHub {
         if self.tx.receiver_count() == 0 {
             return;
         }
+        let location = self
+            .location
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let event = json!({
             "type": kind,
             "timestamp": crate::now(),
-            "location": "none",
+            "location": &*location,
             "project": "default",
             "metadata": metadata,
         });
         let _ = self.tx.send(Event {
             kind,
             json: Arc::new(event.to_string()),
+            relayed: false,
         });
     }
 

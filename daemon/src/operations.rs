@@ -330,7 +330,8 @@ impl Operations {
             metadata,
             may_cancel: false,
             err: String::new(),
-            location: "none".into(),
+            // The member that runs it (`none` standalone), as LXD says.
+            location: self.events.location(),
         };
         let entry = Arc::new(OpEntry {
             op: Mutex::new(op),

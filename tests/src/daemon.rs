@@ -18,6 +18,8 @@ pub struct TestDaemon {
     /// The daemon runs in a mount namespace where /sys/fs/cgroup is the cgroup2 hierarchy
     /// alone, as on a unified-only host.
     cgroup2_only: bool,
+    /// The network namespace (`ip netns` name) the daemon runs in, when not the host's.
+    netns: Option<String>,
 }
 
 /// `hutchd`, or with `cgroup2_only`, hutchd in a new mount namespace whose /sys/fs/cgroup
@@ -64,7 +66,22 @@ impl TestDaemon {
         Self::start_full(&["--storage-backend", "dir"], &[], true)
     }
 
+    /// A daemon (dir pool) in network namespace `netns` (a [`TestNet`](crate::network::TestNet)'s),
+    /// as on a host of its own.
+    pub fn start_in_netns(netns: &str) -> Self {
+        Self::start_in(&["--storage-backend", "dir"], &[], false, Some(netns))
+    }
+
     fn start_full(init_args: &[&str], env: &[(&str, &str)], cgroup2_only: bool) -> Self {
+        Self::start_in(init_args, env, cgroup2_only, None)
+    }
+
+    fn start_in(
+        init_args: &[&str],
+        env: &[(&str, &str)],
+        cgroup2_only: bool,
+        netns: Option<&str>,
+    ) -> Self {
         let dir = TestDir::new();
         let network = if init_args.contains(&"--network-bridge") {
             &[][..]
@@ -89,6 +106,7 @@ impl TestDaemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             cgroup2_only,
+            netns: netns.map(str::to_string),
         };
         d.spawn();
         d
@@ -102,6 +120,7 @@ impl TestDaemon {
             child: None,
             env: Vec::new(),
             cgroup2_only: false,
+            netns: None,
         }
     }
 
@@ -123,7 +142,16 @@ impl TestDaemon {
     pub fn spawn_binary(&mut self, bin: &Path) {
         let _ = std::fs::remove_file(self.socket());
         let log = std::fs::File::create(self.path().join("hutchd.log")).expect("daemon log");
-        let child = hutchd_command_of(bin, self.cgroup2_only)
+        let mut command = match &self.netns {
+            // Its network alone (ip netns exec would remount /sys, hiding the cgroups).
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(bin);
+                c
+            }
+            None => hutchd_command_of(bin, self.cgroup2_only),
+        };
+        let child = command
             .arg("--dir")
             .arg(self.path())
             .arg("--verbose")
@@ -290,6 +318,13 @@ impl TestDaemon {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// `lxc ...` that must fail; returns its stderr.
+    pub fn lxc_err(&self, args: &[&str]) -> String {
+        let out = self.lxc(args);
+        assert!(!out.status.success(), "lxc {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Runs `script` with `sh -c` in instance `name`; (exit code, stdout + stderr).
     pub fn sh(&self, name: &str, script: &str) -> (i32, String) {
         let out = self.hutch(&["exec", name, "--", "sh", "-c", script], b"");
@@ -311,14 +346,19 @@ impl TestDaemon {
     /// Sets `core.https_address` to a free loopback port and returns the API's base URL
     /// (`https://127.0.0.1:PORT`), once the listener answers.
     pub fn enable_https(&self) -> String {
-        let port = crate::free_port();
-        let body = format!(r#"{{"config":{{"core.https_address":"127.0.0.1:{port}"}}}}"#);
+        self.enable_https_on("127.0.0.1", crate::free_port())
+    }
+
+    /// Listens for HTTPS on `address:port` (one the host reaches: loopback, or the
+    /// daemon's own in a test network); returns the URL.
+    pub fn enable_https_on(&self, address: &str, port: u16) -> String {
+        let body = format!(r#"{{"config":{{"core.https_address":"{address}:{port}"}}}}"#);
         let (status, out) = self.http("PATCH", "/1.0", body.as_bytes());
         assert_eq!(status, 200, "set core.https_address: {out}");
         crate::wait_until("the HTTPS listener", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            std::net::TcpStream::connect((address, port)).is_ok()
         });
-        format!("https://127.0.0.1:{port}")
+        format!("https://{address}:{port}")
     }
 
     /// Whether the daemon advertises every one of `names` in `api_extensions`.

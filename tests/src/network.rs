@@ -165,3 +165,98 @@ impl Drop for TestLink {
         }
     }
 }
+
+/// A network of the test's own: a bridge with the host's address `.1` of a free /24, and
+/// `n` network namespaces each joined to it by a veth with address `.11`, `.12`, …; all
+/// removed when dropped (the namespaces with whatever still runs in them). Cluster members
+/// live apart in it as on separate hosts.
+pub struct TestNet {
+    /// `10.X.Y` of the /24.
+    prefix: String,
+    pub bridge: String,
+    // Dropped before the bridge: the namespaces take their veths with them.
+    pub namespaces: Vec<TestNetns>,
+}
+
+impl TestNet {
+    pub fn new(n: usize) -> TestNet {
+        let base = crate::unique_name("htn");
+        let unique = base
+            .bytes()
+            .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let routes = Command::new("ip")
+            .args(["-4", "route", "show", "table", "all"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let prefix = (0..250u32)
+            .map(|i| format!("10.{}.{}", 150 + (unique + i) % 50, (unique / 50 + i) % 250))
+            .find(|p| !routes.contains(&format!("{p}.")))
+            .expect("a free 10.X.Y.0/24");
+        let bridge = base.clone();
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        let net = TestNet {
+            prefix,
+            bridge,
+            namespaces: Vec::new(),
+        };
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", net.host_address()),
+            "dev",
+            &net.bridge,
+        ]);
+        ip(&["link", "set", &net.bridge, "up"]);
+        let mut net = net;
+        for i in 0..n {
+            let ns = TestNetns::new(&format!("{base}n{i}"));
+            let host_end = format!("{base}v{i}");
+            ip(&[
+                "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+            ]);
+            ip(&["link", "set", &host_end, "master", &net.bridge, "up"]);
+            let inside = |args: &[&str]| {
+                let mut full = vec!["-n", ns.name.as_str()];
+                full.extend_from_slice(args);
+                ip(&full);
+            };
+            inside(&[
+                "addr",
+                "add",
+                &format!("{}/24", net.address(i)),
+                "dev",
+                "eth0",
+            ]);
+            inside(&["link", "set", "eth0", "up"]);
+            inside(&["link", "set", "lo", "up"]);
+            net.namespaces.push(ns);
+        }
+        net
+    }
+
+    /// The host's address on the bridge.
+    pub fn host_address(&self) -> String {
+        format!("{}.1", self.prefix)
+    }
+
+    /// Namespace `i`'s address.
+    pub fn address(&self, i: usize) -> String {
+        format!("{}.{}", self.prefix, 11 + i)
+    }
+
+    /// Namespace `i`'s name.
+    pub fn netns(&self, i: usize) -> &str {
+        &self.namespaces[i].name
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        // The namespaces (and the veths in them) first, then the bridge.
+        self.namespaces.clear();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}

@@ -111,6 +111,14 @@ fn a_damaged_database_is_refused_with_the_way_back_and_that_way_works() {
     let mut d = TestDaemon::start_with(&["--storage-backend", "dir"]);
     d.import_busybox(Via::Lxc);
     d.lxc_ok(&["init", "bb", "c1"]);
+    // What recover reads is written just after the change is answered: once it is there,
+    // the daemon dies (CI saw a kill land first on a loaded machine).
+    let written = d
+        .path()
+        .join("storage-pools/default/containers/c1/backup.yaml");
+    wait_until("c1's backup.yaml", Duration::from_secs(60), || {
+        written.exists()
+    });
     d.kill();
     let path = db_path(&d);
     for suffix in ["-wal", "-shm"] {

@@ -88,10 +88,15 @@ impl Identity {
             rcgen::KeyUsagePurpose::DigitalSignature,
             rcgen::KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = vec![match kind {
-            Kind::Server => rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            Kind::Client => rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        }];
+        // A server is a client too: of the other cluster members, and of etcd, which
+        // (Go's TLS) admits a client certificate only with the clientAuth usage.
+        params.extended_key_usages = match kind {
+            Kind::Server => vec![
+                rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            Kind::Client => vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        };
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);
         params.not_after = now + time::Duration::days(3650);
@@ -134,6 +139,22 @@ impl Identity {
         Ok(id)
     }
 
+    /// The certificate and its signing key, as rustls presents them.
+    pub fn certified_key(&self) -> Result<Arc<rustls::sign::CertifiedKey>> {
+        let (chain, key) = self.rustls_parts();
+        let signer = provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::BadKey(e.to_string()))?;
+        Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, signer)))
+    }
+
+    /// Writes the certificate and key to `cert` and `key` (the key 0600), each whole.
+    pub fn save(&self, cert: &Path, key: &Path) -> Result<()> {
+        write_atomic(key, self.key_pem.as_bytes(), 0o600)?;
+        write_atomic(cert, self.cert_pem.as_bytes(), 0o644)
+    }
+
     /// The certificate's fingerprint: sha256 of its DER, lower-case hex.
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.cert_der)
@@ -158,6 +179,48 @@ impl Identity {
             .map_err(|e| TlsError::Setup(e.to_string()))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+}
+
+/// The certificate a server presents, changeable while it serves (a cluster member that
+/// joins takes the cluster's certificate in place of its own, as LXD's members share one).
+#[derive(Debug)]
+pub struct CertSwitch(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl CertSwitch {
+    /// Presenting `identity`.
+    pub fn new(identity: &Identity) -> Result<Arc<CertSwitch>> {
+        Ok(Arc::new(CertSwitch(std::sync::RwLock::new(
+            identity.certified_key()?,
+        ))))
+    }
+
+    /// From the next handshake on, presenting `identity`.
+    pub fn set(&self, identity: &Identity) -> Result<()> {
+        let key = identity.certified_key()?;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(())
+    }
+
+    /// A server config presenting what this switch holds at each handshake; otherwise as
+    /// [`Identity::server_config`].
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Setup(e.to_string()))?
+            .with_client_cert_verifier(Arc::new(AnyClientCert))
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertSwitch {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
 }
 

@@ -1,4 +1,4 @@
-//! `hutch cluster enable|list|show`, as lxc/cluster.go: the cluster the server is in and its
+//! `hutch cluster enable|add|join|list|show|remove|evacuate|restore`, as lxc/cluster.go: the cluster the server is in and its
 //! members. hutch's `enable` also takes the etcd endpoints the cluster's state lives in.
 
 use anyhow::{bail, Result};
@@ -31,6 +31,29 @@ pub enum Cmd {
     },
     /// Show one member.
     Show { name: String },
+    /// Move every instance of member NAME to the others (stopped, moved, started again
+    /// where it was running) and place none on it until it is restored.
+    Evacuate {
+        name: String,
+        /// Accepted for lxc's command line (hutch does not ask).
+        #[arg(long, hide = true)]
+        force: bool,
+    },
+    /// Bring back to member NAME the instances its evacuation moved away.
+    Restore {
+        name: String,
+        #[arg(long, hide = true)]
+        force: bool,
+    },
+    /// Remove member NAME from the cluster (an online member removes itself; an offline
+    /// one, or one with instances, needs --force).
+    #[command(visible_alias = "rm")]
+    Remove {
+        name: String,
+        /// Remove it even when it is offline or has instances (their places go with it).
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 fn s(v: &Value) -> String {
@@ -79,6 +102,35 @@ pub fn run(client: &Client, cmd: Cmd) -> Result<()> {
             });
             let token = hutch_tls::base64_encode(serde_json::to_string(&token)?.as_bytes());
             println!("Member {name} join token:\n{token}");
+        }
+        Cmd::Evacuate { ref name, .. } | Cmd::Restore { ref name, .. } => {
+            require_clustered(client)?;
+            let action = if matches!(cmd, Cmd::Evacuate { .. }) {
+                "evacuate"
+            } else {
+                "restore"
+            };
+            client.run(
+                "POST",
+                &format!("/1.0/cluster/members/{}/state", encode(name)),
+                Some(&json!({"action": action})),
+            )?;
+            let done = if action == "evacuate" {
+                "evacuated"
+            } else {
+                "restored"
+            };
+            println!("Member {name} {done}");
+        }
+        Cmd::Remove { name, force } => {
+            require_clustered(client)?;
+            let force = if force { "?force=1" } else { "" };
+            client.request(
+                "DELETE",
+                &format!("/1.0/cluster/members/{}{force}", encode(&name)),
+                None,
+            )?;
+            println!("Member {name} removed");
         }
         Cmd::Join { token } => {
             let raw = hutch_tls::base64_decode(token.trim())

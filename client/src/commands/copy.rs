@@ -46,6 +46,9 @@ pub struct CopyArgs {
     /// Config key/value to apply to the new instance.
     #[arg(short = 'c', long = "config")]
     pub config: Vec<String>,
+    /// In a cluster, the member to copy or move the instance to.
+    #[arg(long = "target", value_name = "MEMBER")]
+    pub member: Option<String>,
 }
 
 /// `hutch copy SRC [DST]`.
@@ -62,7 +65,16 @@ pub fn copy(c: &Client, args: &CopyArgs) -> Result<()> {
         if dst_name.is_empty() {
             bail!("A target name is needed to copy within one server");
         }
-        return super::instance::copy(&src, &src_name, &dst_name, args.instance_only);
+        return super::instance::copy(
+            &src,
+            &src_name,
+            &dst_name,
+            args.instance_only,
+            args.member.as_deref(),
+        );
+    }
+    if args.member.is_some() {
+        bail!("--target (a cluster member) copies within one cluster: give a name, no remote");
     }
     let stateful = !args.stateless && !args.refresh;
     transfer(
@@ -81,6 +93,20 @@ pub fn copy(c: &Client, args: &CopyArgs) -> Result<()> {
 /// keys, then the source deleted (forced, as lxc does).
 pub fn move_(c: &Client, args: &CopyArgs) -> Result<()> {
     let (src, src_name) = split(c, &args.source)?;
+    if let Some(member) = &args.member {
+        // Within a cluster: the server moves it (LXD's `?target=`).
+        if args.target.is_some() {
+            bail!("--target moves an instance within its cluster: give no destination");
+        }
+        let body = json!({"name": src_name, "migration": true, "live": false});
+        let path = format!(
+            "/1.0/instances/{}?target={}",
+            encode(&src_name),
+            encode(member)
+        );
+        src.run("POST", &path, Some(&body))?;
+        return Ok(());
+    }
     let Some(target) = &args.target else {
         return super::instance::rename(&src, &src_name, None, args.storage.as_deref());
     };

@@ -232,6 +232,10 @@ pub struct CreateArgs {
     /// comma-separated or repeated.
     #[arg(long)]
     pub ports: Vec<String>,
+    /// In a cluster, the member to make the instance on (default: the member with the
+    /// fewest instances).
+    #[arg(long)]
+    pub target: Option<String>,
 }
 
 /// The instance's own devices from `--network`, `--storage` and `--ports`.
@@ -278,7 +282,11 @@ pub fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<()> {
         "ephemeral": args.ephemeral,
         "source": source,
     });
-    let env = client.request("POST", "/1.0/instances", Some(&body))?;
+    let path = match &args.target {
+        Some(t) => format!("/1.0/instances?target={}", crate::http::encode(t)),
+        None => "/1.0/instances".to_string(),
+    };
+    let env = client.request("POST", &path, Some(&body))?;
     let name = env.metadata["resources"]["instances"][0]
         .as_str()
         .and_then(|u| u.rsplit('/').next())
@@ -553,7 +561,15 @@ pub fn restore(client: &Client, name: &str, snap: &str) -> Result<()> {
 }
 
 /// `hutch copy SOURCE[/SNAP] NAME`: a new, stopped instance with the source's config.
-pub fn copy(client: &Client, source: &str, name: &str, instance_only: bool) -> Result<()> {
+/// `source` (an instance or `instance/snapshot`) copied as `name`; in a cluster, onto
+/// member `member` when given (LXD's `?target=`).
+pub fn copy(
+    client: &Client,
+    source: &str,
+    name: &str,
+    instance_only: bool,
+    member: Option<&str>,
+) -> Result<()> {
     let base = source.split('/').next().unwrap_or(source);
     let src = client.get(&format!("/1.0/instances/{}", encode(base)))?;
     let config: serde_json::Map<String, Value> = src["config"]
@@ -569,6 +585,10 @@ pub fn copy(client: &Client, source: &str, name: &str, instance_only: bool) -> R
         "name": name, "type": "container", "config": config, "devices": src["devices"], "profiles": src["profiles"],
         "ephemeral": false, "source": {"type": "copy", "source": source, "instance_only": instance_only},
     });
-    client.run("POST", "/1.0/instances", Some(&body))?;
+    let path = match member {
+        Some(m) => format!("/1.0/instances?target={}", encode(m)),
+        None => "/1.0/instances".to_string(),
+    };
+    client.run("POST", &path, Some(&body))?;
     Ok(())
 }

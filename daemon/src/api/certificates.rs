@@ -70,7 +70,8 @@ async fn replace(
         parse_json(&body)?,
         false,
         if_match(&headers).as_deref(),
-    )?;
+    )
+    .await?;
     Ok(empty())
 }
 
@@ -80,12 +81,13 @@ async fn merge(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    e.update_certificate(&fp, parse_json(&body)?, true, if_match(&headers).as_deref())?;
+    e.update_certificate(&fp, parse_json(&body)?, true, if_match(&headers).as_deref())
+        .await?;
     Ok(empty())
 }
 
 async fn delete(State(e): State<AppState>, Path(fp): Path<String>) -> Result<Response> {
-    e.delete_certificate(&fp)?;
+    e.delete_certificate(&fp).await?;
     Ok(empty())
 }
 

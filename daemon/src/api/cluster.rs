@@ -17,7 +17,14 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/1.0/cluster", get(info).put(put))
         .route("/1.0/cluster/members", get(members).post(add_member))
-        .route("/1.0/cluster/members/:name", get(member))
+        .route(
+            "/1.0/cluster/members/:name",
+            get(member).delete(remove_member),
+        )
+        .route(
+            "/1.0/cluster/members/:name/state",
+            axum::routing::post(change_member_state),
+        )
         .route("/internal/cluster", get(join_info))
 }
 
@@ -33,8 +40,12 @@ async fn add_member(State(e): State<AppState>, body: Bytes) -> Result<Response> 
 }
 
 /// What a joiner reads once its certificate is trusted: where the cluster's state lives.
-async fn join_info(State(e): State<AppState>) -> Result<Response> {
-    Ok(sync(e.cluster_join_info()?))
+async fn join_info(
+    State(e): State<AppState>,
+    trust: Option<axum::Extension<crate::auth::Trust>>,
+) -> Result<Response> {
+    let admin = matches!(trust, Some(axum::Extension(crate::auth::Trust::Admin)));
+    Ok(sync(e.cluster_join_info(admin)?))
 }
 
 async fn info(State(e): State<AppState>) -> Response {
@@ -62,6 +73,36 @@ async fn members(
             .map(|m| format!("/1.0/cluster/members/{}", m.server_name))
             .collect::<Vec<_>>(),
     ))
+}
+
+/// `POST /1.0/cluster/members/<name>/state {"action": "evacuate"|"restore"}`.
+async fn change_member_state(
+    State(e): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response> {
+    #[derive(serde::Deserialize)]
+    struct Post {
+        action: String,
+    }
+    let req: Post = parse_json(&body)?;
+    let (description, work) = e.change_member_state(&name, &req.action).await?;
+    let resources = std::collections::BTreeMap::from([(
+        "cluster".to_string(),
+        vec![format!("/1.0/cluster/members/{name}")],
+    )]);
+    Ok(operation(&e, description, resources, work))
+}
+
+/// `DELETE /1.0/cluster/members/<name>[?force=1]`.
+async fn remove_member(
+    State(e): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let force = q.get("force").is_some_and(|v| v == "1" || v == "true");
+    e.remove_cluster_member(&name, force).await?;
+    Ok(super::empty())
 }
 
 async fn member(State(e): State<AppState>, Path(name): Path<String>) -> Result<Response> {

@@ -22,8 +22,11 @@ pub fn routes() -> Router<AppState> {
 async fn events(
     State(d): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
+    member: Option<axum::Extension<super::forward::FromMember>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response> {
+    // A member relaying this one's events wants its own only: it hears the others itself.
+    let own_only = member.is_some();
     let wanted: Vec<String> = match q.get("type").filter(|t| !t.is_empty()) {
         Some(t) => t.split(',').map(str::to_string).collect(),
         None => TYPES.iter().map(|t| t.to_string()).collect(),
@@ -41,7 +44,7 @@ async fn events(
             loop {
                 tokio::select! {
                     ev = rx.recv() => match ev {
-                        Ok(ev) if wanted.iter().any(|w| w == ev.kind) => {
+                        Ok(ev) if wanted.iter().any(|w| w == ev.kind) && !(own_only && ev.relayed) => {
                             if tx.send(Message::Text(ev.json.as_str().to_string())).await.is_err() {
                                 break;
                             }

@@ -79,9 +79,18 @@ async fn list(
     State(e): State<AppState>,
     trust: CallerTrust,
     Query(q): Query<HashMap<String, String>>,
+    member: Option<axum::Extension<super::forward::FromMember>>,
 ) -> Result<Response> {
     if trusted(&trust) {
-        return Ok(sync(e.list_images(recursion(&q))?));
+        let local = e.list_images(recursion(&q))?;
+        // In a cluster, every member's images (a member asking lists its own).
+        if member.is_none() && e.membership().is_some() {
+            let path = format!("/1.0/images?recursion={}", recursion(&q));
+            return Ok(sync(
+                e.merge_cluster_list(&path, "fingerprint", local).await,
+            ));
+        }
+        return Ok(sync(local));
     }
     let public = e
         .list_images(1)?
@@ -351,8 +360,14 @@ fn parse_query(q: &str) -> Result<BTreeMap<String, String>> {
 async fn list_aliases(
     State(e): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
+    member: Option<axum::Extension<super::forward::FromMember>>,
 ) -> Result<Response> {
-    Ok(sync(e.list_aliases(recursion(&q))?))
+    let local = e.list_aliases(recursion(&q))?;
+    if member.is_none() && e.membership().is_some() {
+        let path = format!("/1.0/images/aliases?recursion={}", recursion(&q));
+        return Ok(sync(e.merge_cluster_list(&path, "name", local).await));
+    }
+    Ok(sync(local))
 }
 
 async fn create_alias(State(e): State<AppState>, body: Bytes) -> Result<Response> {

@@ -37,8 +37,13 @@ pub fn routes() -> Router<AppState> {
 async fn list(
     State(e): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
+    member: Option<axum::Extension<super::forward::FromMember>>,
 ) -> Result<Response> {
     let filter = q.get("filter").map(String::as_str).unwrap_or("");
+    // A member asking lists the whole cluster itself; anybody else gets it from here.
+    if member.is_none() && e.membership().is_some() {
+        return Ok(sync(e.list_cluster_instances(recursion(&q), filter).await?));
+    }
     Ok(sync(e.list_instances(recursion(&q), filter).await?))
 }
 
@@ -133,9 +138,17 @@ async fn patch(
 async fn rename(
     State(e): State<AppState>,
     Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response> {
     let req: InstancePost = parse_json(&body)?;
+    // `lxc move c1 --target n2`: to another member of this cluster.
+    if let Some(member) = q.get("target").filter(|t| !t.is_empty()) {
+        if req.migration && req.target.is_none() {
+            let (description, work) = e.move_to_member(&name, member, &req.name).await?;
+            return Ok(operation(&e, description, instance_resources(&name), work));
+        }
+    }
     if req.migration && req.pool.is_empty() {
         let migrate = MigrateRequest {
             live: req.live,

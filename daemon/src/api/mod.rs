@@ -8,6 +8,7 @@ pub mod console;
 mod events;
 pub mod exec;
 mod files;
+pub mod forward;
 mod images;
 mod instances;
 mod internal;
@@ -113,6 +114,10 @@ pub fn network_router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             durable_writes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::forward,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

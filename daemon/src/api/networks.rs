@@ -42,9 +42,17 @@ async fn list(
     Ok(sync(urls))
 }
 
-async fn create(State(e): State<AppState>, body: Bytes) -> Result<Response> {
+async fn create(
+    State(e): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response> {
     let req: NetworksPost = parse_json(&body)?;
     let url = format!("/1.0/networks/{}", req.name);
+    if q.get("target").is_some_and(|t| !t.is_empty()) {
+        e.define_network_on_member(&req).await?;
+        return Ok(created(&url));
+    }
     e.create_network(req).await?;
     Ok(created(&url))
 }

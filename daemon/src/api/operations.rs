@@ -30,7 +30,11 @@ fn not_found() -> DaemonError {
     DaemonError::NotFound("Operation not found".into())
 }
 
-async fn list(State(d): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn list(
+    State(d): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    member: Option<axum::Extension<super::forward::FromMember>>,
+) -> Response {
     let full = super::recursion(&q) > 0;
     let mut by_status: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     for op in d.operations().all() {
@@ -44,6 +48,11 @@ async fn list(State(d): State<AppState>, Query(q): Query<HashMap<String, String>
             .entry(snap.status.to_lowercase())
             .or_default()
             .push(v);
+    }
+    // In a cluster, every member's (a member asking lists its own).
+    if member.is_none() && d.membership().is_some() {
+        let path = format!("/1.0/operations?recursion={}", u8::from(full));
+        return sync(d.merge_cluster_operations(&path, by_status).await);
     }
     sync(by_status)
 }

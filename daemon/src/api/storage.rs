@@ -48,9 +48,17 @@ async fn one(State(e): State<AppState>, Path(name): Path<String>) -> Result<Resp
 }
 
 /// `POST /1.0/storage-pools {"name","driver","config","description"}` (201).
-async fn create(State(e): State<AppState>, body: axum::body::Bytes) -> Result<Response> {
+async fn create(
+    State(e): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
     let req: StoragePoolsPost = parse_json(&body)?;
     let url = format!("/1.0/storage-pools/{}", req.name);
+    if q.get("target").is_some_and(|t| !t.is_empty()) {
+        e.define_storage_pool_on_member(&req)?;
+        return Ok(super::created(&url));
+    }
     e.create_storage_pool(req).await?;
     Ok(super::created(&url))
 }
@@ -65,7 +73,8 @@ async fn update(
 ) -> Result<Response> {
     let put: StoragePoolPut = parse_json(&body)?;
     let patch = method == Method::PATCH;
-    e.update_storage_pool(&name, put, patch, if_match(&headers).as_deref())?;
+    e.update_storage_pool(&name, put, patch, if_match(&headers).as_deref())
+        .await?;
     Ok(super::empty())
 }
 

@@ -126,6 +126,17 @@ impl Db {
         Ok(names)
     }
 
+    /// The names of every instance this server has, whatever its state (being made,
+    /// received, renamed or deleted included).
+    pub(in crate::engine) fn all_instance_names(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT name FROM instances ORDER BY name")?;
+        let names = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(names)
+    }
+
     /// Instances a crash left half-created.
     pub(in crate::engine) fn creating_instances(&self) -> Result<Vec<String>> {
         let conn = self.conn();

@@ -39,7 +39,7 @@ impl TrustCache {
         Ok(cache)
     }
 
-    fn refresh(&self, db: &Db) -> Result<()> {
+    pub(in crate::engine) fn refresh(&self, db: &Db) -> Result<()> {
         let map = db
             .certificates()?
             .into_iter()
@@ -164,6 +164,9 @@ impl Engine {
             return Trust::Untrusted;
         };
         match self.d.trust.get(&fingerprint) {
+            // Another member of this server's cluster (known by the certificate it
+            // published in etcd).
+            None if self.member_of_fingerprint(&fingerprint).is_some() => Trust::Admin,
             None => Trust::Untrusted,
             Some(t) if t.metrics => Trust::Metrics,
             Some(t) if t.restricted => Trust::ReadOnly,
@@ -273,6 +276,11 @@ impl Engine {
                 ..req.put
             },
         };
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        store
+            .put_certificate(self.shared_state(), &cert, None)
+            .await?;
         self.d.db.insert_certificate(&cert)?;
         self.d.trust.refresh(&self.d.db)?;
         self.d.events.lifecycle(
@@ -302,7 +310,7 @@ impl Engine {
         let meta = json!({
             "serverName": name,
             "secret": new_secret(),
-            "fingerprint": self.d.identity.fingerprint(),
+            "fingerprint": self.d.identity().fingerprint(),
             "addresses": super::server::listen_addresses(https_address),
             "expiresAt": at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             "request": request,
@@ -322,7 +330,7 @@ impl Engine {
     }
 
     /// Trusts `pem` as a `server` certificate named `name` (a cluster member's).
-    pub(in crate::engine) fn trust_member(&self, name: &str, pem: &str) -> Result<()> {
+    pub(in crate::engine) async fn trust_member(&self, name: &str, pem: &str) -> Result<()> {
         let (fingerprint, pem) = certificate_pem(pem)?;
         if self.d.trust.get(&fingerprint).is_some() {
             return Ok(());
@@ -336,6 +344,11 @@ impl Engine {
                 ..Default::default()
             },
         };
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        store
+            .put_certificate(self.shared_state(), &cert, None)
+            .await?;
         self.d.db.insert_certificate(&cert)?;
         self.d.trust.refresh(&self.d.db)
     }
@@ -346,7 +359,7 @@ impl Engine {
         let config = self.d.db.server_config()?;
         let mut meta = json!({
             "secret": new_secret(),
-            "fingerprint": self.d.identity.fingerprint(),
+            "fingerprint": self.d.identity().fingerprint(),
             "addresses": super::server::listen_addresses(https_address),
             "request": req,
         });
@@ -403,13 +416,15 @@ impl Engine {
     /// `PUT` (`merge` false) or `PATCH /1.0/certificates/<fingerprint>`: `changes` (a
     /// JSON object of `CertificatePut` fields) replace or update the entry; a new
     /// certificate changes its fingerprint. Returns the new fingerprint.
-    pub fn update_certificate(
+    pub async fn update_certificate(
         &self,
         prefix: &str,
         changes: Value,
         merge: bool,
         if_match: Option<&str>,
     ) -> Result<String> {
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
         let current = self.d.db.certificate_by_prefix(prefix)?;
         check_version(if_match, &current)?;
         let Value::Object(changes) = changes else {
@@ -451,6 +466,9 @@ impl Engine {
                 certificate: pem,
             },
         };
+        store
+            .put_certificate(self.shared_state(), &updated, Some(&current.fingerprint))
+            .await?;
         self.d
             .db
             .replace_certificate(&current.fingerprint, &updated)?;
@@ -465,8 +483,13 @@ impl Engine {
 
     /// `DELETE /1.0/certificates/<fingerprint>`: the certificate is no longer trusted from
     /// the next request on.
-    pub fn delete_certificate(&self, prefix: &str) -> Result<()> {
+    pub async fn delete_certificate(&self, prefix: &str) -> Result<()> {
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
         let current = self.d.db.certificate_by_prefix(prefix)?;
+        store
+            .delete_certificate(self.shared_state(), &current.fingerprint)
+            .await?;
         self.d.db.delete_certificate(&current.fingerprint)?;
         self.d.trust.refresh(&self.d.db)?;
         self.d.events.lifecycle(

@@ -156,13 +156,17 @@ pub fn validate_name(name: &str) -> Result<()> {
 /// stops the download, the unpack or the copy and removes everything made.
 pub async fn create_instance(d: AppState, req: InstancesPost, source: CreateSource) -> Result<()> {
     let cancel = Cancel::current();
-    create(d, req, source, &cancel).await.map_err(|e| {
+    // In a cluster the name is claimed for this member first.
+    let claim = d.claim_instance_name(&req.name).await?;
+    let made = create(d, req, source, &cancel).await.map_err(|e| {
         if cancel.is_cancelled() {
             canceled()
         } else {
             e
         }
-    })
+    });
+    claim.end(made.is_ok()).await;
+    made
 }
 
 async fn create(

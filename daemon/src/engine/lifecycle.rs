@@ -189,6 +189,7 @@ pub async fn delete_instance(d: AppState, name: String) -> Result<()> {
     blocking(move || finish_delete(&d2, &name2, &row.pool)).await?;
     d.supervision.forget(&name);
     d.prune_instance_locks();
+    d.release_instance_name(&name).await;
     d.events
         .lifecycle("instance-deleted", &source(&name), json!({}));
     Ok(())
@@ -227,14 +228,27 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
             "Name {new:?} already in use"
         )));
     }
+    let claim = d.claim_instance_name(&new).await?;
+    let renamed = rename_claimed(&d, &name, &new, &row.pool).await;
+    claim.end(renamed.is_ok()).await;
+    renamed?;
+    d.release_instance_name(&name).await;
+    d.events
+        .lifecycle("instance-renamed", &source(&new), json!({"old_name": name}));
+    Ok(())
+}
+
+/// The rename itself, its new name claimed in a cluster.
+async fn rename_claimed(d: &AppState, name: &str, new: &str, pool: &str) -> Result<()> {
+    let (name, new) = (name.to_string(), new.to_string());
     // The rows and the intent in one transaction, then the files follow; a crash anywhere
     // after is finished at the next start (see `reconcile`), never lost.
     d.db.begin_instance_rename(&name, &new)?;
     super::fault::point("rename-recorded");
-    let (d2, old2, new2, pool) = (d.clone(), name.clone(), new.clone(), row.pool.clone());
-    let moved = blocking(move || move_instance_files(&d2, &pool, &old2, &new2)).await;
+    let (d2, old2, new2, pool2) = (d.clone(), name.clone(), new.clone(), pool.to_string());
+    let moved = blocking(move || move_instance_files(&d2, &pool2, &old2, &new2)).await;
     if let Err(e) = moved {
-        let (d2, old2, new2, pool) = (d.clone(), name.clone(), new.clone(), row.pool.clone());
+        let (d2, old2, new2, pool) = (d.clone(), name.clone(), new.clone(), pool.to_string());
         let back = blocking(move || move_instance_files(&d2, &pool, &new2, &old2)).await;
         if back.is_ok() {
             d.db.undo_instance_rename(&name, &new)?;
@@ -242,13 +256,11 @@ pub async fn rename_instance(d: AppState, name: String, new: String) -> Result<(
         return Err(e);
     }
     d.db.end_instance_rename(&name)?;
-    super::templates::defer(&d, &new, "rename")?;
+    super::templates::defer(d, &new, "rename")?;
     // Host entries are written again, under the new name, at the next start.
-    devices::forget_instance(&d, &name)?;
+    devices::forget_instance(d, &name)?;
     d.supervision.forget(&name);
     d.prune_instance_locks();
-    d.events
-        .lifecycle("instance-renamed", &source(&new), json!({"old_name": name}));
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use hutch_api::storage::{
 use hutch_storage::{NewPool, StorageDriver};
 use serde_json::json;
 
+use super::cluster::shared::POOLS;
 use super::revert::Revert;
 use super::{blocking, check_version, runtime_status, Engine, Versioned};
 use crate::daemon::{image_vol, instance_vol, snapshot_vol, AppState, Daemon};
@@ -102,6 +103,17 @@ pub fn pool_users(d: &Daemon, name: &str) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// Refuses while anything here uses pool `name`.
+fn check_pool_unused(d: &Daemon, name: &str) -> Result<()> {
+    d.db.pool_or_404(name)?;
+    if !pool_users(d, name)?.is_empty() {
+        return Err(DaemonError::Conflict(
+            "The storage pool is currently in use".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Image fingerprints with a volume on `pool`.
@@ -212,8 +224,48 @@ impl Engine {
     }
 
     /// `POST /1.0/storage-pools`: the backing store, the mount, then the row; a failure
-    /// undoes what was made.
+    /// undoes what was made. In a cluster, on every member: made here, then recorded in
+    /// etcd as asked (each member makes its own backing store from it), undone here when
+    /// etcd refuses it.
     pub async fn create_storage_pool(&self, req: StoragePoolsPost) -> Result<()> {
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        let (asked, name) = (req.clone(), req.name.clone());
+        self.create_storage_pool_here(req).await?;
+        if let Err(err) = store
+            .create(self.shared_state(), POOLS, &name, &asked)
+            .await
+        {
+            if let Err(undo) = self.delete_storage_pool_here(&name).await {
+                tracing::warn!(pool = %name, error = %crate::chain(&undo), "undo here of a pool the cluster refused");
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// `POST /1.0/storage-pools?target=<member>` in a cluster: LXD's first step, defining a
+    /// pool on one member before the cluster-wide create. hutch defines a pool for the
+    /// whole cluster at once (each member makes its own backing store), so the step only
+    /// checks what it is given.
+    pub fn define_storage_pool_on_member(&self, req: &StoragePoolsPost) -> Result<()> {
+        if self.membership().is_none() {
+            return Err(DaemonError::BadRequest(
+                "This server is not clustered".into(),
+            ));
+        }
+        validate_pool_name(&req.name)?;
+        match req.put.config.keys().next() {
+            Some(key) => Err(DaemonError::BadRequest(format!(
+                "Config key {key:?} may not be used as member-specific key: a storage pool is \
+                 defined for the whole cluster at once (create it without --target)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Pool `req` made on this member alone.
+    async fn create_storage_pool_here(&self, req: StoragePoolsPost) -> Result<()> {
         validate_pool_name(&req.name)?;
         let new = new_pool(&req.name, &req.driver, req.put.config)?;
         let (d, description) = (self.d.clone(), req.put.description);
@@ -254,15 +306,18 @@ impl Engine {
 
     /// `PUT`/`PATCH /1.0/storage-pools/<name>`: the description and `user.*` keys (PATCH
     /// merges; a key given empty is unset), if the client's `if_match` is the pool's
-    /// version.
-    pub fn update_storage_pool(
+    /// version; in a cluster, on every member.
+    pub async fn update_storage_pool(
         &self,
         name: &str,
         put: StoragePoolPut,
         patch: bool,
         if_match: Option<&str>,
     ) -> Result<()> {
-        let mut row = self.d.db.pool_or_404(name)?;
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        let old = self.d.db.pool_or_404(name)?;
+        let mut row = old.clone();
         let current = StoragePoolPut {
             config: row.config.clone(),
             description: row.description.clone(),
@@ -273,6 +328,12 @@ impl Engine {
             row.description = put.description;
         }
         self.d.db.update_pool(&row)?;
+        if let Some(m) = self.membership() {
+            if let Err(err) = self.record_pool_update(&store, &m, &row).await {
+                self.d.db.update_pool(&old)?;
+                return Err(err);
+            }
+        }
         self.d.events.lifecycle(
             "storage-pool-updated",
             &format!("/1.0/storage-pools/{name}"),
@@ -281,19 +342,53 @@ impl Engine {
         Ok(())
     }
 
-    /// `DELETE /1.0/storage-pools/<name>`: refused while anything uses it; the intent is
-    /// recorded first, so a crash midway is finished at the next start.
+    /// Pool `row`'s description and `user.*` keys recorded in the cluster, with what its
+    /// create asked for.
+    async fn record_pool_update(
+        &self,
+        store: &super::cluster::shared::SharedStore,
+        m: &super::cluster::membership::Membership,
+        row: &PoolRow,
+    ) -> Result<()> {
+        let (objects, _) = m.objects(POOLS).await?;
+        let mut asked = objects
+            .iter()
+            .find(|(name, _, _)| *name == row.name)
+            .and_then(|(_, json, _)| serde_json::from_slice::<StoragePoolsPost>(json).ok())
+            .ok_or_else(|| DaemonError::NotFound("Storage pool not found".into()))?;
+        asked.put.config.retain(|k, _| !k.starts_with("user."));
+        asked.put.config.extend(
+            row.config
+                .iter()
+                .filter(|(k, _)| k.starts_with("user."))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        asked.put.description = row.description.clone();
+        store
+            .update(self.shared_state(), POOLS, &row.name, &asked)
+            .await
+    }
+
+    /// `DELETE /1.0/storage-pools/<name>`: refused while anything uses it (on any member);
+    /// the intent is recorded first, so a crash midway is finished at the next start.
     pub async fn delete_storage_pool(&self, name: &str) -> Result<()> {
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        let (d, n) = (self.d.clone(), name.to_string());
+        blocking(move || check_pool_unused(&d, &n)).await?;
+        self.check_unused_elsewhere(POOLS, name).await?;
+        // The cluster's first: its other members follow, this one at once.
+        store.delete(self.shared_state(), POOLS, name).await?;
+        self.delete_storage_pool_here(name).await
+    }
+
+    /// Pool `name` deleted on this member alone, unless something here uses it.
+    async fn delete_storage_pool_here(&self, name: &str) -> Result<()> {
         let d = self.d.clone();
         let name2 = name.to_string();
         blocking(move || {
             let _turn = POOL_CHANGES.lock().unwrap_or_else(|e| e.into_inner());
-            d.db.pool_or_404(&name2)?;
-            if !pool_users(&d, &name2)?.is_empty() {
-                return Err(DaemonError::Conflict(
-                    "The storage pool is currently in use".into(),
-                ));
-            }
+            check_pool_unused(&d, &name2)?;
             d.db.record_intent(IntentKind::Pool, "", &name2)?;
             finish_pool_delete(&d, &name2)
         })
@@ -304,6 +399,45 @@ impl Engine {
             json!({}),
         );
         Ok(())
+    }
+
+    /// Pool `name` as the cluster has it (another member's change), here: made from what
+    /// its create asked for, or its description and `user.*` keys taken.
+    pub(super) async fn take_storage_pool(
+        &self,
+        name: &str,
+        asked: StoragePoolsPost,
+    ) -> Result<()> {
+        let Some(mut row) = self.d.db.pool(name)? else {
+            return self.create_storage_pool_here(asked).await;
+        };
+        let mut config: BTreeMap<String, String> = row
+            .config
+            .iter()
+            .filter(|(k, _)| !k.starts_with("user."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        config.extend(
+            asked
+                .put
+                .config
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("user.")),
+        );
+        if row.config == config && row.description == asked.put.description {
+            return Ok(());
+        }
+        row.config = config;
+        row.description = asked.put.description;
+        self.d.db.update_pool(&row)
+    }
+
+    /// Pool `name` gone from the cluster: gone here too, unless something here uses it.
+    pub(super) async fn drop_storage_pool(&self, name: &str) -> Result<()> {
+        if self.d.db.pool(name)?.is_none() {
+            return Ok(());
+        }
+        self.delete_storage_pool_here(name).await
     }
 
     /// `GET /1.0/storage-pools/<name>/resources`: space and inodes.

@@ -6,6 +6,7 @@
 use hutch_api::profile::{Profile, ProfilePatch, ProfilePost, ProfilePut, ProfilesPost};
 use serde_json::json;
 
+use super::cluster::shared::PROFILES;
 use super::devices::validate_devices;
 use super::spec::{drop_empty_values, expand_with, Expanded};
 use super::{blocking, check_root_size, check_version, expand, limits_of, root_pool, Engine};
@@ -69,10 +70,24 @@ impl Engine {
     /// `POST /1.0/profiles`.
     pub async fn create_profile(&self, mut req: ProfilesPost) -> Result<()> {
         drop_empty_values(&mut req.put.config, &mut req.put.devices);
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        let e = self.clone();
+        let checked = req.clone();
+        blocking(move || {
+            validate_name(&checked.name)?;
+            validate(&e, &checked.put)?;
+            if e.d.db.profile(&checked.name)?.is_some() {
+                return Err(DaemonError::Conflict("The profile already exists".into()));
+            }
+            Ok(())
+        })
+        .await?;
+        store
+            .create(self.shared_state(), PROFILES, &req.name, &req.put)
+            .await?;
         let e = self.clone();
         blocking(move || {
-            validate_name(&req.name)?;
-            validate(&e, &req.put)?;
             e.d.db.insert_profile(&req.name, &req.put)?;
             e.d.events.lifecycle(
                 "profile-created",
@@ -92,14 +107,16 @@ impl Engine {
         put: ProfilePut,
         if_match: Option<String>,
     ) -> Result<()> {
-        let (e, name) = (self.clone(), name.to_string());
-        let changed = blocking(move || {
-            let current = e.d.db.profile_or_404(&name)?;
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        let (e, n) = (self.clone(), name.to_string());
+        let (put, changed) = blocking(move || {
+            let current = e.d.db.profile_or_404(&n)?;
             check_version(if_match.as_deref(), &current)?;
-            store(&e, &name, &put)
+            check_change(&e, &n, &put)
         })
         .await?;
-        self.apply_to_instances(changed).await
+        self.store_profile(&store, name, put, changed).await
     }
 
     /// `PATCH /1.0/profiles/<name>`: `patch` merged into the current profile.
@@ -109,16 +126,67 @@ impl Engine {
         patch: ProfilePatch,
         if_match: Option<String>,
     ) -> Result<()> {
-        let (e, name) = (self.clone(), name.to_string());
-        let changed = blocking(move || {
-            let mut put = e.d.db.profile_or_404(&name)?;
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        let (e, n) = (self.clone(), name.to_string());
+        let (put, changed) = blocking(move || {
+            let mut put = e.d.db.profile_or_404(&n)?;
             check_version(if_match.as_deref(), &put)?;
             put.config.extend(patch.config.unwrap_or_default());
             put.devices.extend(patch.devices.unwrap_or_default());
             if let Some(desc) = patch.description {
                 put.description = desc;
             }
-            store(&e, &name, &put)
+            check_change(&e, &n, &put)
+        })
+        .await?;
+        self.store_profile(&store, name, put, changed).await
+    }
+
+    /// A checked profile change recorded (in the cluster first), stored here and applied
+    /// to the instances it alters.
+    async fn store_profile(
+        &self,
+        store: &super::cluster::shared::SharedStore,
+        name: &str,
+        put: ProfilePut,
+        changed: Vec<InstanceChange>,
+    ) -> Result<()> {
+        store
+            .update(self.shared_state(), PROFILES, name, &put)
+            .await?;
+        let (e, n) = (self.clone(), name.to_string());
+        blocking(move || {
+            e.d.db.update_profile(&n, &put)?;
+            e.d.events
+                .lifecycle("profile-updated", &format!("/1.0/profiles/{n}"), json!({}));
+            Ok(())
+        })
+        .await?;
+        self.apply_to_instances(changed).await
+    }
+
+    /// Profile `name` replaced by another member's change: stored here and applied to the
+    /// instances here as far as they take it (no event: the member that made the change
+    /// sent it).
+    pub(in crate::engine) async fn replace_profile_here(
+        &self,
+        name: &str,
+        put: ProfilePut,
+    ) -> Result<()> {
+        let (e, n) = (self.clone(), name.to_string());
+        let changed = blocking(move || {
+            let changed = match check_change(&e, &n, &put) {
+                Ok((_, changed)) => changed,
+                Err(err) => {
+                    tracing::warn!(profile = %n, error = %crate::chain(&err), "cluster profile stored here as it is");
+                    Vec::new()
+                }
+            };
+            let mut put = put;
+            drop_empty_values(&mut put.config, &mut put.devices);
+            e.d.db.update_profile(&n, &put)?;
+            Ok(changed)
         })
         .await?;
         self.apply_to_instances(changed).await
@@ -126,15 +194,28 @@ impl Engine {
 
     /// `POST /1.0/profiles/<name>` (rename).
     pub async fn rename_profile(&self, name: &str, req: ProfilePost) -> Result<()> {
-        let (e, name) = (self.clone(), name.to_string());
-        blocking(move || {
-            e.d.db.profile_or_404(&name)?;
-            if name == DEFAULT {
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        let (e, n, new) = (self.clone(), name.to_string(), req.name.clone());
+        let put = blocking(move || {
+            let put = e.d.db.profile_or_404(&n)?;
+            if n == DEFAULT {
                 return Err(DaemonError::Forbidden(
                     "The \"default\" profile cannot be renamed".into(),
                 ));
             }
-            validate_name(&req.name)?;
+            validate_name(&new)?;
+            if e.d.db.profile(&new)?.is_some() {
+                return Err(DaemonError::Conflict("The profile already exists".into()));
+            }
+            Ok(put)
+        })
+        .await?;
+        store
+            .rename(self.shared_state(), PROFILES, name, &req.name, &put)
+            .await?;
+        let (e, name) = (self.clone(), name.to_string());
+        blocking(move || {
             e.d.db.rename_profile(&name, &req.name)?;
             e.d.events.lifecycle(
                 "profile-renamed",
@@ -148,10 +229,12 @@ impl Engine {
 
     /// `DELETE /1.0/profiles/<name>`. One in use cannot be deleted.
     pub async fn delete_profile(&self, name: &str) -> Result<()> {
-        let (e, name) = (self.clone(), name.to_string());
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        let (e, n) = (self.clone(), name.to_string());
         blocking(move || {
-            let p = e.d.db.full_profile(&name)?;
-            if name == DEFAULT {
+            let p = e.d.db.full_profile(&n)?;
+            if n == DEFAULT {
                 return Err(DaemonError::Forbidden(
                     "The \"default\" profile cannot be deleted".into(),
                 ));
@@ -161,6 +244,13 @@ impl Engine {
                     "Profile is currently in use".into(),
                 ));
             }
+            Ok(())
+        })
+        .await?;
+        self.check_unused_elsewhere(PROFILES, name).await?;
+        store.delete(self.shared_state(), PROFILES, name).await?;
+        let (e, name) = (self.clone(), name.to_string());
+        blocking(move || {
             e.d.db.delete_profile(&name)?;
             e.d.events.lifecycle(
                 "profile-deleted",
@@ -181,14 +271,18 @@ pub(super) struct InstanceChange {
 }
 
 /// Checks `put` as profile `name`, and what it makes of each instance that uses it (a
-/// root disk on an existing pool, the same pool as now, valid limits and devices), then
-/// stores it. Returns the instances whose expanded config changed.
-fn store(e: &Engine, name: &str, put: &ProfilePut) -> Result<Vec<InstanceChange>> {
+/// root disk on an existing pool, the same pool as now, valid limits and devices).
+/// Returns it with its empty values dropped, and the instances whose expanded config it
+/// changes.
+fn check_change(
+    e: &Engine,
+    name: &str,
+    put: &ProfilePut,
+) -> Result<(ProfilePut, Vec<InstanceChange>)> {
     let d = &e.d;
     let mut put = put.clone();
     drop_empty_values(&mut put.config, &mut put.devices);
-    let put = &put;
-    validate(e, put)?;
+    validate(e, &put)?;
     let mut changes = Vec::new();
     for row in d.db.instances()? {
         if !row.profiles.iter().any(|p| p == name) {
@@ -223,13 +317,7 @@ fn store(e: &Engine, name: &str, put: &ProfilePut) -> Result<Vec<InstanceChange>
         validate_devices(e, &new.devices).map_err(|e| refuse(e.to_string()))?;
         changes.push(InstanceChange { row, old, new });
     }
-    d.db.update_profile(name, put)?;
-    d.events.lifecycle(
-        "profile-updated",
-        &format!("/1.0/profiles/{name}"),
-        json!({}),
-    );
-    Ok(changes)
+    Ok((put, changes))
 }
 
 impl Engine {

@@ -10,6 +10,7 @@ use hutch_api::warning::Warning;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::cluster::shared::{SERVER, SERVER_CONFIG};
 use super::{blocking, check_version, Engine};
 use crate::error::{DaemonError, Result};
 
@@ -40,8 +41,8 @@ impl Engine {
             environment: ServerEnvironment {
                 addresses,
                 architectures: vec![host.arch.clone()],
-                certificate: self.d.identity.cert_pem.clone(),
-                certificate_fingerprint: self.d.identity.fingerprint(),
+                certificate: self.d.identity().cert_pem.clone(),
+                certificate_fingerprint: self.d.identity().fingerprint(),
                 driver: "lxc".into(),
                 driver_version: env!("CARGO_PKG_VERSION").into(),
                 firewall: "nftables".into(),
@@ -104,8 +105,10 @@ impl Engine {
         if_match: Option<String>,
         apply: impl FnOnce(&BTreeMap<String, String>) -> Result<()> + Send + 'static,
     ) -> Result<()> {
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
         let d = self.d.clone();
-        let changed = blocking(move || {
+        let (changed, old, new) = blocking(move || {
             d.db.update_server_config(|current| {
                 check_version(
                     if_match.as_deref(),
@@ -121,10 +124,24 @@ impl Engine {
                     }
                 }
                 apply(&change.config)?;
-                Ok((change.config, change.changed))
+                let new = change.config.clone();
+                Ok((change.config, (change.changed, current.clone(), new)))
             })
         })
         .await?;
+        // In a cluster, the keys that are the cluster's go to every member; undone here
+        // when etcd refuses them.
+        if changed.iter().any(|k| !server_config::is_member_key(k)) {
+            let shared = cluster_keys(&new);
+            if let Err(err) = store
+                .replace(self.shared_state(), SERVER_CONFIG, SERVER, &shared)
+                .await
+            {
+                let d = self.d.clone();
+                blocking(move || d.db.update_server_config(|_| Ok((old, ())))).await?;
+                return Err(err);
+            }
+        }
         if changed.is_empty() {
             return Ok(());
         }
@@ -136,6 +153,32 @@ impl Engine {
         }
         self.d.events.lifecycle("config-updated", "/1.0", json!({}));
         Ok(())
+    }
+
+    /// The cluster's server keys as another member changed them, here (this member's own
+    /// keys stay).
+    pub(in crate::engine) async fn take_server_config(
+        &self,
+        shared: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let d = self.d.clone();
+        blocking(move || {
+            d.db.update_server_config(|current| {
+                let mut new: BTreeMap<String, String> = current
+                    .iter()
+                    .filter(|(k, _)| server_config::is_member_key(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                new.extend(shared);
+                Ok((new, ()))
+            })
+        })
+        .await
+    }
+
+    /// This member's server keys that are the cluster's.
+    pub(in crate::engine) fn cluster_server_config(&self) -> Result<BTreeMap<String, String>> {
+        Ok(cluster_keys(&self.d.db.server_config()?))
     }
 
     /// `GET /1.0/projects`: the default project, the only one.
@@ -212,11 +255,12 @@ impl Engine {
 }
 
 impl Engine {
-    /// The HTTPS listener's TLS config: the server certificate, client certificates asked
-    /// for and checked against the trust store per request.
+    /// The HTTPS listener's TLS config: the server certificate (as it is at each
+    /// handshake), client certificates asked for and checked against the trust store per
+    /// request.
     pub fn tls_server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>> {
         self.d
-            .identity
+            .cert_switch
             .server_config()
             .map_err(|e| DaemonError::failed("set up", "TLS", e))
     }
@@ -359,6 +403,15 @@ fn os_release(text: &str) -> (String, String) {
 
 /// PBKDF2-HMAC-SHA256 rounds for the stored trust password.
 const PASSWORD_ROUNDS: u32 = 10_000;
+
+/// The keys of `config` that are the cluster's (not each member's own).
+fn cluster_keys(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    config
+        .iter()
+        .filter(|(k, _)| !server_config::is_member_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
 
 /// A write-only secret as stored: `pbkdf2-sha256$ROUNDS$SALT$HASH` (hex), never the clear
 /// text (LXD stores a salted scrypt hash).

@@ -193,14 +193,7 @@ fn step(kind: &'static str, name: &str) -> impl FnOnce(InitError) -> InitError {
 
 /// A name as one path segment.
 fn seg(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    hutch_api::percent_encode(name)
 }
 
 fn server_config(

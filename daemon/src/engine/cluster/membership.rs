@@ -6,12 +6,19 @@
 //!
 //! The heartbeat runs as a task for as long as the member is in the cluster; it reconnects
 //! and takes a new lease after etcd comes back.
+//!
+//! Instances are placed by name: `…/instances/<name>` holds the member an instance lives
+//! on, claimed before it is made (a name is the cluster's, once) and released when it goes.
+//! Each member keeps what it read last of the others ([`Links`]: where they listen, the
+//! certificate they present, whether they beat) for forwarding and for trusting them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use hutch_api::cluster::ClusterMember;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -20,6 +27,9 @@ use crate::error::{DaemonError, Result};
 
 /// How long a request to etcd may take before the cluster's state counts as unavailable.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// gRPC's `UNAVAILABLE` status: the endpoint did not serve the request.
+const GRPC_UNAVAILABLE: i32 = 14;
 
 /// What a member publishes about itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -35,6 +45,64 @@ pub struct MemberRecord {
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The certificate (PEM) the member presents, as a server and as a client of the
+    /// others: members trust each other by it.
+    #[serde(default)]
+    pub certificate: String,
+}
+
+/// One member as the others reach it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub url: String,
+    /// Its certificate (DER): the only one accepted from it.
+    pub certificate: Vec<u8>,
+    pub online: bool,
+}
+
+/// What a member read last of the cluster's members.
+#[derive(Debug, Default)]
+pub struct Links {
+    pub members: BTreeMap<String, Link>,
+    /// Member name by certificate fingerprint.
+    pub by_fingerprint: BTreeMap<String, String>,
+}
+
+/// How a member speaks TLS to etcd (`https://` endpoints): etcd's certificate checked
+/// against the CAs the system trusts (`$SSL_CERT_FILE`, else Debian's bundle), this
+/// member's certificate (the cluster's) presented, so an etcd run with
+/// `--client-cert-auth --trusted-ca-file=<the cluster certificate>` admits the members
+/// alone.
+#[derive(Clone, Default)]
+pub struct EtcdTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl EtcdTls {
+    /// The system's CAs and `identity`.
+    pub fn of(identity: &hutch_tls::Identity) -> EtcdTls {
+        let bundle = std::env::var_os("SSL_CERT_FILE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+        EtcdTls {
+            ca_pem: std::fs::read_to_string(bundle).unwrap_or_default(),
+            cert_pem: identity.cert_pem.clone(),
+            key_pem: identity.key_pem.clone(),
+        }
+    }
+
+    fn options(&self) -> etcd_client::TlsOptions {
+        let mut tls = etcd_client::TlsOptions::new().identity(etcd_client::Identity::from_pem(
+            &self.cert_pem,
+            &self.key_pem,
+        ));
+        if !self.ca_pem.is_empty() {
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(&self.ca_pem));
+        }
+        tls
+    }
 }
 
 /// The cluster's state in etcd, as one member reaches it.
@@ -44,8 +112,24 @@ pub struct Membership {
     pub endpoints: Vec<String>,
     /// Seconds without a heartbeat before a member is Offline.
     pub offline_threshold: i64,
+    /// For `https://` endpoints.
+    tls: EtcdTls,
     client: Mutex<Option<Client>>,
-    heartbeat: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Where the next connection tries first (an index into `endpoints`).
+    next_endpoint: std::sync::atomic::AtomicUsize,
+    /// The heartbeat and the other tasks that live as long as the membership.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    links: std::sync::RwLock<Arc<Links>>,
+    /// When the links were read last (a miss reads them again, at most once a second).
+    links_read: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Names claimed by a create or rename still under way here: the placement sync
+    /// leaves them alone.
+    claiming: std::sync::Mutex<BTreeSet<String>>,
+    /// Placements that disagreed with this member's instances at the last sync, by name,
+    /// with the revision of their key then (0: none): the sync mends only a disagreement
+    /// seen twice, over an unchanged key, since one read may race a move under way (the
+    /// mover sets the placement before the receiving member claims it).
+    disagreeing: std::sync::Mutex<BTreeMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -68,14 +152,21 @@ impl Membership {
         cluster_id: &str,
         endpoints: &[String],
         offline_threshold: i64,
+        tls: EtcdTls,
     ) -> Arc<Membership> {
         Arc::new(Membership {
             server_name: server_name.to_string(),
             cluster_id: cluster_id.to_string(),
             endpoints: endpoints.to_vec(),
             offline_threshold,
+            tls,
             client: Mutex::new(None),
-            heartbeat: std::sync::Mutex::new(None),
+            next_endpoint: Default::default(),
+            tasks: std::sync::Mutex::new(Vec::new()),
+            links: Default::default(),
+            links_read: std::sync::Mutex::new(None),
+            claiming: Default::default(),
+            disagreeing: Default::default(),
         })
     }
 
@@ -93,18 +184,46 @@ impl Membership {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(ETCD_TIMEOUT)
             .with_timeout(ETCD_TIMEOUT);
-        let c = tokio::time::timeout(
-            ETCD_TIMEOUT,
-            Client::connect(&self.endpoints, Some(options)),
-        )
-        .await
-        .map_err(|_| unavailable(format!("no answer from {}", self.endpoints.join(", "))))?
-        .map_err(unavailable)?;
+        // One endpoint that answers, the next one after each failure: etcd's client
+        // balances over all it is given, dead ones included.
+        let endpoint = self.reachable_endpoint().await;
+        if endpoint.starts_with("https://") {
+            options = options.with_tls(self.tls.options());
+        }
+        let c = tokio::time::timeout(ETCD_TIMEOUT, Client::connect([&endpoint], Some(options)))
+            .await
+            .map_err(|_| unavailable(format!("no answer from {endpoint}")))?
+            .map_err(unavailable)?;
         *slot = Some(c.clone());
         Ok(c)
+    }
+
+    /// The first endpoint, from the one after the last used, that takes a TCP connection
+    /// (the next in turn when none does, for its error).
+    async fn reachable_endpoint(&self) -> String {
+        let n = self.endpoints.len().max(1);
+        let start = self
+            .next_endpoint
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..n {
+            let Some(endpoint) = self.endpoints.get((start + i) % n) else {
+                break;
+            };
+            let authority = endpoint
+                .split_once("://")
+                .map_or(endpoint.as_str(), |(_, rest)| rest)
+                .trim_end_matches('/');
+            let probe = tokio::net::TcpStream::connect(authority);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+                self.next_endpoint
+                    .store(start + i, std::sync::atomic::Ordering::Relaxed);
+                return endpoint.clone();
+            }
+        }
+        self.endpoints.get(start % n).cloned().unwrap_or_default()
     }
 
     /// Forgets the client after a failure, so that the next call connects again.
@@ -112,22 +231,31 @@ impl Membership {
         *self.client.lock().await = None;
     }
 
-    /// Runs `f` with a client; a failure forgets it.
-    async fn with_client<T, F, Fut>(&self, f: F) -> Result<T>
+    /// Runs `f` with a client and (a copy of) `state`; a failure forgets the client, and
+    /// one that never reached etcd (an endpoint gone) is tried once more on another.
+    async fn with_client<S, T, F, Fut>(&self, state: S, f: F) -> Result<T>
     where
-        F: FnOnce(Client) -> Fut,
+        S: Clone,
+        F: Fn(Client, S) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let c = self.client().await?;
-        match tokio::time::timeout(ETCD_TIMEOUT, f(c)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                self.forget_client().await;
-                Err(unavailable(e))
-            }
-            Err(_) => {
-                self.forget_client().await;
-                Err(unavailable("timed out"))
+        let mut tries = 2;
+        loop {
+            tries -= 1;
+            let c = self.client().await?;
+            let failed = match tokio::time::timeout(ETCD_TIMEOUT, f(c, state.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    let unreached = matches!(e, etcd_client::Error::TransportError(_))
+                        || matches!(&e, etcd_client::Error::GRpcStatus(s)
+                            if i32::from(s.code()) == GRPC_UNAVAILABLE);
+                    (unavailable(e), unreached)
+                }
+                Err(_) => (unavailable("timed out"), false),
+            };
+            self.forget_client().await;
+            if !failed.1 || tries == 0 {
+                return Err(failed.0);
             }
         }
     }
@@ -137,8 +265,182 @@ impl Membership {
         let key = self.key("members", &record.server_name);
         let value = serde_json::to_vec(record)
             .map_err(|e| DaemonError::failed("encode", "the member record", e))?;
-        self.with_client(|mut c| async move { c.put(key, value, None).await.map(drop) })
+        self.with_client((key, value), |mut c, (key, value)| async move {
+            c.put(key, value, None).await.map(drop)
+        })
+        .await
+    }
+
+    /// Marks member `name` evacuated (or not).
+    pub async fn set_evacuated(&self, name: &str, evacuated: bool) -> Result<()> {
+        let key = self.key("evacuated", name);
+        self.with_client(key, |mut c, key| async move {
+            if evacuated {
+                c.put(key, "1", None).await.map(drop)
+            } else {
+                c.delete(key, None).await.map(drop)
+            }
+        })
+        .await
+    }
+
+    /// Moves the placement of instance `name` from member `from` to member `to`
+    /// (refused when `from` does not hold it).
+    pub async fn move_placement(&self, name: &str, from: &str, to: &str) -> Result<()> {
+        let key = self.key("instances", name);
+        let state = (key, from.to_string(), to.to_string());
+        let moved = self
+            .with_client(state, |mut c, (key, from, to)| async move {
+                let txn = Txn::new()
+                    .when([Compare::value(key.clone(), CompareOp::Equal, from)])
+                    .and_then([TxnOp::put(key, to, None)]);
+                Ok(c.txn(txn).await?.succeeded())
+            })
+            .await?;
+        if moved {
+            Ok(())
+        } else {
+            Err(DaemonError::Conflict(format!(
+                "Instance {name:?} is not on cluster member {from:?}"
+            )))
+        }
+    }
+
+    /// The key of cluster-wide object `name` of `kind` (`profiles`, …).
+    pub fn object_key(&self, kind: &str, name: &str) -> String {
+        if kind.is_empty() {
+            // The prefix of every kind.
+            return format!("{}objects/", self.prefix());
+        }
+        self.key(&format!("objects/{kind}"), name)
+    }
+
+    /// Every object of `kind` (name, JSON, revision), and the store's revision they were
+    /// read at (a watch from the next one misses nothing).
+    pub async fn objects(&self, kind: &str) -> Result<(Vec<(String, Vec<u8>, i64)>, i64)> {
+        let prefix = self.object_key(kind, "");
+        self.with_client(prefix, |mut c, prefix| async move {
+            let r = c
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+                .await?;
+            let revision = r.header().map_or(0, |h| h.revision());
+            let objects = r
+                .kvs()
+                .iter()
+                .map(|kv| {
+                    let key = String::from_utf8_lossy(kv.key());
+                    (
+                        key.strip_prefix(&prefix).unwrap_or(&key).to_string(),
+                        kv.value().to_vec(),
+                        kv.mod_revision(),
+                    )
+                })
+                .collect();
+            Ok((objects, revision))
+        })
+        .await
+    }
+
+    /// Writes the objects of one change at once: each `(key, Some(json))` put, each
+    /// `(key, None)` deleted, provided every key of `absent` does not exist and every key
+    /// of `present` does. Returns the change's revision, or None when a condition failed.
+    pub async fn write_objects(
+        &self,
+        absent: Vec<String>,
+        present: Vec<String>,
+        writes: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<Option<i64>> {
+        self.with_client(
+            (absent, present, writes),
+            |mut c, (absent, present, writes)| async move {
+                let mut when: Vec<Compare> = absent
+                    .into_iter()
+                    .map(|k| Compare::create_revision(k, CompareOp::Equal, 0))
+                    .collect();
+                when.extend(
+                    present
+                        .into_iter()
+                        .map(|k| Compare::create_revision(k, CompareOp::Greater, 0)),
+                );
+                let ops: Vec<TxnOp> = writes
+                    .into_iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => TxnOp::put(k, v, None),
+                        None => TxnOp::delete(k, None),
+                    })
+                    .collect();
+                let r = c.txn(Txn::new().when(when).and_then(ops)).await?;
+                Ok(r.succeeded()
+                    .then(|| r.header().map_or(0, |h| h.revision())))
+            },
+        )
+        .await
+    }
+
+    /// A watch of the objects of `kind` from `revision` on.
+    pub async fn watch_objects(
+        &self,
+        kind: &str,
+        revision: i64,
+    ) -> Result<etcd_client::WatchStream> {
+        let prefix = self.object_key(kind, "");
+        self.with_client(prefix, |mut c, prefix| async move {
+            c.watch(
+                prefix,
+                Some(
+                    etcd_client::WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision),
+                ),
+            )
             .await
+        })
+        .await
+    }
+
+    /// Starts the task that reads the members again whenever one joins, leaves, changes
+    /// its record or its heartbeat comes or goes (etcd's watch), so that what this member
+    /// knows of the others (the links: where they are, whether they are online) is never
+    /// a beat behind.
+    pub fn start_member_watch(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.spawn(async move {
+            loop {
+                let Some(m) = weak.upgrade() else { return };
+                if let Err(e) = m.follow_members().await {
+                    tracing::debug!(error = %crate::chain(&e), "member watch ended");
+                }
+                drop(m);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    async fn follow_members(&self) -> Result<()> {
+        let watch = |kind: &'static str| {
+            let prefix = self.key(kind, "");
+            self.with_client(prefix, |mut c, prefix| async move {
+                c.watch(prefix, Some(etcd_client::WatchOptions::new().with_prefix()))
+                    .await
+            })
+        };
+        let mut records = watch("members").await?;
+        let mut beats = watch("heartbeat").await?;
+        // Read once the watches run: nothing between is missed.
+        self.members(crate::unix_now()).await?;
+        loop {
+            let message = tokio::select! {
+                m = records.message() => m,
+                m = beats.message() => m,
+            };
+            match message {
+                Ok(Some(resp)) if !resp.canceled() => {
+                    self.members(crate::unix_now()).await?;
+                }
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
     }
 
     /// Removes every key of member `name` (its record, heartbeat, last beat).
@@ -147,8 +449,9 @@ impl Membership {
             self.key("members", name),
             self.key("heartbeat", name),
             self.key("last_seen", name),
+            self.key("evacuated", name),
         ];
-        self.with_client(|mut c| async move {
+        self.with_client(keys, |mut c, keys| async move {
             for k in keys {
                 c.delete(k, None).await?;
             }
@@ -157,16 +460,31 @@ impl Membership {
         .await
     }
 
+    /// Removes every key of the cluster (its last member leaving).
+    pub async fn remove_cluster(&self) -> Result<()> {
+        let prefix = self.prefix();
+        self.with_client(prefix, |mut c, prefix| async move {
+            c.delete(
+                prefix,
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .map(drop)
+        })
+        .await
+    }
+
     /// Every member, with its status from the heartbeats (`now` in Unix seconds).
     pub async fn members(&self, now: i64) -> Result<Vec<ClusterMember>> {
         let prefix = self.prefix();
-        let (records, alive, seen) = self
-            .with_client(|mut c| async move {
+        let (records, alive, seen, evacuated) = self
+            .with_client(prefix, |mut c, prefix| async move {
                 let get = |kind: &str| format!("{prefix}{kind}/");
                 let all = Some(GetOptions::new().with_prefix());
                 let records = c.get(get("members"), all.clone()).await?;
                 let alive = c.get(get("heartbeat"), all.clone()).await?;
-                let seen = c.get(get("last_seen"), all).await?;
+                let seen = c.get(get("last_seen"), all.clone()).await?;
+                let evacuated = c.get(get("evacuated"), all).await?;
                 let name_of = |k: &[u8]| {
                     String::from_utf8_lossy(k)
                         .rsplit('/')
@@ -186,41 +504,306 @@ impl Membership {
                         (name_of(kv.key()), t)
                     })
                     .collect();
-                Ok((records, alive, seen))
+                let evacuated: BTreeSet<String> =
+                    evacuated.kvs().iter().map(|kv| name_of(kv.key())).collect();
+                Ok((records, alive, seen, evacuated))
             })
             .await?;
-        let mut members: Vec<ClusterMember> = records
+        let records: Vec<MemberRecord> = records
             .iter()
             .filter_map(|v| serde_json::from_slice::<MemberRecord>(v).ok())
+            .collect();
+        self.set_links(&records, &alive);
+        let mut members: Vec<ClusterMember> = records
+            .into_iter()
             .map(|r| {
                 let last = seen.get(&r.server_name).copied();
-                member_of(r.clone(), alive.contains(&r.server_name), last, now)
+                let alive = alive.contains(&r.server_name);
+                let evacuated = evacuated.contains(&r.server_name);
+                let mut member = member_of(r, alive, last, now);
+                if alive && evacuated {
+                    // LXD's words for a member under maintenance.
+                    member.status = "Evacuated".into();
+                    member.message = "Unavailable due to maintenance".into();
+                }
+                member
             })
             .collect();
         members.sort_by(|a, b| a.server_name.cmp(&b.server_name));
         Ok(members)
     }
 
-    /// Starts the heartbeat task (once).
-    pub fn start_heartbeat(self: &Arc<Self>) {
-        let mut slot = self.heartbeat.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_some() {
-            return;
+    fn set_links(&self, records: &[MemberRecord], alive: &BTreeSet<String>) {
+        let mut links = Links::default();
+        for r in records {
+            let Ok(der) = hutch_tls::cert_der_of_pem(&r.certificate) else {
+                continue;
+            };
+            links
+                .by_fingerprint
+                .insert(hutch_tls::fingerprint(&der), r.server_name.clone());
+            links.members.insert(
+                r.server_name.clone(),
+                Link {
+                    url: r.url.clone(),
+                    certificate: der,
+                    online: alive.contains(&r.server_name),
+                },
+            );
         }
-        let me = self.clone();
-        *slot = Some(tokio::spawn(async move { me.heartbeat_loop().await }));
+        *self.links.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(links);
+        *self.links_read.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::Instant::now());
     }
 
-    /// Stops the heartbeat task (leaving the cluster, or the daemon stopping).
-    pub fn stop_heartbeat(&self) {
-        if let Some(t) = self
-            .heartbeat
+    /// What was read last of the members (nothing before the first read).
+    pub fn links(&self) -> Arc<Links> {
+        self.links.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The members read again, unless they were within the last second: a certificate
+    /// or a member not known yet may have joined since.
+    pub async fn refresh_links(&self) -> Arc<Links> {
+        let recent = self
+            .links_read
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        if !recent {
+            let _ = self.members(crate::unix_now()).await;
+        }
+        self.links()
+    }
+
+    /// The other members online when last read, by name.
+    pub fn other_online_members(&self) -> Vec<String> {
+        self.links()
+            .members
+            .iter()
+            .filter(|(name, link)| **name != self.server_name && link.online)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The members read again now.
+    pub async fn reload_links(&self) -> Arc<Links> {
+        let _ = self.members(crate::unix_now()).await;
+        self.links()
+    }
+
+    /// The member whose certificate has this fingerprint, if one has.
+    pub fn member_by_fingerprint(&self, fingerprint: &str) -> Option<String> {
+        self.links().by_fingerprint.get(fingerprint).cloned()
+    }
+
+    /// Starts the heartbeat task (once).
+    pub fn start_heartbeat(self: &Arc<Self>) {
+        let me = self.clone();
+        self.spawn(async move { me.heartbeat_loop().await });
+    }
+
+    /// Runs `task` for as long as the membership lives.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tokio::spawn(task));
+    }
+
+    /// Stops the heartbeat and the other tasks (leaving the cluster, or the daemon
+    /// stopping).
+    pub fn stop_heartbeat(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
         {
             t.abort();
         }
+    }
+
+    /// Claims instance name `name` for this member: refused when another member has it.
+    /// Until [`settled`](Self::settled), the placement sync leaves the name alone.
+    pub async fn claim_instance(&self, name: &str) -> Result<()> {
+        self.claiming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+        let claimed = self.claim(name).await;
+        if claimed.is_err() {
+            self.settled(name);
+        }
+        claimed
+    }
+
+    /// Puts the placement of `name` on this member unless it has one; the owner it has.
+    async fn claim(&self, name: &str) -> Result<()> {
+        let key = self.key("instances", name);
+        let me = self.server_name.clone();
+        let owner = self
+            .with_client((key, me), |mut c, (key, me)| async move {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.clone(), me.clone(), None)])
+                    .or_else([TxnOp::get(key, None)]);
+                let r = c.txn(txn).await?;
+                if r.succeeded() {
+                    return Ok(me);
+                }
+                let owner = r
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|op| match op {
+                        TxnOpResponse::Get(g) => g
+                            .kvs()
+                            .first()
+                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                Ok(owner)
+            })
+            .await?;
+        if owner == self.server_name {
+            Ok(())
+        } else {
+            Err(DaemonError::Conflict(format!(
+                "Instance {name:?} already exists on cluster member {owner:?}"
+            )))
+        }
+    }
+
+    /// The create or rename that claimed `name` is over.
+    pub fn settled(&self, name: &str) {
+        self.claiming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// Releases the placement of `name` if this member holds it.
+    pub async fn release_instance(&self, name: &str) -> Result<()> {
+        let key = self.key("instances", name);
+        let me = self.server_name.clone();
+        self.with_client((key, me), |mut c, (key, me)| async move {
+            let txn = Txn::new()
+                .when([Compare::value(key.clone(), CompareOp::Equal, me)])
+                .and_then([TxnOp::delete(key, None)]);
+            c.txn(txn).await.map(drop)
+        })
+        .await
+    }
+
+    /// The member instance `name` lives on, if it is placed.
+    pub async fn placement(&self, name: &str) -> Result<Option<String>> {
+        let key = self.key("instances", name);
+        self.with_client(key, |mut c, key| async move {
+            let r = c.get(key, None).await?;
+            Ok(r.kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+        })
+        .await
+    }
+
+    /// Every instance's member, by instance name.
+    pub async fn placements(&self) -> Result<BTreeMap<String, String>> {
+        Ok(self
+            .placement_revisions()
+            .await?
+            .into_iter()
+            .map(|(name, (owner, _))| (name, owner))
+            .collect())
+    }
+
+    /// Every instance's member and the revision its key was last changed at.
+    async fn placement_revisions(&self) -> Result<BTreeMap<String, (String, i64)>> {
+        let prefix = self.key("instances", "");
+        self.with_client(prefix, |mut c, prefix| async move {
+            let r = c
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+                .await?;
+            Ok(r.kvs()
+                .iter()
+                .map(|kv| {
+                    let key = String::from_utf8_lossy(kv.key());
+                    let owner = String::from_utf8_lossy(kv.value()).into_owned();
+                    (
+                        key.strip_prefix(&prefix).unwrap_or(&key).to_string(),
+                        (owner, kv.mod_revision()),
+                    )
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Makes the placements agree with the instances this member has (`local`): the
+    /// missing ones claimed, those it no longer has released; names being created or
+    /// renamed are left to their request, and a disagreement is mended only when the
+    /// previous sync saw it too, over the same key (a move sets the placement on the
+    /// receiving member a moment before that member claims it). Heals what a crash or an
+    /// etcd outage left.
+    pub async fn sync_placements(&self, local: &[String]) -> Result<()> {
+        let placed = self.placement_revisions().await?;
+        let claiming = self
+            .claiming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let here: BTreeSet<&String> = local.iter().collect();
+        let now = disagreements(&self.server_name, &here, &placed, &claiming);
+        let before = std::mem::replace(
+            &mut *self.disagreeing.lock().unwrap_or_else(|e| e.into_inner()),
+            now.clone(),
+        );
+        for (name, revision) in &now {
+            if before.get(name) != Some(revision) {
+                continue;
+            }
+            if *revision == 0 {
+                if let Err(e) = self.claim(name).await {
+                    tracing::warn!(instance = %name, error = %crate::chain(&e), "instance not placed");
+                }
+            } else {
+                self.release_placement_at(name, *revision).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases the placement of `name` if its key is still at `revision`.
+    async fn release_placement_at(&self, name: &str, revision: i64) -> Result<()> {
+        let key = self.key("instances", name);
+        self.with_client(key, |mut c, key| async move {
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    revision,
+                )])
+                .and_then([TxnOp::delete(key, None)]);
+            c.txn(txn).await.map(drop)
+        })
+        .await
+    }
+
+    /// Removes every placement on member `name` (a member removed with its instances).
+    pub async fn remove_placements_of(&self, name: &str) -> Result<()> {
+        let placed = self.placements().await?;
+        let keys: Vec<String> = placed
+            .iter()
+            .filter(|(_, owner)| *owner == name)
+            .map(|(i, _)| self.key("instances", i))
+            .collect();
+        self.with_client(keys, |mut c, keys| async move {
+            for k in keys {
+                c.delete(k, None).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// One beat: a lease (kept or new) holding the heartbeat key, and the time of the beat.
@@ -233,7 +816,7 @@ impl Membership {
         let now = crate::unix_now();
         let kept = *lease;
         let id = self
-            .with_client(|mut c| async move {
+            .with_client((alive, seen), |mut c, (alive, seen)| async move {
                 let id = match kept {
                     Some(id) => {
                         let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
@@ -275,14 +858,21 @@ impl Membership {
         }
     }
 
+    /// How often a member beats: three times per threshold, as LXD beats twice; one lost
+    /// beat is not an absence.
+    pub fn beat_interval(&self) -> Duration {
+        Duration::from_millis((self.offline_threshold.max(3) as u64) * 1000 / 3)
+    }
+
     async fn heartbeat_loop(self: Arc<Self>) {
         let mut lease = None;
-        // Three beats per threshold, as LXD beats twice: one lost beat is not an absence.
-        let every = Duration::from_millis((self.offline_threshold.max(3) as u64) * 1000 / 3);
+        let every = self.beat_interval();
         loop {
             if let Err(e) = self.beat(&mut lease).await {
                 tracing::warn!(error = %crate::chain(&e), "cluster heartbeat failed");
             }
+            // The others, as they are now: who is online, who joined.
+            let _ = self.members(crate::unix_now()).await;
             tokio::time::sleep(every).await;
         }
     }
@@ -333,9 +923,49 @@ pub fn member_of(r: MemberRecord, alive: bool, last_seen: Option<i64>, now: i64)
     }
 }
 
+/// The placements that disagree with member `me`'s instances `here`, with their key's
+/// revision (0: an instance here with no placement); names in `claiming` are left out.
+fn disagreements(
+    me: &str,
+    here: &BTreeSet<&String>,
+    placed: &BTreeMap<String, (String, i64)>,
+    claiming: &BTreeSet<String>,
+) -> BTreeMap<String, i64> {
+    let unplaced = here
+        .iter()
+        .filter(|name| !placed.contains_key(name.as_str()))
+        .map(|name| (name.to_string(), 0));
+    let gone = placed
+        .iter()
+        .filter(|(name, (owner, _))| owner == me && !here.contains(name))
+        .map(|(name, (_, revision))| (name.clone(), *revision));
+    unplaced
+        .chain(gone)
+        .filter(|(name, _)| !claiming.contains(name))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placements_disagree_when_missing_here_or_there() {
+        let (a, b) = ("a".to_string(), "b".to_string());
+        let here = BTreeSet::from([&a, &b]);
+        let placed = BTreeMap::from([
+            ("a".to_string(), ("n1".to_string(), 7)),
+            ("c".to_string(), ("n1".to_string(), 9)),
+            ("d".to_string(), ("n2".to_string(), 11)),
+            ("e".to_string(), ("n1".to_string(), 12)),
+        ]);
+        let claiming = BTreeSet::from(["e".to_string()]);
+        let found = disagreements("n1", &here, &placed, &claiming);
+        assert_eq!(
+            found,
+            BTreeMap::from([("b".to_string(), 0), ("c".to_string(), 9)])
+        );
+    }
 
     #[test]
     fn members_are_online_while_their_heartbeat_lives() {

@@ -1,12 +1,22 @@
-//! Clustering (issue 21), first part: a server becomes the first member of a cluster
-//! whose shared state lives in etcd (`PUT /1.0/cluster` with `cluster.etcd_endpoints` set),
-//! publishes itself there and keeps a heartbeat lease; `/1.0/cluster/members` reads every
-//! member from etcd, Online while its heartbeat lives; more members join with a token
-//! (`join.rs`). The membership is recorded in the local database and taken up again at
-//! each start. Placement and forwarding come next.
+//! Clustering (issue 21): a server becomes the first member of a cluster whose shared
+//! state lives in etcd (`PUT /1.0/cluster` with `cluster.etcd_endpoints` set), publishes
+//! itself there with its certificate and keeps a heartbeat lease (`membership.rs`); more
+//! members join with a token (`join.rs`). A member places instances by name in etcd
+//! (`placement.rs`), sends requests for what another member holds on to it and relays the
+//! others' events (`forward.rs`), lists the whole cluster in one request (`list.rs`),
+//! follows the cluster's shared objects, profiles and trust, by a watch (`shared.rs`), and
+//! evacuates, restores and moves instances between members (`evacuate.rs`). The
+//! membership is recorded in the local database and taken up again at each start.
 
+pub mod copy;
+pub mod evacuate;
+pub mod forward;
+pub mod images;
 pub mod join;
+pub mod list;
 pub mod membership;
+pub mod placement;
+pub mod shared;
 
 use std::sync::{Arc, RwLock};
 
@@ -16,7 +26,7 @@ use hutch_api::server_config::server_config_value;
 use super::{blocking, Engine, Work};
 use crate::db::cluster::ClusterRow;
 use crate::error::{DaemonError, Result};
-use membership::{MemberRecord, Membership};
+use membership::{EtcdTls, MemberRecord, Membership};
 
 /// This server's membership, when it is in a cluster.
 #[derive(Debug, Default)]
@@ -25,6 +35,10 @@ pub struct ClusterSlot {
     /// Held by an enable or a leave from its check to its end: two at once cannot both
     /// pass the check.
     changing: tokio::sync::Mutex<()>,
+    /// What requests sent on to other members keep.
+    forwarding: forward::Forwarding,
+    /// What this member keeps about the cluster's shared objects.
+    shared: shared::SharedState,
 }
 
 impl ClusterSlot {
@@ -37,8 +51,9 @@ impl ClusterSlot {
 
     fn set(&self, m: Option<Arc<Membership>>) {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let same = matches!((&*current, &m), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
         let old = std::mem::replace(&mut *current, m);
-        if let Some(old) = old {
+        if let (Some(old), false) = (old, same) {
             old.stop_heartbeat();
         }
     }
@@ -61,6 +76,28 @@ impl Engine {
         }
     }
 
+    /// Makes `m` this server's membership (or none), with the tasks a member runs: the
+    /// heartbeat, the placement sync and the relay of the others' events.
+    fn set_membership(&self, m: Option<Arc<Membership>>) {
+        match &m {
+            Some(m) => {
+                self.d.events.set_location(&m.server_name);
+                m.start_heartbeat();
+                m.start_member_watch();
+                self.start_placement_sync(m);
+                self.start_event_relay(m);
+                self.start_shared_watch(m);
+            }
+            None => self.d.events.set_location("none"),
+        }
+        self.d.cluster.set(m);
+    }
+
+    /// This server's membership, when it is in a cluster.
+    pub fn membership(&self) -> Option<Arc<Membership>> {
+        self.d.cluster.get()
+    }
+
     /// Takes the recorded membership up again (at daemon start): the heartbeat starts and
     /// keeps trying while etcd is away.
     pub fn resume_cluster(&self) -> Result<()> {
@@ -72,9 +109,9 @@ impl Engine {
             &row.cluster_id,
             &row.endpoints,
             self.offline_threshold()?,
+            EtcdTls::of(&self.d.identity()),
         );
-        m.start_heartbeat();
-        self.d.cluster.set(Some(m));
+        self.set_membership(Some(m));
         Ok(())
     }
 
@@ -191,6 +228,13 @@ impl Engine {
         }
         check_member_name(&name)?;
         self.check_standalone()?;
+        // Its instances' names could be the cluster's already (LXD asks for an empty
+        // joiner too).
+        if !self.d.db.instance_names()?.is_empty() {
+            return Err(DaemonError::BadRequest(
+                "A server with instances cannot join a cluster: move or delete them first".into(),
+            ));
+        }
         let url = self.member_url()?;
         let e = self.clone();
         Ok((
@@ -205,14 +249,38 @@ impl Engine {
     async fn join(&self, token: ClusterJoinToken, name: String, url: String) -> Result<()> {
         let _changing = self.d.cluster.changing.lock().await;
         self.check_standalone()?;
-        let identity = self.d.identity.clone();
-        let (t, n) = (token.clone(), name.clone());
-        let info = blocking(move || join::request(&t, &n, &identity)).await?;
+        let identity = self.d.identity();
+        let n = name.clone();
+        let info = blocking(move || join::request(&token, &n, &identity)).await?;
+        // The cluster's certificate becomes this member's, so that a client (or a member)
+        // that trusts one member trusts them all; its own comes back if the join fails.
+        let own = match info.key.as_str() {
+            "" => None,
+            key => {
+                let cluster = hutch_tls::Identity::from_pem(&info.certificate, key)
+                    .map_err(|e| DaemonError::failed("read", "the cluster certificate", e))?;
+                Some(self.d.set_identity(cluster)?)
+            }
+        };
+        let joined = self.join_with(name, url, info).await;
+        if joined.is_err() {
+            if let Some(own) = own {
+                if let Err(e) = self.d.set_identity((*own).clone()) {
+                    tracing::warn!(error = %crate::chain(&e), "own certificate not restored");
+                }
+            }
+        }
+        joined
+    }
+
+    /// The rest of a join, once this member presents the cluster's certificate.
+    async fn join_with(&self, name: String, url: String, info: ClusterJoinInfo) -> Result<()> {
         let m = Membership::new(
             &name,
             &info.cluster_id,
             &info.etcd_endpoints,
             info.offline_threshold,
+            EtcdTls::of(&self.d.identity()),
         );
         if m.members(crate::unix_now())
             .await?
@@ -227,6 +295,7 @@ impl Engine {
             server_name: name.clone(),
             url,
             architecture: std::env::consts::ARCH.to_string(),
+            certificate: self.d.identity().cert_pem.clone(),
             ..Default::default()
         };
         m.publish(&record).await?;
@@ -235,22 +304,21 @@ impl Engine {
             cluster_id: info.cluster_id.clone(),
             endpoints: info.etcd_endpoints.clone(),
         };
-        let (e, member, pem) = (
-            self.clone(),
-            info.server_name.clone(),
-            info.certificate.clone(),
-        );
-        let stored = blocking(move || {
-            e.trust_member(&member, &pem)?;
-            e.d.db.set_cluster_membership(Some(&row))
-        })
-        .await;
+        let e = self.clone();
+        let stored = blocking(move || e.d.db.set_cluster_membership(Some(&row))).await;
         if let Err(err) = stored {
             let _ = m.remove_member(&name).await;
             return Err(err);
         }
-        m.start_heartbeat();
-        self.d.cluster.set(Some(m));
+        self.set_membership(Some(m));
+        // The member joined is trusted as a server, cluster-wide (as LXD lists members'
+        // certificates); members trust each other by their published certificates anyway.
+        if let Err(err) = self
+            .trust_member(&info.server_name, &info.certificate)
+            .await
+        {
+            tracing::warn!(error = %crate::chain(&err), "cluster member's certificate not recorded");
+        }
         self.d.events.lifecycle(
             "cluster-member-added",
             &format!("/1.0/cluster/members/{name}"),
@@ -278,15 +346,22 @@ impl Engine {
         self.issue_join_token(name)
     }
 
-    /// `GET /internal/cluster` (trusted callers: a joiner just trusted with its token).
-    pub fn cluster_join_info(&self) -> Result<ClusterJoinInfo> {
+    /// `GET /internal/cluster` (trusted callers: a joiner just trusted with its token);
+    /// the cluster certificate's key too for an `admin` caller.
+    pub fn cluster_join_info(&self, admin: bool) -> Result<ClusterJoinInfo> {
         let m = self.d.cluster.get().ok_or_else(not_clustered)?;
+        let identity = self.d.identity();
         Ok(ClusterJoinInfo {
             server_name: m.server_name.clone(),
             cluster_id: m.cluster_id.clone(),
             etcd_endpoints: m.endpoints.clone(),
             offline_threshold: m.offline_threshold,
-            certificate: self.d.identity.cert_pem.clone(),
+            certificate: identity.cert_pem.clone(),
+            key: if admin {
+                identity.key_pem.clone()
+            } else {
+                String::new()
+            },
         })
     }
 
@@ -295,22 +370,33 @@ impl Engine {
     async fn bootstrap(&self, row: ClusterRow, url: String, threshold: i64) -> Result<()> {
         let _changing = self.d.cluster.changing.lock().await;
         self.check_standalone()?;
-        let m = Membership::new(&row.server_name, &row.cluster_id, &row.endpoints, threshold);
+        let m = Membership::new(
+            &row.server_name,
+            &row.cluster_id,
+            &row.endpoints,
+            threshold,
+            EtcdTls::of(&self.d.identity()),
+        );
         let record = MemberRecord {
             server_name: row.server_name.clone(),
             url,
             architecture: std::env::consts::ARCH.to_string(),
+            certificate: self.d.identity().cert_pem.clone(),
             ..Default::default()
         };
         m.publish(&record).await?;
         let d = self.d.clone();
         let stored = row.clone();
-        if let Err(e) = blocking(move || d.db.set_cluster_membership(Some(&stored))).await {
-            let _ = m.remove_member(&row.server_name).await;
+        let recorded = async {
+            // The cluster's shared objects start as this server's.
+            self.publish_shared(&m).await?;
+            blocking(move || d.db.set_cluster_membership(Some(&stored))).await
+        };
+        if let Err(e) = recorded.await {
+            let _ = m.remove_cluster().await;
             return Err(e);
         }
-        m.start_heartbeat();
-        self.d.cluster.set(Some(m));
+        self.set_membership(Some(m));
         self.d.events.lifecycle(
             "cluster-enabled",
             &format!("/1.0/cluster/members/{}", row.server_name),
@@ -344,10 +430,77 @@ impl Engine {
             )));
         }
         m.stop_heartbeat();
-        m.remove_member(&m.server_name).await?;
+        if let Err(e) = m.remove_cluster().await {
+            // Still a member: its tasks go on.
+            self.set_membership(Some(m));
+            return Err(e);
+        }
         let d = self.d.clone();
         blocking(move || d.db.set_cluster_membership(None)).await?;
-        self.d.cluster.set(None);
+        self.set_membership(None);
+        Ok(())
+    }
+
+    /// `DELETE /1.0/cluster/members/<name>` (`lxc cluster remove`), answered by the member
+    /// removed when it is online (the forwarding layer sends it there) and by any member
+    /// for one that is offline, with `force` only. A member with instances is removed with
+    /// `force` only; their placements go with it (the instances stay on its disk).
+    pub async fn remove_cluster_member(&self, name: &str, force: bool) -> Result<()> {
+        let m = self.d.cluster.get().ok_or_else(not_clustered)?;
+        let _changing = self.d.cluster.changing.lock().await;
+        let member = self.cluster_member(name).await?;
+        let on_it: Vec<String> = m
+            .placements()
+            .await?
+            .into_iter()
+            .filter(|(_, owner)| owner == name)
+            .map(|(instance, _)| instance)
+            .collect();
+        if !on_it.is_empty() && !force {
+            return Err(DaemonError::BadRequest(format!(
+                "Cluster member {name:?} still has instances: {} (move or delete them, or \
+                 remove it with --force)",
+                on_it.join(", ")
+            )));
+        }
+        if name != m.server_name {
+            if member.status == "Online" {
+                return Err(DaemonError::BadRequest(format!(
+                    "Cluster member {name:?} is online: it removes itself"
+                )));
+            }
+            if !force {
+                return Err(DaemonError::BadRequest(format!(
+                    "Cluster member {name:?} is offline: remove it with --force"
+                )));
+            }
+            m.remove_placements_of(name).await?;
+            m.remove_member(name).await?;
+            self.d.events.lifecycle(
+                "cluster-member-removed",
+                &format!("/1.0/cluster/members/{name}"),
+                serde_json::json!({}),
+            );
+            return Ok(());
+        }
+        // This member leaves: its keys go, it is standalone again.
+        m.stop_heartbeat();
+        let removed = async {
+            m.remove_placements_of(name).await?;
+            m.remove_member(name).await
+        };
+        if let Err(e) = removed.await {
+            self.set_membership(Some(m));
+            return Err(e);
+        }
+        let d = self.d.clone();
+        blocking(move || d.db.set_cluster_membership(None)).await?;
+        self.set_membership(None);
+        self.d.events.lifecycle(
+            "cluster-member-removed",
+            &format!("/1.0/cluster/members/{name}"),
+            serde_json::json!({}),
+        );
         Ok(())
     }
 

@@ -83,12 +83,27 @@ impl Engine {
         };
         let existing = self.db.instance(&req.name)?;
         let refresh = source.refresh && existing.is_some();
+        // In a cluster a new instance's name is claimed for this member first (a move has
+        // placed it here already).
+        let claim = match existing {
+            Some(_) if refresh => None,
+            _ => Some(self.claim_instance_name(&req.name).await?),
+        };
         let row = match existing {
             Some(row) if refresh => row,
             _ => {
-                let row = self.migration_row(&req)?;
-                self.db.insert_instance(&row)?;
-                row
+                let made = self
+                    .migration_row(&req)
+                    .and_then(|row| self.db.insert_instance(&row).map(|()| row));
+                match made {
+                    Ok(row) => row,
+                    Err(err) => {
+                        if let Some(claim) = claim {
+                            claim.end(false).await;
+                        }
+                        return Err(err);
+                    }
+                }
             }
         };
         let resources = instance_resources(&row.name);
@@ -112,9 +127,11 @@ impl Engine {
                         () = cancel => Err(MigrationError::Cancelled.into()),
                     }
                 };
-                receive(e, row, source, refresh, Some(op2.clone()), connect)
-                    .await
-                    .map(|()| None)
+                let made = receive(e, row, source, refresh, Some(op2.clone()), connect).await;
+                if let Some(claim) = claim {
+                    claim.end(made.is_ok()).await;
+                }
+                made.map(|()| None)
             });
             op
         } else {
@@ -136,9 +153,11 @@ impl Engine {
                         .await
                         .map_err(DaemonError::from)
                 };
-                receive(e, row, source, refresh, Some(op2), connect)
-                    .await
-                    .map(|()| None)
+                let made = receive(e, row, source, refresh, Some(op2), connect).await;
+                if let Some(claim) = claim {
+                    claim.end(made.is_ok()).await;
+                }
+                made.map(|()| None)
             });
             op
         };

@@ -12,16 +12,54 @@ use serde_json::json;
 use super::{dnsmasq, files, parse_row, table, validate_network_name};
 use crate::db::intents::IntentKind;
 use crate::db::networks::NetworkRow;
+use crate::engine::cluster::shared::{SharedStore, NETWORKS};
 use crate::engine::net_state::lock;
 use crate::engine::revert::Revert;
 use crate::engine::{blocking, check_version, Engine};
 use crate::error::{DaemonError, Result};
 
 impl Engine {
-    /// `POST /1.0/networks`: records the network, then brings it up.
+    /// `POST /1.0/networks`: records the network, then brings it up; in a cluster, on
+    /// every member (made here first, then recorded in etcd, whose watch makes it on the
+    /// others; undone here when etcd refuses it).
     pub async fn create_network(&self, req: NetworksPost) -> Result<()> {
-        let e = self.clone();
-        blocking(move || create(&e, req)).await
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        let (e, name) = (self.clone(), req.name.clone());
+        blocking(move || create(&e, req)).await?;
+        if !store.is_cluster() {
+            return Ok(());
+        }
+        let put = self.network_put(&name).await?;
+        if let Err(err) = store
+            .create(self.shared_state(), NETWORKS, &name, &put)
+            .await
+        {
+            let (e, n) = (self.clone(), name.clone());
+            undo_here(blocking(move || delete(&e, &n)).await, &name);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// `POST /1.0/networks?target=<member>` in a cluster: LXD's first step, defining a
+    /// network on one member before the cluster-wide create. hutch defines a network for
+    /// the whole cluster at once, so the step only checks what it is given (no key is
+    /// member specific here).
+    pub async fn define_network_on_member(&self, req: &NetworksPost) -> Result<()> {
+        if self.membership().is_none() {
+            return Err(DaemonError::BadRequest(
+                "This server is not clustered".into(),
+            ));
+        }
+        validate_network_name(&req.name)?;
+        match req.put.config.keys().next() {
+            Some(key) => Err(DaemonError::BadRequest(format!(
+                "Config key {key:?} may not be used as member-specific key: a network is \
+                 defined for the whole cluster at once (create it without --target)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// `PUT /1.0/networks/<name>`: the new configuration, applied to the live bridge, when
@@ -32,14 +70,19 @@ impl Engine {
         put: NetworkPut,
         if_match: Option<String>,
     ) -> Result<()> {
-        let (e, name) = (self.clone(), name.to_string());
-        blocking(move || {
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        let (e, n) = (self.clone(), name.to_string());
+        let old = blocking(move || {
             let _ops = lock(&e.d.net.networks.ops);
-            let row = e.d.db.network_or_404(&name)?;
+            let row = e.d.db.network_or_404(&n)?;
             check_version(if_match.as_deref(), &row.put)?;
-            update(&e, row, put)
+            let old = row.put.clone();
+            update(&e, row, put)?;
+            Ok(old)
         })
-        .await
+        .await?;
+        self.record_network_update(&store, name, old).await
     }
 
     /// `PATCH /1.0/networks/<name>`: as an update, with what `patch` gives merged into the
@@ -50,32 +93,150 @@ impl Engine {
         patch: NetworkPatch,
         if_match: Option<String>,
     ) -> Result<()> {
-        let (e, name) = (self.clone(), name.to_string());
-        blocking(move || {
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        let (e, n) = (self.clone(), name.to_string());
+        let old = blocking(move || {
             let _ops = lock(&e.d.net.networks.ops);
-            let row = e.d.db.network_or_404(&name)?;
+            let row = e.d.db.network_or_404(&n)?;
             check_version(if_match.as_deref(), &row.put)?;
+            let old = row.put.clone();
             let mut put = row.put.clone();
             put.config.extend(patch.config.unwrap_or_default());
             if let Some(desc) = patch.description {
                 put.description = desc;
             }
-            update(&e, row, put)
+            update(&e, row, put)?;
+            Ok(old)
+        })
+        .await?;
+        self.record_network_update(&store, name, old).await
+    }
+
+    /// A change made here to network `name` recorded in the cluster; undone here (back
+    /// to `old`) when etcd refuses it.
+    async fn record_network_update(
+        &self,
+        store: &SharedStore,
+        name: &str,
+        old: NetworkPut,
+    ) -> Result<()> {
+        if !store.is_cluster() {
+            return Ok(());
+        }
+        let put = self.network_put(name).await?;
+        if let Err(err) = store
+            .update(self.shared_state(), NETWORKS, name, &put)
+            .await
+        {
+            let (e, n) = (self.clone(), name.to_string());
+            let undone = blocking(move || {
+                let _ops = lock(&e.d.net.networks.ops);
+                let row = e.d.db.network_or_404(&n)?;
+                update(&e, row, old)
+            })
+            .await;
+            undo_here(undone, name);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// `POST /1.0/networks/<name>`: the network is taken down and brought up under its new
+    /// name. One in use (on any member) cannot be renamed.
+    pub async fn rename_network(&self, name: &str, req: NetworkPost) -> Result<()> {
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        self.check_unused_elsewhere(NETWORKS, name).await?;
+        let (e, old, new) = (self.clone(), name.to_string(), req.name.clone());
+        blocking(move || rename(&e, &old, &new)).await?;
+        if !store.is_cluster() {
+            return Ok(());
+        }
+        let put = self.network_put(&req.name).await?;
+        if let Err(err) = store
+            .rename(self.shared_state(), NETWORKS, name, &req.name, &put)
+            .await
+        {
+            let (e, old, new) = (self.clone(), name.to_string(), req.name.clone());
+            undo_here(blocking(move || rename(&e, &new, &old)).await, name);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// `DELETE /1.0/networks/<name>`. One in use (on any member) cannot be deleted.
+    pub async fn delete_network(&self, name: &str) -> Result<()> {
+        let store = self.shared_store();
+        let _change = store.begin(self.shared_state()).await;
+        self.check_unused_elsewhere(NETWORKS, name).await?;
+        let put = self.network_put(name).await?;
+        let (e, n) = (self.clone(), name.to_string());
+        blocking(move || delete(&e, &n)).await?;
+        if let Err(err) = store.delete(self.shared_state(), NETWORKS, name).await {
+            let (e, n) = (self.clone(), name.to_string());
+            let again = NetworksPost {
+                name: n.clone(),
+                kind: "bridge".into(),
+                put,
+            };
+            undo_here(blocking(move || create(&e, again)).await, name);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// The configuration network `name` has here.
+    async fn network_put(&self, name: &str) -> Result<NetworkPut> {
+        let (e, n) = (self.clone(), name.to_string());
+        blocking(move || Ok(e.d.db.network_or_404(&n)?.put)).await
+    }
+
+    /// Network `name` as the cluster has it (another member's change), here: renamed
+    /// from `renamed_from`, made, or changed.
+    pub(in crate::engine) async fn take_network(
+        &self,
+        name: &str,
+        put: NetworkPut,
+        renamed_from: &str,
+    ) -> Result<()> {
+        let (e, name, from) = (self.clone(), name.to_string(), renamed_from.to_string());
+        blocking(move || {
+            let d = &e.d;
+            if !from.is_empty() && d.db.network(&from)?.is_some() && d.db.network(&name)?.is_none()
+            {
+                rename(&e, &from, &name)?;
+            }
+            let ops = lock(&d.net.networks.ops);
+            match d.db.network(&name)? {
+                Some(row) if row.put == put => Ok(()),
+                Some(row) => update(&e, row, put),
+                None => {
+                    // create takes the lock itself.
+                    drop(ops);
+                    let kind = "bridge".to_string();
+                    create(&e, NetworksPost { name, kind, put })
+                }
+            }
         })
         .await
     }
 
-    /// `POST /1.0/networks/<name>`: the network is taken down and brought up under its new
-    /// name. One in use cannot be renamed.
-    pub async fn rename_network(&self, name: &str, req: NetworkPost) -> Result<()> {
-        let (e, name) = (self.clone(), name.to_string());
-        blocking(move || rename(&e, &name, &req.name)).await
+    /// Network `name` gone from the cluster: gone here too, unless something here uses it.
+    pub(in crate::engine) async fn drop_network(&self, name: &str) -> Result<()> {
+        let (e, n) = (self.clone(), name.to_string());
+        blocking(move || match e.d.db.network(&n)? {
+            Some(_) => delete(&e, &n),
+            None => Ok(()),
+        })
+        .await
     }
+}
 
-    /// `DELETE /1.0/networks/<name>`. One in use cannot be deleted.
-    pub async fn delete_network(&self, name: &str) -> Result<()> {
-        let (e, name) = (self.clone(), name.to_string());
-        blocking(move || delete(&e, &name)).await
+/// Logs an undo that failed: the error the caller returns is the one that made it undo.
+fn undo_here(undone: Result<()>, name: &str) {
+    if let Err(err) = undone {
+        tracing::warn!(network = name, error = %err.chain(), "undo here of a change the cluster refused");
     }
 }
 
