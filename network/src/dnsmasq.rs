@@ -92,9 +92,13 @@ pub fn dnsmasq_args(bridge: &str, cfg: &BridgeConfig, files: &DnsmasqFiles) -> V
                     cfg.dns_search.join(",")
                 ));
             }
-            for (start, end) in cfg.dhcp_ranges() {
+            let ranges = cfg.dhcp_ranges();
+            for (start, end) in &ranges {
                 a.push(format!("--dhcp-range={start},{end},{},1h", v4.netmask()));
             }
+            // dnsmasq's own limit is 1,000 leases: past it, whatever the range, a client
+            // is refused ("no leases left") and broadcasts again every second.
+            a.push(format!("--dhcp-lease-max={}", lease_max(&ranges)));
         }
     }
     if let Some(v6) = cfg.ipv6 {
@@ -148,6 +152,21 @@ fn entries(files: &DnsmasqFiles) -> Vec<(PathBuf, String, Vec<String>)> {
         }
     }
     out
+}
+
+/// The MACs in the host entries of `instance`: of its NIC `device`, or of all of them.
+pub fn entry_hwaddrs(files: &DnsmasqFiles, instance: &str, device: Option<&str>) -> Vec<String> {
+    let file = device.map(|dev| format!("{instance}.{dev}"));
+    entries(files)
+        .into_iter()
+        .filter(|(path, owner, _)| {
+            owner == instance
+                && file
+                    .as_deref()
+                    .is_none_or(|f| path.file_name().is_some_and(|n| n == f))
+        })
+        .filter_map(|(_, _, f)| f.first().cloned())
+        .collect()
 }
 
 /// The MAC of each NIC with a host entry, and its instance.
@@ -213,6 +232,17 @@ pub fn static_entries(files: &DnsmasqFiles) -> Vec<(String, Ipv4Addr, String)> {
         .collect()
 }
 
+/// As many leases as the ranges hold addresses (at least dnsmasq's default, 1,000).
+fn lease_max(ranges: &[(Ipv4Addr, Ipv4Addr)]) -> u64 {
+    let held: u64 = ranges
+        .iter()
+        .map(|(start, end)| {
+            u64::from(u32::from(*end)).saturating_sub(u64::from(u32::from(*start))) + 1
+        })
+        .sum();
+    held.max(1000)
+}
+
 /// One line of dnsmasq's lease file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -220,6 +250,9 @@ pub struct Lease {
     pub hwaddr: String,
     pub address: String,
     pub hostname: String,
+    /// The client identifier the client sent (`01:` and its MAC, from most), which
+    /// dnsmasq matches on a release.
+    pub client_id: Option<String>,
 }
 
 /// Parses a lease file: `<expiry> <mac> <ip> <hostname|*> <client-id|*>` per line;
@@ -240,6 +273,7 @@ pub fn parse_leases(text: &str) -> Vec<Lease> {
                 } else {
                     f[3].to_string()
                 },
+                client_id: f.get(4).filter(|c| **c != "*").map(|c| c.to_string()),
             })
         })
         .collect()
@@ -433,6 +467,17 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_limit_follows_the_range() {
+        assert!(args_for(&[]).contains(&"--dhcp-lease-max=1000".to_string()));
+        let mut c = BTreeMap::new();
+        c.insert("ipv4.address".to_string(), "10.9.0.1/20".to_string());
+        let cfg = BridgeConfig::parse(&c).unwrap();
+        let a = dnsmasq_args("br0", &cfg, &DnsmasqFiles::new("/n/br0"));
+        assert!(a.contains(&"--dhcp-range=10.9.0.2,10.9.15.254,255.255.240.0,1h".to_string()));
+        assert!(a.contains(&"--dhcp-lease-max=4093".to_string()), "{a:?}");
+    }
+
+    #[test]
     fn leases_parse_and_skip_junk() {
         let text = "1700000000 00:16:3e:aa:bb:cc 10.9.8.5 c1 01:00:16:3e:aa:bb:cc\n\
                     1700000001 00:16:3e:aa:bb:cd 10.9.8.6 * *\n\
@@ -443,6 +488,29 @@ mod tests {
         assert_eq!(l[0].hostname, "c1");
         assert_eq!(l[0].address, "10.9.8.5");
         assert_eq!(l[1].hostname, "");
+        assert_eq!(l[0].client_id.as_deref(), Some("01:00:16:3e:aa:bb:cc"));
+        assert_eq!(l[1].client_id, None);
+    }
+
+    #[test]
+    fn an_instances_macs_come_from_its_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = DnsmasqFiles::new(dir.path());
+        for (inst, dev, mac) in [
+            ("c1", "eth0", "00:16:3e:00:00:01"),
+            ("c1", "eth1", "00:16:3e:00:00:02"),
+            ("c10", "eth0", "00:16:3e:00:00:03"),
+        ] {
+            write_host_entry(&files, inst, dev, &host_entry(mac, None, Some(inst))).unwrap();
+        }
+        let mut all = entry_hwaddrs(&files, "c1", None);
+        all.sort();
+        assert_eq!(all, ["00:16:3e:00:00:01", "00:16:3e:00:00:02"]);
+        assert_eq!(
+            entry_hwaddrs(&files, "c1", Some("eth1")),
+            ["00:16:3e:00:00:02"]
+        );
+        assert!(entry_hwaddrs(&files, "c2", None).is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod bridge;
 pub mod config;
+pub mod dhcp_release;
 pub mod dnsmasq;
 mod error;
 mod journal;

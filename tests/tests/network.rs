@@ -285,6 +285,12 @@ fn containers_on_a_bridge_get_leases_resolve_and_ping_each_other() {
         !link_exists(&host_name),
         "the host end of the veth went with the container"
     );
+    // c1's lease is released to dnsmasq (which rewrites its lease file), not kept for
+    // its hour: churn would otherwise run the range dry.
+    wait_until("c1's lease released", Duration::from_secs(10), || {
+        !d.lxc_ok(&["network", "list-leases", &net, "--format", "csv"])
+            .contains(&ip1)
+    });
     d.lxc_ok(&["network", "delete", &net]);
     d.hutch_ok(&["network", "delete", &net2]);
     assert_no_network_leftovers(&prefix, &[&net, &net2]);

@@ -100,16 +100,52 @@ impl Engine {
         )?)
     }
 
-    /// Removes the DHCP entry of `instance`'s NIC `device` on network `network`.
+    /// Removes the DHCP entry of `instance`'s NIC `device` on network `network`, and
+    /// releases its lease.
     pub(crate) fn release_nic(&self, network: &str, instance: &str, device: &str) {
-        hutch_network::dnsmasq::remove_host_entry(&files(&self.d, network), instance, device);
+        let files = files(&self.d, network);
+        let macs = hutch_network::dnsmasq::entry_hwaddrs(&files, instance, Some(device));
+        self.release_leases(network, &files, &macs);
+        hutch_network::dnsmasq::remove_host_entry(&files, instance, device);
     }
 
-    /// Removes every DHCP entry of `instance` (deleted or renamed) on every network.
+    /// Removes every DHCP entry of `instance` (deleted or renamed) on every network, and
+    /// releases its leases.
     pub(crate) fn release_instance(&self, instance: &str) -> Result<()> {
         for net in self.d.db.networks()? {
-            hutch_network::dnsmasq::remove_host_entries(&files(&self.d, &net.name), instance);
+            let files = files(&self.d, &net.name);
+            let macs = hutch_network::dnsmasq::entry_hwaddrs(&files, instance, None);
+            self.release_leases(&net.name, &files, &macs);
+            hutch_network::dnsmasq::remove_host_entries(&files, instance);
         }
         Ok(())
+    }
+
+    /// Tells `network`'s dnsmasq that the IPv4 leases of `macs` are free (a DHCPRELEASE per
+    /// lease, as LXD sends): it would otherwise keep each for its hour, and create/delete
+    /// churn would run the range dry. A release that fails only leaves the lease to expire.
+    fn release_leases(&self, network: &str, files: &DnsmasqFiles, macs: &[String]) {
+        if macs.is_empty() {
+            return;
+        }
+        let Ok(Some(cfg)) = self.network_config(network) else {
+            return;
+        };
+        let Some(v4) = cfg.ipv4 else { return };
+        let leases = hutch_network::dnsmasq::read_leases(files);
+        for lease in leases.iter().filter(|l| macs.contains(&l.hwaddr)) {
+            let Ok(address) = lease.address.parse::<Ipv4Addr>() else {
+                continue;
+            };
+            if let Err(e) = hutch_network::dhcp_release::release(
+                network,
+                v4.addr,
+                address,
+                &lease.hwaddr,
+                lease.client_id.as_deref(),
+            ) {
+                tracing::warn!(network, %address, error = %e, "release a DHCP lease");
+            }
+        }
     }
 }
