@@ -124,13 +124,10 @@ pub fn read_plan(path: &Path) -> Result<Vec<NicSpec>> {
     })
 }
 
-/// `hutchd-helper __nic-plug <plan>`, run by the runtime's start hook between namespace
-/// setup and init's exec (`HUTCH_PID` names the container's init): plugs the plan's NICs.
-pub fn plug_planned(plan: &Path) -> Result<()> {
-    let pid = std::env::var("HUTCH_PID")
-        .ok()
-        .and_then(|p| p.parse::<i32>().ok())
-        .ok_or_else(|| NetworkError::Invalid("HUTCH_PID names no process".into()))?;
+/// `hutchd-helper __nic-plug <plan>`, the runtime's start hook between namespace setup and
+/// init's exec (run inside the monitor, or executed): plugs the plan's NICs into the
+/// namespaces of `pid`, the container's init.
+pub fn plug_planned(plan: &Path, pid: i32) -> Result<()> {
     plug(&crate::SystemNetlink::new(), pid, &read_plan(plan)?)
 }
 

@@ -299,7 +299,43 @@ fn release_init(
     }
 }
 
+/// A pre-start hook the monitor runs in its own process instead of executing it. The
+/// helper registers its own hook modes (`hutchd-helper __nic-plug PLAN`), so a start pays no
+/// exec and process start for them. Called with the hook's arguments after the mode and
+/// init's pid; the error is what an executed hook would have printed.
+pub type BuiltinHook = fn(args: &[String], init_pid: i32) -> std::result::Result<(), String>;
+
+static BUILTIN_HOOKS: std::sync::OnceLock<Vec<(&'static str, BuiltinHook)>> =
+    std::sync::OnceLock::new();
+
+/// Registers the hooks `hutchd-helper MODE ...` that the monitor runs in process (once, before
+/// `monitor_main`). A hook runs after init is forked: the monitor forks nothing more while it
+/// creates the container, so threads a hook starts are safe.
+pub fn register_builtin_hooks(hooks: Vec<(&'static str, BuiltinHook)>) {
+    let _ = BUILTIN_HOOKS.set(hooks);
+}
+
+/// The builtin that `hook` names: its program is this process's own (the monitor runs as
+/// the helper, started under its name) and its first argument a registered mode.
+fn builtin(hook: &[String]) -> Option<BuiltinHook> {
+    let mode = hook.get(1)?;
+    let own = std::env::args_os().next()?;
+    if own.as_os_str() != std::ffi::OsStr::new(&hook[0]) {
+        return None;
+    }
+    BUILTIN_HOOKS
+        .get()?
+        .iter()
+        .find(|(name, _)| name == mode)
+        .map(|(_, f)| *f)
+}
+
 fn run_hook(hook: &[String], spec: &ContainerSpec, init: Pid) -> Result<()> {
+    if let Some(run) = builtin(hook) {
+        return run(&hook[2..], init.as_raw()).map_err(|reason| RuntimeError::StartFailed {
+            reason: format!("hook {} {} failed: {reason}", hook[0], hook[1]),
+        });
+    }
     let out = Command::new(&hook[0])
         .args(&hook[1..])
         .env("HUTCH_PID", init.to_string())

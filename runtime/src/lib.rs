@@ -26,6 +26,7 @@ mod sys;
 pub mod userns;
 
 pub use container::Status;
+pub use create::{register_builtin_hooks, BuiltinHook};
 pub use error::{ErrorKind, Result, RuntimeError};
 pub use exec::{
     attach as exec_attach, exec, exec_kept, exec_main, session_paths as exec_session_paths,
