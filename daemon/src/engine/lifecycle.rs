@@ -22,9 +22,44 @@ fn source(name: &str) -> String {
     format!("/1.0/instances/{name}")
 }
 
+/// Where a start's time went, step by step: logged at debug level once the start is done
+/// (`RUST_LOG=hutchd=debug`), to tell what grows when a host runs many containers.
+struct StepClock {
+    last: std::time::Instant,
+    steps: Vec<(&'static str, u128)>,
+}
+
+impl StepClock {
+    fn new() -> Self {
+        StepClock {
+            last: std::time::Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps
+            .push((name, now.duration_since(self.last).as_micros()));
+        self.last = now;
+    }
+
+    fn log(&self, what: &str, name: &str) {
+        let total: u128 = self.steps.iter().map(|(_, us)| us).sum();
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(step, us)| format!("{step}={us}"))
+            .collect();
+        tracing::debug!(instance = name, total_us = total, steps = %steps.join(" "), "{what}");
+    }
+}
+
 pub async fn start_instance(d: AppState, name: String) -> Result<()> {
+    let mut clock = StepClock::new();
     let lock = d.instance_lock(&name);
     let _g = lock.lock().await;
+    clock.step("lock");
     let row = d.db.instance_or_404(&name)?;
     if d.supervision.shutting_down() {
         return Err(DaemonError::BadRequest(
@@ -38,14 +73,18 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
     }
     let expanded = expand(&d, &row)?;
     super::create::secure_instance_volume(&d, &row, &expanded)?;
+    clock.step("read");
     let (d2, row2, expanded2) = (d.clone(), row.clone(), expanded.clone());
     blocking(move || super::templates::apply_due(&d2, &row2, &expanded2)).await?;
+    clock.step("templates");
     let mut spec = build_spec(&d, &row, &expanded)?;
     devices::prepare_start(&d, &row, &expanded, &mut spec)?;
     spec.pre_start_hooks
         .extend(devices::start_hook(&d, &row, &expanded)?);
+    clock.step("spec");
     let (helper, rd) = (d.helper.clone(), d.runtime_dir(&name));
     blocking(move || Ok(hutch_runtime::start(&helper, &rd, &spec)?)).await?;
+    clock.step("runtime");
     let pid = runtime_status(&d, &name).1;
     if let Err(e) = devices::start_proxies(&d, &name, pid as i32, &expanded).await {
         // A device that cannot start fails the start, as in LXD.
@@ -53,6 +92,7 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
         let _ = blocking(move || Ok(container::stop(&rd, Duration::from_secs(0), true)?)).await;
         return Err(e);
     }
+    clock.step("proxies");
     let mut row = d.db.instance_or_404(&name)?;
     row.last_used_at = crate::now();
     d.db.update_instance(&row)?;
@@ -63,9 +103,12 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
             d.db.set_instance_config_key(&name, key, None)?;
         }
     }
+    clock.step("record");
     watch::watch(&d, &name);
     d.events
         .lifecycle("instance-started", &source(&name), json!({}));
+    clock.step("events");
+    clock.log("started", &name);
     Ok(())
 }
 
