@@ -107,6 +107,9 @@ struct Args {
     /// sampling the daemon's RSS, fds and threads into a CSV and PNG plots.
     #[arg(long, default_value_t = 0)]
     soak: usize,
+    /// Clients cycling side by side in the soak, each with its own container.
+    #[arg(long, default_value_t = 1)]
+    soak_workers: usize,
     /// Where the soak writes its CSV and plots.
     #[arg(long, default_value = "soak-results")]
     soak_out: PathBuf,
@@ -375,7 +378,14 @@ fn main() -> Result<()> {
         .cloned()
         .unwrap_or_else(|| "btrfs".into());
     if args.soak > 0 {
-        let flat = soak::run(&bin, &image, &first_driver, args.soak, &args.soak_out);
+        let flat = soak::run(
+            &bin,
+            &image,
+            &first_driver,
+            args.soak,
+            args.soak_workers,
+            &args.soak_out,
+        );
         let _ = std::fs::remove_dir_all(&work);
         flat?;
         return Ok(());

@@ -77,9 +77,17 @@ fn verdict(name: &str, values: &[f64]) -> (bool, String) {
     (flat, line)
 }
 
-/// Runs the soak and writes `soak.csv`, `soak-rss.png`, `soak-latency.png` and
-/// `soak-fds-threads.png` into `out`. Returns whether everything stayed flat.
-pub(crate) fn run(bin: &Path, image: &Path, driver: &str, n: usize, out: &Path) -> Result<bool> {
+/// Runs the soak (`workers` clients side by side, each cycling its own container) and
+/// writes `soak.csv`, `soak-rss.png`, `soak-latency.png` and `soak-fds-threads.png` into
+/// `out`. Returns whether everything stayed flat.
+pub(crate) fn run(
+    bin: &Path,
+    image: &Path,
+    driver: &str,
+    n: usize,
+    workers: usize,
+    out: &Path,
+) -> Result<bool> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let d = Daemon::start(bin, driver)?;
     let t = &d.target;
@@ -92,21 +100,63 @@ pub(crate) fn run(bin: &Path, image: &Path, driver: &str, n: usize, out: &Path) 
         threads: threads(t.pid),
         cycle_ms,
     };
-    let mut samples = vec![sample(0, 0.0)];
-    let mut spent = Duration::ZERO;
-    for i in 1..=n {
-        spent += cycle(t, "soak").with_context(|| format!("soak cycle {i}"))?;
-        if i % every == 0 || i == n {
-            let done = i - samples.last().map_or(0, |s| s.cycle);
-            let s = sample(i, spent.as_secs_f64() * 1000.0 / done as f64);
-            eprintln!(
-                "soak: {i}/{n} cycles, RSS {:.1} MiB, {} fds, {} threads, {:.0} ms/cycle",
-                s.rss_mib, s.fds, s.threads, s.cycle_ms
-            );
-            samples.push(s);
-            spent = Duration::ZERO;
-        }
+    /// What the workers share: cycles claimed, and since the last sample, the cycles
+    /// finished and their time.
+    struct Progress {
+        claimed: usize,
+        finished: usize,
+        spent: Duration,
+        samples: Vec<Sample>,
     }
+    let progress = std::sync::Mutex::new(Progress {
+        claimed: 0,
+        finished: 0,
+        spent: Duration::ZERO,
+        samples: vec![sample(0, 0.0)],
+    });
+    let worker = |w: usize| -> Result<()> {
+        let name = format!("soak{w}");
+        loop {
+            let i = {
+                let mut p = progress.lock().expect("soak progress");
+                if p.claimed == n {
+                    return Ok(());
+                }
+                p.claimed += 1;
+                p.claimed
+            };
+            let took = cycle(t, &name).with_context(|| format!("soak cycle {i}"));
+            let mut p = progress.lock().expect("soak progress");
+            // A failed cycle ends the soak: the others claim nothing more.
+            let took = took.inspect_err(|_| p.claimed = n)?;
+            p.finished += 1;
+            p.spent += took;
+            let done = p.samples.last().map_or(0, |s| s.cycle) + p.finished;
+            if done.is_multiple_of(every) || done == n {
+                let s = sample(done, p.spent.as_secs_f64() * 1000.0 / p.finished as f64);
+                eprintln!(
+                    "soak: {done}/{n} cycles, RSS {:.1} MiB, {} fds, {} threads, {:.0} ms/cycle",
+                    s.rss_mib, s.fds, s.threads, s.cycle_ms
+                );
+                p.samples.push(s);
+                p.finished = 0;
+                p.spent = Duration::ZERO;
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|w| s.spawn(move || worker(w)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a soak worker panicked")))
+            })
+            .collect::<Result<Vec<()>>>()
+    })?;
+    let samples = progress.into_inner().expect("soak progress").samples;
     let mut csv = String::from("cycle,rss_mib,fds,threads,cycle_ms\n");
     for s in &samples {
         let _ = writeln!(
@@ -159,7 +209,7 @@ pub(crate) fn run(bin: &Path, image: &Path, driver: &str, n: usize, out: &Path) 
     // The sample before the first cycle is not part of the soak.
     let measured = &samples[1..];
     let mut all_flat = true;
-    println!("soak of {n} cycles ({driver}), sampled every {every}:");
+    println!("soak of {n} cycles ({driver}, {workers} at a time), sampled every {every}:");
     for (name, values) in [
         (
             "RSS (MiB)",
