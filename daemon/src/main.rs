@@ -94,6 +94,21 @@ pub fn rfc3339_of(t: i64) -> String {
 /// An error and its causes on one line.
 pub use crate::error::chain;
 
+/// glibc gives threads that allocate at the same time arenas of their own, up to eight per
+/// core, and keeps what was freed in each: listings of 1,000 instances (built on every core)
+/// left about 10 MiB behind in them. As many arenas as cores (unless `MALLOC_ARENA_MAX` says
+/// otherwise) kept the daemon's RSS after the same listings at 35-36 MiB instead of 45-46.
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let cores = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
+    // SAFETY: mallopt sets one of glibc's tunables, before the runtime's threads start.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, i32::try_from(cores).unwrap_or(8)) };
+}
+
 fn main() -> anyhow::Result<()> {
     // rsync's transport for a migration (`-e "hutchd __netcat SOCKET"`); rsync appends
     // its own arguments to this one's: any count is fine. Before anything else, as it
@@ -126,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             // One daemon per state directory: a second would take the socket and undo the
             // first's work in flight. Held until the process exits.
             let _lock = layout::lock_state_dir(&cli.dir)?;
+            limit_malloc_arenas();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
