@@ -246,7 +246,10 @@ fn hutch_profiles_images_and_errors() {
 
     for (args, want) in [
         (vec!["info", "nope"], "Instance not found"),
-        (vec!["launch", "no-such-image", "x"], "not found"),
+        (
+            vec!["launch", "no-such-image", "x"],
+            "Image \"no-such-image\" not found",
+        ),
         (
             vec!["launch", "nope:debian/12", "x"],
             "The remote \"nope\" doesn't exist",
@@ -258,6 +261,16 @@ fn hutch_profiles_images_and_errors() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: {err}");
     }
+    // Without a daemon, a launch says that, not that the image is missing.
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(hutch_tests::hutch_bin())
+        .args(["launch", "bb", "x"])
+        .env("HUTCH_DIR", empty.path())
+        .env("HOME", empty.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach hutchd"), "{err}");
     d.hutch_ok(&["image", "delete", "bb"]);
     assert_eq!(d.hutch_ok(&["image", "list", "--format", "csv"]).trim(), "");
 }

@@ -55,9 +55,17 @@ pub fn resolve_image(client: &Client, name: &str) -> Result<String> {
             return Ok(t.to_string());
         }
     }
-    let img = client
-        .get(&format!("/1.0/images/{}", crate::http::encode(name)))
-        .map_err(|_| anyhow::anyhow!("Image {name:?} not found"))?;
+    // Only a 404 means no such image: a daemon that cannot be reached says so itself.
+    let raw = client.raw(
+        "GET",
+        &format!("/1.0/images/{}", crate::http::encode(name)),
+        &[],
+        &[],
+    )?;
+    if raw.status == 404 {
+        bail!("Image {name:?} not found");
+    }
+    let img = crate::http::parse_envelope(&raw)?.metadata;
     Ok(img["fingerprint"].as_str().unwrap_or_default().to_string())
 }
 
