@@ -602,6 +602,26 @@ fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn said_ok(args: &[String], pid: i32) -> std::result::Result<(), String> {
+        match (args, pid) {
+            ([plan], 42) if plan == "plan.json" => Ok(()),
+            _ => Err(format!("{args:?} {pid}")),
+        }
+    }
+
+    #[test]
+    fn a_hook_naming_this_process_and_a_registered_mode_runs_in_process() {
+        register_builtin_hooks(vec![("__said-ok", said_ok)]);
+        let own = std::env::args().next().unwrap();
+        let hook = |prog: &str, mode: &str| vec![prog.to_string(), mode.into(), "plan.json".into()];
+        let run = builtin(&hook(&own, "__said-ok")).expect("registered");
+        assert_eq!(run(&hook(&own, "__said-ok")[2..], 42), Ok(()));
+        // Another program, or a mode nobody registered, is executed as before.
+        assert!(builtin(&hook("/usr/bin/other", "__said-ok")).is_none());
+        assert!(builtin(&hook(&own, "__nic-plug")).is_none());
+        assert!(builtin(&[own]).is_none());
+    }
     use std::os::unix::fs::symlink;
 
     #[test]
