@@ -110,13 +110,7 @@ impl Engine {
 
     async fn evacuate(&self, m: &Membership, name: &str) -> Result<()> {
         m.set_evacuated(name, true).await?;
-        let on_it: Vec<String> = m
-            .placements()
-            .await?
-            .into_iter()
-            .filter(|(_, owner)| owner == name)
-            .map(|(instance, _)| instance)
-            .collect();
+        let on_it = m.instances_on(name).await?;
         for instance in on_it {
             let to = self.choose_member(m).await?;
             if to == name {

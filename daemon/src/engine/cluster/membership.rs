@@ -717,6 +717,17 @@ impl Membership {
             .collect())
     }
 
+    /// The instances placed on member `member`.
+    pub async fn instances_on(&self, member: &str) -> Result<Vec<String>> {
+        Ok(self
+            .placements()
+            .await?
+            .into_iter()
+            .filter(|(_, owner)| owner == member)
+            .map(|(instance, _)| instance)
+            .collect())
+    }
+
     /// Every instance's member and the revision its key was last changed at.
     async fn placement_revisions(&self) -> Result<BTreeMap<String, (String, i64)>> {
         let prefix = self.key("instances", "");

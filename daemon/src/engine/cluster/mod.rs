@@ -449,13 +449,7 @@ impl Engine {
         let m = self.d.cluster.get().ok_or_else(not_clustered)?;
         let _changing = self.d.cluster.changing.lock().await;
         let member = self.cluster_member(name).await?;
-        let on_it: Vec<String> = m
-            .placements()
-            .await?
-            .into_iter()
-            .filter(|(_, owner)| owner == name)
-            .map(|(instance, _)| instance)
-            .collect();
+        let on_it = m.instances_on(name).await?;
         if !on_it.is_empty() && !force {
             return Err(DaemonError::BadRequest(format!(
                 "Cluster member {name:?} still has instances: {} (move or delete them, or \
