@@ -284,17 +284,7 @@ impl SharedStore {
 
     /// Records certificate `fingerprint` no longer trusted.
     pub async fn delete_certificate(&self, state: &SharedState, fingerprint: &str) -> Result<()> {
-        let SharedStore::Cluster(m) = self else {
-            return Ok(());
-        };
-        let key = m.object_key(CERTIFICATES, fingerprint);
-        if let Some(revision) = m
-            .write_objects(vec![], vec![], vec![(key.clone(), None)])
-            .await?
-        {
-            state.set_applied(&key, revision);
-        }
-        Ok(())
+        self.delete(state, CERTIFICATES, fingerprint).await
     }
 }
 
