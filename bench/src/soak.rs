@@ -77,6 +77,19 @@ fn verdict(name: &str, values: &[f64]) -> (bool, String) {
     (flat, line)
 }
 
+/// The samples as CSV, one row per sample.
+fn csv(samples: &[Sample]) -> String {
+    let mut csv = String::from("cycle,rss_mib,fds,threads,cycle_ms\n");
+    for s in samples {
+        let _ = writeln!(
+            csv,
+            "{},{:.2},{},{},{:.1}",
+            s.cycle, s.rss_mib, s.fds, s.threads, s.cycle_ms
+        );
+    }
+    csv
+}
+
 /// Runs the soak (`workers` clients side by side, each cycling its own container) and
 /// writes `soak.csv`, `soak-rss.png`, `soak-latency.png` and `soak-fds-threads.png` into
 /// `out`. Returns whether everything stayed flat.
@@ -93,6 +106,7 @@ pub(crate) fn run(
     let t = &d.target;
     import_busybox(t, image)?;
     let every = interval(n);
+    let csv_path = out.join("soak.csv");
     let sample = |cycle: usize, cycle_ms: f64| Sample {
         cycle,
         rss_mib: rss_mib(t.pid),
@@ -139,6 +153,10 @@ pub(crate) fn run(
                     s.rss_mib, s.fds, s.threads, s.cycle_ms
                 );
                 p.samples.push(s);
+                // Written at every sample so a soak cut short still leaves its numbers.
+                if let Err(e) = std::fs::write(&csv_path, csv(&p.samples)) {
+                    eprintln!("soak: writing {}: {e}", csv_path.display());
+                }
                 p.finished = 0;
                 p.spent = Duration::ZERO;
             }
@@ -157,15 +175,7 @@ pub(crate) fn run(
             .collect::<Result<Vec<()>>>()
     })?;
     let samples = progress.into_inner().expect("soak progress").samples;
-    let mut csv = String::from("cycle,rss_mib,fds,threads,cycle_ms\n");
-    for s in &samples {
-        let _ = writeln!(
-            csv,
-            "{},{:.2},{},{},{:.1}",
-            s.cycle, s.rss_mib, s.fds, s.threads, s.cycle_ms
-        );
-    }
-    std::fs::write(out.join("soak.csv"), csv)?;
+    std::fs::write(&csv_path, csv(&samples))?;
     let points = |f: &dyn Fn(&Sample) -> f64| -> Vec<(f64, f64)> {
         samples.iter().map(|s| (s.cycle as f64, f(s))).collect()
     };
