@@ -44,25 +44,23 @@ impl Etcd {
 
     /// Starts a one-member etcd with its data and log under `dir`.
     pub fn start(dir: &Path) -> Etcd {
-        let peer_port = free_port();
-        let mut etcd = Etcd {
-            child: None,
-            client_port: free_port(),
-            peer_port,
-            dir: dir.join("etcd"),
-            name: "e1".into(),
-            initial_cluster: format!("e1=http://127.0.0.1:{peer_port}"),
-            host: "127.0.0.1".into(),
-            tls: None,
-        };
-        etcd.spawn();
-        etcd.wait_healthy();
-        etcd
+        Self::start_one(dir, None)
     }
 
     /// A one-member etcd on loopback whose clients speak TLS: it presents `cert` (with
     /// `key`) and admits only clients whose certificate `client_ca` vouches for.
     pub fn start_tls(dir: &Path, cert: &Path, key: &Path, client_ca: &Path) -> Etcd {
+        let tls = EtcdTls {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            client_ca: client_ca.to_path_buf(),
+            metrics_port: free_port(),
+        };
+        Self::start_one(dir, Some(tls))
+    }
+
+    /// A one-member etcd on loopback, on free ports, healthy when returned.
+    fn start_one(dir: &Path, tls: Option<EtcdTls>) -> Etcd {
         let peer_port = free_port();
         let mut etcd = Etcd {
             child: None,
@@ -72,12 +70,7 @@ impl Etcd {
             name: "e1".into(),
             initial_cluster: format!("e1=http://127.0.0.1:{peer_port}"),
             host: "127.0.0.1".into(),
-            tls: Some(EtcdTls {
-                cert: cert.to_path_buf(),
-                key: key.to_path_buf(),
-                client_ca: client_ca.to_path_buf(),
-                metrics_port: free_port(),
-            }),
+            tls,
         };
         etcd.spawn();
         etcd.wait_healthy();

@@ -138,6 +138,12 @@ fn the_first_member_lives_in_etcd_and_lxc_sees_the_cluster() {
     d.hutch_ok(&["delete", "c1"]);
 }
 
+/// `joiner` joins `member`'s cluster as `name`, with a token `member` makes for it.
+fn join(member: &TestDaemon, joiner: &TestDaemon, name: &str) {
+    let token = token_of(&member.hutch_ok(&["cluster", "add", name]));
+    joiner.hutch_ok(&["cluster", "join", &token]);
+}
+
 /// The token `hutch cluster add` printed (its last line).
 fn token_of(out: &str) -> String {
     out.lines().last().unwrap_or_default().trim().to_string()
@@ -296,8 +302,7 @@ fn three_members(etcd: &Etcd) -> [TestDaemon; 3] {
     daemons[0].hutch_ok(&["config", "set", "cluster.offline_threshold", "3"]);
     daemons[0].hutch_ok(&["cluster", "enable", "n1", "--etcd", &etcd.url()]);
     for (d, name) in [(&daemons[1], "n2"), (&daemons[2], "n3")] {
-        let token = token_of(&daemons[0].hutch_ok(&["cluster", "add", name]));
-        d.hutch_ok(&["cluster", "join", &token]);
+        join(&daemons[0], d, name);
     }
     for name in ["n2", "n3"] {
         wait_until(&format!("{name} online on n1"), LIMIT, || {
@@ -469,8 +474,7 @@ fn writes_are_refused_without_an_etcd_quorum_and_come_back_with_it() {
     d2.enable_https();
     d1.hutch_ok(&["config", "set", "cluster.offline_threshold", "3"]);
     d1.hutch_ok(&["cluster", "enable", "n1", "--etcd", &Etcd::urls(&etcd)]);
-    let token = token_of(&d1.hutch_ok(&["cluster", "add", "n2"]));
-    d2.hutch_ok(&["cluster", "join", &token]);
+    join(&d1, &d2, "n2");
     d1.import_busybox(Via::Hutch);
     d1.hutch_ok(&["launch", "bb", "c1", "--target", "n1"]);
 
@@ -668,8 +672,7 @@ fn profiles_are_the_clusters_and_follow_every_change() {
     d1.hutch_ok(&["profile", "set", "web", "user.role", "frontend"]);
     d2.hutch_ok(&["profile", "create", "stray"]);
     d1.hutch_ok(&["cluster", "enable", "n1", "--etcd", &etcd.url()]);
-    let token = token_of(&d1.hutch_ok(&["cluster", "add", "n2"]));
-    d2.hutch_ok(&["cluster", "join", &token]);
+    join(&d1, &d2, "n2");
     wait_until("the cluster's profiles on n2", LIMIT, || {
         profile_names(&d2) == ["default", "web"]
     });
@@ -768,8 +771,7 @@ fn a_client_trusted_by_one_member_is_trusted_by_all() {
     d1.enable_https();
     let url2 = d2.enable_https();
     d1.hutch_ok(&["cluster", "enable", "n1", "--etcd", &etcd.url()]);
-    let token = token_of(&d1.hutch_ok(&["cluster", "add", "n2"]));
-    d2.hutch_ok(&["cluster", "join", &token]);
+    join(&d1, &d2, "n2");
 
     // Trusted through n1 with a token: n2 trusts the same certificate.
     let h = hutch_tests::HutchClient::new();
@@ -901,8 +903,7 @@ fn members_on_hosts(
     daemons[0].hutch_ok(&["cluster", "enable", "n1", "--etcd", &Etcd::urls(etcd)]);
     for (i, d) in daemons.iter().enumerate().skip(1) {
         let name = format!("n{}", i + 1);
-        let token = token_of(&daemons[0].hutch_ok(&["cluster", "add", &name]));
-        d.hutch_ok(&["cluster", "join", &token]);
+        join(&daemons[0], d, &name);
     }
     wait_until("every member online", LIMIT, || {
         daemons[0]
@@ -1052,8 +1053,7 @@ fn storage_pools_are_the_clusters_on_every_member() {
     d1.enable_https();
     d2.enable_https();
     d1.hutch_ok(&["cluster", "enable", "n1", "--etcd", &etcd.url()]);
-    let token = token_of(&d1.hutch_ok(&["cluster", "add", "n2"]));
-    d2.hutch_ok(&["cluster", "join", &token]);
+    join(&d1, &d2, "n2");
     let pool = |d: &TestDaemon, name: &str| get(d, &format!("/1.0/storage-pools/{name}"));
 
     // Made once through n1 with lxc: each member makes its own backing store.
@@ -1221,8 +1221,7 @@ fn members_reach_etcd_over_tls_with_the_cluster_certificate() {
     );
     assert!(etcd.url().starts_with("https://"), "{}", etcd.url());
     d1.hutch_ok(&["cluster", "enable", "n1", "--etcd", &etcd.url()]);
-    let token = token_of(&d1.hutch_ok(&["cluster", "add", "n2"]));
-    d2.hutch_ok(&["cluster", "join", &token]);
+    join(&d1, &d2, "n2");
     wait_until("both online", LIMIT, || {
         d1.lxc_ok(&["cluster", "list", "--format", "csv"])
             .matches("ONLINE")
