@@ -14,6 +14,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hutch_api::percent_encode;
 use serde::Deserialize;
 
 use crate::multipart::{parse_header_value, MultipartReader};
@@ -130,13 +131,16 @@ impl LxdRemote {
     }
 
     fn alias(&self, name: &str) -> Result<AliasEntry, ImageError> {
-        self.get_json(&format!("/1.0/images/aliases/{}", path_escape(name)))
+        self.get_json(&format!("/1.0/images/aliases/{}", percent_encode(name)))
     }
 
     /// `GET /1.0/images/<fingerprint>` (a prefix will do), with `secret` when not empty (an
     /// image that is not public).
     pub fn image(&self, fingerprint: &str, secret: &str) -> Result<LxdImage, ImageError> {
-        let path = with_secret(format!("/1.0/images/{}", path_escape(fingerprint)), secret);
+        let path = with_secret(
+            format!("/1.0/images/{}", percent_encode(fingerprint)),
+            secret,
+        );
         let mut image: LxdImage = self.get_json(&path)?;
         if image.kind.is_empty() {
             image.kind = "container".into();
@@ -154,7 +158,7 @@ impl LxdRemote {
         progress: ExportProgress,
     ) -> Result<LxdExport, ImageError> {
         let path = with_secret(
-            format!("/1.0/images/{}/export", path_escape(fingerprint)),
+            format!("/1.0/images/{}/export", percent_encode(fingerprint)),
             secret,
         );
         let response = self.call(&path)?;
@@ -295,24 +299,11 @@ impl Read for Counted {
     }
 }
 
-/// A URL path segment with everything but unreserved characters percent-encoded.
-fn path_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn with_secret(path: String, secret: &str) -> String {
     if secret.is_empty() {
         path
     } else {
-        format!("{path}?secret={}", path_escape(secret))
+        format!("{path}?secret={}", percent_encode(secret))
     }
 }
 
@@ -336,8 +327,8 @@ mod tests {
 
     #[test]
     fn paths_are_escaped_and_secrets_kept_out_of_messages() {
-        assert_eq!(path_escape("busybox/1.0"), "busybox%2F1.0");
-        assert_eq!(path_escape("a b?c"), "a%20b%3Fc");
+        assert_eq!(percent_encode("busybox/1.0"), "busybox%2F1.0");
+        assert_eq!(percent_encode("a b?c"), "a%20b%3Fc");
         let p = with_secret("/1.0/images/abc".into(), "s3/cr+t");
         assert_eq!(p, "/1.0/images/abc?secret=s3%2Fcr%2Bt");
         assert_eq!(strip_secret(&p), "/1.0/images/abc");
