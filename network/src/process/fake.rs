@@ -100,6 +100,18 @@ impl FakeProcesses {
         self.table().live.iter().map(|(_, c)| c.clone()).collect()
     }
 
+    /// Takes the arguments starting with `prefix` from the live dnsmasq of `bridge`, as
+    /// if an older daemon, which did not give them, had started it.
+    pub fn drop_dnsmasq_arguments(&self, bridge: &str, prefix: &str) {
+        for (_, c) in &mut self.table().live {
+            if let ProcessCall::SpawnDnsmasq { bridge: b, args } = c {
+                if b == bridge {
+                    args.retain(|a| !a.starts_with(prefix));
+                }
+            }
+        }
+    }
+
     /// Ends process `p` as if it had crashed.
     pub fn kill(&self, p: ProcessId) {
         self.table().live.retain(|(id, _)| *id != p);
@@ -126,6 +138,13 @@ impl Processes for FakeProcesses {
         });
         t.live.iter().find_map(|(id, c)| match c {
             ProcessCall::SpawnDnsmasq { bridge: b, .. } if b == bridge => Some(*id),
+            _ => None,
+        })
+    }
+
+    fn arguments(&self, p: ProcessId) -> Option<Vec<String>> {
+        self.table().live.iter().find_map(|(id, c)| match c {
+            ProcessCall::SpawnDnsmasq { args, .. } if *id == p => Some(args.clone()),
             _ => None,
         })
     }

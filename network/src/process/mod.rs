@@ -51,6 +51,8 @@ pub trait Processes: Send + Sync + fmt::Debug {
     ) -> Result<ProcessId>;
     /// The live dnsmasq of `bridge` that its pid file names (one a previous daemon started).
     fn find_dnsmasq(&self, bridge: &str, files: &DnsmasqFiles) -> Option<ProcessId>;
+    /// The arguments `p` runs with (after its program), while it runs.
+    fn arguments(&self, p: ProcessId) -> Option<Vec<String>>;
     /// Starts the forwarder of proxy `device` (`hutchd-helper __proxy <spec_file>`, the spec
     /// written first), and returns once it has bound its ports or said why it could not;
     /// it is nobody's child.

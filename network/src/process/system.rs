@@ -62,6 +62,20 @@ impl Processes for SystemProcesses {
         ProcessId::of(dnsmasq::running_pid(files, bridge)?)
     }
 
+    fn arguments(&self, p: ProcessId) -> Option<Vec<String>> {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.pid)).ok()?;
+        if !self.alive(p) {
+            return None;
+        }
+        // NUL-terminated arguments, the program first.
+        let text = String::from_utf8_lossy(&cmdline);
+        let mut args: Vec<String> = text.split('\0').skip(1).map(str::to_string).collect();
+        if args.last().is_some_and(String::is_empty) {
+            args.pop();
+        }
+        Some(args)
+    }
+
     fn spawn_proxy(
         &self,
         helper_bin: &Path,

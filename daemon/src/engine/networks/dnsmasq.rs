@@ -69,6 +69,18 @@ pub(super) fn running(d: &Daemon, name: &str) -> bool {
     }
 }
 
+/// Whether network `name` has a live dnsmasq with the arguments `cfg` gives one now. One
+/// adopted from an older hutchd may lack some (`--dhcp-lease-max`, before it existed).
+pub(super) fn current(d: &Daemon, name: &str, cfg: &BridgeConfig) -> bool {
+    if !running(d, name) {
+        return false;
+    }
+    let Some(id) = lock(&d.net.networks.dnsmasq).get(name).copied() else {
+        return false;
+    };
+    d.net.processes.arguments(id) == Some(dnsmasq::dnsmasq_args(name, cfg, &files(d, name)))
+}
+
 /// Forgets the dnsmasq processes that have exited (the supervisor restarts them).
 pub(super) fn forget_dead(d: &Daemon) {
     let ids: Vec<(String, ProcessId)> = lock(&d.net.networks.dnsmasq)

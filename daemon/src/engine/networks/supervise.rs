@@ -43,7 +43,8 @@ pub fn start_networks(e: &Engine) {
                 &cfg,
                 &table(d, &row.name),
             )?;
-            if dnsmasq::needs_dnsmasq(&cfg) && !dnsmasq::running(d, &row.name) {
+            // A dnsmasq an older hutchd started with other arguments is started again.
+            if dnsmasq::needs_dnsmasq(&cfg) && !dnsmasq::current(d, &row.name, &cfg) {
                 dnsmasq::restart(d, &row.name, &cfg)?;
             }
             Ok(())

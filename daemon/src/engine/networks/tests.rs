@@ -164,6 +164,34 @@ async fn start_brings_networks_back_and_removes_stray_tables() {
 }
 
 #[tokio::test]
+async fn start_restarts_a_dnsmasq_running_with_other_arguments() {
+    let (e, f, _dir) = setup();
+    e.create_network(post("hbr0")).await.unwrap();
+    let spawns = |f: &NetFakes| {
+        f.processes
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, ProcessCall::SpawnDnsmasq { .. }))
+            .count()
+    };
+    // Its own arguments: adopted as it is.
+    start_networks(&e);
+    assert_eq!(spawns(&f), 1);
+    // Started by an older hutchd without a lease limit: replaced by one with it.
+    f.processes
+        .drop_dnsmasq_arguments("hbr0", "--dhcp-lease-max");
+    start_networks(&e);
+    assert_eq!(spawns(&f), 2);
+    assert_up(&e, &f, "hbr0", "10.71.0.1/24");
+    let live = f.processes.live();
+    assert!(
+        matches!(&live[..], [ProcessCall::SpawnDnsmasq { args, .. }]
+            if args.iter().any(|a| a.starts_with("--dhcp-lease-max="))),
+        "{live:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_update_that_fails_puts_the_old_network_back() {
     let (e, f, _dir) = setup();
     e.create_network(post("hbr0")).await.unwrap();
