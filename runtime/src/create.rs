@@ -36,10 +36,42 @@ pub struct Created {
     pub cgroup_layout: CgroupLayout,
     pub halt_signal: i32,
     pub idmapped: bool,
+    /// Where the time went (see [`StepTimes`]).
+    pub steps: Vec<(String, u64)>,
+}
+
+/// Where a start's time went inside the monitor, step by step, in microseconds: reported
+/// to the starter, which the daemon logs beside its own steps (a host with many containers
+/// makes some kernel work slower; this says which).
+pub(crate) struct StepTimes {
+    last: std::time::Instant,
+    steps: Vec<(String, u64)>,
+}
+
+impl StepTimes {
+    pub(crate) fn new() -> Self {
+        StepTimes {
+            last: std::time::Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Ends step `name` (begun where the previous one ended).
+    pub(crate) fn mark(&mut self, name: &str) {
+        let now = std::time::Instant::now();
+        let us = now.duration_since(self.last).as_micros() as u64;
+        self.steps.push((name.to_string(), us));
+        self.last = now;
+    }
+
+    pub(crate) fn into_steps(self) -> Vec<(String, u64)> {
+        self.steps
+    }
 }
 
 /// Creates and boots the container. On failure nothing of it is left behind.
 pub fn create(spec: &ContainerSpec) -> Result<Created> {
+    let mut times = StepTimes::new();
     spec.validate()?;
     let meta = std::fs::metadata(&spec.rootfs)
         .map_err(|e| RuntimeError::io("open root filesystem", &spec.rootfs, e))?;
@@ -71,10 +103,12 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
     if !spec.privileged {
         cg.delegate(root_uid, root_gid)?;
     }
+    times.mark("cgroup");
     let userns = match (&spec.idmap, spec.privileged) {
         (Some(map), false) => Some(userns::create(map)?),
         _ => None,
     };
+    times.mark("userns");
     let tree = match (&userns, &spec.idmap) {
         (Some(ns), Some(map)) => match userns::prepare_root(&spec.rootfs, ns, map)? {
             RootTree::Idmapped(fd) => Some(fd),
@@ -82,6 +116,7 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
         },
         _ => None,
     };
+    times.mark("root");
     let console = console::open(root_uid, tty_gid)?;
     let (root, idmapped) = match tree {
         Some(_) => (rootfs::RootMount::IdmappedTree, true),
@@ -106,7 +141,16 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
         root: tree.as_ref(),
         binds: &binds,
     };
-    let init_pid = spawn_init(spec, &cg, userns.as_ref(), &trees, &console, &ops)?;
+    times.mark("prepare");
+    let init_pid = spawn_init(
+        spec,
+        &cg,
+        userns.as_ref(),
+        &trees,
+        &console,
+        &ops,
+        &mut times,
+    )?;
     undo.0 = None;
     Ok(Created {
         init_pid,
@@ -115,6 +159,7 @@ pub fn create(spec: &ContainerSpec) -> Result<Created> {
         cgroup_layout: layout,
         halt_signal,
         idmapped,
+        steps: times.into_steps(),
     })
 }
 
@@ -186,6 +231,7 @@ fn spawn_init(
     trees: &Trees<'_>,
     console: &ConsolePty,
     ops: &[rootfs::MountOp],
+    times: &mut StepTimes,
 ) -> Result<Pid> {
     let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
     let (report_r, report_w) = pipe2(cloexec).map_err(|e| RuntimeError::sys("create pipe", e))?;
@@ -256,7 +302,10 @@ fn spawn_init(
                     }
                 }
             };
-            let result = release_init(spec, init, &mut lines, release_w, mounted);
+            // The intermediate's work: joining the cgroup and the user namespace, making
+            // the other namespaces, forking init.
+            times.mark("namespaces");
+            let result = release_init(spec, init, &mut lines, release_w, mounted, times);
             if result.is_err() {
                 let _ = kill(init, Signal::SIGKILL);
                 let _ = waitpid(init, None);
@@ -274,6 +323,7 @@ fn release_init(
     lines: &mut BufReader<File>,
     release: OwnedFd,
     mounted: bool,
+    times: &mut StepTimes,
 ) -> Result<()> {
     if !mounted {
         match read_report(lines)? {
@@ -286,17 +336,21 @@ fn release_init(
             }
         }
     }
+    times.mark("mounts");
     for hook in &spec.pre_start_hooks {
         run_hook(hook, spec, init)?;
     }
+    times.mark("hooks");
     File::from(release)
         .write_all(b"1")
         .map_err(|e| RuntimeError::io("release", "init", e))?;
     // EOF without a message means the exec succeeded (the pipe is close-on-exec).
-    match read_report(lines)? {
+    let execed = match read_report(lines)? {
         None => Ok(()),
         Some(other) => Err(protocol("exec", &other)),
-    }
+    };
+    times.mark("exec");
+    execed
 }
 
 /// A pre-start hook the monitor runs in its own process instead of executing it. The

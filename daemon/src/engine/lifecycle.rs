@@ -27,6 +27,8 @@ fn source(name: &str) -> String {
 struct StepClock {
     last: std::time::Instant,
     steps: Vec<(&'static str, u128)>,
+    /// The runtime step's own steps, as the container's monitor timed them.
+    runtime: Vec<(String, u64)>,
 }
 
 impl StepClock {
@@ -34,6 +36,7 @@ impl StepClock {
         StepClock {
             last: std::time::Instant::now(),
             steps: Vec::new(),
+            runtime: Vec::new(),
         }
     }
 
@@ -51,7 +54,18 @@ impl StepClock {
             .iter()
             .map(|(step, us)| format!("{step}={us}"))
             .collect();
-        tracing::debug!(instance = name, total_us = total, steps = %steps.join(" "), "{what}");
+        let runtime: Vec<String> = self
+            .runtime
+            .iter()
+            .map(|(step, us)| format!("{step}={us}"))
+            .collect();
+        tracing::debug!(
+            instance = name,
+            total_us = total,
+            steps = %steps.join(" "),
+            runtime_steps = %runtime.join(" "),
+            "{what}"
+        );
     }
 }
 
@@ -83,8 +97,9 @@ pub async fn start_instance(d: AppState, name: String) -> Result<()> {
         .extend(devices::start_hook(&d, &row, &expanded)?);
     clock.step("spec");
     let (helper, rd) = (d.helper.clone(), d.runtime_dir(&name));
-    blocking(move || Ok(hutch_runtime::start(&helper, &rd, &spec)?)).await?;
+    let started = blocking(move || Ok(hutch_runtime::start(&helper, &rd, &spec)?)).await?;
     clock.step("runtime");
+    clock.runtime = started.steps;
     let pid = runtime_status(&d, &name).1;
     if let Err(e) = devices::start_proxies(&d, &name, pid as i32, &expanded).await {
         // A device that cannot start fails the start, as in LXD.

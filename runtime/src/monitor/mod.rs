@@ -33,15 +33,28 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StartReport {
-    Started { init_pid: i32, monitor_pid: i32 },
-    Failed { message: String, invalid_spec: bool },
+    Started {
+        init_pid: i32,
+        monitor_pid: i32,
+        /// Where the monitor's time went, in microseconds by step (none from an older one).
+        #[serde(default)]
+        steps: Vec<(String, u64)>,
+    },
+    Failed {
+        message: String,
+        invalid_spec: bool,
+    },
 }
 
 /// A container that was just started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Started {
     pub init_pid: i32,
     pub monitor_pid: i32,
+    /// Where the monitor's time went, in microseconds by step: the container's cgroup, its
+    /// user namespace, its root, the rest prepared, the namespaces and init's fork, init's
+    /// mounts, the pre-start hooks (the NIC plug), init's exec, the state published.
+    pub steps: Vec<(String, u64)>,
 }
 
 /// Starts `spec` under a new monitor (`<hutchd-helper> __monitor <dir>`), detached from the
@@ -90,9 +103,11 @@ pub fn start(helper_bin: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Star
         StartReport::Started {
             init_pid,
             monitor_pid,
+            steps,
         } => Ok(Started {
             init_pid,
             monitor_pid,
+            steps,
         }),
         StartReport::Failed {
             message,

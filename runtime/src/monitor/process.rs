@@ -57,14 +57,19 @@ pub fn monitor_main(dir: &Path) -> ! {
         let spec = spec.ok_or_else(|| RuntimeError::StartFailed {
             reason: "spec.json is missing".into(),
         })?;
-        let created = create::create(&spec)?;
-        publish(&rd, &spec, created)
+        let mut created = create::create(&spec)?;
+        let mut times = std::mem::take(&mut created.steps);
+        let published = std::time::Instant::now();
+        let (monitor, listener) = publish(&rd, &spec, created)?;
+        times.push(("publish".into(), published.elapsed().as_micros() as u64));
+        Ok((monitor, listener, times))
     });
     match started {
-        Ok((monitor, listener)) => {
+        Ok((monitor, listener, steps)) => {
             let report = StartReport::Started {
                 init_pid: monitor.state.init_pid,
                 monitor_pid: monitor.state.monitor_pid,
+                steps,
             };
             let _ = send(&mut status, &report);
             drop(status);
