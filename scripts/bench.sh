@@ -5,7 +5,8 @@
 # (--runs N, --drivers btrfs,dir, --clients hutch,lxc, --list-sizes N,M, --json FILE,
 # --pause-ms MS, --lxd-dir DIR; --only basic,throughput,list,debian,remote,https,copy,backup
 # for some groups of rows; --only scale [--scale N] for the 1,000-container rows;
-# --soak N [--soak-out DIR] for the soak with its CSV and PNG plots).
+# --soak N [--soak-out DIR] for the soak with its CSV and PNG plots; --daemon-log FILE keeps
+# hutchd's log, with RUST_LOG=hutchd=debug the steps of each start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -113,6 +113,10 @@ struct Args {
     /// Where the soak writes its CSV and plots.
     #[arg(long, default_value = "soak-results")]
     soak_out: PathBuf,
+    /// Where each hutchd the bench starts writes its log (its stderr, appended): with
+    /// `RUST_LOG=hutchd=debug`, where each start's time went, step by step.
+    #[arg(long)]
+    daemon_log: Option<PathBuf>,
     /// Make the CA in `--ca-dir` (if missing), print its certificate's path and exit: start
     /// LXD with `SSL_CERT_FILE` set to it before a run with `--lxd-dir`.
     #[arg(long)]
@@ -359,6 +363,9 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let _ = PAUSE.set(Duration::from_millis(args.pause_ms));
+    if let Some(log) = &args.daemon_log {
+        let _ = target::DAEMON_LOG.set(log.clone());
+    }
     let _forwarding = ForwardingGuard(std::fs::read_to_string(IP_FORWARD).ok());
     let exe = std::env::current_exe()?;
     let bin = exe.parent().context("binary directory")?.to_path_buf();

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+/// `--daemon-log`: where the hutchd the bench starts write their stderr (else nowhere).
+pub(crate) static DAEMON_LOG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 /// A daemon to drive: a hutchd this harness started, or an LXD daemon set up beforehand.
 pub(crate) struct Target {
     /// `hutchd` or `lxd`, for the table.
@@ -130,11 +133,20 @@ impl Daemon {
         if let Some(ca) = crate::remote::CA_FILE.get() {
             hutchd.env("SSL_CERT_FILE", ca);
         }
+        let log = match DAEMON_LOG.get() {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => Stdio::null(),
+        };
         let child = hutchd
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()?;
         let d = Daemon {
             target: Target {
