@@ -146,15 +146,31 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes JSON to a temporary name, syncs, and renames it into place.
+/// Writes JSON to a temporary name, syncs it, and renames it into place: whole, and kept
+/// through a power loss (the exit record, which says why a container stopped).
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_json(path, value, true)
+}
+
+/// Writes JSON to a temporary name and renames it into place, unsynced: whole for every
+/// reader, but not kept through a power loss. For the records of a running container (its
+/// spec, its monitor's state), which a host's crash makes moot, as it ends the container.
+/// A start pays no sync: on a host writing much (a pool's loop file on the same
+/// filesystem), an fsync waits for the journal, and the wait grew with the host's load.
+pub fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_json(path, value, false)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T, sync: bool) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     let data = serde_json::to_vec(value).expect("runtime records serialize");
     let mut f = fs::File::create(&tmp).map_err(|e| RuntimeError::io("create", &tmp, e))?;
     f.write_all(&data)
         .map_err(|e| RuntimeError::io("write", &tmp, e))?;
-    f.sync_all()
-        .map_err(|e| RuntimeError::io("sync", &tmp, e))?;
+    if sync {
+        f.sync_all()
+            .map_err(|e| RuntimeError::io("sync", &tmp, e))?;
+    }
     fs::rename(&tmp, path).map_err(|e| RuntimeError::io("rename into place", path, e))
 }
 

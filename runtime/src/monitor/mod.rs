@@ -24,7 +24,7 @@ use protocol::{recv, send, MonitorReply, MonitorRequest};
 
 use crate::error::{Result, RuntimeError};
 use crate::spec::ContainerSpec;
-use crate::state::{write_json_atomic, ExitRecord, MonitorState, RuntimeDir};
+use crate::state::{write_json_replace, ExitRecord, MonitorState, RuntimeDir};
 
 /// How long a start may take before the starter gives up waiting for the monitor.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -68,7 +68,7 @@ pub fn start(helper_bin: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Star
     }
     let rd = RuntimeDir::new(dir);
     rd.create()?;
-    write_json_atomic(&rd.spec(), spec)?;
+    write_json_replace(&rd.spec(), spec)?;
     let _ = std::fs::remove_file(rd.exit());
 
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)

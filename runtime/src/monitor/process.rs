@@ -23,7 +23,10 @@ use crate::console::BoundedLog;
 use crate::create::{self, chain, Created};
 use crate::error::{Result, RuntimeError};
 use crate::spec::ContainerSpec;
-use crate::state::{read_json, unix_now, write_json_atomic, ExitRecord, MonitorState, RuntimeDir};
+use crate::state::{
+    read_json, unix_now, write_json_atomic, write_json_replace, ExitRecord, MonitorState,
+    RuntimeDir,
+};
 use crate::sys;
 
 /// The fd on which the starter waits for the monitor's [`StartReport`].
@@ -140,7 +143,7 @@ fn publish(
         lxcfs: spec.lxcfs.is_some(),
     };
     let result = (|| {
-        write_json_atomic(&rd.state(), &state)?;
+        write_json_replace(&rd.state(), &state)?;
         let _ = std::fs::remove_file(rd.socket());
         UnixListener::bind(rd.socket()).map_err(|e| RuntimeError::io("bind", rd.socket(), e))
     })();
