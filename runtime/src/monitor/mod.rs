@@ -68,6 +68,9 @@ pub fn start(helper_bin: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Star
     }
     let rd = RuntimeDir::new(dir);
     rd.create()?;
+    // Unlinked first: ext4 flushes a file renamed over another before the rename returns
+    // (auto_da_alloc), which an unsynced write would otherwise pay at every restart.
+    let _ = std::fs::remove_file(rd.spec());
     write_json_replace(&rd.spec(), spec)?;
     let _ = std::fs::remove_file(rd.exit());
 
