@@ -633,7 +633,15 @@ fn lxd_imports_an_optimized_btrfs_backup_hutchd_exported() {
         "--optimized-storage",
     ]);
     lxd.lxc_ok(&["storage", "create", "bt", "btrfs", "size=1GiB"]);
-    lxd.lxc_ok(&["import", file.to_str().unwrap(), "-s", "bt"]);
+    let import = ["import", file.to_str().unwrap(), "-s", "bt"];
+    // LXD 5.0 has hung after the upload under the suite's load (once in seven runs), past
+    // the command limit, which panics: that hang is LXD's, so the import is tried again.
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lxd.lxc(&import)));
+    if !first.is_ok_and(|out| out.status.success()) {
+        eprintln!("{test}: LXD's first import failed or hung; importing again");
+        let _ = lxd.lxc(&["delete", "c1", "--force"]);
+        lxd.lxc_ok(&import);
+    }
     let snaps = lxd.lxc_ok(&["query", "/1.0/instances/c1/snapshots"]);
     assert!(
         snaps.contains("snap0") && snaps.contains("snap1"),
