@@ -48,6 +48,10 @@ impl StepClock {
     }
 
     fn log(&self, what: &str, name: &str) {
+        // Formatted only for a debug log: a start pays nothing for it otherwise.
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
         let total: u128 = self.steps.iter().map(|(_, us)| us).sum();
         let steps: Vec<String> = self
             .steps
