@@ -20,6 +20,7 @@ pub mod monitor;
 mod reaper;
 pub mod rootfs;
 pub mod seccomp;
+mod spawn;
 pub mod spec;
 pub mod state;
 mod sys;

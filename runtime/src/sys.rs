@@ -418,12 +418,3 @@ pub fn keep_fd_as(fd: RawFd, target: RawFd) -> std::io::Result<()> {
     }
     Ok(())
 }
-
-/// `cmd`'s program gets `fd` as its descriptor `target`.
-pub fn pass_fd_as(cmd: &mut std::process::Command, fd: RawFd, target: RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure only calls the async-signal-safe `keep_fd_as` on an fd we own.
-    unsafe {
-        cmd.pre_exec(move || keep_fd_as(fd, target));
-    }
-}

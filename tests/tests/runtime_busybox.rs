@@ -53,11 +53,14 @@ fn prepare(privileged: bool) -> (TestDir, ContainerSpec, CgroupGuard) {
 fn boot_spec(dir: TestDir, spec: ContainerSpec, guard: CgroupGuard) -> Booted {
     let rd = dir.path().join("run");
     let started = hutch_runtime::start(&helper_bin(), &rd, &spec).expect("start container");
-    // The monitor says where its time went, each step once and in order.
+    // The start says where its time went, each step once and in order: the starter's
+    // two, then the monitor's.
     let steps: Vec<&str> = started.steps.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(
         steps,
         [
+            "spawn",
+            "helper",
             "cgroup",
             "userns",
             "root",

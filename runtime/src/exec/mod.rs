@@ -10,9 +10,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
@@ -298,19 +296,15 @@ fn spawn_helper(
     if let Some(pid) = spawn_into_cgroup2(helper_bin, &exe, dir, state, stdio, &control)? {
         return Ok(pid);
     }
-    let mut cmd = Command::new(&exe);
-    cmd.arg0(helper_bin)
-        .arg("__exec")
-        .arg(dir)
-        .stdin(Stdio::from(stdin))
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr));
-    crate::sys::pass_fd_as(&mut cmd, control.as_raw_fd(), CONTROL_FD);
-    let helper = cmd
-        .spawn()
-        .map_err(|e| RuntimeError::io("run", helper_bin, e))?;
+    let stdio = [&stdin, &stdout, &stderr].map(crate::spawn::fd);
     // Reaped through its pid, like the helpers born by clone3.
-    Ok(Pid::from_raw(helper.id() as i32))
+    crate::spawn::spawn(
+        &exe,
+        &[helper_bin.as_os_str(), "__exec".as_ref(), dir.as_os_str()],
+        stdio,
+        (control.as_raw_fd(), CONTROL_FD),
+    )
+    .map_err(|e| RuntimeError::io("run", helper_bin, e))
 }
 
 /// The helper born in the container's cgroup2 directory (or its exec leaf) by clone3;

@@ -10,9 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -23,6 +21,7 @@ use process::STATUS_FD;
 use protocol::{recv, send, MonitorReply, MonitorRequest};
 
 use crate::error::{Result, RuntimeError};
+use crate::spawn::{self, ChildStdio};
 use crate::spec::ContainerSpec;
 use crate::state::{write_json_replace, ExitRecord, MonitorState, RuntimeDir};
 
@@ -51,8 +50,9 @@ pub enum StartReport {
 pub struct Started {
     pub init_pid: i32,
     pub monitor_pid: i32,
-    /// Where the monitor's time went, in microseconds by step: the container's cgroup, its
-    /// user namespace, its root, the rest prepared, the namespaces and init's fork, init's
+    /// Where the start's time went, in microseconds by step: the starter's spawn of the
+    /// helper and the helper's start; then the monitor's: the container's cgroup, its user
+    /// namespace, its root, the rest prepared, the namespaces and init's fork, init's
     /// mounts, the pre-start hooks (the NIC plug), init's exec, the state published.
     pub steps: Vec<(String, u64)>,
 }
@@ -60,6 +60,7 @@ pub struct Started {
 /// Starts `spec` under a new monitor (`<hutchd-helper> __monitor <dir>`), detached from the
 /// caller, and returns once init runs. `dir` becomes the container's runtime directory.
 pub fn start(helper_bin: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Started> {
+    let begun = Instant::now();
     spec.validate()?;
     if MonitorClient::connect(dir).is_ok() {
         return Err(RuntimeError::AlreadyRunning {
@@ -86,32 +87,43 @@ pub fn start(helper_bin: &Path, dir: &Path, spec: &ContainerSpec) -> Result<Star
         .map_err(|e| RuntimeError::io("dup", rd.monitor_log(), e))?;
     // From a read-only bind of hutchd-helper, as the exec helper (see `sys::helper_exe`).
     let exe = crate::sys::helper_exe(helper_bin).unwrap_or_else(|| helper_bin.to_path_buf());
-    let mut cmd = Command::new(&exe);
-    cmd.arg0(helper_bin)
-        .arg("__monitor")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2);
-    crate::sys::pass_fd_as(&mut cmd, status_w.as_raw_fd(), STATUS_FD);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| RuntimeError::io("run", helper_bin, e))?;
-    drop(cmd);
-    drop(status_w);
+    let child = spawn::spawn(
+        &exe,
+        &[
+            helper_bin.as_os_str(),
+            "__monitor".as_ref(),
+            dir.as_os_str(),
+        ],
+        [ChildStdio::Null, spawn::fd(&log), spawn::fd(&log2)],
+        (status_w.as_raw_fd(), STATUS_FD),
+    )
+    .map_err(|e| RuntimeError::io("run", helper_bin, e))?;
+    drop((log, log2, status_w));
+    let spawned = Instant::now();
     // The first monitor process forks the real one and exits at once.
-    let _ = child.wait();
+    while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(child, None) {}
+    let forked = Instant::now();
     let report = read_report(File::from(status_r))?;
     match report {
         StartReport::Started {
             init_pid,
             monitor_pid,
             steps,
-        } => Ok(Started {
-            init_pid,
-            monitor_pid,
-            steps,
-        }),
+        } => {
+            let us = |a: Instant, b: Instant| b.duration_since(a).as_micros() as u64;
+            // The starter's own steps first: the runtime directory, the spec and the spawn;
+            // then the helper's exec until its first process forked the monitor and exited.
+            let mut all = vec![
+                ("spawn".to_string(), us(begun, spawned)),
+                ("helper".to_string(), us(spawned, forked)),
+            ];
+            all.extend(steps);
+            Ok(Started {
+                init_pid,
+                monitor_pid,
+                steps: all,
+            })
+        }
         StartReport::Failed {
             message,
             invalid_spec: true,
