@@ -20,6 +20,7 @@ mod images;
 mod oci;
 mod plot;
 mod remote;
+mod replay;
 mod scale;
 mod soak;
 mod target;

@@ -1,8 +1,9 @@
 //! The `scale` group: a fresh hutchd with a managed bridge, N running busybox containers
 //! each with a NIC on it, and what N costs: launch latency as N grows (lxc), `lxc list`,
-//! `hutch list` and a metrics scrape of N, the daemon's RSS, 128 launches at once (hutch),
-//! and API latency under 200 concurrent clients. Everything is deleted afterwards (the daemon's teardown removes
-//! the bridge, its dnsmasq and nftables table).
+//! `hutch list` and a metrics scrape of N, `lxc list` of the same answer replayed from
+//! memory, the daemon's RSS, 128 launches at once (hutch), and API latency under 200
+//! concurrent clients. Everything is deleted afterwards (the daemon's teardown removes the
+//! bridge, its dnsmasq and nftables table).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -169,6 +170,17 @@ pub(crate) fn measure(plan: &ScalePlan) -> Result<Vec<Row>> {
             max,
         ));
     }
+    // What lxc itself takes for the same answer, served from memory: no server does better.
+    let mut floor = crate::replay::lxc_list_floor(t, runs)?;
+    let (med, min, max) = stats(&mut floor);
+    rows.push((
+        format!("list of {n}, lxc alone"),
+        "lxc".into(),
+        driver.into(),
+        med,
+        min,
+        max,
+    ));
     let mut scrapes: Vec<Duration> = (0..runs)
         .map(|_| crate::api_load::scrape(&d.dir.join("unix.socket")))
         .collect::<Result<_>>()?;
