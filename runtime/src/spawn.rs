@@ -23,6 +23,11 @@ pub enum ChildStdio {
     Fd(RawFd),
 }
 
+/// `f` as one of the child's descriptors 0-2, borrowed for the call.
+pub fn fd(f: &impl AsRawFd) -> ChildStdio {
+    ChildStdio::Fd(f.as_raw_fd())
+}
+
 /// The lowest number a source descriptor is moved to before the child's dup2s, so that no
 /// dup2 onto 0-3 overwrites a source a later one reads.
 const HIGH_FD: RawFd = 10;
@@ -195,11 +200,6 @@ impl Drop for SpawnAttr {
         // SAFETY: initialized in `new`, destroyed once.
         unsafe { libc::posix_spawnattr_destroy(self.0.as_mut()) };
     }
-}
-
-/// The helper's descriptors as `spawn` takes them, borrowed for the call.
-pub fn fd(f: &impl AsRawFd) -> ChildStdio {
-    ChildStdio::Fd(f.as_raw_fd())
 }
 
 #[cfg(test)]
