@@ -196,6 +196,24 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Sends `sig` to the process of `pidfd`: never to a later process that reuses its pid.
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> Result<(), Errno> {
+    // SAFETY: plain syscall on a pidfd we own, with no siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// Marks every fd from `first` upward close-on-exec, so nothing leaks into a container.
 pub fn cloexec_from(first: u32) -> Result<(), Errno> {
     // SAFETY: close_range only changes flags on fds of this process.
@@ -234,6 +252,31 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     // The command name may contain spaces and parentheses; fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether signal `sig` sent to `pid` now would reach it rather than be dropped: the
+/// process catches or blocks it. An init of a pid namespace has every signal it does not
+/// handle dropped, and a freshly exec'd one handles none until it installs its handlers.
+/// `None` when the process is gone.
+pub fn signal_would_reach(pid: i32, sig: i32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(signal_in_masks(&status, sig))
+}
+
+/// Whether `sig` is in the SigCgt or SigBlk mask of a /proc/PID/status text.
+fn signal_in_masks(status: &str, sig: i32) -> bool {
+    if !(1..=64).contains(&sig) {
+        return false;
+    }
+    let bit = 1u64 << (sig - 1);
+    status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("SigCgt:")
+                .or_else(|| l.strip_prefix("SigBlk:"))
+        })
+        .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .any(|mask| mask & bit != 0)
 }
 
 /// Resets every signal to its default action and unblocks all, as a fresh process expects.
@@ -332,6 +375,22 @@ mod tests {
         assert!(process_start_time(pid).is_some());
         assert_eq!(process_start_time(pid), process_start_time(pid));
         assert!(process_start_time(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_signal_reaches_a_process_that_catches_or_blocks_it() {
+        // SIGPWR is 30: bit 29. SIGRTMIN+3 (37 with glibc): bit 36.
+        let status = "Name:\tinit\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nSigCgt:\t0000000020000000\n";
+        assert!(signal_in_masks(status, libc::SIGPWR));
+        assert!(!signal_in_masks(status, libc::SIGTERM));
+        let blocked = "SigBlk:\t0000001000000000\nSigCgt:\t0000000000000000\n";
+        assert!(signal_in_masks(blocked, 37));
+        assert!(!signal_in_masks(blocked, libc::SIGPWR));
+        // A fresh exec: nothing caught, nothing blocked.
+        let fresh = "SigBlk:\t0000000000000000\nSigCgt:\t0000000000000000\n";
+        assert!(!signal_in_masks(fresh, libc::SIGPWR));
+        assert!(!signal_in_masks(fresh, 0));
+        assert!(signal_would_reach(i32::MAX, libc::SIGPWR).is_none());
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
@@ -62,7 +62,7 @@ pub fn monitor_main(dir: &Path) -> ! {
         })?;
         let mut created = create::create(&spec)?;
         let mut times = std::mem::take(&mut created.steps);
-        let published = std::time::Instant::now();
+        let published = Instant::now();
         let (monitor, listener) = publish(&rd, &spec, created)?;
         times.push(("publish".into(), published.elapsed().as_micros() as u64));
         Ok((monitor, listener, times))
@@ -107,6 +107,9 @@ struct Monitor {
     rd: RuntimeDir,
     state: MonitorState,
     created: Created,
+    /// Init's pidfd, for signals that must not reach a later process of the same pid
+    /// (`None` on a kernel without pidfds).
+    init_pidfd: Option<OwnedFd>,
     /// `Some` once init has exited and the cleanup is done.
     exited: Mutex<Option<ExitRecord>>,
     exited_cond: Condvar,
@@ -158,10 +161,13 @@ fn publish(
             return Err(e);
         }
     };
+    // Opened while init is our unreaped child, so it is init's for good.
+    let init_pidfd = sys::pidfd_open(created.init_pid.as_raw()).ok();
     let monitor = Monitor {
         rd: rd.clone(),
         state,
         created,
+        init_pidfd,
         exited: Mutex::new(None),
         exited_cond: Condvar::new(),
         stop_waiters: Mutex::new(Vec::new()),
@@ -304,14 +310,15 @@ fn handle(m: &Arc<Monitor>, conn: UnixStream) {
 /// Sends a raw signal number: nix's `Signal` has no real-time signals, and systemd halts
 /// on SIGRTMIN+3.
 fn signal_init(m: &Monitor, signal: i32) -> Result<()> {
-    // SAFETY: kill with plain integers.
-    if unsafe { libc::kill(m.created.init_pid.as_raw(), signal) } < 0 {
-        return Err(RuntimeError::sys(
-            format!("send signal {signal} to init"),
-            Errno::last(),
-        ));
-    }
-    Ok(())
+    let sent = match &m.init_pidfd {
+        Some(pidfd) => sys::pidfd_send_signal(pidfd, signal),
+        // SAFETY: kill with plain integers.
+        None => match unsafe { libc::kill(m.created.init_pid.as_raw(), signal) } {
+            0 => Ok(()),
+            _ => Err(Errno::last()),
+        },
+    };
+    sent.map_err(|e| RuntimeError::sys(format!("send signal {signal} to init"), e))
 }
 
 /// Asks init to halt (or kills it), escalating to SIGKILL after the timeout. The reply is
@@ -333,17 +340,47 @@ fn stop(m: &Arc<Monitor>, timeout_ms: u64, force: bool, mut waiter: UnixStream) 
     let _ = m.created.cgroup.thaw();
     let init = m.created.init_pid;
     if force {
-        let _ = kill(init, Signal::SIGKILL);
+        let _ = signal_init(m, libc::SIGKILL);
         return;
     }
-    let _ = signal_init(m, m.state.halt_signal);
-    let exited = m.exited.lock().unwrap_or_else(|e| e.into_inner());
-    let (exited, _) = m
-        .exited_cond
-        .wait_timeout_while(exited, Duration::from_millis(timeout_ms), |e| e.is_none())
-        .unwrap_or_else(|e| e.into_inner());
+    // A stop without limit sends a timeout no clock can add.
+    let now = Instant::now();
+    let deadline = now
+        .checked_add(Duration::from_millis(timeout_ms))
+        .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
+    // A pid namespace's init gets no signal it neither catches nor blocks: one sent before
+    // init installed its handlers (a stop right after the start) is dropped, and the stop
+    // would wait out its whole timeout. So the signal goes again, less and less often,
+    // until it was sent while /proc showed init catching or blocking it. (Busybox init
+    // waits in sigtimedwait, which /proc shows as neither, so it gets the repeats too; it
+    // drops them, as it resets its handlers once it halts.)
+    let halt = m.state.halt_signal;
+    let mut again = Some(Instant::now());
+    let mut gap = Duration::from_millis(50);
+    let mut exited = m.exited.lock().unwrap_or_else(|e| e.into_inner());
+    while exited.is_none() {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        if again.is_some_and(|at| now >= at) {
+            let handled = sys::signal_would_reach(init.as_raw(), halt) == Some(true);
+            // By pidfd: init may be reaped and its pid reused before `exited` is set.
+            let _ = signal_init(m, halt);
+            again = (!handled).then(|| now + gap);
+            gap = gap.saturating_mul(2);
+        }
+        let until = again.map_or(deadline, |at| at.min(deadline));
+        exited = m
+            .exited_cond
+            .wait_timeout_while(exited, until.saturating_duration_since(now), |e| {
+                e.is_none()
+            })
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
     if exited.is_none() {
-        let _ = kill(init, Signal::SIGKILL);
+        let _ = signal_init(m, libc::SIGKILL);
     }
 }
 
