@@ -26,7 +26,7 @@ mod soak;
 mod target;
 
 use images::{busybox_image, debian_image, import_busybox, import_debian};
-use target::{lxd_driver, rss_mib, Daemon, ForwardingGuard, Target, IP_FORWARD};
+use target::{lxd_driver, rss_anon_mib, rss_mib, Daemon, ForwardingGuard, Target, IP_FORWARD};
 
 /// One row of the table: target, driver, operation, median, min, max.
 type Row = (String, String, String, f64, f64, f64);
@@ -513,6 +513,15 @@ fn main() -> Result<()> {
             idle,
             idle,
             idle,
+        ));
+        let anon = rss_anon_mib(d.target.pid);
+        rows.push((
+            "RSS anon, idle (MiB)".into(),
+            "-".into(),
+            driver.clone(),
+            anon,
+            anon,
+            anon,
         ));
         for client in &args.clients {
             // LXD joins the lxc rows of the driver its default pool uses.

@@ -22,15 +22,26 @@ pub(crate) struct Target {
 
 /// Resident memory of process `pid`, in MiB.
 pub(crate) fn rss_mib(pid: u32) -> f64 {
+    status_kib(pid, "VmRSS:") / 1024.0
+}
+
+/// Resident anonymous memory (heap, stacks) of process `pid`, in MiB: RSS without the
+/// pages of its binary and libraries, whose count depends on how much of the binary the
+/// page cache holds (a freshly copied binary is mapped in more by fault-around).
+pub(crate) fn rss_anon_mib(pid: u32) -> f64 {
+    status_kib(pid, "RssAnon:") / 1024.0
+}
+
+/// A kB field of /proc/PID/status.
+fn status_kib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// Open file descriptors of process `pid`.

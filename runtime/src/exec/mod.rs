@@ -263,7 +263,7 @@ impl ExecController {
 
 /// Starts `hutchd-helper __exec DIR` with `stdio` and the control socket on fd 3: born in the
 /// container's cgroup2 directory where the kernel allows it (it then joins only the v1
-/// hierarchies, if any), else spawned plainly (it then moves itself in).
+/// hierarchies, if any), else by posix_spawn (it then moves itself in).
 fn spawn_helper(
     helper_bin: &Path,
     dir: &Path,
