@@ -254,9 +254,10 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
-/// Whether signal `sig` sent to `pid` now would reach it rather than be dropped: the
-/// process catches or blocks it. An init of a pid namespace has every signal it does not
-/// handle dropped, and a freshly exec'd one handles none until it installs its handlers.
+/// Whether signal `sig` sent to `pid` now surely reaches it: the process catches or blocks
+/// it. `false` means it may be dropped, as an init of a pid namespace has every signal it
+/// does not handle dropped and a freshly exec'd one handles none until it installs its
+/// handlers (or that the process waits for it in sigtimedwait, which /proc does not show).
 /// `None` when the process is gone.
 pub fn signal_would_reach(pid: i32, sig: i32) -> Option<bool> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
