@@ -255,13 +255,28 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 }
 
 /// Whether signal `sig` sent to `pid` now surely reaches it: the process catches or blocks
-/// it. `false` means it may be dropped, as an init of a pid namespace has every signal it
-/// does not handle dropped and a freshly exec'd one handles none until it installs its
-/// handlers (or that the process waits for it in sigtimedwait, which /proc does not show).
-/// `None` when the process is gone.
+/// it, or it waits in sigtimedwait (busybox init, hutch's reaper), whose awaited signals
+/// /proc shows as neither caught nor blocked while it waits. `false` means it may be
+/// dropped: an init of a pid namespace has every signal it does not handle dropped, and a
+/// freshly exec'd one handles none until it installs its handlers. `None` when the process
+/// is gone.
 pub fn signal_would_reach(pid: i32, sig: i32) -> Option<bool> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    Some(signal_in_masks(&status, sig))
+    if signal_in_masks(&status, sig) {
+        return Some(true);
+    }
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    Some(in_sigtimedwait(&syscall))
+}
+
+/// Whether a /proc/PID/syscall text says the process is blocked in rt_sigtimedwait (it
+/// starts with the number of the system call it sleeps in, or says "running").
+fn in_sigtimedwait(syscall: &str) -> bool {
+    syscall
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<i64>().ok())
+        == Some(libc::SYS_rt_sigtimedwait)
 }
 
 /// Whether `sig` is in the SigCgt or SigBlk mask of a /proc/PID/status text.
@@ -392,6 +407,12 @@ mod tests {
         assert!(!signal_in_masks(fresh, libc::SIGPWR));
         assert!(!signal_in_masks(fresh, 0));
         assert!(signal_would_reach(i32::MAX, libc::SIGPWR).is_none());
+        // Waiting in sigtimedwait: its awaited signals show in neither mask.
+        let waiting = format!("{} 0x5eb308 0x0 0x0 0x8", libc::SYS_rt_sigtimedwait);
+        assert!(in_sigtimedwait(&waiting));
+        assert!(!in_sigtimedwait("running"));
+        assert!(!in_sigtimedwait("7 0x0 0x0"));
+        assert!(!in_sigtimedwait(""));
     }
 }
 

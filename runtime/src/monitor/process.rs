@@ -351,9 +351,9 @@ fn stop(m: &Arc<Monitor>, timeout_ms: u64, force: bool, mut waiter: UnixStream) 
     // A pid namespace's init gets no signal it neither catches nor blocks: one sent before
     // init installed its handlers (a stop right after the start) is dropped, and the stop
     // would wait out its whole timeout. So the signal goes again, less and less often,
-    // until it was sent while /proc showed init catching or blocking it. (Busybox init
-    // waits in sigtimedwait, which /proc shows as neither, so it gets the repeats too; it
-    // drops them, as it resets its handlers once it halts.)
+    // until it was sent while /proc showed init catching it, blocking it or waiting for
+    // signals in sigtimedwait: an init that handles it gets it once (an application behind
+    // hutch's reaper may take a second SIGTERM as "now").
     let halt = m.state.halt_signal;
     let mut again = Some(Instant::now());
     let mut gap = Duration::from_millis(50);
