@@ -27,9 +27,8 @@ impl Load {
     }
 }
 
-/// One GET: the status code and how long it took.
-fn get(socket: &Path, path: &str) -> Result<(u16, Duration)> {
-    let start = Instant::now();
+/// One GET on `socket` with `Connection: close`: the whole answer, headers and body.
+pub(crate) fn get_answer(socket: &Path, path: &str) -> Result<Vec<u8>> {
     let mut s = UnixStream::connect(socket).context("connect")?;
     write!(
         s,
@@ -37,6 +36,13 @@ fn get(socket: &Path, path: &str) -> Result<(u16, Duration)> {
     )?;
     let mut answer = Vec::new();
     s.read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
+/// One GET: the status code and how long it took.
+fn get(socket: &Path, path: &str) -> Result<(u16, Duration)> {
+    let start = Instant::now();
+    let answer = get_answer(socket, path)?;
     let took = start.elapsed();
     let status = std::str::from_utf8(answer.get(9..12).unwrap_or_default())
         .ok()

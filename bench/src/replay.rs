@@ -4,7 +4,7 @@
 //! reach through lxc.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,13 +20,7 @@ const LIST_PATHS: [&str; 2] = ["/1.0", "/1.0/instances?filter=&recursion=2"];
 
 /// The body of one GET on `socket` (HTTP/1.1, `Connection: close`).
 pub(crate) fn fetch(socket: &Path, path: &str) -> Result<Vec<u8>> {
-    let mut s = UnixStream::connect(socket).context("connect")?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: hutch\r\nUser-Agent: hutch-bench\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer)?;
+    let answer = crate::api_load::get_answer(socket, path)?;
     let end = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -42,27 +42,12 @@ pub fn spawn(
     stdio: [ChildStdio; 3],
     pass: (RawFd, RawFd),
 ) -> std::io::Result<Pid> {
-    let cstr = |b: &[u8]| {
-        CString::new(b).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a NUL byte in the helper's command line or environment",
-            )
-        })
-    };
-    let program = cstr(exe.as_os_str().as_bytes())?;
+    let program = c_string(exe.as_os_str().as_bytes())?;
     let argv: Vec<CString> = argv
         .iter()
-        .map(|a| cstr(a.as_bytes()))
+        .map(|a| c_string(a.as_bytes()))
         .collect::<std::io::Result<_>>()?;
-    let envp: Vec<CString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut kv = k.into_encoded_bytes();
-            kv.push(b'=');
-            kv.extend(v.into_encoded_bytes());
-            cstr(&kv)
-        })
-        .collect::<std::io::Result<_>>()?;
+    let envp = environment()?;
     let ptrs = |v: &[CString]| {
         v.iter()
             .map(|c| c.as_ptr() as *mut libc::c_char)
@@ -133,6 +118,28 @@ pub fn spawn(
     check(rc)?;
     drop(raised);
     Ok(Pid::from_raw(pid))
+}
+
+/// `bytes` as a C string; a NUL inside is an invalid-input error.
+fn c_string(bytes: &[u8]) -> std::io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a NUL byte in the helper's command line or environment",
+        )
+    })
+}
+
+/// This process's environment as the `KEY=VALUE` strings a spawned helper is given.
+pub(crate) fn environment() -> std::io::Result<Vec<CString>> {
+    std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.into_encoded_bytes();
+            kv.push(b'=');
+            kv.extend(v.into_encoded_bytes());
+            c_string(&kv)
+        })
+        .collect()
 }
 
 fn check(rc: libc::c_int) -> std::io::Result<()> {

@@ -9,7 +9,7 @@ pub mod protocol;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -344,14 +344,9 @@ fn spawn_into_cgroup2(
         cstr(dir.as_os_str().as_bytes())?,
         cstr(helper::BORN_IN_CGROUP2.as_bytes())?,
     ];
-    let envp: Vec<CString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend(v.into_vec());
-            cstr(&kv)
-        })
-        .collect::<Result<_>>()?;
+    let envp = crate::spawn::environment().map_err(|e| RuntimeError::ExecFailed {
+        reason: e.to_string(),
+    })?;
     let ptrs = |v: &[CString]| {
         v.iter()
             .map(|c| c.as_ptr())
