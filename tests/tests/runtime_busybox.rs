@@ -625,6 +625,38 @@ fn console_output_is_logged_and_attachable() {
 }
 
 #[test]
+fn an_init_that_prints_and_exits_leaves_all_it_printed_in_the_log() {
+    if !require_root("an_init_that_prints_and_exits_leaves_all_it_printed_in_the_log") {
+        return;
+    }
+    // Whatever the pty still held when init exited reaches the log before the stop is
+    // recorded (an application container that prints and exits lost its last lines).
+    // An init that ends at once, before the monitor's console reader ran, and one that
+    // prints more than a read takes.
+    let scripts = [
+        "echo last-words; exit 3",
+        "for i in $(seq 400); do echo console-line-$i; done; echo last-words; exit 3",
+    ];
+    for round in 0..6 {
+        let (dir, mut spec, _guard) = prepare(false);
+        let script = scripts[round % scripts.len()];
+        spec.init = vec!["/bin/sh".into(), "-c".into(), script.into()];
+        let rd = dir.path().join("run");
+        hutch_runtime::start(&helper_bin(), &rd, &spec).expect("start container");
+        wait_until("init to exit", Duration::from_secs(20), || {
+            matches!(container::status(&rd), Ok(Status::Stopped(Some(_))))
+        });
+        let log = String::from_utf8_lossy(&container::console_log(&rd).unwrap()).into_owned();
+        assert!(
+            log.contains("last-words") && (round % 2 == 0 || log.contains("console-line-400")),
+            "round {round}: the log ends {:?}",
+            log.lines().rev().take(3).collect::<Vec<_>>()
+        );
+        assert_no_leftovers(dir.path(), &spec.cgroup);
+    }
+}
+
+#[test]
 fn privileged_containers_run_without_a_user_namespace() {
     if !require_root("privileged_containers_run_without_a_user_namespace") {
         return;

@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, setsid, ForkResult, Pid};
+use nix::unistd::{dup2, fork, setsid, ForkResult, Pid};
 
 use super::protocol::{recv, send, MonitorReply, MonitorRequest};
 use super::StartReport;
@@ -180,7 +181,11 @@ fn publish(
 
 fn serve(m: Arc<Monitor>, listener: UnixListener) -> ! {
     let console = m.clone();
-    thread::spawn(move || pump_console(&console));
+    let (pumped, console_drained) = mpsc::channel();
+    thread::spawn(move || {
+        pump_console(&console);
+        let _ = pumped.send(());
+    });
     let accept = m.clone();
     thread::spawn(move || {
         for conn in listener.incoming().flatten() {
@@ -189,7 +194,7 @@ fn serve(m: Arc<Monitor>, listener: UnixListener) -> ! {
         }
     });
     let record = reap_until_init_exits(m.created.init_pid);
-    finish(&m, record)
+    finish(&m, record, &console_drained)
 }
 
 /// Reaps every child (we are their subreaper) until init itself exits.
@@ -227,7 +232,7 @@ fn reap_until_init_exits(init: Pid) -> ExitRecord {
 }
 
 /// Cleans up after init, answers everyone waiting for the stop, and exits.
-fn finish(m: &Monitor, mut record: ExitRecord) -> ! {
+fn finish(m: &Monitor, mut record: ExitRecord, console_drained: &Receiver<()>) -> ! {
     record.requested = m.stop_requested.load(Ordering::SeqCst);
     let _ = std::fs::remove_file(m.rd.socket());
     let _ = m.created.cgroup.thaw();
@@ -235,6 +240,7 @@ fn finish(m: &Monitor, mut record: ExitRecord) -> ! {
     if let Err(e) = m.created.cgroup.destroy() {
         eprintln!("monitor: {}", chain(&e));
     }
+    drain_console(m, console_drained);
     if let Err(e) = write_json_atomic(&m.rd.exit(), &record) {
         eprintln!("monitor: {}", chain(&e));
     }
@@ -384,7 +390,24 @@ fn stop(m: &Arc<Monitor>, timeout_ms: u64, force: bool, mut waiter: UnixStream) 
     }
 }
 
-/// Reads the console forever: into the bounded log and out to attached clients.
+/// How long the exit waits for the console's last bytes; only a slave held open outside
+/// the container's cgroup (passed out over a socket) can make it wait this long.
+const CONSOLE_DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// Lets the pump log what the container's last writes left in the pty before the exit is
+/// recorded: a process that prints and exits at once would otherwise lose its last words.
+/// With the container's processes gone and the monitor's slave swapped for /dev/null, the
+/// master reads out what is buffered and then fails with EIO.
+fn drain_console(m: &Monitor, console_drained: &Receiver<()>) {
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        // dup2 over the slave's number closes the pty there while the OwnedFd stays valid.
+        let _ = dup2(null.as_raw_fd(), m.created.console.slave.as_raw_fd());
+    }
+    let _ = console_drained.recv_timeout(CONSOLE_DRAIN_LIMIT);
+}
+
+/// Reads the console until the last slave is closed: into the bounded log and out to
+/// attached clients.
 fn pump_console(m: &Monitor) {
     let mut log = BoundedLog::open(&m.rd.console_log(), m.log_limit).ok();
     let mut master = match m.created.console.master.try_clone() {
@@ -397,7 +420,7 @@ fn pump_console(m: &Monitor) {
             Ok(0) => return,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // EIO while nobody holds the slave; the monitor keeps it open, so this is the end.
+            // EIO once nobody holds the slave: the monitor closes its own only at the end.
             Err(_) => return,
         };
         if let Some(log) = log.as_mut() {
