@@ -174,10 +174,19 @@ mod tests {
     use super::*;
     use crate::fake::FakeRunner;
 
+    /// A pool root of the test's own: the driver makes missing parents of a new volume,
+    /// and a shared path would be made and removed under tests running beside it.
+    fn pool() -> (tempfile::TempDir, impl Fn(&str) -> String) {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().to_path_buf();
+        (root, move |vol: &str| base.join(vol).display().to_string())
+    }
+
     #[test]
     fn commands_are_the_btrfs_ones() {
+        let (root, at) = pool();
         let runner = Arc::new(FakeRunner::default());
-        let d = BtrfsDriver::new(Path::new("/pool"), runner.clone());
+        let d = BtrfsDriver::new(root.path(), runner.clone());
         d.clone_volume(Path::new("images/fp"), Path::new("containers/c1"), false)
             .unwrap();
         d.clone_volume(
@@ -194,8 +203,8 @@ mod tests {
                 "btrfs",
                 "subvolume",
                 "snapshot",
-                "/pool/images/fp",
-                "/pool/containers/c1"
+                &at("images/fp"),
+                &at("containers/c1")
             ]
         );
         assert_eq!(
@@ -205,8 +214,8 @@ mod tests {
                 "subvolume",
                 "snapshot",
                 "-r",
-                "/pool/containers/c1",
-                "/pool/containers-snapshots/c1/s0"
+                &at("containers/c1"),
+                &at("containers-snapshots/c1/s0")
             ]
         );
         assert_eq!(
@@ -216,7 +225,7 @@ mod tests {
                 "property",
                 "set",
                 "-ts",
-                "/pool/images/fp",
+                &at("images/fp"),
                 "ro",
                 "true"
             ]
@@ -247,16 +256,14 @@ mod tests {
 
     #[test]
     fn failures_carry_the_command_and_its_stderr() {
+        let (root, at) = pool();
         let runner = Arc::new(FakeRunner::default());
         *runner.fail_on.lock().unwrap() = Some("snapshot".into());
-        let d = BtrfsDriver::new(Path::new("/pool"), runner);
+        let d = BtrfsDriver::new(root.path(), runner);
         let err = d
             .clone_volume(Path::new("a"), Path::new("b"), false)
             .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("btrfs subvolume snapshot /pool/a /pool/b failed"),
-            "{err}"
-        );
+        let command = format!("btrfs subvolume snapshot {} {} failed", at("a"), at("b"));
+        assert!(err.to_string().contains(&command), "{err}");
     }
 }
