@@ -630,9 +630,9 @@ fn an_init_that_prints_and_exits_leaves_all_it_printed_in_the_log() {
         return;
     }
     // Whatever the pty still held when init exited reaches the log before the stop is
-    // recorded (an application container that prints and exits lost its last lines).
-    // An init that ends at once, before the monitor's console reader ran, and one that
-    // prints more than a read takes.
+    // recorded (an application container that printed and exited lost its last lines):
+    // for an init that ends before the monitor's console reader first ran, and for one
+    // that prints more than one read takes.
     let scripts = [
         "echo last-words; exit 3",
         "for i in $(seq 400); do echo console-line-$i; done; echo last-words; exit 3",
