@@ -15,6 +15,7 @@ use serde_json::json;
 mod api_load;
 mod backup;
 mod cluster;
+mod host;
 mod https;
 mod images;
 mod oci;
@@ -589,9 +590,11 @@ fn main() -> Result<()> {
     report(&rows, &args.json)
 }
 
-/// Prints the table (and hutchd's ratio to LXD where both were measured) and writes the
-/// JSON results to `json`.
+/// Prints the host's line, the table (and hutchd's ratio to LXD where both were measured)
+/// and writes the JSON results to `json`.
 fn report(rows: &[Row], json_path: &Path) -> Result<()> {
+    let host = host::facts();
+    println!("{}", host::describe(&host));
     println!(
         "{:<28} {:<6} {:<6} {:>9} {:>9} {:>9}",
         "operation", "client", "driver", "median", "min", "max"
@@ -620,7 +623,7 @@ fn report(rows: &[Row], json_path: &Path) -> Result<()> {
     }
     let json: Vec<_> = rows.iter().map(|(op, client, driver, med, min, max)| json!({"operation": op, "client": client, "driver": driver, "median_s": med, "min_s": min, "max_s": max})).collect();
     let ratio_json: Vec<_> = ratios.iter().map(|(op, driver, h, l, r)| json!({"operation": op, "driver": driver, "hutchd_s": h, "lxd_s": l, "ratio": r})).collect();
-    let json = json!({"rows": json, "hutchd_vs_lxd": ratio_json});
+    let json = json!({"host": host, "rows": json, "hutchd_vs_lxd": ratio_json});
     std::fs::write(json_path, serde_json::to_string_pretty(&json)?)?;
     eprintln!("results written to {}", json_path.display());
     Ok(())
